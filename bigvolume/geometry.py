@@ -1,0 +1,182 @@
+"""Volume geometry: the grid a voxel array lives on, and the grids of its downsamplings.
+
+Conventions (the same as ITK and the files we read):
+- ``dimensions``, ``spacing`` and ``origin`` are in IJK order (i fastest, the x of the numpy array's last
+  spatial axis); a numpy array of the volume has shape ``(k, j, i)`` or ``(k, j, i, components)``.
+- ``origin`` and ``direction`` are in LPS, the convention of NRRD/NIfTI/MetaImage through ITK.
+  Slicer works in RAS: use :meth:`Geometry.ijk_to_ras` / :meth:`Geometry.from_ijk_to_ras`.
+- ``direction`` is a 3x3 matrix whose *columns* are the unit vectors of the I, J and K axes.
+
+Downsampling uses the block-centred grid: output voxel ``i`` along an axis with factor ``f`` is centred on input
+index ``(f - 1) / 2 + f * i``, i.e. it covers input voxels ``f*i .. f*i + f - 1``. Therefore
+``spacing_out = f * spacing_in`` exactly, ``origin_out = origin_in + (f - 1) / 2 * spacing_in`` along each axis
+direction, and the number of output voxels is ``max(1, round(n / f))`` (halves round up), which keeps the physical
+extent within half an output voxel.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _as_vector3(values, name: str) -> tuple[float, float, float]:
+    values = tuple(float(v) for v in np.ravel(values))
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise ValueError(f"{name} needs 1 or 3 values, got {len(values)}")
+    return values  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    dimensions: tuple[int, int, int]
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+
+    def __post_init__(self):
+        dims = tuple(int(d) for d in self.dimensions)
+        if len(dims) != 3 or min(dims) < 1:
+            raise ValueError(f"dimensions must be three positive integers, got {self.dimensions}")
+        spacing = _as_vector3(self.spacing, "spacing")
+        if not all(s > 0 and math.isfinite(s) for s in spacing):
+            raise ValueError(f"spacing must be positive, got {spacing}")
+        direction = np.array(self.direction, dtype=float).reshape(3, 3)
+        direction.setflags(write=False)
+        object.__setattr__(self, "dimensions", dims)
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "origin", _as_vector3(self.origin, "origin"))
+        object.__setattr__(self, "direction", direction)
+
+    def __eq__(self, other):
+        return (isinstance(other, Geometry) and self.dimensions == other.dimensions
+                and self.spacing == other.spacing and self.origin == other.origin
+                and np.array_equal(self.direction, other.direction))
+
+    def __hash__(self):
+        return hash((self.dimensions, self.spacing, self.origin))
+
+    def isclose(self, other: "Geometry", rtol: float = 1e-9, atol: float = 1e-9) -> bool:
+        return (self.dimensions == other.dimensions
+                and np.allclose(self.spacing, other.spacing, rtol=rtol, atol=atol)
+                and np.allclose(self.origin, other.origin, rtol=rtol, atol=atol)
+                and np.allclose(self.direction, other.direction, rtol=rtol, atol=atol))
+
+    # --- derived quantities -------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """numpy shape (k, j, i) of a scalar array on this grid."""
+        return self.dimensions[::-1]
+
+    @property
+    def voxel_count(self) -> int:
+        return int(np.prod(self.dimensions, dtype=np.int64))
+
+    @property
+    def extent(self) -> tuple[float, float, float]:
+        """Physical size along each IJK axis, voxel edges included (n * spacing)."""
+        return tuple(n * s for n, s in zip(self.dimensions, self.spacing))  # type: ignore[return-value]
+
+    def ijk_to_lps(self) -> np.ndarray:
+        matrix = np.eye(4)
+        matrix[:3, :3] = self.direction @ np.diag(self.spacing)
+        matrix[:3, 3] = self.origin
+        return matrix
+
+    def ijk_to_ras(self) -> np.ndarray:
+        matrix = self.ijk_to_lps()
+        matrix[:3, :] = LPS_TO_RAS @ matrix[:3, :]
+        return matrix
+
+    def physical_point(self, ijk) -> np.ndarray:
+        """LPS position of a (possibly fractional) IJK index."""
+        return self.ijk_to_lps()[:3, :3] @ np.asarray(ijk, float) + np.asarray(self.origin)
+
+    @classmethod
+    def from_ijk_to_ras(cls, matrix, dimensions) -> "Geometry":
+        """Build a geometry from a Slicer IJKToRAS 4x4 matrix (numpy or nested lists)."""
+        matrix = np.asarray(matrix, dtype=float).reshape(4, 4)
+        lps = LPS_TO_RAS @ matrix[:3, :]
+        spacing = np.linalg.norm(lps[:3, :3], axis=0)
+        return cls(tuple(dimensions), tuple(spacing), tuple(lps[:3, 3]), lps[:3, :3] / spacing)
+
+    # --- downsampling -------------------------------------------------------------------------------------------
+    def downsampled(self, factors) -> "Geometry":
+        """The block-centred grid of a downsampling by per-axis ``factors`` (each >= 1, fractional allowed)."""
+        factors = validate_factors(factors)
+        dims = tuple(output_size(n, f) for n, f in zip(self.dimensions, factors))
+        spacing = tuple(_tidy(f * s) for f, s in zip(factors, self.spacing))
+        shift = np.array([(f - 1.0) / 2.0 * s for f, s in zip(factors, self.spacing)])
+        origin = tuple(_tidy(x) for x in np.asarray(self.origin) + self.direction @ shift)
+        return Geometry(dims, spacing, origin, self.direction)
+
+
+def _tidy(value: float) -> float:
+    """Drop binary rounding noise (0.7 * 3 = 2.0999999999999996 -> 2.1): 12 significant digits are far below any
+    scanner's precision and give users the numbers they expect."""
+    return float(f"{value:.12g}")
+
+
+def validate_factors(factors) -> tuple[float, float, float]:
+    try:
+        values = _as_vector3(factors, "factor")
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"factor must be one number or three numbers: {error}") from None
+    for f in values:
+        if not math.isfinite(f) or f <= 0:
+            raise ValueError(f"factor must be a positive number, got {f:g}")
+        if f < 1:
+            raise ValueError(f"factor {f:g} would upsample; factors must be >= 1 (this tool downsamples)")
+    return values
+
+
+def output_size(n: int, factor: float) -> int:
+    """Number of output voxels along an axis of ``n`` voxels: round(n / factor), halves up, at least 1."""
+    return max(1, int(math.floor(n / factor + 0.5 + 1e-9)))
+
+
+def block_centres(n_out: int, factor: float) -> np.ndarray:
+    """Input-index coordinates of the output voxel centres along one axis (the block-centred grid)."""
+    return (factor - 1.0) / 2.0 + factor * np.arange(n_out, dtype=float)
+
+
+def factors_for_spacing(geometry: Geometry, spacing: Sequence[float]) -> tuple[float, float, float]:
+    """Per-axis factors that give exactly ``spacing``."""
+    target = _as_vector3(spacing, "spacing")
+    if not all(s > 0 and math.isfinite(s) for s in target):
+        raise ValueError(f"spacing must be positive, got {target}")
+    factors = tuple(t / s for t, s in zip(target, geometry.spacing))
+    for axis, (f, t, s) in enumerate(zip(factors, target, geometry.spacing)):
+        if f < 1 - 1e-12:
+            raise ValueError(f"spacing {t:g} along axis {'IJK'[axis]} is finer than the input's {s:g}: "
+                             "this tool downsamples only")
+    return tuple(max(1.0, f) for f in factors)  # type: ignore[return-value]
+
+
+def isotropic_factors(geometry: Geometry, factor: float) -> tuple[float, float, float]:
+    """Factors giving one spacing on every axis: ``factor`` x the finest input spacing, never finer than an axis
+    already is (an axis is never upsampled)."""
+    factor = validate_factors(factor)[0]
+    target = factor * min(geometry.spacing)
+    return tuple(max(1.0, target / s) for s in geometry.spacing)  # type: ignore[return-value]
+
+
+def factors_for_size(geometry: Geometry, bytes_per_voxel: int, target_bytes: float) -> tuple[float, float, float]:
+    """The smallest uniform factor whose output (uncompressed voxel data) fits in ``target_bytes``."""
+    if target_bytes <= 0:
+        raise ValueError(f"target size must be positive, got {target_bytes}")
+    input_bytes = geometry.voxel_count * bytes_per_voxel
+    if input_bytes <= target_bytes:
+        return (1.0, 1.0, 1.0)
+    factor = (input_bytes / target_bytes) ** (1.0 / 3.0)
+    for _ in range(200):  # rounding of the output size can overshoot: nudge up until it fits
+        if geometry.downsampled(factor).voxel_count * bytes_per_voxel <= target_bytes:
+            return (factor, factor, factor)
+        factor *= 1.01
+    raise ValueError(f"cannot reach {target_bytes:.0f} bytes by downsampling")

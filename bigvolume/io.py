@@ -1,0 +1,168 @@
+"""Reading and writing volumes with their geometry and pixel type.
+
+Formats: NRRD (``.nrrd``; ``.nhdr`` + raw or gzip data file), NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``,
+``.mhd`` + data file). SimpleITK does the reading and writing (Slicer and SimpleITK read each other's NRRD exactly);
+the array of a read volume is a view of the SimpleITK image, not a copy.
+
+Every write goes first into a hidden temporary folder inside the destination folder, under the final file names
+(so a detached header keeps pointing at the right data file), and is moved into place when complete, data files
+first and header last: an output appears whole or not at all.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import VolumeFileError
+from .geometry import Geometry
+from .volume import Volume
+
+WRITE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+# Formats whose writer compresses on request (NIfTI compresses by its .gz suffix).
+COMPRESSIBLE_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def volume_suffix(path) -> str:
+    name = str(path).lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
+
+
+def _first_line(error: Exception) -> str:
+    """ITK exceptions span many lines with source locations; keep the sentence that matters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if line.lower().startswith("description:"):
+            return line.split(":", 1)[1].strip()
+    meaningful = [line for line in lines if not line.startswith(("sitk::ERROR", "/", "itk::"))]
+    return (meaningful or lines or ["unknown error"])[-1][:300]
+
+
+def read_volume(path) -> Volume:
+    """Read a 3D volume (scalar or multi-component). Raises VolumeFileError naming the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise VolumeFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise VolumeFileError(f"{path}: is a folder, not a volume file")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise VolumeFileError(f"{path}: not a readable volume ({_first_line(error)})") from None
+    if image.GetDimension() != 3:
+        raise VolumeFileError(f"{path}: is a {image.GetDimension()}D image; a 3D volume is needed")
+    geometry = Geometry(image.GetSize(), image.GetSpacing(), image.GetOrigin(),
+                        np.array(image.GetDirection()).reshape(3, 3))
+    array = sitk.GetArrayViewFromImage(image)
+    return Volume(array, geometry, owner=image)
+
+
+def read_geometry(path) -> tuple[Geometry, np.dtype, int]:
+    """Geometry, pixel type and component count from the header alone (no voxel data read)."""
+    path = Path(path)
+    if not path.exists():
+        raise VolumeFileError(f"{path}: no such file")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise VolumeFileError(f"{path}: not a readable volume ({_first_line(error)})") from None
+    if reader.GetDimension() != 3:
+        raise VolumeFileError(f"{path}: is a {reader.GetDimension()}D image; a 3D volume is needed")
+    geometry = Geometry(reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(),
+                        np.array(reader.GetDirection()).reshape(3, 3))
+    dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID(),
+                                                          reader.GetNumberOfComponents())).dtype)
+    return geometry, dtype, reader.GetNumberOfComponents()
+
+
+def check_output_path(path, inputs=()) -> Path:
+    """Refuse, before any work, an output that cannot be written or would overwrite an input."""
+    path = Path(path)
+    if volume_suffix(path) not in WRITE_SUFFIXES:
+        raise VolumeFileError(f"{path}: unsupported output format; use one of {', '.join(WRITE_SUFFIXES)}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise VolumeFileError(f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise VolumeFileError(f"{path}: the folder {folder} is not writable")
+    if path.is_dir():
+        raise VolumeFileError(f"{path}: is a folder")
+    for source in inputs:
+        source = Path(source)
+        if source.exists() and (path.resolve() == source.resolve()
+                                or (path.exists() and os.path.samefile(path, source))):
+            raise VolumeFileError(f"{path}: the output would overwrite the input")
+        for data_file in _data_files_of(path):
+            if data_file.exists() and os.path.samefile(data_file, source):
+                raise VolumeFileError(f"{path}: writing it would overwrite the input's data file {data_file}")
+    return path
+
+
+def _data_files_of(header: Path) -> list[Path]:
+    """Data files a detached-header output would create beside ``header``."""
+    suffix = volume_suffix(header)
+    if suffix not in (".nhdr", ".mhd"):
+        return []
+    stem = header.with_suffix("")
+    return [stem.with_suffix(ext) for ext in (".raw", ".raw.gz", ".zraw")]
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path with the final file name inside a hidden folder next to ``path``; on success move
+    every file written there into place, data files first and ``path`` last; on failure remove them all."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=folder))
+    try:
+        yield staging / path.name
+        written = sorted(staging.iterdir(), key=lambda p: p.name == path.name)
+        if not any(p.name == path.name for p in written):
+            raise VolumeFileError(f"{path}: the writer produced no file")
+        for item in written:
+            os.replace(item, folder / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def to_sitk(volume: Volume) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array), isVector=volume.array.ndim == 4)
+    image.SetSpacing(volume.geometry.spacing)
+    image.SetOrigin(volume.geometry.origin)
+    image.SetDirection(tuple(volume.geometry.direction.ravel()))
+    return image
+
+
+def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:
+    """Write ``volume`` to ``path`` (format from the suffix). ``compress``: gzip the voxel data; default on for
+    ``.nrrd``/``.mha``, off for detached headers (so they stream) and by suffix for NIfTI."""
+    path = check_output_path(path)
+    suffix = volume_suffix(path)
+    if compress is None:
+        compress = suffix in (".nrrd", ".mha")
+    image = to_sitk(volume)
+    try:
+        with atomic_output(path) as staging_path:
+            sitk.WriteImage(image, str(staging_path), useCompression=bool(compress) and suffix in COMPRESSIBLE_SUFFIXES)
+    except RuntimeError as error:
+        raise VolumeFileError(f"{path}: cannot write ({_first_line(error)})") from None
+    except OSError as error:
+        raise VolumeFileError(f"{path}: cannot write ({error.strerror or error})") from None
+    return path
+
+
+def file_size(path) -> int:
+    """Bytes on disk of a volume file, its detached data files included."""
+    path = Path(path)
+    total = path.stat().st_size
+    for data_file in _data_files_of(path):
+        if data_file.exists():
+            total += data_file.stat().st_size
+    return total

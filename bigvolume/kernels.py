@@ -1,0 +1,143 @@
+"""Per-axis resampling kernels on the block-centred grid, and a slab-by-slab numpy engine that applies them.
+
+Each method becomes, along each axis, a small table: for every output voxel, the input indices it reads (clamped
+to the volume, i.e. the border voxel is repeated, as vtkImageResize does) and their weights (rows sum to one).
+Applying the three tables one axis after the other is a separable filter and resample in one; the engine does it
+one output slice at a time, so its extra memory is a few input slices whatever the volume size.
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dtypes import cast_to, work_dtype
+from .geometry import block_centres
+from .progress import Progress
+
+LANCZOS_LOBES = 3
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+
+@dataclass(frozen=True)
+class AxisKernel:
+    index: np.ndarray   # (n_out, taps) input indices, clamped to [0, n_in - 1]
+    weight: np.ndarray  # (n_out, taps) weights; zero for taps outside the support
+
+    @property
+    def size_out(self) -> int:
+        return self.index.shape[0]
+
+    def is_identity(self, n_in: int) -> bool:
+        return (self.index.shape == (n_in, 1) and np.array_equal(self.index[:, 0], np.arange(n_in))
+                and np.all(self.weight == 1.0))
+
+
+def gaussian_sigma(factor: float) -> float:
+    """Blur (in input voxels) whose combination with the input's own sampling has an FWHM of ``factor`` voxels
+    (the rule of ngff-zarr / ITK multiscale pyramids)."""
+    return math.sqrt(max(factor * factor - 1.0, 0.0)) / FWHM_PER_SIGMA
+
+
+def _window(centres: np.ndarray, radius: float) -> np.ndarray:
+    """All input indices within ``radius`` of each centre, as an (n_out, taps) table (unclamped)."""
+    first = np.floor(centres - radius).astype(np.int64)
+    taps = int(math.ceil(2 * radius)) + 2
+    return first[:, None] + np.arange(taps)[None, :]
+
+
+def axis_kernel(method: str, n_in: int, factor: float, n_out: int) -> AxisKernel:
+    centres = block_centres(n_out, factor)
+    if factor == 1.0 and n_out == n_in and method != "max" or method == "nearest":
+        index = np.floor(centres + 0.5).astype(np.int64)[:, None]
+        weight = np.ones_like(index, dtype=np.float64)
+    elif method in ("mean", "max"):
+        index = _window(centres, factor / 2.0)
+        low, high = centres - factor / 2.0, centres + factor / 2.0
+        overlap = np.minimum(high[:, None], index + 0.5) - np.maximum(low[:, None], index - 0.5)
+        weight = np.clip(overlap, 0.0, None) / factor
+        weight[weight < 1e-9] = 0.0
+    elif method == "gaussian":
+        sigma = gaussian_sigma(factor)
+        index = _window(centres, math.ceil(3.0 * sigma))
+        weight = np.exp(-0.5 * ((index - centres[:, None]) / sigma) ** 2)
+    elif method == "lanczos":
+        index = _window(centres, LANCZOS_LOBES * factor)
+        distance = (index - centres[:, None]) / factor
+        weight = np.where(np.abs(distance) < LANCZOS_LOBES,
+                          np.sinc(distance) * np.sinc(distance / LANCZOS_LOBES), 0.0)
+    else:
+        raise ValueError(f"no separable kernel for method {method!r}")
+    weight = weight / weight.sum(axis=1, keepdims=True)
+    return AxisKernel(np.clip(index, 0, n_in - 1), weight)
+
+
+def _apply_axis(data: np.ndarray, kernel: AxisKernel, axis: int, reduce: str, dtype: np.dtype) -> np.ndarray:
+    index, weight = kernel.index, kernel.weight
+    if reduce == "max":
+        result = None
+        for tap in range(index.shape[1]):
+            rows = np.where(weight[:, tap] > 0, index[:, tap], index[:, 0])  # unused taps repeat a used one
+            taken = np.take(data, rows, axis=axis)
+            result = taken if result is None else np.maximum(result, taken, out=result)
+        return result
+    shape = [1] * data.ndim
+    shape[axis] = -1
+    result = None
+    for tap in range(index.shape[1]):
+        w = weight[:, tap].astype(dtype).reshape(shape)
+        if not w.any():
+            continue
+        term = np.take(data, index[:, tap], axis=axis).astype(dtype, copy=False) * w
+        result = term if result is None else np.add(result, term, out=result)
+    return result
+
+
+def apply_separable(array: np.ndarray, kernels: tuple[AxisKernel, AxisKernel, AxisKernel], reduce: str = "sum",
+                    out_dtype=None, threads: int = 1, progress: Progress | None = None) -> np.ndarray:
+    """Resample ``array`` (k, j, i[, c]) with one kernel per IJK axis (``kernels`` in I, J, K order)."""
+    kernel_i, kernel_j, kernel_k = kernels
+    out_dtype = np.dtype(out_dtype or array.dtype)
+    dtype = work_dtype(array.dtype)
+    out_shape = (kernel_k.size_out, kernel_j.size_out, kernel_i.size_out) + array.shape[3:]
+    out = np.empty(out_shape, dtype=out_dtype)
+    skip_j = kernel_j.is_identity(array.shape[1])
+    skip_i = kernel_i.is_identity(array.shape[2])
+    progress = progress or Progress()
+
+    def one_slice(k: int) -> None:
+        plane = _apply_axis(array, AxisKernel(kernel_k.index[k:k + 1], kernel_k.weight[k:k + 1]), 0, reduce, dtype)[0]
+        if not skip_j:
+            plane = _apply_axis(plane, kernel_j, 0, reduce, dtype)
+        if not skip_i:
+            plane = _apply_axis(plane, kernel_i, 1, reduce, dtype)
+        out[k] = cast_to(plane, out_dtype)
+
+    n_out = out_shape[0]
+    chunk = max(1, n_out // (8 * max(threads, 1)))
+    starts = range(0, n_out, chunk)
+
+    def one_chunk(start: int) -> int:
+        for k in range(start, min(start + chunk, n_out)):
+            one_slice(k)
+        return min(chunk, n_out - start)
+
+    done = 0
+    if threads <= 1:
+        for start in starts:
+            done += one_chunk(start)
+            progress(done / n_out, "resampling")
+        return out
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(one_chunk, start) for start in starts]
+        try:
+            for future in futures:
+                done += future.result()
+                progress(done / n_out, "resampling")
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return out

@@ -1,0 +1,71 @@
+"""One progress-and-cancel signature for the core, the Slicer Logic and the command line.
+
+A progress callback is ``callback(fraction, message) -> bool | None``: ``fraction`` runs from 0 to 1, ``message``
+says what is happening. Returning ``False`` asks the job to stop: the job then raises :class:`Cancelled` at its
+next safe point and leaves no partial output behind.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Optional
+
+from .errors import Cancelled
+
+ProgressCallback = Callable[[float, str], Optional[bool]]
+
+
+class Progress:
+    """Maps the progress of a step onto a sub-range of the caller's callback and turns ``False`` into Cancelled."""
+
+    def __init__(self, callback: ProgressCallback | None = None, start: float = 0.0, end: float = 1.0):
+        self.callback = callback
+        self.start = start
+        self.end = end
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        if self.callback is None:
+            return
+        fraction = min(1.0, max(0.0, fraction))
+        if self.callback(self.start + (self.end - self.start) * fraction, message) is False:
+            raise Cancelled(message or "cancelled")
+
+    def sub(self, start: float, end: float) -> "Progress":
+        """A Progress for a step that covers ``start..end`` of this one."""
+        span = self.end - self.start
+        return Progress(self.callback, self.start + span * start, self.start + span * end)
+
+
+def as_progress(callback: ProgressCallback | Progress | None) -> Progress:
+    return callback if isinstance(callback, Progress) else Progress(callback)
+
+
+class TerminalProgressBar:
+    """A progress callback that draws a one-line bar with an ETA on a terminal (stderr), and nothing elsewhere."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.width = width
+        self.started = time.monotonic()
+        self.last_draw = 0.0
+
+    def __call__(self, fraction: float, message: str = "") -> bool:
+        if not self.enabled:
+            return True
+        now = time.monotonic()
+        if fraction < 1.0 and now - self.last_draw < 0.1:
+            return True
+        self.last_draw = now
+        elapsed = now - self.started
+        eta = f" ETA {elapsed * (1 - fraction) / fraction:5.1f} s" if 0.02 < fraction < 1.0 else ""
+        filled = int(round(self.width * fraction))
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r[{bar}] {100 * fraction:5.1f}% {message[:40]:<40}{eta}")
+        self.stream.flush()
+        return True
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * (self.width + 80) + "\r")
+            self.stream.flush()

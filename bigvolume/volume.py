@@ -1,0 +1,47 @@
+"""A voxel array together with the grid it lives on."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .geometry import Geometry
+
+
+@dataclass
+class Volume:
+    """``array`` has shape ``(k, j, i)`` for scalar volumes or ``(k, j, i, components)`` for vector/RGB ones,
+    matching ``geometry.dimensions`` reversed (the layout of slicer.util.arrayFromVolume)."""
+
+    array: np.ndarray
+    geometry: Geometry
+    # Keeps alive whatever owns the array's memory (e.g. a SimpleITK image viewed without a copy).
+    owner: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        shape = self.array.shape
+        if len(shape) not in (3, 4) or tuple(shape[:3]) != self.geometry.shape:
+            raise ValueError(f"array shape {shape} does not match the geometry's dimensions "
+                             f"{self.geometry.dimensions} (expected (k, j, i) = {self.geometry.shape}"
+                             " plus an optional component axis)")
+
+    @property
+    def components(self) -> int:
+        return 1 if self.array.ndim == 3 else int(self.array.shape[3])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.array.nbytes)
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                   direction=None) -> "Volume":
+        array = np.asarray(array)
+        geometry = Geometry(tuple(array.shape[:3][::-1]), spacing, origin,
+                            np.eye(3) if direction is None else direction)
+        return cls(array, geometry)
