@@ -13,10 +13,9 @@ import vtk
 from vtk.util import numpy_support
 
 from .geometry import block_centres, output_size
+from .kernels import LANCZOS_LOBES
 from .progress import Progress
 
-VTK_TO_NUMPY_OK = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32,
-                                         np.int64, np.uint64, np.float32, np.float64)}
 
 
 def array_to_vtk_image(array: np.ndarray) -> vtk.vtkImageData:
@@ -44,7 +43,7 @@ def vtk_image_to_array(image: vtk.vtkImageData) -> np.ndarray:
 def make_lanczos_interpolator() -> vtk.vtkImageSincInterpolator:
     interpolator = vtk.vtkImageSincInterpolator()
     interpolator.SetWindowFunctionToLanczos()
-    interpolator.SetWindowHalfWidth(3)
+    interpolator.SetWindowHalfWidth(LANCZOS_LOBES)
     interpolator.AntialiasingOn()
     return interpolator
 
