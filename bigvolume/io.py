@@ -90,8 +90,11 @@ def check_output_path(path, inputs=()) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise VolumeFileError(f"{path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise VolumeFileError(f"{path}: the folder {folder} is not writable")
+    try:  # really try: permissions, read-only file systems and root all answer truthfully this way
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise VolumeFileError(f"{path}: cannot write in {folder} ({error.strerror or error})") from None
     if path.is_dir():
         raise VolumeFileError(f"{path}: is a folder")
     for source in inputs:

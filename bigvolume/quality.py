@@ -44,7 +44,7 @@ def smooth_noise(shape=(128, 128, 128), noise: float = 0.01, correlation: float 
     spectrum = np.fft.rfftn(white)
     freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in shape[:2]], np.fft.rfftfreq(shape[2]), indexing="ij")
     radius2 = sum(f ** 2 for f in freqs)
-    field = np.fft.irfftn(spectrum * np.exp(-2.0 * (math.pi * correlation) ** 2 * radius2 / 4.0), s=shape)
+    field = np.fft.irfftn(spectrum * np.exp(-2.0 * (math.pi * correlation) ** 2 * radius2 / 4.0), s=shape, axes=(0, 1, 2))
     field = (field - field.min()) / (field.max() - field.min())
     return (field + noise * rng.standard_normal(shape)).astype(dtype)
 

@@ -1,0 +1,117 @@
+"""The `bigvolume` command line, run as a subprocess the way users run it."""
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bigvolume as bv
+from bigvolume import io, quality
+
+BIGVOLUME = [sys.executable, "-m", "bigvolume"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run(BIGVOLUME + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def anisotropic_input(tmp_path):
+    """A phantom with anisotropic spacing, a non-zero origin and a flipped axis, as NRRD and NIfTI."""
+    volume = bv.Volume.from_array(quality.microct_phantom(48)[:, :, 3:], spacing=(0.6, 0.45, 1.3),
+                                  origin=(-11.5, 22.0, 5.25), direction=np.diag([1.0, -1.0, 1.0]))
+    return volume, {suffix: io.write_volume(volume, tmp_path / f"in{suffix}") for suffix in (".nrrd", ".nii.gz")}
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz"])
+@pytest.mark.parametrize("factor_args, factors", [(["4"], (4, 4, 4)), (["2", "3", "1"], (2, 3, 1)),
+                                                  (["2.5"], (2.5, 2.5, 2.5))])
+def test_resample_geometry_is_exact(tmp_path, anisotropic_input, suffix, factor_args, factors):
+    volume, inputs = anisotropic_input
+    out = tmp_path / f"out{suffix}"
+    result = run("resample", inputs[suffix], out, "--factor", *factor_args)
+    assert result.returncode == 0, result.stderr
+    assert "->" in result.stdout and "s" in result.stdout  # the one-line summary
+    got = bv.read_volume(out)
+    source = bv.read_volume(inputs[suffix]).geometry
+    tolerance = 1e-5 if suffix == ".nii.gz" else 1e-12
+    expected_dims = tuple(max(1, int(np.floor(n / f + 0.5))) for n, f in zip(volume.geometry.dimensions, factors))
+    assert got.geometry.dimensions == expected_dims
+    np.testing.assert_allclose(got.geometry.spacing, np.multiply(factors, source.spacing), rtol=tolerance)
+    np.testing.assert_allclose(got.geometry.origin, source.physical_point([(f - 1) / 2 for f in factors]),
+                               atol=tolerance * 100)
+    np.testing.assert_allclose(got.geometry.direction, source.direction, atol=tolerance)
+    assert got.array.dtype == np.uint16
+
+
+def test_spacing_method_threads_and_type_options(tmp_path, anisotropic_input):
+    _, inputs = anisotropic_input
+    out = tmp_path / "out.nhdr"
+    result = run("resample", inputs[".nrrd"], out, "--spacing", "1.2", "0.9", "2.6", "--method", "mean",
+                 "--threads", "1", "--type", "float32")
+    assert result.returncode == 0, result.stderr
+    got = bv.read_volume(out)
+    assert got.geometry.spacing == (1.2, 0.9, 2.6) and got.array.dtype == np.float32
+    small = tmp_path / "small.nrrd"
+    assert run("resample", inputs[".nrrd"], small, "--target-size", "20KB", "--no-compress").returncode == 0
+    assert bv.read_volume(small).array.nbytes <= 20_000
+
+
+def test_help_and_version():
+    for args in (["--help"], ["resample", "--help"], ["demo", "--help"]):
+        result = run(*args)
+        assert result.returncode == 0 and "usage:" in result.stdout
+    assert all(name in run("resample", "--help").stdout for name in bv.METHODS)
+    assert run("--version").stdout.strip() == f"bigvolume {bv.__version__}"
+
+
+def bad_cases(folder: Path, good: Path):
+    (folder / "text.nrrd").write_text("hello\n")
+    (folder / "bad_header.nhdr").write_text("NRRD0004\ntype: uint16\ndimension: 3\nsizes: 4 4\nencoding: raw\n"
+                                            "data file: nothing.raw\n")
+    out = folder / "out.nrrd"
+    return {
+        "missing file": (["resample", folder / "absent.nrrd", out], "no such file"),
+        "not a volume": (["resample", folder / "text.nrrd", out], "not a readable volume"),
+        "malformed header": (["resample", folder / "bad_header.nhdr", out], "not a readable volume"),
+        "factor zero": (["resample", good, out, "--factor", "0"], "factor"),
+        "factor negative": (["resample", good, out, "--factor", "-2"], "factor"),
+        "two factors": (["resample", good, out, "--factor", "2", "2"], "one or three"),
+        "output is input": (["resample", good, good], "overwrite the input"),
+        "unwritable output": (["resample", good, "/proc/self/out.nrrd"], "cannot write"),
+        "missing output folder": (["resample", good, folder / "no" / "out.nrrd"], "does not exist"),
+        "unknown format": (["resample", good, folder / "out.png"], "unsupported output format"),
+        "spacing finer than input": (["resample", good, out, "--spacing", "0.1", "0.1", "0.1"], "downsamples"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing file", "not a volume", "malformed header", "factor zero",
+                                  "factor negative", "two factors", "output is input", "unwritable output",
+                                  "missing output folder", "unknown format", "spacing finer than input"])
+def test_bad_input_gives_one_clear_line_and_writes_nothing(tmp_path, anisotropic_input, case):
+    _, inputs = anisotropic_input
+    good = inputs[".nrrd"]
+    args, expected = bad_cases(tmp_path, good)[case]
+    before = {p.name: digest(p) for p in tmp_path.iterdir()}
+    result = run(*args)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert {p.name: digest(p) for p in tmp_path.iterdir()} == before  # nothing written, inputs untouched
+
+
+def test_demo_prints_the_table_and_writes_the_figure(tmp_path):
+    result = run("demo", "--out", tmp_path / "demo", "--size", "64")
+    assert result.returncode == 0, result.stderr
+    for method in bv.METHODS:
+        assert any(line.startswith(method) and "dB" in line for line in result.stdout.splitlines())
+    figure = tmp_path / "demo" / "demo.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
+    assert (tmp_path / "demo" / "phantom_lanczos.nrrd").exists()

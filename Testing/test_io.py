@@ -1,0 +1,105 @@
+"""Volume files: every format round-trips voxels, type and geometry; writes are atomic; errors name the file."""
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import bigvolume as bv
+from bigvolume import io
+
+FORMATS = [".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd"]
+
+
+def oblique_volume(dtype=np.int16, components=1):
+    a = math.radians(20)
+    direction = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]])
+    rng = np.random.default_rng(3)
+    shape = (7, 9, 11) + ((components,) if components > 1 else ())
+    array = rng.integers(-500, 500, shape).astype(dtype)
+    return bv.Volume.from_array(array, spacing=(0.5, 0.75, 2.0), origin=(-30.5, 12.25, 7.0), direction=direction)
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.float32, np.float64])
+def test_round_trip(tmp_path, suffix, dtype):
+    volume = oblique_volume(dtype)
+    path = io.write_volume(volume, tmp_path / f"v{suffix}")
+    back = bv.read_volume(path)
+    assert back.array.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back.array, volume.array)
+    tolerance = 1e-5 if suffix.startswith(".nii") else 1e-12  # NIfTI stores its matrix in float32
+    assert back.geometry.isclose(volume.geometry, rtol=tolerance, atol=tolerance)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".mha", ".nii.gz"])
+def test_rgb_round_trip(tmp_path, suffix):
+    volume = oblique_volume(np.uint8, components=3)
+    back = bv.read_volume(io.write_volume(volume, tmp_path / f"rgb{suffix}"))
+    assert back.components == 3
+    np.testing.assert_array_equal(back.array, volume.array)
+
+
+def test_compression_defaults(tmp_path):
+    volume = bv.Volume.from_array(np.zeros((40, 40, 40), np.uint16))
+    compressed = io.file_size(io.write_volume(volume, tmp_path / "a.nrrd"))
+    raw = io.file_size(io.write_volume(volume, tmp_path / "b.nhdr"))
+    assert compressed < 10_000 < raw == pytest.approx(40 ** 3 * 2, rel=0.05)
+    assert (tmp_path / "b.raw").exists() or (tmp_path / "b.raw.gz").exists()
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    def broken_writer(image, path, useCompression=False):
+        with open(path, "wb") as partial:
+            partial.write(b"NRRD0004\n")  # half a file, then the disk "fills up"
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(sitk, "WriteImage", broken_writer)
+    with pytest.raises(bv.VolumeFileError, match="No space left"):
+        io.write_volume(oblique_volume(), tmp_path / "out.nrrd")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_survives_a_failed_overwrite(tmp_path, monkeypatch):
+    target = io.write_volume(oblique_volume(), tmp_path / "out.nrrd")
+    before = target.read_bytes()
+    monkeypatch.setattr(sitk, "WriteImage", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(bv.VolumeFileError):
+        io.write_volume(oblique_volume(np.float32), target)
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["out.nrrd"]
+
+
+def test_read_errors_name_the_file_and_problem(tmp_path):
+    with pytest.raises(bv.VolumeFileError, match="missing.nrrd: no such file"):
+        bv.read_volume(tmp_path / "missing.nrrd")
+    text = tmp_path / "notes.nrrd"
+    text.write_text("this is not a volume\n")
+    with pytest.raises(bv.VolumeFileError, match="notes.nrrd: not a readable volume"):
+        bv.read_volume(text)
+    flat = tmp_path / "slice.png"
+    sitk.WriteImage(sitk.Image(8, 8, sitk.sitkUInt8), str(flat))
+    with pytest.raises(bv.VolumeFileError, match="slice.png: is a 2D image"):
+        bv.read_volume(flat)
+    with pytest.raises(bv.VolumeFileError, match="is a folder"):
+        bv.read_volume(tmp_path)
+
+
+def test_read_geometry_reads_only_the_header(tmp_path):
+    volume = oblique_volume(np.float32, components=3)
+    path = io.write_volume(volume, tmp_path / "v.nhdr")
+    geometry, dtype, components = io.read_geometry(path)
+    assert geometry.isclose(volume.geometry) and dtype == np.float32 and components == 3
+
+
+def test_output_checks(tmp_path):
+    source = io.write_volume(oblique_volume(), tmp_path / "in.nhdr")
+    with pytest.raises(bv.VolumeFileError, match="overwrite the input"):
+        io.check_output_path(tmp_path / "in.nhdr", inputs=[source])
+    with pytest.raises(bv.VolumeFileError, match="overwrite the input's data file"):
+        io.check_output_path(tmp_path / "in.mhd", inputs=[tmp_path / "in.raw"])
+    with pytest.raises(bv.VolumeFileError, match="unsupported output format"):
+        io.check_output_path(tmp_path / "out.png")
+    with pytest.raises(bv.VolumeFileError, match="does not exist"):
+        io.check_output_path(tmp_path / "nowhere" / "out.nrrd")
+    with pytest.raises(bv.VolumeFileError, match="cannot write"):
+        io.check_output_path("/proc/self/out.nrrd")
