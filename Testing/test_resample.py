@@ -179,3 +179,12 @@ def test_output_type_option_rounds_and_clamps():
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     as_float = bv.resample(bv.Volume.from_array(np.full((8, 8, 8), 7, np.uint16)), 2, dtype="float32").array
     assert as_float.dtype == np.float32 and np.allclose(as_float, 7)
+
+
+@pytest.mark.parametrize("method", list(bv.METHODS))
+def test_thin_volumes(method):
+    single = bv.resample(bv.Volume.from_array(np.ones((1, 40, 30), np.float32), spacing=(1, 1, 3)), 4, method=method)
+    assert single.array.shape == (1, 10, 8) and single.geometry.spacing == (4.0, 4.0, 3.0)
+    assert single.geometry.origin == (1.5, 1.5, 0.0)  # a 2D image stays in its plane
+    two = bv.resample(bv.Volume.from_array(np.ones((2, 3, 30), np.int16)), 4, method=method)
+    assert two.array.shape == (1, 1, 8) and np.all(two.array == 1)

@@ -43,7 +43,13 @@ def choose_factors(geometry: Geometry, bytes_per_voxel: int = 1, factor=None, sp
                    isotropic: bool = False, target_bytes: float | None = None) -> tuple[float, float, float]:
     """Per-axis factors (I, J, K) from exactly one of: ``factor`` (1 or 3 numbers), ``spacing`` (target spacing)
     or ``target_bytes`` (largest uncompressed output). ``isotropic`` with a single factor: one output spacing on all
-    axes, ``factor`` x the finest input spacing, no axis upsampled."""
+    axes, ``factor`` x the finest input spacing, no axis upsampled. An axis of a single voxel (a 2D image stored as
+    a volume) keeps factor 1: there is nothing to average along it."""
+    factors = _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes)
+    return tuple(1.0 if n == 1 else f for n, f in zip(geometry.dimensions, factors))  # type: ignore[return-value]
+
+
+def _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes):
     given = [name for name, value in (("factor", factor), ("spacing", spacing), ("target size", target_bytes))
              if value is not None]
     if len(given) > 1:
