@@ -28,7 +28,7 @@ class Progress:
             return
         fraction = min(1.0, max(0.0, fraction))
         if self.callback(self.start + (self.end - self.start) * fraction, message) is False:
-            raise Cancelled(message or "cancelled")
+            raise Cancelled(f"cancelled during {message}" if message else "cancelled")
 
     def sub(self, start: float, end: float) -> "Progress":
         """A Progress for a step that covers ``start..end`` of this one."""

@@ -39,6 +39,11 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise BigVolumeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
 def choose_factors(geometry: Geometry, bytes_per_voxel: int = 1, factor=None, spacing=None,
                    isotropic: bool = False, target_bytes: float | None = None) -> tuple[float, float, float]:
     """Per-axis factors (I, J, K) from exactly one of: ``factor`` (1 or 3 numbers), ``spacing`` (target spacing)
@@ -72,8 +77,7 @@ def _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, targe
 def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, threads: int | None = None,
                      progress: ProgressCallback | None = None) -> np.ndarray:
     """Downsample ``array`` (k, j, i[, c]) by ``factors`` (I, J, K) onto the block-centred grid; same dtype out."""
-    if method not in METHODS:
-        raise BigVolumeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    check_method(method)
     factors = validate_factors(factors)
     threads = threads or default_threads()
     progress = as_progress(progress)
@@ -109,6 +113,7 @@ def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = Fal
              dtype=None, progress: ProgressCallback | None = None) -> Volume:
     """Downsample a Volume; see :func:`choose_factors` for how the grid is chosen. ``dtype``: output pixel type
     (default: the input's); integers are rounded and clamped to the type's range."""
+    check_method(method)
     factors = choose_factors(volume.geometry, volume.array.dtype.itemsize * volume.components, factor, spacing,
                              isotropic, target_bytes)
     array = volume.array
@@ -150,8 +155,7 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
     """Read, downsample and write. Everything that can be checked is checked before reading; the output appears
     only when complete."""
     started = time.perf_counter()
-    if method not in METHODS:
-        raise BigVolumeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    check_method(method)
     if factor is not None:
         try:
             validate_factors(factor)

@@ -79,6 +79,8 @@ def lanczos_resize(array: np.ndarray, factors, threads: int | None = None,
         cancel_requested = []
 
         def on_progress(caller, _event):
+            if cancel_requested:
+                return  # asked once; the answer stands
             try:
                 progress(caller.GetProgress(), "resampling")
             except Exception as error:  # Cancelled: remember it, vtk swallows exceptions in observers
