@@ -43,43 +43,44 @@ def _first_line(error: Exception) -> str:
     return (meaningful or lines or ["unknown error"])[-1][:300]
 
 
-def read_volume(path) -> Volume:
-    """Read a 3D volume (scalar or multi-component). Raises VolumeFileError naming the file and the problem."""
-    path = Path(path)
+def _open_3d(path: Path, read):
+    """Run ``read()`` (a SimpleITK image or a reader that has read the header) and check it is a 3D volume;
+    every failure becomes one VolumeFileError naming the file."""
     if not path.exists():
         raise VolumeFileError(f"{path}: no such file")
     if path.is_dir():
         raise VolumeFileError(f"{path}: is a folder, not a volume file")
     try:
-        image = sitk.ReadImage(str(path))
+        source = read()
     except RuntimeError as error:
         raise VolumeFileError(f"{path}: not a readable volume ({_first_line(error)})") from None
-    if image.GetDimension() != 3:
-        raise VolumeFileError(f"{path}: is a {image.GetDimension()}D image; a 3D volume is needed")
-    geometry = Geometry(image.GetSize(), image.GetSpacing(), image.GetOrigin(),
-                        np.array(image.GetDirection()).reshape(3, 3))
-    array = sitk.GetArrayViewFromImage(image)
-    return Volume(array, geometry, owner=image)
+    if source.GetDimension() != 3:
+        raise VolumeFileError(f"{path}: is a {source.GetDimension()}D image; a 3D volume is needed")
+    geometry = Geometry(source.GetSize(), source.GetSpacing(), source.GetOrigin(),
+                        np.array(source.GetDirection()).reshape(3, 3))
+    return source, geometry
+
+
+def read_volume(path) -> Volume:
+    """Read a 3D volume (scalar or multi-component). Raises VolumeFileError naming the file and the problem."""
+    path = Path(path)
+    image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(path)))
+    return Volume(sitk.GetArrayViewFromImage(image), geometry, owner=image)
 
 
 def read_geometry(path) -> tuple[Geometry, np.dtype, int]:
     """Geometry, pixel type and component count from the header alone (no voxel data read)."""
     path = Path(path)
-    if not path.exists():
-        raise VolumeFileError(f"{path}: no such file")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
+
+    def read_header():
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
         reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise VolumeFileError(f"{path}: not a readable volume ({_first_line(error)})") from None
-    if reader.GetDimension() != 3:
-        raise VolumeFileError(f"{path}: is a {reader.GetDimension()}D image; a 3D volume is needed")
-    geometry = Geometry(reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(),
-                        np.array(reader.GetDirection()).reshape(3, 3))
-    dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID(),
-                                                          reader.GetNumberOfComponents())).dtype)
-    return geometry, dtype, reader.GetNumberOfComponents()
+        return reader
+    reader, geometry = _open_3d(path, read_header)
+    components = reader.GetNumberOfComponents()
+    dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID(), components)).dtype)
+    return geometry, dtype, components
 
 
 def check_output_path(path, inputs=()) -> Path:
