@@ -103,3 +103,20 @@ def test_output_checks(tmp_path):
         io.check_output_path(tmp_path / "nowhere" / "out.nrrd")
     with pytest.raises(bv.VolumeFileError, match="cannot write"):
         io.check_output_path("/proc/self/out.nrrd")
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".nii"])
+def test_uncompressed_inputs_are_memory_mapped_read_only(tmp_path, suffix):
+    volume = oblique_volume(np.uint16)
+    path = io.write_volume(volume, tmp_path / f"v{suffix}", compress=False)
+    back = bv.read_volume(path)
+    assert isinstance(back.array, np.memmap) and not back.array.flags.writeable
+    np.testing.assert_array_equal(back.array, volume.array)
+
+
+def test_short_raw_data_is_refused_with_the_file_named(tmp_path):
+    path = io.write_volume(oblique_volume(np.uint16), tmp_path / "v.nhdr")
+    raw = tmp_path / "v.raw"
+    raw.write_bytes(raw.read_bytes()[:100])
+    with pytest.raises(bv.VolumeFileError, match="v.nhdr"):
+        bv.read_volume(path)

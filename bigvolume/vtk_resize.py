@@ -9,8 +9,10 @@ block-centred grid, and the antialiasing blur follows the true per-axis factor.
 from __future__ import annotations
 
 import numpy as np
-import vtk
-from vtk.util import numpy_support
+# Only the vtk modules we use: `import vtk` loads every module and costs a tenth of a second per command.
+from vtkmodules.util import numpy_support
+from vtkmodules.vtkCommonDataModel import vtkImageData
+from vtkmodules.vtkImagingCore import vtkImageResize, vtkImageSincInterpolator
 
 from .geometry import block_centres, output_size
 from .kernels import LANCZOS_LOBES
@@ -18,10 +20,10 @@ from .progress import Progress
 
 
 
-def array_to_vtk_image(array: np.ndarray) -> vtk.vtkImageData:
+def array_to_vtk_image(array: np.ndarray) -> vtkImageData:
     """Wrap a C-contiguous (k, j, i[, c]) array as vtkImageData in index space, without copying."""
     array = np.ascontiguousarray(array)
-    image = vtk.vtkImageData()
+    image = vtkImageData()
     image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
     components = 1 if array.ndim == 3 else array.shape[3]
     scalars = numpy_support.numpy_to_vtk(array.reshape(-1, components), deep=False)
@@ -30,7 +32,7 @@ def array_to_vtk_image(array: np.ndarray) -> vtk.vtkImageData:
     return image
 
 
-def vtk_image_to_array(image: vtk.vtkImageData) -> np.ndarray:
+def vtk_image_to_array(image: vtkImageData) -> np.ndarray:
     """A numpy view (k, j, i[, c]) of a vtkImageData's scalars; keep ``image`` alive while using it."""
     extent = image.GetExtent()
     shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
@@ -40,18 +42,18 @@ def vtk_image_to_array(image: vtk.vtkImageData) -> np.ndarray:
     return array.reshape(shape + ((components,) if components > 1 else ()))
 
 
-def make_lanczos_interpolator() -> vtk.vtkImageSincInterpolator:
-    interpolator = vtk.vtkImageSincInterpolator()
+def make_lanczos_interpolator() -> vtkImageSincInterpolator:
+    interpolator = vtkImageSincInterpolator()
     interpolator.SetWindowFunctionToLanczos()
     interpolator.SetWindowHalfWidth(LANCZOS_LOBES)
     interpolator.AntialiasingOn()
     return interpolator
 
 
-def make_block_centred_resize(dimensions_in, factors, threads: int | None = None) -> vtk.vtkImageResize:
+def make_block_centred_resize(dimensions_in, factors, threads: int | None = None) -> vtkImageResize:
     """A vtkImageResize configured for the block-centred grid of ``factors`` (I, J, K) on an index-space input."""
     dims_out = [output_size(n, f) for n, f in zip(dimensions_in, factors)]
-    resize = vtk.vtkImageResize()
+    resize = vtkImageResize()
     resize.SetResizeMethodToOutputDimensions()
     resize.SetOutputDimensions(*dims_out)
     resize.SetInterpolator(make_lanczos_interpolator())
@@ -67,7 +69,7 @@ def make_block_centred_resize(dimensions_in, factors, threads: int | None = None
 
 
 def lanczos_resize(array: np.ndarray, factors, threads: int | None = None,
-                   progress: Progress | None = None) -> tuple[np.ndarray, vtk.vtkImageData]:
+                   progress: Progress | None = None) -> tuple[np.ndarray, vtkImageData]:
     """Downsample ``array`` (k, j, i[, c]) by ``factors`` (I, J, K). Returns the output array (a view) and the
     vtkImageData that owns it. Integer outputs are rounded and clamped by vtk."""
     image = array_to_vtk_image(array)
@@ -92,13 +94,13 @@ def lanczos_resize(array: np.ndarray, factors, threads: int | None = None,
             raise cancel_requested[0]
     else:
         resize.Update()
-    output = vtk.vtkImageData()
+    output = vtkImageData()
     output.ShallowCopy(resize.GetOutput())
     check_block_centred(output, factors)
     return vtk_image_to_array(output), output
 
 
-def check_block_centred(output: vtk.vtkImageData, factors) -> None:
+def check_block_centred(output: vtkImageData, factors) -> None:
     """Guard against a vtk version placing the samples differently: the grid must be the block-centred one."""
     for axis, f in enumerate(factors):
         n = output.GetDimensions()[axis]
