@@ -18,10 +18,10 @@ from .geometry import block_centres
 from .progress import Progress
 
 # Lobes of the Lanczos window (vtk: window half-width). Measured on the 256^3 zone plate at factor 4 (PSNR vs ideal /
-# aliasing share): 3 lobes 34.8 dB / 7.2 %, 4 lobes 36.3 dB / 5.0 % but a 25 % slower filter (0.40 s vs 0.32 s on
-# 512^3 uint16); Kaiser, Blackman and Hamming windows scored lower. 3 is vtkImageResize's own default, so the whole
-# command stays as fast as a plain vtkImageResize script while beating it on quality (it scores 33.8 dB on its grid).
-LANCZOS_LOBES = 3
+# aliasing share): 3 lobes 34.8 dB / 7.2 %, 4 lobes 36.3 dB / 5.0 %, for about 25 % more filter time, which the
+# command still more than wins back (benchmarks/cli.py); Kaiser, Blackman and Hamming windows scored lower, and
+# vtkImageSincInterpolator gives the same result for 4 and 5.
+LANCZOS_LOBES = 4
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
