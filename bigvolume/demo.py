@@ -36,8 +36,8 @@ def run_demo(out_dir="demo-output", size: int = 256, factor: float = 4.0, echo=p
         ideal = quality.ideal_downsample(array, factor)
         limited = quality.band_limited_input(array, factor)
         rows = _score(array, factor, ideal, limited)
+        geometry = Volume.from_array(array, spacing).geometry.downsampled(factor)
         for method, row in rows.items():
-            geometry = Volume.from_array(array, spacing).geometry.downsampled(factor)
             path = io.write_volume(Volume(row["output"], geometry), out / f"{name}_{method}.nrrd", compress=True)
             row["bytes"] = io.file_size(path)
         results[name] = dict(input=array, ideal=ideal, rows=rows)

@@ -106,7 +106,10 @@ class AntiAliasedResampleLogic:
     @classmethod
     def outputGeometry(cls, inputVolumeNode, factor=2.0, spacing=None, isotropic=False) -> bigvolume.Geometry:
         """The grid a run with these settings would produce, without touching any voxel (for previews)."""
-        volume = cls.volumeFromNode(inputVolumeNode)
+        return cls._plannedGeometry(cls.volumeFromNode(inputVolumeNode), factor, spacing, isotropic)
+
+    @staticmethod
+    def _plannedGeometry(volume: bigvolume.Volume, factor, spacing, isotropic) -> bigvolume.Geometry:
         factors = bigvolume.choose_factors(volume.geometry, volume.dtype.itemsize * volume.components,
                                            None if spacing is not None else factor, spacing, isotropic)
         return volume.geometry.downsampled(factors)
@@ -115,7 +118,7 @@ class AntiAliasedResampleLogic:
     def describePlan(cls, inputVolumeNode, factor=2.0, spacing=None, isotropic=False) -> str:
         """One line: input grid -> output grid and sizes; raises BigVolumeError on invalid settings."""
         volume = cls.volumeFromNode(inputVolumeNode)
-        output = cls.outputGeometry(inputVolumeNode, factor, spacing, isotropic)
+        output = cls._plannedGeometry(volume, factor, spacing, isotropic)
         bytesPerVoxel = volume.dtype.itemsize * volume.components
         return (f"{_dims(volume.geometry.dimensions)} -> {_dims(output.dimensions)}, spacing "
                 f"{_numbers(output.spacing)} mm, {_mib(volume.nbytes)} -> {_mib(output.voxel_count * bytesPerVoxel)}")
