@@ -105,7 +105,7 @@ def test_output_checks(tmp_path):
         io.check_output_path("/proc/self/out.nrrd")
 
 
-@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".nii"])
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".nii", ".mha", ".mhd"])
 def test_uncompressed_inputs_are_memory_mapped_read_only(tmp_path, suffix):
     volume = oblique_volume(np.uint16)
     path = io.write_volume(volume, tmp_path / f"v{suffix}", compress=False)
@@ -118,5 +118,6 @@ def test_short_raw_data_is_refused_with_the_file_named(tmp_path):
     path = io.write_volume(oblique_volume(np.uint16), tmp_path / "v.nhdr")
     raw = tmp_path / "v.raw"
     raw.write_bytes(raw.read_bytes()[:100])
-    with pytest.raises(bv.VolumeFileError, match="v.nhdr"):
+    with pytest.raises(bv.VolumeFileError, match=r"v\.nhdr: data file .*v\.raw too short: expected 1386 bytes .*"
+                                                  r"the file has 100 bytes"):
         bv.read_volume(path)

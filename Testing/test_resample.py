@@ -136,6 +136,15 @@ def test_max_keeps_a_thin_bright_line():
     assert bv.resample(bv.Volume.from_array(array), 4, method="mean").array.max() < 100
 
 
+@pytest.mark.parametrize("factors", [(1, 1, 3), (3, 2, 4), (2, 2, 2)])
+def test_max_is_the_maximum_of_each_block(factors):
+    """Integer factors: each output voxel is exactly the maximum of its block, never of a neighbour's voxel."""
+    array = np.random.default_rng(3).integers(0, 60000, (36, 30, 24)).astype(np.uint16)
+    fi, fj, fk = factors
+    blocks = array.reshape(36 // fk, fk, 30 // fj, fj, 24 // fi, fi).max(axis=(1, 3, 5))
+    np.testing.assert_array_equal(bv.downsample_array(array, factors, method="max"), blocks)
+
+
 def test_numpy_lanczos_kernel_matches_vtk():
     """The separable tables reproduce vtkImageResize's kernel: the basis of the streaming and GPU paths."""
     array = quality.zone_plate(64)

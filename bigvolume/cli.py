@@ -2,24 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import re
+import logging
 import sys
 
-from . import __version__
+from . import __version__, memory
 from .errors import BigVolumeError, Cancelled
 from .progress import TerminalProgressBar
 from .resample import DEFAULT_METHOD, METHODS, resample_file
 
-SIZE_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
-              "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
-
-
 def parse_size(text: str) -> float:
-    """'20KB', '1.5 GiB', '300000' -> bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in SIZE_UNITS:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 20KB, 512MiB, 2GB)")
-    return float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    try:
+        return memory.parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def positive_int(text: str) -> int:
@@ -67,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
                              help="gzip the voxel data (default for .nrrd and .mha)")
     compression.add_argument("--no-compress", dest="compress", action="store_false",
                              help="store raw voxel data (default for .nhdr and .mhd)")
+    streaming = resample.add_mutually_exclusive_group()
+    streaming.add_argument("--stream", dest="stream", action="store_true", default=None,
+                           help="read and filter the input a slab at a time (default: when input and output would "
+                                "not fit in the memory limit)")
+    streaming.add_argument("--no-stream", dest="stream", action="store_false",
+                           help="load the whole input, whatever its size")
+    resample.add_argument("--memory-limit", type=parse_size, metavar="SIZE",
+                          help="working memory to stay under, e.g. 256MB or 2GB (default: a quarter of this "
+                               f"machine's memory, {memory.format_bytes(memory.default_memory_limit())})")
     resample.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     resample.set_defaults(run=run_resample)
 
@@ -91,7 +95,8 @@ def run_resample(args) -> int:
     try:
         report = resample_file(args.input, args.output, factor, spacing=args.spacing, isotropic=args.isotropic,
                                target_bytes=args.target_size, method=args.method, threads=args.threads,
-                               dtype=args.dtype, compress=args.compress, progress=bar)
+                               dtype=args.dtype, compress=args.compress, stream=args.stream,
+                               memory_limit=args.memory_limit, progress=bar)
     finally:
         if bar:
             bar.close()
@@ -106,9 +111,20 @@ def run_demo(args) -> int:
     return 0
 
 
+def _show_notes_on_stderr() -> None:
+    """The core logs what the user should know before a long job (e.g. reading a file whole); print it."""
+    logger = logging.getLogger("bigvolume")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("bigvolume: note: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_notes_on_stderr()
     try:
         return args.run(args)
     except Cancelled:

@@ -21,6 +21,7 @@ import SimpleITK as sitk
 
 from .errors import VolumeFileError
 from .geometry import Geometry
+from .layout import data_files_named, voxel_layout
 from .volume import Volume
 
 WRITE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -53,6 +54,10 @@ def _open_3d(path: Path, read):
     try:
         source = read()
     except RuntimeError as error:
+        missing = [data for data in data_files_named(path) if not data.is_file()]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise VolumeFileError(f"{path}: data file {missing[0]} does not exist{more}") from None
         raise VolumeFileError(f"{path}: not a readable volume ({_first_line(error)})") from None
     if source.GetDimension() != 3:
         raise VolumeFileError(f"{path}: is a {source.GetDimension()}D image; a 3D volume is needed")
@@ -64,80 +69,19 @@ def _open_3d(path: Path, read):
 def read_volume(path) -> Volume:
     """Read a 3D volume (scalar or multi-component). Raises VolumeFileError naming the file and the problem.
 
-    Uncompressed little-endian NRRD/NHDR and NIfTI voxels are memory-mapped read-only (no copy, no read time: the
-    page cache serves them); everything else is read by SimpleITK and viewed without a copy."""
+    Voxels stored uncompressed in one file in this machine's byte order (NRRD/NHDR, NIfTI, MetaImage) are
+    memory-mapped read-only (no copy, no read time: the page cache serves them); everything else is read by
+    SimpleITK and viewed without a copy. Missing or too short data files are refused before reading."""
     path = Path(path)
     geometry, dtype, components = read_geometry(path)
-    mapped = _memory_map(path, geometry, dtype, components)
-    if mapped is not None:
+    layout = voxel_layout(path, dtype, components, geometry.voxel_count)
+    if layout is not None and layout.is_single_native_raw:
+        data = layout.files[0]
+        shape = geometry.shape + ((components,) if components > 1 else ())
+        mapped = np.memmap(data.path, dtype=dtype, mode="r", offset=data.offset, shape=shape)
         return Volume(mapped, geometry, owner=mapped)
     image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(path)))
     return Volume(sitk.GetArrayViewFromImage(image), geometry, owner=image)
-
-
-# NIfTI datatype codes -> numpy types (scalar types only: vector NIfTI stores components as planes).
-NIFTI_TYPES = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 256: np.int8,
-               512: np.uint16, 768: np.uint32, 1024: np.int64, 1280: np.uint64}
-
-
-def _nifti_data_offset(path: Path, dtype: np.dtype, components: int) -> int | None:
-    with open(path, "rb") as handle:
-        header = handle.read(352)
-    if len(header) < 348 or components != 1 or np.frombuffer(header, "<i4", 1, 0)[0] != 348:
-        return None  # NIfTI-2, big-endian or vector data: SimpleITK knows best
-    dims = np.frombuffer(header, "<i2", 8, 40)
-    code = int(np.frombuffer(header, "<i2", 1, 70)[0])
-    offset, slope, intercept = (float(v) for v in np.frombuffer(header, "<f4", 3, 108))
-    if dims[0] != 3 or np.dtype(NIFTI_TYPES.get(code, np.void)) != dtype or slope not in (0.0, 1.0) \
-            or intercept != 0.0 or offset < 348 or offset != int(offset):
-        return None
-    return int(offset)
-
-
-def _nrrd_raw_data(path: Path) -> tuple[Path, int] | None:
-    """(data file, byte offset) of a raw little-endian NRRD, or None for anything more elaborate."""
-    fields, offset = {}, 0
-    with open(path, "rb") as handle:
-        if not handle.readline().startswith(b"NRRD"):
-            return None
-        offset = handle.tell()
-        for line in handle:
-            offset += len(line)
-            text = line.decode("latin-1").strip()
-            if not text:
-                break
-            if ":" in text and not text.startswith("#"):
-                key, value = text.split(":", 1)
-                fields[key.strip().lower()] = value.lstrip("=").strip()
-    if fields.get("encoding") != "raw" or fields.get("endian", "little") != "little" or \
-            fields.get("line skip", "0") != "0" or "data file" in fields and " " in fields["data file"].strip():
-        return None
-    skip = int(fields.get("byte skip", "0"))
-    if skip < 0:
-        return None
-    if "data file" in fields or "datafile" in fields:
-        data = path.parent / (fields.get("data file") or fields["datafile"])
-        return data, skip
-    return path, offset + skip
-
-
-def _memory_map(path: Path, geometry: Geometry, dtype: np.dtype, components: int) -> np.ndarray | None:
-    suffix = volume_suffix(path)
-    if suffix == ".nii":
-        offset = _nifti_data_offset(path, dtype, components)
-        located = None if offset is None else (path, offset)
-    elif suffix in (".nrrd", ".nhdr"):
-        located = _nrrd_raw_data(path)
-    else:
-        located = None
-    if located is None or (dtype.byteorder == ">" and dtype.itemsize > 1):
-        return None
-    data_path, offset = located
-    shape = geometry.shape + ((components,) if components > 1 else ())
-    needed = offset + int(np.prod(shape)) * dtype.itemsize
-    if not data_path.exists() or data_path.stat().st_size < needed:
-        return None  # let SimpleITK report the problem in its words
-    return np.memmap(data_path, dtype=dtype.newbyteorder("<"), mode="r", offset=offset, shape=shape)
 
 
 def read_geometry(path) -> tuple[Geometry, np.dtype, int]:

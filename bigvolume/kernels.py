@@ -82,8 +82,9 @@ def _apply_axis(data: np.ndarray, kernel: AxisKernel, axis: int, reduce: str, dt
     index, weight = kernel.index, kernel.weight
     if reduce == "max":
         result = None
+        used = index[np.arange(index.shape[0]), np.argmax(weight, axis=1)]
         for tap in range(index.shape[1]):
-            rows = np.where(weight[:, tap] > 0, index[:, tap], index[:, 0])  # unused taps repeat a used one
+            rows = np.where(weight[:, tap] > 0, index[:, tap], used)  # unused taps repeat a used one
             taken = np.take(data, rows, axis=axis)
             result = taken if result is None else np.maximum(result, taken, out=result)
         return result

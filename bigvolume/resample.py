@@ -2,23 +2,31 @@
 geometry exact (see bigvolume.geometry for the block-centred grid)."""
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import io
 from .dtypes import cast_to
-from .errors import BigVolumeError
+from .errors import BigVolumeError, VolumeFileError
 from .geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
                        validate_factors)
 from .kernels import apply_separable, axis_kernel
+from .memory import default_memory_limit, format_bytes
 from .progress import ProgressCallback, as_progress
+from .slab_writers import BackgroundWriter, SlabWriter, check_stream_output, compresses
+from .slabs import open_slabs
 from .spectral import band_limited_sample
+from .stream import STREAMABLE_METHODS, StreamPlan, stream_downsample
 from .volume import Volume
-from .vtk_resize import lanczos_resize
+from .vtk_resize import lanczos_resize, owned_view
+
+logger = logging.getLogger("bigvolume")
 
 # name -> one-line hint (shown by --help and in the Slicer panel's tooltips)
 METHODS = {
@@ -85,7 +93,7 @@ def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, t
         array = array.view(np.uint8)
     if method == "lanczos":
         output, owner = lanczos_resize(array, factors, threads, progress)
-        return _keep_alive(output, owner)
+        return owned_view(output, owner)
     dims_in = array.shape[:3][::-1]
     dims_out = Geometry(dims_in).downsampled(factors).dimensions
     if method == "fft":
@@ -96,16 +104,6 @@ def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, t
         return result
     kernels = tuple(axis_kernel(method, n, f, m) for n, f, m in zip(dims_in, factors, dims_out))
     return apply_separable(array, kernels, "max" if method == "max" else "sum", array.dtype, threads, progress)
-
-
-class _VtkOwnedArray(np.ndarray):
-    """A view of a vtk array that keeps the vtk object owning the memory alive (avoids copying the output)."""
-
-
-def _keep_alive(view: np.ndarray, owner) -> np.ndarray:
-    owned = view.view(_VtkOwnedArray)
-    owned.vtk_owner = owner
-    return owned
 
 
 def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = False,
@@ -135,25 +133,38 @@ class ResampleReport:
     input_bytes: int
     output_bytes: int
     seconds: float
+    stream_plan: StreamPlan | None = None  # set when the volume was streamed
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         def size(geometry):
             return "x".join(str(d) for d in geometry.dimensions)
-
-        def mib(n):
-            return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
         spacing = " ".join(f"{s:g}" for s in self.output_geometry.spacing)
-        return (f"{self.output_path}: {size(self.input_geometry)} -> {size(self.output_geometry)}, "
-                f"spacing {spacing}, {mib(self.input_bytes)} -> {mib(self.output_bytes)} on disk, "
+        text = (f"{self.output_path}: {size(self.input_geometry)} -> {size(self.output_geometry)}, "
+                f"spacing {spacing}, {format_bytes(self.input_bytes)} -> {format_bytes(self.output_bytes)} on disk, "
                 f"{self.method}, {self.seconds:.2f} s")
+        if self.stream_plan is not None:
+            text += f"; {self.stream_plan.describe()}"
+        return text
+
+
+def _note(notes: list[str], text: str) -> None:
+    """Something the user should know before a long job: logged at once (the command line prints it) and kept
+    for the report."""
+    notes.append(text)
+    logger.warning(text)
 
 
 def resample_file(input_path, output_path, factor=None, *, spacing=None, isotropic: bool = False,
                   target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
-                  dtype=None, compress: bool | None = None,
-                  progress: ProgressCallback | None = None) -> ResampleReport:
-    """Read, downsample and write. Everything that can be checked is checked before reading; the output appears
-    only when complete."""
+                  dtype=None, compress: bool | None = None, stream: bool | None = None,
+                  memory_limit: float | None = None, progress: ProgressCallback | None = None) -> ResampleReport:
+    """Read, downsample and write. Everything that can be checked is checked before reading (options, output
+    path, the input's header and data files); the output appears only when complete.
+
+    ``stream``: read and filter the input a slab at a time (see bigvolume.stream). Default: stream when the input
+    and output together would exceed ``memory_limit`` (bytes; default a quarter of the machine's memory), which
+    also caps the streaming buffers."""
     started = time.perf_counter()
     check_method(method)
     if factor is not None:
@@ -165,13 +176,71 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
     if not input_path.exists():
         raise BigVolumeError(f"{input_path}: no such file")
     io.check_output_path(output_path, inputs=[input_path])
+    limit = int(memory_limit) if memory_limit is not None else default_memory_limit()
+    if limit <= 0:
+        raise BigVolumeError(f"memory limit must be positive, got {memory_limit}")
+    notes: list[str] = []
     progress = as_progress(progress)
-    volume = io.read_volume(input_path)
-    progress(0.1, "read")
-    result = resample(volume, factor, spacing=spacing, isotropic=isotropic, target_bytes=target_bytes,
-                      method=method, threads=threads, dtype=dtype, progress=progress.sub(0.1, 0.9))
-    io.write_volume(result, output_path, compress=compress)
+    with open_slabs(input_path) as reader:
+        factors = choose_factors(reader.geometry, reader.dtype.itemsize * reader.components, factor,
+                                 spacing=spacing, isotropic=isotropic, target_bytes=target_bytes)
+        out_dtype = np.dtype(dtype) if dtype is not None else reader.dtype
+        output_geometry = reader.geometry.downsampled(factors)
+        output_bytes = output_geometry.voxel_count * reader.components * out_dtype.itemsize
+        in_memory = reader.nbytes + output_bytes
+        if stream is None:
+            stream = reader.streams and method in STREAMABLE_METHODS and in_memory > limit
+        if stream and method not in STREAMABLE_METHODS:
+            raise BigVolumeError(f"method {method} needs the whole volume in memory and cannot stream "
+                                 f"({format_bytes(in_memory)}); choose one of {', '.join(STREAMABLE_METHODS)}")
+        if stream and not reader.streams:
+            _note(notes, f"{input_path}: this file's encoding cannot be read in slabs; reading it whole "
+                         f"({format_bytes(reader.nbytes)})")
+            stream = False
+        if not stream and in_memory > limit:
+            _note(notes, f"{input_path}: needs about {format_bytes(in_memory)} in memory, more than the memory "
+                         f"limit {format_bytes(limit)}")
+        if stream:
+            plan = _stream_to_file(reader, output_path, output_geometry, factors, method, threads, out_dtype,
+                                   compress, limit, progress)
+            if plan.note:
+                _note(notes, plan.note)
+        else:
+            plan = None
+            volume = io.read_volume(input_path)
+    if plan is None:
+        progress(0.1, "read")
+        result = resample(volume, factors, method=method, threads=threads, dtype=dtype,
+                          progress=progress.sub(0.1, 0.9))
+        io.write_volume(result, output_path, compress=compress)
     progress(1.0, "written")
-    factors = tuple(o / i for o, i in zip(result.geometry.spacing, volume.geometry.spacing))
-    return ResampleReport(input_path, output_path, volume.geometry, result.geometry, factors, method,
-                          io.file_size(input_path), io.file_size(output_path), time.perf_counter() - started)
+    return ResampleReport(input_path, output_path, reader.geometry, output_geometry, factors, method,
+                          io.file_size(input_path), io.file_size(output_path), time.perf_counter() - started,
+                          plan, notes)
+
+
+def _stream_to_file(reader, output_path: Path, output_geometry: Geometry, factors, method, threads, out_dtype,
+                    compress, limit, progress) -> StreamPlan:
+    check_stream_output(output_path, out_dtype, reader.components)
+    if not compresses(output_path, compress):
+        needed = output_geometry.voxel_count * reader.components * out_dtype.itemsize
+        free = shutil.disk_usage(output_path.parent if str(output_path.parent) else ".").free
+        if needed > free:
+            raise VolumeFileError(f"{output_path}: not enough disk space: the output needs {format_bytes(needed)}, "
+                                  f"{format_bytes(free)} are free")
+    try:
+        with io.atomic_output(output_path) as staging_path:
+            writer = BackgroundWriter(SlabWriter(staging_path, output_geometry, out_dtype, reader.components,
+                                                 compress))
+            try:
+                plan = stream_downsample(reader, factors, method, writer, out_dtype=out_dtype,
+                                         threads=threads or default_threads(), memory_limit=limit,
+                                         progress=progress)
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
+    except OSError as error:
+        raise VolumeFileError(f"{output_path}: cannot write ({error.strerror or error}); nothing was written") \
+            from None
+    return plan

@@ -19,7 +19,6 @@ from .kernels import LANCZOS_LOBES
 from .progress import Progress
 
 
-
 def array_to_vtk_image(array: np.ndarray) -> vtkImageData:
     """Wrap a C-contiguous (k, j, i[, c]) array as vtkImageData in index space, without copying."""
     array = np.ascontiguousarray(array)
@@ -40,6 +39,16 @@ def vtk_image_to_array(image: vtkImageData) -> np.ndarray:
     array = numpy_support.vtk_to_numpy(scalars)
     components = scalars.GetNumberOfComponents()
     return array.reshape(shape + ((components,) if components > 1 else ()))
+
+
+class _VtkOwnedArray(np.ndarray):
+    """A view of a vtk array that keeps the vtk object owning the memory alive (avoids copying the output)."""
+
+
+def owned_view(view: np.ndarray, owner) -> np.ndarray:
+    owned = view.view(_VtkOwnedArray)
+    owned.vtk_owner = owner
+    return owned
 
 
 def make_lanczos_interpolator() -> vtkImageSincInterpolator:

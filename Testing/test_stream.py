@@ -1,0 +1,329 @@
+"""Streaming (out-of-core) resampling: every input form, read a slab at a time under a deliberately tiny memory
+limit, gives the in-memory result; outputs are whole or absent; bad inputs are refused before any output."""
+import bz2
+import gzip
+import hashlib
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import bigvolume as bv
+from bigvolume import io, quality
+from bigvolume.slab_writers import SlabWriter
+from bigvolume.slabs import WholeVolumeReader, open_slabs
+
+TINY = 1  # bytes: forces one-slice slabs, so every slab boundary is exercised
+
+
+def sample_volume(dtype=np.uint16, components=1, shape=(23, 13, 17)):
+    """A zone plate over the type's full range (Lanczos overshoots would clamp if filtered in the input type), on
+    an oblique, anisotropic grid."""
+    plate = quality.zone_plate(max(shape))[:shape[0], :shape[1], :shape[2]]
+    if np.dtype(dtype).kind == "f":
+        array = (plate * 1000.0).astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        array = np.rint(info.min + (plate + 1) / 2 * (float(info.max) - info.min)).astype(dtype)
+    if components > 1:
+        array = np.stack([array, array[::-1], array[:, ::-1]][:components], axis=-1)
+    a = math.radians(25)
+    direction = np.array([[math.cos(a), 0, -math.sin(a)], [0, -1.0, 0], [math.sin(a), 0, math.cos(a)]])
+    return bv.Volume.from_array(array, spacing=(0.7, 0.45, 1.3), origin=(-12.5, 40.0, 3.25), direction=direction)
+
+
+def _sitk_header_lines(volume, folder: Path) -> list[str]:
+    """The geometry lines of a NRRD header as SimpleITK writes them (independent of our writer)."""
+    io.write_volume(volume, folder / "reference.nhdr", compress=False)
+    lines = (folder / "reference.nhdr").read_text().splitlines()
+    (folder / "reference.nhdr").unlink()
+    (folder / "reference.raw").unlink()
+    return [line for line in lines if line and not line.startswith(("endian", "encoding", "data file"))]
+
+
+def write_form(volume, folder: Path, form: str) -> Path:
+    """Write ``volume`` to ``folder`` in one of the layouts users' files come in."""
+    array = volume.array
+    simple = {"nrrd": ("v.nrrd", False), "nrrd-gzip": ("v.nrrd", True), "nhdr": ("v.nhdr", False),
+              "nhdr-gzip": ("v.nhdr", True), "nii": ("v.nii", False), "nii.gz": ("v.nii.gz", True),
+              "mha": ("v.mha", False), "mha-zlib": ("v.mha", True), "mhd": ("v.mhd", False)}
+    if form in simple:
+        name, compress = simple[form]
+        return io.write_volume(volume, folder / name, compress=compress)
+    header = _sitk_header_lines(volume, folder)
+    little = array.astype(array.dtype.newbyteorder("<"))
+    big = array.astype(array.dtype.newbyteorder(">"))
+    if form == "nhdr-list":
+        for k in range(array.shape[0]):
+            (folder / f"slice_{k:03d}.raw").write_bytes(little[k].tobytes())
+        names = "\n".join(f"slice_{k:03d}.raw" for k in range(array.shape[0]))
+        fields = ["endian: little", "encoding: raw", "data file: LIST 2", names]
+    elif form == "nhdr-printf":  # one slice per file, numbered from 1
+        for number, k in enumerate(range(array.shape[0]), start=1):
+            (folder / f"part{number:02d}.raw").write_bytes(little[k].tobytes())
+        fields = ["endian: little", "encoding: raw", f"data file: part%02d.raw 1 {array.shape[0]} 1 2"]
+    elif form == "nhdr-byteskip":
+        (folder / "v.raw").write_bytes(b"\x7f" * 123 + little.tobytes() + b"trailing junk")
+        fields = ["endian: little", "encoding: raw", "byte skip: 123", "data file: v.raw"]
+    elif form == "nhdr-byteskip-end":
+        (folder / "v.raw").write_bytes(b"a preamble of unknown length" + little.tobytes())
+        fields = ["endian: little", "encoding: raw", "byte skip: -1", "data file: v.raw"]
+    elif form == "nhdr-lineskip":
+        (folder / "v.raw").write_bytes(b"# scanner text line 1\n# line 2\n" + little.tobytes())
+        fields = ["endian: little", "encoding: raw", "line skip: 2", "data file: v.raw"]
+    elif form == "nhdr-bigendian":
+        (folder / "v.raw").write_bytes(big.tobytes())
+        fields = ["endian: big", "encoding: raw", "data file: v.raw"]
+    elif form == "nhdr-gzip-bigendian-skip":
+        (folder / "v.raw.gz").write_bytes(gzip.compress(b"\0" * 40 + big.tobytes()))
+        fields = ["endian: big", "encoding: gzip", "byte skip: 40", "data file: v.raw.gz"]
+    elif form == "nhdr-gzip-multimember":  # what pigz and bgzip produce
+        data = little.tobytes()
+        (folder / "v.raw.gz").write_bytes(gzip.compress(data[:1001]) + gzip.compress(data[1001:]))
+        fields = ["endian: little", "encoding: gzip", "data file: v.raw.gz"]
+    elif form == "nhdr-bzip2":
+        (folder / "v.raw.bz2").write_bytes(bz2.compress(little.tobytes()))
+        fields = ["endian: little", "encoding: bzip2", "data file: v.raw.bz2"]
+    elif form == "nrrd-attached-bigendian":
+        text = "\n".join(header + ["endian: big", "encoding: raw"]) + "\n\n"
+        path = folder / "v.nrrd"
+        path.write_bytes(text.encode() + big.tobytes())
+        return path
+    elif form == "mhd-list-bigendian":
+        io.write_volume(volume, folder / "v.mhd", compress=False)
+        lines = [line for line in (folder / "v.mhd").read_text().splitlines()
+                 if not line.startswith(("ElementDataFile", "BinaryDataByteOrderMSB", "ElementByteOrderMSB"))]
+        (folder / "v.raw").unlink()
+        for k in range(array.shape[0]):
+            (folder / f"s{k}.raw").write_bytes(big[k].tobytes())
+        lines += ["BinaryDataByteOrderMSB = True", "ElementDataFile = LIST 2D"]
+        lines += [f"s{k}.raw" for k in range(array.shape[0])]
+        path = folder / "v.mhd"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+    else:
+        raise ValueError(form)
+    path = folder / "v.nhdr"
+    path.write_text("\n".join(header + fields) + "\n")
+    return path
+
+
+INPUT_FORMS = ["nrrd", "nrrd-gzip", "nhdr", "nhdr-gzip", "nii", "nii.gz", "mha", "mha-zlib", "mhd",
+               "nhdr-list", "nhdr-printf", "nhdr-byteskip", "nhdr-byteskip-end", "nhdr-lineskip", "nhdr-bigendian",
+               "nhdr-gzip-bigendian-skip", "nhdr-gzip-multimember", "nhdr-bzip2", "nrrd-attached-bigendian",
+               "mhd-list-bigendian"]
+
+
+def read_back(path) -> bv.Volume:
+    image = sitk.ReadImage(str(path))
+    return bv.Volume(sitk.GetArrayFromImage(image), bv.Geometry(image.GetSize(), image.GetSpacing(),
+                                                                image.GetOrigin(),
+                                                                np.array(image.GetDirection()).reshape(3, 3)))
+
+
+def assert_matches_in_memory(streamed: bv.Volume, expected: bv.Volume, geometry_tolerance=1e-9):
+    assert streamed.array.dtype == expected.array.dtype
+    assert streamed.array.shape == expected.array.shape
+    if expected.array.dtype.kind == "f":
+        value_range = float(np.ptp(expected.array)) or 1.0
+        np.testing.assert_allclose(streamed.array, expected.array, rtol=0, atol=1e-4 * value_range)
+    else:
+        difference = np.abs(streamed.array.astype(np.int64) - expected.array.astype(np.int64))
+        assert difference.max() <= 1
+    assert streamed.geometry.isclose(expected.geometry, rtol=geometry_tolerance, atol=geometry_tolerance)
+
+
+@pytest.mark.parametrize("form", INPUT_FORMS)
+def test_every_input_form_streams_to_the_in_memory_result(tmp_path, form):
+    volume = sample_volume(np.uint16)
+    path = write_form(volume, tmp_path, form)
+    with open_slabs(path) as reader:
+        assert reader.streams, "this form should be read a slab at a time"
+        np.testing.assert_array_equal(reader.read(5, 9), volume.array[5:9])
+    report = bv.resample_file(path, tmp_path / "out.nhdr", (3, 2, 2.5), stream=True, memory_limit=TINY)
+    assert report.stream_plan is not None and report.stream_plan.slabs == volume.array.shape[0]
+    expected = bv.resample(volume, (3, 2, 2.5))
+    tolerance = 1e-5 if form.startswith("nii") else 1e-9  # NIfTI keeps its matrix in float32
+    assert_matches_in_memory(read_back(tmp_path / "out.nhdr"), expected, tolerance)
+
+
+@pytest.mark.parametrize("method", ["lanczos", "gaussian", "mean", "max", "nearest"])
+@pytest.mark.parametrize("factors", [4, (2.5, 3, 1.5), (1, 1, 3), (3, 2, 1)])
+def test_every_method_streams_to_the_in_memory_result(tmp_path, method, factors):
+    volume = sample_volume(np.uint16, shape=(29, 21, 26))
+    path = io.write_volume(volume, tmp_path / "in.nrrd")
+    bv.resample_file(path, tmp_path / "out.nrrd", factors, method=method, stream=True, memory_limit=TINY)
+    assert_matches_in_memory(read_back(tmp_path / "out.nrrd"), bv.resample(volume, factors, method=method))
+
+
+@pytest.mark.parametrize("dtype, out_dtype", [(np.float32, None), (np.float64, None), (np.int16, None),
+                                              (np.uint8, None), (np.uint16, "float32"), (np.float32, "uint8")])
+def test_pixel_types_stream_to_the_in_memory_result(tmp_path, dtype, out_dtype):
+    volume = sample_volume(dtype)
+    path = io.write_volume(volume, tmp_path / "in.nii.gz")
+    bv.resample_file(path, tmp_path / "out.nii.gz", 3, dtype=out_dtype, stream=True, memory_limit=TINY)
+    expected = bv.resample(volume, 3, dtype=out_dtype)
+    assert_matches_in_memory(read_back(tmp_path / "out.nii.gz"), expected, 1e-5)
+
+
+def test_rgb_volume_streams(tmp_path):
+    volume = sample_volume(np.uint8, components=3)
+    path = io.write_volume(volume, tmp_path / "rgb.nhdr")
+    bv.resample_file(path, tmp_path / "out.nhdr", 2, stream=True, memory_limit=TINY)
+    streamed = read_back(tmp_path / "out.nhdr")
+    assert streamed.array.shape[-1] == 3
+    assert_matches_in_memory(streamed, bv.resample(volume, 2))
+
+
+@pytest.mark.parametrize("suffix", [".nhdr", ".nrrd", ".nii", ".nii.gz"])
+def test_streamed_outputs_have_the_in_memory_geometry_in_every_format(tmp_path, suffix):
+    volume = sample_volume(np.int16)
+    path = io.write_volume(volume, tmp_path / "in.nrrd")
+    bv.resample_file(path, tmp_path / f"out{suffix}", 2, stream=True, memory_limit=TINY)
+    bv.resample_file(path, tmp_path / f"ref{suffix}", 2, stream=False)
+    reference = read_back(tmp_path / f"ref{suffix}")
+    assert_matches_in_memory(read_back(tmp_path / f"out{suffix}"), reference, 1e-6)
+    assert reference.geometry.isclose(volume.geometry.downsampled((2, 2, 2)), rtol=1e-5, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_nhdr_output_is_streamable_again(tmp_path):
+    volume = sample_volume(np.uint16, shape=(40, 20, 24))
+    first = bv.resample_file(io.write_volume(volume, tmp_path / "in.nrrd"), tmp_path / "half.nhdr", 2,
+                             stream=True, memory_limit=TINY)
+    with open_slabs(first.output_path) as reader:
+        assert reader.streams and reader.layout.encoding == "raw"
+    bv.resample_file(tmp_path / "half.nhdr", tmp_path / "quarter.nhdr", 2, stream=True, memory_limit=TINY)
+    assert read_back(tmp_path / "quarter.nhdr").array.shape == (10, 5, 6)
+
+
+def test_memory_limit_decides_when_to_stream(tmp_path):
+    path = io.write_volume(sample_volume(np.uint16), tmp_path / "in.nhdr")
+    assert bv.resample_file(path, tmp_path / "a.nhdr", 2, memory_limit=TINY).stream_plan is not None
+    assert bv.resample_file(path, tmp_path / "b.nhdr", 2, memory_limit=2**34).stream_plan is None
+
+
+def digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("form", ["nhdr", "nhdr-list"])
+def test_short_raw_file_is_refused_before_any_output(tmp_path, form):
+    volume = sample_volume(np.uint16)
+    path = write_form(volume, tmp_path, form)
+    data = sorted(tmp_path.glob("*.raw"))[-1]
+    data.write_bytes(data.read_bytes()[:-10])
+    expected = volume.array[0].nbytes if form == "nhdr-list" else volume.array.nbytes
+    before = digest(tmp_path)
+    with pytest.raises(bv.VolumeFileError) as error:
+        bv.resample_file(path, tmp_path / "out.nhdr", 2, stream=True, memory_limit=TINY)
+    message = str(error.value)
+    assert str(data) in message and f"expected {expected} bytes" in message
+    assert f"has {expected - 10} bytes" in message
+    assert digest(tmp_path) == before  # nothing written, input untouched
+
+
+def test_missing_data_file_is_refused_naming_it(tmp_path):
+    path = write_form(sample_volume(np.uint16), tmp_path, "nhdr-list")
+    (tmp_path / "slice_007.raw").unlink()
+    with pytest.raises(bv.VolumeFileError, match=r"v\.nhdr: data file .*slice_007\.raw does not exist"):
+        bv.resample_file(path, tmp_path / "out.nrrd", 2, stream=True)
+    assert not (tmp_path / "out.nrrd").exists()
+
+
+def test_truncated_gzip_fails_cleanly_with_no_output(tmp_path):
+    volume = sample_volume(np.uint16, shape=(60, 40, 40))
+    path = io.write_volume(volume, tmp_path / "in.nhdr", compress=True)
+    data = tmp_path / "in.raw.gz"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    with pytest.raises(bv.VolumeFileError, match=r"in\.raw\.gz: .*(ends|corrupt)"):
+        bv.resample_file(path, tmp_path / "out.nhdr", 2, stream=True, memory_limit=TINY)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nhdr", "in.raw.gz"]
+
+
+def test_cancel_stops_between_slabs_and_leaves_nothing(tmp_path):
+    path = io.write_volume(sample_volume(np.uint16, shape=(40, 20, 20)), tmp_path / "in.nhdr")
+    seen = []
+
+    def cancel_at_half(fraction, message):
+        seen.append(fraction)
+        return fraction < 0.5
+
+    with pytest.raises(bv.Cancelled):
+        bv.resample_file(path, tmp_path / "out.nhdr", 2, stream=True, memory_limit=TINY, progress=cancel_at_half)
+    assert 0.5 <= max(seen) < 0.6  # stopped at the first slab boundary after the request
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nhdr", "in.raw"]
+
+
+def test_write_error_mid_stream_is_reported_and_cleaned_up(tmp_path):
+    """A file-size limit makes the disk 'fill up' halfway through the output (as a full disk would)."""
+    path = io.write_volume(sample_volume(np.uint16, shape=(64, 64, 64)), tmp_path / "in.nrrd", compress=False)
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40000, 40000))
+        from bigvolume.cli import main
+        sys.exit(main(["resample", r"{path}", r"{tmp_path / 'out.nhdr'}", "--factor", "1", "1", "1",
+                       "--stream", "--memory-limit", "1"]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "out.nhdr: cannot write (File too large); nothing was written" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]
+
+
+def test_unstreamable_requests_are_refused_before_reading(tmp_path):
+    path = io.write_volume(sample_volume(np.uint16), tmp_path / "in.nhdr")
+    with pytest.raises(bv.BigVolumeError, match="fft needs the whole volume"):
+        bv.resample_file(path, tmp_path / "out.nhdr", 2, method="fft", stream=True)
+    with pytest.raises(bv.VolumeFileError, match=r"out\.mha: streamed outputs are written as"):
+        bv.resample_file(path, tmp_path / "out.mha", 2, stream=True)
+    rgb = io.write_volume(sample_volume(np.uint8, components=3), tmp_path / "rgb.nrrd")
+    with pytest.raises(bv.VolumeFileError, match="NIfTI stores vector components"):
+        bv.resample_file(rgb, tmp_path / "out.nii", 2, stream=True)
+
+
+def test_a_format_that_cannot_stream_is_read_whole_with_a_note(tmp_path, caplog):
+    volume = sample_volume(np.int16, shape=(8, 6, 7))
+    header = _sitk_header_lines(volume, tmp_path)
+    text = "\n".join(header + ["encoding: ascii"]) + "\n\n" + " ".join(str(v) for v in volume.array.ravel())
+    (tmp_path / "ascii.nrrd").write_text(text)
+    assert isinstance(open_slabs(tmp_path / "ascii.nrrd"), WholeVolumeReader)
+    report = bv.resample_file(tmp_path / "ascii.nrrd", tmp_path / "out.nrrd", 2, stream=True)
+    assert report.stream_plan is None and "cannot be read in slabs" in report.notes[0]
+    assert_matches_in_memory(read_back(tmp_path / "out.nrrd"), bv.resample(volume, 2))
+
+
+def test_writer_refuses_to_finish_an_incomplete_volume(tmp_path):
+    volume = sample_volume(np.uint16)
+    writer = SlabWriter(tmp_path / "v.nhdr", volume.geometry, np.uint16)
+    writer.write(volume.array[:5])
+    with pytest.raises(bv.VolumeFileError, match="5 of 23 slices"):
+        writer.close()
+
+
+def test_streaming_memory_stays_bounded(tmp_path):
+    """Peak memory of a streamed run grows by far less than the input (a 96 MiB volume, 16 MiB of buffers)."""
+    array = np.zeros((192, 512, 512), np.uint16)
+    array[:, 100:400, 100:400] = 1000
+    path = io.write_volume(bv.Volume.from_array(array), tmp_path / "in.nhdr")
+    del array
+    script = textwrap.dedent(f"""
+        import resource
+        import bigvolume as bv
+        from bigvolume.memory import current_rss
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        bv.resample_file(r"{path}", r"{tmp_path / 'out.nhdr'}", 4, stream=True,
+                         memory_limit=current_rss() + 16 * 2**20)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    growth = int(result.stdout.split()[-1])
+    assert growth < 40 * 2**20, f"peak grew by {growth / 2**20:.0f} MiB for a 96 MiB input"

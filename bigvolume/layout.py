@@ -1,0 +1,306 @@
+"""Where a volume file keeps its voxels: data files, byte offsets, encoding and byte order, read from the header.
+
+SimpleITK gives the geometry and pixel type (so streamed and in-memory reads agree on them); this module only
+answers "which bytes, in which files, in which form", which is what reading by slab and memory-mapping need:
+
+- NRRD / NHDR: attached or detached data, ``data file: LIST``, printf patterns (``scan%04d.raw 1 200 1``),
+  ``byte skip`` (including -1, data at the end of the file), ``line skip``, both endians, raw, gzip or bzip2.
+- NIfTI-1 (``.nii``, ``.nii.gz``): either byte order; scaling by ``scl_slope``/``scl_inter`` when SimpleITK
+  reads the file as float.
+- MetaImage (``.mha``, ``.mhd``): LOCAL, one data file, LIST or a pattern; ``HeaderSize`` (including -1);
+  either byte order; zlib-compressed data (one stream).
+
+Raw data files are checked here, before any work: a missing file or one shorter than the header says is refused
+with the file name and the expected and actual sizes. Anything else (ASCII/hex NRRD, vector NIfTI, NIfTI-2, ...) gets
+``None``: it is read whole by SimpleITK.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VolumeFileError
+
+# Encodings we can read piece by piece; the value is the decoder family (see bigvolume.slabs).
+STREAM_ENCODINGS = {"raw": "raw", "gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"}
+
+# NIfTI datatype codes -> numpy types (scalar types only: vector NIfTI stores components as planes).
+NIFTI_TYPES = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 256: np.int8,
+               512: np.uint16, 768: np.uint32, 1024: np.int64, 1280: np.uint64}
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: Path
+    offset: int            # bytes before the data (raw) or before the compressed stream (compressed)
+    decoded_skip: int = 0  # bytes to drop after decompression (NRRD byte skip on compressed data, NIfTI gz offset)
+
+
+@dataclass(frozen=True)
+class VoxelLayout:
+    """The voxel bytes of a volume: ``files`` in order, each holding an equal share of ``total_bytes``."""
+
+    files: tuple[DataFile, ...]
+    encoding: str              # "raw", "gzip", "bzip2" or "zlib"
+    stored_dtype: np.dtype     # one component as stored, with its byte order
+    total_bytes: int
+    scale: tuple[float, float] | None = None  # NIfTI (slope, intercept) applied after reading
+
+    @property
+    def bytes_per_file(self) -> int:
+        return self.total_bytes // len(self.files)
+
+    @property
+    def is_single_native_raw(self) -> bool:
+        """One uncompressed file in this machine's byte order, no scaling: can be memory-mapped as is."""
+        return (self.encoding == "raw" and len(self.files) == 1 and self.scale is None
+                and self.stored_dtype.isnative)
+
+
+def voxel_layout(path, dtype: np.dtype, components: int, voxels: int) -> VoxelLayout | None:
+    """The layout of ``path``'s voxels (``dtype``/``components``/``voxels`` as SimpleITK reports them), or None when
+    the file cannot be read piece by piece. Raises VolumeFileError for missing or too short raw data files."""
+    path = Path(path)
+    name = path.name.lower()
+    total = int(voxels) * int(components) * np.dtype(dtype).itemsize
+    if name.endswith((".nrrd", ".nhdr")):
+        layout = _nrrd_layout(path, np.dtype(dtype), total)
+    elif name.endswith((".nii", ".nii.gz")):
+        layout = _nifti_layout(path, np.dtype(dtype), components, total)
+    elif name.endswith((".mha", ".mhd")):
+        layout = _metaimage_layout(path, np.dtype(dtype), total)
+    else:
+        layout = None
+    if layout is not None:
+        _check_data_files(path, layout)
+    return layout
+
+
+def data_files_named(path) -> list[Path]:
+    """The data files a NRRD or MetaImage header names (without checking them); [] for other formats."""
+    path = Path(path)
+    name = path.name.lower()
+    try:
+        if name.endswith((".nrrd", ".nhdr")):
+            fields, _, trailing = read_nrrd_header(path)
+            spec = fields.get("data file", fields.get("datafile"))
+        elif name.endswith((".mha", ".mhd")):
+            fields, _, trailing = _read_metaimage_header(path)
+            spec = fields.get("elementdatafile")
+            spec = None if spec == "LOCAL" else spec
+        else:
+            return []
+    except (OSError, VolumeFileError, UnicodeError):
+        return []
+    return (_expand_file_list(path.parent, spec, trailing) or []) if spec else []
+
+
+def _check_data_files(header: Path, layout: VoxelLayout) -> None:
+    for data in layout.files:
+        which = "" if data.path == header else f"data file {data.path} "
+        if not data.path.is_file():
+            raise VolumeFileError(f"{header}: {which or 'data file'} does not exist")
+        actual = data.path.stat().st_size
+        if layout.encoding == "raw":
+            needed = data.offset + layout.bytes_per_file
+            if actual < needed:
+                raise VolumeFileError(
+                    f"{header}: {which}too short: expected {needed} bytes ({layout.bytes_per_file} bytes of "
+                    f"voxels after {data.offset} bytes of header/skip), the file has {actual} bytes")
+        elif actual <= data.offset:
+            raise VolumeFileError(f"{header}: {which}has no compressed data after byte {data.offset} "
+                                  f"(the file has {actual} bytes)")
+
+
+def _with_order(dtype: np.dtype, big_endian: bool) -> np.dtype:
+    return dtype.newbyteorder(">" if big_endian else "<") if dtype.itemsize > 1 else dtype
+
+
+def _expand_file_list(folder: Path, spec: str, trailing_lines: list[str]) -> list[Path] | None:
+    """Files of a detached header: one name, ``LIST`` (names on the following lines) or ``fmt min max step``."""
+    tokens = spec.split()
+    if tokens and tokens[0] == "LIST":
+        names = [line.strip() for line in trailing_lines if line.strip()]
+    elif len(tokens) >= 4 and "%" in tokens[0]:
+        try:
+            first, last, step = int(tokens[1]), int(tokens[2]), int(tokens[3])
+        except ValueError:
+            return None
+        if step == 0:
+            return None
+        stop = last + (1 if step > 0 else -1)
+        try:
+            names = [tokens[0] % number for number in range(first, stop, step)]
+        except (TypeError, ValueError):
+            return None
+    else:
+        names = [spec.strip()]
+    return [Path(name) if os.path.isabs(name) else folder / name for name in names]
+
+
+def _skip_lines(path: Path, offset: int, lines: int) -> int:
+    if lines <= 0:
+        return offset
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        for _ in range(lines):
+            if not handle.readline():
+                break
+        return handle.tell()
+
+
+def read_nrrd_header(path: Path) -> tuple[dict[str, str], int, list[str]]:
+    """NRRD fields (lower-case keys), the byte offset just past the header, and the lines after ``data file:``
+    (the names of a ``LIST``)."""
+    fields: dict[str, str] = {}
+    trailing: list[str] = []
+    with open(path, "rb") as handle:
+        magic = handle.readline()
+        if not magic.startswith(b"NRRD"):
+            raise VolumeFileError(f"{path}: not a NRRD file (no NRRD magic line)")
+        offset = len(magic)
+        in_list = False
+        for raw_line in handle:
+            offset += len(raw_line)
+            line = raw_line.decode("latin-1").rstrip("\r\n")
+            if in_list:
+                trailing.append(line)
+                continue
+            if not line.strip():
+                break
+            if line.startswith("#") or _is_key_value_pair(line):
+                continue
+            if ":" in line:
+                key, value = line.split(":", 1)
+                key = key.strip().lower()
+                fields[key] = value.strip()
+                if key in ("data file", "datafile") and value.split()[:1] == ["LIST"]:
+                    in_list = True
+    return fields, offset, trailing
+
+
+def _is_key_value_pair(line: str) -> bool:
+    """NRRD ``key:=value`` lines carry metadata, not fields."""
+    return ":=" in line and (": " not in line or line.index(":=") < line.index(": "))
+
+
+def _nrrd_layout(path: Path, dtype: np.dtype, total: int) -> VoxelLayout | None:
+    fields, header_end, trailing = read_nrrd_header(path)
+    encoding = STREAM_ENCODINGS.get(fields.get("encoding", "").lower())
+    if encoding is None:
+        return None
+    big = fields.get("endian", "little").lower() == "big"
+    byte_skip = int(fields.get("byte skip", fields.get("byteskip", "0")))
+    line_skip = int(fields.get("line skip", fields.get("lineskip", "0")))
+    spec = fields.get("data file", fields.get("datafile"))
+    paths = [path] if spec is None else _expand_file_list(path.parent, spec, trailing)
+    if not paths:
+        return None
+    per_file = total // len(paths)
+    if per_file * len(paths) != total:
+        raise VolumeFileError(f"{path}: {len(paths)} data files cannot share {total} bytes of voxels equally")
+    if byte_skip < -1 or byte_skip == -1 and encoding != "raw":
+        raise VolumeFileError(f"{path}: byte skip {byte_skip} is not valid with {fields.get('encoding')} encoding")
+    files = []
+    for data_path in paths:
+        start = header_end if spec is None else 0
+        if data_path.is_file():
+            start = _skip_lines(data_path, start, line_skip)
+        if encoding == "raw":
+            if byte_skip == -1:
+                size = data_path.stat().st_size if data_path.is_file() else per_file
+                files.append(DataFile(data_path, max(size - per_file, 0)))
+            else:
+                files.append(DataFile(data_path, start + byte_skip))
+        else:
+            files.append(DataFile(data_path, start, decoded_skip=byte_skip))
+    return VoxelLayout(tuple(files), encoding, _with_order(dtype, big), total)
+
+
+def _nifti_layout(path: Path, dtype: np.dtype, components: int, total: int) -> VoxelLayout | None:
+    compressed = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
+            header = handle.read(348)
+    except OSError as error:
+        raise VolumeFileError(f"{path}: cannot read the NIfTI header ({error})") from None
+    if len(header) < 348 or components != 1:
+        return None
+    for order in "<>":
+        if np.frombuffer(header, order + "i4", 1, 0)[0] == 348:
+            break
+    else:
+        return None  # NIfTI-2 (540) or not NIfTI: SimpleITK decides
+    dims = np.frombuffer(header, order + "i2", 8, 40)
+    code = int(np.frombuffer(header, order + "i2", 1, 70)[0])
+    vox_offset, slope, intercept = (float(v) for v in np.frombuffer(header, order + "f4", 3, 108))
+    if dims[0] < 3 or any(d > 1 for d in dims[4:dims[0] + 1]) or code not in NIFTI_TYPES \
+            or vox_offset != int(vox_offset) or vox_offset < 348:
+        return None
+    stored = np.dtype(NIFTI_TYPES[code])
+    scale = None
+    if slope not in (0.0, 1.0) or intercept != 0.0 or np.isnan(slope) or np.isnan(intercept):
+        if dtype.kind != "f":
+            return None  # SimpleITK keeps integers when it applies the scaling itself: let it
+        scale = (1.0 if slope == 0.0 else slope, intercept)
+    elif stored != dtype:
+        return None
+    total_stored = total // dtype.itemsize * stored.itemsize
+    if compressed:
+        files = (DataFile(path, 0, decoded_skip=int(vox_offset)),)
+    else:
+        files = (DataFile(path, int(vox_offset)),)
+    return VoxelLayout(files, "gzip" if compressed else "raw", _with_order(stored, order == ">"), total_stored,
+                       scale)
+
+
+def _read_metaimage_header(path: Path) -> tuple[dict[str, str], int, list[str]]:
+    """MetaImage fields (lower-case keys), the offset just past ``ElementDataFile``, and the names of a LIST."""
+    fields: dict[str, str] = {}
+    trailing: list[str] = []
+    offset = 0
+    with open(path, "rb") as handle:
+        for raw_line in handle:
+            offset += len(raw_line)
+            line = raw_line.decode("latin-1").strip()
+            if "=" in line:
+                key, value = (part.strip() for part in line.split("=", 1))
+                fields[key.lower()] = value
+                if key.lower() == "elementdatafile":
+                    if value.split()[:1] == ["LIST"]:
+                        trailing = [rest.decode("latin-1") for rest in handle]
+                    break
+            if offset > 1 << 20:
+                break  # no ElementDataFile within the first MiB: not a header we understand
+    return fields, offset, trailing
+
+
+def _metaimage_layout(path: Path, dtype: np.dtype, total: int) -> VoxelLayout | None:
+    fields, offset, trailing = _read_metaimage_header(path)
+    spec = fields.get("elementdatafile")
+    if spec is None:
+        return None
+    big = any(fields.get(key, "false").lower() == "true"
+              for key in ("binarydatabyteordermsb", "elementbyteordermsb"))
+    compressed = fields.get("compresseddata", "false").lower() == "true"
+    header_size = int(fields.get("headersize", "0"))
+    local = spec == "LOCAL"
+    paths = [path] if local else _expand_file_list(path.parent, spec, trailing)
+    if not paths or compressed and len(paths) > 1:
+        return None
+    per_file = total // len(paths)
+    files = []
+    for data_path in paths:
+        start = offset if local else 0
+        if header_size == -1:
+            size = data_path.stat().st_size if data_path.is_file() else per_file
+            start = max(size - per_file, 0)
+        else:
+            start += header_size
+        files.append(DataFile(data_path, start))
+    return VoxelLayout(tuple(files), "zlib" if compressed else "raw", _with_order(dtype, big), total)
+

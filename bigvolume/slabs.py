@@ -1,0 +1,255 @@
+"""Reading a volume file a slab of z slices at a time, into buffers the caller owns, so that memory stays bounded
+whatever the file size.
+
+:func:`open_slabs` picks the reader from the file's :class:`~bigvolume.layout.VoxelLayout`:
+
+- raw data (one file, many files, any offsets, either byte order): each slab is read with plain ``readinto`` at
+  its byte offset, in any order;
+- gzip/bzip2/zlib data: decompressed in bounded chunks as the slabs are asked for in order (asking for an earlier
+  slab starts again from the beginning);
+- anything else: read whole by SimpleITK once (``streams`` is False; the caller says so to the user).
+"""
+from __future__ import annotations
+
+import bz2
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from . import io
+from .errors import VolumeFileError
+from .geometry import Geometry
+from .layout import DataFile, VoxelLayout, voxel_layout
+
+READ_CHUNK = 1 << 20       # compressed bytes read at a time
+DECODED_CHUNK = 8 << 20    # most decompressed bytes produced from one call (bounds memory on highly compressed data)
+
+
+class SlabReader:
+    """Slices ``k0 .. k1-1`` of a volume file, as a ``(k1-k0, j, i[, c])`` array of ``dtype`` (native order)."""
+
+    streams = True
+
+    def __init__(self, path: Path, geometry: Geometry, dtype: np.dtype, components: int):
+        self.path = path
+        self.geometry = geometry
+        self.dtype = np.dtype(dtype)
+        self.components = components
+        self.slice_shape = geometry.shape[1:] + ((components,) if components > 1 else ())
+        self.slice_bytes = int(np.prod(self.slice_shape)) * self.dtype.itemsize
+
+    @property
+    def slices(self) -> int:
+        return self.geometry.dimensions[2]
+
+    @property
+    def nbytes(self) -> int:
+        return self.slice_bytes * self.slices
+
+    def new_buffer(self, slices: int) -> np.ndarray:
+        return np.empty((slices,) + self.slice_shape, self.dtype)
+
+    def read(self, k0: int, k1: int, out: np.ndarray | None = None) -> np.ndarray:
+        if not 0 <= k0 < k1 <= self.slices:
+            raise ValueError(f"slices {k0}..{k1} outside 0..{self.slices}")
+        out = self.new_buffer(k1 - k0) if out is None else out[:k1 - k0]
+        self._read_into(k0, k1, out)
+        return out
+
+    def _read_into(self, k0: int, k1: int, out: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _LayoutReader(SlabReader):
+    """Shared by raw and decoded data: bytes land in a buffer of the stored type, then are put in native order
+    (and scaled, for NIfTI with slope/intercept)."""
+
+    def __init__(self, path, geometry, dtype, components, layout: VoxelLayout):
+        super().__init__(path, geometry, dtype, components)
+        self.layout = layout
+        self._stored_slice_bytes = self.slice_bytes // self.dtype.itemsize * layout.stored_dtype.itemsize
+
+    def _read_into(self, k0: int, k1: int, out: np.ndarray) -> None:
+        stored = self.layout.stored_dtype
+        if self.layout.scale is None:
+            target = out.view(np.uint8).reshape(-1)
+            self._read_bytes(k0 * self._stored_slice_bytes, target)
+            if not stored.isnative:
+                out.byteswap(inplace=True)
+            return
+        raw = np.empty(out.shape, stored)
+        self._read_bytes(k0 * self._stored_slice_bytes, raw.view(np.uint8).reshape(-1))
+        slope, intercept = self.layout.scale
+        np.multiply(raw, slope, out=out, casting="unsafe")
+        out += intercept
+
+    def _read_bytes(self, start: int, target: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class RawSlabReader(_LayoutReader):
+    """Uncompressed data in one or many files: each slab is read at its byte offset."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._handle = None
+        self._handle_path = None
+
+    def _open(self, data: DataFile):
+        if self._handle_path != data.path:
+            self.close()
+            self._handle = open(data.path, "rb", buffering=0)
+            self._handle_path = data.path
+        return self._handle
+
+    def _read_bytes(self, start: int, target: np.ndarray) -> None:
+        per_file = self.layout.bytes_per_file
+        done, view = 0, memoryview(target)
+        while done < len(view):
+            position = start + done
+            data = self.layout.files[position // per_file]
+            within = position % per_file
+            count = min(len(view) - done, per_file - within)
+            handle = self._open(data)
+            handle.seek(data.offset + within)
+            got = 0
+            while got < count:
+                n = handle.readinto(view[done + got:done + count])
+                if not n:
+                    raise VolumeFileError(f"{data.path}: ended at byte {data.offset + within + got} while "
+                                          f"{data.offset + per_file} bytes were expected (was it changed or "
+                                          "truncated while reading?)")
+                got += n
+            done += count
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._handle = self._handle_path = None
+
+
+def _decoder(encoding: str):
+    if encoding == "bzip2":
+        return bz2.BZ2Decompressor()
+    return zlib.decompressobj(zlib.MAX_WBITS | 32)  # accepts gzip and zlib headers
+
+
+def _decompressed(handle, encoding: str, name: Path) -> Iterator[bytes]:
+    """Decoded chunks of the rest of ``handle``, at most DECODED_CHUNK bytes each. Concatenated streams (pigz,
+    bgzip, pbzip2) are followed to the end of the file."""
+    decoder = _decoder(encoding)
+    is_bz2 = encoding == "bzip2"
+    feed = b""
+    while True:
+        if not feed and (not is_bz2 or decoder.needs_input):
+            feed = handle.read(READ_CHUNK)
+            if not feed:
+                if not is_bz2:
+                    yield decoder.flush()  # output still held back by max_length
+                return
+        try:
+            yield decoder.decompress(feed, DECODED_CHUNK)
+        except (zlib.error, OSError, EOFError) as error:
+            raise VolumeFileError(f"{name}: corrupt {encoding} data ({error})") from None
+        if decoder.eof:
+            feed, decoder = decoder.unused_data, _decoder(encoding)
+        else:
+            feed = b"" if is_bz2 else decoder.unconsumed_tail
+
+
+def _decode_file(data: DataFile, encoding: str, wanted: int) -> Iterator[bytes]:
+    """The ``wanted`` decoded bytes of one compressed data file, after its decoded skip, in bounded chunks."""
+    skip, delivered = data.decoded_skip, 0
+    with open(data.path, "rb") as handle:
+        handle.seek(data.offset)
+        for chunk in _decompressed(handle, encoding, data.path):
+            if skip:
+                dropped = min(skip, len(chunk))
+                chunk, skip = chunk[dropped:], skip - dropped
+            if chunk:
+                chunk = chunk[:wanted - delivered]
+                delivered += len(chunk)
+                yield chunk
+            if delivered >= wanted:
+                return
+    raise VolumeFileError(f"{data.path}: compressed data ends after {delivered} of {wanted} bytes of voxels "
+                          "(truncated file?)")
+
+
+class DecodedSlabReader(_LayoutReader):
+    """Compressed data: decoded front to back in bounded chunks; an earlier slab restarts from the beginning."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._restart()
+
+    def _restart(self) -> None:
+        per_file = self.layout.bytes_per_file
+        self._chunks = (chunk for data in self.layout.files
+                        for chunk in _decode_file(data, self.layout.encoding, per_file))
+        self._position = 0
+        self._leftover = memoryview(b"")
+
+    def _read_bytes(self, start: int, target: np.ndarray) -> None:
+        if start < self._position:
+            self._restart()
+        view, done = memoryview(target), 0
+        while done < len(view):
+            if not self._leftover:
+                try:
+                    self._leftover = memoryview(next(self._chunks))
+                except StopIteration:
+                    raise VolumeFileError(f"{self.path}: the data ended before all voxels were read") from None
+            if self._position < start:  # skipping forward
+                dropped = min(start - self._position, len(self._leftover))
+                self._leftover = self._leftover[dropped:]
+                self._position += dropped
+                continue
+            count = min(len(view) - done, len(self._leftover))
+            view[done:done + count] = self._leftover[:count]
+            self._leftover = self._leftover[count:]
+            self._position += count
+            done += count
+
+    def close(self) -> None:
+        self._chunks.close()
+
+
+class WholeVolumeReader(SlabReader):
+    """Formats that cannot be read piece by piece: read once, whole, then served slab by slab."""
+
+    streams = False
+
+    def __init__(self, path, geometry, dtype, components):
+        super().__init__(path, geometry, dtype, components)
+        self._volume = None
+
+    def _read_into(self, k0, k1, out):
+        if self._volume is None:
+            self._volume = io.read_volume(self.path)
+        out[...] = self._volume.array[k0:k1]
+
+    def close(self) -> None:
+        self._volume = None
+
+
+def open_slabs(path) -> SlabReader:
+    """A slab reader for ``path``; refuses missing or short data files before anything is read."""
+    path = Path(path)
+    geometry, dtype, components = io.read_geometry(path)
+    layout = voxel_layout(path, dtype, components, geometry.voxel_count)
+    if layout is None:
+        return WholeVolumeReader(path, geometry, dtype, components)
+    reader = RawSlabReader if layout.encoding == "raw" else DecodedSlabReader
+    return reader(path, geometry, dtype, components, layout)

@@ -1,0 +1,174 @@
+"""Out-of-core downsampling: a volume file is read a slab of z slices at a time and resampled with exactly the
+kernels of the in-memory path, so memory stays bounded whatever the volume size and each input byte is read once.
+
+Per slab, every slice is first reduced in x and y (vtkImageResize with factor 1 in z for Lanczos, the kernel tables
+of bigvolume.kernels for the other methods). The reduced slices go into a ring buffer that keeps the z kernel's
+margin from one slab to the next; each output slice is then the weighted sum (or maximum) over the ring of the same
+z kernel table the in-memory numpy path uses (it matches vtkImageResize's z pass to 1e-6). The next slab is read on
+a thread while this one is filtered, and finished output slices go to a writer (see bigvolume.slab_writers).
+
+Integer inputs are converted to float per slab (into one reused buffer) and rounded once, at the end, as in the
+in-memory path: results agree to float rounding (integers within 1).
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dtypes import cast_to, work_dtype
+from .errors import BigVolumeError
+from .kernels import AxisKernel, _apply_axis, apply_separable, axis_kernel
+from .memory import current_rss, format_bytes
+from .progress import ProgressCallback, as_progress
+from .slabs import SlabReader
+from .vtk_resize import lanczos_resize, owned_view
+
+STREAMABLE_METHODS = ("lanczos", "gaussian", "mean", "max", "nearest")
+# Slabs per volume at least (so reading overlaps filtering and progress moves), and at most this many input bytes
+# per slab (larger slabs gain nothing once vtk's threads are busy).
+MIN_SLABS = 8
+MAX_SLAB_BYTES = 32 * 2**20
+FIXED_OVERHEAD = 24 * 2**20  # decompression chunks, thread stacks, the output block in flight
+
+
+@dataclass
+class StreamPlan:
+    slab_slices: int
+    slabs: int
+    ring_slices: int
+    working_bytes: int      # the buffers this plan allocates, at most
+    memory_limit: int
+    note: str = ""          # set when the limit was too small and the minimum was used instead
+
+    def describe(self) -> str:
+        return (f"streamed in {self.slabs} slab{'s' * (self.slabs != 1)} of {self.slab_slices} slice"
+                f"{'s' * (self.slab_slices != 1)}, buffers {format_bytes(self.working_bytes)} "
+                f"(limit {format_bytes(self.memory_limit)})")
+
+
+def identity_kernel(n: int) -> AxisKernel:
+    return AxisKernel(np.arange(n)[:, None], np.ones((n, 1)))
+
+
+class _Stages:
+    """The x/y reduction of one slab and the z kernel, for one method, input type and factor set."""
+
+    def __init__(self, reader: SlabReader, factors, method: str, out_dtype: np.dtype, threads: int):
+        if method not in STREAMABLE_METHODS:
+            raise BigVolumeError(f"method {method!r} needs the whole volume in memory and cannot stream; "
+                                 f"streaming methods: {', '.join(STREAMABLE_METHODS)}")
+        self.method, self.threads = method, threads
+        self.reduce = "max" if method == "max" else "sum"
+        ni, nj, nk = reader.geometry.dimensions
+        self.output_geometry = reader.geometry.downsampled(factors)
+        mi, mj, mk = self.output_geometry.dimensions
+        self.factors = tuple(float(f) for f in factors)
+        self.input_dtype = reader.dtype
+        # Integers are filtered in floating point, as in the in-memory path: vtk would round and clamp the x/y
+        # result to the input type, and a clamped Lanczos overshoot changes the z sums by far more than 1.
+        linear = method in ("lanczos", "gaussian", "mean")
+        self.convert_to = work_dtype(reader.dtype) if linear and reader.dtype.kind != "f" else None
+        self._converted = None
+        filtered_dtype = reader.dtype if self.convert_to is None else self.convert_to
+        self.skip_xy = (mi, mj) == (ni, nj) and self.factors[:2] == (1.0, 1.0)
+        if method == "lanczos" or self.skip_xy or method in ("max", "nearest"):
+            self.ring_dtype = filtered_dtype  # vtk keeps the type; max and nearest only pick values
+        else:
+            self.ring_dtype = work_dtype(filtered_dtype)
+        self.work_dtype = work_dtype(filtered_dtype) if self.reduce == "sum" else self.ring_dtype
+        self.xy_kernels = None if method == "lanczos" or self.skip_xy else (
+            axis_kernel(method, ni, self.factors[0], mi), axis_kernel(method, nj, self.factors[1], mj))
+        self.z_kernel = axis_kernel(method, nk, self.factors[2], mk)
+        self.z_need = self.z_kernel.index.max(axis=1)  # last input slice each output slice reads
+        self.z_span = int((self.z_kernel.index.max(axis=1) - self.z_kernel.index.min(axis=1)).max())
+        self.reduced_shape = (mj, mi) + reader.slice_shape[2:]
+
+    def reduce_xy(self, slab: np.ndarray) -> np.ndarray:
+        if self.convert_to is not None:
+            if self._converted is None or self._converted.shape[0] < slab.shape[0]:
+                self._converted = np.empty(slab.shape, self.convert_to)
+            converted = self._converted[:slab.shape[0]]
+            np.copyto(converted, slab, casting="unsafe")
+            slab = converted
+        if self.skip_xy:
+            return slab
+        if self.method == "lanczos":
+            return owned_view(*lanczos_resize(slab, self.factors[:2] + (1.0,), self.threads))
+        kernel_i, kernel_j = self.xy_kernels
+        return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), self.reduce,
+                               self.ring_dtype, self.threads)
+
+    def reduce_z(self, ring: np.ndarray, rows: slice) -> np.ndarray:
+        capacity = ring.shape[0]
+        kernel = AxisKernel(self.z_kernel.index[rows] % capacity, self.z_kernel.weight[rows])
+        return _apply_axis(ring, kernel, 0, self.reduce, self.work_dtype)
+
+
+def plan_stream(reader: SlabReader, stages: _Stages, memory_limit: float) -> StreamPlan:
+    """The largest slab whose buffers, with what the process already holds, stay under ``memory_limit``."""
+    nk = reader.slices
+    reduced_slice = int(np.prod(stages.reduced_shape)) * stages.ring_dtype.itemsize
+    work_slice = int(np.prod(stages.reduced_shape)) * stages.work_dtype.itemsize
+    out_rows_per_slice = 1.0 / stages.factors[2] + 1e-9
+    per_slice = (2 * reader.slice_bytes                                   # slab being filtered + next one read
+                 + (0 if stages.convert_to is None else reader.slice_bytes // reader.dtype.itemsize * stages.convert_to.itemsize)
+                 + 2 * reduced_slice                                      # x/y result, then its place in the ring
+                 + int(3 * work_slice * out_rows_per_slice))              # z sums and the cast output block
+    # numpy x/y: a few float copies of a slice per thread
+    per_thread = 3 * reader.slice_bytes // reader.dtype.itemsize * 4 if stages.xy_kernels is not None else 0
+    fixed = FIXED_OVERHEAD + stages.threads * per_thread + (stages.z_span + 2) * reduced_slice
+    in_use = current_rss()
+    slab = (int(memory_limit) - in_use - fixed) // per_slice
+    note = ""
+    if slab < 1:
+        slab = 1
+        note = (f"memory limit {format_bytes(memory_limit)} leaves no room beside the {format_bytes(in_use)} this "
+                f"program already uses; streaming one slice at a time (buffers {format_bytes(fixed + per_slice)})")
+    slab = int(min(slab, max(1, -(-nk // MIN_SLABS)), max(1, MAX_SLAB_BYTES // reader.slice_bytes), nk))
+    slabs = -(-nk // slab)
+    ring = slab + stages.z_span + 1
+    working = fixed - (stages.z_span + 2) * reduced_slice + ring * reduced_slice + slab * per_slice
+    return StreamPlan(slab, slabs, ring, int(working), int(memory_limit), note)
+
+
+def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dtype=None, threads: int = 1,
+                      memory_limit: float, progress: ProgressCallback | None = None) -> StreamPlan:
+    """Downsample the volume of ``reader`` by ``factors`` (I, J, K), handing finished ``(d, j, i[, c])`` blocks of
+    output slices, in order, to ``sink.write``. Returns the plan it followed."""
+    out_dtype = np.dtype(out_dtype or reader.dtype)
+    stages = _Stages(reader, factors, method, out_dtype, threads)
+    plan = plan_stream(reader, stages, memory_limit)
+    progress = as_progress(progress)
+    nk = reader.slices
+    mk = stages.output_geometry.dimensions[2]
+    ring = np.empty((plan.ring_slices,) + stages.reduced_shape, stages.ring_dtype)
+    slabs = [(k0, min(k0 + plan.slab_slices, nk)) for k0 in range(0, nk, plan.slab_slices)]
+    buffers = [reader.new_buffer(plan.slab_slices) for _ in range(min(2, len(slabs)))]
+    progress(0.0, f"streaming {len(slabs)} slabs")
+    next_row = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigvolume-reader") as pool:
+        pending = pool.submit(reader.read, *slabs[0], buffers[0])
+        try:
+            for number, (k0, k1) in enumerate(slabs):
+                slab = pending.result()
+                reduced = stages.reduce_xy(slab)
+                if number + 1 < len(slabs):  # read ahead into the other buffer while this one is used
+                    pending = pool.submit(reader.read, *slabs[number + 1], buffers[(number + 1) % len(buffers)])
+                ring[np.arange(k0, k1) % plan.ring_slices] = reduced
+                del reduced
+                first_row = next_row
+                while next_row < mk and stages.z_need[next_row] < k1:
+                    next_row += 1
+                if next_row > first_row:
+                    oldest = int(stages.z_kernel.index[first_row:next_row].min())
+                    assert oldest > k1 - 1 - plan.ring_slices, "ring buffer too small for the z kernel"
+                    block = stages.reduce_z(ring, slice(first_row, next_row))
+                    sink.write(cast_to(block, out_dtype))
+                progress(k1 / nk, f"slab {number + 1}/{len(slabs)}")
+        finally:
+            pending.cancel()
+    if next_row != mk:
+        raise RuntimeError(f"streaming produced {next_row} of {mk} output slices")
+    return plan
