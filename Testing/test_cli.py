@@ -74,7 +74,8 @@ def test_help_and_version():
 def bad_cases(folder: Path, good: Path):
     (folder / "text.nrrd").write_text("hello\n")
     (folder / "bad_header.nhdr").write_text("NRRD0004\ntype: uint16\ndimension: 3\nsizes: 4 4\nencoding: raw\n"
-                                            "data file: nothing.raw\n")
+                                            "data file: data.raw\n")
+    (folder / "data.raw").write_bytes(bytes(128))
     out = folder / "out.nrrd"
     return {
         "missing file": (["resample", folder / "absent.nrrd", out], "no such file"),
