@@ -1,7 +1,9 @@
 """The `bigvolume` command line, run as a subprocess the way users run it."""
 import hashlib
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,39 @@ def test_spacing_method_threads_and_type_options(tmp_path, anisotropic_input):
     small = tmp_path / "small.nrrd"
     assert run("resample", inputs[".nrrd"], small, "--target-size", "20KB", "--no-compress").returncode == 0
     assert bv.read_volume(small).array.nbytes <= 20_000
+
+
+def test_stream_and_memory_limit_options(tmp_path, anisotropic_input):
+    volume, inputs = anisotropic_input
+    streamed, loaded = tmp_path / "streamed.nhdr", tmp_path / "loaded.nhdr"
+    result = run("resample", inputs[".nrrd"], streamed, "--factor", "3", "--stream", "--memory-limit", "64KB")
+    assert result.returncode == 0, result.stderr
+    assert "streamed in 48 slabs of 1 slice" in result.stdout  # 48 input slices, one per slab under 64 KB
+    assert "leaves no room beside" in result.stderr  # the limit was below what the program itself uses
+    assert run("resample", inputs[".nrrd"], loaded, "--factor", "3", "--no-stream").returncode == 0
+    a, b = bv.read_volume(streamed), bv.read_volume(loaded)
+    assert a.geometry == b.geometry and np.abs(a.array.astype(int) - b.array.astype(int)).max() <= 1
+    automatic = run("resample", inputs[".nrrd"], tmp_path / "auto.nrrd", "--memory-limit", "100KB")
+    assert automatic.returncode == 0 and "streamed in" in automatic.stdout  # input bigger than the limit
+    bad = run("resample", inputs[".nrrd"], tmp_path / "x.nrrd", "--memory-limit", "lots")
+    assert bad.returncode == 2 and "not a size: 'lots'" in bad.stderr
+
+
+def test_ctrl_c_while_streaming_exits_130_and_leaves_nothing(tmp_path):
+    array = np.random.default_rng(0).integers(0, 4000, (96, 256, 256)).astype(np.uint16)
+    source = io.write_volume(bv.Volume.from_array(array), tmp_path / "in.nhdr")
+    before = {p.name: digest(p) for p in tmp_path.iterdir()}
+    process = subprocess.Popen(BIGVOLUME + ["resample", str(source), str(tmp_path / "out.nhdr"), "--stream",
+                                            "--memory-limit", "1", "--method", "gaussian", "--threads", "1"],
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.nhdr.partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.005)  # the staging folder appears when writing starts
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted; nothing written" in stderr and "Traceback" not in stderr
+    assert {p.name: digest(p) for p in tmp_path.iterdir()} == before
 
 
 def test_help_and_version():
