@@ -30,7 +30,8 @@ def _method_help() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bigvolume", description="Anti-aliased downsampling of huge 3D images (NRRD, NIfTI, MetaImage).")
+        prog="bigvolume", description="Anti-aliased downsampling of huge 3D images (NRRD, NIfTI, MetaImage) and "
+                                      "image stacks.")
     parser.add_argument("--version", action="version", version=f"bigvolume {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -74,6 +75,37 @@ def build_parser() -> argparse.ArgumentParser:
     resample.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     resample.set_defaults(run=run_resample)
 
+    stack = commands.add_parser(
+        "import-stack", help="import a stack of TIFF/PNG/JPEG/BMP slices, downsampling while reading",
+        description="Read the slices of INPUT one by one (two decoders in parallel, memory bounded whatever the "
+                    "number of slices), crop, convert to gray, reduce the bit depth and downsample with the same "
+                    "anti-aliased kernel and block-centred grid as `resample`, and write OUT.")
+    stack.add_argument("input", metavar="INPUT",
+                       help="a folder, a quoted glob ('scans/*.tif'), a printf pattern (scans/rec_%%04d.png) or one "
+                            "slice file (its numbered siblings are found)")
+    stack.add_argument("output", metavar="OUT", help="output volume (.nrrd, .nhdr, .nii, .nii.gz)")
+    stack.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
+                       help="voxel size in mm (default: the slices' pixel size, if their headers have one)")
+    stack.add_argument("--factor", type=float, nargs="+", metavar="F",
+                       help="downsampling factor, one or three (x y z); fractional allowed; default 1")
+    stack.add_argument("--roi", type=int, nargs=6, metavar=("X0", "X1", "Y0", "Y1", "Z0", "Z1"),
+                       help="crop box in slice indices, ends excluded (columns X0..X1-1, ...)")
+    stack.add_argument("--gray", default="luminance", metavar="luminance|channel:N|keep",
+                       help="colour slices: Rec. 709 luminance (default), one channel, or keep RGB")
+    stack.add_argument("--bits", type=int, choices=[8, 16],
+                       help="reduce the bit depth through a robust intensity window (0.1-99.9 percentiles)")
+    stack.add_argument("--reverse", action="store_true", help="reverse the slice order")
+    stack.add_argument("--method", choices=[m for m in METHODS if m != "fft"], default=DEFAULT_METHOD,
+                       metavar="NAME", help=f"downsampling method (default {DEFAULT_METHOD})")
+    stack.add_argument("--nhdr-only", action="store_true",
+                       help="write only a full-resolution streamable NHDR: it points into the slice files when "
+                            "they are uncompressed TIFFs (no copy), else gets one raw file")
+    stack.add_argument("--threads", type=positive_int, metavar="N", help="decoding and filtering threads")
+    stack.add_argument("--memory-limit", type=parse_size, metavar="SIZE", help="working memory to stay under")
+    stack.add_argument("--dry-run", action="store_true", help="show the plan (sizes, spacing, memory) and stop")
+    stack.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    stack.set_defaults(run=run_import_stack)
+
     demo = commands.add_parser(
         "demo", help="compare the methods on a zone plate and a micro-CT-like phantom",
         description="Generate a zone plate and a micro-CT-like phantom, downsample them by decimation and by each "
@@ -86,17 +118,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_resample(args) -> int:
-    factor = None
-    if args.factor is not None:
-        if len(args.factor) not in (1, 3):
-            raise BigVolumeError(f"--factor takes one or three values, got {len(args.factor)}")
-        factor = args.factor[0] if len(args.factor) == 1 else tuple(args.factor)
+    factor = _factor_argument(args.factor)
     bar = None if args.quiet else TerminalProgressBar()
     try:
         report = resample_file(args.input, args.output, factor, spacing=args.spacing, isotropic=args.isotropic,
                                target_bytes=args.target_size, method=args.method, threads=args.threads,
                                dtype=args.dtype, compress=args.compress, stream=args.stream,
                                memory_limit=args.memory_limit, progress=bar)
+    finally:
+        if bar:
+            bar.close()
+    if not args.quiet:
+        print(report.summary())
+    return 0
+
+
+def _factor_argument(values):
+    if values is None:
+        return None
+    if len(values) not in (1, 3):
+        raise BigVolumeError(f"--factor takes one or three values, got {len(values)}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def run_import_stack(args) -> int:
+    from .stack_import import import_stack, plan_stack_import
+    factor = _factor_argument(args.factor) or 1.0
+    gray = None if args.gray == "keep" else args.gray
+    if args.dry_run:
+        plan = plan_stack_import(args.input, spacing=args.spacing, factor=factor, roi=args.roi, gray=gray,
+                                 bits=args.bits, reverse=args.reverse, method=args.method, threads=args.threads)
+        plan.close()
+        print(plan.describe(args.memory_limit, with_notes=False))  # the notes went to stderr
+        return 0
+    bar = None if args.quiet else TerminalProgressBar()
+    try:
+        report = import_stack(args.input, args.output, spacing=args.spacing, factor=factor, roi=args.roi,
+                              gray=gray, bits=args.bits, reverse=args.reverse, method=args.method,
+                              threads=args.threads, memory_limit=args.memory_limit, nhdr_only=args.nhdr_only,
+                              progress=bar)
     finally:
         if bar:
             bar.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,16 +12,15 @@ import numpy as np
 
 from . import io
 from .dtypes import cast_to
-from .errors import BigVolumeError, VolumeFileError
+from .errors import BigVolumeError
 from .geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
                        validate_factors)
 from .kernels import apply_separable, axis_kernel
 from .memory import default_memory_limit, format_bytes
 from .progress import ProgressCallback, as_progress
-from .slab_writers import BackgroundWriter, SlabWriter, check_stream_output, compresses
 from .slabs import open_slabs
 from .spectral import band_limited_sample
-from .stream import STREAMABLE_METHODS, StreamPlan, stream_downsample
+from .stream import STREAMABLE_METHODS, StreamPlan, stream_to_file
 from .volume import Volume
 from .vtk_resize import lanczos_resize, owned_view
 
@@ -201,8 +199,9 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
             _note(notes, f"{input_path}: needs about {format_bytes(in_memory)} in memory, more than the memory "
                          f"limit {format_bytes(limit)}")
         if stream:
-            plan = _stream_to_file(reader, output_path, output_geometry, factors, method, threads, out_dtype,
-                                   compress, limit, progress)
+            plan = stream_to_file(reader, output_path, factors, method, out_dtype=out_dtype,
+                                  threads=threads or default_threads(), compress=compress, memory_limit=limit,
+                                  progress=progress)
             if plan.note:
                 _note(notes, plan.note)
         else:
@@ -217,30 +216,3 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
     return ResampleReport(input_path, output_path, reader.geometry, output_geometry, factors, method,
                           io.file_size(input_path), io.file_size(output_path), time.perf_counter() - started,
                           plan, notes)
-
-
-def _stream_to_file(reader, output_path: Path, output_geometry: Geometry, factors, method, threads, out_dtype,
-                    compress, limit, progress) -> StreamPlan:
-    check_stream_output(output_path, out_dtype, reader.components)
-    if not compresses(output_path, compress):
-        needed = output_geometry.voxel_count * reader.components * out_dtype.itemsize
-        free = shutil.disk_usage(output_path.parent if str(output_path.parent) else ".").free
-        if needed > free:
-            raise VolumeFileError(f"{output_path}: not enough disk space: the output needs {format_bytes(needed)}, "
-                                  f"{format_bytes(free)} are free")
-    try:
-        with io.atomic_output(output_path) as staging_path:
-            writer = BackgroundWriter(SlabWriter(staging_path, output_geometry, out_dtype, reader.components,
-                                                 compress))
-            try:
-                plan = stream_downsample(reader, factors, method, writer, out_dtype=out_dtype,
-                                         threads=threads or default_threads(), memory_limit=limit,
-                                         progress=progress)
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
-    except OSError as error:
-        raise VolumeFileError(f"{output_path}: cannot write ({error.strerror or error}); nothing was written") \
-            from None
-    return plan

@@ -57,8 +57,10 @@ def _vector(values) -> str:
     return "(" + ",".join(_number(v) for v in values) + ")"
 
 
-def nrrd_header(geometry: Geometry, dtype, components: int, encoding: str, data_file: str | None = None) -> bytes:
-    """The text header of a NRRD with this geometry, in LPS like Slicer's and SimpleITK's writers."""
+def nrrd_header(geometry: Geometry, dtype, components: int, encoding: str, data_file: str | None = None,
+                endian: str = sys.byteorder, byte_skip: int = 0) -> bytes:
+    """The text header of a NRRD with this geometry, in LPS like Slicer's and SimpleITK's writers. ``data_file``
+    makes it a detached header (``"LIST 2"``: the caller appends the file names)."""
     directions = [_vector(geometry.direction[:, axis] * geometry.spacing[axis]) for axis in range(3)]
     sizes = [str(n) for n in geometry.dimensions]
     kinds = ["domain"] * 3
@@ -71,9 +73,11 @@ def nrrd_header(geometry: Geometry, dtype, components: int, encoding: str, data_
              f"sizes: {' '.join(sizes)}",
              f"space directions: {' '.join(directions)}",
              f"kinds: {' '.join(kinds)}",
-             f"endian: {sys.byteorder}",
+             f"endian: {endian}",
              f"encoding: {encoding}",
              f"space origin: {_vector(geometry.origin)}"]
+    if byte_skip:
+        lines.append(f"byte skip: {byte_skip}")
     if data_file is not None:
         lines.append(f"data file: {data_file}")
     return ("\n".join(lines) + "\n" + ("" if data_file else "\n")).encode("ascii")

@@ -12,16 +12,21 @@ in-memory path: results agree to float rounding (integers within 1).
 """
 from __future__ import annotations
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .dtypes import cast_to, work_dtype
-from .errors import BigVolumeError
+from .errors import BigVolumeError, VolumeFileError
+from .io import atomic_output
 from .kernels import AxisKernel, _apply_axis, apply_separable, axis_kernel
 from .memory import current_rss, format_bytes
+from .precision import Window, apply_window
 from .progress import ProgressCallback, as_progress
+from .slab_writers import BackgroundWriter, SlabWriter, check_stream_output, compresses
 from .slabs import SlabReader
 from .vtk_resize import lanczos_resize, owned_view
 
@@ -41,6 +46,7 @@ class StreamPlan:
     working_bytes: int      # the buffers this plan allocates, at most
     memory_limit: int
     note: str = ""          # set when the limit was too small and the minimum was used instead
+    clipped_voxels: int | None = None  # with an intensity window: output voxels clipped to the type's range
 
     def describe(self) -> str:
         return (f"streamed in {self.slabs} slab{'s' * (self.slabs != 1)} of {self.slab_slices} slice"
@@ -171,4 +177,54 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
             pending.cancel()
     if next_row != mk:
         raise RuntimeError(f"streaming produced {next_row} of {mk} output slices")
+    return plan
+
+
+class WindowedSink:
+    """Maps filtered float blocks through an intensity window onto a smaller integer type before ``sink``."""
+
+    def __init__(self, sink, window: Window, dtype):
+        self.sink, self.window, self.dtype = sink, window, np.dtype(dtype)
+        self.clipped = 0
+
+    def write(self, block: np.ndarray) -> None:
+        mapped, clipped = apply_window(block, self.window, self.dtype)
+        self.clipped += clipped
+        self.sink.write(mapped)
+
+
+def stream_to_file(reader: SlabReader, output_path, factors, method: str, *, out_dtype=None, threads: int = 1,
+                   compress: bool | None = None, memory_limit: float,
+                   window: Window | None = None, progress: ProgressCallback | None = None) -> StreamPlan:
+    """Stream ``reader``'s volume through :func:`stream_downsample` into ``output_path`` (written slab by slab to
+    a staging name, moved into place when complete). ``window``: filter in float and map this intensity window
+    onto the integer ``out_dtype``."""
+    output_path = Path(output_path)
+    out_dtype = np.dtype(out_dtype or reader.dtype)
+    output_geometry = reader.geometry.downsampled(factors)
+    check_stream_output(output_path, out_dtype, reader.components)
+    if not compresses(output_path, compress):
+        needed = output_geometry.voxel_count * reader.components * out_dtype.itemsize
+        free = shutil.disk_usage(output_path.parent if str(output_path.parent) else ".").free
+        if needed > free:
+            raise VolumeFileError(f"{output_path}: not enough disk space: the output needs {format_bytes(needed)}, "
+                                  f"{format_bytes(free)} are free")
+    try:
+        with atomic_output(output_path) as staging_path:
+            writer = BackgroundWriter(SlabWriter(staging_path, output_geometry, out_dtype, reader.components,
+                                                 compress))
+            sink = writer if window is None else WindowedSink(writer, window, out_dtype)
+            try:
+                plan = stream_downsample(reader, factors, method, sink,
+                                         out_dtype=out_dtype if window is None else np.float32, threads=threads,
+                                         memory_limit=memory_limit, progress=progress)
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
+    except OSError as error:
+        raise VolumeFileError(f"{output_path}: cannot write ({error.strerror or error}); nothing was written") \
+            from None
+    if window is not None:
+        plan.clipped_voxels = sink.clipped
     return plan
