@@ -1,0 +1,260 @@
+"""Image stacks: finding slices in every input form, probing headers, reading with crop/gray/bits, importing through
+the streaming resampler with exact geometry, and the full-resolution NHDR (zero-copy into TIFFs)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import bigvolume as bv
+from bigvolume import quality
+from bigvolume.stack_import import ArraySink, import_stack, plan_stack_import
+from bigvolume.stacks import find_slices, natural_key, probe_stack
+
+BIGVOLUME = [sys.executable, "-m", "bigvolume"]
+
+
+def write_stack(folder: Path, volume: np.ndarray, name="scan_{:04d}.tif", spacing=(0.7, 0.7), first=1,
+                compress=False, is_vector=False) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, plane in enumerate(volume):
+        image = sitk.GetImageFromArray(plane, isVector=is_vector)
+        image.SetSpacing(spacing)
+        path = folder / name.format(k + first)
+        sitk.WriteImage(image, str(path), useCompression=compress)
+        paths.append(path)
+    return paths
+
+
+def stack_array(shape=(30, 24, 20), dtype=np.uint16) -> np.ndarray:
+    plate = quality.zone_plate(max(shape))[:shape[0], :shape[1], :shape[2]]
+    return np.rint((plate + 1) * 20000).astype(dtype)
+
+
+def read_back(path):
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), image
+
+
+# --- finding slices -------------------------------------------------------------------------------------------------
+def test_natural_sort_orders_numbers_by_value():
+    names = ["s10.tif", "s2.tif", "s1.tif", "S3.tif", "s100.tif"]
+    assert sorted(names, key=natural_key) == ["s1.tif", "s2.tif", "S3.tif", "s10.tif", "s100.tif"]
+
+
+@pytest.mark.parametrize("form", ["folder", "glob", "printf", "list", "archetype"])
+def test_every_input_form_finds_the_same_slices_in_natural_order(tmp_path, form):
+    array = stack_array((12, 8, 6))
+    paths = write_stack(tmp_path / "stack", array, name="slice{}.png", first=1)  # unpadded: slice2 < slice10
+    (tmp_path / "stack" / "readme.txt").write_text("not a slice")
+    (tmp_path / "stack" / "scan_spr.bmp").write_bytes(b"BM")  # Skyscan spot reference: not a slice
+    source = {"folder": tmp_path / "stack", "glob": str(tmp_path / "stack" / "slice*.png"),
+              "printf": tmp_path / "stack" / "slice%d.png", "list": list(reversed(paths)),
+              "archetype": paths[4]}[form]
+    found = find_slices(source)
+    assert found.files == paths and found.gaps == []
+    if form == "folder":
+        assert sorted(p.name for p in found.skipped) == ["readme.txt", "scan_spr.bmp"]
+    assert find_slices(source, reverse=True).files == paths[::-1]
+
+
+def test_numbering_gap_is_reported(tmp_path):
+    paths = write_stack(tmp_path, stack_array((10, 8, 6)))
+    paths[3].unlink()
+    paths[6].unlink()
+    paths[7].unlink()
+    found = find_slices(tmp_path)
+    assert found.gaps == [(4, 4), (7, 8)] and found.describe_gaps() == "4, 7-8"
+    plan = plan_stack_import(tmp_path, spacing=(1, 1, 1))
+    assert "gaps in the slice numbering: 4, 7-8 missing" in plan.describe()
+    plan.close()
+
+
+def test_nothing_found_is_a_clear_error(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(bv.VolumeFileError, match="no image slices found"):
+        find_slices(tmp_path)
+    with pytest.raises(bv.VolumeFileError, match="no such file or folder"):
+        find_slices(tmp_path / "absent")
+
+
+# --- probing --------------------------------------------------------------------------------------------------------
+def test_probe_reads_headers_and_spacing(tmp_path):
+    write_stack(tmp_path, stack_array((5, 8, 6)), spacing=(0.25, 0.5))
+    info = probe_stack(find_slices(tmp_path))
+    assert (info.width, info.height, info.depth, info.dtype, info.components) == (6, 8, 5, np.uint16, 1)
+    assert info.pixel_spacing == (0.25, 0.5)
+    write_stack(tmp_path / "plain", stack_array((5, 8, 6)), name="p{}.png", spacing=(1, 1))
+    plan = plan_stack_import(tmp_path / "plain")
+    assert "no pixel size" in plan.describe() and plan.reader.geometry.spacing == (1.0, 1.0, 1.0)
+    plan.close()
+
+
+def test_mismatched_slice_is_named(tmp_path):
+    write_stack(tmp_path, stack_array((6, 8, 6)))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((9, 6), np.uint16)), str(tmp_path / "scan_0004.tif"))
+    with pytest.raises(bv.VolumeFileError, match=r"scan_0004\.tif is 6x9 uint16"):
+        probe_stack(find_slices(tmp_path))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_slice_is_named_and_no_output_is_left(tmp_path, damage):
+    paths = write_stack(tmp_path / "stack", stack_array((8, 16, 16)), compress=True)
+    data = paths[5].read_bytes()
+    paths[5].write_bytes(data[: len(data) // 2] if damage == "truncated" else data[:16] + b"\x00garbage" * 40)
+    out = tmp_path / "out" / "volume.nrrd"
+    out.parent.mkdir()
+    with pytest.raises(bv.VolumeFileError, match=r"scan_0006\.tif"):
+        import_stack(tmp_path / "stack", out, spacing=(1, 1, 1), factor=2)
+    assert list(out.parent.iterdir()) == []
+
+
+# --- reading and importing ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+def test_pixel_types_import_to_the_in_memory_result(tmp_path, dtype):
+    array = stack_array((20, 18, 16)).astype(np.float64)
+    array = (array / array.max() * (100 if dtype == np.float32 else np.iinfo(dtype).max // 2)).astype(dtype)
+    write_stack(tmp_path / "stack", array, name="s{:03d}.tif")
+    report = import_stack(tmp_path / "stack", tmp_path / "out.nrrd", spacing=(0.5, 0.5, 1.0), factor=2,
+                          memory_limit=1)
+    got, image = read_back(tmp_path / "out.nrrd")
+    expected = bv.resample(bv.Volume.from_array(array, spacing=(0.5, 0.5, 1.0)), 2)
+    assert got.dtype == np.dtype(dtype) and report.stream_plan.slabs == 20  # one slice per slab
+    np.testing.assert_allclose(got.astype(float), expected.array.astype(float), atol=1 if dtype != np.float32 else 1e-3)
+    assert image.GetSpacing() == expected.geometry.spacing and image.GetOrigin() == expected.geometry.origin
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_colour_slices_to_luminance_channel_or_rgb(tmp_path, alpha):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (6, 10, 12, 4 if alpha else 3)).astype(np.uint8)
+    write_stack(tmp_path / "stack", rgb, name="c{}.png", is_vector=True)
+    weights = np.array([0.2126, 0.7152, 0.0722])
+    lum = import_stack(tmp_path / "stack", tmp_path / "lum.nrrd", spacing=(1, 1, 1))
+    got, _ = read_back(lum.output_path)
+    np.testing.assert_allclose(got, np.rint(rgb[..., :3] @ weights), atol=1)
+    import_stack(tmp_path / "stack", tmp_path / "green.nrrd", spacing=(1, 1, 1), gray="channel:1")
+    np.testing.assert_array_equal(read_back(tmp_path / "green.nrrd")[0], rgb[..., 1])
+    import_stack(tmp_path / "stack", tmp_path / "rgb.nhdr", spacing=(1, 1, 1), gray=None)
+    np.testing.assert_array_equal(read_back(tmp_path / "rgb.nhdr")[0], rgb)
+    with pytest.raises(bv.BigVolumeError, match="channel 7 does not exist"):
+        plan_stack_import(tmp_path / "stack", gray="channel:7")
+
+
+def test_zone_plate_stack_quality_against_the_ideal(tmp_path):
+    size = 96
+    array = quality.zone_plate(size)
+    scaled = np.rint((array + 1) * 30000).astype(np.uint16)
+    write_stack(tmp_path / "stack", scaled, name="z{:03d}.tif")
+    import_stack(tmp_path / "stack", tmp_path / "x4.nrrd", spacing=(1, 1, 1), factor=4)
+    got = read_back(tmp_path / "x4.nrrd")[0].astype(np.float64) / 30000 - 1
+    ideal = quality.ideal_downsample(array, 4)
+    decimated = array[1::4, 1::4, 1::4]
+    assert quality.psnr(got, ideal) >= 28
+    assert quality.psnr(decimated, ideal) < 20  # what slice skipping gives on the same stack
+
+
+def test_spacing_0_7_with_factor_3_is_exactly_2_1_and_covers_the_stack(tmp_path):
+    write_stack(tmp_path / "stack", stack_array((31, 9, 9)))
+    report = import_stack(tmp_path / "stack", tmp_path / "out.nhdr", factor=3)  # spacing from the headers
+    _, image = read_back(report.output_path)
+    assert image.GetSpacing() == (2.1, 2.1, 2.1) and image.GetSize() == (3, 3, 10)
+    # block-centred: the output's first and last centres sit (f-1)/2 input voxels inside the stack's ends
+    assert image.GetOrigin() == pytest.approx((0.7, 0.7, 0.7))
+    last = image.TransformIndexToPhysicalPoint((2, 2, 9))
+    assert last[2] == pytest.approx(0.7 * 28) and 10 * 2.1 >= 31 * 0.7 - 2.1 / 2
+
+
+def test_roi_crop_lands_where_it_should(tmp_path):
+    array = np.zeros((20, 30, 40), np.uint16)
+    array[12, 17, 25] = 1000  # a bright voxel at (x, y, z) = (25, 17, 12)
+    write_stack(tmp_path / "stack", array, spacing=(0.5, 0.25))
+    spacing = (0.5, 0.25, 2.0)
+    full = plan_stack_import(tmp_path / "stack", spacing=spacing)
+    point = full.reader.geometry.physical_point((25, 17, 12))
+    full.close()
+    import_stack(tmp_path / "stack", tmp_path / "roi.nrrd", spacing=spacing, roi=(20, 35, 10, 30, 5, 18))
+    got, image = read_back(tmp_path / "roi.nrrd")
+    assert got.shape == (13, 20, 15)
+    k, j, i = np.unravel_index(np.argmax(got), got.shape)
+    assert image.TransformIndexToPhysicalPoint((int(i), int(j), int(k))) == pytest.approx(tuple(point))
+    with pytest.raises(bv.BigVolumeError, match="ROI x 20..50 is outside"):
+        plan_stack_import(tmp_path / "stack", spacing=spacing, roi=(20, 50, 0, 30, 0, 20))
+
+
+def test_bits_reduction_maps_a_robust_window(tmp_path):
+    array = stack_array((10, 16, 16))
+    array[0, 0, 0] = 65535  # one hot pixel must not set the window
+    write_stack(tmp_path / "stack", array)
+    report = import_stack(tmp_path / "stack", tmp_path / "b8.nrrd", spacing=(1, 1, 1), bits=8)
+    got = read_back(tmp_path / "b8.nrrd")[0]
+    assert got.dtype == np.uint8 and got.max() == 255 and got.min() == 0
+    assert report.stream_plan.clipped_voxels >= 1
+    assert np.corrcoef(got.ravel().astype(float), array.ravel().astype(float))[0, 1] > 0.9
+
+
+def test_array_sink_fills_a_preallocated_array(tmp_path):
+    array = stack_array((12, 10, 8))
+    write_stack(tmp_path / "stack", array)
+    plan = plan_stack_import(tmp_path / "stack", spacing=(1, 1, 1), factor=2)
+    target = np.zeros(plan.output_geometry.shape, plan.out_dtype)
+    plan.run(ArraySink(target), memory_limit=1)
+    plan.close()
+    expected = bv.resample(bv.Volume.from_array(array), 2).array
+    assert np.abs(target.astype(int) - expected.astype(int)).max() <= 1
+
+
+# --- the full-resolution NHDR -------------------------------------------------------------------------------------
+def test_zero_copy_nhdr_points_into_uncompressed_tiffs(tmp_path):
+    array = stack_array((15, 12, 10))
+    paths = write_stack(tmp_path / "stack", array)
+    report = import_stack(tmp_path / "stack", tmp_path / "full.nhdr", nhdr_only=True)
+    assert report.zero_copy
+    text = (tmp_path / "full.nhdr").read_text()
+    assert "data file: LIST" in text and "byte skip:" in text and "../" not in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.nhdr", "stack"]  # no pixel copied
+    got, image = read_back(tmp_path / "full.nhdr")
+    np.testing.assert_array_equal(got, array)
+    assert image.GetSpacing() == pytest.approx((0.7, 0.7, 0.7))
+    streamed = bv.resample_file(tmp_path / "full.nhdr", tmp_path / "half.nhdr", 2, stream=True, memory_limit=1)
+    assert streamed.stream_plan is not None
+    np.testing.assert_array_equal(read_back(tmp_path / "half.nhdr")[0],
+                                  read_back(import_stack(paths[0], tmp_path / "direct.nhdr", factor=2)
+                                            .output_path)[0])
+
+
+def test_compressed_slices_get_a_raw_copy_that_vtk_reads(tmp_path):
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOImage import vtkNrrdReader
+    array = stack_array((9, 12, 10))
+    write_stack(tmp_path / "stack", array, compress=True)
+    report = import_stack(tmp_path / "stack", tmp_path / "full.nhdr", nhdr_only=True)
+    assert not report.zero_copy and (tmp_path / "full.raw").stat().st_size == array.nbytes
+    np.testing.assert_array_equal(read_back(tmp_path / "full.nhdr")[0], array)
+    reader = vtkNrrdReader()
+    reader.SetFileName(str(tmp_path / "full.nhdr"))
+    reader.Update()
+    scalars = vtk_to_numpy(reader.GetOutput().GetPointData().GetScalars())
+    np.testing.assert_array_equal(scalars.reshape(array.shape), array)
+
+
+# --- command line ---------------------------------------------------------------------------------------------------
+def test_import_stack_command(tmp_path):
+    write_stack(tmp_path / "stack", stack_array((16, 12, 12)))
+    dry = subprocess.run(BIGVOLUME + ["import-stack", str(tmp_path / "stack"), str(tmp_path / "v.nrrd"),
+                                      "--factor", "2", "--dry-run"], capture_output=True, text=True)
+    assert dry.returncode == 0 and "output 6x6x8, spacing 1.4 1.4 1.4" in dry.stdout
+    assert not (tmp_path / "v.nrrd").exists()
+    run = subprocess.run(BIGVOLUME + ["import-stack", str(tmp_path / "stack" / "scan_%04d.tif"),
+                                      str(tmp_path / "v.nrrd"), "--spacing", "0.7", "0.7", "1.4", "--factor",
+                                      "2", "2", "1", "--roi", "0", "12", "2", "10", "0", "16"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    _, image = read_back(tmp_path / "v.nrrd")
+    assert image.GetSize() == (6, 4, 16) and image.GetSpacing() == (1.4, 1.4, 1.4)
+    bad = subprocess.run(BIGVOLUME + ["import-stack", str(tmp_path / "none"), str(tmp_path / "x.nrrd")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "none: no such file or folder" in bad.stderr and "Traceback" not in bad.stderr
