@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import pathlib
 import sys
 import time
 from typing import Annotated, Optional
@@ -23,6 +24,10 @@ if importlib.util.find_spec("bigvolume") is None:
 from AntiAliasedResampleLib import DEFAULT_METHOD, METHODS, Cancelled  # noqa: E402
 from AntiAliasedResampleLib import AntiAliasedResampleLogic as AntiAliasedResampleLibLogic  # noqa: E402
 
+# Where the input comes from (the combo box shows these texts; the parameter node stores them).
+FROM_SCENE = "Volume in the scene"
+FROM_FILE = "File on disk (too big to load)"
+
 
 #
 # AntiAliasedResample
@@ -43,6 +48,8 @@ The geometry is exact: output spacing = factor x input spacing, the output grid 
 (nothing shifts by half a voxel), the direction is unchanged and the output stays under the input's transform.
 Choose a factor (per axis, isotropic) or a target spacing. Label maps are always resampled by a label-safe method.
 Works on scalar, label map and vector/RGB volumes; the input volume is never modified.
+A volume file too big to load ("Input from: File on disk") is resampled from disk, a slab of slices at a time when
+it would not fit within the memory limit, and only the result is loaded; it can be kept beside the input file.
 """
         self.parent.acknowledgementText = """
 Part of the SlicerBigVolume extension. The resampling is done by its Qt-free core package <code>bigvolume</code>
@@ -58,16 +65,23 @@ Part of the SlicerBigVolume extension. The resampling is done by its Qt-free cor
 @parameterNodeWrapper
 class AntiAliasedResampleParameterNode:
     """
+    inputSource - FROM_SCENE (inputVolume) or FROM_FILE (inputFile, resampled from disk without loading it).
     inputVolume - the volume to downsample (scalar, label map or vector/RGB).
+    inputFile - the volume file to downsample in file mode.
     factor - downsampling factor (>= 1), the same on every axis.
     isotropic - one output spacing on all axes: factor x the finest input spacing.
     useSpacing - use the target spacing (spacingI, spacingJ, spacingK in mm) instead of the factor.
     method - resampling method (a key of bigvolume.METHODS).
     threads - number of threads, 0 for all cores.
+    memoryLimitGB - file mode: most memory the resampling may hold (GB, 10^9 bytes); 0: automatic.
+    alwaysStream - file mode: read the file a slab at a time even if it would fit in memory.
     outputVolume - where to put the result; none: a new volume is created.
+    saveBesideInput - file mode: keep the result as <input stem>_resampled.nhdr beside the input file.
     """
 
+    inputSource: Annotated[str, Choice([FROM_SCENE, FROM_FILE])] = FROM_SCENE
     inputVolume: vtkMRMLScalarVolumeNode
+    inputFile: pathlib.Path
     factor: Annotated[float, WithinRange(1.0, 32.0)] = 2.0
     isotropic: bool = False
     useSpacing: bool = False
@@ -76,7 +90,10 @@ class AntiAliasedResampleParameterNode:
     spacingK: Annotated[float, WithinRange(0.0001, 10000.0)] = 1.0
     method: Annotated[str, Choice(list(METHODS))] = DEFAULT_METHOD
     threads: Annotated[int, WithinRange(0, 1024)] = 0
+    memoryLimitGB: Annotated[float, WithinRange(0.0, 65536.0)] = 0.0
+    alwaysStream: bool = False
     outputVolume: vtkMRMLScalarVolumeNode
+    saveBesideInput: bool = False
 
 
 #
@@ -110,6 +127,9 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
+        self.ui.inputFilePathLineEdit.connect("currentPathChanged(QString)", self.onInputFileChanged)
+        # 0 means "automatic": show what that is on this computer.
+        self.ui.memoryLimitSpinBox.specialValueText = f"automatic ({self.logic.defaultMemoryLimit() / 1e9:.1f} GB)"
         self.ui.progressBar.hide()
 
         self.initializeParameterNode()
@@ -158,31 +178,70 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         spacing = (p.spacingI, p.spacingJ, p.spacingK) if p.useSpacing else None
         return {"factor": p.factor, "spacing": spacing, "isotropic": p.isotropic}
 
+    def _fileMode(self) -> bool:
+        return bool(self._parameterNode and self._parameterNode.inputSource == FROM_FILE)
+
+    def _fileSettings(self) -> dict:
+        """What the file mode adds to _settings: memory limit (None: automatic) and streaming (None: automatic)."""
+        p = self._parameterNode
+        return {"memoryLimit": p.memoryLimitGB * 1e9 if p.memoryLimitGB > 0 else None,
+                "stream": True if p.alwaysStream else None}
+
+    def _showMode(self, fileMode: bool) -> None:
+        for widget in (self.ui.inputLabel, self.ui.inputSelector):
+            widget.visible = not fileMode
+        for widget in (self.ui.inputFileLabel, self.ui.inputFilePathLineEdit, self.ui.memoryLimitLabel,
+                       self.ui.memoryLimitSpinBox, self.ui.alwaysStreamLabel, self.ui.alwaysStreamCheckBox,
+                       self.ui.saveBesideInputLabel, self.ui.saveBesideInputCheckBox):
+            widget.visible = fileMode
+
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
+        fileMode = self._fileMode()
+        self._showMode(fileMode)
         self.ui.spacingWidget.enabled = bool(p and p.useSpacing)
         self.ui.factorSliderWidget.enabled = bool(p and not p.useSpacing)
         self.ui.isotropicCheckBox.enabled = bool(p and not p.useSpacing)
-        plan, reason = "", "Select an input volume."
-        if p and p.inputVolume:
-            reason = ""
-            if p.outputVolume and p.outputVolume == p.inputVolume:
-                reason = "Select an output volume other than the input."
-            try:
+        plan, reason = "", "Select an input file." if fileMode else "Select an input volume."
+        try:  # invalid settings: say why instead of failing on Apply
+            if p and fileMode and str(p.inputFile) not in ("", "."):
+                reason = ""
+                # The method a label map output would get decides whether the file can stream.
+                method, _ = self.logic.effectiveMethod(p.outputVolume, p.method)
+                plan = self.logic.describeFilePlan(p.inputFile, method=method, **self._settings(),
+                                                   **self._fileSettings())
+                if p.saveBesideInput:
+                    plan += f"\nKept as {self.logic.savedPathFor(p.inputFile)}"
+            elif p and not fileMode and p.inputVolume:
+                reason = ""
+                if p.outputVolume and p.outputVolume == p.inputVolume:
+                    reason = "Select an output volume other than the input."
                 plan = self.logic.describePlan(p.inputVolume, **self._settings())
-            except Exception as error:  # invalid settings: say why instead of failing on Apply
-                reason = reason or str(error)
+        except Exception as error:
+            reason = reason or str(error)
         self.ui.planLabel.text = reason or plan
         self.ui.applyButton.enabled = not reason and not self._running
-        self.ui.applyButton.toolTip = reason or "Downsample the input volume."
+        self.ui.applyButton.toolTip = reason or (
+            "Downsample the input file from disk and load the result." if fileMode else "Downsample the input volume.")
 
-    def onInputChanged(self, node) -> None:
+    def _startSpacingFrom(self, spacing) -> None:
         """Start the target spacing from factor x the input's spacing, a valid downsampling."""
-        if node is None or self._parameterNode is None or self._parameterNode.useSpacing:
+        if self._parameterNode is None or self._parameterNode.useSpacing:
             return
         factor = self._parameterNode.factor
         self._parameterNode.spacingI, self._parameterNode.spacingJ, self._parameterNode.spacingK = (
-            round(factor * s, 4) for s in node.GetSpacing())
+            round(factor * s, 4) for s in spacing)
+
+    def onInputChanged(self, node) -> None:
+        if node is not None:
+            self._startSpacingFrom(node.GetSpacing())
+
+    def onInputFileChanged(self, path) -> None:
+        try:
+            geometry = self.logic.fileGeometry(path)
+        except Exception:  # no file or not a volume (yet: the path may be half typed); the plan line says why
+            return
+        self._startSpacingFrom(geometry.spacing)
 
     def _onProgress(self, fraction: float, message: str) -> bool:
         self.ui.progressBar.value = int(round(100 * fraction))
@@ -212,9 +271,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         try:
             with slicer.util.tryWithErrorDisplay("Resampling failed.", waitCursor=True):
                 try:
-                    outputNode = self.logic.process(p.inputVolume, p.outputVolume, method=p.method,
-                                                    threads=p.threads or None, progress=self._onProgress,
-                                                    **self._settings())
+                    outputNode = self._run()
                 except Cancelled:
                     self.ui.resultLabel.text = "Cancelled"
                     return
@@ -229,6 +286,16 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         finally:
             self._setRunning(False)
 
+    def _run(self):
+        p = self._parameterNode
+        settings = dict(method=p.method, threads=p.threads or None, progress=self._onProgress, **self._settings())
+        if not self._fileMode():
+            return self.logic.process(p.inputVolume, p.outputVolume, **settings)
+        outputNode = self.logic.processFile(p.inputFile, p.outputVolume, saveBesideInput=p.saveBesideInput,
+                                            **settings, **self._fileSettings())
+        self.ui.inputFilePathLineEdit.addCurrentPathToHistory()
+        return outputNode
+
 
 #
 # AntiAliasedResampleLogic
@@ -241,11 +308,22 @@ class AntiAliasedResampleLogic(ScriptedLoadableModuleLogic, AntiAliasedResampleL
 
         logic = slicer.util.getModuleLogic("AntiAliasedResample")
         outputNode = logic.process(getNode("MRHead"), factor=2)
+        outputNode = logic.processFile("/data/huge.nhdr", factor=4, memoryLimit="8GB", saveBesideInput=True)
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         AntiAliasedResampleLibLogic.__init__(self)
+
+    def processFile(self, inputPath, outputVolumeNode=None, *args, scene=None, tempFolder=None, **kwargs):
+        """AntiAliasedResampleLib's processFile, loading into Slicer's scene through Slicer's temporary folder
+        unless told otherwise."""
+        if scene is None and outputVolumeNode is None:
+            scene = slicer.mrmlScene
+        if tempFolder is None:
+            tempFolder = slicer.app.temporaryPath
+        return AntiAliasedResampleLibLogic.processFile(self, inputPath, outputVolumeNode, *args, scene=scene,
+                                                       tempFolder=tempFolder, **kwargs)
 
     def getParameterNode(self):
         return AntiAliasedResampleParameterNode(super().getParameterNode())
@@ -265,6 +343,8 @@ class AntiAliasedResampleTest(ScriptedLoadableModuleTest):
         self.test_ScalarGeometry()
         self.setUp()
         self.test_CancelLeavesNothing()
+        self.setUp()
+        self.test_FileModeStreamsAndSaves()
 
     def _makeVolume(self):
         import numpy as np
@@ -298,3 +378,30 @@ class AntiAliasedResampleTest(ScriptedLoadableModuleTest):
             AntiAliasedResampleLogic().process(inputNode, factor=2.0, progress=lambda fraction, message: False)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
         self.delayDisplay("Cancel test passed")
+
+    def test_FileModeStreamsAndSaves(self):
+        import shutil
+        import tempfile
+
+        import numpy as np
+
+        import bigvolume
+
+        self.delayDisplay("Starting the input-file test")
+        folder = tempfile.mkdtemp(dir=slicer.app.temporaryPath)
+        try:
+            array = np.zeros((20, 30, 40), dtype=np.int16)
+            array[5:15, 10:20, 10:30] = 1000
+            path = bigvolume.write_volume(bigvolume.Volume.from_array(array, spacing=(0.5, 0.75, 2.0)),
+                                          os.path.join(folder, "big.nhdr"))
+            logic = AntiAliasedResampleLogic()
+            outputNode = logic.processFile(path, factor=2.0, memoryLimit=1, saveBesideInput=True)  # 1 byte: streams
+            self.assertEqual(outputNode.GetImageData().GetDimensions(), (20, 15, 10))
+            self.assertTrue(logic.lastResult.streamed)
+            self.assertEqual(sorted(os.listdir(folder)),
+                             ["big.nhdr", "big.raw", "big_resampled.nhdr", "big_resampled.raw"])
+            self.assertTrue(os.path.samefile(outputNode.GetStorageNode().GetFileName(),
+                                             os.path.join(folder, "big_resampled.nhdr")))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.delayDisplay("Input-file test passed")

@@ -407,3 +407,319 @@ def test_64_bit_integers_are_refused_before_any_work(mrml):
     with pytest.raises(BigVolumeError, match="64-bit"):
         AntiAliasedResampleLogic().process(inputNode, progress=lambda fraction, message: calls.append(fraction))
     assert calls == []
+
+
+# --- input files too big to load -------------------------------------------------------------------------------
+def lps_volume(array, direction=DIRECTION, spacing=SPACING, origin=ORIGIN):
+    """A bigvolume.Volume on an oblique (left-handed), anisotropic grid with a non-zero origin (LPS, as in files)."""
+    return bigvolume.Volume.from_array(array, spacing=spacing, origin=origin, direction=direction)
+
+
+def scan_volume(dtype=np.int16, shape=(13, 18, 23)):
+    """A smooth blob plus noise: the noise makes every output voxel depend on the kernel and on its block."""
+    rng = np.random.default_rng(3)
+    array = blob(shape, (5.5, 9.2, 10.1), (3.0, 3.5, 4.0), np.float32) + rng.normal(0.0, 40.0, size=shape)
+    return lps_volume(array.astype(dtype))
+
+
+def folder_digest(folder):
+    """name -> bytes of every file in a folder (an input must be exactly as it was)."""
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def node_ids(scene):
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+@pytest.fixture
+def folders(tmp_path):
+    data, temp = tmp_path / "data", tmp_path / "temp"
+    data.mkdir()
+    temp.mkdir()
+    return data, temp
+
+
+@pytest.mark.parametrize("name, factor", [
+    ("scan.nhdr", 2.0),               # detached raw: memory-mapped slabs
+    ("scan.nrrd", (1.0, 2.0, 3.0)),   # gzip, attached: decoded slab by slab; per-axis factors
+    ("scan.nii.gz", 2.5),             # NIfTI, fractional factor
+])
+def test_file_mode_streams_and_loads_the_block_centred_result(mrml, folders, name, factor):
+    data, temp = folders
+    volume = scan_volume()
+    path = bigvolume.write_volume(volume, data / name)
+    before = folder_digest(data)
+    stored = bigvolume.io.read_volume(path)  # what the file holds (NIfTI keeps its matrix in float32)
+    assert stored.geometry.isclose(volume.geometry, rtol=0, atol=1e-5)
+    logic = AntiAliasedResampleLogic()
+    assert "streamed from disk" in logic.describeFilePlan(path, factor, memoryLimit=1)
+
+    outputNode = logic.processFile(path, factor=factor, scene=mrml.scene, memoryLimit=1, tempFolder=temp)
+
+    factors = bigvolume.choose_factors(stored.geometry, 2, factor)
+    expectedGeometry = stored.geometry.downsampled(factors)
+    assert outputNode.GetScene() is mrml.scene and outputNode.GetName() == "scan resampled"
+    assert outputNode.GetClassName() == "vtkMRMLScalarVolumeNode"
+    assert outputNode.GetImageData().GetDimensions() == expectedGeometry.dimensions
+    np.testing.assert_allclose(ijk_to_ras(outputNode), expectedGeometry.ijk_to_ras(), rtol=0, atol=1e-9)
+    # The same grid from the RAS matrix alone (an independent derivation of the block-centred grid).
+    np.testing.assert_allclose(ijk_to_ras(outputNode), expected_matrix(stored.geometry.ijk_to_ras(), factors),
+                               rtol=0, atol=1e-9)
+    result = arrayFromVolume(outputNode)
+    reference = bigvolume.resample(stored, factor).array
+    assert result.dtype == np.int16 and result.shape == reference.shape
+    assert np.abs(result.astype(int) - reference.astype(int)).max() <= 1  # float rounding of the streamed sums
+    assert outputNode.GetParentTransformNode() is None and outputNode.GetDisplayNode() is not None
+
+    result = logic.lastResult
+    assert result.outputNode is outputNode and result.streamed and result.savedPath is None
+    assert result.inputPath == path and result.inputDimensions == stored.geometry.dimensions
+    assert result.outputDimensions == expectedGeometry.dimensions
+    assert "streamed in" in result.summary() and "limit 1 B" in result.summary()
+    assert list(temp.iterdir()) == []  # the temporary output is gone
+    assert folder_digest(data) == before  # the input is untouched and nothing was written beside it
+
+
+def test_file_mode_reads_whole_when_it_fits_and_streams_when_asked(mrml, folders):
+    data, temp = folders
+    path = bigvolume.write_volume(scan_volume(), data / "scan.nhdr")
+    logic = AntiAliasedResampleLogic()
+    plans, arrays = [], []
+    for memoryLimit, stream in ((None, None), (1, None), ("1GB", True), (1, False)):
+        plans.append(logic.describeFilePlan(path, 2.0, memoryLimit=memoryLimit, stream=stream))
+        outputNode = logic.processFile(path, scene=mrml.scene, memoryLimit=memoryLimit, stream=stream,
+                                       tempFolder=temp)
+        assert logic.lastResult.streamed == ("streamed from disk" in plans[-1]), plans[-1]
+        arrays.append(arrayFromVolume(outputNode).astype(int))
+        assert list(temp.iterdir()) == []
+    assert "automatic" in plans[0] and "read whole" in plans[0]
+    assert "streamed from disk, as asked" in plans[2] and "read whole, as asked" in plans[3]
+    for array in arrays[1:]:  # streamed or not, the same voxels
+        assert np.abs(array - arrays[0]).max() <= 1
+
+
+def test_file_plan_predicts_what_the_core_does_for_methods_that_cannot_stream(mrml, folders):
+    data, temp = folders
+    path = bigvolume.write_volume(scan_volume(np.float32), data / "scan.nhdr")
+    logic = AntiAliasedResampleLogic()
+    plan = logic.describeFilePlan(path, memoryLimit=1, method="fft")
+    assert "fft cannot stream" in plan
+    logic.processFile(path, scene=mrml.scene, memoryLimit=1, method="fft", tempFolder=temp)
+    assert not logic.lastResult.streamed and logic.lastResult.method == "fft"
+    assert any("memory limit" in note for note in logic.lastResult.notes)  # the core's warning reaches the user
+    with pytest.raises(BigVolumeError, match="cannot stream"):
+        logic.describeFilePlan(path, stream=True, method="fft")
+    with pytest.raises(BigVolumeError, match="cannot stream"):
+        logic.processFile(path, scene=mrml.scene, stream=True, method="fft", tempFolder=temp)
+    assert list(temp.iterdir()) == []
+
+
+def test_a_file_that_cannot_be_read_in_slabs_is_read_whole_and_the_user_is_told(mrml, folders):
+    data, temp = folders
+    array = np.arange(6 * 8 * 10, dtype=np.int16).reshape(6, 8, 10)
+    path = data / "ascii.nrrd"  # ASCII encoding: no byte offsets to read slabs at
+    path.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 10 8 6\nspace: left-posterior-superior\n"
+                    "space directions: (0.5,0,0) (0,0.5,0) (0,0,2)\nspace origin: (1,2,3)\nencoding: ascii\n\n"
+                    + " ".join(str(v) for v in array.ravel()) + "\n")
+    logic = AntiAliasedResampleLogic()
+    plan = logic.describeFilePlan(path, memoryLimit=1)
+    assert "cannot be read in slabs" in plan
+    outputNode = logic.processFile(path, scene=mrml.scene, memoryLimit=1, tempFolder=temp)
+    assert not logic.lastResult.streamed
+    assert any("more than the memory limit" in note for note in logic.lastResult.notes)  # the core says so
+    reference = bigvolume.resample(bigvolume.Volume.from_array(array, spacing=(0.5, 0.5, 2.0)), 2.0).array
+    np.testing.assert_array_equal(arrayFromVolume(outputNode), reference)
+    assert list(temp.iterdir()) == []
+
+
+@pytest.mark.parametrize("memoryLimit", [1, None])  # streamed slab by slab, or read whole
+def test_file_mode_progress_rises_to_one(mrml, folders, memoryLimit):
+    data, temp = folders
+    path = bigvolume.write_volume(scan_volume(), data / "scan.nhdr")
+    calls = []
+    AntiAliasedResampleLogic().processFile(path, scene=mrml.scene, memoryLimit=memoryLimit, tempFolder=temp,
+                                           progress=lambda fraction, message: calls.append((fraction, message)))
+    fractions = [fraction for fraction, _ in calls]
+    assert fractions[-1] == 1.0 and all(b >= a for a, b in zip(fractions, fractions[1:]))
+    assert ("slab" in " ".join(message for _, message in calls)) == (memoryLimit == 1)
+
+
+def test_save_beside_input_keeps_only_the_nhdr_and_its_raw_file(mrml, folders):
+    data, temp = folders
+    path = bigvolume.write_volume(scan_volume(), data / "scan.nrrd")
+    before = folder_digest(data)
+    logic = AntiAliasedResampleLogic()
+    for _ in range(2):  # a second run replaces the first result
+        outputNode = logic.processFile(path, scene=mrml.scene, memoryLimit=1, saveBesideInput=True,
+                                       tempFolder=temp)
+    saved = data / "scan_resampled.nhdr"
+    assert sorted(p.name for p in data.iterdir()) == ["scan.nrrd", "scan_resampled.nhdr", "scan_resampled.raw"]
+    assert {name: content for name, content in folder_digest(data).items() if name in before} == before
+    assert list(temp.iterdir()) == []
+    assert logic.lastResult.savedPath == saved and f"Saved as {saved}" in logic.lastResult.summary()
+    assert logic.savedPathFor(path) == saved
+    # The saved file holds exactly what was loaded, on the same grid.
+    savedVolume = bigvolume.io.read_volume(saved)
+    np.testing.assert_array_equal(savedVolume.array, arrayFromVolume(outputNode))
+    np.testing.assert_allclose(savedVolume.geometry.ijk_to_ras(), ijk_to_ras(outputNode), rtol=0, atol=1e-9)
+    storage = outputNode.GetStorageNode()
+    assert storage is not None and storage.GetFileName() == str(saved) and not storage.GetUseCompression()
+
+
+def test_output_path_is_taken_from_the_input_folder(mrml, folders):
+    data, temp = folders
+    path = bigvolume.write_volume(scan_volume(), data / "scan.nii.gz")
+    logic = AntiAliasedResampleLogic()
+    logic.processFile(path, scene=mrml.scene, memoryLimit=1, outputPath="small.nii.gz", tempFolder=temp)
+    assert sorted(p.name for p in data.iterdir()) == ["scan.nii.gz", "small.nii.gz"]
+    assert logic.lastResult.savedPath == data / "small.nii.gz"
+    assert bigvolume.io.read_geometry(data / "small.nii.gz")[0].dimensions == logic.lastResult.outputDimensions
+
+
+@pytest.mark.parametrize("save", [False, True])
+@pytest.mark.parametrize("cancelAt", [1, 4, "loading the result"])
+def test_cancel_in_file_mode_leaves_no_node_and_no_file(mrml, folders, save, cancelAt):
+    data, temp = folders
+    path = bigvolume.write_volume(scan_volume(), data / "scan.nhdr")
+    before, ids = folder_digest(data), node_ids(mrml.scene)
+    messages = []
+
+    def progress(fraction, message):
+        messages.append(message)
+        return message != cancelAt if isinstance(cancelAt, str) else len(messages) < cancelAt
+
+    logic = AntiAliasedResampleLogic()
+    with pytest.raises(Cancelled):
+        logic.processFile(path, scene=mrml.scene, memoryLimit=1, saveBesideInput=save, tempFolder=temp,
+                          progress=progress)
+    assert messages[-1] == cancelAt if isinstance(cancelAt, str) else len(messages) == cancelAt  # stopped at once
+    assert node_ids(mrml.scene) == ids and logic.lastResult is None
+    assert folder_digest(data) == before and list(temp.iterdir()) == []
+
+
+def test_cancel_in_file_mode_leaves_a_given_node_unchanged(mrml, folders):
+    data, temp = folders
+    path = bigvolume.write_volume(scan_volume(), data / "scan.nhdr")
+    given = mrml.volume(np.arange(8, dtype=np.uint8).reshape(2, 2, 2), np.diag([2.0, 3.0, 4.0, 1.0]), name="mine")
+    with pytest.raises(Cancelled):
+        AntiAliasedResampleLogic().processFile(path, given, memoryLimit=1, tempFolder=temp,
+                                               progress=lambda fraction, message: message != "loading the result")
+    np.testing.assert_array_equal(arrayFromVolume(given), np.arange(8).reshape(2, 2, 2))
+    np.testing.assert_array_equal(ijk_to_ras(given), np.diag([2.0, 3.0, 4.0, 1.0]))
+
+
+def test_file_mode_errors_name_the_file_and_leave_nothing(mrml, folders):
+    data, temp = folders
+    path = bigvolume.write_volume(scan_volume(), data / "scan.nhdr", compress=False)
+    raw = data / "scan.raw"
+    raw.write_bytes(raw.read_bytes()[:-100])  # a truncated copy: the header promises more voxels
+    before, ids = folder_digest(data), node_ids(mrml.scene)
+    logic = AntiAliasedResampleLogic()
+    calls = []
+
+    with pytest.raises(BigVolumeError, match=r"scan\.nhdr.*short"):
+        logic.describeFilePlan(path)
+    for stream in (None, True, False):
+        with pytest.raises(BigVolumeError, match=r"scan\.nhdr"):
+            logic.processFile(path, scene=mrml.scene, stream=stream, saveBesideInput=True, tempFolder=temp,
+                              progress=lambda fraction, message: calls.append(message))
+    missing = data / "missing.nrrd"
+    with pytest.raises(BigVolumeError, match="missing.nrrd: no such file"):
+        logic.processFile(missing, scene=mrml.scene, tempFolder=temp)
+    with pytest.raises(BigVolumeError, match="missing.nrrd: no such file"):
+        logic.describeFilePlan(missing)
+    assert calls == []  # refused before any work
+    assert node_ids(mrml.scene) == ids and logic.lastResult is None
+    assert folder_digest(data) == before and list(temp.iterdir()) == []
+
+
+def test_file_mode_refuses_invalid_requests_before_any_work(mrml, folders):
+    data, temp = folders
+    path = bigvolume.write_volume(scan_volume(), data / "scan.nhdr")
+    vectorNode = mrml.volume(np.zeros((4, 4, 4, 3), np.uint8), className="vtkMRMLVectorVolumeNode", name="rgb")
+    before, ids = folder_digest(data), node_ids(mrml.scene)
+    logic = AntiAliasedResampleLogic()
+    calls = []
+
+    def run(*args, **kwargs):
+        kwargs.setdefault("scene", mrml.scene)
+        logic.processFile(*args, tempFolder=temp, progress=lambda fraction, message: calls.append(message), **kwargs)
+
+    for inputPath in (None, "", "."):
+        with pytest.raises(BigVolumeError, match="no input file"):
+            run(inputPath)
+    with pytest.raises(BigVolumeError, match="is a folder"):
+        run(data)
+    with pytest.raises(BigVolumeError, match="give a scene"):
+        run(path, scene=None)
+    with pytest.raises(BigVolumeError, match="scan.nhdr needs a scalar"):
+        run(path, vectorNode)
+    with pytest.raises(BigVolumeError, match="overwrite the input"):
+        run(path, outputPath="scan.nhdr")
+    with pytest.raises(BigVolumeError, match="unsupported output format"):
+        run(path, outputPath="small.png")
+    with pytest.raises(BigVolumeError, match="upsample"):
+        run(path, factor=0.5)
+    with pytest.raises(BigVolumeError, match="finer"):
+        run(path, spacing=(0.1, 1.0, 2.0))
+    with pytest.raises(BigVolumeError, match="unknown method"):
+        run(path, method="bicubic")
+    for memoryLimit in (0, -5, "lots"):
+        with pytest.raises(BigVolumeError, match="memory limit"):
+            run(path, memoryLimit=memoryLimit)
+    with pytest.raises(BigVolumeError, match="temporary folder"):
+        logic.processFile(path, scene=mrml.scene, tempFolder=data / "nowhere")
+    assert calls == []
+    assert node_ids(mrml.scene) == ids and logic.lastResult is None
+    assert folder_digest(data) == before and list(temp.iterdir()) == []
+
+
+def test_streamed_output_format_errors_name_the_file_asked_for(mrml, folders):
+    data, temp = folders
+    path = bigvolume.write_volume(scan_volume(), data / "scan.nhdr")
+    with pytest.raises(BigVolumeError, match=r"small\.mha: streamed outputs") as raised:
+        AntiAliasedResampleLogic().processFile(path, scene=mrml.scene, memoryLimit=1, outputPath="small.mha",
+                                               tempFolder=temp)
+    assert ".partial" not in str(raised.value)  # the staging copy's name would mean nothing to the user
+    assert sorted(p.name for p in data.iterdir()) == ["scan.nhdr", "scan.raw"]
+
+
+def test_file_mode_fills_a_given_node_under_no_transform(mrml, folders):
+    data, temp = folders
+    path = bigvolume.write_volume(scan_volume(), data / "scan.nhdr")
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "old registration")
+    given = mrml.volume(np.zeros((2, 2, 2), np.uint8), name="mine")
+    given.SetAndObserveTransformNodeID(transform.GetID())
+    count = mrml.scene.GetNumberOfNodes()
+    outputNode = AntiAliasedResampleLogic().processFile(path, given, memoryLimit=1, tempFolder=temp)
+    assert outputNode is given and given.GetName() == "mine" and mrml.scene.GetNumberOfNodes() == count
+    assert given.GetParentTransformNode() is None  # the file's coordinates are world coordinates
+    assert arrayFromVolume(given).dtype == np.int16
+    expected = bigvolume.io.read_geometry(path)[0].downsampled(2.0).ijk_to_ras()
+    np.testing.assert_allclose(ijk_to_ras(given), expected, rtol=0, atol=1e-9)
+
+
+def test_label_map_output_node_makes_the_file_mode_label_safe(mrml, folders):
+    data, temp = folders
+    rng = np.random.default_rng(11)
+    labels = np.array([0, 3, 7, 250], np.uint8)
+    path = bigvolume.write_volume(lps_volume(labels[rng.integers(0, 4, size=(12, 16, 20))]), data / "seg.nhdr")
+    labelNode = mrml.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "seg small")
+    logic = AntiAliasedResampleLogic()
+    logic.processFile(path, labelNode, memoryLimit=1, method="lanczos", tempFolder=temp)
+    assert logic.lastResult.method == "nearest" and any("nearest" in note for note in logic.lastResult.notes)
+    assert set(np.unique(arrayFromVolume(labelNode))) <= set(labels)
+    assert labelNode.GetDisplayNode().IsA("vtkMRMLLabelMapVolumeDisplayNode")
+
+
+def test_vector_file_gives_a_vector_volume(mrml, folders):
+    data, temp = folders
+    array = np.empty((6, 10, 24, 3), np.uint8)
+    array[...] = (10, 200, 30)
+    array[:, :, 12:] = (250, 5, 128)
+    path = bigvolume.write_volume(lps_volume(array), data / "photo.nhdr")
+    outputNode = AntiAliasedResampleLogic().processFile(path, scene=mrml.scene, memoryLimit=1, tempFolder=temp)
+    assert outputNode.GetClassName() == "vtkMRMLVectorVolumeNode" and outputNode.GetName() == "photo resampled"
+    result = arrayFromVolume(outputNode)
+    assert result.shape == (3, 5, 12, 3) and result.dtype == np.uint8
+    np.testing.assert_array_equal(result, bigvolume.resample(bigvolume.io.read_volume(path), 2.0).array)

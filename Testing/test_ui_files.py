@@ -27,6 +27,14 @@ CONNECTOR_WIDGETS = {
     "float": {"QDoubleSpinBox", "ctkSliderWidget", "QComboBox"},
     "str": {"QComboBox", "QLineEdit", "QTextEdit"},
     "node": {"qMRMLNodeComboBox", "qMRMLSubjectHierarchyTreeView"},
+    "pathlib.Path": {"ctkPathLineEdit", "ctkDirectoryButton"},
+}
+# The input-file mode's widgets: name -> (class, parameter node field).
+FILE_MODE_WIDGETS = {
+    "inputFilePathLineEdit": ("ctkPathLineEdit", "inputFile"),
+    "memoryLimitSpinBox": ("QDoubleSpinBox", "memoryLimitGB"),
+    "alwaysStreamCheckBox": ("QCheckBox", "alwaysStream"),
+    "saveBesideInputCheckBox": ("QCheckBox", "saveBesideInput"),
 }
 
 
@@ -158,7 +166,8 @@ def test_every_bound_widget_names_a_parameter_node_field_and_can_represent_it():
 
 def test_every_parameter_node_field_is_bound_to_a_widget():
     fields = set(wrapper_fields(parse(MODULE_FILE)))
-    assert {"inputVolume", "outputVolume", "factor", "isotropic", "useSpacing", "method", "threads"} <= fields
+    assert {"inputVolume", "outputVolume", "factor", "isotropic", "useSpacing", "method", "threads",
+            "inputSource", "inputFile", "memoryLimitGB", "alwaysStream", "saveBesideInput"} <= fields
     assert fields - set(ui_parameter_bindings().values()) == set()
 
 
@@ -203,6 +212,137 @@ def test_output_selector_can_create_and_rename_and_input_takes_vectors():
     assert output["noneEnabled"].findtext("bool") == "true"  # none: the logic creates a node of the input's class
     inputTypes = [s.text for s in props("inputSelector")["nodeTypes"].iter("string")]
     assert {"vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode"} <= set(inputTypes)
+
+
+def ui_properties(name):
+    widget = next(w for w in ui_root().iter("widget") if w.get("name") == name)
+    return {p.get("name"): p for p in widget.findall("property")}
+
+
+def form_rows():
+    """(label widget name, field widget name) of every two-column row of the .ui's form layouts."""
+    rows = []
+    for layout in ui_root().iter("layout"):
+        if layout.get("class") != "QFormLayout":
+            continue
+        cells = {}
+        for item in layout.findall("item"):
+            widget = item.find("widget")
+            if widget is not None and item.get("row") is not None:
+                cells[(int(item.get("row")), int(item.get("column", 0)))] = widget.get("name")
+        rows += [(cells[(r, 0)], cells[(r, 1)]) for r, c in cells if c == 1 and (r, 0) in cells]
+    return rows
+
+
+def module_function(name):
+    return next(node for node in ast.walk(parse(MODULE_FILE)) if isinstance(node, ast.FunctionDef)
+                and node.name == name)
+
+
+def shown_by_mode():
+    """From the widget's _showMode: names of the self.ui widgets made visible in file mode, and in scene mode."""
+    fileMode, sceneMode = set(), set()
+    for loop in ast.walk(module_function("_showMode")):
+        if isinstance(loop, ast.For):
+            names = {n.attr for n in ast.walk(loop.iter) if isinstance(n, ast.Attribute)
+                     and ast.unparse(n.value) == "self.ui"}
+            value = loop.body[0].value
+            (sceneMode if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.Not) else fileMode).update(names)
+    return fileMode, sceneMode
+
+
+def test_input_source_combo_box_offers_the_scene_and_a_file():
+    fields = wrapper_fields(parse(MODULE_FILE))
+    assert ui_widgets()["inputSourceComboBox"] == "QComboBox"
+    assert ui_parameter_bindings()["inputSourceComboBox"] == "inputSource"
+    kind, annotation, default = fields["inputSource"]
+    assert kind == "str" and annotation == "Annotated[str, Choice([FROM_SCENE, FROM_FILE])]"
+    assert default == "FROM_SCENE"  # loaded volumes stay the default: the module worked that way before
+    constants = {node.targets[0].id: node.value.value for node in parse(MODULE_FILE).body
+                 if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                 and node.targets[0].id in ("FROM_SCENE", "FROM_FILE")}
+    assert set(constants) == {"FROM_SCENE", "FROM_FILE"} and constants["FROM_SCENE"] != constants["FROM_FILE"]
+    assert "too big to load" in constants["FROM_FILE"]
+
+
+def test_input_file_mode_widgets_exist_are_bound_and_used():
+    widgets, bindings = ui_widgets(), ui_parameter_bindings()
+    fields = wrapper_fields(parse(MODULE_FILE))
+    used = ui_attribute_uses(parse(MODULE_FILE))
+    for name, (cls, parameter) in FILE_MODE_WIDGETS.items():
+        assert widgets.get(name) == cls, name
+        assert bindings.get(name) == parameter, name
+        assert parameter in fields
+        assert name in used, f"{name} is never referenced by the widget code"
+        assert ui_properties(name)["toolTip"].findtext("string"), f"{name} needs a tooltip"
+    assert fields["inputFile"][0] == "pathlib.Path"
+    assert fields["saveBesideInput"][2] == "False" and fields["alwaysStream"][2] == "False"
+    assert fields["memoryLimitGB"][2] == "0.0"  # 0 = automatic
+
+
+def test_input_file_line_edit_accepts_every_readable_volume_format():
+    sys.path.insert(0, str(MODULE_DIR))
+    try:
+        from AntiAliasedResampleLib.logic import INPUT_FILE_SUFFIXES
+    finally:
+        sys.path.remove(str(MODULE_DIR))
+    props = ui_properties("inputFilePathLineEdit")
+    filters = [s.text for s in props["nameFilters"].iter("string")]
+    patterns = set(re.findall(r"\*(\.[\w.]+)", filters[0]))
+    assert patterns == set(INPUT_FILE_SUFFIXES), filters[0]
+    assert "All files (*)" in filters  # names such as scan.NRRD or data without a suffix stay choosable
+    flags = props["filters"].findtext("set").split("|")
+    assert "ctkPathLineEdit::Files" in flags and "ctkPathLineEdit::Dirs" not in flags
+    assert props["settingKey"].findtext("string")  # remembers recent files
+
+
+def test_memory_limit_spin_box_means_automatic_at_zero():
+    props = ui_properties("memoryLimitSpinBox")
+    assert float(props["minimum"].findtext("double")) == 0.0 == float(props["value"].findtext("double"))
+    assert props["specialValueText"].findtext("string").startswith("automatic")
+    assert props["suffix"].findtext("string").strip() == "GB"
+    assert "automatic" in props["toolTip"].findtext("string")
+    annotation = wrapper_fields(parse(MODULE_FILE))["memoryLimitGB"][1]
+    bounds = re.search(r"WithinRange\(([-\d.e]+),\s*([-\d.e]+)\)", annotation)
+    assert float(props["maximum"].findtext("double")) == float(bounds.group(2))
+    # The widget turns GB into bytes, and 0 into None (the Logic's "automatic").
+    source = ast.unparse(module_function("_fileSettings"))
+    assert "memoryLimitGB * 1000000000.0" in source and "else None" in source
+
+
+def test_file_mode_widgets_are_shown_only_in_file_mode_with_their_labels():
+    fileMode, sceneMode = shown_by_mode()
+    assert set(FILE_MODE_WIDGETS) <= fileMode
+    assert {"inputSelector"} <= sceneMode and not fileMode & sceneMode
+    for label, field in form_rows():  # a hidden field must not leave its label behind
+        if field in fileMode | sceneMode:
+            assert label in (fileMode if field in fileMode else sceneMode), (label, field)
+    assert "_showMode" in ast.unparse(module_function("_checkCanApply"))
+
+
+def test_apply_runs_process_file_in_file_mode_with_the_panel_settings():
+    run = module_function("_run")
+    calls = {ast.unparse(node.func): node for node in ast.walk(run) if isinstance(node, ast.Call)}
+    assert "self.logic.process" in calls and "self.logic.processFile" in calls
+    processFile = calls["self.logic.processFile"]
+    assert [ast.unparse(a) for a in processFile.args] == ["p.inputFile", "p.outputVolume"]
+    keywords = {k.arg: ast.unparse(k.value) for k in processFile.keywords if k.arg is not None}
+    assert keywords == {"saveBesideInput": "p.saveBesideInput"}
+    # The rest comes from the panel as for the scene mode (factor/spacing, method, threads, progress) plus the
+    # memory limit and streaming.
+    unpacked = sorted(ast.unparse(k.value) for k in processFile.keywords if k.arg is None)
+    assert unpacked == ["self._fileSettings()", "settings"]
+    settings = next(node.value for node in ast.walk(run) if isinstance(node, ast.Assign)
+                    and ast.unparse(node.targets[0]) == "settings")
+    assert {"method", "threads", "progress"} <= {k.arg for k in settings.keywords}
+    assert "self._settings()" in ast.unparse(settings)
+    assert "self._run()" in ast.unparse(module_function("onApplyButton"))
+    plan = ast.unparse(module_function("_checkCanApply"))
+    assert "self.logic.describeFilePlan(p.inputFile" in plan and "self._fileSettings()" in plan
+    # Picking a file starts the target spacing from its header, as picking a volume does.
+    assert "self.logic.fileGeometry(path)" in ast.unparse(module_function("onInputFileChanged"))
+    setup = ast.unparse(module_function("setup"))
+    assert "self.ui.inputFilePathLineEdit.connect('currentPathChanged(QString)', self.onInputFileChanged)" in setup
 
 
 # --- CMake ------------------------------------------------------------------------------------------------------
@@ -297,7 +437,7 @@ def test_module_file_holds_no_algorithm():
     assert testClasses, "no ScriptedLoadableModuleTest class"
     outside = ast.Module(body=[node for node in tree.body if node not in testClasses], type_ignores=[])
     modules, _ = imported_modules(outside)
-    allowed = {"importlib.util", "os", "sys", "time", "typing", "logging", "qt", "ctk", "vtk", "slicer",
+    allowed = {"importlib.util", "os", "pathlib", "sys", "time", "typing", "logging", "qt", "ctk", "vtk", "slicer",
                "slicer.ScriptedLoadableModule", "slicer.util", "slicer.parameterNodeWrapper", "slicer.i18n",
                "AntiAliasedResampleLib"}
     assert modules <= allowed, f"unexpected imports in the module file: {modules - allowed}"
@@ -415,6 +555,12 @@ def test_module_file_loads_and_finds_the_core_from_the_source_tree(tmp_path):
         slicer.util.updateVolumeFromArray(node, np.ones((4, 6, 8), np.float32))
         out = m.AntiAliasedResampleLogic().process(node, factor=2.0)
         assert out.GetImageData().GetDimensions() == (4, 3, 2)
+        import os
+        os.mkdir("data"), os.mkdir("temp")
+        path = bigvolume.write_volume(bigvolume.Volume.from_array(np.ones((4, 6, 8), np.float32)), "data/v.nhdr")
+        out = m.AntiAliasedResampleLogic().processFile(path, scene=scene, tempFolder="temp", memoryLimit=1)
+        assert out.GetImageData().GetDimensions() == (4, 3, 2) and out.GetScene() is scene
+        assert sorted(os.listdir("data")) == ["v.nhdr", "v.raw"] and os.listdir("temp") == []
         print("hidden" if hidden else "installed")
         """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)

@@ -3,12 +3,13 @@ from .errors import BigVolumeError, Cancelled, VolumeFileError
 from .geometry import Geometry
 from .io import read_volume, write_volume
 from .progress import Progress, ProgressCallback
-from .resample import DEFAULT_METHOD, METHODS, choose_factors, downsample_array, resample, resample_file
+from .resample import (DEFAULT_METHOD, METHODS, FilePlan, choose_factors, downsample_array, plan_file, resample,
+                       resample_file)
 from .volume import Volume
 
 __version__ = "0.1.0"
 
 __all__ = ["BigVolumeError", "Cancelled", "VolumeFileError", "Geometry", "Volume", "read_volume", "write_volume",
            "Progress", "ProgressCallback",
-           "DEFAULT_METHOD", "METHODS", "choose_factors", "downsample_array", "resample", "resample_file",
+           "DEFAULT_METHOD", "METHODS", "FilePlan", "plan_file", "choose_factors", "downsample_array", "resample", "resample_file",
            "__version__"]

@@ -16,6 +16,7 @@ from .errors import BigVolumeError
 from .geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
                        validate_factors)
 from .kernels import apply_separable, axis_kernel
+from .layout import voxel_layout
 from .memory import default_memory_limit, format_bytes
 from .progress import ProgressCallback, as_progress
 from .slabs import open_slabs
@@ -153,66 +154,133 @@ def _note(notes: list[str], text: str) -> None:
     logger.warning(text)
 
 
-def resample_file(input_path, output_path, factor=None, *, spacing=None, isotropic: bool = False,
-                  target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
-                  dtype=None, compress: bool | None = None, stream: bool | None = None,
-                  memory_limit: float | None = None, progress: ProgressCallback | None = None) -> ResampleReport:
-    """Read, downsample and write. Everything that can be checked is checked before reading (options, output
-    path, the input's header and data files); the output appears only when complete.
+@dataclass
+class FilePlan:
+    """What resampling a file will do, from its header alone: grids, sizes, and whether it streams."""
 
-    ``stream``: read and filter the input a slab at a time (see bigvolume.stream). Default: stream when the input
-    and output together would exceed ``memory_limit`` (bytes; default a quarter of the machine's memory), which
-    also caps the streaming buffers."""
-    started = time.perf_counter()
+    input_path: Path
+    geometry: Geometry
+    output_geometry: Geometry
+    factors: tuple[float, float, float]
+    dtype: np.dtype          # the input's pixel type
+    out_dtype: np.dtype
+    components: int
+    method: str
+    memory_limit: int
+    automatic_limit: bool
+    stream: bool | None      # as asked: None = decide
+    reads_in_slabs: bool     # the file's layout allows reading a slab at a time
+
+    @property
+    def input_bytes(self) -> int:
+        return self.geometry.voxel_count * self.components * self.dtype.itemsize
+
+    @property
+    def output_bytes(self) -> int:
+        return self.output_geometry.voxel_count * self.components * self.out_dtype.itemsize
+
+    @property
+    def in_memory_bytes(self) -> int:
+        return self.input_bytes + self.output_bytes
+
+    @property
+    def streams(self) -> bool:
+        if self.stream is None:
+            return (self.reads_in_slabs and self.method in STREAMABLE_METHODS
+                    and self.in_memory_bytes > self.memory_limit)
+        return bool(self.stream) and self.reads_in_slabs
+
+    def describe(self) -> str:
+        """Input grid -> output grid, sizes, and how it will run (streamed or read whole, and why)."""
+        limit = f"memory limit {format_bytes(self.memory_limit)}{' (automatic)' if self.automatic_limit else ''}"
+        needs = f"input + output {format_bytes(self.in_memory_bytes)}"
+        over = self.in_memory_bytes > self.memory_limit
+        if self.streams:
+            how = (f"streamed from disk, as asked ({limit})" if self.stream
+                   else f"streamed from disk ({needs} > {limit})")
+        elif self.stream is False:
+            how = f"read whole, as asked ({needs}{' > ' if over else ' within the '}{limit})"
+        elif not self.reads_in_slabs and (self.stream or over):
+            how = f"read whole: this file's encoding cannot be read in slabs ({needs}, {limit})"
+        elif over:
+            how = f"read whole: {self.method} cannot stream ({needs} > {limit})"
+        else:
+            how = f"read whole ({needs} within the {limit})"
+        dims = ["x".join(str(d) for d in g.dimensions) for g in (self.geometry, self.output_geometry)]
+        spacing = " ".join(f"{s:.6g}" for s in self.output_geometry.spacing)
+        return (f"{dims[0]} -> {dims[1]}, spacing {spacing} mm, {format_bytes(self.input_bytes)} -> "
+                f"{format_bytes(self.output_bytes)}; {how}")
+
+
+def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False, target_bytes: float | None = None,
+              method: str = DEFAULT_METHOD, dtype=None, stream: bool | None = None,
+              memory_limit: float | None = None) -> FilePlan:
+    """Plan :func:`resample_file` from the input's header: refuses invalid settings, unreadable headers and
+    missing or short data files before any voxel is read."""
     check_method(method)
     if factor is not None:
         try:
             validate_factors(factor)
         except ValueError as error:
             raise BigVolumeError(str(error)) from None
-    input_path, output_path = Path(input_path), Path(output_path)
+    input_path = Path(input_path)
     if not input_path.exists():
         raise BigVolumeError(f"{input_path}: no such file")
-    io.check_output_path(output_path, inputs=[input_path])
     limit = int(memory_limit) if memory_limit is not None else default_memory_limit()
     if limit <= 0:
         raise BigVolumeError(f"memory limit must be positive, got {memory_limit}")
+    geometry, in_dtype, components = io.read_geometry(input_path)
+    reads_in_slabs = voxel_layout(input_path, in_dtype, components, geometry.voxel_count) is not None
+    factors = choose_factors(geometry, in_dtype.itemsize * components, factor, spacing=spacing,
+                             isotropic=isotropic, target_bytes=target_bytes)
+    if stream and method not in STREAMABLE_METHODS:
+        raise BigVolumeError(f"method {method} needs the whole volume in memory and cannot stream; "
+                             f"choose one of {', '.join(STREAMABLE_METHODS)}")
+    out_dtype = np.dtype(dtype) if dtype is not None else in_dtype
+    return FilePlan(input_path, geometry, geometry.downsampled(factors), factors, in_dtype, out_dtype, components,
+                    method, limit, memory_limit is None, stream, reads_in_slabs)
+
+
+def resample_file(input_path, output_path, factor=None, *, spacing=None, isotropic: bool = False,
+                  target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
+                  dtype=None, compress: bool | None = None, stream: bool | None = None,
+                  memory_limit: float | None = None, progress: ProgressCallback | None = None) -> ResampleReport:
+    """Read, downsample and write. Everything that can be checked is checked before reading (options, output
+    path, the input's header and data files: see :func:`plan_file`); the output appears only when complete.
+
+    ``stream``: read and filter the input a slab at a time (see bigvolume.stream). Default: stream when the input
+    and output together would exceed ``memory_limit`` (bytes; default a quarter of the machine's memory), which
+    also caps the streaming buffers."""
+    started = time.perf_counter()
+    output_path = Path(output_path)
+    plan = plan_file(input_path, factor, spacing=spacing, isotropic=isotropic, target_bytes=target_bytes,
+                     method=method, dtype=dtype, stream=stream, memory_limit=memory_limit)
+    input_path = plan.input_path
+    io.check_output_path(output_path, inputs=[input_path])
     notes: list[str] = []
     progress = as_progress(progress)
-    with open_slabs(input_path) as reader:
-        factors = choose_factors(reader.geometry, reader.dtype.itemsize * reader.components, factor,
-                                 spacing=spacing, isotropic=isotropic, target_bytes=target_bytes)
-        out_dtype = np.dtype(dtype) if dtype is not None else reader.dtype
-        output_geometry = reader.geometry.downsampled(factors)
-        output_bytes = output_geometry.voxel_count * reader.components * out_dtype.itemsize
-        in_memory = reader.nbytes + output_bytes
-        if stream is None:
-            stream = reader.streams and method in STREAMABLE_METHODS and in_memory > limit
-        if stream and method not in STREAMABLE_METHODS:
-            raise BigVolumeError(f"method {method} needs the whole volume in memory and cannot stream "
-                                 f"({format_bytes(in_memory)}); choose one of {', '.join(STREAMABLE_METHODS)}")
-        if stream and not reader.streams:
-            _note(notes, f"{input_path}: this file's encoding cannot be read in slabs; reading it whole "
-                         f"({format_bytes(reader.nbytes)})")
-            stream = False
-        if not stream and in_memory > limit:
-            _note(notes, f"{input_path}: needs about {format_bytes(in_memory)} in memory, more than the memory "
-                         f"limit {format_bytes(limit)}")
-        if stream:
-            plan = stream_to_file(reader, output_path, factors, method, out_dtype=out_dtype,
-                                  threads=threads or default_threads(), compress=compress, memory_limit=limit,
-                                  progress=progress)
-            if plan.note:
-                _note(notes, plan.note)
-        else:
-            plan = None
-            volume = io.read_volume(input_path)
-    if plan is None:
+    if stream and not plan.reads_in_slabs:
+        _note(notes, f"{input_path}: this file's encoding cannot be read in slabs; reading it whole "
+                     f"({format_bytes(plan.input_bytes)})")
+    elif not plan.streams and plan.in_memory_bytes > plan.memory_limit:
+        why = "it cannot be read in slabs" if not plan.reads_in_slabs else f"{method} cannot stream"
+        _note(notes, f"{input_path}: reading it whole ({why}) needs about {format_bytes(plan.in_memory_bytes)}, "
+                     f"more than the memory limit {format_bytes(plan.memory_limit)}")
+    stream_plan = None
+    if plan.streams:
+        with open_slabs(input_path) as reader:
+            stream_plan = stream_to_file(reader, output_path, plan.factors, method, out_dtype=plan.out_dtype,
+                                         threads=threads or default_threads(), compress=compress,
+                                         memory_limit=plan.memory_limit, progress=progress)
+        if stream_plan.note:
+            _note(notes, stream_plan.note)
+    else:
+        volume = io.read_volume(input_path)
         progress(0.1, "read")
-        result = resample(volume, factors, method=method, threads=threads, dtype=dtype,
+        result = resample(volume, plan.factors, method=method, threads=threads, dtype=dtype,
                           progress=progress.sub(0.1, 0.9))
         io.write_volume(result, output_path, compress=compress)
     progress(1.0, "written")
-    return ResampleReport(input_path, output_path, reader.geometry, output_geometry, factors, method,
+    return ResampleReport(input_path, output_path, plan.geometry, plan.output_geometry, plan.factors, method,
                           io.file_size(input_path), io.file_size(output_path), time.perf_counter() - started,
-                          plan, notes)
+                          stream_plan, notes)

@@ -1,14 +1,19 @@
 """MRML side of anti-aliased downsampling: read a volume node's voxels without copying, let ``bigvolume`` resample
-them onto the block-centred grid, and put the result in an output volume node with the exact geometry.
+them onto the block-centred grid, and put the result in an output volume node with the exact geometry. A file too big
+to load is resampled from disk instead (streamed a slab at a time when it would not fit in memory) and only the small
+result is loaded (``processFile``).
 
 No Qt here: this file runs inside Slicer (module Widget, Python console, ``Slicer --no-main-window``) and outside it
 on a plain MRML scene from the ``slicer-core`` package (tests, batch scripts).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import vtk
@@ -17,7 +22,8 @@ from vtk.util import numpy_support
 from slicer.util import arrayFromVolume, arrayFromVTKMatrix, updateVolumeFromArray, vtkMatrixFromArray
 
 import bigvolume
-from bigvolume import BigVolumeError, Cancelled
+from bigvolume import BigVolumeError, Cancelled, io
+from bigvolume.memory import default_memory_limit, format_bytes, parse_size
 from bigvolume.progress import Progress
 from bigvolume.resample import check_method
 
@@ -27,6 +33,10 @@ SUPPORTED_INPUT_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode
 LABEL_SAFE_METHODS = ("nearest", "max")
 METHODS = dict(bigvolume.METHODS)
 DEFAULT_METHOD = bigvolume.DEFAULT_METHOD
+# Files the input-file mode reads (what bigvolume.io reads); the result is saved as "<stem>_resampled.nhdr": a
+# detached raw data file, which Slicer and bigvolume both stream and memory-map.
+INPUT_FILE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+SAVED_SUFFIX = "_resampled.nhdr"
 
 
 @dataclass
@@ -43,14 +53,24 @@ class ResampleResult:
     outputBytes: int
     seconds: float
     notes: list = field(default_factory=list)
+    # Input-file mode only: the file read, where the result was saved (None: it was temporary), and how it was
+    # streamed (a bigvolume StreamPlan; None: read whole).
+    inputPath: object = None
+    savedPath: object = None
+    streamPlan: object = None
 
     @property
     def factors(self) -> tuple:
         return tuple(o / i for o, i in zip(self.outputSpacing, self.inputSpacing))
 
+    @property
+    def streamed(self) -> bool:
+        return self.streamPlan is not None
+
     def summary(self) -> str:
         text = (f"{_dims(self.inputDimensions)} -> {_dims(self.outputDimensions)}, "
-                f"spacing {_numbers(self.outputSpacing)} mm, {_mib(self.inputBytes)} -> {_mib(self.outputBytes)}, "
+                f"spacing {_numbers(self.outputSpacing)} mm, "
+                f"{format_bytes(self.inputBytes)} -> {format_bytes(self.outputBytes)}, "
                 f"{self.method}, {self.seconds:.2f} s")
         return "\n".join([text] + list(self.notes))
 
@@ -121,7 +141,8 @@ class AntiAliasedResampleLogic:
         output = cls._plannedGeometry(volume, factor, spacing, isotropic)
         bytesPerVoxel = volume.dtype.itemsize * volume.components
         return (f"{_dims(volume.geometry.dimensions)} -> {_dims(output.dimensions)}, spacing "
-                f"{_numbers(output.spacing)} mm, {_mib(volume.nbytes)} -> {_mib(output.voxel_count * bytesPerVoxel)}")
+                f"{_numbers(output.spacing)} mm, "
+                f"{format_bytes(volume.nbytes)} -> {format_bytes(output.voxel_count * bytesPerVoxel)}")
 
     # --- the work -----------------------------------------------------------------------------------------------
     def process(self, inputVolumeNode, outputVolumeNode=None, factor=2.0, spacing=None, isotropic=False,
@@ -160,7 +181,7 @@ class AntiAliasedResampleLogic:
                 scene = inputVolumeNode.GetScene()
                 outputVolumeNode = scene.AddNewNodeByClass(
                     inputVolumeNode.GetClassName(), scene.GenerateUniqueName(f"{inputVolumeNode.GetName()} resampled"))
-            self._fillOutputNode(inputVolumeNode, outputVolumeNode, result)
+            self._fillOutputNode(outputVolumeNode, result, inputVolumeNode)
         except BaseException:
             if created and outputVolumeNode is not None:
                 _removeNodeAndDisplay(outputVolumeNode)
@@ -172,6 +193,147 @@ class AntiAliasedResampleLogic:
         if progress is not None:
             progress(1.0, "done")  # what it returns no longer matters: the output is complete
         return outputVolumeNode
+
+    # --- input files too big to load ----------------------------------------------------------------------------
+    @staticmethod
+    def defaultMemoryLimit() -> int:
+        """Bytes the input-file mode may hold at once when no limit is given: a quarter of this computer's memory."""
+        return default_memory_limit()
+
+    @staticmethod
+    def savedPathFor(inputPath) -> Path:
+        """Where ``saveBesideInput`` puts the result: "<input stem>_resampled.nhdr" in the input file's folder."""
+        path = _inputFilePath(inputPath)
+        return path.with_name(_fileStem(path) + SAVED_SUFFIX)
+
+    @staticmethod
+    def fileGeometry(inputPath) -> bigvolume.Geometry:
+        """The grid of a volume file, read from its header alone (no voxel is read)."""
+        return io.read_geometry(_inputFilePath(inputPath))[0]
+
+    @classmethod
+    def describeFilePlan(cls, inputPath, factor=2.0, spacing=None, isotropic=False, memoryLimit=None, stream=None,
+                         method=DEFAULT_METHOD) -> str:
+        """One line for a file, from its header alone: input grid -> output grid, sizes, and whether it will be
+        streamed from disk under which memory limit. Raises BigVolumeError (naming the file) on a missing or
+        unreadable file, missing or short data files and invalid settings."""
+        return cls._planFile(inputPath, factor, spacing, isotropic, memoryLimit, stream, method).describe()
+
+    def processFile(self, inputPath, outputVolumeNode=None, factor=2.0, spacing=None, isotropic=False,
+                    method=DEFAULT_METHOD, threads=None, progress=None, *, scene=None, memoryLimit=None, stream=None,
+                    saveBesideInput=False, outputPath=None, tempFolder=None):
+        """Downsample the volume file ``inputPath`` from disk, without loading it, and load only the result into
+        ``outputVolumeNode``; return that node.
+
+        factor, spacing, isotropic, method, threads, progress: as for ``process``. The file cannot say it is a label
+        map: give a label map ``outputVolumeNode`` to get a label-safe method. ``outputVolumeNode`` None: a new
+        scalar (or, for multi-component files, vector) volume named "<file stem> resampled" is added to ``scene``.
+        The result takes the file's geometry, under no transform.
+
+        memoryLimit: bytes (or a size such as "2GB") the resampling may hold at once; None: a quarter of this
+        computer's memory. stream: None streams (reads the file a slab of slices at a time) when the input and
+        output together would exceed the limit; True always; False never.
+
+        saveBesideInput: keep the result as "<input stem>_resampled.nhdr" (+ .raw) beside the input, and give the
+        node a storage node pointing at it. outputPath: keep it there instead (a relative path is taken from the
+        input's folder). Otherwise the result is written to a temporary folder inside ``tempFolder`` (default: the
+        system's) and removed once loaded.
+
+        The input file is only read. On cancel (bigvolume.Cancelled) or error no node is created, a given node is
+        left as it was, and no file is left behind. Details of the run are in ``self.lastResult``.
+        """
+        started = time.perf_counter()
+        self.lastResult = None
+        method, notes = self.effectiveMethod(outputVolumeNode, method)
+        plan = self._planFile(inputPath, factor, spacing, isotropic, memoryLimit, stream, method)
+        path = plan.input_path
+        _checkStorableDtype(plan.dtype)
+        self._checkFileOutputNode(outputVolumeNode, plan, path)
+        if outputVolumeNode is None and scene is None:
+            raise BigVolumeError("give a scene or an output volume node to load the result into")
+        scene = outputVolumeNode.GetScene() if outputVolumeNode is not None else scene
+        savedPath = None
+        if outputPath:
+            savedPath = Path(outputPath) if Path(outputPath).is_absolute() else path.parent / outputPath
+        elif saveBesideInput:
+            savedPath = self.savedPathFor(path)
+        if savedPath is not None:
+            io.check_output_path(savedPath, inputs=[path])  # before the long run: format, folder, not the input
+        if tempFolder is not None and not Path(tempFolder).is_dir():
+            raise BigVolumeError(f"temporary folder {tempFolder} does not exist")
+        for note in notes:
+            logging.info(note)
+
+        steps = Progress(progress)
+        created = outputVolumeNode is None
+        try:
+            with contextlib.ExitStack() as stack:
+                # Written under its final name in a private folder: beside the input (moved into place only when
+                # loaded, so a cancel or error leaves nothing) or in the temporary folder (deleted on leaving).
+                if savedPath is not None:
+                    workPath = stack.enter_context(io.atomic_output(savedPath))
+                else:
+                    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="AntiAliasedResample-",
+                                                                             dir=tempFolder))
+                    workPath = Path(folder) / (_fileStem(path) + SAVED_SUFFIX)
+                try:
+                    report = bigvolume.resample_file(
+                        path, workPath, None if spacing is not None else factor, spacing=spacing,
+                        isotropic=isotropic, method=method, threads=threads or None, stream=stream,
+                        memory_limit=plan.memory_limit, progress=steps.sub(0.0, 0.9))
+                except BigVolumeError as error:
+                    if savedPath is None:
+                        raise
+                    # Name the file the user asked for, not its staging copy.
+                    raise type(error)(str(error).replace(str(workPath), str(savedPath))) from None
+                steps(0.9, "loading the result")  # a last chance to cancel before any node is touched
+                result = io.read_volume(workPath)
+                outputBytes = result.nbytes
+                if created:
+                    className = "vtkMRMLVectorVolumeNode" if plan.components > 1 else "vtkMRMLScalarVolumeNode"
+                    outputVolumeNode = scene.AddNewNodeByClass(
+                        className, scene.GenerateUniqueName(f"{_fileStem(path)} resampled"))
+                self._fillOutputNode(outputVolumeNode, result)
+                del result  # the voxels were copied; unmap the file before it is moved or deleted (Windows)
+        except BaseException:
+            if created and outputVolumeNode is not None:
+                _removeNodeAndDisplay(outputVolumeNode)
+            raise
+        if savedPath is not None:
+            _pointStorageAt(outputVolumeNode, savedPath)
+
+        notes = notes + list(report.notes)
+        if report.stream_plan is not None:
+            notes.append(f"Read from disk: {report.stream_plan.describe()}.")
+        if savedPath is not None:
+            notes.append(f"Saved as {savedPath}")
+        self.lastResult = ResampleResult(
+            outputVolumeNode, report.input_geometry.dimensions, report.output_geometry.dimensions,
+            report.input_geometry.spacing, report.output_geometry.spacing, method, plan.input_bytes, outputBytes,
+            time.perf_counter() - started, notes, inputPath=path, savedPath=savedPath, streamPlan=report.stream_plan)
+        if progress is not None:
+            progress(1.0, "done")  # what it returns no longer matters: the output is complete
+        return outputVolumeNode
+
+    @staticmethod
+    def _planFile(inputPath, factor, spacing, isotropic, memoryLimit, stream, method) -> bigvolume.FilePlan:
+        """The core's plan (and streaming decision) for this file; also refuses missing or short data files."""
+        return bigvolume.plan_file(_inputFilePath(inputPath), None if spacing is not None else factor,
+                                   spacing=spacing, isotropic=isotropic, method=method, stream=stream,
+                                   memory_limit=None if memoryLimit is None else _memoryLimitBytes(memoryLimit))
+
+    @staticmethod
+    def _checkFileOutputNode(outputVolumeNode, plan, path) -> None:
+        if outputVolumeNode is None:
+            return
+        if outputVolumeNode.GetClassName() not in SUPPORTED_INPUT_CLASSES:
+            raise BigVolumeError(f"output {outputVolumeNode.GetName()}: {outputVolumeNode.GetClassName()} cannot "
+                                 "hold the result")
+        if outputVolumeNode.IsA("vtkMRMLVectorVolumeNode") != (plan.components > 1):
+            kind = f"a vector ({plan.components} components)" if plan.components > 1 else "a scalar"
+            raise BigVolumeError(f"output {outputVolumeNode.GetName()} is a {outputVolumeNode.GetClassName()}, but "
+                                 f"{path.name} needs {kind} volume output: choose 'Create new volume' "
+                                 "(no output node) instead")
 
     # --- helpers ------------------------------------------------------------------------------------------------
     @staticmethod
@@ -194,24 +356,29 @@ class AntiAliasedResampleLogic:
                                  "(no output node) instead")
 
     @staticmethod
-    def _fillOutputNode(inputVolumeNode, outputVolumeNode, result: bigvolume.Volume) -> None:
+    def _fillOutputNode(outputVolumeNode, result: bigvolume.Volume, inputVolumeNode=None) -> None:
+        """Copy ``result`` into the node with its exact grid. With an input node the output goes under its
+        transform and looks like it; without (a file) it sits where the file says, under no transform."""
         wasModifying = outputVolumeNode.StartModify()
         try:
             updateVolumeFromArray(outputVolumeNode, result.array)
             outputVolumeNode.SetIJKToRASMatrix(vtkMatrixFromArray(result.geometry.ijk_to_ras()))
-            outputVolumeNode.SetAndObserveTransformNodeID(inputVolumeNode.GetTransformNodeID())
+            outputVolumeNode.SetAndObserveTransformNodeID(
+                inputVolumeNode.GetTransformNodeID() if inputVolumeNode is not None else None)
         finally:
             outputVolumeNode.EndModify(wasModifying)
         _copyDisplay(inputVolumeNode, outputVolumeNode)
 
 
 def _copyDisplay(inputVolumeNode, outputVolumeNode) -> None:
-    """Give the output display nodes (if it has none) that look like the input's: colour table, window/level."""
+    """Give the output display nodes (if it has none) that look like the input's (if any): colour table,
+    window/level."""
     if outputVolumeNode.GetScene() is None:
         return
     if outputVolumeNode.GetDisplayNode() is None:
         outputVolumeNode.CreateDefaultDisplayNodes()
-    source, target = inputVolumeNode.GetDisplayNode(), outputVolumeNode.GetDisplayNode()
+    source = inputVolumeNode.GetDisplayNode() if inputVolumeNode is not None else None
+    target = outputVolumeNode.GetDisplayNode()
     if source is None or target is None:
         return
     wasModifying = target.StartModify()
@@ -239,6 +406,42 @@ def _removeNodeAndDisplay(node) -> None:
             scene.RemoveNode(dependent)
 
 
+def _pointStorageAt(volumeNode, path: Path) -> None:
+    """Let Slicer's Save dialog know where the node's voxels are (uncompressed, as written)."""
+    storage = volumeNode.GetStorageNode()
+    if storage is None:
+        volumeNode.AddDefaultStorageNode(str(path))
+        storage = volumeNode.GetStorageNode()
+    if storage is not None:
+        storage.SetFileName(str(path))
+        storage.SetUseCompression(0)
+
+
+def _inputFilePath(inputPath) -> Path:
+    if inputPath is None or str(inputPath).strip() in ("", "."):  # "." is what an empty Path parameter reads back
+        raise BigVolumeError("no input file selected")
+    return Path(inputPath).expanduser().absolute()  # a storage node needs an absolute file name
+
+
+def _fileStem(path: Path) -> str:
+    """The file name without its volume suffix (two parts for .nii.gz): "scan.nii.gz" -> "scan"."""
+    return path.name[:len(path.name) - len(io.volume_suffix(path))] or path.name
+
+
+def _memoryLimitBytes(memoryLimit) -> int:
+    """None: the automatic limit; a number of bytes; or a size such as "2GB"."""
+    if memoryLimit is None:
+        return default_memory_limit()
+    if isinstance(memoryLimit, str):
+        try:
+            memoryLimit = parse_size(memoryLimit)
+        except ValueError as error:
+            raise BigVolumeError(f"memory limit: {error}") from None
+    if not memoryLimit >= 1:
+        raise BigVolumeError(f"memory limit must be at least 1 byte, got {memoryLimit}")
+    return int(memoryLimit)
+
+
 def _checkStorableDtype(dtype: np.dtype) -> None:
     """Refuse up front what updateVolumeFromArray would refuse after the (possibly long) resampling."""
     try:
@@ -258,9 +461,5 @@ def _numbers(values) -> str:
     return " ".join(f"{v:.6g}" for v in values)
 
 
-def _mib(nbytes) -> str:
-    return f"{nbytes / 2**20:.2f} MiB"
-
-
 __all__ = ["AntiAliasedResampleLogic", "ResampleResult", "SUPPORTED_INPUT_CLASSES", "LABEL_SAFE_METHODS",
-           "METHODS", "DEFAULT_METHOD", "BigVolumeError", "Cancelled"]
+           "METHODS", "DEFAULT_METHOD", "INPUT_FILE_SUFFIXES", "SAVED_SUFFIX", "BigVolumeError", "Cancelled"]
