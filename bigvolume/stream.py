@@ -159,9 +159,9 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
         try:
             for number, (k0, k1) in enumerate(slabs):
                 slab = pending.result()
-                reduced = stages.reduce_xy(slab)
-                if number + 1 < len(slabs):  # read ahead into the other buffer while this one is used
+                if number + 1 < len(slabs):  # read ahead into the other buffer (the previous slab's, done with)
                     pending = pool.submit(reader.read, *slabs[number + 1], buffers[(number + 1) % len(buffers)])
+                reduced = stages.reduce_xy(slab)
                 ring[np.arange(k0, k1) % plan.ring_slices] = reduced
                 del reduced
                 first_row = next_row
