@@ -2,9 +2,10 @@
 kernels of the in-memory path, so memory stays bounded whatever the volume size and each input byte is read once.
 
 Per slab, every slice is first reduced in x and y (vtkImageResize with factor 1 in z for Lanczos, the kernel tables
-of bigvolume.kernels for the other methods). The reduced slices go into a ring buffer that keeps the z kernel's
-margin from one slab to the next; each output slice is then the weighted sum (or maximum) over the ring of the same
-z kernel table the in-memory numpy path uses (it matches vtkImageResize's z pass to 1e-6). The next slab is read on
+of bigvolume.kernels for the other methods). The reduced slices go into a window that keeps the z kernel's margin
+from one slab to the next; the output slices whose kernel support is complete are then computed along z over the
+window (vtkImageResize on that part of the output grid for Lanczos, the same kernel table as in memory for the
+others). The next slab is read on
 a thread while this one is filtered, and finished output slices go to a writer (see bigvolume.slab_writers).
 
 Integer inputs are converted to float per slab (into one reused buffer) and rounded once, at the end, as in the
@@ -106,10 +107,25 @@ class _Stages:
         return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), self.reduce,
                                self.ring_dtype, self.threads)
 
-    def reduce_z(self, ring: np.ndarray, rows: slice) -> np.ndarray:
-        capacity = ring.shape[0]
-        kernel = AxisKernel(self.z_kernel.index[rows] % capacity, self.z_kernel.weight[rows])
-        return _apply_axis(ring, kernel, 0, self.reduce, self.work_dtype)
+    def reduce_z(self, window: np.ndarray, first: int, rows: slice,
+                 pool: ThreadPoolExecutor | None = None) -> np.ndarray:
+        """Output slices ``rows`` from ``window``, the reduced input slices ``first``, ``first + 1``, ... Lanczos
+        runs vtkImageResize along z on the window's part of the output grid (threaded, and the same kernel as in
+        memory); the table methods split the slice's rows over ``pool``'s threads (numpy releases the GIL)."""
+        if self.method == "lanczos" and self.factors[2] != 1.0:
+            count = rows.stop - rows.start
+            start_z = rows.start * self.factors[2] - 0.5 - first
+            dims_out = (self.reduced_shape[1], self.reduced_shape[0], count)
+            return owned_view(*lanczos_resize(window, (1.0, 1.0, self.factors[2]), self.threads,
+                                              dimensions_out=dims_out, start=(-0.5, -0.5, start_z)))
+        kernel = AxisKernel(self.z_kernel.index[rows] - first, self.z_kernel.weight[rows])
+        height = window.shape[1]
+        if pool is None or self.threads <= 1 or height < 2 * self.threads:
+            return _apply_axis(window, kernel, 0, self.reduce, self.work_dtype)
+        bounds = np.linspace(0, height, self.threads + 1).astype(int)
+        parts = pool.map(lambda j: _apply_axis(window[:, bounds[j]:bounds[j + 1]], kernel, 0, self.reduce,
+                                               self.work_dtype), range(self.threads))
+        return np.concatenate(list(parts), axis=1)
 
 
 def plan_stream(reader: SlabReader, stages: _Stages, memory_limit: float) -> StreamPlan:
@@ -149,12 +165,15 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
     progress = as_progress(progress)
     nk = reader.slices
     mk = stages.output_geometry.dimensions[2]
-    ring = np.empty((plan.ring_slices,) + stages.reduced_shape, stages.ring_dtype)
+    # The reduced slices lo .. hi-1, in order; slices no output slice needs any more are dropped from the front.
+    window = np.empty((plan.ring_slices,) + stages.reduced_shape, stages.ring_dtype)
+    lo = hi = 0
     slabs = [(k0, min(k0 + plan.slab_slices, nk)) for k0 in range(0, nk, plan.slab_slices)]
     buffers = [reader.new_buffer(plan.slab_slices) for _ in range(min(2, len(slabs)))]
     progress(0.0, f"streaming {len(slabs)} slabs")
     next_row = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigvolume-reader") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigvolume-reader") as pool, \
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bigvolume-z") as z_pool:
         pending = pool.submit(reader.read, *slabs[0], buffers[0])
         try:
             for number, (k0, k1) in enumerate(slabs):
@@ -162,15 +181,20 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
                 if number + 1 < len(slabs):  # read ahead into the other buffer (the previous slab's, done with)
                     pending = pool.submit(reader.read, *slabs[number + 1], buffers[(number + 1) % len(buffers)])
                 reduced = stages.reduce_xy(slab)
-                ring[np.arange(k0, k1) % plan.ring_slices] = reduced
+                keep_from = min(int(stages.z_kernel.index[next_row].min()), hi) if next_row < mk else hi
+                if keep_from > lo:
+                    window[:hi - keep_from] = window[keep_from - lo:hi - lo]  # numpy handles the overlap
+                    lo = keep_from
+                if hi - lo + (k1 - k0) > plan.ring_slices:
+                    raise RuntimeError("z window too small for the kernel")
+                window[hi - lo:k1 - lo] = reduced
+                hi = k1
                 del reduced
                 first_row = next_row
                 while next_row < mk and stages.z_need[next_row] < k1:
                     next_row += 1
                 if next_row > first_row:
-                    oldest = int(stages.z_kernel.index[first_row:next_row].min())
-                    assert oldest > k1 - 1 - plan.ring_slices, "ring buffer too small for the z kernel"
-                    block = stages.reduce_z(ring, slice(first_row, next_row))
+                    block = stages.reduce_z(window[:hi - lo], lo, slice(first_row, next_row), z_pool)
                     sink.write(cast_to(block, out_dtype))
                 progress(k1 / nk, f"slab {number + 1}/{len(slabs)}")
         finally:

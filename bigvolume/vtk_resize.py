@@ -59,17 +59,20 @@ def make_lanczos_interpolator() -> vtkImageSincInterpolator:
     return interpolator
 
 
-def make_block_centred_resize(dimensions_in, factors, threads: int | None = None) -> vtkImageResize:
-    """A vtkImageResize configured for the block-centred grid of ``factors`` (I, J, K) on an index-space input."""
-    dims_out = [output_size(n, f) for n, f in zip(dimensions_in, factors)]
+def make_block_centred_resize(dimensions_in, factors, threads: int | None = None, dimensions_out=None,
+                              start=(-0.5, -0.5, -0.5)) -> vtkImageResize:
+    """A vtkImageResize configured for the block-centred grid of ``factors`` (I, J, K) on an index-space input.
+    ``start``/``dimensions_out``: a window of that grid (output voxel ``i`` centred at ``start + (i + 0.5) * f``),
+    for inputs that are a slab of a larger volume."""
+    dims_out = dimensions_out or [output_size(n, f) for n, f in zip(dimensions_in, factors)]
     resize = vtkImageResize()
     resize.SetResizeMethodToOutputDimensions()
     resize.SetOutputDimensions(*dims_out)
     resize.SetInterpolator(make_lanczos_interpolator())
     resize.BorderOn()
     region = []
-    for m, f in zip(dims_out, factors):
-        region += [-0.5, -0.5 + m * f]
+    for m, f, first in zip(dims_out, factors, start):
+        region += [first, first + m * f]
     resize.CroppingOn()
     resize.SetCroppingRegion(*region)
     if threads:
@@ -77,12 +80,13 @@ def make_block_centred_resize(dimensions_in, factors, threads: int | None = None
     return resize
 
 
-def lanczos_resize(array: np.ndarray, factors, threads: int | None = None,
-                   progress: Progress | None = None) -> tuple[np.ndarray, vtkImageData]:
+def lanczos_resize(array: np.ndarray, factors, threads: int | None = None, progress: Progress | None = None,
+                   dimensions_out=None, start=(-0.5, -0.5, -0.5)) -> tuple[np.ndarray, vtkImageData]:
     """Downsample ``array`` (k, j, i[, c]) by ``factors`` (I, J, K). Returns the output array (a view) and the
-    vtkImageData that owns it. Integer outputs are rounded and clamped by vtk."""
+    vtkImageData that owns it. Integer outputs are rounded and clamped by vtk. ``dimensions_out``/``start``: only
+    a window of the output grid (see make_block_centred_resize)."""
     image = array_to_vtk_image(array)
-    resize = make_block_centred_resize(image.GetDimensions(), factors, threads)
+    resize = make_block_centred_resize(image.GetDimensions(), factors, threads, dimensions_out, start)
     resize.SetInputData(image)
     progress = progress or Progress()
     if progress.callback is not None:
@@ -105,15 +109,15 @@ def lanczos_resize(array: np.ndarray, factors, threads: int | None = None,
         resize.Update()
     output = vtkImageData()
     output.ShallowCopy(resize.GetOutput())
-    check_block_centred(output, factors)
+    check_block_centred(output, factors, start)
     return vtk_image_to_array(output), output
 
 
-def check_block_centred(output: vtkImageData, factors) -> None:
+def check_block_centred(output: vtkImageData, factors, start=(-0.5, -0.5, -0.5)) -> None:
     """Guard against a vtk version placing the samples differently: the grid must be the block-centred one."""
     for axis, f in enumerate(factors):
         n = output.GetDimensions()[axis]
-        expected = block_centres(n, f)
+        expected = block_centres(n, f) + (start[axis] + 0.5)
         actual = output.GetOrigin()[axis] + output.GetSpacing()[axis] * np.arange(n)
         if not np.allclose(actual, expected, rtol=0, atol=1e-6 * max(1.0, f * n)):
             raise RuntimeError(f"vtkImageResize placed samples off the block-centred grid on axis {axis}")
