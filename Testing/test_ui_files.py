@@ -420,8 +420,9 @@ def test_extension_installs_the_module_beside_the_core_package(tmp_path):
     core = {p.name for p in (REPO / "bigvolume").glob("*.py")}
     assert {p.name for p in (modules / "bigvolume").iterdir()} == core
     assert {p.name for p in (build / "lib/Slicer-5.8/qt-scripted-modules/bigvolume").iterdir()} == core
-    assert {p.relative_to(modules).as_posix() for p in modules.rglob("*") if p.is_file()
-            and "bigvolume" not in p.parts} == module_files()
+    installed = {p.relative_to(modules).as_posix() for p in modules.rglob("*") if p.is_file()
+                 and "bigvolume" not in p.parts}
+    assert module_files() <= installed, module_files() - installed  # other modules install beside it
 
 
 # --- the module / Lib split -------------------------------------------------------------------------------------

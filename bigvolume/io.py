@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from .errors import VolumeFileError
 from .geometry import Geometry
 from .layout import data_files_named, voxel_layout
-from .volume import Volume
+from .volume import Volume, owned_view
 
 WRITE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 # Formats whose writer compresses on request (NIfTI compresses by its .gz suffix).
@@ -81,7 +81,7 @@ def read_volume(path) -> Volume:
         mapped = np.memmap(data.path, dtype=dtype, mode="r", offset=data.offset, shape=shape)
         return Volume(mapped, geometry, owner=mapped)
     image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(path)))
-    return Volume(sitk.GetArrayViewFromImage(image), geometry, owner=image)
+    return Volume(owned_view(sitk.GetArrayViewFromImage(image), image), geometry, owner=image)
 
 
 def read_geometry(path) -> tuple[Geometry, np.dtype, int]:

@@ -179,7 +179,7 @@ def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gra
     output_path = Path(output_path)
     io.check_output_path(output_path)
     if nhdr_only and io.volume_suffix(output_path) != ".nhdr":
-        raise BigVolumeError(f"{output_path}: --nhdr-only writes a .nhdr file")
+        raise BigVolumeError(f"{output_path}: the full-resolution streamable header is a .nhdr file")
     plan = plan_stack_import(source, spacing=spacing, factor=1.0 if nhdr_only else factor, roi=roi, gray=gray,
                              bits=None if nhdr_only else bits, reverse=reverse, method=method, threads=threads)
     try:

@@ -9,6 +9,17 @@ import numpy as np
 from .geometry import Geometry
 
 
+class _OwnedArray(np.ndarray):
+    """A view of memory owned by another object (a vtk image, a SimpleITK image) that keeps that object alive."""
+
+
+def owned_view(view: np.ndarray, owner) -> np.ndarray:
+    """``view`` as an array that holds ``owner``, so the memory cannot be freed while the array is in use."""
+    owned = view.view(_OwnedArray)
+    owned.memory_owner = owner
+    return owned
+
+
 @dataclass
 class Volume:
     """``array`` has shape ``(k, j, i)`` for scalar volumes or ``(k, j, i, components)`` for vector/RGB ones,

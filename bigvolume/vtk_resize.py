@@ -17,6 +17,7 @@ from vtkmodules.vtkImagingCore import vtkImageResize, vtkImageSincInterpolator
 from .geometry import block_centres, output_size
 from .kernels import LANCZOS_LOBES
 from .progress import Progress
+from .volume import owned_view  # noqa: F401  (re-exported for the resamplers)
 
 
 def array_to_vtk_image(array: np.ndarray) -> vtkImageData:
@@ -39,16 +40,6 @@ def vtk_image_to_array(image: vtkImageData) -> np.ndarray:
     array = numpy_support.vtk_to_numpy(scalars)
     components = scalars.GetNumberOfComponents()
     return array.reshape(shape + ((components,) if components > 1 else ()))
-
-
-class _VtkOwnedArray(np.ndarray):
-    """A view of a vtk array that keeps the vtk object owning the memory alive (avoids copying the output)."""
-
-
-def owned_view(view: np.ndarray, owner) -> np.ndarray:
-    owned = view.view(_VtkOwnedArray)
-    owned.vtk_owner = owner
-    return owned
 
 
 def make_lanczos_interpolator() -> vtkImageSincInterpolator:

@@ -1,0 +1,439 @@
+import importlib.util
+import logging
+import os
+import sys
+import time
+from typing import Annotated, Optional
+
+import qt
+import vtk
+
+import slicer
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+
+from slicer import vtkMRMLMarkupsROINode
+
+# The core package `bigvolume` is installed beside this file in the extension. Run from source (the module folder
+# added to Slicer's "Additional module paths"), it is found in the repository root, the parent of this folder.
+if importlib.util.find_spec("bigvolume") is None:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ImageStackImportLib import BITS_CHOICES, GRAY_CHOICES, BigVolumeError, Cancelled  # noqa: E402
+from ImageStackImportLib import ImageStackImportLogic as ImageStackImportLibLogic  # noqa: E402
+
+
+#
+# ImageStackImport
+#
+
+
+class ImageStackImport(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Image Stack Import"
+        self.parent.categories = ["Utilities"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SlicerBigVolume developers"]
+        self.parent.helpText = """
+Import a stack of 2D image files (TIFF, PNG, JPEG, BMP: one file per slice, as microscopes, micro-CT and
+serial-section scanners write them) as a volume, without ever holding more than the output in memory.
+Choose a folder, one slice (its numbered siblings are the stack) or a pattern. Everything is planned from the
+slice headers first: the panel shows the output size, spacing and memory before anything is read.
+The slices are cropped (optional Markups ROI, rotated ones included), converted to gray or kept RGB, reduced to
+8/16 bits if asked, and downsampled without aliasing while they are read, straight into the volume's memory.
+Workflow for huge stacks: Preview (low resolution), place a ROI on it, then Import that ROI at full resolution.
+Also save as NHDR: a full-resolution streamable header that points into uncompressed TIFF slices (no copy).
+"""
+        self.parent.acknowledgementText = """
+Part of the SlicerBigVolume extension. The reading and resampling are done by its Qt-free core package
+<code>bigvolume</code> (numpy, VTK and SimpleITK), also usable from plain Python and its own command line
+(<code>bigvolume import-stack</code>).
+"""
+
+
+#
+# ImageStackImportParameterNode
+#
+
+
+@parameterNodeWrapper
+class ImageStackImportParameterNode:
+    """
+    pattern - optional glob or printf pattern of the slice files (relative: in the folder).
+    reverse - read the slices last to first.
+    spacingX, spacingY, spacingZ - voxel size in mm (filled from the headers when the input changes).
+    roi - optional Markups ROI to import (rotated ones included).
+    gray - RGB slices: "luminance", "channel:N" or "keep" (a vector volume).
+    bits - "keep", "8" or "16".
+    factorX, factorY, factorZ - downsampling factors (>= 1).
+    saveNhdr - also write the full-resolution streamable NHDR.
+    """
+
+    pattern: str = ""
+    reverse: bool = False
+    spacingX: Annotated[float, WithinRange(0.000001, 1000000.0)] = 1.0
+    spacingY: Annotated[float, WithinRange(0.000001, 1000000.0)] = 1.0
+    spacingZ: Annotated[float, WithinRange(0.000001, 1000000.0)] = 1.0
+    roi: vtkMRMLMarkupsROINode
+    gray: Annotated[str, Choice(list(GRAY_CHOICES))] = "luminance"
+    bits: Annotated[str, Choice(list(BITS_CHOICES))] = "keep"
+    factorX: Annotated[float, WithinRange(1.0, 256.0)] = 1.0
+    factorY: Annotated[float, WithinRange(1.0, 256.0)] = 1.0
+    factorZ: Annotated[float, WithinRange(1.0, 256.0)] = 1.0
+    saveNhdr: bool = False
+
+
+#
+# Drag and drop onto the panel
+#
+
+
+class _DropFilter(qt.QObject):
+    """Event filter of the module panel: accepts dragged files and folders and hands their local paths over."""
+
+    def __init__(self, onDropped):
+        qt.QObject.__init__(self)
+        self.onDropped = onDropped
+
+    def eventFilter(self, watched, event):
+        if event.type() in (qt.QEvent.DragEnter, qt.QEvent.DragMove) and event.mimeData().hasUrls():
+            event.acceptProposedAction()
+            return True
+        if event.type() == qt.QEvent.Drop and event.mimeData().hasUrls():
+            paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+            if paths:
+                event.acceptProposedAction()
+                self.onDropped(paths)
+                return True
+        return False
+
+
+#
+# ImageStackImportWidget
+#
+
+
+class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._running = False
+        self._cancelRequested = False
+        self._lastEventProcessing = 0.0
+        self._canImport = False
+        self._lastSource = None  # the input fields the spacing was last filled for
+        self._observedRoi = None
+        self._planTimer = None
+        self._dropFilter = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/ImageStackImport.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = ImageStackImportLogic()
+
+        # Planning reads every slice header the first time: wait until the user stops typing or dragging the ROI.
+        self._planTimer = qt.QTimer()
+        self._planTimer.setSingleShot(True)
+        self._planTimer.setInterval(300)
+        self._planTimer.connect("timeout()", self.updatePlan)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.fileLineEdit.connect("currentPathChanged(QString)", self.onFileChanged)
+        self.ui.folderLineEdit.connect("currentPathChanged(QString)", self.onFolderChanged)
+        self.ui.roiSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onRoiAdded)
+        for factor in (1, 2, 4, 8):
+            getattr(self.ui, f"factor{factor}Button").connect("clicked()", lambda f=factor: self.setFactor(f))
+        self.ui.previewButton.connect("clicked(bool)", self.onPreviewButton)
+        self.ui.importButton.connect("clicked(bool)", self.onImportButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.progressBar.hide()
+        self.ui.spacingWarningLabel.hide()
+
+        # A folder or a slice file dropped anywhere on the panel (outside its text fields) becomes the input.
+        self._dropFilter = _DropFilter(self.onDropped)
+        self.parent.setAcceptDrops(True)
+        self.parent.installEventFilter(self._dropFilter)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._planTimer is not None:
+            self._planTimer.stop()
+        if self._dropFilter is not None:
+            self.parent.removeEventFilter(self._dropFilter)
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode: Optional[ImageStackImportParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            # Readable labels: connectGui fills the combo boxes with the Choice values (and reads them by index).
+            for comboBox, labels in ((self.ui.grayComboBox, GRAY_CHOICES), (self.ui.bitsComboBox, BITS_CHOICES)):
+                for index, value in enumerate(labels):
+                    comboBox.setItemText(index, labels[value])
+        self.onParameterNodeModified()
+
+    # --- inputs ---------------------------------------------------------------------------------------------------
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        roi = self._parameterNode.roi if self._parameterNode else None
+        if roi is not self._observedRoi:  # follow the ROI while it is moved or resized
+            events = (vtk.vtkCommand.ModifiedEvent, vtkMRMLMarkupsROINode.PointModifiedEvent)
+            for eventId in events if self._observedRoi is not None else ():
+                self.removeObserver(self._observedRoi, eventId, self.schedulePlan)
+            self._observedRoi = roi
+            for eventId in events if roi is not None else ():
+                self.addObserver(roi, eventId, self.schedulePlan)
+        self.schedulePlan()
+
+    def schedulePlan(self, caller=None, event=None) -> None:
+        if self._planTimer is not None:
+            self._planTimer.start()
+
+    def onFileChanged(self, path) -> None:
+        if path:
+            self.ui.folderLineEdit.currentPath = ""
+        self.schedulePlan()
+
+    def onFolderChanged(self, path) -> None:
+        if path:
+            self.ui.fileLineEdit.currentPath = ""
+        self.schedulePlan()
+
+    def onDropped(self, paths) -> None:
+        try:
+            file, folder = self.logic.droppedSource(paths)
+        except BigVolumeError as error:
+            self.ui.statusLabel.text = str(error)
+            return
+        self.ui.fileLineEdit.currentPath = file
+        self.ui.folderLineEdit.currentPath = folder
+
+    def setFactor(self, factor) -> None:
+        p = self._parameterNode
+        if p:
+            p.factorX = p.factorY = p.factorZ = float(factor)
+
+    def onRoiAdded(self, roiNode) -> None:
+        """A ROI created from the selector starts as a box around the whole stack."""
+        if roiNode.GetDisplayNode() is None:
+            roiNode.CreateDefaultDisplayNodes()
+        try:
+            with self.logic.planImport(self._source(), **self._settings(roi=False)) as plan:
+                self.logic.initializeRoi(roiNode, plan)
+        except Exception as error:  # no stack chosen yet: the user places the ROI
+            logging.info(f"ROI left for the user to place: {error}")
+
+    def _source(self):
+        return self.logic.resolveSource(self.ui.fileLineEdit.currentPath, self.ui.folderLineEdit.currentPath,
+                                        self._parameterNode.pattern)
+
+    def _settings(self, spacing=True, factor=True, roi=True) -> dict:
+        p = self._parameterNode
+        settings = {"gray": p.gray, "bits": p.bits, "reverse": p.reverse}
+        if spacing:
+            settings["spacing"] = (p.spacingX, p.spacingY, p.spacingZ)
+        if factor:
+            settings["factor"] = (p.factorX, p.factorY, p.factorZ)
+        if roi:
+            settings["roi"] = p.roi
+        return settings
+
+    def updatePlan(self) -> None:
+        """Describe the import in the info box (from the headers only); on a new input, fill the spacing first."""
+        if self._planTimer is not None:
+            self._planTimer.stop()
+        p = self._parameterNode
+        if p is None or self._running:
+            return
+        fields = (self.ui.fileLineEdit.currentPath, self.ui.folderLineEdit.currentPath, p.pattern, p.reverse)
+        ok, headerSpacing = False, ()
+        try:
+            source = self._source()
+            if fields != self._lastSource:
+                with self.logic.planImport(source, gray="keep", reverse=p.reverse) as plan:
+                    p.spacingX, p.spacingY, p.spacingZ = plan.spacing
+                self._lastSource = fields
+            with self.logic.planImport(source, **self._settings()) as plan:
+                text, headerSpacing = plan.description, plan.headerSpacing
+            ok = True
+        except Exception as error:  # say why instead of failing on Import
+            text = str(error)
+        if self._planTimer is not None:
+            self._planTimer.stop()  # the spacing just filled in needs no second plan
+        self.ui.infoTextEdit.setPlainText(text)
+        self.ui.spacingWarningLabel.visible = ok and headerSpacing is None
+        self._canImport = ok
+        self._updateButtons()
+
+    # --- running --------------------------------------------------------------------------------------------------
+    def _updateButtons(self) -> None:
+        self.ui.previewButton.enabled = self._canImport and not self._running
+        self.ui.importButton.enabled = self._canImport and not self._running
+        self.ui.cancelButton.enabled = self._running and not self._cancelRequested
+
+    def _onProgress(self, fraction: float, message: str) -> bool:
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.progressBar.format = f"{message} %p%"
+        now = time.monotonic()
+        if now - self._lastEventProcessing > 0.1 and qt.QThread.currentThread() == slicer.app.thread():
+            self._lastEventProcessing = now
+            slicer.app.processEvents()  # draws the bar and lets the Cancel button be clicked
+        return not self._cancelRequested
+
+    def _setRunning(self, running: bool) -> None:
+        self._running = running
+        self._cancelRequested = False
+        self.ui.progressBar.visible = running
+        self.ui.progressBar.value = 0
+        self._updateButtons()
+
+    def onCancelButton(self) -> None:
+        self._cancelRequested = True
+        self._updateButtons()
+
+    def onPreviewButton(self) -> None:
+        self._run(preview=True)
+
+    def onImportButton(self) -> None:
+        self._run(preview=False)
+
+    def _run(self, preview: bool) -> None:
+        p = self._parameterNode
+        self.ui.statusLabel.text = ""
+        self._setRunning(True)
+        try:
+            with slicer.util.tryWithErrorDisplay("Image stack import failed.", waitCursor=True):
+                try:
+                    source = self._source()
+                    if preview:
+                        node = self.logic.importPreview(source, scene=slicer.mrmlScene, progress=self._onProgress,
+                                                        **self._settings(factor=False, roi=False))
+                    else:
+                        nhdrPath = (self.logic.nhdrPathFor(self.ui.nhdrPathLineEdit.currentPath, source)
+                                    if p.saveNhdr else None)
+                        node = self.logic.importToNode(source, scene=slicer.mrmlScene, progress=self._onProgress,
+                                                       nhdrPath=nhdrPath, **self._settings())
+                except Cancelled:
+                    self.ui.statusLabel.text = "Cancelled"
+                    return
+                self.ui.statusLabel.text = self.logic.lastResult.summary()
+                slicer.util.setSliceViewerLayers(background=node, fit=True)
+        except Exception as error:  # already shown by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Failed: {error}"
+        finally:
+            self._setRunning(False)
+
+
+#
+# ImageStackImportLogic
+#
+
+
+class ImageStackImportLogic(ScriptedLoadableModuleLogic, ImageStackImportLibLogic):
+    """The Qt-free logic of ImageStackImportLib (which does the work; see its ``planImport`` and ``importToNode``)
+    plus the module's parameter node. Usable from the Python console:
+
+        logic = slicer.util.getModuleLogic("ImageStackImport")
+        print(logic.describeImport("/data/scan", factor=4))
+        volumeNode = logic.importToNode("/data/scan", scene=slicer.mrmlScene, factor=4)
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        ImageStackImportLibLogic.__init__(self)
+
+    def getParameterNode(self):
+        return ImageStackImportParameterNode(super().getParameterNode())
+
+
+#
+# ImageStackImportTest
+#
+
+
+class ImageStackImportTest(ScriptedLoadableModuleTest):
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_ImportGeometryAndVoxels()
+        self.setUp()
+        self.test_CancelLeavesNothing()
+
+    def _writeStack(self):
+        import tempfile
+
+        import numpy as np
+        import SimpleITK as sitk
+
+        folder = tempfile.mkdtemp(prefix="ImageStackImportTest-", dir=slicer.app.temporaryPath)
+        array = np.zeros((12, 16, 20), np.uint16)
+        array[3:9, 4:12, 5:15] = 1000
+        for k, plane in enumerate(array):
+            image = sitk.GetImageFromArray(plane)
+            image.SetSpacing((0.5, 0.5))
+            sitk.WriteImage(image, os.path.join(folder, f"slice_{k:03d}.tif"))
+        return folder, array
+
+    def test_ImportGeometryAndVoxels(self):
+        import numpy as np
+
+        self.delayDisplay("Starting the import test")
+        folder, array = self._writeStack()
+        logic = ImageStackImportLogic()
+        with logic.planImport(folder) as plan:
+            self.assertIn("12 slices of 20x16 uint16", plan.description)
+            self.assertEqual(plan.spacing, (0.5, 0.5, 0.5))
+        node = logic.importToNode(folder, scene=slicer.mrmlScene)
+        self.assertEqual(node.GetImageData().GetDimensions(), (20, 16, 12))
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(node), array))
+        node = logic.importToNode(folder, scene=slicer.mrmlScene, factor=2)
+        self.assertEqual(node.GetImageData().GetDimensions(), (10, 8, 6))
+        for actual, expected in zip(node.GetSpacing(), (1.0, 1.0, 1.0)):
+            self.assertAlmostEqual(actual, expected, places=9)
+        self.delayDisplay("Import test passed")
+
+    def test_CancelLeavesNothing(self):
+        self.delayDisplay("Starting the cancel test")
+        folder, _ = self._writeStack()
+        before = slicer.mrmlScene.GetNumberOfNodes()
+        with self.assertRaises(Cancelled):
+            ImageStackImportLogic().importToNode(folder, scene=slicer.mrmlScene, progress=lambda f, m: False)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
+        self.delayDisplay("Cancel test passed")
