@@ -117,20 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_resample(args) -> int:
-    factor = _factor_argument(args.factor)
-    bar = None if args.quiet else TerminalProgressBar()
+def _run_with_progress(job, quiet: bool) -> int:
+    """Run ``job(progress)`` with a progress bar (unless quiet) and print the report's one-line summary."""
+    bar = None if quiet else TerminalProgressBar()
     try:
-        report = resample_file(args.input, args.output, factor, spacing=args.spacing, isotropic=args.isotropic,
-                               target_bytes=args.target_size, method=args.method, threads=args.threads,
-                               dtype=args.dtype, compress=args.compress, stream=args.stream,
-                               memory_limit=args.memory_limit, progress=bar)
+        report = job(bar)
     finally:
         if bar:
             bar.close()
-    if not args.quiet:
+    if not quiet:
         print(report.summary())
     return 0
+
+
+def run_resample(args) -> int:
+    factor = _factor_argument(args.factor)
+    return _run_with_progress(lambda progress: resample_file(
+        args.input, args.output, factor, spacing=args.spacing, isotropic=args.isotropic,
+        target_bytes=args.target_size, method=args.method, threads=args.threads, dtype=args.dtype,
+        compress=args.compress, stream=args.stream, memory_limit=args.memory_limit, progress=progress), args.quiet)
 
 
 def _factor_argument(values):
@@ -151,18 +156,10 @@ def run_import_stack(args) -> int:
         plan.close()
         print(plan.describe(args.memory_limit, with_notes=False))  # the notes went to stderr
         return 0
-    bar = None if args.quiet else TerminalProgressBar()
-    try:
-        report = import_stack(args.input, args.output, spacing=args.spacing, factor=factor, roi=args.roi,
-                              gray=gray, bits=args.bits, reverse=args.reverse, method=args.method,
-                              threads=args.threads, memory_limit=args.memory_limit, nhdr_only=args.nhdr_only,
-                              progress=bar)
-    finally:
-        if bar:
-            bar.close()
-    if not args.quiet:
-        print(report.summary())
-    return 0
+    return _run_with_progress(lambda progress: import_stack(
+        args.input, args.output, spacing=args.spacing, factor=factor, roi=args.roi, gray=gray, bits=args.bits,
+        reverse=args.reverse, method=args.method, threads=args.threads, memory_limit=args.memory_limit,
+        nhdr_only=args.nhdr_only, progress=progress), args.quiet)
 
 
 def run_demo(args) -> int:

@@ -22,8 +22,8 @@ from .progress import ProgressCallback, as_progress
 from .slabs import open_slabs
 from .spectral import band_limited_sample
 from .stream import STREAMABLE_METHODS, StreamPlan, stream_to_file
-from .volume import Volume
-from .vtk_resize import lanczos_resize, owned_view
+from .volume import Volume, owned_view
+from .vtk_resize import lanczos_resize
 
 logger = logging.getLogger("bigvolume")
 

@@ -24,7 +24,8 @@ from .progress import ProgressCallback, as_progress
 from .resample import DEFAULT_METHOD, check_method, choose_factors, default_threads, logger
 from .slab_writers import nrrd_header
 from .stacks import Roi, StackInfo, StackSlabReader, find_slices, probe_stack
-from .stream import STREAMABLE_METHODS, StreamPlan, stream_downsample, stream_to_file, WindowedSink
+from .stream import (STREAMABLE_METHODS, StreamPlan, WindowedSink, estimate_stream, stream_downsample,
+                     stream_to_file)
 
 WINDOW_SAMPLE_SLICES = 16
 
@@ -51,9 +52,12 @@ class StackImport:
         return self.output_geometry.voxel_count * self.reader.components * self.out_dtype.itemsize
 
     def estimated_working_bytes(self, memory_limit: float) -> int:
-        """Buffers of the streaming run besides the output: a few slices and the z kernel window."""
-        slice_bytes = self.reader.slice_bytes
-        return int(min(memory_limit, 4 * self.reader.threads * slice_bytes + 64 * 2**20))
+        """Buffers of the streaming run besides the output: the streaming plan's own, plus one decoded slice per
+        decoder thread."""
+        plan = estimate_stream(self.reader, self.factors, self.method,
+                               out_dtype=self.out_dtype if self.bits is None else np.float32,
+                               threads=self.reader.threads, memory_limit=memory_limit)
+        return plan.working_bytes + self.reader.threads * self.reader.slice_bytes
 
     def describe(self, memory_limit: float | None = None, with_notes: bool = True) -> str:
         limit = memory_limit or default_memory_limit()

@@ -5,7 +5,6 @@ streaming resampler (bigvolume.stream) consumes like any volume file.
 from __future__ import annotations
 
 import glob as globbing
-import os
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor

@@ -29,7 +29,8 @@ from .precision import Window, apply_window
 from .progress import ProgressCallback, as_progress
 from .slab_writers import BackgroundWriter, SlabWriter, check_stream_output, compresses
 from .slabs import SlabReader
-from .vtk_resize import lanczos_resize, owned_view
+from .volume import owned_view
+from .vtk_resize import lanczos_resize
 
 STREAMABLE_METHODS = ("lanczos", "gaussian", "mean", "max", "nearest")
 # Slabs per volume at least (so reading overlaps filtering and progress moves), and at most this many input bytes
@@ -43,7 +44,7 @@ FIXED_OVERHEAD = 24 * 2**20  # decompression chunks, thread stacks, the output b
 class StreamPlan:
     slab_slices: int
     slabs: int
-    ring_slices: int
+    window_slices: int      # reduced slices the z window holds
     working_bytes: int      # the buffers this plan allocates, at most
     memory_limit: int
     note: str = ""          # set when the limit was too small and the minimum was used instead
@@ -81,10 +82,10 @@ class _Stages:
         filtered_dtype = reader.dtype if self.convert_to is None else self.convert_to
         self.skip_xy = (mi, mj) == (ni, nj) and self.factors[:2] == (1.0, 1.0)
         if method == "lanczos" or self.skip_xy or method in ("max", "nearest"):
-            self.ring_dtype = filtered_dtype  # vtk keeps the type; max and nearest only pick values
+            self.window_dtype = filtered_dtype  # vtk keeps the type; max and nearest only pick values
         else:
-            self.ring_dtype = work_dtype(filtered_dtype)
-        self.work_dtype = work_dtype(filtered_dtype) if self.reduce == "sum" else self.ring_dtype
+            self.window_dtype = work_dtype(filtered_dtype)
+        self.work_dtype = work_dtype(filtered_dtype) if self.reduce == "sum" else self.window_dtype
         self.xy_kernels = None if method == "lanczos" or self.skip_xy else (
             axis_kernel(method, ni, self.factors[0], mi), axis_kernel(method, nj, self.factors[1], mj))
         self.z_kernel = axis_kernel(method, nk, self.factors[2], mk)
@@ -105,7 +106,7 @@ class _Stages:
             return owned_view(*lanczos_resize(slab, self.factors[:2] + (1.0,), self.threads))
         kernel_i, kernel_j = self.xy_kernels
         return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), self.reduce,
-                               self.ring_dtype, self.threads)
+                               self.window_dtype, self.threads)
 
     def reduce_z(self, window: np.ndarray, first: int, rows: slice,
                  pool: ThreadPoolExecutor | None = None) -> np.ndarray:
@@ -131,12 +132,12 @@ class _Stages:
 def plan_stream(reader: SlabReader, stages: _Stages, memory_limit: float) -> StreamPlan:
     """The largest slab whose buffers, with what the process already holds, stay under ``memory_limit``."""
     nk = reader.slices
-    reduced_slice = int(np.prod(stages.reduced_shape)) * stages.ring_dtype.itemsize
+    reduced_slice = int(np.prod(stages.reduced_shape)) * stages.window_dtype.itemsize
     work_slice = int(np.prod(stages.reduced_shape)) * stages.work_dtype.itemsize
     out_rows_per_slice = 1.0 / stages.factors[2] + 1e-9
     per_slice = (2 * reader.slice_bytes                                   # slab being filtered + next one read
                  + (0 if stages.convert_to is None else reader.slice_bytes // reader.dtype.itemsize * stages.convert_to.itemsize)
-                 + 2 * reduced_slice                                      # x/y result, then its place in the ring
+                 + 2 * reduced_slice                                      # x/y result, then its place in the window
                  + int(3 * work_slice * out_rows_per_slice))              # z sums and the cast output block
     # numpy x/y: a few float copies of a slice per thread
     per_thread = 3 * reader.slice_bytes // reader.dtype.itemsize * 4 if stages.xy_kernels is not None else 0
@@ -150,9 +151,16 @@ def plan_stream(reader: SlabReader, stages: _Stages, memory_limit: float) -> Str
                 f"program already uses; streaming one slice at a time (buffers {format_bytes(fixed + per_slice)})")
     slab = int(min(slab, max(1, -(-nk // MIN_SLABS)), max(1, MAX_SLAB_BYTES // reader.slice_bytes), nk))
     slabs = -(-nk // slab)
-    ring = slab + stages.z_span + 1
-    working = fixed - (stages.z_span + 2) * reduced_slice + ring * reduced_slice + slab * per_slice
-    return StreamPlan(slab, slabs, ring, int(working), int(memory_limit), note)
+    window = slab + stages.z_span + 1
+    working = fixed - (stages.z_span + 2) * reduced_slice + window * reduced_slice + slab * per_slice
+    return StreamPlan(slab, slabs, window, int(working), int(memory_limit), note)
+
+
+def estimate_stream(reader: SlabReader, factors, method: str, *, out_dtype=None, threads: int = 1,
+                    memory_limit: float) -> StreamPlan:
+    """The plan :func:`stream_downsample` would follow, without reading anything (for sizes shown before a run)."""
+    stages = _Stages(reader, factors, method, np.dtype(out_dtype or reader.dtype), threads)
+    return plan_stream(reader, stages, memory_limit)
 
 
 def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dtype=None, threads: int = 1,
@@ -166,7 +174,7 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
     nk = reader.slices
     mk = stages.output_geometry.dimensions[2]
     # The reduced slices lo .. hi-1, in order; slices no output slice needs any more are dropped from the front.
-    window = np.empty((plan.ring_slices,) + stages.reduced_shape, stages.ring_dtype)
+    window = np.empty((plan.window_slices,) + stages.reduced_shape, stages.window_dtype)
     lo = hi = 0
     slabs = [(k0, min(k0 + plan.slab_slices, nk)) for k0 in range(0, nk, plan.slab_slices)]
     buffers = [reader.new_buffer(plan.slab_slices) for _ in range(min(2, len(slabs)))]
@@ -185,7 +193,7 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
                 if keep_from > lo:
                     window[:hi - keep_from] = window[keep_from - lo:hi - lo]  # numpy handles the overlap
                     lo = keep_from
-                if hi - lo + (k1 - k0) > plan.ring_slices:
+                if hi - lo + (k1 - k0) > plan.window_slices:
                     raise RuntimeError("z window too small for the kernel")
                 window[hi - lo:k1 - lo] = reduced
                 hi = k1

@@ -17,7 +17,6 @@ from vtkmodules.vtkImagingCore import vtkImageResize, vtkImageSincInterpolator
 from .geometry import block_centres, output_size
 from .kernels import LANCZOS_LOBES
 from .progress import Progress
-from .volume import owned_view  # noqa: F401  (re-exported for the resamplers)
 
 
 def array_to_vtk_image(array: np.ndarray) -> vtkImageData:

@@ -15,9 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import vtk
-from vtk.util import numpy_support
 
 from slicer.util import arrayFromVolume, arrayFromVTKMatrix, updateVolumeFromArray, vtkMatrixFromArray
 
@@ -26,6 +24,7 @@ from bigvolume import BigVolumeError, Cancelled, io
 from bigvolume.memory import default_memory_limit, format_bytes, parse_size
 from bigvolume.progress import Progress
 from bigvolume.resample import check_method
+from bigvolume.volume_nodes import check_storable_dtype, dimensions_text, numbers_text, remove_node_and_display
 
 # Volume classes whose voxels slicer.util.arrayFromVolume reads as (k, j, i) or (k, j, i, components).
 SUPPORTED_INPUT_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLVectorVolumeNode")
@@ -68,8 +67,8 @@ class ResampleResult:
         return self.streamPlan is not None
 
     def summary(self) -> str:
-        text = (f"{_dims(self.inputDimensions)} -> {_dims(self.outputDimensions)}, "
-                f"spacing {_numbers(self.outputSpacing)} mm, "
+        text = (f"{dimensions_text(self.inputDimensions)} -> {dimensions_text(self.outputDimensions)}, "
+                f"spacing {numbers_text(self.outputSpacing)} mm, "
                 f"{format_bytes(self.inputBytes)} -> {format_bytes(self.outputBytes)}, "
                 f"{self.method}, {self.seconds:.2f} s")
         return "\n".join([text] + list(self.notes))
@@ -140,8 +139,8 @@ class AntiAliasedResampleLogic:
         volume = cls.volumeFromNode(inputVolumeNode)
         output = cls._plannedGeometry(volume, factor, spacing, isotropic)
         bytesPerVoxel = volume.dtype.itemsize * volume.components
-        return (f"{_dims(volume.geometry.dimensions)} -> {_dims(output.dimensions)}, spacing "
-                f"{_numbers(output.spacing)} mm, "
+        return (f"{dimensions_text(volume.geometry.dimensions)} -> {dimensions_text(output.dimensions)}, spacing "
+                f"{numbers_text(output.spacing)} mm, "
                 f"{format_bytes(volume.nbytes)} -> {format_bytes(output.voxel_count * bytesPerVoxel)}")
 
     # --- the work -----------------------------------------------------------------------------------------------
@@ -168,7 +167,7 @@ class AntiAliasedResampleLogic:
             logging.info(note)
 
         volume = self.volumeFromNode(inputVolumeNode)
-        _checkStorableDtype(volume.dtype)
+        check_storable_dtype(volume.dtype)
         steps = Progress(progress)
         result = bigvolume.resample(volume, None if spacing is not None else factor, spacing=spacing,
                                     isotropic=isotropic, method=method, threads=threads or None,
@@ -184,7 +183,7 @@ class AntiAliasedResampleLogic:
             self._fillOutputNode(outputVolumeNode, result, inputVolumeNode)
         except BaseException:
             if created and outputVolumeNode is not None:
-                _removeNodeAndDisplay(outputVolumeNode)
+                remove_node_and_display(outputVolumeNode)
             raise
 
         self.lastResult = ResampleResult(
@@ -247,7 +246,7 @@ class AntiAliasedResampleLogic:
         method, notes = self.effectiveMethod(outputVolumeNode, method)
         plan = self._planFile(inputPath, factor, spacing, isotropic, memoryLimit, stream, method)
         path = plan.input_path
-        _checkStorableDtype(plan.dtype)
+        check_storable_dtype(plan.dtype)
         self._checkFileOutputNode(outputVolumeNode, plan, path)
         if outputVolumeNode is None and scene is None:
             raise BigVolumeError("give a scene or an output volume node to load the result into")
@@ -297,7 +296,7 @@ class AntiAliasedResampleLogic:
                 del result  # the voxels were copied; unmap the file before it is moved or deleted (Windows)
         except BaseException:
             if created and outputVolumeNode is not None:
-                _removeNodeAndDisplay(outputVolumeNode)
+                remove_node_and_display(outputVolumeNode)
             raise
         if savedPath is not None:
             _pointStorageAt(outputVolumeNode, savedPath)
@@ -394,16 +393,6 @@ def _copyDisplay(inputVolumeNode, outputVolumeNode) -> None:
         target.EndModify(wasModifying)
 
 
-def _removeNodeAndDisplay(node) -> None:
-    scene = node.GetScene()
-    if scene is None:
-        return
-    dependents = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
-    dependents += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
-    scene.RemoveNode(node)
-    for dependent in dependents:
-        if dependent is not None and dependent.GetScene() is scene:
-            scene.RemoveNode(dependent)
 
 
 def _pointStorageAt(volumeNode, path: Path) -> None:
@@ -442,23 +431,10 @@ def _memoryLimitBytes(memoryLimit) -> int:
     return int(memoryLimit)
 
 
-def _checkStorableDtype(dtype: np.dtype) -> None:
-    """Refuse up front what updateVolumeFromArray would refuse after the (possibly long) resampling."""
-    try:
-        vtkType = numpy_support.get_vtk_array_type(np.dtype(dtype))
-    except TypeError:
-        raise BigVolumeError(f"voxel type {np.dtype(dtype)} cannot be stored in a Slicer volume") from None
-    if vtkType == vtk.VTK_LONG_LONG:
-        raise BigVolumeError("Slicer volumes cannot hold 64-bit signed integer voxels: cast the input to a 32-bit "
-                             "integer or float type first (Volumes module, or Cast Scalar Volume)")
 
 
-def _dims(dimensions) -> str:
-    return "x".join(str(int(d)) for d in dimensions)
 
 
-def _numbers(values) -> str:
-    return " ".join(f"{v:.6g}" for v in values)
 
 
 __all__ = ["AntiAliasedResampleLogic", "ResampleResult", "SUPPORTED_INPUT_CLASSES", "LABEL_SAFE_METHODS",

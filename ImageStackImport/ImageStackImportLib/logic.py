@@ -35,6 +35,8 @@ from bigvolume.progress import Progress
 from bigvolume.resample import DEFAULT_METHOD
 from bigvolume.stack_import import ArraySink, StackImport, import_stack, plan_stack_import
 from bigvolume.stacks import IMAGE_SUFFIXES, Roi, StackInfo
+from bigvolume.volume_nodes import check_storable_dtype, dimensions_text, numbers_text, remove_node_and_display
+from bigvolume.vtk_resize import vtk_image_to_array
 
 # Choices of the panel's combo boxes: value given to the Logic -> label shown.
 GRAY_CHOICES = {
@@ -162,8 +164,8 @@ class ImportResult:
     nhdrReport: object = None  # the NHDR also saved (bigvolume StackImportReport), if asked
 
     def summary(self) -> str:
-        text = (f"{_dims(self.inputDimensions)} -> {_dims(self.outputDimensions)}, spacing "
-                f"{_numbers(self.outputSpacing)} mm, {format_bytes(self.outputBytes)}, {self.seconds:.2f} s")
+        text = (f"{dimensions_text(self.inputDimensions)} -> {dimensions_text(self.outputDimensions)}, spacing "
+                f"{numbers_text(self.outputSpacing)} mm, {format_bytes(self.outputBytes)}, {self.seconds:.2f} s")
         lines = [text]
         if self.rotated:
             lines.append("Resampled into the rotated ROI's frame (Lanczos).")
@@ -318,7 +320,7 @@ class ImageStackImportLogic:
             boxBytes = stack.output_bytes
             peak = boxBytes + plan.outputBytes + stack.estimated_working_bytes(default_memory_limit())
             lines.append(f"rotated ROI: that box is resampled (Lanczos) into the ROI's frame: output "
-                         f"{_dims(plan.outputDimensions)}, spacing {_numbers(plan.outputGeometry.spacing)}, "
+                         f"{dimensions_text(plan.outputDimensions)}, spacing {numbers_text(plan.outputGeometry.spacing)}, "
                          f"{format_bytes(plan.outputBytes)}; peak memory about {format_bytes(peak)}")
             total = physical_memory()
             if total and boxBytes + plan.outputBytes > 0.8 * total:
@@ -439,7 +441,7 @@ class ImageStackImportLogic:
     def _importPlan(self, plan: ImportPlan, outputVolumeNode, scene, progress, name, nhdrPath, memoryLimit,
                     started):
         stack = plan.stack
-        _checkStorableDtype(stack.out_dtype)
+        check_storable_dtype(stack.out_dtype)
         self._checkOutputNode(outputVolumeNode, plan)
         if outputVolumeNode is None and scene is None:
             raise BigVolumeError("give a scene or an output volume node to import into")
@@ -470,7 +472,7 @@ class ImageStackImportLogic:
                 node.SetAndObserveImageData(image)
                 target = arrayFromVolume(node)  # the node's own voxels: the sink writes into them
             else:
-                target = _imageArray(image)     # the bounding box, resampled into the ROI's frame below
+                target = vtk_image_to_array(image)     # the bounding box, resampled into the ROI's frame below
             sink = ArraySink(target)
             streamPlan = stack.run(sink, memory_limit=memoryLimit, threads=plan.settings.get("threads"),
                                    progress=steps[0])
@@ -488,7 +490,7 @@ class ImageStackImportLogic:
             steps.finishing()  # a last chance to cancel
         except BaseException:
             if created and node is not None:
-                _removeNodeAndDisplay(node)
+                remove_node_and_display(node)
             elif previous is not None:
                 node.SetAndObserveImageData(previous[0])
                 node.SetIJKToRASMatrix(previous[1])
@@ -706,22 +708,8 @@ def _allocateImage(dimensions, dtype, components) -> vtk.vtkImageData:
     return image
 
 
-def _imageArray(image) -> np.ndarray:
-    """A (k, j, i[, c]) numpy view of a vtkImageData's scalars (no copy)."""
-    shape = tuple(reversed(image.GetDimensions()))
-    components = image.GetNumberOfScalarComponents()
-    if components > 1:
-        shape += (components,)
-    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape)
 
 
-def _checkStorableDtype(dtype) -> None:
-    try:
-        vtkType = numpy_support.get_vtk_array_type(np.dtype(dtype))
-    except TypeError:
-        raise BigVolumeError(f"voxel type {np.dtype(dtype)} cannot be stored in a Slicer volume") from None
-    if vtkType == vtk.VTK_LONG_LONG:
-        raise BigVolumeError("Slicer volumes cannot hold 64-bit signed integer voxels")
 
 
 def _checkNhdrPath(path: Path) -> None:
@@ -745,16 +733,6 @@ def _removeNhdr(report) -> None:
         path.unlink()
 
 
-def _removeNodeAndDisplay(node) -> None:
-    scene = node.GetScene()
-    if scene is None:
-        return
-    dependents = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
-    dependents += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
-    scene.RemoveNode(node)
-    for dependent in dependents:
-        if dependent is not None and dependent.GetScene() is scene:
-            scene.RemoveNode(dependent)
 
 
 # --- settings -------------------------------------------------------------------------------------------------
@@ -815,12 +793,8 @@ def _checkKey(source, reverse):
         return None
 
 
-def _dims(dimensions) -> str:
-    return "x".join(str(int(d)) for d in dimensions)
 
 
-def _numbers(values) -> str:
-    return " ".join(f"{v:.6g}" for v in values)
 
 
 __all__ = ["ImageStackImportLogic", "ImportPlan", "ImportResult", "RoiFrame", "GRAY_CHOICES", "BITS_CHOICES",
