@@ -1,0 +1,222 @@
+"""Static checks every scripted module with a panel must pass, without a Slicer application: its .ui file against
+its module file and parameter node wrapper, its CMake lists against the files on disk, the module/Lib split, and
+the extension's CMake project that installs them all. Each module's own test file checks its particular panel."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import ast
+
+import pytest
+
+from slicer_module_checks import (CONNECTOR_WIDGETS, REPO, cmake_listed_files, configure_and_install,
+                                  imported_modules, modules_with_panels, parse)
+
+MODULES = modules_with_panels()
+each_module = pytest.mark.parametrize("module", MODULES, ids=str)
+
+
+def test_the_extension_has_its_modules():
+    assert {"AntiAliasedResample", "ImageStackImport"} <= {m.name for m in MODULES}
+
+
+# --- the .ui file -----------------------------------------------------------------------------------------------
+@each_module
+def test_ui_file_is_a_qmrmlwidget_form(module):
+    root = module.ui_root()
+    assert root.tag == "ui"
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == module.name
+    assert root.findtext("class") == module.name
+
+
+@each_module
+def test_every_self_ui_name_exists_in_the_ui_file(module):
+    missing = module.ui_attribute_uses() - module.ui_object_names()
+    assert not missing, f"self.ui.<name> used in {module.module_file.name} but absent from the .ui: {missing}"
+
+
+@each_module
+def test_ui_names_are_unique(module):
+    names = [e.get("name") for tag in ("widget", "layout", "spacer") for e in module.ui_root().iter(tag)]
+    assert not {n for n in names if names.count(n) > 1}
+
+
+@each_module
+def test_every_bound_widget_names_a_parameter_and_can_represent_it(module):
+    fields, bindings, widgets = module.wrapper_fields(), module.ui_parameter_bindings(), module.ui_widgets()
+    assert bindings, "no widget has the SlicerParameterName property"
+    unknown = {w: p for w, p in bindings.items() if p not in fields}
+    assert not unknown, f"SlicerParameterName values that are not parameter node fields: {unknown}"
+    for widget, parameter in bindings.items():
+        kind, annotation, _ = fields[parameter]
+        assert widgets[widget] in CONNECTOR_WIDGETS[kind], f"{widget} ({widgets[widget]}) cannot hold {annotation}"
+        if widgets[widget] in ("ctkSliderWidget", "QSlider"):
+            assert "WithinRange" in annotation, f"{parameter}: a slider needs a bounded type (WithinRange)"
+        if widgets[widget] == "QComboBox" and kind != "enum":
+            assert "Choice" in annotation, f"{parameter}: a combo box needs the Choice annotation"
+    values = list(bindings.values())
+    assert not {p for p in values if values.count(p) > 1}, "two widgets bound to one parameter"
+    assert set(fields) == set(values), f"parameters without a widget: {set(fields) - set(values)}"
+
+
+@each_module
+def test_parameter_defaults_are_within_their_ranges_and_spin_boxes_match(module):
+    fields, bindings = module.wrapper_fields(), module.ui_parameter_bindings()
+    for widget, parameter in bindings.items():
+        _, annotation, default = fields[parameter]
+        bounds = re.search(r"WithinRange\(([-\d.e]+),\s*([-\d.e]+)\)", annotation)
+        if not bounds:
+            continue
+        low, high = float(bounds.group(1)), float(bounds.group(2))
+        if default is not None and re.fullmatch(r"[-\d.e]+", default):
+            assert low <= float(default) <= high, parameter
+        props = module.ui_properties(widget)
+        for edge, value in (("minimum", low), ("maximum", high)):
+            if edge in props:
+                text = props[edge].findtext("double") or props[edge].findtext("number")
+                assert float(text) == value, f"{widget}.{edge} is {text}, {parameter} allows {value}"
+        if "decimals" in props:
+            decimals = int(props["decimals"].findtext("number"))
+            assert round(low, decimals) == low, f"{widget}: {decimals} decimals cannot show the minimum {low}"
+
+
+@each_module
+def test_node_combo_boxes_get_the_scene_and_custom_widgets_are_declared(module):
+    root, widgets = module.ui_root(), module.ui_widgets()
+    connected = {(c.findtext("sender"), c.findtext("signal"), c.findtext("receiver"), c.findtext("slot"))
+                 for c in root.iter("connection")}
+    for name, cls in widgets.items():
+        if cls == "qMRMLNodeComboBox":
+            assert (module.name, "mrmlSceneChanged(vtkMRMLScene*)", name, "setMRMLScene(vtkMRMLScene*)") \
+                in connected, name
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    custom = {cls for cls in widgets.values() if cls.startswith(("ctk", "qMRML", "qSlicer"))}
+    assert custom <= declared, f"custom widgets without a <customwidget> entry: {custom - declared}"
+    assert {c[2] for c in connected} <= set(widgets)
+
+
+@each_module
+def test_widget_slots_exist(module):
+    """Every ``self.<method>`` handed to connect/addObserver/a drop filter is a method of the widget class."""
+    widget = module.widget_class()
+    methods = {node.name for node in widget.body if isinstance(node, ast.FunctionDef)}
+    handed = set()
+    for call in ast.walk(widget):
+        if isinstance(call, ast.Call) and isinstance(call.func, (ast.Attribute, ast.Name)):
+            name = call.func.attr if isinstance(call.func, ast.Attribute) else call.func.id
+            callback = call.args[-1] if call.args else None  # the slot or callback is the last argument
+            if name in ("connect", "addObserver", "removeObserver", "_DropFilter") and isinstance(
+                    callback, ast.Attribute) and isinstance(callback.value, ast.Name) and callback.value.id == "self":
+                handed.add(callback.attr)
+    assert handed and handed <= methods, handed - methods
+
+
+@each_module
+def test_icon_is_a_128_pixel_png(module):
+    data = module.icon_file.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (128, 128)
+    assert os.path.getsize(module.icon_file) < 64 * 1024
+
+
+# --- CMake ------------------------------------------------------------------------------------------------------
+@each_module
+def test_module_cmakelists_lists_exactly_the_module_files(module):
+    text = (module.folder / "CMakeLists.txt").read_text()
+    listed = cmake_listed_files(text)
+    assert listed == module.files(), f"not listed: {module.files() - listed}; missing: {listed - module.files()}"
+    assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
+    assert re.search(r"NAME\s+\$\{MODULE_NAME\}", text) and f"set(MODULE_NAME {module.name})" in text
+
+
+def test_extension_cmakelists():
+    text = (REPO / "CMakeLists.txt").read_text()
+    assert re.search(r"^project\(SlicerBigVolume\)", text, re.M)
+    for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL",
+                     "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert re.search(rf"^set\({variable}\s+\"[^\"]+\"\)", text, re.M), variable
+    assert text.index("find_package(Slicer REQUIRED)") < text.index("include(${Slicer_USE_FILE})")
+    subdirectories = set(re.findall(r"^add_subdirectory\((\w+)\)", text, re.M))
+    assert subdirectories == {p.parent.name for p in REPO.glob("*/CMakeLists.txt")}
+    assert {m.name for m in MODULES} <= subdirectories
+    install = re.search(r"install\(DIRECTORY bigvolume\s+DESTINATION \$\{Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR\}"
+                        r"[^)]*PATTERN \"\*\.py\"", text)
+    assert install, "the core package must be installed beside the scripted modules"
+    assert text.rstrip().endswith("include(${Slicer_EXTENSION_CPACK})")
+    assert text.index("include(${Slicer_EXTENSION_GENERATE_CONFIG})") < text.index("include(${Slicer_EXTENSION_CPACK})")
+
+
+@pytest.mark.skipif(not shutil.which("cmake") or not (shutil.which("cc") or shutil.which("gcc")),
+                    reason="needs cmake and a C compiler (project() enables C/C++)")
+def test_extension_installs_every_module_beside_the_core_package(tmp_path):
+    """Configure, build and install against a stand-in Slicer: every module's files and the core land together."""
+    build, prefix = configure_and_install(tmp_path)
+    modules = prefix / "lib/Slicer-5.8/qt-scripted-modules"
+    core = {p.name for p in (REPO / "bigvolume").glob("*.py")}
+    assert {p.name for p in (modules / "bigvolume").iterdir()} == core
+    assert {p.name for p in (build / "lib/Slicer-5.8/qt-scripted-modules/bigvolume").iterdir()} == core
+    installed = {p.relative_to(modules).as_posix() for p in modules.rglob("*") if p.is_file()}
+    for module in MODULES:
+        assert module.files() <= installed, module.files() - installed
+
+
+# --- the module / Lib split -------------------------------------------------------------------------------------
+@each_module
+def test_module_file_holds_no_algorithm(module):
+    """Outside its self test, the module file imports nothing that computes: the work goes through its Lib."""
+    tree = module.tree
+    testClasses = [node for node in tree.body if isinstance(node, ast.ClassDef)
+                   and any(ast.unparse(base) == "ScriptedLoadableModuleTest" for base in node.bases)]
+    assert testClasses, "no ScriptedLoadableModuleTest class"
+    outside = ast.Module(body=[node for node in tree.body if node not in testClasses], type_ignores=[])
+    modules, _ = imported_modules(outside)
+    allowed = {"importlib.util", "logging", "os", "pathlib", "sys", "time", "typing", "qt", "ctk", "vtk", "slicer",
+               "slicer.ScriptedLoadableModule", "slicer.util", "slicer.parameterNodeWrapper", "slicer.i18n",
+               f"{module.name}Lib"}
+    assert modules <= allowed, f"unexpected imports in the module file: {modules - allowed}"
+    assert f"{module.name}Lib" in modules
+    names = {n.id for n in ast.walk(outside) if isinstance(n, ast.Name)}
+    assert not names & {"np", "numpy", "bigvolume", "sitk"}
+    assert not any(isinstance(n, ast.Attribute) and ast.unparse(n).startswith(("vtk.vtkImage", "vtk.vtkMatrix"))
+                   for n in ast.walk(outside)), "no VTK image filters or geometry in the module file"
+    assert len(module.module_file.read_text().splitlines()) < 500  # thin: the decisions are in the Lib
+
+
+APP_FREE_UTIL = {"arrayFromVolume", "updateVolumeFromArray", "arrayFromVTKMatrix", "vtkMatrixFromArray",
+                 "arrayFromVolumeModified", "NodeModify"}
+
+
+@each_module
+def test_lib_imports_no_qt_and_only_app_free_slicer_util_functions(module):
+    paths = list(module.lib_folder.glob("*.py"))
+    assert paths
+    for path in paths:
+        tree = parse(path)
+        modules, names = imported_modules(tree)
+        assert not {m.split(".")[0] for m in modules} & {"qt", "ctk", "PythonQt", "__main__"}, (path.name, modules)
+        assert not modules & {"slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper"}, path.name
+        utilNames = {n.split(".", 2)[2] for n in names if n.startswith("slicer.util.")}
+        assert utilNames <= APP_FREE_UTIL, (path.name, utilNames - APP_FREE_UTIL)
+        used = {ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                and isinstance(n.value, (ast.Name, ast.Attribute)) and ast.unparse(n).startswith("slicer.")}
+        assert not {u for u in used if u.startswith(("slicer.app", "slicer.mrmlScene", "slicer.modules"))}, (
+            f"{path.name} must not need the Slicer application: {used}")
+        assert {u.split(".")[2] for u in used if u.startswith("slicer.util.")} <= APP_FREE_UTIL, path.name
+
+
+@each_module
+def test_lib_imports_without_qt_in_a_fresh_interpreter(module, tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(module.folder)!r})
+        import {module.name}Lib as lib
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("qt", "ctk", "PythonQt"))
+        assert not loaded, loaded
+        assert lib.{module.name}Logic().lastResult is None
+        print("ok")
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
