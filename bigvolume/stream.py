@@ -14,6 +14,7 @@ in-memory path: results agree to float rounding (integers within 1).
 from __future__ import annotations
 
 import shutil
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,9 @@ STREAMABLE_METHODS = ("lanczos", "gaussian", "mean", "max", "nearest")
 # per slab (larger slabs gain nothing once vtk's threads are busy).
 MIN_SLABS = 8
 MAX_SLAB_BYTES = 32 * 2**20
-FIXED_OVERHEAD = 24 * 2**20  # decompression chunks, thread stacks, the output block in flight
+FIXED_OVERHEAD = 24 * 2**20
+READ_AHEAD = 2      # slabs read ahead of the one being filtered
+WINDOW_SLABS = 4    # slabs the z window holds beyond the kernel's margin (see stream_downsample)  # decompression chunks, thread stacks, the output block in flight
 
 
 @dataclass
@@ -135,9 +138,10 @@ def plan_stream(reader: SlabReader, stages: _Stages, memory_limit: float) -> Str
     reduced_slice = int(np.prod(stages.reduced_shape)) * stages.window_dtype.itemsize
     work_slice = int(np.prod(stages.reduced_shape)) * stages.work_dtype.itemsize
     out_rows_per_slice = 1.0 / stages.factors[2] + 1e-9
-    per_slice = (2 * reader.slice_bytes                                   # slab being filtered + next one read
-                 + (0 if stages.convert_to is None else reader.slice_bytes // reader.dtype.itemsize * stages.convert_to.itemsize)
-                 + 2 * reduced_slice                                      # x/y result, then its place in the window
+    per_slice = ((READ_AHEAD + 1) * reader.slice_bytes                  # slab being filtered + those read ahead
+                 + (0 if stages.convert_to is None
+                    else reader.slice_bytes // reader.dtype.itemsize * stages.convert_to.itemsize)
+                 + (1 + WINDOW_SLABS) * reduced_slice                     # x/y result, then its places in the window
                  + int(3 * work_slice * out_rows_per_slice))              # z sums and the cast output block
     # numpy x/y: a few float copies of a slice per thread
     per_thread = 3 * reader.slice_bytes // reader.dtype.itemsize * 4 if stages.xy_kernels is not None else 0
@@ -151,8 +155,9 @@ def plan_stream(reader: SlabReader, stages: _Stages, memory_limit: float) -> Str
                 f"program already uses; streaming one slice at a time (buffers {format_bytes(fixed + per_slice)})")
     slab = int(min(slab, max(1, -(-nk // MIN_SLABS)), max(1, MAX_SLAB_BYTES // reader.slice_bytes), nk))
     slabs = -(-nk // slab)
-    window = slab + stages.z_span + 1
-    working = fixed - (stages.z_span + 2) * reduced_slice + window * reduced_slice + slab * per_slice
+    # Room for WINDOW_SLABS slabs behind the kernel's margin, but never more than the whole volume needs.
+    window = min(WINDOW_SLABS * slab + stages.z_span + 1, max(nk, slab + stages.z_span + 1))
+    working = fixed + slab * per_slice  # fixed holds the kernel's margin; per_slice the window's slab places
     return StreamPlan(slab, slabs, window, int(working), int(memory_limit), note)
 
 
@@ -173,24 +178,29 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
     progress = as_progress(progress)
     nk = reader.slices
     mk = stages.output_geometry.dimensions[2]
-    # The reduced slices lo .. hi-1, in order; slices no output slice needs any more are dropped from the front.
+    # The reduced slices lo .. hi-1, in order. Slices no output slice needs any more are dropped from the front
+    # only when the next slab does not fit behind them: the window holds several slabs, so the copy that drops
+    # them happens once every few slabs instead of once per slab.
     window = np.empty((plan.window_slices,) + stages.reduced_shape, stages.window_dtype)
     lo = hi = 0
     slabs = [(k0, min(k0 + plan.slab_slices, nk)) for k0 in range(0, nk, plan.slab_slices)]
-    buffers = [reader.new_buffer(plan.slab_slices) for _ in range(min(2, len(slabs)))]
+    # READ_AHEAD slabs are read while one is filtered, so a slow slice (or a reader briefly starved of CPU by
+    # the filter's threads) does not stall the filter.
+    buffers = [reader.new_buffer(plan.slab_slices) for _ in range(min(READ_AHEAD + 1, len(slabs)))]
     progress(0.0, f"streaming {len(slabs)} slabs")
     next_row = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigvolume-reader") as pool, \
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bigvolume-z") as z_pool:
-        pending = pool.submit(reader.read, *slabs[0], buffers[0])
+        pending = deque(pool.submit(reader.read, *slabs[n], buffers[n]) for n in range(len(buffers) - 1))
         try:
             for number, (k0, k1) in enumerate(slabs):
-                slab = pending.result()
-                if number + 1 < len(slabs):  # read ahead into the other buffer (the previous slab's, done with)
-                    pending = pool.submit(reader.read, *slabs[number + 1], buffers[(number + 1) % len(buffers)])
+                slab = pending.popleft().result()
+                ahead = number + len(buffers) - 1
+                if ahead < len(slabs):  # into the buffer the previous slab used, done with
+                    pending.append(pool.submit(reader.read, *slabs[ahead], buffers[ahead % len(buffers)]))
                 reduced = stages.reduce_xy(slab)
                 keep_from = min(int(stages.z_kernel.index[next_row].min()), hi) if next_row < mk else hi
-                if keep_from > lo:
+                if hi - lo + (k1 - k0) > plan.window_slices and keep_from > lo:
                     window[:hi - keep_from] = window[keep_from - lo:hi - lo]  # numpy handles the overlap
                     lo = keep_from
                 if hi - lo + (k1 - k0) > plan.window_slices:
@@ -202,11 +212,13 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
                 while next_row < mk and stages.z_need[next_row] < k1:
                     next_row += 1
                 if next_row > first_row:
-                    block = stages.reduce_z(window[:hi - lo], lo, slice(first_row, next_row), z_pool)
+                    block = stages.reduce_z(window[keep_from - lo:hi - lo], keep_from,
+                                            slice(first_row, next_row), z_pool)
                     sink.write(cast_to(block, out_dtype))
                 progress(k1 / nk, f"slab {number + 1}/{len(slabs)}")
         finally:
-            pending.cancel()
+            for future in pending:
+                future.cancel()
     if next_row != mk:
         raise RuntimeError(f"streaming produced {next_row} of {mk} output slices")
     return plan
