@@ -219,6 +219,19 @@ def test_zero_copy_nhdr_points_into_uncompressed_tiffs(tmp_path):
     got, image = read_back(tmp_path / "full.nhdr")
     np.testing.assert_array_equal(got, array)
     assert image.GetSpacing() == pytest.approx((0.7, 0.7, 0.7))
+    # vtkNrrdReader (VTK 9.6) refuses any non-zero byte skip, and a TIFF's pixels never start at byte 0, so it
+    # cannot read a zero-copy NHDR (the README says so). Should a VTK release learn byte skip, this fails: then
+    # compare its output with the stack here and drop the README's note.
+    from vtkmodules.vtkCommonCore import vtkObject
+    from vtkmodules.vtkIOImage import vtkNrrdReader
+    vtkObject.GlobalWarningDisplayOff()
+    try:
+        reader = vtkNrrdReader()
+        reader.SetFileName(str(tmp_path / "full.nhdr"))
+        reader.Update()
+    finally:
+        vtkObject.GlobalWarningDisplayOn()
+    assert reader.GetOutput().GetPointData().GetScalars() is None
     streamed = bv.resample_file(tmp_path / "full.nhdr", tmp_path / "half.nhdr", 2, stream=True, memory_limit=1)
     assert streamed.stream_plan is not None
     np.testing.assert_array_equal(read_back(tmp_path / "half.nhdr")[0],
