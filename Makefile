@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages for offscreen rendering with vtk (Mesa through EGL, or OSMesa) and for vtk's X11 libraries.
-DEB_PACKAGES := libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglx-mesa0 libosmesa6 libxrender1 libxt6
+# Debian packages for offscreen rendering with vtk (Mesa through EGL, or OSMesa) and for vtk's X11 libraries;
+# mricron-data: the real head MRI (ch2) of the haze-removal test and benchmark.
+DEB_PACKAGES := libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglx-mesa0 libosmesa6 libxrender1 libxt6 mricron-data
 
 .PHONY: demo test bench system-packages clean
 
@@ -22,7 +23,7 @@ system-packages:
 		echo "installing Debian packages: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-		echo "warning: missing Debian packages (offscreen rendering): $$missing"; \
+		echo "warning: missing Debian packages (offscreen rendering, test data): $$missing"; \
 	fi
 
 demo: $(BIN)/.installed

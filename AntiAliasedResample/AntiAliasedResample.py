@@ -21,7 +21,7 @@ from slicer import vtkMRMLScalarVolumeNode
 if importlib.util.find_spec("bigvolume") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from AntiAliasedResampleLib import DEFAULT_METHOD, METHODS, Cancelled  # noqa: E402
+from AntiAliasedResampleLib import CLI_MODULE, DEFAULT_METHOD, METHODS, Cancelled  # noqa: E402
 from AntiAliasedResampleLib import AntiAliasedResampleLogic as AntiAliasedResampleLibLogic  # noqa: E402
 
 # Where the input comes from (the combo box shows these texts; the parameter node stores them).
@@ -77,6 +77,9 @@ class AntiAliasedResampleParameterNode:
     alwaysStream - file mode: read the file a slab at a time even if it would fit in memory.
     outputVolume - where to put the result; none: a new volume is created.
     saveBesideInput - file mode: keep the result as <input stem>_resampled.nhdr beside the input file.
+    show3D - after Apply, volume-render the output (GPU ray casting, transfer function from its histogram).
+    beforeAfter - with show3D: input and output side by side in two 3D views with linked cameras.
+    runAsCli - scene mode: run the BigVolumeResampleCLI module (own process, GPU when there is one) instead.
     """
 
     inputSource: Annotated[str, Choice([FROM_SCENE, FROM_FILE])] = FROM_SCENE
@@ -94,6 +97,9 @@ class AntiAliasedResampleParameterNode:
     alwaysStream: bool = False
     outputVolume: vtkMRMLScalarVolumeNode
     saveBesideInput: bool = False
+    show3D: bool = False
+    beforeAfter: bool = False
+    runAsCli: bool = False
 
 
 #
@@ -111,6 +117,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._running = False
         self._cancelRequested = False
         self._lastEventProcessing = 0.0
+        self._cliNode = None  # the CLI run in progress
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -194,6 +201,11 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
                        self.ui.memoryLimitSpinBox, self.ui.alwaysStreamLabel, self.ui.alwaysStreamCheckBox,
                        self.ui.saveBesideInputLabel, self.ui.saveBesideInputCheckBox):
             widget.visible = fileMode
+        # The CLI module takes volumes from the scene; offered only where it is installed.
+        self.ui.runAsCliLabel.visible = self.ui.runAsCliCheckBox.visible = self._cliOffered() and not fileMode
+
+    def _cliOffered(self) -> bool:
+        return hasattr(slicer.modules, CLI_MODULE)
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
@@ -263,9 +275,42 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def onCancelButton(self) -> None:
         self._cancelRequested = True
         self.ui.cancelButton.enabled = False
+        if self._cliNode:
+            self._cliNode.Cancel()
+
+    def _startCli(self) -> None:
+        """Apply through the CLI module: the Logic makes its parameters (and the output node), Slicer runs it in
+        its own process and this panel follows its node's progress and status."""
+        p = self._parameterNode
+        self.ui.resultLabel.text = ""
+        try:
+            with slicer.util.tryWithErrorDisplay("Could not start the CLI module.", waitCursor=True):
+                params = self.logic.cliParameters(p.inputVolume, p.outputVolume, method=p.method, **self._settings())
+                p.outputVolume = params["outputVolume"]
+                self._setRunning(True)
+                self._cliNode = slicer.cli.run(getattr(slicer.modules, CLI_MODULE), None, params,
+                                               wait_for_completion=False)
+                self.addObserver(self._cliNode, vtk.vtkCommand.ModifiedEvent, self._onCliModified)
+        except Exception as error:  # already shown by tryWithErrorDisplay
+            self.ui.resultLabel.text = f"Failed: {error}"
+            self._setRunning(False)
+
+    def _onCliModified(self, cliNode, event) -> None:
+        self.ui.progressBar.value = cliNode.GetProgress()
+        if cliNode.IsBusy():
+            return
+        self.removeObserver(cliNode, vtk.vtkCommand.ModifiedEvent, self._onCliModified)
+        self._cliNode = None
+        self.ui.resultLabel.text = self.logic.cliResultText(
+            cliNode.GetStatusString(), cliNode.GetParameterAsString("deviceUsed"),
+            cliNode.GetParameterAsString("summary"), cliNode.GetErrorText())
+        self._setRunning(False)
 
     def onApplyButton(self) -> None:
         p = self._parameterNode
+        if p.runAsCli and self._cliOffered() and not self._fileMode():
+            self._startCli()
+            return
         self.ui.resultLabel.text = ""
         self._setRunning(True)
         try:
@@ -281,10 +326,20 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
                     slicer.util.setSliceViewerLayers(label=outputNode)
                 else:
                     slicer.util.setSliceViewerLayers(background=outputNode, fit=True)
+                if p.show3D:
+                    self._show3D(outputNode, p.inputVolume if p.beforeAfter and not self._fileMode() else None)
         except Exception as error:  # already shown by tryWithErrorDisplay
             self.ui.resultLabel.text = f"Failed: {error}"
         finally:
             self._setRunning(False)
+
+    def _show3D(self, outputNode, inputNode=None) -> None:
+        """Volume-render the output (the Logic makes the display nodes); before/after shows the Dual 3D layout with
+        the input left and the output right. Then fit each 3D view's camera to what it shows."""
+        self.logic.showPreview(outputNode, inputNode)
+        layoutManager = slicer.app.layoutManager()
+        for index in range(layoutManager.threeDViewCount):
+            layoutManager.threeDWidget(index).threeDView().resetFocalPoint()
 
     def _run(self):
         p = self._parameterNode

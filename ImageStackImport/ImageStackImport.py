@@ -70,6 +70,7 @@ class ImageStackImportParameterNode:
     bits - "keep", "8" or "16".
     factorX, factorY, factorZ - downsampling factors (>= 1).
     saveNhdr - also write the full-resolution streamable NHDR.
+    show3D - after Import or Preview, volume-render the result (transfer function from its histogram).
     """
 
     pattern: str = ""
@@ -84,6 +85,7 @@ class ImageStackImportParameterNode:
     factorY: Annotated[float, WithinRange(1.0, 256.0)] = 1.0
     factorZ: Annotated[float, WithinRange(1.0, 256.0)] = 1.0
     saveNhdr: bool = False
+    show3D: bool = False
 
 
 #
@@ -353,6 +355,10 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     return
                 self.ui.statusLabel.text = self.logic.lastResult.summary()
                 slicer.util.setSliceViewerLayers(background=node, fit=True)
+                if p.show3D:  # GPU volume rendering (the Logic's display nodes), the 3D views fitted to it
+                    self.logic.showPreview(node)
+                    for index in range(slicer.app.layoutManager().threeDViewCount):
+                        slicer.app.layoutManager().threeDWidget(index).threeDView().resetFocalPoint()
         except Exception as error:  # already shown by tryWithErrorDisplay
             self.ui.statusLabel.text = f"Failed: {error}"
         finally:

@@ -1,6 +1,7 @@
 """Static checks particular to the ImageStackImport panel (the checks every module passes are in
 test_slicer_modules.py): its widgets, choices and pickers, and the module file imported with stand-ins for Slicer's
 Qt parts."""
+import ast
 import re
 
 import pytest
@@ -20,7 +21,7 @@ REQUIRED_WIDGETS = {
     "factor1Button": "QPushButton", "factor2Button": "QPushButton", "factor4Button": "QPushButton",
     "factor8Button": "QPushButton",
     "infoTextEdit": "QPlainTextEdit", "previewButton": "QPushButton", "importButton": "QPushButton",
-    "saveNhdrCheckBox": "QCheckBox", "nhdrPathLineEdit": "ctkPathLineEdit",
+    "saveNhdrCheckBox": "QCheckBox", "nhdrPathLineEdit": "ctkPathLineEdit", "show3DCheckBox": "QCheckBox",
     "progressBar": "QProgressBar", "cancelButton": "QPushButton", "statusLabel": "QLabel",
 }
 
@@ -51,7 +52,19 @@ def test_every_required_widget_is_used():
 def test_the_parameters_are_the_panel_settings():
     fields = MODULE.wrapper_fields()
     assert {"pattern", "reverse", "spacingX", "spacingY", "spacingZ", "roi", "gray", "bits", "factorX", "factorY",
-            "factorZ", "saveNhdr"} == set(fields)
+            "factorZ", "saveNhdr", "show3D"} == set(fields)
+
+
+def test_the_3d_preview_check_box_volume_renders_the_result_through_the_logic():
+    assert MODULE.ui_parameter_bindings()["show3DCheckBox"] == "show3D"
+    assert MODULE.wrapper_fields()["show3D"][2] == "False"  # off by default: rendering costs GPU time
+    assert "volume rendering" in MODULE.ui_properties("show3DCheckBox")["toolTip"].findtext("string")
+    branch = next(node for node in ast.walk(MODULE.function("_run"))
+                  if isinstance(node, ast.If) and ast.unparse(node.test) == "p.show3D")
+    calls = [ast.unparse(node.func) for node in ast.walk(branch) if isinstance(node, ast.Call)]
+    assert "self.logic.showPreview" in calls
+    assert "slicer.app.layoutManager().threeDWidget(index).threeDView().resetFocalPoint" in calls  # every 3D view
+    assert ast.unparse(branch).count("showPreview(node)") == 1  # the imported or previewed volume, both buttons
 
 
 def test_combo_box_choices_come_from_the_lib():

@@ -155,6 +155,22 @@ def test_apply_runs_process_file_in_file_mode_with_the_panel_settings():
     assert "self.ui.inputFilePathLineEdit.connect('currentPathChanged(QString)', self.onInputFileChanged)" in setup
 
 
+def test_3d_preview_and_before_after_check_boxes_drive_the_logic_after_apply():
+    bindings, fields = MODULE.ui_parameter_bindings(), MODULE.wrapper_fields()
+    for widget, field in (("show3DCheckBox", "show3D"), ("beforeAfterCheckBox", "beforeAfter")):
+        assert MODULE.ui_widgets()[widget] == "QCheckBox" and bindings[widget] == field
+        assert fields[field][2] == "False"  # off by default: rendering costs GPU time
+        assert MODULE.ui_properties(widget)["toolTip"].findtext("string")
+    # After a successful Apply: the output, and the input only for before/after in scene mode (a file has no node).
+    apply = MODULE.function("onApplyButton")
+    branch = next(node for node in ast.walk(apply) if isinstance(node, ast.If) and ast.unparse(node.test) == "p.show3D")
+    assert ast.unparse(branch.body[0]) == (
+        "self._show3D(outputNode, p.inputVolume if p.beforeAfter and (not self._fileMode()) else None)")
+    show = ast.unparse(MODULE.function("_show3D"))
+    assert "self.logic.showPreview(outputNode, inputNode)" in show
+    assert "for index in range(layoutManager.threeDViewCount)" in show and ".resetFocalPoint()" in show
+
+
 # --- the module file with Slicer's Qt parts stood in -----------------------------------------------------------
 def test_module_file_loads_and_finds_the_core_from_the_source_tree(tmp_path):
     """Import the module file as Slicer would from "Additional module paths" (the module folder on sys.path only),

@@ -1,7 +1,9 @@
 """bigvolume: anti-aliased downsampling and streaming tools for huge 3D images (numpy + vtk + SimpleITK only)."""
 from .errors import BigVolumeError, Cancelled, VolumeFileError
 from .geometry import Geometry
+from .haze import DehazeReport, HazeOptions, HazeThreshold, dehaze, dehaze_file, find_threshold, haze_mask
 from .io import read_volume, write_volume
+from .precision import ReduceReport, Window, reduce_bits, reduce_bits_file
 from .progress import Progress, ProgressCallback
 from .resample import (DEFAULT_METHOD, METHODS, FilePlan, choose_factors, downsample_array, plan_file, resample,
                        resample_file)
@@ -12,4 +14,6 @@ __version__ = "0.1.0"
 __all__ = ["BigVolumeError", "Cancelled", "VolumeFileError", "Geometry", "Volume", "read_volume", "write_volume",
            "Progress", "ProgressCallback",
            "DEFAULT_METHOD", "METHODS", "FilePlan", "plan_file", "choose_factors", "downsample_array", "resample", "resample_file",
+           "HazeOptions", "HazeThreshold", "DehazeReport", "find_threshold", "haze_mask", "dehaze", "dehaze_file",
+           "Window", "ReduceReport", "reduce_bits", "reduce_bits_file",
            "__version__"]

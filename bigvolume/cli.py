@@ -9,6 +9,7 @@ from . import __version__, memory
 from .errors import BigVolumeError, Cancelled
 from .progress import TerminalProgressBar
 from .resample import DEFAULT_METHOD, METHODS, resample_file
+from .haze import AIR_MODES as HAZE_AIR_MODES, DEFAULT_DILATE as HAZE_DEFAULT_DILATE, LEVELS as HAZE_LEVELS
 
 def parse_size(text: str) -> float:
     try:
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     resample.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="NAME",
                           help=f"resampling method (default {DEFAULT_METHOD}): " + _method_help())
     resample.add_argument("--threads", type=positive_int, metavar="N", help="threads (default: all cores)")
+    resample.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                          help="where to filter: cuda (an NVIDIA GPU through CuPy: pip install bigvolume[gpu]), cpu, "
+                               "or auto (default: cuda when there is one, else the CPU with a note)")
     resample.add_argument("--type", dest="dtype", choices=["uint8", "int8", "uint16", "int16", "uint32", "int32",
                                                           "float32", "float64"],
                           help="output pixel type (default: the input's); integers are rounded and clamped")
@@ -73,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="working memory to stay under, e.g. 256MB or 2GB (default: a quarter of this "
                                f"machine's memory, {memory.format_bytes(memory.default_memory_limit())})")
     resample.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    _add_preview_argument(resample, "IN and OUT side by side (before/after)", before="input")
     resample.set_defaults(run=run_resample)
 
     stack = commands.add_parser(
@@ -104,7 +109,69 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--memory-limit", type=parse_size, metavar="SIZE", help="working memory to stay under")
     stack.add_argument("--dry-run", action="store_true", help="show the plan (sizes, spacing, memory) and stop")
     stack.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    _add_preview_argument(stack, "OUT")
     stack.set_defaults(run=run_import_stack)
+
+    dehaze = commands.add_parser(
+        "dehaze", help="set the noisy air around the object to one value, so the volume compresses",
+        description="Multi-level Otsu (MRIcroGL's levels) finds the dark voxels; by default only those connected "
+                    "to the volume's border are air, so dark cavities inside the object stay. The object is grown "
+                    "by --dilate voxels and everything outside it is set to the image minimum (or --fill).")
+    dehaze.add_argument("input", metavar="IN", help="input volume (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd)")
+    dehaze.add_argument("output", metavar="OUT", help="output volume, same grid and pixel type")
+    dehaze.add_argument("--level", type=int, choices=sorted(HAZE_LEVELS), default=5,
+                        help="1: 4 classes, darkest 3 are air (most removed); 2: 3 classes, darkest 2; 3: 2 classes, "
+                             "darkest 1; 4: 3 classes, darkest 1; 5: 4 classes, darkest 1 (default, least removed)")
+    dehaze.add_argument("--air", choices=HAZE_AIR_MODES, default="border",
+                        help="border: dark voxels connected to the volume's border (default; dark cavities inside "
+                             "stay); all: every dark voxel")
+    dehaze.add_argument("--dilate", type=int, default=HAZE_DEFAULT_DILATE, metavar="N",
+                        help=f"grow the object by N voxels (6-neighbour steps) so its edges survive "
+                             f"(default {HAZE_DEFAULT_DILATE})")
+    dehaze.add_argument("--largest-only", action="store_true", help="keep only the largest connected object")
+    dehaze.add_argument("--close", type=int, default=0, metavar="N",
+                        help="close gaps up to 2N voxels wide in the object (e.g. sulci open to the outside)")
+    dehaze.add_argument("--fill", default="min", metavar="min|VALUE",
+                        help="value for the haze: the image minimum (default) or a number that fits the pixel type")
+    dehaze.add_argument("--mask-out", metavar="MASK", help="also write the haze mask (uint8, 1 = haze)")
+    _add_memory_arguments(dehaze)
+    _add_preview_argument(dehaze, "IN and OUT side by side (before/after)", before="input")
+    dehaze.set_defaults(run=run_dehaze)
+
+    reduce = commands.add_parser(
+        "reduce-bits", help="reduce the precision to 8 or 16 bits through a robust intensity window",
+        description="Map an intensity window (percentiles of a subsample, or --window) linearly onto uint8/uint16 "
+                    "(int8/int16 with --signed); values outside the window are clipped and counted.")
+    reduce.add_argument("input", metavar="IN", help="input volume")
+    reduce.add_argument("output", metavar="OUT", help="output volume, same grid")
+    reduce.add_argument("--bits", type=int, choices=[8, 16], required=True, help="bits per voxel")
+    reduce.add_argument("--signed", action="store_true", help="signed output (int8/int16)")
+    reduce.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"),
+                        help="intensity window mapped onto the output range (default: from --percentiles)")
+    reduce.add_argument("--percentiles", type=float, nargs=2, metavar=("LO", "HI"), default=(0.1, 99.9),
+                        help="percentiles that make the window (default 0.1 99.9)")
+    _add_memory_arguments(reduce)
+    reduce.set_defaults(run=run_reduce_bits)
+
+    preview = commands.add_parser(
+        "preview", help="write a PNG: volume rendering and three mid-slices, optionally beside other volumes",
+        description="Render IN offscreen (Slicer's volume rendering when the slicer-core package is installed, else "
+                    "VTK ray casting) with a transfer function from its histogram (CT-like or MR-like), beside its "
+                    "three orthogonal mid-slices; with --compare, the volumes side by side with the same transfer "
+                    "function and window, each labelled with its dimensions, spacing and file size. Large files are "
+                    "downsampled (streamed) to at most 256 voxels per axis first.")
+    preview.add_argument("input", metavar="IN", help="volume file (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd)")
+    preview.add_argument("output", metavar="OUT.png", help="the picture")
+    preview.add_argument("--compare", action="append", metavar="OTHER",
+                         help="another volume drawn beside IN (may be given more than once)")
+    preview.add_argument("--size", type=picture_size, default="512x512", metavar="WxH",
+                         help="size of each volume rendering in pixels (default 512x512)")
+    preview.add_argument("--engine", choices=["auto", "slicer", "vtk"], default="auto",
+                         help="auto (default): Slicer's volume rendering when slicer-core is installed, else VTK")
+    preview.add_argument("--memory-limit", type=parse_size, metavar="SIZE",
+                         help="memory the downsampling of a large file may hold (default: a quarter of this "
+                              "machine's memory; beyond it the file is streamed)")
+    preview.set_defaults(run=run_preview)
 
     demo = commands.add_parser(
         "demo", help="compare the methods on a zone plate and a micro-CT-like phantom",
@@ -135,7 +202,8 @@ def run_resample(args) -> int:
     return _run_with_progress(lambda progress: resample_file(
         args.input, args.output, factor, spacing=args.spacing, isotropic=args.isotropic,
         target_bytes=args.target_size, method=args.method, threads=args.threads, dtype=args.dtype,
-        compress=args.compress, stream=args.stream, memory_limit=args.memory_limit, progress=progress), args.quiet)
+        compress=args.compress, stream=args.stream, memory_limit=args.memory_limit, device=args.device,
+        progress=progress), args.quiet)
 
 
 def _factor_argument(values):
@@ -162,6 +230,80 @@ def run_import_stack(args) -> int:
         nhdr_only=args.nhdr_only, progress=progress), args.quiet)
 
 
+def _add_memory_arguments(parser) -> None:
+    """--stream/--no-stream, --memory-limit and --quiet, as `resample` has them."""
+    streaming = parser.add_mutually_exclusive_group()
+    streaming.add_argument("--stream", dest="stream", action="store_true", default=None,
+                           help="work a slab at a time (default: when input and output would not fit in the memory "
+                                "limit)")
+    streaming.add_argument("--no-stream", dest="stream", action="store_false", help="load the whole input")
+    parser.add_argument("--memory-limit", type=parse_size, metavar="SIZE",
+                        help="working memory to stay under, e.g. 256MB (default: a quarter of this machine's memory)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
+def run_dehaze(args) -> int:
+    from .haze import HazeOptions, dehaze_file
+    options = HazeOptions(level=args.level, air=args.air, dilate=args.dilate, largest_only=args.largest_only,
+                          close=args.close, fill=args.fill)
+    return _run_with_progress(lambda progress: dehaze_file(
+        args.input, args.output, options, mask_out=args.mask_out, stream=args.stream,
+        memory_limit=args.memory_limit, progress=progress), args.quiet)
+
+
+def run_reduce_bits(args) -> int:
+    from .precision import reduce_bits_file
+    return _run_with_progress(lambda progress: reduce_bits_file(
+        args.input, args.output, args.bits, signed=args.signed, window=args.window, percentiles=args.percentiles,
+        stream=args.stream, memory_limit=args.memory_limit, progress=progress), args.quiet)
+
+
+def picture_size(text: str) -> tuple[int, int]:
+    """"640x480" (or "512" for a square) -> (640, 480)."""
+    parts = text.lower().split("x")
+    try:
+        width, height = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, 0)
+    except ValueError:
+        width = height = 0
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, each at least 16, got {text!r}")
+    return width, height
+
+
+def run_preview(args) -> int:
+    from .preview import write_preview
+    print(write_preview(args.input, args.output, compare=args.compare, size=args.size, engine=args.engine,
+                        memory_limit=args.memory_limit).summary())
+    return 0
+
+
+def _add_preview_argument(parser, what: str, before: str | None = None) -> None:
+    """--preview PNG on a command that writes a volume: after it, draw ``what`` into the PNG (bigvolume.preview).
+    ``before``: the argument naming the input drawn on the left (None: the output alone)."""
+    parser.add_argument("--preview", metavar="PNG",
+                        help=f"also write a PNG preview of {what}: volume rendering and three mid-slices")
+    parser.set_defaults(preview_before=before)
+
+
+def _run_and_preview(args) -> int:
+    """Run the command; with --preview, check the picture's path first (a typo fails before a long job) and draw
+    the result after it."""
+    png = getattr(args, "preview", None)
+    if not png:
+        return args.run(args)
+    from .preview import check_png_path, write_preview
+    before = getattr(args, args.preview_before) if args.preview_before else None
+    check_png_path(png, [before, args.output] if before else [args.output])
+    code = args.run(args)
+    if code != 0 or getattr(args, "dry_run", False):
+        return code
+    limit = getattr(args, "memory_limit", None)
+    report = write_preview(before or args.output, png, compare=args.output if before else None, memory_limit=limit)
+    if not args.quiet:
+        print(report.summary())
+    return code
+
+
 def run_demo(args) -> int:
     from .demo import run_demo as demo_job
     demo_job(args.out, size=args.size, factor=args.factor)
@@ -183,7 +325,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     _show_notes_on_stderr()
     try:
-        return args.run(args)
+        return _run_and_preview(args)
     except Cancelled:
         print("bigvolume: cancelled; nothing written", file=sys.stderr)
         return 130

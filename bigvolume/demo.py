@@ -52,8 +52,24 @@ def run_demo(out_dir="demo-output", size: int = 256, factor: float = 4.0, echo=p
              f"{phantom['seconds']:7.3f}s {phantom['bytes'] / 1024:7.0f} KiB")
     echo("(PSNR against the ideal band limit; aliasing share on the zone plate; time and size for the phantom)")
     figure = write_figure(results, out / "demo.png", factor)
-    echo(f"\nwrote {figure} and the volumes in {out}/ in {time.perf_counter() - started:.1f} s")
+    previews = write_previews(out, list(cases), factor)
+    echo(f"\nwrote {figure}, {', '.join(str(p) for p in previews)} and the volumes in {out}/ in "
+         f"{time.perf_counter() - started:.1f} s")
     return results
+
+
+def write_previews(out: Path, names, factor: float) -> list[Path]:
+    """Before/after pictures (bigvolume.preview): each input beside its anti-aliased and its decimated output, volume
+    rendering and mid-slices, one transfer function. Needs no matplotlib."""
+    from .preview import write_preview
+    paths = []
+    for name in names:
+        report = write_preview(out / f"{name}.nhdr", out / f"preview_{name}.png", size=(384, 384),
+                               compare=[out / f"{name}_{DEFAULT_METHOD}.nrrd", out / f"{name}_nearest.nrrd"],
+                               names=[f"{name}: input", f"{DEFAULT_METHOD} x{factor:g} (anti-aliased)",
+                                      f"nearest x{factor:g} (decimation)"])
+        paths.append(report.path)
+    return paths
 
 
 def write_figure(results, path: Path, factor: float) -> Path:

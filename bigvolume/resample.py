@@ -15,6 +15,7 @@ from .dtypes import cast_to
 from .errors import BigVolumeError
 from .geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
                        validate_factors)
+from .gpu import choose_device, device_name, probe_cuda, resample_array
 from .kernels import apply_separable, axis_kernel
 from .layout import voxel_layout
 from .memory import default_memory_limit, format_bytes
@@ -107,14 +108,19 @@ def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, t
 
 def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = False,
              target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
-             dtype=None, progress: ProgressCallback | None = None) -> Volume:
+             dtype=None, device: str = "cpu", progress: ProgressCallback | None = None) -> Volume:
     """Downsample a Volume; see :func:`choose_factors` for how the grid is chosen. ``dtype``: output pixel type
-    (default: the input's); integers are rounded and clamped to the type's range."""
+    (default: the input's); integers are rounded and clamped to the type's range. ``device``: cpu, cuda (the
+    same kernels on an NVIDIA GPU through CuPy, see bigvolume.gpu) or auto (cuda when there is one)."""
     check_method(method)
     factors = choose_factors(volume.geometry, volume.array.dtype.itemsize * volume.components, factor, spacing,
                              isotropic, target_bytes)
     array = volume.array
     out_dtype = np.dtype(dtype) if dtype is not None else array.dtype
+    if choose_device(device, method) == "cuda":
+        result = resample_array(array, factors, method, out_dtype, xp=probe_cuda()[0], threads=threads,
+                                progress=progress)
+        return Volume(result, volume.geometry.downsampled(factors))
     if out_dtype.kind == "f" and array.dtype.kind != "f":
         array = array.astype(out_dtype)  # filter in the wider type (costs one full-size copy)
     result = downsample_array(array, factors, method, threads, progress)
@@ -134,6 +140,7 @@ class ResampleReport:
     seconds: float
     stream_plan: StreamPlan | None = None  # set when the volume was streamed
     notes: list[str] = field(default_factory=list)
+    device: str = "cpu"                     # or the GPU's name
 
     def summary(self) -> str:
         def size(geometry):
@@ -141,7 +148,7 @@ class ResampleReport:
         spacing = " ".join(f"{s:g}" for s in self.output_geometry.spacing)
         text = (f"{self.output_path}: {size(self.input_geometry)} -> {size(self.output_geometry)}, "
                 f"spacing {spacing}, {format_bytes(self.input_bytes)} -> {format_bytes(self.output_bytes)} on disk, "
-                f"{self.method}, {self.seconds:.2f} s")
+                f"{self.method}{'' if self.device == 'cpu' else ' on ' + self.device}, {self.seconds:.2f} s")
         if self.stream_plan is not None:
             text += f"; {self.stream_plan.describe()}"
         return text
@@ -244,19 +251,22 @@ def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False,
 def resample_file(input_path, output_path, factor=None, *, spacing=None, isotropic: bool = False,
                   target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
                   dtype=None, compress: bool | None = None, stream: bool | None = None,
-                  memory_limit: float | None = None, progress: ProgressCallback | None = None) -> ResampleReport:
+                  memory_limit: float | None = None, device: str = "cpu",
+                  progress: ProgressCallback | None = None) -> ResampleReport:
     """Read, downsample and write. Everything that can be checked is checked before reading (options, output
     path, the input's header and data files: see :func:`plan_file`); the output appears only when complete.
 
     ``stream``: read and filter the input a slab at a time (see bigvolume.stream). Default: stream when the input
     and output together would exceed ``memory_limit`` (bytes; default a quarter of the machine's memory), which
-    also caps the streaming buffers."""
+    also caps the streaming buffers. ``device``: cpu, cuda or auto, as for :func:`resample`; on the GPU a
+    streamed file goes slab by slab through the device, a file read whole is streamed from memory."""
     started = time.perf_counter()
     output_path = Path(output_path)
     plan = plan_file(input_path, factor, spacing=spacing, isotropic=isotropic, target_bytes=target_bytes,
                      method=method, dtype=dtype, stream=stream, memory_limit=memory_limit)
     input_path = plan.input_path
     io.check_output_path(output_path, inputs=[input_path])
+    device = choose_device(device, method)
     notes: list[str] = []
     progress = as_progress(progress)
     if stream and not plan.reads_in_slabs:
@@ -271,16 +281,17 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
         with open_slabs(input_path) as reader:
             stream_plan = stream_to_file(reader, output_path, plan.factors, method, out_dtype=plan.out_dtype,
                                          threads=threads or default_threads(), compress=compress,
-                                         memory_limit=plan.memory_limit, progress=progress)
+                                         memory_limit=plan.memory_limit, progress=progress,
+                                         xp=probe_cuda()[0] if device == "cuda" else None)
         if stream_plan.note:
             _note(notes, stream_plan.note)
     else:
         volume = io.read_volume(input_path)
         progress(0.1, "read")
-        result = resample(volume, plan.factors, method=method, threads=threads, dtype=dtype,
+        result = resample(volume, plan.factors, method=method, threads=threads, dtype=dtype, device=device,
                           progress=progress.sub(0.1, 0.9))
         io.write_volume(result, output_path, compress=compress)
     progress(1.0, "written")
     return ResampleReport(input_path, output_path, plan.geometry, plan.output_geometry, plan.factors, method,
                           io.file_size(input_path), io.file_size(output_path), time.perf_counter() - started,
-                          stream_plan, notes)
+                          stream_plan, notes, "cpu" if device == "cpu" else device_name())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bz2
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -242,6 +243,24 @@ class WholeVolumeReader(SlabReader):
 
     def close(self) -> None:
         self._volume = None
+
+
+class ArraySlabReader(SlabReader):
+    """A volume already in memory, served slab by slab: the GPU path streams arrays through the same loop as
+    files. ``threads`` copy parts of each slab at once (one thread copies well below memory speed)."""
+
+    def __init__(self, array: np.ndarray, geometry: Geometry, threads: int = 1):
+        super().__init__(Path("<array>"), geometry, array.dtype, 1 if array.ndim == 3 else array.shape[3])
+        self.array, self.threads = array, threads
+
+    def _read_into(self, k0, k1, out):
+        parts = min(self.threads, k1 - k0)
+        if parts <= 1:
+            out[...] = self.array[k0:k1]
+            return
+        bounds = np.linspace(k0, k1, parts + 1).astype(int)
+        with ThreadPoolExecutor(max_workers=parts) as pool:  # numpy copies release the GIL
+            list(pool.map(lambda a, b: np.copyto(out[a - k0:b - k0], self.array[a:b]), bounds[:-1], bounds[1:]))
 
 
 def open_slabs(path) -> SlabReader:

@@ -24,8 +24,8 @@ from .progress import ProgressCallback, as_progress
 from .resample import DEFAULT_METHOD, check_method, choose_factors, default_threads, logger
 from .slab_writers import nrrd_header
 from .stacks import Roi, StackInfo, StackSlabReader, find_slices, probe_stack
-from .stream import (STREAMABLE_METHODS, StreamPlan, WindowedSink, estimate_stream, stream_downsample,
-                     stream_to_file)
+from .stream import (STREAMABLE_METHODS, ArraySink, StreamPlan, WindowedSink, estimate_stream,  # noqa: F401
+                     stream_downsample, stream_to_file)
 
 WINDOW_SAMPLE_SLICES = 16
 
@@ -142,18 +142,6 @@ def plan_stack_import(source, *, spacing=None, factor=1.0, roi=None, gray: str |
     for note in notes:
         logger.warning(note)
     return StackImport(info, reader, factors, method, np.dtype(out_dtype), bits, notes)
-
-
-class ArraySink:
-    """Writes output slices in order into a preallocated ``(k, j, i[, c])`` array (e.g. a volume node's voxels)."""
-
-    def __init__(self, array: np.ndarray):
-        self.array = array
-        self.filled = 0
-
-    def write(self, block: np.ndarray) -> None:
-        self.array[self.filled:self.filled + block.shape[0]] = block
-        self.filled += block.shape[0]
 
 
 @dataclass

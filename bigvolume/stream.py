@@ -13,6 +13,7 @@ in-memory path: results agree to float rounding (integers within 1).
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,26 @@ class _Stages:
         self.z_span = int((self.z_kernel.index.max(axis=1) - self.z_kernel.index.min(axis=1)).max())
         self.reduced_shape = (mj, mi) + reader.slice_shape[2:]
 
+    # How the streaming loop allocates and moves data: host memory here; bigvolume.gpu.ArrayStages overrides
+    # these to keep the window on a GPU and overlap transfers with the filtering.
+    max_slab_bytes = MAX_SLAB_BYTES
+
+    def new_buffer(self, reader: SlabReader, slices: int):
+        return reader.new_buffer(slices)
+
+    def new_window(self, slices: int):
+        return np.empty((slices,) + self.reduced_shape, self.window_dtype)
+
+    def drop_front(self, window, start: int, stop: int) -> None:
+        window[:stop - start] = window[start:stop]  # numpy handles the overlap
+
+    def emit(self, block, out_dtype, sink) -> None:
+        sink.write(cast_to(block, out_dtype))
+
+    def running(self, sink):
+        """Context of the whole loop; on success, everything emitted has reached ``sink`` when it exits."""
+        return contextlib.nullcontext()
+
     def reduce_xy(self, slab: np.ndarray) -> np.ndarray:
         if self.convert_to is not None:
             if self._converted is None or self._converted.shape[0] < slab.shape[0]:
@@ -153,7 +174,7 @@ def plan_stream(reader: SlabReader, stages: _Stages, memory_limit: float) -> Str
         slab = 1
         note = (f"memory limit {format_bytes(memory_limit)} leaves no room beside the {format_bytes(in_use)} this "
                 f"program already uses; streaming one slice at a time (buffers {format_bytes(fixed + per_slice)})")
-    slab = int(min(slab, max(1, -(-nk // MIN_SLABS)), max(1, MAX_SLAB_BYTES // reader.slice_bytes), nk))
+    slab = int(min(slab, max(1, -(-nk // MIN_SLABS)), max(1, stages.max_slab_bytes // reader.slice_bytes), nk))
     slabs = -(-nk // slab)
     # Room for WINDOW_SLABS slabs behind the kernel's margin, but never more than the whole volume needs.
     window = min(WINDOW_SLABS * slab + stages.z_span + 1, max(nk, slab + stages.z_span + 1))
@@ -169,11 +190,16 @@ def estimate_stream(reader: SlabReader, factors, method: str, *, out_dtype=None,
 
 
 def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dtype=None, threads: int = 1,
-                      memory_limit: float, progress: ProgressCallback | None = None) -> StreamPlan:
+                      memory_limit: float, progress: ProgressCallback | None = None, xp=None) -> StreamPlan:
     """Downsample the volume of ``reader`` by ``factors`` (I, J, K), handing finished ``(d, j, i[, c])`` blocks of
-    output slices, in order, to ``sink.write``. Returns the plan it followed."""
+    output slices, in order, to ``sink.write``. Returns the plan it followed. ``xp``: filter with that array
+    module (CuPy: on the GPU) through bigvolume.gpu instead of vtk and the numpy tables."""
     out_dtype = np.dtype(out_dtype or reader.dtype)
-    stages = _Stages(reader, factors, method, out_dtype, threads)
+    if xp is None:
+        stages = _Stages(reader, factors, method, out_dtype, threads)
+    else:
+        from .gpu import ArrayStages  # it builds on this module
+        stages = ArrayStages(reader, factors, method, out_dtype, threads, xp)
     plan = plan_stream(reader, stages, memory_limit)
     progress = as_progress(progress)
     nk = reader.slices
@@ -181,16 +207,17 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
     # The reduced slices lo .. hi-1, in order. Slices no output slice needs any more are dropped from the front
     # only when the next slab does not fit behind them: the window holds several slabs, so the copy that drops
     # them happens once every few slabs instead of once per slab.
-    window = np.empty((plan.window_slices,) + stages.reduced_shape, stages.window_dtype)
+    window = stages.new_window(plan.window_slices)
     lo = hi = 0
     slabs = [(k0, min(k0 + plan.slab_slices, nk)) for k0 in range(0, nk, plan.slab_slices)]
     # READ_AHEAD slabs are read while one is filtered, so a slow slice (or a reader briefly starved of CPU by
     # the filter's threads) does not stall the filter.
-    buffers = [reader.new_buffer(plan.slab_slices) for _ in range(min(READ_AHEAD + 1, len(slabs)))]
+    buffers = [stages.new_buffer(reader, plan.slab_slices) for _ in range(min(READ_AHEAD + 1, len(slabs)))]
     progress(0.0, f"streaming {len(slabs)} slabs")
     next_row = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigvolume-reader") as pool, \
-            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bigvolume-z") as z_pool:
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bigvolume-z") as z_pool, \
+            stages.running(sink):
         pending = deque(pool.submit(reader.read, *slabs[n], buffers[n]) for n in range(len(buffers) - 1))
         try:
             for number, (k0, k1) in enumerate(slabs):
@@ -201,7 +228,7 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
                 reduced = stages.reduce_xy(slab)
                 keep_from = min(int(stages.z_kernel.index[next_row].min()), hi) if next_row < mk else hi
                 if hi - lo + (k1 - k0) > plan.window_slices and keep_from > lo:
-                    window[:hi - keep_from] = window[keep_from - lo:hi - lo]  # numpy handles the overlap
+                    stages.drop_front(window, keep_from - lo, hi - lo)
                     lo = keep_from
                 if hi - lo + (k1 - k0) > plan.window_slices:
                     raise RuntimeError("z window too small for the kernel")
@@ -214,7 +241,7 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
                 if next_row > first_row:
                     block = stages.reduce_z(window[keep_from - lo:hi - lo], keep_from,
                                             slice(first_row, next_row), z_pool)
-                    sink.write(cast_to(block, out_dtype))
+                    stages.emit(block, out_dtype, sink)
                 progress(k1 / nk, f"slab {number + 1}/{len(slabs)}")
         finally:
             for future in pending:
@@ -222,6 +249,18 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
     if next_row != mk:
         raise RuntimeError(f"streaming produced {next_row} of {mk} output slices")
     return plan
+
+
+class ArraySink:
+    """Writes output slices in order into a preallocated ``(k, j, i[, c])`` array (e.g. a volume node's voxels)."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        self.filled = 0
+
+    def write(self, block: np.ndarray) -> None:
+        self.array[self.filled:self.filled + block.shape[0]] = block
+        self.filled += block.shape[0]
 
 
 class WindowedSink:
@@ -239,10 +278,10 @@ class WindowedSink:
 
 def stream_to_file(reader: SlabReader, output_path, factors, method: str, *, out_dtype=None, threads: int = 1,
                    compress: bool | None = None, memory_limit: float,
-                   window: Window | None = None, progress: ProgressCallback | None = None) -> StreamPlan:
+                   window: Window | None = None, progress: ProgressCallback | None = None, xp=None) -> StreamPlan:
     """Stream ``reader``'s volume through :func:`stream_downsample` into ``output_path`` (written slab by slab to
     a staging name, moved into place when complete). ``window``: filter in float and map this intensity window
-    onto the integer ``out_dtype``."""
+    onto the integer ``out_dtype``. ``xp``: the array module to filter with (see stream_downsample)."""
     output_path = Path(output_path)
     out_dtype = np.dtype(out_dtype or reader.dtype)
     output_geometry = reader.geometry.downsampled(factors)
@@ -261,7 +300,7 @@ def stream_to_file(reader: SlabReader, output_path, factors, method: str, *, out
             try:
                 plan = stream_downsample(reader, factors, method, sink,
                                          out_dtype=out_dtype if window is None else np.float32, threads=threads,
-                                         memory_limit=memory_limit, progress=progress)
+                                         memory_limit=memory_limit, progress=progress, xp=xp)
             except BaseException:
                 writer.abort()
                 raise

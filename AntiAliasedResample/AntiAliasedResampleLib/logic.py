@@ -15,16 +15,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import vtk
-
-from slicer.util import arrayFromVolume, arrayFromVTKMatrix, updateVolumeFromArray, vtkMatrixFromArray
-
 import bigvolume
 from bigvolume import BigVolumeError, Cancelled, io
 from bigvolume.memory import default_memory_limit, format_bytes, parse_size
+from bigvolume.gpu import DEVICE_METHODS, DEVICES
+from bigvolume.preview_nodes import show_preview
 from bigvolume.progress import Progress
 from bigvolume.resample import check_method
-from bigvolume.volume_nodes import check_storable_dtype, dimensions_text, numbers_text, remove_node_and_display
+from bigvolume.volume_nodes import (check_output_node, check_storable_dtype, dimensions_text, fill_volume_node,
+                                    geometry_from_node, given_or_new_node, numbers_text, remove_node_and_display,
+                                    volume_from_node)
 
 # Volume classes whose voxels slicer.util.arrayFromVolume reads as (k, j, i) or (k, j, i, components).
 SUPPORTED_INPUT_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLVectorVolumeNode")
@@ -36,6 +36,11 @@ DEFAULT_METHOD = bigvolume.DEFAULT_METHOD
 # detached raw data file, which Slicer and bigvolume both stream and memory-map.
 INPUT_FILE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 SAVED_SUFFIX = "_resampled.nhdr"
+# The scripted CLI module (BigVolumeResampleCLI/ in the extension) that runs the same resample in its own process,
+# on an NVIDIA GPU when CuPy finds one: slicer.modules.<CLI_MODULE> once installed. Its methods and devices:
+CLI_MODULE = "bigvolumeresamplecli"
+CLI_METHODS = DEVICE_METHODS
+CLI_DEVICES = DEVICES
 
 
 @dataclass
@@ -85,16 +90,13 @@ class AntiAliasedResampleLogic:
     @staticmethod
     def geometryFromNode(volumeNode) -> bigvolume.Geometry:
         """The node's grid (LPS, as the core wants it) from its IJKToRAS matrix and image dimensions."""
-        matrix = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(matrix)
-        return bigvolume.Geometry.from_ijk_to_ras(arrayFromVTKMatrix(matrix), volumeNode.GetImageData().GetDimensions())
+        return geometry_from_node(volumeNode)
 
     @classmethod
     def volumeFromNode(cls, volumeNode) -> bigvolume.Volume:
         """A bigvolume.Volume viewing the node's voxels (no copy: never write into ``volume.array``)."""
         cls.checkInput(volumeNode)
-        array = arrayFromVolume(volumeNode)
-        return bigvolume.Volume(array, cls.geometryFromNode(volumeNode), owner=volumeNode.GetImageData())
+        return volume_from_node(volumeNode)
 
     @staticmethod
     def checkInput(volumeNode) -> None:
@@ -174,17 +176,9 @@ class AntiAliasedResampleLogic:
                                     progress=steps.sub(0.0, 0.95))
         steps(0.95, "updating the output volume")  # a last chance to cancel before any node is touched
 
-        created = outputVolumeNode is None
-        try:
-            if created:
-                scene = inputVolumeNode.GetScene()
-                outputVolumeNode = scene.AddNewNodeByClass(
-                    inputVolumeNode.GetClassName(), scene.GenerateUniqueName(f"{inputVolumeNode.GetName()} resampled"))
+        with given_or_new_node(outputVolumeNode, inputVolumeNode.GetScene(), inputVolumeNode.GetClassName(),
+                               f"{inputVolumeNode.GetName()} resampled") as outputVolumeNode:
             self._fillOutputNode(outputVolumeNode, result, inputVolumeNode)
-        except BaseException:
-            if created and outputVolumeNode is not None:
-                remove_node_and_display(outputVolumeNode)
-            raise
 
         self.lastResult = ResampleResult(
             outputVolumeNode, volume.geometry.dimensions, result.geometry.dimensions, volume.geometry.spacing,
@@ -192,6 +186,54 @@ class AntiAliasedResampleLogic:
         if progress is not None:
             progress(1.0, "done")  # what it returns no longer matters: the output is complete
         return outputVolumeNode
+
+    # --- the same resample out of process, through the CLI module ---------------------------------------------------
+    def cliParameters(self, inputVolumeNode, outputVolumeNode=None, factor=2.0, spacing=None, isotropic=False,
+                      method=DEFAULT_METHOD, device="auto") -> dict:
+        """Parameters for ``slicer.cli.run(slicer.modules.bigvolumeresamplecli, None, parameters)``, which runs the
+        resample in its own process (on an NVIDIA GPU when CuPy finds one; device "cpu" or "cuda" to choose).
+        factor, spacing, isotropic and method as for ``process``: the grid becomes per-axis factors (the CLI takes
+        factors only), label maps get a label-safe method. ``outputVolumeNode`` None: a node of the input's class
+        named "<input> resampled" is added to the scene for the CLI to fill. Raises BigVolumeError, before any node
+        is added, on settings the CLI cannot run."""
+        self.checkInput(inputVolumeNode)
+        method, notes = self.effectiveMethod(inputVolumeNode, method)
+        for note in notes:
+            logging.info(note)
+        if method not in CLI_METHODS:
+            raise BigVolumeError(f"method {method} needs the whole volume in memory and does not run in the CLI "
+                                 f"module; choose one of {', '.join(CLI_METHODS)}")
+        if device not in CLI_DEVICES:
+            raise BigVolumeError(f"unknown device {device!r}; choose one of {', '.join(CLI_DEVICES)}")
+        self._checkOutputNode(inputVolumeNode, outputVolumeNode)
+        volume = self.volumeFromNode(inputVolumeNode)
+        check_storable_dtype(volume.dtype)
+        factors = bigvolume.choose_factors(volume.geometry, volume.dtype.itemsize * volume.components,
+                                           None if spacing is not None else factor, spacing, isotropic)
+        with given_or_new_node(outputVolumeNode, inputVolumeNode.GetScene(), inputVolumeNode.GetClassName(),
+                               f"{inputVolumeNode.GetName()} resampled") as outputVolumeNode:
+            pass
+        # A SEM float-vector is one "I,J,K" string; full precision, so the CLI's grid is the one planned here.
+        return {"inputVolume": inputVolumeNode, "outputVolume": outputVolumeNode,
+                "factor": ",".join(format(f, ".17g") for f in factors), "method": method, "device": device}
+
+    @staticmethod
+    def cliResultText(status: str, deviceUsed: str = "", summary: str = "", errorText: str = "") -> str:
+        """The result line for a finished CLI run, from its node's status string and returned values."""
+        if status == "Completed":
+            return f"{summary}\nRan on {deviceUsed or 'an unknown device'} (CLI module)"
+        if status == "Cancelled":
+            return "Cancelled"
+        lines = [line for line in errorText.splitlines() if line.strip()]
+        return f"Failed ({status}): {lines[-1] if lines else 'no error message'}"
+
+    # --- 3D preview ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def showPreview(outputVolumeNode, inputVolumeNode=None):
+        """GPU ray-cast volume rendering of the output with a transfer function from its histogram; with the input,
+        before/after: input and output in two linked 3D views ("Dual 3D" layout), both with the input's transfer
+        function. Returns the output's volume rendering display node (bigvolume.preview_nodes)."""
+        return show_preview(outputVolumeNode, inputVolumeNode)
 
     # --- input files too big to load ----------------------------------------------------------------------------
     @staticmethod
@@ -337,13 +379,9 @@ class AntiAliasedResampleLogic:
     # --- helpers ------------------------------------------------------------------------------------------------
     @staticmethod
     def _checkOutputNode(inputVolumeNode, outputVolumeNode) -> None:
+        check_output_node(inputVolumeNode, outputVolumeNode)
         if outputVolumeNode is None:
-            if inputVolumeNode.GetScene() is None:
-                raise BigVolumeError(f"{inputVolumeNode.GetName()} is in no scene: give an output volume node")
             return
-        if outputVolumeNode is inputVolumeNode or (
-                outputVolumeNode.GetID() is not None and outputVolumeNode.GetID() == inputVolumeNode.GetID()):
-            raise BigVolumeError("the output volume must differ from the input volume (the input is never modified)")
         if outputVolumeNode.GetClassName() not in SUPPORTED_INPUT_CLASSES:
             raise BigVolumeError(f"output {outputVolumeNode.GetName()}: {outputVolumeNode.GetClassName()} cannot "
                                  "hold the result")
@@ -358,41 +396,7 @@ class AntiAliasedResampleLogic:
     def _fillOutputNode(outputVolumeNode, result: bigvolume.Volume, inputVolumeNode=None) -> None:
         """Copy ``result`` into the node with its exact grid. With an input node the output goes under its
         transform and looks like it; without (a file) it sits where the file says, under no transform."""
-        wasModifying = outputVolumeNode.StartModify()
-        try:
-            updateVolumeFromArray(outputVolumeNode, result.array)
-            outputVolumeNode.SetIJKToRASMatrix(vtkMatrixFromArray(result.geometry.ijk_to_ras()))
-            outputVolumeNode.SetAndObserveTransformNodeID(
-                inputVolumeNode.GetTransformNodeID() if inputVolumeNode is not None else None)
-        finally:
-            outputVolumeNode.EndModify(wasModifying)
-        _copyDisplay(inputVolumeNode, outputVolumeNode)
-
-
-def _copyDisplay(inputVolumeNode, outputVolumeNode) -> None:
-    """Give the output display nodes (if it has none) that look like the input's (if any): colour table,
-    window/level."""
-    if outputVolumeNode.GetScene() is None:
-        return
-    if outputVolumeNode.GetDisplayNode() is None:
-        outputVolumeNode.CreateDefaultDisplayNodes()
-    source = inputVolumeNode.GetDisplayNode() if inputVolumeNode is not None else None
-    target = outputVolumeNode.GetDisplayNode()
-    if source is None or target is None:
-        return
-    wasModifying = target.StartModify()
-    try:
-        if source.GetColorNodeID():
-            target.SetAndObserveColorNodeID(source.GetColorNodeID())
-        if source.IsA("vtkMRMLScalarVolumeDisplayNode") and target.IsA("vtkMRMLScalarVolumeDisplayNode"):
-            target.SetInterpolate(source.GetInterpolate())
-            target.SetAutoWindowLevel(source.GetAutoWindowLevel())
-            if not source.GetAutoWindowLevel():
-                target.SetWindowLevel(source.GetWindow(), source.GetLevel())
-    finally:
-        target.EndModify(wasModifying)
-
-
+        fill_volume_node(outputVolumeNode, result, inputVolumeNode)
 
 
 def _pointStorageAt(volumeNode, path: Path) -> None:
@@ -438,4 +442,5 @@ def _memoryLimitBytes(memoryLimit) -> int:
 
 
 __all__ = ["AntiAliasedResampleLogic", "ResampleResult", "SUPPORTED_INPUT_CLASSES", "LABEL_SAFE_METHODS",
-           "METHODS", "DEFAULT_METHOD", "INPUT_FILE_SUFFIXES", "SAVED_SUFFIX", "BigVolumeError", "Cancelled"]
+           "METHODS", "DEFAULT_METHOD", "INPUT_FILE_SUFFIXES", "SAVED_SUFFIX", "BigVolumeError", "Cancelled",
+           "CLI_MODULE", "CLI_METHODS", "CLI_DEVICES"]

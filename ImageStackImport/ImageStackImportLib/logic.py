@@ -31,6 +31,7 @@ from slicer.util import arrayFromVolume, arrayFromVolumeModified, arrayFromVTKMa
 from bigvolume import BigVolumeError, Cancelled
 from bigvolume.geometry import LPS_TO_RAS, Geometry, factors_for_size, validate_factors
 from bigvolume.memory import default_memory_limit, format_bytes, physical_memory
+from bigvolume.preview_nodes import show_preview
 from bigvolume.progress import Progress
 from bigvolume.resample import DEFAULT_METHOD
 from bigvolume.stack_import import ArraySink, StackImport, import_stack, plan_stack_import
@@ -524,6 +525,13 @@ class ImageStackImportLogic:
             kind = f"a vector volume ({plan.components} components)" if plan.components > 1 else "a scalar volume"
             raise BigVolumeError(f"output {outputVolumeNode.GetName()} is a {className}, but this import makes {kind}:"
                                  " choose another output, or none to create one")
+
+    # --- 3D preview ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def showPreview(volumeNode):
+        """GPU ray-cast volume rendering of an imported volume with a transfer function from its histogram; returns
+        the display node (bigvolume.preview_nodes)."""
+        return show_preview(volumeNode)
 
     # --- NHDR ---------------------------------------------------------------------------------------------------
     def saveNhdr(self, source, path, spacing=None, roi=None, gray="luminance", reverse=False, threads=None,

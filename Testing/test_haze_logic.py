@@ -1,0 +1,318 @@
+"""The HazeRemoval module's Qt-free logic on a real MRML scene (slicer-core, no Slicer application): the output on
+the input's exact grid and transform, the input untouched, the cavity phantom, the mask preview against the core's
+haze_mask, precision reduction, cancel and refused inputs."""
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+vtk = pytest.importorskip("vtk")
+
+from bigvolume import haze  # noqa: E402
+from bigvolume.precision import reduce_bits  # noqa: E402
+from bigvolume.volume_nodes import volume_from_node  # noqa: E402
+from slicer.util import arrayFromVolume, vtkMatrixFromArray  # noqa: E402
+
+from HazeRemovalLib import BigVolumeError, Cancelled, HazeRemovalLogic  # noqa: E402
+from HazeRemovalLib.logic import MASK_LABEL  # noqa: E402
+from test_slicer_logic import Mrml, anisotropic_matrix, ijk_to_ras  # noqa: E402  the scene the other Logic uses
+
+SHAPE = (40, 44, 48)  # k, j, i
+
+
+@pytest.fixture
+def mrml():
+    return Mrml()
+
+
+def head_phantom(shape=SHAPE, dtype=np.int16, seed=1):
+    """A head-like ellipsoid in Rician air noise: a bright shell (900) around two tissues (300 left, 600 right) and a
+    dark central cavity holding the same noise as the air (the ventricle or sinus that must survive). Returns the
+    volume, the cavity mask and the outside (air) mask."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.indices(shape, dtype=float)
+    centre = [(n - 1) / 2 for n in shape]
+    r = np.sqrt(sum(((x - c) / (0.4 * n)) ** 2 for x, c, n in zip((k, j, i), centre, shape)))
+    noise = np.hypot(rng.normal(0, 20, shape), rng.normal(0, 20, shape))  # Rician air, sigma 20
+    volume = noise.copy()
+    inside = r < 1.0
+    volume[inside] = 900.0
+    volume[(r < 0.8) & (i < centre[2])] = 300.0
+    volume[(r < 0.8) & (i >= centre[2])] = 600.0
+    volume[inside] += rng.normal(0, 20, shape)[inside]
+    cavity = r < 0.35
+    volume[cavity] = noise[cavity]
+    return np.clip(volume, 0, None).astype(dtype), cavity, ~inside
+
+
+def node_ids(scene):
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def expected_mask(node, **options):
+    """What the core says the haze is for this node's voxels."""
+    return haze.haze_mask(volume_from_node(node), HazeRemovalLogic.hazeOptions(**options))
+
+
+# --- the output -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.float32])
+def test_output_has_the_input_grid_transform_and_type_and_the_input_is_untouched(mrml, dtype):
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    transform.SetMatrixTransformToParent(vtkMatrixFromArray(np.array(
+        [[1, 0, 0, 5.0], [0, 0, -1, 2.0], [0, 1, 0, -3.0], [0, 0, 0, 1]])))
+    array, _, _ = head_phantom(dtype=dtype)
+    inputNode = mrml.volume(array, anisotropic_matrix())  # oblique, left-handed, anisotropic
+    inputNode.SetAndObserveTransformNodeID(transform.GetID())
+    matrixBefore = ijk_to_ras(inputNode)
+    mask = expected_mask(inputNode)
+
+    outputNode = HazeRemovalLogic().process(inputNode)
+
+    output = arrayFromVolume(outputNode)
+    assert outputNode.GetClassName() == "vtkMRMLScalarVolumeNode" and outputNode is not inputNode
+    assert output.dtype == np.dtype(dtype) and output.shape == array.shape
+    assert np.array_equal(ijk_to_ras(outputNode), matrixBefore)  # bit-exact, not recomputed
+    assert outputNode.GetParentTransformNode() is transform
+    # The input: same voxels, grid, transform.
+    np.testing.assert_array_equal(arrayFromVolume(inputNode), array)
+    assert np.array_equal(ijk_to_ras(inputNode), matrixBefore)
+    assert inputNode.GetParentTransformNode() is transform
+    # Haze is the image minimum, everything else is the input's.
+    assert 0 < mask.mean() < 1
+    np.testing.assert_array_equal(output[mask], array.min())
+    np.testing.assert_array_equal(output[~mask], array[~mask])
+    assert output.min() == array.min() and output.max() == array.max()
+
+
+def test_the_cavity_phantom_default_keeps_the_cavity_and_air_all_removes_it(mrml):
+    array, cavity, outside = head_phantom()
+    inputNode = mrml.volume(array)
+    logic = HazeRemovalLogic()
+
+    kept = arrayFromVolume(logic.process(inputNode))  # level 5, air "border", default dilation
+    np.testing.assert_array_equal(kept[cavity], array[cavity])
+    assert np.count_nonzero(kept[outside] == array.min()) > 0.8 * np.count_nonzero(outside)
+    assert logic.lastReport.changed_inside_object == 0
+
+    removed = arrayFromVolume(logic.process(inputNode, air="all", dilate=0))
+    np.testing.assert_array_equal(removed[cavity], array.min())
+    tissue = ~cavity & ~outside
+    np.testing.assert_array_equal(removed[tissue], array[tissue])
+    # With the default dilation the cavity's rim stays (partial volume), its core goes.
+    default = arrayFromVolume(logic.process(inputNode, air="all"))
+    centre = tuple(n // 2 for n in SHAPE)
+    assert default[centre] == array.min() and np.count_nonzero(default[cavity] != array[cavity]) > 0
+
+
+def test_the_result_reports_the_change_and_the_compressed_size_gain(mrml):
+    array, _, _ = head_phantom()
+    inputNode = mrml.volume(array)
+    logic = HazeRemovalLogic()
+    assert logic.lastResult is None and logic.lastReport is None
+    outputNode = logic.process(inputNode)
+
+    result, report = logic.lastResult, logic.lastReport
+    assert result.outputNode is outputNode and report is result.report and result.reduceReport is None
+    changed = np.count_nonzero(arrayFromVolume(outputNode) != array)
+    assert report.changed == changed and report.changed_fraction == pytest.approx(changed / array.size)
+    assert report.gzip_after < report.gzip_before  # noise set to one value compresses
+    summary = result.summary()
+    assert f"Voxels changed: {100 * changed / array.size:.2f} %" in summary
+    assert f"{report.gzip_before / report.gzip_after:.2f}x smaller" in summary and "gzip" in summary
+
+
+def test_fill_with_a_given_value(mrml):
+    array, _, _ = head_phantom()
+    inputNode = mrml.volume(array)
+    mask = expected_mask(inputNode)
+    output = arrayFromVolume(HazeRemovalLogic().process(inputNode, fill=7))
+    np.testing.assert_array_equal(output[mask], 7)
+    np.testing.assert_array_equal(output[~mask], array[~mask])
+    # The panel's word for the minimum is accepted as the core's.
+    assert HazeRemovalLogic.hazeOptions(fill="minimum").fill == "min"
+
+
+def test_precision_reduction_after_the_haze_removal(mrml):
+    array, _, _ = head_phantom(dtype=np.float32)
+    inputNode = mrml.volume(array, anisotropic_matrix())
+    display = inputNode.GetDisplayNode()
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevel(500.0, 250.0)
+    logic = HazeRemovalLogic()
+
+    for bits, dtype in (("8", np.uint8), (16, np.uint16)):
+        outputNode = logic.process(inputNode, bits=bits)
+        output = arrayFromVolume(outputNode)
+        dehazed, _, _ = haze.dehaze(volume_from_node(inputNode), haze.HazeOptions(), measure_compression=False)
+        expected, reduceReport = reduce_bits(dehazed, int(bits))
+        assert output.dtype == dtype
+        np.testing.assert_array_equal(output, expected.array)
+        assert np.array_equal(ijk_to_ras(outputNode), anisotropic_matrix())
+        assert logic.lastResult.reduceReport.window == reduceReport.window
+        assert reduceReport.summary() in logic.lastResult.summary()
+        # The values were remapped: the input's window/level would not fit.
+        assert outputNode.GetDisplayNode().GetAutoWindowLevel()
+
+    keptNode = logic.process(inputNode, bits="keep")
+    assert arrayFromVolume(keptNode).dtype == np.float32 and logic.lastResult.reduceReport is None
+    assert (keptNode.GetDisplayNode().GetWindow(), keptNode.GetDisplayNode().GetLevel()) == (500.0, 250.0)
+    assert not keptNode.GetDisplayNode().GetAutoWindowLevel()
+
+
+def test_a_given_output_node_is_filled_and_a_second_run_makes_a_new_node(mrml):
+    array, _, _ = head_phantom()
+    inputNode = mrml.volume(array, name="MR")
+    given = mrml.volume(np.zeros((2, 2, 2), np.uint8), np.diag([2.0, 3.0, 4.0, 1.0]), name="mine")
+    logic = HazeRemovalLogic()
+    count = mrml.scene.GetNumberOfNodes()
+    assert logic.process(inputNode, given) is given
+    assert mrml.scene.GetNumberOfNodes() == count
+    assert arrayFromVolume(given).shape == array.shape and np.array_equal(ijk_to_ras(given), np.eye(4))
+    first, second = logic.process(inputNode), logic.process(inputNode)
+    assert first is not second and first.GetName() == "MR dehazed" and second.GetName() != first.GetName()
+
+
+# --- the mask preview -------------------------------------------------------------------------------------------
+def test_preview_mask_is_a_label_map_equal_to_haze_mask_on_the_input_grid(mrml):
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    array, _, _ = head_phantom()
+    inputNode = mrml.volume(array, anisotropic_matrix(), name="MR")
+    inputNode.SetAndObserveTransformNodeID(transform.GetID())
+    logic = HazeRemovalLogic()
+
+    maskNode = logic.previewMask(inputNode)
+
+    assert maskNode.GetClassName() == "vtkMRMLLabelMapVolumeNode" and maskNode.GetName() == "MR haze mask"
+    labels = arrayFromVolume(maskNode)
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) == {0, MASK_LABEL}
+    np.testing.assert_array_equal(labels == MASK_LABEL, expected_mask(inputNode))
+    assert np.array_equal(ijk_to_ras(maskNode), ijk_to_ras(inputNode))
+    assert maskNode.GetParentTransformNode() is transform
+    assert maskNode.GetDisplayNode().IsA("vtkMRMLLabelMapVolumeDisplayNode")  # shown as a label layer
+    np.testing.assert_array_equal(arrayFromVolume(inputNode), array)
+    fraction = 100.0 * np.count_nonzero(labels) / labels.size
+    assert f"{fraction:.1f} %" in logic.describeMask(maskNode)
+
+    # A second preview with other settings updates the same node.
+    count = mrml.scene.GetNumberOfNodes()
+    again = logic.previewMask(inputNode, level=1, air="all", dilate=0, maskNode=maskNode)
+    assert again is maskNode and mrml.scene.GetNumberOfNodes() == count
+    changed = expected_mask(inputNode, level=1, air="all", dilate=0)
+    assert not np.array_equal(changed, labels == MASK_LABEL)
+    np.testing.assert_array_equal(arrayFromVolume(maskNode) == MASK_LABEL, changed)
+
+
+@pytest.mark.parametrize("options", [dict(largestOnly=True), dict(close=2), dict(level=3, dilate=1)])
+def test_preview_mask_follows_every_option(mrml, options):
+    array, _, _ = head_phantom()
+    inputNode = mrml.volume(array)
+    maskNode = HazeRemovalLogic().previewMask(inputNode, **options)
+    np.testing.assert_array_equal(arrayFromVolume(maskNode) == MASK_LABEL, expected_mask(inputNode, **options))
+
+
+def test_preview_mask_refuses_a_mask_node_that_is_not_a_label_map(mrml):
+    inputNode = mrml.volume(head_phantom()[0])
+    scalar = mrml.volume(np.zeros((2, 2, 2), np.uint8), name="scalar")
+    count = mrml.scene.GetNumberOfNodes()
+    with pytest.raises(BigVolumeError, match="label map"):
+        HazeRemovalLogic().previewMask(inputNode, maskNode=scalar)
+    assert mrml.scene.GetNumberOfNodes() == count
+    np.testing.assert_array_equal(arrayFromVolume(scalar), 0)
+
+
+# --- cancel and errors ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bits", [None, 8])
+@pytest.mark.parametrize("cancelAt", [1, 2, "updating the output volume"])
+def test_cancel_leaves_no_new_node(mrml, bits, cancelAt):
+    inputNode = mrml.volume(head_phantom()[0])
+    ids = node_ids(mrml.scene)
+    calls = []
+
+    def progress(fraction, message):
+        calls.append(message)
+        return message != cancelAt if isinstance(cancelAt, str) else len(calls) < cancelAt
+
+    logic = HazeRemovalLogic()
+    with pytest.raises(Cancelled):
+        logic.process(inputNode, bits=bits, progress=progress)
+    assert node_ids(mrml.scene) == ids
+    assert logic.lastResult is None
+    if isinstance(cancelAt, int):
+        assert len(calls) == cancelAt  # stopped at once
+
+
+def test_cancel_and_errors_leave_a_given_output_node_unchanged(mrml):
+    inputNode = mrml.volume(head_phantom()[0])
+    given = mrml.volume(np.arange(8, dtype=np.uint8).reshape(2, 2, 2), np.diag([2.0, 3.0, 4.0, 1.0]), name="mine")
+    logic = HazeRemovalLogic()
+    with pytest.raises(Cancelled):
+        logic.process(inputNode, given, progress=lambda fraction, message: False)
+    with pytest.raises(BigVolumeError, match="fill"):
+        logic.process(inputNode, given, fill=0.5)  # does not fit int16
+    np.testing.assert_array_equal(arrayFromVolume(given), np.arange(8).reshape(2, 2, 2))
+    np.testing.assert_array_equal(ijk_to_ras(given), np.diag([2.0, 3.0, 4.0, 1.0]))
+
+
+def test_progress_rises_to_one(mrml):
+    inputNode = mrml.volume(head_phantom()[0])
+    fractions = []
+    HazeRemovalLogic().process(inputNode, bits=8, progress=lambda fraction, message: fractions.append(fraction))
+    assert fractions[-1] == 1.0
+    assert all(b >= a for a, b in zip(fractions, fractions[1:]))
+
+
+def test_rgb_and_label_map_inputs_are_refused_with_a_clear_message(mrml):
+    rgb = mrml.volume(np.zeros((4, 5, 6, 3), np.uint8), className="vtkMRMLVectorVolumeNode", name="photo")
+    labels = mrml.volume(np.zeros((4, 5, 6), np.uint8), className="vtkMRMLLabelMapVolumeNode", name="seg")
+    ids = node_ids(mrml.scene)
+    logic = HazeRemovalLogic()
+    for call in (logic.process, logic.previewMask):
+        with pytest.raises(BigVolumeError, match=r"^photo is an RGB/vector volume: .*scalar"):
+            call(rgb)
+        with pytest.raises(BigVolumeError, match=r"^seg is a label map: .*scalar"):
+            call(labels)
+        with pytest.raises(BigVolumeError, match="no input volume"):
+            call(None)
+    assert node_ids(mrml.scene) == ids
+
+
+@pytest.mark.parametrize("array, problem", [
+    (np.full((6, 7, 8), 42, np.int16), "constant"),
+    (np.zeros((6, 7, 8), np.float32), "constant"),
+    (np.tile(np.arange(3, dtype=np.uint8), (6, 7, 3))[:, :, :8], "label map"),  # a mask stored as a scalar volume
+    (np.full((6, 7, 8), np.nan, np.float32), "no finite"),
+])
+def test_volumes_without_haze_are_refused_naming_the_volume(mrml, array, problem):
+    inputNode = mrml.volume(array, name="scan")
+    ids = node_ids(mrml.scene)
+    for call in (HazeRemovalLogic().process, HazeRemovalLogic().previewMask):
+        with pytest.raises(BigVolumeError, match=rf"^scan: .*{problem}"):
+            call(inputNode)
+    assert node_ids(mrml.scene) == ids
+
+
+def test_invalid_settings_and_outputs_are_user_errors(mrml):
+    inputNode = mrml.volume(head_phantom()[0])
+    labelOutput = mrml.volume(np.zeros((2, 2, 2), np.uint8), className="vtkMRMLLabelMapVolumeNode", name="lm")
+    ids = node_ids(mrml.scene)
+    logic = HazeRemovalLogic()
+    for kwargs, match in ((dict(level=7), "level"), (dict(air="none"), "air"), (dict(dilate=-1), "dilate"),
+                          (dict(close=1.5), "close"), (dict(fill="abc"), "fill"), (dict(bits=12), "bits"),
+                          (dict(outputVolumeNode=inputNode), "differ"), (dict(outputVolumeNode=labelOutput), "lm")):
+        with pytest.raises(BigVolumeError, match=match):
+            logic.process(inputNode, **kwargs)
+    assert node_ids(mrml.scene) == ids
+
+
+def test_64_bit_integers_are_refused_before_any_work(mrml):
+    image = vtk.vtkImageData()
+    image.SetDimensions(4, 4, 4)
+    image.AllocateScalars(vtk.VTK_LONG_LONG, 1)
+    inputNode = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "int64")
+    inputNode.SetAndObserveImageData(image)
+    ids = node_ids(mrml.scene)
+    logic = HazeRemovalLogic()
+    with pytest.raises(BigVolumeError, match="64-bit"):
+        logic.previewMask(inputNode)
+    with pytest.raises(BigVolumeError, match="64-bit"):
+        logic.process(inputNode, progress=lambda fraction, message: pytest.fail("work started"))
+    assert node_ids(mrml.scene) == ids

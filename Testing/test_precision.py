@@ -1,0 +1,104 @@
+"""Precision reduction (bigvolume.precision.reduce_bits / reduce_bits_file and `bigvolume reduce-bits`): the window,
+the clipped share, the output type and grid, streamed equal to in memory, and clear refusals."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bigvolume as bv
+from bigvolume import io
+from bigvolume.errors import BigVolumeError
+from bigvolume.precision import Window, reduce_bits, reduce_bits_file
+
+BIGVOLUME = [sys.executable, "-m", "bigvolume"]
+
+
+def run(*args):
+    return subprocess.run(BIGVOLUME + [str(a) for a in args], capture_output=True, text=True, timeout=300)
+
+
+def ramp_volume(dtype=np.float32, shape=(20, 30, 40)):
+    """Every value once (a shuffled ramp), so percentiles and clipped counts are known exactly."""
+    values = np.random.default_rng(0).permutation(np.prod(shape)).reshape(shape)
+    return bv.Volume.from_array(values.astype(dtype) * 3 - 5000, spacing=(0.7, 0.45, 1.3),
+                                origin=(-12.5, 40.0, 3.25), direction=np.diag([1.0, -1.0, 1.0]))
+
+
+@pytest.mark.parametrize("bits, signed, dtype", [(8, False, np.uint8), (16, False, np.uint16), (16, True, np.int16),
+                                                 (8, True, np.int8)])
+def test_robust_window_maps_onto_the_type_and_counts_the_clipped(bits, signed, dtype):
+    volume = ramp_volume()
+    result, report = reduce_bits(volume, bits, signed=signed, percentiles=(1, 99))
+    values = volume.array
+    low, high = np.percentile(values, (1, 99))
+    assert report.window.low == pytest.approx(low) and report.window.high == pytest.approx(high)
+    assert result.array.dtype == dtype == report.dtype and result.geometry == volume.geometry
+    info = np.iinfo(dtype)
+    assert result.array.min() == info.min and result.array.max() == info.max
+    span = (float(info.max) - info.min) / (high - low)
+    outside = ((values - low) * span < -0.5) | ((values - low) * span > float(info.max) - info.min + 0.5)
+    assert report.clipped == np.count_nonzero(outside)
+    # 2 % lie outside the 1-99 percentile window; those within half an output step of it round onto its ends
+    assert report.clipped_fraction == report.clipped / values.size and 0.015 < report.clipped_fraction <= 0.02
+    inside = ~outside
+    expected = np.rint((values[inside] - low) * span + info.min)
+    np.testing.assert_array_equal(result.array[inside], expected.astype(dtype))
+    assert f"{100 * report.clipped_fraction:.3f} %" in report.summary()
+
+
+def test_a_given_window_is_used_as_is():
+    volume = ramp_volume(np.int32)
+    result, report = reduce_bits(volume, 8, window=(-5000, -5000 + 3 * 255))
+    assert report.window == Window(-5000, -5000 + 3 * 255)
+    np.testing.assert_array_equal(result.array[volume.array <= -5000 + 3 * 255],
+                                  (volume.array[volume.array <= -5000 + 3 * 255] + 5000) // 3)
+    assert report.clipped == np.count_nonzero(volume.array > -5000 + 3 * 255 + 1.5)
+
+
+def test_input_untouched_and_nan_goes_to_the_bottom():
+    volume = ramp_volume()
+    volume.array[0, 0, :3] = np.nan
+    before = volume.array.copy()
+    result, report = reduce_bits(volume, 8)
+    np.testing.assert_array_equal(volume.array, before)
+    assert (result.array[0, 0, :3] == 0).all() and "3 NaN voxels" in report.notes[0]
+
+
+def test_refusals():
+    with pytest.raises(BigVolumeError, match="bits must be one of 8, 16, got 12"):
+        reduce_bits(ramp_volume(), 12)
+    with pytest.raises(BigVolumeError, match="invalid intensity window 5.0 .. 1.0"):
+        reduce_bits(ramp_volume(), 8, window=(5, 1))
+    with pytest.raises(BigVolumeError, match="3 components per voxel"):
+        reduce_bits(bv.Volume.from_array(np.zeros((2, 3, 4, 3), np.uint16)), 8)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr"])
+def test_streamed_file_equals_in_memory(tmp_path, suffix):
+    volume = ramp_volume()
+    source = io.write_volume(volume, tmp_path / f"in{suffix}")
+    expected, expected_report = reduce_bits(volume, 16, percentiles=(2, 98))
+    report = reduce_bits_file(source, tmp_path / "out.nhdr", 16, percentiles=(2, 98), stream=True, memory_limit=1)
+    got = io.read_volume(tmp_path / "out.nhdr")
+    np.testing.assert_array_equal(got.array, expected.array)
+    assert report.clipped == expected_report.clipped and report.window == expected_report.window
+    np.testing.assert_allclose(got.geometry.spacing, volume.geometry.spacing)
+    np.testing.assert_allclose(got.geometry.direction, volume.geometry.direction)
+
+
+def test_cli_reduce_bits(tmp_path):
+    volume = ramp_volume()
+    source = io.write_volume(volume, tmp_path / "in.nrrd")
+    result = run("reduce-bits", source, tmp_path / "out.nii.gz", "--bits", "16", "--signed", "--window", "-5000",
+                 "0")
+    assert result.returncode == 0, result.stderr
+    assert "int16, window -5000 .. 0" in result.stdout and "clipped" in result.stdout
+    out = io.read_volume(tmp_path / "out.nii.gz")
+    assert out.array.dtype == np.int16 and out.array.max() == 32767
+    np.testing.assert_allclose(out.geometry.origin, volume.geometry.origin, atol=1e-4)
+    clipped = np.count_nonzero(volume.array > 0 + 0.5 * 5000 / 65535)
+    assert f"clipped {clipped} of {volume.array.size}" in result.stdout
+    failed = run("reduce-bits", source, tmp_path / "bad.nrrd", "--bits", "8", "--window", "3", "1")
+    assert failed.returncode == 1 and failed.stderr.startswith("bigvolume: error: ")
+    assert "invalid intensity window" in failed.stderr and not (tmp_path / "bad.nrrd").exists()

@@ -1,0 +1,553 @@
+"""Previews: the histogram transfer function, offscreen volume rendering (Mesa EGL / OSMesa, plain VTK and Slicer's
+displayable managers), mid-slices, the labelled picture and comparison, the command line, and the Slicer display
+nodes on a real slicer-core scene."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from vtkmodules.vtkCommonDataModel import vtkPiecewiseFunction
+from vtkmodules.vtkRenderingCore import vtkCamera, vtkColorTransferFunction, vtkVolumeProperty
+
+import bigvolume as bv
+from bigvolume import io, preview, quality
+from bigvolume.geometry import Geometry
+from bigvolume.memory import format_bytes
+from bigvolume.precision import Window
+from bigvolume.preview import CT_LIKE, MR_LIKE, Camera
+
+slicer = pytest.importorskip("slicer")
+from bigvolume import preview_nodes  # noqa: E402
+from bigvolume.volume_nodes import fill_volume_node  # noqa: E402
+
+BACKGROUND = np.rint(np.asarray(preview.BACKGROUND) * 255)
+ENGINES = ["vtk", "slicer"]
+FROM_ANTERIOR = Camera((0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+SIZE = (200, 160)
+
+
+# --- volumes ----------------------------------------------------------------------------------------------------
+def rotation_z(degrees):
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def oblique_grid(shape=(32, 40, 48)):
+    """An anisotropic grid, rotated and moved away from the origin (LPS), shape (k, j, i)."""
+    return Geometry(shape[::-1], (1.0, 1.5, 2.0), (10.0, -20.0, 30.0), rotation_z(30))
+
+
+def shape_volume(geometry: Geometry, centre_ras, radius, kind="ball", value=1000, dtype=np.uint16):
+    """A ball or an axis-aligned (RAS) cube of ``radius`` mm around ``centre_ras`` on ``geometry``, background 0."""
+    k, j, i = np.indices(geometry.shape, dtype=float)
+    ijk = np.stack([i.ravel(), j.ravel(), k.ravel(), np.ones(i.size)])
+    ras = (geometry.ijk_to_ras() @ ijk)[:3].T - np.asarray(centre_ras)
+    inside = (np.linalg.norm(ras, axis=1) <= radius) if kind == "ball" else (np.abs(ras).max(axis=1) <= radius)
+    return bv.Volume((inside.reshape(geometry.shape) * value).astype(dtype), geometry)
+
+
+def centre_ras(geometry: Geometry):
+    return (geometry.ijk_to_ras() @ np.r_[(np.asarray(geometry.dimensions) - 1) / 2.0, 1.0])[:3]
+
+
+def silhouette(image):
+    """Pixels that are not the render's background."""
+    return np.abs(image.astype(float) - BACKGROUND).max(axis=2) > 8
+
+
+def projected_pixel(geometry, point_ras, camera=FROM_ANTERIOR, size=SIZE):
+    """(column, row) where a RAS point lands in a render of ``geometry`` (rows counted from the top)."""
+    vtk_camera = vtkCamera()
+    aspect = size[0] / size[1]
+    preview.frame_camera(vtk_camera, geometry, camera.direction, camera.view_up, camera.view_angle, aspect)
+    matrix = vtk_camera.GetCompositeProjectionTransformMatrix(aspect, -1, 1)
+    clip = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)]) @ np.r_[point_ras, 1.0]
+    x, y = clip[:2] / clip[3]
+    return (x + 1) / 2 * size[0], (1 - y) / 2 * size[1]
+
+
+def property_points(prop):
+    """(value, r, g, b) and (value, opacity) points of a vtkVolumeProperty, and its opacity unit distance."""
+    colours, opacities = prop.GetRGBTransferFunction(0), prop.GetScalarOpacity(0)
+    colour_points, opacity_points = [], []
+    for index in range(colours.GetSize()):
+        node = [0.0] * 6
+        colours.GetNodeValue(index, node)
+        colour_points.append(node[:4])
+    for index in range(opacities.GetSize()):
+        node = [0.0] * 4
+        opacities.GetNodeValue(index, node)
+        opacity_points.append(node[:2])
+    return colour_points, opacity_points, prop.GetScalarOpacityUnitDistance()
+
+
+def opacity_at(transfer, value):
+    prop = vtkVolumeProperty()
+    prop.SetColor(vtkColorTransferFunction())
+    prop.SetScalarOpacity(vtkPiecewiseFunction())
+    transfer.fill(prop)
+    return prop.GetScalarOpacity(0).GetValue(value), prop.GetRGBTransferFunction(0).GetColor(value)
+
+
+def ct_body(n=64, seed=0):
+    """Hounsfield units: air around an ellipsoidal body of soft tissue (40) with a bone ring (1100) and fat (-100)."""
+    z, y, x = np.ogrid[:n, :n, :n]
+    c = (n - 1) / 2
+    r = ((x - c) / (0.4 * n)) ** 2 + ((y - c) / (0.32 * n)) ** 2 + ((z - c) / (0.45 * n)) ** 2
+    body = np.full((n, n, n), -1000.0)
+    body[r < 1] = 40
+    body[(r < 0.55) & (r > 0.45)] = 1100
+    body[r < 0.15] = -100
+    body += np.random.default_rng(seed).normal(0, 15, body.shape)
+    return body.astype(np.int16)
+
+
+def mr_head(n=64, scale=1.0, dtype=np.uint16, seed=1):
+    """An MR-like magnitude image: Rayleigh noise around a head of smoothly varying tissue with a bright rim."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[:n, :n, :n]
+    c = (n - 1) / 2
+    r = ((x - c) / (0.4 * n)) ** 2 + ((y - c) / (0.35 * n)) ** 2 + ((z - c) / (0.45 * n)) ** 2
+    head = np.abs(rng.normal(0, 12, (n, n, n)))
+    head[r < 1] = 600
+    inner = r < 0.8
+    head[inner] = 280 + 120 * quality.smooth_noise((n, n, n), correlation=n / 8, seed=seed)[inner]
+    return (head * scale).astype(dtype)
+
+
+def reoriented(volume: bv.Volume, order, flips) -> bv.Volume:
+    """The same physical volume stored another way: new IJK axis a is old axis ``order[a]``, reversed where
+    ``flips[a]``."""
+    array = np.asarray(volume.array)
+    old_axes = [2 - o for o in order]  # numpy axes (k, j, i) of the old IJK axes, in the new I, J, K order
+    array = np.transpose(array, old_axes[::-1])
+    for axis, flip in enumerate(flips):
+        if flip:
+            array = np.flip(array, axis=2 - axis)
+    g = volume.geometry
+    directions = [g.direction[:, o] * (-1 if f else 1) for o, f in zip(order, flips)]
+    first = [(g.dimensions[o] - 1 if f else 0) for o, f in zip(order, flips)]
+    old_index = np.zeros(3)
+    for o, value in zip(order, first):
+        old_index[o] = value
+    return bv.Volume(np.ascontiguousarray(array), Geometry(
+        tuple(g.dimensions[o] for o in order), tuple(g.spacing[o] for o in order), g.physical_point(old_index),
+        np.column_stack(directions)))
+
+
+# --- offscreen windows ------------------------------------------------------------------------------------------
+def test_the_offscreen_window_is_mesa_egl_or_osmesa():
+    window = preview.offscreen_render_window()
+    assert window.GetClassName() in ("vtkEGLRenderWindow", "vtkOSOpenGLRenderWindow")
+    assert window.GetOffScreenRendering() == 1
+
+
+def test_without_egl_it_falls_back_to_osmesa_and_still_renders():
+    """A broken EGL (no vendor library) must not crash the process: OSMesa takes over."""
+    code = ("from bigvolume import preview, quality, Volume\n"
+            "window = preview.offscreen_render_window()\n"
+            "image = preview.render_volume(Volume.from_array(quality.microct_phantom(32)), (64, 64), engine='vtk')\n"
+            "print(window.GetClassName(), int((abs(image.astype(int) - (26, 26, 36)).max(axis=2) > 8).sum()))\n")
+    environment = dict(os.environ, __EGL_VENDOR_LIBRARY_FILENAMES="/nonexistent/egl_vendor.json")
+    environment.pop("VTK_DEFAULT_OPENGL_WINDOW", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
+    assert done.returncode == 0, done.stderr[-2000:]
+    name, drawn = done.stdout.split()
+    assert name == "vtkOSOpenGLRenderWindow"
+    assert int(drawn) > 200
+
+
+# --- rendering --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_object_appears_where_it_projects_on_an_oblique_anisotropic_grid(engine):
+    grid = oblique_grid()
+    centre = centre_ras(grid) + np.array([12.0, 0.0, 8.0])  # towards patient right and superior
+    volume = shape_volume(grid, centre, 14.0)
+    image = preview.render_volume(volume, SIZE, camera=FROM_ANTERIOR, engine=engine)
+    assert image.shape == (SIZE[1], SIZE[0], 3) and image.dtype == np.uint8
+    mask = silhouette(image)
+    rows, cols = np.nonzero(mask)
+    assert mask.sum() > 500
+    expected_col, expected_row = projected_pixel(grid, centre)
+    assert abs(cols.mean() - expected_col) < 3 and abs(rows.mean() - expected_row) < 3
+    # Seen from anterior, patient right is on the screen's left and superior is up.
+    assert cols.mean() < SIZE[0] / 2 and rows.mean() < SIZE[1] / 2
+    edge_col, _ = projected_pixel(grid, centre + np.array([14.0, 0.0, 0.0]))
+    radius = abs(edge_col - expected_col)  # the ball's outline on screen (perspective, approximately)
+    assert abs(np.sqrt(mask.sum() / np.pi) - radius) < 0.15 * radius
+
+
+def test_a_ball_and_a_cube_give_different_pictures_with_their_own_outlines():
+    grid = Geometry((41, 41, 41), (0.5, 0.5, 0.5))
+    ball = shape_volume(grid, centre_ras(grid), 7.0, "ball")
+    cube = shape_volume(grid, centre_ras(grid), 6.0, "cube")
+    fills = {}
+    for name, volume in (("ball", ball), ("cube", cube)):
+        mask = silhouette(preview.render_volume(volume, (160, 160), camera=FROM_ANTERIOR))
+        rows, cols = np.nonzero(mask)
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        fills[name] = mask.sum() / box
+        assert mask.sum() > 1000, name
+    assert abs(fills["ball"] - np.pi / 4) < 0.06  # a disc fills pi/4 of its bounding square
+    assert fills["cube"] > 0.93                      # a face-on cube: a filled square
+
+
+def test_the_picture_changes_with_the_volume_and_follows_the_object():
+    grid = Geometry((48, 48, 48), (1.0, 1.0, 1.0))
+    left = shape_volume(grid, centre_ras(grid) + np.array([-10.0, 0, 0]), 8.0)
+    right = shape_volume(grid, centre_ras(grid) + np.array([10.0, 0, 0]), 8.0)
+    images = [preview.render_volume(v, (128, 128), camera=FROM_ANTERIOR) for v in (left, right)]
+    assert np.abs(images[0].astype(int) - images[1].astype(int)).max() > 100
+    columns = [np.nonzero(silhouette(image))[1].mean() for image in images]
+    assert columns[1] < 64 < columns[0]  # patient right (+R) is on the screen's left
+
+
+def test_slicer_and_plain_vtk_renderings_agree():
+    volume = bv.Volume.from_array(quality.microct_phantom(48), spacing=(0.4, 0.4, 0.6))
+    transfer = preview.transfer_function(volume)
+    masks = [silhouette(preview.render_volume(volume, (128, 128), transfer, engine=engine)) for engine in ENGINES]
+    assert masks[0].sum() > 2000
+    assert (masks[0] & masks[1]).sum() / (masks[0] | masks[1]).sum() > 0.95
+
+
+def test_rendering_refuses_tiny_pictures_and_unknown_engines():
+    volume = bv.Volume.from_array(np.ones((4, 4, 4), np.uint8))
+    with pytest.raises(bv.BigVolumeError, match="16x16"):
+        preview.render_volume(volume, (8, 8))
+    with pytest.raises(bv.BigVolumeError, match="engine"):
+        preview.render_volume(volume, (32, 32), engine="ospray")
+
+
+# --- the transfer function --------------------------------------------------------------------------------------
+def test_hounsfield_ct_is_ct_like_air_clear_tissue_faint_bone_opaque():
+    transfer = preview.transfer_function(ct_body())
+    assert transfer.kind == CT_LIKE and "Hounsfield" in transfer.reason
+    air, air_colour = opacity_at(transfer, -1000)
+    tissue, tissue_colour = opacity_at(transfer, 40)
+    bone, bone_colour = opacity_at(transfer, 1100)
+    assert air == 0.0
+    assert 0 < tissue < 0.05 and bone > 10 * tissue
+    assert sum(bone_colour) > sum(tissue_colour) > sum(air_colour)
+    assert transfer.window.low < -900 and 1000 < transfer.window.high <= 1200
+
+
+def test_micro_ct_is_ct_like_and_mr_is_mr_like():
+    micro = preview.transfer_function(quality.microct_phantom(64))
+    assert micro.kind == CT_LIKE and "span" in micro.reason
+    for array in (mr_head(), mr_head(dtype=np.float32), mr_head(scale=0.001, dtype=np.float32)):
+        transfer = preview.transfer_function(array)
+        assert transfer.kind == MR_LIKE, array.dtype
+        tissue = float(np.median(array[array > array.max() / 4]))
+        background = float(np.median(array[array < array.max() / 10]))
+        assert opacity_at(transfer, background)[0] == 0.0
+        assert 0 < opacity_at(transfer, tissue)[0] < opacity_at(transfer, array.max())[0]
+
+
+def test_a_filled_background_and_the_negative_half_of_signed_data_stay_clear():
+    padded = mr_head().astype(np.float32)
+    n = padded.shape[0]
+    padded[:, :, : n // 2][padded[:, :, : n // 2] < 100] = 300.0  # padding of one value, inside the tissue range
+    transfer = preview.transfer_function(padded)
+    assert opacity_at(transfer, 300.0)[0] == 0.0 and opacity_at(transfer, 350.0)[0] > 0
+    zone = preview.transfer_function(quality.zone_plate(64))
+    assert zone.kind == MR_LIKE
+    assert opacity_at(zone, -0.5)[0] == opacity_at(zone, 0.0)[0] == 0.0 < opacity_at(zone, 0.8)[0]
+
+
+def test_transfer_points_ascend_and_fill_puts_them_in_a_volume_property():
+    for array in (ct_body(), mr_head(), np.full((8, 8, 8), 7, np.int16), quality.zone_plate(32)):
+        transfer = preview.transfer_function(array)
+        for points in (transfer.colors, transfer.opacities):
+            values = [p[0] for p in points]
+            assert values == sorted(values) and len(set(values)) == len(values)
+        prop = vtkVolumeProperty()
+        prop.SetColor(vtkColorTransferFunction())
+        prop.SetScalarOpacity(vtkPiecewiseFunction())
+        transfer.fill(prop, 2.5)
+        colours, opacities, unit = property_points(prop)
+        assert np.allclose(colours, transfer.colors) and np.allclose(opacities, transfer.opacities)
+        assert unit == 2.5
+        assert prop.GetShade() == 1 and prop.GetInterpolationType() == 1  # shaded, linear
+
+
+def test_transfer_function_of_rgb_uses_luminance_and_refuses_no_finite_values():
+    rgb = np.zeros((16, 16, 16, 3), np.uint8)
+    rgb[4:12, 4:12, 4:12] = (255, 0, 0)  # red: luminance 0.2126 * 255
+    transfer = preview.transfer_function(rgb)
+    assert transfer.window.high == pytest.approx(0.2126 * 255, abs=0.5)
+    with pytest.raises(bv.BigVolumeError, match="finite"):
+        preview.transfer_function(np.full((4, 4, 4), np.nan, np.float32))
+
+
+# --- slices -----------------------------------------------------------------------------------------------------
+def marked_volume():
+    """Zeros with three blocks, each on one mid-plane, at the patient's right/anterior/superior side (LPS grid:
+    right = low i, anterior = low j, superior = high k)."""
+    n = 33
+    array = np.zeros((n, n, n), np.float32)
+    q, m = n // 4, n // 2
+    array[m - 1:m + 2, :q, :q] = 100      # axial plane: right and anterior
+    array[3 * q:, m - 1:m + 2, :q] = 200  # coronal plane: right and superior
+    array[3 * q:, :q, m - 1:m + 2] = 300  # sagittal plane: anterior and superior
+    return bv.Volume.from_array(array, spacing=(0.5, 0.5, 0.5))
+
+
+def test_mid_slices_are_turned_as_slicer_shows_them():
+    slices = preview.mid_slices(marked_volume(), Window(0, 300), 99)
+    assert [name.split()[0] for name, _ in slices] == ["axial", "coronal", "sagittal"]
+    for (name, image), level in zip(slices, (100, 200, 300)):
+        assert image.dtype == np.uint8 and image.shape == (99, 99)
+        rows, cols = np.nonzero(image == round(level / 300 * 255))
+        # Each block is in the top-left quarter: patient right on the screen's left (axial, coronal), anterior on
+        # the left (sagittal), anterior or superior up.
+        assert rows.size and rows.max() < 99 / 2 and cols.max() < 99 / 2, name
+
+
+def test_mid_slices_do_not_depend_on_how_the_voxels_are_stored():
+    volume = marked_volume()
+    stored_otherwise = reoriented(volume, order=(2, 0, 1), flips=(True, False, True))
+    assert not np.array_equal(stored_otherwise.geometry.direction, volume.geometry.direction)
+    window = Window(0, 300)
+    expected = {name.split()[0]: image for name, image in preview.mid_slices(volume, window, 66)}
+    got = {name.split()[0]: image for name, image in preview.mid_slices(stored_otherwise, window, 66)}
+    assert set(got) == set(expected)
+    for name in expected:
+        assert np.array_equal(got[name], expected[name]), name
+
+
+def test_mid_slices_keep_the_physical_aspect_and_show_small_voxels_as_blocks():
+    volume = bv.Volume.from_array(np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8), spacing=(1.0, 2.0, 4.0))
+    slices = dict(preview.mid_slices(volume, Window(0, 191), 64))
+    axial = slices["axial K 2"]
+    assert axial.shape == (round(6 * 2 * 4), round(8 * 1 * 4))  # 4 px/mm: 64 px for the 16 mm extent
+    assert len(np.unique(axial[0])) == 8  # eight voxels across, each drawn as a run of pixels
+
+
+# --- the picture ------------------------------------------------------------------------------------------------
+def label_is_at(picture, text, top, left, size=13, bold=False):
+    """Whether ``text`` drawn by preview.text_image sits at (top, left) of the picture (blended on its canvas)."""
+    glyphs = preview.text_image(text, size, bold=bold)
+    canvas = np.empty(glyphs.shape[:2] + (3,), np.uint8)
+    canvas[...] = preview.CANVAS
+    preview._paste(canvas, glyphs, 0, 0)
+    region = picture[top:top + glyphs.shape[0], left:left + glyphs.shape[1]]
+    return region.shape == canvas.shape and np.abs(region.astype(int) - canvas.astype(int)).max() <= 1
+
+
+def read_png(path):
+    image = sitk.ReadImage(str(path))
+    assert image.GetNumberOfComponentsPerPixel() == 3 and image.GetPixelID() == sitk.sitkVectorUInt8
+    return sitk.GetArrayFromImage(image)
+
+
+@pytest.fixture(scope="module")
+def before_after(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("before_after")
+    before = bv.write_volume(bv.Volume.from_array(quality.microct_phantom(64), spacing=(0.5, 0.5, 0.5)),
+                             folder / "phantom.nhdr")
+    after = folder / "phantom_x4.nrrd"
+    bv.resample_file(before, after, 4, method="nearest")
+    return before, after
+
+
+def test_a_preview_is_labelled_and_shows_the_rendering_and_slices(tmp_path, before_after):
+    before, _ = before_after
+    report = preview.write_preview(before, tmp_path / "one.png", size=(192, 192))
+    picture = read_png(report.path)
+    assert (picture.shape[1], picture.shape[0]) == report.size
+    title = preview.text_image("phantom.nhdr", 16, bold=True)
+    label = f"64x64x64 uint16, spacing 0.5 0.5 0.5 mm, {format_bytes(io.file_size(before))} on disk"
+    assert label_is_at(picture, label, 8 + title.shape[0] + 4, 8)
+    header = 8 + title.shape[0] + 4 + preview.text_image(label, 13).shape[0] + 8
+    render = picture[header:header + 192, :192]
+    assert silhouette(render).mean() > 0.1
+    slices = picture[header:header + 192, 192 + 8:192 + 8 + 64]
+    assert slices.std() > 20  # the three mid-slices, not empty canvas
+    assert report.transfer.kind == CT_LIKE and [s.name for s in report.sources] == ["phantom.nhdr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.png"]
+
+
+def test_the_comparison_has_both_panels_each_labelled(tmp_path, before_after):
+    before, after = before_after
+    report = preview.write_preview(before, tmp_path / "cmp.png", compare=after, size=(320, 320))
+    picture = read_png(report.path)
+    panel = 320 + 8 + 320 // 3  # rendering and slice column (wider than the labels at this size)
+    assert picture.shape[1] == 2 * panel + 16
+    title = preview.text_image("phantom.nhdr", 16, bold=True).shape[0]
+    labels = [(0, f"64x64x64 uint16, spacing 0.5 0.5 0.5 mm, {format_bytes(io.file_size(before))} on disk"),
+              (panel + 16, f"16x16x16 uint16, spacing 2 2 2 mm, {format_bytes(io.file_size(after))} on disk")]
+    for left, label in labels:
+        assert label_is_at(picture, label, 8 + title + 4, left + 8), label
+        header = 8 + title + 4 + preview.text_image(label, 13).shape[0] + 8
+        assert silhouette(picture[header:header + 320, left:left + 320]).mean() > 0.1
+    # One transfer function (the first volume's) for both, so the pictures differ by their data only.
+    assert report.transfer == preview.transfer_function(report.sources[0].volume)
+
+
+def test_a_large_file_is_drawn_from_a_downsampled_copy_but_labelled_with_its_own_grid(tmp_path):
+    array = np.zeros((20, 24, 300), np.uint16)
+    array[5:15, 6:18, 40:260] = 3000
+    path = bv.write_volume(bv.Volume.from_array(array, spacing=(0.2, 0.5, 0.5)), tmp_path / "long.nhdr")
+    before = path.stat().st_mtime_ns, (tmp_path / "long.raw").read_bytes()
+    source = preview.load_preview_source(path)
+    assert source.geometry.dimensions == (300, 24, 20) and source.bytes_on_disk == io.file_size(path)
+    assert max(source.volume.geometry.dimensions) <= preview.PREVIEW_DIMENSION
+    assert source.volume.geometry.isclose(source.geometry.downsampled(preview.preview_factors(source.geometry)))
+    assert float(source.volume.array.max()) == pytest.approx(3000, rel=0.1)  # Lanczos may overshoot a little
+    assert "300x24x20 uint16" in source.label()
+    assert (path.stat().st_mtime_ns, (tmp_path / "long.raw").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.nhdr", "long.raw"]  # no temporary left
+
+
+def test_bad_outputs_and_inputs_give_one_clear_error_and_no_picture(tmp_path, before_after):
+    before, _ = before_after
+    with pytest.raises(bv.BigVolumeError, match=r"out\.jpg: a preview is a PNG"):
+        preview.write_preview(before, tmp_path / "out.jpg")
+    with pytest.raises(bv.BigVolumeError, match="does not exist"):
+        preview.write_preview(before, tmp_path / "missing" / "out.png")
+    with pytest.raises(bv.VolumeFileError, match=r"nothing\.nrrd: no such file"):
+        preview.write_preview(before, tmp_path / "out.png", compare=tmp_path / "nothing.nrrd")
+    broken = tmp_path / "broken.nrrd"
+    broken.write_bytes(b"NRRD0004\nnot a header\n")
+    with pytest.raises(bv.VolumeFileError, match="broken.nrrd"):
+        preview.write_preview(before, tmp_path / "out.png", compare=broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.nrrd"]
+
+
+def test_the_demo_writes_before_after_pictures(tmp_path):
+    from bigvolume.demo import write_previews
+    array = quality.microct_phantom(48)
+    bv.write_volume(bv.Volume.from_array(array, spacing=(0.5,) * 3), tmp_path / "phantom.nhdr")
+    for method in (bv.DEFAULT_METHOD, "nearest"):
+        bv.resample_file(tmp_path / "phantom.nhdr", tmp_path / f"phantom_{method}.nrrd", 4, method=method)
+    [path] = write_previews(tmp_path, ["phantom"], 4)
+    picture = read_png(path)
+    assert path.name == "preview_phantom.png" and picture.shape[1] == 3 * (384 + 8 + 128) + 2 * 16
+    for left, name in zip((0, 520 + 16, 2 * (520 + 16)), ("phantom: input", "lanczos x4 (anti-aliased)",
+                                                          "nearest x4 (decimation)")):
+        assert label_is_at(picture, name, 8, left + 8, 16, bold=True), name
+
+
+# --- the command line -------------------------------------------------------------------------------------------
+def bigvolume(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "bigvolume", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def test_cli_preview_compare_and_size(tmp_path, before_after):
+    before, after = before_after
+    done = bigvolume("preview", before, tmp_path / "p.png", "--compare", after, "--size", "400x300")
+    assert done.returncode == 0, done.stderr
+    assert "phantom.nhdr | phantom_x4.nrrd" in done.stdout and "CT-like" in done.stdout
+    picture = read_png(tmp_path / "p.png")
+    assert picture.shape[1] == 2 * (400 + 8 + 300 // 3) + 16 and picture.shape[0] > 300
+    done = bigvolume("preview", before, tmp_path / "q.png", "--size", "10x10")
+    assert done.returncode == 2 and "WIDTHxHEIGHT" in done.stderr and not (tmp_path / "q.png").exists()
+
+
+def test_cli_resample_preview_is_before_after_and_a_bad_path_fails_first(tmp_path, before_after):
+    before, _ = before_after
+    done = bigvolume("resample", before, tmp_path / "out.nrrd", "--factor", "2", "--preview", tmp_path / "ba.png")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.nrrd").exists() and "ba.png: preview of phantom.nhdr | out.nrrd" in done.stdout
+    assert read_png(tmp_path / "ba.png").shape[1] == 2 * (512 + 8 + 512 // 3) + 16
+    done = bigvolume("resample", before, tmp_path / "out2.nrrd", "--preview", tmp_path / "nowhere" / "x.png")
+    assert done.returncode == 1 and done.stderr.strip().endswith("does not exist")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "out2.nrrd").exists()
+
+
+def test_cli_import_stack_and_dehaze_previews(tmp_path):
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    array = quality.microct_phantom(32)
+    for k, plane in enumerate(array):
+        sitk.WriteImage(sitk.GetImageFromArray(plane), str(stack / f"s{k:03d}.tif"))
+    done = bigvolume("import-stack", stack, tmp_path / "vol.nrrd", "--spacing", "1", "1", "1", "--preview",
+                     tmp_path / "stack.png", "--quiet")
+    assert done.returncode == 0, done.stderr
+    picture = read_png(tmp_path / "stack.png")
+    assert picture.shape[1] < 2 * (512 + 8 + 170)  # one panel: the imported volume
+    assert np.array_equal(io.read_volume(tmp_path / "vol.nrrd").array, array)
+    if "dehaze" not in bigvolume("--help").stdout:
+        pytest.skip("no dehaze command in this build")
+    done = bigvolume("dehaze", tmp_path / "vol.nrrd", tmp_path / "clean.nrrd", "--preview", tmp_path / "haze.png")
+    assert done.returncode == 0, done.stderr
+    assert "haze.png: preview of vol.nrrd | clean.nrrd" in done.stdout
+    assert read_png(tmp_path / "haze.png").shape[1] == 2 * (512 + 8 + 512 // 3) + 16
+
+
+# --- Slicer: display nodes on a real scene ----------------------------------------------------------------------
+@pytest.fixture()
+def scene():
+    with preview.slicer_core_scene() as slicer_scene:
+        layouts = slicer.vtkMRMLLayoutLogic()  # as in Slicer: the layout node with the standard layouts
+        layouts.SetMRMLScene(slicer_scene.scene)
+        yield slicer_scene.scene
+        layouts.SetMRMLScene(None)
+
+
+def volume_node(scene, volume, name):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    fill_volume_node(node, volume)
+    return node
+
+
+def curves(display):
+    """The points and opacity unit distance of a volume rendering display node's property."""
+    return property_points(display.GetVolumePropertyNode().GetVolumeProperty())
+
+
+def test_volume_rendering_display_node_carries_the_preview_transfer_function(scene):
+    volume = bv.Volume(ct_body(48), oblique_grid((48, 48, 48)))
+    node = volume_node(scene, volume, "ct")
+    display = preview_nodes.show_volume_rendering(node)
+    assert display.GetClassName() == "vtkMRMLGPURayCastVolumeRenderingDisplayNode"
+    assert display.GetVolumeNode() is node and display.GetVisibility() and display.GetViewNodeIDs() == ()
+    expected = preview.transfer_function(volume)
+    assert expected.kind == CT_LIKE
+    colours, opacities, unit = curves(display)
+    assert np.allclose(colours, expected.colors) and np.allclose(opacities, expected.opacities)
+    assert unit == pytest.approx(preview.opacity_unit_distance(volume.geometry))
+    count = node.GetNumberOfDisplayNodes()
+    assert preview_nodes.show_volume_rendering(node) is display and node.GetNumberOfDisplayNodes() == count
+
+
+def test_before_after_puts_input_and_output_in_two_linked_views_with_one_transfer_function(scene):
+    before = volume_node(scene, bv.Volume.from_array(quality.microct_phantom(48), spacing=(0.5,) * 3), "input")
+    small = bv.resample(bv.Volume.from_array(quality.microct_phantom(48), spacing=(0.5,) * 3), 4, method="nearest")
+    after = volume_node(scene, small, "output")
+    shown_before, shown_after = preview_nodes.show_before_after(before, after)
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    assert layout.GetViewArrangement() == layout.SlicerLayoutDual3DView
+    views = [scene.GetSingletonNode(tag, "vtkMRMLViewNode") for tag in ("1", "2")]
+    assert shown_before.GetViewNodeIDs() == (views[0].GetID(),) and shown_after.GetViewNodeIDs() == (views[1].GetID(),)
+    assert all(view.GetLinkedControl() for view in views) and views[0].GetViewGroup() == views[1].GetViewGroup()
+    assert curves(shown_before)[:2] == curves(shown_after)[:2]
+    expected = preview_nodes.node_transfer_function(before)
+    assert np.allclose(curves(shown_after)[1], expected.opacities)
+    # Afterwards a plain preview of the output shows it in every view again.
+    assert preview_nodes.show_preview(after) is shown_after and shown_after.GetViewNodeIDs() == ()
+
+
+def test_the_module_logics_show_the_preview(scene):
+    from AntiAliasedResampleLib import AntiAliasedResampleLogic
+    from ImageStackImportLib import ImageStackImportLogic
+    source = volume_node(scene, bv.Volume.from_array(mr_head(40), spacing=(1.0, 1.0, 1.2)), "head")
+    logic = AntiAliasedResampleLogic()
+    output = logic.process(source, factor=2.0)
+    display = logic.showPreview(output, source)
+    assert display.GetVolumeNode() is output and display.GetViewNodeIDs() == ("vtkMRMLViewNode2",)
+    assert preview_nodes.node_transfer_function(source).kind == MR_LIKE
+    assert ImageStackImportLogic.showPreview(source).GetViewNodeIDs() == ()  # a plain preview: every view
+    assert source.GetDisplayNode() is not None and output.GetNumberOfDisplayNodes() == 2  # slices + rendering
+
+
+def test_a_scene_without_volume_rendering_is_refused_clearly():
+    bare = slicer.vtkMRMLScene()
+    node = volume_node(bare, bv.Volume.from_array(np.ones((4, 4, 4), np.uint8)), "v")
+    with pytest.raises(bv.BigVolumeError, match="no volume rendering"):
+        preview_nodes.show_volume_rendering(node)
+    with pytest.raises(bv.BigVolumeError, match="no voxels"):
+        preview_nodes.show_volume_rendering(bare.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty"))

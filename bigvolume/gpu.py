@@ -1,0 +1,293 @@
+"""The anti-aliased resample on an array module ``xp``: CuPy on a CUDA GPU, numpy to test the same code here.
+
+Same kernels and grid as the CPU path: each axis's table from :func:`bigvolume.kernels.axis_kernel` (Lanczos
+reproduces vtkImageResize to float rounding) becomes a dense weight matrix, cut into blocks along its band so that a long
+axis costs taps, not its length, per output voxel; a block is one matrix product (cuBLAS on the GPU). ``max``
+and one-tap tables (``nearest``) go through the tap-by-tap engine of bigvolume.kernels with ``xp``.
+
+:class:`ArrayStages` plugs this into the streaming loop of bigvolume.stream (one loop, one z-window logic for
+files and arrays, CPU and GPU). On CUDA, slabs are read into pinned host buffers, uploaded on a copy stream while
+the previous slab is filtered on the compute stream, the z window stays on the device, and finished output
+blocks come back on a third stream and reach the writer one slab later, so transfers overlap the filtering.
+
+CuPy is imported only when a CUDA device is asked for (``pip install bigvolume[gpu]``).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+from collections import deque
+
+import numpy as np
+
+from .dtypes import cast_to, work_dtype
+from .errors import BigVolumeError
+from .geometry import Geometry, validate_factors
+from .kernels import AxisKernel, _apply_axis, axis_kernel
+from .memory import current_rss
+from .slabs import ArraySlabReader
+from .stream import STREAMABLE_METHODS, ArraySink, _Stages, stream_downsample
+
+logger = logging.getLogger("bigvolume")
+
+DEVICES = ("auto", "cpu", "cuda")
+DEVICE_METHODS = STREAMABLE_METHODS  # every method with per-axis tables; fft needs the whole volume
+# Inputs per matrix block along an axis: long enough for big matrix products, short enough that an axis of
+# thousands of voxels does not multiply thousands of zeros per output voxel.
+BLOCK_INPUTS = 1024
+GPU_MAX_SLAB_BYTES = 256 * 2**20  # larger slabs than the CPU's: fewer launches and synchronisations
+IN_MEMORY_BUFFERS = 2 * 2**30     # host buffers an in-memory run may add to what the process holds
+
+
+@functools.lru_cache(maxsize=None)
+def probe_cuda():
+    """(cupy, "") when CuPy imports and sees a CUDA device, else (None, why not). Probed once per process."""
+    try:
+        import cupy
+    except ImportError:
+        return None, "cupy not installed"
+    except Exception as error:  # a broken CUDA installation fails in many ways
+        return None, f"cupy does not load: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:
+        return None, f"CUDA: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+    return (cupy, "") if count > 0 else (None, "CUDA sees no GPU")
+
+
+def choose_device(device: str = "auto", method: str = "lanczos") -> str:
+    """"cpu" or "cuda" for a requested ``device`` (auto, cpu, cuda). auto takes the GPU when there is one and the
+    method runs there, else the CPU with a note; cuda without a usable GPU is an error."""
+    if device not in DEVICES:
+        raise BigVolumeError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return "cpu"
+    cupy, why = probe_cuda()
+    if device == "cuda":
+        if cupy is None:
+            raise BigVolumeError(f"device cuda: no CUDA device ({why}); install CuPy on a machine with an NVIDIA GPU "
+                                 "(pip install bigvolume[gpu]) or use the CPU (device cpu)")
+        if method not in DEVICE_METHODS:
+            raise BigVolumeError(f"method {method} needs the whole volume in memory and does not run on the GPU; "
+                                 f"GPU methods: {', '.join(DEVICE_METHODS)}")
+        return "cuda"
+    if cupy is None:
+        logger.warning(f"no CUDA device ({why}); using the CPU")
+        return "cpu"
+    if method not in DEVICE_METHODS:
+        logger.warning(f"method {method} does not run on the GPU; using the CPU")
+        return "cpu"
+    return "cuda"
+
+
+def device_name() -> str:
+    cupy, why = probe_cuda()
+    if cupy is None:
+        return f"no CUDA device ({why})"
+    properties = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = properties["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+class BandMatrix:
+    """An axis table as dense blocks along the band of its (outputs x inputs) weight matrix: each block maps a
+    run of output voxels to the contiguous inputs their taps read. Taps that the table clamps onto the same
+    border voxel add up, as they do tap by tap."""
+
+    def __init__(self, kernel: AxisKernel, xp, dtype):
+        self.xp, self.dtype, self.size_out = xp, np.dtype(dtype), kernel.size_out
+        index, weight = kernel.index, kernel.weight
+        step = max(1.0, (index.max() - index.min() + 1) / self.size_out)  # inputs per output voxel
+        rows = max(1, int(BLOCK_INPUTS / step))
+        self.blocks = []
+        for r0 in range(0, self.size_out, rows):
+            r1 = min(self.size_out, r0 + rows)
+            idx, w = index[r0:r1], weight[r0:r1]
+            c0, c1 = int(idx.min()), int(idx.max()) + 1
+            dense = np.zeros((r1 - r0, c1 - c0))
+            np.add.at(dense, (np.repeat(np.arange(r1 - r0), idx.shape[1]), (idx - c0).ravel()), w.ravel())
+            dense = dense.astype(self.dtype)
+            self.blocks.append((r0, r1, c0, c1, xp.asarray(dense), xp.asarray(np.ascontiguousarray(dense.T))))
+
+    def apply(self, data, axis: int):
+        """``data`` (in ``self.dtype``) filtered and resampled along ``axis``."""
+        shape = data.shape
+        pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
+        out_shape = shape[:axis] + (self.size_out,) + shape[axis + 1:]
+        data = data.reshape(pre, shape[axis], post)
+        if len(self.blocks) == 1:
+            return self._product(data, *self.blocks[0][2:]).reshape(out_shape)
+        out = self.xp.empty((pre, self.size_out, post), self.dtype)
+        for r0, r1, *block in self.blocks:
+            out[:, r0:r1] = self._product(data, *block)
+        return out.reshape(out_shape)
+
+    def _product(self, data, c0, c1, dense, dense_t):
+        part = data[:, c0:c1]
+        pre, _, post = data.shape
+        if post == 1:    # along the last axis: one (pre x n) @ (n x m) product
+            return (part[:, :, 0] @ dense_t)[:, :, None]
+        if pre == 1:     # along the first axis: (m x n) @ (n x post)
+            return (dense @ part[0])[None]
+        return self.xp.matmul(dense, part)  # in between: one product per leading index, batched
+
+
+def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp):
+    """``f(data, axis)`` applying one axis table: a band matrix for weighted sums of several taps, else the
+    tap-by-tap engine (max, and one-tap tables, which only pick voxels); identity tables cost nothing."""
+    if kernel.is_identity(n_in):
+        return lambda data, axis: data
+    if reduce == "sum" and kernel.index.shape[1] > 1:
+        return BandMatrix(kernel, xp, dtype).apply
+    return lambda data, axis: _apply_axis(data, kernel, axis, reduce, dtype, xp)
+
+
+class ArrayStages(_Stages):
+    """bigvolume.stream's stages on the array module ``xp`` (see the module docstring)."""
+
+    def __init__(self, reader, factors, method: str, out_dtype, threads: int, xp):
+        super().__init__(reader, factors, method, out_dtype, threads)
+        self.xp = xp
+        self.cuda = xp.__name__ == "cupy"
+        ni, nj, _ = reader.geometry.dimensions
+        mi, mj, _ = self.output_geometry.dimensions
+        self._along_i = self._operator(axis_kernel(method, ni, self.factors[0], mi), ni)
+        self._along_j = self._operator(axis_kernel(method, nj, self.factors[1], mj), nj)
+        if self.cuda:
+            import cupyx
+            self._pinned = cupyx.empty_pinned
+            self._compute = xp.cuda.Stream(non_blocking=True)
+            self._upload_stream = xp.cuda.Stream(non_blocking=True)
+            self._download_stream = xp.cuda.Stream(non_blocking=True)
+            self._device_slabs = [None, None]   # uploads alternate between two device buffers
+            self._consumed = [None, None]       # when the compute stream is done with each
+            self._turn = 0
+            self._downloads = deque()           # (event, pinned host block, device block) not yet written
+            xp.cuda.Device().synchronize()  # the x/y matrices went up on the default stream, which ours do not wait for
+            free, _ = xp.cuda.runtime.memGetInfo()
+            # about a dozen slab-sized device arrays at once (two uploads, float copies, x/y results, the window)
+            self.max_slab_bytes = int(min(GPU_MAX_SLAB_BYTES, free // 16))
+
+    def _operator(self, kernel: AxisKernel, n_in: int):
+        return axis_operator(kernel, n_in, self.reduce, self.work_dtype, self.xp)
+
+    # --- the filter ---------------------------------------------------------------------------------------------
+    def reduce_xy(self, slab):
+        data = self._upload(slab)
+        uploaded = data
+        if self.convert_to is not None:
+            data = data.astype(self.convert_to)
+        if not self.skip_xy:
+            data = self._along_j(self._along_i(data, 2), 1)
+        data = data.astype(self.window_dtype, copy=False)
+        if data is uploaded and self.cuda:
+            data = data.copy()  # the device buffer takes the slab after next
+        if self.cuda:
+            self._consumed[self._turn ^ 1] = self._compute.record()
+        return data
+
+    def reduce_z(self, window, first: int, rows: slice, pool=None):
+        kernel = AxisKernel(self.z_kernel.index[rows] - first, self.z_kernel.weight[rows])
+        return self._operator(kernel, -1)(window, 0)
+
+    # --- moving data (bigvolume.stream's hooks) --------------------------------------------------------------------
+    def new_buffer(self, reader, slices: int):
+        if not self.cuda:
+            return super().new_buffer(reader, slices)
+        return self._pinned((slices,) + reader.slice_shape, reader.dtype)  # uploads from it run asynchronously
+
+    def new_window(self, slices: int):
+        return self.xp.empty((slices,) + self.reduced_shape, self.window_dtype)
+
+    def drop_front(self, window, start: int, stop: int) -> None:
+        window[:stop - start] = window[start:stop].copy()  # CuPy does not promise overlapping copies
+
+    def _upload(self, slab):
+        """``slab`` on the device. The host waits for the upload alone (so the reader may refill the buffer)
+        while the previous slab is still being filtered."""
+        if not self.cuda:
+            return slab
+        turn = self._turn
+        buffer = self._device_slabs[turn]
+        if buffer is None or buffer.shape[0] < slab.shape[0]:
+            buffer = self._device_slabs[turn] = self.xp.empty(slab.shape, slab.dtype)
+        buffer = buffer[:slab.shape[0]]
+        if self._consumed[turn] is not None:
+            self._upload_stream.wait_event(self._consumed[turn])
+        buffer.set(slab, stream=self._upload_stream)
+        done = self._upload_stream.record()
+        done.synchronize()
+        self._compute.wait_event(done)
+        self._turn ^= 1
+        return buffer
+
+    def emit(self, block, out_dtype, sink) -> None:
+        if not self.cuda:
+            return super().emit(block, out_dtype, sink)
+        block = cast_to(block, out_dtype)  # on the device: a smaller download for integer outputs
+        self._download_stream.wait_event(self._compute.record())
+        host = self._pinned(block.shape, block.dtype)  # a fresh one per block: the writer may hold it a while
+        block.get(stream=self._download_stream, out=host, blocking=False)
+        self._downloads.append((self._download_stream.record(), host, block))
+        self._write_downloads(sink, keep=1)
+
+    def _write_downloads(self, sink, keep: int) -> None:
+        while len(self._downloads) > keep:
+            done, host, _ = self._downloads.popleft()
+            done.synchronize()
+            sink.write(host)
+
+    @contextlib.contextmanager
+    def running(self, sink):
+        if not self.cuda:
+            yield
+            return
+        try:
+            with self._compute:  # the loop's own device work (window updates) joins the compute stream
+                yield
+                self._write_downloads(sink, keep=0)
+        finally:
+            self._downloads.clear()
+
+
+def cuda_module():
+    """CuPy, or a BigVolumeError saying why there is no CUDA device."""
+    choose_device("cuda")
+    return probe_cuda()[0]
+
+
+def resample_array(array: np.ndarray, factors, method: str, out_dtype=None, *, xp, memory_limit=None,
+                   threads: int | None = None, progress=None) -> np.ndarray:
+    """``array`` (k, j, i[, c]) downsampled by ``factors`` (I, J, K) on the block-centred grid through the array
+    module ``xp``, streamed slab by slab through the device; a numpy array of ``out_dtype`` (default: the
+    input's) comes back. ``memory_limit``: host bytes, default what the process holds plus 2 GiB of buffers."""
+    from .resample import default_threads  # resample imports this module
+    if array.dtype == np.bool_:
+        array = array.view(np.uint8)
+    out_dtype = np.dtype(out_dtype or array.dtype)
+    threads = threads or default_threads()
+    geometry = Geometry(array.shape[2::-1])
+    out = np.empty(geometry.downsampled(factors).shape + array.shape[3:], out_dtype)
+    limit = memory_limit if memory_limit is not None else current_rss() + IN_MEMORY_BUFFERS
+    stream_downsample(ArraySlabReader(array, geometry, threads), factors, method, ArraySink(out),
+                      out_dtype=out_dtype, threads=threads, memory_limit=limit, progress=progress, xp=xp)
+    return out
+
+
+def downsample_on_device(array, factors, method: str = "lanczos", out_dtype=None, xp=None):
+    """An array already on the device ((k, j, i[, c]), any ``xp``; default CuPy) downsampled whole, with no
+    streaming and no transfers: for data that lives on the GPU, and to time the filter alone."""
+    xp = xp or cuda_module()
+    if method not in DEVICE_METHODS:
+        raise BigVolumeError(f"method {method} does not run on the device; choose one of {', '.join(DEVICE_METHODS)}")
+    factors = validate_factors(factors)
+    dims_in = array.shape[2::-1]
+    dims_out = Geometry(dims_in).downsampled(factors).dimensions
+    reduce = "max" if method == "max" else "sum"
+    dtype = work_dtype(array.dtype) if reduce == "sum" else array.dtype
+    data = array.astype(dtype, copy=False)
+    for axis, n, f, m in zip((2, 1, 0), dims_in, factors, dims_out):
+        data = axis_operator(axis_kernel(method, n, f, m), n, reduce, dtype, xp)(data, axis)
+    return cast_to(data, out_dtype or array.dtype)
