@@ -2,7 +2,6 @@ import importlib.util
 import os
 import pathlib
 import sys
-import time
 from typing import Annotated, Optional
 
 import qt
@@ -16,10 +15,13 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 
 from slicer import vtkMRMLScalarVolumeNode
 
-# The core package `bigvolume` is installed beside this file in the extension. Run from source (the module folder
-# added to Slicer's "Additional module paths"), it is found in the repository root, the parent of this folder.
-if importlib.util.find_spec("bigvolume") is None:
+# The core package `bigvolume` and `bigvolume_slicer` (what the panels share) are installed beside this file in the
+# extension. Run from source (the module folder added to Slicer's "Additional module paths"), both are found in the
+# repository root, the parent of this folder.
+if not all(importlib.util.find_spec(name) for name in ("bigvolume", "bigvolume_slicer")):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bigvolume_slicer import PanelProgress  # noqa: E402
 
 from AntiAliasedResampleLib import CLI_MODULE, DEFAULT_METHOD, METHODS, Cancelled  # noqa: E402
 from AntiAliasedResampleLib import AntiAliasedResampleLogic as AntiAliasedResampleLibLogic  # noqa: E402
@@ -114,9 +116,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._running = False
-        self._cancelRequested = False
-        self._lastEventProcessing = 0.0
+        self._progress = None  # the run state, progress bar and Cancel button (made in setup)
         self._cliNode = None  # the CLI run in progress
 
     def setup(self) -> None:
@@ -131,13 +131,13 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
+        self._progress = PanelProgress(self.ui.progressBar, self.ui.cancelButton, onChange=self._checkCanApply)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
         self.ui.inputFilePathLineEdit.connect("currentPathChanged(QString)", self.onInputFileChanged)
         # 0 means "automatic": show what that is on this computer.
         self.ui.memoryLimitSpinBox.specialValueText = f"automatic ({self.logic.defaultMemoryLimit() / 1e9:.1f} GB)"
-        self.ui.progressBar.hide()
 
         self.initializeParameterNode()
         # Tooltips after connectGui, which fills the combo box from the Choice annotation.
@@ -232,7 +232,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         except Exception as error:
             reason = reason or str(error)
         self.ui.planLabel.text = reason or plan
-        self.ui.applyButton.enabled = not reason and not self._running
+        self.ui.applyButton.enabled = not reason and not self._progress.running
         self.ui.applyButton.toolTip = reason or (
             "Downsample the input file from disk and load the result." if fileMode else "Downsample the input volume.")
 
@@ -255,27 +255,9 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             return
         self._startSpacingFrom(geometry.spacing)
 
-    def _onProgress(self, fraction: float, message: str) -> bool:
-        self.ui.progressBar.value = int(round(100 * fraction))
-        self.ui.progressBar.format = f"{message} %p%"
-        now = time.monotonic()
-        if now - self._lastEventProcessing > 0.1 and qt.QThread.currentThread() == slicer.app.thread():
-            self._lastEventProcessing = now
-            slicer.app.processEvents()  # draws the bar and lets the Cancel button be clicked
-        return not self._cancelRequested
-
-    def _setRunning(self, running: bool) -> None:
-        self._running = running
-        self._cancelRequested = False
-        self.ui.cancelButton.enabled = running
-        self.ui.progressBar.visible = running
-        self.ui.progressBar.value = 0
-        self._checkCanApply()
-
     def onCancelButton(self) -> None:
-        self._cancelRequested = True
-        self.ui.cancelButton.enabled = False
-        if self._cliNode:
+        self._progress.cancel()
+        if self._cliNode:  # a CLI run (own process) never calls the progress callback: stop it through its node
             self._cliNode.Cancel()
 
     def _startCli(self) -> None:
@@ -287,13 +269,13 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             with slicer.util.tryWithErrorDisplay("Could not start the CLI module.", waitCursor=True):
                 params = self.logic.cliParameters(p.inputVolume, p.outputVolume, method=p.method, **self._settings())
                 p.outputVolume = params["outputVolume"]
-                self._setRunning(True)
+                self._progress.start()
                 self._cliNode = slicer.cli.run(getattr(slicer.modules, CLI_MODULE), None, params,
                                                wait_for_completion=False)
                 self.addObserver(self._cliNode, vtk.vtkCommand.ModifiedEvent, self._onCliModified)
         except Exception as error:  # already shown by tryWithErrorDisplay
             self.ui.resultLabel.text = f"Failed: {error}"
-            self._setRunning(False)
+            self._progress.stop()
 
     def _onCliModified(self, cliNode, event) -> None:
         self.ui.progressBar.value = cliNode.GetProgress()
@@ -304,34 +286,23 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.resultLabel.text = self.logic.cliResultText(
             cliNode.GetStatusString(), cliNode.GetParameterAsString("deviceUsed"),
             cliNode.GetParameterAsString("summary"), cliNode.GetErrorText())
-        self._setRunning(False)
+        self._progress.stop()
 
     def onApplyButton(self) -> None:
         p = self._parameterNode
         if p.runAsCli and self._cliOffered() and not self._fileMode():
             self._startCli()
             return
-        self.ui.resultLabel.text = ""
-        self._setRunning(True)
-        try:
-            with slicer.util.tryWithErrorDisplay("Resampling failed.", waitCursor=True):
-                try:
-                    outputNode = self._run()
-                except Cancelled:
-                    self.ui.resultLabel.text = "Cancelled"
-                    return
-                p.outputVolume = outputNode
-                self.ui.resultLabel.text = self.logic.lastResult.summary()
-                if outputNode.IsA("vtkMRMLLabelMapVolumeNode"):
-                    slicer.util.setSliceViewerLayers(label=outputNode)
-                else:
-                    slicer.util.setSliceViewerLayers(background=outputNode, fit=True)
-                if p.show3D:
-                    self._show3D(outputNode, p.inputVolume if p.beforeAfter and not self._fileMode() else None)
-        except Exception as error:  # already shown by tryWithErrorDisplay
-            self.ui.resultLabel.text = f"Failed: {error}"
-        finally:
-            self._setRunning(False)
+        with self._progress.task(self.ui.resultLabel, "Resampling failed."):
+            outputNode = self._run()
+            p.outputVolume = outputNode
+            self.ui.resultLabel.text = self.logic.lastResult.summary()
+            if outputNode.IsA("vtkMRMLLabelMapVolumeNode"):
+                slicer.util.setSliceViewerLayers(label=outputNode)
+            else:
+                slicer.util.setSliceViewerLayers(background=outputNode, fit=True)
+            if p.show3D:
+                self._show3D(outputNode, p.inputVolume if p.beforeAfter and not self._fileMode() else None)
 
     def _show3D(self, outputNode, inputNode=None) -> None:
         """Volume-render the output (the Logic makes the display nodes); before/after shows the Dual 3D layout with
@@ -343,7 +314,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def _run(self):
         p = self._parameterNode
-        settings = dict(method=p.method, threads=p.threads or None, progress=self._onProgress, **self._settings())
+        settings = dict(method=p.method, threads=p.threads or None, progress=self._progress, **self._settings())
         if not self._fileMode():
             return self.logic.process(p.inputVolume, p.outputVolume, **settings)
         outputNode = self.logic.processFile(p.inputFile, p.outputVolume, saveBesideInput=p.saveBesideInput,

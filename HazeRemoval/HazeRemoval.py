@@ -1,10 +1,8 @@
 import importlib.util
 import os
 import sys
-import time
 from typing import Annotated, Optional
 
-import qt
 import vtk
 
 import slicer
@@ -15,10 +13,13 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 
 from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode
 
-# The core package `bigvolume` is installed beside this file in the extension. Run from source (the module folder
-# added to Slicer's "Additional module paths"), it is found in the repository root, the parent of this folder.
-if importlib.util.find_spec("bigvolume") is None:
+# The core package `bigvolume` and `bigvolume_slicer` (what the panels share) are installed beside this file in the
+# extension. Run from source (the module folder added to Slicer's "Additional module paths"), both are found in the
+# repository root, the parent of this folder.
+if not all(importlib.util.find_spec(name) for name in ("bigvolume", "bigvolume_slicer")):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bigvolume_slicer import PanelProgress, settleTimer  # noqa: E402
 
 from HazeRemovalLib import (AIR_CHOICES, BITS_CHOICES, DEFAULT_DILATE, FILL_CHOICES, LEVEL_CHOICES,  # noqa: E402
                             Cancelled)
@@ -100,9 +101,7 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._running = False
-        self._cancelRequested = False
-        self._lastEventProcessing = 0.0
+        self._progress = None  # the run state, progress bar and Cancel button (made in setup)
         self._previewShown = False     # once previewed, a change of settings updates the mask
         self._previewedSettings = None
         self._previewTimer = None
@@ -117,18 +116,15 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = HazeRemovalLogic()
 
         # A mask takes a moment on big volumes: wait until the user stops turning a spin box.
-        self._previewTimer = qt.QTimer()
-        self._previewTimer.setSingleShot(True)
-        self._previewTimer.setInterval(300)
-        self._previewTimer.connect("timeout()", self.updatePreview)
+        self._previewTimer = settleTimer(self.updatePreview)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.previewButton.connect("clicked(bool)", self.onPreviewButton)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
-        self.ui.progressBar.hide()
+        self._progress = PanelProgress(self.ui.progressBar, self.ui.cancelButton, onChange=self.onParameterNodeModified)
+        self.ui.cancelButton.connect("clicked(bool)", self._progress.cancel)
 
         self.initializeParameterNode()
 
@@ -202,10 +198,11 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             reason = "Select an input volume."
         elif p.outputVolume and p.outputVolume == p.inputVolume:
             reason = "Select an output volume other than the input."
-        self.ui.previewButton.enabled = bool(p.inputVolume) and not self._running
-        self.ui.applyButton.enabled = not reason and not self._running
+        running = self._progress.running
+        self.ui.previewButton.enabled = bool(p.inputVolume) and not running
+        self.ui.applyButton.enabled = not reason and not running
         self.ui.applyButton.toolTip = reason or "Remove the haze into the output volume."
-        if self._previewShown and self._maskSettings() != self._previewedSettings and not self._running:
+        if self._previewShown and self._maskSettings() != self._previewedSettings and not running:
             self._previewTimer.start()
 
     # --- preview ------------------------------------------------------------------------------------------------
@@ -218,7 +215,7 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._previewTimer is not None:
             self._previewTimer.stop()
         p = self._parameterNode
-        if p is None or not p.inputVolume or self._running:
+        if p is None or not p.inputVolume or self._progress.running:
             return
         self._previewedSettings = self._maskSettings()
         try:
@@ -232,47 +229,15 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._previewShown = False
 
     # --- running ------------------------------------------------------------------------------------------------
-    def _onProgress(self, fraction: float, message: str) -> bool:
-        self.ui.progressBar.value = int(round(100 * fraction))
-        self.ui.progressBar.format = f"{message} %p%"
-        now = time.monotonic()
-        if now - self._lastEventProcessing > 0.1 and qt.QThread.currentThread() == slicer.app.thread():
-            self._lastEventProcessing = now
-            slicer.app.processEvents()  # draws the bar and lets the Cancel button be clicked
-        return not self._cancelRequested
-
-    def _setRunning(self, running: bool) -> None:
-        self._running = running
-        self._cancelRequested = False
-        self.ui.cancelButton.enabled = running
-        self.ui.progressBar.visible = running
-        self.ui.progressBar.value = 0
-        self.onParameterNodeModified()
-
-    def onCancelButton(self) -> None:
-        self._cancelRequested = True
-        self.ui.cancelButton.enabled = False
-
     def onApplyButton(self) -> None:
         p = self._parameterNode
-        self.ui.resultLabel.text = ""
-        self._setRunning(True)
-        try:
-            with slicer.util.tryWithErrorDisplay("Haze removal failed.", waitCursor=True):
-                try:
-                    outputNode = self.logic.process(p.inputVolume, p.outputVolume, bits=p.bits,
-                                                    progress=self._onProgress, **self._settings())
-                except Cancelled:
-                    self.ui.resultLabel.text = "Cancelled"
-                    return
-                p.outputVolume = outputNode
-                self.ui.resultLabel.text = self.logic.lastResult.summary()
-                self._previewShown = False  # the mask overlay made its point; show the result alone
-                slicer.util.setSliceViewerLayers(background=outputNode, label=None)
-        except Exception as error:  # already shown by tryWithErrorDisplay
-            self.ui.resultLabel.text = f"Failed: {error}"
-        finally:
-            self._setRunning(False)
+        with self._progress.task(self.ui.resultLabel, "Haze removal failed."):
+            outputNode = self.logic.process(p.inputVolume, p.outputVolume, bits=p.bits, progress=self._progress,
+                                            **self._settings())
+            p.outputVolume = outputNode
+            self.ui.resultLabel.text = self.logic.lastResult.summary()
+            self._previewShown = False  # the mask overlay made its point; show the result alone
+            slicer.util.setSliceViewerLayers(background=outputNode, label=None)
 
 
 #

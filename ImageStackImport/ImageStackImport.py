@@ -2,7 +2,6 @@ import importlib.util
 import logging
 import os
 import sys
-import time
 from typing import Annotated, Optional
 
 import qt
@@ -16,10 +15,13 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 
 from slicer import vtkMRMLMarkupsROINode
 
-# The core package `bigvolume` is installed beside this file in the extension. Run from source (the module folder
-# added to Slicer's "Additional module paths"), it is found in the repository root, the parent of this folder.
-if importlib.util.find_spec("bigvolume") is None:
+# The core package `bigvolume` and `bigvolume_slicer` (what the panels share) are installed beside this file in the
+# extension. Run from source (the module folder added to Slicer's "Additional module paths"), both are found in the
+# repository root, the parent of this folder.
+if not all(importlib.util.find_spec(name) for name in ("bigvolume", "bigvolume_slicer")):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bigvolume_slicer import PanelProgress, settleTimer  # noqa: E402
 
 from ImageStackImportLib import BITS_CHOICES, GRAY_CHOICES, BigVolumeError, Cancelled  # noqa: E402
 from ImageStackImportLib import ImageStackImportLogic as ImageStackImportLibLogic  # noqa: E402
@@ -125,9 +127,7 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._running = False
-        self._cancelRequested = False
-        self._lastEventProcessing = 0.0
+        self._progress = None  # the run state, progress bar and Cancel button (made in setup)
         self._canImport = False
         self._lastSource = None  # the input fields the spacing was last filled for
         self._observedRoi = None
@@ -144,10 +144,7 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = ImageStackImportLogic()
 
         # Planning reads every slice header the first time: wait until the user stops typing or dragging the ROI.
-        self._planTimer = qt.QTimer()
-        self._planTimer.setSingleShot(True)
-        self._planTimer.setInterval(300)
-        self._planTimer.connect("timeout()", self.updatePlan)
+        self._planTimer = settleTimer(self.updatePlan)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -159,8 +156,8 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             getattr(self.ui, f"factor{factor}Button").connect("clicked()", lambda f=factor: self.setFactor(f))
         self.ui.previewButton.connect("clicked(bool)", self.onPreviewButton)
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
-        self.ui.progressBar.hide()
+        self._progress = PanelProgress(self.ui.progressBar, self.ui.cancelButton, onChange=self._updateButtons)
+        self.ui.cancelButton.connect("clicked(bool)", self._progress.cancel)
         self.ui.spacingWarningLabel.hide()
 
         # A folder or a slice file dropped anywhere on the panel (outside its text fields) becomes the input.
@@ -280,7 +277,7 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._planTimer is not None:
             self._planTimer.stop()
         p = self._parameterNode
-        if p is None or self._running:
+        if p is None or self._progress.running:
             return
         fields = (self.ui.fileLineEdit.currentPath, self.ui.folderLineEdit.currentPath, p.pattern, p.reverse)
         ok, headerSpacing = False, ()
@@ -304,29 +301,8 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # --- running --------------------------------------------------------------------------------------------------
     def _updateButtons(self) -> None:
-        self.ui.previewButton.enabled = self._canImport and not self._running
-        self.ui.importButton.enabled = self._canImport and not self._running
-        self.ui.cancelButton.enabled = self._running and not self._cancelRequested
-
-    def _onProgress(self, fraction: float, message: str) -> bool:
-        self.ui.progressBar.value = int(round(100 * fraction))
-        self.ui.progressBar.format = f"{message} %p%"
-        now = time.monotonic()
-        if now - self._lastEventProcessing > 0.1 and qt.QThread.currentThread() == slicer.app.thread():
-            self._lastEventProcessing = now
-            slicer.app.processEvents()  # draws the bar and lets the Cancel button be clicked
-        return not self._cancelRequested
-
-    def _setRunning(self, running: bool) -> None:
-        self._running = running
-        self._cancelRequested = False
-        self.ui.progressBar.visible = running
-        self.ui.progressBar.value = 0
-        self._updateButtons()
-
-    def onCancelButton(self) -> None:
-        self._cancelRequested = True
-        self._updateButtons()
+        self.ui.previewButton.enabled = self._canImport and not self._progress.running
+        self.ui.importButton.enabled = self._canImport and not self._progress.running
 
     def onPreviewButton(self) -> None:
         self._run(preview=True)
@@ -336,33 +312,21 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _run(self, preview: bool) -> None:
         p = self._parameterNode
-        self.ui.statusLabel.text = ""
-        self._setRunning(True)
-        try:
-            with slicer.util.tryWithErrorDisplay("Image stack import failed.", waitCursor=True):
-                try:
-                    source = self._source()
-                    if preview:
-                        node = self.logic.importPreview(source, scene=slicer.mrmlScene, progress=self._onProgress,
-                                                        **self._settings(factor=False, roi=False))
-                    else:
-                        nhdrPath = (self.logic.nhdrPathFor(self.ui.nhdrPathLineEdit.currentPath, source)
-                                    if p.saveNhdr else None)
-                        node = self.logic.importToNode(source, scene=slicer.mrmlScene, progress=self._onProgress,
-                                                       nhdrPath=nhdrPath, **self._settings())
-                except Cancelled:
-                    self.ui.statusLabel.text = "Cancelled"
-                    return
-                self.ui.statusLabel.text = self.logic.lastResult.summary()
-                slicer.util.setSliceViewerLayers(background=node, fit=True)
-                if p.show3D:  # GPU volume rendering (the Logic's display nodes), the 3D views fitted to it
-                    self.logic.showPreview(node)
-                    for index in range(slicer.app.layoutManager().threeDViewCount):
-                        slicer.app.layoutManager().threeDWidget(index).threeDView().resetFocalPoint()
-        except Exception as error:  # already shown by tryWithErrorDisplay
-            self.ui.statusLabel.text = f"Failed: {error}"
-        finally:
-            self._setRunning(False)
+        with self._progress.task(self.ui.statusLabel, "Image stack import failed."):
+            source = self._source()
+            if preview:
+                node = self.logic.importPreview(source, scene=slicer.mrmlScene, progress=self._progress,
+                                                **self._settings(factor=False, roi=False))
+            else:
+                nhdrPath = self.logic.nhdrPathFor(self.ui.nhdrPathLineEdit.currentPath, source) if p.saveNhdr else None
+                node = self.logic.importToNode(source, scene=slicer.mrmlScene, progress=self._progress,
+                                               nhdrPath=nhdrPath, **self._settings())
+            self.ui.statusLabel.text = self.logic.lastResult.summary()
+            slicer.util.setSliceViewerLayers(background=node, fit=True)
+            if p.show3D:  # GPU volume rendering (the Logic's display nodes), the 3D views fitted to it
+                self.logic.showPreview(node)
+                for index in range(slicer.app.layoutManager().threeDViewCount):
+                    slicer.app.layoutManager().threeDWidget(index).threeDView().resetFocalPoint()
 
 
 #

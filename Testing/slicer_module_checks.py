@@ -285,16 +285,27 @@ sys.path.append({stubs!r})
 sys.path.insert(0, {folder!r})
 """
 
+# Run last for a module with a panel: its widget's PanelProgress comes from the panels' shared package, which only
+# the module file's own fallback (the repository root on sys.path) can provide.
+_PANEL_CHECK = """
+import bigvolume_slicer, {name}
+assert bigvolume_slicer.__file__.startswith({package!r}), bigvolume_slicer.__file__
+assert {name}.PanelProgress is bigvolume_slicer.PanelProgress
+"""
+
 
 def run_module_file(module: SlicerModule, tmp_path: Path, body: str) -> bool:
     """Import ``module``'s module file as Slicer would from "Additional module paths" (its folder on sys.path only),
     with the stand-ins above and any installed bigvolume hidden, then run ``body`` (which has ``slicer``, ``os``
-    and ``sys``) in ``tmp_path``. Asserts it succeeded; returns whether the installed bigvolume could be hidden."""
+    and ``sys``) in ``tmp_path``, and for a module with a panel check where its PanelProgress came from. Asserts it
+    succeeded; returns whether the installed bigvolume could be hidden."""
     stubs = tmp_path / "stubs"
     stubs.mkdir()
     for name, text in STUBS.items():
         (stubs / name).write_text(textwrap.dedent(text))
-    code = _PRELUDE.format(stubs=str(stubs), folder=str(module.folder)) + textwrap.dedent(body) + \
+    panel_check = _PANEL_CHECK.format(name=module.name, package=str(REPO / "bigvolume_slicer")) \
+        if module.ui_file.is_file() else ""
+    code = _PRELUDE.format(stubs=str(stubs), folder=str(module.folder)) + textwrap.dedent(body) + panel_check + \
         '\nprint("hidden" if hidden else "installed")\n'
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

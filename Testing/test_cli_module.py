@@ -358,6 +358,8 @@ def test_the_panel_offers_the_cli_only_where_installed_and_follows_its_run(tmp_p
         slicer.util.updateVolumeFromArray(inputNode, np.ones((8, 10, 12), np.float32))
         widget = m.AntiAliasedResampleWidget()
         widget.ui, widget.logic = Widgets(), m.AntiAliasedResampleLogic()
+        widget._progress = m.PanelProgress(widget.ui.progressBar, widget.ui.cancelButton,
+                                           onChange=widget._checkCanApply)  # as setup() makes it
         widget._parameterNode = p = types.SimpleNamespace(
             inputSource=m.FROM_SCENE, inputVolume=inputNode, outputVolume=None, factor=3.0, isotropic=False,
             useSpacing=False, method="lanczos", threads=0, runAsCli=True, show3D=False, beforeAfter=False)

@@ -100,18 +100,30 @@ def test_node_combo_boxes_get_the_scene_and_custom_widgets_are_declared(module):
 
 @each_module
 def test_widget_slots_exist(module):
-    """Every ``self.<method>`` handed to connect/addObserver/a drop filter is a method of the widget class."""
+    """Every ``self.<method>`` handed to connect/addObserver/a drop filter/PanelProgress/settleTimer is a method of the
+    widget class."""
     widget = module.widget_class()
     methods = {node.name for node in widget.body if isinstance(node, ast.FunctionDef)}
     handed = set()
     for call in ast.walk(widget):
         if isinstance(call, ast.Call) and isinstance(call.func, (ast.Attribute, ast.Name)):
             name = call.func.attr if isinstance(call.func, ast.Attribute) else call.func.id
-            callback = call.args[-1] if call.args else None  # the slot or callback is the last argument
-            if name in ("connect", "addObserver", "removeObserver", "_DropFilter") and isinstance(
-                    callback, ast.Attribute) and isinstance(callback.value, ast.Name) and callback.value.id == "self":
-                handed.add(callback.attr)
+            if name not in ("connect", "addObserver", "removeObserver", "_DropFilter", "PanelProgress", "settleTimer"):
+                continue
+            # The slot or callback is the last argument; PanelProgress takes its onChange as a keyword.
+            for callback in call.args[-1:] + [keyword.value for keyword in call.keywords]:
+                if isinstance(callback, ast.Attribute) and ast.unparse(callback.value) == "self":
+                    handed.add(callback.attr)
     assert handed and handed <= methods, handed - methods
+
+
+@each_module
+def test_the_widget_runs_through_the_shared_panel_progress(module):
+    """The run state, progress bar and Cancel button are bigvolume_slicer.PanelProgress, not a copy in the widget."""
+    widget = ast.unparse(module.widget_class())
+    assert "PanelProgress(self.ui.progressBar, self.ui.cancelButton, onChange=self." in widget
+    assert "self._progress.cancel" in widget and "progress=self._progress" in widget
+    assert "processEvents" not in widget and "_cancelRequested" not in widget
 
 
 @each_module
@@ -142,9 +154,9 @@ def test_extension_cmakelists():
     subdirectories = set(re.findall(r"^add_subdirectory\((\w+)\)", text, re.M))
     assert subdirectories == {p.parent.name for p in REPO.glob("*/CMakeLists.txt")}
     assert {m.name for m in MODULES} <= subdirectories
-    install = re.search(r"install\(DIRECTORY bigvolume\s+DESTINATION \$\{Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR\}"
-                        r"[^)]*PATTERN \"\*\.py\"", text)
-    assert install, "the core package must be installed beside the scripted modules"
+    install = re.search(r"install\(DIRECTORY bigvolume bigvolume_slicer\s+"
+                        r"DESTINATION \$\{Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR\}[^)]*PATTERN \"\*\.py\"", text)
+    assert install, "the core package and the panels' shared package must be installed beside the scripted modules"
     assert text.rstrip().endswith("include(${Slicer_EXTENSION_CPACK})")
     assert text.index("include(${Slicer_EXTENSION_GENERATE_CONFIG})") < text.index("include(${Slicer_EXTENSION_CPACK})")
 
@@ -152,12 +164,15 @@ def test_extension_cmakelists():
 @pytest.mark.skipif(not shutil.which("cmake") or not (shutil.which("cc") or shutil.which("gcc")),
                     reason="needs cmake and a C compiler (project() enables C/C++)")
 def test_extension_installs_every_module_beside_the_core_package(tmp_path):
-    """Configure, build and install against a stand-in Slicer: every module's files and the core land together."""
+    """Configure, build and install against a stand-in Slicer: every module's files, the core and the panels' shared
+    package land together."""
     build, prefix = configure_and_install(tmp_path)
     modules = prefix / "lib/Slicer-5.8/qt-scripted-modules"
-    core = {p.name for p in (REPO / "bigvolume").glob("*.py")}
-    assert {p.name for p in (modules / "bigvolume").iterdir()} == core
-    assert {p.name for p in (build / "lib/Slicer-5.8/qt-scripted-modules/bigvolume").iterdir()} == core
+    for package in ("bigvolume", "bigvolume_slicer"):
+        scripts = {p.name for p in (REPO / package).glob("*.py")}
+        assert "__init__.py" in scripts
+        assert {p.name for p in (modules / package).iterdir()} == scripts, package
+        assert {p.name for p in (build / "lib/Slicer-5.8/qt-scripted-modules" / package).iterdir()} == scripts, package
     installed = {p.relative_to(modules).as_posix() for p in modules.rglob("*") if p.is_file()}
     for module in MODULES:
         assert module.files() <= installed, module.files() - installed
@@ -175,7 +190,7 @@ def test_module_file_holds_no_algorithm(module):
     modules, _ = imported_modules(outside)
     allowed = {"importlib.util", "logging", "os", "pathlib", "sys", "time", "typing", "qt", "ctk", "vtk", "slicer",
                "slicer.ScriptedLoadableModule", "slicer.util", "slicer.parameterNodeWrapper", "slicer.i18n",
-               f"{module.name}Lib"}
+               "bigvolume_slicer", f"{module.name}Lib"}
     assert modules <= allowed, f"unexpected imports in the module file: {modules - allowed}"
     assert f"{module.name}Lib" in modules
     names = {n.id for n in ast.walk(outside) if isinstance(n, ast.Name)}
