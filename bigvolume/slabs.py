@@ -49,8 +49,12 @@ class SlabReader:
     def nbytes(self) -> int:
         return self.slice_bytes * self.slices
 
-    def new_buffer(self, slices: int) -> np.ndarray:
-        return np.empty((slices,) + self.slice_shape, self.dtype)
+    # Readers that decode (image stacks) copy each slice into the buffer anyway: they can fill a buffer of another
+    # type (float for the filter) in that same copy, on their own threads. Readers of raw bytes cannot.
+    converts_on_read = False
+
+    def new_buffer(self, slices: int, dtype=None) -> np.ndarray:
+        return np.empty((slices,) + self.slice_shape, dtype or self.dtype)
 
     def read(self, k0: int, k1: int, out: np.ndarray | None = None) -> np.ndarray:
         if not 0 <= k0 < k1 <= self.slices:

@@ -258,6 +258,8 @@ class StackSlabReader(SlabReader):
         self.threads = max(1, int(threads))
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="bigvolume-decode")
 
+    converts_on_read = True  # _decode copies into ``out`` whatever its type
+
     def slice_path(self, k: int) -> Path:
         return self.info.files[self.roi.z0 + k]
 

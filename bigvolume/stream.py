@@ -102,7 +102,9 @@ class _Stages:
     max_slab_bytes = MAX_SLAB_BYTES
 
     def new_buffer(self, reader: SlabReader, slices: int):
-        return reader.new_buffer(slices)
+        # A decoding reader fills float buffers directly: the conversion then runs on its threads, not here.
+        converting = self.convert_to is not None and reader.converts_on_read
+        return reader.new_buffer(slices, self.convert_to if converting else None)
 
     def new_window(self, slices: int):
         return np.empty((slices,) + self.reduced_shape, self.window_dtype)
@@ -118,7 +120,7 @@ class _Stages:
         return contextlib.nullcontext()
 
     def reduce_xy(self, slab: np.ndarray) -> np.ndarray:
-        if self.convert_to is not None:
+        if self.convert_to is not None and slab.dtype != self.convert_to:
             if self._converted is None or self._converted.shape[0] < slab.shape[0]:
                 self._converted = np.empty(slab.shape, self.convert_to)
             converted = self._converted[:slab.shape[0]]
@@ -159,9 +161,11 @@ def plan_stream(reader: SlabReader, stages: _Stages, memory_limit: float) -> Str
     reduced_slice = int(np.prod(stages.reduced_shape)) * stages.window_dtype.itemsize
     work_slice = int(np.prod(stages.reduced_shape)) * stages.work_dtype.itemsize
     out_rows_per_slice = 1.0 / stages.factors[2] + 1e-9
-    per_slice = ((READ_AHEAD + 1) * reader.slice_bytes                  # slab being filtered + those read ahead
-                 + (0 if stages.convert_to is None
-                    else reader.slice_bytes // reader.dtype.itemsize * stages.convert_to.itemsize)
+    float_slice = 0 if stages.convert_to is None else \
+        reader.slice_bytes // reader.dtype.itemsize * stages.convert_to.itemsize
+    converting = stages.convert_to is not None and reader.converts_on_read  # see _Stages.new_buffer
+    per_slice = ((READ_AHEAD + 1) * (float_slice if converting else reader.slice_bytes)  # filtered + read ahead
+                 + (0 if converting else float_slice)                     # the converted copy
                  + (1 + WINDOW_SLABS) * reduced_slice                     # x/y result, then its places in the window
                  + int(3 * work_slice * out_rows_per_slice))              # z sums and the cast output block
     # numpy x/y: a few float copies of a slice per thread
