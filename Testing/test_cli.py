@@ -83,7 +83,7 @@ def test_stream_and_memory_limit_options(tmp_path, anisotropic_input):
 
 def test_ctrl_c_while_streaming_exits_130_and_leaves_nothing(tmp_path):
     # Big enough that one slice per slab on one thread takes seconds: the signal must arrive mid-run.
-    array = np.random.default_rng(0).integers(0, 4000, (512, 384, 384)).astype(np.uint16)
+    array = np.random.default_rng(0).integers(0, 4000, (512, 512, 512)).astype(np.uint16)
     source = io.write_volume(bv.Volume.from_array(array), tmp_path / "in.nhdr")
     before = {p.name: digest(p) for p in tmp_path.iterdir()}
     process = subprocess.Popen(BIGVOLUME + ["resample", str(source), str(tmp_path / "out.nhdr"), "--stream",
