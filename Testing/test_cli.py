@@ -82,13 +82,16 @@ def test_stream_and_memory_limit_options(tmp_path, anisotropic_input):
 
 
 def test_ctrl_c_while_streaming_exits_130_and_leaves_nothing(tmp_path):
-    # Big enough that one slice per slab on one thread takes seconds: the signal must arrive mid-run.
-    array = np.random.default_rng(0).integers(0, 4000, (512, 512, 512)).astype(np.uint16)
+    # Big enough that one slice per slab on one thread takes about a second: the signal must arrive mid-run.
+    array = np.random.default_rng(0).integers(0, 4000, (512, 384, 384)).astype(np.uint16)
     source = io.write_volume(bv.Volume.from_array(array), tmp_path / "in.nhdr")
     before = {p.name: digest(p) for p in tmp_path.iterdir()}
     process = subprocess.Popen(BIGVOLUME + ["resample", str(source), str(tmp_path / "out.nhdr"), "--stream",
                                             "--memory-limit", "1", "--method", "lanczos", "--threads", "1"],
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               # A shell running us in the background ignores SIGINT, and children inherit that:
+                               # give the command the default, as a terminal would.
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".out.nhdr.partial-*")) and time.monotonic() < deadline:
         time.sleep(0.005)  # the staging folder appears when writing starts
