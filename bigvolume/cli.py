@@ -67,16 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="gzip the voxel data (default for .nrrd and .mha)")
     compression.add_argument("--no-compress", dest="compress", action="store_false",
                              help="store raw voxel data (default for .nhdr and .mhd)")
-    streaming = resample.add_mutually_exclusive_group()
-    streaming.add_argument("--stream", dest="stream", action="store_true", default=None,
-                           help="read and filter the input a slab at a time (default: when input and output would "
-                                "not fit in the memory limit)")
-    streaming.add_argument("--no-stream", dest="stream", action="store_false",
-                           help="load the whole input, whatever its size")
-    resample.add_argument("--memory-limit", type=parse_size, metavar="SIZE",
-                          help="working memory to stay under, e.g. 256MB or 2GB (default: a quarter of this "
-                               f"machine's memory, {memory.format_bytes(memory.default_memory_limit())})")
-    resample.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    _add_memory_arguments(resample)
     _add_preview_argument(resample, "IN and OUT side by side (before/after)", before="input")
     resample.set_defaults(run=run_resample)
 
@@ -231,14 +222,16 @@ def run_import_stack(args) -> int:
 
 
 def _add_memory_arguments(parser) -> None:
-    """--stream/--no-stream, --memory-limit and --quiet, as `resample` has them."""
+    """--stream/--no-stream, --memory-limit and --quiet: the same for every command that reads a volume file."""
     streaming = parser.add_mutually_exclusive_group()
     streaming.add_argument("--stream", dest="stream", action="store_true", default=None,
-                           help="work a slab at a time (default: when input and output would not fit in the memory "
-                                "limit)")
-    streaming.add_argument("--no-stream", dest="stream", action="store_false", help="load the whole input")
+                           help="read and work on the input a slab at a time (default: when input and output would "
+                                "not fit in the memory limit)")
+    streaming.add_argument("--no-stream", dest="stream", action="store_false",
+                           help="load the whole input, whatever its size")
     parser.add_argument("--memory-limit", type=parse_size, metavar="SIZE",
-                        help="working memory to stay under, e.g. 256MB (default: a quarter of this machine's memory)")
+                        help="working memory to stay under, e.g. 256MB or 2GB (default: a quarter of this "
+                             f"machine's memory, {memory.format_bytes(memory.default_memory_limit())})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
