@@ -43,6 +43,28 @@ def robust_window(sample: np.ndarray, percentiles=DEFAULT_PERCENTILES) -> Window
     return Window(float(low), float(high))
 
 
+HISTOGRAM_BINS = 256
+
+
+def robust_histogram(values: np.ndarray, percentiles=DEFAULT_PERCENTILES, *, integer: bool = False,
+                     bins: int = HISTOGRAM_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and bin edges of the finite, non-empty ``values`` over their ``percentiles`` range (the full range when
+    the percentiles meet, e.g. a small object in a sea of zeros; one unit when all values are equal); values outside
+    go to the end bins. ``integer`` data spanning fewer values than ``bins`` get one bin per value (edges at
+    half-integers), so no bin falls between two integers."""
+    low, high = (float(v) for v in np.percentile(values, percentiles))
+    if high <= low:
+        low, high = float(values.min()), float(values.max())
+    if high <= low:
+        high = low + 1.0
+    if integer and high - low + 1 <= bins:
+        edges = np.arange(np.floor(low), np.floor(high) + 2) - 0.5
+    else:
+        edges = np.linspace(low, high, bins + 1)
+    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), edges)
+    return counts, edges
+
+
 def subsample(source, max_voxels: int = SAMPLE_VOXELS) -> np.ndarray:
     """Every s-th voxel along each axis of ``source`` (an array (k, j, i) or a slab reader, read one slice at a time
     in order), s chosen so that at most about ``max_voxels`` are kept: statistics of huge volumes in little time."""

@@ -40,7 +40,7 @@ from .errors import BigVolumeError
 from .geometry import Geometry
 from .haze import multi_otsu
 from .memory import format_bytes
-from .precision import Window, apply_window, robust_window, subsample
+from .precision import Window, apply_window, robust_histogram, robust_window, subsample
 from .resample import DEFAULT_METHOD, downsample_array, resample, resample_file
 from .stacks import LUMINANCE_WEIGHTS
 from .volume import Volume
@@ -49,7 +49,6 @@ from .volume_nodes import dimensions_text, numbers_text
 PREVIEW_DIMENSION = 256        # a preview never renders more voxels than this along an axis
 DEFAULT_SIZE = (512, 512)      # the volume rendering's width and height in pixels
 SAMPLE_VOXELS = 2_000_000      # voxels the histogram is taken from
-HISTOGRAM_BINS = 256
 FILLED_SHARE = 0.2             # one exact value in more than this share of the voxels is a fill, i.e. background
 WINDOW_PERCENTILES = (0.5, 99.5)  # the slices' intensity window
 HU_AIR = -500.0                # 1st percentile at or below this: Hounsfield units with air (-1000) around
@@ -157,14 +156,9 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
     values = values[np.isfinite(values)]
     if values.size == 0:
         raise BigVolumeError("the volume has no finite voxel values: there is nothing to render")
-    p01, p1, p99, p995, p999 = np.percentile(values, [0.1, 1, 99, 99.5, 99.9])
-    low, high = float(p01), float(p999)
-    if high <= low:  # a small object in a sea of one value: the percentiles meet
-        low, high = float(values.min()), float(values.max())
-    if high <= low:
-        high = low + 1.0
-    edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
-    counts, _ = np.histogram(np.clip(values, low, high), edges)
+    counts, edges = robust_histogram(values, (0.1, 99.9))
+    low, high = float(edges[0]), float(edges[-1])
+    p1, p99, p995 = np.percentile(values, [1, 99, 99.5])
     filled = _filled_value(values, counts, edges)
     window = robust_window(values, WINDOW_PERCENTILES)
     if window.high <= window.low:
