@@ -24,8 +24,8 @@ from .progress import ProgressCallback, as_progress
 from .resample import DEFAULT_METHOD, check_method, choose_factors, default_threads, logger
 from .slab_writers import nrrd_header
 from .stacks import Roi, StackInfo, StackSlabReader, find_slices, probe_stack
-from .stream import (STREAMABLE_METHODS, ArraySink, StreamPlan, WindowedSink, estimate_stream,  # noqa: F401
-                     stream_downsample, stream_to_file)
+from .stream import (STREAMABLE_METHODS, StreamPlan, WindowedSink, estimate_stream, stream_downsample,
+                     stream_to_file)
 
 WINDOW_SAMPLE_SLICES = 16
 
