@@ -59,8 +59,8 @@ def test_array_code_equals_the_cpu_path(method, dtype, factors):
 def test_one_slice_slabs_and_many_matrix_blocks_change_nothing(monkeypatch, method):
     volume = volume_of(np.uint16, (29, 26, 33))
     reference = gpu.resample_array(volume.array, (2.5, 2, 3), method, xp=np)
-    monkeypatch.setattr(gpu, "BLOCK_INPUTS", 6)  # an axis of 33 voxels in blocks of a few outputs
-    blocks = gpu.BandMatrix(bv.kernels.axis_kernel("lanczos", 33, 2.5, 13), np, np.float32).blocks
+    monkeypatch.setattr(gpu, "block_inputs", lambda xp: 6)  # an axis of 33 voxels in blocks of a few outputs
+    blocks = bv.kernels.BandMatrix(bv.kernels.axis_kernel("lanczos", 33, 2.5, 13), np, np.float32, 6).blocks
     assert len(blocks) > 3 and all(c1 - c0 < 33 for _, _, c0, c1, _, _ in blocks)
     seen = []
     # A 1-byte memory limit: the streaming plan falls back to one slice per slab.

@@ -1,9 +1,8 @@
 """The anti-aliased resample on an array module ``xp``: CuPy on a CUDA GPU, numpy to test the same code here.
 
-Same kernels and grid as the CPU path: each axis's table from :func:`bigvolume.kernels.axis_kernel` (Lanczos
-reproduces vtkImageResize to float rounding) becomes a dense weight matrix, cut into blocks along its band so that a long
-axis costs taps, not its length, per output voxel; a block is one matrix product (cuBLAS on the GPU). ``max``
-and one-tap tables (``nearest``) go through the tap-by-tap engine of bigvolume.kernels with ``xp``.
+Same kernels and grid as the CPU path: every axis goes through :func:`bigvolume.kernels.axis_operator`, the band
+matrices of the kernel tables (cuBLAS products on the GPU, in larger blocks than on the CPU); ``max`` and one-tap
+tables (``nearest``) go through the tap-by-tap engine of bigvolume.kernels with ``xp``.
 
 :class:`ArrayStages` plugs this into the streaming loop of bigvolume.stream (one loop, one z-window logic for
 files and arrays, CPU and GPU). On CUDA, slabs are read into pinned host buffers, uploaded on a copy stream while
@@ -17,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 from collections import deque
 
 import numpy as np
@@ -25,7 +23,7 @@ import numpy as np
 from .dtypes import cast_to, work_dtype
 from .errors import BigVolumeError
 from .geometry import Geometry, validate_factors
-from .kernels import AxisKernel, _apply_axis, axis_kernel
+from .kernels import CPU_BLOCK_INPUTS, AxisKernel, axis_kernel, axis_operator
 from .memory import current_rss
 from .slabs import ArraySlabReader
 from .stream import STREAMABLE_METHODS, ArraySink, _Stages, stream_downsample
@@ -34,9 +32,9 @@ logger = logging.getLogger("bigvolume")
 
 DEVICES = ("auto", "cpu", "cuda")
 DEVICE_METHODS = STREAMABLE_METHODS  # every method with per-axis tables; fft needs the whole volume
-# Inputs per matrix block along an axis: long enough for big matrix products, short enough that an axis of
-# thousands of voxels does not multiply thousands of zeros per output voxel.
-BLOCK_INPUTS = 1024
+# Inputs per band-matrix block on the GPU: larger products than the CPU's (bigvolume.kernels.CPU_BLOCK_INPUTS)
+# keep the device busy; an axis of thousands of voxels still does not multiply thousands of zeros per output.
+GPU_BLOCK_INPUTS = 1024
 GPU_MAX_SLAB_BYTES = 256 * 2**20  # larger slabs than the CPU's: fewer launches and synchronisations
 IN_MEMORY_BUFFERS = 2 * 2**30     # host buffers an in-memory run may add to what the process holds
 
@@ -91,59 +89,6 @@ def device_name() -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-class BandMatrix:
-    """An axis table as dense blocks along the band of its (outputs x inputs) weight matrix: each block maps a
-    run of output voxels to the contiguous inputs their taps read. Taps that the table clamps onto the same
-    border voxel add up, as they do tap by tap."""
-
-    def __init__(self, kernel: AxisKernel, xp, dtype):
-        self.xp, self.dtype, self.size_out = xp, np.dtype(dtype), kernel.size_out
-        index, weight = kernel.index, kernel.weight
-        step = max(1.0, (index.max() - index.min() + 1) / self.size_out)  # inputs per output voxel
-        rows = max(1, int(BLOCK_INPUTS / step))
-        self.blocks = []
-        for r0 in range(0, self.size_out, rows):
-            r1 = min(self.size_out, r0 + rows)
-            idx, w = index[r0:r1], weight[r0:r1]
-            c0, c1 = int(idx.min()), int(idx.max()) + 1
-            dense = np.zeros((r1 - r0, c1 - c0))
-            np.add.at(dense, (np.repeat(np.arange(r1 - r0), idx.shape[1]), (idx - c0).ravel()), w.ravel())
-            dense = dense.astype(self.dtype)
-            self.blocks.append((r0, r1, c0, c1, xp.asarray(dense), xp.asarray(np.ascontiguousarray(dense.T))))
-
-    def apply(self, data, axis: int):
-        """``data`` (in ``self.dtype``) filtered and resampled along ``axis``."""
-        shape = data.shape
-        pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
-        out_shape = shape[:axis] + (self.size_out,) + shape[axis + 1:]
-        data = data.reshape(pre, shape[axis], post)
-        if len(self.blocks) == 1:
-            return self._product(data, *self.blocks[0][2:]).reshape(out_shape)
-        out = self.xp.empty((pre, self.size_out, post), self.dtype)
-        for r0, r1, *block in self.blocks:
-            out[:, r0:r1] = self._product(data, *block)
-        return out.reshape(out_shape)
-
-    def _product(self, data, c0, c1, dense, dense_t):
-        part = data[:, c0:c1]
-        pre, _, post = data.shape
-        if post == 1:    # along the last axis: one (pre x n) @ (n x m) product
-            return (part[:, :, 0] @ dense_t)[:, :, None]
-        if pre == 1:     # along the first axis: (m x n) @ (n x post)
-            return (dense @ part[0])[None]
-        return self.xp.matmul(dense, part)  # in between: one product per leading index, batched
-
-
-def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp):
-    """``f(data, axis)`` applying one axis table: a band matrix for weighted sums of several taps, else the
-    tap-by-tap engine (max, and one-tap tables, which only pick voxels); identity tables cost nothing."""
-    if kernel.is_identity(n_in):
-        return lambda data, axis: data
-    if reduce == "sum" and kernel.index.shape[1] > 1:
-        return BandMatrix(kernel, xp, dtype).apply
-    return lambda data, axis: _apply_axis(data, kernel, axis, reduce, dtype, xp)
-
-
 class ArrayStages(_Stages):
     """bigvolume.stream's stages on the array module ``xp`` (see the module docstring)."""
 
@@ -171,7 +116,7 @@ class ArrayStages(_Stages):
             self.max_slab_bytes = int(min(GPU_MAX_SLAB_BYTES, free // 16))
 
     def _operator(self, kernel: AxisKernel, n_in: int):
-        return axis_operator(kernel, n_in, self.reduce, self.work_dtype, self.xp)
+        return axis_operator(kernel, n_in, self.reduce, self.work_dtype, self.xp, block_inputs(self.xp))
 
     # --- the filter ---------------------------------------------------------------------------------------------
     def reduce_xy(self, slab):
@@ -252,6 +197,10 @@ class ArrayStages(_Stages):
             self._downloads.clear()
 
 
+def block_inputs(xp) -> int:
+    return GPU_BLOCK_INPUTS if xp.__name__ == "cupy" else CPU_BLOCK_INPUTS
+
+
 def cuda_module():
     """CuPy, or a BigVolumeError saying why there is no CUDA device."""
     choose_device("cuda")
@@ -289,5 +238,5 @@ def downsample_on_device(array, factors, method: str = "lanczos", out_dtype=None
     dtype = work_dtype(array.dtype) if reduce == "sum" else array.dtype
     data = array.astype(dtype, copy=False)
     for axis, n, f, m in zip((2, 1, 0), dims_in, factors, dims_out):
-        data = axis_operator(axis_kernel(method, n, f, m), n, reduce, dtype, xp)(data, axis)
+        data = axis_operator(axis_kernel(method, n, f, m), n, reduce, dtype, xp, block_inputs(xp))(data, axis)
     return cast_to(data, out_dtype or array.dtype)

@@ -1,12 +1,15 @@
 """Out-of-core downsampling: a volume file is read a slab of z slices at a time and resampled with exactly the
 kernels of the in-memory path, so memory stays bounded whatever the volume size and each input byte is read once.
 
-Per slab, every slice is first reduced in x and y (vtkImageResize with factor 1 in z for Lanczos, the kernel tables
-of bigvolume.kernels for the other methods). The reduced slices go into a window that keeps the z kernel's margin
-from one slab to the next; the output slices whose kernel support is complete are then computed along z over the
-window (vtkImageResize on that part of the output grid for Lanczos, the same kernel table as in memory for the
-others). The next slab is read on
-a thread while this one is filtered, and finished output slices go to a writer (see bigvolume.slab_writers).
+Per slab, every slice is first reduced in x and y with the kernel tables of bigvolume.kernels. The reduced slices go
+into a window that keeps the z kernel's margin from one slab to the next; the output slices whose kernel support is
+complete are then computed along z over the window. The next slab is read on a thread while this one is filtered,
+and finished output slices go to a writer (see bigvolume.slab_writers).
+
+Lanczos, whose table reproduces vtkImageResize's kernel (the in-memory engine) to float rounding, runs as band
+matrix products (kernels.BandMatrix, BLAS): two to three times faster than vtkImageResize per slab, which matters
+because the filter, not reading, bounds a streamed import (benchmarks/stack_import.py). The other methods run tap
+by tap.
 
 Integer inputs are converted to float per slab (into one reused buffer) and rounded once, at the end, as in the
 in-memory path: results agree to float rounding (integers within 1).
@@ -25,14 +28,12 @@ import numpy as np
 from .dtypes import cast_to, work_dtype
 from .errors import BigVolumeError, VolumeFileError
 from .io import atomic_output
-from .kernels import AxisKernel, _apply_axis, apply_separable, axis_kernel
+from .kernels import AxisKernel, _apply_axis, apply_separable, axis_kernel, axis_operator
 from .memory import current_rss, format_bytes
 from .precision import Window, apply_window
 from .progress import ProgressCallback, as_progress
 from .slab_writers import BackgroundWriter, SlabWriter, check_stream_output, compresses
 from .slabs import SlabReader
-from .volume import owned_view
-from .vtk_resize import lanczos_resize
 
 STREAMABLE_METHODS = ("lanczos", "gaussian", "mean", "max", "nearest")
 # Slabs per volume at least (so reading overlaps filtering and progress moves), and at most this many input bytes
@@ -90,8 +91,14 @@ class _Stages:
         else:
             self.window_dtype = work_dtype(filtered_dtype)
         self.work_dtype = work_dtype(filtered_dtype) if self.reduce == "sum" else self.window_dtype
-        self.xy_kernels = None if method == "lanczos" or self.skip_xy else (
+        self.xy_kernels = None if self.skip_xy else (
             axis_kernel(method, ni, self.factors[0], mi), axis_kernel(method, nj, self.factors[1], mj))
+        self.band = method == "lanczos"  # band matrix products; the other methods tap by tap
+        self.band_between_bytes = 0      # per slice: the x-reduced slice before the y product
+        if self.band and not self.skip_xy:
+            self._along_i = axis_operator(self.xy_kernels[0], ni, "sum", self.work_dtype)
+            self._along_j = axis_operator(self.xy_kernels[1], nj, "sum", self.work_dtype)
+            self.band_between_bytes = nj * mi * int(np.prod(reader.slice_shape[2:])) * self.work_dtype.itemsize
         self.z_kernel = axis_kernel(method, nk, self.factors[2], mk)
         self.z_need = self.z_kernel.index.max(axis=1)  # last input slice each output slice reads
         self.z_span = int((self.z_kernel.index.max(axis=1) - self.z_kernel.index.min(axis=1)).max())
@@ -128,24 +135,20 @@ class _Stages:
             slab = converted
         if self.skip_xy:
             return slab
-        if self.method == "lanczos":
-            return owned_view(*lanczos_resize(slab, self.factors[:2] + (1.0,), self.threads))
+        if self.band:
+            return self._along_j(self._along_i(slab, 2), 1)
         kernel_i, kernel_j = self.xy_kernels
         return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), self.reduce,
                                self.window_dtype, self.threads)
 
     def reduce_z(self, window: np.ndarray, first: int, rows: slice,
                  pool: ThreadPoolExecutor | None = None) -> np.ndarray:
-        """Output slices ``rows`` from ``window``, the reduced input slices ``first``, ``first + 1``, ... Lanczos
-        runs vtkImageResize along z on the window's part of the output grid (threaded, and the same kernel as in
-        memory); the table methods split the slice's rows over ``pool``'s threads (numpy releases the GIL)."""
-        if self.method == "lanczos" and self.factors[2] != 1.0:
-            count = rows.stop - rows.start
-            start_z = rows.start * self.factors[2] - 0.5 - first
-            dims_out = (self.reduced_shape[1], self.reduced_shape[0], count)
-            return owned_view(*lanczos_resize(window, (1.0, 1.0, self.factors[2]), self.threads,
-                                              dimensions_out=dims_out, start=(-0.5, -0.5, start_z)))
+        """Output slices ``rows`` from ``window``, the reduced input slices ``first``, ``first + 1``, ... Band
+        methods are one matrix product (BLAS threads); the tap-by-tap methods split the slice's rows over
+        ``pool``'s threads (numpy releases the GIL)."""
         kernel = AxisKernel(self.z_kernel.index[rows] - first, self.z_kernel.weight[rows])
+        if self.band:
+            return axis_operator(kernel, -1, "sum", self.work_dtype)(window, 0)
         height = window.shape[1]
         if pool is None or self.threads <= 1 or height < 2 * self.threads:
             return _apply_axis(window, kernel, 0, self.reduce, self.work_dtype)
@@ -166,10 +169,12 @@ def plan_stream(reader: SlabReader, stages: _Stages, memory_limit: float) -> Str
     converting = stages.convert_to is not None and reader.converts_on_read  # see _Stages.new_buffer
     per_slice = ((READ_AHEAD + 1) * (float_slice if converting else reader.slice_bytes)  # filtered + read ahead
                  + (0 if converting else float_slice)                     # the converted copy
+                 + stages.band_between_bytes                               # x result before y (band products)
                  + (1 + WINDOW_SLABS) * reduced_slice                     # x/y result, then its places in the window
                  + int(3 * work_slice * out_rows_per_slice))              # z sums and the cast output block
     # numpy x/y: a few float copies of a slice per thread
-    per_thread = 3 * reader.slice_bytes // reader.dtype.itemsize * 4 if stages.xy_kernels is not None else 0
+    per_thread = 3 * reader.slice_bytes // reader.dtype.itemsize * 4 \
+        if stages.xy_kernels is not None and not stages.band else 0
     fixed = FIXED_OVERHEAD + stages.threads * per_thread + (stages.z_span + 2) * reduced_slice
     in_use = current_rss()
     slab = (int(memory_limit) - in_use - fixed) // per_slice
