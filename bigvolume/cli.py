@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="one output spacing on all axes: factor x the finest input spacing")
     resample.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="NAME",
                           help=f"resampling method (default {DEFAULT_METHOD}): " + _method_help())
-    resample.add_argument("--threads", type=positive_int, metavar="N", help="threads (default: all cores)")
+    resample.add_argument("--threads", type=positive_int, metavar="N",
+                          help="threads (default: all cores); streamed Lanczos runs BLAS matrix products, which use "
+                               "BLAS's own threads (set OMP_NUM_THREADS to limit them)")
     resample.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                           help="where to filter: cuda (an NVIDIA GPU through CuPy: pip install bigvolume[gpu]), cpu, "
                                "or auto (default: cuda when there is one, else the CPU with a note)")
@@ -96,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--nhdr-only", action="store_true",
                        help="write only a full-resolution streamable NHDR: it points into the slice files when "
                             "they are uncompressed TIFFs (no copy), else gets one raw file")
-    stack.add_argument("--threads", type=positive_int, metavar="N", help="decoding and filtering threads")
+    stack.add_argument("--threads", type=positive_int, metavar="N",
+                       help="decoding and filtering threads (Lanczos matrix products use BLAS's threads: "
+                            "OMP_NUM_THREADS)")
     stack.add_argument("--memory-limit", type=parse_size, metavar="SIZE", help="working memory to stay under")
     stack.add_argument("--dry-run", action="store_true", help="show the plan (sizes, spacing, memory) and stop")
     stack.add_argument("--quiet", action="store_true", help="no progress bar and no summary")

@@ -2,8 +2,10 @@
 
 Each method becomes, along each axis, a small table: for every output voxel, the input indices it reads (clamped
 to the volume, i.e. the border voxel is repeated, as vtkImageResize does) and their weights (rows sum to one).
-Applying the three tables one axis after the other is a separable filter and resample in one; the engine does it
-one output slice at a time, so its extra memory is a few input slices whatever the volume size.
+Applying the three tables one axis after the other is a separable filter and resample in one. Two engines apply
+them: tap by tap (apply_separable, one output slice at a time, so its extra memory is a few input slices whatever
+the volume size), and as band matrices (BandMatrix: each run of outputs is one matrix product over the inputs its
+taps read), which BLAS runs several times faster for the wide Lanczos kernel; the streaming loop and the GPU use it.
 """
 from __future__ import annotations
 
