@@ -327,3 +327,40 @@ def test_streaming_memory_stays_bounded(tmp_path):
     assert result.returncode == 0, result.stderr
     growth = int(result.stdout.split()[-1])
     assert growth < 40 * 2**20, f"peak grew by {growth / 2**20:.0f} MiB for a 96 MiB input"
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("parts", [2, 3])
+def test_band_products_split_over_threads_equal_one_product(axis, parts):
+    """BandMatrix.apply split over our threads (the streaming loop keeps BLAS to one thread) gives the unsplit
+    result, whichever axis is filtered and whether the split runs along the leading or the trailing axes."""
+    from concurrent.futures import ThreadPoolExecutor
+    from bigvolume.kernels import BandMatrix, axis_kernel
+    rng = np.random.default_rng(7)
+    shape = [(40, 6, 5), (5, 40, 6), (3, 4, 40)][axis]  # pre = 1 (split trailing), pre > 1, post = 1
+    data = rng.normal(size=shape).astype(np.float32)
+    n = shape[axis]
+    band = BandMatrix(axis_kernel("lanczos", n, 2.5, -(-n * 2 // 5)), np, np.float32, block_inputs=8)
+    assert len(band.blocks) > 1
+    whole = band.apply(data, axis)
+    with ThreadPoolExecutor(parts) as pool:
+        split = band.apply(data, axis, pool, parts)
+    np.testing.assert_allclose(split, whole, rtol=0, atol=1e-6)
+    assert split.shape == whole.shape and split.shape[axis] == band.size_out
+
+
+def test_streaming_keeps_blas_to_one_thread_and_restores_it(tmp_path):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    volume = sample_volume(np.uint16, shape=(30, 20, 24))
+    path = io.write_volume(volume, tmp_path / "in.nrrd")
+    seen = []
+
+    def progress(fraction, message):  # called between slabs, inside the loop
+        if message.startswith("slab"):
+            seen.extend(info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas")
+
+    before = [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+    bv.resample_file(path, tmp_path / "out.nhdr", 2, stream=True, memory_limit=TINY, progress=progress)
+    after = [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+    assert seen and set(seen) == {1}
+    assert after == before

@@ -217,17 +217,31 @@ class BandMatrix:
             dense = dense.astype(self.dtype)
             self.blocks.append((r0, r1, c0, c1, xp.asarray(dense), xp.asarray(np.ascontiguousarray(dense.T))))
 
-    def apply(self, data, axis: int):
-        """``data`` (in ``self.dtype``) filtered and resampled along ``axis``."""
+    def apply(self, data, axis: int, pool=None, parts: int = 1):
+        """``data`` (in ``self.dtype``) filtered and resampled along ``axis``. ``pool``/``parts``: split the
+        products over that many of the pool's threads (along the leading axes, else the trailing ones), for a BLAS
+        kept to one thread (see bigvolume.stream: BLAS's own threads spin and starve the decoding threads)."""
         shape = data.shape
         pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
         out_shape = shape[:axis] + (self.size_out,) + shape[axis + 1:]
         data = data.reshape(pre, shape[axis], post)
-        if len(self.blocks) == 1:
+        parts = min(parts, max(pre, post)) if pool is not None else 1
+        if len(self.blocks) == 1 and parts == 1:
             return self._product(data, *self.blocks[0][2:]).reshape(out_shape)
         out = self.xp.empty((pre, self.size_out, post), self.dtype)
-        for r0, r1, *block in self.blocks:
-            out[:, r0:r1] = self._product(data, *block)
+        along_pre = pre >= parts
+        bounds = np.linspace(0, pre if along_pre else post, parts + 1).astype(int)
+
+        def one_part(number: int) -> None:
+            cut = slice(bounds[number], bounds[number + 1])
+            source, target = (data[cut], out[cut]) if along_pre else (data[:, :, cut], out[:, :, cut])
+            for r0, r1, *block in self.blocks:
+                target[:, r0:r1] = self._product(source, *block)
+
+        if parts == 1:
+            one_part(0)
+        else:
+            list(pool.map(one_part, range(parts)))
         return out.reshape(out_shape)
 
     def _product(self, data, c0, c1, dense, dense_t):
@@ -241,10 +255,11 @@ class BandMatrix:
 
 
 def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp=np, block_inputs: int = CPU_BLOCK_INPUTS):
-    """``f(data, axis)`` applying one axis table: a band matrix for weighted sums of several taps, else the
-    tap-by-tap engine (max, and one-tap tables, which only pick voxels); identity tables cost nothing."""
+    """``f(data, axis, pool=None, parts=1)`` applying one axis table: a band matrix for weighted sums of several
+    taps (split over ``parts`` of ``pool``'s threads), else the tap-by-tap engine (max, and one-tap tables, which
+    only pick voxels); identity tables cost nothing."""
     if kernel.is_identity(n_in):
-        return lambda data, axis: data
+        return lambda data, axis, pool=None, parts=1: data
     if reduce == "sum" and kernel.index.shape[1] > 1:
         return BandMatrix(kernel, xp, dtype, block_inputs).apply
-    return lambda data, axis: _apply_axis(data, kernel, axis, reduce, dtype, xp)
+    return lambda data, axis, pool=None, parts=1: _apply_axis(data, kernel, axis, reduce, dtype, xp)
