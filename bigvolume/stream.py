@@ -159,7 +159,7 @@ class _Stages:
     def reduce_z(self, window: np.ndarray, first: int, rows: slice,
                  pool: ThreadPoolExecutor | None = None) -> np.ndarray:
         """Output slices ``rows`` from ``window``, the reduced input slices ``first``, ``first + 1``, ... Band
-        methods are one matrix product (BLAS threads); the tap-by-tap methods split the slice's rows over
+        products are split over the band pool (see running()); the tap-by-tap methods split the slice's rows over
         ``pool``'s threads (numpy releases the GIL)."""
         kernel = AxisKernel(self.z_kernel.index[rows] - first, self.z_kernel.weight[rows])
         if self.band:
