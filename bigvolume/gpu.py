@@ -119,7 +119,7 @@ class ArrayStages(_Stages):
         return axis_operator(kernel, n_in, self.reduce, self.work_dtype, self.xp, block_inputs(self.xp))
 
     # --- the filter ---------------------------------------------------------------------------------------------
-    def reduce_xy(self, slab):
+    def reduce_xy(self, slab, pool=None):
         data = self._upload(slab)
         uploaded = data
         if self.convert_to is not None:

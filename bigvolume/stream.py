@@ -94,7 +94,7 @@ class _Stages:
         self.xy_kernels = None if self.skip_xy else (
             axis_kernel(method, ni, self.factors[0], mi), axis_kernel(method, nj, self.factors[1], mj))
         self.band = method == "lanczos"  # band matrix products; the other methods tap by tap
-        self._band_pool = None           # our threads for the products while running() keeps BLAS to one
+        self._split_products = False     # set by running(): BLAS kept to one thread, products split over ours
         self.band_between_bytes = 0      # per slice: the x-reduced slice before the y product
         if self.band and not self.skip_xy:
             self._along_i = axis_operator(self.xy_kernels[0], ni, "sum", self.work_dtype)
@@ -133,14 +133,18 @@ class _Stages:
         if limit is None:
             yield
             return
-        with limit, ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="bigvolume-band") as pool:
-            self._band_pool = pool if self.threads > 1 else None
+        with limit:
+            self._split_products = True
             try:
                 yield
             finally:
-                self._band_pool = None
+                self._split_products = False
 
-    def reduce_xy(self, slab: np.ndarray) -> np.ndarray:
+    def _band_pool(self, pool):
+        """``pool`` when the band products are to be split over it (BLAS kept to one thread), else None."""
+        return pool if self._split_products and self.threads > 1 else None
+
+    def reduce_xy(self, slab: np.ndarray, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
         if self.convert_to is not None and slab.dtype != self.convert_to:
             if self._converted is None or self._converted.shape[0] < slab.shape[0]:
                 self._converted = np.empty(slab.shape, self.convert_to)
@@ -150,7 +154,7 @@ class _Stages:
         if self.skip_xy:
             return slab
         if self.band:
-            pool, parts = self._band_pool, self.threads
+            pool, parts = self._band_pool(pool), self.threads
             return self._along_j(self._along_i(slab, 2, pool, parts), 1, pool, parts)
         kernel_i, kernel_j = self.xy_kernels
         return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), self.reduce,
@@ -159,11 +163,11 @@ class _Stages:
     def reduce_z(self, window: np.ndarray, first: int, rows: slice,
                  pool: ThreadPoolExecutor | None = None) -> np.ndarray:
         """Output slices ``rows`` from ``window``, the reduced input slices ``first``, ``first + 1``, ... Band
-        products are split over the band pool (see running()); the tap-by-tap methods split the slice's rows over
-        ``pool``'s threads (numpy releases the GIL)."""
+        products are split over ``pool``'s threads while running() keeps BLAS to one; the tap-by-tap methods split
+        the slice's rows over them (numpy releases the GIL)."""
         kernel = AxisKernel(self.z_kernel.index[rows] - first, self.z_kernel.weight[rows])
         if self.band:
-            return axis_operator(kernel, -1, "sum", self.work_dtype)(window, 0, self._band_pool, self.threads)
+            return axis_operator(kernel, -1, "sum", self.work_dtype)(window, 0, self._band_pool(pool), self.threads)
         height = window.shape[1]
         if pool is None or self.threads <= 1 or height < 2 * self.threads:
             return _apply_axis(window, kernel, 0, self.reduce, self.work_dtype)
@@ -249,7 +253,7 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
     progress(0.0, f"streaming {len(slabs)} slabs")
     next_row = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigvolume-reader") as pool, \
-            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bigvolume-z") as z_pool, \
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bigvolume-filter") as filter_pool, \
             stages.running(sink):
         pending = deque(pool.submit(reader.read, *slabs[n], buffers[n]) for n in range(len(buffers) - 1))
         try:
@@ -258,7 +262,7 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
                 ahead = number + len(buffers) - 1
                 if ahead < len(slabs):  # into the buffer the previous slab used, done with
                     pending.append(pool.submit(reader.read, *slabs[ahead], buffers[ahead % len(buffers)]))
-                reduced = stages.reduce_xy(slab)
+                reduced = stages.reduce_xy(slab, filter_pool)
                 keep_from = min(int(stages.z_kernel.index[next_row].min()), hi) if next_row < mk else hi
                 if hi - lo + (k1 - k0) > plan.window_slices and keep_from > lo:
                     stages.drop_front(window, keep_from - lo, hi - lo)
@@ -273,7 +277,7 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
                     next_row += 1
                 if next_row > first_row:
                     block = stages.reduce_z(window[keep_from - lo:hi - lo], keep_from,
-                                            slice(first_row, next_row), z_pool)
+                                            slice(first_row, next_row), filter_pool)
                     stages.emit(block, out_dtype, sink)
                 progress(k1 / nk, f"slab {number + 1}/{len(slabs)}")
         finally:
