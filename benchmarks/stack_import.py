@@ -218,32 +218,29 @@ def worker_decode(folder: str, threads: str) -> dict:
     return {"timed_seconds": seconds, "cpu_seconds": cpu, "slices": len(files), "shapes": sorted(shapes)}
 
 
-def worker_resample(size: str, slices: str, factor: str) -> dict:
-    from bigvolume import downsample_array
+def time_in_memory(size: str, slices: str, resample) -> dict:
+    """``resample(array)`` timed alone on an in-memory zone-plate stack (generated first, not timed)."""
     size, slices = int(size), int(slices)
     plate = ZonePlate(size, slices)
     array = np.empty((slices, size, size), np.uint16)
     for index in range(slices):
         plate.slice(index, out=array[index])
     cpu, started = cpu_seconds(), time.perf_counter()
-    result = downsample_array(array, float(factor))
+    result = resample(array)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     return {"timed_seconds": seconds, "cpu_seconds": cpu, "output_shape": list(result.shape),
             "output_dtype": str(result.dtype)}
+
+
+def worker_resample(size: str, slices: str, factor: str) -> dict:
+    from bigvolume import downsample_array
+    return time_in_memory(size, slices, lambda array: downsample_array(array, float(factor)))
 
 
 def worker_resample_band(size: str, slices: str, factor: str) -> dict:
     from bigvolume.gpu import resample_array  # xp=None: the CPU streaming stages (band products) over the array
-    size, slices, f = int(size), int(slices), float(factor)
-    plate = ZonePlate(size, slices)
-    array = np.empty((slices, size, size), np.uint16)
-    for index in range(slices):
-        plate.slice(index, out=array[index])
-    cpu, started = cpu_seconds(), time.perf_counter()
-    result = resample_array(array, (f, f, f), "lanczos", xp=None)
-    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
-    return {"timed_seconds": seconds, "cpu_seconds": cpu, "output_shape": list(result.shape),
-            "output_dtype": str(result.dtype)}
+    f = float(factor)
+    return time_in_memory(size, slices, lambda array: resample_array(array, (f, f, f), "lanczos", xp=None))
 
 
 def worker_imagestacks(folder: str, factor: str) -> dict:
