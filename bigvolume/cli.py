@@ -25,6 +25,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+INPUT_HELP = ("input volume (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd), or a DICOM series: its folder or any one of "
+              "its files")
+
+
+def _add_series_argument(parser) -> None:
+    parser.add_argument("--series", metavar="UID",
+                        help="the DICOM series to read when IN's folder holds several (the error lists them)")
+
+
 def _method_help() -> str:
     return "; ".join(f"{name}: {hint}" for name, hint in METHODS.items())
 
@@ -43,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "origin moved by (factor-1)/2 voxels, size round(n / factor) per axis.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="methods:\n" + "\n".join(f"  {name:9s} {hint}" for name, hint in METHODS.items()))
-    resample.add_argument("input", metavar="IN", help="input volume (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd)")
+    resample.add_argument("input", metavar="IN", help=INPUT_HELP)
     resample.add_argument("output", metavar="OUT", help="output volume; the format follows the suffix")
     grid = resample.add_mutually_exclusive_group()
     grid.add_argument("--factor", type=float, nargs="+", metavar="F",
@@ -112,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multi-level Otsu (MRIcroGL's levels) finds the dark voxels; by default only those connected "
                     "to the volume's border are air, so dark cavities inside the object stay. The object is grown "
                     "by --dilate voxels and everything outside it is set to the image minimum (or --fill).")
-    dehaze.add_argument("input", metavar="IN", help="input volume (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd)")
+    dehaze.add_argument("input", metavar="IN", help=INPUT_HELP)
     dehaze.add_argument("output", metavar="OUT", help="output volume, same grid and pixel type")
     dehaze.add_argument("--level", type=int, choices=sorted(HAZE_LEVELS), default=5,
                         help="1: 4 classes, darkest 3 are air (most removed); 2: 3 classes, darkest 2; 3: 2 classes, "
@@ -137,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reduce-bits", help="reduce the precision to 8 or 16 bits through a robust intensity window",
         description="Map an intensity window (percentiles of a subsample, or --window) linearly onto uint8/uint16 "
                     "(int8/int16 with --signed); values outside the window are clipped and counted.")
-    reduce.add_argument("input", metavar="IN", help="input volume")
+    reduce.add_argument("input", metavar="IN", help=INPUT_HELP)
     reduce.add_argument("output", metavar="OUT", help="output volume, same grid")
     reduce.add_argument("--bits", type=int, choices=[8, 16], required=True, help="bits per voxel")
     reduce.add_argument("--signed", action="store_true", help="signed output (int8/int16)")
@@ -155,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "three orthogonal mid-slices; with --compare, the volumes side by side with the same transfer "
                     "function and window, each labelled with its dimensions, spacing and file size. Large files are "
                     "downsampled (streamed) to at most 256 voxels per axis first.")
-    preview.add_argument("input", metavar="IN", help="volume file (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd)")
+    preview.add_argument("input", metavar="IN", help=INPUT_HELP)
+    _add_series_argument(preview)
     preview.add_argument("output", metavar="OUT.png", help="the picture")
     preview.add_argument("--compare", action="append", metavar="OTHER",
                          help="another volume drawn beside IN (may be given more than once)")
@@ -198,7 +208,7 @@ def run_resample(args) -> int:
         args.input, args.output, factor, spacing=args.spacing, isotropic=args.isotropic,
         target_bytes=args.target_size, method=args.method, threads=args.threads, dtype=args.dtype,
         compress=args.compress, stream=args.stream, memory_limit=args.memory_limit, device=args.device,
-        progress=progress), args.quiet)
+        series=args.series, progress=progress), args.quiet)
 
 
 def _factor_argument(values):
@@ -226,7 +236,9 @@ def run_import_stack(args) -> int:
 
 
 def _add_memory_arguments(parser) -> None:
-    """--stream/--no-stream, --memory-limit and --quiet: the same for every command that reads a volume file."""
+    """--stream/--no-stream, --memory-limit, --quiet and --series: the same for every command that reads a volume
+    file."""
+    _add_series_argument(parser)
     streaming = parser.add_mutually_exclusive_group()
     streaming.add_argument("--stream", dest="stream", action="store_true", default=None,
                            help="read and work on the input a slab at a time (default: when input and output would "
@@ -245,14 +257,14 @@ def run_dehaze(args) -> int:
                           close=args.close, fill=args.fill)
     return _run_with_progress(lambda progress: dehaze_file(
         args.input, args.output, options, mask_out=args.mask_out, stream=args.stream,
-        memory_limit=args.memory_limit, progress=progress), args.quiet)
+        memory_limit=args.memory_limit, series=args.series, progress=progress), args.quiet)
 
 
 def run_reduce_bits(args) -> int:
     from .precision import reduce_bits_file
     return _run_with_progress(lambda progress: reduce_bits_file(
         args.input, args.output, args.bits, signed=args.signed, window=args.window, percentiles=args.percentiles,
-        stream=args.stream, memory_limit=args.memory_limit, progress=progress), args.quiet)
+        stream=args.stream, memory_limit=args.memory_limit, series=args.series, progress=progress), args.quiet)
 
 
 def picture_size(text: str) -> tuple[int, int]:
@@ -270,7 +282,7 @@ def picture_size(text: str) -> tuple[int, int]:
 def run_preview(args) -> int:
     from .preview import write_preview
     print(write_preview(args.input, args.output, compare=args.compare, size=args.size, engine=args.engine,
-                        memory_limit=args.memory_limit).summary())
+                        memory_limit=args.memory_limit, series=args.series).summary())
     return 0
 
 
@@ -295,7 +307,8 @@ def _run_and_preview(args) -> int:
     if code != 0 or getattr(args, "dry_run", False):
         return code
     limit = getattr(args, "memory_limit", None)
-    report = write_preview(before or args.output, png, compare=args.output if before else None, memory_limit=limit)
+    report = write_preview(before or args.output, png, compare=args.output if before else None, memory_limit=limit,
+                           series=getattr(args, "series", None) if before else None)
     if not args.quiet:
         print(report.summary())
     return code

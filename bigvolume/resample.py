@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
+from . import dicom, io
 from .dtypes import cast_to
 from .errors import BigVolumeError
 from .geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
@@ -177,6 +177,7 @@ class FilePlan:
     automatic_limit: bool
     stream: bool | None      # as asked: None = decide
     reads_in_slabs: bool     # the file's layout allows reading a slab at a time
+    series: str | None = None  # the DICOM series UID asked for (bigvolume.dicom)
 
     @property
     def input_bytes(self) -> int:
@@ -221,7 +222,7 @@ class FilePlan:
 
 def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False, target_bytes: float | None = None,
               method: str = DEFAULT_METHOD, dtype=None, stream: bool | None = None,
-              memory_limit: float | None = None) -> FilePlan:
+              memory_limit: float | None = None, series: str | None = None) -> FilePlan:
     """Plan :func:`resample_file` from the input's header: refuses invalid settings, unreadable headers and
     missing or short data files before any voxel is read."""
     check_method(method)
@@ -236,8 +237,12 @@ def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False,
     limit = int(memory_limit) if memory_limit is not None else default_memory_limit()
     if limit <= 0:
         raise BigVolumeError(f"memory limit must be positive, got {memory_limit}")
-    geometry, in_dtype, components = io.read_geometry(input_path)
-    reads_in_slabs = voxel_layout(input_path, in_dtype, components, geometry.voxel_count) is not None
+    geometry, in_dtype, components = io.read_geometry(input_path, series)
+    if dicom.accepts(input_path, series):
+        with open_slabs(input_path, series) as reader:
+            reads_in_slabs = reader.streams
+    else:
+        reads_in_slabs = voxel_layout(input_path, in_dtype, components, geometry.voxel_count) is not None
     factors = choose_factors(geometry, in_dtype.itemsize * components, factor, spacing=spacing,
                              isotropic=isotropic, target_bytes=target_bytes)
     if stream and method not in STREAMABLE_METHODS:
@@ -245,13 +250,13 @@ def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False,
                              f"choose one of {', '.join(STREAMABLE_METHODS)}")
     out_dtype = np.dtype(dtype) if dtype is not None else in_dtype
     return FilePlan(input_path, geometry, geometry.downsampled(factors), factors, in_dtype, out_dtype, components,
-                    method, limit, memory_limit is None, stream, reads_in_slabs)
+                    method, limit, memory_limit is None, stream, reads_in_slabs, series)
 
 
 def resample_file(input_path, output_path, factor=None, *, spacing=None, isotropic: bool = False,
                   target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
                   dtype=None, compress: bool | None = None, stream: bool | None = None,
-                  memory_limit: float | None = None, device: str = "cpu",
+                  memory_limit: float | None = None, device: str = "cpu", series: str | None = None,
                   progress: ProgressCallback | None = None) -> ResampleReport:
     """Read, downsample and write. Everything that can be checked is checked before reading (options, output
     path, the input's header and data files: see :func:`plan_file`); the output appears only when complete.
@@ -259,11 +264,12 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
     ``stream``: read and filter the input a slab at a time (see bigvolume.stream). Default: stream when the input
     and output together would exceed ``memory_limit`` (bytes; default a quarter of the machine's memory), which
     also caps the streaming buffers. ``device``: cpu, cuda or auto, as for :func:`resample`; on the GPU a
-    streamed file goes slab by slab through the device, a file read whole is streamed from memory."""
+    streamed file goes slab by slab through the device, a file read whole is streamed from memory. ``series``:
+    the UID of the DICOM series to read when the input folder holds several (see bigvolume.dicom)."""
     started = time.perf_counter()
     output_path = Path(output_path)
     plan = plan_file(input_path, factor, spacing=spacing, isotropic=isotropic, target_bytes=target_bytes,
-                     method=method, dtype=dtype, stream=stream, memory_limit=memory_limit)
+                     method=method, dtype=dtype, stream=stream, memory_limit=memory_limit, series=series)
     input_path = plan.input_path
     io.check_output_path(output_path, inputs=[input_path])
     device = choose_device(device, method)
@@ -278,7 +284,7 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
                      f"more than the memory limit {format_bytes(plan.memory_limit)}")
     stream_plan = None
     if plan.streams:
-        with open_slabs(input_path) as reader:
+        with open_slabs(input_path, series) as reader:
             stream_plan = stream_to_file(reader, output_path, plan.factors, method, out_dtype=plan.out_dtype,
                                          threads=threads or default_threads(), compress=compress,
                                          memory_limit=plan.memory_limit, progress=progress,
@@ -286,12 +292,12 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
         if stream_plan.note:
             _note(notes, stream_plan.note)
     else:
-        volume = io.read_volume(input_path)
+        volume = io.read_volume(input_path, series)
         progress(0.1, "read")
         result = resample(volume, plan.factors, method=method, threads=threads, dtype=dtype, device=device,
                           progress=progress.sub(0.1, 0.9))
         io.write_volume(result, output_path, compress=compress)
     progress(1.0, "written")
     return ResampleReport(input_path, output_path, plan.geometry, plan.output_geometry, plan.factors, method,
-                          io.file_size(input_path), io.file_size(output_path), time.perf_counter() - started,
+                          io.file_size(input_path, series), io.file_size(output_path), time.perf_counter() - started,
                           stream_plan, notes, "cpu" if device == "cpu" else device_name())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
+from . import dicom, io
 from .errors import BigVolumeError, VolumeFileError
 from .geometry import Geometry
 from .memory import default_memory_limit, format_bytes, physical_memory
@@ -112,7 +112,14 @@ def plan_stack_import(source, *, spacing=None, factor=1.0, roi=None, gray: str |
     check_method(method)
     if method not in STREAMABLE_METHODS:
         raise BigVolumeError(f"method {method} cannot stream; choose one of {', '.join(STREAMABLE_METHODS)}")
-    slices = find_slices(source, reverse=reverse)
+    try:
+        slices = find_slices(source, reverse=reverse)
+    except VolumeFileError:
+        if isinstance(source, (str, os.PathLike)) and dicom.is_dicom(source):
+            raise BigVolumeError(f"{source}: a DICOM series, which carries its own geometry: read it as a volume "
+                                 "(bigvolume resample, dehaze, reduce-bits and preview take its folder or any one "
+                                 "of its files)") from None
+        raise
     info = probe_stack(slices, check_all=check_all)
     notes = []
     if slices.gaps:
