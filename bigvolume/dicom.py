@@ -134,6 +134,12 @@ def find_series(path, series: str | None = None) -> DicomSeries:
     found = list_series(folder)
     if not found:
         raise VolumeFileError(f"{path}: no readable DICOM series")
+    if (folder.resolve(), "unreadable") not in _told:
+        _told.add((folder.resolve(), "unreadable"))
+        unreadable = _unreadable_files(folder)
+        if unreadable:  # GDCM leaves damaged files out of their series without a word: a series may be short
+            logger.warning(f"{folder}: {len(unreadable)} DICOM file(s) belong to no readable series and are left out "
+                           f"(damaged?): {', '.join(p.name for p in unreadable[:5])}")
     if path.is_file():
         uid = series or _tag(_header(path), SERIES_UID_TAG)
         if series is None and not uid:
@@ -150,12 +156,6 @@ def find_series(path, series: str | None = None) -> DicomSeries:
     if not chosen:
         listing = "; ".join(item.describe() for item in found)
         raise VolumeFileError(f"{path}: no DICOM series {uid} in {folder}; found {listing}")
-    if (folder.resolve(), "unreadable") not in _told:
-        _told.add((folder.resolve(), "unreadable"))
-        unreadable = _unreadable_files(folder)
-        if unreadable:  # GDCM leaves damaged files out of their series without a word: a series may be short
-            logger.warning(f"{folder}: {len(unreadable)} DICOM file(s) belong to no readable series and are left out "
-                           f"(damaged?): {', '.join(p.name for p in unreadable[:5])}")
     if path.is_file() and len(chosen[0].files) > 1 and (path.resolve(), uid) not in _told:
         _told.add((path.resolve(), uid))
         logger.warning(f"{path}: one file of a DICOM series; reading the whole series {uid} "
