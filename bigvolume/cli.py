@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="one factor for all axes, or three (I J K); fractional allowed; default 2")
     grid.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), help="target spacing")
     grid.add_argument("--target-size", type=parse_size, metavar="SIZE",
-                      help="largest uncompressed output, e.g. 20KB; picks a uniform factor")
+                      help="largest output file on disk, e.g. 20KB (compression included: compressed outputs are "
+                           "written at trial grids and the largest that fits is kept); picks a uniform factor")
     resample.add_argument("--isotropic", action="store_true",
                           help="one output spacing on all axes: factor x the finest input spacing")
     resample.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="NAME",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from .gpu import choose_device, device_name, probe_cuda, resample_array
 from .kernels import apply_separable, axis_kernel
 from .layout import voxel_layout
 from .memory import default_memory_limit, format_bytes
-from .progress import ProgressCallback, as_progress
+from .progress import Progress, ProgressCallback, as_progress
 from .slabs import open_slabs
 from .spectral import band_limited_sample
 from .stream import STREAMABLE_METHODS, StreamPlan, stream_to_file
@@ -55,7 +56,8 @@ def check_method(method: str) -> None:
 def choose_factors(geometry: Geometry, bytes_per_voxel: int = 1, factor=None, spacing=None,
                    isotropic: bool = False, target_bytes: float | None = None) -> tuple[float, float, float]:
     """Per-axis factors (I, J, K) from exactly one of: ``factor`` (1 or 3 numbers), ``spacing`` (target spacing)
-    or ``target_bytes`` (largest uncompressed output). ``isotropic`` with a single factor: one output spacing on all
+    or ``target_bytes`` (largest uncompressed output; :func:`resample_file` then fits the compressed file, see
+    :func:`fit_file_size`). ``isotropic`` with a single factor: one output spacing on all
     axes, ``factor`` x the finest input spacing, no axis upsampled. An axis of a single voxel (a 2D image stored as
     a volume) keeps factor 1: there is nothing to average along it."""
     factors = _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes)
@@ -253,6 +255,68 @@ def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False,
                     method, limit, memory_limit is None, stream, reads_in_slabs, series)
 
 
+def writes_compressed(path, compress: bool | None) -> bool:
+    """Whether :func:`bigvolume.io.write_volume` / the slab writers compress ``path``'s voxels: .nii.gz always,
+    .nrrd and .mha by default, other compressible formats when asked."""
+    suffix = io.volume_suffix(path)
+    if suffix == ".nii.gz":
+        return True
+    return suffix in (".nrrd", ".mha") if compress is None else bool(compress) and suffix in io.COMPRESSIBLE_SUFFIXES
+
+
+FIT_TRIALS = 12  # most trial writes when fitting a compressed file to a size
+
+
+def fit_file_size(write_trial, geometry: Geometry, start, budget: float, output_path) -> tuple[tuple, int]:
+    """The smallest uniform factor (the largest grid) whose written file fits ``budget`` bytes on disk, and the
+    number of trial writes. ``write_trial(factors, path)`` writes the output at ``factors`` to ``path``;
+    ``start``: the factors that fit uncompressed (compression can only let a larger grid fit, or, on noise,
+    overshoot by a header). Trials go to a hidden folder beside the output and are removed. Compressed sizes do not
+    shrink exactly monotonically with the factor, so this is a bisection on the factor over the grids it reaches,
+    with the best fitting trial kept; it stops when no other grid lies between a fitting and a failing factor."""
+    folder = Path(output_path).parent if str(Path(output_path).parent) else Path(".")
+    sizes: dict[tuple, int] = {}  # output dimensions -> bytes on disk
+
+    def factors_at(f: float) -> tuple:
+        return choose_factors(geometry, factor=f)
+
+    def fits(f: float) -> bool:
+        dims = geometry.downsampled(factors_at(f)).dimensions
+        if dims not in sizes:
+            trial = Path(staging) / Path(output_path).name
+            write_trial(factors_at(f), trial)
+            sizes[dims] = io.file_size(trial)
+        return sizes[dims] <= budget
+
+    def same_grid(a: float, b: float) -> bool:
+        return geometry.downsampled(factors_at(a)).dimensions == geometry.downsampled(factors_at(b)).dimensions
+
+    with tempfile.TemporaryDirectory(prefix=f".{Path(output_path).name}.fit-", dir=folder) as staging:
+        fitting = max(start)
+        while not fits(fitting):  # noise compresses badly: the header can push it over
+            if geometry.downsampled(factors_at(fitting)).voxel_count == 1:
+                raise BigVolumeError(f"{output_path}: even a single voxel takes {sizes[(1, 1, 1)]} bytes on disk, "
+                                     f"more than the target size {budget:.0f}")
+            fitting *= 1.1
+        # a first guess from the compression ratio (size ~ voxels ~ factor^-3), then bisection
+        ratio = sizes[geometry.downsampled(factors_at(fitting)).dimensions] / budget
+        guess, failing = max(1.0, fitting * ratio ** (1 / 3) * 0.98), None
+        while len(sizes) < FIT_TRIALS:
+            if failing is None:  # walking down towards a larger grid until one fails
+                candidate = guess if not same_grid(guess, fitting) else max(1.0, fitting / 1.05)
+                if same_grid(candidate, fitting):
+                    break  # the full grid fits
+            else:
+                candidate = (failing * fitting) ** 0.5
+                if same_grid(candidate, fitting) or same_grid(candidate, failing):
+                    break
+            if fits(candidate):
+                fitting, guess = candidate, max(1.0, candidate * 0.9)
+            else:
+                failing = candidate
+    return factors_at(fitting), len(sizes)
+
+
 def resample_file(input_path, output_path, factor=None, *, spacing=None, isotropic: bool = False,
                   target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
                   dtype=None, compress: bool | None = None, stream: bool | None = None,
@@ -282,22 +346,33 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
         why = "it cannot be read in slabs" if not plan.reads_in_slabs else f"{method} cannot stream"
         _note(notes, f"{input_path}: reading it whole ({why}) needs about {format_bytes(plan.in_memory_bytes)}, "
                      f"more than the memory limit {format_bytes(plan.memory_limit)}")
-    stream_plan = None
-    if plan.streams:
-        with open_slabs(input_path, series) as reader:
-            stream_plan = stream_to_file(reader, output_path, plan.factors, method, out_dtype=plan.out_dtype,
-                                         threads=threads or default_threads(), compress=compress,
-                                         memory_limit=plan.memory_limit, progress=progress,
-                                         xp=probe_cuda()[0] if device == "cuda" else None)
-        if stream_plan.note:
-            _note(notes, stream_plan.note)
-    else:
-        volume = io.read_volume(input_path, series)
-        progress(0.1, "read")
-        result = resample(volume, plan.factors, method=method, threads=threads, dtype=dtype, device=device,
-                          progress=progress.sub(0.1, 0.9))
-        io.write_volume(result, output_path, compress=compress)
+    volume = None  # the input, read once however many times the output is written (see fit_file_size)
+
+    def write_output(factors, path, part: Progress) -> StreamPlan | None:
+        nonlocal volume
+        if plan.streams:
+            with open_slabs(input_path, series) as reader:
+                return stream_to_file(reader, path, factors, method, out_dtype=plan.out_dtype,
+                                      threads=threads or default_threads(), compress=compress,
+                                      memory_limit=plan.memory_limit, progress=part,
+                                      xp=probe_cuda()[0] if device == "cuda" else None)
+        if volume is None:
+            volume = io.read_volume(input_path, series)
+        part(0.1, "read")
+        result = resample(volume, factors, method=method, threads=threads, dtype=dtype, device=device,
+                          progress=part.sub(0.1, 0.9))
+        io.write_volume(result, path, compress=compress)
+        return None
+
+    factors = plan.factors
+    if target_bytes is not None and writes_compressed(output_path, compress):
+        factors, trials = fit_file_size(lambda f, path: write_output(f, path, progress.sub(0.0, 0.8)),
+                                        plan.geometry, plan.factors, target_bytes, output_path)
+        logger.info(f"{output_path}: {trials} trial writes to fit {format_bytes(target_bytes)} on disk")
+    stream_plan = write_output(factors, output_path, progress.sub(0.8 if factors != plan.factors else 0.0, 1.0))
+    if stream_plan is not None and stream_plan.note:
+        _note(notes, stream_plan.note)
     progress(1.0, "written")
-    return ResampleReport(input_path, output_path, plan.geometry, plan.output_geometry, plan.factors, method,
+    return ResampleReport(input_path, output_path, plan.geometry, plan.geometry.downsampled(factors), factors, method,
                           io.file_size(input_path, series), io.file_size(output_path), time.perf_counter() - started,
                           stream_plan, notes, "cpu" if device == "cpu" else device_name())
