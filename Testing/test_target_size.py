@@ -102,6 +102,6 @@ def test_a_budget_below_one_voxel_is_refused(tmp_path):
     path = tmp_path / "smooth.nrrd"
     io.write_volume(smooth_volume(10), path)
     out = tmp_path / "tiny.nrrd"
-    with pytest.raises(bv.BigVolumeError, match="single voxel"):
+    with pytest.raises(bv.BigVolumeError, match="smallest grid"):
         resample_file(path, out, target_bytes=50)
     assert not out.exists()

@@ -264,54 +264,47 @@ def writes_compressed(path, compress: bool | None) -> bool:
     return suffix in (".nrrd", ".mha") if compress is None else bool(compress) and suffix in io.COMPRESSIBLE_SUFFIXES
 
 
-FIT_TRIALS = 12  # most trial writes when fitting a compressed file to a size
+FIT_TRIALS = 16  # most trial writes when fitting a compressed file to a size
 
 
 def fit_file_size(write_trial, geometry: Geometry, start, budget: float, output_path) -> tuple[tuple, int]:
-    """The smallest uniform factor (the largest grid) whose written file fits ``budget`` bytes on disk, and the
-    number of trial writes. ``write_trial(factors, path)`` writes the output at ``factors`` to ``path``;
-    ``start``: the factors that fit uncompressed (compression can only let a larger grid fit, or, on noise,
-    overshoot by a header). Trials go to a hidden folder beside the output and are removed. Compressed sizes do not
-    shrink exactly monotonically with the factor, so this is a bisection on the factor over the grids it reaches,
-    with the best fitting trial kept; it stops when no other grid lies between a fitting and a failing factor."""
+    """The largest grid whose written file fits ``budget`` bytes on disk: its factors and the number of trial
+    writes. The candidates are the grids whose longest axis has ``m`` voxels (uniform factor = that axis's input
+    voxels / ``m``, so it is covered exactly); the search is a bisection on ``m``, starting next to ``start`` (the
+    factors that fit uncompressed; compression usually lets a larger grid fit, on noise the header can push it over).
+    ``write_trial(factors, path)`` writes the output at ``factors`` to ``path``; the trials go to a hidden folder
+    beside the output and are removed."""
     folder = Path(output_path).parent if str(Path(output_path).parent) else Path(".")
-    sizes: dict[tuple, int] = {}  # output dimensions -> bytes on disk
+    longest = max(geometry.dimensions)
+    sizes: dict[int, int] = {}  # m -> bytes on disk
 
-    def factors_at(f: float) -> tuple:
-        return choose_factors(geometry, factor=f)
+    def factors_at(m: int) -> tuple:
+        return choose_factors(geometry, factor=longest / m)
 
-    def fits(f: float) -> bool:
-        dims = geometry.downsampled(factors_at(f)).dimensions
-        if dims not in sizes:
+    def fits(m: int) -> bool:
+        if m not in sizes:
             trial = Path(staging) / Path(output_path).name
-            write_trial(factors_at(f), trial)
-            sizes[dims] = io.file_size(trial)
-        return sizes[dims] <= budget
-
-    def same_grid(a: float, b: float) -> bool:
-        return geometry.downsampled(factors_at(a)).dimensions == geometry.downsampled(factors_at(b)).dimensions
+            write_trial(factors_at(m), trial)
+            sizes[m] = io.file_size(trial)
+        return sizes[m] <= budget
 
     with tempfile.TemporaryDirectory(prefix=f".{Path(output_path).name}.fit-", dir=folder) as staging:
-        fitting = max(start)
-        while not fits(fitting):  # noise compresses badly: the header can push it over
-            if geometry.downsampled(factors_at(fitting)).voxel_count == 1:
-                raise BigVolumeError(f"{output_path}: even a single voxel takes {sizes[(1, 1, 1)]} bytes on disk, "
-                                     f"more than the target size {budget:.0f}")
-            fitting *= 1.1
-        # a first guess from the compression ratio (size ~ voxels ~ factor^-3), then bisection
-        ratio = sizes[geometry.downsampled(factors_at(fitting)).dimensions] / budget
-        guess, failing = max(1.0, fitting * ratio ** (1 / 3) * 0.98), None
-        while len(sizes) < FIT_TRIALS:
-            if failing is None:  # walking down towards a larger grid until one fails
-                candidate = guess if not same_grid(guess, fitting) else max(1.0, fitting / 1.05)
-                if same_grid(candidate, fitting):
-                    break  # the full grid fits
+        fitting = min(longest, max(geometry.downsampled(start).dimensions))
+        while not fits(fitting):
+            if fitting == 1:
+                raise BigVolumeError(f"{output_path}: even the smallest grid takes {sizes[1]} bytes on disk, more "
+                                     f"than the target size {budget:.0f}")
+            fitting = max(1, min(fitting - 1, int(fitting / 1.1)))
+        # first steps from the compression ratio (bytes ~ m^3), then bisection between a fit and a failure
+        failing = None
+        while len(sizes) < FIT_TRIALS and fitting < longest and (failing is None or failing > fitting + 1):
+            if failing is None:
+                candidate = int(fitting * (budget / sizes[fitting]) ** (1 / 3))
+                candidate = min(longest, max(fitting + 1, candidate))
             else:
-                candidate = (failing * fitting) ** 0.5
-                if same_grid(candidate, fitting) or same_grid(candidate, failing):
-                    break
+                candidate = (fitting + failing) // 2
             if fits(candidate):
-                fitting, guess = candidate, max(1.0, candidate * 0.9)
+                fitting = candidate
             else:
                 failing = candidate
     return factors_at(fitting), len(sizes)
