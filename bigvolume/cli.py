@@ -5,6 +5,8 @@ import argparse
 import logging
 import sys
 
+import numpy as np
+
 from . import __version__, memory
 from .errors import BigVolumeError, Cancelled
 from .progress import TerminalProgressBar
@@ -103,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--bits", type=int, choices=[8, 16],
                        help="reduce the bit depth through a robust intensity window (0.1-99.9 percentiles)")
     stack.add_argument("--reverse", action="store_true", help="reverse the slice order")
+    stack.add_argument("--origin", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                       help="position in mm (LPS) of the centre of the first slice's first pixel (default 0 0 0)")
+    placing = stack.add_mutually_exclusive_group()
+    placing.add_argument("--orientation", default=None, metavar="CODE", type=str.upper,
+                         help="three letters naming the direction towards which columns (i), rows (j) and slices "
+                              "(k, in file order) increase, in LPS: one of L/R, P/A, S/I each, e.g. LPS (default: "
+                              "identity; axial slices in radiological view, feet to head), LPI, RAS, LIP (coronal), "
+                              "PIL (sagittal)")
+    placing.add_argument("--direction", type=float, nargs=9, metavar="D",
+                         help="the direction matrix instead of a code: the i, j, k unit vectors in LPS, one after "
+                              "the other (9 numbers)")
     stack.add_argument("--method", choices=[m for m in METHODS if m != "fft"], default=DEFAULT_METHOD,
                        metavar="NAME", help=f"downsampling method (default {DEFAULT_METHOD})")
     stack.add_argument("--nhdr-only", action="store_true",
@@ -226,14 +239,23 @@ def run_import_stack(args) -> int:
     gray = None if args.gray == "keep" else args.gray
     if args.dry_run:
         plan = plan_stack_import(args.input, spacing=args.spacing, factor=factor, roi=args.roi, gray=gray,
-                                 bits=args.bits, reverse=args.reverse, method=args.method, threads=args.threads)
+                                 bits=args.bits, reverse=args.reverse, method=args.method, threads=args.threads,
+                                 origin=args.origin, orientation=_stack_orientation(args))
         plan.close()
         print(plan.describe(args.memory_limit, with_notes=False))  # the notes went to stderr
         return 0
     return _run_with_progress(lambda progress: import_stack(
         args.input, args.output, spacing=args.spacing, factor=factor, roi=args.roi, gray=gray, bits=args.bits,
         reverse=args.reverse, method=args.method, threads=args.threads, memory_limit=args.memory_limit,
-        nhdr_only=args.nhdr_only, progress=progress), args.quiet)
+        nhdr_only=args.nhdr_only, origin=args.origin, orientation=_stack_orientation(args), progress=progress),
+        args.quiet)
+
+
+def _stack_orientation(args):
+    """--orientation CODE, or --direction's nine numbers (the i, j, k vectors) as the matrix whose columns they are."""
+    if args.direction is not None:
+        return np.array(args.direction).reshape(3, 3).T
+    return args.orientation
 
 
 def _add_memory_arguments(parser) -> None:
