@@ -36,7 +36,8 @@ from bigvolume.progress import Progress
 from bigvolume.resample import DEFAULT_METHOD
 from bigvolume.stack_import import StackImport, import_stack, plan_stack_import
 from bigvolume.stream import ArraySink
-from bigvolume.stacks import IMAGE_SUFFIXES, Roi, StackInfo, stack_direction, stack_origin
+from bigvolume.stacks import (DEFAULT_STACK_ORIENTATION, IMAGE_SUFFIXES, STACK_ORIENTATIONS, Roi, StackInfo,
+                              stack_direction, stack_origin)
 from bigvolume.volume_nodes import check_storable_dtype, dimensions_text, numbers_text, remove_node_and_display
 from bigvolume.vtk_resize import vtk_image_to_array
 
