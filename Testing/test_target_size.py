@@ -105,3 +105,16 @@ def test_a_budget_below_one_voxel_is_refused(tmp_path):
     with pytest.raises(bv.BigVolumeError, match="smallest grid"):
         resample_file(path, out, target_bytes=50)
     assert not out.exists()
+
+
+def test_streamed_input_fits_the_same_way(tmp_path):
+    path = tmp_path / "smooth.nhdr"  # raw data: streams
+    io.write_volume(smooth_volume(11), path)
+    streamed = resample_file(path, tmp_path / "streamed.nrrd", target_bytes=30_000, stream=True)
+    loaded = resample_file(path, tmp_path / "loaded.nrrd", target_bytes=30_000, stream=False)
+    assert streamed.stream_plan is not None and loaded.stream_plan is None
+    assert streamed.output_bytes <= 30_000 and loaded.output_bytes <= 30_000
+    # the same search over the same grids; the streamed voxels may differ by rounding, so the sizes by a little
+    assert abs(streamed.output_geometry.voxel_count - loaded.output_geometry.voxel_count) \
+        <= 0.1 * loaded.output_geometry.voxel_count
+    assert streamed.output_bytes >= 0.75 * 30_000
