@@ -55,9 +55,10 @@ def probe_cuda():
     return (cupy, "") if count > 0 else (None, "CUDA sees no GPU")
 
 
-def choose_device(device: str = "auto", method: str = "lanczos") -> str:
+def choose_device(device: str = "auto", method: str = "lanczos", note: bool = True) -> str:
     """"cpu" or "cuda" for a requested ``device`` (auto, cpu, cuda). auto takes the GPU when there is one and the
-    method runs there, else the CPU with a note; cuda without a usable GPU is an error."""
+    method runs there, else the CPU with a note (unless ``note`` is False: auto as a default nobody asked for);
+    cuda without a usable GPU is an error."""
     if device not in DEVICES:
         raise BigVolumeError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if device == "cpu":
@@ -72,10 +73,12 @@ def choose_device(device: str = "auto", method: str = "lanczos") -> str:
                                  f"GPU methods: {', '.join(DEVICE_METHODS)}")
         return "cuda"
     if cupy is None:
-        logger.warning(f"no CUDA device ({why}); using the CPU")
+        if note:
+            logger.warning(f"no CUDA device ({why}); using the CPU")
         return "cpu"
     if method not in DEVICE_METHODS:
-        logger.warning(f"method {method} does not run on the GPU; using the CPU")
+        if note:
+            logger.warning(f"method {method} does not run on the GPU; using the CPU")
         return "cpu"
     return "cuda"
 
