@@ -609,6 +609,24 @@ def test_cli_import_stack_and_dehaze_previews(tmp_path):
     assert read_png(tmp_path / "haze.png").shape[1] == 2 * (512 + 8 + 512 // 3) + 16
 
 
+def test_cli_reduce_bits_preview_draws_the_output_like_the_input(tmp_path):
+    source = bv.write_volume(mr_head_16(40, 7), tmp_path / "head16.nrrd")
+    done = bigvolume("reduce-bits", source, tmp_path / "head8.nrrd", "--bits", "8", "--preview", tmp_path / "rb.png")
+    assert done.returncode == 0, done.stderr
+    assert "rb.png: preview of head16.nrrd | head8.nrrd" in done.stdout and done.stderr == ""
+    picture = read_png(tmp_path / "rb.png")
+    # The same picture as write_preview with reduce-bits' own map: the output drawn like the input.
+    _, report8 = bv.reduce_bits(bv.read_volume(source), 8)
+    report = preview.write_preview(source, tmp_path / "again.png", compare=tmp_path / "head8.nrrd",
+                                   intensity_maps=[preview.IntensityMap(*report8.intensity_map(), "reduce-bits")])
+    assert np.array_equal(read_png(report.path), picture)
+    assert "through reduce-bits" in report.displays[1].caption
+    before, after = (crop(picture, panel.slices).astype(float) for panel in report.panels)
+    assert after.std() > 30 and np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.97
+    bad = bigvolume("reduce-bits", source, tmp_path / "x.nrrd", "--bits", "8", "--preview", tmp_path / "x.jpg")
+    assert bad.returncode == 1 and "a preview is a PNG" in bad.stderr and not (tmp_path / "x.nrrd").exists()
+
+
 # --- Slicer: display nodes on a real scene ----------------------------------------------------------------------
 @pytest.fixture()
 def scene():
@@ -660,6 +678,26 @@ def test_before_after_puts_input_and_output_in_two_linked_views_with_one_transfe
     assert np.allclose(curves(shown_after)[1], expected.opacities)
     # Afterwards a plain preview of the output shows it in every view again.
     assert preview_nodes.show_preview(after) is shown_after and shown_after.GetViewNodeIDs() == ()
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_before_after_of_a_reduced_bit_depth_moves_the_curves_with_the_values(scene, seed):
+    volume = mr_head_16(40, seed)
+    reduced, report = bv.reduce_bits(volume, 8)
+    before, after = volume_node(scene, volume, "input"), volume_node(scene, reduced, "output8")
+    shown_before, shown_after = preview_nodes.show_before_after(before, after)
+    scale, offset = report.intensity_map()
+    (colours_before, opacities_before, _), (colours_after, opacities_after, _) = curves(shown_before), curves(
+        shown_after)
+    # fitted from the voxels: the input's curves moved by the reduction's map (within a grey level)
+    np.testing.assert_allclose([p[0] for p in opacities_after], [scale * p[0] + offset for p in opacities_before],
+                               atol=1.0)
+    np.testing.assert_allclose([p[1] for p in opacities_after], [p[1] for p in opacities_before])
+    # given the map, exactly it
+    _, exact = preview_nodes.show_before_after(before, after,
+                                               intensity_map=preview.IntensityMap(scale, offset, "reduce-bits"))
+    np.testing.assert_allclose([p[0] for p in curves(exact)[1]], [scale * p[0] + offset for p in opacities_before],
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_the_module_logics_show_the_preview(scene):

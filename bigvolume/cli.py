@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"resampling method (default {DEFAULT_METHOD}): " + _method_help())
     resample.add_argument("--threads", type=positive_int, metavar="N",
                           help="threads for the filter (default: all cores); streamed Lanczos splits its matrix "
-                               "products over these threads and keeps BLAS itself to one thread")
+                               "products over them, BLAS itself is kept to one thread")
     resample.add_argument("--device", choices=["auto", "cpu", "cuda"],
                           help="where to filter: cuda (an NVIDIA GPU through CuPy: pip install -e '.[gpu]'), cpu, "
                                "or auto (cuda when there is one, else the CPU with a note saying why). Default: as "
