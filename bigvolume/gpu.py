@@ -9,7 +9,7 @@ files and arrays, CPU and GPU). On CUDA, slabs are read into pinned host buffers
 the previous slab is filtered on the compute stream, the z window stays on the device, and finished output
 blocks come back on a third stream and reach the writer one slab later, so transfers overlap the filtering.
 
-CuPy is imported only when a CUDA device is asked for (``pip install bigvolume[gpu]``).
+CuPy is imported only when a CUDA device is asked for (``pip install -e '.[gpu]'`` in the checkout).
 """
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def choose_device(device: str = "auto", method: str = "lanczos", note: bool = Tr
     if device == "cuda":
         if cupy is None:
             raise BigVolumeError(f"device cuda: no CUDA device ({why}); install CuPy on a machine with an NVIDIA GPU "
-                                 "(pip install bigvolume[gpu]) or use the CPU (device cpu)")
+                                 "(pip install cupy-cuda12x, or pip install -e '.[gpu]' in the checkout) or use the CPU "
+                                 "(device cpu)")
         if method not in DEVICE_METHODS:
             raise BigVolumeError(f"method {method} needs the whole volume in memory and does not run on the GPU; "
                                  f"GPU methods: {', '.join(DEVICE_METHODS)}")
