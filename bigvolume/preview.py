@@ -647,8 +647,17 @@ class Display:
 
     transfer: TransferFunction
     caption: str
+    how: str = "same"                  # "same" curves as the first volume, "mapped" through an intensity map, "own"
     marked: np.ndarray | None = None   # voxels outlined on its slices (changed by a compared volume)
     marked_by: str = ""
+
+    def rendering_note(self, name: str) -> str:
+        """One line saying how the volume ``name`` was rendered, for the picture's foot."""
+        if self.how == "own":
+            return f"{name}: its own {self.transfer.kind} transfer function ({self.transfer.reason})"
+        if self.how == "mapped":
+            return f"{name}: the same curves, mapped as its slices' window"
+        return f"{name}: the same curves"
 
 
 def _overlap(a: Window, b: Window) -> float:
@@ -691,7 +700,8 @@ def compare_display(first: PreviewSource, transfer: TransferFunction, other: Pre
     else with ``other``'s own histogram transfer function and robust window."""
     if intensity_map is not None:
         mapped = intensity_map.transfer(transfer)
-        return Display(mapped, f"window of {first.name} through {intensity_map.how} ({intensity_map.describe()})")
+        return Display(mapped, f"window of {first.name} through {intensity_map.how} ({intensity_map.describe()})",
+                       "mapped")
     own = transfer_function(other.volume)
     if _overlap(own.window, transfer.window) >= SAME_RANGE_OVERLAP:
         return Display(transfer, f"same as {first.name}")
@@ -699,9 +709,9 @@ def compare_display(first: PreviewSource, transfer: TransferFunction, other: Pre
         fitted, correlation = fit_intensity_map(first.volume, other.volume)
         if fitted is not None and correlation >= FIT_CORRELATION:
             return Display(fitted.transfer(transfer), f"window of {first.name} through a fitted "
-                                                      f"{fitted.describe()} (r {correlation:.3f})")
+                                                      f"{fitted.describe()} (r {correlation:.3f})", "mapped")
     return Display(own, f"its own ({WINDOW_PERCENTILES[0]:g}-{WINDOW_PERCENTILES[1]:g} percentiles): its range "
-                        f"differs from {first.name}'s")
+                        f"differs from {first.name}'s", "own")
 
 
 def changed_voxels(first: PreviewSource, other: PreviewSource) -> np.ndarray | None:
@@ -908,7 +918,7 @@ def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=
     displays += [compare_display(loaded[0], transfer, other, mapping)
                  for other, mapping in zip(loaded[1:], intensity_maps)]
     for other, display in zip(loaded[1:], displays[1:]):
-        if display.transfer is transfer:  # drawn alike: what differs is the data; show where it changed
+        if display.how == "same":  # drawn alike: what differs is the data; show where it changed
             displays[0].marked = changed_voxels(loaded[0], other)
             if displays[0].marked is not None:
                 displays[0].marked_by = other.name
@@ -916,8 +926,8 @@ def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=
     panels = [preview_panel(item, display, size, engine, camera) for item, display in zip(loaded, displays)]
     placed = []
     note = f"rendering: {transfer.kind} transfer function of {loaded[0].name} ({transfer.reason})"
-    if compare:
-        note += "\nthe other renderings: the same curves, moved as their slices' window says"
+    note = "\n".join([note] + [display.rendering_note(other.name)
+                                for other, display in zip(loaded[1:], displays[1:])])
     note = text_image(note, 12, (0.7, 0.7, 0.7))
     gap = 16
     height = max(panel.image.shape[0] for panel in panels) + note.shape[0] + 12
