@@ -155,3 +155,75 @@ def test_demo_prints_the_table_and_writes_the_figure(tmp_path):
     figure = tmp_path / "demo" / "demo.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
     assert (tmp_path / "demo" / "phantom_lanczos.nrrd").exists()
+
+
+# --- help texts and summaries that say what the code does ----------------------------------------------------------
+COMMANDS = ("resample", "import-stack", "dehaze", "reduce-bits", "preview", "demo")
+
+
+def test_every_command_has_help_and_the_thread_help_is_true():
+    helps = {}
+    for command in COMMANDS:
+        done = run(command, "--help")
+        assert done.returncode == 0 and done.stdout.startswith(f"usage: bigvolume {command}"), command
+        helps[command] = " ".join(done.stdout.split())
+    for command in ("resample", "import-stack"):
+        # The band products run on our threads with BLAS kept to one (bigvolume.stream, threadpoolctl).
+        assert "BLAS itself is kept to one thread" in helps[command] and "OMP_NUM_THREADS" not in helps[command]
+    assert "two decoders" not in helps["import-stack"] and "default all cores" in helps["import-stack"]
+    assert "--preview PNG" in helps["reduce-bits"] and "--stretch" in helps["reduce-bits"]
+    assert "pip install bigvolume" not in " ".join(helps.values())  # there is no such package on an index
+
+
+def test_a_plain_cpu_run_prints_its_summary_and_nothing_about_cuda(tmp_path, anisotropic_input):
+    _, inputs = anisotropic_input
+    for command, extra in (("resample", ["--factor", "2"]), ("dehaze", []), ("reduce-bits", ["--bits", "8"])):
+        done = run(command, inputs[".nrrd"], tmp_path / f"{command}.nrrd", *extra)
+        assert done.returncode == 0, done.stderr
+        assert "CUDA" not in done.stdout + done.stderr and "cupy" not in done.stderr.lower(), command
+        assert done.stdout.startswith(f"{tmp_path / f'{command}.nrrd'}: ")
+
+
+def test_the_size_of_an_nhdr_listing_files_counts_the_files(tmp_path):
+    rng = np.random.default_rng(3)
+    array = rng.integers(0, 4000, (6, 20, 30)).astype(np.uint16)
+    for k, plane in enumerate(array):
+        (tmp_path / f"slice{k}.raw").write_bytes(plane.astype("<u2").tobytes())
+    header = tmp_path / "listed.nhdr"
+    header.write_text("NRRD0004\ntype: uint16\ndimension: 3\nsizes: 30 20 6\nspace: left-posterior-superior\n"
+                      "space directions: (0.5,0,0) (0,0.5,0) (0,0,2)\nspace origin: (1,2,3)\nendian: little\n"
+                      "encoding: raw\ndata file: LIST\n" + "".join(f"slice{k}.raw\n" for k in range(6)))
+    total = header.stat().st_size + array.nbytes
+    assert io.file_size(header) == total
+    pattern = tmp_path / "pattern.nhdr"
+    pattern.write_text(header.read_text().split("data file:")[0] + "data file: slice%d.raw 0 5 1\n")
+    assert io.file_size(pattern) == pattern.stat().st_size + array.nbytes
+    done = run("resample", header, tmp_path / "out.nhdr", "--factor", "2")
+    assert done.returncode == 0, done.stderr
+    assert f"{bv.memory.format_bytes(total)} -> " in done.stdout
+    np.testing.assert_array_equal(io.read_volume(header).array, array)
+
+
+def test_import_stack_dry_run_and_zero_copy_summary_say_what_they_are(tmp_path):
+    import SimpleITK as sitk
+    from bigvolume.stack_import import plan_stack_import
+    array = np.random.default_rng(4).integers(0, 60000, (10, 16, 12)).astype(np.uint16)
+    (tmp_path / "stack").mkdir()
+    for k, plane in enumerate(array):
+        sitk.WriteImage(sitk.GetImageFromArray(plane), str(tmp_path / "stack" / f"s{k:03d}.tif"))
+    dry = run("import-stack", tmp_path / "stack", tmp_path / "v.nrrd", "--factor", "2", "--dry-run",
+              "--memory-limit", "256MB")
+    assert dry.returncode == 0, dry.stderr
+    plan = plan_stack_import(tmp_path / "stack", factor=2.0)
+    working = bv.memory.format_bytes(plan.estimated_working_bytes(256 * 2**20))
+    plan.close()
+    assert f"working memory about {working} (the output is written slice by slice" in dry.stdout
+    assert "when loaded" not in dry.stdout and not (tmp_path / "v.nrrd").exists()
+    full = run("import-stack", tmp_path / "stack", tmp_path / "full.nhdr", "--nhdr-only")
+    assert full.returncode == 0, full.stderr
+    if "points into the slice files" in full.stdout:  # tifffile installed: the zero-copy header
+        header = bv.memory.format_bytes((tmp_path / "full.nhdr").stat().st_size)
+        assert f"a header of {header}," in full.stdout
+        slices = sum(p.stat().st_size for p in (tmp_path / "stack").iterdir())
+        with_header = bv.memory.format_bytes(slices + (tmp_path / "full.nhdr").stat().st_size)
+        assert f"({with_header} with the header; no pixel copied)" in full.stdout

@@ -151,10 +151,16 @@ def test_command_line_device_option_without_cuda(tmp_path):
     cpu = run_cli("resample", source, tmp_path / "cpu.nrrd", "--device", "cpu", "--factor", "2")
     assert cpu.returncode == 0 and cpu.stderr == "", cpu.stderr
 
-    auto = run_cli("resample", source, tmp_path / "auto.nrrd", "--factor", "2")  # auto is the default
+    # Not asked for: the GPU when there is one, and on a machine without one the summary and nothing about CUDA.
+    plain = run_cli("resample", source, tmp_path / "plain.nrrd", "--factor", "2")
+    assert plain.returncode == 0 and plain.stderr == "", plain.stderr
+    assert plain.stdout.startswith(f"{tmp_path / 'plain.nrrd'}: 24x22x20 -> 12x11x10") and "CUDA" not in plain.stdout
+    assert plain.stdout.count("\n") == 1
+    auto = run_cli("resample", source, tmp_path / "auto.nrrd", "--factor", "2", "--device", "auto")  # asked for
     assert auto.returncode == 0
     assert auto.stderr.strip().splitlines() == ["bigvolume: note: no CUDA device (cupy not installed); using the CPU"]
-    np.testing.assert_array_equal(bv.read_volume(tmp_path / "auto.nrrd").array, bv.read_volume(tmp_path / "cpu.nrrd").array)
+    for name in ("auto.nrrd", "plain.nrrd"):
+        np.testing.assert_array_equal(bv.read_volume(tmp_path / name).array, bv.read_volume(tmp_path / "cpu.nrrd").array)
 
     cuda = run_cli("resample", source, tmp_path / "cuda.nrrd", "--device", "cuda")
     assert cuda.returncode == 1

@@ -102,3 +102,78 @@ def test_cli_reduce_bits(tmp_path):
     failed = run("reduce-bits", source, tmp_path / "bad.nrrd", "--bits", "8", "--window", "3", "1")
     assert failed.returncode == 1 and failed.stderr.startswith("bigvolume: error: ")
     assert "invalid intensity window" in failed.stderr and not (tmp_path / "bad.nrrd").exists()
+
+
+# --- values kept when they fit: Hounsfield units, 8-bit data ---------------------------------------------------------
+def hounsfield(dtype, seed, shape=(18, 25, 31)):
+    """CT-like values from -1000 (air) to 3000 (dense bone), every integer in between likely present."""
+    values = np.random.default_rng(seed).integers(-1000, 3001, shape)
+    values[0, 0, :2] = (-1000, 3000)
+    return bv.Volume.from_array(values.astype(dtype), spacing=(0.4, 0.4, 1.25), origin=(-80.0, 12.5, -300.0),
+                                direction=np.diag([-1.0, -1.0, 1.0]))
+
+
+@pytest.mark.parametrize("dtype, seed", [(np.int16, 0), (np.int32, 1), (np.int64, 2), (np.int16, 3)])
+@pytest.mark.parametrize("stream", [False, True])
+def test_hounsfield_units_survive_a_signed_16_bit_reduction(tmp_path, dtype, seed, stream):
+    volume = hounsfield(dtype, seed)
+    source = io.write_volume(volume, tmp_path / "ct.nrrd")
+    report = reduce_bits_file(source, tmp_path / "ct16.nrrd", 16, signed=True, window=(-1024, 3071), stream=stream,
+                              memory_limit=1 if stream else None)
+    out = io.read_volume(tmp_path / "ct16.nrrd")
+    assert out.array.dtype == np.int16 and report.kept_values and report.clipped == 0
+    np.testing.assert_array_equal(out.array, volume.array)  # -1000 stays -1000, 3000 stays 3000
+    assert report.intensity_map() == (1.0, 0.0) and "values kept" in report.summary()
+    assert out.geometry.isclose(volume.geometry)
+    # A narrower window clips to its ends and keeps what lies inside.
+    narrow, narrow_report = reduce_bits(volume, 16, signed=True, window=(0, 200))
+    expected = np.clip(volume.array, 0, 200)
+    np.testing.assert_array_equal(narrow.array, expected)
+    assert narrow_report.clipped == np.count_nonzero((volume.array < 0) | (volume.array > 200))
+    # --stretch gives the old mapping: the window onto the whole int16 range.
+    stretched, _ = reduce_bits(volume, 16, signed=True, window=(0, 200), stretch=True)
+    assert stretched.array.min() == -32768 and stretched.array.max() == 32767
+
+
+@pytest.mark.parametrize("dtype, bits, signed", [(np.uint8, 8, False), (np.uint8, 16, False), (np.uint8, 16, True),
+                                                 (np.int8, 8, True), (np.int16, 16, True), (np.uint16, 16, False)])
+def test_data_that_already_fits_is_kept_not_stretched(dtype, bits, signed):
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(bits + signed)
+    array = rng.integers(max(info.min, -200), min(info.max, 200) + 1, (12, 14, 16)).astype(dtype)
+    volume = bv.Volume.from_array(array, spacing=(0.3, 0.3, 0.9))
+    result, report = reduce_bits(volume, bits, signed=signed)
+    np.testing.assert_array_equal(result.array, array)
+    assert report.kept_values and report.clipped == 0 and "kept as they are" in report.notes[-1]
+
+
+@pytest.mark.parametrize("dtype, bits, signed, window", [(np.uint16, 8, False, None), (np.float32, 16, True, None),
+                                                         (np.int16, 8, False, None), (np.uint8, 8, False, (0, 200)),
+                                                         (np.float32, 16, True, (-1024, 3071))])
+def test_data_that_does_not_fit_or_asks_for_a_window_is_stretched(dtype, bits, signed, window):
+    volume = bv.Volume.from_array((np.arange(12 * 14 * 16).reshape(12, 14, 16) % 251).astype(dtype))
+    result, report = reduce_bits(volume, bits, signed=signed, window=window)
+    info = np.iinfo(result.array.dtype)
+    assert not report.kept_values and report.output_range == (info.min, info.max)
+    scale, offset = report.intensity_map()
+    assert scale * report.window.low + offset == pytest.approx(info.min)
+    assert scale * report.window.high + offset == pytest.approx(info.max)
+    expected = np.clip(np.rint(volume.array.astype(np.float64) * scale + offset), info.min, info.max)
+    np.testing.assert_array_equal(result.array, expected.astype(result.array.dtype))
+
+
+def test_cli_on_8_bit_data_keeps_it_and_says_so(tmp_path):
+    array = np.random.default_rng(5).integers(0, 256, (16, 20, 24)).astype(np.uint8)
+    array[:, :, :4] = 0  # a little air: the 8-bit data compresses
+    source = io.write_volume(bv.Volume.from_array(array, spacing=(0.5, 0.5, 2.0)), tmp_path / "in.nrrd")
+    done = run("reduce-bits", source, tmp_path / "out.nrrd", "--bits", "8")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == ("bigvolume: note: uint8 values kept as they are in uint8 (no stretching); "
+                                   "--stretch maps the window onto the full range")
+    np.testing.assert_array_equal(io.read_volume(tmp_path / "out.nrrd").array, array)
+    assert "values kept (0 .. 255, no stretching); clipped 0 of" in done.stdout
+    assert io.file_size(tmp_path / "out.nrrd") <= io.file_size(source) * 1.01  # no growth beyond the gzip's noise
+    stretched = run("reduce-bits", source, tmp_path / "stretched.nrrd", "--bits", "8", "--stretch",
+                    "--percentiles", "1", "99")
+    assert stretched.returncode == 0 and stretched.stderr == "" and "window" in stretched.stdout
+    assert not np.array_equal(io.read_volume(tmp_path / "stretched.nrrd").array, array)

@@ -320,7 +320,7 @@ def test_mid_slices_do_not_depend_on_how_the_voxels_are_stored():
 def test_mid_slices_keep_the_physical_aspect_and_show_small_voxels_as_blocks():
     volume = bv.Volume.from_array(np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8), spacing=(1.0, 2.0, 4.0))
     slices = dict(preview.mid_slices(volume, Window(0, 191), 64))
-    axial = slices["axial K 2"]
+    axial = slices["axial K 2/4"]
     assert axial.shape == (round(6 * 2 * 4), round(8 * 1 * 4))  # 4 px/mm: 64 px for the 16 mm extent
     assert len(np.unique(axial[0])) == 8  # eight voxels across, each drawn as a run of pixels
 
@@ -430,6 +430,137 @@ def test_the_demo_writes_before_after_pictures(tmp_path):
         assert label_is_at(picture, name, 8, left + 8, 16, bold=True), name
 
 
+# --- labels in the file's grid, comparisons of other types and ranges, what dehaze removed ---------------------------
+@pytest.mark.parametrize("shape, spacing", [((316, 20, 24), (0.5, 0.5, 0.3)), ((300, 280, 17), (0.2, 0.25, 1.0))])
+def test_slice_labels_name_the_files_own_slices(tmp_path, shape, spacing):
+    array = np.zeros(shape, np.uint16)
+    array[shape[0] // 4:-shape[0] // 4, 4:-4, 4:-4] = 1000
+    volume = bv.Volume.from_array(array, spacing=spacing, origin=(10.0, -20.0, 5.5),
+                                  direction=rotation_z(20))
+    path = bv.write_volume(volume, tmp_path / "tall.nrrd")
+    source = preview.load_preview_source(path)
+    drawn = source.volume.geometry
+    assert drawn.dimensions != volume.geometry.dimensions  # drawn from a copy downsampled to <= 256 per axis
+    names = [name for name, _ in preview.mid_slices(source.volume, Window(0, 1000), 64, source.geometry)]
+    n_i, n_j, n_k = volume.geometry.dimensions
+    for name, axis, n in zip(names, "KJI", (n_k, n_j, n_i)):
+        view, letter, position = name.split()
+        drawn_index = drawn.dimensions["IJK".index(axis)] // 2
+        # the drawn plane's centre in the file's grid: block-centred, index * f + (f - 1) / 2
+        f = n / drawn.dimensions["IJK".index(axis)] if n > preview.PREVIEW_DIMENSION else 1.0
+        f = drawn.spacing["IJK".index(axis)] / volume.geometry.spacing["IJK".index(axis)]
+        assert letter == axis and position == f"{round(drawn_index * f + (f - 1) / 2)}/{n}", name
+    assert names[0].endswith(f"/{n_k}") and f"/{preview.PREVIEW_DIMENSION}" not in " ".join(names[:1])
+    # The volume's own grid when drawn at full resolution.
+    own = [name for name, _ in preview.mid_slices(volume, Window(0, 1000), 64)]
+    assert own[0].split()[1:] == ["K", f"{n_k // 2}/{n_k}"]
+
+
+def crop(picture, box):
+    top, left, height, width = box
+    return picture[top:top + height, left:left + width]
+
+
+def mr_head_16(n, seed):
+    """An MR-like uint16 head spanning more than 12 bits (so its 8-bit reduction differs in type and range)."""
+    return bv.Volume.from_array(mr_head(n, scale=9.0, seed=seed), spacing=(0.9, 0.9, 1.1), origin=(3.0, -7.0, 12.0))
+
+
+@pytest.mark.parametrize("seed, n, how", [(1, 48, "known"), (2, 56, "fitted"), (3, 40, "known")])
+def test_a_reduced_bit_depth_is_drawn_like_its_input_not_black(tmp_path, seed, n, how):
+    volume = mr_head_16(n, seed)
+    source = bv.write_volume(volume, tmp_path / "head16.nrrd")
+    report = bv.reduce_bits_file(source, tmp_path / "head8.nrrd", 8)
+    maps = [preview.IntensityMap(*report.intensity_map(), "reduce-bits")] if how == "known" else None
+    size, tile = 192, 64
+    shown = preview.write_preview(source, tmp_path / "cmp.png", compare=tmp_path / "head8.nrrd", size=(size, size),
+                                  intensity_maps=maps)
+    picture = read_png(shown.path)
+    first, other = shown.displays
+    assert ("reduce-bits" if how == "known" else "fitted") in other.caption and first.transfer is shown.transfer
+    # the compared window is the input's window mapped through the reduction: the same tissue, the same gray
+    scale, offset = report.intensity_map()
+    assert other.transfer.window.low == pytest.approx(scale * first.transfer.window.low + offset, abs=1.0)
+    assert other.transfer.window.high == pytest.approx(scale * first.transfer.window.high + offset, abs=1.0)
+    for panel in shown.panels:
+        assert silhouette(crop(picture, panel.render)).mean() > 0.05  # a rendering, not empty
+    before, after = (crop(picture, panel.slices).astype(float) for panel in shown.panels)
+    assert after.mean() > 40 and after.std() > 30  # not an empty black panel
+    correlation = np.corrcoef(before.ravel(), after.ravel())[0, 1]
+    assert correlation > 0.97 and np.abs(before - after).mean() < 8
+    # Drawn with the input's own window (as before this was fixed) the reduced slices would be black.
+    reduced = bv.read_volume(tmp_path / "head8.nrrd")
+    old_way = preview.mid_slices(reduced, first.transfer.window, tile)
+    assert max(image.mean() for _, image in old_way) < 5
+
+
+def test_a_compared_volume_on_another_grid_and_range_gets_its_own_window_and_says_so(tmp_path):
+    volume = mr_head_16(48, 4)
+    source = bv.write_volume(volume, tmp_path / "head16.nrrd")
+    reduced, _ = bv.reduce_bits(volume, 8)
+    smaller = bv.resample(reduced, 2)
+    shown = preview.write_preview(source, tmp_path / "cmp.png", compare=smaller, size=(160, 160))
+    first, other = shown.displays
+    assert other.caption.startswith("its own") and "differs from head16.nrrd" in other.caption
+    own = preview.transfer_function(shown.sources[1].volume)
+    assert other.transfer.window == own.window and other.transfer.kind == own.kind
+    images = preview.mid_slices(shown.sources[1].volume, other.transfer.window, 53)
+    assert min(image.mean() for _, image in images) > 20
+
+
+def hazy_ball(n, seed, radius=0.3):
+    """A textured ball (uint8, 90-170) in air of half-normal noise (about 0-25): the haze dehaze removes."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[:n, :n, :n]
+    c = (n - 1) / 2
+    inside = ((x - c) ** 2 + (y - c) ** 2 + (z - c) ** 2) < (radius * n) ** 2
+    array = np.abs(rng.normal(0, 8, (n, n, n)))
+    array[inside] = 130 + 40 * quality.smooth_noise((n, n, n), correlation=n / 6, seed=seed)[inside]
+    return np.clip(np.rint(array), 0, 255).astype(np.uint8), inside
+
+
+def magenta(image):
+    """Pixels coloured by preview.mark_region (gray pixels have R = G = B)."""
+    image = image.astype(int)
+    return (image[..., 0] - image[..., 1] > 25) & (image[..., 2] - image[..., 1] > 25)
+
+
+def as_column(boolean_volume, tile):
+    """A boolean volume's three mid-slices, turned and scaled as a preview draws them and placed as in its slice
+    column (each centred in a tile x tile cell)."""
+    column = np.zeros((3 * tile, tile), bool)
+    for row, (_, image) in enumerate(preview.mid_slices(boolean_volume, Window(0, 1), tile)):
+        top, left = row * tile + (tile - image.shape[0]) // 2, (tile - image.shape[1]) // 2
+        column[top:top + image.shape[0], left:left + image.shape[1]] = image > 127
+    return column
+
+
+@pytest.mark.parametrize("seed, n, spacing", [(0, 48, (1.0, 1.0, 1.0)), (1, 40, (0.6, 0.6, 1.5))])
+def test_the_dehaze_preview_marks_where_haze_was_removed_and_nowhere_else(tmp_path, seed, n, spacing):
+    array, inside = hazy_ball(n, seed)
+    before = bv.Volume.from_array(array, spacing=spacing, origin=(-5.0, 2.0, 30.0))
+    after, mask, report = bv.dehaze(before, bv.HazeOptions(level=3), measure_compression=False)
+    assert 0.3 < report.changed_fraction < 0.9
+    size, tile = 192, 64
+    shown = preview.write_preview(before, tmp_path / "haze.png", compare=after, names=["before", "after"],
+                                  size=(size, size))
+    picture = read_png(shown.path)
+    first, other = shown.displays
+    assert other.caption == "same as before" and first.marked_by == "after"
+    assert shown.panels[0].slices[2:] == (3 * tile, tile)
+    marked = magenta(crop(picture, shown.panels[0].slices))
+    # Where it should be: the voxels dehaze changed, turned and scaled as the slices are.
+    expected = as_column(bv.Volume(before.array != after.array, before.geometry), tile)
+    object_pixels = as_column(bv.Volume(inside, before.geometry), tile)
+    assert marked.sum() > 0.5 * expected.sum()
+    assert not (marked & object_pixels).any()  # nothing marked on the object itself
+    assert (marked & expected).sum() > 0.9 * marked.sum()
+    # The after panel and a picture without changes have no mark at all.
+    assert not magenta(picture[:, shown.panels[1].render[1]:]).any()
+    same = preview.write_preview(before, tmp_path / "same.png", compare=before, size=(size, size))
+    assert same.displays[0].marked is None and not magenta(read_png(same.path)).any()
+
+
 # --- the command line -------------------------------------------------------------------------------------------
 def bigvolume(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "bigvolume", *map(str, args)], capture_output=True, text=True,
@@ -476,6 +607,24 @@ def test_cli_import_stack_and_dehaze_previews(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "haze.png: preview of vol.nrrd | clean.nrrd" in done.stdout
     assert read_png(tmp_path / "haze.png").shape[1] == 2 * (512 + 8 + 512 // 3) + 16
+
+
+def test_cli_reduce_bits_preview_draws_the_output_like_the_input(tmp_path):
+    source = bv.write_volume(mr_head_16(40, 7), tmp_path / "head16.nrrd")
+    done = bigvolume("reduce-bits", source, tmp_path / "head8.nrrd", "--bits", "8", "--preview", tmp_path / "rb.png")
+    assert done.returncode == 0, done.stderr
+    assert "rb.png: preview of head16.nrrd | head8.nrrd" in done.stdout and done.stderr == ""
+    picture = read_png(tmp_path / "rb.png")
+    # The same picture as write_preview with reduce-bits' own map: the output drawn like the input.
+    _, report8 = bv.reduce_bits(bv.read_volume(source), 8)
+    report = preview.write_preview(source, tmp_path / "again.png", compare=tmp_path / "head8.nrrd",
+                                   intensity_maps=[preview.IntensityMap(*report8.intensity_map(), "reduce-bits")])
+    assert np.array_equal(read_png(report.path), picture)
+    assert "through reduce-bits" in report.displays[1].caption
+    before, after = (crop(picture, panel.slices).astype(float) for panel in report.panels)
+    assert after.std() > 30 and np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.97
+    bad = bigvolume("reduce-bits", source, tmp_path / "x.nrrd", "--bits", "8", "--preview", tmp_path / "x.jpg")
+    assert bad.returncode == 1 and "a preview is a PNG" in bad.stderr and not (tmp_path / "x.nrrd").exists()
 
 
 # --- Slicer: display nodes on a real scene ----------------------------------------------------------------------
@@ -529,6 +678,26 @@ def test_before_after_puts_input_and_output_in_two_linked_views_with_one_transfe
     assert np.allclose(curves(shown_after)[1], expected.opacities)
     # Afterwards a plain preview of the output shows it in every view again.
     assert preview_nodes.show_preview(after) is shown_after and shown_after.GetViewNodeIDs() == ()
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_before_after_of_a_reduced_bit_depth_moves_the_curves_with_the_values(scene, seed):
+    volume = mr_head_16(40, seed)
+    reduced, report = bv.reduce_bits(volume, 8)
+    before, after = volume_node(scene, volume, "input"), volume_node(scene, reduced, "output8")
+    shown_before, shown_after = preview_nodes.show_before_after(before, after)
+    scale, offset = report.intensity_map()
+    (colours_before, opacities_before, _), (colours_after, opacities_after, _) = curves(shown_before), curves(
+        shown_after)
+    # fitted from the voxels: the input's curves moved by the reduction's map (within a grey level)
+    np.testing.assert_allclose([p[0] for p in opacities_after], [scale * p[0] + offset for p in opacities_before],
+                               atol=1.0)
+    np.testing.assert_allclose([p[1] for p in opacities_after], [p[1] for p in opacities_before])
+    # given the map, exactly it
+    _, exact = preview_nodes.show_before_after(before, after,
+                                               intensity_map=preview.IntensityMap(scale, offset, "reduce-bits"))
+    np.testing.assert_allclose([p[0] for p in curves(exact)[1]], [scale * p[0] + offset for p in opacities_before],
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_the_module_logics_show_the_preview(scene):

@@ -68,11 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     resample.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="NAME",
                           help=f"resampling method (default {DEFAULT_METHOD}): " + _method_help())
     resample.add_argument("--threads", type=positive_int, metavar="N",
-                          help="threads (default: all cores); streamed Lanczos runs BLAS matrix products, which use "
-                               "BLAS's own threads (set OMP_NUM_THREADS to limit them)")
-    resample.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                          help="where to filter: cuda (an NVIDIA GPU through CuPy: pip install bigvolume[gpu]), cpu, "
-                               "or auto (default: cuda when there is one, else the CPU with a note)")
+                          help="threads for the filter (default: all cores); streamed Lanczos splits its matrix "
+                               "products over them, BLAS itself is kept to one thread")
+    resample.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                          help="where to filter: cuda (an NVIDIA GPU through CuPy: pip install -e '.[gpu]'), cpu, "
+                               "or auto (cuda when there is one, else the CPU with a note saying why). Default: as "
+                               "auto, without the note")
     resample.add_argument("--type", dest="dtype", choices=["uint8", "int8", "uint16", "int16", "uint32", "int32",
                                                           "float32", "float64"],
                           help="output pixel type (default: the input's); integers are rounded and clamped")
@@ -87,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = commands.add_parser(
         "import-stack", help="import a stack of TIFF/PNG/JPEG/BMP slices, downsampling while reading",
-        description="Read the slices of INPUT one by one (two decoders in parallel, memory bounded whatever the "
-                    "number of slices), crop, convert to gray, reduce the bit depth and downsample with the same "
+        description="Read the slices of INPUT a few at a time (decoded in parallel on --threads threads, default "
+                    "all cores; memory bounded whatever the number of slices), crop, convert to gray, reduce the bit depth and downsample with the same "
                     "anti-aliased kernel and block-centred grid as `resample`, and write OUT.")
     stack.add_argument("input", metavar="INPUT",
                        help="a folder, a quoted glob ('scans/*.tif'), a printf pattern (scans/rec_%%04d.png) or one "
@@ -122,10 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write only a full-resolution streamable NHDR: it points into the slice files when "
                             "they are uncompressed TIFFs (no copy), else gets one raw file")
     stack.add_argument("--threads", type=positive_int, metavar="N",
-                       help="decoding and filtering threads (Lanczos matrix products use BLAS's threads: "
-                            "OMP_NUM_THREADS)")
+                       help="decoding and filtering threads (default: all cores); the Lanczos matrix products are "
+                            "split over them, BLAS itself is kept to one thread")
     stack.add_argument("--memory-limit", type=parse_size, metavar="SIZE", help="working memory to stay under")
-    stack.add_argument("--dry-run", action="store_true", help="show the plan (sizes, spacing, memory) and stop")
+    stack.add_argument("--dry-run", action="store_true",
+                       help="show the plan (output size, spacing, working memory) from the slices' headers, and "
+                            "stop")
     stack.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     _add_preview_argument(stack, "OUT")
     stack.set_defaults(run=run_import_stack)
@@ -168,7 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="intensity window mapped onto the output range (default: from --percentiles)")
     reduce.add_argument("--percentiles", type=float, nargs=2, metavar=("LO", "HI"), default=(0.1, 99.9),
                         help="percentiles that make the window (default 0.1 99.9)")
+    reduce.add_argument("--stretch", action="store_true",
+                        help="always map the window onto the full output range; without it, integer values are kept "
+                             "as they are when the input type fits the output type (e.g. uint8 data, --bits 8) or, "
+                             "for 16-bit outputs, when --window fits in the output type (e.g. Hounsfield units: "
+                             "--bits 16 --signed --window -1024 3071 keeps them, clipped to the window)")
     _add_memory_arguments(reduce)
+    _add_preview_argument(reduce, "IN and OUT side by side, OUT drawn with IN's window mapped through the reduction",
+                          before="input")
     reduce.set_defaults(run=run_reduce_bits)
 
     preview = commands.add_parser(
@@ -217,11 +227,14 @@ def _run_with_progress(job, quiet: bool) -> int:
 
 
 def run_resample(args) -> int:
+    from .gpu import choose_device
     factor = _factor_argument(args.factor)
+    # --device not given: the GPU when there is one, and no note about CUDA on a machine that has none
+    device = args.device or choose_device("auto", args.method, note=False)
     return _run_with_progress(lambda progress: resample_file(
         args.input, args.output, factor, spacing=args.spacing, isotropic=args.isotropic,
         target_bytes=args.target_size, method=args.method, threads=args.threads, dtype=args.dtype,
-        compress=args.compress, stream=args.stream, memory_limit=args.memory_limit, device=args.device,
+        compress=args.compress, stream=args.stream, memory_limit=args.memory_limit, device=device,
         series=args.series, progress=progress), args.quiet)
 
 
@@ -242,7 +255,7 @@ def run_import_stack(args) -> int:
                                  bits=args.bits, reverse=args.reverse, method=args.method, threads=args.threads,
                                  origin=args.origin, orientation=_stack_orientation(args))
         plan.close()
-        print(plan.describe(args.memory_limit, with_notes=False))  # the notes went to stderr
+        print(plan.describe(args.memory_limit, with_notes=False, to_file=True))  # the notes went to stderr
         return 0
     return _run_with_progress(lambda progress: import_stack(
         args.input, args.output, spacing=args.spacing, factor=factor, roi=args.roi, gray=gray, bits=args.bits,
@@ -285,9 +298,17 @@ def run_dehaze(args) -> int:
 
 def run_reduce_bits(args) -> int:
     from .precision import reduce_bits_file
-    return _run_with_progress(lambda progress: reduce_bits_file(
-        args.input, args.output, args.bits, signed=args.signed, window=args.window, percentiles=args.percentiles,
-        stream=args.stream, memory_limit=args.memory_limit, series=args.series, progress=progress), args.quiet)
+    from .preview import IntensityMap
+
+    def job(progress):
+        report = reduce_bits_file(
+            args.input, args.output, args.bits, signed=args.signed, window=args.window, percentiles=args.percentiles,
+            stretch=args.stretch, stream=args.stream, memory_limit=args.memory_limit, series=args.series,
+            progress=progress)
+        # --preview draws OUT with IN's window mapped through the reduction's own linear map
+        args.preview_options = {"intensity_maps": [IntensityMap(*report.intensity_map(), "reduce-bits")]}
+        return report
+    return _run_with_progress(job, args.quiet)
 
 
 def picture_size(text: str) -> tuple[int, int]:
@@ -331,7 +352,8 @@ def _run_and_preview(args) -> int:
         return code
     limit = getattr(args, "memory_limit", None)
     report = write_preview(before or args.output, png, compare=args.output if before else None, memory_limit=limit,
-                           series=getattr(args, "series", None) if before else None)
+                           series=getattr(args, "series", None) if before else None,
+                           **getattr(args, "preview_options", {}))
     if not args.quiet:
         print(report.summary())
     return code

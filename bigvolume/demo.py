@@ -78,7 +78,8 @@ def write_figure(results, path: Path, factor: float) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RuntimeError("the demo figure needs matplotlib: pip install 'bigvolume[demo]'") from None
+        raise RuntimeError("the demo figure needs matplotlib: pip install matplotlib (or pip install -e '.[demo]' in "
+                           "the checkout)") from None
     columns = [("input (full resolution)", None), ("decimated (nearest)", "nearest"),
                (f"anti-aliased ({DEFAULT_METHOD})", DEFAULT_METHOD), ("ideal (FFT band limit)", "ideal")]
     fig, axes = plt.subplots(len(results), len(columns), figsize=(4 * len(columns), 4 * len(results)))

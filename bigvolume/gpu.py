@@ -9,7 +9,7 @@ files and arrays, CPU and GPU). On CUDA, slabs are read into pinned host buffers
 the previous slab is filtered on the compute stream, the z window stays on the device, and finished output
 blocks come back on a third stream and reach the writer one slab later, so transfers overlap the filtering.
 
-CuPy is imported only when a CUDA device is asked for (``pip install bigvolume[gpu]``).
+CuPy is imported only when a CUDA device is asked for (``pip install -e '.[gpu]'`` in the checkout).
 """
 from __future__ import annotations
 
@@ -55,9 +55,10 @@ def probe_cuda():
     return (cupy, "") if count > 0 else (None, "CUDA sees no GPU")
 
 
-def choose_device(device: str = "auto", method: str = "lanczos") -> str:
+def choose_device(device: str = "auto", method: str = "lanczos", note: bool = True) -> str:
     """"cpu" or "cuda" for a requested ``device`` (auto, cpu, cuda). auto takes the GPU when there is one and the
-    method runs there, else the CPU with a note; cuda without a usable GPU is an error."""
+    method runs there, else the CPU with a note (unless ``note`` is False: auto as a default nobody asked for);
+    cuda without a usable GPU is an error."""
     if device not in DEVICES:
         raise BigVolumeError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if device == "cpu":
@@ -66,16 +67,19 @@ def choose_device(device: str = "auto", method: str = "lanczos") -> str:
     if device == "cuda":
         if cupy is None:
             raise BigVolumeError(f"device cuda: no CUDA device ({why}); install CuPy on a machine with an NVIDIA GPU "
-                                 "(pip install bigvolume[gpu]) or use the CPU (device cpu)")
+                                 "(pip install cupy-cuda12x, or pip install -e '.[gpu]' in the checkout) or use the CPU "
+                                 "(device cpu)")
         if method not in DEVICE_METHODS:
             raise BigVolumeError(f"method {method} needs the whole volume in memory and does not run on the GPU; "
                                  f"GPU methods: {', '.join(DEVICE_METHODS)}")
         return "cuda"
     if cupy is None:
-        logger.warning(f"no CUDA device ({why}); using the CPU")
+        if note:
+            logger.warning(f"no CUDA device ({why}); using the CPU")
         return "cpu"
     if method not in DEVICE_METHODS:
-        logger.warning(f"method {method} does not run on the GPU; using the CPU")
+        if note:
+            logger.warning(f"method {method} does not run on the GPU; using the CPU")
         return "cpu"
     return "cuda"
 

@@ -185,12 +185,10 @@ def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:
 
 
 def file_size(path, series: str | None = None) -> int:
-    """Bytes on disk of a volume file, its detached data files included (of a DICOM series: all its files)."""
+    """Bytes on disk of a volume file, its detached data files included: those its header names (one file, a LIST,
+    a printf pattern), else the data files our writers put beside it; of a DICOM series, all its files."""
     path = Path(path)
     if dicom.accepts(path, series):
         return dicom.file_size(path, series)
-    total = path.stat().st_size
-    for data_file in _data_files_of(path):
-        if data_file.exists():
-            total += data_file.stat().st_size
-    return total
+    files = dict.fromkeys([path] + (data_files_named(path) or _data_files_of(path)))
+    return sum(data_file.stat().st_size for data_file in files if data_file.is_file())

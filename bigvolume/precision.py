@@ -2,9 +2,14 @@
 
 The window comes from percentiles of a sample (so one hot pixel or a dark border does not waste the output
 range); values outside it are clipped, and the clipped share is reported.
+
+Values are kept as they are (no stretching) when stretching would only hurt (:func:`keeps_values`): integer data whose
+type already fits the output type (8-bit data asked for 8 bits: stretching would clip it and the file would grow),
+and a 16-bit output whose window fits in it (Hounsfield units stay Hounsfield units).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +26,7 @@ SIGNED_BITS_TO_DTYPE = {8: np.dtype(np.int8), 16: np.dtype(np.int16)}
 DEFAULT_PERCENTILES = (0.1, 99.9)
 SAMPLE_VOXELS = 2_000_000
 SLAB_VOXELS = 16 * 2**20  # voxels converted at a time (bounds the float64 temporaries)
+logger = logging.getLogger("bigvolume")
 
 
 @dataclass(frozen=True)
@@ -85,17 +91,52 @@ def dtype_for_bits(bits: int, signed: bool = False) -> np.dtype:
     return table[bits]
 
 
-def apply_window(values: np.ndarray, window: Window, dtype) -> tuple[np.ndarray, int]:
-    """``values`` mapped linearly from ``window`` onto the full range of the integer ``dtype`` (rounded, clipped);
-    returns the result and how many values were clipped."""
+def full_range(dtype) -> tuple[int, int]:
     info = np.iinfo(np.dtype(dtype))
+    return int(info.min), int(info.max)
+
+
+def window_map(window: Window, output_range) -> tuple[float, float]:
+    """(scale, offset) of the linear map that takes ``window`` onto ``output_range`` (low, high): out = scale * value
+    + offset. A window of one value maps everything onto the range's low end."""
     span = window.high - window.low
-    scale = (float(info.max) - info.min) / span if span > 0 else 0.0
-    mapped = (np.asarray(values, np.float64) - window.low) * scale + info.min
-    clipped = int(np.count_nonzero((mapped < info.min - 0.5) | (mapped > info.max + 0.5)))
+    scale = (float(output_range[1]) - output_range[0]) / span if span > 0 else 0.0
+    return scale, float(output_range[0]) - window.low * scale
+
+
+def apply_window(values: np.ndarray, window: Window, dtype, output_range=None) -> tuple[np.ndarray, int]:
+    """``values`` mapped linearly from ``window`` onto ``output_range`` (default: the full range of the integer
+    ``dtype``), rounded and clipped to it; returns the result and how many values were clipped."""
+    low, high = output_range if output_range is not None else full_range(dtype)
+    scale, offset = window_map(window, (low, high))
+    mapped = np.asarray(values, np.float64) * scale + offset
+    clipped = int(np.count_nonzero((mapped < low - 0.5) | (mapped > high + 0.5)))
     np.rint(mapped, out=mapped)
-    np.clip(mapped, info.min, info.max, out=mapped)
+    np.clip(mapped, low, high, out=mapped)
     return mapped.astype(dtype), clipped
+
+
+def keeps_values(input_dtype, output_dtype, window: Window | None, stretch: bool = False) -> bool:
+    """Whether a precision reduction keeps the input's values (identity) instead of stretching a window onto the
+    output type: never with ``stretch`` or for non-integer input; with no window asked for, when every value of the
+    input type fits the output type (uint8 -> uint8 or int16: stretching would clip and grow the file); with a window,
+    when the output has 16 bits and the window fits in it (int16 Hounsfield units with ``--window -1024 3071``
+    keep their values; values outside the window are clipped to it)."""
+    if stretch or np.dtype(input_dtype).kind not in "iu":
+        return False
+    low, high = full_range(output_dtype)
+    if window is None:
+        input_low, input_high = full_range(input_dtype)
+        return low <= input_low and input_high <= high
+    return np.dtype(output_dtype).itemsize == 2 and low <= window.low and window.high <= high
+
+
+def kept_range(input_dtype, output_dtype, window: Window | None) -> tuple[Window, tuple[int, int]]:
+    """Window and output range of the identity map of :func:`keeps_values`: the window (or the input type's range)
+    onto the same integers."""
+    if window is None:
+        window = Window(*full_range(input_dtype))
+    return window, (int(np.ceil(window.low)), int(np.floor(window.high)))
 
 
 @dataclass
@@ -110,11 +151,26 @@ class ReduceReport:
     seconds: float = 0.0
     input_bytes: int = 0    # on disk, for files
     output_bytes: int = 0
+    output_range: tuple | None = None  # what the window maps onto (default: the type's full range)
+    kept_values: bool = False          # identity map (see keeps_values)
+
+    def __post_init__(self):
+        if self.output_range is None:
+            self.output_range = full_range(self.dtype)
+
+    def intensity_map(self) -> tuple[float, float]:
+        """(scale, offset): output value = scale * input value + offset, inside the window (previews use it to
+        draw the output with the input's window)."""
+        return window_map(self.window, self.output_range)
 
     def summary(self) -> str:
         where = f"{self.output_path}: " if self.output_path else ""
-        text = (f"{where}{self.dtype}, window {self.window.low:.6g} .. {self.window.high:.6g} -> "
-                f"{np.iinfo(self.dtype).min} .. {np.iinfo(self.dtype).max}; clipped {self.clipped} of {self.voxels} "
+        low, high = self.output_range
+        if self.kept_values:
+            mapping = f"values kept ({self.window.low:.6g} .. {self.window.high:.6g}, no stretching)"
+        else:
+            mapping = f"window {self.window.low:.6g} .. {self.window.high:.6g} -> {low} .. {high}"
+        text = (f"{where}{self.dtype}, {mapping}; clipped {self.clipped} of {self.voxels} "
                 f"voxels ({100 * self.clipped_fraction:.3f} %)")
         if self.input_bytes:
             text += f"; {format_bytes(self.input_bytes)} -> {format_bytes(self.output_bytes)} on disk"
@@ -123,7 +179,7 @@ class ReduceReport:
         return text
 
 
-def _reduce_slabs(source, window: Window, dtype: np.dtype, write, progress) -> tuple[int, int]:
+def _reduce_slabs(source, window: Window, dtype: np.dtype, output_range, write, progress) -> tuple[int, int]:
     """Map every slab of ``source`` through ``window`` onto ``dtype`` and hand it to ``write(k0, block)``; NaN
     voxels go to the bottom of the range. Returns (clipped voxels, NaN voxels)."""
     slices = source.shape[0] if isinstance(source, np.ndarray) else source.slices
@@ -139,17 +195,28 @@ def _reduce_slabs(source, window: Window, dtype: np.dtype, write, progress) -> t
             if missing.any():
                 nan += int(np.count_nonzero(missing))
                 values = np.where(missing, window.low, block)
-        mapped, count = apply_window(values, window, dtype)
+        mapped, count = apply_window(values, window, dtype, output_range)
         clipped += count
         write(k0, mapped)
         progress(k1 / slices, "reducing precision")
     return clipped, nan
 
 
-def _choose_window(source, window: Window | None, percentiles) -> Window:
-    if window is not None:
-        return window if isinstance(window, Window) else Window(*map(float, window))
-    return robust_window(subsample(source), percentiles)
+def _given_window(window) -> Window | None:
+    if window is None or isinstance(window, Window):
+        return window
+    return Window(*map(float, window))
+
+
+def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bool):
+    """(window, output range, values kept) of a reduction: the identity when :func:`keeps_values`, else the given
+    window or the ``percentiles`` of a subsample of ``source`` stretched onto the type's full range."""
+    window = _given_window(window)
+    if keeps_values(input_dtype, dtype, window, stretch):
+        return kept_range(input_dtype, dtype, window) + (True,)
+    if window is None:
+        window = robust_window(subsample(source), percentiles)
+    return window, full_range(dtype), False
 
 
 def _check_reducible(components: int, dtype: np.dtype) -> None:
@@ -160,32 +227,40 @@ def _check_reducible(components: int, dtype: np.dtype) -> None:
         raise BigVolumeError(f"pixel type {np.dtype(dtype)} cannot be reduced")
 
 
-def _reduce_report(window, dtype, clipped, nan, voxels) -> ReduceReport:
-    notes = [f"{nan} NaN voxels set to the bottom of the range ({np.iinfo(dtype).min})"] if nan else []
-    return ReduceReport(window, np.dtype(dtype), clipped, clipped / max(1, voxels), voxels, notes)
+def _reduce_report(window, dtype, output_range, kept, input_dtype, clipped, nan, voxels) -> ReduceReport:
+    notes = [f"{nan} NaN voxels set to the bottom of the range ({output_range[0]})"] if nan else []
+    if kept:
+        notes.append(f"{np.dtype(input_dtype)} values kept as they are in {np.dtype(dtype)} (no stretching"
+                     + (f", clipped to the window {window.low:.6g} .. {window.high:.6g})" if clipped else ")")
+                     + "; --stretch maps the window onto the full range")
+    return ReduceReport(window, np.dtype(dtype), clipped, clipped / max(1, voxels), voxels, notes,
+                        output_range=tuple(output_range), kept_values=kept)
 
 
 def reduce_bits(volume: Volume, bits: int = 8, *, signed: bool = False, window: Window | None = None,
-                percentiles=DEFAULT_PERCENTILES, progress: ProgressCallback | None = None
+                percentiles=DEFAULT_PERCENTILES, stretch: bool = False, progress: ProgressCallback | None = None
                 ) -> tuple[Volume, ReduceReport]:
     """``volume`` mapped linearly from an intensity window onto uint8/uint16 (int8/int16 with ``signed``): the
     window is given (a Window or (low, high)) or the ``percentiles`` of a subsample; values outside it are clipped
-    and counted. Geometry unchanged; the input is not modified."""
+    and counted. Integer values that fit the output are kept as they are unless ``stretch`` (:func:`keeps_values`).
+    Geometry unchanged; the input is not modified."""
     dtype = dtype_for_bits(bits, signed)
     _check_reducible(volume.components, volume.dtype)
-    window = _choose_window(volume.array, window, percentiles)
+    window, output_range, kept = _choose_mapping(volume.array, volume.dtype, dtype, window, percentiles, stretch)
     output = np.empty(volume.array.shape, dtype)
 
     def write(k0, block):
         output[k0:k0 + block.shape[0]] = block
 
-    clipped, nan = _reduce_slabs(volume.array, window, dtype, write, as_progress(progress))
-    return Volume(output, volume.geometry), _reduce_report(window, dtype, clipped, nan, output.size)
+    clipped, nan = _reduce_slabs(volume.array, window, dtype, output_range, write, as_progress(progress))
+    return Volume(output, volume.geometry), _reduce_report(window, dtype, output_range, kept, volume.dtype, clipped,
+                                                           nan, output.size)
 
 
 def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = False, window: Window | None = None,
-                     percentiles=DEFAULT_PERCENTILES, stream: bool | None = None, memory_limit: float | None = None,
-                     series: str | None = None, progress: ProgressCallback | None = None) -> ReduceReport:
+                     percentiles=DEFAULT_PERCENTILES, stretch: bool = False, stream: bool | None = None,
+                     memory_limit: float | None = None, series: str | None = None,
+                     progress: ProgressCallback | None = None) -> ReduceReport:
     """Read, reduce the precision, write; streams slab by slab by the rule of
     :func:`bigvolume.resample.plan_file`. The output appears only when complete."""
     from . import io
@@ -196,8 +271,7 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
     started = time.perf_counter()
     dtype = dtype_for_bits(bits, signed)
     input_path, output_path = Path(input_path), Path(output_path)
-    if window is not None:
-        window = _choose_window(None, window, percentiles)
+    window = _given_window(window)
     plan = plan_file(input_path, 1, method="nearest", dtype=dtype, stream=stream, memory_limit=memory_limit,
                      series=series)
     progress = as_progress(progress)
@@ -208,22 +282,26 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
         volume = io.read_volume(input_path, series)
         with naming(input_path):
             result, report = reduce_bits(volume, bits, signed=signed, window=window, percentiles=percentiles,
-                                         progress=progress.sub(0.1, 0.9))
+                                         stretch=stretch, progress=progress.sub(0.1, 0.9))
         io.write_volume(result, output_path)
     else:
         check_stream_output(output_path, dtype, 1)
         with open_slabs(input_path, series) as reader, io.atomic_output(output_path) as staging:
             with naming(input_path):
-                window = _choose_window(reader, window, percentiles)
+                window, output_range, kept = _choose_mapping(reader, plan.dtype, dtype, window, percentiles, stretch)
             writer = BackgroundWriter(SlabWriter(staging, plan.geometry, dtype))
             try:
-                clipped, nan = _reduce_slabs(reader, window, dtype, lambda k0, block: writer.write(block), progress)
+                clipped, nan = _reduce_slabs(reader, window, dtype, output_range,
+                                             lambda k0, block: writer.write(block), progress)
                 writer.close()
             except BaseException:
                 writer.abort()
                 raise
-        report = _reduce_report(window, dtype, clipped, nan, plan.geometry.voxel_count)
+        report = _reduce_report(window, dtype, output_range, kept, plan.dtype, clipped, nan,
+                                plan.geometry.voxel_count)
     progress(1.0, "written")
+    for note in report.notes:
+        logger.warning(note)  # the command line prints these on stderr
     report.output_path, report.seconds = output_path, time.perf_counter() - started
     report.input_bytes, report.output_bytes = io.file_size(input_path, series), io.file_size(output_path)
     return report

@@ -513,12 +513,10 @@ SLICE_VIEWS = {2: ("axial", (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),     # keyed by t
                0: ("sagittal", (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))}
 
 
-def mid_slices(volume: Volume, window: Window, tile: int) -> list[tuple[str, np.ndarray]]:
-    """The three orthogonal mid-planes of the voxel grid (K, J, I) as uint8 images through ``window``, each turned
-    the way Slicer's slice view of its orientation shows it (axial, coronal or sagittal by the plane's normal; patient
-    right on screen left, anterior or superior up), all at one physical scale that fits the volume's largest extent in
-    ``tile`` pixels. Planes larger than their tile are reduced by the default anti-aliased method, smaller ones are
-    enlarged voxel by voxel (the voxel size stays visible)."""
+def _mid_planes(volume: Volume, tile: int) -> list[tuple[str, int, int, np.ndarray]]:
+    """The three orthogonal mid-planes of the voxel grid (K, J, I) as float32 images turned the way Slicer's slice
+    view of their orientation shows them, at one physical scale that fits the volume's largest extent in ``tile``
+    pixels: (view name, IJK axis of the plane's normal, index along it, image)."""
     array = _gray(np.asarray(volume.array))
     geometry = volume.geometry
     directions = geometry.ijk_to_ras()[:3, :3] / np.asarray(geometry.spacing)  # unit RAS direction of I, J, K
@@ -543,9 +541,190 @@ def mid_slices(volume: Volume, window: Window, tile: int) -> list[tuple[str, np.
             plane = np.asarray(downsample_array(np.ascontiguousarray(plane)[None], factors, DEFAULT_METHOD))[0]
         pick_rows = ((np.arange(target[0]) + 0.5) * plane.shape[0] / target[0]).astype(int)
         pick_cols = ((np.arange(target[1]) + 0.5) * plane.shape[1] / target[1]).astype(int)
-        image, _ = apply_window(plane[pick_rows][:, pick_cols], window, np.uint8)
-        result.append((f"{name} {'IJK'[fixed]} {index}", image))
+        result.append((name, fixed, index, plane[pick_rows][:, pick_cols]))
     return result
+
+
+def slice_label(name: str, fixed: int, index: int, drawn: Geometry, file_geometry: Geometry | None = None) -> str:
+    """"axial K 158/316": the plane ``index`` along IJK axis ``fixed`` of the ``drawn`` grid, named by the nearest
+    slice of the file's own grid (``file_geometry``; a preview may be drawn from a downsampled copy)."""
+    file_geometry = file_geometry or drawn
+    voxel = np.append((np.asarray(drawn.dimensions, float) - 1) / 2, 1.0)
+    voxel[fixed] = index
+    file_voxel = np.linalg.solve(file_geometry.ijk_to_ras(), drawn.ijk_to_ras() @ voxel)
+    return f"{name} {'IJK'[fixed]} {int(round(file_voxel[fixed]))}/{file_geometry.dimensions[fixed]}"
+
+
+MARK_COLOR = np.array([255, 40, 200], np.uint8)  # magenta: far from any gray, on dark air and bright tissue alike
+MARK_TINT = 0.35                                  # opacity of the tint inside a marked region (its outline is solid)
+
+
+def _grow(region: np.ndarray) -> np.ndarray:
+    """``region`` grown by one pixel (8 neighbours; the image's edge pixels repeat outwards)."""
+    padded = np.pad(region, 1, mode="edge")
+    grown = np.zeros_like(region)
+    for dy in range(3):
+        for dx in range(3):
+            grown |= padded[dy:dy + region.shape[0], dx:dx + region.shape[1]]
+    return grown
+
+
+def mark_region(gray: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """An RGB copy of the uint8 ``gray`` image with ``region`` (a boolean image of the same shape) tinted and its
+    outline (region pixels with a 4-neighbour outside it) drawn in MARK_COLOR. One-pixel gaps in the region are
+    closed first (noise voxels that already had the fill value stay unchanged, and would speckle the tint)."""
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    if not region.any():
+        return rgb
+    region = ~_grow(~_grow(region))  # closing: grow, then shrink
+    padded = np.pad(region, 1, mode="edge")
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    outline = region & ~inner
+    tinted = rgb[region].astype(np.float32) * (1.0 - MARK_TINT) + MARK_COLOR * MARK_TINT
+    rgb[region] = np.rint(tinted).astype(np.uint8)
+    rgb[outline] = MARK_COLOR
+    return rgb
+
+
+def mid_slices(volume: Volume, window: Window, tile: int, file_geometry: Geometry | None = None,
+               marked: np.ndarray | None = None) -> list[tuple[str, np.ndarray]]:
+    """The three orthogonal mid-planes of the voxel grid (K, J, I) as uint8 images through ``window``, each turned
+    the way Slicer's slice view of its orientation shows it (axial, coronal or sagittal by the plane's normal; patient
+    right on screen left, anterior or superior up), all at one physical scale that fits the volume's largest extent in
+    ``tile`` pixels. Planes larger than their tile are reduced by the default anti-aliased method, smaller ones are
+    enlarged voxel by voxel (the voxel size stays visible). Each is named with its slice in ``file_geometry`` (the
+    file's own grid; default: the volume's). ``marked``: a boolean array on the volume's grid whose region is tinted
+    and outlined (:func:`mark_region`) on RGB images."""
+    planes = _mid_planes(volume, tile)
+    marks = (_mid_planes(Volume(np.asarray(marked, np.float32), volume.geometry), tile)
+             if marked is not None else [None] * len(planes))
+    result = []
+    for (name, fixed, index, plane), mark in zip(planes, marks):
+        image, _ = apply_window(plane, window, np.uint8)
+        if mark is not None:
+            image = mark_region(image, mark[3] >= 0.5)
+        result.append((slice_label(name, fixed, index, volume.geometry, file_geometry), image))
+    return result
+
+
+# --- comparing volumes of different types or ranges ------------------------------------------------------------------
+SAME_RANGE_OVERLAP = 0.5   # windows overlapping this much (intersection / union) show the same tissue alike
+FIT_CORRELATION = 0.98     # a fitted linear intensity map is used only when it explains the data this well
+FIT_VOXELS = 200_000
+
+
+@dataclass(frozen=True)
+class IntensityMap:
+    """A linear intensity transform from one volume's values to another's (value -> scale * value + offset), and
+    where it comes from (``how``: "reduce-bits", "fitted", ...)."""
+
+    scale: float
+    offset: float
+    how: str
+
+    def value(self, value: float) -> float:
+        return self.scale * value + self.offset
+
+    def window(self, window: Window) -> Window:
+        return Window(*sorted((self.value(window.low), self.value(window.high))))
+
+    def transfer(self, transfer: TransferFunction) -> TransferFunction:
+        """The same curves over the mapped values (a positive scale keeps their order)."""
+        colors = [(self.value(v),) + tuple(rest) for v, *rest in transfer.colors]
+        opacities = [(self.value(v), o) for v, o in transfer.opacities]
+        return TransferFunction(transfer.kind, _ascending(colors), _ascending(opacities), self.window(transfer.window),
+                                transfer.reason)
+
+    def describe(self) -> str:
+        sign = "-" if self.offset < 0 else "+"
+        return f"y = {self.scale:.4g} x {sign} {abs(self.offset):.4g}"
+
+
+@dataclass
+class Display:
+    """How one volume of a picture is drawn: its transfer function (which carries the slices' window) and a short
+    caption saying where the window comes from."""
+
+    transfer: TransferFunction
+    caption: str
+    how: str = "same"                  # "same" curves as the first volume, "mapped" through an intensity map, "own"
+    marked: np.ndarray | None = None   # voxels outlined on its slices (changed by a compared volume)
+    marked_by: str = ""
+
+    def rendering_note(self, name: str) -> str:
+        """One line saying how the volume ``name`` was rendered, for the picture's foot."""
+        if self.how == "own":
+            return f"{name}: its own {self.transfer.kind} transfer function ({self.transfer.reason})"
+        if self.how == "mapped":
+            return f"{name}: the same curves, mapped as its slices' window"
+        return f"{name}: the same curves"
+
+
+def _overlap(a: Window, b: Window) -> float:
+    union = max(a.high, b.high) - min(a.low, b.low)
+    if union <= 0:
+        return 1.0
+    return max(0.0, min(a.high, b.high) - max(a.low, b.low)) / union
+
+
+def fit_intensity_map(first: Volume, other: Volume) -> tuple[IntensityMap | None, float]:
+    """The least-squares line from ``first``'s voxel values to ``other``'s on the same grid (a subsample), leaving out
+    voxels at the ends of ``other``'s integer type (clipped); returns (map or None, correlation). None when the grids
+    differ or the values are not linearly related with a positive slope."""
+    a, b = _gray(np.asarray(first.array)), _gray(np.asarray(other.array))
+    if a.shape != b.shape:
+        return None, 0.0
+    step = max(1, int(np.ceil((a.size / FIT_VOXELS) ** (1 / 3))))
+    x = np.asarray(a[::step, ::step, ::step], np.float64).ravel()
+    y = np.asarray(b[::step, ::step, ::step], np.float64).ravel()
+    keep = np.isfinite(x) & np.isfinite(y)
+    if np.dtype(other.dtype).kind in "iu":
+        low, high = np.iinfo(other.dtype).min, np.iinfo(other.dtype).max
+        keep &= (y > low) & (y < high)
+    x, y = x[keep], y[keep]
+    if x.size < 16 or x.std() == 0 or y.std() == 0:
+        return None, 0.0
+    correlation = float(np.corrcoef(x, y)[0, 1])
+    scale, offset = np.polyfit(x, y, 1)
+    if scale <= 0:
+        return None, correlation
+    return IntensityMap(float(scale), float(offset), "fitted"), correlation
+
+
+def compare_display(first: PreviewSource, transfer: TransferFunction, other: PreviewSource,
+                    intensity_map: IntensityMap | None = None) -> Display:
+    """How ``other`` is drawn beside ``first`` (drawn with ``transfer``) so that the same tissue looks the same:
+    through ``intensity_map`` when the transform between them is known (reduce-bits knows its window); with
+    ``first``'s own curves when their intensity windows overlap (same range: before/after of resample or dehaze);
+    else through a line fitted voxel by voxel when both share a grid and it fits (correlation >= FIT_CORRELATION);
+    else with ``other``'s own histogram transfer function and robust window."""
+    if intensity_map is not None:
+        mapped = intensity_map.transfer(transfer)
+        return Display(mapped, f"window of {first.name} through {intensity_map.how} ({intensity_map.describe()})",
+                       "mapped")
+    own = transfer_function(other.volume)
+    if _overlap(own.window, transfer.window) >= SAME_RANGE_OVERLAP:
+        return Display(transfer, f"same as {first.name}")
+    if first.geometry.isclose(other.geometry):
+        fitted, correlation = fit_intensity_map(first.volume, other.volume)
+        if fitted is not None and correlation >= FIT_CORRELATION:
+            return Display(fitted.transfer(transfer), f"window of {first.name} through a fitted "
+                                                      f"{fitted.describe()} (r {correlation:.3f})", "mapped")
+    return Display(own, f"its own ({WINDOW_PERCENTILES[0]:g}-{WINDOW_PERCENTILES[1]:g} percentiles): its range "
+                        f"differs from {first.name}'s", "own")
+
+
+def changed_voxels(first: PreviewSource, other: PreviewSource) -> np.ndarray | None:
+    """Where ``other`` differs from ``first`` on the same grid (e.g. the haze dehaze set to the fill value), on the
+    drawn grids (for a downsampled preview: where the two downsampled copies differ); None when the grids differ or
+    nothing changed."""
+    a, b = _gray(np.asarray(first.volume.array)), _gray(np.asarray(other.volume.array))
+    if a.shape != b.shape or not first.geometry.isclose(other.geometry):
+        return None
+    changed = a != b
+    if np.dtype(a.dtype).kind == "f" or np.dtype(b.dtype).kind == "f":
+        changed &= ~(np.isnan(a) & np.isnan(b))
+    return changed if changed.any() else None
 
 
 # --- text and composition -------------------------------------------------------------------------------------------
@@ -626,23 +805,51 @@ def load_preview_source(source, name: str | None = None, memory_limit: float | N
                          small)
 
 
-def preview_panel(source: PreviewSource, transfer: TransferFunction, size=DEFAULT_SIZE, engine: str = "auto",
-                  camera: Camera | None = None) -> np.ndarray:
-    """One volume's picture: its name and label on top, the volume rendering, and the three mid-slices in a column
-    beside it."""
+@dataclass
+class Panel:
+    """One volume's picture and where its parts are: boxes (top, left, height, width) in the panel, or, in a
+    PreviewReport, in the whole picture."""
+
+    image: np.ndarray
+    render: tuple
+    slices: tuple
+
+    def moved(self, left: int) -> "Panel":
+        return Panel(self.image, (self.render[0], self.render[1] + left) + self.render[2:],
+                     (self.slices[0], self.slices[1] + left) + self.slices[2:])
+
+
+def preview_panel(source: PreviewSource, transfer: TransferFunction | Display, size=DEFAULT_SIZE,
+                  engine: str = "auto", camera: Camera | None = None) -> Panel:
+    """One volume's picture: its name and label on top, the volume rendering, the three mid-slices in a column
+    beside it (named by the file's own slice indices), and under them a caption: the slices' window and where it
+    comes from, and what is marked on them. ``transfer``: a TransferFunction, or a Display (curves, caption,
+    marked voxels)."""
+    display = transfer if isinstance(transfer, Display) else Display(transfer, "")
+    transfer = display.transfer
     width, height = (int(v) for v in size)
     tile = max(32, height // 3)
     render = render_volume(source.volume, (width, height), transfer, camera, engine)
     title = text_image(source.name, 16, bold=True)
     label = text_image(source.label(), 13)
+    caption = f"slices: window {transfer.window.low:.6g} .. {transfer.window.high:.6g}"
+    if display.caption:
+        caption += f"\n  = {display.caption}"
+    if display.marked is not None:
+        caption += f"\nmagenta: where {display.marked_by} differs (the voxels it changes)"
+    caption = text_image(caption, 12, (0.75, 0.75, 0.75))
     header = 8 + title.shape[0] + 4 + label.shape[0] + 8
-    canvas = np.empty((header + max(height, 3 * tile), max(width + 8 + tile, 16 + max(title.shape[1], label.shape[1])),
-                       3), np.uint8)
+    body = max(height, 3 * tile)
+    canvas = np.empty((header + body + 6 + caption.shape[0] + 4,
+                       max(width + 8 + tile, 16 + max(title.shape[1], label.shape[1]), 16 + caption.shape[1]), 3),
+                      np.uint8)
     canvas[...] = CANVAS
     _paste(canvas, title, 8, 8)
     _paste(canvas, label, 8 + title.shape[0] + 4, 8)
     _paste(canvas, render, header, 0)
-    for index, (name, image) in enumerate(mid_slices(source.volume, transfer.window, tile)):
+    _paste(canvas, caption, header + body + 6, 8)
+    for index, (name, image) in enumerate(mid_slices(source.volume, transfer.window, tile, source.geometry,
+                                                     display.marked)):
         top = header + index * tile
         _paste(canvas, image, top + (tile - image.shape[0]) // 2, width + 8 + (tile - image.shape[1]) // 2)
         name = text_image(name, 11, (1.0, 0.85, 0.3))
@@ -650,7 +857,7 @@ def preview_panel(source: PreviewSource, transfer: TransferFunction, size=DEFAUL
         backing[...] = CANVAS + (190,)
         _paste(canvas, backing, top, width + 8)
         _paste(canvas, name, top, width + 8)
-    return canvas
+    return Panel(canvas, (header, 0, height, width), (header, width + 8, 3 * tile, tile))
 
 
 def check_png_path(path, inputs=()) -> Path:
@@ -676,6 +883,8 @@ class PreviewReport:
     transfer: TransferFunction
     sources: list
     size: tuple
+    displays: list = None   # how each source was drawn (Display), in order
+    panels: list = None     # each source's Panel, its boxes in the picture's coordinates
 
     def summary(self) -> str:
         names = " | ".join(source.name for source in self.sources)
@@ -685,14 +894,18 @@ class PreviewReport:
 
 def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=None, engine: str = "auto",
                   camera: Camera | None = None, memory_limit: float | None = None,
-                  series: str | None = None) -> PreviewReport:
+                  intensity_maps=None, series: str | None = None) -> PreviewReport:
     """Write ``output_png``: the volume rendering and three mid-slices of ``source`` (a path or a Volume); with
     ``compare`` (another path or Volume, or a list of them) the volumes side by side, each labelled with its name
-    (``names``, default the file names), dimensions, spacing and size, all drawn with the transfer function and
-    intensity window of ``source`` (so differences are the data's, not the curves'). ``size``: the rendering's
-    (width, height) per volume. ``memory_limit``: bytes the downsampling of a large file may hold (default: a
-    quarter of the machine's memory; beyond it the file is streamed). ``series``: the DICOM series UID of
-    ``source`` when its folder holds several. The PNG appears whole or not at all."""
+    (``names``, default the file names), dimensions, spacing and size. ``source`` is drawn with its histogram
+    transfer function and robust window; each compared volume so that the same tissue looks the same
+    (:func:`compare_display`: the same curves when the ranges agree, else mapped through ``intensity_maps``, one
+    IntensityMap or None per compared volume, or through a fitted line, or its own), and the picture says which.
+    Voxels that a compared volume on the same grid changes (e.g. the haze dehaze removed) are outlined in magenta on
+    ``source``'s slices. ``size``: the rendering's (width, height) per volume. ``memory_limit``: bytes the
+    downsampling of a large file may hold (default: a quarter of the machine's memory; beyond it the file is
+    streamed). ``series``: the DICOM series UID of ``source`` when its folder holds several. The PNG appears
+    whole or not at all."""
     if compare is None:
         compare = []
     elif isinstance(compare, (str, os.PathLike, Volume)):
@@ -701,25 +914,39 @@ def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=
     output_png = check_png_path(output_png, sources)
     names = list(names or [])
     names += [None] * (len(sources) - len(names))
+    intensity_maps = list(intensity_maps or [])
+    intensity_maps += [None] * (len(compare) - len(intensity_maps))
     loaded = [load_preview_source(item, name, memory_limit, series if index == 0 else None)
               for index, (item, name) in enumerate(zip(sources, names))]
     transfer = transfer_function(loaded[0].volume)
-    panels = [preview_panel(item, transfer, size, engine, camera) for item in loaded]
-    note = text_image(f"rendering: {transfer.kind} transfer function of {loaded[0].name} ({transfer.reason})\n"
-                      f"slices: intensity window {transfer.window.low:.6g} .. {transfer.window.high:.6g}", 12,
-                      (0.7, 0.7, 0.7))
+    displays = [Display(transfer, f"its own ({WINDOW_PERCENTILES[0]:g}-{WINDOW_PERCENTILES[1]:g} percentiles)")]
+    displays += [compare_display(loaded[0], transfer, other, mapping)
+                 for other, mapping in zip(loaded[1:], intensity_maps)]
+    for other, display in zip(loaded[1:], displays[1:]):
+        if display.how == "same":  # drawn alike: what differs is the data; show where it changed
+            displays[0].marked = changed_voxels(loaded[0], other)
+            if displays[0].marked is not None:
+                displays[0].marked_by = other.name
+                break
+    panels = [preview_panel(item, display, size, engine, camera) for item, display in zip(loaded, displays)]
+    placed = []
+    note = f"rendering: {transfer.kind} transfer function of {loaded[0].name} ({transfer.reason})"
+    note = "\n".join([note] + [display.rendering_note(other.name)
+                                for other, display in zip(loaded[1:], displays[1:])])
+    note = text_image(note, 12, (0.7, 0.7, 0.7))
     gap = 16
-    height = max(panel.shape[0] for panel in panels) + note.shape[0] + 12
-    width = max(sum(panel.shape[1] for panel in panels) + gap * (len(panels) - 1), note.shape[1] + 16)
+    height = max(panel.image.shape[0] for panel in panels) + note.shape[0] + 12
+    width = max(sum(panel.image.shape[1] for panel in panels) + gap * (len(panels) - 1), note.shape[1] + 16)
     picture = np.empty((height, width, 3), np.uint8)
     picture[...] = CANVAS
     left = 0
     for panel in panels:
-        _paste(picture, panel, 0, left)
-        left += panel.shape[1] + gap
+        _paste(picture, panel.image, 0, left)
+        placed.append(panel.moved(left))
+        left += panel.image.shape[1] + gap
     _paste(picture, note, height - note.shape[0] - 6, 8)
     write_png(picture, output_png)
-    return PreviewReport(output_png, transfer, loaded, (width, height))
+    return PreviewReport(output_png, transfer, loaded, (width, height), displays, placed)
 
 
 def write_png(picture: np.ndarray, path) -> Path:

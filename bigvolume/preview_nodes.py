@@ -9,7 +9,8 @@ the 3D views' cameras) stays in the module files.
 from __future__ import annotations
 
 from .errors import BigVolumeError
-from .preview import TransferFunction, opacity_unit_distance, transfer_function
+from .preview import (IntensityMap, TransferFunction, compare_display, load_preview_source, opacity_unit_distance,
+                      transfer_function)
 from .volume_nodes import geometry_from_node, volume_from_node
 
 DISPLAY_CLASS = "vtkMRMLGPURayCastVolumeRenderingDisplayNode"
@@ -82,22 +83,29 @@ def dual_view_nodes(scene) -> tuple:
     return tuple(views)
 
 
-def show_before_after(before_node, after_node, transfer: TransferFunction | None = None) -> tuple:
+def show_before_after(before_node, after_node, transfer: TransferFunction | None = None,
+                      intensity_map: IntensityMap | None = None) -> tuple:
     """``before_node`` (the input) in the left 3D view and ``after_node`` (the output) in the right one of the "Dual
-    3D" layout, both with the input's transfer function (so a difference is the data's, not the curves'), and the
-    two views linked (LinkedControl, same view group: Slicer then moves their cameras together). Returns the two
-    display nodes."""
+    3D" layout, both with the input's transfer function (so a difference is the data's, not the curves') or, when
+    their intensity ranges differ (a reduced bit depth), the output with those curves moved so the same tissue
+    looks the same (bigvolume.preview.compare_display: through ``intensity_map`` when known, else a fitted line, else
+    the output's own), and the two views linked (LinkedControl, same view group: Slicer then moves their cameras
+    together). Returns the two display nodes."""
     _check_volume(before_node)
     _check_volume(after_node)
     if before_node.GetScene() is not after_node.GetScene():
         raise BigVolumeError("3D preview: the input and the output are in different scenes")
     transfer = transfer or node_transfer_function(before_node)
+    after_transfer = compare_display(load_preview_source(volume_from_node(before_node), before_node.GetName()),
+                                     transfer,
+                                     load_preview_source(volume_from_node(after_node), after_node.GetName()),
+                                     intensity_map).transfer
     before_view, after_view = dual_view_nodes(before_node.GetScene())
     for view in (before_view, after_view):
         view.SetViewGroup(before_view.GetViewGroup())
         view.SetLinkedControl(True)
     before = show_volume_rendering(before_node, transfer, [before_view.GetID()])
-    after = show_volume_rendering(after_node, transfer, [after_view.GetID()])
+    after = show_volume_rendering(after_node, after_transfer, [after_view.GetID()])
     return before, after
 
 

@@ -59,16 +59,20 @@ class StackImport:
                                threads=self.reader.threads, memory_limit=memory_limit)
         return plan.working_bytes + self.reader.threads * self.reader.slice_bytes
 
-    def describe(self, memory_limit: float | None = None, with_notes: bool = True) -> str:
+    def describe(self, memory_limit: float | None = None, with_notes: bool = True, to_file: bool = False) -> str:
+        """The plan in words. ``to_file``: the import writes a file (the command line), so only the working buffers
+        count; otherwise both figures (loaded into memory, as the Slicer panel does, or written to a file)."""
         limit = memory_limit or default_memory_limit()
         g = self.output_geometry
+        working = format_bytes(self.estimated_working_bytes(limit))
+        memory = (f"working memory about {working} (the output is written slice by slice, never held whole)"
+                  if to_file else
+                  f"peak memory about {format_bytes(self.output_bytes + self.estimated_working_bytes(limit))} "
+                  f"when loaded, {working} when written to a file")
         text = (f"{self.info.describe()}\n"
                 f"output {'x'.join(map(str, g.dimensions))}, spacing {' '.join(f'{s:g}' for s in g.spacing)}, "
                 f"{format_bytes(self.output_bytes)} ({self.out_dtype}"
-                f"{', RGB' if self.reader.components > 1 else ''}); "
-                f"peak memory about {format_bytes(self.output_bytes + self.estimated_working_bytes(limit))} "
-                "when loaded, "
-                f"{format_bytes(self.estimated_working_bytes(limit))} when written to a file")
+                f"{', RGB' if self.reader.components > 1 else ''}); {memory}")
         total = physical_memory()
         if total and self.output_bytes > 0.8 * total:
             text += f"\nwarning: the output ({format_bytes(self.output_bytes)}) will not fit in this machine's memory " \
@@ -167,11 +171,15 @@ class StackImportReport:
 
     def summary(self) -> str:
         g = self.plan.output_geometry
-        how = "an NHDR pointing into the slice files (no pixel copied)" if self.zero_copy else (
-            self.stream_plan.describe() if self.stream_plan else "")
+        if self.zero_copy:
+            size = f"a header of {format_bytes(self.output_path.stat().st_size)}"
+            how = (f"it points into the slice files ({format_bytes(io.file_size(self.output_path))} with the header; "
+                   "no pixel copied)")
+        else:
+            size = f"{format_bytes(io.file_size(self.output_path))} on disk"
+            how = self.stream_plan.describe() if self.stream_plan else ""
         return (f"{self.output_path}: {self.plan.info.depth} slices -> {'x'.join(map(str, g.dimensions))}, "
-                f"spacing {' '.join(f'{s:g}' for s in g.spacing)}, {format_bytes(io.file_size(self.output_path))} "
-                f"on disk, {self.seconds:.2f} s; {how}")
+                f"spacing {' '.join(f'{s:g}' for s in g.spacing)}, {size}, {self.seconds:.2f} s; {how}")
 
 
 def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gray: str | None = "luminance",
