@@ -138,6 +138,25 @@ class SlicerModule:
                 fields[statement.target.id] = (kind, ast.unparse(annotation), default)
         return fields
 
+    def path_fields(self) -> dict[str, str]:
+        """parameter -> ctkPathLineEdit name of the module's PATH_FIELDS: path fields the panel keeps in str
+        parameters itself (bigvolume_slicer.PathFields), not through connectGui."""
+        for node in self.tree.body:
+            if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "PATH_FIELDS":
+                return ast.literal_eval(node.value)
+        return {}
+
+    def within_range(self, parameter: str):
+        """(minimum, maximum) of a field's WithinRange annotation, its names resolved (the panels' limits), or
+        None."""
+        import bigvolume_slicer
+
+        annotation = self.wrapper_fields()[parameter][1]
+        bounds = re.search(r"WithinRange\(([^()]*)\)", annotation)
+        if not bounds:
+            return None
+        return eval(f"({bounds.group(1)})", {"limits": bigvolume_slicer.limits})
+
     def ui_attribute_uses(self) -> set[str]:
         """Names X used as ``self.ui.X`` in the module file."""
         return {node.attr for node in ast.walk(self.tree)

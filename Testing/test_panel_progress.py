@@ -30,13 +30,17 @@ class App:
         self.mainThread = threading.current_thread()
         self.processed = 0
         self.whileProcessing = None  # what the user does while events are processed
+        self.inputBlocked = []  # per processEvents call: could user input reach anything but a modal dialog?
         self.cursors = []
 
     def thread(self):
         return self.mainThread
 
-    def processEvents(self):
+    def processEvents(self, flags=None):
         self.processed += 1
+        # What Qt would let the user do now: with a modal dialog up, only that dialog gets input.
+        self.inputBlocked.append(flags == "ExcludeUserInputEvents" or any(
+            d.visible and d.modality == "ApplicationModal" for d in QProgressDialog.shown))
         if self.whileProcessing:
             self.whileProcessing()
 
@@ -70,6 +74,27 @@ class QTimer:
             slot()
 
 
+class QProgressDialog:
+    """A stand-in qt.QProgressDialog: its modality, visibility, value, label and Cancel."""
+
+    shown = []
+
+    def __init__(self, labelText, cancelText, minimum, maximum, parent=None):
+        self.labelText, self.value, self.visible, self.wasCanceled, self.modality = labelText, 0, False, False, None
+        self.parent = parent
+
+    def setWindowModality(self, modality):
+        self.modality = modality
+
+    def show(self):
+        self.visible = True
+        QProgressDialog.shown.append(self)
+
+    def close(self):
+        self.visible = False
+        QProgressDialog.shown.remove(self)
+
+
 class Clock:
     def __init__(self):
         self.now = 1000.0
@@ -82,8 +107,11 @@ class Clock:
 def app(monkeypatch):
     qt = types.ModuleType("qt")
     qt.QThread = types.SimpleNamespace(currentThread=threading.current_thread)
-    qt.Qt = types.SimpleNamespace(WaitCursor="wait")
+    qt.Qt = types.SimpleNamespace(WaitCursor="wait", ApplicationModal="ApplicationModal")
     qt.QTimer = QTimer
+    qt.QProgressDialog = QProgressDialog
+    qt.QEventLoop = types.SimpleNamespace(ExcludeUserInputEvents="ExcludeUserInputEvents")
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda: "main window", raising=False)
     monkeypatch.setitem(sys.modules, "qt", qt)
     app = App()
     monkeypatch.setattr(slicer, "app", app, raising=False)
@@ -153,12 +181,15 @@ def test_events_are_processed_at_most_every_tenth_of_a_second_and_only_on_the_ma
     progress(0.3, "c")
     assert app.processed == 2
     clock.now += 1.0
+    assert bar.value == 30
     worker = threading.Thread(target=progress, args=(0.4, "from a worker"))
     worker.start()
     worker.join()
-    assert app.processed == 2 and bar.value == 40  # a worker sets the bar, never runs the event loop
+    # A worker thread touches no widget (Qt's belong to the main thread) and never runs the event loop: its
+    # progress waits for the main thread.
+    assert app.processed == 2 and bar.value == 30 and bar.format == "c %p%"
     progress(0.5, "d")  # the worker did not use up the interval
-    assert app.processed == 3
+    assert app.processed == 3 and bar.value == 50
 
 
 def test_a_click_on_cancel_while_events_are_processed_stops_a_real_core_run(app, clock):
@@ -182,6 +213,7 @@ def test_task_runs_the_body_with_the_progress_shown_and_keeps_its_result(app, cl
         inside.append((label.text, progress.running, bar.visible, button.enabled, list(app.cursors)))
         label.text = "Imported"
     assert inside == [("", True, True, True, ["wait"])]
+    assert QProgressDialog.shown == []  # the modal dialog of the run is gone
     assert label.text == "Imported" and not progress.running and bar.visible is False and button.enabled is False
     assert app.cursors == [] and app.errors == []
 
@@ -217,3 +249,36 @@ def test_the_settle_timer_is_single_shot_and_calls_back_on_timeout(app):
     timer.fire()
     assert calls == ["plan"]
     assert settleTimer(print, 50).interval == 50
+
+
+def test_a_run_keeps_user_input_out_while_it_processes_events_and_the_dialog_cancels_it(app, clock):
+    """No processEvents() of a run lets user input in anywhere but its modal progress dialog, whose Cancel stops
+    a real core run."""
+    volume = bigvolume.Volume.from_array(np.arange(16 * 16 * 16, dtype=np.float32).reshape(16, 16, 16))
+    progress, bar, _ = make_panel()
+    label = Widget(text="")
+
+    def clickCancelInTheDialog():
+        clock.now += 1.0
+        QProgressDialog.shown[-1].wasCanceled = True
+
+    app.whileProcessing = clickCancelInTheDialog
+    with progress.task(label, "Resampling failed."):
+        bigvolume.resample(volume, 2, progress=progress)
+    assert app.processed >= 1 and all(app.inputBlocked) and label.text == "Cancelled"
+    assert QProgressDialog.shown == [] and not progress.running
+
+
+def test_a_second_run_inside_the_first_is_refused(app, clock):
+    first, _, _ = make_panel()
+    second, _, _ = make_panel()
+    label, otherLabel = Widget(text=""), Widget(text="")
+    refused = []
+    with first.task(label, "Failed."):
+        refused.append(PanelProgress.refused(otherLabel))
+        with pytest.raises(RuntimeError):
+            with second.task(otherLabel, "Failed."):
+                pass
+        label.text = "done"
+    assert refused == [True] and "in progress" in otherLabel.text and label.text == "done"
+    assert not PanelProgress.refused() and PanelProgress.active is None

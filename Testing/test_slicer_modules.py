@@ -59,7 +59,12 @@ def test_every_bound_widget_names_a_parameter_and_can_represent_it(module):
             assert "Choice" in annotation, f"{parameter}: a combo box needs the Choice annotation"
     values = list(bindings.values())
     assert not {p for p in values if values.count(p) > 1}, "two widgets bound to one parameter"
-    assert set(fields) == set(values), f"parameters without a widget: {set(fields) - set(values)}"
+    # Path fields are kept by the panel (PathFields: no "." in an unset field): str parameters, unbound widgets.
+    paths = module.path_fields()
+    for parameter, widget in paths.items():
+        assert fields[parameter][0] == "str" and fields[parameter][2] == "''", parameter
+        assert widgets[widget] == "ctkPathLineEdit" and widget not in bindings, widget
+    assert set(fields) == set(values) | set(paths), f"parameters without a widget: {set(fields) - set(values)}"
 
 
 @each_module
@@ -67,10 +72,10 @@ def test_parameter_defaults_are_within_their_ranges_and_spin_boxes_match(module)
     fields, bindings = module.wrapper_fields(), module.ui_parameter_bindings()
     for widget, parameter in bindings.items():
         _, annotation, default = fields[parameter]
-        bounds = re.search(r"WithinRange\(([-\d.e]+),\s*([-\d.e]+)\)", annotation)
+        bounds = module.within_range(parameter)
         if not bounds:
             continue
-        low, high = float(bounds.group(1)), float(bounds.group(2))
+        low, high = bounds
         if default is not None and re.fullmatch(r"[-\d.e]+", default):
             assert low <= float(default) <= high, parameter
         props = module.ui_properties(widget)
