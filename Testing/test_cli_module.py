@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import re
 import shutil
+import os
 import subprocess
 import sys
 import textwrap
@@ -254,6 +255,31 @@ def test_extension_installs_the_cli_beside_the_core_it_imports(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(prefix / "lib/Slicer-5.8/qt-scripted-modules/bigvolume/__init__.py")
+
+
+def test_the_cli_finds_the_bundled_core_in_a_multi_config_build_tree_before_another_bigvolume(tmp_path):
+    """Visual Studio / Xcode build trees put scripted CLIs in cli-modules/<CONFIG>/ (SlicerMacroBuildScriptedCLI);
+    the core stays in qt-scripted-modules. A bigvolume elsewhere on the path (a pip install) must not win."""
+    import shutil
+
+    lib = tmp_path / "build/lib/Slicer-5.10"
+    (lib / "cli-modules/Release").mkdir(parents=True)
+    shutil.copy(SCRIPT, lib / "cli-modules/Release")
+    shutil.copytree(SCRIPT.parent.parent / "bigvolume", lib / "qt-scripted-modules/bigvolume",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    decoy = tmp_path / "site-packages/bigvolume"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy bigvolume was imported')\n")
+    code = textwrap.dedent(f"""
+        import runpy
+        runpy.run_path({str(lib / 'cli-modules/Release/BigVolumeResampleCLI.py')!r})["find_core"]()
+        import bigvolume
+        print(bigvolume.__file__)
+        """)
+    env = dict(os.environ, PYTHONPATH=str(decoy.parent))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(lib / "qt-scripted-modules/bigvolume/__init__.py")
 
 
 # --- the Logic's side: parameters for slicer.cli.run ----------------------------------------------------------------

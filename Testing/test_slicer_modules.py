@@ -146,6 +146,8 @@ def test_module_cmakelists_lists_exactly_the_module_files(module):
     listed = cmake_listed_files(text)
     assert listed == module.files(), f"not listed: {module.files() - listed}; missing: {listed - module.files()}"
     assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
+    # WITH_GENERIC_TESTS adds only Slicer's generic tests; the module's own self-test needs this (as the template).
+    assert re.search(r"if\(BUILD_TESTING\)\s+(#[^\n]*\s+)*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
     assert re.search(r"NAME\s+\$\{MODULE_NAME\}", text) and f"set(MODULE_NAME {module.name})" in text
 
 
@@ -181,6 +183,9 @@ def test_extension_installs_every_module_beside_the_core_package(tmp_path):
     installed = {p.relative_to(modules).as_posix() for p in modules.rglob("*") if p.is_file()}
     for module in MODULES:
         assert module.files() <= installed, module.files() - installed
+    # Each module's self-test (its ScriptedLoadableModuleTest) is a ctest: slicer_add_python_unittest.
+    registered = (build / "python-unittests.txt").read_text().split()
+    assert sorted(registered) == sorted(str(module.module_file) for module in MODULES)
 
 
 # --- the module / Lib split -------------------------------------------------------------------------------------
