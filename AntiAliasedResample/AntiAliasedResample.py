@@ -23,7 +23,7 @@ if BUNDLED and sys.path[:1] != [BUNDLED]:
     sys.path.insert(0, BUNDLED)
 
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, checkBundledCore, limits,  # noqa: E402
-                              settleTimer, translate)
+                              reenterModule, settleTimer, translate)
 
 from AntiAliasedResampleLib import CLI_MODULE, DEFAULT_METHOD, METHODS, Cancelled  # noqa: E402
 from AntiAliasedResampleLib import AntiAliasedResampleLogic as AntiAliasedResampleLibLogic  # noqa: E402
@@ -397,6 +397,8 @@ class AntiAliasedResampleTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_PanelSettingsSurviveLeavingTheModule()
+        self.setUp()
         self.test_ScalarGeometry()
         self.setUp()
         self.test_CancelLeavesNothing()
@@ -412,6 +414,27 @@ class AntiAliasedResampleTest(ScriptedLoadableModuleTest):
         node.SetSpacing(0.5, 0.75, 2.0)
         node.SetOrigin(-10.0, 20.0, 5.0)
         return node
+
+    def test_PanelSettingsSurviveLeavingTheModule(self):
+        """What a user does: non-default settings, another module and back, Apply; the result used the settings."""
+        self.delayDisplay("Starting the panel test")
+        inputNode = self._makeVolume()
+        widget = reenterModule("AntiAliasedResample")
+        widget.ui.inputSourceComboBox.currentIndex = 0  # a volume in the scene
+        widget.ui.inputSelector.setCurrentNode(inputNode)
+        widget.ui.methodComboBox.currentIndex = list(METHODS).index("max")
+        widget.ui.factorSliderWidget.value = 4.0
+        widget = reenterModule("AntiAliasedResample")
+        self.assertEqual(widget.ui.methodComboBox.currentIndex, list(METHODS).index("max"))
+        widget.updatePlan()  # what the settle timer does after a pause
+        widget.ui.applyButton.click()
+        result = widget.logic.lastResult
+        self.assertIsNotNone(result, widget.ui.resultLabel.text)
+        self.assertEqual(result.method, "max")
+        self.assertEqual(result.outputNode.GetImageData().GetDimensions(), (10, 8, 5))
+        for actual, expected in zip(result.outputNode.GetSpacing(), (2.0, 3.0, 8.0)):
+            self.assertAlmostEqual(actual, expected, places=9)
+        self.delayDisplay("Panel test passed")
 
     def test_ScalarGeometry(self):
         self.delayDisplay("Starting the geometry test")

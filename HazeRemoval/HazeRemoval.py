@@ -21,8 +21,8 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
 if BUNDLED and sys.path[:1] != [BUNDLED]:
     sys.path.insert(0, BUNDLED)
 
-from bigvolume_slicer import (ParameterNodeGui, PanelProgress, _, checkBundledCore, limits, settleTimer,  # noqa: E402
-                              translate)
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, _, checkBundledCore, limits,  # noqa: E402
+                              reenterModule, settleTimer, translate)
 
 from HazeRemovalLib import (AIR_CHOICES, BITS_CHOICES, DEFAULT_DILATE, FILL_CHOICES, LEVEL_CHOICES,  # noqa: E402
                             Cancelled)
@@ -223,8 +223,8 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._previewTimer is not None:
             self._previewTimer.stop()
         p = self._parameterNode
-        if p is None or not p.inputVolume or self._progress.running:
-            return
+        if p is None or not p.inputVolume or self._progress.running or PanelProgress.refused():
+            return  # (a settle timer may fire while another panel's run processes events)
         self._previewedSettings = self._maskSettings()
         try:
             with slicer.util.tryWithErrorDisplay(_("Haze mask preview failed."), waitCursor=True):
@@ -284,6 +284,8 @@ class HazeRemovalTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_PanelSettingsSurviveLeavingTheModule()
+        self.setUp()
         self.test_CavityKeptAndGeometryExact()
         self.setUp()
         self.test_CancelLeavesNothing()
@@ -304,6 +306,27 @@ class HazeRemovalTest(ScriptedLoadableModuleTest):
         node.SetSpacing(0.5, 0.75, 2.0)
         node.SetOrigin(-10.0, 20.0, 5.0)
         return node
+
+    def test_PanelSettingsSurviveLeavingTheModule(self):
+        """What a user does: non-default settings, another module and back, Apply; the result used the settings."""
+        import numpy as np
+
+        self.delayDisplay("Starting the panel test")
+        inputNode = self._makePhantom()
+        widget = reenterModule("HazeRemoval")
+        widget.ui.inputSelector.setCurrentNode(inputNode)
+        widget.ui.airComboBox.currentIndex = list(AIR_CHOICES).index("all")
+        widget.ui.fillModeComboBox.currentIndex = list(FILL_CHOICES).index("value")
+        widget.ui.fillValueSpinBox.value = 7.0
+        widget.ui.bitsComboBox.currentIndex = list(BITS_CHOICES).index("8")
+        widget = reenterModule("HazeRemoval")
+        widget.ui.applyButton.click()
+        result = widget.logic.lastResult
+        self.assertIsNotNone(result, widget.ui.resultLabel.text)
+        self.assertEqual(slicer.util.arrayFromVolume(result.outputNode).dtype, np.uint8)  # bits 8 kept
+        self.assertIsNotNone(result.reduceReport)
+        self.assertEqual((widget._parameterNode.air, widget._parameterNode.fillMode), ("all", "value"))
+        self.delayDisplay("Panel test passed")
 
     def test_CavityKeptAndGeometryExact(self):
         import numpy as np

@@ -24,7 +24,7 @@ if BUNDLED and sys.path[:1] != [BUNDLED]:
     sys.path.insert(0, BUNDLED)
 
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, checkBundledCore, limits,  # noqa: E402
-                              settleTimer, translate)
+                              reenterModule, settleTimer, translate)
 
 from ImageStackImportLib import BITS_CHOICES, GRAY_CHOICES, BigVolumeError, Cancelled  # noqa: E402
 from ImageStackImportLib import ImageStackImportLogic as ImageStackImportLibLogic  # noqa: E402
@@ -384,6 +384,8 @@ class ImageStackImportTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_PanelSettingsSurviveLeavingTheModule()
+        self.setUp()
         self.test_ImportGeometryAndVoxels()
         self.setUp()
         self.test_CancelLeavesNothing()
@@ -402,6 +404,28 @@ class ImageStackImportTest(ScriptedLoadableModuleTest):
             image.SetSpacing((0.5, 0.5))
             sitk.WriteImage(image, os.path.join(folder, f"slice_{k:03d}.tif"))
         return folder, array
+
+    def test_PanelSettingsSurviveLeavingTheModule(self):
+        """What a user does: a folder, non-default settings, another module and back, Import; the result used
+        them."""
+        import numpy as np
+
+        self.delayDisplay("Starting the panel test")
+        folder, _array = self._writeStack()
+        widget = reenterModule("ImageStackImport")
+        widget.ui.folderLineEdit.currentPath = folder
+        widget.ui.bitsComboBox.currentIndex = list(BITS_CHOICES).index("8")
+        widget.ui.factor2Button.click()
+        widget = reenterModule("ImageStackImport")
+        self.assertEqual((widget._parameterNode.inputFolder, widget._parameterNode.bits), (folder, "8"))
+        widget.updatePlan()  # what the settle timer does after a pause
+        widget.ui.importButton.click()
+        result = widget.logic.lastResult
+        self.assertIsNotNone(result, widget.ui.statusLabel.text)
+        node = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        self.assertEqual(node.GetImageData().GetDimensions(), (10, 8, 6))
+        self.assertEqual(slicer.util.arrayFromVolume(node).dtype, np.uint8)
+        self.delayDisplay("Panel test passed")
 
     def test_ImportGeometryAndVoxels(self):
         import numpy as np

@@ -19,6 +19,7 @@ import sys
 import threading
 import types
 import typing
+import unittest
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -503,7 +504,13 @@ class ScriptedLoadableModuleLogic:
         return node
 
 
-class ScriptedLoadableModuleTest:
+class ScriptedLoadableModuleTest(unittest.TestCase):
+    def __init__(self, methodName="runTest"):
+        super().__init__(methodName)
+
+    def runTest(self):  # the module's own runTest replaces this
+        pass
+
     def delayDisplay(self, message, msec=None):
         pass
 
@@ -536,6 +543,7 @@ def install(monkeypatch, tmp_path, version=(5, 10)):
     monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(), raising=False)
     for name, function in (("loadUI", load_ui), ("childWidgetVariables", child_widget_variables),
                            ("mainWindow", lambda: None), ("setSliceViewerLayers", lambda **kwargs: None),
+                           ("selectModule", select_module),
                            ("errorDisplay", lambda text, **kwargs: app.errors.append(text))):
         monkeypatch.setattr(slicer.util, name, function, raising=False)
     return app
@@ -562,12 +570,29 @@ def close_panels():
 
 def open_panel(loaded, name):
     """Set up the module's Widget and enter the module, as Slicer does when the user selects it."""
+    import slicer
+
     widget = getattr(loaded, f"{name}Widget")()
     OPENED.append(widget)
+    representation = types.SimpleNamespace(self=lambda: widget)
+    setattr(slicer.modules, name.lower(), types.SimpleNamespace(widgetRepresentation=lambda: representation))
     widget.setup()
     widget.parent.isEntered = True
     widget.enter()
     return widget
+
+
+def select_module(name):
+    """slicer.util.selectModule: the module shown now is left (exit), the selected one entered (a panel opened
+    here, or any other module name)."""
+    for widget in OPENED:
+        if widget.parent.isEntered and widget.moduleName != name:
+            widget.parent.isEntered = False
+            widget.exit()
+    for widget in OPENED:
+        if widget.moduleName == name and not widget.parent.isEntered:
+            widget.parent.isEntered = True
+            widget.enter()
 
 
 def leave_and_come_back(widget):

@@ -240,3 +240,83 @@ def test_a_scene_close_during_a_file_run_cancels_it_leaving_no_node_and_no_file(
     assert widget.ui.resultLabel.text == "Cancelled"
     assert volume_nodes() == [] and sorted(os.listdir(folder)) == before
     assert not widget._progress.running and standins.QProgressDialog.shown == []
+
+
+# --- the modules' own self-tests ------------------------------------------------------------------------------------
+@each_version
+@each_module
+def test_the_modules_self_tests_pass(module, version, monkeypatch, tmp_path):
+    """Each module's ScriptedLoadableModuleTest (what ctest and "Reload and Test" run in Slicer), its panel test
+    included: non-default settings, another module and back, Apply."""
+    app, widget = panel(module, version, monkeypatch, tmp_path)
+    test = getattr(standins.load_module(module, monkeypatch), f"{module.name}Test")()
+    result = test.run()
+    assert result.wasSuccessful(), [text for _, text in result.errors + result.failures]
+
+
+# --- settle timer, tiny spacings, ranges ---------------------------------------------------------------------------
+def test_resample_reads_the_file_header_once_the_path_settles_not_per_keystroke(monkeypatch, tmp_path):
+    import bigvolume
+
+    app, widget = panel(SlicerModule("AntiAliasedResample"), (5, 10), monkeypatch, tmp_path)
+    path = str(bigvolume.write_volume(bigvolume.Volume.from_array(phantom(5), spacing=(0.3, 0.3, 0.6)),
+                                      str(tmp_path / "scan.nhdr")))
+    reads = []
+    geometry = widget.logic.fileGeometry
+    monkeypatch.setattr(widget.logic, "fileGeometry", lambda p: reads.append(p) or geometry(p))
+    widget.ui.inputSourceComboBox.currentIndex = 1
+    for end in range(1, len(path) + 1):  # typed, one key at a time
+        widget.ui.inputFilePathLineEdit.currentPath = path[:end]
+    assert reads == [] and not widget.ui.applyButton.enabled
+    app.settle()
+    assert reads == [path] and widget.ui.applyButton.enabled, widget.ui.planLabel.text
+    assert (widget._parameterNode.spacingI, widget._parameterNode.spacingK) == (0.6, 1.2)  # factor 2 x header
+
+
+@pytest.mark.parametrize("spacing", [(1e-5, 2e-5, 4e-5), (3.3e-6, 1e-6, 1e-6), (0.00004, 0.5, 1.0)])
+def test_tiny_spacings_start_a_valid_target_spacing(spacing, monkeypatch, tmp_path):
+    """round(factor * spacing, 4) gave 0.0 below 5e-5 mm, which the spacing fields refuse (inside a slot, where the
+    error was only logged): the target spacing now keeps 6 decimals and never drops below the smallest allowed."""
+    import bigvolume_slicer
+
+    app, widget = panel(SlicerModule("AntiAliasedResample"), (5, 8), monkeypatch, tmp_path)
+    widget.ui.inputSelector.setCurrentNode(add_volume(phantom(6), spacing=spacing))
+    p = widget._parameterNode
+    for actual, original in zip((p.spacingI, p.spacingJ, p.spacingK), spacing):
+        assert actual >= bigvolume_slicer.limits.MIN_SPACING
+        assert actual == pytest.approx(2 * original, abs=5e-7)
+    assert widget.ui.spacingISpinBox.value == p.spacingI
+
+
+def test_the_panels_ranges_are_the_core_limits(monkeypatch, tmp_path):
+    """Slicer's connectors set the spin boxes' ranges from WithinRange, which comes from bigvolume_slicer.limits,
+    which takes the core's own limits where it has them."""
+    from bigvolume import haze
+    from bigvolume.precision import BITS_TO_DTYPE
+    from bigvolume_slicer import limits
+
+    app, widget = panel(SlicerModule("HazeRemoval"), (5, 8), monkeypatch, tmp_path)
+    assert (widget.ui.dilateSpinBox.maximum, widget.ui.closeSpinBox.maximum) == (haze.MAX_RADIUS, haze.MAX_RADIUS)
+    assert (widget.ui.levelSpinBox.minimum, widget.ui.levelSpinBox.maximum) == (min(haze.LEVELS), max(haze.LEVELS))
+    assert limits.BITS == tuple(str(b) for b in BITS_TO_DTYPE)
+    assert bits_choices(widget) == ["keep", *limits.BITS]
+    for name in ("ImageStackImport", "AntiAliasedResample"):
+        _, other = panel(SlicerModule(name), (5, 8), monkeypatch, tmp_path)
+        factor = other.ui.factorXSpinBox if name == "ImageStackImport" else other.ui.factorSliderWidget
+        assert (factor.minimum, factor.maximum) == (limits.MIN_FACTOR, limits.MAX_FACTOR)
+        if name == "ImageStackImport":
+            assert bits_choices(other) == ["keep", *limits.BITS]
+
+
+def bits_choices(widget):
+    """The values behind the bits combo box (its Choice annotation)."""
+    return list(widget._parameterNode.fields["bits"][1][0].choices)
+
+
+def test_leaving_the_module_during_a_run_cancels_it(monkeypatch, tmp_path):
+    app, widget = panel(SlicerModule("HazeRemoval"), (5, 10), monkeypatch, tmp_path)
+    widget.ui.inputSelector.setCurrentNode(add_volume(phantom(7)))
+    before = len(volume_nodes())
+    app.whileProcessing = lambda: standins.select_module("Data")
+    widget.ui.applyButton.click()
+    assert widget.ui.resultLabel.text == "Cancelled" and len(volume_nodes()) == before

@@ -245,3 +245,36 @@ def test_lib_imports_without_qt_in_a_fresh_interpreter(module, tmp_path):
         """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
+
+
+# --- the bundled core comes first ---------------------------------------------------------------------------------
+@each_module
+def test_the_module_imports_the_bundled_core_before_another_bigvolume_on_the_path(module, tmp_path):
+    """Slicer appends module folders to sys.path, so a pip-installed bigvolume would win; the module file puts the
+    folder of its bundled copy first."""
+    from slicer_module_checks import run_module_file
+
+    run_module_file(module, tmp_path, f"""
+        os.makedirs("decoy/bigvolume")
+        with open("decoy/bigvolume/__init__.py", "w") as decoy:
+            decoy.write("raise ImportError('the decoy bigvolume was imported')\\n")
+        sys.path.insert(0, os.path.abspath("decoy"))
+        import {module.name}
+        import bigvolume
+        assert bigvolume.__file__ == {str(REPO / "bigvolume" / "__init__.py")!r}, bigvolume.__file__
+        assert {module.name}.BUNDLED == {str(REPO)!r}
+        """)
+
+
+def test_a_core_from_elsewhere_is_said_in_one_line(caplog, tmp_path):
+    import logging
+
+    from bigvolume_slicer import checkBundledCore
+
+    with caplog.at_level(logging.WARNING):
+        assert checkBundledCore(str(REPO)) == str(REPO)
+        assert caplog.records == []
+        checkBundledCore(str(tmp_path))
+    (record,) = caplog.records
+    assert record.getMessage() == (f"SlicerBigVolume: using the bigvolume package in {REPO}, not the one bundled in "
+                                   f"{tmp_path}")

@@ -7,7 +7,7 @@ import logging
 import os
 
 from . import limits
-from .panel import ParameterNodeGui, PanelProgress, PathFields, settleTimer
+from .panel import ParameterNodeGui, PanelProgress, PathFields, reenterModule, settleTimer
 
 try:  # Slicer >= 5.4 translates through slicer.i18n (``tr`` finds the context from the calling file)
     from slicer.i18n import tr as _, translate
@@ -26,5 +26,5 @@ def checkBundledCore(folder) -> str:
     return used
 
 
-__all__ = ["PanelProgress", "ParameterNodeGui", "PathFields", "settleTimer", "limits", "checkBundledCore", "_",
-           "translate"]
+__all__ = ["PanelProgress", "ParameterNodeGui", "PathFields", "reenterModule", "settleTimer", "limits",
+           "checkBundledCore", "_", "translate"]

@@ -251,3 +251,13 @@ class PathFields:
     def _store(self, name, path) -> None:
         if self.wrapper is not None and getattr(self.wrapper, name) != path:
             setattr(self.wrapper, name, path)
+
+
+def reenterModule(moduleName: str, otherModule: str = "Data"):
+    """What a user does between choosing settings and Apply in the modules' self-tests: select another module and
+    come back. Returns the module's widget (its ScriptedLoadableModuleWidget)."""
+    import slicer
+
+    slicer.util.selectModule(otherModule)
+    slicer.util.selectModule(moduleName)
+    return getattr(slicer.modules, moduleName.lower()).widgetRepresentation().self()
