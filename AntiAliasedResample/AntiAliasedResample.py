@@ -19,16 +19,13 @@ from slicer import vtkMRMLScalarVolumeNode
 _HERE = os.path.dirname(os.path.abspath(__file__))
 BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
                 if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py"))), None)
-if BUNDLED and sys.path[:1] != [BUNDLED]:
-    sys.path.insert(0, BUNDLED)
+sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
-from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, checkBundledCore, limits,  # noqa: E402
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, limits,  # noqa: E402
                               reenterModule, settleTimer, translate)
 
 from AntiAliasedResampleLib import CLI_MODULE, DEFAULT_METHOD, METHODS, Cancelled  # noqa: E402
 from AntiAliasedResampleLib import AntiAliasedResampleLogic as AntiAliasedResampleLibLogic  # noqa: E402
-
-checkBundledCore(BUNDLED)
 
 # Where the input comes from (the combo box shows these texts; the parameter node stores them).
 FROM_SCENE = "Volume in the scene"
@@ -127,6 +124,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._cliNode = None  # the CLI run in progress
         self._planTimer = None
         self._plannedFile = None  # the input file the target spacing was last started from
+        self._plannedVolume = None  # the input volume the target spacing was last started from
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -147,7 +145,6 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._progress = PanelProgress(self.ui.progressBar, self.ui.cancelButton, onChange=self._checkCanApply)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
-        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
         # 0 means "automatic": show what that is on this computer.
         self.ui.memoryLimitSpinBox.specialValueText = _("automatic ({size} GB)").format(
             size=f"{self.logic.defaultMemoryLimit() / 1e9:.1f}")
@@ -229,6 +226,12 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         read the input file's header, once the settings settle."""
         p = self._parameterNode
         self._paths.show()
+        # A new input volume starts the target spacing. Here, not in a slot of the node selector: that slot would
+        # run before the binding's own and modify the node while it still holds the previous input.
+        if p and p.inputVolume is not self._plannedVolume:
+            self._plannedVolume = p.inputVolume
+            if p.inputVolume is not None:
+                self._startSpacingFrom(p.inputVolume.GetSpacing())
         self._showMode(self._fileMode())
         self.ui.spacingWidget.enabled = bool(p and p.useSpacing)
         self.ui.factorSliderWidget.enabled = bool(p and not p.useSpacing)
@@ -278,10 +281,6 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         factor = self._parameterNode.factor
         self._parameterNode.spacingI, self._parameterNode.spacingJ, self._parameterNode.spacingK = (
             limits.spacingFor(factor, s) for s in spacing)
-
-    def onInputChanged(self, node) -> None:
-        if node is not None:
-            self._startSpacingFrom(node.GetSpacing())
 
     def onCancelButton(self) -> None:
         self._progress.cancel()

@@ -18,17 +18,14 @@ from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode
 _HERE = os.path.dirname(os.path.abspath(__file__))
 BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
                 if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py"))), None)
-if BUNDLED and sys.path[:1] != [BUNDLED]:
-    sys.path.insert(0, BUNDLED)
+sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
-from bigvolume_slicer import (ParameterNodeGui, PanelProgress, _, checkBundledCore, limits,  # noqa: E402
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, _, limits,  # noqa: E402
                               reenterModule, settleTimer, translate)
 
 from HazeRemovalLib import (AIR_CHOICES, BITS_CHOICES, DEFAULT_DILATE, FILL_CHOICES, LEVEL_CHOICES,  # noqa: E402
                             Cancelled)
 from HazeRemovalLib import HazeRemovalLogic as HazeRemovalLibLogic  # noqa: E402
-
-checkBundledCore(BUNDLED)
 
 
 #

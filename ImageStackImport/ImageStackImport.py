@@ -20,16 +20,13 @@ from slicer import vtkMRMLMarkupsROINode
 _HERE = os.path.dirname(os.path.abspath(__file__))
 BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
                 if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py"))), None)
-if BUNDLED and sys.path[:1] != [BUNDLED]:
-    sys.path.insert(0, BUNDLED)
+sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
-from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, checkBundledCore, limits,  # noqa: E402
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, limits,  # noqa: E402
                               reenterModule, settleTimer, translate)
 
 from ImageStackImportLib import BITS_CHOICES, GRAY_CHOICES, BigVolumeError, Cancelled  # noqa: E402
 from ImageStackImportLib import ImageStackImportLogic as ImageStackImportLibLogic  # noqa: E402
-
-checkBundledCore(BUNDLED)
 
 # Path fields the panel keeps in the parameter node itself (bigvolume_slicer.PathFields): parameter -> widget.
 PATH_FIELDS = {"inputFile": "fileLineEdit", "inputFolder": "folderLineEdit", "nhdrPath": "nhdrPathLineEdit"}

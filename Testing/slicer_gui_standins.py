@@ -199,16 +199,17 @@ class QTimer:
     timers = []
 
     def __init__(self):
-        self.active, self.slots = False, []
+        self.active, self.slots, self.singleShot, self.interval = False, [], False, 0
         QTimer.timers.append(self)
 
     def setSingleShot(self, singleShot):
-        pass
+        self.singleShot = singleShot
 
     def setInterval(self, interval):
-        pass
+        self.interval = interval
 
     def connect(self, signal, slot):
+        assert signal == "timeout()", signal
         self.slots.append(slot)
 
     def start(self):

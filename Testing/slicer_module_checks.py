@@ -266,33 +266,17 @@ STUBS = {
         class QEvent:
             DragEnter, DragMove, Drop = 60, 61, 63
         """,
+    # The Slicer-side stand-ins of slicer_gui_standins (@TESTING@: this folder).
     "ScriptedLoadableModule.py": """
-        class ScriptedLoadableModule:
-            def __init__(self, parent):
-                self.parent = parent
-        class ScriptedLoadableModuleWidget:
-            def __init__(self, parent=None):
-                self.parent = parent
-        class ScriptedLoadableModuleLogic:
-            def __init__(self, parent=None):
-                self.parent = parent
-            def getParameterNode(self):
-                raise NotImplementedError
-        class ScriptedLoadableModuleTest:
-            pass
+        import sys
+        sys.path.append("@TESTING@")
+        from slicer_gui_standins import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                         ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
         """,
     "parameterNodeWrapper.py": """
-        import dataclasses
-        @dataclasses.dataclass
-        class Choice:
-            choices: list
-        @dataclasses.dataclass
-        class WithinRange:
-            minimum: float
-            maximum: float
-        def parameterNodeWrapper(cls):
-            cls.wrapped = True
-            return cls
+        import sys
+        sys.path.append("@TESTING@")
+        from slicer_gui_standins import Choice, WithinRange, parameterNodeWrapper
         """,
 }
 
@@ -330,7 +314,7 @@ def run_module_file(module: SlicerModule, tmp_path: Path, body: str) -> bool:
     stubs = tmp_path / "stubs"
     stubs.mkdir()
     for name, text in STUBS.items():
-        (stubs / name).write_text(textwrap.dedent(text))
+        (stubs / name).write_text(textwrap.dedent(text).replace("@TESTING@", str(REPO / "Testing")))
     panel_check = _PANEL_CHECK.format(name=module.name, package=str(REPO / "bigvolume_slicer")) \
         if module.ui_file.is_file() else ""
     code = _PRELUDE.format(stubs=str(stubs), folder=str(module.folder)) + textwrap.dedent(body) + panel_check + \

@@ -4,7 +4,6 @@ stand-in Qt widgets, a stand-in ``qt`` module and a stand-in ``slicer.app`` on t
 slicer-core (so the real ``slicer.util.tryWithErrorDisplay`` runs), and the real core calling it back."""
 import sys
 import threading
-import types
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import slicer.util
 import bigvolume
 from bigvolume import Cancelled, VolumeFileError
 from bigvolume_slicer import PanelProgress, panel, settleTimer
+from slicer_gui_standins import App, QProgressDialog, QTimer, make_qt
 
 
 class Widget:
@@ -21,78 +21,6 @@ class Widget:
 
     def __init__(self, **properties):
         self.__dict__.update(properties)
-
-
-class App:
-    """A stand-in slicer.app: counts event processing (where a click on Cancel would be handled) and cursors."""
-
-    def __init__(self):
-        self.mainThread = threading.current_thread()
-        self.processed = 0
-        self.whileProcessing = None  # what the user does while events are processed
-        self.inputBlocked = []  # per processEvents call: could user input reach anything but a modal dialog?
-        self.cursors = []
-
-    def thread(self):
-        return self.mainThread
-
-    def processEvents(self, flags=None):
-        self.processed += 1
-        # What Qt would let the user do now: with a modal dialog up, only that dialog gets input.
-        self.inputBlocked.append(flags == "ExcludeUserInputEvents" or any(
-            d.visible and d.modality == "ApplicationModal" for d in QProgressDialog.shown))
-        if self.whileProcessing:
-            self.whileProcessing()
-
-    def setOverrideCursor(self, cursor):
-        self.cursors.append(cursor)
-
-    def restoreOverrideCursor(self):
-        self.cursors.pop()
-
-    def testingEnabled(self):
-        return False  # error popups are shown, as for a user
-
-
-class QTimer:
-    """A stand-in qt.QTimer: records its settings and its connections; ``fire()`` is the timeout."""
-
-    def __init__(self):
-        self.singleShot, self.interval, self.slots = False, 0, {}
-
-    def setSingleShot(self, singleShot):
-        self.singleShot = singleShot
-
-    def setInterval(self, interval):
-        self.interval = interval
-
-    def connect(self, signal, slot):
-        self.slots.setdefault(signal, []).append(slot)
-
-    def fire(self):
-        for slot in self.slots.get("timeout()", []):
-            slot()
-
-
-class QProgressDialog:
-    """A stand-in qt.QProgressDialog: its modality, visibility, value, label and Cancel."""
-
-    shown = []
-
-    def __init__(self, labelText, cancelText, minimum, maximum, parent=None):
-        self.labelText, self.value, self.visible, self.wasCanceled, self.modality = labelText, 0, False, False, None
-        self.parent = parent
-
-    def setWindowModality(self, modality):
-        self.modality = modality
-
-    def show(self):
-        self.visible = True
-        QProgressDialog.shown.append(self)
-
-    def close(self):
-        self.visible = False
-        QProgressDialog.shown.remove(self)
 
 
 class Clock:
@@ -104,19 +32,14 @@ class Clock:
 
 
 @pytest.fixture
-def app(monkeypatch):
-    qt = types.ModuleType("qt")
-    qt.QThread = types.SimpleNamespace(currentThread=threading.current_thread)
-    qt.Qt = types.SimpleNamespace(WaitCursor="wait", ApplicationModal="ApplicationModal")
-    qt.QTimer = QTimer
-    qt.QProgressDialog = QProgressDialog
-    qt.QEventLoop = types.SimpleNamespace(ExcludeUserInputEvents="ExcludeUserInputEvents")
-    monkeypatch.setattr(slicer.util, "mainWindow", lambda: "main window", raising=False)
-    monkeypatch.setitem(sys.modules, "qt", qt)
-    app = App()
+def app(monkeypatch, tmp_path):
+    """The stand-in qt and slicer.app of slicer_gui_standins on the real ``slicer`` package of slicer-core."""
+    monkeypatch.setitem(sys.modules, "qt", make_qt())
+    QProgressDialog.shown.clear()
+    app = App(tmp_path)
     monkeypatch.setattr(slicer, "app", app, raising=False)
-    app.errors = []
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: app.errors.append(text))
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda: "main window", raising=False)
     return app
 
 

@@ -26,5 +26,8 @@ def checkBundledCore(folder) -> str:
     return used
 
 
+# The core bundled with the panels sits beside this package (installed extension and source tree alike).
+checkBundledCore(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 __all__ = ["PanelProgress", "ParameterNodeGui", "PathFields", "reenterModule", "settleTimer", "limits",
            "checkBundledCore", "_", "translate"]
