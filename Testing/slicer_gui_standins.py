@@ -7,7 +7,7 @@ v5.10.0, Base/Python/slicer/parameterNodeWrapper/wrapper.py and guiConnectors.py
 node; ``connectGui`` makes one connector per widget with a ``SlicerParameterName`` (a combo box connector clears and
 refills its combo box when it is made), writes the node's values into the widgets, connects the widgets' signals
 and observes the node; ``disconnectGui(tag)`` disconnects the widgets of that tag. With ``SLICER_VERSION`` (5, 8)
-``connectGui`` returns None, as 5.2-5.8.x do; from (5, 10) the tag.
+``connectGui`` returns None, as 5.4-5.8.x do (5.4 brought the wrapper); from (5, 10) the tag.
 """
 from __future__ import annotations
 

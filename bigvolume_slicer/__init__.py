@@ -7,12 +7,7 @@ import logging
 import os
 
 from . import limits
-from .panel import ParameterNodeGui, PanelProgress, PathFields, reenterModule, settleTimer
-
-try:  # Slicer >= 5.4 translates through slicer.i18n (``tr`` finds the context from the calling file)
-    from slicer.i18n import tr as _, translate
-except ImportError:  # older Slicer, or no Slicer: the text as it is
-    from .panel import _, translate
+from .panel import ParameterNodeGui, PanelProgress, PathFields, _, reenterModule, settleTimer, translate
 
 
 def checkBundledCore(folder) -> str:

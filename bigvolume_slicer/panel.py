@@ -15,14 +15,14 @@ EVENT_INTERVAL = 0.1
 SETTLE_MS = 300
 
 
-def _(text):
-    """Translatable text where Slicer has no slicer.i18n (before 5.4): the text itself. Modules import ``_`` and
-    ``translate`` from here (see __init__), which are Slicer's own where it has them."""
-    return text
+try:  # Slicer's translation functions (``tr`` finds the context from the calling file), as the module template
+    from slicer.i18n import tr as _, translate
+except ImportError:  # no Slicer (the tests; the panels need Slicer >= 5.4, which has slicer.i18n): the text itself
+    def _(text):
+        return text
 
-
-def translate(context, text):
-    return text
+    def translate(context, text):
+        return text
 
 
 def settleTimer(callback, milliseconds: int = SETTLE_MS):
@@ -108,7 +108,7 @@ class PanelProgress:
             import qt
             import slicer
 
-            self._dialog = qt.QProgressDialog("", "Cancel", 0, 100, slicer.util.mainWindow())
+            self._dialog = qt.QProgressDialog("", _("Cancel"), 0, 100, slicer.util.mainWindow())
             self._dialog.setWindowModality(qt.Qt.ApplicationModal)
             self._dialog.minimumDuration = 0
             self._dialog.show()
@@ -133,7 +133,7 @@ class PanelProgress:
         if cls.active is None:
             return False
         if statusLabel is not None:
-            statusLabel.text = "Another run is in progress: wait for it or cancel it."
+            statusLabel.text = _("Another run is in progress: wait for it or cancel it.")
         return True
 
     @contextlib.contextmanager
@@ -155,9 +155,9 @@ class PanelProgress:
                 try:
                     yield
                 except Cancelled:
-                    statusLabel.text = "Cancelled"
+                    statusLabel.text = _("Cancelled")
         except Exception as error:  # already shown by tryWithErrorDisplay
-            statusLabel.text = f"Failed: {error}"
+            statusLabel.text = _("Failed: {error}").format(error=error)
         finally:
             PanelProgress.active = None
             self.stop()
@@ -181,7 +181,7 @@ class PanelProgress:
 class ParameterNodeGui:
     """A panel bound to its parameter node once per node, on every Slicer version.
 
-    Slicer 5.2-5.8.x: ``connectGui`` returns None (its tag is dropped; fixed in 5.10), so ``disconnectGui`` of what it
+    Slicer 5.4-5.8.x: ``connectGui`` returns None (its tag is dropped; fixed in 5.10), so ``disconnectGui`` of what it
     returned disconnects nothing, and a second ``connectGui`` on ``enter()`` rebuilds each combo box (clear, refill)
     while the first binding still writes into the node: every combo setting falls back to its first choice. Here
     the widgets are bound once per parameter node (leaving and re-entering the module keeps the binding, the combo
