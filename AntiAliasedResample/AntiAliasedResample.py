@@ -165,9 +165,10 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        # The widgets stay bound to the parameter node (once per node: see ParameterNodeGui); a run stops.
-        if self._progress.running:
-            self.onCancelButton()
+        # The widgets stay bound to the parameter node (once per node: see ParameterNodeGui). An in-process run
+        # stops; a CLI run (its own process) goes on while the user is elsewhere.
+        if self._progress.running and self._cliNode is None:
+            self._progress.cancel()
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._progress.running:  # the run's nodes are leaving: stop it (it leaves no node and no file)

@@ -320,3 +320,50 @@ def test_leaving_the_module_during_a_run_cancels_it(monkeypatch, tmp_path):
     app.whileProcessing = lambda: standins.select_module("Data")
     widget.ui.applyButton.click()
     assert widget.ui.resultLabel.text == "Cancelled" and len(volume_nodes()) == before
+
+
+def write_stack(folder, seed=8, shape=(12, 16, 20)):
+    import SimpleITK as sitk
+
+    folder.mkdir()
+    array = np.random.default_rng(seed).integers(0, 4000, shape, dtype=np.uint16)
+    for k, plane in enumerate(array):
+        sitk.WriteImage(sitk.GetImageFromArray(plane), str(folder / f"slice_{k:03d}.tif"))
+    return array
+
+
+def test_a_scene_close_during_a_stack_import_with_nhdr_leaves_no_node_and_no_file(monkeypatch, tmp_path):
+    import slicer
+
+    app, widget = panel(SlicerModule("ImageStackImport"), (5, 8), monkeypatch, tmp_path)
+    write_stack(tmp_path / "stack")
+    before = sorted(os.listdir(tmp_path / "stack"))
+    widget.ui.folderLineEdit.currentPath = str(tmp_path / "stack")
+    widget.ui.saveNhdrCheckBox.checked = True
+    widget.ui.nhdrPathLineEdit.currentPath = str(tmp_path / "stack" / "full.nhdr")
+    app.settle()
+    assert widget.ui.importButton.enabled, widget.ui.infoTextEdit.calls
+    app.whileProcessing = lambda: slicer.mrmlScene.Clear(0)
+    widget.ui.importButton.click()
+    assert widget.ui.statusLabel.text == "Cancelled"
+    assert volume_nodes() == [] and sorted(os.listdir(tmp_path / "stack")) == before
+    # The panel is bound to the new scene's parameter node (new settings, the paths the fields show) and imports.
+    app.whileProcessing = None
+    assert not widget.ui.saveNhdrCheckBox.checked and widget._parameterNode.inputFolder == str(tmp_path / "stack")
+    widget.ui.saveNhdrCheckBox.checked = True
+    app.settle()
+    widget.ui.importButton.click()
+    assert len(volume_nodes()) == 1 and (tmp_path / "stack" / "full.nhdr").is_file(), widget.ui.statusLabel.text
+
+
+def test_leaving_the_module_lets_a_cli_run_go_on(monkeypatch, tmp_path):
+    import types
+
+    app, widget = panel(SlicerModule("AntiAliasedResample"), (5, 10), monkeypatch, tmp_path)
+    cancelled = []
+    widget._cliNode = types.SimpleNamespace(Cancel=lambda: cancelled.append(True))
+    widget._progress.start()
+    standins.select_module("Data")
+    assert cancelled == [] and not widget._progress.cancelRequested  # its own process: it goes on
+    widget.onSceneStartClose(None, None)
+    assert cancelled == [True]  # its output node leaves with the scene: stopped
