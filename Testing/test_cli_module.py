@@ -25,7 +25,7 @@ from test_slicer_logic import Mrml, ijk_to_ras  # noqa: E402  (a scene with the 
 
 from AntiAliasedResampleLib import (CLI_DEVICES, CLI_METHODS, CLI_MODULE, AntiAliasedResampleLogic,  # noqa: E402
                                     BigVolumeError)
-from slicer_module_checks import REPO, SlicerModule, configure_and_install, run_module_file  # noqa: E402
+from slicer_module_checks import REPO, SlicerModule, configure_and_install  # noqa: E402
 
 FOLDER = REPO / "BigVolumeResampleCLI"
 SCRIPT = FOLDER / "BigVolumeResampleCLI.py"
@@ -341,9 +341,9 @@ def test_cli_result_text():
 
 # --- the panel: "Run on GPU (CLI)" ------------------------------------------------------------------------------------
 def test_the_panel_offers_the_cli_only_where_installed_and_follows_its_run(tmp_path, monkeypatch):
-    """The real panel (slicer_gui_standins for Slicer's Qt parts): the check box shows only when slicer.modules has the CLI
-    and the input is a scene volume; Apply hands the Logic's parameters to slicer.cli.run without waiting, and the
-    CLI node's progress and final status reach the panel."""
+    """The real panel (slicer_gui_standins for Slicer's Qt parts): the check box shows only when slicer.modules has
+    the CLI and the input is a scene volume; Apply hands the Logic's parameters to slicer.cli.run without waiting,
+    and the CLI node's progress and final status reach the panel."""
     module = SlicerModule("AntiAliasedResample")
     assert module.ui_widgets()["runAsCliCheckBox"] == "QCheckBox"
     assert module.ui_parameter_bindings()["runAsCliCheckBox"] == "runAsCli"

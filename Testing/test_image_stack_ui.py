@@ -51,7 +51,8 @@ def test_every_required_widget_is_used():
 
 def test_the_parameters_are_the_panel_settings():
     fields = MODULE.wrapper_fields()
-    assert {"inputFile", "inputFolder", "nhdrPath", "pattern", "reverse", "spacingX", "spacingY", "spacingZ", "roi", "gray", "bits", "factorX", "factorY",
+    assert {"inputFile", "inputFolder", "nhdrPath",
+            "pattern", "reverse", "spacingX", "spacingY", "spacingZ", "roi", "gray", "bits", "factorX", "factorY",
             "factorZ", "saveNhdr", "show3D"} == set(fields)
 
 

@@ -367,3 +367,35 @@ def test_leaving_the_module_lets_a_cli_run_go_on(monkeypatch, tmp_path):
     assert cancelled == [] and not widget._progress.cancelRequested  # its own process: it goes on
     widget.onSceneStartClose(None, None)
     assert cancelled == [True]  # its output node leaves with the scene: stopped
+
+
+@each_version
+@pytest.mark.parametrize("removeSingletons", [0, 1], ids=["close", "clear-singletons"])
+def test_after_a_scene_close_the_old_parameter_node_no_longer_drives_the_panel(version, removeSingletons,
+                                                                                monkeypatch, tmp_path):
+    """A scene close resets the parameter node (or, singletons removed, gives a new one): the panel shows the new
+    settings, and the binding to the old node is really undone (on 5.8 with the tag connectGui did not return), so
+    that one binding drives each widget."""
+    app, widget = panel(SlicerModule("AntiAliasedResample"), version, monkeypatch, tmp_path)
+    methods = widget._parameterNode.fields["method"][1][0].choices
+    widget.ui.inputSourceComboBox.currentIndex = 1
+    widget.ui.methodComboBox.currentIndex = methods.index("max")
+    widget.ui.factorSliderWidget.value = 4.0
+    widget.ui.alwaysStreamCheckBox.checked = True
+    old = widget._parameterNode.parameterNode
+    slicer.mrmlScene.Clear(removeSingletons)  # 1: the parameter node itself goes, the panel gets a new one
+    p = widget._parameterNode
+    assert (p.parameterNode is old) == (not removeSingletons)
+    defaults = ("Volume in the scene", "lanczos", 2.0, False)
+    assert (p.inputSource, p.method, p.factor, p.alwaysStream) == defaults  # the new node's
+    widget.ui.methodComboBox.currentIndex = methods.index("mean")
+    fresh = widget.logic.getParameterNode()
+    assert (fresh.inputSource, fresh.method, fresh.factor, fresh.alwaysStream) == (
+        "Volume in the scene", "mean", 2.0, False)
+    assert widget.ui.factorSliderWidget.value == 2.0 and not widget.ui.alwaysStreamCheckBox.checked
+    # One binding drives each widget: the one to the old node was undone, even where connectGui gave no tag.
+    for name, w in vars(widget.ui).items():
+        if w.property("SlicerParameterName"):
+            bindings = [slot for slots in w._signals.values() for slot, _ in slots
+                        if getattr(slot, "__func__", None) is standins._Connector._changed]
+            assert len(bindings) == 1, (name, len(bindings))

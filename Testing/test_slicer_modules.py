@@ -147,7 +147,8 @@ def test_module_cmakelists_lists_exactly_the_module_files(module):
     assert listed == module.files(), f"not listed: {module.files() - listed}; missing: {listed - module.files()}"
     assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
     # WITH_GENERIC_TESTS adds only Slicer's generic tests; the module's own self-test needs this (as the template).
-    assert re.search(r"if\(BUILD_TESTING\)\s+(#[^\n]*\s+)*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
+    assert re.search(r"if\(BUILD_TESTING\)\s+(#[^\n]*\s+)*"
+                     r"slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
     assert re.search(r"NAME\s+\$\{MODULE_NAME\}", text) and f"set(MODULE_NAME {module.name})" in text
 
 

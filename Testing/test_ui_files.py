@@ -167,7 +167,8 @@ def test_3d_preview_and_before_after_check_boxes_drive_the_logic_after_apply():
         "self._show3D(outputNode, p.inputVolume if p.beforeAfter and (not self._fileMode()) else None)")
     show = ast.unparse(MODULE.function("_show3D"))
     # The user's default rendering method: Slicer's volume rendering logic makes the display node.
-    assert "self.logic.showPreview(outputNode, inputNode, renderingLogic=slicer.modules.volumerendering.logic())" in show
+    assert ("self.logic.showPreview(outputNode, inputNode, renderingLogic=slicer.modules.volumerendering.logic())"
+            in show)
     assert "for index in range(layoutManager.threeDViewCount)" in show and ".resetFocalPoint()" in show
 
 
