@@ -25,7 +25,8 @@ sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, limits,  # noqa: E402
                               reenterModule, settleTimer, translate)
 
-from ImageStackImportLib import BITS_CHOICES, GRAY_CHOICES, BigVolumeError, Cancelled  # noqa: E402
+from ImageStackImportLib import (BITS_CHOICES, DEFAULT_STACK_ORIENTATION, GRAY_CHOICES, STACK_ORIENTATIONS,  # noqa: E402
+                                 BigVolumeError, Cancelled)
 from ImageStackImportLib import ImageStackImportLogic as ImageStackImportLibLogic  # noqa: E402
 
 # Path fields the panel keeps in the parameter node itself (bigvolume_slicer.PathFields): parameter -> widget.
@@ -74,6 +75,8 @@ class ImageStackImportParameterNode:
     pattern - optional glob or printf pattern of the slice files (relative: in the folder).
     reverse - read the slices last to first.
     spacingX, spacingY, spacingZ - voxel size in mm (filled from the headers when the input changes).
+    orientation - where columns, rows and slices increase towards (bigvolume.stacks.STACK_ORIENTATIONS; LPS default).
+    originX, originY, originZ - LPS position in mm of the centre of the first slice's first pixel.
     roi - optional Markups ROI to import (rotated ones included).
     gray - RGB slices: "luminance", "channel:N" or "keep" (a vector volume).
     bits - "keep", "8" or "16".
@@ -90,6 +93,10 @@ class ImageStackImportParameterNode:
     spacingX: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
     spacingY: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
     spacingZ: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
+    orientation: Annotated[str, Choice(list(STACK_ORIENTATIONS))] = DEFAULT_STACK_ORIENTATION
+    originX: float = 0.0
+    originY: float = 0.0
+    originZ: float = 0.0
     roi: vtkMRMLMarkupsROINode
     gray: Annotated[str, Choice(list(GRAY_CHOICES))] = "luminance"
     bits: Annotated[str, Choice(list(BITS_CHOICES))] = "keep"
@@ -280,7 +287,8 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _settings(self, spacing=True, factor=True, roi=True) -> dict:
         p = self._parameterNode
-        settings = {"gray": p.gray, "bits": p.bits, "reverse": p.reverse}
+        settings = {"gray": p.gray, "bits": p.bits, "reverse": p.reverse, "orientation": p.orientation,
+                    "origin": (p.originX, p.originY, p.originZ)}
         if spacing:
             settings["spacing"] = (p.spacingX, p.spacingY, p.spacingZ)
         if factor:

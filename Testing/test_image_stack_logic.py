@@ -176,6 +176,25 @@ def test_invalid_settings_are_user_errors(stack, logic):
 
 
 # --- import into a node -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("orientation,origin,roi,factor", [
+    ("RAS", (10.0, -4.0, 2.5), None, 1.0),
+    ("LIP", (-3.0, 8.0, 1.0), (4, 30, 2, 28, 3, 20), 2.0),
+    (np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), (1.0, 2.0, 3.0), (0, 20, 5, 30, 0, 24), 3.0),
+])
+def test_orientation_and_origin_place_the_node(stack, scene, logic, orientation, origin, roi, factor):
+    folder, volume = stack
+    direction = (orientation if not isinstance(orientation, str)
+                 else bigvolume.geometry.orientation_direction(orientation))
+    with logic.planImport(folder, factor=factor, roi=roi, orientation=orientation, origin=origin) as plan:
+        node = logic.importToNode(plan, scene=scene)
+        np.testing.assert_array_equal(plan.fullGeometry.direction, direction)
+        assert plan.fullGeometry.origin == origin
+    start = np.array([roi[0], roi[2], roi[4]]) if roi else np.zeros(3)
+    expected = Geometry(node.GetImageData().GetDimensions(), np.array(SPACING) * factor,
+                        np.array(origin) + direction @ ((start + (factor - 1) / 2) * np.array(SPACING)), direction)
+    np.testing.assert_allclose(ijk_to_ras(node), expected.ijk_to_ras(), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("factor", [1.0, 2.0, 3.0, (1.0, 2.0, 2.5)])
 def test_import_matches_the_core_resample_with_the_plans_geometry(stack, scene, logic, factor):
     folder, volume = stack

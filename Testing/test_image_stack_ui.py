@@ -15,7 +15,8 @@ REQUIRED_WIDGETS = {
     "fileLineEdit": "ctkPathLineEdit", "folderLineEdit": "ctkPathLineEdit", "patternLineEdit": "QLineEdit",
     "reverseCheckBox": "QCheckBox",
     "spacingXSpinBox": "QDoubleSpinBox", "spacingYSpinBox": "QDoubleSpinBox", "spacingZSpinBox": "QDoubleSpinBox",
-    "spacingWarningLabel": "QLabel", "roiSelector": "qMRMLNodeComboBox",
+    "spacingWarningLabel": "QLabel", "roiSelector": "qMRMLNodeComboBox", "orientationComboBox": "QComboBox",
+    "originXSpinBox": "QDoubleSpinBox", "originYSpinBox": "QDoubleSpinBox", "originZSpinBox": "QDoubleSpinBox",
     "grayComboBox": "QComboBox", "bitsComboBox": "QComboBox",
     "factorXSpinBox": "QDoubleSpinBox", "factorYSpinBox": "QDoubleSpinBox", "factorZSpinBox": "QDoubleSpinBox",
     "factor1Button": "QPushButton", "factor2Button": "QPushButton", "factor4Button": "QPushButton",
@@ -52,8 +53,8 @@ def test_every_required_widget_is_used():
 def test_the_parameters_are_the_panel_settings():
     fields = MODULE.wrapper_fields()
     assert {"inputFile", "inputFolder", "nhdrPath",
-            "pattern", "reverse", "spacingX", "spacingY", "spacingZ", "roi", "gray", "bits", "factorX", "factorY",
-            "factorZ", "saveNhdr", "show3D"} == set(fields)
+            "pattern", "reverse", "spacingX", "spacingY", "spacingZ", "orientation", "originX", "originY", "originZ",
+            "roi", "gray", "bits", "factorX", "factorY", "factorZ", "saveNhdr", "show3D"} == set(fields)
 
 
 def test_the_3d_preview_check_box_volume_renders_the_result_through_the_logic():
@@ -77,6 +78,22 @@ def test_combo_box_choices_come_from_the_lib():
     assert list(GRAY_CHOICES) == ["luminance", "channel:0", "channel:1", "channel:2", "keep"]
     assert list(BITS_CHOICES) == ["keep", "8", "16"]
     assert all(isinstance(label, str) and label for label in [*GRAY_CHOICES.values(), *BITS_CHOICES.values()])
+
+
+def test_orientation_choices_and_origin_come_from_the_core():
+    from bigvolume.stacks import DEFAULT_STACK_ORIENTATION, STACK_ORIENTATIONS
+    fields = MODULE.wrapper_fields()
+    assert fields["orientation"][1].endswith("Choice(list(STACK_ORIENTATIONS))]")
+    assert fields["orientation"][2] == "DEFAULT_STACK_ORIENTATION"
+    assert list(MODULE.import_lib("STACK_ORIENTATIONS", "DEFAULT_STACK_ORIENTATION")) == [STACK_ORIENTATIONS,
+                                                                                         DEFAULT_STACK_ORIENTATION]
+    bindings = MODULE.ui_parameter_bindings()
+    assert bindings["orientationComboBox"] == "orientation"
+    for axis in "XYZ":
+        assert bindings[f"origin{axis}SpinBox"] == f"origin{axis}" and fields[f"origin{axis}"][2] == "0.0"
+        assert float(MODULE.ui_properties(f"origin{axis}SpinBox")["minimum"].findtext("double")) < 0
+    settings = ast.unparse(MODULE.function("_settings"))  # the panel hands them to the Logic with the rest
+    assert "'orientation': p.orientation" in settings and "'origin': (p.originX, p.originY, p.originZ)" in settings
 
 
 def test_path_pickers_roi_selector_and_read_only_info():

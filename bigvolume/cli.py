@@ -5,6 +5,8 @@ import argparse
 import logging
 import sys
 
+import numpy as np
+
 from . import __version__, memory
 from .errors import BigVolumeError, Cancelled
 from .progress import TerminalProgressBar
@@ -25,6 +27,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+INPUT_HELP = ("input volume (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd), or a DICOM series: its folder or any one of "
+              "its files")
+
+
+def _add_series_argument(parser) -> None:
+    parser.add_argument("--series", metavar="UID",
+                        help="the DICOM series to read when IN's folder holds several (the error lists them)")
+
+
 def _method_help() -> str:
     return "; ".join(f"{name}: {hint}" for name, hint in METHODS.items())
 
@@ -43,14 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "origin moved by (factor-1)/2 voxels, size round(n / factor) per axis.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="methods:\n" + "\n".join(f"  {name:9s} {hint}" for name, hint in METHODS.items()))
-    resample.add_argument("input", metavar="IN", help="input volume (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd)")
+    resample.add_argument("input", metavar="IN", help=INPUT_HELP)
     resample.add_argument("output", metavar="OUT", help="output volume; the format follows the suffix")
     grid = resample.add_mutually_exclusive_group()
     grid.add_argument("--factor", type=float, nargs="+", metavar="F",
                       help="one factor for all axes, or three (I J K); fractional allowed; default 2")
     grid.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), help="target spacing")
     grid.add_argument("--target-size", type=parse_size, metavar="SIZE",
-                      help="largest uncompressed output, e.g. 20KB; picks a uniform factor")
+                      help="largest output file on disk, e.g. 20KB (compression included: compressed outputs are "
+                           "written at trial grids and the largest that fits is kept); picks a uniform factor")
     resample.add_argument("--isotropic", action="store_true",
                           help="one output spacing on all axes: factor x the finest input spacing")
     resample.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="NAME",
@@ -93,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--bits", type=int, choices=[8, 16],
                        help="reduce the bit depth through a robust intensity window (0.1-99.9 percentiles)")
     stack.add_argument("--reverse", action="store_true", help="reverse the slice order")
+    stack.add_argument("--origin", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                       help="position in mm (LPS) of the centre of the first slice's first pixel (default 0 0 0)")
+    placing = stack.add_mutually_exclusive_group()
+    placing.add_argument("--orientation", default=None, metavar="CODE", type=str.upper,
+                         help="three letters naming the direction towards which columns (i), rows (j) and slices "
+                              "(k, in file order) increase, in LPS: one of L/R, P/A, S/I each, e.g. LPS (default: "
+                              "identity; axial slices in radiological view, feet to head), LPI, RAS, LIP (coronal), "
+                              "PIL (sagittal)")
+    placing.add_argument("--direction", type=float, nargs=9, metavar="D",
+                         help="the direction matrix instead of a code: the i, j, k unit vectors in LPS, one after "
+                              "the other (9 numbers)")
     stack.add_argument("--method", choices=[m for m in METHODS if m != "fft"], default=DEFAULT_METHOD,
                        metavar="NAME", help=f"downsampling method (default {DEFAULT_METHOD})")
     stack.add_argument("--nhdr-only", action="store_true",
@@ -112,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multi-level Otsu (MRIcroGL's levels) finds the dark voxels; by default only those connected "
                     "to the volume's border are air, so dark cavities inside the object stay. The object is grown "
                     "by --dilate voxels and everything outside it is set to the image minimum (or --fill).")
-    dehaze.add_argument("input", metavar="IN", help="input volume (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd)")
+    dehaze.add_argument("input", metavar="IN", help=INPUT_HELP)
     dehaze.add_argument("output", metavar="OUT", help="output volume, same grid and pixel type")
     dehaze.add_argument("--level", type=int, choices=sorted(HAZE_LEVELS), default=5,
                         help="1: 4 classes, darkest 3 are air (most removed); 2: 3 classes, darkest 2; 3: 2 classes, "
@@ -137,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reduce-bits", help="reduce the precision to 8 or 16 bits through a robust intensity window",
         description="Map an intensity window (percentiles of a subsample, or --window) linearly onto uint8/uint16 "
                     "(int8/int16 with --signed); values outside the window are clipped and counted.")
-    reduce.add_argument("input", metavar="IN", help="input volume")
+    reduce.add_argument("input", metavar="IN", help=INPUT_HELP)
     reduce.add_argument("output", metavar="OUT", help="output volume, same grid")
     reduce.add_argument("--bits", type=int, choices=[8, 16], required=True, help="bits per voxel")
     reduce.add_argument("--signed", action="store_true", help="signed output (int8/int16)")
@@ -155,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "three orthogonal mid-slices; with --compare, the volumes side by side with the same transfer "
                     "function and window, each labelled with its dimensions, spacing and file size. Large files are "
                     "downsampled (streamed) to at most 256 voxels per axis first.")
-    preview.add_argument("input", metavar="IN", help="volume file (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd)")
+    preview.add_argument("input", metavar="IN", help=INPUT_HELP)
+    _add_series_argument(preview)
     preview.add_argument("output", metavar="OUT.png", help="the picture")
     preview.add_argument("--compare", action="append", metavar="OTHER",
                          help="another volume drawn beside IN (may be given more than once)")
@@ -198,7 +222,7 @@ def run_resample(args) -> int:
         args.input, args.output, factor, spacing=args.spacing, isotropic=args.isotropic,
         target_bytes=args.target_size, method=args.method, threads=args.threads, dtype=args.dtype,
         compress=args.compress, stream=args.stream, memory_limit=args.memory_limit, device=args.device,
-        progress=progress), args.quiet)
+        series=args.series, progress=progress), args.quiet)
 
 
 def _factor_argument(values):
@@ -215,18 +239,29 @@ def run_import_stack(args) -> int:
     gray = None if args.gray == "keep" else args.gray
     if args.dry_run:
         plan = plan_stack_import(args.input, spacing=args.spacing, factor=factor, roi=args.roi, gray=gray,
-                                 bits=args.bits, reverse=args.reverse, method=args.method, threads=args.threads)
+                                 bits=args.bits, reverse=args.reverse, method=args.method, threads=args.threads,
+                                 origin=args.origin, orientation=_stack_orientation(args))
         plan.close()
         print(plan.describe(args.memory_limit, with_notes=False))  # the notes went to stderr
         return 0
     return _run_with_progress(lambda progress: import_stack(
         args.input, args.output, spacing=args.spacing, factor=factor, roi=args.roi, gray=gray, bits=args.bits,
         reverse=args.reverse, method=args.method, threads=args.threads, memory_limit=args.memory_limit,
-        nhdr_only=args.nhdr_only, progress=progress), args.quiet)
+        nhdr_only=args.nhdr_only, origin=args.origin, orientation=_stack_orientation(args), progress=progress),
+        args.quiet)
+
+
+def _stack_orientation(args):
+    """--orientation CODE, or --direction's nine numbers (the i, j, k vectors) as the matrix whose columns they are."""
+    if args.direction is not None:
+        return np.array(args.direction).reshape(3, 3).T
+    return args.orientation
 
 
 def _add_memory_arguments(parser) -> None:
-    """--stream/--no-stream, --memory-limit and --quiet: the same for every command that reads a volume file."""
+    """--stream/--no-stream, --memory-limit, --quiet and --series: the same for every command that reads a volume
+    file."""
+    _add_series_argument(parser)
     streaming = parser.add_mutually_exclusive_group()
     streaming.add_argument("--stream", dest="stream", action="store_true", default=None,
                            help="read and work on the input a slab at a time (default: when input and output would "
@@ -245,14 +280,14 @@ def run_dehaze(args) -> int:
                           close=args.close, fill=args.fill)
     return _run_with_progress(lambda progress: dehaze_file(
         args.input, args.output, options, mask_out=args.mask_out, stream=args.stream,
-        memory_limit=args.memory_limit, progress=progress), args.quiet)
+        memory_limit=args.memory_limit, series=args.series, progress=progress), args.quiet)
 
 
 def run_reduce_bits(args) -> int:
     from .precision import reduce_bits_file
     return _run_with_progress(lambda progress: reduce_bits_file(
         args.input, args.output, args.bits, signed=args.signed, window=args.window, percentiles=args.percentiles,
-        stream=args.stream, memory_limit=args.memory_limit, progress=progress), args.quiet)
+        stream=args.stream, memory_limit=args.memory_limit, series=args.series, progress=progress), args.quiet)
 
 
 def picture_size(text: str) -> tuple[int, int]:
@@ -270,7 +305,7 @@ def picture_size(text: str) -> tuple[int, int]:
 def run_preview(args) -> int:
     from .preview import write_preview
     print(write_preview(args.input, args.output, compare=args.compare, size=args.size, engine=args.engine,
-                        memory_limit=args.memory_limit).summary())
+                        memory_limit=args.memory_limit, series=args.series).summary())
     return 0
 
 
@@ -295,7 +330,8 @@ def _run_and_preview(args) -> int:
     if code != 0 or getattr(args, "dry_run", False):
         return code
     limit = getattr(args, "memory_limit", None)
-    report = write_preview(before or args.output, png, compare=args.output if before else None, memory_limit=limit)
+    report = write_preview(before or args.output, png, compare=args.output if before else None, memory_limit=limit,
+                           series=getattr(args, "series", None) if before else None)
     if not args.quiet:
         print(report.summary())
     return code

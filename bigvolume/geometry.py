@@ -180,3 +180,35 @@ def factors_for_size(geometry: Geometry, bytes_per_voxel: int, target_bytes: flo
             return (factor, factor, factor)
         factor *= 1.01
     raise ValueError(f"cannot reach {target_bytes:.0f} bytes by downsampling")
+
+
+# Anatomical orientation codes: three letters, one per index axis (i, j, k), each naming the direction towards which
+# that index increases, in the LPS patient frame of DICOM and ITK (the convention of nibabel's axis codes and of
+# DICOM's "LPS"). "LPS" is the identity direction matrix.
+_AXIS_LETTERS = {"L": (0, 1.0), "R": (0, -1.0), "P": (1, 1.0), "A": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
+
+
+def orientation_direction(code: str) -> np.ndarray:
+    """The direction matrix (columns: the I, J, K unit vectors in LPS) of an orientation code such as "LPS" or
+    "RAI". Raises ValueError naming the code when its letters do not name three different body axes."""
+    letters = str(code).strip().upper()
+    if len(letters) != 3 or any(letter not in _AXIS_LETTERS for letter in letters) \
+            or len({_AXIS_LETTERS[letter][0] for letter in letters}) != 3:
+        raise ValueError(f"orientation {code!r}: give three letters, one of L/R, one of P/A and one of S/I "
+                         "(the direction each of i, j, k increases towards), e.g. LPS or RAI")
+    direction = np.zeros((3, 3))
+    for column, letter in enumerate(letters):
+        row, sign = _AXIS_LETTERS[letter]
+        direction[row, column] = sign
+    return direction
+
+
+def orientation_code(direction) -> str:
+    """The code of the closest orientation (the LPS axis nearest each column of ``direction``)."""
+    direction = np.asarray(direction, dtype=float).reshape(3, 3)
+    names = {(0, 1.0): "L", (0, -1.0): "R", (1, 1.0): "P", (1, -1.0): "A", (2, 1.0): "S", (2, -1.0): "I"}
+    code = ""
+    for column in direction.T:
+        row = int(np.argmax(np.abs(column)))
+        code += names[(row, float(np.sign(column[row])))]
+    return code

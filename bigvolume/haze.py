@@ -716,7 +716,7 @@ def dehaze(volume: Volume, options: HazeOptions = HazeOptions(), *, measure_comp
 
 
 def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *, mask_out=None, stream=None,
-                memory_limit=None, measure_compression: bool = True,
+                memory_limit=None, measure_compression: bool = True, series: str | None = None,
                 progress: ProgressCallback | None = None) -> DehazeReport:
     """Read, remove haze, write (and the haze mask as a uint8 label volume, 1 = haze, to ``mask_out``). Streams
     slab by slab by the rule of :func:`bigvolume.resample.plan_file` (when input and output would not fit in
@@ -729,7 +729,7 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
     if not isinstance(options, HazeOptions):
         raise BigVolumeError(f"options must be HazeOptions, got {type(options).__name__}")
     input_path, output_path = Path(input_path), Path(output_path)
-    plan = plan_file(input_path, 1, method="nearest", stream=stream, memory_limit=memory_limit)
+    plan = plan_file(input_path, 1, method="nearest", stream=stream, memory_limit=memory_limit, series=series)
     if plan.components != 1:
         raise BigVolumeError(f"{input_path}: {plan.components} components per voxel (RGB or vector): haze removal "
                              "needs a scalar volume; convert it to gray first")
@@ -744,7 +744,7 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
     writes_in_slabs = all(io.volume_suffix(path) in STREAM_WRITE_SUFFIXES for path, _ in outputs)
     with naming(input_path):
         if not plan.streams and not writes_in_slabs:  # e.g. .mha: SimpleITK writes it from whole arrays
-            volume = io.read_volume(input_path)
+            volume = io.read_volume(input_path, series)
             progress(0.05, "read")
             result, mask, report = dehaze(volume, options, measure_compression=measure_compression,
                                           progress=progress.sub(0.05, 0.9))
@@ -757,10 +757,10 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
                 if plan.streams:
                     for path, dtype in outputs:
                         check_stream_output(path, dtype, 1)
-                    source = stack.enter_context(open_slabs(input_path))
+                    source = stack.enter_context(open_slabs(input_path, series))
                     slab, cache = _stream_slab_slices(plan, options, notes), plan.memory_limit / 4
                 else:
-                    source = _ArraySlabs(io.read_volume(input_path).array)
+                    source = _ArraySlabs(io.read_volume(input_path, series).array)
                     slab, cache = _in_memory_slab_slices(source.array.shape), LABEL_CACHE_BYTES
                 threshold = find_threshold(source, options.level)
                 progress(0.02, "threshold")

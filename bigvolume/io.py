@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from . import dicom
 from .errors import VolumeFileError
 from .geometry import Geometry
 from .layout import data_files_named, voxel_layout
@@ -66,13 +67,16 @@ def _open_3d(path: Path, read):
     return source, geometry
 
 
-def read_volume(path) -> Volume:
+def read_volume(path, series: str | None = None) -> Volume:
     """Read a 3D volume (scalar or multi-component). Raises VolumeFileError naming the file and the problem.
+    A DICOM folder or file is read as its series (``series``: the UID, when the folder holds several).
 
     Voxels stored uncompressed in one file in this machine's byte order (NRRD/NHDR, NIfTI, MetaImage) are
     memory-mapped read-only (no copy, no read time: the page cache serves them); everything else is read by
     SimpleITK and viewed without a copy. Missing or too short data files are refused before reading."""
     path = Path(path)
+    if dicom.accepts(path, series):
+        return dicom.read_volume(path, series)
     geometry, dtype, components = read_geometry(path)
     layout = voxel_layout(path, dtype, components, geometry.voxel_count)
     if layout is not None and layout.is_single_native_raw:
@@ -84,9 +88,11 @@ def read_volume(path) -> Volume:
     return Volume(owned_view(sitk.GetArrayViewFromImage(image), image), geometry, owner=image)
 
 
-def read_geometry(path) -> tuple[Geometry, np.dtype, int]:
+def read_geometry(path, series: str | None = None) -> tuple[Geometry, np.dtype, int]:
     """Geometry, pixel type and component count from the header alone (no voxel data read)."""
     path = Path(path)
+    if dicom.accepts(path, series):
+        return dicom.read_geometry(path, series)
 
     def read_header():
         reader = sitk.ImageFileReader()
@@ -178,9 +184,11 @@ def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:
     return path
 
 
-def file_size(path) -> int:
-    """Bytes on disk of a volume file, its detached data files included."""
+def file_size(path, series: str | None = None) -> int:
+    """Bytes on disk of a volume file, its detached data files included (of a DICOM series: all its files)."""
     path = Path(path)
+    if dicom.accepts(path, series):
+        return dicom.file_size(path, series)
     total = path.stat().st_size
     for data_file in _data_files_of(path):
         if data_file.exists():

@@ -185,7 +185,7 @@ def reduce_bits(volume: Volume, bits: int = 8, *, signed: bool = False, window: 
 
 def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = False, window: Window | None = None,
                      percentiles=DEFAULT_PERCENTILES, stream: bool | None = None, memory_limit: float | None = None,
-                     progress: ProgressCallback | None = None) -> ReduceReport:
+                     series: str | None = None, progress: ProgressCallback | None = None) -> ReduceReport:
     """Read, reduce the precision, write; streams slab by slab by the rule of
     :func:`bigvolume.resample.plan_file`. The output appears only when complete."""
     from . import io
@@ -198,20 +198,21 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
     input_path, output_path = Path(input_path), Path(output_path)
     if window is not None:
         window = _choose_window(None, window, percentiles)
-    plan = plan_file(input_path, 1, method="nearest", dtype=dtype, stream=stream, memory_limit=memory_limit)
+    plan = plan_file(input_path, 1, method="nearest", dtype=dtype, stream=stream, memory_limit=memory_limit,
+                     series=series)
     progress = as_progress(progress)
     with naming(input_path):
         _check_reducible(plan.components, plan.dtype)
     io.check_output_path(output_path, inputs=[input_path])
     if not plan.streams:
-        volume = io.read_volume(input_path)
+        volume = io.read_volume(input_path, series)
         with naming(input_path):
             result, report = reduce_bits(volume, bits, signed=signed, window=window, percentiles=percentiles,
                                          progress=progress.sub(0.1, 0.9))
         io.write_volume(result, output_path)
     else:
         check_stream_output(output_path, dtype, 1)
-        with open_slabs(input_path) as reader, io.atomic_output(output_path) as staging:
+        with open_slabs(input_path, series) as reader, io.atomic_output(output_path) as staging:
             with naming(input_path):
                 window = _choose_window(reader, window, percentiles)
             writer = BackgroundWriter(SlabWriter(staging, plan.geometry, dtype))
@@ -224,5 +225,5 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
         report = _reduce_report(window, dtype, clipped, nan, plan.geometry.voxel_count)
     progress(1.0, "written")
     report.output_path, report.seconds = output_path, time.perf_counter() - started
-    report.input_bytes, report.output_bytes = io.file_size(input_path), io.file_size(output_path)
+    report.input_bytes, report.output_bytes = io.file_size(input_path, series), io.file_size(output_path)
     return report

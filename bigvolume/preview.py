@@ -602,25 +602,28 @@ class PreviewSource:
                 f"{numbers_text(self.geometry.spacing)} mm, {size}")
 
 
-def load_preview_source(source, name: str | None = None, memory_limit: float | None = None) -> PreviewSource:
+def load_preview_source(source, name: str | None = None, memory_limit: float | None = None,
+                        series: str | None = None) -> PreviewSource:
     """A path or a Volume, made small enough to draw. A file larger than a preview needs is resampled from disk into
     a temporary file (streamed when it does not fit in ``memory_limit``, see bigvolume.resample_file) and only that
-    is read."""
+    is read. ``series``: the DICOM series UID, when the folder holds several."""
     if isinstance(source, Volume):
         return PreviewSource(name or "volume", source.geometry, source.dtype, source.components, None,
                              preview_volume(source))
     path = Path(source)
-    geometry, dtype, components = io.read_geometry(path)
+    geometry, dtype, components = io.read_geometry(path, series)
     factors = preview_factors(geometry)
     if factors == (1.0, 1.0, 1.0):
-        small = io.read_volume(path)
+        small = io.read_volume(path, series)
     else:
         with tempfile.TemporaryDirectory(prefix="bigvolume-preview-") as folder:
             reduced = Path(folder) / "preview.nhdr"
-            resample_file(path, reduced, factors, method=DEFAULT_METHOD, compress=False, memory_limit=memory_limit)
+            resample_file(path, reduced, factors, method=DEFAULT_METHOD, compress=False, memory_limit=memory_limit,
+                          series=series)
             read = io.read_volume(reduced)
             small = Volume(np.array(read.array), read.geometry)  # a copy: the temporary file goes away
-    return PreviewSource(name or path.name, geometry, np.dtype(dtype), components, io.file_size(path), small)
+    return PreviewSource(name or path.name, geometry, np.dtype(dtype), components, io.file_size(path, series),
+                         small)
 
 
 def preview_panel(source: PreviewSource, transfer: TransferFunction, size=DEFAULT_SIZE, engine: str = "auto",
@@ -681,13 +684,15 @@ class PreviewReport:
 
 
 def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=None, engine: str = "auto",
-                  camera: Camera | None = None, memory_limit: float | None = None) -> PreviewReport:
+                  camera: Camera | None = None, memory_limit: float | None = None,
+                  series: str | None = None) -> PreviewReport:
     """Write ``output_png``: the volume rendering and three mid-slices of ``source`` (a path or a Volume); with
     ``compare`` (another path or Volume, or a list of them) the volumes side by side, each labelled with its name
     (``names``, default the file names), dimensions, spacing and size, all drawn with the transfer function and
     intensity window of ``source`` (so differences are the data's, not the curves'). ``size``: the rendering's
     (width, height) per volume. ``memory_limit``: bytes the downsampling of a large file may hold (default: a
-    quarter of the machine's memory; beyond it the file is streamed). The PNG appears whole or not at all."""
+    quarter of the machine's memory; beyond it the file is streamed). ``series``: the DICOM series UID of
+    ``source`` when its folder holds several. The PNG appears whole or not at all."""
     if compare is None:
         compare = []
     elif isinstance(compare, (str, os.PathLike, Volume)):
@@ -696,7 +701,8 @@ def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=
     output_png = check_png_path(output_png, sources)
     names = list(names or [])
     names += [None] * (len(sources) - len(names))
-    loaded = [load_preview_source(item, name, memory_limit) for item, name in zip(sources, names)]
+    loaded = [load_preview_source(item, name, memory_limit, series if index == 0 else None)
+              for index, (item, name) in enumerate(zip(sources, names))]
     transfer = transfer_function(loaded[0].volume)
     panels = [preview_panel(item, transfer, size, engine, camera) for item in loaded]
     note = text_image(f"rendering: {transfer.kind} transfer function of {loaded[0].name} ({transfer.reason})\n"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import io
+from . import dicom, io
 from .dtypes import cast_to
 from .errors import BigVolumeError
 from .geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
@@ -19,7 +20,7 @@ from .gpu import choose_device, device_name, probe_cuda, resample_array
 from .kernels import apply_separable, axis_kernel
 from .layout import voxel_layout
 from .memory import default_memory_limit, format_bytes
-from .progress import ProgressCallback, as_progress
+from .progress import Progress, ProgressCallback, as_progress
 from .slabs import open_slabs
 from .spectral import band_limited_sample
 from .stream import STREAMABLE_METHODS, StreamPlan, stream_to_file
@@ -55,7 +56,8 @@ def check_method(method: str) -> None:
 def choose_factors(geometry: Geometry, bytes_per_voxel: int = 1, factor=None, spacing=None,
                    isotropic: bool = False, target_bytes: float | None = None) -> tuple[float, float, float]:
     """Per-axis factors (I, J, K) from exactly one of: ``factor`` (1 or 3 numbers), ``spacing`` (target spacing)
-    or ``target_bytes`` (largest uncompressed output). ``isotropic`` with a single factor: one output spacing on all
+    or ``target_bytes`` (largest uncompressed output; :func:`resample_file` then fits the compressed file, see
+    :func:`fit_file_size`). ``isotropic`` with a single factor: one output spacing on all
     axes, ``factor`` x the finest input spacing, no axis upsampled. An axis of a single voxel (a 2D image stored as
     a volume) keeps factor 1: there is nothing to average along it."""
     factors = _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes)
@@ -177,6 +179,7 @@ class FilePlan:
     automatic_limit: bool
     stream: bool | None      # as asked: None = decide
     reads_in_slabs: bool     # the file's layout allows reading a slab at a time
+    series: str | None = None  # the DICOM series UID asked for (bigvolume.dicom)
 
     @property
     def input_bytes(self) -> int:
@@ -221,7 +224,7 @@ class FilePlan:
 
 def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False, target_bytes: float | None = None,
               method: str = DEFAULT_METHOD, dtype=None, stream: bool | None = None,
-              memory_limit: float | None = None) -> FilePlan:
+              memory_limit: float | None = None, series: str | None = None) -> FilePlan:
     """Plan :func:`resample_file` from the input's header: refuses invalid settings, unreadable headers and
     missing or short data files before any voxel is read."""
     check_method(method)
@@ -236,8 +239,12 @@ def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False,
     limit = int(memory_limit) if memory_limit is not None else default_memory_limit()
     if limit <= 0:
         raise BigVolumeError(f"memory limit must be positive, got {memory_limit}")
-    geometry, in_dtype, components = io.read_geometry(input_path)
-    reads_in_slabs = voxel_layout(input_path, in_dtype, components, geometry.voxel_count) is not None
+    geometry, in_dtype, components = io.read_geometry(input_path, series)
+    if dicom.accepts(input_path, series):
+        with open_slabs(input_path, series) as reader:
+            reads_in_slabs = reader.streams
+    else:
+        reads_in_slabs = voxel_layout(input_path, in_dtype, components, geometry.voxel_count) is not None
     factors = choose_factors(geometry, in_dtype.itemsize * components, factor, spacing=spacing,
                              isotropic=isotropic, target_bytes=target_bytes)
     if stream and method not in STREAMABLE_METHODS:
@@ -245,13 +252,68 @@ def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False,
                              f"choose one of {', '.join(STREAMABLE_METHODS)}")
     out_dtype = np.dtype(dtype) if dtype is not None else in_dtype
     return FilePlan(input_path, geometry, geometry.downsampled(factors), factors, in_dtype, out_dtype, components,
-                    method, limit, memory_limit is None, stream, reads_in_slabs)
+                    method, limit, memory_limit is None, stream, reads_in_slabs, series)
+
+
+def writes_compressed(path, compress: bool | None) -> bool:
+    """Whether :func:`bigvolume.io.write_volume` / the slab writers compress ``path``'s voxels: .nii.gz always,
+    .nrrd and .mha by default, other compressible formats when asked."""
+    suffix = io.volume_suffix(path)
+    if suffix == ".nii.gz":
+        return True
+    return suffix in (".nrrd", ".mha") if compress is None else bool(compress) and suffix in io.COMPRESSIBLE_SUFFIXES
+
+
+FIT_TRIALS = 16  # most trial writes when fitting a compressed file to a size
+
+
+def fit_file_size(write_trial, geometry: Geometry, start, budget: float, output_path) -> tuple[tuple, int]:
+    """The largest grid whose written file fits ``budget`` bytes on disk: its factors and the number of trial
+    writes. The candidates are the grids whose longest axis has ``m`` voxels (uniform factor = that axis's input
+    voxels / ``m``, so it is covered exactly); the search is a bisection on ``m``, starting next to ``start`` (the
+    factors that fit uncompressed; compression usually lets a larger grid fit, on noise the header can push it over).
+    ``write_trial(factors, path)`` writes the output at ``factors`` to ``path``; the trials go to a hidden folder
+    beside the output and are removed."""
+    folder = Path(output_path).parent if str(Path(output_path).parent) else Path(".")
+    longest = max(geometry.dimensions)
+    sizes: dict[int, int] = {}  # m -> bytes on disk
+
+    def factors_at(m: int) -> tuple:
+        return choose_factors(geometry, factor=longest / m)
+
+    def fits(m: int) -> bool:
+        if m not in sizes:
+            trial = Path(staging) / Path(output_path).name
+            write_trial(factors_at(m), trial)
+            sizes[m] = io.file_size(trial)
+        return sizes[m] <= budget
+
+    with tempfile.TemporaryDirectory(prefix=f".{Path(output_path).name}.fit-", dir=folder) as staging:
+        fitting = min(longest, max(geometry.downsampled(start).dimensions))
+        while not fits(fitting):
+            if fitting == 1:
+                raise BigVolumeError(f"{output_path}: even the smallest grid takes {sizes[1]} bytes on disk, more "
+                                     f"than the target size {budget:.0f}")
+            fitting = max(1, min(fitting - 1, int(fitting / 1.1)))
+        # first steps from the compression ratio (bytes ~ m^3), then bisection between a fit and a failure
+        failing = None
+        while len(sizes) < FIT_TRIALS and fitting < longest and (failing is None or failing > fitting + 1):
+            if failing is None:
+                candidate = int(fitting * (budget / sizes[fitting]) ** (1 / 3))
+                candidate = min(longest, max(fitting + 1, candidate))
+            else:
+                candidate = (fitting + failing) // 2
+            if fits(candidate):
+                fitting = candidate
+            else:
+                failing = candidate
+    return factors_at(fitting), len(sizes)
 
 
 def resample_file(input_path, output_path, factor=None, *, spacing=None, isotropic: bool = False,
                   target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
                   dtype=None, compress: bool | None = None, stream: bool | None = None,
-                  memory_limit: float | None = None, device: str = "cpu",
+                  memory_limit: float | None = None, device: str = "cpu", series: str | None = None,
                   progress: ProgressCallback | None = None) -> ResampleReport:
     """Read, downsample and write. Everything that can be checked is checked before reading (options, output
     path, the input's header and data files: see :func:`plan_file`); the output appears only when complete.
@@ -259,11 +321,12 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
     ``stream``: read and filter the input a slab at a time (see bigvolume.stream). Default: stream when the input
     and output together would exceed ``memory_limit`` (bytes; default a quarter of the machine's memory), which
     also caps the streaming buffers. ``device``: cpu, cuda or auto, as for :func:`resample`; on the GPU a
-    streamed file goes slab by slab through the device, a file read whole is streamed from memory."""
+    streamed file goes slab by slab through the device, a file read whole is streamed from memory. ``series``:
+    the UID of the DICOM series to read when the input folder holds several (see bigvolume.dicom)."""
     started = time.perf_counter()
     output_path = Path(output_path)
     plan = plan_file(input_path, factor, spacing=spacing, isotropic=isotropic, target_bytes=target_bytes,
-                     method=method, dtype=dtype, stream=stream, memory_limit=memory_limit)
+                     method=method, dtype=dtype, stream=stream, memory_limit=memory_limit, series=series)
     input_path = plan.input_path
     io.check_output_path(output_path, inputs=[input_path])
     device = choose_device(device, method)
@@ -276,22 +339,33 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
         why = "it cannot be read in slabs" if not plan.reads_in_slabs else f"{method} cannot stream"
         _note(notes, f"{input_path}: reading it whole ({why}) needs about {format_bytes(plan.in_memory_bytes)}, "
                      f"more than the memory limit {format_bytes(plan.memory_limit)}")
-    stream_plan = None
-    if plan.streams:
-        with open_slabs(input_path) as reader:
-            stream_plan = stream_to_file(reader, output_path, plan.factors, method, out_dtype=plan.out_dtype,
-                                         threads=threads or default_threads(), compress=compress,
-                                         memory_limit=plan.memory_limit, progress=progress,
-                                         xp=probe_cuda()[0] if device == "cuda" else None)
-        if stream_plan.note:
-            _note(notes, stream_plan.note)
-    else:
-        volume = io.read_volume(input_path)
-        progress(0.1, "read")
-        result = resample(volume, plan.factors, method=method, threads=threads, dtype=dtype, device=device,
-                          progress=progress.sub(0.1, 0.9))
-        io.write_volume(result, output_path, compress=compress)
+    volume = None  # the input, read once however many times the output is written (see fit_file_size)
+
+    def write_output(factors, path, part: Progress) -> StreamPlan | None:
+        nonlocal volume
+        if plan.streams:
+            with open_slabs(input_path, series) as reader:
+                return stream_to_file(reader, path, factors, method, out_dtype=plan.out_dtype,
+                                      threads=threads or default_threads(), compress=compress,
+                                      memory_limit=plan.memory_limit, progress=part,
+                                      xp=probe_cuda()[0] if device == "cuda" else None)
+        if volume is None:
+            volume = io.read_volume(input_path, series)
+        part(0.1, "read")
+        result = resample(volume, factors, method=method, threads=threads, dtype=dtype, device=device,
+                          progress=part.sub(0.1, 0.9))
+        io.write_volume(result, path, compress=compress)
+        return None
+
+    factors = plan.factors
+    if target_bytes is not None and writes_compressed(output_path, compress):
+        factors, trials = fit_file_size(lambda f, path: write_output(f, path, progress.sub(0.0, 0.8)),
+                                        plan.geometry, plan.factors, target_bytes, output_path)
+        logger.info(f"{output_path}: {trials} trial writes to fit {format_bytes(target_bytes)} on disk")
+    stream_plan = write_output(factors, output_path, progress.sub(0.8 if factors != plan.factors else 0.0, 1.0))
+    if stream_plan is not None and stream_plan.note:
+        _note(notes, stream_plan.note)
     progress(1.0, "written")
-    return ResampleReport(input_path, output_path, plan.geometry, plan.output_geometry, plan.factors, method,
-                          io.file_size(input_path), io.file_size(output_path), time.perf_counter() - started,
+    return ResampleReport(input_path, output_path, plan.geometry, plan.geometry.downsampled(factors), factors, method,
+                          io.file_size(input_path, series), io.file_size(output_path), time.perf_counter() - started,
                           stream_plan, notes, "cpu" if device == "cpu" else device_name())

@@ -267,9 +267,12 @@ class ArraySlabReader(SlabReader):
             list(pool.map(lambda a, b: np.copyto(out[a - k0:b - k0], self.array[a:b]), bounds[:-1], bounds[1:]))
 
 
-def open_slabs(path) -> SlabReader:
+def open_slabs(path, series: str | None = None) -> SlabReader:
     """A slab reader for ``path``; refuses missing or short data files before anything is read."""
     path = Path(path)
+    from . import dicom  # imports this module
+    if dicom.accepts(path, series):
+        return dicom.open_slabs(path, series)
     geometry, dtype, components = io.read_geometry(path)
     layout = voxel_layout(path, dtype, components, geometry.voxel_count)
     if layout is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
+from . import dicom, io
 from .errors import BigVolumeError, VolumeFileError
 from .geometry import Geometry
 from .memory import default_memory_limit, format_bytes, physical_memory
@@ -102,17 +102,29 @@ class StackImport:
 
 def plan_stack_import(source, *, spacing=None, factor=1.0, roi=None, gray: str | None = "luminance",
                       bits: int | None = None, reverse: bool = False, method: str = DEFAULT_METHOD,
-                      threads: int | None = None, check_all: bool = True) -> StackImport:
+                      threads: int | None = None, check_all: bool = True, origin=None,
+                      orientation=None) -> StackImport:
     """Find the slices, check their headers and plan the output.
 
     spacing: (sx, sy, sz) in mm; default: the headers' pixel size (x, y) and z = x, with a note; 1 when the
     headers have none (with a note). factor: one or three (x, y, z) downsampling factors >= 1 (fractional
     allowed). roi: (x0, x1, y0, y1, z0, z1) half-open slice indices, or a Roi. gray: "luminance" (Rec. 709),
-    "channel:N", or None/"keep" to keep RGB. bits: 8 or 16 to reduce the bit depth through a robust window."""
+    "channel:N", or None/"keep" to keep RGB. bits: 8 or 16 to reduce the bit depth through a robust window.
+    orientation: a code from STACK_ORIENTATIONS (any valid code: the directions towards which i, j and k increase,
+    in LPS) or a 3x3 direction matrix (columns); default LPS (identity). origin: the LPS position in mm of the
+    centre of the stack's first pixel (column 0, row 0, first slice after ``reverse``); default (0, 0, 0). A ROI
+    and downsampling move the output's origin along these directions (block-centred grid)."""
     check_method(method)
     if method not in STREAMABLE_METHODS:
         raise BigVolumeError(f"method {method} cannot stream; choose one of {', '.join(STREAMABLE_METHODS)}")
-    slices = find_slices(source, reverse=reverse)
+    try:
+        slices = find_slices(source, reverse=reverse)
+    except VolumeFileError:
+        if isinstance(source, (str, os.PathLike)) and dicom.is_dicom(source):
+            raise BigVolumeError(f"{source}: a DICOM series, which carries its own geometry: read it as a volume "
+                                 "(bigvolume resample, dehaze, reduce-bits and preview take its folder or any one "
+                                 "of its files)") from None
+        raise
     info = probe_stack(slices, check_all=check_all)
     notes = []
     if slices.gaps:
@@ -130,7 +142,8 @@ def plan_stack_import(source, *, spacing=None, factor=1.0, roi=None, gray: str |
                          f"{spacing[2]:g} (give it if it differs)")
     if roi is not None and not isinstance(roi, Roi):
         roi = Roi(*(int(v) for v in roi))
-    reader = StackSlabReader(info, spacing, roi, gray, threads=threads or default_threads())
+    reader = StackSlabReader(info, spacing, roi, gray, threads=threads or default_threads(), origin=origin,
+                             orientation=orientation)
     try:
         factors = choose_factors(reader.geometry, reader.dtype.itemsize, factor)
         out_dtype = reader.dtype if bits is None else dtype_for_bits(bits)
@@ -164,7 +177,8 @@ class StackImportReport:
 def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gray: str | None = "luminance",
                  bits: int | None = None, reverse: bool = False, method: str = DEFAULT_METHOD,
                  threads: int | None = None, memory_limit: float | None = None, compress: bool | None = None,
-                 nhdr_only: bool = False, progress: ProgressCallback | None = None) -> StackImportReport:
+                 nhdr_only: bool = False, origin=None, orientation=None,
+                 progress: ProgressCallback | None = None) -> StackImportReport:
     """Import a stack into ``output_path`` (.nrrd, .nhdr, .nii, .nii.gz). ``nhdr_only``: write the full-resolution
     streamable NHDR (zero-copy when the slices allow it) and nothing else. See plan_stack_import for the rest."""
     started = time.perf_counter()
@@ -173,7 +187,8 @@ def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gra
     if nhdr_only and io.volume_suffix(output_path) != ".nhdr":
         raise BigVolumeError(f"{output_path}: the full-resolution streamable header is a .nhdr file")
     plan = plan_stack_import(source, spacing=spacing, factor=1.0 if nhdr_only else factor, roi=roi, gray=gray,
-                             bits=None if nhdr_only else bits, reverse=reverse, method=method, threads=threads)
+                             bits=None if nhdr_only else bits, reverse=reverse, method=method, threads=threads,
+                             origin=origin, orientation=orientation)
     try:
         if nhdr_only and write_zero_copy_nhdr(plan, output_path):
             return StackImportReport(output_path, plan, None, True, time.perf_counter() - started)

@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import BigVolumeError, VolumeFileError
-from .geometry import Geometry
+from .geometry import Geometry, orientation_direction
 from .io import _first_line
 from .slabs import SlabReader
 
@@ -238,12 +238,49 @@ def parse_gray(gray: str | None, components: int) -> tuple[str, int | None]:
     return "channel", channel
 
 
+# Orientations offered for a stack (the panel's list; any valid code is accepted), the default first. Each code
+# names the direction towards which i (columns, left to right), j (rows, top to bottom) and k (slices, in file order)
+# increase, in the LPS frame (see bigvolume.geometry.orientation_direction). LPS: the identity matrix, what a stack
+# gets when nothing is said. LPS/LPI: axial slices seen from the feet (radiological view), slice order towards the
+# head / the feet; LIP/LIA: coronal slices; PIL/PIR: sagittal slices, face on the left.
+STACK_ORIENTATIONS = ("LPS", "LPI", "LAS", "LAI", "RPS", "RPI", "RAS", "RAI", "LIP", "LIA", "RIP", "RIA",
+                      "PIL", "PIR", "AIL", "AIR")
+DEFAULT_STACK_ORIENTATION = STACK_ORIENTATIONS[0]
+
+
+def stack_direction(orientation=None) -> np.ndarray:
+    """A stack's direction matrix from an orientation code (see STACK_ORIENTATIONS), a 3x3 matrix (columns: the i,
+    j, k unit vectors in LPS) or None (the default, LPS: identity)."""
+    if orientation is None:
+        orientation = DEFAULT_STACK_ORIENTATION
+    try:
+        if isinstance(orientation, str):
+            return orientation_direction(orientation)
+        direction = np.asarray(orientation, dtype=float).reshape(3, 3)
+    except ValueError as error:
+        raise BigVolumeError(str(error) if isinstance(orientation, str)
+                             else f"direction needs 9 numbers (3x3), got {np.size(orientation)}") from None
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-6):
+        raise BigVolumeError("direction: the three columns must be orthogonal unit vectors")
+    return direction
+
+
+def stack_origin(origin=None) -> tuple[float, float, float]:
+    """The physical position (LPS, mm) of the centre of the stack's first pixel; default (0, 0, 0)."""
+    if origin is None:
+        return (0.0, 0.0, 0.0)
+    values = tuple(float(v) for v in np.ravel(origin))
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise BigVolumeError(f"origin needs three finite numbers (x y z in LPS, mm), got {origin}")
+    return values  # type: ignore[return-value]
+
+
 class StackSlabReader(SlabReader):
     """Slices of a stack as a volume: ROI applied while reading (the reader extracts only the ROI's rows and
     columns), converted to gray if asked, decoded by ``threads`` workers in parallel."""
 
     def __init__(self, info: StackInfo, spacing, roi: Roi | None = None, gray: str | None = None,
-                 threads: int = 2):
+                 threads: int = 2, origin=None, orientation=None):
         self.info = info
         self.roi = (roi or Roi.whole(info)).check(info)
         self.gray, self.channel = parse_gray(gray, info.components)
@@ -251,8 +288,11 @@ class StackSlabReader(SlabReader):
         spacing = tuple(float(s) for s in spacing)
         if len(spacing) != 3 or min(spacing) <= 0:
             raise BigVolumeError(f"spacing must be three positive numbers, got {spacing}")
-        origin = (self.roi.x0 * spacing[0], self.roi.y0 * spacing[1], self.roi.z0 * spacing[2])
-        geometry = Geometry(self.roi.size, spacing, origin)
+        direction = stack_direction(orientation)
+        # ``origin`` is the centre of the stack's first pixel; the ROI starts further along the axes
+        corner = np.array(stack_origin(origin), float)
+        roi_shift = direction @ (np.array([self.roi.x0, self.roi.y0, self.roi.z0]) * spacing)
+        geometry = Geometry(self.roi.size, spacing, tuple(corner + roi_shift), direction)
         dtype = info.dtype if self.gray != "luminance" or info.dtype.kind != "f" else np.dtype(np.float32)
         super().__init__(info.files[self.roi.z0], geometry, dtype, components)
         self.threads = max(1, int(threads))

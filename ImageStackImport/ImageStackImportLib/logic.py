@@ -36,7 +36,8 @@ from bigvolume.progress import Progress
 from bigvolume.resample import DEFAULT_METHOD
 from bigvolume.stack_import import StackImport, import_stack, plan_stack_import
 from bigvolume.stream import ArraySink
-from bigvolume.stacks import IMAGE_SUFFIXES, Roi, StackInfo
+from bigvolume.stacks import (DEFAULT_STACK_ORIENTATION, IMAGE_SUFFIXES, STACK_ORIENTATIONS, Roi, StackInfo,
+                              stack_direction, stack_origin)
 from bigvolume.volume_nodes import check_storable_dtype, dimensions_text, numbers_text, remove_node_and_display
 from bigvolume.vtk_resize import vtk_image_to_array
 
@@ -256,7 +257,7 @@ class ImageStackImportLogic:
 
     # --- planning -----------------------------------------------------------------------------------------------
     def planImport(self, source, spacing=None, factor=1.0, roi=None, gray="luminance", bits=None, reverse=False,
-                   method=DEFAULT_METHOD, threads=None, checkAll=None) -> ImportPlan:
+                   method=DEFAULT_METHOD, threads=None, checkAll=None, origin=None, orientation=None) -> ImportPlan:
         """Plan an import from the slice headers alone (no pixel decoded) and describe it for the panel.
 
         source: a folder, a glob ("scans/*.tif"), a printf pattern ("scans/rec_%04d.png"), a list of files, or one
@@ -266,13 +267,17 @@ class ImageStackImportLogic:
         vtkMRMLMarkupsROINode (see ``roiFromNode``). gray: "luminance", "channel:N" or "keep" (RGB kept as a vector
         volume). bits: None/"keep", 8 or 16 (robust intensity window). reverse: reverse the slice order.
         checkAll: check every slice header (None: the first time this source is planned, and when its folder
-        changed since).
+        changed since). orientation: a code of bigvolume.stacks.STACK_ORIENTATIONS (default LPS, the identity: the
+        directions towards which columns, rows and slices increase) or a 3x3 direction matrix; origin: the LPS
+        position (mm) of the centre of the stack's first pixel, default (0, 0, 0).
 
         Returns an ImportPlan (close it when done): ``.description`` is the paragraph the panel shows (dimensions,
         spacing, bytes, estimated peak memory, and warnings: no pixel size in the headers, gaps, skipped files,
         ROI clipped, too big for this computer)."""
         settings = {"spacing": _spacingOrNone(spacing), "factor": factor, "gray": _grayValue(gray),
-                    "bits": _bitsValue(bits), "reverse": bool(reverse), "method": method, "threads": threads}
+                    "bits": _bitsValue(bits), "reverse": bool(reverse), "method": method, "threads": threads,
+                    "origin": None if origin is None else tuple(float(v) for v in origin),
+                    "orientation": orientation}
         key = _checkKey(source, settings["reverse"])
         if checkAll is None:
             checkAll = key is None or key not in self._checked
@@ -283,7 +288,7 @@ class ImageStackImportLogic:
         if checkAll and key is not None:
             self._checked.add(key)
         fullGeometry = Geometry((stack.info.width, stack.info.height, stack.info.depth),
-                                stack.reader.geometry.spacing)
+                                stack.reader.geometry.spacing, stack_origin(origin), stack_direction(orientation))
         core["spacing"] = stack.reader.geometry.spacing  # as resolved from the headers: the same for the ROI plan
         frame, roiNotes = None, []
         if isNode:
@@ -402,11 +407,11 @@ class ImageStackImportLogic:
 
     def importPreview(self, source, outputVolumeNode=None, *, scene=None, budgetBytes=PREVIEW_BUDGET_BYTES,
                       progress=None, name=None, spacing=None, gray="luminance", bits=None, reverse=False,
-                      threads=None):
+                      threads=None, origin=None, orientation=None):
         """A quick low-resolution load of the whole stack (at most ``budgetBytes``, box-averaged), in the same
         physical space as the full-resolution import: place a ROI on it, then importToNode with that ROI."""
         arguments = {"spacing": spacing, "gray": gray, "bits": bits, "reverse": reverse, "threads": threads,
-                     "method": PREVIEW_METHOD}
+                     "method": PREVIEW_METHOD, "origin": origin, "orientation": orientation}
         with self.planImport(source, **arguments) as plan:
             factor = self.previewFactor(plan, budgetBytes)
             name = name or f"{self.defaultNodeName(source)} preview"
@@ -537,7 +542,7 @@ class ImageStackImportLogic:
 
     # --- NHDR ---------------------------------------------------------------------------------------------------
     def saveNhdr(self, source, path, spacing=None, roi=None, gray="luminance", reverse=False, threads=None,
-                 memoryLimit=None, progress=None):
+                 memoryLimit=None, progress=None, origin=None, orientation=None):
         """Write the full-resolution streamable NHDR of the stack (bigvolume.stack_import.import_stack with
         nhdr_only): an NHDR listing the original slice files when they are uncompressed single-block TIFFs read
         whole without gray conversion (no pixel copied), otherwise one raw file written slice by slice.
@@ -548,13 +553,15 @@ class ImageStackImportLogic:
             source, spacing, roi, gray, reverse = (source.source, settings["spacing"], settings["roi"],
                                                    settings["gray"], settings["reverse"])
             threads = threads or settings.get("threads")
+            origin, orientation = settings.get("origin"), settings.get("orientation")
         elif roi is not None and hasattr(roi, "GetObjectToWorldMatrix"):
-            with self.planImport(source, spacing=spacing, roi=roi, gray=gray, reverse=reverse) as plan:
+            with self.planImport(source, spacing=spacing, roi=roi, gray=gray, reverse=reverse, origin=origin,
+                                 orientation=orientation) as plan:
                 spacing, roi = plan.settings["spacing"], plan.settings["roi"]
         with _quietCoreNotes():
             return import_stack(source, Path(path), spacing=spacing, roi=_indexRoi(roi), gray=_grayValue(gray),
                                 reverse=bool(reverse), threads=threads, memory_limit=memoryLimit, nhdr_only=True,
-                                progress=progress)
+                                origin=origin, orientation=orientation, progress=progress)
 
 
 # --- progress -------------------------------------------------------------------------------------------------

@@ -1,0 +1,268 @@
+"""DICOM series as input: geometry as SimpleITK's series reader gives it, one file standing for its series, several
+series in a folder, slab-by-slab reading equal to the whole read, and every command that reads a volume."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import bigvolume as bv
+from bigvolume import dicom, io
+from bigvolume.slabs import open_slabs
+
+BIGVOLUME = [sys.executable, "-m", "bigvolume"]
+
+
+def run(*args):
+    return subprocess.run(BIGVOLUME + [str(a) for a in args], capture_output=True, text=True, timeout=300)
+
+
+def rotation(about_x: float, about_z: float) -> np.ndarray:
+    cx, sx, cz, sz = np.cos(about_x), np.sin(about_x), np.cos(about_z), np.sin(about_z)
+    return np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+
+
+def write_series(folder: Path, values: np.ndarray, spacing, origin, direction, uid: str, *, slope=1.0,
+                 intercept=-1024.0, description="CT head", seed=0, positions=None) -> list[Path]:
+    """One DICOM file per slice of ``values`` (k, j, i), in CT units; the files get shuffled random names so that
+    their order on disk says nothing about their place. ``direction``: columns are the I, J, K axes (LPS)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    direction = np.asarray(direction, float).reshape(3, 3)
+    rng = np.random.default_rng(seed)
+    names = [f"{rng.integers(1 << 40):011x}.dcm" for _ in range(values.shape[0])]
+    written = []
+    for k in range(values.shape[0]):
+        position = (np.asarray(origin, float) + direction[:, 2] * spacing[2] * k if positions is None
+                    else positions[k])
+        if slope == int(slope):
+            image = sitk.GetImageFromArray(values[k])
+        else:  # GDCM writes a fractional slope only from float pixels, told the stored type (int16)
+            image = sitk.GetImageFromArray((values[k] * slope).astype(np.float32))
+            for tag, value in {"0028|0100": "16", "0028|0101": "16", "0028|0102": "15", "0028|0103": "1"}.items():
+                image.SetMetaData(tag, value)
+        image.SetSpacing(spacing[:2])
+        tags = {
+            "0008|0060": "CT", "0008|103e": description, "0020|000e": uid, "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+            "0020|0037": "\\".join(f"{v:.9f}" for v in np.concatenate([direction[:, 0], direction[:, 1]])),
+            "0028|0030": f"{spacing[1]}\\{spacing[0]}", "0018|0050": str(spacing[2]),
+            "0028|1052": str(intercept), "0028|1053": str(slope),
+        }
+        for tag, value in tags.items():
+            image.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()  # keep our series UID
+        path = folder / names[k]
+        writer.SetFileName(str(path))
+        writer.Execute(image)
+        written.append(path)
+    return written
+
+
+def ct_values(shape, seed) -> np.ndarray:
+    """A CT-like int16 volume: air at -1000 HU with noise, a soft-tissue ball with a bright rim."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.indices(shape)
+    radius = np.sqrt(((k - shape[0] / 2) / shape[0]) ** 2 + ((j - shape[1] / 2) / shape[1]) ** 2
+                     + ((i - shape[2] / 2) / shape[2]) ** 2)
+    values = np.where(radius < 0.35, 40.0, -1000.0) + np.where(abs(radius - 0.35) < 0.05, 1200.0, 0.0)
+    return (values + rng.normal(0, 20, shape)).astype(np.int16)
+
+
+def series_reader_volume(folder: Path, uid: str | None = None) -> bv.Volume:
+    """The series as SimpleITK's ImageSeriesReader gives it: the reference."""
+    reader = sitk.ImageSeriesReader()
+    uid = uid or reader.GetGDCMSeriesIDs(str(folder))[0]
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), uid))
+    image = reader.Execute()
+    return bv.Volume(sitk.GetArrayFromImage(image), bv.Geometry(image.GetSize(), image.GetSpacing(),
+                                                                image.GetOrigin(),
+                                                                np.array(image.GetDirection()).reshape(3, 3)))
+
+
+def read_back(path) -> bv.Volume:
+    image = sitk.ReadImage(str(path))
+    return bv.Volume(sitk.GetArrayFromImage(image), bv.Geometry(image.GetSize(), image.GetSpacing(),
+                                                                image.GetOrigin(),
+                                                                np.array(image.GetDirection()).reshape(3, 3)))
+
+
+CASES = [  # shape (k, j, i), spacing (I, J, K), origin, rotation angles, slope, seed
+    ((9, 14, 17), (0.7, 0.55, 2.5), (-120.0, 35.5, 410.25), (0.0, 0.0), 1.0, 1),
+    ((12, 11, 16), (0.9, 0.9, 1.25), (12.0, -80.0, -33.0), (0.35, 0.0), 1.0, 2),       # oblique (tilted)
+    ((8, 16, 13), (0.4, 0.6, 3.0), (5.5, 7.25, -9.0), (0.4, -0.6), 1.0, 3),            # doubly oblique
+    ((10, 9, 12), (1.1, 0.8, 2.0), (-3.0, 4.0, 150.0), (-0.25, 1.2), 0.5, 4),          # slope 0.5 (float voxels)
+]
+
+
+@pytest.fixture(params=range(len(CASES)), ids=["axial", "oblique", "doubly-oblique", "slope-0.5"])
+def series(request, tmp_path):
+    shape, spacing, origin, angles, slope, seed = CASES[request.param]
+    folder = tmp_path / "series"
+    files = write_series(folder, ct_values(shape, seed), spacing, origin, rotation(*angles), f"1.2.826.0.1.{seed}",
+                         slope=slope, seed=seed)
+    return folder, files
+
+
+def test_series_reads_as_simpleitks_series_reader_gives_it(series):
+    folder, files = series
+    expected = series_reader_volume(folder)
+    for source in (folder, files[len(files) // 2]):  # the folder, or any one file of the series
+        geometry, dtype, components = io.read_geometry(source)
+        assert geometry.isclose(expected.geometry, rtol=1e-9, atol=1e-9)
+        assert (dtype, components) == (expected.array.dtype, 1)
+        volume = io.read_volume(source)
+        assert volume.array.dtype == expected.array.dtype
+        np.testing.assert_array_equal(volume.array, expected.array)
+        assert volume.geometry == geometry
+    assert io.file_size(folder) == sum(path.stat().st_size for path in files)
+
+
+def test_slabs_in_any_order_equal_the_whole_read(series):
+    folder, _ = series
+    whole = io.read_volume(folder).array
+    with open_slabs(folder) as reader:
+        assert reader.streams
+        depth = reader.slices
+        for k0, k1 in [(depth - 3, depth), (0, 2), (2, depth - 3), (1, 2)]:
+            np.testing.assert_array_equal(reader.read(k0, k1), whole[k0:k1])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streamed"])
+def test_resample_cli_on_a_series_folder_keeps_the_block_centred_geometry(series, tmp_path, stream):
+    folder, _ = series
+    expected_input = series_reader_volume(folder)
+    out = tmp_path / "out.nrrd"
+    result = run("resample", folder, out, "--factor", 2, *(["--stream"] if stream else ["--no-stream"]))
+    assert result.returncode == 0, result.stderr
+    output = read_back(out)
+    g = expected_input.geometry
+    assert np.allclose(output.geometry.spacing, 2 * np.array(g.spacing), rtol=1e-9)
+    assert np.allclose(output.geometry.origin, np.array(g.origin) + g.direction @ (0.5 * np.array(g.spacing)),
+                       atol=1e-6)
+    assert np.allclose(output.geometry.direction, g.direction, atol=1e-9)
+    assert output.geometry.dimensions == tuple(max(1, int(np.floor(n / 2 + 0.5))) for n in g.dimensions)
+    # the voxels: our resampling of SimpleITK's series read (the streamed run within one unit of rounding)
+    reference = bv.resample(expected_input, 2)
+    assert output.array.dtype == reference.array.dtype
+    difference = np.abs(output.array.astype(float) - reference.array.astype(float))
+    assert difference.max() <= (1 if output.array.dtype.kind in "iu" else 1e-4 * np.ptp(reference.array))
+
+
+def test_one_file_of_a_series_is_read_as_the_series_and_says_so(series, tmp_path):
+    folder, files = series
+    from_folder, from_file = tmp_path / "folder.nrrd", tmp_path / "file.nrrd"
+    assert run("resample", folder, from_folder, "--factor", 2, "--quiet").returncode == 0
+    result = run("resample", files[0], from_file, "--factor", 2, "--quiet")
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "DICOM" in line]
+    assert len(notes) == 1 and f"{len(files)} slices" in notes[0] and str(files[0]) in notes[0]
+    a, b = read_back(from_folder), read_back(from_file)
+    np.testing.assert_array_equal(a.array, b.array)
+    assert a.geometry.isclose(b.geometry)
+
+
+@pytest.fixture
+def two_series(tmp_path):
+    folder = tmp_path / "study"
+    first = write_series(folder, ct_values((7, 12, 10), 5), (0.8, 0.8, 2.0), (0, 0, 0), np.eye(3), "1.2.3.100",
+                         description="Head 2.0", seed=5)
+    second = write_series(folder, ct_values((11, 10, 9), 6), (0.5, 0.6, 1.0), (10, 20, -30), rotation(0.3, 0.1),
+                          "1.2.3.200", description="Head bone", seed=6)
+    return folder, first, second
+
+
+def test_several_series_are_listed_and_one_is_chosen_by_uid(two_series, tmp_path):
+    folder, first, second = two_series
+    out = tmp_path / "out.nrrd"
+    result = run("resample", folder, out, "--factor", 2)
+    assert result.returncode == 1 and not out.exists()
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "--series" in message
+    for uid, count, description in (("1.2.3.100", 7, "Head 2.0"), ("1.2.3.200", 11, "Head bone")):
+        assert f"{uid} ({count} slices, '{description}')" in message
+    for uid, files in (("1.2.3.100", first), ("1.2.3.200", second)):
+        result = run("resample", folder, out, "--factor", 2, "--series", uid, "--quiet")
+        assert result.returncode == 0, result.stderr
+        expected = series_reader_volume(folder, uid).geometry.downsampled(2)
+        assert read_back(out).geometry.isclose(expected, rtol=1e-9, atol=1e-6)
+        assert io.read_geometry(folder, series=uid)[0].dimensions[2] == len(files)
+        # one file stands for its own series even among others
+        assert io.read_geometry(files[-1])[0].isclose(io.read_geometry(folder, series=uid)[0])
+    unknown = run("resample", folder, out, "--series", "9.9.9")
+    assert unknown.returncode == 1 and "9.9.9" in unknown.stderr and "1.2.3.100" in unknown.stderr
+
+
+def test_series_option_is_refused_for_other_files(tmp_path):
+    path = tmp_path / "plain.nrrd"
+    io.write_volume(bv.Volume.from_array(np.zeros((4, 4, 4), np.uint8)), path)
+    with pytest.raises(bv.VolumeFileError, match="not a DICOM series"):
+        io.read_volume(path, series="1.2.3")
+
+
+def test_dehaze_reduce_bits_and_preview_read_series(two_series, tmp_path):
+    folder, _, _ = two_series
+    uid = "1.2.3.200"
+    expected = series_reader_volume(folder, uid)
+    reduced = tmp_path / "reduced.nrrd"
+    assert run("reduce-bits", folder, reduced, "--bits", 8, "--series", uid, "--stream", "--quiet").returncode == 0
+    dehazed = tmp_path / "dehazed.nhdr"
+    assert run("dehaze", folder, dehazed, "--series", uid, "--quiet").returncode == 0
+    for path, dtype in ((reduced, np.uint8), (dehazed, expected.array.dtype)):
+        volume = read_back(path)
+        assert volume.array.dtype == dtype
+        assert volume.geometry.isclose(expected.geometry, rtol=1e-9, atol=1e-6)
+    picture = tmp_path / "preview.png"
+    result = run("preview", folder, picture, "--series", uid, "--engine", "vtk", "--size", "64x64")
+    assert result.returncode == 0, result.stderr
+    assert picture.stat().st_size > 0
+
+
+def test_missing_slice_is_refused(tmp_path):
+    folder = tmp_path / "gap"
+    write_series(folder, ct_values((8, 6, 6), 7), (1.0, 1.0, 2.0), (0, 0, 0), np.eye(3), "1.2.3.7")
+    # remove one inner slice: the others keep their positions, so the grid has a hole
+    ordered = dicom.find_series(folder).files
+    ordered[3].unlink()
+    out = tmp_path / "out.nrrd"
+    result = run("resample", folder, out)
+    assert result.returncode == 1 and not out.exists()
+    assert "off the regular grid" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_damaged_slice_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "damaged"
+    write_series(folder, ct_values((6, 8, 8), 8), (1.0, 1.0, 1.5), (0, 0, 0), np.eye(3), "1.2.3.8")
+    victim = dicom.find_series(folder).files[2]
+    victim.write_bytes(victim.read_bytes()[:-60])  # cut into the pixel data
+    out = tmp_path / "out.nrrd"
+    result = run("resample", folder, out, "--stream")
+    assert result.returncode == 1 and not out.exists()
+    *notes, message = result.stderr.strip().splitlines()  # the note on the dropped file, then the error
+    assert message.startswith("bigvolume: error:") and "sitk" not in message.lower() and ".cxx" not in message
+    assert victim.name in message and "unreadable DICOM" in message  # GDCM drops the file from its series
+
+
+def test_import_stack_redirects_a_dicom_folder(series, tmp_path):
+    folder, _ = series
+    result = run("import-stack", folder, tmp_path / "out.nrrd")
+    assert result.returncode == 1 and not (tmp_path / "out.nrrd").exists()
+    assert "DICOM" in result.stderr and "bigvolume resample" in result.stderr
+
+
+def test_a_folder_without_dicom_is_still_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(bv.VolumeFileError, match="is a folder"):
+        io.read_geometry(tmp_path)
+
+
+def test_a_damaged_end_slice_left_out_by_gdcm_is_said(tmp_path):
+    folder = tmp_path / "damaged-end"
+    write_series(folder, ct_values((6, 8, 8), 9), (1.0, 1.0, 1.5), (0, 0, 0), np.eye(3), "1.2.3.9")
+    victim = dicom.find_series(folder).files[-1]
+    victim.write_bytes(victim.read_bytes()[:-60])
+    result = run("resample", folder, tmp_path / "out.nrrd", "--quiet")
+    assert result.returncode == 0
+    assert f"1 DICOM file(s) belong to no readable series and are left out (damaged?): {victim.name}" in result.stderr
