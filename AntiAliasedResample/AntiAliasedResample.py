@@ -1,6 +1,4 @@
-import importlib.util
 import os
-import pathlib
 import sys
 from typing import Annotated, Optional
 
@@ -16,12 +14,15 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer import vtkMRMLScalarVolumeNode
 
 # The core package `bigvolume` and `bigvolume_slicer` (what the panels share) are installed beside this file in the
-# extension. Run from source (the module folder added to Slicer's "Additional module paths"), both are found in the
-# repository root, the parent of this folder.
-if not all(importlib.util.find_spec(name) for name in ("bigvolume", "bigvolume_slicer")):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# extension; run from source (the module folder in Slicer's "Additional module paths"), they are in the repository
+# root. That folder goes first on sys.path: a pip-installed bigvolume must not shadow the copy bundled here.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
+                if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py"))), None)
+sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
-from bigvolume_slicer import PanelProgress  # noqa: E402
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, limits,  # noqa: E402
+                              reenterModule, settleTimer, translate)
 
 from AntiAliasedResampleLib import CLI_MODULE, DEFAULT_METHOD, METHODS, Cancelled  # noqa: E402
 from AntiAliasedResampleLib import AntiAliasedResampleLogic as AntiAliasedResampleLibLogic  # noqa: E402
@@ -29,6 +30,8 @@ from AntiAliasedResampleLib import AntiAliasedResampleLogic as AntiAliasedResamp
 # Where the input comes from (the combo box shows these texts; the parameter node stores them).
 FROM_SCENE = "Volume in the scene"
 FROM_FILE = "File on disk (too big to load)"
+# Path fields the panel keeps in the parameter node itself (bigvolume_slicer.PathFields): parameter -> widget.
+PATH_FIELDS = {"inputFile": "inputFilePathLineEdit"}
 
 
 #
@@ -39,11 +42,11 @@ FROM_FILE = "File on disk (too big to load)"
 class AntiAliasedResample(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "Anti-Aliased Resample"
-        self.parent.categories = ["Utilities"]
+        self.parent.title = _("Anti-Aliased Resample")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Utilities")]
         self.parent.dependencies = []
         self.parent.contributors = ["SlicerBigVolume developers"]
-        self.parent.helpText = """
+        self.parent.helpText = _("""
 Downsample a volume without aliasing: every output voxel is a band-limited (Lanczos by default) estimate of the
 input block it covers, instead of one picked voxel (moire, staircases, flickering thin structures).
 The geometry is exact: output spacing = factor x input spacing, the output grid is centred on the input blocks
@@ -52,11 +55,11 @@ Choose a factor (per axis, isotropic) or a target spacing. Label maps are always
 Works on scalar, label map and vector/RGB volumes; the input volume is never modified.
 A volume file too big to load ("Input from: File on disk") is resampled from disk, a slab of slices at a time when
 it would not fit within the memory limit, and only the result is loaded; it can be kept beside the input file.
-"""
-        self.parent.acknowledgementText = """
+""")
+        self.parent.acknowledgementText = _("""
 Part of the SlicerBigVolume extension. The resampling is done by its Qt-free core package <code>bigvolume</code>
 (numpy, VTK and SimpleITK), also usable from plain Python and its own command line.
-"""
+""")
 
 
 #
@@ -69,7 +72,7 @@ class AntiAliasedResampleParameterNode:
     """
     inputSource - FROM_SCENE (inputVolume) or FROM_FILE (inputFile, resampled from disk without loading it).
     inputVolume - the volume to downsample (scalar, label map or vector/RGB).
-    inputFile - the volume file to downsample in file mode.
+    inputFile - the volume file to downsample in file mode ("": none; kept by the panel, see PATH_FIELDS).
     factor - downsampling factor (>= 1), the same on every axis.
     isotropic - one output spacing on all axes: factor x the finest input spacing.
     useSpacing - use the target spacing (spacingI, spacingJ, spacingK in mm) instead of the factor.
@@ -79,20 +82,20 @@ class AntiAliasedResampleParameterNode:
     alwaysStream - file mode: read the file a slab at a time even if it would fit in memory.
     outputVolume - where to put the result; none: a new volume is created.
     saveBesideInput - file mode: keep the result as <input stem>_resampled.nhdr beside the input file.
-    show3D - after Apply, volume-render the output (GPU ray casting, transfer function from its histogram).
+    show3D - after Apply, volume-render the output (the default rendering method, transfer function from its histogram).
     beforeAfter - with show3D: input and output side by side in two 3D views with linked cameras.
     runAsCli - scene mode: run the BigVolumeResampleCLI module (own process, GPU when there is one) instead.
     """
 
     inputSource: Annotated[str, Choice([FROM_SCENE, FROM_FILE])] = FROM_SCENE
     inputVolume: vtkMRMLScalarVolumeNode
-    inputFile: pathlib.Path
-    factor: Annotated[float, WithinRange(1.0, 32.0)] = 2.0
+    inputFile: str = ""
+    factor: Annotated[float, WithinRange(limits.MIN_FACTOR, limits.MAX_FACTOR)] = 2.0
     isotropic: bool = False
     useSpacing: bool = False
-    spacingI: Annotated[float, WithinRange(0.0001, 10000.0)] = 1.0
-    spacingJ: Annotated[float, WithinRange(0.0001, 10000.0)] = 1.0
-    spacingK: Annotated[float, WithinRange(0.0001, 10000.0)] = 1.0
+    spacingI: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
+    spacingJ: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
+    spacingK: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
     method: Annotated[str, Choice(list(METHODS))] = DEFAULT_METHOD
     threads: Annotated[int, WithinRange(0, 1024)] = 0
     memoryLimitGB: Annotated[float, WithinRange(0.0, 65536.0)] = 0.0
@@ -115,9 +118,13 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._gui = None  # the widgets' binding to the parameter node (made in setup)
+        self._paths = None
         self._progress = None  # the run state, progress bar and Cancel button (made in setup)
         self._cliNode = None  # the CLI run in progress
+        self._planTimer = None
+        self._plannedFile = None  # the input file the target spacing was last started from
+        self._plannedVolume = None  # the input volume the target spacing was last started from
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -127,6 +134,10 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = AntiAliasedResampleLogic()
+        self._gui = ParameterNodeGui(self.ui, afterBind=self._labelChoices)
+        self._paths = PathFields({name: getattr(self.ui, widget) for name, widget in PATH_FIELDS.items()})
+        # The plan reads the input file's header: wait until the user stops typing or turning a spin box.
+        self._planTimer = settleTimer(self.updatePlan)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -134,29 +145,34 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._progress = PanelProgress(self.ui.progressBar, self.ui.cancelButton, onChange=self._checkCanApply)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
-        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
-        self.ui.inputFilePathLineEdit.connect("currentPathChanged(QString)", self.onInputFileChanged)
         # 0 means "automatic": show what that is on this computer.
-        self.ui.memoryLimitSpinBox.specialValueText = f"automatic ({self.logic.defaultMemoryLimit() / 1e9:.1f} GB)"
+        self.ui.memoryLimitSpinBox.specialValueText = _("automatic ({size} GB)").format(
+            size=f"{self.logic.defaultMemoryLimit() / 1e9:.1f}")
 
         self.initializeParameterNode()
-        # Tooltips after connectGui, which fills the combo box from the Choice annotation.
+
+    def _labelChoices(self, parameterNode) -> None:
+        """After each binding (which refills the combo box from the Choice annotation): the methods' tooltips."""
         for index, name in enumerate(METHODS):
             self.ui.methodComboBox.setItemData(index, METHODS[name], qt.Qt.ToolTipRole)
 
     def cleanup(self) -> None:
+        if self._planTimer is not None:
+            self._planTimer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        # The widgets stay bound to the parameter node (once per node: see ParameterNodeGui). An in-process run
+        # stops; a CLI run (its own process) goes on while the user is elsewhere.
+        if self._progress.running and self._cliNode is None:
+            self._progress.cancel()
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self._progress.running:  # the run's nodes are leaving: stop it (it leaves no node and no file)
+            self.onCancelButton()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -172,11 +188,10 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def setParameterNode(self, inputParameterNode: Optional[AntiAliasedResampleParameterNode]) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
+        self._parameterNode = self._gui.bind(inputParameterNode)
+        self._paths.bind(self._parameterNode)
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
 
@@ -208,52 +223,65 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         return hasattr(slicer.modules, CLI_MODULE)
 
     def _checkCanApply(self, caller=None, event=None) -> None:
+        """What changes with every setting at once (which fields show, Apply off while running); the plan, which may
+        read the input file's header, once the settings settle."""
         p = self._parameterNode
-        fileMode = self._fileMode()
-        self._showMode(fileMode)
+        self._paths.show()
+        # A new input volume starts the target spacing. Here, not in a slot of the node selector: that slot would
+        # run before the binding's own and modify the node while it still holds the previous input.
+        if p and p.inputVolume is not self._plannedVolume:
+            self._plannedVolume = p.inputVolume
+            if p.inputVolume is not None:
+                self._startSpacingFrom(p.inputVolume.GetSpacing())
+        self._showMode(self._fileMode())
         self.ui.spacingWidget.enabled = bool(p and p.useSpacing)
         self.ui.factorSliderWidget.enabled = bool(p and not p.useSpacing)
         self.ui.isotropicCheckBox.enabled = bool(p and not p.useSpacing)
-        plan, reason = "", "Select an input file." if fileMode else "Select an input volume."
+        if self._progress.running:
+            self.ui.applyButton.enabled = False
+        self._planTimer.start()
+
+    def updatePlan(self) -> bool:
+        """Describe the run in the plan line and enable Apply when it can run; returns whether it can."""
+        self._planTimer.stop()
+        p = self._parameterNode
+        fileMode = self._fileMode()
+        plan, reason = "", _("Select an input file.") if fileMode else _("Select an input volume.")
         try:  # invalid settings: say why instead of failing on Apply
-            if p and fileMode and str(p.inputFile) not in ("", "."):
+            if p and fileMode and p.inputFile:
                 reason = ""
+                if p.inputFile != self._plannedFile:  # a new file: start the target spacing from its header
+                    self._plannedFile = p.inputFile
+                    self._startSpacingFrom(self.logic.fileGeometry(p.inputFile).spacing)
                 # The method a label map output would get decides whether the file can stream.
-                method, _ = self.logic.effectiveMethod(p.outputVolume, p.method)
+                method, _notes = self.logic.effectiveMethod(p.outputVolume, p.method)
                 plan = self.logic.describeFilePlan(p.inputFile, method=method, **self._settings(),
                                                    **self._fileSettings())
                 if p.saveBesideInput:
-                    plan += f"\nKept as {self.logic.savedPathFor(p.inputFile)}"
+                    plan += "\n" + _("Kept as {path}").format(path=self.logic.savedPathFor(p.inputFile))
             elif p and not fileMode and p.inputVolume:
                 reason = ""
                 if p.outputVolume and p.outputVolume == p.inputVolume:
-                    reason = "Select an output volume other than the input."
+                    reason = _("Select an output volume other than the input.")
                 plan = self.logic.describePlan(p.inputVolume, **self._settings())
         except Exception as error:
             reason = reason or str(error)
         self.ui.planLabel.text = reason or plan
-        self.ui.applyButton.enabled = not reason and not self._progress.running
+        canApply = not reason and not self._progress.running
+        self.ui.applyButton.enabled = canApply
         self.ui.applyButton.toolTip = reason or (
-            "Downsample the input file from disk and load the result." if fileMode else "Downsample the input volume.")
+            _("Downsample the input file from disk and load the result.") if fileMode
+            else _("Downsample the input volume."))
+        return canApply
 
     def _startSpacingFrom(self, spacing) -> None:
-        """Start the target spacing from factor x the input's spacing, a valid downsampling."""
+        """Start the target spacing from factor x the input's spacing, a valid downsampling (never 0: tiny spacings
+        keep their digits, see limits.spacingFor)."""
         if self._parameterNode is None or self._parameterNode.useSpacing:
             return
         factor = self._parameterNode.factor
         self._parameterNode.spacingI, self._parameterNode.spacingJ, self._parameterNode.spacingK = (
-            round(factor * s, 4) for s in spacing)
-
-    def onInputChanged(self, node) -> None:
-        if node is not None:
-            self._startSpacingFrom(node.GetSpacing())
-
-    def onInputFileChanged(self, path) -> None:
-        try:
-            geometry = self.logic.fileGeometry(path)
-        except Exception:  # no file or not a volume (yet: the path may be half typed); the plan line says why
-            return
-        self._startSpacingFrom(geometry.spacing)
+            limits.spacingFor(factor, s) for s in spacing)
 
     def onCancelButton(self) -> None:
         self._progress.cancel()
@@ -266,7 +294,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         p = self._parameterNode
         self.ui.resultLabel.text = ""
         try:
-            with slicer.util.tryWithErrorDisplay("Could not start the CLI module.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Could not start the CLI module."), waitCursor=True):
                 params = self.logic.cliParameters(p.inputVolume, p.outputVolume, method=p.method, **self._settings())
                 p.outputVolume = params["outputVolume"]
                 self._progress.start()
@@ -290,10 +318,13 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def onApplyButton(self) -> None:
         p = self._parameterNode
+        # Refused inside another run; the settings are checked now, not when their plan last settled.
+        if self._progress.running or PanelProgress.refused(self.ui.resultLabel) or not self.updatePlan():
+            return
         if p.runAsCli and self._cliOffered() and not self._fileMode():
             self._startCli()
             return
-        with self._progress.task(self.ui.resultLabel, "Resampling failed."):
+        with self._progress.task(self.ui.resultLabel, _("Resampling failed.")):
             outputNode = self._run()
             p.outputVolume = outputNode
             self.ui.resultLabel.text = self.logic.lastResult.summary()
@@ -307,7 +338,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def _show3D(self, outputNode, inputNode=None) -> None:
         """Volume-render the output (the Logic makes the display nodes); before/after shows the Dual 3D layout with
         the input left and the output right. Then fit each 3D view's camera to what it shows."""
-        self.logic.showPreview(outputNode, inputNode)
+        self.logic.showPreview(outputNode, inputNode, renderingLogic=slicer.modules.volumerendering.logic())
         layoutManager = slicer.app.layoutManager()
         for index in range(layoutManager.threeDViewCount):
             layoutManager.threeDWidget(index).threeDView().resetFocalPoint()
@@ -366,6 +397,8 @@ class AntiAliasedResampleTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_PanelSettingsSurviveLeavingTheModule()
+        self.setUp()
         self.test_ScalarGeometry()
         self.setUp()
         self.test_CancelLeavesNothing()
@@ -381,6 +414,27 @@ class AntiAliasedResampleTest(ScriptedLoadableModuleTest):
         node.SetSpacing(0.5, 0.75, 2.0)
         node.SetOrigin(-10.0, 20.0, 5.0)
         return node
+
+    def test_PanelSettingsSurviveLeavingTheModule(self):
+        """What a user does: non-default settings, another module and back, Apply; the result used the settings."""
+        self.delayDisplay("Starting the panel test")
+        inputNode = self._makeVolume()
+        widget = reenterModule("AntiAliasedResample")
+        widget.ui.inputSourceComboBox.currentIndex = 0  # a volume in the scene
+        widget.ui.inputSelector.setCurrentNode(inputNode)
+        widget.ui.methodComboBox.currentIndex = list(METHODS).index("max")
+        widget.ui.factorSliderWidget.value = 4.0
+        widget = reenterModule("AntiAliasedResample")
+        self.assertEqual(widget.ui.methodComboBox.currentIndex, list(METHODS).index("max"))
+        widget.updatePlan()  # what the settle timer does after a pause
+        widget.ui.applyButton.click()
+        result = widget.logic.lastResult
+        self.assertIsNotNone(result, widget.ui.resultLabel.text)
+        self.assertEqual(result.method, "max")
+        self.assertEqual(result.outputNode.GetImageData().GetDimensions(), (10, 8, 5))
+        for actual, expected in zip(result.outputNode.GetSpacing(), (2.0, 3.0, 8.0)):
+            self.assertAlmostEqual(actual, expected, places=9)
+        self.delayDisplay("Panel test passed")
 
     def test_ScalarGeometry(self):
         self.delayDisplay("Starting the geometry test")

@@ -19,10 +19,12 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def find_core() -> None:
-    """Put the ``bigvolume`` package on sys.path: in the installed extension (and its build tree) it sits in
-    ``qt-scripted-modules`` beside this ``cli-modules`` folder; in the source tree, one folder up."""
+    """Put the ``bigvolume`` package first on sys.path: in the installed extension (and single-config build trees)
+    it sits in ``qt-scripted-modules`` beside this ``cli-modules`` folder; multi-config build trees (Visual Studio,
+    Xcode) put this script one folder deeper, ``cli-modules/<CONFIG>/``; in the source tree it is one folder up."""
     here = os.path.dirname(os.path.abspath(__file__))
-    for folder in (os.path.join(here, os.pardir, "qt-scripted-modules"), os.path.join(here, os.pardir)):
+    for folder in (os.path.join(here, os.pardir, "qt-scripted-modules"),
+                   os.path.join(here, os.pardir, os.pardir, "qt-scripted-modules"), os.path.join(here, os.pardir)):
         if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py")):
             sys.path.insert(0, os.path.normpath(folder))
             return

@@ -1,4 +1,3 @@
-import importlib.util
 import os
 import sys
 from typing import Annotated, Optional
@@ -14,12 +13,15 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode
 
 # The core package `bigvolume` and `bigvolume_slicer` (what the panels share) are installed beside this file in the
-# extension. Run from source (the module folder added to Slicer's "Additional module paths"), both are found in the
-# repository root, the parent of this folder.
-if not all(importlib.util.find_spec(name) for name in ("bigvolume", "bigvolume_slicer")):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# extension; run from source (the module folder in Slicer's "Additional module paths"), they are in the repository
+# root. That folder goes first on sys.path: a pip-installed bigvolume must not shadow the copy bundled here.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
+                if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py"))), None)
+sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
-from bigvolume_slicer import PanelProgress, settleTimer  # noqa: E402
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, _, limits,  # noqa: E402
+                              reenterModule, settleTimer, translate)
 
 from HazeRemovalLib import (AIR_CHOICES, BITS_CHOICES, DEFAULT_DILATE, FILL_CHOICES, LEVEL_CHOICES,  # noqa: E402
                             Cancelled)
@@ -34,11 +36,11 @@ from HazeRemovalLib import HazeRemovalLogic as HazeRemovalLibLogic  # noqa: E402
 class HazeRemoval(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "Haze Removal"
-        self.parent.categories = ["Utilities"]
+        self.parent.title = _("Haze Removal")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Utilities")]
         self.parent.dependencies = []
         self.parent.contributors = ["SlicerBigVolume developers"]
-        self.parent.helpText = """
+        self.parent.helpText = _("""
 Set the noisy air ("haze") around a head or specimen to one value, without touching the object, so that the volume
 compresses: random noise in the air costs most of a compressed file. A multi-level Otsu threshold (levels 1-5 as
 MRIcroGL's Remove Haze; 5, the default, removes the least) separates dark air from the object; by default only dark
@@ -47,12 +49,12 @@ voxel). The object is grown by the dilation so partial-volume edges survive.
 "Preview mask" shows the haze as a label map over the input before anything is changed; Apply writes a new volume
 (the input is never modified) and reports the voxels changed and the compressed size before and after.
 Optionally the result is reduced to 8 or 16 bits through a robust intensity window.
-"""
-        self.parent.acknowledgementText = """
+""")
+        self.parent.acknowledgementText = _("""
 Part of the SlicerBigVolume extension. The haze removal is done by its Qt-free core package <code>bigvolume</code>
 (numpy, VTK and SimpleITK), also usable from plain Python and its own command line (<code>bigvolume dehaze</code>).
 The levels follow MRIcroGL's Remove Haze (Chris Rorden).
-"""
+""")
 
 
 #
@@ -77,11 +79,11 @@ class HazeRemovalParameterNode:
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
-    level: Annotated[int, WithinRange(1, 5)] = 5
+    level: Annotated[int, WithinRange(limits.MIN_LEVEL, limits.MAX_LEVEL)] = 5
     air: Annotated[str, Choice(list(AIR_CHOICES))] = "border"
-    dilate: Annotated[int, WithinRange(0, 20)] = DEFAULT_DILATE
+    dilate: Annotated[int, WithinRange(0, limits.MAX_RADIUS)] = DEFAULT_DILATE
     largestOnly: bool = False
-    close: Annotated[int, WithinRange(0, 20)] = 0
+    close: Annotated[int, WithinRange(0, limits.MAX_RADIUS)] = 0
     fillMode: Annotated[str, Choice(list(FILL_CHOICES))] = "minimum"
     fillValue: Annotated[float, WithinRange(-1000000000.0, 1000000000.0)] = 0.0
     bits: Annotated[str, Choice(list(BITS_CHOICES))] = "keep"
@@ -100,7 +102,7 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._gui = None  # the widgets' binding to the parameter node (made in setup)
         self._progress = None  # the run state, progress bar and Cancel button (made in setup)
         self._previewShown = False     # once previewed, a change of settings updates the mask
         self._previewedSettings = None
@@ -114,6 +116,7 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = HazeRemovalLogic()
+        self._gui = ParameterNodeGui(self.ui, afterBind=self._labelChoices)
 
         # A mask takes a moment on big volumes: wait until the user stops turning a spin box.
         self._previewTimer = settleTimer(self.updatePreview)
@@ -137,12 +140,13 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        # The widgets stay bound to the parameter node (once per node: see ParameterNodeGui); a run stops.
+        if self._progress.running:
+            self._progress.cancel()
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self._progress.running:  # the run's nodes are leaving: stop it (it leaves no node behind)
+            self._progress.cancel()
         self.setParameterNode(None)
         self._previewShown = False
 
@@ -161,18 +165,19 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, inputParameterNode: Optional[HazeRemovalParameterNode]) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
-        self._parameterNode = inputParameterNode
+        self._parameterNode = self._gui.bind(inputParameterNode)
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
-            # Readable labels: connectGui fills the combo boxes with the Choice values (and reads them by index).
-            for comboBox, labels in ((self.ui.airComboBox, AIR_CHOICES), (self.ui.fillModeComboBox, FILL_CHOICES),
-                                     (self.ui.bitsComboBox, BITS_CHOICES)):
-                for index, value in enumerate(labels):
-                    comboBox.setItemText(index, labels[value])
             self.onParameterNodeModified()
+
+    def _labelChoices(self, parameterNode) -> None:
+        """Readable labels after each binding: connectGui fills the combo boxes with the Choice values (and reads
+        them by index)."""
+        for comboBox, labels in ((self.ui.airComboBox, AIR_CHOICES), (self.ui.fillModeComboBox, FILL_CHOICES),
+                                 (self.ui.bitsComboBox, BITS_CHOICES)):
+            for index, value in enumerate(labels):
+                comboBox.setItemText(index, _(labels[value]))
 
     # --- settings -----------------------------------------------------------------------------------------------
     def _settings(self) -> dict:
@@ -195,13 +200,13 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.fillValueSpinBox.enabled = p.fillMode == "value"
         reason = ""
         if not p.inputVolume:
-            reason = "Select an input volume."
+            reason = _("Select an input volume.")
         elif p.outputVolume and p.outputVolume == p.inputVolume:
-            reason = "Select an output volume other than the input."
+            reason = _("Select an output volume other than the input.")
         running = self._progress.running
         self.ui.previewButton.enabled = bool(p.inputVolume) and not running
         self.ui.applyButton.enabled = not reason and not running
-        self.ui.applyButton.toolTip = reason or "Remove the haze into the output volume."
+        self.ui.applyButton.toolTip = reason or _("Remove the haze into the output volume.")
         if self._previewShown and self._maskSettings() != self._previewedSettings and not running:
             self._previewTimer.start()
 
@@ -215,11 +220,11 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._previewTimer is not None:
             self._previewTimer.stop()
         p = self._parameterNode
-        if p is None or not p.inputVolume or self._progress.running:
-            return
+        if p is None or not p.inputVolume or self._progress.running or PanelProgress.refused():
+            return  # (a settle timer may fire while another panel's run processes events)
         self._previewedSettings = self._maskSettings()
         try:
-            with slicer.util.tryWithErrorDisplay("Haze mask preview failed.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Haze mask preview failed."), waitCursor=True):
                 maskNode = self.logic.previewMask(p.inputVolume, maskNode=p.maskVolume, **self._settings())
                 p.maskVolume = maskNode
                 self.ui.previewLabel.text = self.logic.describeMask(maskNode)
@@ -231,7 +236,9 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- running ------------------------------------------------------------------------------------------------
     def onApplyButton(self) -> None:
         p = self._parameterNode
-        with self._progress.task(self.ui.resultLabel, "Haze removal failed."):
+        if self._progress.running or PanelProgress.refused(self.ui.resultLabel):  # never inside another run
+            return
+        with self._progress.task(self.ui.resultLabel, _("Haze removal failed.")):
             outputNode = self.logic.process(p.inputVolume, p.outputVolume, bits=p.bits, progress=self._progress,
                                             **self._settings())
             p.outputVolume = outputNode
@@ -274,6 +281,8 @@ class HazeRemovalTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_PanelSettingsSurviveLeavingTheModule()
+        self.setUp()
         self.test_CavityKeptAndGeometryExact()
         self.setUp()
         self.test_CancelLeavesNothing()
@@ -294,6 +303,27 @@ class HazeRemovalTest(ScriptedLoadableModuleTest):
         node.SetSpacing(0.5, 0.75, 2.0)
         node.SetOrigin(-10.0, 20.0, 5.0)
         return node
+
+    def test_PanelSettingsSurviveLeavingTheModule(self):
+        """What a user does: non-default settings, another module and back, Apply; the result used the settings."""
+        import numpy as np
+
+        self.delayDisplay("Starting the panel test")
+        inputNode = self._makePhantom()
+        widget = reenterModule("HazeRemoval")
+        widget.ui.inputSelector.setCurrentNode(inputNode)
+        widget.ui.airComboBox.currentIndex = list(AIR_CHOICES).index("all")
+        widget.ui.fillModeComboBox.currentIndex = list(FILL_CHOICES).index("value")
+        widget.ui.fillValueSpinBox.value = 7.0
+        widget.ui.bitsComboBox.currentIndex = list(BITS_CHOICES).index("8")
+        widget = reenterModule("HazeRemoval")
+        widget.ui.applyButton.click()
+        result = widget.logic.lastResult
+        self.assertIsNotNone(result, widget.ui.resultLabel.text)
+        self.assertEqual(slicer.util.arrayFromVolume(result.outputNode).dtype, np.uint8)  # bits 8 kept
+        self.assertIsNotNone(result.reduceReport)
+        self.assertEqual((widget._parameterNode.air, widget._parameterNode.fillMode), ("all", "value"))
+        self.delayDisplay("Panel test passed")
 
     def test_CavityKeptAndGeometryExact(self):
         import numpy as np

@@ -1,4 +1,3 @@
-import importlib.util
 import logging
 import os
 import sys
@@ -16,16 +15,22 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer import vtkMRMLMarkupsROINode
 
 # The core package `bigvolume` and `bigvolume_slicer` (what the panels share) are installed beside this file in the
-# extension. Run from source (the module folder added to Slicer's "Additional module paths"), both are found in the
-# repository root, the parent of this folder.
-if not all(importlib.util.find_spec(name) for name in ("bigvolume", "bigvolume_slicer")):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# extension; run from source (the module folder in Slicer's "Additional module paths"), they are in the repository
+# root. That folder goes first on sys.path: a pip-installed bigvolume must not shadow the copy bundled here.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
+                if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py"))), None)
+sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
-from bigvolume_slicer import PanelProgress, settleTimer  # noqa: E402
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, limits,  # noqa: E402
+                              reenterModule, settleTimer, translate)
 
 from ImageStackImportLib import (BITS_CHOICES, DEFAULT_STACK_ORIENTATION, GRAY_CHOICES, STACK_ORIENTATIONS,  # noqa: E402
                                  BigVolumeError, Cancelled)
 from ImageStackImportLib import ImageStackImportLogic as ImageStackImportLibLogic  # noqa: E402
+
+# Path fields the panel keeps in the parameter node itself (bigvolume_slicer.PathFields): parameter -> widget.
+PATH_FIELDS = {"inputFile": "fileLineEdit", "inputFolder": "folderLineEdit", "nhdrPath": "nhdrPathLineEdit"}
 
 
 #
@@ -36,11 +41,11 @@ from ImageStackImportLib import ImageStackImportLogic as ImageStackImportLibLogi
 class ImageStackImport(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "Image Stack Import"
-        self.parent.categories = ["Utilities"]
+        self.parent.title = _("Image Stack Import")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Utilities")]
         self.parent.dependencies = []
         self.parent.contributors = ["SlicerBigVolume developers"]
-        self.parent.helpText = """
+        self.parent.helpText = _("""
 Import a stack of 2D image files (TIFF, PNG, JPEG, BMP: one file per slice, as microscopes, micro-CT and
 serial-section scanners write them) as a volume, without ever holding more than the output in memory.
 Choose a folder, one slice (its numbered siblings are the stack) or a pattern. Everything is planned from the
@@ -49,12 +54,12 @@ The slices are cropped (optional Markups ROI, rotated ones included), converted 
 8/16 bits if asked, and downsampled without aliasing while they are read, straight into the volume's memory.
 Workflow for huge stacks: Preview (low resolution), place a ROI on it, then Import that ROI at full resolution.
 Also save as NHDR: a full-resolution streamable header that points into uncompressed TIFF slices (no copy).
-"""
-        self.parent.acknowledgementText = """
+""")
+        self.parent.acknowledgementText = _("""
 Part of the SlicerBigVolume extension. The reading and resampling are done by its Qt-free core package
 <code>bigvolume</code> (numpy, VTK and SimpleITK), also usable from plain Python and its own command line
 (<code>bigvolume import-stack</code>).
-"""
+""")
 
 
 #
@@ -65,6 +70,8 @@ Part of the SlicerBigVolume extension. The reading and resampling are done by it
 @parameterNodeWrapper
 class ImageStackImportParameterNode:
     """
+    inputFile, inputFolder - one slice file (its numbered siblings are the stack) or a folder ("": none).
+    nhdrPath - where "save as NHDR" writes ("": beside the slices).
     pattern - optional glob or printf pattern of the slice files (relative: in the folder).
     reverse - read the slices last to first.
     spacingX, spacingY, spacingZ - voxel size in mm (filled from the headers when the input changes).
@@ -78,11 +85,14 @@ class ImageStackImportParameterNode:
     show3D - after Import or Preview, volume-render the result (transfer function from its histogram).
     """
 
+    inputFile: str = ""
+    inputFolder: str = ""
+    nhdrPath: str = ""
     pattern: str = ""
     reverse: bool = False
-    spacingX: Annotated[float, WithinRange(0.000001, 1000000.0)] = 1.0
-    spacingY: Annotated[float, WithinRange(0.000001, 1000000.0)] = 1.0
-    spacingZ: Annotated[float, WithinRange(0.000001, 1000000.0)] = 1.0
+    spacingX: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
+    spacingY: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
+    spacingZ: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
     orientation: Annotated[str, Choice(list(STACK_ORIENTATIONS))] = DEFAULT_STACK_ORIENTATION
     originX: float = 0.0
     originY: float = 0.0
@@ -90,9 +100,9 @@ class ImageStackImportParameterNode:
     roi: vtkMRMLMarkupsROINode
     gray: Annotated[str, Choice(list(GRAY_CHOICES))] = "luminance"
     bits: Annotated[str, Choice(list(BITS_CHOICES))] = "keep"
-    factorX: Annotated[float, WithinRange(1.0, 256.0)] = 1.0
-    factorY: Annotated[float, WithinRange(1.0, 256.0)] = 1.0
-    factorZ: Annotated[float, WithinRange(1.0, 256.0)] = 1.0
+    factorX: Annotated[float, WithinRange(limits.MIN_FACTOR, limits.MAX_FACTOR)] = 1.0
+    factorY: Annotated[float, WithinRange(limits.MIN_FACTOR, limits.MAX_FACTOR)] = 1.0
+    factorZ: Annotated[float, WithinRange(limits.MIN_FACTOR, limits.MAX_FACTOR)] = 1.0
     saveNhdr: bool = False
     show3D: bool = False
 
@@ -133,7 +143,8 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._gui = None  # the widgets' binding to the parameter node (made in setup)
+        self._paths = None
         self._progress = None  # the run state, progress bar and Cancel button (made in setup)
         self._canImport = False
         self._lastSource = None  # the input fields the spacing was last filled for
@@ -149,6 +160,8 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = ImageStackImportLogic()
+        self._gui = ParameterNodeGui(self.ui, afterBind=self._labelChoices)
+        self._paths = PathFields({name: getattr(self.ui, widget) for name, widget in PATH_FIELDS.items()})
 
         # Planning reads every slice header the first time: wait until the user stops typing or dragging the ROI.
         self._planTimer = settleTimer(self.updatePlan)
@@ -185,12 +198,13 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        # The widgets stay bound to the parameter node (once per node: see ParameterNodeGui); a run stops.
+        if self._progress.running:
+            self._progress.cancel()
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self._progress.running:  # the run's nodes are leaving: stop it (it leaves no node and no file)
+            self._progress.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -202,20 +216,23 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, inputParameterNode: Optional[ImageStackImportParameterNode]) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
-        self._parameterNode = inputParameterNode
+        self._parameterNode = self._gui.bind(inputParameterNode)
+        self._paths.bind(self._parameterNode)
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
-            # Readable labels: connectGui fills the combo boxes with the Choice values (and reads them by index).
-            for comboBox, labels in ((self.ui.grayComboBox, GRAY_CHOICES), (self.ui.bitsComboBox, BITS_CHOICES)):
-                for index, value in enumerate(labels):
-                    comboBox.setItemText(index, labels[value])
         self.onParameterNodeModified()
+
+    def _labelChoices(self, parameterNode) -> None:
+        """Readable labels after each binding: connectGui fills the combo boxes with the Choice values (and reads
+        them by index)."""
+        for comboBox, labels in ((self.ui.grayComboBox, GRAY_CHOICES), (self.ui.bitsComboBox, BITS_CHOICES)):
+            for index, value in enumerate(labels):
+                comboBox.setItemText(index, _(labels[value]))
 
     # --- inputs ---------------------------------------------------------------------------------------------------
     def onParameterNodeModified(self, caller=None, event=None) -> None:
+        self._paths.show()
         roi = self._parameterNode.roi if self._parameterNode else None
         if roi is not self._observedRoi:  # follow the ROI while it is moved or resized
             events = (vtk.vtkCommand.ModifiedEvent, vtkMRMLMarkupsROINode.PointModifiedEvent)
@@ -265,8 +282,8 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.info(f"ROI left for the user to place: {error}")
 
     def _source(self):
-        return self.logic.resolveSource(self.ui.fileLineEdit.currentPath, self.ui.folderLineEdit.currentPath,
-                                        self._parameterNode.pattern)
+        p = self._parameterNode
+        return self.logic.resolveSource(p.inputFile, p.inputFolder, p.pattern)
 
     def _settings(self, spacing=True, factor=True, roi=True) -> dict:
         p = self._parameterNode
@@ -287,7 +304,7 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p is None or self._progress.running:
             return
-        fields = (self.ui.fileLineEdit.currentPath, self.ui.folderLineEdit.currentPath, p.pattern, p.reverse)
+        fields = (p.inputFile, p.inputFolder, p.pattern, p.reverse)
         ok, headerSpacing = False, ()
         try:
             source = self._source()
@@ -320,19 +337,21 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _run(self, preview: bool) -> None:
         p = self._parameterNode
-        with self._progress.task(self.ui.statusLabel, "Image stack import failed."):
+        if self._progress.running or PanelProgress.refused(self.ui.statusLabel):  # never inside another run
+            return
+        with self._progress.task(self.ui.statusLabel, _("Image stack import failed.")):
             source = self._source()
             if preview:
                 node = self.logic.importPreview(source, scene=slicer.mrmlScene, progress=self._progress,
                                                 **self._settings(factor=False, roi=False))
             else:
-                nhdrPath = self.logic.nhdrPathFor(self.ui.nhdrPathLineEdit.currentPath, source) if p.saveNhdr else None
+                nhdrPath = self.logic.nhdrPathFor(p.nhdrPath, source) if p.saveNhdr else None
                 node = self.logic.importToNode(source, scene=slicer.mrmlScene, progress=self._progress,
                                                nhdrPath=nhdrPath, **self._settings())
             self.ui.statusLabel.text = self.logic.lastResult.summary()
             slicer.util.setSliceViewerLayers(background=node, fit=True)
-            if p.show3D:  # GPU volume rendering (the Logic's display nodes), the 3D views fitted to it
-                self.logic.showPreview(node)
+            if p.show3D:  # volume rendering (the user's default method, our curves), the 3D views fitted to it
+                self.logic.showPreview(node, renderingLogic=slicer.modules.volumerendering.logic())
                 for index in range(slicer.app.layoutManager().threeDViewCount):
                     slicer.app.layoutManager().threeDWidget(index).threeDView().resetFocalPoint()
 
@@ -370,6 +389,8 @@ class ImageStackImportTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_PanelSettingsSurviveLeavingTheModule()
+        self.setUp()
         self.test_ImportGeometryAndVoxels()
         self.setUp()
         self.test_CancelLeavesNothing()
@@ -388,6 +409,28 @@ class ImageStackImportTest(ScriptedLoadableModuleTest):
             image.SetSpacing((0.5, 0.5))
             sitk.WriteImage(image, os.path.join(folder, f"slice_{k:03d}.tif"))
         return folder, array
+
+    def test_PanelSettingsSurviveLeavingTheModule(self):
+        """What a user does: a folder, non-default settings, another module and back, Import; the result used
+        them."""
+        import numpy as np
+
+        self.delayDisplay("Starting the panel test")
+        folder, _array = self._writeStack()
+        widget = reenterModule("ImageStackImport")
+        widget.ui.folderLineEdit.currentPath = folder
+        widget.ui.bitsComboBox.currentIndex = list(BITS_CHOICES).index("8")
+        widget.ui.factor2Button.click()
+        widget = reenterModule("ImageStackImport")
+        self.assertEqual((widget._parameterNode.inputFolder, widget._parameterNode.bits), (folder, "8"))
+        widget.updatePlan()  # what the settle timer does after a pause
+        widget.ui.importButton.click()
+        result = widget.logic.lastResult
+        self.assertIsNotNone(result, widget.ui.statusLabel.text)
+        node = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        self.assertEqual(node.GetImageData().GetDimensions(), (10, 8, 6))
+        self.assertEqual(slicer.util.arrayFromVolume(node).dtype, np.uint8)
+        self.delayDisplay("Panel test passed")
 
     def test_ImportGeometryAndVoxels(self):
         import numpy as np

@@ -138,6 +138,25 @@ class SlicerModule:
                 fields[statement.target.id] = (kind, ast.unparse(annotation), default)
         return fields
 
+    def path_fields(self) -> dict[str, str]:
+        """parameter -> ctkPathLineEdit name of the module's PATH_FIELDS: path fields the panel keeps in str
+        parameters itself (bigvolume_slicer.PathFields), not through connectGui."""
+        for node in self.tree.body:
+            if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "PATH_FIELDS":
+                return ast.literal_eval(node.value)
+        return {}
+
+    def within_range(self, parameter: str):
+        """(minimum, maximum) of a field's WithinRange annotation, its names resolved (the panels' limits), or
+        None."""
+        import bigvolume_slicer
+
+        annotation = self.wrapper_fields()[parameter][1]
+        bounds = re.search(r"WithinRange\(([^()]*)\)", annotation)
+        if not bounds:
+            return None
+        return eval(f"({bounds.group(1)})", {"limits": bigvolume_slicer.limits})
+
     def ui_attribute_uses(self) -> set[str]:
         """Names X used as ``self.ui.X`` in the module file."""
         return {node.attr for node in ast.walk(self.tree)
@@ -196,6 +215,15 @@ FAKE_SLICER = {
             install(FILES ${f} DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/${d})
           endforeach()
         endmacro()
+        # Slicer registers the module's ScriptedLoadableModuleTest as a ctest; here: a list of the scripts.
+        set(BUILD_TESTING ON)
+        macro(slicer_add_python_unittest)
+          cmake_parse_arguments(MY "" "SCRIPT" "" ${ARGN})
+          if(NOT EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${MY_SCRIPT})
+            message(FATAL_ERROR "python unittest script missing: ${MY_SCRIPT}")
+          endif()
+          file(APPEND ${CMAKE_BINARY_DIR}/python-unittests.txt "${CMAKE_CURRENT_SOURCE_DIR}/${MY_SCRIPT}\n")
+        endmacro()
         macro(slicerMacroBuildScriptedCLI)
           cmake_parse_arguments(MY "" "NAME" "" ${ARGN})
           foreach(f ${MY_NAME}.py ${MY_NAME}.xml)
@@ -238,33 +266,17 @@ STUBS = {
         class QEvent:
             DragEnter, DragMove, Drop = 60, 61, 63
         """,
+    # The Slicer-side stand-ins of slicer_gui_standins (@TESTING@: this folder).
     "ScriptedLoadableModule.py": """
-        class ScriptedLoadableModule:
-            def __init__(self, parent):
-                self.parent = parent
-        class ScriptedLoadableModuleWidget:
-            def __init__(self, parent=None):
-                self.parent = parent
-        class ScriptedLoadableModuleLogic:
-            def __init__(self, parent=None):
-                self.parent = parent
-            def getParameterNode(self):
-                raise NotImplementedError
-        class ScriptedLoadableModuleTest:
-            pass
+        import sys
+        sys.path.append("@TESTING@")
+        from slicer_gui_standins import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                         ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
         """,
     "parameterNodeWrapper.py": """
-        import dataclasses
-        @dataclasses.dataclass
-        class Choice:
-            choices: list
-        @dataclasses.dataclass
-        class WithinRange:
-            minimum: float
-            maximum: float
-        def parameterNodeWrapper(cls):
-            cls.wrapped = True
-            return cls
+        import sys
+        sys.path.append("@TESTING@")
+        from slicer_gui_standins import Choice, WithinRange, parameterNodeWrapper
         """,
 }
 
@@ -302,7 +314,7 @@ def run_module_file(module: SlicerModule, tmp_path: Path, body: str) -> bool:
     stubs = tmp_path / "stubs"
     stubs.mkdir()
     for name, text in STUBS.items():
-        (stubs / name).write_text(textwrap.dedent(text))
+        (stubs / name).write_text(textwrap.dedent(text).replace("@TESTING@", str(REPO / "Testing")))
     panel_check = _PANEL_CHECK.format(name=module.name, package=str(REPO / "bigvolume_slicer")) \
         if module.ui_file.is_file() else ""
     code = _PRELUDE.format(stubs=str(stubs), folder=str(module.folder)) + textwrap.dedent(body) + panel_check + \

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import re
 import shutil
+import os
 import subprocess
 import sys
 import textwrap
@@ -24,7 +25,7 @@ from test_slicer_logic import Mrml, ijk_to_ras  # noqa: E402  (a scene with the 
 
 from AntiAliasedResampleLib import (CLI_DEVICES, CLI_METHODS, CLI_MODULE, AntiAliasedResampleLogic,  # noqa: E402
                                     BigVolumeError)
-from slicer_module_checks import REPO, SlicerModule, configure_and_install, run_module_file  # noqa: E402
+from slicer_module_checks import REPO, SlicerModule, configure_and_install  # noqa: E402
 
 FOLDER = REPO / "BigVolumeResampleCLI"
 SCRIPT = FOLDER / "BigVolumeResampleCLI.py"
@@ -256,6 +257,31 @@ def test_extension_installs_the_cli_beside_the_core_it_imports(tmp_path):
     assert done.stdout.strip() == str(prefix / "lib/Slicer-5.8/qt-scripted-modules/bigvolume/__init__.py")
 
 
+def test_the_cli_finds_the_bundled_core_in_a_multi_config_build_tree_before_another_bigvolume(tmp_path):
+    """Visual Studio / Xcode build trees put scripted CLIs in cli-modules/<CONFIG>/ (SlicerMacroBuildScriptedCLI);
+    the core stays in qt-scripted-modules. A bigvolume elsewhere on the path (a pip install) must not win."""
+    import shutil
+
+    lib = tmp_path / "build/lib/Slicer-5.10"
+    (lib / "cli-modules/Release").mkdir(parents=True)
+    shutil.copy(SCRIPT, lib / "cli-modules/Release")
+    shutil.copytree(SCRIPT.parent.parent / "bigvolume", lib / "qt-scripted-modules/bigvolume",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    decoy = tmp_path / "site-packages/bigvolume"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy bigvolume was imported')\n")
+    code = textwrap.dedent(f"""
+        import runpy
+        runpy.run_path({str(lib / 'cli-modules/Release/BigVolumeResampleCLI.py')!r})["find_core"]()
+        import bigvolume
+        print(bigvolume.__file__)
+        """)
+    env = dict(os.environ, PYTHONPATH=str(decoy.parent))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(lib / "qt-scripted-modules/bigvolume/__init__.py")
+
+
 # --- the Logic's side: parameters for slicer.cli.run ----------------------------------------------------------------
 def test_cli_parameters_carry_the_planned_grid_and_run_to_it(mrml, cli_xml, tmp_path):
     array = quality.microct_phantom(30)
@@ -314,65 +340,52 @@ def test_cli_result_text():
 
 
 # --- the panel: "Run on GPU (CLI)" ------------------------------------------------------------------------------------
-def test_the_panel_offers_the_cli_only_where_installed_and_follows_its_run(tmp_path):
-    """The module file with Slicer's Qt parts stood in: the check box shows only when slicer.modules has the CLI
-    and the input is a scene volume; Apply hands the Logic's parameters to slicer.cli.run without waiting, and the
-    CLI node's progress and final status reach the panel."""
+def test_the_panel_offers_the_cli_only_where_installed_and_follows_its_run(tmp_path, monkeypatch):
+    """The real panel (slicer_gui_standins for Slicer's Qt parts): the check box shows only when slicer.modules has
+    the CLI and the input is a scene volume; Apply hands the Logic's parameters to slicer.cli.run without waiting,
+    and the CLI node's progress and final status reach the panel."""
     module = SlicerModule("AntiAliasedResample")
     assert module.ui_widgets()["runAsCliCheckBox"] == "QCheckBox"
     assert module.ui_parameter_bindings()["runAsCliCheckBox"] == "runAsCli"
     assert module.wrapper_fields()["runAsCli"][2] == "False"
     assert "Run on GPU (CLI)" == module.ui_properties("runAsCliCheckBox")["text"].findtext("string")
-    run_module_file(module, tmp_path, """
-        import contextlib, types
-        import numpy as np
-        import AntiAliasedResample as m
+    import types
 
-        class Widgets:  # any self.ui.<name>: a stand-in with the properties the widget sets
-            def __getattr__(self, name):
-                widget = types.SimpleNamespace(visible=True, enabled=True, value=0, text="", format="", toolTip="")
-                setattr(self, name, widget)
-                return widget
+    import slicer_gui_standins as standins
 
-        @contextlib.contextmanager
-        def shown(message, waitCursor=False):
-            yield
-        slicer.util.tryWithErrorDisplay = shown
-        slicer.modules = types.SimpleNamespace()
-        runs = []
+    standins.install(monkeypatch, tmp_path)
+    m = standins.load_module(module, monkeypatch)
+    runs = []
 
-        class CliNode(slicer.vtkMRMLCommandLineModuleNode):
-            values = {}
-            def GetParameterAsString(self, name):
-                return self.values.get(name, "")
+    class CliNode(slicer.vtkMRMLCommandLineModuleNode):
+        values = {}
 
-        def run(cliModule, node, parameters, wait_for_completion=True):
-            runs.append((cliModule, node, parameters, wait_for_completion))
-            cliNode = CliNode()
-            cliNode.SetStatus(cliNode.Running)
-            return cliNode
-        slicer.cli = types.SimpleNamespace(run=run)
+        def GetParameterAsString(self, name):
+            return self.values.get(name, "")
 
-        scene = slicer.vtkMRMLScene()
-        inputNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
+    def run(cliModule, node, parameters, wait_for_completion=True):
+        runs.append((cliModule, node, parameters, wait_for_completion))
+        cliNode = CliNode()
+        cliNode.SetStatus(cliNode.Running)
+        return cliNode
+    monkeypatch.setattr(slicer, "cli", types.SimpleNamespace(run=run), raising=False)
+    try:
+        widget = standins.open_panel(m, "AntiAliasedResample")
+        inputNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
         slicer.util.updateVolumeFromArray(inputNode, np.ones((8, 10, 12), np.float32))
-        widget = m.AntiAliasedResampleWidget()
-        widget.ui, widget.logic = Widgets(), m.AntiAliasedResampleLogic()
-        widget._progress = m.PanelProgress(widget.ui.progressBar, widget.ui.cancelButton,
-                                           onChange=widget._checkCanApply)  # as setup() makes it
-        widget._parameterNode = p = types.SimpleNamespace(
-            inputSource=m.FROM_SCENE, inputVolume=inputNode, outputVolume=None, factor=3.0, isotropic=False,
-            useSpacing=False, method="lanczos", threads=0, runAsCli=True, show3D=False, beforeAfter=False)
-
-        widget._showMode(False)
+        widget.ui.inputSelector.setCurrentNode(inputNode)
+        widget.ui.factorSliderWidget.value = 3.0
+        widget.ui.runAsCliCheckBox.checked = True
+        p = widget._parameterNode
         assert not widget.ui.runAsCliCheckBox.visible and not widget.ui.runAsCliLabel.visible  # not installed
         slicer.modules.bigvolumeresamplecli = "the CLI module"
-        widget._showMode(True)
+        widget.ui.inputSourceComboBox.currentIndex = 1
         assert not widget.ui.runAsCliCheckBox.visible  # a file on disk: the CLI takes scene volumes
-        widget._showMode(False)
+        widget.ui.inputSourceComboBox.currentIndex = 0
         assert widget.ui.runAsCliCheckBox.visible and widget.ui.runAsCliLabel.visible
 
         widget.onApplyButton()
+        assert runs, widget.ui.planLabel.text
         (cliModule, node, parameters, wait), = runs
         assert cliModule == "the CLI module" and node is None and wait is False
         assert parameters["factor"] == "3,3,3" and parameters["method"] == "lanczos"
@@ -380,8 +393,10 @@ def test_the_panel_offers_the_cli_only_where_installed_and_follows_its_run(tmp_p
         assert p.outputVolume.GetName() == "CT resampled"
         cliNode = widget._cliNode
         assert cliNode is not None and widget.ui.progressBar.visible and widget.ui.cancelButton.enabled
+        assert standins.QProgressDialog.shown == []  # an own process: the panel stays usable, no modal dialog
         cliNode.values = {"deviceUsed": "NVIDIA H100", "summary": "12x10x8 -> 4x3x3"}
         cliNode.SetStatus(cliNode.Completed)
         assert widget._cliNode is None and not widget.ui.progressBar.visible
-        assert widget.ui.resultLabel.text == "12x10x8 -> 4x3x3\\nRan on NVIDIA H100 (CLI module)"
-        """)
+        assert widget.ui.resultLabel.text == "12x10x8 -> 4x3x3\nRan on NVIDIA H100 (CLI module)"
+    finally:
+        standins.close_panels()

@@ -56,11 +56,10 @@ def test_choices_and_defaults_come_from_the_lib_and_the_core():
     assert fields["dilate"][2] == "DEFAULT_DILATE" and DEFAULT_DILATE == haze.DEFAULT_DILATE
     assert int(MODULE.ui_properties("dilateSpinBox")["value"].findtext("number")) == haze.DEFAULT_DILATE
     assert fields["level"][2] == str(haze.HazeOptions().level)
-    # The spin boxes allow what the core accepts (and no more).
-    assert "WithinRange(1, 5)" in fields["level"][1] and set(haze.LEVELS) == {1, 2, 3, 4, 5}
+    # The spin boxes allow what the core accepts, no more and no less (one source: the core's limits).
+    assert MODULE.within_range("level") == (1, 5) and set(haze.LEVELS) == {1, 2, 3, 4, 5}
     for field in ("dilate", "close"):
-        high = int(re.search(r"WithinRange\(0, (\d+)\)", fields[field][1]).group(1))
-        assert high <= haze.MAX_RADIUS
+        assert MODULE.within_range(field) == (0, haze.MAX_RADIUS)
 
 
 def test_the_level_tooltip_and_hint_say_what_each_level_means():
@@ -102,6 +101,7 @@ def test_the_module_sits_in_the_category_of_the_other_modules():
         return re.search(r"self\.parent\.categories = (\[.*\])", text).group(1)
 
     assert categories("HazeRemoval") == categories("AntiAliasedResample") == categories("ImageStackImport")
+    assert categories("HazeRemoval") == "[translate(\"qSlicerAbstractCoreModule\", \"Utilities\")]"  # as Slicer's own
 
 
 def test_module_file_loads_finds_the_core_and_its_logic_runs(tmp_path):

@@ -44,7 +44,7 @@ def test_every_required_widget_is_used():
     # The preset buttons are reached with getattr(self.ui, f"factor{n}Button"); the rest by name or a binding.
     text = MODULE.module_file.read_text()
     assert 'getattr(self.ui, f"factor{factor}Button")' in text and "for factor in (1, 2, 4, 8)" in text
-    bound = set(MODULE.ui_parameter_bindings())
+    bound = set(MODULE.ui_parameter_bindings()) | set(MODULE.path_fields().values())  # paths: kept by the panel
     unused = {name for name in REQUIRED_WIDGETS
               if name not in used | bound and not re.fullmatch(r"factor\dButton", name)}
     assert not unused, f"widgets neither used by the module file nor bound to a parameter: {unused}"
@@ -52,7 +52,8 @@ def test_every_required_widget_is_used():
 
 def test_the_parameters_are_the_panel_settings():
     fields = MODULE.wrapper_fields()
-    assert {"pattern", "reverse", "spacingX", "spacingY", "spacingZ", "orientation", "originX", "originY", "originZ",
+    assert {"inputFile", "inputFolder", "nhdrPath",
+            "pattern", "reverse", "spacingX", "spacingY", "spacingZ", "orientation", "originX", "originY", "originZ",
             "roi", "gray", "bits", "factorX", "factorY", "factorZ", "saveNhdr", "show3D"} == set(fields)
 
 
@@ -65,7 +66,8 @@ def test_the_3d_preview_check_box_volume_renders_the_result_through_the_logic():
     calls = [ast.unparse(node.func) for node in ast.walk(branch) if isinstance(node, ast.Call)]
     assert "self.logic.showPreview" in calls
     assert "slicer.app.layoutManager().threeDWidget(index).threeDView().resetFocalPoint" in calls  # every 3D view
-    assert ast.unparse(branch).count("showPreview(node)") == 1  # the imported or previewed volume, both buttons
+    # the imported or previewed volume, both buttons, through the default rendering method of the user
+    assert ast.unparse(branch).count("showPreview(node, renderingLogic=slicer.modules.volumerendering.logic())") == 1
 
 
 def test_combo_box_choices_come_from_the_lib():

@@ -4,7 +4,6 @@ stand-in Qt widgets, a stand-in ``qt`` module and a stand-in ``slicer.app`` on t
 slicer-core (so the real ``slicer.util.tryWithErrorDisplay`` runs), and the real core calling it back."""
 import sys
 import threading
-import types
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import slicer.util
 import bigvolume
 from bigvolume import Cancelled, VolumeFileError
 from bigvolume_slicer import PanelProgress, panel, settleTimer
+from slicer_gui_standins import App, QProgressDialog, QTimer, make_qt
 
 
 class Widget:
@@ -21,53 +21,6 @@ class Widget:
 
     def __init__(self, **properties):
         self.__dict__.update(properties)
-
-
-class App:
-    """A stand-in slicer.app: counts event processing (where a click on Cancel would be handled) and cursors."""
-
-    def __init__(self):
-        self.mainThread = threading.current_thread()
-        self.processed = 0
-        self.whileProcessing = None  # what the user does while events are processed
-        self.cursors = []
-
-    def thread(self):
-        return self.mainThread
-
-    def processEvents(self):
-        self.processed += 1
-        if self.whileProcessing:
-            self.whileProcessing()
-
-    def setOverrideCursor(self, cursor):
-        self.cursors.append(cursor)
-
-    def restoreOverrideCursor(self):
-        self.cursors.pop()
-
-    def testingEnabled(self):
-        return False  # error popups are shown, as for a user
-
-
-class QTimer:
-    """A stand-in qt.QTimer: records its settings and its connections; ``fire()`` is the timeout."""
-
-    def __init__(self):
-        self.singleShot, self.interval, self.slots = False, 0, {}
-
-    def setSingleShot(self, singleShot):
-        self.singleShot = singleShot
-
-    def setInterval(self, interval):
-        self.interval = interval
-
-    def connect(self, signal, slot):
-        self.slots.setdefault(signal, []).append(slot)
-
-    def fire(self):
-        for slot in self.slots.get("timeout()", []):
-            slot()
 
 
 class Clock:
@@ -79,16 +32,14 @@ class Clock:
 
 
 @pytest.fixture
-def app(monkeypatch):
-    qt = types.ModuleType("qt")
-    qt.QThread = types.SimpleNamespace(currentThread=threading.current_thread)
-    qt.Qt = types.SimpleNamespace(WaitCursor="wait")
-    qt.QTimer = QTimer
-    monkeypatch.setitem(sys.modules, "qt", qt)
-    app = App()
+def app(monkeypatch, tmp_path):
+    """The stand-in qt and slicer.app of slicer_gui_standins on the real ``slicer`` package of slicer-core."""
+    monkeypatch.setitem(sys.modules, "qt", make_qt())
+    QProgressDialog.shown.clear()
+    app = App(tmp_path)
     monkeypatch.setattr(slicer, "app", app, raising=False)
-    app.errors = []
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: app.errors.append(text))
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda: "main window", raising=False)
     return app
 
 
@@ -153,12 +104,15 @@ def test_events_are_processed_at_most_every_tenth_of_a_second_and_only_on_the_ma
     progress(0.3, "c")
     assert app.processed == 2
     clock.now += 1.0
+    assert bar.value == 30
     worker = threading.Thread(target=progress, args=(0.4, "from a worker"))
     worker.start()
     worker.join()
-    assert app.processed == 2 and bar.value == 40  # a worker sets the bar, never runs the event loop
+    # A worker thread touches no widget (Qt's belong to the main thread) and never runs the event loop: its
+    # progress waits for the main thread.
+    assert app.processed == 2 and bar.value == 30 and bar.format == "c %p%"
     progress(0.5, "d")  # the worker did not use up the interval
-    assert app.processed == 3
+    assert app.processed == 3 and bar.value == 50
 
 
 def test_a_click_on_cancel_while_events_are_processed_stops_a_real_core_run(app, clock):
@@ -182,6 +136,7 @@ def test_task_runs_the_body_with_the_progress_shown_and_keeps_its_result(app, cl
         inside.append((label.text, progress.running, bar.visible, button.enabled, list(app.cursors)))
         label.text = "Imported"
     assert inside == [("", True, True, True, ["wait"])]
+    assert QProgressDialog.shown == []  # the modal dialog of the run is gone
     assert label.text == "Imported" and not progress.running and bar.visible is False and button.enabled is False
     assert app.cursors == [] and app.errors == []
 
@@ -217,3 +172,36 @@ def test_the_settle_timer_is_single_shot_and_calls_back_on_timeout(app):
     timer.fire()
     assert calls == ["plan"]
     assert settleTimer(print, 50).interval == 50
+
+
+def test_a_run_keeps_user_input_out_while_it_processes_events_and_the_dialog_cancels_it(app, clock):
+    """No processEvents() of a run lets user input in anywhere but its modal progress dialog, whose Cancel stops
+    a real core run."""
+    volume = bigvolume.Volume.from_array(np.arange(16 * 16 * 16, dtype=np.float32).reshape(16, 16, 16))
+    progress, bar, _ = make_panel()
+    label = Widget(text="")
+
+    def clickCancelInTheDialog():
+        clock.now += 1.0
+        QProgressDialog.shown[-1].wasCanceled = True
+
+    app.whileProcessing = clickCancelInTheDialog
+    with progress.task(label, "Resampling failed."):
+        bigvolume.resample(volume, 2, progress=progress)
+    assert app.processed >= 1 and all(app.inputBlocked) and label.text == "Cancelled"
+    assert QProgressDialog.shown == [] and not progress.running
+
+
+def test_a_second_run_inside_the_first_is_refused(app, clock):
+    first, _, _ = make_panel()
+    second, _, _ = make_panel()
+    label, otherLabel = Widget(text=""), Widget(text="")
+    refused = []
+    with first.task(label, "Failed."):
+        refused.append(PanelProgress.refused(otherLabel))
+        with pytest.raises(RuntimeError):
+            with second.task(otherLabel, "Failed."):
+                pass
+        label.text = "done"
+    assert refused == [True] and "in progress" in otherLabel.text and label.text == "done"
+    assert not PanelProgress.refused() and PanelProgress.active is None

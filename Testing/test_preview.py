@@ -720,3 +720,40 @@ def test_a_scene_without_volume_rendering_is_refused_clearly():
         preview_nodes.show_volume_rendering(node)
     with pytest.raises(bv.BigVolumeError, match="no voxels"):
         preview_nodes.show_volume_rendering(bare.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty"))
+
+
+@pytest.fixture()
+def rendering_scene():
+    """A slicer-core scene with Slicer's volume rendering logic, as the modules get it from
+    slicer.modules.volumerendering.logic()."""
+    with preview.slicer_core_scene() as slicer_scene:
+        yield slicer_scene.scene, slicer_scene.application.GetModuleLogic("VolumeRendering")
+
+
+@pytest.mark.parametrize("method", ["vtkMRMLCPURayCastVolumeRenderingDisplayNode",
+                                    "vtkMRMLGPURayCastVolumeRenderingDisplayNode"])
+def test_the_preview_uses_the_users_default_rendering_method_with_our_curves(rendering_scene, method):
+    """Through the volume rendering logic (CreateDefaultVolumeRenderingNodes) the display node is of the user's
+    default method (CPU ray casting where the GPU fails), and carries our transfer function whatever it is."""
+    from AntiAliasedResampleLib import AntiAliasedResampleLogic
+    from ImageStackImportLib import ImageStackImportLogic
+
+    scene, logic = rendering_scene
+    logic.SetDefaultRenderingMethod(method)
+    volume = bv.Volume(ct_body(40), oblique_grid((40, 40, 40)))
+    node = volume_node(scene, volume, "ct")
+    display = preview_nodes.show_volume_rendering(node, rendering_logic=logic)
+    assert display.GetClassName() == method and display.GetVolumeNode() is node and display.GetVisibility()
+    expected = preview.transfer_function(volume)
+    colours, opacities, unit = curves(display)
+    assert np.allclose(colours, expected.colors) and np.allclose(opacities, expected.opacities)
+    assert unit == pytest.approx(preview.opacity_unit_distance(volume.geometry))
+    count = node.GetNumberOfDisplayNodes()
+    assert preview_nodes.show_volume_rendering(node, rendering_logic=logic) is display  # reused, not stacked
+    assert node.GetNumberOfDisplayNodes() == count
+    # The module Logics pass Slicer's logic on: before/after and a plain preview, both of the default method.
+    output = AntiAliasedResampleLogic().process(node, factor=2.0)
+    shown = AntiAliasedResampleLogic.showPreview(output, node, renderingLogic=logic)
+    assert shown.GetClassName() == method and shown.GetViewNodeIDs() == ("vtkMRMLViewNode2",)
+    assert np.allclose(curves(shown)[1], expected.opacities)  # the input's curves on both sides
+    assert ImageStackImportLogic.showPreview(node, renderingLogic=logic).GetClassName() == method

@@ -59,7 +59,12 @@ def test_every_bound_widget_names_a_parameter_and_can_represent_it(module):
             assert "Choice" in annotation, f"{parameter}: a combo box needs the Choice annotation"
     values = list(bindings.values())
     assert not {p for p in values if values.count(p) > 1}, "two widgets bound to one parameter"
-    assert set(fields) == set(values), f"parameters without a widget: {set(fields) - set(values)}"
+    # Path fields are kept by the panel (PathFields: no "." in an unset field): str parameters, unbound widgets.
+    paths = module.path_fields()
+    for parameter, widget in paths.items():
+        assert fields[parameter][0] == "str" and fields[parameter][2] == "''", parameter
+        assert widgets[widget] == "ctkPathLineEdit" and widget not in bindings, widget
+    assert set(fields) == set(values) | set(paths), f"parameters without a widget: {set(fields) - set(values)}"
 
 
 @each_module
@@ -67,10 +72,10 @@ def test_parameter_defaults_are_within_their_ranges_and_spin_boxes_match(module)
     fields, bindings = module.wrapper_fields(), module.ui_parameter_bindings()
     for widget, parameter in bindings.items():
         _, annotation, default = fields[parameter]
-        bounds = re.search(r"WithinRange\(([-\d.e]+),\s*([-\d.e]+)\)", annotation)
+        bounds = module.within_range(parameter)
         if not bounds:
             continue
-        low, high = float(bounds.group(1)), float(bounds.group(2))
+        low, high = bounds
         if default is not None and re.fullmatch(r"[-\d.e]+", default):
             assert low <= float(default) <= high, parameter
         props = module.ui_properties(widget)
@@ -141,6 +146,9 @@ def test_module_cmakelists_lists_exactly_the_module_files(module):
     listed = cmake_listed_files(text)
     assert listed == module.files(), f"not listed: {module.files() - listed}; missing: {listed - module.files()}"
     assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
+    # WITH_GENERIC_TESTS adds only Slicer's generic tests; the module's own self-test needs this (as the template).
+    assert re.search(r"if\(BUILD_TESTING\)\s+(#[^\n]*\s+)*"
+                     r"slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
     assert re.search(r"NAME\s+\$\{MODULE_NAME\}", text) and f"set(MODULE_NAME {module.name})" in text
 
 
@@ -176,6 +184,9 @@ def test_extension_installs_every_module_beside_the_core_package(tmp_path):
     installed = {p.relative_to(modules).as_posix() for p in modules.rglob("*") if p.is_file()}
     for module in MODULES:
         assert module.files() <= installed, module.files() - installed
+    # Each module's self-test (its ScriptedLoadableModuleTest) is a ctest: slicer_add_python_unittest.
+    registered = (build / "python-unittests.txt").read_text().split()
+    assert sorted(registered) == sorted(str(module.module_file) for module in MODULES)
 
 
 # --- the module / Lib split -------------------------------------------------------------------------------------
@@ -235,3 +246,36 @@ def test_lib_imports_without_qt_in_a_fresh_interpreter(module, tmp_path):
         """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
+
+
+# --- the bundled core comes first ---------------------------------------------------------------------------------
+@each_module
+def test_the_module_imports_the_bundled_core_before_another_bigvolume_on_the_path(module, tmp_path):
+    """Slicer appends module folders to sys.path, so a pip-installed bigvolume would win; the module file puts the
+    folder of its bundled copy first."""
+    from slicer_module_checks import run_module_file
+
+    run_module_file(module, tmp_path, f"""
+        os.makedirs("decoy/bigvolume")
+        with open("decoy/bigvolume/__init__.py", "w") as decoy:
+            decoy.write("raise ImportError('the decoy bigvolume was imported')\\n")
+        sys.path.insert(0, os.path.abspath("decoy"))
+        import {module.name}
+        import bigvolume
+        assert bigvolume.__file__ == {str(REPO / "bigvolume" / "__init__.py")!r}, bigvolume.__file__
+        assert {module.name}.BUNDLED == {str(REPO)!r}
+        """)
+
+
+def test_a_core_from_elsewhere_is_said_in_one_line(caplog, tmp_path):
+    import logging
+
+    from bigvolume_slicer import checkBundledCore
+
+    with caplog.at_level(logging.WARNING):
+        assert checkBundledCore(str(REPO)) == str(REPO)
+        assert caplog.records == []
+        checkBundledCore(str(tmp_path))
+    (record,) = caplog.records
+    assert record.getMessage() == (f"SlicerBigVolume: using the bigvolume package in {REPO}, not the one bundled in "
+                                   f"{tmp_path}")

@@ -30,7 +30,7 @@ def test_every_parameter_node_field_is_bound_to_a_widget():
     fields = set(MODULE.wrapper_fields())
     assert {"inputVolume", "outputVolume", "factor", "isotropic", "useSpacing", "method", "threads",
             "inputSource", "inputFile", "memoryLimitGB", "alwaysStream", "saveBesideInput"} <= fields
-    assert fields - set(MODULE.ui_parameter_bindings().values()) == set()
+    assert fields - set(MODULE.ui_parameter_bindings().values()) == set(MODULE.path_fields())  # paths: the panel
 
 
 def test_parameter_defaults_are_valid():
@@ -85,11 +85,12 @@ def test_input_file_mode_widgets_exist_are_bound_and_used():
     used = MODULE.ui_attribute_uses()
     for name, (cls, parameter) in FILE_MODE_WIDGETS.items():
         assert widgets.get(name) == cls, name
-        assert bindings.get(name) == parameter, name
+        # The path field is kept by the panel itself (PATH_FIELDS), the others by connectGui.
+        assert bindings.get(name) == parameter or MODULE.path_fields().get(parameter) == name, name
         assert parameter in fields
         assert name in used, f"{name} is never referenced by the widget code"
         assert MODULE.ui_properties(name)["toolTip"].findtext("string"), f"{name} needs a tooltip"
-    assert fields["inputFile"][0] == "pathlib.Path"
+    assert fields["inputFile"][0] == "str" and MODULE.path_fields() == {"inputFile": "inputFilePathLineEdit"}
     assert fields["saveBesideInput"][2] == "False" and fields["alwaysStream"][2] == "False"
     assert fields["memoryLimitGB"][2] == "0.0"  # 0 = automatic
 
@@ -147,12 +148,10 @@ def test_apply_runs_process_file_in_file_mode_with_the_panel_settings():
     assert {"method", "threads", "progress"} <= {k.arg for k in settings.keywords}
     assert "self._settings()" in ast.unparse(settings)
     assert "self._run()" in ast.unparse(MODULE.function("onApplyButton"))
-    plan = ast.unparse(MODULE.function("_checkCanApply"))
+    plan = ast.unparse(MODULE.function("updatePlan"))  # once the settings settle
     assert "self.logic.describeFilePlan(p.inputFile" in plan and "self._fileSettings()" in plan
-    # Picking a file starts the target spacing from its header, as picking a volume does.
-    assert "self.logic.fileGeometry(path)" in ast.unparse(MODULE.function("onInputFileChanged"))
-    setup = ast.unparse(MODULE.function("setup"))
-    assert "self.ui.inputFilePathLineEdit.connect('currentPathChanged(QString)', self.onInputFileChanged)" in setup
+    # A new file starts the target spacing from its header (once the path settles), as picking a volume does.
+    assert "self.logic.fileGeometry(p.inputFile)" in plan
 
 
 def test_3d_preview_and_before_after_check_boxes_drive_the_logic_after_apply():
@@ -167,7 +166,9 @@ def test_3d_preview_and_before_after_check_boxes_drive_the_logic_after_apply():
     assert ast.unparse(branch.body[0]) == (
         "self._show3D(outputNode, p.inputVolume if p.beforeAfter and (not self._fileMode()) else None)")
     show = ast.unparse(MODULE.function("_show3D"))
-    assert "self.logic.showPreview(outputNode, inputNode)" in show
+    # The user's default rendering method: Slicer's volume rendering logic makes the display node.
+    assert ("self.logic.showPreview(outputNode, inputNode, renderingLogic=slicer.modules.volumerendering.logic())"
+            in show)
     assert "for index in range(layoutManager.threeDViewCount)" in show and ".resetFocalPoint()" in show
 
 

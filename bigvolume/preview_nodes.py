@@ -1,4 +1,4 @@
-"""3D previews in Slicer: GPU ray-cast volume rendering of a volume node with the histogram-derived transfer function
+"""3D previews in Slicer: volume rendering of a volume node with the histogram-derived transfer function
 of bigvolume.preview, and a before/after arrangement (input and output in two linked 3D views).
 
 Duck-typed on MRML (only node and scene methods are called; nodes are made by class name through the scene), so this
@@ -33,17 +33,26 @@ def _check_volume(volume_node) -> None:
         raise BigVolumeError(f"3D preview: {volume_node.GetName()} has no voxels")
 
 
-def show_volume_rendering(volume_node, transfer: TransferFunction | None = None, view_node_ids=None):
-    """Show ``volume_node`` with GPU ray casting and ``transfer`` (default: the node's own :func:`node_transfer_function`);
-    return the vtkMRMLGPURayCastVolumeRenderingDisplayNode. A GPU display node the volume already has is reused (a
-    second Apply into the same output does not stack renderings); its volume property node gets the curves.
-    ``view_node_ids``: show it only in these 3D views (None: in every view)."""
+def show_volume_rendering(volume_node, transfer: TransferFunction | None = None, view_node_ids=None,
+                          rendering_logic=None):
+    """Show ``volume_node`` with volume rendering and ``transfer`` (default: the node's own
+    :func:`node_transfer_function`); return the display node. ``rendering_logic`` (Slicer's
+    vtkSlicerVolumeRenderingLogic; Slicer's modules pass theirs) makes the display node as Slicer does,
+    ``CreateDefaultVolumeRenderingNodes``: the user's default rendering method (CPU ray casting where the GPU fails) and
+    an existing volume rendering node of the volume reused. Without it, a GPU ray-cast display node is made (or the
+    volume's own reused). Either way our curves go into the node's volume property, so a second Apply into the same
+    output does not stack renderings. ``view_node_ids``: show it only in these 3D views (None: in every view)."""
     _check_volume(volume_node)
     scene = volume_node.GetScene()
     transfer = transfer or node_transfer_function(volume_node)
-    display = next((volume_node.GetNthDisplayNode(i) for i in range(volume_node.GetNumberOfDisplayNodes())
-                    if volume_node.GetNthDisplayNode(i) is not None
-                    and volume_node.GetNthDisplayNode(i).IsA(DISPLAY_CLASS)), None)
+    if rendering_logic is not None:
+        display = rendering_logic.CreateDefaultVolumeRenderingNodes(volume_node)
+        if display is None:
+            raise BigVolumeError(f"3D preview: volume rendering could not show {volume_node.GetName()}")
+    else:
+        display = next((volume_node.GetNthDisplayNode(i) for i in range(volume_node.GetNumberOfDisplayNodes())
+                        if volume_node.GetNthDisplayNode(i) is not None
+                        and volume_node.GetNthDisplayNode(i).IsA(DISPLAY_CLASS)), None)
     if display is None:
         display = scene.AddNewNodeByClass(DISPLAY_CLASS, scene.GenerateUniqueName(
             f"{volume_node.GetName()} volume rendering"))
@@ -84,7 +93,7 @@ def dual_view_nodes(scene) -> tuple:
 
 
 def show_before_after(before_node, after_node, transfer: TransferFunction | None = None,
-                      intensity_map: IntensityMap | None = None) -> tuple:
+                      intensity_map: IntensityMap | None = None, rendering_logic=None) -> tuple:
     """``before_node`` (the input) in the left 3D view and ``after_node`` (the output) in the right one of the "Dual
     3D" layout, both with the input's transfer function (so a difference is the data's, not the curves') or, when
     their intensity ranges differ (a reduced bit depth), the output with those curves moved so the same tissue
@@ -104,14 +113,15 @@ def show_before_after(before_node, after_node, transfer: TransferFunction | None
     for view in (before_view, after_view):
         view.SetViewGroup(before_view.GetViewGroup())
         view.SetLinkedControl(True)
-    before = show_volume_rendering(before_node, transfer, [before_view.GetID()])
-    after = show_volume_rendering(after_node, after_transfer, [after_view.GetID()])
+    before = show_volume_rendering(before_node, transfer, [before_view.GetID()], rendering_logic)
+    after = show_volume_rendering(after_node, after_transfer, [after_view.GetID()], rendering_logic)
     return before, after
 
 
-def show_preview(output_node, before_node=None):
+def show_preview(output_node, before_node=None, rendering_logic=None):
     """What a module does after Apply: the output volume-rendered in every 3D view, or with ``before_node`` the
-    before/after arrangement (:func:`show_before_after`). Returns the output's display node."""
+    before/after arrangement (:func:`show_before_after`). Returns the output's display node. ``rendering_logic``: see
+    :func:`show_volume_rendering`."""
     if before_node is None:
-        return show_volume_rendering(output_node)
-    return show_before_after(before_node, output_node)[1]
+        return show_volume_rendering(output_node, rendering_logic=rendering_logic)
+    return show_before_after(before_node, output_node, rendering_logic=rendering_logic)[1]

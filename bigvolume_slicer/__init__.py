@@ -3,6 +3,26 @@
 Installed beside the scripted modules and `bigvolume`; run from source, the module files find it in the repository
 root as they find `bigvolume`. It imports `qt` and `slicer` only when a panel uses it, so it loads in tests without a
 Slicer application."""
-from .panel import PanelProgress, settleTimer
+import logging
+import os
 
-__all__ = ["PanelProgress", "settleTimer"]
+from . import limits
+from .panel import ParameterNodeGui, PanelProgress, PathFields, _, reenterModule, settleTimer, translate
+
+
+def checkBundledCore(folder) -> str:
+    """The folder the ``bigvolume`` core was imported from; a one-line warning when that is not ``folder`` (the copy
+    bundled with the modules, put first on sys.path by the module files): another bigvolume was imported first."""
+    import bigvolume
+
+    used = os.path.dirname(os.path.dirname(os.path.abspath(bigvolume.__file__)))
+    if folder and os.path.normcase(os.path.realpath(used)) != os.path.normcase(os.path.realpath(folder)):
+        logging.warning(f"SlicerBigVolume: using the bigvolume package in {used}, not the one bundled in {folder}")
+    return used
+
+
+# The core bundled with the panels sits beside this package (installed extension and source tree alike).
+checkBundledCore(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+__all__ = ["PanelProgress", "ParameterNodeGui", "PathFields", "reenterModule", "settleTimer", "limits",
+           "checkBundledCore", "_", "translate"]

@@ -1,6 +1,8 @@
-"""What the module panels share: the progress bar and Cancel button of a long run (Apply, Import, ...), and the
-timer that waits for the user to stop changing a setting before a costly update."""
+"""What the module panels share: the run state of a long run (Apply, Import, ...) with its progress bar, Cancel button
+and modal progress dialog; the binding of a panel to its parameter node; path fields kept in the parameter node; and
+the timer that waits for the user to stop changing a setting before a costly update."""
 import contextlib
+import threading
 import time
 
 from bigvolume.errors import Cancelled
@@ -11,6 +13,16 @@ EVENT_INTERVAL = 0.1
 # How long a panel waits after the last change of a setting before it redoes a costly update (a plan that reads every
 # slice header, a mask preview): a spin box turned or a ROI dragged updates once, when the user stops.
 SETTLE_MS = 300
+
+
+try:  # Slicer's translation functions (``tr`` finds the context from the calling file), as the module template
+    from slicer.i18n import tr as _, translate
+except ImportError:  # no Slicer (the tests; the panels need Slicer >= 5.4, which has slicer.i18n): the text itself
+    def _(text):
+        return text
+
+    def translate(context, text):
+        return text
 
 
 def settleTimer(callback, milliseconds: int = SETTLE_MS):
@@ -25,15 +37,29 @@ def settleTimer(callback, milliseconds: int = SETTLE_MS):
     return timer
 
 
-class PanelProgress:
-    """A panel's run state, its progress bar and its Cancel button.
+def _onMainThread() -> bool:
+    import qt
+    import slicer
 
-    Called as the core's progress callback ``(fraction, message) -> bool``: shows the fraction and the message in
-    ``progressBar``, lets Slicer process events (the bar is drawn, Cancel can be clicked) at most every
-    EVENT_INTERVAL seconds and only on the main thread, and returns False (stop) once ``cancel()`` was called.
+    return qt.QThread.currentThread() == slicer.app.thread()
+
+
+class PanelProgress:
+    """A panel's run state, its progress bar, its Cancel button and, during an in-process run, a modal progress
+    dialog.
+
+    Called as the core's progress callback ``(fraction, message) -> bool``: returns False (stop) once ``cancel()`` was
+    called or the dialog's Cancel clicked. The core may call it from worker threads: such a call only queues the
+    fraction and message, which the next call on the main thread shows (Qt widgets belong to the main thread). On the
+    main thread it also lets Slicer process events at most every EVENT_INTERVAL seconds, so the bar is drawn and Cancel
+    can be clicked; the modal dialog keeps every other user input (a second Apply, a scene close, another module)
+    out while that happens.
     ``start()`` and ``stop()`` show and hide the bar, enable and disable ``cancelButton`` and call ``onChange()``,
-    where the panel refreshes its own buttons from ``running``.
+    where the panel refreshes its own buttons from ``running``. One run at a time in the whole application:
+    ``refused()`` says whether a new one must wait.
     """
+
+    active = None  # the PanelProgress whose in-process run is going on (any panel): runs never nest
 
     def __init__(self, progressBar, cancelButton=None, onChange=None):
         self.progressBar = progressBar
@@ -42,26 +68,56 @@ class PanelProgress:
         self.running = False
         self.cancelRequested = False
         self._lastEventProcessing = 0.0
+        self._pending = None  # (fraction, message) not shown yet
+        self._lock = threading.Lock()
+        self._dialog = None
         self._show(False)
 
     def __call__(self, fraction: float, message: str) -> bool:
+        with self._lock:
+            self._pending = (fraction, message)
+        if _onMainThread():
+            self._showPending()
+            now = time.monotonic()
+            if now - self._lastEventProcessing > EVENT_INTERVAL:
+                import slicer
+
+                self._lastEventProcessing = now
+                # A modal dialog is up during an in-process run: only its Cancel reaches the application.
+                slicer.app.processEvents()
+            if self._dialog is not None and self._dialog.wasCanceled:
+                self.cancel()
+        return not self.cancelRequested
+
+    def _showPending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        fraction, message = pending
         self.progressBar.value = int(round(100 * fraction))
         self.progressBar.format = f"{message} %p%"
-        now = time.monotonic()
-        if now - self._lastEventProcessing > EVENT_INTERVAL:
+        if self._dialog is not None:
+            self._dialog.value = int(round(100 * fraction))
+            self._dialog.labelText = message
+
+    def start(self, modal: bool = False) -> None:
+        """Show the run. ``modal``: the run is in-process and processes events; a modal progress dialog keeps user
+        input out meanwhile."""
+        if modal:
             import qt
             import slicer
 
-            # A worker thread must not run the event loop; it only sets the bar, which Qt draws later.
-            if qt.QThread.currentThread() == slicer.app.thread():
-                self._lastEventProcessing = now
-                slicer.app.processEvents()
-        return not self.cancelRequested
-
-    def start(self) -> None:
+            self._dialog = qt.QProgressDialog("", _("Cancel"), 0, 100, slicer.util.mainWindow())
+            self._dialog.setWindowModality(qt.Qt.ApplicationModal)
+            self._dialog.minimumDuration = 0
+            self._dialog.show()
         self._setRunning(True)
 
     def stop(self) -> None:
+        if self._dialog is not None:
+            self._dialog.close()
+            self._dialog = None
         self._setRunning(False)
 
     def cancel(self) -> None:
@@ -70,30 +126,47 @@ class PanelProgress:
         if self.cancelButton is not None:
             self.cancelButton.enabled = False  # one click is enough; it stays off until the next run
 
+    @classmethod
+    def refused(cls, statusLabel=None) -> bool:
+        """True (and a line in ``statusLabel``) while any panel's in-process run is going on: a second Apply started
+        from inside the first one's event processing would nest in it."""
+        if cls.active is None:
+            return False
+        if statusLabel is not None:
+            statusLabel.text = _("Another run is in progress: wait for it or cancel it.")
+        return True
+
     @contextlib.contextmanager
     def task(self, statusLabel, failureMessage: str):
-        """Run the body of the ``with`` as the panel's run: ``statusLabel`` cleared, the progress shown, the wait
-        cursor on. The body sets ``statusLabel`` on success. A Cancelled run says "Cancelled" (cancel is no error);
-        any other exception is shown in Slicer's error popup (``failureMessage`` and the error) and ends as
-        "Failed: <error>" in ``statusLabel``, not raised further."""
+        """Run the body of the ``with`` as the panel's in-process run: ``statusLabel`` cleared, the progress shown in
+        the panel and a modal dialog, the wait cursor on. The body sets ``statusLabel`` on success. A Cancelled run
+        says "Cancelled" (cancel is no error); any other exception is shown in Slicer's error popup
+        (``failureMessage`` and the error) and ends as "Failed: <error>" in ``statusLabel``, not raised further.
+        Callers check ``refused()`` first; a nested run is a programming error."""
         import slicer
 
+        if PanelProgress.active is not None:
+            raise RuntimeError("a panel run started inside another one")
         statusLabel.text = ""
-        self.start()
+        PanelProgress.active = self
         try:
+            self.start(modal=True)
             with slicer.util.tryWithErrorDisplay(failureMessage, waitCursor=True):
                 try:
                     yield
                 except Cancelled:
-                    statusLabel.text = "Cancelled"
+                    statusLabel.text = _("Cancelled")
         except Exception as error:  # already shown by tryWithErrorDisplay
-            statusLabel.text = f"Failed: {error}"
+            statusLabel.text = _("Failed: {error}").format(error=error)
         finally:
+            PanelProgress.active = None
             self.stop()
 
     def _setRunning(self, running: bool) -> None:
         self.running = running
         self.cancelRequested = False
+        with self._lock:
+            self._pending = None
         self._show(running)
         if self.onChange is not None:
             self.onChange()
@@ -103,3 +176,88 @@ class PanelProgress:
             self.cancelButton.enabled = running
         self.progressBar.visible = running
         self.progressBar.value = 0
+
+
+class ParameterNodeGui:
+    """A panel bound to its parameter node once per node, on every Slicer version.
+
+    Slicer 5.4-5.8.x: ``connectGui`` returns None (its tag is dropped; fixed in 5.10), so ``disconnectGui`` of what it
+    returned disconnects nothing, and a second ``connectGui`` on ``enter()`` rebuilds each combo box (clear, refill)
+    while the first binding still writes into the node: every combo setting falls back to its first choice. Here
+    the widgets are bound once per parameter node (leaving and re-entering the module keeps the binding, the combo
+    boxes, their labels and tooltips), and a binding is undone by its real tag when the node changes (a scene
+    close). ``afterBind(wrapper)`` runs after each binding: item labels and tooltips the connectors cleared.
+    """
+
+    def __init__(self, ui, afterBind=None):
+        self.ui = ui
+        self.afterBind = afterBind
+        self.wrapper = None
+        self._tag = None
+
+    def bind(self, wrapper):
+        """Bind the panel to ``wrapper``'s node (None: unbind) and return the wrapper the panel keeps using: the
+        one already bound when ``wrapper`` wraps the same MRML node."""
+        if wrapper is not None and self.wrapper is not None and wrapper.parameterNode is self.wrapper.parameterNode:
+            return self.wrapper
+        self.unbind()
+        if wrapper is None:
+            return None
+        tag = wrapper.connectGui(self.ui)
+        if tag is None:  # Slicer <= 5.8: the tag _connectParametersToGui just registered is the last one given out
+            tag = wrapper._nextParameterGUIsTag - 1
+        self.wrapper, self._tag = wrapper, tag
+        if self.afterBind is not None:
+            self.afterBind(wrapper)
+        return wrapper
+
+    def unbind(self) -> None:
+        if self.wrapper is not None:
+            self.wrapper.disconnectGui(self._tag)
+        self.wrapper, self._tag = None, None
+
+
+class PathFields:
+    """ctkPathLineEdits kept in ``str`` parameters ("" for none) by the panel itself, not by ``connectGui``: its
+    ctkPathLineEdit connector writes ``str(Path())``, ".", into an unset field and so replaces the path CTK restored
+    from the field's history. Here an unset parameter takes what the field shows (its restored path) and the field is
+    only written with a real path. ``fields``: parameter name -> ctkPathLineEdit."""
+
+    def __init__(self, fields: dict):
+        self.fields = fields
+        self.wrapper = None
+        for name, lineEdit in fields.items():
+            lineEdit.connect("currentPathChanged(QString)", lambda path, name=name: self._store(name, path))
+
+    def bind(self, wrapper) -> None:
+        """Follow ``wrapper`` (None: none): unset parameters take the fields' paths, set ones are shown."""
+        self.wrapper = wrapper
+        if wrapper is None:
+            return
+        for name, lineEdit in self.fields.items():
+            if not getattr(wrapper, name) and lineEdit.currentPath:
+                self._store(name, lineEdit.currentPath)
+        self.show()
+
+    def show(self) -> None:
+        """Parameter node -> fields (call it when the node is modified)."""
+        if self.wrapper is None:
+            return
+        for name, lineEdit in self.fields.items():
+            path = getattr(self.wrapper, name)
+            if path and path != lineEdit.currentPath:
+                lineEdit.currentPath = path
+
+    def _store(self, name, path) -> None:
+        if self.wrapper is not None and getattr(self.wrapper, name) != path:
+            setattr(self.wrapper, name, path)
+
+
+def reenterModule(moduleName: str, otherModule: str = "Data"):
+    """What a user does between choosing settings and Apply in the modules' self-tests: select another module and
+    come back. Returns the module's widget (its ScriptedLoadableModuleWidget)."""
+    import slicer
+
+    slicer.util.selectModule(otherModule)
+    slicer.util.selectModule(moduleName)
+    return getattr(slicer.modules, moduleName.lower()).widgetRepresentation().self()

@@ -229,11 +229,12 @@ class AntiAliasedResampleLogic:
 
     # --- 3D preview ----------------------------------------------------------------------------------------------
     @staticmethod
-    def showPreview(outputVolumeNode, inputVolumeNode=None):
-        """GPU ray-cast volume rendering of the output with a transfer function from its histogram; with the input,
-        before/after: input and output in two linked 3D views ("Dual 3D" layout), both with the input's transfer
-        function. Returns the output's volume rendering display node (bigvolume.preview_nodes)."""
-        return show_preview(outputVolumeNode, inputVolumeNode)
+    def showPreview(outputVolumeNode, inputVolumeNode=None, renderingLogic=None):
+        """Volume rendering of the output with a transfer function from its histogram; with the input, before/after:
+        input and output in two linked 3D views ("Dual 3D" layout), both with the input's transfer function.
+        renderingLogic: Slicer's volume rendering logic (the display node of the user's default rendering method);
+        None: GPU ray casting. Returns the output's volume rendering display node (bigvolume.preview_nodes)."""
+        return show_preview(outputVolumeNode, inputVolumeNode, rendering_logic=renderingLogic)
 
     # --- input files too big to load ----------------------------------------------------------------------------
     @staticmethod

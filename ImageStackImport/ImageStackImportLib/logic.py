@@ -534,10 +534,11 @@ class ImageStackImportLogic:
 
     # --- 3D preview ----------------------------------------------------------------------------------------------
     @staticmethod
-    def showPreview(volumeNode):
-        """GPU ray-cast volume rendering of an imported volume with a transfer function from its histogram; returns
-        the display node (bigvolume.preview_nodes)."""
-        return show_preview(volumeNode)
+    def showPreview(volumeNode, renderingLogic=None):
+        """Volume rendering of an imported volume with a transfer function from its histogram; returns the display
+        node (bigvolume.preview_nodes). renderingLogic: Slicer's volume rendering logic (the user's default rendering
+        method); None: GPU ray casting."""
+        return show_preview(volumeNode, rendering_logic=renderingLogic)
 
     # --- NHDR ---------------------------------------------------------------------------------------------------
     def saveNhdr(self, source, path, spacing=None, roi=None, gray="luminance", reverse=False, threads=None,

@@ -1,0 +1,401 @@
+"""The modules' real Widget classes driven as a user drives them, on a real slicer-core MRML scene, with the stand-ins
+of slicer_gui_standins for the Qt and Slicer parts slicer-core lacks: settings kept across leaving and re-entering a
+module with Slicer 5.8's connectGui (no tag returned) and 5.10's, Apply using them, and no re-entrancy during a run."""
+import os
+
+import numpy as np
+import pytest
+import slicer
+import slicer.util
+
+import slicer_gui_standins as standins
+from slicer_module_checks import SlicerModule, modules_with_panels
+
+MODULES = modules_with_panels()
+VERSIONS = {"slicer-5.8": (5, 8), "slicer-5.10": (5, 10)}
+each_module = pytest.mark.parametrize("module", MODULES, ids=str)
+each_version = pytest.mark.parametrize("version", list(VERSIONS.values()), ids=list(VERSIONS))
+
+
+@pytest.fixture(autouse=True)
+def _close_panels():
+    yield
+    standins.close_panels()
+
+
+def bound_combos(widget):
+    return {name: w for name, w in vars(widget.ui).items()
+            if isinstance(w, standins.ComboBox) and w.property("SlicerParameterName")}
+
+
+def combo_looks(combo):
+    """What the user sees of a combo box: its entries' labels and tooltips."""
+    return [(item["text"], item.get(3)) for item in combo.items]
+
+
+def panel(module, version, monkeypatch, tmp_path):
+    app = standins.install(monkeypatch, tmp_path, version)
+    return app, standins.open_panel(standins.load_module(module, monkeypatch), module.name)
+
+
+@each_version
+@each_module
+def test_every_combo_keeps_its_choice_its_labels_and_tooltips_across_leave_and_enter(module, version, monkeypatch,
+                                                                                      tmp_path):
+    app, widget = panel(module, version, monkeypatch, tmp_path)
+    combos = bound_combos(widget)
+    assert len(combos) >= 2
+    chosen = {}
+    for name, combo in combos.items():
+        parameter = combo.property("SlicerParameterName")
+        default = getattr(widget._parameterNode, parameter)
+        combo.currentIndex = combo.count - 1  # the user picks the last entry
+        chosen[parameter] = getattr(widget._parameterNode, parameter)
+        assert chosen[parameter] != default, name
+    looks = {name: combo_looks(combo) for name, combo in combos.items()}
+    for _ in range(3):  # visit another module and come back, three times
+        standins.leave_and_come_back(widget)
+        app.settle()
+    fresh = widget.logic.getParameterNode()  # what a new wrapper reads from the MRML node
+    for name, combo in combos.items():
+        parameter = combo.property("SlicerParameterName")
+        assert getattr(fresh, parameter) == chosen[parameter], (name, getattr(fresh, parameter))
+        assert combo.currentIndex == combo.count - 1, name
+        assert combo_looks(combo) == looks[name], name  # labels and tooltips survive
+    if module.name == "AntiAliasedResample":
+        assert all(tip for _, tip in combo_looks(widget.ui.methodComboBox))  # every method explains itself
+
+
+@each_version
+def test_the_stand_in_reproduces_the_reset_of_the_template_binding_on_slicer_5_8(version, monkeypatch, tmp_path):
+    """The template's pattern (connectGui on enter, disconnectGui(what it returned) on exit) loses the combo
+    choices on 5.8 and keeps them on 5.10 (but loses the tooltips): the stand-in has the bug the panels avoid."""
+    module = SlicerModule("AntiAliasedResample")
+    standins.install(monkeypatch, tmp_path, version)
+    loaded = standins.load_module(module, monkeypatch)
+    ui = standins.child_widget_variables(standins.load_ui(module.ui_file))
+    logic = loaded.AntiAliasedResampleLogic()
+    wrapper = logic.getParameterNode()
+    tag = wrapper.connectGui(ui)
+    ui.methodComboBox.setItemData(0, "tooltip", 3)
+    ui.methodComboBox.currentIndex = ui.methodComboBox.count - 1
+    last = wrapper.method
+    wrapper.disconnectGui(tag)
+    logic.getParameterNode().connectGui(ui)  # enter() again
+    if version < (5, 10):
+        assert logic.getParameterNode().method != last  # silently back to a default
+    else:
+        assert logic.getParameterNode().method == last and ui.methodComboBox.itemData(0, 3) is None
+
+
+def test_path_fields_show_no_dot_and_keep_the_restored_history_path(monkeypatch, tmp_path):
+    module = SlicerModule("AntiAliasedResample")
+    app = standins.install(monkeypatch, tmp_path, (5, 8))
+    loaded = standins.load_module(module, monkeypatch)
+    widget = loaded.AntiAliasedResampleWidget()
+    standins.OPENED.append(widget)
+
+    def load_ui_with_history(path):
+        top = standins.load_ui(path)
+        top.children["inputFilePathLineEdit"].currentPath = "/data/last.nrrd"  # what CTK restores from its history
+        return top
+
+    monkeypatch.setattr(slicer.util, "loadUI", load_ui_with_history)
+    widget.setup()
+    widget.parent.isEntered = True
+    widget.enter()
+    assert widget.ui.inputFilePathLineEdit.currentPath == "/data/last.nrrd"
+    assert widget._parameterNode.inputFile == "/data/last.nrrd"
+    widget.ui.inputFilePathLineEdit.currentPath = str(tmp_path / "other.nrrd")
+    standins.leave_and_come_back(widget)
+    app.settle()
+    assert widget.ui.inputFilePathLineEdit.currentPath == str(tmp_path / "other.nrrd")
+    assert widget.logic.getParameterNode().inputFile == str(tmp_path / "other.nrrd")
+
+
+def test_image_stack_paths_live_in_the_parameter_node(monkeypatch, tmp_path):
+    module = SlicerModule("ImageStackImport")
+    app, widget = panel(module, (5, 8), monkeypatch, tmp_path)
+    assert widget.ui.fileLineEdit.currentPath == "" and widget._parameterNode.inputFolder == ""  # no "."
+    widget.ui.folderLineEdit.currentPath = str(tmp_path)
+    widget.ui.nhdrPathLineEdit.currentPath = str(tmp_path / "out.nhdr")
+    standins.leave_and_come_back(widget)
+    fresh = widget.logic.getParameterNode()
+    assert (fresh.inputFolder, fresh.inputFile, fresh.nhdrPath) == (str(tmp_path), "", str(tmp_path / "out.nhdr"))
+
+
+# --- Apply after leaving and re-entering uses the settings -----------------------------------------------------------
+def add_volume(array, spacing=(0.5, 0.75, 2.0), name="input"):
+    import slicer
+    from slicer.util import updateVolumeFromArray
+
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    updateVolumeFromArray(node, array)
+    node.SetSpacing(*spacing)
+    node.SetOrigin(-10.0, 20.0, 5.0)
+    return node
+
+
+def phantom(seed=0, shape=(20, 22, 24)):
+    rng = np.random.default_rng(seed)
+    array = np.abs(rng.normal(0, 20, shape))
+    array[4:-4, 4:-4, 4:-4] = 800 + rng.normal(0, 20, (shape[0] - 8, shape[1] - 8, shape[2] - 8))
+    return array.astype(np.int16)
+
+
+def volume_nodes():
+    import slicer
+
+    return [n for n in slicer.util.getNodesByClass("vtkMRMLVolumeNode")]
+
+
+@each_version
+def test_resample_apply_after_reentry_uses_the_chosen_method_and_factor(version, monkeypatch, tmp_path):
+    app, widget = panel(SlicerModule("AntiAliasedResample"), version, monkeypatch, tmp_path)
+    source = add_volume(phantom(1))
+    widget.ui.inputSelector.setCurrentNode(source)
+    widget.ui.methodComboBox.currentIndex = list(widget.ui.methodComboBox.items).index(
+        next(i for i in widget.ui.methodComboBox.items if i["text"] == "max"))
+    widget.ui.factorSliderWidget.value = 4.0
+    standins.leave_and_come_back(widget)
+    app.settle()
+    assert widget.ui.applyButton.enabled
+    widget.ui.applyButton.click()
+    result = widget.logic.lastResult
+    assert result is not None and result.method == "max", widget.ui.resultLabel.text
+    output = result.outputNode
+    assert output.GetImageData().GetDimensions() == (6, 6, 5)
+    assert np.allclose(output.GetSpacing(), (2.0, 3.0, 8.0))
+    assert np.allclose(output.GetOrigin(), (-10 + 1.5 * 0.5, 20 + 1.5 * 0.75, 5 + 1.5 * 2.0))
+    # "max" of each 4x4x4 block: the block maxima of the input (the geometry kept, the values ours).
+    expected = phantom(1)[:20, :20, :24].reshape(5, 4, 5, 4, 6, 4).max(axis=(1, 3, 5))
+    from slicer.util import arrayFromVolume
+    assert np.array_equal(arrayFromVolume(output)[:, :5, :], expected)
+
+
+@each_version
+def test_haze_apply_after_reentry_uses_the_chosen_combos(version, monkeypatch, tmp_path):
+    app, widget = panel(SlicerModule("HazeRemoval"), version, monkeypatch, tmp_path)
+    source = add_volume(phantom(2))
+    widget.ui.inputSelector.setCurrentNode(source)
+    for name, value in (("airComboBox", "all"), ("fillModeComboBox", "value"), ("bitsComboBox", "8")):
+        combo = getattr(widget.ui, name)
+        combo.currentIndex = widget._parameterNode.fields[combo.property("SlicerParameterName")][1][0].choices.index(
+            value)
+    widget.ui.fillValueSpinBox.value = 7.0
+    standins.leave_and_come_back(widget)
+    widget.ui.applyButton.click()
+    result = widget.logic.lastResult
+    assert result is not None, widget.ui.resultLabel.text
+    from slicer.util import arrayFromVolume
+    output = arrayFromVolume(result.outputNode)
+    assert output.dtype == np.uint8  # bits 8 kept across the visit
+    assert result.reduceReport is not None
+
+
+# --- no re-entrancy -------------------------------------------------------------------------------------------------
+def test_no_event_processing_of_a_run_lets_user_input_in_and_a_second_apply_is_refused(monkeypatch, tmp_path):
+    app, widget = panel(SlicerModule("HazeRemoval"), (5, 8), monkeypatch, tmp_path)
+    # Another module's panel too: its Apply, clicked during this run, must not nest in it.
+    other = standins.open_panel(standins.load_module(SlicerModule("AntiAliasedResample"), monkeypatch),
+                                "AntiAliasedResample")
+    source = add_volume(phantom(3))
+    widget.ui.inputSelector.setCurrentNode(source)
+    other.ui.inputSelector.setCurrentNode(source)
+    app.settle()
+    runs = []
+    process = widget.logic.process
+    monkeypatch.setattr(widget.logic, "process", lambda *a, **k: runs.append(1) or process(*a, **k))
+
+    def clickApplyAgain():
+        app.whileProcessing = None
+        widget.onApplyButton()
+        other.onApplyButton()
+
+    app.whileProcessing = clickApplyAgain
+    widget.ui.applyButton.click()
+    assert app.processed >= 1 and all(app.inputBlocked)  # a modal dialog kept user input out
+    assert runs == [1] and other.logic.lastResult is None and "in progress" in other.ui.resultLabel.text
+    assert widget.logic.lastResult is not None and standins.QProgressDialog.shown == []
+
+
+def test_a_scene_close_during_a_file_run_cancels_it_leaving_no_node_and_no_file(monkeypatch, tmp_path):
+    import bigvolume
+    import slicer
+
+    app, widget = panel(SlicerModule("AntiAliasedResample"), (5, 8), monkeypatch, tmp_path)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = bigvolume.write_volume(bigvolume.Volume.from_array(phantom(4, (40, 30, 20)), spacing=(0.5, 0.5, 1.0)),
+                                  str(folder / "big.nhdr"))
+    before = sorted(os.listdir(folder))
+    widget.ui.inputSourceComboBox.currentIndex = 1  # file on disk
+    widget.ui.inputFilePathLineEdit.currentPath = str(path)
+    widget.ui.saveBesideInputCheckBox.checked = True
+    widget.ui.alwaysStreamCheckBox.checked = True
+    app.settle()
+    assert widget.ui.applyButton.enabled, widget.ui.planLabel.text
+    app.whileProcessing = lambda: slicer.mrmlScene.Clear(0)  # File > Close Scene, somehow, during the run
+    widget.ui.applyButton.click()
+    assert widget.ui.resultLabel.text == "Cancelled"
+    assert volume_nodes() == [] and sorted(os.listdir(folder)) == before
+    assert not widget._progress.running and standins.QProgressDialog.shown == []
+
+
+# --- the modules' own self-tests ------------------------------------------------------------------------------------
+@each_version
+@each_module
+def test_the_modules_self_tests_pass(module, version, monkeypatch, tmp_path):
+    """Each module's ScriptedLoadableModuleTest (what ctest and "Reload and Test" run in Slicer), its panel test
+    included: non-default settings, another module and back, Apply."""
+    app, widget = panel(module, version, monkeypatch, tmp_path)
+    test = getattr(standins.load_module(module, monkeypatch), f"{module.name}Test")()
+    result = test.run()
+    assert result.wasSuccessful(), [text for _, text in result.errors + result.failures]
+
+
+# --- settle timer, tiny spacings, ranges ---------------------------------------------------------------------------
+def test_resample_reads_the_file_header_once_the_path_settles_not_per_keystroke(monkeypatch, tmp_path):
+    import bigvolume
+
+    app, widget = panel(SlicerModule("AntiAliasedResample"), (5, 10), monkeypatch, tmp_path)
+    path = str(bigvolume.write_volume(bigvolume.Volume.from_array(phantom(5), spacing=(0.3, 0.3, 0.6)),
+                                      str(tmp_path / "scan.nhdr")))
+    reads = []
+    geometry = widget.logic.fileGeometry
+    monkeypatch.setattr(widget.logic, "fileGeometry", lambda p: reads.append(p) or geometry(p))
+    widget.ui.inputSourceComboBox.currentIndex = 1
+    for end in range(1, len(path) + 1):  # typed, one key at a time
+        widget.ui.inputFilePathLineEdit.currentPath = path[:end]
+    assert reads == [] and not widget.ui.applyButton.enabled
+    app.settle()
+    assert reads == [path] and widget.ui.applyButton.enabled, widget.ui.planLabel.text
+    assert (widget._parameterNode.spacingI, widget._parameterNode.spacingK) == (0.6, 1.2)  # factor 2 x header
+
+
+@pytest.mark.parametrize("spacing", [(1e-5, 2e-5, 4e-5), (3.3e-6, 1e-6, 1e-6), (0.00004, 0.5, 1.0)])
+def test_tiny_spacings_start_a_valid_target_spacing(spacing, monkeypatch, tmp_path):
+    """round(factor * spacing, 4) gave 0.0 below 5e-5 mm, which the spacing fields refuse (inside a slot, where the
+    error was only logged): the target spacing now keeps 6 decimals and never drops below the smallest allowed."""
+    import bigvolume_slicer
+
+    app, widget = panel(SlicerModule("AntiAliasedResample"), (5, 8), monkeypatch, tmp_path)
+    widget.ui.inputSelector.setCurrentNode(add_volume(phantom(6), spacing=spacing))
+    p = widget._parameterNode
+    for actual, original in zip((p.spacingI, p.spacingJ, p.spacingK), spacing):
+        assert actual >= bigvolume_slicer.limits.MIN_SPACING
+        assert actual == pytest.approx(2 * original, abs=5e-7)
+    assert widget.ui.spacingISpinBox.value == p.spacingI
+
+
+def test_the_panels_ranges_are_the_core_limits(monkeypatch, tmp_path):
+    """Slicer's connectors set the spin boxes' ranges from WithinRange, which comes from bigvolume_slicer.limits,
+    which takes the core's own limits where it has them."""
+    from bigvolume import haze
+    from bigvolume.precision import BITS_TO_DTYPE
+    from bigvolume_slicer import limits
+
+    app, widget = panel(SlicerModule("HazeRemoval"), (5, 8), monkeypatch, tmp_path)
+    assert (widget.ui.dilateSpinBox.maximum, widget.ui.closeSpinBox.maximum) == (haze.MAX_RADIUS, haze.MAX_RADIUS)
+    assert (widget.ui.levelSpinBox.minimum, widget.ui.levelSpinBox.maximum) == (min(haze.LEVELS), max(haze.LEVELS))
+    assert limits.BITS == tuple(str(b) for b in BITS_TO_DTYPE)
+    assert bits_choices(widget) == ["keep", *limits.BITS]
+    for name in ("ImageStackImport", "AntiAliasedResample"):
+        _, other = panel(SlicerModule(name), (5, 8), monkeypatch, tmp_path)
+        factor = other.ui.factorXSpinBox if name == "ImageStackImport" else other.ui.factorSliderWidget
+        assert (factor.minimum, factor.maximum) == (limits.MIN_FACTOR, limits.MAX_FACTOR)
+        if name == "ImageStackImport":
+            assert bits_choices(other) == ["keep", *limits.BITS]
+
+
+def bits_choices(widget):
+    """The values behind the bits combo box (its Choice annotation)."""
+    return list(widget._parameterNode.fields["bits"][1][0].choices)
+
+
+def test_leaving_the_module_during_a_run_cancels_it(monkeypatch, tmp_path):
+    app, widget = panel(SlicerModule("HazeRemoval"), (5, 10), monkeypatch, tmp_path)
+    widget.ui.inputSelector.setCurrentNode(add_volume(phantom(7)))
+    before = len(volume_nodes())
+    app.whileProcessing = lambda: standins.select_module("Data")
+    widget.ui.applyButton.click()
+    assert widget.ui.resultLabel.text == "Cancelled" and len(volume_nodes()) == before
+
+
+def write_stack(folder, seed=8, shape=(12, 16, 20)):
+    import SimpleITK as sitk
+
+    folder.mkdir()
+    array = np.random.default_rng(seed).integers(0, 4000, shape, dtype=np.uint16)
+    for k, plane in enumerate(array):
+        sitk.WriteImage(sitk.GetImageFromArray(plane), str(folder / f"slice_{k:03d}.tif"))
+    return array
+
+
+def test_a_scene_close_during_a_stack_import_with_nhdr_leaves_no_node_and_no_file(monkeypatch, tmp_path):
+    import slicer
+
+    app, widget = panel(SlicerModule("ImageStackImport"), (5, 8), monkeypatch, tmp_path)
+    write_stack(tmp_path / "stack")
+    before = sorted(os.listdir(tmp_path / "stack"))
+    widget.ui.folderLineEdit.currentPath = str(tmp_path / "stack")
+    widget.ui.saveNhdrCheckBox.checked = True
+    widget.ui.nhdrPathLineEdit.currentPath = str(tmp_path / "stack" / "full.nhdr")
+    app.settle()
+    assert widget.ui.importButton.enabled, widget.ui.infoTextEdit.calls
+    app.whileProcessing = lambda: slicer.mrmlScene.Clear(0)
+    widget.ui.importButton.click()
+    assert widget.ui.statusLabel.text == "Cancelled"
+    assert volume_nodes() == [] and sorted(os.listdir(tmp_path / "stack")) == before
+    # The panel is bound to the new scene's parameter node (new settings, the paths the fields show) and imports.
+    app.whileProcessing = None
+    assert not widget.ui.saveNhdrCheckBox.checked and widget._parameterNode.inputFolder == str(tmp_path / "stack")
+    widget.ui.saveNhdrCheckBox.checked = True
+    app.settle()
+    widget.ui.importButton.click()
+    assert len(volume_nodes()) == 1 and (tmp_path / "stack" / "full.nhdr").is_file(), widget.ui.statusLabel.text
+
+
+def test_leaving_the_module_lets_a_cli_run_go_on(monkeypatch, tmp_path):
+    import types
+
+    app, widget = panel(SlicerModule("AntiAliasedResample"), (5, 10), monkeypatch, tmp_path)
+    cancelled = []
+    widget._cliNode = types.SimpleNamespace(Cancel=lambda: cancelled.append(True))
+    widget._progress.start()
+    standins.select_module("Data")
+    assert cancelled == [] and not widget._progress.cancelRequested  # its own process: it goes on
+    widget.onSceneStartClose(None, None)
+    assert cancelled == [True]  # its output node leaves with the scene: stopped
+
+
+@each_version
+@pytest.mark.parametrize("removeSingletons", [0, 1], ids=["close", "clear-singletons"])
+def test_after_a_scene_close_the_old_parameter_node_no_longer_drives_the_panel(version, removeSingletons,
+                                                                                monkeypatch, tmp_path):
+    """A scene close resets the parameter node (or, singletons removed, gives a new one): the panel shows the new
+    settings, and the binding to the old node is really undone (on 5.8 with the tag connectGui did not return), so
+    that one binding drives each widget."""
+    app, widget = panel(SlicerModule("AntiAliasedResample"), version, monkeypatch, tmp_path)
+    methods = widget._parameterNode.fields["method"][1][0].choices
+    widget.ui.inputSourceComboBox.currentIndex = 1
+    widget.ui.methodComboBox.currentIndex = methods.index("max")
+    widget.ui.factorSliderWidget.value = 4.0
+    widget.ui.alwaysStreamCheckBox.checked = True
+    old = widget._parameterNode.parameterNode
+    slicer.mrmlScene.Clear(removeSingletons)  # 1: the parameter node itself goes, the panel gets a new one
+    p = widget._parameterNode
+    assert (p.parameterNode is old) == (not removeSingletons)
+    defaults = ("Volume in the scene", "lanczos", 2.0, False)
+    assert (p.inputSource, p.method, p.factor, p.alwaysStream) == defaults  # the new node's
+    widget.ui.methodComboBox.currentIndex = methods.index("mean")
+    fresh = widget.logic.getParameterNode()
+    assert (fresh.inputSource, fresh.method, fresh.factor, fresh.alwaysStream) == (
+        "Volume in the scene", "mean", 2.0, False)
+    assert widget.ui.factorSliderWidget.value == 2.0 and not widget.ui.alwaysStreamCheckBox.checked
+    # One binding drives each widget: the one to the old node was undone, even where connectGui gave no tag.
+    for name, w in vars(widget.ui).items():
+        if w.property("SlicerParameterName"):
+            bindings = [slot for slots in w._signals.values() for slot, _ in slots
+                        if getattr(slot, "__func__", None) is standins._Connector._changed]
+            assert len(bindings) == 1, (name, len(bindings))
