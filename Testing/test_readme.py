@@ -70,6 +70,11 @@ def write_inputs(folder: Path) -> None:
         bv.write_volume(ct, folder / name)
     head = np.where(inside, 300 + rng.normal(0, 30, inside.shape), np.abs(rng.normal(0, 20, inside.shape)))
     bv.write_volume(bv.Volume.from_array(np.rint(head).astype(np.uint16)), folder / "head.nii.gz")
+    ch2 = Path("/usr/share/mricron/templates/ch2.nii.gz")  # the forum's --target-size case (Debian mricron-data)
+    bv.write_volume(bv.read_volume(ch2) if ch2.is_file() else phantom, folder / "ch2.nrrd")
+    (folder / "head").mkdir()
+    for k, plane in enumerate(np.rint(head[:8]).astype(np.uint16)):
+        sitk.WriteImage(sitk.GetImageFromArray(plane), str(folder / "head" / f"head_{k:03d}.png"))
     (folder / "scans").mkdir()
     for k, plane in enumerate(quality.microct_phantom(32)[:16]):
         image = sitk.GetImageFromArray(plane)
