@@ -98,6 +98,12 @@ def _why_unreadable(path: Path, error: Exception) -> VolumeFileError:
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         return VolumeFileError(f"{path}: data file {missing[0]} does not exist{more}")
+    if path.name.lower().endswith(".gz"):  # a damaged stream can hide the header: say so rather than "unreadable"
+        from .slabs import check_compressed_file
+        try:
+            check_compressed_file(path, "gzip")
+        except VolumeFileError as damaged:
+            return damaged
     if path.name.lower().endswith((".nrrd", ".nhdr")):
         try:
             fields, _, _ = read_nrrd_header(path)
