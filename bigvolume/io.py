@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from .errors import VolumeFileError
 from .geometry import Geometry
-from .layout import data_files_named, nifti_data_end, nrrd_sizes, read_nrrd_header, voxel_layout
+from .layout import check_metaimage_header, data_files_named, nifti_data_end, nrrd_sizes, read_nrrd_header, voxel_layout
 from .volume import Volume, owned_view
 
 WRITE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -125,6 +125,7 @@ def _open_3d(path: Path, read):
         raise VolumeFileError(f"{path}: no such file")
     if path.is_dir():
         raise VolumeFileError(f"{path}: is a folder, not a volume file")
+    check_metaimage_header(path)
     try:
         with _library_quiet():
             source = read()
@@ -132,9 +133,23 @@ def _open_3d(path: Path, read):
         raise _why_unreadable(path, error) from None
     if source.GetDimension() != 3:
         raise _not_3d(path, source.GetSize())
-    geometry = Geometry(source.GetSize(), source.GetSpacing(), source.GetOrigin(),
-                        np.array(source.GetDirection()).reshape(3, 3))
+    try:
+        geometry = Geometry(source.GetSize(), source.GetSpacing(), source.GetOrigin(),
+                            np.array(source.GetDirection()).reshape(3, 3))
+    except ValueError as error:  # a damaged or hand-written header: zero or negative spacing, ...
+        raise VolumeFileError(f"{path}: the header's grid is not valid ({error})") from None
+    _check_geometry(path, geometry)
     return source, geometry
+
+
+def _check_geometry(path: Path, geometry: Geometry) -> None:
+    """Headers can hold numbers no grid can have (a damaged or hand-written header): refuse them here, in plain
+    words, rather than fail later inside a writer. (Geometry itself checks dimensions and spacing.)"""
+    if not np.isfinite(geometry.origin).all():
+        raise VolumeFileError(f"{path}: the header's origin {geometry.origin} is not a finite point")
+    direction = geometry.direction
+    if not np.isfinite(direction).all() or abs(np.linalg.det(direction)) < 1e-6:
+        raise VolumeFileError(f"{path}: the header's axis directions are not three independent directions")
 
 
 def read_volume(path) -> Volume:

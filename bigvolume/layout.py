@@ -29,6 +29,13 @@ from .errors import VolumeFileError
 # Encodings we can read piece by piece; the value is the decoder family (see bigvolume.slabs).
 STREAM_ENCODINGS = {"raw": "raw", "gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"}
 
+# Deflate (gzip, zlib) cannot expand data more than about 1032 times.
+DEFLATE_MAX_RATIO = 1032
+
+# More data files than any volume we read has slices: a header asking for more is mistyped (and listing them
+# would take minutes).
+MAX_DATA_FILES = 1 << 20
+
 # NIfTI datatype codes -> numpy types (scalar types only: vector NIfTI stores components as planes).
 NIFTI_TYPES = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 256: np.int8,
                512: np.uint16, 768: np.uint32, 1024: np.int64, 1280: np.uint64}
@@ -105,7 +112,7 @@ def data_files_named(path) -> list[Path]:
             return []
     except (OSError, VolumeFileError, UnicodeError):
         return []
-    return (_expand_file_list(path.parent, spec, trailing) or []) if spec else []
+    return (_expand_file_list(path, spec, trailing) or []) if spec else []
 
 
 def _check_data_files(header: Path, layout: VoxelLayout) -> None:
@@ -123,6 +130,11 @@ def _check_data_files(header: Path, layout: VoxelLayout) -> None:
         elif actual <= data.offset:
             raise VolumeFileError(f"{header}: {which}has no compressed data after byte {data.offset} "
                                   f"(the file has {actual} bytes)")
+        elif layout.encoding in ("gzip", "zlib") and \
+                layout.bytes_per_file + data.decoded_skip > (actual - data.offset) * DEFLATE_MAX_RATIO + 1024:
+            # Refused before a buffer of that size is allocated (a mistyped or damaged size in the header).
+            raise VolumeFileError(f"{header}: the header says {layout.bytes_per_file} bytes of voxels, more than "
+                                  f"the {actual - data.offset} compressed bytes of {which or 'the file '}can hold")
 
 
 def _header_int(path: Path, name: str, text: str) -> int:
@@ -136,7 +148,7 @@ def _with_order(dtype: np.dtype, big_endian: bool) -> np.dtype:
     return dtype.newbyteorder(">" if big_endian else "<") if dtype.itemsize > 1 else dtype
 
 
-def _expand_file_list(folder: Path, spec: str, trailing_lines: list[str]) -> list[Path] | None:
+def _expand_file_list(header: Path, spec: str, trailing_lines: list[str]) -> list[Path] | None:
     """Files of a detached header: one name, ``LIST`` (names on the following lines) or ``fmt min max step``."""
     tokens = spec.split()
     if tokens and tokens[0] == "LIST":
@@ -149,13 +161,18 @@ def _expand_file_list(folder: Path, spec: str, trailing_lines: list[str]) -> lis
         if step == 0:
             return None
         stop = last + (1 if step > 0 else -1)
+        if len(range(first, stop, step)) > MAX_DATA_FILES:
+            return None  # a mutated or mistyped range: SimpleITK's header reader refuses it
         try:
             names = [tokens[0] % number for number in range(first, stop, step)]
         except (TypeError, ValueError):
             return None
     else:
         names = [spec.strip()]
-    return [Path(name) if os.path.isabs(name) else folder / name for name in names]
+    if any(len(name) > 4096 or any(ord(c) < 32 for c in name) for name in names):
+        raise VolumeFileError(f"{header}: the header names a data file whose name holds control characters (a "
+                              "damaged header?)")
+    return [Path(name) if os.path.isabs(name) else header.parent / name for name in names]
 
 
 def _skip_lines(path: Path, offset: int, lines: int) -> int:
@@ -177,7 +194,7 @@ def read_nrrd_header(path: Path) -> tuple[dict[str, str], int, list[str]]:
     with open(path, "rb") as handle:
         magic = handle.readline()
         if not magic.startswith(b"NRRD"):
-            raise VolumeFileError(f"{path}: not a NRRD file (no NRRD magic line)")
+            raise VolumeFileError(f"{path}: not a NRRD file: no NRRD magic line")
         offset = len(magic)
         in_list = False
         for raw_line in handle:
@@ -213,7 +230,7 @@ def _nrrd_layout(path: Path, dtype: np.dtype, total: int) -> VoxelLayout | None:
     byte_skip = _header_int(path, "byte skip", fields.get("byte skip", fields.get("byteskip", "0")))
     line_skip = _header_int(path, "line skip", fields.get("line skip", fields.get("lineskip", "0")))
     spec = fields.get("data file", fields.get("datafile"))
-    paths = [path] if spec is None else _expand_file_list(path.parent, spec, trailing)
+    paths = [path] if spec is None else _expand_file_list(path, spec, trailing)
     if not paths:
         return None
     per_file = total // len(paths)
@@ -296,7 +313,7 @@ def _nifti_layout(path: Path, dtype: np.dtype, components: int, total: int) -> V
     code = int(np.frombuffer(header, order + "i2", 1, 70)[0])
     vox_offset, slope, intercept = (float(v) for v in np.frombuffer(header, order + "f4", 3, 108))
     if dims[0] < 3 or any(d > 1 for d in dims[4:dims[0] + 1]) or code not in NIFTI_TYPES \
-            or vox_offset != int(vox_offset) or vox_offset < 348:
+            or not 348 <= vox_offset < 2**40 or vox_offset != int(vox_offset):
         return None
     stored = np.dtype(NIFTI_TYPES[code])
     scale = None
@@ -346,7 +363,7 @@ def _metaimage_layout(path: Path, dtype: np.dtype, total: int) -> VoxelLayout | 
     compressed = fields.get("compresseddata", "false").lower() == "true"
     header_size = _header_int(path, "HeaderSize", fields.get("headersize", "0"))
     local = spec == "LOCAL"
-    paths = [path] if local else _expand_file_list(path.parent, spec, trailing)
+    paths = [path] if local else _expand_file_list(path, spec, trailing)
     if not paths or compressed and len(paths) > 1:
         return None
     per_file = total // len(paths)
@@ -387,3 +404,38 @@ def nifti_data_end(path) -> int:
     if not 1 <= dims[0] <= 7 or bits <= 0 or not 0 <= vox_offset < 2**40 or (dims[1:dims[0] + 1] < 1).any():
         return 0
     return int(vox_offset) + int(np.prod(dims[1:dims[0] + 1])) * bits // 8
+
+
+def check_metaimage_header(path) -> None:
+    """Refuse, in plain words, MetaImage headers whose dimension fields are malformed: SimpleITK's MetaIO crashes the
+    process on some of them (``NDims = -1``) instead of failing."""
+    path = Path(path)
+    if not path.name.lower().endswith((".mha", ".mhd")):
+        return
+    try:
+        fields, _, _ = _read_metaimage_header(path)
+    except OSError:
+        return  # SimpleITK says what is wrong
+    if not fields:
+        return
+
+    def numbers(key, kind):
+        try:
+            return [kind(value) for value in fields.get(key, "").split()]
+        except ValueError:
+            raise VolumeFileError(f"{path}: not a readable volume (its {key} is not a list of numbers)") from None
+    dims = numbers("ndims", int)
+    if len(dims) != 1 or not 1 <= dims[0] <= 8:
+        raise VolumeFileError(f"{path}: not a readable volume (its NDims is {fields.get('ndims', 'missing')!r}, "
+                              "not a dimension from 1 to 8)")
+    sizes = numbers("dimsize", int)
+    if len(sizes) != dims[0] or min(sizes) < 1:
+        raise VolumeFileError(f"{path}: not a readable volume (its DimSize {fields.get('dimsize', '')!r} does not "
+                              f"give {dims[0]} positive sizes)")
+    channels = numbers("elementnumberofchannels", int)
+    if channels and (len(channels) != 1 or not 1 <= channels[0] <= 1024):
+        raise VolumeFileError(f"{path}: not a readable volume (its ElementNumberOfChannels is not valid)")
+    for key, count in (("elementspacing", dims[0]), ("offset", dims[0]), ("position", dims[0]),
+                       ("origin", dims[0]), ("transformmatrix", dims[0] ** 2), ("elementsize", dims[0])):
+        if key in fields and len(numbers(key, float)) < count:
+            raise VolumeFileError(f"{path}: not a readable volume (its {key} has fewer than {count} numbers)")

@@ -158,7 +158,7 @@ _CORRUPTION_WORDS = {"incorrect data check": "checksum mismatch", "incorrect len
 def _corrupt(name: Path, encoding: str, error: Exception, at: int) -> VolumeFileError:
     text = str(error)
     reason = next((words for key, words in _CORRUPTION_WORDS.items() if key in text), "invalid data")
-    return VolumeFileError(f"{name}: corrupt compressed data ({encoding}, {reason}, near byte {at})")
+    return VolumeFileError(f"{name}: corrupt compressed data ({encoding}, {reason}, within its first {at} bytes)")
 
 
 class _Truncated(VolumeFileError):
