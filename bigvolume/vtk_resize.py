@@ -71,17 +71,19 @@ def make_block_centred_resize(dimensions_in, factors, threads: int | None = None
     return resize
 
 
-# The in-memory resize runs in pieces of output slices of about this many input bytes: vtkImageResize cannot be
-# stopped once running (it ignores AbortExecute), so a cancel or Ctrl-C is honoured between pieces.
-PIECE_INPUT_BYTES = 64 * 2**20
-MAX_PIECES = 32
+# The in-memory resize runs in pieces of about this many input bytes: vtkImageResize cannot be stopped once running
+# (it ignores AbortExecute), so a cancel or Ctrl-C is honoured between pieces. Pieces split the output along x, the
+# axis vtk filters first: a piece then recomputes nothing but its x margin (8 pieces of a 256x512x512 volume: 1.17 s
+# against 0.98 s in one run; 8 pieces along z, whose margin repeats the x and y passes, took 1.99 s).
+PIECE_INPUT_BYTES = 128 * 2**20
+MAX_PIECES = 8
 
 
 def lanczos_resize(array: np.ndarray, factors, threads: int | None = None, progress: Progress | None = None,
                    dimensions_out=None, start=(-0.5, -0.5, -0.5)) -> tuple[np.ndarray, np.ndarray]:
     """Downsample ``array`` (k, j, i[, c]) by ``factors`` (I, J, K). Returns the output array and its owner.
     Integer outputs are rounded and clamped by vtk. ``dimensions_out``/``start``: only a window of the output grid
-    (see make_block_centred_resize). Runs in pieces of output slices (each computed by vtk exactly as in one run),
+    (see make_block_centred_resize). Runs in pieces of output columns (each computed by vtk exactly as in one run),
     so that a cancel through ``progress`` (Cancelled) or Ctrl-C (KeyboardInterrupt) stops it within a piece."""
     image = array_to_vtk_image(array)
     resize = make_block_centred_resize(image.GetDimensions(), factors, threads, dimensions_out, start)
@@ -90,16 +92,16 @@ def lanczos_resize(array: np.ndarray, factors, threads: int | None = None, progr
     whole = resize.GetOutputInformation(0).Get(vtkStreamingDemandDrivenPipeline.WHOLE_EXTENT())
     mi, mj, mk = whole[1] + 1, whole[3] + 1, whole[5] + 1
     output = np.empty((mk, mj, mi) + array.shape[3:], array.dtype)
-    pieces = int(min(mk, MAX_PIECES, max(1, array.nbytes // PIECE_INPUT_BYTES)))
-    bounds = np.linspace(0, mk, pieces + 1).astype(int)
+    pieces = int(min(mi, MAX_PIECES, max(1, array.nbytes // PIECE_INPUT_BYTES)))
+    bounds = np.linspace(0, mi, pieces + 1).astype(int)
     progress = progress or Progress()
     with interrupt_as_flag() as interrupt:
-        for z0, z1 in zip(bounds[:-1], bounds[1:]):
-            run_observed(resize, progress.sub(z0 / mk, z1 / mk), "resampling", (0, mi - 1, 0, mj - 1, z0, z1 - 1))
+        for i0, i1 in zip(bounds[:-1], bounds[1:]):
+            run_observed(resize, progress.sub(i0 / mi, i1 / mi), "resampling", (i0, i1 - 1, 0, mj - 1, 0, mk - 1))
             piece = resize.GetOutput()
-            if z0 == 0:
+            if i0 == 0:
                 check_block_centred(piece.GetOrigin(), piece.GetSpacing(), (mi, mj, mk), factors, start)
-            output[z0:z1] = vtk_image_to_array(piece)
+            output[:, :, i0:i1] = vtk_image_to_array(piece)
             if interrupt.requested:
                 raise KeyboardInterrupt
     return output, output
