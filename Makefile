@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # mricron-data: the real head MRI (ch2) of the haze-removal test and benchmark.
 DEB_PACKAGES := libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglx-mesa0 libosmesa6 libxrender1 libxt6 mricron-data
 
-.PHONY: demo test bench system-packages clean
+.PHONY: demo test fuzz bench system-packages clean
 
 $(BIN)/.installed: pyproject.toml
 	$(MAKE) system-packages
@@ -31,6 +31,10 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest Testing -q
+
+# The header fuzz tests with many more examples than `make test` runs (hypothesis profile "fuzz").
+fuzz: $(BIN)/.installed
+	BIGVOLUME_FUZZ=1 $(BIN)/python -m pytest Testing/test_fuzz_headers.py -q
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/resample.py

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import SimpleITK as sitk
 from . import dicom
 from .errors import VolumeFileError
 from .geometry import Geometry
-from .layout import data_files_named, voxel_layout
+from .layout import check_metaimage_header, data_files_named, nifti_data_end, nrrd_sizes, read_nrrd_header, voxel_layout
 from .volume import Volume, owned_view
 
 WRITE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -35,14 +37,86 @@ def volume_suffix(path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
 
 
+# Library wording that says nothing to a user: exception wrappers, source locations, class names with addresses,
+# NrrdIO's function-name prefixes.
+_LIBRARY_NOISE = re.compile(r"^(?:ITK ERROR: |sitk::ERROR: |Description: )?(?:\w+\(0x[0-9a-f]+\): )?"
+                            r"(?:\[nrrd\] \w+: |\w+: (?=[a-z]))*")
+_SOURCE_LOCATION = re.compile(r"(?:/[^\s:]+)+\.(?:cxx|cpp|h|hxx|c)(?::\d+)*:?")
+
+
 def _first_line(error: Exception) -> str:
-    """ITK exceptions span many lines with source locations; keep the sentence that matters."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in lines:
-        if line.lower().startswith("description:"):
-            return line.split(":", 1)[1].strip()
-    meaningful = [line for line in lines if not line.startswith(("sitk::ERROR", "/", "itk::"))]
-    return (meaningful or lines or ["unknown error"])[-1][:300]
+    """ITK exceptions span many lines with source locations and class names; keep the sentence that matters, in
+    words a user can read (never a library's source path or class name)."""
+    lines = []
+    for line in str(error).splitlines():
+        line = line.strip()
+        if not line or line.startswith("Exception thrown in SimpleITK") or _SOURCE_LOCATION.fullmatch(line):
+            continue
+        line = _SOURCE_LOCATION.sub("", _LIBRARY_NOISE.sub("", line)).strip(" :")
+        if line and "itk::" not in line and "sitk" not in line.lower():
+            lines.append(line)
+    if not lines:
+        return "its header could not be read"
+    # NrrdIO stacks "trouble reading" lines above the cause: the most specific is the last that is not one of them.
+    specific = [line for line in lines if "trouble" not in line]
+    text = (specific or lines)[-1]
+    if text.startswith("Unable to determine ImageIO reader"):
+        return "no reader knows this kind of file"
+    return text[:300]
+
+
+@contextlib.contextmanager
+def _library_quiet():
+    """SimpleITK's readers print warnings of their own on stderr (MetaIO's ``M_ReadElementsData``, NrrdIO, ...);
+    we turn failures into one line of ours, so their chatter is silenced while they run."""
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters)
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _not_3d(path: Path, size) -> VolumeFileError:
+    if len(size) == 4:
+        return VolumeFileError(f"{path}: is a 4D image ({size[3]} components or time points of {size[0]}x{size[1]}"
+                               f"x{size[2]}); a 3D volume is needed")
+    return VolumeFileError(f"{path}: is a {len(size)}D image; a 3D volume is needed")
+
+
+def _why_unreadable(path: Path, error: Exception) -> VolumeFileError:
+    """A plain-words reason SimpleITK could not read ``path``'s header: what our own header reading finds, or the
+    cleaned-up cause."""
+    missing = [data for data in data_files_named(path) if not data.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        return VolumeFileError(f"{path}: data file {missing[0]} does not exist{more}")
+    if path.name.lower().endswith(".gz"):  # a damaged stream can hide the header: say so rather than "unreadable"
+        from .slabs import check_compressed_file
+        try:
+            check_compressed_file(path, "gzip")
+        except VolumeFileError as damaged:
+            return damaged
+    if path.name.lower().endswith((".nrrd", ".nhdr")):
+        try:
+            fields, _, _ = read_nrrd_header(path)
+            sizes = nrrd_sizes(path, fields)
+        except VolumeFileError as ours:
+            reason = str(ours)[len(str(path)) + 2:] if str(ours).startswith(f"{path}: ") else str(ours)
+            return VolumeFileError(f"{path}: not a readable volume ({reason})")
+        except (OSError, UnicodeError):
+            sizes = []
+        if len(sizes) > 3:
+            return _not_3d(path, sizes)
+    return VolumeFileError(f"{path}: not a readable volume ({_first_line(error)})")
 
 
 def _open_3d(path: Path, read):
@@ -52,19 +126,31 @@ def _open_3d(path: Path, read):
         raise VolumeFileError(f"{path}: no such file")
     if path.is_dir():
         raise VolumeFileError(f"{path}: is a folder, not a volume file")
+    check_metaimage_header(path)
     try:
-        source = read()
+        with _library_quiet():
+            source = read()
     except RuntimeError as error:
-        missing = [data for data in data_files_named(path) if not data.is_file()]
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise VolumeFileError(f"{path}: data file {missing[0]} does not exist{more}") from None
-        raise VolumeFileError(f"{path}: not a readable volume ({_first_line(error)})") from None
+        raise _why_unreadable(path, error) from None
     if source.GetDimension() != 3:
-        raise VolumeFileError(f"{path}: is a {source.GetDimension()}D image; a 3D volume is needed")
-    geometry = Geometry(source.GetSize(), source.GetSpacing(), source.GetOrigin(),
-                        np.array(source.GetDirection()).reshape(3, 3))
+        raise _not_3d(path, source.GetSize())
+    try:
+        geometry = Geometry(source.GetSize(), source.GetSpacing(), source.GetOrigin(),
+                            np.array(source.GetDirection()).reshape(3, 3))
+    except ValueError as error:  # a damaged or hand-written header: zero or negative spacing, ...
+        raise VolumeFileError(f"{path}: the header's grid is not valid ({error})") from None
+    _check_geometry(path, geometry)
     return source, geometry
+
+
+def _check_geometry(path: Path, geometry: Geometry) -> None:
+    """Headers can hold numbers no grid can have (a damaged or hand-written header): refuse them here, in plain
+    words, rather than fail later inside a writer. (Geometry itself checks dimensions and spacing.)"""
+    if not np.isfinite(geometry.origin).all():
+        raise VolumeFileError(f"{path}: the header's origin {geometry.origin} is not a finite point")
+    direction = geometry.direction
+    if not np.isfinite(direction).all() or abs(np.linalg.det(direction)) < 1e-6:
+        raise VolumeFileError(f"{path}: the header's axis directions are not three independent directions")
 
 
 def read_volume(path, series: str | None = None) -> Volume:
@@ -72,8 +158,11 @@ def read_volume(path, series: str | None = None) -> Volume:
     A DICOM folder or file is read as its series (``series``: the UID, when the folder holds several).
 
     Voxels stored uncompressed in one file in this machine's byte order (NRRD/NHDR, NIfTI, MetaImage) are
-    memory-mapped read-only (no copy, no read time: the page cache serves them); everything else is read by
-    SimpleITK and viewed without a copy. Missing or too short data files are refused before reading."""
+    memory-mapped read-only (no copy, no read time: the page cache serves them). Every other layout the streamed
+    path reads (compressed, several files, byte-swapped, scaled; bigvolume.layout) is read by the same readers, so
+    both paths give the same voxels and refuse the same damaged files (truncated or corrupt compressed data: their
+    checksums are verified); only what those do not cover is read by SimpleITK, after a check of its compressed
+    data. Missing or too short data files are refused before reading."""
     path = Path(path)
     if dicom.accepts(path, series):
         return dicom.read_volume(path, series)
@@ -84,6 +173,11 @@ def read_volume(path, series: str | None = None) -> Volume:
         shape = geometry.shape + ((components,) if components > 1 else ())
         mapped = np.memmap(data.path, dtype=dtype, mode="r", offset=data.offset, shape=shape)
         return Volume(mapped, geometry, owner=mapped)
+    from .slabs import check_compressed_file, read_with_layout  # slabs builds on this module
+    if layout is not None:
+        return Volume(read_with_layout(path, geometry, dtype, components, layout), geometry)
+    if path.name.lower().endswith(".gz"):
+        check_compressed_file(path, "gzip", nifti_data_end(path))
     image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(path)))
     return Volume(owned_view(sitk.GetArrayViewFromImage(image), image), geometry, owner=image)
 

@@ -6,7 +6,10 @@ next safe point and leaves no partial output behind.
 """
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 from typing import Callable, Optional
 
@@ -69,3 +72,32 @@ class TerminalProgressBar:
         if self.enabled:
             self.stream.write("\r" + " " * (self.width + 80) + "\r")
             self.stream.flush()
+
+
+class _Interrupt:
+    requested = False
+
+
+@contextlib.contextmanager
+def interrupt_as_flag():
+    """Inside this block, Ctrl-C (SIGINT) only sets ``.requested`` on the yielded object; a KeyboardInterrupt is
+    raised when the block ends. For long C++ calls that run Python callbacks (vtk observers): a KeyboardInterrupt
+    raised inside a vtk observer makes vtk print "Caught a Ctrl-C within python" and exit the process from inside
+    its filter (a segmentation fault with the filter's threads running). The callback checks the flag and asks the
+    filter to stop instead. Only where Python's default handler is in place (the main thread of a program that
+    left SIGINT alone): an ignored SIGINT stays ignored, an application's own handler stays in charge."""
+    state = _Interrupt()
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield state
+        return
+
+    def remember(_signum, _frame):
+        state.requested = True
+    signal.signal(signal.SIGINT, remember)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if state.requested:
+        raise KeyboardInterrupt

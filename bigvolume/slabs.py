@@ -150,46 +150,99 @@ def _decoder(encoding: str):
     return zlib.decompressobj(zlib.MAX_WBITS | 32)  # accepts gzip and zlib headers
 
 
+# What zlib and bz2 say about bad data, in the user's words (their messages name library internals).
+_CORRUPTION_WORDS = {"incorrect data check": "checksum mismatch", "incorrect length check": "length mismatch",
+                     "incorrect header check": "not compressed data where it should start"}
+
+
+def _corrupt(name: Path, encoding: str, error: Exception, at: int) -> VolumeFileError:
+    text = str(error)
+    reason = next((words for key, words in _CORRUPTION_WORDS.items() if key in text), "invalid data")
+    return VolumeFileError(f"{name}: corrupt compressed data ({encoding}, {reason}, within its first {at} bytes)")
+
+
+class _Truncated(VolumeFileError):
+    """The file ends inside a compressed stream (before its end marker and checksum)."""
+
+
 def _decompressed(handle, encoding: str, name: Path) -> Iterator[bytes]:
     """Decoded chunks of the rest of ``handle``, at most DECODED_CHUNK bytes each. Concatenated streams (pigz,
-    bgzip, pbzip2) are followed to the end of the file."""
+    bgzip, pbzip2) are followed to the end of the file. Every stream must end with its end marker and checksum
+    (gzip: CRC32 and length; zlib: Adler-32; bzip2: its block and stream CRCs), which the decoders verify when
+    they reach them: a truncated or corrupted file is refused rather than read as zeros."""
     decoder = _decoder(encoding)
     is_bz2 = encoding == "bzip2"
-    feed = b""
+    feed, fed = b"", False  # fed: the current stream has been given bytes (it must then reach its end)
+    position = handle.tell()
     while True:
         if not feed and (not is_bz2 or decoder.needs_input):
             feed = handle.read(READ_CHUNK)
+            position += len(feed)
             if not feed:
                 if not is_bz2:
                     yield decoder.flush()  # output still held back by max_length
+                if fed and not decoder.eof:
+                    raise _Truncated(f"{name}: corrupt compressed data ({encoding}): the file ends inside the "
+                                     f"compressed stream, after {position} bytes (truncated file?)")
                 return
+        fed = True
         try:
             yield decoder.decompress(feed, DECODED_CHUNK)
-        except (zlib.error, OSError, EOFError) as error:
-            raise VolumeFileError(f"{name}: corrupt {encoding} data ({error})") from None
+        except (zlib.error, OSError, EOFError, ValueError) as error:
+            raise _corrupt(name, encoding, error, position) from None
         if decoder.eof:
-            feed, decoder = decoder.unused_data, _decoder(encoding)
+            feed, decoder, fed = decoder.unused_data, _decoder(encoding), False
         else:
             feed = b"" if is_bz2 else decoder.unconsumed_tail
 
 
 def _decode_file(data: DataFile, encoding: str, wanted: int) -> Iterator[bytes]:
-    """The ``wanted`` decoded bytes of one compressed data file, after its decoded skip, in bounded chunks."""
-    skip, delivered = data.decoded_skip, 0
+    """The ``wanted`` decoded bytes of one compressed data file, after its decoded skip, in bounded chunks. The
+    last chunk is handed out only after the rest of the file has been decoded and checked: the stream must end
+    there, intact, holding exactly the bytes the header says."""
+    skip, delivered, extra = data.decoded_skip, 0, 0
+    held = None  # the chunk that completes ``wanted``, kept until the rest of the file is checked
     with open(data.path, "rb") as handle:
         handle.seek(data.offset)
-        for chunk in _decompressed(handle, encoding, data.path):
-            if skip:
-                dropped = min(skip, len(chunk))
-                chunk, skip = chunk[dropped:], skip - dropped
-            if chunk:
-                chunk = chunk[:wanted - delivered]
-                delivered += len(chunk)
-                yield chunk
+        try:
+            for chunk in _decompressed(handle, encoding, data.path):
+                if skip:
+                    dropped = min(skip, len(chunk))
+                    chunk, skip = chunk[dropped:], skip - dropped
+                if held is not None:
+                    extra += len(chunk)
+                elif delivered + len(chunk) >= wanted:
+                    held, extra = chunk[:wanted - delivered], delivered + len(chunk) - wanted
+                    delivered = wanted
+                elif chunk:
+                    delivered += len(chunk)
+                    yield chunk
+        except _Truncated:
             if delivered >= wanted:
-                return
-    raise VolumeFileError(f"{data.path}: compressed data ends after {delivered} of {wanted} bytes of voxels "
-                          "(truncated file?)")
+                raise VolumeFileError(f"{data.path}: corrupt compressed data ({encoding}): the file ends before "
+                                      "the stream's end marker and checksum (truncated file?)") from None
+            pass  # said below, with the counts
+    if delivered < wanted:
+        raise VolumeFileError(f"{data.path}: compressed data ends after {delivered} of {wanted} bytes of voxels "
+                              "(truncated file?)")
+    if extra:
+        raise VolumeFileError(f"{data.path}: the compressed data holds {wanted + extra} bytes of voxels, the header "
+                              f"says {wanted}")
+    if held:
+        yield held
+
+
+def check_compressed_file(path: Path, encoding: str = "gzip", header_bytes: int = 0) -> int:
+    """Decode all of ``path`` (a file read whole by SimpleITK, which would read a damaged one silently) to check
+    its streams are complete and intact; returns the decoded byte count, refused when below ``header_bytes``."""
+    decoded = 0
+    with open(path, "rb") as handle:
+        for chunk in _decompressed(handle, encoding, path):
+            decoded += len(chunk)
+    if decoded < header_bytes:
+        raise VolumeFileError(f"{path}: compressed data ends after {decoded} of {header_bytes} bytes "
+                              "(truncated file?)")
+    return decoded
 
 
 class DecodedSlabReader(_LayoutReader):
@@ -267,6 +320,11 @@ class ArraySlabReader(SlabReader):
             list(pool.map(lambda a, b: np.copyto(out[a - k0:b - k0], self.array[a:b]), bounds[:-1], bounds[1:]))
 
 
+def _layout_reader(path, geometry, dtype, components, layout: VoxelLayout) -> _LayoutReader:
+    reader = RawSlabReader if layout.encoding == "raw" else DecodedSlabReader
+    return reader(path, geometry, dtype, components, layout)
+
+
 def open_slabs(path, series: str | None = None) -> SlabReader:
     """A slab reader for ``path``; refuses missing or short data files before anything is read."""
     path = Path(path)
@@ -275,7 +333,22 @@ def open_slabs(path, series: str | None = None) -> SlabReader:
         return dicom.open_slabs(path, series)
     geometry, dtype, components = io.read_geometry(path)
     layout = voxel_layout(path, dtype, components, geometry.voxel_count)
-    if layout is None:
+    if layout is None or not layout.reads_in_slabs:
         return WholeVolumeReader(path, geometry, dtype, components)
-    reader = RawSlabReader if layout.encoding == "raw" else DecodedSlabReader
-    return reader(path, geometry, dtype, components, layout)
+    return _layout_reader(path, geometry, dtype, components, layout)
+
+
+def read_with_layout(path, geometry: Geometry, dtype, components: int, layout: VoxelLayout) -> np.ndarray:
+    """The whole volume through the same readers that stream it (so the in-memory and streamed paths read the
+    same bytes and check them the same way): ``(k, j, i[, c])`` of ``dtype``, native order."""
+    path = Path(path)
+    with _layout_reader(path, geometry, dtype, components, layout) as reader:
+        if layout.permuted is None:
+            return reader.read(0, reader.slices)
+        # Components on a slower axis: read the file's array as stored, then move that axis last.
+        shape, axis = layout.permuted
+        stored = np.empty(shape, dtype)
+        reader._read_bytes(0, stored.view(np.uint8).reshape(-1))
+        if not layout.stored_dtype.isnative:
+            stored.byteswap(inplace=True)
+        return np.ascontiguousarray(np.moveaxis(stored, axis, -1))

@@ -12,11 +12,12 @@ import numpy as np
 # Only the vtk modules we use: `import vtk` loads every module and costs a tenth of a second per command.
 from vtkmodules.util import numpy_support
 from vtkmodules.vtkCommonDataModel import vtkImageData
+from vtkmodules.vtkCommonExecutionModel import vtkStreamingDemandDrivenPipeline
 from vtkmodules.vtkImagingCore import vtkImageResize, vtkImageSincInterpolator
 
 from .geometry import block_centres, output_size
 from .kernels import LANCZOS_LOBES
-from .progress import Progress
+from .progress import Progress, interrupt_as_flag
 
 
 def array_to_vtk_image(array: np.ndarray) -> vtkImageData:
@@ -70,44 +71,73 @@ def make_block_centred_resize(dimensions_in, factors, threads: int | None = None
     return resize
 
 
+# The in-memory resize runs in pieces of about this many input bytes: vtkImageResize cannot be stopped once running
+# (it ignores AbortExecute), so a cancel or Ctrl-C is honoured between pieces. Pieces split the output along x, the
+# axis vtk filters first: a piece then recomputes nothing but its x margin (8 pieces of a 256x512x512 volume: 1.17 s
+# against 0.98 s in one run; 8 pieces along z, whose margin repeats the x and y passes, took 1.99 s).
+PIECE_INPUT_BYTES = 128 * 2**20
+MAX_PIECES = 8
+
+
 def lanczos_resize(array: np.ndarray, factors, threads: int | None = None, progress: Progress | None = None,
-                   dimensions_out=None, start=(-0.5, -0.5, -0.5)) -> tuple[np.ndarray, vtkImageData]:
-    """Downsample ``array`` (k, j, i[, c]) by ``factors`` (I, J, K). Returns the output array (a view) and the
-    vtkImageData that owns it. Integer outputs are rounded and clamped by vtk. ``dimensions_out``/``start``: only
-    a window of the output grid (see make_block_centred_resize)."""
+                   dimensions_out=None, start=(-0.5, -0.5, -0.5)) -> tuple[np.ndarray, np.ndarray]:
+    """Downsample ``array`` (k, j, i[, c]) by ``factors`` (I, J, K). Returns the output array and its owner.
+    Integer outputs are rounded and clamped by vtk. ``dimensions_out``/``start``: only a window of the output grid
+    (see make_block_centred_resize). Runs in pieces of output columns (each computed by vtk exactly as in one run),
+    so that a cancel through ``progress`` (Cancelled) or Ctrl-C (KeyboardInterrupt) stops it within a piece."""
     image = array_to_vtk_image(array)
     resize = make_block_centred_resize(image.GetDimensions(), factors, threads, dimensions_out, start)
     resize.SetInputData(image)
+    resize.UpdateInformation()
+    whole = resize.GetOutputInformation(0).Get(vtkStreamingDemandDrivenPipeline.WHOLE_EXTENT())
+    mi, mj, mk = whole[1] + 1, whole[3] + 1, whole[5] + 1
+    output = np.empty((mk, mj, mi) + array.shape[3:], array.dtype)
+    pieces = int(min(mi, MAX_PIECES, max(1, array.nbytes // PIECE_INPUT_BYTES)))
+    bounds = np.linspace(0, mi, pieces + 1).astype(int)
     progress = progress or Progress()
-    if progress.callback is not None:
-        # vtkImageResize cannot be interrupted mid-run; a cancel request is honoured as soon as it returns.
-        cancel_requested = []
+    with interrupt_as_flag() as interrupt:
+        for i0, i1 in zip(bounds[:-1], bounds[1:]):
+            run_observed(resize, progress.sub(i0 / mi, i1 / mi), "resampling", (i0, i1 - 1, 0, mj - 1, 0, mk - 1))
+            piece = resize.GetOutput()
+            if i0 == 0:
+                check_block_centred(piece.GetOrigin(), piece.GetSpacing(), (mi, mj, mk), factors, start)
+            output[:, :, i0:i1] = vtk_image_to_array(piece)
+            if interrupt.requested:
+                raise KeyboardInterrupt
+    return output, output
 
-        def on_progress(caller, _event):
-            if cancel_requested:
-                return  # asked once; the answer stands
+
+def run_observed(algorithm, progress: Progress, message: str, extent=None) -> None:
+    """``algorithm.Update()`` (or ``UpdateExtent(extent)``) with its progress reported to ``progress``; a cancel
+    from ``progress`` (Cancelled) is raised when it returns. No exception may leave a vtk observer: vtk swallows
+    it, and a KeyboardInterrupt there ends the process (see interrupt_as_flag, which callers hold around this)."""
+    stop: list[Exception] = []
+
+    def on_progress(caller, _event):
+        if not stop and progress.callback is not None:
             try:
-                progress(caller.GetProgress(), "resampling")
-            except Exception as error:  # Cancelled: remember it, vtk swallows exceptions in observers
-                cancel_requested.append(error)
+                progress(caller.GetProgress(), message)
+            except Exception as error:  # Cancelled: remembered, raised after the update
+                stop.append(error)
 
-        resize.AddObserver("ProgressEvent", on_progress)
-        resize.Update()
-        if cancel_requested:
-            raise cancel_requested[0]
-    else:
-        resize.Update()
-    output = vtkImageData()
-    output.ShallowCopy(resize.GetOutput())
-    check_block_centred(output, factors, start)
-    return vtk_image_to_array(output), output
+    observer = algorithm.AddObserver("ProgressEvent", on_progress)
+    try:
+        if extent is None:
+            algorithm.Update()
+        else:
+            algorithm.UpdateExtent([int(e) for e in extent])
+    finally:
+        algorithm.RemoveObserver(observer)
+    if stop:
+        raise stop[0]
 
 
-def check_block_centred(output: vtkImageData, factors, start=(-0.5, -0.5, -0.5)) -> None:
+def check_block_centred(origin, spacing, dimensions, factors, start=(-0.5, -0.5, -0.5)) -> None:
     """Guard against a vtk version placing the samples differently: the grid must be the block-centred one."""
     for axis, f in enumerate(factors):
-        n = output.GetDimensions()[axis]
+        n = dimensions[axis]
         expected = block_centres(n, f) + (start[axis] + 0.5)
-        actual = output.GetOrigin()[axis] + output.GetSpacing()[axis] * np.arange(n)
+        actual = origin[axis] + spacing[axis] * np.arange(n)
         if not np.allclose(actual, expected, rtol=0, atol=1e-6 * max(1.0, f * n)):
             raise RuntimeError(f"vtkImageResize placed samples off the block-centred grid on axis {axis}")
+

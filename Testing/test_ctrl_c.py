@@ -1,0 +1,110 @@
+"""Ctrl-C on every command and path: exit 130, one line, nothing written, inputs untouched. In particular while
+vtkImageResize runs in memory, where a KeyboardInterrupt inside a vtk observer used to end the process with a
+segmentation fault."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bigvolume as bv
+from bigvolume import io
+
+BIGVOLUME = [sys.executable, "-m", "bigvolume"]
+GIB = 2**30
+
+
+@pytest.fixture(scope="session")
+def gib_volume(tmp_path_factory):
+    """A 1 GiB uint16 volume (1024 x 1024 x 512) as a detached header and a sparse raw file: made in no time,
+    read through the page cache like any file."""
+    folder = tmp_path_factory.mktemp("gib")
+    header = folder / "big.nhdr"
+    header.write_text("NRRD0004\ntype: uint16\ndimension: 3\nsizes: 1024 1024 512\nendian: little\nencoding: raw\n"
+                      "space: left-posterior-superior\nspace directions: (0.5,0,0) (0,0.5,0) (0,0,0.8)\n"
+                      "space origin: (-10,4,2.5)\ndata file: big.raw\n")
+    with open(folder / "big.raw", "wb") as raw:
+        raw.truncate(GIB)
+        raw.seek(GIB // 2)
+        raw.write(np.arange(4096, dtype=np.uint16).tobytes())  # not all zeros
+    return header
+
+
+def start(args) -> subprocess.Popen:
+    return subprocess.Popen(BIGVOLUME + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True,
+                            # A shell running us in the background ignores SIGINT, and children inherit that: give
+                            # the command the default, as a terminal would.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_until_reading(process: subprocess.Popen, name: str, timeout: float = 120.0) -> None:
+    """Until the process has a file whose path contains ``name`` open or memory-mapped (it has started work)."""
+    deadline = time.monotonic() + timeout
+    proc = Path(f"/proc/{process.pid}")
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if name in (proc / "maps").read_text():
+                return
+            if any(name in os.readlink(fd) for fd in (proc / "fd").iterdir()):
+                return
+        except OSError:
+            pass  # a file descriptor closed while we looked
+        time.sleep(0.01)
+    raise AssertionError(f"the command never opened {name} (exit {process.poll()})")
+
+
+def interrupt_and_check(process: subprocess.Popen, folder: Path, before: set) -> None:
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted; nothing written" in stderr and "Traceback" not in stderr and "Caught a Ctrl-C" not in stderr
+    assert {p.name for p in folder.iterdir()} == before  # no output, no staging folder left behind
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.4, 1.0])
+def test_ctrl_c_during_in_memory_resample_of_1_gib(tmp_path, gib_volume, delay):
+    process = start(["resample", gib_volume, tmp_path / "out.nrrd", "--factor", "4", "--no-stream"])
+    wait_until_reading(process, "big.raw")  # memory-mapped: the resize starts now and runs for seconds
+    time.sleep(delay)
+    interrupt_and_check(process, tmp_path, set())
+
+
+@pytest.fixture(scope="module")
+def busy_inputs(tmp_path_factory):
+    """Inputs that keep each command busy for a while: a 256^3 noisy volume (gzip: decoding takes time too) and a
+    stack of 160 TIFF slices."""
+    tifffile = pytest.importorskip("tifffile")
+    folder = tmp_path_factory.mktemp("busy")
+    rng = np.random.default_rng(3)
+    array = rng.integers(0, 3000, (256, 256, 256)).astype(np.uint16)
+    array[64:192, 64:192, 64:192] += 20000
+    volume = io.write_volume(bv.Volume.from_array(array, spacing=(0.4, 0.4, 0.6)), folder / "noisy.nrrd")
+    stack = folder / "stack"
+    stack.mkdir()
+    for k in range(160):
+        tifffile.imwrite(stack / f"slice_{k:04d}.tif", rng.integers(0, 60000, (768, 768)).astype(np.uint16))
+    return {"volume": volume, "stack": stack}
+
+
+@pytest.mark.parametrize("command", ["dehaze", "reduce-bits", "preview", "import-stack", "resample-stream"])
+def test_ctrl_c_in_every_command_exits_130_and_writes_nothing(tmp_path, busy_inputs, gib_volume, command):
+    volume, stack = busy_inputs["volume"], busy_inputs["stack"]
+    args, watched = {
+        "dehaze": (["dehaze", volume, tmp_path / "out.nrrd"], "noisy.nrrd"),
+        "reduce-bits": (["reduce-bits", gib_volume, tmp_path / "out.nrrd", "--bits", "8", "--no-stream"],
+                        "big.raw"),
+        "preview": (["preview", gib_volume, tmp_path / "out.png"], "big.raw"),
+        "import-stack": (["import-stack", stack, tmp_path / "out.nrrd", "--factor", "2", "--threads", "1"],
+                         "slice_0"),
+        "resample-stream": (["resample", volume, tmp_path / "out.nhdr", "--stream", "--memory-limit", "1",
+                             "--threads", "1"], "noisy.nrrd"),
+    }[command]
+    process = start(args)
+    wait_until_reading(process, watched)
+    time.sleep(0.2)
+    interrupt_and_check(process, tmp_path, set())

@@ -1,0 +1,229 @@
+"""One reader, checked data: every file the streamed path reads is read the same on the default (in-memory) path,
+and every compressed input that is cut or corrupted is refused by every command with one line and nothing written
+(SimpleITK reads such files silently, with zeros where the data is missing)."""
+import bz2
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import bigvolume as bv
+from bigvolume import cli, io
+from bigvolume.layout import voxel_layout
+from bigvolume.slabs import open_slabs
+from bigvolume.test_volumes import HEAD_MRI
+from test_stream import INPUT_FORMS, _sitk_header_lines, sample_volume, write_form
+
+BIGVOLUME = [sys.executable, "-m", "bigvolume"]
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()} | \
+        {p.name: "folder" for p in folder.iterdir() if p.is_dir()}
+
+
+def noise_volume(seed: int, shape=(20, 26, 31)) -> bv.Volume:
+    """Noise compresses poorly, so every cut point lands inside the compressed stream."""
+    array = np.random.default_rng(seed).integers(0, 60000, shape).astype(np.uint16)
+    return bv.Volume.from_array(array, spacing=(0.8, 0.5, 1.25), origin=(-3.0, 7.5, 11.0))
+
+
+def write_compressed(volume: bv.Volume, folder: Path, form: str) -> Path:
+    """``volume`` in one of the compressed forms we read; returns the header path."""
+    if form == "mhd-zlib":
+        return io.write_volume(volume, folder / "v.mhd", compress=True)
+    if form == "nrrd-bzip2":  # attached bzip2: written by hand, SimpleITK cannot write (or read) it
+        header = _sitk_header_lines(volume, folder) + ["endian: little", "encoding: bzip2"]
+        path = folder / "v.nrrd"
+        path.write_bytes(("\n".join(header) + "\n\n").encode() + bz2.compress(volume.array.astype("<u2").tobytes()))
+        return path
+    return write_form(volume, folder, form)
+
+
+COMPRESSED_FORMS = ["nrrd-gzip", "nhdr-gzip", "nii.gz", "mha-zlib", "mhd-zlib", "nrrd-bzip2", "nhdr-bzip2",
+                    "nhdr-gzip-multimember"]
+# Bytes at the end of a stream that hold its end marker and checksum.
+TRAILER = {"gzip": 8, "zlib": 4, "bzip2": 10}
+DAMAGES = ["cut 10%", "cut 50%", "cut 95%", "cut before trailer", "flip inside", "flip in trailer"]
+
+
+def damage(header: Path, damage_kind: str) -> Path:
+    """Cut or corrupt the compressed stream of ``header``'s volume in place; returns the damaged data file."""
+    geometry, dtype, components = io.read_geometry(header)
+    layout = voxel_layout(header, dtype, components, geometry.voxel_count)
+    data = layout.files[0]
+    content = bytearray(data.path.read_bytes())
+    start, end = data.offset, len(content)
+    trailer = TRAILER[layout.encoding]
+    if damage_kind.startswith("cut "):
+        keep = end - trailer if damage_kind == "cut before trailer" else \
+            start + int((end - start) * float(damage_kind[4:-1]) / 100)
+        del content[keep:]
+    else:
+        at = (start + end) // 2 if damage_kind == "flip inside" else end - trailer // 2 - 1
+        content[at] ^= 0x5A
+    data.path.write_bytes(bytes(content))
+    return data.path
+
+
+@pytest.mark.parametrize("form", INPUT_FORMS + ["mhd-zlib", "nrrd-bzip2"])
+def test_default_path_reads_every_streamed_form_like_the_stream(tmp_path, form):
+    volume = sample_volume(np.uint16)
+    path = write_compressed(volume, tmp_path, form)
+    loaded = bv.read_volume(path)
+    np.testing.assert_array_equal(loaded.array, volume.array)
+    tolerance = 1e-5 if form.startswith("nii") else 1e-9  # NIfTI keeps its matrix in float32
+    assert loaded.geometry.isclose(volume.geometry, rtol=tolerance, atol=tolerance)
+    with open_slabs(path) as reader:
+        np.testing.assert_array_equal(reader.read(0, reader.slices), loaded.array)
+
+
+def test_bzip2_nrrd_resamples_on_the_default_path_equal_to_stream(tmp_path):
+    volume = sample_volume(np.int16, shape=(19, 22, 17))
+    path = write_compressed(volume, tmp_path, "nrrd-bzip2")
+    with pytest.raises(RuntimeError):
+        sitk.ReadImage(str(path))  # what the default path used before: NrrdIO has no bzip2
+    loaded = bv.resample_file(path, tmp_path / "memory.nrrd", (2, 3, 2))
+    streamed = bv.resample_file(path, tmp_path / "stream.nrrd", (2, 3, 2), stream=True, memory_limit=1)
+    assert loaded.stream_plan is None and streamed.stream_plan is not None
+    a, b = bv.read_volume(tmp_path / "memory.nrrd"), bv.read_volume(tmp_path / "stream.nrrd")
+    assert a.geometry == b.geometry
+    assert a.geometry.isclose(volume.geometry.downsampled((2, 3, 2)), rtol=1e-12, atol=1e-12)
+    assert np.abs(a.array.astype(int) - b.array.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_components_on_a_slower_nrrd_axis_are_read_like_simpleitk(tmp_path, seed):
+    """``kinds: domain domain domain list``: the values of one voxel are far apart in the file."""
+    rng = np.random.default_rng(seed)
+    components, shape = int(rng.integers(2, 5)), tuple(int(n) for n in rng.integers(3, 9, 3))
+    planes = rng.integers(0, 1000, (components,) + shape).astype(np.uint16)  # (c, k, j, i) as stored
+    path = tmp_path / "planar.nrrd"
+    sizes = " ".join(str(n) for n in shape[::-1])
+    path.write_bytes(f"NRRD0004\ntype: uint16\ndimension: 4\nsizes: {sizes} {components}\nkinds: domain domain "
+                     "domain list\nendian: little\nencoding: raw\nspace: left-posterior-superior\nspace directions: "
+                     "(0.5,0,0) (0,0.7,0) (0,0,1.1) none\nspace origin: (1,2,3)\n\n".encode() + planes.tobytes())
+    loaded = bv.read_volume(path)
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    np.testing.assert_array_equal(loaded.array, expected)
+    np.testing.assert_array_equal(loaded.array, np.moveaxis(planes, 0, -1))
+    assert loaded.geometry.spacing == pytest.approx((0.5, 0.7, 1.1)) and loaded.geometry.origin == (1, 2, 3)
+    with open_slabs(path) as reader:
+        assert not reader.streams  # read whole, then served by slab
+        np.testing.assert_array_equal(reader.read(1, 3), expected[1:3])
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("time.nrrd", "dimension: 4\nsizes: 4 5 6 3\nkinds: domain domain domain time\n", "is a 4D image (3 "),
+    ("range.nrrd", "dimension: 4\nsizes: 4 5 6 2\nkinds: domain domain domain domain\n", "is a 4D image (2 "),
+])
+def test_4d_nrrd_is_refused_in_plain_words(tmp_path, name, text, expected):
+    path = tmp_path / name
+    sizes = [int(n) for n in text.split("sizes: ")[1].split()[:4]]
+    path.write_bytes(f"NRRD0004\ntype: uint8\n{text}endian: little\nencoding: raw\nspace: left-posterior-superior\n"
+                     "space directions: (1,0,0) (0,1,0) (0,0,1) none\nspace origin: (0,0,0)\n\n".encode()
+                     + bytes(int(np.prod(sizes))))
+    with pytest.raises(bv.VolumeFileError, match=rf"{name}: {re.escape(expected)}.*a 3D volume is needed"):
+        bv.read_volume(path)
+
+
+def test_4d_nifti_is_refused_in_plain_words(tmp_path):
+    path = tmp_path / "series.nii.gz"
+    sitk.WriteImage(sitk.Image([4, 5, 6, 7], sitk.sitkInt16), str(path))
+    with pytest.raises(bv.VolumeFileError, match=r"is a 4D image \(7 components or time points of 4x5x6\)"):
+        bv.read_volume(path)
+
+
+def test_bad_byte_skip_is_one_plain_line(tmp_path):
+    volume = sample_volume(np.uint16)
+    header = write_form(volume, tmp_path, "nhdr-byteskip")
+    header.write_text(header.read_text().replace("byte skip: 123", "byte skip: 99999999"))
+    with pytest.raises(bv.VolumeFileError, match=r"too short: expected \d+ bytes .* the file has \d+ bytes"):
+        bv.read_volume(header)
+    header.write_text(header.read_text().replace("byte skip: 99999999", "byte skip: lots"))
+    with pytest.raises(bv.VolumeFileError, match="v.nhdr: not a readable volume .*lots"):
+        bv.read_volume(header)
+
+
+@pytest.mark.parametrize("form", COMPRESSED_FORMS)
+@pytest.mark.parametrize("damage_kind", DAMAGES)
+def test_damaged_compressed_data_is_refused_by_both_readers(tmp_path, form, damage_kind):
+    header = write_compressed(noise_volume(COMPRESSED_FORMS.index(form)), tmp_path, form)
+    data_file = damage(header, damage_kind)
+    with pytest.raises(bv.VolumeFileError) as refused:
+        bv.read_volume(header)
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and str(data_file) in message
+    assert "corrupt compressed data" in message or \
+        ("compressed data ends after" in message and "bytes of voxels" in message)
+    with pytest.raises(bv.VolumeFileError):
+        with open_slabs(header) as reader:
+            reader.read(0, reader.slices)
+
+
+def run_in_process(capfd, *args) -> tuple[int, list[str]]:
+    """The command line's main() in this process (the same code as the installed command, without a new
+    interpreter per case); returns the exit code and the lines on stderr."""
+    code = cli.main([str(a) for a in args])
+    return code, capfd.readouterr().err.strip().splitlines()
+
+
+def commands(source: Path, folder: Path) -> dict:
+    # --device cpu: no note about CUDA on stderr (the one line must be the error)
+    return {"resample": ["resample", source, folder / "out.nrrd", "--factor", "2", "--device", "cpu"],
+            "dehaze": ["dehaze", source, folder / "out.nrrd"],
+            "reduce-bits": ["reduce-bits", source, folder / "out.nrrd", "--bits", "8"],
+            "preview": ["preview", source, folder / "out.png"]}
+
+
+@pytest.mark.parametrize("form", COMPRESSED_FORMS)
+@pytest.mark.parametrize("damage_kind", DAMAGES)
+def test_every_command_refuses_damaged_input_with_one_line(tmp_path, capfd, form, damage_kind):
+    source_folder, out_folder = tmp_path / "in", tmp_path / "out"
+    source_folder.mkdir(), out_folder.mkdir()
+    header = write_compressed(noise_volume(len(damage_kind)), source_folder, form)
+    data_file = damage(header, damage_kind)
+    damaged = snapshot(source_folder)
+    for name, args in commands(header, out_folder).items():
+        code, lines = run_in_process(capfd, *args)
+        assert code == 1, (name, lines)
+        assert len(lines) == 1 and lines[0].startswith("bigvolume: error: ") and str(data_file) in lines[0], \
+            (name, lines)
+        assert snapshot(out_folder) == {}, name
+        assert snapshot(source_folder) == damaged  # the input is never touched
+
+
+@pytest.fixture(scope="module")
+def head_cut_to_40_percent(tmp_path_factory):
+    if not Path(HEAD_MRI).exists():
+        pytest.skip("mricron-data (the real head MRI) is not installed")
+    folder = tmp_path_factory.mktemp("head")
+    content = Path(HEAD_MRI).read_bytes()
+    (folder / "ch2_cut.nii.gz").write_bytes(content[:len(content) * 40 // 100])
+    return folder / "ch2_cut.nii.gz"
+
+
+def test_real_mri_is_read_like_simpleitk():
+    if not Path(HEAD_MRI).exists():
+        pytest.skip("mricron-data (the real head MRI) is not installed")
+    ours, image = bv.read_volume(HEAD_MRI), sitk.ReadImage(HEAD_MRI)
+    np.testing.assert_array_equal(ours.array, sitk.GetArrayFromImage(image))
+    assert ours.geometry.dimensions == image.GetSize()
+
+
+@pytest.mark.parametrize("command", ["resample", "dehaze", "reduce-bits", "preview"])
+def test_real_mri_cut_to_40_percent_is_refused_by_the_installed_command(tmp_path, head_cut_to_40_percent, command):
+    image = sitk.ReadImage(str(head_cut_to_40_percent))  # SimpleITK reads it without a word
+    assert sitk.GetArrayViewFromImage(image)[-1].max() == 0  # ... with zeros for the missing slices
+    args = commands(head_cut_to_40_percent, tmp_path)[command]
+    result = subprocess.run(BIGVOLUME + [str(a) for a in args], capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "ch2_cut.nii.gz: compressed data ends after" in lines[0] and "bytes of voxels" in lines[0]
+    assert list(tmp_path.iterdir()) == []
