@@ -302,7 +302,7 @@ def test_large_volume_compressed_size_is_estimated_from_a_slice_sample(monkeypat
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(level=6), "level must be 1, 2, 3, 4 or 5"), (dict(level=True), "level must be"),
+    (dict(level=6), "level must be auto, 1, 2, 3, 4 or 5"), (dict(level="otsu"), "level must be auto"), (dict(level=True), "level must be"),
     (dict(air="inside"), "air must be one of border, all"), (dict(dilate=-1), "dilate must be a whole number"),
     (dict(close=1.5), "close must be a whole number"), (dict(largest_only="yes"), "largest_only must be")])
 def test_options_are_validated(kwargs, message):
