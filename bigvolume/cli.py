@@ -9,8 +9,7 @@ from . import __version__, memory
 from .errors import BigVolumeError, Cancelled
 from .progress import TerminalProgressBar
 from .resample import DEFAULT_METHOD, METHODS, resample_file
-from .haze import (AIR_MODES as HAZE_AIR_MODES, AUTO_DILATE as HAZE_AUTO_DILATE, DEFAULT_DILATE as HAZE_DEFAULT_DILATE,
-                   LEVEL_NAMES as HAZE_LEVEL_NAMES)
+from .haze import AIR_MODES as HAZE_AIR_MODES, DEFAULT_DILATE as HAZE_DEFAULT_DILATE, LEVEL_NAMES as HAZE_LEVEL_NAMES
 
 def parse_size(text: str) -> float:
     try:
@@ -125,10 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     dehaze.add_argument("--air", choices=HAZE_AIR_MODES, default="border",
                         help="border: dark voxels connected to the volume's border (default; dark cavities inside "
                              "stay); all: every dark voxel")
-    dehaze.add_argument("--dilate", type=int, default=None, metavar="N",
-                        help=f"grow the object by N voxels (6-neighbour steps) so its edges survive (default "
-                             f"{HAZE_AUTO_DILATE} with --level auto, whose denoised copy blurs edges by a voxel; "
-                             f"{HAZE_DEFAULT_DILATE} with levels 1-5)")
+    dehaze.add_argument("--dilate", type=int, default=HAZE_DEFAULT_DILATE, metavar="N",
+                        help=f"grow the object by N voxels (6-neighbour steps) so its edges survive "
+                             f"(default {HAZE_DEFAULT_DILATE})")
     dehaze.add_argument("--largest-only", action="store_true", help="keep only the largest connected object")
     dehaze.add_argument("--close", type=int, default=0, metavar="N",
                         help="close gaps up to 2N voxels wide in the object (e.g. sulci open to the outside)")

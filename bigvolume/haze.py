@@ -1,7 +1,7 @@
 """Haze removal: set the noise in the air around an object to one value, so that the volume compresses, without
 touching the object.
 
-1. **Threshold**. ``level="auto"`` (the default) classifies a *denoised copy*: each voxel's [1 2 1] weighted mean
+1. **Threshold**. ``level="auto"`` (the default) also classifies a *denoised copy*: each voxel's [1 2 1] weighted mean
    over its 3x3x3 neighbourhood (:func:`_smooth`; noise sigma / 4.4, edges kept within a voxel). The threshold is the
    lowest multi-level Otsu cut (2, 3 or 4 classes) on that copy's histogram that lies above the noise of the air:
    the air is the darkest prominent histogram peak, and its noise ends :data:`AIR_NOISE_WIDTHS` right half-widths at
@@ -9,14 +9,14 @@ touching the object.
    has three populations, air, soft tissue and bone; MRI two), and the cut cannot fall inside the noise (it did with
    a fixed level on CT at -1000 HU with 30 HU noise, and on half-normal air noise). Levels 1-5 keep MRIcroGL's
    meaning (:data:`LEVELS`) on the raw voxels. Both use a 256-bin histogram of a subsample over a robust intensity
-   range (:data:`ROBUST_PERCENTILES`). Voxels below the threshold are *dark*; NaN voxels count as dark too (they
+   range (:data:`ROBUST_PERCENTILES`). Voxels below the threshold (auto: themselves or in the denoised copy) are
+   *dark*; NaN voxels count as dark too (they
    carry no intensity, and in the air they become the fill value; NaNs enclosed by the object are kept).
 2. **Air**: by default the dark voxels 6-connected to the volume's border, so dark structures enclosed by the object
    (ventricles, sinuses, marrow, air inside a specimen) stay; ``air="all"``: every dark voxel.
 3. **Object** = not air; ``largest_only`` keeps its largest 6-connected component; ``close`` N closes it with a
    radius-N 6-neighbour (city-block) ball, bridging gaps up to 2N voxels wide (sulci opening to the outside);
-   then it is dilated by ``dilate`` 6-neighbour steps so partial-volume edges survive (default
-   :data:`DEFAULT_DILATE` for levels 1-5, :data:`AUTO_DILATE` for auto, whose denoised copy blurs edges by a voxel).
+   then it is dilated by ``dilate`` 6-neighbour steps so partial-volume edges survive.
 4. **Haze** = everything outside that object: set to the image minimum (``fill="min"``) or to a given value.
 5. **Report**: when little or nothing was removed, :attr:`DehazeReport.warning` says why (the threshold fell inside
    the air's noise, no dark voxel touches the border, the border is not darker than the object, ...).
@@ -65,11 +65,6 @@ AIR_MODES = ("border", "all")
 # (benchmarks/haze.py, level 5): 1 dilation changed 1232 voxels of the brain mask ch2bet, more than niimath's 624;
 # 2 changed 560, fewer, for a gzip gain of 30.7 % instead of 34.2 %.
 DEFAULT_DILATE = 2
-# Auto grows one step more: its denoised copy moves the object's edge by up to a voxel. Measured on ch2 with Rician
-# noise of sigma 3 / 6 / 10 (0-255 units, /tmp prototype then benchmarks/haze.py): brain voxels changed with 2
-# dilations 373 / 467 / 565 (niimath -dehaze 5: 670 / 418 / 0, and at sigma 10 it removes almost nothing), with 3
-# about 200 / 240 / 260, for gzip gains of 26-34 %.
-AUTO_DILATE = 2
 MAX_RADIUS = 64            # dilate / close beyond this is a typo, not a wish (each step is a pass over the volume)
 # Robust range of the histogram: the 0.1-99.9 percentiles, as precision.DEFAULT_PERCENTILES. Measured against 2-98
 # (niimath's) on ch2 with noise, level 5: threshold 32.5 vs 27.5; brain voxels changed 560 vs 430, gzip gain 30.7 %
@@ -92,12 +87,11 @@ STREAM_OVERHEAD = 24 * 2**20           # streamed runs: decompression chunks, wr
 
 @dataclass(frozen=True)
 class HazeOptions:
-    """``level``: "auto" (default) or 1-5 (MRIcroGL's table, on the raw voxels). ``dilate`` None: the level's
-    default (:data:`AUTO_DILATE` for auto, :data:`DEFAULT_DILATE` for 1-5)."""
+    """``level``: "auto" (default) or 1-5 (MRIcroGL's table, on the raw voxels)."""
 
     level: int | str = AUTO
     air: str = "border"
-    dilate: int | None = None
+    dilate: int = DEFAULT_DILATE
     largest_only: bool = False
     close: int = 0
     fill: str | float = "min"
@@ -111,8 +105,6 @@ class HazeOptions:
         if not (level == AUTO or (_is_int(level) and level in LEVELS)):
             raise BigVolumeError(f"level must be auto, 1, 2, 3, 4 or 5, got {self.level!r}")
         object.__setattr__(self, "level", level if level == AUTO else int(level))
-        if self.dilate is None:
-            object.__setattr__(self, "dilate", AUTO_DILATE if self.denoise else DEFAULT_DILATE)
         if self.air not in AIR_MODES:
             raise BigVolumeError(f"air must be one of {', '.join(AIR_MODES)}, got {self.air!r}")
         for name in ("dilate", "close"):
@@ -674,11 +666,13 @@ class _HazePipeline:
             yield (index, k0, k1) + reader.read(k0, k1)
 
     def _dark(self, extended: np.ndarray, lo: int, n: int) -> np.ndarray:
-        """The slab's dark voxels: from the denoised copy for level auto (NaN spreads to its neighbours there: dark
-        too), else from the voxels themselves."""
+        """The slab's dark voxels: below the threshold themselves, or (level auto) in the denoised copy. The object
+        is then what is bright in both: the copy drops the noise voxels above the threshold, the voxels themselves
+        keep the copy's blur from growing the object by a voxel into the air (NaN spreads in the copy: dark too)."""
+        dark = _dark(extended[lo:lo + n], self.threshold.value)
         if self.options.denoise:
-            return _dark(_smooth(extended, lo, n), 64 * self.threshold.value)
-        return _dark(extended[lo:lo + n], self.threshold.value)
+            dark |= _dark(_smooth(extended, lo, n), 64 * self.threshold.value)
+        return dark
 
     # pass 1: statistics, and the dark voxels' labels joined across slabs
     def first_pass(self, progress: Progress) -> None:

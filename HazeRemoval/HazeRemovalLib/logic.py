@@ -15,7 +15,7 @@ import numpy as np
 
 import bigvolume
 from bigvolume import BigVolumeError, Cancelled
-from bigvolume.haze import AUTO, AUTO_DILATE, DEFAULT_DILATE, LEVELS, HazeOptions, dehaze, haze_mask
+from bigvolume.haze import AUTO, DEFAULT_DILATE, LEVELS, HazeOptions, dehaze, haze_mask
 from bigvolume.memory import format_bytes
 from bigvolume.precision import reduce_bits
 from bigvolume.progress import Progress
@@ -107,11 +107,10 @@ class HazeRemovalLogic:
         return volume
 
     @staticmethod
-    def hazeOptions(level=AUTO, air="border", dilate=None, largestOnly=False, close=0,
+    def hazeOptions(level=AUTO, air="border", dilate=DEFAULT_DILATE, largestOnly=False, close=0,
                     fill="min") -> HazeOptions:
-        """The core's options (which validate them) from the panel's settings. level: "auto" or 1-5. dilate None:
-        the level's default (AUTO_DILATE for auto, DEFAULT_DILATE for 1-5). fill: "min" (or "minimum", the panel's
-        word) for the image minimum, or a number."""
+        """The core's options (which validate them) from the panel's settings. level: "auto" or 1-5. fill: "min"
+        (or "minimum", the panel's word) for the image minimum, or a number."""
         if isinstance(fill, str) and fill.strip().lower() in ("min", "minimum"):
             fill = "min"
         return HazeOptions(level=level, air=air, dilate=dilate, largest_only=bool(largestOnly), close=close,
@@ -127,7 +126,7 @@ class HazeRemovalLogic:
         return int(bits)
 
     # --- preview ------------------------------------------------------------------------------------------------
-    def previewMask(self, inputVolumeNode, level=AUTO, air="border", dilate=None, largestOnly=False, close=0,
+    def previewMask(self, inputVolumeNode, level=AUTO, air="border", dilate=DEFAULT_DILATE, largestOnly=False, close=0,
                     fill="min", maskNode=None):
         """The haze mask of ``inputVolumeNode`` with these settings as a label map (1 = haze, 0 = kept), on the
         input's exact grid and under its transform, to overlay before applying. ``maskNode`` None: a new label map
@@ -165,14 +164,13 @@ class HazeRemovalLogic:
         return "\n".join(lines)
 
     # --- the work -----------------------------------------------------------------------------------------------
-    def process(self, inputVolumeNode, outputVolumeNode=None, level=AUTO, air="border", dilate=None,
+    def process(self, inputVolumeNode, outputVolumeNode=None, level=AUTO, air="border", dilate=DEFAULT_DILATE,
                 largestOnly=False, close=0, fill="min", bits=None, progress=None):
         """Set the haze (noisy air) of ``inputVolumeNode`` to one value and return the output node.
 
         level: "auto" (the default: a denoised copy, the threshold above the noise of the air) or 1-5 (MRIcroGL's
         levels, see LEVEL_CHOICES; 5 takes the least as air). air: "border" (dark voxels connected to the volume
-        border) or "all". dilate: voxels the object mask is grown by, so partial-volume edges stay (None: 3 for
-        auto, 2 for 1-5). The result's summary warns when little or nothing was removed, and says why.
+        border) or "all". dilate: voxels the object mask is grown by, so partial-volume edges stay. The result's summary warns when little or nothing was removed, and says why.
         largestOnly: keep only the largest object. close: close gaps up to this many voxels (0: off). fill: "min"
         (the image minimum) or a number. bits: None/"keep", 8 or 16: reduce the precision after the dehaze (robust
         intensity window). progress: ``callback(fraction, message) -> bool | None``; returning False cancels and
@@ -227,4 +225,4 @@ def _namingTheInput(volumeNode):
 
 
 __all__ = ["HazeRemovalLogic", "HazeRemovalResult", "LEVEL_CHOICES", "AIR_CHOICES", "FILL_CHOICES", "BITS_CHOICES",
-           "AUTO", "AUTO_DILATE", "DEFAULT_DILATE", "MASK_LABEL", "BigVolumeError", "Cancelled"]
+           "AUTO", "DEFAULT_DILATE", "MASK_LABEL", "BigVolumeError", "Cancelled"]
