@@ -209,6 +209,42 @@ def test_preview_mask_is_a_label_map_equal_to_haze_mask_on_the_input_grid(mrml):
     np.testing.assert_array_equal(arrayFromVolume(maskNode) == MASK_LABEL, changed)
 
 
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_preview_and_result_show_the_auto_level_and_warn_when_a_fixed_level_falls_in_the_noise(mrml, seed):
+    """CT-like Hounsfield data (air -1000 HU, 30 HU noise, a specimen with an air bubble): the default (auto) mask
+    takes the outer air and keeps the bubble; level 5 splits the air itself, and both the preview and the result
+    say why nothing is removed."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.indices(SHAPE, dtype=float)
+    centre = [n / 2 + rng.uniform(-2, 2) for n in SHAPE]
+    r = np.sqrt(sum(((x - c) / (0.3 * n)) ** 2 for x, c, n in zip((k, j, i), centre, SHAPE)))
+    clean = np.where(r < 1, 40.0, -1000.0)
+    clean[(r < 1) & (r > 0.8)] = 1000.0
+    bubble = r < 0.3
+    clean[bubble] = -1000.0
+    array = np.rint(clean + rng.normal(0, 30, SHAPE)).astype(np.int16)
+    inputNode = mrml.volume(array, anisotropic_matrix(), name="CT")
+    logic = HazeRemovalLogic()
+
+    maskNode = logic.previewMask(inputNode)
+    labels = arrayFromVolume(maskNode) == MASK_LABEL
+    assert labels[r > 1.25].mean() >= 0.9 and not labels[r < 1].any()
+    description = logic.describeMask(maskNode)
+    assert "auto, on a denoised copy" in description and "Warning" not in description
+
+    logic.previewMask(inputNode, level=5, maskNode=maskNode)
+    assert not (arrayFromVolume(maskNode) == MASK_LABEL).any()
+    description = logic.describeMask(maskNode)
+    assert "level 5" in description and "Warning: nothing was removed" in description
+    assert "fell inside the noise of the air" in description
+
+    logic.process(inputNode, level=5)
+    assert "Warning: nothing was removed" in logic.lastResult.summary() and logic.lastReport.warning
+    output = arrayFromVolume(logic.process(inputNode))
+    assert not logic.lastReport.warning
+    np.testing.assert_array_equal(output[r < 1], array[r < 1])
+
+
 @pytest.mark.parametrize("options", [dict(largestOnly=True), dict(close=2), dict(level=3, dilate=1)])
 def test_preview_mask_follows_every_option(mrml, options):
     array, _, _ = head_phantom()
