@@ -105,10 +105,10 @@ def test_the_cavity_phantom_default_keeps_the_cavity_and_air_all_removes_it(mrml
     core = ndimage.binary_erosion(cavity, ndimage.generate_binary_structure(3, 1))
     np.testing.assert_array_equal(removed[core], array.min())
     np.testing.assert_array_equal(removed[tissue], array[tissue])
-    # With the default dilation the cavity's rim stays (partial volume), its core goes.
+    # The default dilation keeps partial volume, not the pure air next to the tissue: nearly the whole cavity goes.
     default = arrayFromVolume(logic.process(inputNode, air="all"))
-    centre = tuple(n // 2 for n in SHAPE)
-    assert default[centre] == array.min() and np.count_nonzero(default[cavity] != array[cavity]) > 0
+    assert np.count_nonzero(default[cavity] == array.min()) >= 0.9 * np.count_nonzero(cavity)
+    np.testing.assert_array_equal(default[tissue], array[tissue])
 
 
 def test_the_result_reports_the_change_and_the_compressed_size_gain(mrml):

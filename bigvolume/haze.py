@@ -10,13 +10,18 @@ touching the object.
    a fixed level on CT at -1000 HU with 30 HU noise, and on half-normal air noise). Levels 1-5 keep MRIcroGL's
    meaning (:data:`LEVELS`) on the raw voxels. Both use a 256-bin histogram of a subsample over a robust intensity
    range (:data:`ROBUST_PERCENTILES`). Voxels below the threshold (auto: themselves or in the denoised copy) are
-   *dark*; NaN voxels count as dark too (they
-   carry no intensity, and in the air they become the fill value; NaNs enclosed by the object are kept).
+   *dark*. NaN voxels: levels 1-5 count them as dark (in the air they become the fill value, enclosed ones are
+   kept); auto never does (no intensity is not air: they are kept, and where a NaN reaches the denoised copy, its 26
+   neighbours, the voxel's own value decides).
 2. **Air**: by default the dark voxels 6-connected to the volume's border, so dark structures enclosed by the object
    (ventricles, sinuses, marrow, air inside a specimen) stay; ``air="all"``: every dark voxel.
 3. **Object** = not air; ``largest_only`` keeps its largest 6-connected component; ``close`` N closes it with a
    radius-N 6-neighbour (city-block) ball, bridging gaps up to 2N voxels wide (sulci opening to the outside);
-   then it is dilated by ``dilate`` 6-neighbour steps so partial-volume edges survive.
+   then it is dilated by ``dilate`` 6-neighbour steps so partial-volume edges survive. Levels 1-5 take every voxel
+   the steps reach (as MRIcroGL), which keeps a ``dilate``-voxel rim of pure air round the object and inside its
+   cavities (half of a cavity of radius 8). Auto's steps only take voxels whose [1 2 1]^3 mean over their non-object
+   neighbours (:func:`_air_neighbourhood_passes`) is :data:`BAND_WIDTHS` half-widths above the air's mode: partial
+   volume and dim tissue next to the object stay, the pure air next to it goes.
 4. **Haze** = everything outside that object: set to the image minimum (``fill="min"``) or to a given value.
 5. **Report**: when little or nothing was removed, :attr:`DehazeReport.warning` says why (the threshold fell inside
    the air's noise, no dark voxel touches the border, the border is not darker than the object, ...).
@@ -26,8 +31,9 @@ component are global properties: each slab's dark (or object) voxels are labelle
 across slab boundaries or touch the volume border are joined in a union-find, and a second pass rewrites each slab
 from the joined labels: from the first pass's labels kept in 1-2 bytes a voxel (:func:`_compact`) when memory
 allows, else labelling again (SimpleITK's labelling is deterministic). The denoised copy of a slab is computed from
-the slab plus one slice each side (:class:`_HaloReader`, reading forward only); the morphology runs on a window of
-the slab plus a halo of ``2 * close + dilate`` slices. In-memory volumes run through the same pipeline, so the
+the slab plus one slice each side (:class:`_HaloReader`, reading forward only); the morphology (and auto's
+partial-volume test, from the window's own voxels) runs on a window of the slab plus a halo of ``2 * close + dilate``
+slices. In-memory volumes run through the same pipeline, so the
 streamed result equals the in-memory one exactly.
 
 Refused with one clear message: constant volumes (all-zero included) and all-NaN ones (nothing to separate),
