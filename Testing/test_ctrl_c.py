@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import bigvolume as bv
-from bigvolume import io
+from bigvolume.io import files as io
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
 GIB = 2**30

@@ -1,7 +1,7 @@
 import sys
 
 try:
-    from .cli import main
+    from .cli.commands import main
 except KeyboardInterrupt:  # Ctrl-C while loading the libraries: nothing was started, nothing written
     sys.exit(130)
 
