@@ -1,13 +1,13 @@
 """bigvolume: anti-aliased downsampling and streaming tools for huge 3D images (numpy + vtk + SimpleITK only)."""
-from .errors import BigVolumeError, Cancelled, VolumeFileError
-from .geometry import Geometry
-from .haze import DehazeReport, HazeOptions, HazeThreshold, dehaze, dehaze_file, find_threshold, haze_mask
-from .io import read_volume, write_volume
-from .precision import ReduceReport, Window, reduce_bits, reduce_bits_file
-from .progress import Progress, ProgressCallback
-from .resample import (DEFAULT_METHOD, METHODS, FilePlan, choose_factors, downsample_array, plan_file, resample,
+from .core.errors import BigVolumeError, Cancelled, VolumeFileError
+from .core.geometry import Geometry
+from .ops.haze import DehazeReport, HazeOptions, HazeThreshold, dehaze, dehaze_file, find_threshold, haze_mask
+from .io.files import read_volume, write_volume
+from .ops.precision import ReduceReport, Window, reduce_bits, reduce_bits_file
+from .core.progress import Progress, ProgressCallback
+from .ops.resample import (DEFAULT_METHOD, METHODS, FilePlan, choose_factors, downsample_array, plan_file, resample,
                        resample_file)
-from .volume import Volume
+from .core.volume import Volume
 
 __version__ = "0.1.0"
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bigvolume
-from bigvolume import BigVolumeError, Cancelled, io
-from bigvolume.memory import default_memory_limit, format_bytes, parse_size
-from bigvolume.gpu import DEVICE_METHODS, DEVICES
-from bigvolume.preview_nodes import show_preview
-from bigvolume.progress import Progress
-from bigvolume.resample import check_method
-from bigvolume.volume_nodes import (check_output_node, check_storable_dtype, dimensions_text, fill_volume_node,
+from bigvolume import BigVolumeError, Cancelled
+from bigvolume.io import files as io
+from bigvolume.core.memory import default_memory_limit, format_bytes, parse_size
+from bigvolume.engine.gpu import DEVICE_METHODS, DEVICES
+from bigvolume.slicer.preview_nodes import show_preview
+from bigvolume.core.progress import Progress
+from bigvolume.ops.resample import check_method
+from bigvolume.slicer.volume_nodes import (check_output_node, check_storable_dtype, dimensions_text, fill_volume_node,
                                     geometry_from_node, given_or_new_node, numbers_text, remove_node_and_display,
                                     volume_from_node)
 
@@ -32,7 +33,7 @@ SUPPORTED_INPUT_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode
 LABEL_SAFE_METHODS = ("nearest", "max")
 METHODS = dict(bigvolume.METHODS)
 DEFAULT_METHOD = bigvolume.DEFAULT_METHOD
-# Files the input-file mode reads (what bigvolume.io reads); the result is saved as "<stem>_resampled.nhdr": a
+# Files the input-file mode reads (what bigvolume.io.files reads); the result is saved as "<stem>_resampled.nhdr": a
 # detached raw data file, which Slicer and bigvolume both stream and memory-map.
 INPUT_FILE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 SAVED_SUFFIX = "_resampled.nhdr"
@@ -233,7 +234,7 @@ class AntiAliasedResampleLogic:
         """Volume rendering of the output with a transfer function from its histogram; with the input, before/after:
         input and output in two linked 3D views ("Dual 3D" layout), both with the input's transfer function.
         renderingLogic: Slicer's volume rendering logic (the display node of the user's default rendering method);
-        None: GPU ray casting. Returns the output's volume rendering display node (bigvolume.preview_nodes)."""
+        None: GPU ray casting. Returns the output's volume rendering display node (bigvolume.slicer.preview_nodes)."""
         return show_preview(outputVolumeNode, inputVolumeNode, rendering_logic=renderingLogic)
 
     # --- input files too big to load ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Image stacks (one 2D TIFF/PNG/JPEG/BMP file per slice): finding the slices, checking them from their headers,
 and reading them slab by slab with crop, grayscale conversion and a parallel decoder, as a SlabReader that the
-streaming resampler (bigvolume.stream) consumes like any volume file.
+streaming resampler (bigvolume.engine.stream) consumes like any volume file.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import BigVolumeError, VolumeFileError
-from .geometry import Geometry, orientation_direction
-from .io import _first_line
+from ..core.errors import BigVolumeError, VolumeFileError
+from ..core.geometry import Geometry, orientation_direction
+from .files import _first_line
 from .slabs import SlabReader
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -240,7 +240,7 @@ def parse_gray(gray: str | None, components: int) -> tuple[str, int | None]:
 
 # Orientations offered for a stack (the panel's list; any valid code is accepted), the default first. Each code
 # names the direction towards which i (columns, left to right), j (rows, top to bottom) and k (slices, in file order)
-# increase, in the LPS frame (see bigvolume.geometry.orientation_direction). LPS: the identity matrix, what a stack
+# increase, in the LPS frame (see bigvolume.core.geometry.orientation_direction). LPS: the identity matrix, what a stack
 # gets when nothing is said. LPS/LPI: axial slices seen from the feet (radiological view), slice order towards the
 # head / the feet; LIP/LIA: coronal slices; PIL/PIR: sagittal slices, face on the left.
 STACK_ORIENTATIONS = ("LPS", "LPI", "LAS", "LAI", "RPS", "RPI", "RAS", "RAI", "LIP", "LIA", "RIP", "RIA",

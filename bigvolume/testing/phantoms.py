@@ -1,4 +1,4 @@
-"""Small synthetic volumes for tests and examples (larger ones: bigvolume.quality)."""
+"""Small synthetic volumes for tests and examples (larger ones: bigvolume.testing.quality)."""
 from __future__ import annotations
 
 import numpy as np

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BigVolumeError, naming
-from .memory import format_bytes
-from .progress import ProgressCallback, as_progress
-from .volume import Volume
+from ..core.errors import BigVolumeError, naming
+from ..core.memory import format_bytes
+from ..core.progress import ProgressCallback, as_progress
+from ..core.volume import Volume
 
 BITS_TO_DTYPE = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
 SIGNED_BITS_TO_DTYPE = {8: np.dtype(np.int8), 16: np.dtype(np.int16)}
@@ -262,11 +262,11 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
                      memory_limit: float | None = None, series: str | None = None,
                      progress: ProgressCallback | None = None) -> ReduceReport:
     """Read, reduce the precision, write; streams slab by slab by the rule of
-    :func:`bigvolume.resample.plan_file`. The output appears only when complete."""
-    from . import io
+    :func:`bigvolume.ops.resample.plan_file`. The output appears only when complete."""
+    from ..io import files as io
     from .resample import plan_file
-    from .slab_writers import BackgroundWriter, SlabWriter, check_stream_output
-    from .slabs import open_slabs
+    from ..io.slab_writers import BackgroundWriter, SlabWriter, check_stream_output
+    from ..io.slabs import open_slabs
 
     started = time.perf_counter()
     dtype = dtype_for_bits(bits, signed)

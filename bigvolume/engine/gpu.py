@@ -1,10 +1,10 @@
 """The anti-aliased resample on an array module ``xp``: CuPy on a CUDA GPU, numpy to test the same code here.
 
-Same kernels and grid as the CPU path: every axis goes through :func:`bigvolume.kernels.axis_operator`, the band
+Same kernels and grid as the CPU path: every axis goes through :func:`bigvolume.methods.kernels.axis_operator`, the band
 matrices of the kernel tables (cuBLAS products on the GPU, in larger blocks than on the CPU); ``max`` and one-tap
-tables (``nearest``) go through the tap-by-tap engine of bigvolume.kernels with ``xp``.
+tables (``nearest``) go through the tap-by-tap engine of bigvolume.methods.kernels with ``xp``.
 
-:class:`ArrayStages` plugs this into the streaming loop of bigvolume.stream (one loop, one z-window logic for
+:class:`ArrayStages` plugs this into the streaming loop of bigvolume.engine.stream (one loop, one z-window logic for
 files and arrays, CPU and GPU). On CUDA, slabs are read into pinned host buffers, uploaded on a copy stream while
 the previous slab is filtered on the compute stream, the z window stays on the device, and finished output
 blocks come back on a third stream and reach the writer one slab later, so transfers overlap the filtering.
@@ -20,19 +20,19 @@ from collections import deque
 
 import numpy as np
 
-from .dtypes import cast_to, work_dtype
-from .errors import BigVolumeError
-from .geometry import Geometry, validate_factors
-from .kernels import CPU_BLOCK_INPUTS, AxisKernel, axis_kernel, axis_operator
-from .memory import current_rss
-from .slabs import ArraySlabReader
+from ..core.dtypes import cast_to, work_dtype
+from ..core.errors import BigVolumeError
+from ..core.geometry import Geometry, validate_factors
+from ..methods.kernels import CPU_BLOCK_INPUTS, AxisKernel, axis_kernel, axis_operator
+from ..core.memory import current_rss
+from ..io.slabs import ArraySlabReader
 from .stream import STREAMABLE_METHODS, ArraySink, _Stages, stream_downsample
 
 logger = logging.getLogger("bigvolume")
 
 DEVICES = ("auto", "cpu", "cuda")
 DEVICE_METHODS = STREAMABLE_METHODS  # every method with per-axis tables; fft needs the whole volume
-# Inputs per band-matrix block on the GPU: larger products than the CPU's (bigvolume.kernels.CPU_BLOCK_INPUTS)
+# Inputs per band-matrix block on the GPU: larger products than the CPU's (bigvolume.methods.kernels.CPU_BLOCK_INPUTS)
 # keep the device busy; an axis of thousands of voxels still does not multiply thousands of zeros per output.
 GPU_BLOCK_INPUTS = 1024
 GPU_MAX_SLAB_BYTES = 256 * 2**20  # larger slabs than the CPU's: fewer launches and synchronisations
@@ -94,7 +94,7 @@ def device_name() -> str:
 
 
 class ArrayStages(_Stages):
-    """bigvolume.stream's stages on the array module ``xp`` (see the module docstring)."""
+    """bigvolume.engine.stream's stages on the array module ``xp`` (see the module docstring)."""
 
     def __init__(self, reader, factors, method: str, out_dtype, threads: int, xp):
         super().__init__(reader, factors, method, out_dtype, threads)
@@ -141,7 +141,7 @@ class ArrayStages(_Stages):
         kernel = AxisKernel(self.z_kernel.index[rows] - first, self.z_kernel.weight[rows])
         return self._operator(kernel, -1)(window, 0)
 
-    # --- moving data (bigvolume.stream's hooks) --------------------------------------------------------------------
+    # --- moving data (bigvolume.engine.stream's hooks) --------------------------------------------------------------------
     def new_buffer(self, reader, slices: int):
         if not self.cuda:
             return super().new_buffer(reader, slices)
@@ -216,7 +216,7 @@ def resample_array(array: np.ndarray, factors, method: str, out_dtype=None, *, x
     """``array`` (k, j, i[, c]) downsampled by ``factors`` (I, J, K) on the block-centred grid through the array
     module ``xp``, streamed slab by slab through the device; a numpy array of ``out_dtype`` (default: the
     input's) comes back. ``memory_limit``: host bytes, default what the process holds plus 2 GiB of buffers."""
-    from .resample import default_threads  # resample imports this module
+    from ..ops.resample import default_threads  # resample imports this module
     if array.dtype == np.bool_:
         array = array.view(np.uint8)
     out_dtype = np.dtype(out_dtype or array.dtype)

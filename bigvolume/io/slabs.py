@@ -1,7 +1,7 @@
 """Reading a volume file a slab of z slices at a time, into buffers the caller owns, so that memory stays bounded
 whatever the file size.
 
-:func:`open_slabs` picks the reader from the file's :class:`~bigvolume.layout.VoxelLayout`:
+:func:`open_slabs` picks the reader from the file's :class:`~bigvolume.io.layout.VoxelLayout`:
 
 - raw data (one file, many files, any offsets, either byte order): each slab is read with plain ``readinto`` at
   its byte offset, in any order;
@@ -19,9 +19,9 @@ from typing import Iterator
 
 import numpy as np
 
-from . import io
-from .errors import VolumeFileError
-from .geometry import Geometry
+from . import files as io
+from ..core.errors import VolumeFileError
+from ..core.geometry import Geometry
 from .layout import DataFile, VoxelLayout, voxel_layout
 
 READ_CHUNK = 1 << 20       # compressed bytes read at a time

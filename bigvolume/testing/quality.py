@@ -1,7 +1,7 @@
 """Scoring downsampling methods: test volumes, the ideal reference, PSNR and aliasing share.
 
 - The ideal output is the input band-limited at the output grid's Nyquist frequency, sampled on the output grid
-  (bigvolume.spectral). It is what a perfect anti-aliasing filter would give.
+  (bigvolume.methods.spectral). It is what a perfect anti-aliasing filter would give.
 - PSNR (dB) compares a result with that reference, peak = the reference's value range.
 - Aliasing share: the energy that the input's above-Nyquist content puts into a method's output, over the output's
   AC energy: ``|M(x) - M(lowpass(x))|^2 / |M(x) - mean M(x)|^2``. It is ~0 for a perfect filter and ~1 when the
@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 
-from .dtypes import cast_to
-from .geometry import Geometry, block_centres, validate_factors
-from .spectral import band_limited_sample, low_pass
+from ..core.dtypes import cast_to
+from ..core.geometry import Geometry, block_centres, validate_factors
+from ..methods.spectral import band_limited_sample, low_pass
 
 
 def zone_plate(size: int = 256, dtype=np.float32) -> np.ndarray:

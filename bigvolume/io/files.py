@@ -22,10 +22,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import dicom
-from .errors import VolumeFileError
-from .geometry import Geometry
+from ..core.errors import VolumeFileError
+from ..core.geometry import Geometry
 from .layout import check_metaimage_header, data_files_named, nifti_data_end, nrrd_sizes, read_nrrd_header, voxel_layout
-from .volume import Volume, owned_view
+from ..core.volume import Volume, owned_view
 
 WRITE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 # Formats whose writer compresses on request (NIfTI compresses by its .gz suffix).
@@ -159,7 +159,7 @@ def read_volume(path, series: str | None = None) -> Volume:
 
     Voxels stored uncompressed in one file in this machine's byte order (NRRD/NHDR, NIfTI, MetaImage) are
     memory-mapped read-only (no copy, no read time: the page cache serves them). Every other layout the streamed
-    path reads (compressed, several files, byte-swapped, scaled; bigvolume.layout) is read by the same readers, so
+    path reads (compressed, several files, byte-swapped, scaled; bigvolume.io.layout) is read by the same readers, so
     both paths give the same voxels and refuse the same damaged files (truncated or corrupt compressed data: their
     checksums are verified); only what those do not cover is read by SimpleITK, after a check of its compressed
     data. Missing or too short data files are refused before reading."""

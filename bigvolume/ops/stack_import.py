@@ -15,16 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dicom, io
-from .errors import BigVolumeError, VolumeFileError
-from .geometry import Geometry
-from .memory import default_memory_limit, format_bytes, physical_memory
+from ..io import dicom
+from ..io import files as io
+from ..core.errors import BigVolumeError, VolumeFileError
+from ..core.geometry import Geometry
+from ..core.memory import default_memory_limit, format_bytes, physical_memory
 from .precision import Window, dtype_for_bits, robust_window
-from .progress import ProgressCallback, as_progress
+from ..core.progress import ProgressCallback, as_progress
 from .resample import DEFAULT_METHOD, check_method, choose_factors, default_threads, logger
-from .slab_writers import nrrd_header
-from .stacks import Roi, StackInfo, StackSlabReader, find_slices, probe_stack
-from .stream import (STREAMABLE_METHODS, StreamPlan, WindowedSink, estimate_stream, stream_downsample,
+from ..io.slab_writers import nrrd_header
+from ..io.stacks import Roi, StackInfo, StackSlabReader, find_slices, probe_stack
+from ..engine.stream import (STREAMABLE_METHODS, StreamPlan, WindowedSink, estimate_stream, stream_downsample,
                      stream_to_file)
 
 WINDOW_SAMPLE_SLICES = 16

@@ -1,7 +1,7 @@
 """Writing a volume slab by slab as it is produced: NRRD (attached, raw or gzip), NHDR + raw/raw.gz data file, and
 NIfTI (``.nii``, ``.nii.gz``). Only the headers are written here; voxels are appended as they come.
 
-Writers write where they are told: callers give them a path inside :func:`bigvolume.io.atomic_output`'s staging
+Writers write where they are told: callers give them a path inside :func:`bigvolume.io.files.atomic_output`'s staging
 folder, so the output appears whole or not at all. A :class:`BackgroundWriter` moves compression and disk writes to
 a thread so they overlap with the filtering.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import VolumeFileError
-from .geometry import Geometry
-from .io import volume_suffix
+from ..core.errors import VolumeFileError
+from ..core.geometry import Geometry
+from .files import volume_suffix
 
 STREAM_WRITE_SUFFIXES = (".nhdr", ".nrrd", ".nii", ".nii.gz")
 GZIP_LEVEL = 6  # zlib's default: the usual balance of size and speed

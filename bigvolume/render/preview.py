@@ -3,7 +3,7 @@
 
 - The transfer function comes from the data's histogram (:func:`transfer_function`): robust percentiles and
   multi-level Otsu thresholds on a subsample, classified CT-like or MR-like. The same plain-data curves drive the
-  batch renderer here and the Slicer display nodes (:mod:`bigvolume.preview_nodes`).
+  batch renderer here and the Slicer display nodes (:mod:`bigvolume.slicer.preview_nodes`).
 - Rendering is offscreen (:func:`render_volume`): through Slicer's own volume rendering (the slicer-core package's
   displayable managers, GPU ray casting) when ``slicer`` is importable outside the Slicer application, else plain
   VTK ray casting with the same transfer function; Mesa EGL first, then OSMesa (:func:`offscreen_render_window`).
@@ -35,16 +35,16 @@ import vtkmodules.vtkRenderingFreeType  # noqa: F401  (the text renderer's imple
 from vtkmodules import vtkRenderingOpenGL2  # OpenGL render windows (and the OpenGL overrides of vtkRenderer)
 from vtkmodules.vtkRenderingVolumeOpenGL2 import vtkSmartVolumeMapper
 
-from . import io
-from .errors import BigVolumeError
-from .geometry import Geometry
-from .haze import multi_otsu
-from .memory import format_bytes
-from .precision import Window, apply_window, robust_histogram, robust_window, subsample
-from .resample import DEFAULT_METHOD, downsample_array, resample, resample_file
-from .stacks import LUMINANCE_WEIGHTS
-from .volume import Volume
-from .volume_nodes import dimensions_text, numbers_text
+from ..io import files as io
+from ..core.errors import BigVolumeError
+from ..core.geometry import Geometry
+from ..ops.haze import multi_otsu
+from ..core.memory import format_bytes
+from ..ops.precision import Window, apply_window, robust_histogram, robust_window, subsample
+from ..ops.resample import DEFAULT_METHOD, downsample_array, resample, resample_file
+from ..io.stacks import LUMINANCE_WEIGHTS
+from ..core.volume import Volume
+from ..slicer.volume_nodes import dimensions_text, numbers_text
 
 PREVIEW_DIMENSION = 256        # a preview never renders more voxels than this along an axis
 DEFAULT_SIZE = (512, 512)      # the volume rendering's width and height in pixels
@@ -442,8 +442,8 @@ def _render_slicer(volume: Volume, size, transfer: TransferFunction, camera: Cam
     import slicer
     from vtkmodules.vtkRenderingUI import vtkGenericRenderWindowInteractor
 
-    from .preview_nodes import show_volume_rendering
-    from .volume_nodes import fill_volume_node
+    from ..slicer.preview_nodes import show_volume_rendering
+    from ..slicer.volume_nodes import fill_volume_node
 
     window = offscreen_render_window()
     managers = group = None

@@ -8,11 +8,12 @@ import sys
 
 import numpy as np
 
-from . import __version__, memory
-from .errors import BigVolumeError, Cancelled
-from .progress import TerminalProgressBar
-from .resample import DEFAULT_METHOD, METHODS, resample_file
-from .haze import AIR_MODES as HAZE_AIR_MODES, DEFAULT_DILATE as HAZE_DEFAULT_DILATE, LEVEL_NAMES as HAZE_LEVEL_NAMES
+from .. import __version__
+from ..core import memory
+from ..core.errors import BigVolumeError, Cancelled
+from ..core.progress import TerminalProgressBar
+from ..ops.resample import DEFAULT_METHOD, METHODS, resample_file
+from ..ops.haze import AIR_MODES as HAZE_AIR_MODES, DEFAULT_DILATE as HAZE_DEFAULT_DILATE, LEVEL_NAMES as HAZE_LEVEL_NAMES
 
 def parse_size(text: str) -> float:
     try:
@@ -232,7 +233,7 @@ def _run_with_progress(job, quiet: bool) -> int:
 
 
 def run_resample(args) -> int:
-    from .gpu import choose_device
+    from ..engine.gpu import choose_device
     factor = _factor_argument(args.factor)
     # --device not given: the GPU when there is one, and no note about CUDA on a machine that has none
     device = args.device or choose_device("auto", args.method, note=False)
@@ -252,7 +253,7 @@ def _factor_argument(values):
 
 
 def run_import_stack(args) -> int:
-    from .stack_import import import_stack, plan_stack_import
+    from ..ops.stack_import import import_stack, plan_stack_import
     factor = _factor_argument(args.factor) or 1.0
     gray = None if args.gray == "keep" else args.gray
     if args.dry_run:
@@ -296,7 +297,7 @@ DEHAZE_LITTLE_REMOVED = 3  # dehaze's exit status when it wrote the output but r
 
 
 def run_dehaze(args) -> int:
-    from .haze import HazeOptions, dehaze_file
+    from ..ops.haze import HazeOptions, dehaze_file
     options = HazeOptions(level=args.level, air=args.air, dilate=args.dilate, largest_only=args.largest_only,
                           close=args.close, fill=args.fill)
     reports = []
@@ -311,8 +312,8 @@ def run_dehaze(args) -> int:
 
 
 def run_reduce_bits(args) -> int:
-    from .precision import reduce_bits_file
-    from .preview import IntensityMap
+    from ..ops.precision import reduce_bits_file
+    from ..render.preview import IntensityMap
 
     def job(progress):
         report = reduce_bits_file(
@@ -338,14 +339,14 @@ def picture_size(text: str) -> tuple[int, int]:
 
 
 def run_preview(args) -> int:
-    from .preview import write_preview
+    from ..render.preview import write_preview
     print(write_preview(args.input, args.output, compare=args.compare, size=args.size, engine=args.engine,
                         memory_limit=args.memory_limit, series=args.series).summary())
     return 0
 
 
 def _add_preview_argument(parser, what: str, before: str | None = None) -> None:
-    """--preview PNG on a command that writes a volume: after it, draw ``what`` into the PNG (bigvolume.preview).
+    """--preview PNG on a command that writes a volume: after it, draw ``what`` into the PNG (bigvolume.render.preview).
     ``before``: the argument naming the input drawn on the left (None: the output alone)."""
     parser.add_argument("--preview", metavar="PNG",
                         help=f"also write a PNG preview of {what}: volume rendering and three mid-slices")
@@ -358,7 +359,7 @@ def _run_and_preview(args) -> int:
     png = getattr(args, "preview", None)
     if not png:
         return args.run(args)
-    from .preview import check_png_path, write_preview
+    from ..render.preview import check_png_path, write_preview
     before = getattr(args, args.preview_before) if args.preview_before else None
     check_png_path(png, [before, args.output] if before else [args.output])
     code = args.run(args)

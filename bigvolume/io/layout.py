@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VolumeFileError
+from ..core.errors import VolumeFileError
 
-# Encodings we can read piece by piece; the value is the decoder family (see bigvolume.slabs).
+# Encodings we can read piece by piece; the value is the decoder family (see bigvolume.io.slabs).
 STREAM_ENCODINGS = {"raw": "raw", "gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"}
 
 # Deflate (gzip, zlib) cannot expand data more than about 1032 times.

@@ -1,10 +1,10 @@
 """Out-of-core downsampling: a volume file is read a slab of z slices at a time and resampled with exactly the
 kernels of the in-memory path, so memory stays bounded whatever the volume size and each input byte is read once.
 
-Per slab, every slice is first reduced in x and y with the kernel tables of bigvolume.kernels. The reduced slices go
+Per slab, every slice is first reduced in x and y with the kernel tables of bigvolume.methods.kernels. The reduced slices go
 into a window that keeps the z kernel's margin from one slab to the next; the output slices whose kernel support is
 complete are then computed along z over the window. The next slab is read on a thread while this one is filtered,
-and finished output slices go to a writer (see bigvolume.slab_writers).
+and finished output slices go to a writer (see bigvolume.io.slab_writers).
 
 Lanczos, whose table reproduces vtkImageResize's kernel (the in-memory engine) to float rounding, runs as band
 matrix products (kernels.BandMatrix, BLAS): two to three times faster than vtkImageResize per slab, which matters
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .dtypes import cast_to, work_dtype
-from .errors import BigVolumeError, VolumeFileError
-from .io import atomic_output
-from .kernels import AxisKernel, _apply_axis, apply_separable, axis_kernel, axis_operator
-from .memory import current_rss, format_bytes
-from .precision import Window, apply_window
-from .progress import ProgressCallback, as_progress
-from .slab_writers import BackgroundWriter, SlabWriter, check_stream_output, compresses
-from .slabs import SlabReader
+from ..core.dtypes import cast_to, work_dtype
+from ..core.errors import BigVolumeError, VolumeFileError
+from ..io.files import atomic_output
+from ..methods.kernels import AxisKernel, _apply_axis, apply_separable, axis_kernel, axis_operator
+from ..core.memory import current_rss, format_bytes
+from ..ops.precision import Window, apply_window
+from ..core.progress import ProgressCallback, as_progress
+from ..io.slab_writers import BackgroundWriter, SlabWriter, check_stream_output, compresses
+from ..io.slabs import SlabReader
 
 STREAMABLE_METHODS = ("lanczos", "gaussian", "mean", "max", "nearest")
 # Slabs per volume at least (so reading overlaps filtering and progress moves), and at most this many input bytes
@@ -105,7 +105,7 @@ class _Stages:
         self.z_span = int((self.z_kernel.index.max(axis=1) - self.z_kernel.index.min(axis=1)).max())
         self.reduced_shape = (mj, mi) + reader.slice_shape[2:]
 
-    # How the streaming loop allocates and moves data: host memory here; bigvolume.gpu.ArrayStages overrides
+    # How the streaming loop allocates and moves data: host memory here; bigvolume.engine.gpu.ArrayStages overrides
     # these to keep the window on a GPU and overlap transfers with the filtering.
     max_slab_bytes = MAX_SLAB_BYTES
 
@@ -230,7 +230,7 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
                       memory_limit: float, progress: ProgressCallback | None = None, xp=None) -> StreamPlan:
     """Downsample the volume of ``reader`` by ``factors`` (I, J, K), handing finished ``(d, j, i[, c])`` blocks of
     output slices, in order, to ``sink.write``. Returns the plan it followed. ``xp``: filter with that array
-    module (CuPy: on the GPU) through bigvolume.gpu instead of vtk and the numpy tables."""
+    module (CuPy: on the GPU) through bigvolume.engine.gpu instead of vtk and the numpy tables."""
     out_dtype = np.dtype(out_dtype or reader.dtype)
     if xp is None:
         stages = _Stages(reader, factors, method, out_dtype, threads)

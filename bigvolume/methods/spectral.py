@@ -2,13 +2,13 @@
 signal exactly at the output sample positions (trigonometric interpolation, one axis at a time).
 
 It treats the volume as periodic, needs the whole volume and complex intermediates in memory, and is the
-reference every other method is scored against (bigvolume.quality).
+reference every other method is scored against (bigvolume.testing.quality).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .dtypes import work_dtype
+from ..core.dtypes import work_dtype
 
 
 def _complex_dtype(dtype: np.dtype) -> np.dtype:

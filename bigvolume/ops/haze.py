@@ -54,12 +54,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import io
-from .errors import BigVolumeError, naming
-from .memory import format_bytes
+from ..io import files as io
+from ..core.errors import BigVolumeError, naming
+from ..core.memory import format_bytes
 from .precision import robust_histogram, subsample
-from .progress import Progress, ProgressCallback, as_progress
-from .volume import Volume, owned_view
+from ..core.progress import Progress, ProgressCallback, as_progress
+from ..core.volume import Volume, owned_view
 
 logger = logging.getLogger("bigvolume")
 
@@ -430,7 +430,7 @@ class _HaloReader:
 
 
 def _denoised_subsample(source, max_voxels: int) -> np.ndarray:
-    """The denoised copy (:func:`_smooth`, scaled back) at the voxels :func:`bigvolume.precision.subsample` takes."""
+    """The denoised copy (:func:`_smooth`, scaled back) at the voxels :func:`bigvolume.ops.precision.subsample` takes."""
     shape = (source.slices,) + tuple(source.slice_shape[:2])
     step = max(1, int(np.ceil((int(np.prod(shape)) / max(1, max_voxels)) ** (1 / 3))))
     # Only the sampled rows and columns with their neighbours (edges repeated), as triples: the kernel then gives
@@ -1074,11 +1074,11 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
                 memory_limit=None, measure_compression: bool = True, series: str | None = None,
                 progress: ProgressCallback | None = None) -> DehazeReport:
     """Read, remove haze, write (and the haze mask as a uint8 label volume, 1 = haze, to ``mask_out``). Streams
-    slab by slab by the rule of :func:`bigvolume.resample.plan_file` (when input and output would not fit in
+    slab by slab by the rule of :func:`bigvolume.ops.resample.plan_file` (when input and output would not fit in
     ``memory_limit``, or when asked); the outputs appear only when complete."""
     from .resample import plan_file
-    from .slab_writers import STREAM_WRITE_SUFFIXES, check_stream_output
-    from .slabs import open_slabs
+    from ..io.slab_writers import STREAM_WRITE_SUFFIXES, check_stream_output
+    from ..io.slabs import open_slabs
 
     started = time.perf_counter()
     if not isinstance(options, HazeOptions):
@@ -1152,7 +1152,7 @@ def _stream(pipeline: _HazePipeline, plan, output_path: Path, mask_out: Path | N
             sizes: _CompressedSizes | None, progress: Progress):
     """Run ``pipeline`` into slab writers inside atomic outputs (the output, and the mask if asked); returns the
     fill value."""
-    from .slab_writers import BackgroundWriter, SlabWriter
+    from ..io.slab_writers import BackgroundWriter, SlabWriter
 
     with contextlib.ExitStack() as stack:
         writers = [BackgroundWriter(SlabWriter(stack.enter_context(io.atomic_output(output_path)), plan.geometry,

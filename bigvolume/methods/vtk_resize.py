@@ -15,9 +15,9 @@ from vtkmodules.vtkCommonDataModel import vtkImageData
 from vtkmodules.vtkCommonExecutionModel import vtkStreamingDemandDrivenPipeline
 from vtkmodules.vtkImagingCore import vtkImageResize, vtkImageSincInterpolator
 
-from .geometry import block_centres, output_size
+from ..core.geometry import block_centres, output_size
 from .kernels import LANCZOS_LOBES
-from .progress import Progress, interrupt_as_flag
+from ..core.progress import Progress, interrupt_as_flag
 
 
 def array_to_vtk_image(array: np.ndarray) -> vtkImageData:

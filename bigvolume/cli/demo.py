@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io, quality
-from .resample import DEFAULT_METHOD, METHODS, downsample_array
-from .volume import Volume
+from ..io import files as io
+from ..testing import quality
+from ..ops.resample import DEFAULT_METHOD, METHODS, downsample_array
+from ..core.volume import Volume
 
 
 def _score(array, factor, ideal, limited):
@@ -59,9 +60,9 @@ def run_demo(out_dir="demo-output", size: int = 256, factor: float = 4.0, echo=p
 
 
 def write_previews(out: Path, names, factor: float) -> list[Path]:
-    """Before/after pictures (bigvolume.preview): each input beside its anti-aliased and its decimated output, volume
+    """Before/after pictures (bigvolume.render.preview): each input beside its anti-aliased and its decimated output, volume
     rendering and mid-slices, one transfer function. Needs no matplotlib."""
-    from .preview import write_preview
+    from ..render.preview import write_preview
     paths = []
     for name in names:
         report = write_preview(out / f"{name}.nhdr", out / f"preview_{name}.png", size=(384, 384),

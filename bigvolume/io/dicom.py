@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import VolumeFileError
-from .geometry import Geometry
+from ..core.errors import VolumeFileError
+from ..core.geometry import Geometry
 from .slabs import SlabReader
-from .volume import Volume, owned_view
+from ..core.volume import Volume, owned_view
 
 logger = logging.getLogger("bigvolume")
 

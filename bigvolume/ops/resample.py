@@ -1,5 +1,5 @@
 """Anti-aliased downsampling of in-memory volumes: choosing the factors, dispatching to a method, keeping the
-geometry exact (see bigvolume.geometry for the block-centred grid)."""
+geometry exact (see bigvolume.core.geometry for the block-centred grid)."""
 from __future__ import annotations
 
 import logging
@@ -11,21 +11,22 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dicom, io
-from .dtypes import cast_to
-from .errors import BigVolumeError
-from .geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
+from ..io import dicom
+from ..io import files as io
+from ..core.dtypes import cast_to
+from ..core.errors import BigVolumeError
+from ..core.geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
                        validate_factors)
-from .gpu import choose_device, device_name, probe_cuda, resample_array
-from .kernels import apply_separable, axis_kernel
-from .layout import voxel_layout
-from .memory import default_memory_limit, format_bytes
-from .progress import Progress, ProgressCallback, as_progress
-from .slabs import open_slabs
-from .spectral import band_limited_sample
-from .stream import STREAMABLE_METHODS, StreamPlan, stream_to_file
-from .volume import Volume, owned_view
-from .vtk_resize import lanczos_resize
+from ..engine.gpu import choose_device, device_name, probe_cuda, resample_array
+from ..methods.kernels import apply_separable, axis_kernel
+from ..io.layout import voxel_layout
+from ..core.memory import default_memory_limit, format_bytes
+from ..core.progress import Progress, ProgressCallback, as_progress
+from ..io.slabs import open_slabs
+from ..methods.spectral import band_limited_sample
+from ..engine.stream import STREAMABLE_METHODS, StreamPlan, stream_to_file
+from ..core.volume import Volume, owned_view
+from ..methods.vtk_resize import lanczos_resize
 
 logger = logging.getLogger("bigvolume")
 
@@ -113,7 +114,7 @@ def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = Fal
              dtype=None, device: str = "cpu", progress: ProgressCallback | None = None) -> Volume:
     """Downsample a Volume; see :func:`choose_factors` for how the grid is chosen. ``dtype``: output pixel type
     (default: the input's); integers are rounded and clamped to the type's range. ``device``: cpu, cuda (the
-    same kernels on an NVIDIA GPU through CuPy, see bigvolume.gpu) or auto (cuda when there is one)."""
+    same kernels on an NVIDIA GPU through CuPy, see bigvolume.engine.gpu) or auto (cuda when there is one)."""
     check_method(method)
     factors = choose_factors(volume.geometry, volume.array.dtype.itemsize * volume.components, factor, spacing,
                              isotropic, target_bytes)
@@ -179,7 +180,7 @@ class FilePlan:
     automatic_limit: bool
     stream: bool | None      # as asked: None = decide
     reads_in_slabs: bool     # the file's layout allows reading a slab at a time
-    series: str | None = None  # the DICOM series UID asked for (bigvolume.dicom)
+    series: str | None = None  # the DICOM series UID asked for (bigvolume.io.dicom)
 
     @property
     def input_bytes(self) -> int:
@@ -256,7 +257,7 @@ def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False,
 
 
 def writes_compressed(path, compress: bool | None) -> bool:
-    """Whether :func:`bigvolume.io.write_volume` / the slab writers compress ``path``'s voxels: .nii.gz always,
+    """Whether :func:`bigvolume.io.files.write_volume` / the slab writers compress ``path``'s voxels: .nii.gz always,
     .nrrd and .mha by default, other compressible formats when asked."""
     suffix = io.volume_suffix(path)
     if suffix == ".nii.gz":
@@ -318,11 +319,11 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
     """Read, downsample and write. Everything that can be checked is checked before reading (options, output
     path, the input's header and data files: see :func:`plan_file`); the output appears only when complete.
 
-    ``stream``: read and filter the input a slab at a time (see bigvolume.stream). Default: stream when the input
+    ``stream``: read and filter the input a slab at a time (see bigvolume.engine.stream). Default: stream when the input
     and output together would exceed ``memory_limit`` (bytes; default a quarter of the machine's memory), which
     also caps the streaming buffers. ``device``: cpu, cuda or auto, as for :func:`resample`; on the GPU a
     streamed file goes slab by slab through the device, a file read whole is streamed from memory. ``series``:
-    the UID of the DICOM series to read when the input folder holds several (see bigvolume.dicom)."""
+    the UID of the DICOM series to read when the input folder holds several (see bigvolume.io.dicom)."""
     started = time.perf_counter()
     output_path = Path(output_path)
     plan = plan_file(input_path, factor, spacing=spacing, isotropic=isotropic, target_bytes=target_bytes,

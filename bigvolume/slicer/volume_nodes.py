@@ -14,10 +14,10 @@ from vtkmodules.vtkCommonCore import VTK_LONG_LONG
 from vtkmodules.vtkCommonDataModel import vtkImageData
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
-from .errors import BigVolumeError
-from .geometry import Geometry
-from .volume import Volume
-from .vtk_resize import vtk_image_to_array
+from ..core.errors import BigVolumeError
+from ..core.geometry import Geometry
+from ..core.volume import Volume
+from ..methods.vtk_resize import vtk_image_to_array
 
 
 def check_storable_dtype(dtype) -> None:

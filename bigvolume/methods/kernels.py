@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dtypes import cast_to, work_dtype
-from .geometry import block_centres
-from .progress import Progress
+from ..core.dtypes import cast_to, work_dtype
+from ..core.geometry import block_centres
+from ..core.progress import Progress
 
 # Lobes of the Lanczos window (vtk: window half-width). Measured on the 256^3 zone plate at factor 4 (PSNR vs ideal /
 # aliasing share): 3 lobes 34.8 dB / 7.2 %, 4 lobes 36.3 dB / 5.0 %, for about 25 % more filter time, which the
@@ -26,7 +26,7 @@ from .progress import Progress
 # vtkImageSincInterpolator gives the same result for 4 and 5.
 LANCZOS_LOBES = 4
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-# How vtkImageSincInterpolator (which bigvolume.vtk_resize runs) evaluates its kernel, so that the Lanczos table
+# How vtkImageSincInterpolator (which bigvolume.methods.vtk_resize runs) evaluates its kernel, so that the Lanczos table
 # equals vtkImageResize to float rounding for every factor: at most 32 taps (above factor 4 it drops lobes: 3 up
 # to 5.33, 2 up to 8, then 1), tabulated every 1/256 voxel in float32, renormalised per table offset, and read by
 # linear interpolation, which samples the kernel up to 2/256 voxel off when a centre falls between table steps
@@ -220,7 +220,7 @@ class BandMatrix:
     def apply(self, data, axis: int, pool=None, parts: int = 1):
         """``data`` (in ``self.dtype``) filtered and resampled along ``axis``. ``pool``/``parts``: split the
         products over that many of the pool's threads (along the leading axes, else the trailing ones), for a BLAS
-        kept to one thread (see bigvolume.stream: BLAS's own threads spin and starve the decoding threads)."""
+        kept to one thread (see bigvolume.engine.stream: BLAS's own threads spin and starve the decoding threads)."""
         shape = data.shape
         pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
         out_shape = shape[:axis] + (self.size_out,) + shape[axis + 1:]
