@@ -14,11 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import bigvolume
-from bigvolume import BigVolumeError, Cancelled
-from bigvolume.ops.haze import AUTO, DEFAULT_DILATE, LEVELS, HazeOptions, dehaze, haze_mask
-from bigvolume.core.memory import format_bytes
-from bigvolume.ops.precision import reduce_bits
-from bigvolume.core.progress import Progress
+from bigvolume import BigVolumeError, Cancelled, dehaze, haze_mask, HazeOptions, Progress, reduce_bits
+from bigvolume.slicer import AUTO, DEFAULT_DILATE, format_bytes, LEVELS
 from bigvolume.slicer.volume_nodes import (check_output_node, check_storable_dtype, fill_volume_node, given_or_new_node,
                                     volume_from_node)
 

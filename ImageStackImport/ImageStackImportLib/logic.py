@@ -28,18 +28,13 @@ from vtk.util import numpy_support
 
 from slicer.util import arrayFromVolume, arrayFromVolumeModified, arrayFromVTKMatrix, vtkMatrixFromArray
 
-from bigvolume import BigVolumeError, Cancelled
-from bigvolume.core.geometry import LPS_TO_RAS, Geometry, factors_for_size, validate_factors
-from bigvolume.core.memory import default_memory_limit, format_bytes, physical_memory
+from bigvolume import BigVolumeError, Cancelled, DEFAULT_METHOD, Geometry, import_stack, plan_stack_import, Progress
+from bigvolume.slicer import (ArraySink, default_memory_limit, DEFAULT_STACK_ORIENTATION, factors_for_size,
+                              format_bytes, IMAGE_SUFFIXES, LPS_TO_RAS, physical_memory, Roi, stack_direction,
+                              STACK_ORIENTATIONS, stack_origin, StackImport, StackInfo, validate_factors,
+                              vtk_image_to_array)
 from bigvolume.slicer.preview_nodes import show_preview
-from bigvolume.core.progress import Progress
-from bigvolume.ops.resample import DEFAULT_METHOD
-from bigvolume.ops.stack_import import StackImport, import_stack, plan_stack_import
-from bigvolume.engine.stream import ArraySink
-from bigvolume.io.stacks import (DEFAULT_STACK_ORIENTATION, IMAGE_SUFFIXES, STACK_ORIENTATIONS, Roi, StackInfo,
-                              stack_direction, stack_origin)
 from bigvolume.slicer.volume_nodes import check_storable_dtype, dimensions_text, numbers_text, remove_node_and_display
-from bigvolume.methods.vtk_resize import vtk_image_to_array
 
 # Choices of the panel's combo boxes: value given to the Logic -> label shown.
 GRAY_CHOICES = {
