@@ -297,7 +297,7 @@ def test_the_panels_ranges_are_the_core_limits(monkeypatch, tmp_path):
 
     app, widget = panel(SlicerModule("HazeRemoval"), (5, 8), monkeypatch, tmp_path)
     assert (widget.ui.dilateSpinBox.maximum, widget.ui.closeSpinBox.maximum) == (haze.MAX_RADIUS, haze.MAX_RADIUS)
-    assert (widget.ui.levelSpinBox.minimum, widget.ui.levelSpinBox.maximum) == (min(haze.LEVELS), max(haze.LEVELS))
+    assert level_choices(widget) == [str(level) for level in haze.LEVEL_NAMES]  # auto, then every level
     assert limits.BITS == tuple(str(b) for b in BITS_TO_DTYPE)
     assert bits_choices(widget) == ["keep", *limits.BITS]
     for name in ("ImageStackImport", "AntiAliasedResample"):
@@ -306,6 +306,11 @@ def test_the_panels_ranges_are_the_core_limits(monkeypatch, tmp_path):
         assert (factor.minimum, factor.maximum) == (limits.MIN_FACTOR, limits.MAX_FACTOR)
         if name == "ImageStackImport":
             assert bits_choices(other) == ["keep", *limits.BITS]
+
+
+def level_choices(widget):
+    """The values behind the level combo box."""
+    return list(widget._parameterNode.fields["level"][1][0].choices)
 
 
 def bits_choices(widget):
