@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -370,11 +371,12 @@ def _exact_in_int32(dtype: np.dtype) -> bool:
     """8- and 16-bit integers: 64 x their [1 2 1]^3 mean is an integer below 2^22, exact in int32 (and in float32,
     so the integer path gives the float path's values bit for bit, faster)."""
     dtype = np.dtype(dtype)
-    return dtype.kind in "iub" and dtype.itemsize <= 2
+    return dtype.kind in "iu" and dtype.itemsize <= 2  # (bool volumes take the float path, as before)
 
 
 SMOOTH_CHUNK_VOXELS = 2**20   # the kernel runs on chunks of slices of about this size: they stay in the cache
-SMOOTH_THREADS = 2            # numpy releases the GIL in its loops: chunks run on this many threads
+# numpy releases the GIL in its loops: chunks run on this many threads (memory-bound work: more gain little)
+SMOOTH_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def _weighted_121(values: np.ndarray, axis: int) -> np.ndarray:
@@ -452,10 +454,8 @@ def _smooth_chunks(slices, total: int, lo: int, n: int, work: np.dtype, take) ->
         for c0 in starts:
             chunk(c0)
         return
-    from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(SMOOTH_THREADS) as pool:
-        for done in pool.map(chunk, starts):
-            pass
+        list(pool.map(chunk, starts))  # (list: a chunk's error is raised here)
 
 
 def _smooth(extended: np.ndarray, lo: int, n: int) -> np.ndarray:
@@ -803,7 +803,6 @@ class _PackedNeighbourhood:
             for n in range(len(starts)):
                 chunk(n)
         else:
-            from concurrent.futures import ThreadPoolExecutor
             with ThreadPoolExecutor(SMOOTH_THREADS) as pool:
                 list(pool.map(chunk, range(len(starts))))
         weight = sums & 255
