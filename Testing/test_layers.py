@@ -209,3 +209,11 @@ def test_no_private_name_is_used_from_another_module(path):
     where = str(path.relative_to(REPO))
     unexpected = [f"line {line}: {name}" for line, name in found if name not in KNOWN_ENGINE_PRIVATE.get(where, ())]
     assert not unexpected, f"{where} uses private names of other modules: {unexpected}"
+
+
+def test_no_system_path_ships_in_the_package():
+    """Data locations of the tests and benchmarks (e.g. Debian's head MRI) live with them, not in the product."""
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not node.value.startswith(("/usr/", "/opt/", "/home/")), f"{path.name}: {node.value}"
