@@ -586,6 +586,28 @@ def test_cli_preview_compare_and_size(tmp_path, before_after):
     assert done.returncode == 2 and "WIDTHxHEIGHT" in done.stderr and not (tmp_path / "q.png").exists()
 
 
+def test_render_knows_only_vtk_and_the_command_line_loads_the_slicer_engine(tmp_path, before_after):
+    """render imports nothing of the slicer layer: by itself it has the "vtk" engine; the command line loads the slicer
+    layer's engine, and `--engine slicer` draws with it."""
+    done = subprocess.run([sys.executable, "-c", "import sys\nfrom bigvolume.render import offscreen, preview\n"
+                           "print(sorted(offscreen.RENDERERS), any(m.startswith(('bigvolume.slicer', 'slicer')) "
+                           "for m in sys.modules))\n"
+                           "from bigvolume.cli.commands import register_renderers\nregister_renderers()\n"
+                           "print(sorted(offscreen.RENDERERS))"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['vtk']", "False", "['slicer',", "'vtk']"]
+    before, _ = before_after
+    pictures = []
+    for engine in ENGINES:
+        done = bigvolume("preview", before, tmp_path / f"{engine}.png", "--engine", engine, "--size", "128x128")
+        assert done.returncode == 0, done.stderr
+        pictures.append(read_png(tmp_path / f"{engine}.png"))
+    assert pictures[0].shape == pictures[1].shape
+    assert silhouette(pictures[0]).sum() > 1000 and silhouette(pictures[1]).sum() > 1000
+    done = bigvolume("preview", before, tmp_path / "x.png", "--engine", "ospray")
+    assert done.returncode == 2 and not (tmp_path / "x.png").exists()
+
+
 def test_cli_resample_preview_is_before_after_and_a_bad_path_fails_first(tmp_path, before_after):
     before, _ = before_after
     done = bigvolume("resample", before, tmp_path / "out.nrrd", "--factor", "2", "--preview", tmp_path / "ba.png")
