@@ -6,6 +6,8 @@ packages (``<Module>/<Module>Lib``) import in tests, as ``from AntiAliasedResamp
 import sys
 from pathlib import Path
 
+import pytest
+
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,3 +50,12 @@ def pytest_ignore_collect(collection_path, config):
     if wanted in FILE_MARKERS and marker is not None and marker != wanted:
         return True
     return None
+
+
+@pytest.fixture(scope="session")
+def head_mri() -> Path:
+    """The real head MRI (Testing/head_mri.py); the test is skipped where mricron-data is not installed."""
+    import head_mri as data
+    if not data.installed():
+        pytest.skip("mricron-data (the real head MRI) is not installed")
+    return Path(data.HEAD_MRI)

@@ -313,7 +313,7 @@ def run_dehaze(args) -> int:
 
 def run_reduce_bits(args) -> int:
     from ..ops.precision import reduce_bits_file
-    from ..render.preview import IntensityMap
+    from ..render.compare import IntensityMap
 
     def job(progress):
         report = reduce_bits_file(
@@ -338,8 +338,15 @@ def picture_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def register_renderers() -> None:
+    """Previews can be drawn by every engine, the slicer layer's too (``--engine slicer``, and ``auto`` prefers it
+    where slicer-core is importable): importing it registers it with bigvolume.render."""
+    from ..slicer import offscreen_render  # noqa: F401
+
+
 def run_preview(args) -> int:
     from ..render.preview import write_preview
+    register_renderers()
     print(write_preview(args.input, args.output, compare=args.compare, size=args.size, engine=args.engine,
                         memory_limit=args.memory_limit, series=args.series).summary())
     return 0
@@ -359,7 +366,9 @@ def _run_and_preview(args) -> int:
     png = getattr(args, "preview", None)
     if not png:
         return args.run(args)
-    from ..render.preview import check_png_path, write_preview
+    from ..render.compose import check_png_path
+    from ..render.preview import write_preview
+    register_renderers()
     before = getattr(args, args.preview_before) if args.preview_before else None
     check_png_path(png, [before, args.output] if before else [args.output])
     code = args.run(args)
