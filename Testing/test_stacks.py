@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import bigvolume as bv
 from bigvolume import quality
 from bigvolume.stack_import import import_stack, plan_stack_import
-from bigvolume.stream import ArraySink
+from bigvolume.engine import ArraySink
 from bigvolume.stacks import find_slices, natural_key, probe_stack
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]

@@ -4,8 +4,8 @@ Same kernels and grid as the CPU path: every axis goes through :func:`bigvolume.
 matrices of the kernel tables (cuBLAS products on the GPU, in larger blocks than on the CPU); ``max`` and one-tap
 tables (``nearest``) go through the tap-by-tap engine of bigvolume.kernels with ``xp``.
 
-:class:`ArrayStages` plugs this into the streaming loop of bigvolume.stream (one loop, one z-window logic for
-files and arrays, CPU and GPU). On CUDA, slabs are read into pinned host buffers, uploaded on a copy stream while
+:class:`ArrayBackend` is a backend of the slab engine (bigvolume.backends' protocol; one loop, one z-window logic
+for files and arrays, CPU and GPU). On CUDA, slabs are read into pinned host buffers, uploaded on a copy stream while
 the previous slab is filtered on the compute stream, the z window stays on the device, and finished output
 blocks come back on a third stream and reach the writer one slab later, so transfers overlap the filtering.
 
@@ -20,23 +20,21 @@ from collections import deque
 
 import numpy as np
 
+from .backends import MAX_SLAB_BYTES
 from .dtypes import cast_to, work_dtype
 from .errors import BigVolumeError
 from .geometry import Geometry, validate_factors
-from .kernels import CPU_BLOCK_INPUTS, AxisKernel, axis_kernel, axis_operator
-from .memory import current_rss
-from .slabs import ArraySlabReader
-from .stream import STREAMABLE_METHODS, ArraySink, _Stages, stream_downsample
+from .kernels import CPU_BLOCK_INPUTS, SEPARABLE_METHODS, AxisKernel, ResampleKernels, axis_kernel, axis_operator
+from .stream import downsample_in_memory
 
 logger = logging.getLogger("bigvolume")
 
 DEVICES = ("auto", "cpu", "cuda")
-DEVICE_METHODS = STREAMABLE_METHODS  # every method with per-axis tables; fft needs the whole volume
+DEVICE_METHODS = SEPARABLE_METHODS  # every method with per-axis tables; fft needs the whole volume
 # Inputs per band-matrix block on the GPU: larger products than the CPU's (bigvolume.kernels.CPU_BLOCK_INPUTS)
 # keep the device busy; an axis of thousands of voxels still does not multiply thousands of zeros per output.
 GPU_BLOCK_INPUTS = 1024
 GPU_MAX_SLAB_BYTES = 256 * 2**20  # larger slabs than the CPU's: fewer launches and synchronisations
-IN_MEMORY_BUFFERS = 2 * 2**30     # host buffers an in-memory run may add to what the process holds
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,17 +91,24 @@ def device_name() -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-class ArrayStages(_Stages):
-    """bigvolume.stream's stages on the array module ``xp`` (see the module docstring)."""
+class ArrayStages:
+    """The engine's stages (bigvolume.backends.Stages) on the array module ``xp`` (see the module docstring)."""
 
-    def __init__(self, reader, factors, method: str, out_dtype, threads: int, xp):
-        super().__init__(reader, factors, method, out_dtype, threads)
-        self.xp = xp
+    thread_bytes = 0
+
+    def __init__(self, kernels: ResampleKernels, reader, xp):
+        self.k, self.xp = kernels, xp
+        self.threads = 1
         self.cuda = xp.__name__ == "cupy"
-        ni, nj, _ = reader.geometry.dimensions
-        mi, mj, _ = self.output_geometry.dimensions
-        self._along_i = self._operator(axis_kernel(method, ni, self.factors[0], mi), ni)
-        self._along_j = self._operator(axis_kernel(method, nj, self.factors[1], mj), nj)
+        self.max_slab_bytes = MAX_SLAB_BYTES
+        self.slice_bytes = 0  # planning: the x-reduced slice before the y product
+        nk, nj, ni = kernels.input_shape[:3]
+        if not kernels.skip_xy:
+            kernel_i, kernel_j = kernels.xy_kernels
+            self.slice_bytes = nj * kernel_i.size_out * int(np.prod(kernels.input_shape[3:])) * \
+                kernels.work_dtype.itemsize
+            self._along_i = self._operator(kernel_i, ni)
+            self._along_j = self._operator(kernel_j, nj)
         if self.cuda:
             import cupyx
             self._pinned = cupyx.empty_pinned
@@ -120,35 +125,34 @@ class ArrayStages(_Stages):
             self.max_slab_bytes = int(min(GPU_MAX_SLAB_BYTES, free // 16))
 
     def _operator(self, kernel: AxisKernel, n_in: int):
-        return axis_operator(kernel, n_in, self.reduce, self.work_dtype, self.xp, block_inputs(self.xp))
+        return axis_operator(kernel, n_in, self.k.reduce, self.k.work_dtype, self.xp, block_inputs(self.xp))
 
     # --- the filter ---------------------------------------------------------------------------------------------
     def reduce_xy(self, slab, pool=None):
         data = self._upload(slab)
         uploaded = data
-        if self.convert_to is not None:
-            data = data.astype(self.convert_to)
-        if not self.skip_xy:
+        if self.k.convert_to is not None:
+            data = data.astype(self.k.convert_to)
+        if not self.k.skip_xy:
             data = self._along_j(self._along_i(data, 2), 1)
-        data = data.astype(self.window_dtype, copy=False)
+        data = data.astype(self.k.window_dtype, copy=False)
         if data is uploaded and self.cuda:
             data = data.copy()  # the device buffer takes the slab after next
         if self.cuda:
             self._consumed[self._turn ^ 1] = self._compute.record()
         return data
 
-    def reduce_z(self, window, first: int, rows: slice, pool=None):
-        kernel = AxisKernel(self.z_kernel.index[rows] - first, self.z_kernel.weight[rows])
+    def reduce_z(self, window, kernel: AxisKernel, pool=None):
         return self._operator(kernel, -1)(window, 0)
 
-    # --- moving data (bigvolume.stream's hooks) --------------------------------------------------------------------
+    # --- moving data -----------------------------------------------------------------------------------------------
     def new_buffer(self, reader, slices: int):
         if not self.cuda:
-            return super().new_buffer(reader, slices)
+            return None if reader.hands_out_views else reader.new_buffer(slices)
         return self._pinned((slices,) + reader.slice_shape, reader.dtype)  # uploads from it run asynchronously
 
     def new_window(self, slices: int):
-        return self.xp.empty((slices,) + self.reduced_shape, self.window_dtype)
+        return self.xp.empty((slices,) + self.k.reduced_shape, self.k.window_dtype)
 
     def drop_front(self, window, start: int, stop: int) -> None:
         window[:stop - start] = window[start:stop].copy()  # CuPy does not promise overlapping copies
@@ -173,9 +177,10 @@ class ArrayStages(_Stages):
         return buffer
 
     def emit(self, block, out_dtype, sink) -> None:
-        if not self.cuda:
-            return super().emit(block, out_dtype, sink)
         block = cast_to(block, out_dtype)  # on the device: a smaller download for integer outputs
+        if not self.cuda:
+            sink.write(block)
+            return
         self._download_stream.wait_event(self._compute.record())
         host = self._pinned(block.shape, block.dtype)  # a fresh one per block: the writer may hold it a while
         block.get(stream=self._download_stream, out=host, blocking=False)
@@ -201,6 +206,20 @@ class ArrayStages(_Stages):
             self._downloads.clear()
 
 
+class ArrayBackend:
+    """A backend (bigvolume.backends) on the array module ``xp``: CuPy on a CUDA GPU, or numpy to test the same
+    code on the CPU."""
+
+    streams = True
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.name = "cuda" if xp.__name__ == "cupy" else f"array module {xp.__name__}"
+
+    def stages(self, kernels: ResampleKernels, reader, threads: int) -> ArrayStages:
+        return ArrayStages(kernels, reader, self.xp)
+
+
 def block_inputs(xp) -> int:
     return GPU_BLOCK_INPUTS if xp.__name__ == "cupy" else CPU_BLOCK_INPUTS
 
@@ -214,19 +233,15 @@ def cuda_module():
 def resample_array(array: np.ndarray, factors, method: str, out_dtype=None, *, xp, memory_limit=None,
                    threads: int | None = None, progress=None) -> np.ndarray:
     """``array`` (k, j, i[, c]) downsampled by ``factors`` (I, J, K) on the block-centred grid through the array
-    module ``xp``, streamed slab by slab through the device; a numpy array of ``out_dtype`` (default: the
-    input's) comes back. ``memory_limit``: host bytes, default what the process holds plus 2 GiB of buffers."""
+    module ``xp`` (None: the CPU backend), streamed slab by slab through the device; a numpy array of ``out_dtype``
+    (default: the input's) comes back. ``memory_limit``: host bytes, default what the process holds plus 2 GiB of
+    buffers."""
     from .resample import default_threads  # resample imports this module
     if array.dtype == np.bool_:
         array = array.view(np.uint8)
-    out_dtype = np.dtype(out_dtype or array.dtype)
-    threads = threads or default_threads()
-    geometry = Geometry(array.shape[2::-1])
-    out = np.empty(geometry.downsampled(factors).shape + array.shape[3:], out_dtype)
-    limit = memory_limit if memory_limit is not None else current_rss() + IN_MEMORY_BUFFERS
-    stream_downsample(ArraySlabReader(array, geometry, threads), factors, method, ArraySink(out),
-                      out_dtype=out_dtype, threads=threads, memory_limit=limit, progress=progress, xp=xp)
-    return out
+    return downsample_in_memory(array, factors, method, out_dtype, threads=threads or default_threads(),
+                                memory_limit=memory_limit, progress=progress,
+                                backend=None if xp is None else ArrayBackend(xp))
 
 
 def downsample_on_device(array, factors, method: str = "lanczos", out_dtype=None, xp=None):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dtypes import cast_to, work_dtype
-from .geometry import block_centres
+from .geometry import block_centres, output_size
 from .progress import Progress
 
 # Lobes of the Lanczos window (vtk: window half-width). Measured on the 256^3 zone plate at factor 4 (PSNR vs ideal /
@@ -263,3 +263,72 @@ def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp=np, bloc
     if reduce == "sum" and kernel.index.shape[1] > 1:
         return BandMatrix(kernel, xp, dtype, block_inputs).apply
     return lambda data, axis, pool=None, parts=1: _apply_axis(data, kernel, axis, reduce, dtype, xp)
+
+
+# Methods whose kernels are per-axis tables: they stream, run on every backend and split into blocks. fft needs the
+# whole volume at once.
+SEPARABLE_METHODS = ("lanczos", "gaussian", "mean", "max", "nearest")
+
+
+def identity_kernel(n: int) -> AxisKernel:
+    return AxisKernel(np.arange(n)[:, None], np.ones((n, 1)))
+
+
+class ResampleKernels:
+    """Everything a backend needs to resample one input: the three axis tables (I, J, K) and the types the data
+    passes through (input, the float it is filtered in, the x/y result kept for the z pass, the z sums).
+
+    Built for a whole volume (:meth:`for_factors`) or for one output block of it (:meth:`block`): a block's tables
+    are rows of the volume's, re-indexed into the input region they read, so a block is computed with exactly the
+    numbers of the whole run."""
+
+    def __init__(self, method: str, kernels: tuple[AxisKernel, AxisKernel, AxisKernel], input_shape,
+                 dtype, factors=(1.0, 1.0, 1.0)):
+        if method not in SEPARABLE_METHODS:
+            raise ValueError(f"method {method!r} has no per-axis tables")
+        self.method, self.kernels, self.factors = method, kernels, tuple(float(f) for f in factors)
+        self.input_shape = tuple(input_shape)  # (k, j, i[, c]) of the input these tables read
+        self.input_dtype = np.dtype(dtype)
+        self.reduce = "max" if method == "max" else "sum"
+        nk, nj, ni = self.input_shape[:3]
+        kernel_i, kernel_j, self.z_kernel = kernels
+        self.skip_xy = kernel_i.is_identity(ni) and kernel_j.is_identity(nj)
+        self.xy_kernels = None if self.skip_xy else (kernel_i, kernel_j)
+        # Integers are filtered in floating point, rounded once at the end: vtk would round and clamp the x/y
+        # result to the input type, and a clamped Lanczos overshoot changes the z sums by far more than 1.
+        linear = method in ("lanczos", "gaussian", "mean")
+        self.convert_to = work_dtype(self.input_dtype) if linear and self.input_dtype.kind != "f" else None
+        filtered = self.input_dtype if self.convert_to is None else self.convert_to
+        # Lanczos runs as band products in the filtered type; max and nearest only pick values.
+        self.band = method == "lanczos"
+        keeps_type = self.band or self.skip_xy or method in ("max", "nearest")
+        self.window_dtype = filtered if keeps_type else work_dtype(filtered)
+        self.work_dtype = work_dtype(filtered) if self.reduce == "sum" else self.window_dtype
+        self.z_need = self.z_kernel.index.max(axis=1)  # last input slice each output slice reads
+        self.z_span = int((self.z_kernel.index.max(axis=1) - self.z_kernel.index.min(axis=1)).max())
+        self.reduced_shape = (kernel_j.size_out, kernel_i.size_out) + self.input_shape[3:]
+        self.output_shape = (self.z_kernel.size_out,) + self.reduced_shape
+
+    @classmethod
+    def for_factors(cls, method: str, input_shape, dtype, factors) -> "ResampleKernels":
+        """The tables of a downsampling of an input of ``input_shape`` (k, j, i[, c]) by ``factors`` (I, J, K)
+        onto the block-centred grid."""
+        dims_in = tuple(input_shape[:3])[::-1]
+        dims_out = tuple(output_size(n, f) for n, f in zip(dims_in, factors))
+        tables = tuple(axis_kernel(method, n, float(f), m) for n, f, m in zip(dims_in, factors, dims_out))
+        return cls(method, tables, input_shape, dtype, factors)
+
+    def block(self, output_block) -> tuple["ResampleKernels", tuple[slice, slice, slice]]:
+        """The tables of the output block ``output_block`` ((z0, z1), (y0, y1), (x0, x1): output voxel ranges,
+        half-open) and the input region they read ((k, j, i) slices: the block's range widened by the kernel's
+        support, its halo, clamped at the volume's borders)."""
+        region, tables = [], []
+        for (first, last), kernel in zip(output_block, self.kernels[::-1]):
+            index, weight = kernel.index[first:last], kernel.weight[first:last]
+            if index.size == 0:
+                raise ValueError(f"empty output block {output_block}")
+            low, high = int(index.min()), int(index.max()) + 1
+            region.append(slice(low, high))
+            tables.append(AxisKernel(index - low, weight))
+        shape = tuple(r.stop - r.start for r in region) + self.input_shape[3:]
+        return ResampleKernels(self.method, tuple(tables[::-1]), shape, self.input_dtype, self.factors), tuple(region)

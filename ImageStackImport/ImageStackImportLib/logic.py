@@ -3,7 +3,7 @@ then stream the slices through ``bigvolume``'s anti-aliased resampler straight i
 memory (no second full copy), with an optional crop from a Markups ROI, rotated ones included.
 
 Memory: the node's vtkImageData is allocated once with the output's dimensions, type and components, and the
-streamed output slices are written into a numpy view of it (``bigvolume.stream.ArraySink``). A rotated ROI
+streamed output slices are written into a numpy view of it (``bigvolume.engine.ArraySink``). A rotated ROI
 needs one more buffer: its axis-aligned bounding box is imported first, then resampled into the ROI's frame by
 vtkImageReslice, whose output becomes the node's image data without a copy.
 
@@ -35,7 +35,7 @@ from bigvolume.preview_nodes import show_preview
 from bigvolume.progress import Progress
 from bigvolume.resample import DEFAULT_METHOD
 from bigvolume.stack_import import StackImport, import_stack, plan_stack_import
-from bigvolume.stream import ArraySink
+from bigvolume.engine import ArraySink
 from bigvolume.stacks import (DEFAULT_STACK_ORIENTATION, IMAGE_SUFFIXES, STACK_ORIENTATIONS, Roi, StackInfo,
                               stack_direction, stack_origin)
 from bigvolume.volume_nodes import check_storable_dtype, dimensions_text, numbers_text, remove_node_and_display

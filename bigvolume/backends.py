@@ -1,0 +1,186 @@
+"""Resampling backends: the small public protocol through which the slab engine (bigvolume.stream) filters, and the
+CPU backend. The caller picks a backend and gives it to the engine; the engine owns the loop, the z window, the
+memory plan and the output, the backend only the arithmetic and where the data lives.
+
+- ``numpy`` (:class:`NumpyBackend`, the default): the kernel tables as band matrix products (BLAS) for Lanczos,
+  tap by tap for the other methods. Equals vtkImageResize to float rounding, and is the fastest on the CPU.
+- ``vtk`` (bigvolume.vtk_resize.VtkBackend): vtkImageResize itself, the definition of our Lanczos kernel; whole
+  arrays only (it is the oracle the tests hold the tables to).
+- an array module (bigvolume.gpu.ArrayBackend): the same tables on CuPy (a CUDA GPU) or, for tests, numpy.
+
+A backend that streams (``streams`` true) returns, from ``stages(kernels, reader, threads)``, an object with the
+methods of :class:`Stages`; one that does not implements ``resample_array``.
+"""
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import ContextManager, Protocol, runtime_checkable
+
+import numpy as np
+
+from .dtypes import cast_to
+from .errors import BigVolumeError
+from .kernels import AxisKernel, ResampleKernels, _apply_axis, apply_separable, axis_operator, identity_kernel
+
+# Input bytes per slab at most: larger slabs gain nothing once the filter threads are busy.
+MAX_SLAB_BYTES = 32 * 2**20
+
+
+@runtime_checkable
+class Stages(Protocol):
+    """What the slab engine asks of a streaming backend, for one input (its :class:`ResampleKernels`)."""
+
+    max_slab_bytes: int     # input bytes per slab at most
+    slice_bytes: int        # working bytes per input slice besides the engine's own buffers (planning)
+    thread_bytes: int       # working bytes per filter thread (planning)
+
+    def new_buffer(self, reader, slices: int):
+        """A buffer the reader fills with ``slices`` slices (or None: the reader hands out views)."""
+
+    def new_window(self, slices: int):
+        """The z window: ``slices`` x/y-reduced slices."""
+
+    def drop_front(self, window, start: int, stop: int) -> None:
+        """Move ``window[start:stop]`` to the window's front."""
+
+    def reduce_xy(self, slab, pool: ThreadPoolExecutor | None):
+        """One slab of input slices filtered and resampled along x and y."""
+
+    def reduce_z(self, window, kernel: AxisKernel, pool: ThreadPoolExecutor | None):
+        """Output slices from ``window`` along z; ``kernel`` indexes into the window."""
+
+    def emit(self, block, out_dtype, sink) -> None:
+        """Cast ``block`` to ``out_dtype`` and hand it (on the host) to ``sink.write``."""
+
+    def running(self, sink) -> ContextManager:
+        """Context of the whole run; on success everything emitted has reached ``sink`` when it exits."""
+
+
+def _one_blas_thread():
+    """A context keeping BLAS to one thread (threadpoolctl), or None when threadpoolctl is not installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+class NumpyStages:
+    """The CPU stages: band matrix products for Lanczos (BLAS kept to one thread, products split over the
+    engine's filter threads), tap by tap for the other methods."""
+
+    max_slab_bytes = MAX_SLAB_BYTES
+
+    def __init__(self, kernels: ResampleKernels, reader, threads: int):
+        self.k, self.threads = kernels, threads
+        self._converted = None
+        self._split_products = False  # set by running(): BLAS kept to one thread, products split over ours
+        self.slice_bytes = 0          # the x-reduced slice before the y product (band products)
+        nk, nj, ni = kernels.input_shape[:3]
+        if kernels.band and not kernels.skip_xy:
+            kernel_i, kernel_j = kernels.xy_kernels
+            self._along_i = axis_operator(kernel_i, ni, "sum", kernels.work_dtype)
+            self._along_j = axis_operator(kernel_j, nj, "sum", kernels.work_dtype)
+            self.slice_bytes = nj * kernel_i.size_out * int(np.prod(kernels.input_shape[3:])) * \
+                kernels.work_dtype.itemsize
+        # tap by tap: a few float copies of a slice per thread
+        self.thread_bytes = 3 * nj * ni * int(np.prod(kernels.input_shape[3:])) * 4 \
+            if kernels.xy_kernels is not None and not kernels.band else 0
+
+    def new_buffer(self, reader, slices: int):
+        if getattr(reader, "hands_out_views", False):
+            return None  # an array in memory: its slabs are read in place
+        # A decoding reader fills float buffers directly: the conversion then runs on its threads, not here.
+        converting = self.k.convert_to is not None and reader.converts_on_read
+        return reader.new_buffer(slices, self.k.convert_to if converting else None)
+
+    def new_window(self, slices: int):
+        return np.empty((slices,) + self.k.reduced_shape, self.k.window_dtype)
+
+    def drop_front(self, window, start: int, stop: int) -> None:
+        window[:stop - start] = window[start:stop]  # numpy handles the overlap
+
+    def emit(self, block, out_dtype, sink) -> None:
+        sink.write(cast_to(block, out_dtype))
+
+    @contextlib.contextmanager
+    def running(self, sink):
+        """Band products run with BLAS kept to one thread and are split over the engine's threads: BLAS's threads
+        spin while they wait for work, which took the CPU the decoding threads needed (an image-stack import on 2
+        cores spent a third more CPU and ran 15 % slower). Without threadpoolctl, BLAS keeps its own threads."""
+        limit = _one_blas_thread() if self.k.band else None
+        if limit is None:
+            yield
+            return
+        with limit:
+            self._split_products = True
+            try:
+                yield
+            finally:
+                self._split_products = False
+
+    def _band_pool(self, pool):
+        """``pool`` when the band products are to be split over it (BLAS kept to one thread), else None."""
+        return pool if self._split_products and self.threads > 1 else None
+
+    def _convert(self, slab):
+        convert_to = self.k.convert_to
+        if convert_to is None or slab.dtype == convert_to:
+            return slab
+        if self._converted is None or self._converted.shape[0] < slab.shape[0]:
+            self._converted = np.empty(slab.shape, convert_to)
+        converted = self._converted[:slab.shape[0]]
+        np.copyto(converted, slab, casting="unsafe")
+        return converted
+
+    def reduce_xy(self, slab, pool=None):
+        slab = self._convert(slab)
+        k = self.k
+        if k.skip_xy:
+            return slab
+        if k.band:
+            pool, parts = self._band_pool(pool), self.threads
+            return self._along_j(self._along_i(slab, 2, pool, parts), 1, pool, parts)
+        kernel_i, kernel_j = k.xy_kernels
+        return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), k.reduce,
+                               k.window_dtype, self.threads)
+
+    def reduce_z(self, window, kernel: AxisKernel, pool=None):
+        """Band products are split over ``pool``'s threads while running() keeps BLAS to one; the tap-by-tap
+        methods split the slice's rows over them (numpy releases the GIL)."""
+        k = self.k
+        if k.band:
+            return axis_operator(kernel, -1, "sum", k.work_dtype)(window, 0, self._band_pool(pool), self.threads)
+        height = window.shape[1]
+        if pool is None or self.threads <= 1 or height < 2 * self.threads:
+            return _apply_axis(window, kernel, 0, k.reduce, k.work_dtype)
+        bounds = np.linspace(0, height, self.threads + 1).astype(int)
+        parts = pool.map(lambda j: _apply_axis(window[:, bounds[j]:bounds[j + 1]], kernel, 0, k.reduce,
+                                               k.work_dtype), range(self.threads))
+        return np.concatenate(list(parts), axis=1)
+
+
+class NumpyBackend:
+    """The default backend (see the module docstring)."""
+
+    name = "numpy"
+    streams = True
+
+    def stages(self, kernels: ResampleKernels, reader, threads: int) -> NumpyStages:
+        return NumpyStages(kernels, reader, threads)
+
+
+BACKENDS = ("numpy", "vtk")
+DEFAULT_BACKEND = "numpy"
+
+
+def get_backend(name: str | None = None):
+    """The backend called ``name`` (default: the fastest, numpy)."""
+    name = name or DEFAULT_BACKEND
+    if name == "numpy":
+        return NumpyBackend()
+    if name == "vtk":
+        from .vtk_resize import VtkBackend  # vtk is loaded only when asked for
+        return VtkBackend()
+    raise BigVolumeError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
