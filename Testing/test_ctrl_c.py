@@ -108,3 +108,19 @@ def test_ctrl_c_in_every_command_exits_130_and_writes_nothing(tmp_path, busy_inp
     wait_until_reading(process, watched)
     time.sleep(0.2)
     interrupt_and_check(process, tmp_path, set())
+
+
+def test_a_caught_interrupt_from_a_string_exec_still_exits_130():
+    # CPython 3.11 flags a KeyboardInterrupt that left a string exec() (dataclasses build methods so while modules
+    # load: a Ctrl-C landing there) as unhandled even when caught, and then ends the process by SIGINT (-2) at exit.
+    # cli.run, the command's entry point, must still exit 130.
+    script = ("import bigvolume.cli as cli\n"
+              "def interrupted(argv=None):\n"
+              "    try:\n"
+              "        exec('raise KeyboardInterrupt')\n"
+              "    except KeyboardInterrupt:\n"
+              "        return 130\n"
+              "cli.main = interrupted\n"
+              "cli.run()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr

@@ -33,12 +33,15 @@ def oblique(array, **kwargs) -> bv.Volume:
                                 direction=np.diag([1.0, -1.0, 1.0]), **kwargs)
 
 
-def reference_haze(array, value, options: HazeOptions) -> np.ndarray:
+def reference_haze(array, value, options: HazeOptions, dark=None, band_floor=None) -> np.ndarray:
     """The haze mask computed on the whole volume with scipy.ndimage: an implementation independent of the
-    slab pipeline's labelling, union-find and morphology."""
-    dark = array < value
-    if array.dtype.kind == "f":
-        dark |= np.isnan(array)
+    slab pipeline's labelling, union-find and morphology. ``dark`` replaces ``array < value`` (or NaN) when given.
+    ``band_floor`` (level auto): the dilation only takes voxels whose [1 2 1]^3 mean over their non-object
+    neighbours reaches it (a geodesic dilation, scipy's ``mask``)."""
+    if dark is None:
+        dark = array < value
+        if array.dtype.kind == "f":
+            dark |= np.isnan(array)
     if options.air == "border":
         labels, _ = ndimage.label(dark, CROSS)
         faces = np.concatenate([labels[0].ravel(), labels[-1].ravel(), labels[:, 0].ravel(), labels[:, -1].ravel(),
@@ -53,7 +56,13 @@ def reference_haze(array, value, options: HazeOptions) -> np.ndarray:
     if options.close:
         grown = ndimage.binary_dilation(obj, CROSS, iterations=options.close)
         obj = ndimage.binary_erosion(grown, CROSS, iterations=options.close, border_value=1)
-    if options.dilate:
+    if options.dilate and band_floor is not None:
+        weights = np.einsum("i,j,k->ijk", *[np.array([1.0, 2.0, 1.0])] * 3)
+        total = ndimage.correlate(np.where(obj, 0.0, array.astype(np.float64)), weights, mode="nearest")
+        weight = ndimage.correlate((~obj).astype(np.float64), weights, mode="nearest")
+        allowed = obj | (total >= band_floor * weight)
+        obj = ndimage.binary_dilation(obj, CROSS, iterations=options.dilate, mask=allowed)
+    elif options.dilate:
         obj = ndimage.binary_dilation(obj, CROSS, iterations=options.dilate)
     return ~obj
 
@@ -212,12 +221,18 @@ def test_air_reached_only_through_other_slabs_is_found_in_one_slice_slabs(tmp_pa
 @pytest.mark.parametrize("shape, seed", [((37, 23, 29), 0), ((16, 40, 9), 1), ((9, 9, 60), 2), ((3, 31, 33), 3)])
 @pytest.mark.parametrize("options", [HazeOptions(level=5), HazeOptions(level=4, dilate=1, close=1),
                                      HazeOptions(level=3, air="all", dilate=0),
-                                     HazeOptions(level=5, largest_only=True, close=2, dilate=1)],
-                         ids=["default", "close", "air-all", "largest"])
+                                     HazeOptions(level=5, largest_only=True, close=2, dilate=1),
+                                     HazeOptions(), HazeOptions(air="all", close=1, largest_only=True)],
+                         ids=["level5", "close", "air-all", "largest", "auto", "auto-all-largest"])
 def test_streamed_equals_in_memory_equals_reference(tmp_path, shape, seed, options):
     volume = oblique(smooth_blobs(shape, seed))
     expected_volume, expected_mask, report = dehaze(volume, options)
-    np.testing.assert_array_equal(expected_mask, reference_haze(volume.array, report.threshold.value, options))
+    dark = None
+    if options.denoise:  # dark itself or in the denoised copy of the whole volume at once (not slab by slab)
+        value = np.float32(report.threshold.value)
+        dark = (volume.array < value) | (haze._smooth(volume.array, 0, volume.array.shape[0]) < 64 * value)
+    np.testing.assert_array_equal(expected_mask, reference_haze(volume.array, report.threshold.value, options, dark,
+                                                                report.threshold.band_floor))
     path = io.write_volume(volume, tmp_path / "in.nrrd")  # gzip-compressed: decoded slab by slab
     streamed = dehaze_file(path, tmp_path / "out.nhdr", options, mask_out=tmp_path / "mask.nrrd", stream=True,
                            memory_limit=1)
@@ -302,7 +317,7 @@ def test_large_volume_compressed_size_is_estimated_from_a_slice_sample(monkeypat
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(level=6), "level must be 1, 2, 3, 4 or 5"), (dict(level=True), "level must be"),
+    (dict(level=6), "level must be auto, 1, 2, 3, 4 or 5"), (dict(level="otsu"), "level must be auto"), (dict(level=True), "level must be"),
     (dict(air="inside"), "air must be one of border, all"), (dict(dilate=-1), "dilate must be a whole number"),
     (dict(close=1.5), "close must be a whole number"), (dict(largest_only="yes"), "largest_only must be")])
 def test_options_are_validated(kwargs, message):
@@ -413,7 +428,7 @@ def test_real_head_mri_compresses_and_spares_the_brain_better_than_niimath(tmp_p
     assert ours.dtype == np.uint8 and ours.shape == noisy_array.shape
     ours_changed, theirs_changed = ours != noisy_array, theirs != noisy_array
     gain = 1 - (tmp_path / "ours.nii.gz").stat().st_size / source.stat().st_size
-    assert gain >= 0.30
+    assert gain >= 0.25  # level 5 gained 31 % here, with 560 brain voxels changed (auto: 28.9 %, fewer)
     assert np.count_nonzero(ours_changed & brain) < np.count_nonzero(theirs_changed & brain)
     dice = 2 * np.count_nonzero(ours_changed & theirs_changed) / (ours_changed.sum() + theirs_changed.sum())
     assert dice >= 0.9

@@ -55,8 +55,10 @@ def test_choices_and_defaults_come_from_the_lib_and_the_core():
     assert list(BITS_CHOICES) == ["keep", "8", "16"] and list(FILL_CHOICES) == ["minimum", "value"]
     assert fields["dilate"][2] == "DEFAULT_DILATE" and DEFAULT_DILATE == haze.DEFAULT_DILATE
     assert int(MODULE.ui_properties("dilateSpinBox")["value"].findtext("number")) == haze.DEFAULT_DILATE
-    assert fields["level"][2] == str(haze.HazeOptions().level)
-    # The spin boxes allow what the core accepts, no more and no less (one source: the core's limits).
+    # The core's default level is "auto"; a panel default of auto or 1-5 is one the core and the Lib accept.
+    LEVEL_CHOICES, = MODULE.import_lib("LEVEL_CHOICES")
+    assert haze.HazeOptions(level=ast.literal_eval(fields["level"][2])).level in LEVEL_CHOICES
+    # The spin boxes allow what the core accepts (and no more).
     assert MODULE.within_range("level") == (1, 5) and set(haze.LEVELS) == {1, 2, 3, 4, 5}
     for field in ("dilate", "close"):
         assert MODULE.within_range(field) == (0, haze.MAX_RADIUS)

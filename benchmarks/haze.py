@@ -21,6 +21,14 @@ benchmarks/results/haze.json (machine, every command line, every raw measurement
    bytes (uint8 for both, so the compressor is the same), brain voxels changed (ch2bet > 0), Dice of the changed
    voxels against niimath level 5 and against niimath's same level. Then the default's choices at level 5: 1 or 2
    dilations, and the histogram range (0.1-99.9 percentiles, ours, against 2-98, niimath's).
+3. Noise families (``--noise-only`` runs just this part and writes benchmarks/results/haze_noise.json): the
+   volumes of Testing/test_haze_noise.py, CT-like Hounsfield data (air -1000 HU with Gaussian noise of 20, 30 and
+   40 HU, soft tissue 40 HU, bone 1000 HU, an enclosed air bubble; int16) and a bright shell around a cavity in
+   half-normal or Rician noise of sigma 1, 3 and 5 % of the shell's intensity (float32), three shapes, grids and
+   seeds each; ours (default: level auto), ours at level 5, and ``niimath IN -dehaze 5 OUT -odt input``. Per case
+   the median over the seeds of: share of the outer air removed (set to the fill value, also where it had that
+   value already, as CT air clipped at -1024 HU), share of the cavity kept, object voxels changed,
+   gzip (level 6) of the voxel bytes smaller by.
 """
 from __future__ import annotations
 
@@ -217,19 +225,79 @@ def real_mri(folder: Path) -> dict:
             "choices_table": benchlib.markdown_table(choice_headers, choice_rows)}
 
 
+# --- 3. noise families -------------------------------------------------------------------------------------------
+def noise_families(folder: Path, seeds=(0, 1, 2)) -> dict:
+    sys.path.insert(0, str(HERE.parent / "Testing"))
+    import test_haze_noise as families  # the generators the tests assert on
+
+    cases = [(f"CT, Gaussian {hu} HU", lambda seed, hu=hu: families.ct_specimen(families.CT_SHAPES[seed], hu, seed))
+             for hu in (20, 30, 40)]
+    cases += [(f"shell, {noise} {round(100 * fraction)} %",
+               lambda seed, noise=noise, fraction=fraction: families.shell(families.SHELL_SHAPES[seed], noise,
+                                                                           fraction, seed))
+              for noise in ("half-normal", "rician") for fraction in (0.01, 0.03, 0.05)]
+    rows, raw = [], []
+    for name, make in cases:
+        measured = {tool: [] for tool in ("ours (auto)", "ours, level 5", "niimath -dehaze 5")}
+        for seed in seeds:
+            array, obj, cavity = make(seed)
+            volume = families.grid(array, seed)
+            outer = ~obj & ~cavity
+            outputs = {"ours (auto)": haze.dehaze(volume, measure_compression=False)[0].array,
+                       "ours, level 5": haze.dehaze(volume, haze.HazeOptions(level=5),
+                                                    measure_compression=False)[0].array}
+            source = io.write_volume(volume, folder / "family.nii")
+            subprocess.run([niimath(), source, "-dehaze", "5", folder / "family_niimath.nii", "-odt", "input"],
+                           check=True, capture_output=True, env=dict(os.environ, FSLOUTPUTTYPE="NIFTI"))
+            outputs["niimath -dehaze 5"] = io.read_volume(folder / "family_niimath.nii").array
+            size = gzip6(array)
+            for tool, out in outputs.items():
+                # removed: set to the fill (ours: the minimum; niimath: 0), also where it had that value already
+                # (CT air clipped at -1024 HU)
+                fill = 0 if tool.startswith("niimath") else array.min()
+                changed = (out != array) | ((out == fill) & (array == fill) & outer)
+                measured[tool].append({"seed": seed, "outer_removed": float(changed[outer].mean()),
+                                       "cavity_kept": float(1 - changed[cavity].mean()),
+                                       "object_changed": int(np.count_nonzero(changed & obj)),
+                                       "gzip_smaller": 1 - gzip6(out) / size})
+        for tool, runs in measured.items():
+            median = {key: benchlib.median([r[key] for r in runs]) for key in runs[0] if key != "seed"}
+            raw.append({"case": name, "tool": tool, "runs": runs, "median": median})
+            rows.append([name, tool, f"{100 * median['outer_removed']:.1f}", f"{100 * median['cavity_kept']:.1f}",
+                         f"{median['object_changed']:.0f}", f"{100 * median['gzip_smaller']:.1f}"])
+        print(f"{name}: done", flush=True)
+    table = benchlib.markdown_table(["volume, noise (sigma)", "tool", "outer air removed %", "cavity kept %",
+                                     "object voxels changed", "gzip smaller by %"], rows)
+    return {"seeds": list(seeds), "cases": raw, "table": table}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temporary one in /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--noise-only", action="store_true", help="only part 3, the noise families")
     args = parser.parse_args()
     if not Path(test_volumes.HEAD_MRI).exists():
         raise SystemExit(f"{test_volumes.HEAD_MRI} absent: apt-get install mricron-data")
     folder = Path(tempfile.mkdtemp(prefix="bigvolume-haze-", dir=args.dir))
     info = benchlib.machine_info()
     load = [os.getloadavg()[0]]
+    if args.noise_only:
+        try:
+            families = noise_families(folder)
+        finally:
+            if not args.keep:
+                shutil.rmtree(folder, ignore_errors=True)
+        print("\n" + benchlib.machine_markdown(info) + "\n\n### Noise families (median of 3 seeds)\n")
+        print(families["table"])
+        path = benchlib.write_json("haze_noise", {"machine": info, "noise_families": families,
+                                                  "command": shlex.join([sys.executable] + sys.argv)})
+        print(f"\nwrote {path}")
+        return 0
     try:
+        families = noise_families(folder)
         mri = real_mri(folder)
         load.append(os.getloadavg()[0])
         timing = speed(folder, args.size, args.rounds)
@@ -247,11 +315,13 @@ def main() -> int:
           f"Dice {agreement['dice']:.3f}\nours: {agreement['summary']}")
     print(f"\n### Real MRI (ch2 + Rician noise, {mri['brain_voxels']} brain voxels)\n")
     print(mri["table"] + "\n\n" + mri["choices_table"])
+    print("\n### Noise families (median of 3 seeds)\n\n" + families["table"])
     files = mri["file_bytes"]
     print(f"\n{mri['command']}\n{mri['summary']}\nfiles: input {files['input']} B, ours {files['ours']} B "
           f"({100 * (1 - files['ours'] / files['input']):.1f} % smaller), niimath -dehaze 5 -odt input "
           f"{files['niimath_5']} B ({100 * (1 - files['niimath_5'] / files['input']):.1f} % smaller)")
     path = benchlib.write_json(NAME, {"machine": info, "load_average": load, "speed": timing, "real_mri": mri,
+                                      "noise_families": families,
                                       "command": shlex.join([sys.executable] + sys.argv)})
     print(f"\nwrote {path}")
     return 0

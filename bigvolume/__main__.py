@@ -1,8 +1,10 @@
+import os
 import sys
 
 try:
-    from .cli import main
+    from .cli import run
 except KeyboardInterrupt:  # Ctrl-C while loading the libraries: nothing was started, nothing written
-    sys.exit(130)
+    sys.stderr.flush()
+    os._exit(130)  # not sys.exit: see cli.run
 
-sys.exit(main())
+run()

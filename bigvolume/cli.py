@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import numpy as np
@@ -11,7 +12,7 @@ from . import __version__, memory
 from .errors import BigVolumeError, Cancelled
 from .progress import TerminalProgressBar
 from .resample import DEFAULT_METHOD, METHODS, resample_file
-from .haze import AIR_MODES as HAZE_AIR_MODES, DEFAULT_DILATE as HAZE_DEFAULT_DILATE, LEVELS as HAZE_LEVELS
+from .haze import AIR_MODES as HAZE_AIR_MODES, DEFAULT_DILATE as HAZE_DEFAULT_DILATE, LEVEL_NAMES as HAZE_LEVEL_NAMES
 
 def parse_size(text: str) -> float:
     try:
@@ -139,14 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     dehaze = commands.add_parser(
         "dehaze", help="set the noisy air around the object to one value, so the volume compresses",
-        description="Multi-level Otsu (MRIcroGL's levels) finds the dark voxels; by default only those connected "
-                    "to the volume's border are air, so dark cavities inside the object stay. The object is grown "
-                    "by --dilate voxels and everything outside it is set to the image minimum (or --fill).")
+        description="Finds the dark voxels (by default on a denoised copy, with a threshold above the noise of the "
+                    "air); by default only those connected to the volume's border are air, so dark cavities inside "
+                    "the object stay. The object is grown by --dilate voxels and everything outside it is set to "
+                    "the image minimum (or --fill). Exit status 3: the output was written but little or nothing "
+                    "was removed (the warning line says why).")
     dehaze.add_argument("input", metavar="IN", help=INPUT_HELP)
     dehaze.add_argument("output", metavar="OUT", help="output volume, same grid and pixel type")
-    dehaze.add_argument("--level", type=int, choices=sorted(HAZE_LEVELS), default=5,
-                        help="1: 4 classes, darkest 3 are air (most removed); 2: 3 classes, darkest 2; 3: 2 classes, "
-                             "darkest 1; 4: 3 classes, darkest 1; 5: 4 classes, darkest 1 (default, least removed)")
+    dehaze.add_argument("--level", choices=[str(name) for name in HAZE_LEVEL_NAMES], default="auto",
+                        help="auto (default): classify a denoised copy, the threshold the lowest multi-level Otsu cut "
+                             "above the noise of the air (CT and noisy backgrounds); 1-5: MRIcroGL's levels on the "
+                             "raw voxels: 1: 4 classes, darkest 3 are air (most removed); 2: 3 classes, darkest 2; "
+                             "3: 2 classes, darkest 1; 4: 3 classes, darkest 1; 5: 4 classes, darkest 1")
     dehaze.add_argument("--air", choices=HAZE_AIR_MODES, default="border",
                         help="border: dark voxels connected to the volume's border (default; dark cavities inside "
                              "stay); all: every dark voxel")
@@ -291,13 +296,22 @@ def _add_memory_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
+DEHAZE_LITTLE_REMOVED = 3  # dehaze's exit status when it wrote the output but removed little or nothing
+
+
 def run_dehaze(args) -> int:
     from .haze import HazeOptions, dehaze_file
     options = HazeOptions(level=args.level, air=args.air, dilate=args.dilate, largest_only=args.largest_only,
                           close=args.close, fill=args.fill)
-    return _run_with_progress(lambda progress: dehaze_file(
+    reports = []
+    _run_with_progress(lambda progress: reports.append(dehaze_file(
         args.input, args.output, options, mask_out=args.mask_out, stream=args.stream,
-        memory_limit=args.memory_limit, series=args.series, progress=progress), args.quiet)
+        memory_limit=args.memory_limit, series=args.series, progress=progress)) or reports[-1], args.quiet)
+    if reports[-1].warning:  # written, but it did not do what was asked: scripts must see it
+        if args.quiet:  # else the summary's last line says it
+            print(f"bigvolume dehaze: warning: {reports[-1].warning}", file=sys.stderr)
+        return DEHAZE_LITTLE_REMOVED
+    return 0
 
 
 def run_reduce_bits(args) -> int:
@@ -352,7 +366,7 @@ def _run_and_preview(args) -> int:
     before = getattr(args, args.preview_before) if args.preview_before else None
     check_png_path(png, [before, args.output] if before else [args.output])
     code = args.run(args)
-    if code != 0 or getattr(args, "dry_run", False):
+    if code not in (0, DEHAZE_LITTLE_REMOVED) or getattr(args, "dry_run", False):  # a warned dehaze wrote OUT
         return code
     limit = getattr(args, "memory_limit", None)
     report = write_preview(before or args.output, png, compare=args.output if before else None, memory_limit=limit,
@@ -405,3 +419,16 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run(argv=None) -> None:
+    """The `bigvolume` command: :func:`main`, then exit with its status. After Ctrl-C the process ends at once with
+    130 (everything was cleaned up in main): CPython 3.11 marks a KeyboardInterrupt that escaped a string ``exec()``
+    (dataclasses build their methods that way while modules load) as unhandled, even once caught, and would end the
+    process by SIGINT (status -2) during shutdown instead."""
+    code = main(argv)
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)

@@ -1,24 +1,40 @@
 """Haze removal: set the noise in the air around an object to one value, so that the volume compresses, without
 touching the object.
 
-1. **Threshold**: multi-level Otsu on a 256-bin histogram of a subsample, over a robust intensity range
-   (:data:`ROBUST_PERCENTILES`). ``level`` picks the number of classes and how many of the darkest are air, as
-   MRIcroGL's table (:data:`LEVELS`). Voxels below the threshold are *dark*; NaN voxels count as dark too (they carry
-   no intensity, and in the air they become the fill value; NaNs enclosed by the object are kept).
+1. **Threshold**. ``level="auto"`` (the default) also classifies a *denoised copy*: each voxel's [1 2 1] weighted mean
+   over its 3x3x3 neighbourhood (:func:`_smooth`; noise sigma / 4.4, edges kept within a voxel). The threshold is the
+   lowest multi-level Otsu cut (2, 3 or 4 classes) on that copy's histogram that lies above the noise of the air:
+   the air is the darkest prominent histogram peak, and its noise ends :data:`AIR_NOISE_WIDTHS` right half-widths at
+   half maximum above its mode (:func:`air_peak`). So the number of classes that are air follows the histogram (CT
+   has three populations, air, soft tissue and bone; MRI two), and the cut cannot fall inside the noise (it did with
+   a fixed level on CT at -1000 HU with 30 HU noise, and on half-normal air noise). Levels 1-5 keep MRIcroGL's
+   meaning (:data:`LEVELS`) on the raw voxels. Both use a 256-bin histogram of a subsample over a robust intensity
+   range (:data:`ROBUST_PERCENTILES`). Voxels below the threshold (auto: themselves or in the denoised copy) are
+   *dark*. NaN voxels: levels 1-5 count them as dark (in the air they become the fill value, enclosed ones are
+   kept); auto never does (no intensity is not air: they are kept, and where a NaN reaches the denoised copy, its 26
+   neighbours, the voxel's own value decides).
 2. **Air**: by default the dark voxels 6-connected to the volume's border, so dark structures enclosed by the object
    (ventricles, sinuses, marrow, air inside a specimen) stay; ``air="all"``: every dark voxel.
 3. **Object** = not air; ``largest_only`` keeps its largest 6-connected component; ``close`` N closes it with a
    radius-N 6-neighbour (city-block) ball, bridging gaps up to 2N voxels wide (sulci opening to the outside);
-   then it is dilated by ``dilate`` 6-neighbour steps so partial-volume edges survive.
+   then it is dilated by ``dilate`` 6-neighbour steps so partial-volume edges survive. Levels 1-5 take every voxel
+   the steps reach (as MRIcroGL), which keeps a ``dilate``-voxel rim of pure air round the object and inside its
+   cavities (half of a cavity of radius 8). Auto's steps only take voxels whose [1 2 1]^3 mean over their non-object
+   neighbours (:func:`_air_neighbourhood_passes`) is :data:`BAND_WIDTHS` half-widths above the air's mode: partial
+   volume and dim tissue next to the object stay, the pure air next to it goes.
 4. **Haze** = everything outside that object: set to the image minimum (``fill="min"``) or to a given value.
+5. **Report**: when little or nothing was removed, :attr:`DehazeReport.warning` says why (the threshold fell inside
+   the air's noise, no dark voxel touches the border, the border is not darker than the object, ...).
 
 Any size: all of this runs slab by slab in z (:class:`_HazePipeline`). Border connectivity and the largest
 component are global properties: each slab's dark (or object) voxels are labelled on their own, the labels that meet
 across slab boundaries or touch the volume border are joined in a union-find, and a second pass rewrites each slab
 from the joined labels: from the first pass's labels kept in 1-2 bytes a voxel (:func:`_compact`) when memory
-allows, else labelling again (SimpleITK's labelling is deterministic). The morphology then runs on a window of the
-slab plus a halo of ``2 * close + dilate`` slices. In-memory volumes run through the same pipeline, so the streamed
-result equals the in-memory one exactly.
+allows, else labelling again (SimpleITK's labelling is deterministic). The denoised copy of a slab is computed from
+the slab plus one slice each side (:class:`_HaloReader`, reading forward only); the morphology (and auto's
+partial-volume test, from the window's own voxels) runs on a window of the slab plus a halo of ``2 * close + dilate``
+slices. In-memory volumes run through the same pipeline, so the
+streamed result equals the in-memory one exactly.
 
 Refused with one clear message: constant volumes (all-zero included) and all-NaN ones (nothing to separate),
 integer volumes with at most 16 distinct values (label maps and masks have no haze), vector/RGB volumes. A volume
@@ -27,6 +43,7 @@ integer volumes with at most 16 distinct values (label maps and masks have no ha
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 import zlib
@@ -48,6 +65,8 @@ logger = logging.getLogger("bigvolume")
 
 # level -> (classes, how many of the darkest classes are air): MRIcroGL's table (niimath's level 2 acts as level 4).
 LEVELS = {1: (4, 3), 2: (3, 2), 3: (2, 1), 4: (3, 1), 5: (4, 1)}
+AUTO = "auto"              # the default level: a denoised copy, the air's classes chosen from the histogram
+LEVEL_NAMES = (AUTO,) + tuple(LEVELS)
 AIR_MODES = ("border", "all")
 # Two 6-neighbour dilations (as MRIcroGL; niimath does one). Measured on the real head MRI ch2 with Rician noise
 # (benchmarks/haze.py, level 5): 1 dilation changed 1232 voxels of the brain mask ch2bet, more than niimath's 624;
@@ -58,6 +77,19 @@ MAX_RADIUS = 64            # dilate / close beyond this is a typo, not a wish (e
 # (niimath's) on ch2 with noise, level 5: threshold 32.5 vs 27.5; brain voxels changed 560 vs 430, gzip gain 30.7 %
 # vs 29.9 % (2-98 keeps more of the noise next to the head). Uint8 data then gets one bin per value.
 ROBUST_PERCENTILES = (0.1, 99.9)
+# The air's noise ends this many right half-widths at half maximum above the air peak's mode: 5.9 sigma of a
+# Gaussian peak, where about 2 voxels in 10^9 lie above (noise voxels above the threshold become object islands that
+# the dilation grows over the air).
+AIR_NOISE_WIDTHS = 5
+# Level auto's dilation only takes a voxel whose neighbourhood, counting its non-object voxels only, is this many
+# half-widths of the denoised air peak above the air's mode (2.4 sigma: about 1 pure-air voxel in 100 passes). The
+# band is a few voxels thick, so the pure air kept is a few % of it; a higher bar takes dim tissue next to the object.
+# Measured (benchmarks/haze.py, ch2 with Rician sigma 10): 2 half-widths changed 588 brain voxels, 3 changed 884;
+# a cavity of radius 8 voxels in 5 % Rician noise lost 99 % with 2, 99.7 % with 3 (the unconditional dilation: 46 %).
+BAND_WIDTHS = 2
+AIR_PEAK_SHARE = 0.05      # the air peak: the darkest histogram peak at least this share of the highest one
+PEAK_SMOOTHING_BINS = 5    # histogram smoothed over this many bins before looking for peaks (sampling noise)
+LITTLE_REMOVED = 0.01      # fewer voxels than this share changed: the report warns and says why
 SAMPLE_VOXELS = 2_000_000
 LABEL_MAP_VALUES = 16      # an integer volume with at most this many distinct values is a label map, not an image
 COMPRESSION_SAMPLE_BYTES = 8 * 2**20   # compressed-size report: exact up to this size, else from a slice sample
@@ -68,7 +100,9 @@ STREAM_OVERHEAD = 24 * 2**20           # streamed runs: decompression chunks, wr
 
 @dataclass(frozen=True)
 class HazeOptions:
-    level: int = 5
+    """``level``: "auto" (default) or 1-5 (MRIcroGL's table, on the raw voxels)."""
+
+    level: int | str = AUTO
     air: str = "border"
     dilate: int = DEFAULT_DILATE
     largest_only: bool = False
@@ -76,8 +110,14 @@ class HazeOptions:
     fill: str | float = "min"
 
     def __post_init__(self):
-        if not _is_int(self.level) or self.level not in LEVELS:
-            raise BigVolumeError(f"level must be 1, 2, 3, 4 or 5, got {self.level!r}")
+        level = self.level
+        if isinstance(level, str) and level.strip().isdigit():
+            level = int(level)  # "5" from a text field or a parameter node
+        if isinstance(level, str):
+            level = level.strip().lower()
+        if not (level == AUTO or (_is_int(level) and level in LEVELS)):
+            raise BigVolumeError(f"level must be auto, 1, 2, 3, 4 or 5, got {self.level!r}")
+        object.__setattr__(self, "level", level if level == AUTO else int(level))
         if self.air not in AIR_MODES:
             raise BigVolumeError(f"air must be one of {', '.join(AIR_MODES)}, got {self.air!r}")
         for name in ("dilate", "close"):
@@ -98,6 +138,11 @@ class HazeOptions:
             raise BigVolumeError(f"fill must be a finite number, got {self.fill!r}")
 
     @property
+    def denoise(self) -> bool:
+        """Auto classifies the denoised copy; levels 1-5 the raw voxels."""
+        return self.level == AUTO
+
+    @property
     def halo(self) -> int:
         """Slices of context each side of a slab that closing and dilation need to be exact."""
         return 2 * self.close + self.dilate
@@ -113,17 +158,39 @@ def _is_number(value) -> bool:
 
 @dataclass
 class HazeThreshold:
-    value: float          # voxels below this (and NaN) are dark
-    level: int
+    value: float          # voxels below this (and NaN) are dark; with ``denoised``, those whose denoised value is
+    level: int | str
     classes: int
     air_classes: int
-    thresholds: tuple     # all multi-Otsu thresholds (classes - 1 values, ascending)
+    thresholds: tuple     # the multi-Otsu thresholds of ``classes`` (classes - 1 values, ascending)
     window: tuple = ()    # the histogram's range (low, high)
     sampled: int = 0      # voxels in the subsample
+    air_mode: float | None = None   # the air peak's intensity (None: no peak found)
+    air_end: float | None = None    # where the air's noise ends (AIR_NOISE_WIDTHS half-widths above the mode)
+    denoised: bool = False          # classified on the denoised copy (level auto)
+    # Level auto: the dilation only grows the object onto voxels whose mean over their non-object neighbours
+    # (:func:`_air_neighbourhood_passes`) reaches this (BAND_WIDTHS half-widths above the air peak's mode), so it keeps
+    # partial-volume edges and dim tissue and leaves the pure air next to the object as haze. None (levels 1-5): the
+    # dilation takes every voxel it reaches, as MRIcroGL's.
+    band_floor: float | None = None
+
+    @property
+    def in_noise(self) -> bool:
+        """The threshold lies inside the air's noise: noise voxels above it count as object."""
+        return self.air_end is not None and self.value < self.air_end
 
     def describe(self) -> str:
-        return (f"threshold {self.value:.6g} (level {self.level}: {self.classes} classes, darkest "
-                f"{self.air_classes} air)")
+        if self.level == AUTO:
+            text = (f"threshold {self.value:.6g} (auto, on a denoised copy: {self.classes} classes, darkest "
+                    f"{self.air_classes} air")
+        else:
+            text = (f"threshold {self.value:.6g} (level {self.level}: {self.classes} classes, darkest "
+                    f"{self.air_classes} air")
+        if self.air_mode is not None:
+            text += f"; air peak {self.air_mode:.4g}, its noise up to {self.air_end:.4g}"
+        if self.band_floor is not None:
+            text += f"; the dilation takes voxels whose surroundings reach {self.band_floor:.4g}"
+        return text + ")"
 
 
 # --- multi-level Otsu -------------------------------------------------------------------------------------------
@@ -176,12 +243,33 @@ def _centre_in_gaps(counts: np.ndarray, cuts) -> list[float]:
     return positions
 
 
-def find_threshold(volume_or_array, level: int = 5, sample_voxels: int = SAMPLE_VOXELS, *,
+def air_peak(counts: np.ndarray) -> tuple[float, float] | None:
+    """(mode, end) of the air in a histogram, in bin-edge coordinates (bin b spans b..b+1): the darkest peak of the
+    histogram smoothed over PEAK_SMOOTHING_BINS that reaches AIR_PEAK_SHARE of the highest, and its noise's end,
+    AIR_NOISE_WIDTHS right half-widths at half maximum above its mode (measured on the unsmoothed counts, at least
+    one bin: the right flank, because the left one is often cut by the histogram's range). None when empty."""
+    counts = np.asarray(counts, np.float64)
+    smooth = np.convolve(counts, np.ones(PEAK_SMOOTHING_BINS) / PEAK_SMOOTHING_BINS, "same")
+    if smooth.max() <= 0:
+        return None
+    reach = PEAK_SMOOTHING_BINS
+    peak = next(b for b in range(smooth.size) if smooth[b] >= AIR_PEAK_SHARE * smooth.max()
+                and smooth[b] == smooth[max(0, b - reach):b + reach + 1].max())
+    low = max(0, peak - PEAK_SMOOTHING_BINS // 2)
+    mode = low + int(np.argmax(counts[low:peak + PEAK_SMOOTHING_BINS // 2 + 1]))
+    half = mode + 1
+    while half < counts.size and counts[half] >= counts[mode] / 2:
+        half += 1
+    centre = mode + 0.5
+    return centre, centre + AIR_NOISE_WIDTHS * max(1.0, half - centre)
+
+
+def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int = SAMPLE_VOXELS, *,
                    percentiles=ROBUST_PERCENTILES) -> HazeThreshold:
-    """The dark/bright threshold for ``level`` (see :data:`LEVELS`), from a subsample of at most about
-    ``sample_voxels`` voxels of a Volume, an array (k, j, i) or a slab reader. Refuses constant volumes, label maps
-    and vector volumes with a BigVolumeError."""
-    HazeOptions(level=level)  # validates the level
+    """The dark/bright threshold for ``level`` ("auto" or 1-5, see :data:`LEVELS`), from a subsample of at most
+    about ``sample_voxels`` voxels of a Volume, an array (k, j, i) or a slab reader (auto: of its denoised copy).
+    Refuses constant volumes, label maps and vector volumes with a BigVolumeError."""
+    level = HazeOptions(level=level).level  # validates the level
     source = volume_or_array.array if isinstance(volume_or_array, Volume) else volume_or_array
     _check_scalar(source)
     sample = subsample(source, sample_voxels)
@@ -200,15 +288,54 @@ def find_threshold(volume_or_array, level: int = 5, sample_voxels: int = SAMPLE_
                 f"the volume has only {distinct.size} distinct values ({', '.join(f'{v:g}' for v in distinct[:6])}"
                 f"{', ...' if distinct.size > 6 else ''}): it looks like a label map or mask, not an intensity "
                 "image; haze removal needs intensities")
-    classes, air_classes = LEVELS[level]
-    counts, edges = robust_histogram(finite, percentiles, integer=integer)
-    if np.count_nonzero(counts) < classes:
-        raise BigVolumeError(f"the volume's intensities fall into fewer than {classes} histogram bins: they cannot "
-                             f"be split into the {classes} classes of level {level}")
-    positions = _centre_in_gaps(counts, multi_otsu(counts, classes))
-    thresholds = tuple(float(np.interp(p, np.arange(edges.size), edges)) for p in positions)
-    return HazeThreshold(thresholds[air_classes - 1], level, classes, air_classes, thresholds,
-                         (float(edges[0]), float(edges[-1])), int(sample.size))
+    if level == AUTO:
+        denoised = _denoised_subsample(source if not isinstance(source, np.ndarray) else _ArraySlabs(source),
+                                       sample_voxels)
+        finite = denoised[np.isfinite(denoised)]
+        counts, edges = robust_histogram(finite, percentiles)
+        if np.count_nonzero(counts) < 2:
+            raise BigVolumeError("the volume's denoised intensities fall into one histogram bin: they cannot be "
+                                 "split into air and object")
+        peak = air_peak(counts)
+        classes, cuts, position = _auto_cut(counts, peak[1])
+        air_classes = 1 + sum(cut < position for cut in cuts)  # the classes below the Otsu cut it was taken from
+    else:
+        classes, air_classes = LEVELS[level]
+        counts, edges = robust_histogram(finite, percentiles, integer=integer)
+        if np.count_nonzero(counts) < classes:
+            raise BigVolumeError(f"the volume's intensities fall into fewer than {classes} histogram bins: they "
+                                 f"cannot be split into the {classes} classes of level {level}")
+        cuts = _centre_in_gaps(counts, multi_otsu(counts, classes))
+        position = cuts[air_classes - 1]
+        peak = air_peak(counts)
+
+    def value(p):
+        return float(np.interp(p, np.arange(edges.size), edges))
+
+    threshold = value(position)
+    band_floor = None
+    if level == AUTO:  # peak[0]: the mode, in bin-edge coordinates
+        band_floor = value(peak[0] + BAND_WIDTHS * (peak[1] - peak[0]) / AIR_NOISE_WIDTHS)
+    return HazeThreshold(threshold, level, classes, air_classes, tuple(value(p) for p in cuts),
+                         (float(edges[0]), float(edges[-1])), int(sample.size),
+                         value(peak[0]) if peak else None, value(peak[1]) if peak else None, level == AUTO,
+                         band_floor)
+
+
+def _auto_cut(counts: np.ndarray, air_end: float) -> tuple[int, list, float]:
+    """(classes, that split's cuts, the threshold) in bin coordinates: halfway between the end of the air's noise and
+    the lowest multi-Otsu cut of 2, 3 or 4 classes above it (as far from the noise as from the classes above: dim
+    tissue next to the air, the scalp of an MRI, stays object); the end itself when no cut is above it (no gap)."""
+    chosen = None
+    for classes in range(2, min(4, np.count_nonzero(counts)) + 1):
+        cuts = _centre_in_gaps(counts, multi_otsu(counts, classes))
+        for cut in cuts:
+            if cut >= air_end and (chosen is None or cut < chosen[2]):
+                chosen = (classes, cuts, cut)
+    if chosen is None:
+        return 2, [air_end], air_end
+    classes, cuts, cut = chosen
+    return classes, cuts, (air_end + cut) / 2
 
 
 def _check_scalar(source) -> None:
@@ -226,6 +353,97 @@ def _dark(block: np.ndarray, value: float) -> np.ndarray:
     if block.dtype.kind == "f":
         dark |= np.isnan(block)
     return dark
+
+
+# --- the denoised copy (level auto) ------------------------------------------------------------------------------
+
+DENOISE_HALO = 1  # slices each side the [1 2 1] kernel needs
+
+
+def _work_dtype(dtype: np.dtype) -> np.dtype:
+    """float32 holds 8- and 16-bit integers and float32 exactly; wider types keep their precision in float64."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype == np.float32 or dtype.itemsize <= 2 else np.dtype(np.float64)
+
+
+def _weighted_121(values: np.ndarray, axis: int) -> np.ndarray:
+    """(a + c) + b + b along ``axis`` (b the voxel, a and c its neighbours; the edge voxel stands in for the missing
+    neighbour): the same operations in the same order for every voxel, so any split into slabs gives the same bits."""
+    n = values.shape[axis]
+    out = np.empty_like(values)
+
+    def part(start, stop):
+        index = [slice(None)] * values.ndim
+        index[axis] = slice(start, stop)
+        return tuple(index)
+
+    if n == 1:
+        np.add(values, values, out=out)
+    else:
+        np.add(values[part(0, n - 2)], values[part(2, n)], out=out[part(1, n - 1)])
+        np.add(values[part(0, 1)], values[part(1, 2)], out=out[part(0, 1)])
+        np.add(values[part(n - 2, n - 1)], values[part(n - 1, n)], out=out[part(n - 1, n)])
+    out += values
+    out += values
+    return out
+
+
+def _smooth(extended: np.ndarray, lo: int, n: int) -> np.ndarray:
+    """64 x the [1 2 1]^3 / 64 weighted mean (a small Gaussian, sigma about 0.7 voxel; noise sigma / 4.4) of slices
+    ``lo .. lo+n-1`` of ``extended``, which holds the slice before and after them unless the volume ends there (the
+    edge slice stands in). Left unscaled: dividing by 64 is exact, comparing with 64 x the threshold is the same."""
+    last = extended.shape[0] - 1
+    padded = np.empty((n + 2,) + extended.shape[1:], _work_dtype(extended.dtype))
+    padded[0] = extended[lo - 1 if lo > 0 else lo]
+    padded[1:-1] = extended[lo:lo + n]
+    padded[-1] = extended[lo + n if lo + n <= last else lo + n - 1]
+    smooth = np.add(padded[:-2], padded[2:])
+    smooth += padded[1:-1]
+    smooth += padded[1:-1]
+    del padded
+    return _weighted_121(_weighted_121(smooth, 1), 2)
+
+
+class _HaloReader:
+    """Slabs of ``source`` with ``halo`` slices of context each side (fewer at the volume's ends): returns (the
+    extended block, where the slab starts in it). Requests go forward; the slices the next request shares with this
+    one are kept, so a file is read front to back once (a compressed one would restart when read backward)."""
+
+    def __init__(self, source, halo: int):
+        self.source, self.halo, self.slices = source, halo, source.slices
+        self._kept, self._kept_k0 = None, 0
+
+    def read(self, k0: int, k1: int) -> tuple[np.ndarray, int]:
+        a0, a1 = max(0, k0 - self.halo), min(self.slices, k1 + self.halo)
+        if self.halo == 0 or isinstance(self.source, _ArraySlabs):  # views: nothing to keep
+            return self.source.read(a0, a1), k0 - a0
+        kept, kept_k0 = self._kept, self._kept_k0
+        if kept is not None and kept_k0 <= a0 < kept_k0 + kept.shape[0]:
+            reuse = kept[a0 - kept_k0:a1 - kept_k0]
+            start = a0 + reuse.shape[0]
+            extended = np.concatenate([reuse, self.source.read(start, a1)]) if start < a1 else reuse
+        else:
+            extended = self.source.read(a0, a1)
+        keep = min(extended.shape[0], 2 * self.halo)
+        self._kept, self._kept_k0 = extended[-keep:].copy(), a1 - keep
+        return extended, k0 - a0
+
+
+def _denoised_subsample(source, max_voxels: int) -> np.ndarray:
+    """The denoised copy (:func:`_smooth`, scaled back) at the voxels :func:`bigvolume.precision.subsample` takes."""
+    shape = (source.slices,) + tuple(source.slice_shape[:2])
+    step = max(1, int(np.ceil((int(np.prod(shape)) / max(1, max_voxels)) ** (1 / 3))))
+    # Only the sampled rows and columns with their neighbours (edges repeated), as triples: the kernel then gives
+    # the middle of each triple the same value as on the whole slice, for a fraction of the work.
+    rows, columns = (np.clip(np.arange(0, n, step)[:, None] + np.arange(-1, 2), 0, n - 1).ravel()
+                     for n in shape[1:3])
+    reader = _HaloReader(source, DENOISE_HALO)
+    slices = []
+    for k in range(0, shape[0], step):
+        extended, lo = reader.read(k, k + 1)
+        triples = extended[:, rows][:, :, columns]
+        slices.append(_smooth(triples, lo, 1)[0, 1::3, 1::3] / 64)
+    return np.stack(slices)
 
 
 # --- labelling across slabs -------------------------------------------------------------------------------------
@@ -355,6 +573,63 @@ def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
     return mask
 
 
+def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float, steps: int, rows) -> np.ndarray:
+    """``obj`` dilated by ``steps`` 6-neighbour steps, each step only onto the voxels whose
+    :func:`_air_neighbourhood_passes` (so it follows partial-volume edges and dim tissue, and stops at pure air,
+    however close to the object). Only voxels in slices ``rows`` (start, stop) are tested and grown: the caller needs
+    the result exact on fewer. Each voxel's test depends on ``obj`` and ``voxels`` alone, so any split into slabs
+    gives the same result."""
+    air, grown = ~obj, obj.copy()
+    rejected = np.zeros_like(obj)  # tested and failed: the test would say the same again
+    for _ in range(steps):
+        frontier = _dilate(grown, 1)
+        frontier &= air
+        frontier &= ~grown
+        frontier &= ~rejected
+        frontier[:rows[0]] = False
+        frontier[rows[1]:] = False
+        points = np.flatnonzero(frontier)
+        if not points.size:
+            break
+        passes = _air_neighbourhood_passes(voxels, air, points, floor)
+        grown.reshape(-1)[points[passes]] = True
+        rejected.reshape(-1)[points[~passes]] = True
+    return grown
+
+
+def _air_neighbourhood_passes(voxels: np.ndarray, air: np.ndarray, points: np.ndarray, floor: float) -> np.ndarray:
+    """Bool per flat index in ``points`` (air voxels): does the [1 2 1]^3-weighted mean of ``voxels`` over the air
+    voxels of its 3x3x3 neighbourhood (edges repeated) reach ``floor``? The denoised copy without the object's voxels:
+    a pure-air voxel next to the object is not lifted by them, a partial-volume or dim voxel stays above the air.
+    Sums in float64 in a fixed order: the same bits for a voxel wherever it is computed."""
+    shape = air.shape
+    index_type = np.int32 if air.size < 2**31 else np.int64
+    k, j, i = (c.astype(index_type) for c in np.unravel_index(points, shape))
+    offsets = []  # per axis: (flat offset of the neighbour at -1, 0, +1, edges repeated)
+    for coordinate, n, stride in ((k, shape[0], shape[1] * shape[2]), (j, shape[1], shape[2]), (i, shape[2], 1)):
+        offsets.append([np.clip(coordinate + d, 0, n - 1) * index_type(stride) for d in (-1, 0, 1)])
+    del k, j, i
+    flat_voxels, flat_air = voxels.reshape(-1), air.reshape(-1)
+    # Neighbours grouped by weight (8 the voxel, 4 faces, 2 edges, 1 corners): one sum and one count per group
+    # (float32 holds the sums of up to 27 8- or 16-bit integers exactly).
+    exact32 = voxels.dtype.kind in "iub" and voxels.dtype.itemsize <= 2
+    totals = np.zeros((4, points.size), np.float32 if exact32 else np.float64)
+    counts = np.zeros((4, points.size), np.int8)
+    for dk in range(3):
+        for dj in range(3):
+            row = offsets[0][dk] + offsets[1][dj]
+            for di in range(3):
+                group = (dk != 1) + (dj != 1) + (di != 1)  # 0: the voxel, 1: a face, 2: an edge, 3: a corner
+                index = row + offsets[2][di]
+                is_air = flat_air[index]
+                values = flat_voxels[index]
+                totals[group] += values * is_air if exact32 else np.where(is_air, values, 0)  # NaN * 0 is NaN
+                counts[group] += is_air
+    total = 8 * totals[0].astype(np.float64) + 4 * totals[1] + 2 * totals[2] + totals[3]
+    weight = 8 * counts[0].astype(np.int32) + 4 * counts[1] + 2 * counts[2] + counts[3]
+    return total >= floor * weight
+
+
 def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
     """Outside the array counts as foreground, so a closing never eats the object where it meets the border."""
     for _ in range(steps):
@@ -399,6 +674,9 @@ class _Counts:
     changed_inside_object: int = 0
     nan: int = 0
     nan_filled: int = 0
+    air: int = 0          # dark voxels taken as air (before the object is grown)
+    border: int = 0       # voxels on the volume's border ...
+    border_dark: int = 0  # ... and how many of them are dark (counted with air="border" only)
 
 
 class _CompressedSizes:
@@ -464,14 +742,37 @@ class _HazePipeline:
         self.counts = _Counts()
         self.minimum: float | None = None
 
+    def _reader(self) -> _HaloReader:
+        """A fresh front-to-back reader for one pass (with the denoised copy's halo for level auto)."""
+        return _HaloReader(self.source, DENOISE_HALO if self.options.denoise else 0)
+
+    def _slabs(self):
+        """(index, k0, k1, the extended block, where the slab starts in it) for one pass."""
+        reader = self._reader()
+        for index, (k0, k1) in enumerate(self.bounds):
+            yield (index, k0, k1) + reader.read(k0, k1)
+
+    def _dark(self, extended: np.ndarray, lo: int, n: int) -> np.ndarray:
+        """The slab's dark voxels: below the threshold themselves, or (level auto) in the denoised copy. The object
+        is then what is bright in both: the copy drops the noise voxels above the threshold, the voxels themselves
+        keep the copy's blur from growing the object by a voxel into the air. Level auto: a NaN voxel is not dark
+        (no intensity is not air: it stays as it is) and where a NaN reaches the copy (its 26 neighbours) the voxel
+        alone decides; levels 1-5 count NaN as dark, as before."""
+        block = extended[lo:lo + n]
+        if not self.options.denoise:
+            return _dark(block, self.threshold.value)
+        dark = block < self.threshold.value  # NaN compares False: not dark, here and in the copy
+        dark |= _smooth(extended, lo, n) < 64 * self.threshold.value
+        return dark
+
     # pass 1: statistics, and the dark voxels' labels joined across slabs
     def first_pass(self, progress: Progress) -> None:
         border = self.options.air == "border"
         self.dark_labels = _SlabLabels(with_border=True, with_sizes=False) if border else None
         self._dark_cache: dict[int, tuple] = {}
         minimum = None
-        for index, (k0, k1) in enumerate(self.bounds):
-            block = self.source.read(k0, k1)
+        for index, k0, k1, extended, lo in self._slabs():
+            block = extended[lo:lo + k1 - k0]
             finite = block
             if block.dtype.kind == "f":
                 nan = np.isnan(block)
@@ -481,7 +782,9 @@ class _HazePipeline:
                 low = finite.min()
                 minimum = low if minimum is None else min(minimum, low)
             if border:
-                labels, count = _label(_dark(block, self.threshold.value))
+                dark = self._dark(extended, lo, k1 - k0)
+                self._count_border(dark, k0 == 0, k1 == self.slices)
+                labels, count = _label(dark)
                 air, open_labels = self.dark_labels.add(labels, count, k0 == 0, k1 == self.slices)
                 if self._may_cache(labels.size):
                     self._dark_cache[index] = _compact(labels, count, air, open_labels)
@@ -490,30 +793,37 @@ class _HazePipeline:
         if border:
             self.dark_air = self.dark_labels.roots() == _SlabLabels.BORDER
 
+    def _count_border(self, dark: np.ndarray, first: bool, last: bool) -> None:
+        """How many voxels on the volume's border, and how many of them dark (the report's diagnosis)."""
+        faces = [dark[:, 0, :], dark[:, -1, :], dark[:, 1:-1, 0], dark[:, 1:-1, -1]]
+        inner = dark[:, 1:-1, 1:-1]
+        faces += ([inner[0]] if first else []) + ([inner[-1]] if last and (dark.shape[0] > 1 or not first) else [])
+        self.counts.border += sum(face.size for face in faces)
+        self.counts.border_dark += sum(int(np.count_nonzero(face)) for face in faces)
+
     def _may_cache(self, nbytes: int) -> bool:
         if nbytes > self.cache_bytes:
             return False
         self.cache_bytes -= nbytes
         return True
 
-    def _air(self, index: int, block: np.ndarray, last_use: bool = True) -> np.ndarray:
+    def _air(self, index: int, extended: np.ndarray, lo: int, n: int, last_use: bool = True) -> np.ndarray:
         if self.options.air == "all":
-            return _dark(block, self.threshold.value)
+            return self._dark(extended, lo, n)
         cached = self._dark_cache.pop(index, None) if last_use else self._dark_cache.get(index)
         if cached is not None:
             code, open_labels = cached
             offset = self.dark_labels.offsets[index]
             return np.concatenate([[False, True], self.dark_air[offset + open_labels]])[code]
-        labels, _ = _label(_dark(block, self.threshold.value))
+        labels, _ = _label(self._dark(extended, lo, n))
         return self.dark_labels.slab_lookup(index, self.dark_air)[labels]
 
     # optional pass: the object's components, to keep the largest
     def largest_pass(self, progress: Progress) -> None:
         self.object_labels = _SlabLabels(with_border=False, with_sizes=True)
         cache: dict[int, tuple] = {}
-        for index, (k0, k1) in enumerate(self.bounds):
-            block = self.source.read(k0, k1)
-            obj = ~self._air(index, block, last_use=False)
+        for index, k0, k1, extended, lo in self._slabs():
+            obj = ~self._air(index, extended, lo, k1 - k0, last_use=False)
             labels, count = _label(obj)
             self.object_labels.add(labels, count, k0 == 0, k1 == self.slices)
             if self._may_cache(labels.nbytes):
@@ -525,8 +835,10 @@ class _HazePipeline:
         self.keep = roots == int(np.argmax(sizes)) if sizes.max() > 0 else np.zeros(roots.size, bool)
         self._object_cache = cache
 
-    def _object(self, index: int, block: np.ndarray) -> np.ndarray:
-        obj = ~self._air(index, block)
+    def _object(self, index: int, extended: np.ndarray, lo: int, n: int) -> np.ndarray:
+        air = self._air(index, extended, lo, n)
+        self.counts.air += int(np.count_nonzero(air))
+        obj = ~air
         if not self.options.largest_only:
             return obj
         labels, _ = self._object_cache.pop(index, None) or _label(obj)
@@ -535,21 +847,30 @@ class _HazePipeline:
     # last pass: morphology on a haloed window, fill, hand each slab to the sink
     def write_pass(self, fill, sink, progress: Progress) -> None:
         halo, opts = self.options.halo, self.options
-        pieces: list[tuple[int, int, np.ndarray]] = []  # (k0, k1, object) of the slabs in the window
+        pieces: list[tuple] = []  # (k0, k1, object, voxels) of the slabs in the window
         blocks: dict[int, np.ndarray] = {}
         pending = list(range(len(self.bounds)))         # slabs not yet written
-        for index, (k0, k1) in enumerate(self.bounds):
-            block = self.source.read(k0, k1)
-            blocks[index] = block
-            pieces.append((k0, k1, self._object(index, block)))
+        for index, k0, k1, extended, lo in self._slabs():
+            blocks[index] = extended[lo:lo + k1 - k0]
+            pieces.append((k0, k1, self._object(index, extended, lo, k1 - k0), blocks[index]))
             # write every pending slab whose halo below is now available
             while pending and (self.bounds[pending[0]][1] + halo <= k1 or k1 == self.slices):
                 out_index = pending.pop(0)
                 c0, c1 = self.bounds[out_index]
                 w0, w1 = max(0, c0 - halo), min(self.slices, c1 + halo)
-                window = np.concatenate([p[2][max(w0, p[0]) - p[0]:min(w1, p[1]) - p[0]]
-                                         for p in pieces if p[1] > w0 and p[0] < w1])
-                obj = _dilate(_erode(_dilate(window, opts.close), opts.close), opts.dilate)[c0 - w0:c1 - w0]
+                inside = [p for p in pieces if p[1] > w0 and p[0] < w1]
+
+                def window(item):
+                    return np.concatenate([p[item][max(w0, p[0]) - p[0]:min(w1, p[1]) - p[0]] for p in inside])
+
+                closed = _erode(_dilate(window(2), opts.close), opts.close)
+                if self.threshold.band_floor is None:
+                    obj = _dilate(closed, opts.dilate)
+                else:  # exact on c0-dilate+1 .. c1+dilate-1, all that the slab's last step needs
+                    voxels = self.source.array[w0:w1] if isinstance(self.source, _ArraySlabs) else window(3)
+                    rows = (max(0, c0 - w0 - opts.dilate + 1), min(w1 - w0, c1 - w0 + opts.dilate - 1))
+                    obj = _grow_over_partial_volume(closed, voxels, self.threshold.band_floor, opts.dilate, rows)
+                obj = obj[c0 - w0:c1 - w0]
                 self._fill_slab(c0, blocks.pop(out_index), obj, fill, sink)
                 if pending:
                     next_w0 = max(0, self.bounds[pending[0]][0] - halo)
@@ -629,16 +950,20 @@ def _prepare(array: np.ndarray, options: HazeOptions, threshold: HazeThreshold |
     return find_threshold(array, options.level) if threshold is None else threshold
 
 
-def haze_mask(volume: Volume, options: HazeOptions = HazeOptions(),
-              threshold: HazeThreshold | None = None) -> np.ndarray:
-    """Bool (k, j, i): True where :func:`dehaze` sets the fill value."""
+def haze_mask(volume: Volume, options: HazeOptions = HazeOptions(), threshold: HazeThreshold | None = None, *,
+              with_report: bool = False):
+    """Bool (k, j, i): True where :func:`dehaze` sets the fill value. ``with_report``: (mask, the DehazeReport that
+    :func:`dehaze` would give, without compressed sizes: threshold, counts, warning)."""
     threshold = _prepare(volume.array, options, threshold)
     mask = np.empty(volume.array.shape[:3], bool)
 
     def sink(k0, block, haze, output, obj):
         mask[k0:k0 + haze.shape[0]] = haze
 
-    _in_memory_pipeline(volume.array, options, threshold).run(options.fill, sink, Progress())
+    pipeline = _in_memory_pipeline(volume.array, options, threshold)
+    fill = pipeline.run(options.fill, sink, Progress())
+    if with_report:
+        return mask, _report(pipeline, threshold, fill, None, _notes_for(volume.array.shape, options))
     return mask
 
 
@@ -661,6 +986,7 @@ class DehazeReport:
     seconds: float = 0.0
     streamed: str = ""  # how a file was streamed; empty when it ran in memory
     sizes_estimated: str = ""  # how the compressed sizes were estimated; empty when measured on every voxel
+    warning: str = ""  # why little or nothing was removed; empty when the run removed haze
 
     def summary(self) -> str:
         where = f"{self.output_path}: " if self.output_path else ""
@@ -677,6 +1003,8 @@ class DehazeReport:
             text += "\n" + "; ".join(sizes) + (f" ({self.sizes_estimated})" if self.sizes_estimated else "")
         if self.seconds:
             text += f"; {self.seconds:.2f} s" + (f", {self.streamed}" if self.streamed else "")
+        if self.warning:
+            text += f"\nwarning: {self.warning}"
         return text
 
 
@@ -688,9 +1016,36 @@ def _report(pipeline: _HazePipeline, threshold: HazeThreshold, fill, sizes: _Com
     if c.nan:
         notes.append(f"{c.nan} NaN voxels: {c.nan_filled} in the air set to the fill value, "
                      f"{c.nan - c.nan_filled} inside the object kept")
+    warning = _why_little_was_removed(c, threshold, pipeline.options)
+    if not warning and c.changed < LITTLE_REMOVED * c.voxels <= c.haze:
+        notes.append(f"{c.haze - c.changed} of the {c.haze} haze voxels already had the fill value")
     return DehazeReport(threshold, float(fill), c.voxels, c.changed, c.changed / max(1, c.voxels), c.object_voxels,
                         c.changed_inside_object, gzip[0], gzip[1], zstd[0], zstd[1], notes, c.haze,
-                        sizes_estimated=sizes.how() if sizes is not None else "")
+                        sizes_estimated=sizes.how() if sizes is not None else "", warning=warning)
+
+
+def _why_little_was_removed(c: _Counts, threshold: HazeThreshold, options: HazeOptions) -> str:
+    """Empty when haze was found (at least LITTLE_REMOVED of the voxels, or air that already had one value), else
+    one sentence: how little, and the likeliest reason."""
+    if c.haze >= LITTLE_REMOVED * c.voxels:
+        return ""
+    how = (f"nothing was removed" if c.haze == 0 else
+           f"little was removed ({100 * c.haze / max(1, c.voxels):.2g} % of the voxels are haze)")
+    try_auto = "; the default level auto classifies a denoised copy" if not options.denoise else ""
+    if threshold.in_noise:
+        return (f"{how}: the threshold {threshold.value:.6g} fell inside the noise of the air (which reaches "
+                f"{threshold.air_end:.6g}): noise voxels above it count as object and the dilation grows them over "
+                f"the air{try_auto}")
+    if options.air == "border" and c.border and c.border_dark < c.border / 2:
+        share = 100 * c.border_dark / c.border
+        return (f"{how}: only {share:.2g} % of the volume's border is darker than the threshold "
+                f"{threshold.value:.6g}: the air is not darker than the object, or the object fills the volume "
+                "(--air all also takes dark voxels enclosed by the object)")
+    if c.air < LITTLE_REMOVED * c.voxels:
+        return (f"{how}: few voxels are darker than the threshold {threshold.value:.6g}: the air is not darker "
+                "than the object, or there is little air around it")
+    return (f"{how}: the object grown by {options.dilate} voxel{'s' * (options.dilate != 1)} covers nearly all of "
+            f"the {c.air} air voxels: the air is a thin layer, or noise in it counts as object{try_auto}")
 
 
 def dehaze(volume: Volume, options: HazeOptions = HazeOptions(), *, measure_compression: bool = True,
@@ -782,9 +1137,9 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
 
 def _stream_slab_slices(plan, options: HazeOptions, notes: list) -> int:
     """Slices per slab within the memory limit: per slice the input and output blocks, the labels (uint32) and the
-    masks of the window, which also holds the halo."""
+    masks of the window, which also holds the halo (level auto: and the input voxels, for the partial-volume test)."""
     slice_voxels = plan.geometry.dimensions[0] * plan.geometry.dimensions[1]
-    per_slice = slice_voxels * (2 * plan.dtype.itemsize + 4 + 8)
+    per_slice = slice_voxels * ((3 if options.denoise else 2) * plan.dtype.itemsize + 4 + 8)
     slices = (plan.memory_limit - STREAM_OVERHEAD) // per_slice - 2 * options.halo
     if slices < 1:
         notes.append(f"the memory limit {format_bytes(plan.memory_limit)} is less than one slab needs "

@@ -15,16 +15,18 @@ import numpy as np
 
 import bigvolume
 from bigvolume import BigVolumeError, Cancelled
-from bigvolume.haze import DEFAULT_DILATE, LEVELS, HazeOptions, dehaze, haze_mask
+from bigvolume.haze import AUTO, DEFAULT_DILATE, LEVELS, HazeOptions, dehaze, haze_mask
 from bigvolume.memory import format_bytes
 from bigvolume.precision import reduce_bits
 from bigvolume.progress import Progress
 from bigvolume.volume_nodes import (check_output_node, check_storable_dtype, fill_volume_node, given_or_new_node,
                                     volume_from_node)
 
-# What each level means (MRIcroGL's table): multi-level Otsu into that many classes, the darkest ones are air.
-LEVEL_CHOICES = {level: f"{classes} classes, the darkest {air} {'is' if air == 1 else 'are'} air"
-                 for level, (classes, air) in sorted(LEVELS.items())}
+# What each level means: auto (the default) classifies a denoised copy with a threshold above the noise of the air;
+# 1-5 are MRIcroGL's table on the raw voxels: multi-level Otsu into that many classes, the darkest ones are air.
+LEVEL_CHOICES = {AUTO: "Automatic: a denoised copy, the threshold above the noise of the air (CT, noisy backgrounds)"}
+LEVEL_CHOICES.update({level: f"{classes} classes, the darkest {air} {'is' if air == 1 else 'are'} air"
+                      for level, (classes, air) in sorted(LEVELS.items())})
 AIR_CHOICES = {
     "border": "Dark voxels connected to the volume border (dark cavities inside the object stay)",
     "all": "Every dark voxel (also cavities, sinuses, air inside the object)",
@@ -48,6 +50,8 @@ class HazeRemovalResult:
         report = self.report
         lines = [f"Voxels changed: {100.0 * report.changed_fraction:.2f} % (set to {report.fill_value:g}); "
                  f"{report.threshold.describe()}"]
+        if report.warning:
+            lines.append(f"Warning: {report.warning}")
         for name, before, after in (("gzip", report.gzip_before, report.gzip_after),
                                     ("zstd", report.zstd_before, report.zstd_after)):
             if before and after:
@@ -66,6 +70,7 @@ class HazeRemovalLogic:
 
     def __init__(self):
         self.lastResult: HazeRemovalResult | None = None
+        self.lastPreviewReport = None  # the core's DehazeReport of the last previewMask (threshold, warning)
 
     @property
     def lastReport(self):
@@ -102,10 +107,10 @@ class HazeRemovalLogic:
         return volume
 
     @staticmethod
-    def hazeOptions(level=5, air="border", dilate=DEFAULT_DILATE, largestOnly=False, close=0,
+    def hazeOptions(level=AUTO, air="border", dilate=DEFAULT_DILATE, largestOnly=False, close=0,
                     fill="min") -> HazeOptions:
-        """The core's options (which validate them) from the panel's settings. fill: "min" (or "minimum", the
-        panel's word) for the image minimum, or a number."""
+        """The core's options (which validate them) from the panel's settings. level: "auto" or 1-5. fill: "min"
+        (or "minimum", the panel's word) for the image minimum, or a number."""
         if isinstance(fill, str) and fill.strip().lower() in ("min", "minimum"):
             fill = "min"
         return HazeOptions(level=level, air=air, dilate=dilate, largest_only=bool(largestOnly), close=close,
@@ -121,12 +126,14 @@ class HazeRemovalLogic:
         return int(bits)
 
     # --- preview ------------------------------------------------------------------------------------------------
-    def previewMask(self, inputVolumeNode, level=5, air="border", dilate=DEFAULT_DILATE, largestOnly=False, close=0,
+    def previewMask(self, inputVolumeNode, level=AUTO, air="border", dilate=DEFAULT_DILATE, largestOnly=False, close=0,
                     fill="min", maskNode=None):
         """The haze mask of ``inputVolumeNode`` with these settings as a label map (1 = haze, 0 = kept), on the
         input's exact grid and under its transform, to overlay before applying. ``maskNode`` None: a new label map
         "<input> haze mask" is added to the input's scene; a given one is refilled (a second preview reuses it).
-        ``fill`` does not change the mask; it is accepted so that one set of settings serves both calls."""
+        ``fill`` does not change the mask; it is accepted so that one set of settings serves both calls.
+        ``self.lastPreviewReport`` holds the core's report of that mask (threshold, and the warning when little or
+        nothing would be removed); ``describeMask`` says it."""
         options = self.hazeOptions(level, air, dilate, largestOnly, close, fill)
         volume = self.volumeFromNode(inputVolumeNode)
         if maskNode is not None and not maskNode.IsA("vtkMRMLLabelMapVolumeNode"):
@@ -134,28 +141,36 @@ class HazeRemovalLogic:
                                  f"{maskNode.GetClassName()}")
         if maskNode is None and inputVolumeNode.GetScene() is None:
             raise BigVolumeError(f"{inputVolumeNode.GetName()} is in no scene: give a mask label map node")
+        self.lastPreviewReport = None
         with _namingTheInput(inputVolumeNode):
-            mask = haze_mask(volume, options)
+            mask, self.lastPreviewReport = haze_mask(volume, options, with_report=True)
         labels = np.where(mask, np.uint8(MASK_LABEL), np.uint8(0))
         with given_or_new_node(maskNode, inputVolumeNode.GetScene(), "vtkMRMLLabelMapVolumeNode",
                                f"{inputVolumeNode.GetName()} haze mask") as maskNode:
             fill_volume_node(maskNode, bigvolume.Volume(labels, volume.geometry), inputVolumeNode)
         return maskNode
 
-    @staticmethod
-    def describeMask(maskNode) -> str:
-        """One line about a mask from ``previewMask``: how much of the volume is haze."""
+    def describeMask(self, maskNode) -> str:
+        """About a mask from ``previewMask``: how much of the volume is haze; after this logic's last preview, also
+        its threshold and, when little or nothing would be removed, the warning saying why (one line each)."""
         labels = volume_from_node(maskNode).array
         haze = int(np.count_nonzero(labels == MASK_LABEL))
-        return f"Haze (label {MASK_LABEL}): {haze} of {labels.size} voxels, {100.0 * haze / labels.size:.1f} %"
+        lines = [f"Haze (label {MASK_LABEL}): {haze} of {labels.size} voxels, {100.0 * haze / labels.size:.1f} %"]
+        report = self.lastPreviewReport
+        if report is not None and report.haze_voxels == haze and report.voxels == labels.size:
+            lines.append(report.threshold.describe())
+            if report.warning:
+                lines.append(f"Warning: {report.warning}")
+        return "\n".join(lines)
 
     # --- the work -----------------------------------------------------------------------------------------------
-    def process(self, inputVolumeNode, outputVolumeNode=None, level=5, air="border", dilate=DEFAULT_DILATE,
+    def process(self, inputVolumeNode, outputVolumeNode=None, level=AUTO, air="border", dilate=DEFAULT_DILATE,
                 largestOnly=False, close=0, fill="min", bits=None, progress=None):
         """Set the haze (noisy air) of ``inputVolumeNode`` to one value and return the output node.
 
-        level: 1-5 (see LEVEL_CHOICES; 5, the default, takes the least as air). air: "border" (dark voxels connected
-        to the volume border) or "all". dilate: voxels the object mask is grown by, so partial-volume edges stay.
+        level: "auto" (the default: a denoised copy, the threshold above the noise of the air) or 1-5 (MRIcroGL's
+        levels, see LEVEL_CHOICES; 5 takes the least as air). air: "border" (dark voxels connected to the volume
+        border) or "all". dilate: voxels the object mask is grown by, so partial-volume edges stay. The result's summary warns when little or nothing was removed, and says why.
         largestOnly: keep only the largest object. close: close gaps up to this many voxels (0: off). fill: "min"
         (the image minimum) or a number. bits: None/"keep", 8 or 16: reduce the precision after the dehaze (robust
         intensity window). progress: ``callback(fraction, message) -> bool | None``; returning False cancels and
@@ -210,4 +225,4 @@ def _namingTheInput(volumeNode):
 
 
 __all__ = ["HazeRemovalLogic", "HazeRemovalResult", "LEVEL_CHOICES", "AIR_CHOICES", "FILL_CHOICES", "BITS_CHOICES",
-           "DEFAULT_DILATE", "MASK_LABEL", "BigVolumeError", "Cancelled"]
+           "AUTO", "DEFAULT_DILATE", "MASK_LABEL", "BigVolumeError", "Cancelled"]
