@@ -279,8 +279,8 @@ class ResampleKernels:
     passes through (input, the float it is filtered in, the x/y result kept for the z pass, the z sums).
 
     Built for a whole volume (:meth:`for_factors`) or for one output block of it (:meth:`block`): a block's tables
-    are rows of the volume's, re-indexed into the input region they read, so a block is computed with exactly the
-    numbers of the whole run."""
+    are rows of the volume's, re-indexed into the input region they read, so a block is computed with the weights
+    of the whole run."""
 
     def __init__(self, method: str, kernels: tuple[AxisKernel, AxisKernel, AxisKernel], input_shape,
                  dtype, factors=(1.0, 1.0, 1.0)):
@@ -324,9 +324,9 @@ class ResampleKernels:
         support, its halo, clamped at the volume's borders)."""
         region, tables = [], []
         for (first, last), kernel in zip(output_block, self.kernels[::-1]):
+            if not 0 <= first < last <= kernel.size_out:
+                raise ValueError(f"output block {output_block} outside the output grid {self.output_shape[:3]}")
             index, weight = kernel.index[first:last], kernel.weight[first:last]
-            if index.size == 0:
-                raise ValueError(f"empty output block {output_block}")
             low, high = int(index.min()), int(index.max()) + 1
             region.append(slice(low, high))
             tables.append(AxisKernel(index - low, weight))

@@ -10,7 +10,10 @@ along z over the window and handed to the sink.
 
 The same tables also compute any output block on its own (:func:`resample_block`): a block reads the input region
 it needs (its halo is the kernels' support) and is independent of every other block, for a scheduler that runs
-blocks out of order or in parallel (the next step: Dask). Blocks equal the streamed result exactly.
+blocks out of order or in parallel (the next step: Dask). Put together, blocks equal the streamed result: exactly
+for the tap-by-tap methods (each output is the same sequence of numpy operations), to float rounding for Lanczos
+(BLAS rounds a product differently with the shape of the matrices it is given: slab and block sizes, thread
+splits; a few units in the last place of float32, integers within 1).
 
 Integer inputs are converted to float per slab (into one reused buffer) and rounded once, at the end: results
 agree with vtkImageResize (the definition of the Lanczos kernel) to float rounding (integers within 1).
@@ -33,7 +36,7 @@ STREAMABLE_METHODS = SEPARABLE_METHODS
 WINDOW_SLABS = 4    # slabs the z window holds beyond the kernel's margin (see ResampleStage.push)
 READ_SLABS = 3      # input slab buffers at once: the one filtered and those read ahead (bigvolume.engine)
 
-__all__ = ["STREAMABLE_METHODS", "ArraySink", "ResampleStage", "StreamPlan", "WindowedSink", "downsample_in_memory", "estimate_stream",
+__all__ = ["STREAMABLE_METHODS", "ArraySink", "ResampleStage", "StreamPlan", "WindowedSink", "downsample_in_memory", "estimate_stream", "output_blocks",
            "resample_block", "stream_downsample", "stream_to_file"]
 
 
@@ -73,8 +76,8 @@ class ResampleStage:
         plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, fixed, memory_limit,
                           max_slab_bytes=stages.max_slab_bytes)
         # Room for WINDOW_SLABS slabs behind the kernel's margin, but never more than the whole volume needs.
-        nk, slab = reader.slices, plan.slab_slices
-        plan.window_slices = min(WINDOW_SLABS * slab + k.z_span + 1, max(nk, slab + k.z_span + 1))
+        nk, slab, span = reader.slices, plan.slab_slices, k.z_span
+        plan.window_slices = min(WINDOW_SLABS * slab + span + 1, max(nk, slab + span + 1))
         return plan
 
     def start(self, plan: StreamPlan) -> None:
@@ -160,13 +163,20 @@ def downsample_in_memory(array: np.ndarray, factors, method: str, out_dtype=None
     return out
 
 
+def output_blocks(output_shape, block_shape):
+    """The output blocks ((z0, z1), (y0, y1), (x0, x1)) of a regular grid of ``block_shape`` (k, j, i) voxels
+    over ``output_shape`` (the last ones along each axis smaller): what a scheduler hands to resample_block."""
+    ranges = [[(a, min(a + b, n)) for a in range(0, n, b)] for n, b in zip(output_shape[:3], block_shape)]
+    return [(z, y, x) for z in ranges[0] for y in ranges[1] for x in ranges[2]]
+
+
 def resample_block(read_region, kernels: ResampleKernels, output_block, out_dtype=None, *, backend=None,
                    threads: int = 1) -> np.ndarray:
     """One output block of the resampling ``kernels`` describe, computed on its own: ``output_block`` is
     ((z0, z1), (y0, y1), (x0, x1)), output voxel ranges (half-open); ``read_region(region)`` returns the input
     voxels of ``region`` ((k, j, i) slices, as :meth:`ResampleKernels.block` gives them: the block's halo is the
     kernels' support). Blocks share nothing, so a scheduler may compute them in any order, in parallel; put
-    together they equal the streamed result exactly."""
+    together they equal the streamed result (exactly, or for Lanczos to float rounding: see the module docstring)."""
     block_kernels, region = kernels.block(output_block)
     data = np.ascontiguousarray(read_region(region))
     if data.shape != block_kernels.input_shape:
