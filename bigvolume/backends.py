@@ -14,6 +14,7 @@ methods of :class:`Stages`; one that does not implements ``resample_array``.
 from __future__ import annotations
 
 import contextlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import ContextManager, Protocol, runtime_checkable
 
@@ -25,6 +26,9 @@ from .kernels import AxisKernel, ResampleKernels, _apply_axis, apply_separable, 
 
 # Input bytes per slab at most: larger slabs gain nothing once the filter threads are busy.
 MAX_SLAB_BYTES = 32 * 2**20
+# Inputs per band-matrix block along y (the middle axis): products over whole rows waste least with smaller blocks
+# (16 MiB float32 slabs, 1024^2 slices, one thread: 18-19 ms at 16-48 against 31 ms at 96; along x, 96 stays best).
+Y_BLOCK_INPUTS = 48
 
 
 @runtime_checkable
@@ -72,17 +76,22 @@ class NumpyStages:
 
     max_slab_bytes = MAX_SLAB_BYTES
 
-    def __init__(self, kernels: ResampleKernels, reader, threads: int):
+    def __init__(self, kernels: ResampleKernels, reader, threads: int, timings: dict | None = None):
         self.k, self.threads = kernels, threads
+        self.timings = timings  # seconds per pass (convert, x, y, z, cast), when given (benchmarks)
         self._converted = None
         self._split_products = False  # set by running(): BLAS kept to one thread, products split over ours
         self.slice_bytes = 0          # the x-reduced slice before the y product (band products)
         nk, nj, ni = kernels.input_shape[:3]
         if kernels.band and not kernels.skip_xy:
             kernel_i, kernel_j = kernels.xy_kernels
+            # y first: along the middle axis the products are (outputs x taps) @ (taps x whole rows), which BLAS
+            # runs two to three times faster than those along x, where each image row is a short vector; x then
+            # runs on the y-reduced slab (a 2 GiB uint16 volume at x2: 1.5x faster x/y, at x4 2.3x; see
+            # benchmarks/stream.py --passes).
+            self._along_j = axis_operator(kernel_j, nj, "sum", kernels.work_dtype, block_inputs=Y_BLOCK_INPUTS)
             self._along_i = axis_operator(kernel_i, ni, "sum", kernels.work_dtype)
-            self._along_j = axis_operator(kernel_j, nj, "sum", kernels.work_dtype)
-            self.slice_bytes = nj * kernel_i.size_out * int(np.prod(kernels.input_shape[3:])) * \
+            self.slice_bytes = kernel_j.size_out * ni * int(np.prod(kernels.input_shape[3:])) * \
                 kernels.work_dtype.itemsize
         # tap by tap: a few float copies of a slice per thread
         self.thread_bytes = 3 * nj * ni * int(np.prod(kernels.input_shape[3:])) * 4 \
@@ -101,8 +110,22 @@ class NumpyStages:
     def drop_front(self, window, start: int, stop: int) -> None:
         window[:stop - start] = window[start:stop]  # numpy handles the overlap
 
+    @contextlib.contextmanager
+    def _timed(self, name: str):
+        if self.timings is None:
+            yield
+            return
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
+
     def emit(self, block, out_dtype, sink) -> None:
-        sink.write(cast_to(block, out_dtype))
+        with self._timed("cast"):
+            block = cast_to(block, out_dtype)
+        with self._timed("hand-off to the writer"):
+            sink.write(block)
 
     @contextlib.contextmanager
     def running(self, sink):
@@ -124,31 +147,46 @@ class NumpyStages:
         """``pool`` when the band products are to be split over it (BLAS kept to one thread), else None."""
         return pool if self._split_products and self.threads > 1 else None
 
-    def _convert(self, slab):
+    def _convert(self, slab, pool=None):
+        """Integer slabs to the filter's float type, in one reused buffer, split over the filter threads."""
         convert_to = self.k.convert_to
         if convert_to is None or slab.dtype == convert_to:
             return slab
         if self._converted is None or self._converted.shape[0] < slab.shape[0]:
             self._converted = np.empty(slab.shape, convert_to)
         converted = self._converted[:slab.shape[0]]
-        np.copyto(converted, slab, casting="unsafe")
+        parts = min(self.threads, slab.shape[0]) if pool is not None else 1
+        bounds = np.linspace(0, slab.shape[0], parts + 1).astype(int)
+
+        def part(n):
+            np.copyto(converted[bounds[n]:bounds[n + 1]], slab[bounds[n]:bounds[n + 1]], casting="unsafe")
+        list(pool.map(part, range(parts))) if parts > 1 else part(0)
         return converted
 
     def reduce_xy(self, slab, pool=None):
-        slab = self._convert(slab)
+        with self._timed("convert"):
+            slab = self._convert(slab, pool)
         k = self.k
         if k.skip_xy:
             return slab
         if k.band:
             pool, parts = self._band_pool(pool), self.threads
-            return self._along_j(self._along_i(slab, 2, pool, parts), 1, pool, parts)
+            with self._timed("y"):
+                along_y = self._along_j(slab, 1, pool, parts)
+            with self._timed("x"):
+                return self._along_i(along_y, 2, pool, parts)
         kernel_i, kernel_j = k.xy_kernels
-        return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), k.reduce,
-                               k.window_dtype, self.threads)
+        with self._timed("x and y"):
+            return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), k.reduce,
+                                   k.window_dtype, self.threads)
 
     def reduce_z(self, window, kernel: AxisKernel, pool=None):
         """Band products are split over ``pool``'s threads while running() keeps BLAS to one; the tap-by-tap
         methods split the slice's rows over them (numpy releases the GIL)."""
+        with self._timed("z"):
+            return self._reduce_z(window, kernel, pool)
+
+    def _reduce_z(self, window, kernel: AxisKernel, pool=None):
         k = self.k
         if k.band:
             return axis_operator(kernel, -1, "sum", k.work_dtype)(window, 0, self._band_pool(pool), self.threads)
@@ -162,13 +200,17 @@ class NumpyStages:
 
 
 class NumpyBackend:
-    """The default backend (see the module docstring)."""
+    """The default backend (see the module docstring). ``timings``: a dict the stages add the seconds of each pass
+    to (convert, x, y, z, cast, hand-off to the writer), for benchmarks."""
 
     name = "numpy"
     streams = True
 
+    def __init__(self, timings: dict | None = None):
+        self.timings = timings
+
     def stages(self, kernels: ResampleKernels, reader, threads: int) -> NumpyStages:
-        return NumpyStages(kernels, reader, threads)
+        return NumpyStages(kernels, reader, threads, self.timings)
 
 
 BACKENDS = ("numpy", "vtk")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -190,12 +191,14 @@ class HaloReader:
 
 
 def run_slabs(reader: SlabReader, stage: Stage, sink, slab_slices: int, *, threads: int = 1,
-              progress: ProgressCallback | None = None, message: str = "slab", halo: int = 0) -> None:
+              progress: ProgressCallback | None = None, message: str = "slab", halo: int = 0,
+              timings: dict | None = None) -> None:
     """The slab loop: every slab of ``reader`` in order through ``stage.push``. ``READ_AHEAD`` slabs are read on a
     thread while one is worked on (so a slow slice, or a reader briefly starved of CPU by the filter threads, does
     not stall the work); ``threads`` filter threads are lent to the stage. Progress after each slab; a cancel
     raises Cancelled there. ``halo``: each slab comes with up to that many slices of context each side (it then
-    starts at ``k0 - max(0, k0 - halo)`` in the block ``push`` gets; see HaloReader)."""
+    starts at ``k0 - max(0, k0 - halo)`` in the block ``push`` gets; see HaloReader). ``timings``: seconds spent
+    waiting for the reader ("read wait") and in the stage ("work") are added to it (benchmarks)."""
     progress = as_progress(progress)
     nk = reader.slices
     slabs = [(k0, min(k0 + slab_slices, nk)) for k0 in range(0, nk, slab_slices)]
@@ -218,8 +221,13 @@ def run_slabs(reader: SlabReader, stage: Stage, sink, slab_slices: int, *, threa
                 ahead = number + len(buffers) - 1
                 if ahead < len(slabs):  # into the buffer the previous slab used, done with
                     pending.append(read_pool.submit(read, *slabs[ahead], buffers[ahead % len(buffers)]))
+                waited = time.perf_counter()
                 slab = pending.popleft().result()
+                worked = time.perf_counter()
                 stage.push(k0, k1, slab, filter_pool, sink)
+                if timings is not None:
+                    timings["read wait"] = timings.get("read wait", 0.0) + worked - waited
+                    timings["work"] = timings.get("work", 0.0) + time.perf_counter() - worked
                 progress(k1 / nk, f"{message} {number + 1}/{len(slabs)}")
         finally:
             for future in pending:

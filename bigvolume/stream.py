@@ -135,7 +135,8 @@ def estimate_stream(reader: SlabReader, factors, method: str, *, out_dtype=None,
 
 
 def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dtype=None, threads: int = 1,
-                      memory_limit: float, progress: ProgressCallback | None = None, backend=None) -> StreamPlan:
+                      memory_limit: float, progress: ProgressCallback | None = None, backend=None,
+                      timings: dict | None = None) -> StreamPlan:
     """Downsample the volume of ``reader`` by ``factors`` (I, J, K), handing finished ``(d, j, i[, c])`` blocks of
     output slices, in order, to ``sink.write``. Returns the plan it followed. ``backend``: what filters
     (bigvolume.backends; default numpy/BLAS; bigvolume.gpu.ArrayBackend for CuPy)."""
@@ -143,7 +144,7 @@ def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dty
     stage = _stage(reader, kernels, out_dtype or reader.dtype, threads, backend)
     plan = stage.plan(reader, memory_limit)
     stage.start(plan)
-    run_slabs(reader, stage, sink, plan.slab_slices, threads=threads, progress=progress)
+    run_slabs(reader, stage, sink, plan.slab_slices, threads=threads, progress=progress, timings=timings)
     stage.check_complete()
     return plan
 
