@@ -281,9 +281,10 @@ BREAKDOWN_KEYS = ("plan (find + probe headers)", "stream_to_file", "streaming lo
 
 
 def worker_breakdown(folder: str, output: str, factor: str) -> dict:
-    """import_stack in-process with timers around its stages (monkeypatched; the code itself is unchanged)."""
+    """import_stack in-process with timers around its stages (public methods wrapped; the code itself is
+    unchanged)."""
     import threading
-    from bigvolume import slab_writers, stack_import, stacks, stream
+    from bigvolume import backends, slab_writers, stack_import, stacks, stream
     totals = {key: 0.0 for key in BREAKDOWN_KEYS}
     calls = {key: 0 for key in BREAKDOWN_KEYS}
     lock = threading.Lock()
@@ -305,11 +306,11 @@ def worker_breakdown(folder: str, output: str, factor: str) -> dict:
     instrument(stack_import, "plan_stack_import", "plan (find + probe headers)")  # module globals at call time
     instrument(stack_import, "stream_to_file", "stream_to_file")
     instrument(stream, "stream_downsample", "streaming loop")
-    instrument(stream, "cast_to", "cast")
+    instrument(backends, "cast_to", "cast")
     instrument(stacks.StackSlabReader, "_read_into", "decode slabs (reader thread)")
     instrument(stacks.StackSlabReader, "_decode", "decode slices (sum over threads)")
-    instrument(stream._Stages, "reduce_xy", "x/y filter")
-    instrument(stream._Stages, "reduce_z", "z filter")
+    instrument(backends.NumpyStages, "reduce_xy", "x/y filter")
+    instrument(backends.NumpyStages, "reduce_z", "z filter")
     instrument(slab_writers.BackgroundWriter, "write", "hand-off to writer")
     instrument(slab_writers.SlabWriter, "write", "write (writer thread)")
     cpu, started = cpu_seconds(), time.perf_counter()

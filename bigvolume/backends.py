@@ -80,6 +80,7 @@ class NumpyStages:
         self.k, self.threads = kernels, threads
         self.timings = timings  # seconds per pass (convert, x, y, z, cast), when given (benchmarks)
         self._converted = None
+        self._buffers: dict = {}      # results reused slab after slab (no page faults of fresh arrays)
         self._split_products = False  # set by running(): BLAS kept to one thread, products split over ours
         self.slice_bytes = 0          # the x-reduced slice before the y product (band products)
         nk, nj, ni = kernels.input_shape[:3]
@@ -123,7 +124,7 @@ class NumpyStages:
 
     def emit(self, block, out_dtype, sink) -> None:
         with self._timed("cast"):
-            block = cast_to(block, out_dtype)
+            block = cast_to(block, out_dtype, overwrite=True)  # the z sums are this slab's own temporary
         with self._timed("hand-off to the writer"):
             sink.write(block)
 
@@ -146,6 +147,13 @@ class NumpyStages:
     def _band_pool(self, pool):
         """``pool`` when the band products are to be split over it (BLAS kept to one thread), else None."""
         return pool if self._split_products and self.threads > 1 else None
+
+    def _buffer(self, name: str, shape):
+        """A reused work buffer of ``shape`` (the last slab is shorter: a view of the first rows)."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape[1:] != tuple(shape[1:]) or buffer.shape[0] < shape[0]:
+            buffer = self._buffers[name] = np.empty(shape, self.k.work_dtype)
+        return buffer[:shape[0]]
 
     def _convert(self, slab, pool=None):
         """Integer slabs to the filter's float type, in one reused buffer, split over the filter threads."""
@@ -171,10 +179,14 @@ class NumpyStages:
             return slab
         if k.band:
             pool, parts = self._band_pool(pool), self.threads
+            kernel_i, kernel_j = k.xy_kernels
+            shape_y = slab.shape[:1] + (kernel_j.size_out,) + slab.shape[2:]
             with self._timed("y"):
-                along_y = self._along_j(slab, 1, pool, parts)
+                along_y = self._along_j(slab, 1, pool, parts, out=self._buffer("y", shape_y))
             with self._timed("x"):
-                return self._along_i(along_y, 2, pool, parts)
+                # the engine copies the result into its z window before the next slab: the buffer may be reused
+                return self._along_i(along_y, 2, pool, parts,
+                                     out=self._buffer("x", shape_y[:2] + (kernel_i.size_out,) + shape_y[3:]))
         kernel_i, kernel_j = k.xy_kernels
         with self._timed("x and y"):
             return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), k.reduce,

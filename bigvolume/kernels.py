@@ -217,18 +217,21 @@ class BandMatrix:
             dense = dense.astype(self.dtype)
             self.blocks.append((r0, r1, c0, c1, xp.asarray(dense), xp.asarray(np.ascontiguousarray(dense.T))))
 
-    def apply(self, data, axis: int, pool=None, parts: int = 1):
+    def apply(self, data, axis: int, pool=None, parts: int = 1, out=None):
         """``data`` (in ``self.dtype``) filtered and resampled along ``axis``. ``pool``/``parts``: split the
         products over that many of the pool's threads (along the leading axes, else the trailing ones), for a BLAS
-        kept to one thread (see bigvolume.stream: BLAS's own threads spin and starve the decoding threads)."""
+        kept to one thread (see bigvolume.stream: BLAS's own threads spin and starve the decoding threads).
+        ``out``: a C-contiguous array of the result's size and type to write into (a buffer reused slab after slab
+        spares the page faults of a fresh one)."""
         shape = data.shape
         pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
         out_shape = shape[:axis] + (self.size_out,) + shape[axis + 1:]
         data = data.reshape(pre, shape[axis], post)
         parts = min(parts, max(pre, post)) if pool is not None else 1
-        if len(self.blocks) == 1 and parts == 1:
+        if out is None and len(self.blocks) == 1 and parts == 1:
             return self._product(data, *self.blocks[0][2:]).reshape(out_shape)
-        out = self.xp.empty((pre, self.size_out, post), self.dtype)
+        out = self.xp.empty((pre, self.size_out, post), self.dtype) if out is None else \
+            out.reshape(pre, self.size_out, post)
         along_pre = pre >= parts
         bounds = np.linspace(0, pre if along_pre else post, parts + 1).astype(int)
 
@@ -236,7 +239,7 @@ class BandMatrix:
             cut = slice(bounds[number], bounds[number + 1])
             source, target = (data[cut], out[cut]) if along_pre else (data[:, :, cut], out[:, :, cut])
             for r0, r1, *block in self.blocks:
-                target[:, r0:r1] = self._product(source, *block)
+                self._product(source, *block, out=target[:, r0:r1])
 
         if parts == 1:
             one_part(0)
@@ -244,25 +247,31 @@ class BandMatrix:
             list(pool.map(one_part, range(parts)))
         return out.reshape(out_shape)
 
-    def _product(self, data, c0, c1, dense, dense_t):
+    def _product(self, data, c0, c1, dense, dense_t, out=None):
+        """The products of one block, into ``out`` when given (no temporary)."""
         part = data[:, c0:c1]
         pre, _, post = data.shape
+        matmul = self.xp.matmul
         if post == 1:    # along the last axis: one (pre x n) @ (n x m) product
-            return (part[:, :, 0] @ dense_t)[:, :, None]
+            if out is None:
+                return matmul(part[:, :, 0], dense_t)[:, :, None]
+            return matmul(part[:, :, 0], dense_t, out=out[:, :, 0])
         if pre == 1:     # along the first axis: (m x n) @ (n x post)
-            return (dense @ part[0])[None]
-        return self.xp.matmul(dense, part)  # in between: one product per leading index, batched
+            if out is None:
+                return matmul(dense, part[0])[None]
+            return matmul(dense, part[0], out=out[0])
+        return matmul(dense, part, out=out)  # in between: one product per leading index, batched
 
 
 def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp=np, block_inputs: int = CPU_BLOCK_INPUTS):
-    """``f(data, axis, pool=None, parts=1)`` applying one axis table: a band matrix for weighted sums of several
-    taps (split over ``parts`` of ``pool``'s threads), else the tap-by-tap engine (max, and one-tap tables, which
+    """``f(data, axis, pool=None, parts=1, out=None)`` applying one axis table: a band matrix for weighted sums of
+    several taps (split over ``parts`` of ``pool``'s threads; written into ``out`` when given), else the tap-by-tap engine (max, and one-tap tables, which
     only pick voxels); identity tables cost nothing."""
     if kernel.is_identity(n_in):
-        return lambda data, axis, pool=None, parts=1: data
+        return lambda data, axis, pool=None, parts=1, out=None: data
     if reduce == "sum" and kernel.index.shape[1] > 1:
         return BandMatrix(kernel, xp, dtype, block_inputs).apply
-    return lambda data, axis, pool=None, parts=1: _apply_axis(data, kernel, axis, reduce, dtype, xp)
+    return lambda data, axis, pool=None, parts=1, out=None: _apply_axis(data, kernel, axis, reduce, dtype, xp)
 
 
 # Methods whose kernels are per-axis tables: they stream, run on every backend and split into blocks. fft needs the

@@ -208,7 +208,7 @@ class WindowedSink:
 def stream_to_file(reader: SlabReader, output_path, factors, method: str, *, out_dtype=None, threads: int = 1,
                    compress: bool | None = None, memory_limit: float,
                    window: Window | None = None, progress: ProgressCallback | None = None,
-                   backend=None) -> StreamPlan:
+                   backend=None, timings: dict | None = None) -> StreamPlan:
     """Stream ``reader``'s volume through :func:`stream_downsample` into ``output_path`` (bigvolume.engine's
     file sink: written slab by slab to a staging name, moved into place when complete). ``window``: filter in
     float and map this intensity window onto the integer ``out_dtype``."""
@@ -218,7 +218,8 @@ def stream_to_file(reader: SlabReader, output_path, factors, method: str, *, out
         sink = writer if window is None else WindowedSink(writer, window, out_dtype)
         plan = stream_downsample(reader, factors, method, sink,
                                  out_dtype=out_dtype if window is None else np.float32, threads=threads,
-                                 memory_limit=memory_limit, progress=progress, backend=backend)
+                                 memory_limit=memory_limit, progress=progress, backend=backend,
+                                 timings=timings)
     if window is not None:
         plan.clipped_voxels = sink.clipped
     return plan
