@@ -29,7 +29,9 @@ system-packages:
 demo: $(BIN)/.installed
 	$(BIN)/bigvolume demo --out demo-output
 
+# lint-imports: the layer contracts of pyproject.toml (docs/ARCHITECTURE.md) before the tests.
 test: $(BIN)/.installed
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest Testing -q
 
 # The header fuzz tests with many more examples than `make test` runs (hypothesis profile "fuzz").

@@ -96,7 +96,7 @@ class FilterProgress:
 def main(argv=None) -> int:
     find_core()
     from bigvolume import BigVolumeError, Cancelled, resample_file
-    from bigvolume.gpu import DEVICE_METHODS
+    from bigvolume.slicer import DEVICE_METHODS
 
     args = build_parser(DEVICE_METHODS).parse_args(argv)
     # The core's notes (e.g. no GPU, so the CPU) go to stdout: Slicer logs anything on stderr as an error.

@@ -75,7 +75,7 @@ class ImageStackImportParameterNode:
     pattern - optional glob or printf pattern of the slice files (relative: in the folder).
     reverse - read the slices last to first.
     spacingX, spacingY, spacingZ - voxel size in mm (filled from the headers when the input changes).
-    orientation - where columns, rows and slices increase towards (bigvolume.stacks.STACK_ORIENTATIONS; LPS default).
+    orientation - where columns, rows and slices increase towards (bigvolume.io.stacks.STACK_ORIENTATIONS; LPS default).
     originX, originY, originZ - LPS position in mm of the centre of the first slice's first pixel.
     roi - optional Markups ROI to import (rotated ones included).
     gray - RGB slices: "luminance", "channel:N" or "keep" (a vector volume).

@@ -1,4 +1,4 @@
-"""The block/halo API a distributed scheduler drives (bigvolume.stream.resample_block): output blocks computed on
+"""The block/halo API a distributed scheduler drives (bigvolume.engine.stream.resample_block): output blocks computed on
 their own, from the input region their kernels read, in any order and in parallel, put together equal the streamed
 result (exactly for the tap-by-tap methods; to float rounding for Lanczos, whose BLAS products round with the
 matrices' shapes), for every method with per-axis tables, integer and fractional factors, several pixel types,
@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import bigvolume as bv
-from bigvolume import io, quality
-from bigvolume.kernels import ResampleKernels
-from bigvolume.slabs import open_slabs
-from bigvolume.stream import STREAMABLE_METHODS, output_blocks, resample_block, resample_kernels
+from bigvolume.io import files as io
+from bigvolume.testing import quality
+from bigvolume.engine.stream import STREAMABLE_METHODS, output_blocks, resample_block, resample_kernels
+from bigvolume.io.slabs import open_slabs
+from bigvolume.methods.kernels import ResampleKernels
 
 
 def phantom(shape, dtype, seed):

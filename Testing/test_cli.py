@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import bigvolume as bv
-from bigvolume import io, quality
+from bigvolume.io import files as io
+from bigvolume.testing import quality
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
 
@@ -168,7 +169,7 @@ def test_every_command_has_help_and_the_thread_help_is_true():
         assert done.returncode == 0 and done.stdout.startswith(f"usage: bigvolume {command}"), command
         helps[command] = " ".join(done.stdout.split())
     for command in ("resample", "import-stack"):
-        # The band products run on our threads with BLAS kept to one (bigvolume.stream, threadpoolctl).
+        # The band products run on our threads with BLAS kept to one (bigvolume.engine.stream, threadpoolctl).
         assert "BLAS itself is kept to one thread" in helps[command] and "OMP_NUM_THREADS" not in helps[command]
     assert "two decoders" not in helps["import-stack"] and "default all cores" in helps["import-stack"]
     assert "--preview PNG" in helps["reduce-bits"] and "--stretch" in helps["reduce-bits"]
@@ -200,13 +201,13 @@ def test_the_size_of_an_nhdr_listing_files_counts_the_files(tmp_path):
     assert io.file_size(pattern) == pattern.stat().st_size + array.nbytes
     done = run("resample", header, tmp_path / "out.nhdr", "--factor", "2")
     assert done.returncode == 0, done.stderr
-    assert f"{bv.memory.format_bytes(total)} -> " in done.stdout
+    assert f"{bv.core.memory.format_bytes(total)} -> " in done.stdout
     np.testing.assert_array_equal(io.read_volume(header).array, array)
 
 
 def test_import_stack_dry_run_and_zero_copy_summary_say_what_they_are(tmp_path):
     import SimpleITK as sitk
-    from bigvolume.stack_import import plan_stack_import
+    from bigvolume.ops.stack_import import plan_stack_import
     array = np.random.default_rng(4).integers(0, 60000, (10, 16, 12)).astype(np.uint16)
     (tmp_path / "stack").mkdir()
     for k, plane in enumerate(array):
@@ -215,15 +216,15 @@ def test_import_stack_dry_run_and_zero_copy_summary_say_what_they_are(tmp_path):
               "--memory-limit", "256MB")
     assert dry.returncode == 0, dry.stderr
     plan = plan_stack_import(tmp_path / "stack", factor=2.0)
-    working = bv.memory.format_bytes(plan.estimated_working_bytes(256 * 2**20))
+    working = bv.core.memory.format_bytes(plan.estimated_working_bytes(256 * 2**20))
     plan.close()
     assert f"working memory about {working} (the output is written slice by slice" in dry.stdout
     assert "when loaded" not in dry.stdout and not (tmp_path / "v.nrrd").exists()
     full = run("import-stack", tmp_path / "stack", tmp_path / "full.nhdr", "--nhdr-only")
     assert full.returncode == 0, full.stderr
     if "points into the slice files" in full.stdout:  # tifffile installed: the zero-copy header
-        header = bv.memory.format_bytes((tmp_path / "full.nhdr").stat().st_size)
+        header = bv.core.memory.format_bytes((tmp_path / "full.nhdr").stat().st_size)
         assert f"a header of {header}," in full.stdout
         slices = sum(p.stat().st_size for p in (tmp_path / "stack").iterdir())
-        with_header = bv.memory.format_bytes(slices + (tmp_path / "full.nhdr").stat().st_size)
+        with_header = bv.core.memory.format_bytes(slices + (tmp_path / "full.nhdr").stat().st_size)
         assert f"({with_header} with the header; no pixel copied)" in full.stdout

@@ -19,7 +19,8 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
 import bigvolume as bv  # noqa: E402
-from bigvolume import gpu, quality  # noqa: E402
+from bigvolume.engine import gpu  # noqa: E402
+from bigvolume.testing import quality
 from slicer.util import arrayFromVolume  # noqa: E402
 from test_slicer_logic import Mrml, ijk_to_ras  # noqa: E402  (a scene with the logics Slicer registers)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import bigvolume as bv
-from bigvolume import io
+from bigvolume.io import files as io
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
 GIB = 2**30
@@ -114,7 +114,7 @@ def test_a_caught_interrupt_from_a_string_exec_still_exits_130():
     # CPython 3.11 flags a KeyboardInterrupt that left a string exec() (dataclasses build methods so while modules
     # load: a Ctrl-C landing there) as unhandled even when caught, and then ends the process by SIGINT (-2) at exit.
     # cli.run, the command's entry point, must still exit 130.
-    script = ("import bigvolume.cli as cli\n"
+    script = ("import bigvolume.cli.commands as cli\n"
               "def interrupted(argv=None):\n"
               "    try:\n"
               "        exec('raise KeyboardInterrupt')\n"

@@ -9,8 +9,9 @@ import pytest
 import SimpleITK as sitk
 
 import bigvolume as bv
-from bigvolume import dicom, io
-from bigvolume.slabs import open_slabs
+from bigvolume.io import dicom
+from bigvolume.io import files as io
+from bigvolume.io.slabs import open_slabs
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
 

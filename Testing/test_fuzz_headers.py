@@ -20,9 +20,10 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 import bigvolume as bv  # noqa: E402
-from bigvolume import cli, io  # noqa: E402
-from bigvolume.errors import VolumeFileError  # noqa: E402
-from bigvolume.stacks import find_slices  # noqa: E402
+from bigvolume.cli import commands as cli  # noqa: E402
+from bigvolume.io import files as io
+from bigvolume.core.errors import VolumeFileError  # noqa: E402
+from bigvolume.io.stacks import find_slices  # noqa: E402
 
 settings.register_profile("default", max_examples=60, deadline=None, derandomize=True, database=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from bigvolume.geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
+from bigvolume.core.geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
                                 output_size, validate_factors)
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import bigvolume as bv
-from bigvolume import gpu, quality
-from bigvolume.errors import BigVolumeError, Cancelled
-from bigvolume.slabs import open_slabs
-from bigvolume.stream import stream_to_file
+from bigvolume.engine import gpu
+from bigvolume.testing import quality
+from bigvolume.core.errors import BigVolumeError, Cancelled
+from bigvolume.io.slabs import open_slabs
+from bigvolume.engine.stream import stream_to_file
 
 HIDE_CUPY = "import sys; sys.modules['cupy'] = None; "
 
@@ -61,7 +62,7 @@ def test_one_slice_slabs_and_many_matrix_blocks_change_nothing(monkeypatch, meth
     volume = volume_of(np.uint16, (29, 26, 33))
     reference = gpu.resample_array(volume.array, (2.5, 2, 3), method, xp=np)
     monkeypatch.setattr(gpu, "block_inputs", lambda xp: 6)  # an axis of 33 voxels in blocks of a few outputs
-    blocks = bv.kernels.BandMatrix(bv.kernels.axis_kernel("lanczos", 33, 2.5, 13), np, np.float32, 6).blocks
+    blocks = bv.methods.kernels.BandMatrix(bv.methods.kernels.axis_kernel("lanczos", 33, 2.5, 13), np, np.float32, 6).blocks
     assert len(blocks) > 3 and all(c1 - c0 < 33 for _, _, c0, c1, _, _ in blocks)
     seen = []
     # A 1-byte memory limit: the streaming plan falls back to one slice per slab.
@@ -143,7 +144,7 @@ def test_devices_without_cupy(no_cupy, caplog):
 
 
 def run_cli(*args):
-    code = HIDE_CUPY + "from bigvolume.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = HIDE_CUPY + "from bigvolume.cli.commands import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
 
 

@@ -1,4 +1,4 @@
-"""Haze removal (bigvolume.haze): the multi-level Otsu levels, border-connected air, the object's morphology, the
+"""Haze removal (bigvolume.ops.haze): the multi-level Otsu levels, border-connected air, the object's morphology, the
 slab-by-slab (streamed) run against an independent whole-volume reference (scipy.ndimage), the report, edge cases,
 the command line, and the real head MRI against niimath."""
 import itertools
@@ -14,9 +14,11 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 import bigvolume as bv
-from bigvolume import haze, io, test_volumes
-from bigvolume.errors import BigVolumeError
-from bigvolume.haze import LEVELS, HazeOptions, dehaze, dehaze_file, find_threshold, haze_mask, multi_otsu
+from bigvolume.ops import haze
+from bigvolume.io import files as io
+from bigvolume.testing import phantoms as test_volumes
+from bigvolume.core.errors import BigVolumeError
+from bigvolume.ops.haze import LEVELS, HazeOptions, dehaze, dehaze_file, find_threshold, haze_mask, multi_otsu
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
 CROSS = ndimage.generate_binary_structure(3, 1)  # 6-connectivity

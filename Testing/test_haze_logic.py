@@ -8,9 +8,9 @@ import pytest
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
-from bigvolume import haze  # noqa: E402
-from bigvolume.precision import reduce_bits  # noqa: E402
-from bigvolume.volume_nodes import volume_from_node  # noqa: E402
+from bigvolume.ops import haze  # noqa: E402
+from bigvolume.ops.precision import reduce_bits  # noqa: E402
+from bigvolume.slicer.volume_nodes import volume_from_node  # noqa: E402
 from slicer.util import arrayFromVolume, vtkMatrixFromArray  # noqa: E402
 
 from HazeRemovalLib import BigVolumeError, Cancelled, HazeRemovalLogic  # noqa: E402

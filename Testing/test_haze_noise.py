@@ -14,8 +14,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 import bigvolume as bv
-from bigvolume import haze, io, test_volumes
-from bigvolume.haze import HazeOptions, dehaze, dehaze_file
+from bigvolume.ops import haze
+from bigvolume.io import files as io
+from bigvolume.testing import phantoms as test_volumes
+from bigvolume.ops.haze import HazeOptions, dehaze, dehaze_file
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
 MRI, BRAIN = Path(test_volumes.HEAD_MRI), Path(test_volumes.HEAD_BRAIN_MASK)

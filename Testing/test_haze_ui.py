@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bigvolume import haze
+from bigvolume.ops import haze
 from slicer_module_checks import REPO, SlicerModule, run_module_file
 
 MODULE = SlicerModule("HazeRemoval")

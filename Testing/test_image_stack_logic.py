@@ -12,9 +12,9 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
 import bigvolume  # noqa: E402
-from bigvolume import io  # noqa: E402
-from bigvolume.geometry import LPS_TO_RAS, Geometry  # noqa: E402
-from bigvolume.stacks import Roi, StackSlabReader  # noqa: E402
+from bigvolume.io import files as io  # noqa: E402
+from bigvolume.core.geometry import LPS_TO_RAS, Geometry  # noqa: E402
+from bigvolume.io.stacks import Roi, StackSlabReader  # noqa: E402
 from slicer.util import arrayFromVolume, arrayFromVTKMatrix, vtkMatrixFromArray  # noqa: E402
 
 import ImageStackImportLib.logic as logicModule  # noqa: E402
@@ -184,7 +184,7 @@ def test_invalid_settings_are_user_errors(stack, logic):
 def test_orientation_and_origin_place_the_node(stack, scene, logic, orientation, origin, roi, factor):
     folder, volume = stack
     direction = (orientation if not isinstance(orientation, str)
-                 else bigvolume.geometry.orientation_direction(orientation))
+                 else bigvolume.core.geometry.orientation_direction(orientation))
     with logic.planImport(folder, factor=factor, roi=roi, orientation=orientation, origin=origin) as plan:
         node = logic.importToNode(plan, scene=scene)
         np.testing.assert_array_equal(plan.fullGeometry.direction, direction)

@@ -81,7 +81,7 @@ def test_combo_box_choices_come_from_the_lib():
 
 
 def test_orientation_choices_and_origin_come_from_the_core():
-    from bigvolume.stacks import DEFAULT_STACK_ORIENTATION, STACK_ORIENTATIONS
+    from bigvolume.io.stacks import DEFAULT_STACK_ORIENTATION, STACK_ORIENTATIONS
     fields = MODULE.wrapper_fields()
     assert fields["orientation"][1].endswith("Choice(list(STACK_ORIENTATIONS))]")
     assert fields["orientation"][2] == "DEFAULT_STACK_ORIENTATION"

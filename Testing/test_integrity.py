@@ -14,10 +14,11 @@ import pytest
 import SimpleITK as sitk
 
 import bigvolume as bv
-from bigvolume import cli, io
-from bigvolume.layout import voxel_layout
-from bigvolume.slabs import open_slabs
-from bigvolume.test_volumes import HEAD_MRI
+from bigvolume.cli import commands as cli
+from bigvolume.io import files as io
+from bigvolume.io.layout import voxel_layout
+from bigvolume.io.slabs import open_slabs
+from bigvolume.testing.phantoms import HEAD_MRI
 from test_stream import INPUT_FORMS, _sitk_header_lines, sample_volume, write_form
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]

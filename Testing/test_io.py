@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 import bigvolume as bv
-from bigvolume import io
+from bigvolume.io import files as io
 
 FORMATS = [".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd"]
 

@@ -9,7 +9,8 @@ import pytest
 import SimpleITK as sitk
 
 import bigvolume as bv
-from bigvolume import cli, io
+from bigvolume.cli import commands as cli
+from bigvolume.io import files as io
 
 LIBRARY_WORDS = re.compile(r"itk::|sitk|vtk|Traceback|NrrdImageIO|MetaImageIO|NiftiImageIO|M_ReadElementsData|"
                            r"\[nrrd\]|\.cxx|\.hxx|0x[0-9a-f]{6,}|Exception thrown", re.IGNORECASE)

@@ -291,8 +291,8 @@ def test_tiny_spacings_start_a_valid_target_spacing(spacing, monkeypatch, tmp_pa
 def test_the_panels_ranges_are_the_core_limits(monkeypatch, tmp_path):
     """Slicer's connectors set the spin boxes' ranges from WithinRange, which comes from bigvolume_slicer.limits,
     which takes the core's own limits where it has them."""
-    from bigvolume import haze
-    from bigvolume.precision import BITS_TO_DTYPE
+    from bigvolume.ops import haze
+    from bigvolume.ops.precision import BITS_TO_DTYPE
     from bigvolume_slicer import limits
 
     app, widget = panel(SlicerModule("HazeRemoval"), (5, 8), monkeypatch, tmp_path)

@@ -1,4 +1,4 @@
-"""Precision reduction (bigvolume.precision.reduce_bits / reduce_bits_file and `bigvolume reduce-bits`): the window,
+"""Precision reduction (bigvolume.ops.precision.reduce_bits / reduce_bits_file and `bigvolume reduce-bits`): the window,
 the clipped share, the output type and grid, streamed equal to in memory, and clear refusals."""
 import subprocess
 import sys
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import bigvolume as bv
-from bigvolume import io
-from bigvolume.errors import BigVolumeError
-from bigvolume.precision import Window, reduce_bits, reduce_bits_file
+from bigvolume.io import files as io
+from bigvolume.core.errors import BigVolumeError
+from bigvolume.ops.precision import Window, reduce_bits, reduce_bits_file
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
 

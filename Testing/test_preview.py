@@ -12,15 +12,17 @@ from vtkmodules.vtkCommonDataModel import vtkPiecewiseFunction
 from vtkmodules.vtkRenderingCore import vtkCamera, vtkColorTransferFunction, vtkVolumeProperty
 
 import bigvolume as bv
-from bigvolume import io, preview, quality
-from bigvolume.geometry import Geometry
-from bigvolume.memory import format_bytes
-from bigvolume.precision import Window
-from bigvolume.preview import CT_LIKE, MR_LIKE, Camera
+from bigvolume.io import files as io
+from bigvolume.render import preview
+from bigvolume.testing import quality
+from bigvolume.core.geometry import Geometry
+from bigvolume.core.memory import format_bytes
+from bigvolume.ops.precision import Window
+from bigvolume.render.preview import CT_LIKE, MR_LIKE, Camera
 
 slicer = pytest.importorskip("slicer")
-from bigvolume import preview_nodes  # noqa: E402
-from bigvolume.volume_nodes import fill_volume_node  # noqa: E402
+from bigvolume.slicer import preview_nodes  # noqa: E402
+from bigvolume.slicer.volume_nodes import fill_volume_node  # noqa: E402
 
 BACKGROUND = np.rint(np.asarray(preview.BACKGROUND) * 255)
 ENGINES = ["vtk", "slicer"]
@@ -146,7 +148,9 @@ def test_the_offscreen_window_is_mesa_egl_or_osmesa():
 
 def test_without_egl_it_falls_back_to_osmesa_and_still_renders():
     """A broken EGL (no vendor library) must not crash the process: OSMesa takes over."""
-    code = ("from bigvolume import preview, quality, Volume\n"
+    code = ("from bigvolume import Volume\n"
+            "from bigvolume.render import preview\n"
+            "from bigvolume.testing import quality\n"
             "window = preview.offscreen_render_window()\n"
             "image = preview.render_volume(Volume.from_array(quality.microct_phantom(32)), (64, 64), engine='vtk')\n"
             "print(window.GetClassName(), int((abs(image.astype(int) - (26, 26, 36)).max(axis=2) > 8).sum()))\n")
@@ -417,7 +421,7 @@ def test_bad_outputs_and_inputs_give_one_clear_error_and_no_picture(tmp_path, be
 
 
 def test_the_demo_writes_before_after_pictures(tmp_path):
-    from bigvolume.demo import write_previews
+    from bigvolume.cli.demo import write_previews
     array = quality.microct_phantom(48)
     bv.write_volume(bv.Volume.from_array(array, spacing=(0.5,) * 3), tmp_path / "phantom.nhdr")
     for method in (bv.DEFAULT_METHOD, "nearest"):

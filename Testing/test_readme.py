@@ -13,8 +13,8 @@ import pytest
 import SimpleITK as sitk
 
 import bigvolume as bv
-from bigvolume import quality
-from bigvolume.cli import build_parser
+from bigvolume.testing import quality
+from bigvolume.cli.commands import build_parser
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 # Lines parsed but not run here: a GPU, the full-size demo, stacks of another format or size than the one made here.

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 import bigvolume as bv
-from bigvolume import quality
-from bigvolume.kernels import apply_separable, axis_kernel
-from bigvolume.test_volumes import gaussian_blob
+from bigvolume.testing import quality
+from bigvolume.methods.kernels import apply_separable, axis_kernel
+from bigvolume.testing.phantoms import gaussian_blob
 
 LINEAR_METHODS = ["lanczos", "gaussian", "mean", "fft"]
 
@@ -110,7 +110,7 @@ def test_every_method_is_scored_and_ranked(zone_plate_scores):
 
 def test_default_beats_raw_vtk_resize_on_its_own_grid():
     import vtk
-    from bigvolume.vtk_resize import array_to_vtk_image, vtk_image_to_array
+    from bigvolume.methods.vtk_resize import array_to_vtk_image, vtk_image_to_array
     array = quality.zone_plate(128)
     raw = vtk.vtkImageResize()  # its defaults: first and last voxel centres kept
     raw.SetInputData(array_to_vtk_image(array))

@@ -449,7 +449,7 @@ def test_file_mode_streams_and_loads_the_block_centred_result(mrml, folders, nam
     volume = scan_volume()
     path = bigvolume.write_volume(volume, data / name)
     before = folder_digest(data)
-    stored = bigvolume.io.read_volume(path)  # what the file holds (NIfTI keeps its matrix in float32)
+    stored = bigvolume.read_volume(path)  # what the file holds (NIfTI keeps its matrix in float32)
     assert stored.geometry.isclose(volume.geometry, rtol=0, atol=1e-5)
     logic = AntiAliasedResampleLogic()
     assert "streamed from disk" in logic.describeFilePlan(path, factor, memoryLimit=1)
@@ -559,7 +559,7 @@ def test_save_beside_input_keeps_only_the_nhdr_and_its_raw_file(mrml, folders):
     assert logic.lastResult.savedPath == saved and f"Saved as {saved}" in logic.lastResult.summary()
     assert logic.savedPathFor(path) == saved
     # The saved file holds exactly what was loaded, on the same grid.
-    savedVolume = bigvolume.io.read_volume(saved)
+    savedVolume = bigvolume.read_volume(saved)
     np.testing.assert_array_equal(savedVolume.array, arrayFromVolume(outputNode))
     np.testing.assert_allclose(savedVolume.geometry.ijk_to_ras(), ijk_to_ras(outputNode), rtol=0, atol=1e-9)
     storage = outputNode.GetStorageNode()
@@ -573,7 +573,7 @@ def test_output_path_is_taken_from_the_input_folder(mrml, folders):
     logic.processFile(path, scene=mrml.scene, memoryLimit=1, outputPath="small.nii.gz", tempFolder=temp)
     assert sorted(p.name for p in data.iterdir()) == ["scan.nii.gz", "small.nii.gz"]
     assert logic.lastResult.savedPath == data / "small.nii.gz"
-    assert bigvolume.io.read_geometry(data / "small.nii.gz")[0].dimensions == logic.lastResult.outputDimensions
+    assert bigvolume.read_geometry(data / "small.nii.gz")[0].dimensions == logic.lastResult.outputDimensions
 
 
 @pytest.mark.parametrize("save", [False, True])
@@ -695,7 +695,7 @@ def test_file_mode_fills_a_given_node_under_no_transform(mrml, folders):
     assert outputNode is given and given.GetName() == "mine" and mrml.scene.GetNumberOfNodes() == count
     assert given.GetParentTransformNode() is None  # the file's coordinates are world coordinates
     assert arrayFromVolume(given).dtype == np.int16
-    expected = bigvolume.io.read_geometry(path)[0].downsampled(2.0).ijk_to_ras()
+    expected = bigvolume.read_geometry(path)[0].downsampled(2.0).ijk_to_ras()
     np.testing.assert_allclose(ijk_to_ras(given), expected, rtol=0, atol=1e-9)
 
 
@@ -722,4 +722,4 @@ def test_vector_file_gives_a_vector_volume(mrml, folders):
     assert outputNode.GetClassName() == "vtkMRMLVectorVolumeNode" and outputNode.GetName() == "photo resampled"
     result = arrayFromVolume(outputNode)
     assert result.shape == (3, 5, 12, 3) and result.dtype == np.uint8
-    np.testing.assert_array_equal(result, bigvolume.resample(bigvolume.io.read_volume(path), 2.0).array)
+    np.testing.assert_array_equal(result, bigvolume.resample(bigvolume.read_volume(path), 2.0).array)

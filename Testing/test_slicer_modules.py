@@ -169,6 +169,11 @@ def test_extension_cmakelists():
     assert text.index("include(${Slicer_EXTENSION_GENERATE_CONFIG})") < text.index("include(${Slicer_EXTENSION_CPACK})")
 
 
+def python_files(folder):
+    """The .py files under ``folder`` (any depth), as paths relative to it."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*.py") if "__pycache__" not in p.parts}
+
+
 @pytest.mark.skipif(not shutil.which("cmake") or not (shutil.which("cc") or shutil.which("gcc")),
                     reason="needs cmake and a C compiler (project() enables C/C++)")
 def test_extension_installs_every_module_beside_the_core_package(tmp_path):
@@ -177,10 +182,12 @@ def test_extension_installs_every_module_beside_the_core_package(tmp_path):
     build, prefix = configure_and_install(tmp_path)
     modules = prefix / "lib/Slicer-5.8/qt-scripted-modules"
     for package in ("bigvolume", "bigvolume_slicer"):
-        scripts = {p.name for p in (REPO / package).glob("*.py")}
+        # Recursive: every subpackage (bigvolume's layers) lands in the build tree and the install tree.
+        scripts = python_files(REPO / package)
         assert "__init__.py" in scripts
-        assert {p.name for p in (modules / package).iterdir()} == scripts, package
-        assert {p.name for p in (build / "lib/Slicer-5.8/qt-scripted-modules" / package).iterdir()} == scripts, package
+        assert python_files(modules / package) == scripts, package
+        assert python_files(build / "lib/Slicer-5.8/qt-scripted-modules" / package) == scripts, package
+    assert "core/geometry.py" in python_files(modules / "bigvolume")
     installed = {p.relative_to(modules).as_posix() for p in modules.rglob("*") if p.is_file()}
     for module in MODULES:
         assert module.files() <= installed, module.files() - installed

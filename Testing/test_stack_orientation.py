@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from bigvolume.geometry import orientation_code, orientation_direction
-from bigvolume.stack_import import import_stack
-from bigvolume.stacks import DEFAULT_STACK_ORIENTATION, STACK_ORIENTATIONS
+from bigvolume.core.geometry import orientation_code, orientation_direction
+from bigvolume.ops.stack_import import import_stack
+from bigvolume.io.stacks import DEFAULT_STACK_ORIENTATION, STACK_ORIENTATIONS
 
 from test_stacks import stack_array, write_stack
 

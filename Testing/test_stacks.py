@@ -9,10 +9,10 @@ import pytest
 import SimpleITK as sitk
 
 import bigvolume as bv
-from bigvolume import quality
-from bigvolume.stack_import import import_stack, plan_stack_import
-from bigvolume.engine import ArraySink
-from bigvolume.stacks import find_slices, natural_key, probe_stack
+from bigvolume.testing import quality
+from bigvolume.ops.stack_import import import_stack, plan_stack_import
+from bigvolume.engine.stream import ArraySink
+from bigvolume.io.stacks import find_slices, natural_key, probe_stack
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
 

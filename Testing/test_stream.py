@@ -14,9 +14,10 @@ import pytest
 import SimpleITK as sitk
 
 import bigvolume as bv
-from bigvolume import io, quality
-from bigvolume.slab_writers import SlabWriter
-from bigvolume.slabs import WholeVolumeReader, open_slabs
+from bigvolume.io import files as io
+from bigvolume.testing import quality
+from bigvolume.io.slab_writers import SlabWriter
+from bigvolume.io.slabs import WholeVolumeReader, open_slabs
 
 TINY = 1  # bytes: forces one-slice slabs, so every slab boundary is exercised
 
@@ -267,7 +268,7 @@ def test_write_error_mid_stream_is_reported_and_cleaned_up(tmp_path):
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (40000, 40000))
-        from bigvolume.cli import main
+        from bigvolume.cli.commands import main
         sys.exit(main(["resample", r"{path}", r"{tmp_path / 'out.nhdr'}", "--factor", "1", "1", "1",
                        "--stream", "--memory-limit", "1"]))
     """)
@@ -317,7 +318,7 @@ def test_streaming_memory_stays_bounded(tmp_path):
     script = textwrap.dedent(f"""
         import resource
         import bigvolume as bv
-        from bigvolume.memory import current_rss
+        from bigvolume.core.memory import current_rss
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         bv.resample_file(r"{path}", r"{tmp_path / 'out.nhdr'}", 4, stream=True,
                          memory_limit=current_rss() + 16 * 2**20)
@@ -335,7 +336,7 @@ def test_band_products_split_over_threads_equal_one_product(axis, parts):
     """BandMatrix.apply split over our threads (the streaming loop keeps BLAS to one thread) gives the unsplit
     result, whichever axis is filtered and whether the split runs along the leading or the trailing axes."""
     from concurrent.futures import ThreadPoolExecutor
-    from bigvolume.kernels import BandMatrix, axis_kernel
+    from bigvolume.methods.kernels import BandMatrix, axis_kernel
     rng = np.random.default_rng(7)
     shape = [(40, 6, 5), (5, 40, 6), (3, 4, 40)][axis]  # pre = 1 (split trailing), pre > 1, post = 1
     data = rng.normal(size=shape).astype(np.float32)
@@ -379,7 +380,7 @@ def test_vtk_backend_reads_whole_and_equals_the_streamed_default(tmp_path):
     with pytest.raises(bv.BigVolumeError, match="backend vtk .* cannot stream"):
         bv.resample_file(path, tmp_path / "x.nhdr", 2, backend="vtk", stream=True)
     assert not (tmp_path / "x.nhdr").exists()
-    from bigvolume.cli import main
+    from bigvolume.cli.commands import main
     assert main(["resample", str(path), str(tmp_path / "c.nhdr"), "--factor", "2", "--backend", "vtk",
                  "--quiet"]) == 0
     np.testing.assert_array_equal(read_back(tmp_path / "c.nhdr").array,

@@ -8,10 +8,10 @@ import pytest
 import SimpleITK as sitk
 
 import bigvolume as bv
-from bigvolume import io
-from bigvolume.geometry import factors_for_size
-from bigvolume.memory import parse_size
-from bigvolume.resample import resample_file
+from bigvolume.io import files as io
+from bigvolume.core.geometry import factors_for_size
+from bigvolume.core.memory import parse_size
+from bigvolume.ops.resample import resample_file
 
 CH2 = Path("/usr/share/mricron/templates/ch2.nii.gz")
 

@@ -64,7 +64,7 @@ def _git(*args) -> str:
 
 def code_state() -> dict:
     """Which core was measured: the commit, whether bigvolume/ had uncommitted changes, the Lanczos lobes."""
-    from bigvolume.kernels import LANCZOS_LOBES
+    from bigvolume.methods.kernels import LANCZOS_LOBES
     return {"commit": _git("rev-parse", "--short", "HEAD") or "unknown",
             "bigvolume_modified": bool(_git("status", "--porcelain", "--", "bigvolume")),
             "lanczos_lobes": LANCZOS_LOBES}

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 BASELINE_SCRIPT = HERE / "plain_vtk_resize.py"
 LAUNCHER = HERE / "peak_rss.py"
 FACTOR = 4
-OUR_IMPORTS = "import bigvolume.cli"
+OUR_IMPORTS = "import bigvolume.cli.commands"
 BASELINE_IMPORTS = "import numpy, SimpleITK, vtk; from vtk.util import numpy_support"
 
 
@@ -88,8 +88,8 @@ def our_stages_command(input_path: Path, output_path: Path, config: Config) -> l
 
 def stages_worker(args) -> None:
     """Ours, stage by stage, through the calls resample_file makes; prints one JSON line."""
-    from bigvolume import io
-    from bigvolume.resample import resample
+    from bigvolume.io import files as io
+    from bigvolume.ops.resample import resample
     times = [time.perf_counter()]
     volume = io.read_volume(args.stages_worker)
     times.append(time.perf_counter())
@@ -103,8 +103,8 @@ def stages_worker(args) -> None:
 # --- measurements -----------------------------------------------------------------------------------------------
 def write_inputs(folder: Path, size: int) -> dict:
     import SimpleITK as sitk
-    from bigvolume.dtypes import cast_to
-    from bigvolume.quality import zone_plate
+    from bigvolume.core.dtypes import cast_to
+    from bigvolume.testing.quality import zone_plate
     image = sitk.GetImageFromArray(cast_to((zone_plate(size) + 1.0) * 32767.5, np.uint16))
     image.SetSpacing((0.5, 0.5, 0.8))
     image.SetOrigin((10.0, -20.0, 30.0))

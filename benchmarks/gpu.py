@@ -1,4 +1,4 @@
-"""The GPU resample (bigvolume.gpu on CuPy) against the CPU path and against the device's own copy bandwidth.
+"""The GPU resample (bigvolume.engine.gpu on CuPy) against the CPU path and against the device's own copy bandwidth.
 
 Run on a machine with an NVIDIA GPU and CuPy (``pip install -e .[gpu]``, or any Python with numpy and CuPy: the
 repository root is put on sys.path):
@@ -8,7 +8,7 @@ repository root is put on sys.path):
 Without CuPy or a CUDA device it prints "skipped: no CUDA (...)" and exits 0. ``--cpu-only --size N`` runs the
 same array code with numpy as its array module instead (what the tests run), to exercise this script anywhere.
 
-What is measured, on an N^3 zone plate (bigvolume.quality: rings up to 0.35 cycles/voxel) as float32 and as uint16,
+What is measured, on an N^3 zone plate (bigvolume.testing.quality: rings up to 0.35 cycles/voxel) as float32 and as uint16,
 Lanczos (the default), each factor:
 - the device: name and memory (cupy.cuda.runtime.getDeviceProperties), and its copy bandwidth, pinned host ->
   device and back (and pageable host -> device), 1 GiB buffers, CUDA events, median of the rounds;
@@ -120,9 +120,9 @@ def copy_bandwidth(cupy, rounds: int, nbytes: int = GIB) -> dict:
 
 
 def cpu_reference(array, factor, vtk_present: bool, threads: int):
-    """The CPU path's output: vtkImageResize through bigvolume.resample, or the kernel tables without vtk."""
+    """The CPU path's output: vtkImageResize through bigvolume.ops.resample, or the kernel tables without vtk."""
     import bigvolume as bv
-    from bigvolume.kernels import apply_separable, axis_kernel
+    from bigvolume.methods.kernels import apply_separable, axis_kernel
     if vtk_present:
         return bv.resample(bv.Volume.from_array(array), factor).array
     dims = bv.Geometry(array.shape[::-1]).downsampled(factor).dimensions
@@ -147,7 +147,7 @@ def relative_error(result, reference, source) -> float:
 
 
 def test_volumes(size: int):
-    from bigvolume import quality
+    from bigvolume.testing import quality
     started = time.perf_counter()
     plate = quality.zone_plate(size)  # float32 in [-1, 1]
     print(f"zone plate {size}^3 made in {time.perf_counter() - started:.1f} s", flush=True)
@@ -157,7 +157,7 @@ def test_volumes(size: int):
 def run_cases(args, missing, measure) -> list[dict]:
     """``measure(array, factors, cpu_run)`` -> (seconds, outputs) of the runs "cpu", "gpu", "device" for every
     test volume and factor; the rows of the table."""
-    from bigvolume.resample import default_threads
+    from bigvolume.core.memory import default_threads
     threads = default_threads()
     vtk_present = "vtkmodules" not in missing
     rows = []
@@ -172,7 +172,7 @@ def run_cases(args, missing, measure) -> list[dict]:
 
 def run_gpu(args, missing) -> dict:
     import bigvolume as bv
-    from bigvolume import gpu
+    from bigvolume.engine import gpu
     cupy, why = gpu.probe_cuda()
     if cupy is None:
         print(f"skipped: no CUDA ({why})")
@@ -217,7 +217,7 @@ def run_gpu(args, missing) -> dict:
 
 def run_cpu_only(args, missing) -> dict:
     """The array code with numpy as its array module, against the CPU path (exercises this script anywhere)."""
-    from bigvolume import gpu
+    from bigvolume.engine import gpu
 
     def measure(array, factors, cpu_run):
         runs = {"cpu": cpu_run, "gpu": lambda: gpu.resample_array(array, factors, "lanczos", xp=np),

@@ -13,7 +13,7 @@ benchmarks/results/haze.json (machine, every command line, every raw measurement
    is memory-mapped, output slabs go straight to the file), the same with ``--stream`` (default memory limit) and
    with ``--stream --memory-limit 256MB``, and ``niimath IN -dehaze 5 OUT -odt input`` with FSLOUTPUTTYPE=NIFTI (a
    raw uint16 .nii like ours; niimath otherwise writes float32 .nii.gz). Ours also measures gzip and zstd sizes
-   (on 1 slice in 32 here) as part of its report; niimath does not. A process that only imports bigvolume.cli
+   (on 1 slice in 32 here) as part of its report; niimath does not. A process that only imports bigvolume.cli.commands
    gives the start-up time and memory of Python with our libraries, for scale. The outputs are compared: streamed = in memory
    exactly, and the Dice of the voxels each tool changed.
 2. The real MRI, ch2 at 1 mm with the same noise recipe (uint8, as the original): for levels 1-5, ours (default
@@ -48,7 +48,9 @@ import numpy as np
 import SimpleITK as sitk
 
 import benchlib
-from bigvolume import haze, io, test_volumes
+from bigvolume.ops import haze
+from bigvolume.io import files as io
+from bigvolume.testing import phantoms as test_volumes
 
 NAME = "haze"
 HERE = Path(__file__).resolve().parent
@@ -131,7 +133,7 @@ def speed(folder: Path, size: int, rounds: int) -> dict:
         "niimath -dehaze 5": ([niimath(), source, "-dehaze", "5", folder / "niimath.nii", "-odt", "input"],
                               niimath_env),
         # what Python and our imports alone cost (start-up time, resident memory), for scale
-        "(python -c 'import bigvolume.cli' only)": ([sys.executable, "-c", "import bigvolume.cli"], None),
+        "(python -c 'import bigvolume.cli.commands' only)": ([sys.executable, "-c", "import bigvolume.cli.commands"], None),
     }
     runs = {name: [] for name in configs}
     names = list(configs)

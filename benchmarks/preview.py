@@ -51,15 +51,15 @@ def measure(command, environment=None) -> dict:
 
 def write_phantom(path: Path) -> Path:
     import bigvolume as bv
-    from bigvolume import quality
+    from bigvolume.testing import quality
     return bv.write_volume(bv.Volume.from_array(quality.microct_phantom(256), spacing=(0.05,) * 3), path)
 
 
 def write_big(folder: Path, slices: int) -> Path:
     """1024x1024xslices uint16 NHDR + raw, written a slice at a time: the phantom's slices, repeated."""
-    from bigvolume import quality
-    from bigvolume.geometry import Geometry
-    from bigvolume.slab_writers import SlabWriter
+    from bigvolume.testing import quality
+    from bigvolume.core.geometry import Geometry
+    from bigvolume.io.slab_writers import SlabWriter
     base = quality.microct_phantom(256)
     path = folder / "big.nhdr"
     writer = SlabWriter(path, Geometry((1024, 1024, slices), (0.02, 0.02, 0.02)), np.dtype(np.uint16), 1, False)

@@ -4,10 +4,10 @@ Run: ``.venv/bin/python benchmarks/resample.py [--quick] [--rounds N]``. Prints 
 benchmarks/results/resample.json.
 
 What is measured, numpy array in -> numpy array out (same dtype, uint16), on:
-- ``zoneplate-512``: the 3D zone plate (bigvolume.quality.zone_plate) scaled to uint16, 512^3, factor 4. Its rings
+- ``zoneplate-512``: the 3D zone plate (bigvolume.testing.quality.zone_plate) scaled to uint16, 512^3, factor 4. Its rings
   reach 0.35 cycles/voxel at the rim (2.8x the output Nyquist), so every bit of aliasing shows, and its tanh window
   takes it to ~0 at the faces, so the periodic FFT reference has no wrap-around edge: the PSNR is meaningful.
-- ``smoothnoise-640x480x300``: a smooth random field plus 1 % white noise (bigvolume.quality.smooth_noise, periodic
+- ``smoothnoise-640x480x300``: a smooth random field plus 1 % white noise (bigvolume.testing.quality.smooth_noise, periodic
   by construction) scaled to uint16, spacing 0.4 x 0.4 x 1.0, factors 4 and 2 2 1 (I J K).
 
 Methods: (a) our default ``downsample_array(a, f, "lanczos")``; (b) a bare vtkImageResize with its defaults
@@ -25,8 +25,8 @@ How:
   peak extra memory the method needed (its output included). Rounds alternate the methods (rotated order), so
   background load hits them alike; the tables give medians over the rounds, and the best run: on a shared 2-core
   machine a busy neighbour makes 2-thread timings bimodal, and the CPU time shows the work regardless.
-- PSNR (bigvolume.quality.psnr, peak = the reference's range) of each output against
-  bigvolume.quality.ideal_downsample evaluated at that method's OWN sample positions: block-centred for (a), (d),
+- PSNR (bigvolume.testing.quality.psnr, peak = the reference's range) of each output against
+  bigvolume.testing.quality.ideal_downsample evaluated at that method's OWN sample positions: block-centred for (a), (d),
   (e); ``i * (n-1)/(m-1)`` as read from vtk's output origin and spacing for (b); ``i * f`` for (c). So the score
   measures filtering (aliasing, blur, ringing), not the grid placement (see the "grid" column for that).
   The reference is periodic while the methods repeat the border voxel, so samples near the faces differ from it
@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 import benchlib
-from bigvolume.kernels import LANCZOS_LOBES
+from bigvolume.methods.kernels import LANCZOS_LOBES
 
 NAME = "resample"
 INTERIOR_MARGIN = 3  # output voxels left out at each face for "PSNR interior"
@@ -62,12 +62,12 @@ class Output:
 
 
 def block_centred_positions(shape_out, factors) -> list:
-    from bigvolume.geometry import block_centres
+    from bigvolume.core.geometry import block_centres
     return [block_centres(m, f) for m, f in zip(shape_out[::-1], factors)]
 
 
 def output_dims(shape_in, factors) -> tuple:
-    from bigvolume.geometry import output_size
+    from bigvolume.core.geometry import output_size
     return tuple(output_size(n, f) for n, f in zip(shape_in[::-1], factors))
 
 
@@ -82,7 +82,7 @@ def ours(method: str):
 def vtk_defaults(array, factors, spacing):
     """A bare vtkImageResize: SetOutputDimensions and nothing else (index space; spacing does not change it)."""
     import vtk
-    from bigvolume.vtk_resize import array_to_vtk_image, vtk_image_to_array
+    from bigvolume.methods.vtk_resize import array_to_vtk_image, vtk_image_to_array
     resize = vtk.vtkImageResize()
     resize.SetOutputDimensions(*output_dims(array.shape, factors))
     resize.SetInputData(array_to_vtk_image(array))
@@ -101,7 +101,7 @@ def decimation(array, factors, spacing):
 
 def sitk_gaussian(array, factors, spacing):
     import SimpleITK as sitk
-    from bigvolume.dtypes import cast_to
+    from bigvolume.core.dtypes import cast_to
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing)
     sigmas = [f / 2.0 * s for f, s in zip(factors, spacing)]
@@ -128,7 +128,7 @@ def core_resize(threads: int | None = None, smp_backend: str | None = None):
     ``threads`` (None: vtk's default, all cores), or SMP with ``smp_backend``."""
     def run(array, factors, spacing):
         import vtk
-        from bigvolume.vtk_resize import array_to_vtk_image, make_block_centred_resize, vtk_image_to_array
+        from bigvolume.methods.vtk_resize import array_to_vtk_image, make_block_centred_resize, vtk_image_to_array
         if smp_backend and not vtk.vtkSMPTools.SetBackend(smp_backend):
             raise RuntimeError(f"vtk SMP backend {smp_backend} is not available")
         image = array_to_vtk_image(array)
@@ -204,16 +204,16 @@ class Case:
 
 
 def zone_plate_uint16(shape):
-    from bigvolume.dtypes import cast_to
-    from bigvolume.quality import zone_plate
+    from bigvolume.core.dtypes import cast_to
+    from bigvolume.testing.quality import zone_plate
     if len(set(shape)) != 1:
         raise ValueError("the zone plate is cubic")
     return cast_to((zone_plate(shape[0]) + 1.0) * 32767.5, np.uint16)
 
 
 def smooth_noise_uint16(shape):
-    from bigvolume.dtypes import cast_to
-    from bigvolume.quality import smooth_noise
+    from bigvolume.core.dtypes import cast_to
+    from bigvolume.testing.quality import smooth_noise
     return cast_to(smooth_noise(shape) * 60000.0 + 2000.0, np.uint16)
 
 
@@ -250,7 +250,7 @@ class Inputs:
         return self.paths[key]
 
     def ideal(self, case: Case, positions) -> np.ndarray:
-        from bigvolume.quality import ideal_downsample
+        from bigvolume.testing.quality import ideal_downsample
         key = (case.data, case.shape, case.factors, tuple(np.asarray(p).round(9).tobytes() for p in positions))
         if key not in self.ideals:
             array = np.load(self.path(case))
@@ -269,7 +269,7 @@ def run_worker(method: str, case: Case, input_path: Path, output_path: Path) -> 
 
 
 def scores(output: np.ndarray, reference: np.ndarray) -> dict:
-    from bigvolume.quality import psnr
+    from bigvolume.testing.quality import psnr
     peak = float(reference.max() - reference.min())
     inner = tuple(slice(INTERIOR_MARGIN, -INTERIOR_MARGIN) if n > 2 * INTERIOR_MARGIN else slice(None)
                   for n in reference.shape)

@@ -36,11 +36,11 @@ script would be credited with this script's peak). Per stack variant and factor 
   content (generated in the process, not timed; for 8 GiB it needs 8 GiB of memory plus the output): only the
   call is timed. Independent of the variant: one measurement per factor and round.
 - (b') the same in-memory array through the streaming engine that the import uses (Lanczos as band-matrix
-  products of the same kernel table, slab by slab; ``bigvolume.gpu.resample_array(array, F, xp=None)``), timed the
+  products of the same kernel table, slab by slab; ``bigvolume.engine.gpu.resample_array(array, F, xp=None)``), timed the
   same way. Not the goal's (b), which is the in-memory resample as bigvolume does it (vtkImageResize); shown so
   that the import's overhead over its own filter is visible too: import / (a + b').
 - Goal: import wall time <= 1.1 x (a + b). Also shown: the ratio without the command's start-up (wall time of a
-  process that only imports bigvolume.cli and bigvolume.stack_import, median of 3): it matters for small stacks
+  process that only imports bigvolume.cli.commands and bigvolume.ops.stack_import, median of 3): it matters for small stacks
   only.
 - Goal: import peak RSS < output size + 512 MiB.
 - ImageStacks-style, for scale (what SlicerMorph's ImageStacks loadByPaths does, generalised from 2 to F): the
@@ -98,7 +98,7 @@ NHDR_GOAL_S = 2.0
 DISK_MARGIN = 2 * GIB
 MEMORY_MARGIN = 1 * GIB
 WARM_BLOCK = 16 * MIB
-STARTUP_IMPORTS = "import bigvolume.cli, bigvolume.stack_import"
+STARTUP_IMPORTS = "import bigvolume.cli.commands, bigvolume.ops.stack_import"
 # Zone plate: local frequency k r / pi reaches MAX_FREQUENCY cycles/voxel at the corners; uint16 = OFFSET +
 # AMPLITUDE cos(k r^2).
 MAX_FREQUENCY, OFFSET, AMPLITUDE = 0.35, 32768.0, 16000.0
@@ -238,7 +238,7 @@ def worker_resample(size: str, slices: str, factor: str) -> dict:
 
 
 def worker_resample_band(size: str, slices: str, factor: str) -> dict:
-    from bigvolume.gpu import resample_array  # xp=None: the CPU streaming stages (band products) over the array
+    from bigvolume.engine.gpu import resample_array  # xp=None: the CPU streaming stages (band products) over the array
     f = float(factor)
     return time_in_memory(size, slices, lambda array: resample_array(array, (f, f, f), "lanczos", xp=None))
 
@@ -268,7 +268,7 @@ def worker_imagestacks(folder: str, factor: str) -> dict:
 
 
 def worker_nhdr_call(folder: str, output: str) -> dict:
-    from bigvolume.stack_import import import_stack
+    from bigvolume.ops.stack_import import import_stack
     cpu, started = cpu_seconds(), time.perf_counter()
     report = import_stack(folder, output, spacing=(1.0, 1.0, 1.0), nhdr_only=True)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
@@ -281,10 +281,13 @@ BREAKDOWN_KEYS = ("plan (find + probe headers)", "stream_to_file", "streaming lo
 
 
 def worker_breakdown(folder: str, output: str, factor: str) -> dict:
-    """import_stack in-process with timers around its stages (public methods wrapped; the code itself is
-    unchanged)."""
+    """import_stack in-process with timers around its stages (public functions and methods wrapped; the code itself
+    is unchanged)."""
     import threading
-    from bigvolume import backends, slab_writers, stack_import, stacks, stream
+    from bigvolume.engine import stream
+    from bigvolume.io import slab_writers, stacks
+    from bigvolume.methods import numpy_band
+    from bigvolume.ops import stack_import
     totals = {key: 0.0 for key in BREAKDOWN_KEYS}
     calls = {key: 0 for key in BREAKDOWN_KEYS}
     lock = threading.Lock()
@@ -306,11 +309,11 @@ def worker_breakdown(folder: str, output: str, factor: str) -> dict:
     instrument(stack_import, "plan_stack_import", "plan (find + probe headers)")  # module globals at call time
     instrument(stack_import, "stream_to_file", "stream_to_file")
     instrument(stream, "stream_downsample", "streaming loop")
-    instrument(backends, "cast_to", "cast")
+    instrument(numpy_band, "cast_to", "cast")
     instrument(stacks.StackSlabReader, "_read_into", "decode slabs (reader thread)")
     instrument(stacks.StackSlabReader, "_decode", "decode slices (sum over threads)")
-    instrument(backends.NumpyStages, "reduce_xy", "x/y filter")
-    instrument(backends.NumpyStages, "reduce_z", "z filter")
+    instrument(numpy_band.NumpyStages, "reduce_xy", "x/y filter")
+    instrument(numpy_band.NumpyStages, "reduce_z", "z filter")
     instrument(slab_writers.BackgroundWriter, "write", "hand-off to writer")
     instrument(slab_writers.SlabWriter, "write", "write (writer thread)")
     cpu, started = cpu_seconds(), time.perf_counter()
@@ -528,7 +531,7 @@ def summarise(jobs: list[Job], diagnostics: list[Job], voxels: int, size: int, s
 
 
 def output_dims(size: int, slices: int, factor: int) -> tuple[int, int, int]:
-    from bigvolume.geometry import output_size
+    from bigvolume.core.geometry import output_size
     return output_size(size, factor), output_size(size, factor), output_size(slices, factor)
 
 
@@ -645,8 +648,8 @@ def report(summary: dict, info: dict, setup: dict, stacks: dict, startup: dict, 
         f"median of {setup['rounds']} alternated round(s); load average {setup['load_start']} at the start, "
         f"{setup['load_end']} at the end. "
         f"Ratio = seconds / (a + b); (a) and (b) are timed inside their processes, the import and ImageStacks-style "
-        f"peak RSS are the processes' own (ru_maxrss). Start-up (a process importing bigvolume.cli and "
-        f"bigvolume.stack_import): {startup['seconds']:.2f} s, {startup['peak_kib'] / 1024:.0f} MiB.", "",
+        f"peak RSS are the processes' own (ru_maxrss). Start-up (a process importing bigvolume.cli.commands and "
+        f"bigvolume.ops.stack_import): {startup['seconds']:.2f} s, {startup['peak_kib'] / 1024:.0f} MiB.", "",
         *([f"Note: {note}" for note in notes] + ([""] if notes else [])),
         benchlib.markdown_table(["configuration", "median s", "ratio", "peak RSS MiB", "goal", "PASS/FAIL"], rows), "",
         benchlib.markdown_table(["configuration", "import / (a + b)", "(import - start-up) / (a + b)",

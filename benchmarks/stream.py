@@ -31,7 +31,7 @@ start-up, imports or exit). Not ``--quiet``: without a terminal the progress bar
 2. Peak RSS against input size: S, M, L streamed with the default limit (a quarter of the machine's memory) and
    with 1GB; S also with 256MB; for scale the in-memory path (``--no-stream``: the raw input is memory-mapped, so
    its pages count in RSS) on S, and on M if the memory available then exceeds M + the extra that S needed + 2 GiB.
-   One run each (peak RSS hardly varies); "imports only" is the peak of a process that only imports bigvolume.cli
+   One run each (peak RSS hardly varies); "imports only" is the peak of a process that only imports bigvolume.cli.commands
    (median of 3), so "peak - imports" is what the work itself holds.
 3. Warm speed, on S (``--quick``: the 64 MiB input): the input's data file is read once first and checked (mincore)
    to be in the page cache; then ``--stream`` and ``--no-stream`` (both with the default limit) alternate, which
@@ -81,7 +81,7 @@ LAUNCHER = HERE / "peak_rss.py"
 FACTOR = 4
 GIB = 2 ** 30
 MIB = benchlib.MIB
-IMPORTS = "import bigvolume.cli"
+IMPORTS = "import bigvolume.cli.commands"
 DISK_MARGIN = 2 * GIB
 MEMORY_MARGIN = 2 * GIB
 MEMORY_GOALS = (("M", "1GB", 1.6 * GIB, "1.6 GiB"), ("S", "256MB", 900 * MIB, "900 MiB"))
@@ -384,12 +384,12 @@ def measure_memory(inputs: dict, folder: Path) -> tuple[list[MemoryRow], dict]:
 
 def slab_caps() -> str:
     """Why a larger limit may change nothing: the planner's own caps on the slab size."""
-    from bigvolume import stream
+    from bigvolume.engine import stream
     most, fewest = getattr(stream, "MAX_SLAB_BYTES", None), getattr(stream, "MIN_SLABS", None)
     if most is None or fewest is None:
         return ""
     return (f"A limit changes the plan only when it is tighter than the planner's caps: slabs of at most "
-            f"{most / MIB:g} MiB of input and at least {fewest} slabs per volume (bigvolume.stream.MAX_SLAB_BYTES, "
+            f"{most / MIB:g} MiB of input and at least {fewest} slabs per volume (bigvolume.engine.stream.MAX_SLAB_BYTES, "
             "MIN_SLABS).")
 
 
@@ -600,11 +600,10 @@ PASS_GOALS = {"dd": 0.6, "warm": 0.9}
 def passes_worker(header: str, factor: str) -> int:
     """In-process streamed resample of ``header`` into a raw .nhdr beside it, with the engine's and the numpy
     backend's own timers (run_slabs(timings), NumpyBackend(timings)); prints one JSON line."""
-    from bigvolume.backends import NumpyBackend
-    from bigvolume.resample import default_threads
-    from bigvolume.stream import stream_to_file
-    from bigvolume.slabs import open_slabs
-    from bigvolume.memory import default_memory_limit
+    from bigvolume.core.memory import default_memory_limit, default_threads
+    from bigvolume.engine.stream import stream_to_file
+    from bigvolume.io.slabs import open_slabs
+    from bigvolume.methods.numpy_band import NumpyBackend
     timings: dict = {}
     output = Path(header).with_name("output-passes.nhdr")
     cpu, started = time.process_time(), time.perf_counter()
@@ -708,7 +707,7 @@ def main(argv=None) -> int:
         return main_passes(args)
     rounds = args.rounds or (2 if args.quick else 5)
     cold_rounds = args.cold_rounds or (2 if args.quick else 3)
-    from bigvolume.memory import default_memory_limit
+    from bigvolume.core.memory import default_memory_limit
     default_limit = default_memory_limit()
     info = benchlib.machine_info()
     load_start = load_average()

@@ -1,8 +1,7 @@
 """The ranges of the panels' settings, in one place and from the core where the core has a limit: the parameter node
 fields use them in their WithinRange annotations, and Slicer's connectors set the spin boxes' and sliders' ranges
 from those (the .ui values are only what Qt Designer shows)."""
-from bigvolume.haze import LEVELS, MAX_RADIUS  # noqa: F401 (the panel limit is the core's)
-from bigvolume.precision import BITS_TO_DTYPE
+from bigvolume.slicer import BITS_TO_DTYPE, LEVELS, MAX_RADIUS  # noqa: F401 (the panel limit is the core's)
 
 # The core downsamples (factor >= 1) and has no upper limit; past 256 an axis of even a 10000-voxel stack keeps
 # fewer than 40 voxels: a typo, not a wish.

@@ -5,7 +5,7 @@ import contextlib
 import threading
 import time
 
-from bigvolume.errors import Cancelled
+from bigvolume import Cancelled
 
 # Least time between two slicer.app.processEvents() calls during a run: often enough that the bar moves and a click
 # on Cancel gets through, rare enough that event processing costs nothing beside the work.

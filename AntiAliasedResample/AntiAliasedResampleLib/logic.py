@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bigvolume
-from bigvolume import BigVolumeError, Cancelled, io
-from bigvolume.memory import default_memory_limit, format_bytes, parse_size
-from bigvolume.gpu import DEVICE_METHODS, DEVICES
-from bigvolume.preview_nodes import show_preview
-from bigvolume.progress import Progress
-from bigvolume.resample import check_method
-from bigvolume.volume_nodes import (check_output_node, check_storable_dtype, dimensions_text, fill_volume_node,
+from bigvolume import BigVolumeError, Cancelled, Progress
+from bigvolume.slicer import (atomic_output, check_method, check_output_path, default_memory_limit, DEVICE_METHODS,
+                              DEVICES, format_bytes, parse_size, read_geometry, volume_suffix)
+from bigvolume.slicer.preview_nodes import show_preview
+from bigvolume.slicer.volume_nodes import (check_output_node, check_storable_dtype, dimensions_text, fill_volume_node,
                                     geometry_from_node, given_or_new_node, numbers_text, remove_node_and_display,
                                     volume_from_node)
 
@@ -32,7 +30,7 @@ SUPPORTED_INPUT_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode
 LABEL_SAFE_METHODS = ("nearest", "max")
 METHODS = dict(bigvolume.METHODS)
 DEFAULT_METHOD = bigvolume.DEFAULT_METHOD
-# Files the input-file mode reads (what bigvolume.io reads); the result is saved as "<stem>_resampled.nhdr": a
+# Files the input-file mode reads (what bigvolume.io.files reads); the result is saved as "<stem>_resampled.nhdr": a
 # detached raw data file, which Slicer and bigvolume both stream and memory-map.
 INPUT_FILE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 SAVED_SUFFIX = "_resampled.nhdr"
@@ -233,7 +231,7 @@ class AntiAliasedResampleLogic:
         """Volume rendering of the output with a transfer function from its histogram; with the input, before/after:
         input and output in two linked 3D views ("Dual 3D" layout), both with the input's transfer function.
         renderingLogic: Slicer's volume rendering logic (the display node of the user's default rendering method);
-        None: GPU ray casting. Returns the output's volume rendering display node (bigvolume.preview_nodes)."""
+        None: GPU ray casting. Returns the output's volume rendering display node (bigvolume.slicer.preview_nodes)."""
         return show_preview(outputVolumeNode, inputVolumeNode, rendering_logic=renderingLogic)
 
     # --- input files too big to load ----------------------------------------------------------------------------
@@ -251,7 +249,7 @@ class AntiAliasedResampleLogic:
     @staticmethod
     def fileGeometry(inputPath) -> bigvolume.Geometry:
         """The grid of a volume file, read from its header alone (no voxel is read)."""
-        return io.read_geometry(_inputFilePath(inputPath))[0]
+        return read_geometry(_inputFilePath(inputPath))[0]
 
     @classmethod
     def describeFilePlan(cls, inputPath, factor=2.0, spacing=None, isotropic=False, memoryLimit=None, stream=None,
@@ -300,7 +298,7 @@ class AntiAliasedResampleLogic:
         elif saveBesideInput:
             savedPath = self.savedPathFor(path)
         if savedPath is not None:
-            io.check_output_path(savedPath, inputs=[path])  # before the long run: format, folder, not the input
+            check_output_path(savedPath, inputs=[path])  # before the long run: format, folder, not the input
         if tempFolder is not None and not Path(tempFolder).is_dir():
             raise BigVolumeError(f"temporary folder {tempFolder} does not exist")
         for note in notes:
@@ -313,7 +311,7 @@ class AntiAliasedResampleLogic:
                 # Written under its final name in a private folder: beside the input (moved into place only when
                 # loaded, so a cancel or error leaves nothing) or in the temporary folder (deleted on leaving).
                 if savedPath is not None:
-                    workPath = stack.enter_context(io.atomic_output(savedPath))
+                    workPath = stack.enter_context(atomic_output(savedPath))
                 else:
                     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="AntiAliasedResample-",
                                                                              dir=tempFolder))
@@ -329,7 +327,7 @@ class AntiAliasedResampleLogic:
                     # Name the file the user asked for, not its staging copy.
                     raise type(error)(str(error).replace(str(workPath), str(savedPath))) from None
                 steps(0.9, "loading the result")  # a last chance to cancel before any node is touched
-                result = io.read_volume(workPath)
+                result = bigvolume.read_volume(workPath)
                 outputBytes = result.nbytes
                 if created:
                     className = "vtkMRMLVectorVolumeNode" if plan.components > 1 else "vtkMRMLScalarVolumeNode"
@@ -419,7 +417,7 @@ def _inputFilePath(inputPath) -> Path:
 
 def _fileStem(path: Path) -> str:
     """The file name without its volume suffix (two parts for .nii.gz): "scan.nii.gz" -> "scan"."""
-    return path.name[:len(path.name) - len(io.volume_suffix(path))] or path.name
+    return path.name[:len(path.name) - len(volume_suffix(path))] or path.name
 
 
 def _memoryLimitBytes(memoryLimit) -> int:

@@ -1,4 +1,4 @@
-"""MRML side of haze removal: read a scalar volume node's voxels without copying, let ``bigvolume.haze`` find the
+"""MRML side of haze removal: read a scalar volume node's voxels without copying, let ``bigvolume.ops.haze`` find the
 noisy air around the object and set it to one value (optionally reduce the precision after), and put the result in
 an output volume node on the input's exact grid. ``previewMask`` shows the haze mask as a label map first.
 
@@ -14,12 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import bigvolume
-from bigvolume import BigVolumeError, Cancelled
-from bigvolume.haze import AUTO, DEFAULT_DILATE, LEVELS, HazeOptions, dehaze, haze_mask
-from bigvolume.memory import format_bytes
-from bigvolume.precision import reduce_bits
-from bigvolume.progress import Progress
-from bigvolume.volume_nodes import (check_output_node, check_storable_dtype, fill_volume_node, given_or_new_node,
+from bigvolume import BigVolumeError, Cancelled, dehaze, haze_mask, HazeOptions, Progress, reduce_bits
+from bigvolume.slicer import AUTO, DEFAULT_DILATE, format_bytes, LEVELS
+from bigvolume.slicer.volume_nodes import (check_output_node, check_storable_dtype, fill_volume_node, given_or_new_node,
                                     volume_from_node)
 
 # What each level means: auto (the default) classifies a denoised copy with a threshold above the noise of the air;
@@ -42,8 +39,8 @@ class HazeRemovalResult:
     """What one run did, for the result line of the panel and for scripts."""
 
     outputNode: object
-    report: object            # bigvolume.haze.DehazeReport
-    reduceReport: object      # bigvolume.precision.ReduceReport, or None when the type was kept
+    report: object            # bigvolume.ops.haze.DehazeReport
+    reduceReport: object      # bigvolume.ops.precision.ReduceReport, or None when the type was kept
     seconds: float
 
     def summary(self) -> str:

@@ -3,7 +3,7 @@ then stream the slices through ``bigvolume``'s anti-aliased resampler straight i
 memory (no second full copy), with an optional crop from a Markups ROI, rotated ones included.
 
 Memory: the node's vtkImageData is allocated once with the output's dimensions, type and components, and the
-streamed output slices are written into a numpy view of it (``bigvolume.engine.ArraySink``). A rotated ROI
+streamed output slices are written into a numpy view of it (``bigvolume.engine.stream.ArraySink``). A rotated ROI
 needs one more buffer: its axis-aligned bounding box is imported first, then resampled into the ROI's frame by
 vtkImageReslice, whose output becomes the node's image data without a copy.
 
@@ -28,18 +28,13 @@ from vtk.util import numpy_support
 
 from slicer.util import arrayFromVolume, arrayFromVolumeModified, arrayFromVTKMatrix, vtkMatrixFromArray
 
-from bigvolume import BigVolumeError, Cancelled
-from bigvolume.geometry import LPS_TO_RAS, Geometry, factors_for_size, validate_factors
-from bigvolume.memory import default_memory_limit, format_bytes, physical_memory
-from bigvolume.preview_nodes import show_preview
-from bigvolume.progress import Progress
-from bigvolume.resample import DEFAULT_METHOD
-from bigvolume.stack_import import StackImport, import_stack, plan_stack_import
-from bigvolume.engine import ArraySink
-from bigvolume.stacks import (DEFAULT_STACK_ORIENTATION, IMAGE_SUFFIXES, STACK_ORIENTATIONS, Roi, StackInfo,
-                              stack_direction, stack_origin)
-from bigvolume.volume_nodes import check_storable_dtype, dimensions_text, numbers_text, remove_node_and_display
-from bigvolume.vtk_resize import vtk_image_to_array
+from bigvolume import BigVolumeError, Cancelled, DEFAULT_METHOD, Geometry, import_stack, plan_stack_import, Progress
+from bigvolume.slicer import (ArraySink, default_memory_limit, DEFAULT_STACK_ORIENTATION, factors_for_size,
+                              format_bytes, IMAGE_SUFFIXES, LPS_TO_RAS, physical_memory, Roi, stack_direction,
+                              STACK_ORIENTATIONS, stack_origin, StackImport, StackInfo, validate_factors,
+                              vtk_image_to_array)
+from bigvolume.slicer.preview_nodes import show_preview
+from bigvolume.slicer.volume_nodes import check_storable_dtype, dimensions_text, numbers_text, remove_node_and_display
 
 # Choices of the panel's combo boxes: value given to the Logic -> label shown.
 GRAY_CHOICES = {
@@ -80,7 +75,7 @@ class RoiFrame:
 @dataclass
 class ImportPlan:
     """An import planned from the slice headers; nothing decoded yet. ``stack`` is the core plan
-    (bigvolume.stack_import.StackImport); it holds decoder threads: ``close()`` it (or use ``with``) when done."""
+    (bigvolume.ops.stack_import.StackImport); it holds decoder threads: ``close()`` it (or use ``with``) when done."""
 
     stack: StackImport
     source: object
@@ -267,7 +262,7 @@ class ImageStackImportLogic:
         vtkMRMLMarkupsROINode (see ``roiFromNode``). gray: "luminance", "channel:N" or "keep" (RGB kept as a vector
         volume). bits: None/"keep", 8 or 16 (robust intensity window). reverse: reverse the slice order.
         checkAll: check every slice header (None: the first time this source is planned, and when its folder
-        changed since). orientation: a code of bigvolume.stacks.STACK_ORIENTATIONS (default LPS, the identity: the
+        changed since). orientation: a code of bigvolume.io.stacks.STACK_ORIENTATIONS (default LPS, the identity: the
         directions towards which columns, rows and slices increase) or a 3x3 direction matrix; origin: the LPS
         position (mm) of the centre of the stack's first pixel, default (0, 0, 0).
 
@@ -536,14 +531,14 @@ class ImageStackImportLogic:
     @staticmethod
     def showPreview(volumeNode, renderingLogic=None):
         """Volume rendering of an imported volume with a transfer function from its histogram; returns the display
-        node (bigvolume.preview_nodes). renderingLogic: Slicer's volume rendering logic (the user's default rendering
+        node (bigvolume.slicer.preview_nodes). renderingLogic: Slicer's volume rendering logic (the user's default rendering
         method); None: GPU ray casting."""
         return show_preview(volumeNode, rendering_logic=renderingLogic)
 
     # --- NHDR ---------------------------------------------------------------------------------------------------
     def saveNhdr(self, source, path, spacing=None, roi=None, gray="luminance", reverse=False, threads=None,
                  memoryLimit=None, progress=None, origin=None, orientation=None):
-        """Write the full-resolution streamable NHDR of the stack (bigvolume.stack_import.import_stack with
+        """Write the full-resolution streamable NHDR of the stack (bigvolume.ops.stack_import.import_stack with
         nhdr_only): an NHDR listing the original slice files when they are uncompressed single-block TIFFs read
         whole without gray conversion (no pixel copied), otherwise one raw file written slice by slice.
         ``source`` may be an ImportPlan: its spacing, index ROI, gray and order are used. Returns the core's

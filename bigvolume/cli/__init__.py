@@ -1,0 +1,1 @@
+"""The `bigvolume` command line and its demo."""

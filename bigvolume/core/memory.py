@@ -1,0 +1,54 @@
+"""Sizes in bytes: parsing and printing them, the machine's memory and cores, this process's resident memory."""
+from __future__ import annotations
+
+import os
+import re
+
+SIZE_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
+              "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
+FALLBACK_MEMORY_LIMIT = 2 * 2**30  # where the machine's memory cannot be read
+
+
+def parse_size(text: str) -> float:
+    """'20KB', '1.5 GiB', '300000' -> bytes. Raises ValueError with an example of what is accepted."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (examples: 20KB, 512MiB, 2GB)")
+    return float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+
+
+def format_bytes(count: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(count) >= scale:
+            return f"{count / scale:.2f} {unit}"
+    return f"{int(count)} B"
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_memory_limit() -> int:
+    """A quarter of the machine's memory: room for the rest of the machine (and for Slicer around us)."""
+    total = physical_memory()
+    return total // 4 if total else FALLBACK_MEMORY_LIMIT
+
+
+def current_rss() -> int:
+    """Resident memory of this process now (0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

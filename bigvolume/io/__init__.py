@@ -1,0 +1,1 @@
+"""File formats, headers, slab readers and writers, image stacks, DICOM series."""

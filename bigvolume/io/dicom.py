@@ -1,0 +1,267 @@
+"""DICOM series as input volumes: a folder, or any one file of a series, is read as its whole series.
+
+GDCM (through SimpleITK's ImageSeriesReader) finds the series in a folder and sorts their files along the slice
+normal. The geometry follows SimpleITK's series reader: origin = ImagePositionPatient of the first sorted slice,
+in-plane spacing from PixelSpacing, I and J axes from ImageOrientationPatient (oblique too), K = I x J, and the slice
+spacing = the distance from the first to the last slice along K / (slices - 1). Unlike SimpleITK we refuse slices that
+are not evenly spaced along K (missing slices, gantry tilt, mixed stacks): the volume's grid would be wrong.
+
+Voxels are read one file per slice (rescale slope/intercept applied, in the pixel type of the first slice, as the
+series reader does), so a series streams slab by slab like any raw file: :class:`DicomSlabReader`. The in-memory
+read is the same reader asked for every slice, so both paths give the same volume.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.errors import VolumeFileError
+from ..core.geometry import Geometry
+from .slabs import SlabReader
+from ..core.volume import Volume, owned_view
+
+logger = logging.getLogger("bigvolume")
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+# Suffixes of the formats we read ourselves: never probed for DICOM.
+_OTHER_VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".gz", ".mha", ".mhd", ".raw", ".zraw", ".tif", ".tiff", ".png",
+                          ".jpg", ".jpeg", ".bmp")
+SPACING_TOLERANCE = 0.1  # largest deviation of a slice from its place on the regular grid, in slice spacings
+
+SERIES_UID_TAG = "0020|000e"
+DESCRIPTION_TAG = "0008|103e"
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    """Part 10 files carry 'DICM' after a 128-byte preamble."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def is_dicom_file(path: Path) -> bool:
+    name = path.name.lower()
+    if name.endswith(_OTHER_VOLUME_SUFFIXES) or not path.is_file():
+        return False
+    return name.endswith(DICOM_SUFFIXES) or _has_dicom_preamble(path)
+
+
+def is_dicom(path) -> bool:
+    """A DICOM file, or a folder holding at least one (other folders are not volumes and stay refused as such)."""
+    path = Path(path)
+    if path.is_dir():
+        return any(is_dicom_file(item) for item in sorted(path.iterdir()))
+    return is_dicom_file(path)
+
+
+def accepts(path, series: str | None) -> bool:
+    """Whether ``path`` goes to this module; a series UID given for anything else is refused."""
+    if is_dicom(path):
+        return True
+    if series is not None:
+        raise VolumeFileError(f"{path}: not a DICOM series; a series UID (--series) applies only to DICOM")
+    return False
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    uid: str
+    files: tuple[Path, ...]  # sorted along the slice normal, as GDCM sorts them
+    description: str
+
+    def describe(self) -> str:
+        text = f"{self.uid} ({len(self.files)} slice{'s' * (len(self.files) != 1)}"
+        return text + (f", {self.description!r})" if self.description else ")")
+
+
+def _header(path: Path) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO("GDCMImageIO")
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise VolumeFileError(f"{path}: not a readable DICOM image") from None
+    return reader
+
+
+def _tag(reader: sitk.ImageFileReader, tag: str) -> str:
+    return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
+
+
+@functools.lru_cache(maxsize=16)
+def _series_in(folder: Path, modified_ns: int) -> tuple[DicomSeries, ...]:
+    """Every series in ``folder`` (cached while the folder is unchanged: a command asks several times)."""
+    finder = sitk.ImageSeriesReader()
+    series = []
+    for uid in finder.GetGDCMSeriesIDs(str(folder)):
+        files = tuple(Path(name) for name in finder.GetGDCMSeriesFileNames(str(folder), uid))
+        if files:
+            series.append(DicomSeries(uid, files, _tag(_header(files[0]), DESCRIPTION_TAG)))
+    return tuple(series)
+
+
+def _unreadable_files(folder: Path) -> list[Path]:
+    """DICOM-looking files of ``folder`` that GDCM left out of every series (damaged or truncated)."""
+    listed = {path.resolve() for item in list_series(folder) for path in item.files}
+    return [path for path in sorted(folder.iterdir())
+            if is_dicom_file(path) and path.name.upper() != "DICOMDIR" and path.resolve() not in listed]
+
+
+def list_series(folder) -> tuple[DicomSeries, ...]:
+    folder = Path(folder)
+    return _series_in(folder.resolve(), folder.stat().st_mtime_ns)
+
+
+_told: set[tuple[Path, str]] = set()
+
+
+def find_series(path, series: str | None = None) -> DicomSeries:
+    """The series that ``path`` (a folder, or one file of the series) stands for; ``series`` (a UID) chooses among
+    several in the folder. One file of a multi-file series means its whole series, said once in a note."""
+    path = Path(path)
+    if not path.exists():
+        raise VolumeFileError(f"{path}: no such file or folder")
+    folder = path if path.is_dir() else path.parent
+    found = list_series(folder)
+    if not found:
+        raise VolumeFileError(f"{path}: no readable DICOM series")
+    if (folder.resolve(), "unreadable") not in _told:
+        _told.add((folder.resolve(), "unreadable"))
+        unreadable = _unreadable_files(folder)
+        if unreadable:  # GDCM leaves damaged files out of their series without a word: a series may be short
+            logger.warning(f"{folder}: {len(unreadable)} DICOM file(s) belong to no readable series and are left out "
+                           f"(damaged?): {', '.join(p.name for p in unreadable[:5])}")
+    if path.is_file():
+        uid = series or _tag(_header(path), SERIES_UID_TAG)
+        if series is None and not uid:
+            raise VolumeFileError(f"{path}: this DICOM file has no series UID (0020|000e)")
+    else:
+        uid = series
+    if uid is None:
+        if len(found) > 1:
+            listing = "; ".join(item.describe() for item in found)
+            raise VolumeFileError(f"{path}: holds {len(found)} DICOM series; choose one with --series UID "
+                                  f"(Python: series=UID): {listing}")
+        return found[0]
+    chosen = [item for item in found if item.uid == uid]
+    if not chosen:
+        listing = "; ".join(item.describe() for item in found)
+        raise VolumeFileError(f"{path}: no DICOM series {uid} in {folder}; found {listing}")
+    if path.is_file() and len(chosen[0].files) > 1 and (path.resolve(), uid) not in _told:
+        _told.add((path.resolve(), uid))
+        logger.warning(f"{path}: one file of a DICOM series; reading the whole series {uid} "
+                       f"({len(chosen[0].files)} slices)")
+    return chosen[0]
+
+
+def _pixel_dtype(reader: sitk.ImageFileReader) -> np.dtype:
+    image = sitk.Image([1, 1, 1], reader.GetPixelID(), reader.GetNumberOfComponents())
+    return np.dtype(sitk.GetArrayViewFromImage(image).dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]:
+    """(geometry, dtype, components, SimpleITK pixel ID) of a series, from the slice headers alone."""
+    first = _header(series.files[0])
+    components = first.GetNumberOfComponents()
+    size = first.GetSize()
+    direction = np.array(first.GetDirection()).reshape(3, 3)
+    if len(series.files) == 1:  # one file: a single slice or a multi-frame volume, as GDCM reads it
+        return (Geometry(size, first.GetSpacing(), first.GetOrigin(), direction), _pixel_dtype(first),
+                components, first.GetPixelID())
+    headers = [first] + [_header(path) for path in series.files[1:]]
+    for path, header in zip(series.files, headers):
+        if header.GetSize()[:2] != size[:2] or header.GetNumberOfComponents() != components:
+            raise VolumeFileError(f"{path}: slice of {header.GetSize()[0]}x{header.GetSize()[1]} pixels in a series "
+                                  f"of {size[0]}x{size[1]}: not one volume")
+        if len(header.GetSize()) > 2 and header.GetSize()[2] != 1:
+            raise VolumeFileError(f"{path}: a multi-frame file inside a series of {len(series.files)} files")
+    positions = np.array([header.GetOrigin() for header in headers], dtype=float)
+    normal = direction[:, 2]
+    count = len(series.files)
+    spacing_k = float(np.dot(positions[-1] - positions[0], normal)) / (count - 1)
+    if not spacing_k > 0:
+        raise VolumeFileError(f"{series.files[0]}: the slices of series {series.uid} do not advance along the "
+                              "slice normal (all at one position?)")
+    expected = positions[0] + np.outer(np.arange(count) * spacing_k, normal)
+    worst = int(np.argmax(np.linalg.norm(positions - expected, axis=1)))
+    if np.linalg.norm(positions[worst] - expected[worst]) > SPACING_TOLERANCE * spacing_k:
+        unreadable = _unreadable_files(series.files[0].parent)
+        why = (f"{len(unreadable)} unreadable DICOM file(s) in the folder, e.g. {unreadable[0].name}" if unreadable
+               else "missing slices, gantry tilt or mixed stacks")
+        raise VolumeFileError(f"{series.files[worst]}: slice {worst + 1} of {count} of series {series.uid} lies "
+                              f"{np.linalg.norm(positions[worst] - expected[worst]):.3g} mm off the regular grid of "
+                              f"{spacing_k:.6g} mm ({why}): refused")
+    spacing = (first.GetSpacing()[0], first.GetSpacing()[1], spacing_k)
+    geometry = Geometry((size[0], size[1], count), spacing, tuple(positions[0]), direction)
+    return geometry, _pixel_dtype(first), components, first.GetPixelID()
+
+
+def read_geometry(path, series: str | None = None) -> tuple[Geometry, np.dtype, int]:
+    geometry, dtype, components, _ = _series_geometry(find_series(path, series))
+    return geometry, dtype, components
+
+
+class DicomSlabReader(SlabReader):
+    """Slices of a series, one file each, read with SimpleITK in the first slice's pixel type (rescale applied)."""
+
+    def __init__(self, series: DicomSeries):
+        geometry, dtype, components, self._pixel_id = _series_geometry(series)
+        super().__init__(series.files[0].parent, geometry, dtype, components)
+        self.series = series
+        self._whole = None  # a one-file (multi-frame) series is read once
+
+    @property
+    def streams(self) -> bool:
+        return len(self.series.files) > 1
+
+    def _read_file(self, path: Path) -> np.ndarray:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.SetImageIO("GDCMImageIO")
+        reader.SetOutputPixelType(self._pixel_id)
+        try:
+            image = reader.Execute()
+        except RuntimeError:
+            raise VolumeFileError(f"{path}: cannot read this DICOM slice (damaged or truncated?)") from None
+        array = owned_view(sitk.GetArrayViewFromImage(image), image)  # the view must keep its image alive
+        expected = int(np.prod(self.slice_shape)) * (1 if self.streams else self.slices)
+        if array.size != expected:
+            raise VolumeFileError(f"{path}: {array.size} pixels where {expected} were expected")
+        return array
+
+    def _read_into(self, k0: int, k1: int, out: np.ndarray) -> None:
+        if not self.streams:
+            if self._whole is None:
+                self._whole = np.array(self._read_file(self.series.files[0])).reshape(
+                    (self.slices,) + self.slice_shape)
+            out[...] = self._whole[k0:k1]
+            return
+        for k in range(k0, k1):
+            out[k - k0] = self._read_file(self.series.files[k]).reshape(self.slice_shape)
+
+    def close(self) -> None:
+        self._whole = None
+
+
+def open_slabs(path, series: str | None = None) -> DicomSlabReader:
+    return DicomSlabReader(find_series(path, series))
+
+
+def read_volume(path, series: str | None = None) -> Volume:
+    with open_slabs(path, series) as reader:
+        return Volume(reader.read(0, reader.slices), reader.geometry)
+
+
+def file_size(path, series: str | None = None) -> int:
+    """Bytes on disk of the series' files."""
+    return sum(item.stat().st_size for item in find_series(path, series).files)

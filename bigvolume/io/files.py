@@ -1,0 +1,288 @@
+"""Reading and writing volumes with their geometry and pixel type.
+
+Formats: NRRD (``.nrrd``; ``.nhdr`` + raw or gzip data file), NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``,
+``.mhd`` + data file). SimpleITK does the reading and writing (Slicer and SimpleITK read each other's NRRD exactly);
+the array of a read volume is a view of the SimpleITK image, not a copy.
+
+Every write goes first into a hidden temporary folder inside the destination folder, under the final file names
+(so a detached header keeps pointing at the right data file), and is moved into place when complete, data files
+first and header last: an output appears whole or not at all.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import dicom
+from ..core.errors import VolumeFileError
+from ..core.geometry import Geometry
+from .layout import check_metaimage_header, data_files_named, nifti_data_end, nrrd_sizes, read_nrrd_header, voxel_layout
+from ..core.volume import Volume, owned_view
+
+WRITE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+# Formats whose writer compresses on request (NIfTI compresses by its .gz suffix).
+COMPRESSIBLE_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def volume_suffix(path) -> str:
+    name = str(path).lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
+
+
+# Library wording that says nothing to a user: exception wrappers, source locations, class names with addresses,
+# NrrdIO's function-name prefixes.
+_LIBRARY_NOISE = re.compile(r"^(?:ITK ERROR: |sitk::ERROR: |Description: )?(?:\w+\(0x[0-9a-f]+\): )?"
+                            r"(?:\[nrrd\] \w+: |\w+: (?=[a-z]))*")
+_SOURCE_LOCATION = re.compile(r"(?:/[^\s:]+)+\.(?:cxx|cpp|h|hxx|c)(?::\d+)*:?")
+
+
+def _first_line(error: Exception) -> str:
+    """ITK exceptions span many lines with source locations and class names; keep the sentence that matters, in
+    words a user can read (never a library's source path or class name)."""
+    lines = []
+    for line in str(error).splitlines():
+        line = line.strip()
+        if not line or line.startswith("Exception thrown in SimpleITK") or _SOURCE_LOCATION.fullmatch(line):
+            continue
+        line = _SOURCE_LOCATION.sub("", _LIBRARY_NOISE.sub("", line)).strip(" :")
+        if line and "itk::" not in line and "sitk" not in line.lower():
+            lines.append(line)
+    if not lines:
+        return "its header could not be read"
+    # NrrdIO stacks "trouble reading" lines above the cause: the most specific is the last that is not one of them.
+    specific = [line for line in lines if "trouble" not in line]
+    text = (specific or lines)[-1]
+    if text.startswith("Unable to determine ImageIO reader"):
+        return "no reader knows this kind of file"
+    return text[:300]
+
+
+@contextlib.contextmanager
+def _library_quiet():
+    """SimpleITK's readers print warnings of their own on stderr (MetaIO's ``M_ReadElementsData``, NrrdIO, ...);
+    we turn failures into one line of ours, so their chatter is silenced while they run."""
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters)
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _not_3d(path: Path, size) -> VolumeFileError:
+    if len(size) == 4:
+        return VolumeFileError(f"{path}: is a 4D image ({size[3]} components or time points of {size[0]}x{size[1]}"
+                               f"x{size[2]}); a 3D volume is needed")
+    return VolumeFileError(f"{path}: is a {len(size)}D image; a 3D volume is needed")
+
+
+def _why_unreadable(path: Path, error: Exception) -> VolumeFileError:
+    """A plain-words reason SimpleITK could not read ``path``'s header: what our own header reading finds, or the
+    cleaned-up cause."""
+    missing = [data for data in data_files_named(path) if not data.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        return VolumeFileError(f"{path}: data file {missing[0]} does not exist{more}")
+    if path.name.lower().endswith(".gz"):  # a damaged stream can hide the header: say so rather than "unreadable"
+        from .slabs import check_compressed_file
+        try:
+            check_compressed_file(path, "gzip")
+        except VolumeFileError as damaged:
+            return damaged
+    if path.name.lower().endswith((".nrrd", ".nhdr")):
+        try:
+            fields, _, _ = read_nrrd_header(path)
+            sizes = nrrd_sizes(path, fields)
+        except VolumeFileError as ours:
+            reason = str(ours)[len(str(path)) + 2:] if str(ours).startswith(f"{path}: ") else str(ours)
+            return VolumeFileError(f"{path}: not a readable volume ({reason})")
+        except (OSError, UnicodeError):
+            sizes = []
+        if len(sizes) > 3:
+            return _not_3d(path, sizes)
+    return VolumeFileError(f"{path}: not a readable volume ({_first_line(error)})")
+
+
+def _open_3d(path: Path, read):
+    """Run ``read()`` (a SimpleITK image or a reader that has read the header) and check it is a 3D volume;
+    every failure becomes one VolumeFileError naming the file."""
+    if not path.exists():
+        raise VolumeFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise VolumeFileError(f"{path}: is a folder, not a volume file")
+    check_metaimage_header(path)
+    try:
+        with _library_quiet():
+            source = read()
+    except RuntimeError as error:
+        raise _why_unreadable(path, error) from None
+    if source.GetDimension() != 3:
+        raise _not_3d(path, source.GetSize())
+    try:
+        geometry = Geometry(source.GetSize(), source.GetSpacing(), source.GetOrigin(),
+                            np.array(source.GetDirection()).reshape(3, 3))
+    except ValueError as error:  # a damaged or hand-written header: zero or negative spacing, ...
+        raise VolumeFileError(f"{path}: the header's grid is not valid ({error})") from None
+    _check_geometry(path, geometry)
+    return source, geometry
+
+
+def _check_geometry(path: Path, geometry: Geometry) -> None:
+    """Headers can hold numbers no grid can have (a damaged or hand-written header): refuse them here, in plain
+    words, rather than fail later inside a writer. (Geometry itself checks dimensions and spacing.)"""
+    if not np.isfinite(geometry.origin).all():
+        raise VolumeFileError(f"{path}: the header's origin {geometry.origin} is not a finite point")
+    direction = geometry.direction
+    if not np.isfinite(direction).all() or abs(np.linalg.det(direction)) < 1e-6:
+        raise VolumeFileError(f"{path}: the header's axis directions are not three independent directions")
+
+
+def read_volume(path, series: str | None = None) -> Volume:
+    """Read a 3D volume (scalar or multi-component). Raises VolumeFileError naming the file and the problem.
+    A DICOM folder or file is read as its series (``series``: the UID, when the folder holds several).
+
+    Voxels stored uncompressed in one file in this machine's byte order (NRRD/NHDR, NIfTI, MetaImage) are
+    memory-mapped read-only (no copy, no read time: the page cache serves them). Every other layout the streamed
+    path reads (compressed, several files, byte-swapped, scaled; bigvolume.io.layout) is read by the same readers, so
+    both paths give the same voxels and refuse the same damaged files (truncated or corrupt compressed data: their
+    checksums are verified); only what those do not cover is read by SimpleITK, after a check of its compressed
+    data. Missing or too short data files are refused before reading."""
+    path = Path(path)
+    if dicom.accepts(path, series):
+        return dicom.read_volume(path, series)
+    geometry, dtype, components = read_geometry(path)
+    layout = voxel_layout(path, dtype, components, geometry.voxel_count)
+    if layout is not None and layout.is_single_native_raw:
+        data = layout.files[0]
+        shape = geometry.shape + ((components,) if components > 1 else ())
+        mapped = np.memmap(data.path, dtype=dtype, mode="r", offset=data.offset, shape=shape)
+        return Volume(mapped, geometry, owner=mapped)
+    from .slabs import check_compressed_file, read_with_layout  # slabs builds on this module
+    if layout is not None:
+        return Volume(read_with_layout(path, geometry, dtype, components, layout), geometry)
+    if path.name.lower().endswith(".gz"):
+        check_compressed_file(path, "gzip", nifti_data_end(path))
+    image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(path)))
+    return Volume(owned_view(sitk.GetArrayViewFromImage(image), image), geometry, owner=image)
+
+
+def read_geometry(path, series: str | None = None) -> tuple[Geometry, np.dtype, int]:
+    """Geometry, pixel type and component count from the header alone (no voxel data read)."""
+    path = Path(path)
+    if dicom.accepts(path, series):
+        return dicom.read_geometry(path, series)
+
+    def read_header():
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return reader
+    reader, geometry = _open_3d(path, read_header)
+    components = reader.GetNumberOfComponents()
+    dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID(), components)).dtype)
+    return geometry, dtype, components
+
+
+def check_output_path(path, inputs=()) -> Path:
+    """Refuse, before any work, an output that cannot be written or would overwrite an input."""
+    path = Path(path)
+    if volume_suffix(path) not in WRITE_SUFFIXES:
+        raise VolumeFileError(f"{path}: unsupported output format; use one of {', '.join(WRITE_SUFFIXES)}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise VolumeFileError(f"{path}: the folder {folder} does not exist")
+    try:  # really try: permissions, read-only file systems and root all answer truthfully this way
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise VolumeFileError(f"{path}: cannot write in {folder} ({error.strerror or error})") from None
+    if path.is_dir():
+        raise VolumeFileError(f"{path}: is a folder")
+    for source in inputs:
+        source = Path(source)
+        if source.exists() and (path.resolve() == source.resolve()
+                                or (path.exists() and os.path.samefile(path, source))):
+            raise VolumeFileError(f"{path}: the output would overwrite the input")
+        for data_file in _data_files_of(path):
+            if data_file.exists() and os.path.samefile(data_file, source):
+                raise VolumeFileError(f"{path}: writing it would overwrite the input's data file {data_file}")
+    return path
+
+
+def _data_files_of(header: Path) -> list[Path]:
+    """Data files a detached-header output would create beside ``header``."""
+    suffix = volume_suffix(header)
+    if suffix not in (".nhdr", ".mhd"):
+        return []
+    stem = header.with_suffix("")
+    return [stem.with_suffix(ext) for ext in (".raw", ".raw.gz", ".zraw")]
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path with the final file name inside a hidden folder next to ``path``; on success move
+    every file written there into place, data files first and ``path`` last; on failure remove them all."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=folder))
+    try:
+        yield staging / path.name
+        written = sorted(staging.iterdir(), key=lambda p: p.name == path.name)
+        if not any(p.name == path.name for p in written):
+            raise VolumeFileError(f"{path}: the writer produced no file")
+        for item in written:
+            os.replace(item, folder / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def to_sitk(volume: Volume) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array), isVector=volume.array.ndim == 4)
+    image.SetSpacing(volume.geometry.spacing)
+    image.SetOrigin(volume.geometry.origin)
+    image.SetDirection(tuple(volume.geometry.direction.ravel()))
+    return image
+
+
+def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:
+    """Write ``volume`` to ``path`` (format from the suffix). ``compress``: gzip the voxel data; default on for
+    ``.nrrd``/``.mha``, off for detached headers (so they stream) and by suffix for NIfTI."""
+    path = check_output_path(path)
+    suffix = volume_suffix(path)
+    if compress is None:
+        compress = suffix in (".nrrd", ".mha")
+    image = to_sitk(volume)
+    try:
+        with atomic_output(path) as staging_path:
+            sitk.WriteImage(image, str(staging_path), useCompression=bool(compress) and suffix in COMPRESSIBLE_SUFFIXES)
+    except RuntimeError as error:
+        raise VolumeFileError(f"{path}: cannot write ({_first_line(error)})") from None
+    except OSError as error:
+        raise VolumeFileError(f"{path}: cannot write ({error.strerror or error})") from None
+    return path
+
+
+def file_size(path, series: str | None = None) -> int:
+    """Bytes on disk of a volume file, its detached data files included: those its header names (one file, a LIST,
+    a printf pattern), else the data files our writers put beside it; of a DICOM series, all its files."""
+    path = Path(path)
+    if dicom.accepts(path, series):
+        return dicom.file_size(path, series)
+    files = dict.fromkeys([path] + (data_files_named(path) or _data_files_of(path)))
+    return sum(data_file.stat().st_size for data_file in files if data_file.is_file())

@@ -1,0 +1,221 @@
+"""Writing a volume slab by slab as it is produced: NRRD (attached, raw or gzip), NHDR + raw/raw.gz data file, and
+NIfTI (``.nii``, ``.nii.gz``). Only the headers are written here; voxels are appended as they come.
+
+Writers write where they are told: callers give them a path inside :func:`bigvolume.io.files.atomic_output`'s staging
+folder, so the output appears whole or not at all. A :class:`BackgroundWriter` moves compression and disk writes to
+a thread so they overlap with the filtering.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import tempfile
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.errors import VolumeFileError
+from ..core.geometry import Geometry
+from .files import volume_suffix
+
+STREAM_WRITE_SUFFIXES = (".nhdr", ".nrrd", ".nii", ".nii.gz")
+GZIP_LEVEL = 6  # zlib's default: the usual balance of size and speed
+
+NRRD_TYPES = {"uint8": "unsigned char", "int8": "signed char", "uint16": "unsigned short", "int16": "short",
+              "uint32": "unsigned int", "int32": "int", "uint64": "unsigned long long int",
+              "int64": "long long int", "float32": "float", "float64": "double"}
+
+
+def check_stream_output(path, dtype, components: int) -> None:
+    """Refuse, before any work, an output that cannot be written slab by slab."""
+    suffix = volume_suffix(path)
+    if suffix not in STREAM_WRITE_SUFFIXES:
+        raise VolumeFileError(f"{path}: streamed outputs are written as {', '.join(STREAM_WRITE_SUFFIXES)}; "
+                              f"choose one of those (.nhdr keeps the result streamable)")
+    if suffix.startswith(".nii") and components > 1:
+        raise VolumeFileError(f"{path}: NIfTI stores vector components as separate volumes, which cannot be "
+                              "written slab by slab; choose .nhdr or .nrrd")
+    if np.dtype(dtype).name not in NRRD_TYPES:
+        raise VolumeFileError(f"{path}: pixel type {np.dtype(dtype)} cannot be written")
+
+
+def compresses(path, compress: bool | None) -> bool:
+    """Whether the output is gzip-compressed: as asked, else by default for .nrrd; always for .nii.gz."""
+    suffix = volume_suffix(path)
+    return suffix == ".nii.gz" or (suffix == ".nrrd" if compress is None else bool(compress))
+
+
+def _number(value: float) -> str:
+    return format(float(value), ".17g")
+
+
+def _vector(values) -> str:
+    return "(" + ",".join(_number(v) for v in values) + ")"
+
+
+def nrrd_header(geometry: Geometry, dtype, components: int, encoding: str, data_file: str | None = None,
+                endian: str = sys.byteorder, byte_skip: int = 0) -> bytes:
+    """The text header of a NRRD with this geometry, in LPS like Slicer's and SimpleITK's writers. ``data_file``
+    makes it a detached header (``"LIST 2"``: the caller appends the file names)."""
+    directions = [_vector(geometry.direction[:, axis] * geometry.spacing[axis]) for axis in range(3)]
+    sizes = [str(n) for n in geometry.dimensions]
+    kinds = ["domain"] * 3
+    if components > 1:
+        sizes, directions, kinds = [str(components)] + sizes, ["none"] + directions, ["vector"] + kinds
+    lines = ["NRRD0004",
+             f"type: {NRRD_TYPES[np.dtype(dtype).name]}",
+             f"dimension: {len(sizes)}",
+             "space: left-posterior-superior",
+             f"sizes: {' '.join(sizes)}",
+             f"space directions: {' '.join(directions)}",
+             f"kinds: {' '.join(kinds)}",
+             f"endian: {endian}",
+             f"encoding: {encoding}",
+             f"space origin: {_vector(geometry.origin)}"]
+    if byte_skip:
+        lines.append(f"byte skip: {byte_skip}")
+    if data_file is not None:
+        lines.append(f"data file: {data_file}")
+    return ("\n".join(lines) + "\n" + ("" if data_file else "\n")).encode("ascii")
+
+
+def nifti_header(geometry: Geometry, dtype) -> bytes:
+    """A NIfTI-1 header (and its padding up to the voxel offset) exactly as SimpleITK writes it for this geometry:
+    SimpleITK writes a two-slice volume with the same grid, and the slice count is then set in ``dim[3]``."""
+    nx, ny, nz = geometry.dimensions
+    if max(nx, ny, nz) > 32767:
+        raise VolumeFileError(f"NIfTI-1 cannot store {nz} slices or rows (at most 32767); choose .nhdr")
+    image = sitk.GetImageFromArray(np.zeros((2, ny, nx), np.dtype(dtype)))
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(tuple(geometry.direction.ravel()))
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "header.nii")
+        sitk.WriteImage(image, path)
+        with open(path, "rb") as handle:
+            header = bytearray(handle.read(352))
+    vox_offset = int(np.frombuffer(bytes(header), "<f4", 1, 108)[0])
+    header = header[:vox_offset]
+    header[46:48] = np.int16(nz).astype("<i2").tobytes()
+    return bytes(header)
+
+
+class _GzipFile:
+    """Appends gzip-compressed bytes to an open binary file."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+
+    def write(self, data) -> None:
+        self.handle.write(self.compressor.compress(data))
+
+    def close(self) -> None:
+        self.handle.write(self.compressor.flush())
+        self.handle.close()
+
+
+class SlabWriter:
+    """Appends ``(d, j, i[, c])`` blocks of slices to ``path`` (format from its suffix) and checks, on ``close``,
+    that exactly the slices of ``geometry`` were written."""
+
+    def __init__(self, path, geometry: Geometry, dtype, components: int = 1, compress: bool | None = None):
+        path = Path(path)
+        check_stream_output(path, dtype, components)
+        suffix = volume_suffix(path)
+        self.path, self.geometry, self.dtype, self.components = path, geometry, np.dtype(dtype), components
+        self.slice_shape = geometry.shape[1:] + ((components,) if components > 1 else ())
+        compress = compresses(path, compress)
+        encoding = "gzip" if compress else "raw"
+        self.slices_written = 0
+        if suffix == ".nhdr":
+            data_name = path.stem + (".raw.gz" if compress else ".raw")
+            path.write_bytes(nrrd_header(geometry, dtype, components, encoding, data_name))
+            header, data_path = b"", path.with_name(data_name)
+        elif suffix == ".nrrd":
+            header, data_path = nrrd_header(geometry, dtype, components, encoding), path
+        else:
+            header, data_path = nifti_header(geometry, dtype), path
+        handle = open(data_path, "wb")
+        if suffix == ".nii.gz":
+            self._out = _GzipFile(handle)
+            self._out.write(header)
+        else:
+            handle.write(header)
+            self._out = _GzipFile(handle) if compress else handle
+
+    def write(self, block: np.ndarray) -> None:
+        if block.shape[1:] != self.slice_shape or block.dtype != self.dtype:
+            raise ValueError(f"block {block.shape} {block.dtype} does not fit slices {self.slice_shape} {self.dtype}")
+        if self.slices_written + block.shape[0] > self.geometry.dimensions[2]:
+            raise ValueError("more slices than the volume has")
+        self._out.write(np.ascontiguousarray(block).data)
+        self.slices_written += block.shape[0]
+
+    def close(self) -> None:
+        """Finish the file; raises if slices are missing (the caller then discards the output)."""
+        self._out.close()
+        if self.slices_written != self.geometry.dimensions[2]:
+            raise VolumeFileError(f"{self.path}: {self.slices_written} of {self.geometry.dimensions[2]} slices "
+                                  "were written")
+
+    def abort(self) -> None:
+        try:
+            self._out.close()
+        except OSError:
+            pass
+
+
+class BackgroundWriter:
+    """Runs a writer's ``write`` on a thread (compression and disk I/O overlap with the caller's work), at most
+    ``depth`` blocks behind. An error on the thread is raised by the next ``write`` or by ``close``."""
+
+    POLL_SECONDS = 0.1
+    ABORT_WAIT_SECONDS = 10.0
+
+    def __init__(self, writer: SlabWriter, depth: int = 2):
+        self.writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bigvolume-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                block = self._queue.get(timeout=self.POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if block is None:
+                return
+            if self._error is None and not self._stop.is_set():
+                try:
+                    self.writer.write(block)
+                except BaseException as error:  # kept for the caller's thread
+                    self._error = error
+
+    def write(self, block: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            self.writer.abort()
+            raise self._error
+        self.writer.close()
+
+    def abort(self) -> None:
+        """Stop without touching the queue: a Ctrl-C may have interrupted the caller inside it, leaving its lock
+        held (the thread then stays blocked, a daemon that does not keep the process alive)."""
+        self._error = self._error or VolumeFileError("aborted")
+        self._stop.set()
+        self._thread.join(self.ABORT_WAIT_SECONDS)
+        self.writer.abort()

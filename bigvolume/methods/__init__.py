@@ -1,0 +1,1 @@
+"""Filters and kernels: the kernel tables, vtkImageResize (the Lanczos definition), the FFT reference."""

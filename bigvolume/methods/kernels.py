@@ -1,0 +1,343 @@
+"""Per-axis resampling kernels on the block-centred grid, and a slab-by-slab numpy engine that applies them.
+
+Each method becomes, along each axis, a small table: for every output voxel, the input indices it reads (clamped
+to the volume, i.e. the border voxel is repeated, as vtkImageResize does) and their weights (rows sum to one).
+Applying the three tables one axis after the other is a separable filter and resample in one. Two engines apply
+them: tap by tap (apply_separable, one output slice at a time, so its extra memory is a few input slices whatever
+the volume size), and as band matrices (BandMatrix: each run of outputs is one matrix product over the inputs its
+taps read), which BLAS runs several times faster for the wide Lanczos kernel; the streaming loop and the GPU use it.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.dtypes import cast_to, work_dtype
+from ..core.geometry import block_centres, output_size
+from ..core.progress import Progress
+
+# Lobes of the Lanczos window (vtk: window half-width). Measured on the 256^3 zone plate at factor 4 (PSNR vs ideal /
+# aliasing share): 3 lobes 34.8 dB / 7.2 %, 4 lobes 36.3 dB / 5.0 %, for about 25 % more filter time, which the
+# command still more than wins back (benchmarks/cli.py); Kaiser, Blackman and Hamming windows scored lower, and
+# vtkImageSincInterpolator gives the same result for 4 and 5.
+LANCZOS_LOBES = 4
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+# How vtkImageSincInterpolator (which bigvolume.methods.vtk_resize runs) evaluates its kernel, so that the Lanczos table
+# equals vtkImageResize to float rounding for every factor: at most 32 taps (above factor 4 it drops lobes: 3 up
+# to 5.33, 2 up to 8, then 1), tabulated every 1/256 voxel in float32, renormalised per table offset, and read by
+# linear interpolation, which samples the kernel up to 2/256 voxel off when a centre falls between table steps
+# (0.1-0.2 % of the range at factors such as 2.2 or 3.2; none at integer and half-integer factors).
+SINC_TABLE_DIVISIONS = 256
+SINC_KERNEL_SIZE_MAX = 32
+VTK_FLOOR_TOL = 7.62939453125e-06  # VTK_INTERPOLATE_FLOOR_TOL
+# Inputs per band-matrix block on the CPU (BandMatrix): about 50 outputs per matrix product at factor 2, 25 at
+# factor 4. Larger blocks multiply more zeros, smaller ones make BLAS products too small (measured on 2048^2
+# slices: 64-128 within a few percent of each other, 1024 2-3x slower).
+CPU_BLOCK_INPUTS = 96
+
+
+@dataclass(frozen=True)
+class AxisKernel:
+    index: np.ndarray   # (n_out, taps) input indices, clamped to [0, n_in - 1]
+    weight: np.ndarray  # (n_out, taps) weights; zero for taps outside the support
+
+    @property
+    def size_out(self) -> int:
+        return self.index.shape[0]
+
+    def is_identity(self, n_in: int) -> bool:
+        return (self.index.shape == (n_in, 1) and np.array_equal(self.index[:, 0], np.arange(n_in))
+                and np.all(self.weight == 1.0))
+
+
+def gaussian_sigma(factor: float) -> float:
+    """Blur (in input voxels) whose combination with the input's own sampling has an FWHM of ``factor`` voxels
+    (the rule of ngff-zarr / ITK multiscale pyramids)."""
+    return math.sqrt(max(factor * factor - 1.0, 0.0)) / FWHM_PER_SIGMA
+
+
+def _window(centres: np.ndarray, radius: float) -> np.ndarray:
+    """All input indices within ``radius`` of each centre, as an (n_out, taps) table (unclamped)."""
+    first = np.floor(centres - radius).astype(np.int64)
+    taps = int(math.ceil(2 * radius)) + 2
+    return first[:, None] + np.arange(taps)[None, :]
+
+
+@functools.lru_cache(maxsize=64)
+def _sinc_table(factor: float) -> tuple[np.ndarray, int]:
+    """vtk's half-kernel table (value at distance ``t / 256`` voxels, plus 4 zeros) and its number of taps."""
+    taps, lobes = 2 * int(factor * LANCZOS_LOBES + 1.0 - VTK_FLOOR_TOL), LANCZOS_LOBES
+    while lobes > 1 and 2 * lobes * factor > SINC_KERNEL_SIZE_MAX:
+        lobes, taps = lobes - 1, SINC_KERNEL_SIZE_MAX
+    factor = min(factor, SINC_KERNEL_SIZE_MAX / 2)
+    half, step = taps // 2, SINC_TABLE_DIVISIONS
+    x = np.arange(half * step) / (factor * lobes * step)
+    table = np.where(x < 1.0, np.sinc(x) * np.sinc(lobes * x), 0.0).astype(np.float32).astype(np.float64)
+    table = np.concatenate([table, np.zeros(4)])
+    # The taps of a centre at sub-voxel offset o read table[t * 256 + o] on one side, table[s * 256 - o] on the
+    # other: each such set sums to one (o = 0 and o = 128 are their own mirror).
+    ends = np.arange(half) * step
+    table[ends] /= 2.0 * table[ends].sum() - table[0]
+    for offset in range(1, step // 2):
+        rows = np.concatenate([ends + offset, ends + step - offset])
+        table[rows] /= table[rows].sum()
+    table[ends + step // 2] /= 2.0 * table[ends + step // 2].sum()
+    return table, taps
+
+
+def _lanczos_taps(centres: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Input indices (unclamped) and weights of the Lanczos kernel at ``centres``, as vtk computes them."""
+    table, taps = _sinc_table(float(factor))
+    base = np.floor(centres)
+    steps = (centres - base) * SINC_TABLE_DIVISIONS
+    offset = steps.astype(np.int64)
+    fraction = (steps - offset)[:, None]
+    relative = np.arange(taps) + 1 - taps // 2
+    position = relative * SINC_TABLE_DIVISIONS - offset[:, None]
+    weight = (1.0 - fraction) * table[np.abs(position)] + fraction * table[np.abs(position + 1)]
+    return base.astype(np.int64)[:, None] + relative, weight
+
+
+def axis_kernel(method: str, n_in: int, factor: float, n_out: int) -> AxisKernel:
+    centres = block_centres(n_out, factor)
+    if factor == 1.0 and n_out == n_in and method != "max" or method == "nearest":
+        index = np.floor(centres + 0.5).astype(np.int64)[:, None]
+        weight = np.ones_like(index, dtype=np.float64)
+    elif method in ("mean", "max"):
+        index = _window(centres, factor / 2.0)
+        low, high = centres - factor / 2.0, centres + factor / 2.0
+        overlap = np.minimum(high[:, None], index + 0.5) - np.maximum(low[:, None], index - 0.5)
+        weight = np.clip(overlap, 0.0, None) / factor
+        weight[weight < 1e-9] = 0.0
+    elif method == "gaussian":
+        sigma = gaussian_sigma(factor)
+        index = _window(centres, math.ceil(3.0 * sigma))
+        weight = np.exp(-0.5 * ((index - centres[:, None]) / sigma) ** 2)
+    elif method == "lanczos":
+        index, weight = _lanczos_taps(centres, factor)
+    else:
+        raise ValueError(f"no separable kernel for method {method!r}")
+    weight = weight / weight.sum(axis=1, keepdims=True)
+    return AxisKernel(np.clip(index, 0, n_in - 1), weight)
+
+
+def _apply_axis(data, kernel: AxisKernel, axis: int, reduce: str, dtype: np.dtype, xp=np):
+    """One axis of the separable filter, tap by tap. ``xp``: the array module of ``data`` (numpy, or CuPy for the
+    GPU path: the tables stay numpy and each tap's column goes to the device)."""
+    index, weight = kernel.index, kernel.weight
+    if reduce == "max":
+        result = None
+        used = index[np.arange(index.shape[0]), np.argmax(weight, axis=1)]
+        for tap in range(index.shape[1]):
+            rows = np.where(weight[:, tap] > 0, index[:, tap], used)  # unused taps repeat a used one
+            taken = xp.take(data, xp.asarray(rows), axis=axis)
+            result = taken if result is None else xp.maximum(result, taken, out=result)
+        return result
+    shape = [1] * data.ndim
+    shape[axis] = -1
+    result = None
+    for tap in range(index.shape[1]):
+        w = weight[:, tap].astype(dtype).reshape(shape)
+        if not w.any():
+            continue
+        term = xp.take(data, xp.asarray(index[:, tap]), axis=axis).astype(dtype, copy=False) * xp.asarray(w)
+        result = term if result is None else xp.add(result, term, out=result)
+    return result
+
+
+def apply_separable(array: np.ndarray, kernels: tuple[AxisKernel, AxisKernel, AxisKernel], reduce: str = "sum",
+                    out_dtype=None, threads: int = 1, progress: Progress | None = None) -> np.ndarray:
+    """Resample ``array`` (k, j, i[, c]) with one kernel per IJK axis (``kernels`` in I, J, K order)."""
+    kernel_i, kernel_j, kernel_k = kernels
+    out_dtype = np.dtype(out_dtype or array.dtype)
+    dtype = work_dtype(array.dtype)
+    out_shape = (kernel_k.size_out, kernel_j.size_out, kernel_i.size_out) + array.shape[3:]
+    out = np.empty(out_shape, dtype=out_dtype)
+    skip_j = kernel_j.is_identity(array.shape[1])
+    skip_i = kernel_i.is_identity(array.shape[2])
+    progress = progress or Progress()
+
+    def one_slice(k: int) -> None:
+        plane = _apply_axis(array, AxisKernel(kernel_k.index[k:k + 1], kernel_k.weight[k:k + 1]), 0, reduce, dtype)[0]
+        if not skip_j:
+            plane = _apply_axis(plane, kernel_j, 0, reduce, dtype)
+        if not skip_i:
+            plane = _apply_axis(plane, kernel_i, 1, reduce, dtype)
+        out[k] = cast_to(plane, out_dtype)
+
+    n_out = out_shape[0]
+    chunk = max(1, n_out // (8 * max(threads, 1)))
+    starts = range(0, n_out, chunk)
+
+    def one_chunk(start: int) -> int:
+        for k in range(start, min(start + chunk, n_out)):
+            one_slice(k)
+        return min(chunk, n_out - start)
+
+    done = 0
+    if threads <= 1:
+        for start in starts:
+            done += one_chunk(start)
+            progress(done / n_out, "resampling")
+        return out
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(one_chunk, start) for start in starts]
+        try:
+            for future in futures:
+                done += future.result()
+                progress(done / n_out, "resampling")
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return out
+
+
+class BandMatrix:
+    """An axis table as dense blocks along the band of its (outputs x inputs) weight matrix: each block maps a
+    run of output voxels to the contiguous inputs their taps read. Taps that the table clamps onto the same
+    border voxel add up, as they do tap by tap."""
+
+    def __init__(self, kernel: AxisKernel, xp, dtype, block_inputs: int = CPU_BLOCK_INPUTS):
+        self.xp, self.dtype, self.size_out = xp, np.dtype(dtype), kernel.size_out
+        index, weight = kernel.index, kernel.weight
+        step = max(1.0, (index.max() - index.min() + 1) / self.size_out)  # inputs per output voxel
+        rows = max(1, int(block_inputs / step))
+        self.blocks = []
+        for r0 in range(0, self.size_out, rows):
+            r1 = min(self.size_out, r0 + rows)
+            idx, w = index[r0:r1], weight[r0:r1]
+            c0, c1 = int(idx.min()), int(idx.max()) + 1
+            dense = np.zeros((r1 - r0, c1 - c0))
+            np.add.at(dense, (np.repeat(np.arange(r1 - r0), idx.shape[1]), (idx - c0).ravel()), w.ravel())
+            dense = dense.astype(self.dtype)
+            self.blocks.append((r0, r1, c0, c1, xp.asarray(dense), xp.asarray(np.ascontiguousarray(dense.T))))
+
+    def apply(self, data, axis: int, pool=None, parts: int = 1, out=None):
+        """``data`` (in ``self.dtype``) filtered and resampled along ``axis``. ``pool``/``parts``: split the
+        products over that many of the pool's threads (along the leading axes, else the trailing ones), for a BLAS
+        kept to one thread (see bigvolume.stream: BLAS's own threads spin and starve the decoding threads).
+        ``out``: a C-contiguous array of the result's size and type to write into (a buffer reused slab after slab
+        spares the page faults of a fresh one)."""
+        shape = data.shape
+        pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
+        out_shape = shape[:axis] + (self.size_out,) + shape[axis + 1:]
+        data = data.reshape(pre, shape[axis], post)
+        parts = min(parts, max(pre, post)) if pool is not None else 1
+        if out is None and len(self.blocks) == 1 and parts == 1:
+            return self._product(data, *self.blocks[0][2:]).reshape(out_shape)
+        out = self.xp.empty((pre, self.size_out, post), self.dtype) if out is None else \
+            out.reshape(pre, self.size_out, post)
+        along_pre = pre >= parts
+        bounds = np.linspace(0, pre if along_pre else post, parts + 1).astype(int)
+
+        def one_part(number: int) -> None:
+            cut = slice(bounds[number], bounds[number + 1])
+            source, target = (data[cut], out[cut]) if along_pre else (data[:, :, cut], out[:, :, cut])
+            for r0, r1, *block in self.blocks:
+                self._product(source, *block, out=target[:, r0:r1])
+
+        if parts == 1:
+            one_part(0)
+        else:
+            list(pool.map(one_part, range(parts)))
+        return out.reshape(out_shape)
+
+    def _product(self, data, c0, c1, dense, dense_t, out=None):
+        """The products of one block, into ``out`` when given (no temporary)."""
+        part = data[:, c0:c1]
+        pre, _, post = data.shape
+        matmul = self.xp.matmul
+        if post == 1:    # along the last axis: one (pre x n) @ (n x m) product
+            if out is None:
+                return matmul(part[:, :, 0], dense_t)[:, :, None]
+            return matmul(part[:, :, 0], dense_t, out=out[:, :, 0])
+        if pre == 1:     # along the first axis: (m x n) @ (n x post)
+            if out is None:
+                return matmul(dense, part[0])[None]
+            return matmul(dense, part[0], out=out[0])
+        return matmul(dense, part, out=out)  # in between: one product per leading index, batched
+
+
+def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp=np, block_inputs: int = CPU_BLOCK_INPUTS):
+    """``f(data, axis, pool=None, parts=1, out=None)`` applying one axis table: a band matrix for weighted sums of
+    several taps (split over ``parts`` of ``pool``'s threads; written into ``out`` when given), else the tap-by-tap engine (max, and one-tap tables, which
+    only pick voxels); identity tables cost nothing."""
+    if kernel.is_identity(n_in):
+        return lambda data, axis, pool=None, parts=1, out=None: data
+    if reduce == "sum" and kernel.index.shape[1] > 1:
+        return BandMatrix(kernel, xp, dtype, block_inputs).apply
+    return lambda data, axis, pool=None, parts=1, out=None: _apply_axis(data, kernel, axis, reduce, dtype, xp)
+
+
+# Methods whose kernels are per-axis tables: they stream, run on every backend and split into blocks. fft needs the
+# whole volume at once.
+SEPARABLE_METHODS = ("lanczos", "gaussian", "mean", "max", "nearest")
+
+
+def identity_kernel(n: int) -> AxisKernel:
+    return AxisKernel(np.arange(n)[:, None], np.ones((n, 1)))
+
+
+class ResampleKernels:
+    """Everything a backend needs to resample one input: the three axis tables (I, J, K) and the types the data
+    passes through (input, the float it is filtered in, the x/y result kept for the z pass, the z sums).
+
+    Built for a whole volume (:meth:`for_factors`) or for one output block of it (:meth:`block`): a block's tables
+    are rows of the volume's, re-indexed into the input region they read, so a block is computed with the weights
+    of the whole run."""
+
+    def __init__(self, method: str, kernels: tuple[AxisKernel, AxisKernel, AxisKernel], input_shape,
+                 dtype, factors=(1.0, 1.0, 1.0)):
+        if method not in SEPARABLE_METHODS:
+            raise ValueError(f"method {method!r} has no per-axis tables")
+        self.method, self.kernels, self.factors = method, kernels, tuple(float(f) for f in factors)
+        self.input_shape = tuple(input_shape)  # (k, j, i[, c]) of the input these tables read
+        self.input_dtype = np.dtype(dtype)
+        self.reduce = "max" if method == "max" else "sum"
+        nk, nj, ni = self.input_shape[:3]
+        kernel_i, kernel_j, self.z_kernel = kernels
+        self.skip_xy = kernel_i.is_identity(ni) and kernel_j.is_identity(nj)
+        self.xy_kernels = None if self.skip_xy else (kernel_i, kernel_j)
+        # Integers are filtered in floating point, rounded once at the end: vtk would round and clamp the x/y
+        # result to the input type, and a clamped Lanczos overshoot changes the z sums by far more than 1.
+        linear = method in ("lanczos", "gaussian", "mean")
+        self.convert_to = work_dtype(self.input_dtype) if linear and self.input_dtype.kind != "f" else None
+        filtered = self.input_dtype if self.convert_to is None else self.convert_to
+        # Lanczos runs as band products in the filtered type; max and nearest only pick values.
+        self.band = method == "lanczos"
+        keeps_type = self.band or self.skip_xy or method in ("max", "nearest")
+        self.window_dtype = filtered if keeps_type else work_dtype(filtered)
+        self.work_dtype = work_dtype(filtered) if self.reduce == "sum" else self.window_dtype
+        self.z_need = self.z_kernel.index.max(axis=1)  # last input slice each output slice reads
+        self.z_span = int((self.z_kernel.index.max(axis=1) - self.z_kernel.index.min(axis=1)).max())
+        self.reduced_shape = (kernel_j.size_out, kernel_i.size_out) + self.input_shape[3:]
+        self.output_shape = (self.z_kernel.size_out,) + self.reduced_shape
+
+    @classmethod
+    def for_factors(cls, method: str, input_shape, dtype, factors) -> "ResampleKernels":
+        """The tables of a downsampling of an input of ``input_shape`` (k, j, i[, c]) by ``factors`` (I, J, K)
+        onto the block-centred grid."""
+        dims_in = tuple(input_shape[:3])[::-1]
+        dims_out = tuple(output_size(n, f) for n, f in zip(dims_in, factors))
+        tables = tuple(axis_kernel(method, n, float(f), m) for n, f, m in zip(dims_in, factors, dims_out))
+        return cls(method, tables, input_shape, dtype, factors)
+
+    def block(self, output_block) -> tuple["ResampleKernels", tuple[slice, slice, slice]]:
+        """The tables of the output block ``output_block`` ((z0, z1), (y0, y1), (x0, x1): output voxel ranges,
+        half-open) and the input region they read ((k, j, i) slices: the block's range widened by the kernel's
+        support, its halo, clamped at the volume's borders)."""
+        region, tables = [], []
+        for (first, last), kernel in zip(output_block, self.kernels[::-1]):
+            if not 0 <= first < last <= kernel.size_out:
+                raise ValueError(f"output block {output_block} outside the output grid {self.output_shape[:3]}")
+            index, weight = kernel.index[first:last], kernel.weight[first:last]
+            low, high = int(index.min()), int(index.max()) + 1
+            region.append(slice(low, high))
+            tables.append(AxisKernel(index - low, weight))
+        shape = tuple(r.stop - r.start for r in region) + self.input_shape[3:]
+        return ResampleKernels(self.method, tuple(tables[::-1]), shape, self.input_dtype, self.factors), tuple(region)

@@ -1,0 +1,1 @@
+"""User-level operations: resample, stack import, haze removal, precision reduction."""

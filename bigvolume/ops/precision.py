@@ -1,0 +1,324 @@
+"""Precision reduction: map a robust intensity window onto a smaller integer type (e.g. 16 -> 8 bits).
+
+The window comes from percentiles of a sample (so one hot pixel or a dark border does not waste the output
+range); values outside it are clipped, and the clipped share is reported.
+
+Values are kept as they are (no stretching) when stretching would only hurt (:func:`keeps_values`): integer data whose
+type already fits the output type (8-bit data asked for 8 bits: stretching would clip it and the file would grow),
+and a 16-bit output whose window fits in it (Hounsfield units stay Hounsfield units).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import BigVolumeError, naming
+from ..core.memory import format_bytes
+from ..core.progress import ProgressCallback, as_progress
+from ..core.volume import Volume
+from ..engine.loop import SlabStage, run_slabs
+from ..engine.plan import READ_AHEAD, in_memory_limit, plan_input, plan_slabs
+from ..engine.sinks import ArraySink, file_sink
+from ..io.slab_writers import check_stream_output
+from ..io.slabs import ArraySlabReader, open_slabs
+
+BITS_TO_DTYPE = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
+SIGNED_BITS_TO_DTYPE = {8: np.dtype(np.int8), 16: np.dtype(np.int16)}
+DEFAULT_PERCENTILES = (0.1, 99.9)
+SAMPLE_VOXELS = 2_000_000
+SLAB_VOXELS = 16 * 2**20  # voxels converted at a time (bounds the float64 temporaries)
+logger = logging.getLogger("bigvolume")
+
+
+@dataclass(frozen=True)
+class Window:
+    low: float
+    high: float
+
+    def __post_init__(self):
+        if not (np.isfinite(self.low) and np.isfinite(self.high)) or self.high < self.low:
+            raise BigVolumeError(f"invalid intensity window {self.low} .. {self.high}")
+
+
+def robust_window(sample: np.ndarray, percentiles=DEFAULT_PERCENTILES) -> Window:
+    """The ``percentiles`` of the finite values of ``sample``."""
+    values = np.asarray(sample).ravel()
+    values = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    if values.size == 0:
+        raise BigVolumeError("no finite voxel values to choose an intensity window from")
+    low, high = np.percentile(values, percentiles)
+    return Window(float(low), float(high))
+
+
+HISTOGRAM_BINS = 256
+
+
+def robust_histogram(values: np.ndarray, percentiles=DEFAULT_PERCENTILES, *, integer: bool = False,
+                     bins: int = HISTOGRAM_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and bin edges of the finite, non-empty ``values`` over their ``percentiles`` range (the full range when
+    the percentiles meet, e.g. a small object in a sea of zeros; one unit when all values are equal); values outside
+    go to the end bins. ``integer`` data spanning fewer values than ``bins`` get one bin per value (edges at
+    half-integers), so no bin falls between two integers."""
+    low, high = (float(v) for v in np.percentile(values, percentiles))
+    if high <= low:
+        low, high = float(values.min()), float(values.max())
+    if high <= low:
+        high = low + 1.0
+    if integer and high - low + 1 <= bins:
+        edges = np.arange(np.floor(low), np.floor(high) + 2) - 0.5
+    else:
+        edges = np.linspace(low, high, bins + 1)
+    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), edges)
+    return counts, edges
+
+
+def subsample(source, max_voxels: int = SAMPLE_VOXELS) -> np.ndarray:
+    """Every s-th voxel along each axis of ``source`` (an array (k, j, i) or a slab reader, read one slice at a time
+    in order), s chosen so that at most about ``max_voxels`` are kept: statistics of huge volumes in little time."""
+    if isinstance(source, np.ndarray):
+        shape = source.shape[:3]
+    else:
+        shape = (source.slices,) + tuple(source.slice_shape[:2])
+    step = max(1, int(np.ceil((int(np.prod(shape)) / max(1, max_voxels)) ** (1 / 3))))
+    if isinstance(source, np.ndarray):
+        return np.asarray(source[::step, ::step, ::step])
+    return np.stack([source.read(k, k + 1)[0, ::step, ::step] for k in range(0, shape[0], step)])
+
+
+def dtype_for_bits(bits: int, signed: bool = False) -> np.dtype:
+    table = SIGNED_BITS_TO_DTYPE if signed else BITS_TO_DTYPE
+    if bits not in table:
+        raise BigVolumeError(f"bits must be one of {', '.join(map(str, table))}, got {bits}")
+    return table[bits]
+
+
+def full_range(dtype) -> tuple[int, int]:
+    info = np.iinfo(np.dtype(dtype))
+    return int(info.min), int(info.max)
+
+
+def window_map(window: Window, output_range) -> tuple[float, float]:
+    """(scale, offset) of the linear map that takes ``window`` onto ``output_range`` (low, high): out = scale * value
+    + offset. A window of one value maps everything onto the range's low end."""
+    span = window.high - window.low
+    scale = (float(output_range[1]) - output_range[0]) / span if span > 0 else 0.0
+    return scale, float(output_range[0]) - window.low * scale
+
+
+def apply_window(values: np.ndarray, window: Window, dtype, output_range=None) -> tuple[np.ndarray, int]:
+    """``values`` mapped linearly from ``window`` onto ``output_range`` (default: the full range of the integer
+    ``dtype``), rounded and clipped to it; returns the result and how many values were clipped."""
+    low, high = output_range if output_range is not None else full_range(dtype)
+    scale, offset = window_map(window, (low, high))
+    mapped = np.asarray(values, np.float64) * scale + offset
+    clipped = int(np.count_nonzero((mapped < low - 0.5) | (mapped > high + 0.5)))
+    np.rint(mapped, out=mapped)
+    np.clip(mapped, low, high, out=mapped)
+    return mapped.astype(dtype), clipped
+
+
+def keeps_values(input_dtype, output_dtype, window: Window | None, stretch: bool = False) -> bool:
+    """Whether a precision reduction keeps the input's values (identity) instead of stretching a window onto the
+    output type: never with ``stretch`` or for non-integer input; with no window asked for, when every value of the
+    input type fits the output type (uint8 -> uint8 or int16: stretching would clip and grow the file); with a window,
+    when the output has 16 bits and the window fits in it (int16 Hounsfield units with ``--window -1024 3071``
+    keep their values; values outside the window are clipped to it)."""
+    if stretch or np.dtype(input_dtype).kind not in "iu":
+        return False
+    low, high = full_range(output_dtype)
+    if window is None:
+        input_low, input_high = full_range(input_dtype)
+        return low <= input_low and input_high <= high
+    return np.dtype(output_dtype).itemsize == 2 and low <= window.low and window.high <= high
+
+
+def kept_range(input_dtype, output_dtype, window: Window | None) -> tuple[Window, tuple[int, int]]:
+    """Window and output range of the identity map of :func:`keeps_values`: the window (or the input type's range)
+    onto the same integers."""
+    if window is None:
+        window = Window(*full_range(input_dtype))
+    return window, (int(np.ceil(window.low)), int(np.floor(window.high)))
+
+
+@dataclass
+class ReduceReport:
+    window: Window
+    dtype: np.dtype
+    clipped: int
+    clipped_fraction: float
+    voxels: int = 0
+    notes: list = field(default_factory=list)
+    output_path: Path | None = None
+    seconds: float = 0.0
+    input_bytes: int = 0    # on disk, for files
+    output_bytes: int = 0
+    output_range: tuple | None = None  # what the window maps onto (default: the type's full range)
+    kept_values: bool = False          # identity map (see keeps_values)
+
+    def __post_init__(self):
+        if self.output_range is None:
+            self.output_range = full_range(self.dtype)
+
+    def intensity_map(self) -> tuple[float, float]:
+        """(scale, offset): output value = scale * input value + offset, inside the window (previews use it to
+        draw the output with the input's window)."""
+        return window_map(self.window, self.output_range)
+
+    def summary(self) -> str:
+        where = f"{self.output_path}: " if self.output_path else ""
+        low, high = self.output_range
+        if self.kept_values:
+            mapping = f"values kept ({self.window.low:.6g} .. {self.window.high:.6g}, no stretching)"
+        else:
+            mapping = f"window {self.window.low:.6g} .. {self.window.high:.6g} -> {low} .. {high}"
+        text = (f"{where}{self.dtype}, {mapping}; clipped {self.clipped} of {self.voxels} "
+                f"voxels ({100 * self.clipped_fraction:.3f} %)")
+        if self.input_bytes:
+            text += f"; {format_bytes(self.input_bytes)} -> {format_bytes(self.output_bytes)} on disk"
+        if self.seconds:
+            text += f"; {self.seconds:.2f} s"
+        return text
+
+
+class _ReduceStage(SlabStage):
+    """Maps every slab through ``window`` onto ``dtype``; NaN voxels go to the bottom of the range. Counts the
+    clipped and NaN voxels."""
+
+    def __init__(self, window: Window, dtype: np.dtype, output_range):
+        self.window, self.dtype, self.output_range = window, dtype, output_range
+        self.clipped = self.nan = 0
+
+    def push(self, k0, k1, slab, pool, sink) -> None:
+        values = slab
+        if slab.dtype.kind == "f":
+            missing = np.isnan(slab)
+            if missing.any():
+                self.nan += int(np.count_nonzero(missing))
+                values = np.where(missing, self.window.low, slab)
+        mapped, count = apply_window(values, self.window, self.dtype, self.output_range)
+        self.clipped += count
+        sink.write(mapped)
+
+
+def _reduce_slabs(reader, window: Window, dtype: np.dtype, output_range, sink, memory_limit: float,
+                  progress) -> tuple[int, int]:
+    """Every slab of ``reader`` reduced (see _ReduceStage) into ``sink``, on the slab engine; returns (clipped
+    voxels, NaN voxels)."""
+    voxels = reader.slice_bytes // reader.dtype.itemsize
+    # per slice: the slabs read, float64 temporaries of the map, the output block
+    per_slice = voxels * (READ_AHEAD + 1) * reader.dtype.itemsize + voxels * (16 + np.dtype(dtype).itemsize)
+    plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, 0, memory_limit,
+                      max_slab_bytes=SLAB_VOXELS * reader.dtype.itemsize)
+    stage = _ReduceStage(window, dtype, output_range)
+    run_slabs(reader, stage, sink, plan.slab_slices, progress=progress, message="reducing precision, slab")
+    return stage.clipped, stage.nan
+
+
+def _given_window(window) -> Window | None:
+    if window is None or isinstance(window, Window):
+        return window
+    return Window(*map(float, window))
+
+
+def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bool):
+    """(window, output range, values kept) of a reduction: the identity when :func:`keeps_values`, else the given
+    window or the ``percentiles`` of a subsample of ``source`` stretched onto the type's full range."""
+    window = _given_window(window)
+    if keeps_values(input_dtype, dtype, window, stretch):
+        return kept_range(input_dtype, dtype, window) + (True,)
+    if window is None:
+        window = robust_window(subsample(source), percentiles)
+    return window, full_range(dtype), False
+
+
+def _check_reducible(components: int, dtype: np.dtype) -> None:
+    if components != 1:
+        raise BigVolumeError(f"{components} components per voxel (RGB or vector): precision reduction needs a scalar "
+                             "volume")
+    if np.dtype(dtype).kind not in "iuf":
+        raise BigVolumeError(f"pixel type {np.dtype(dtype)} cannot be reduced")
+
+
+def _reduce_report(window, dtype, output_range, kept, input_dtype, clipped, nan, voxels) -> ReduceReport:
+    notes = [f"{nan} NaN voxels set to the bottom of the range ({output_range[0]})"] if nan else []
+    if kept:
+        notes.append(f"{np.dtype(input_dtype)} values kept as they are in {np.dtype(dtype)} (no stretching"
+                     + (f", clipped to the window {window.low:.6g} .. {window.high:.6g})" if clipped else ")")
+                     + "; --stretch maps the window onto the full range")
+    return ReduceReport(window, np.dtype(dtype), clipped, clipped / max(1, voxels), voxels, notes,
+                        output_range=tuple(output_range), kept_values=kept)
+
+
+def reduce_bits(volume: Volume, bits: int = 8, *, signed: bool = False, window: Window | None = None,
+                percentiles=DEFAULT_PERCENTILES, stretch: bool = False, progress: ProgressCallback | None = None
+                ) -> tuple[Volume, ReduceReport]:
+    """``volume`` mapped linearly from an intensity window onto uint8/uint16 (int8/int16 with ``signed``): the
+    window is given (a Window or (low, high)) or the ``percentiles`` of a subsample; values outside it are clipped
+    and counted. Integer values that fit the output are kept as they are unless ``stretch`` (:func:`keeps_values`).
+    Geometry unchanged; the input is not modified."""
+    dtype = dtype_for_bits(bits, signed)
+    _check_reducible(volume.components, volume.dtype)
+    window, output_range, kept = _choose_mapping(volume.array, volume.dtype, dtype, window, percentiles, stretch)
+    output = np.empty(volume.array.shape, dtype)
+    clipped, nan = _reduce_slabs(ArraySlabReader(volume.array, volume.geometry), window, dtype, output_range,
+                                 ArraySink(output), in_memory_limit(), as_progress(progress))
+    return Volume(output, volume.geometry), _reduce_report(window, dtype, output_range, kept, volume.dtype, clipped,
+                                                           nan, output.size)
+
+
+def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = False, window: Window | None = None,
+                     percentiles=DEFAULT_PERCENTILES, stretch: bool = False, stream: bool | None = None,
+                     memory_limit: float | None = None, series: str | None = None,
+                     progress: ProgressCallback | None = None) -> ReduceReport:
+    """Read, reduce the precision, write; streams slab by slab by the engine's rule
+    (:func:`bigvolume.engine.should_stream`). The output appears only when complete."""
+    from ..io import files as io
+
+    started = time.perf_counter()
+    dtype = dtype_for_bits(bits, signed)
+    input_path, output_path = Path(input_path), Path(output_path)
+    window = _given_window(window)
+    plan = plan_input(input_path, stream=stream, memory_limit=memory_limit, series=series)
+    progress = as_progress(progress)
+    with naming(input_path):
+        _check_reducible(plan.components, plan.dtype)
+    io.check_output_path(output_path, inputs=[input_path])
+    if not plan.streams(plan.geometry.voxel_count * dtype.itemsize):
+        volume = io.read_volume(input_path, series)
+        with naming(input_path):
+            result, report = reduce_bits(volume, bits, signed=signed, window=window, percentiles=percentiles,
+                                         stretch=stretch, progress=progress.sub(0.1, 0.9))
+        io.write_volume(result, output_path)
+    else:
+        check_stream_output(output_path, dtype, 1)
+        with open_slabs(input_path, series) as reader:
+            with naming(input_path):
+                window, output_range, kept = _choose_mapping(reader, plan.dtype, dtype, window, percentiles, stretch)
+            with file_sink(output_path, plan.geometry, dtype) as writer:
+                clipped, nan = _reduce_slabs(reader, window, dtype, output_range, writer, plan.memory_limit,
+                                             progress)
+        report = _reduce_report(window, dtype, output_range, kept, plan.dtype, clipped, nan,
+                                plan.geometry.voxel_count)
+    progress(1.0, "written")
+    for note in report.notes:
+        logger.warning(note)  # the command line prints these on stderr
+    report.output_path, report.seconds = output_path, time.perf_counter() - started
+    report.input_bytes, report.output_bytes = io.file_size(input_path, series), io.file_size(output_path)
+    return report
+
+
+class WindowedSink:
+    """Maps filtered float blocks through an intensity window onto a smaller integer type before ``sink``."""
+
+    def __init__(self, sink, window: Window, dtype):
+        self.sink, self.window, self.dtype = sink, window, np.dtype(dtype)
+        self.clipped = 0
+
+    def write(self, block: np.ndarray) -> None:
+        mapped, clipped = apply_window(block, self.window, self.dtype)
+        self.clipped += clipped
+        self.sink.write(mapped)

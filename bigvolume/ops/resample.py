@@ -1,0 +1,387 @@
+"""Anti-aliased downsampling of in-memory volumes: choosing the factors, dispatching to a method, keeping the
+geometry exact (see bigvolume.core.geometry for the block-centred grid)."""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core.dtypes import cast_to
+from ..core.errors import BigVolumeError
+from ..core.geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
+                             validate_factors)
+from ..core.memory import default_threads, format_bytes
+from ..core.progress import Progress, ProgressCallback, as_progress
+from ..core.volume import Volume
+from ..engine.gpu import choose_device, device_name, probe_cuda, resample_array
+from ..engine.plan import plan_input, should_stream
+from ..engine.stream import STREAMABLE_METHODS, StreamPlan, downsample_in_memory, stream_to_file
+from ..io import files as io
+from ..io.slabs import open_slabs
+from ..methods.array_backend import ArrayBackend
+from ..methods.backends import BACKENDS, DEFAULT_BACKEND, get_backend
+from ..methods.spectral import band_limited_sample
+
+logger = logging.getLogger("bigvolume")
+
+# name -> one-line hint (shown by --help and in the Slicer panel's tooltips)
+METHODS = {
+    "lanczos": "windowed sinc (Lanczos-4, vtkImageResize, antialiased): sharpest band limit; default",
+    "gaussian": "Gaussian blur (FWHM = factor) then sampling: softer, never rings",
+    "mean": "block average (box filter), fractional blocks weighted: no ringing, mild aliasing",
+    "max": "block maximum: keeps thin bright structures (vessels, trabeculae); aliases",
+    "fft": "ideal band limit by FFT; whole volume and complex copies in memory: the reference",
+    "nearest": "decimation, one voxel per block (what CropVolume/ImageStacks do): aliases; for comparison",
+}
+DEFAULT_METHOD = "lanczos"
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise BigVolumeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def choose_factors(geometry: Geometry, bytes_per_voxel: int = 1, factor=None, spacing=None,
+                   isotropic: bool = False, target_bytes: float | None = None) -> tuple[float, float, float]:
+    """Per-axis factors (I, J, K) from exactly one of: ``factor`` (1 or 3 numbers), ``spacing`` (target spacing)
+    or ``target_bytes`` (largest uncompressed output; :func:`resample_file` then fits the compressed file, see
+    :func:`fit_file_size`). ``isotropic`` with a single factor: one output spacing on all
+    axes, ``factor`` x the finest input spacing, no axis upsampled. An axis of a single voxel (a 2D image stored as
+    a volume) keeps factor 1: there is nothing to average along it."""
+    factors = _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes)
+    return tuple(1.0 if n == 1 else f for n, f in zip(geometry.dimensions, factors))  # type: ignore[return-value]
+
+
+def _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes):
+    given = [name for name, value in (("factor", factor), ("spacing", spacing), ("target size", target_bytes))
+             if value is not None]
+    if len(given) > 1:
+        raise BigVolumeError(f"give only one of factor, spacing or target size (got {' and '.join(given)})")
+    try:
+        if spacing is not None:
+            return factors_for_spacing(geometry, spacing)
+        if target_bytes is not None:
+            return factors_for_size(geometry, bytes_per_voxel, target_bytes)
+        factors = validate_factors(2.0 if factor is None else factor)
+        if isotropic:
+            if len(set(factors)) != 1:
+                raise ValueError("isotropic needs a single factor")
+            return isotropic_factors(geometry, factors[0])
+        return factors
+    except ValueError as error:
+        raise BigVolumeError(str(error)) from None
+
+
+def check_backend(backend: str | None, method: str, device: str = "cpu") -> str:
+    """The backend name for ``backend`` (None: the default), refused when it cannot run ``method`` there."""
+    backend = backend or DEFAULT_BACKEND
+    if backend not in BACKENDS:
+        raise BigVolumeError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "vtk" and method != "lanczos":
+        raise BigVolumeError(f"backend vtk runs the lanczos method only (vtkImageResize), not {method}")
+    if backend == "vtk" and device == "cuda":
+        raise BigVolumeError("backend vtk runs on the CPU; leave out --device cuda or choose the numpy backend")
+    return backend
+
+
+def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, threads: int | None = None,
+                     progress: ProgressCallback | None = None, backend: str | None = None) -> np.ndarray:
+    """Downsample ``array`` (k, j, i[, c]) by ``factors`` (I, J, K) onto the block-centred grid; same dtype out.
+    ``backend``: numpy (default: the kernel tables through the slab engine, the fastest) or vtk (vtkImageResize,
+    the definition of the Lanczos kernel; lanczos only). fft needs neither."""
+    check_method(method)
+    factors = validate_factors(factors)
+    threads = threads or default_threads()
+    progress = as_progress(progress)
+    if array.dtype == np.bool_:
+        array = array.view(np.uint8)
+    if method == "fft":
+        dims_out = Geometry(array.shape[2::-1]).downsampled(factors).dimensions
+        positions = [block_centres(m, f) for m, f in zip(dims_out, factors)]
+        progress(0.0, "band-limiting (FFT)")
+        result = cast_to(band_limited_sample(array, factors, positions), array.dtype)
+        progress(1.0, "band-limiting (FFT)")
+        return result
+    chosen = get_backend(check_backend(backend, method))
+    if not chosen.streams:
+        return chosen.resample_array(array, factors, threads, progress)
+    return downsample_in_memory(array, factors, method, threads=threads, progress=progress, backend=chosen,
+                                message="resampling")
+
+
+def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = False,
+             target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
+             dtype=None, device: str = "cpu", backend: str | None = None,
+             progress: ProgressCallback | None = None) -> Volume:
+    """Downsample a Volume; see :func:`choose_factors` for how the grid is chosen. ``dtype``: output pixel type
+    (default: the input's); integers are rounded and clamped to the type's range. ``device``: cpu, cuda (the
+    same kernels on an NVIDIA GPU through CuPy, see bigvolume.gpu) or auto (cuda when there is one).
+    ``backend``: on the CPU, numpy (default) or vtk (see :func:`downsample_array`)."""
+    check_method(method)
+    if check_backend(backend, method, device) == "vtk":
+        device = "cpu"
+    factors = choose_factors(volume.geometry, volume.array.dtype.itemsize * volume.components, factor, spacing,
+                             isotropic, target_bytes)
+    array = volume.array
+    out_dtype = np.dtype(dtype) if dtype is not None else array.dtype
+    if choose_device(device, method) == "cuda":
+        result = resample_array(array, factors, method, out_dtype, xp=probe_cuda()[0], threads=threads,
+                                progress=progress)
+        return Volume(result, volume.geometry.downsampled(factors))
+    if out_dtype.kind == "f" and array.dtype.kind != "f":
+        array = array.astype(out_dtype)  # filter in the wider type (costs one full-size copy)
+    result = downsample_array(array, factors, method, threads, progress, backend)
+    return Volume(cast_to(result, out_dtype), volume.geometry.downsampled(factors))
+
+
+@dataclass
+class ResampleReport:
+    input_path: Path
+    output_path: Path
+    input_geometry: Geometry
+    output_geometry: Geometry
+    factors: tuple[float, float, float]
+    method: str
+    input_bytes: int
+    output_bytes: int
+    seconds: float
+    stream_plan: StreamPlan | None = None  # set when the volume was streamed
+    notes: list[str] = field(default_factory=list)
+    device: str = "cpu"                     # or the GPU's name
+
+    def summary(self) -> str:
+        def size(geometry):
+            return "x".join(str(d) for d in geometry.dimensions)
+        spacing = " ".join(f"{s:g}" for s in self.output_geometry.spacing)
+        text = (f"{self.output_path}: {size(self.input_geometry)} -> {size(self.output_geometry)}, "
+                f"spacing {spacing}, {format_bytes(self.input_bytes)} -> {format_bytes(self.output_bytes)} on disk, "
+                f"{self.method}{'' if self.device == 'cpu' else ' on ' + self.device}, {self.seconds:.2f} s")
+        if self.stream_plan is not None:
+            text += f"; {self.stream_plan.describe()}"
+        return text
+
+
+def _note(notes: list[str], text: str) -> None:
+    """Something the user should know before a long job: logged at once (the command line prints it) and kept
+    for the report."""
+    notes.append(text)
+    logger.warning(text)
+
+
+@dataclass
+class FilePlan:
+    """What resampling a file will do, from its header alone: grids, sizes, and whether it streams."""
+
+    input_path: Path
+    geometry: Geometry
+    output_geometry: Geometry
+    factors: tuple[float, float, float]
+    dtype: np.dtype          # the input's pixel type
+    out_dtype: np.dtype
+    components: int
+    method: str
+    memory_limit: int
+    automatic_limit: bool
+    stream: bool | None      # as asked: None = decide
+    reads_in_slabs: bool     # the file's layout allows reading a slab at a time
+    series: str | None = None  # the DICOM series UID asked for (bigvolume.dicom)
+    backend: str = DEFAULT_BACKEND
+
+    @property
+    def can_stream(self) -> bool:
+        return self.method in STREAMABLE_METHODS and get_backend(self.backend).streams
+
+    @property
+    def input_bytes(self) -> int:
+        return self.geometry.voxel_count * self.components * self.dtype.itemsize
+
+    @property
+    def output_bytes(self) -> int:
+        return self.output_geometry.voxel_count * self.components * self.out_dtype.itemsize
+
+    @property
+    def in_memory_bytes(self) -> int:
+        return self.input_bytes + self.output_bytes
+
+    @property
+    def streams(self) -> bool:
+        return should_stream(self.stream, self.reads_in_slabs, self.in_memory_bytes, self.memory_limit,
+                             self.can_stream)
+
+    def why_read_whole(self) -> str:
+        return f"{self.method} cannot stream" if self.method not in STREAMABLE_METHODS else \
+            f"backend {self.backend} cannot stream"
+
+    def describe(self) -> str:
+        """Input grid -> output grid, sizes, and how it will run (streamed or read whole, and why)."""
+        limit = f"memory limit {format_bytes(self.memory_limit)}{' (automatic)' if self.automatic_limit else ''}"
+        needs = f"input + output {format_bytes(self.in_memory_bytes)}"
+        over = self.in_memory_bytes > self.memory_limit
+        if self.streams:
+            how = (f"streamed from disk, as asked ({limit})" if self.stream
+                   else f"streamed from disk ({needs} > {limit})")
+        elif self.stream is False:
+            how = f"read whole, as asked ({needs}{' > ' if over else ' within the '}{limit})"
+        elif not self.reads_in_slabs and (self.stream or over):
+            how = f"read whole: this file's encoding cannot be read in slabs ({needs}, {limit})"
+        elif over:
+            how = f"read whole: {self.why_read_whole()} ({needs} > {limit})"
+        else:
+            how = f"read whole ({needs} within the {limit})"
+        dims = ["x".join(str(d) for d in g.dimensions) for g in (self.geometry, self.output_geometry)]
+        spacing = " ".join(f"{s:.6g}" for s in self.output_geometry.spacing)
+        return (f"{dims[0]} -> {dims[1]}, spacing {spacing} mm, {format_bytes(self.input_bytes)} -> "
+                f"{format_bytes(self.output_bytes)}; {how}")
+
+
+def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False, target_bytes: float | None = None,
+              method: str = DEFAULT_METHOD, dtype=None, stream: bool | None = None,
+              memory_limit: float | None = None, series: str | None = None,
+              backend: str | None = None) -> FilePlan:
+    """Plan :func:`resample_file` from the input's header: refuses invalid settings, unreadable headers and
+    missing or short data files before any voxel is read."""
+    check_method(method)
+    backend = check_backend(backend, method)
+    if factor is not None:
+        try:
+            validate_factors(factor)
+        except ValueError as error:
+            raise BigVolumeError(str(error)) from None
+    source = plan_input(input_path, stream=stream, memory_limit=memory_limit, series=series)
+    geometry, in_dtype, components = source.geometry, source.dtype, source.components
+    factors = choose_factors(geometry, in_dtype.itemsize * components, factor, spacing=spacing,
+                             isotropic=isotropic, target_bytes=target_bytes)
+    if stream and method not in STREAMABLE_METHODS:
+        raise BigVolumeError(f"method {method} needs the whole volume in memory and cannot stream; "
+                             f"choose one of {', '.join(STREAMABLE_METHODS)}")
+    if stream and not get_backend(backend).streams:
+        raise BigVolumeError(f"backend {backend} works on the whole volume in memory and cannot stream; "
+                             "choose the numpy backend to stream")
+    out_dtype = np.dtype(dtype) if dtype is not None else in_dtype
+    return FilePlan(source.path, geometry, geometry.downsampled(factors), factors, in_dtype, out_dtype, components,
+                    method, source.memory_limit, source.automatic_limit, stream, source.reads_in_slabs, series,
+                    backend)
+
+
+def writes_compressed(path, compress: bool | None) -> bool:
+    """Whether :func:`bigvolume.io.files.write_volume` / the slab writers compress ``path``'s voxels: .nii.gz always,
+    .nrrd and .mha by default, other compressible formats when asked."""
+    suffix = io.volume_suffix(path)
+    if suffix == ".nii.gz":
+        return True
+    return suffix in (".nrrd", ".mha") if compress is None else bool(compress) and suffix in io.COMPRESSIBLE_SUFFIXES
+
+
+FIT_TRIALS = 16  # most trial writes when fitting a compressed file to a size
+
+
+def fit_file_size(write_trial, geometry: Geometry, start, budget: float, output_path) -> tuple[tuple, int]:
+    """The largest grid whose written file fits ``budget`` bytes on disk: its factors and the number of trial
+    writes. The candidates are the grids whose longest axis has ``m`` voxels (uniform factor = that axis's input
+    voxels / ``m``, so it is covered exactly); the search is a bisection on ``m``, starting next to ``start`` (the
+    factors that fit uncompressed; compression usually lets a larger grid fit, on noise the header can push it over).
+    ``write_trial(factors, path)`` writes the output at ``factors`` to ``path``; the trials go to a hidden folder
+    beside the output and are removed."""
+    folder = Path(output_path).parent if str(Path(output_path).parent) else Path(".")
+    longest = max(geometry.dimensions)
+    sizes: dict[int, int] = {}  # m -> bytes on disk
+
+    def factors_at(m: int) -> tuple:
+        return choose_factors(geometry, factor=longest / m)
+
+    def fits(m: int) -> bool:
+        if m not in sizes:
+            trial = Path(staging) / Path(output_path).name
+            write_trial(factors_at(m), trial)
+            sizes[m] = io.file_size(trial)
+        return sizes[m] <= budget
+
+    with tempfile.TemporaryDirectory(prefix=f".{Path(output_path).name}.fit-", dir=folder) as staging:
+        fitting = min(longest, max(geometry.downsampled(start).dimensions))
+        while not fits(fitting):
+            if fitting == 1:
+                raise BigVolumeError(f"{output_path}: even the smallest grid takes {sizes[1]} bytes on disk, more "
+                                     f"than the target size {budget:.0f}")
+            fitting = max(1, min(fitting - 1, int(fitting / 1.1)))
+        # first steps from the compression ratio (bytes ~ m^3), then bisection between a fit and a failure
+        failing = None
+        while len(sizes) < FIT_TRIALS and fitting < longest and (failing is None or failing > fitting + 1):
+            if failing is None:
+                candidate = int(fitting * (budget / sizes[fitting]) ** (1 / 3))
+                candidate = min(longest, max(fitting + 1, candidate))
+            else:
+                candidate = (fitting + failing) // 2
+            if fits(candidate):
+                fitting = candidate
+            else:
+                failing = candidate
+    return factors_at(fitting), len(sizes)
+
+
+def resample_file(input_path, output_path, factor=None, *, spacing=None, isotropic: bool = False,
+                  target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
+                  dtype=None, compress: bool | None = None, stream: bool | None = None,
+                  memory_limit: float | None = None, device: str = "cpu", series: str | None = None,
+                  backend: str | None = None, progress: ProgressCallback | None = None) -> ResampleReport:
+    """Read, downsample and write. Everything that can be checked is checked before reading (options, output
+    path, the input's header and data files: see :func:`plan_file`); the output appears only when complete.
+
+    ``stream``: read and filter the input a slab at a time (see bigvolume.engine.stream). Default: stream when the input
+    and output together would exceed ``memory_limit`` (bytes; default a quarter of the machine's memory), which
+    also caps the streaming buffers. ``device``: cpu, cuda or auto, as for :func:`resample`; on the GPU a
+    streamed file goes slab by slab through the device, a file read whole is streamed from memory. ``series``:
+    the UID of the DICOM series to read when the input folder holds several (see bigvolume.dicom). ``backend``:
+    on the CPU, numpy (default, streams) or vtk (vtkImageResize, in memory; see :func:`downsample_array`)."""
+    started = time.perf_counter()
+    output_path = Path(output_path)
+    plan = plan_file(input_path, factor, spacing=spacing, isotropic=isotropic, target_bytes=target_bytes,
+                     method=method, dtype=dtype, stream=stream, memory_limit=memory_limit, series=series,
+                     backend=backend)
+    input_path = plan.input_path
+    io.check_output_path(output_path, inputs=[input_path])
+    check_backend(backend, method, device)
+    device = "cpu" if plan.backend == "vtk" else choose_device(device, method)
+    notes: list[str] = []
+    progress = as_progress(progress)
+    if stream and not plan.reads_in_slabs:
+        _note(notes, f"{input_path}: this file's encoding cannot be read in slabs; reading it whole "
+                     f"({format_bytes(plan.input_bytes)})")
+    elif not plan.streams and plan.in_memory_bytes > plan.memory_limit:
+        why = "it cannot be read in slabs" if not plan.reads_in_slabs else plan.why_read_whole()
+        _note(notes, f"{input_path}: reading it whole ({why}) needs about {format_bytes(plan.in_memory_bytes)}, "
+                     f"more than the memory limit {format_bytes(plan.memory_limit)}")
+    volume = None  # the input, read once however many times the output is written (see fit_file_size)
+
+    def write_output(factors, path, part: Progress) -> StreamPlan | None:
+        nonlocal volume
+        if plan.streams:
+            with open_slabs(input_path, series) as reader:
+                return stream_to_file(reader, path, factors, method, out_dtype=plan.out_dtype,
+                                      threads=threads or default_threads(), compress=compress,
+                                      memory_limit=plan.memory_limit, progress=part,
+                                      backend=ArrayBackend(probe_cuda()[0]) if device == "cuda" else None)
+        if volume is None:
+            volume = io.read_volume(input_path, series)
+        part(0.1, "read")
+        result = resample(volume, factors, method=method, threads=threads, dtype=dtype, device=device,
+                          backend=plan.backend, progress=part.sub(0.1, 0.9))
+        io.write_volume(result, path, compress=compress)
+        return None
+
+    factors = plan.factors
+    if target_bytes is not None and writes_compressed(output_path, compress):
+        factors, trials = fit_file_size(lambda f, path: write_output(f, path, progress.sub(0.0, 0.8)),
+                                        plan.geometry, plan.factors, target_bytes, output_path)
+        logger.info(f"{output_path}: {trials} trial writes to fit {format_bytes(target_bytes)} on disk")
+    stream_plan = write_output(factors, output_path, progress.sub(0.8 if factors != plan.factors else 0.0, 1.0))
+    if stream_plan is not None and stream_plan.note:
+        _note(notes, stream_plan.note)
+    progress(1.0, "written")
+    return ResampleReport(input_path, output_path, plan.geometry, plan.geometry.downsampled(factors), factors, method,
+                          io.file_size(input_path, series), io.file_size(output_path), time.perf_counter() - started,
+                          stream_plan, notes, "cpu" if device == "cpu" else device_name())

@@ -1,0 +1,269 @@
+"""Importing an image stack as a volume: plan from the headers (sizes, spacing, memory) before any pixel is
+decoded, then stream the slices through the same anti-aliased resampler as volume files (crop, gray, bit depth
+and downsampling while reading), into a file or into an array the caller owns (a Slicer volume node's voxels).
+
+Also writes a full-resolution streamable NHDR: when the slices are uncompressed TIFFs with one contiguous pixel
+block at the same offset in every file, the NHDR lists the original files (``data file: LIST`` + ``byte skip``)
+and no pixel is copied; otherwise one raw file is written slice by slice.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..io import dicom
+from ..io import files as io
+from ..core.errors import BigVolumeError, VolumeFileError
+from ..core.geometry import Geometry
+from ..core.memory import default_memory_limit, format_bytes, physical_memory
+from .precision import Window, WindowedSink, dtype_for_bits, robust_window
+from ..core.progress import ProgressCallback, as_progress
+from ..core.memory import default_threads
+from .resample import DEFAULT_METHOD, check_method, choose_factors, logger
+from ..io.slab_writers import nrrd_header
+from ..io.stacks import Roi, StackInfo, StackSlabReader, find_slices, probe_stack
+from ..engine.stream import STREAMABLE_METHODS, StreamPlan, estimate_stream, stream_downsample, stream_to_file
+
+WINDOW_SAMPLE_SLICES = 16
+
+
+@dataclass
+class StackImport:
+    """An import planned from the slice headers; nothing decoded yet. ``run`` does the work."""
+
+    info: StackInfo
+    reader: StackSlabReader
+    factors: tuple[float, float, float]
+    method: str
+    out_dtype: np.dtype
+    bits: int | None
+    notes: list[str] = field(default_factory=list)
+    window: Window | None = None
+
+    @property
+    def output_geometry(self) -> Geometry:
+        return self.reader.geometry.downsampled(self.factors)
+
+    @property
+    def output_bytes(self) -> int:
+        return self.output_geometry.voxel_count * self.reader.components * self.out_dtype.itemsize
+
+    def estimated_working_bytes(self, memory_limit: float) -> int:
+        """Buffers of the streaming run besides the output: the streaming plan's own, plus one decoded slice per
+        decoder thread."""
+        plan = estimate_stream(self.reader, self.factors, self.method,
+                               out_dtype=self.out_dtype if self.bits is None else np.float32,
+                               threads=self.reader.threads, memory_limit=memory_limit)
+        return plan.working_bytes + self.reader.threads * self.reader.slice_bytes
+
+    def describe(self, memory_limit: float | None = None, with_notes: bool = True, to_file: bool = False) -> str:
+        """The plan in words. ``to_file``: the import writes a file (the command line), so only the working buffers
+        count; otherwise both figures (loaded into memory, as the Slicer panel does, or written to a file)."""
+        limit = memory_limit or default_memory_limit()
+        g = self.output_geometry
+        working = format_bytes(self.estimated_working_bytes(limit))
+        memory = (f"working memory about {working} (the output is written slice by slice, never held whole)"
+                  if to_file else
+                  f"peak memory about {format_bytes(self.output_bytes + self.estimated_working_bytes(limit))} "
+                  f"when loaded, {working} when written to a file")
+        text = (f"{self.info.describe()}\n"
+                f"output {'x'.join(map(str, g.dimensions))}, spacing {' '.join(f'{s:g}' for s in g.spacing)}, "
+                f"{format_bytes(self.output_bytes)} ({self.out_dtype}"
+                f"{', RGB' if self.reader.components > 1 else ''}); {memory}")
+        total = physical_memory()
+        if total and self.output_bytes > 0.8 * total:
+            text += f"\nwarning: the output ({format_bytes(self.output_bytes)}) will not fit in this machine's memory " \
+                    f"({format_bytes(total)}): write it to a file, or downsample more"
+        return "\n".join([text] + (self.notes if with_notes else []))
+
+    def choose_window(self) -> Window | None:
+        """For a bit-depth reduction: the robust intensity window of a sample of slices (decoded once)."""
+        if self.bits is None:
+            return None
+        if self.window is None:
+            depth = self.reader.slices
+            picks = sorted(set(np.linspace(0, depth - 1, min(WINDOW_SAMPLE_SLICES, depth)).round().astype(int)))
+            sample = [self.reader.read(k, k + 1)[0][::4, ::4] for k in picks]
+            self.window = robust_window(np.stack(sample))
+        return self.window
+
+    def run(self, sink, *, memory_limit: float | None = None, threads: int | None = None,
+            progress: ProgressCallback | None = None) -> StreamPlan:
+        """Decode, crop, convert and downsample every slice in order, handing output slices to ``sink.write``."""
+        window = self.choose_window()
+        target = sink if window is None else WindowedSink(sink, window, self.out_dtype)
+        return stream_downsample(self.reader, self.factors, self.method, target,
+                                 out_dtype=self.out_dtype if window is None else np.float32,
+                                 threads=threads or default_threads(),
+                                 memory_limit=memory_limit or default_memory_limit(), progress=progress)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def plan_stack_import(source, *, spacing=None, factor=1.0, roi=None, gray: str | None = "luminance",
+                      bits: int | None = None, reverse: bool = False, method: str = DEFAULT_METHOD,
+                      threads: int | None = None, check_all: bool = True, origin=None,
+                      orientation=None) -> StackImport:
+    """Find the slices, check their headers and plan the output.
+
+    spacing: (sx, sy, sz) in mm; default: the headers' pixel size (x, y) and z = x, with a note; 1 when the
+    headers have none (with a note). factor: one or three (x, y, z) downsampling factors >= 1 (fractional
+    allowed). roi: (x0, x1, y0, y1, z0, z1) half-open slice indices, or a Roi. gray: "luminance" (Rec. 709),
+    "channel:N", or None/"keep" to keep RGB. bits: 8 or 16 to reduce the bit depth through a robust window.
+    orientation: a code from STACK_ORIENTATIONS (any valid code: the directions towards which i, j and k increase,
+    in LPS) or a 3x3 direction matrix (columns); default LPS (identity). origin: the LPS position in mm of the
+    centre of the stack's first pixel (column 0, row 0, first slice after ``reverse``); default (0, 0, 0). A ROI
+    and downsampling move the output's origin along these directions (block-centred grid)."""
+    check_method(method)
+    if method not in STREAMABLE_METHODS:
+        raise BigVolumeError(f"method {method} cannot stream; choose one of {', '.join(STREAMABLE_METHODS)}")
+    try:
+        slices = find_slices(source, reverse=reverse)
+    except VolumeFileError:
+        if isinstance(source, (str, os.PathLike)) and dicom.is_dicom(source):
+            raise BigVolumeError(f"{source}: a DICOM series, which carries its own geometry: read it as a volume "
+                                 "(bigvolume resample, dehaze, reduce-bits and preview take its folder or any one "
+                                 "of its files)") from None
+        raise
+    info = probe_stack(slices, check_all=check_all)
+    notes = []
+    if slices.gaps:
+        notes.append(f"gaps in the slice numbering: {slices.describe_gaps()} missing")
+    if slices.skipped:
+        names = ", ".join(p.name for p in slices.skipped[:5]) + (" ..." if len(slices.skipped) > 5 else "")
+        notes.append(f"skipped {len(slices.skipped)} file(s) that are not slices of this stack: {names}")
+    if spacing is None:
+        if info.pixel_spacing is None:
+            spacing = (1.0, 1.0, 1.0)
+            notes.append("the slice headers carry no pixel size: spacing 1 x 1 x 1 assumed (give the real spacing)")
+        else:
+            spacing = (*info.pixel_spacing, info.pixel_spacing[0])
+            notes.append(f"spacing {spacing[0]:g} x {spacing[1]:g} from the headers; slice spacing assumed "
+                         f"{spacing[2]:g} (give it if it differs)")
+    if roi is not None and not isinstance(roi, Roi):
+        roi = Roi(*(int(v) for v in roi))
+    reader = StackSlabReader(info, spacing, roi, gray, threads=threads or default_threads(), origin=origin,
+                             orientation=orientation)
+    try:
+        factors = choose_factors(reader.geometry, reader.dtype.itemsize, factor)
+        out_dtype = reader.dtype if bits is None else dtype_for_bits(bits)
+        if bits is not None and reader.components > 1:
+            raise BigVolumeError("bit-depth reduction works on gray slices; choose gray luminance or channel:N")
+    except BaseException:
+        reader.close()
+        raise
+    for note in notes:
+        logger.warning(note)
+    return StackImport(info, reader, factors, method, np.dtype(out_dtype), bits, notes)
+
+
+@dataclass
+class StackImportReport:
+    output_path: Path
+    plan: StackImport
+    stream_plan: StreamPlan | None
+    zero_copy: bool
+    seconds: float
+
+    def summary(self) -> str:
+        g = self.plan.output_geometry
+        if self.zero_copy:
+            size = f"a header of {format_bytes(self.output_path.stat().st_size)}"
+            how = (f"it points into the slice files ({format_bytes(io.file_size(self.output_path))} with the header; "
+                   "no pixel copied)")
+        else:
+            size = f"{format_bytes(io.file_size(self.output_path))} on disk"
+            how = self.stream_plan.describe() if self.stream_plan else ""
+        return (f"{self.output_path}: {self.plan.info.depth} slices -> {'x'.join(map(str, g.dimensions))}, "
+                f"spacing {' '.join(f'{s:g}' for s in g.spacing)}, {size}, {self.seconds:.2f} s; {how}")
+
+
+def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gray: str | None = "luminance",
+                 bits: int | None = None, reverse: bool = False, method: str = DEFAULT_METHOD,
+                 threads: int | None = None, memory_limit: float | None = None, compress: bool | None = None,
+                 nhdr_only: bool = False, origin=None, orientation=None,
+                 progress: ProgressCallback | None = None) -> StackImportReport:
+    """Import a stack into ``output_path`` (.nrrd, .nhdr, .nii, .nii.gz). ``nhdr_only``: write the full-resolution
+    streamable NHDR (zero-copy when the slices allow it) and nothing else. See plan_stack_import for the rest."""
+    started = time.perf_counter()
+    output_path = Path(output_path)
+    io.check_output_path(output_path)
+    if nhdr_only and io.volume_suffix(output_path) != ".nhdr":
+        raise BigVolumeError(f"{output_path}: the full-resolution streamable header is a .nhdr file")
+    plan = plan_stack_import(source, spacing=spacing, factor=1.0 if nhdr_only else factor, roi=roi, gray=gray,
+                             bits=None if nhdr_only else bits, reverse=reverse, method=method, threads=threads,
+                             origin=origin, orientation=orientation)
+    try:
+        if nhdr_only and write_zero_copy_nhdr(plan, output_path):
+            return StackImportReport(output_path, plan, None, True, time.perf_counter() - started)
+        progress = as_progress(progress)
+        window = plan.choose_window()
+        windowed = []  # the sink mapping the window onto the output type, when there is one
+
+        def wrap(writer):
+            windowed.append(WindowedSink(writer, window, plan.out_dtype))
+            return windowed[0]
+
+        stream_plan = stream_to_file(plan.reader, output_path, plan.factors, plan.method, out_dtype=plan.out_dtype,
+                                     threads=plan.reader.threads, compress=compress,
+                                     memory_limit=memory_limit or default_memory_limit(), progress=progress,
+                                     wrap_sink=None if window is None else wrap,
+                                     filter_dtype=None if window is None else np.float32)
+        if windowed:
+            stream_plan.clipped_voxels = windowed[0].clipped
+    finally:
+        plan.close()
+    return StackImportReport(output_path, plan, stream_plan, False, time.perf_counter() - started)
+
+
+def _tiff_pixel_block(path: Path):
+    """(offset, byte order) of the one contiguous, uncompressed pixel block of a single-page TIFF, else None."""
+    import tifffile
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            if len(tiff.pages) != 1:
+                return None
+            page = tiff.pages[0]
+            if page.compression != 1 or page.planarconfig not in (1, None):
+                return None
+            offsets, counts = page.dataoffsets, page.databytecounts
+            if not offsets or any(offsets[i] + counts[i] != offsets[i + 1] for i in range(len(offsets) - 1)):
+                return None  # strips scattered through the file: one byte skip cannot describe them
+            return int(offsets[0]), tiff.byteorder
+    except (tifffile.TiffFileError, OSError, ValueError) as error:
+        raise VolumeFileError(f"{path}: cannot read the TIFF structure ({error})") from None
+
+
+def write_zero_copy_nhdr(plan: StackImport, output_path: Path) -> bool:
+    """Write an NHDR listing the original slice files when they allow it (uncompressed TIFF, one contiguous pixel
+    block, same offset and byte order everywhere, whole slices, no gray conversion); False otherwise."""
+    reader = plan.reader
+    if reader.gray != "keep" or reader.roi.size[:2] != (plan.info.width, plan.info.height):
+        return False
+    files = plan.info.files[reader.roi.z0:reader.roi.z1]
+    if any(p.suffix.lower() not in (".tif", ".tiff") for p in files):
+        return False
+    try:
+        import tifffile  # noqa: F401  (optional: without it the NHDR gets its own raw copy)
+    except ImportError:
+        logger.warning("tifffile is not installed: writing a raw copy instead of an NHDR into the slice files")
+        return False
+    first = _tiff_pixel_block(files[0])
+    if first is None or any(_tiff_pixel_block(p) != first for p in files[1:]):
+        return False
+    offset, byte_order = first
+    folder = output_path.parent if str(output_path.parent) else Path(".")
+    names = []
+    for path in files:
+        relative = os.path.relpath(path.resolve(), folder.resolve())
+        names.append(relative if not relative.startswith("..") or os.name == "nt" else str(path.resolve()))
+    header = nrrd_header(reader.geometry, reader.dtype, reader.components, "raw", data_file="LIST 2",
+                         endian="little" if byte_order == "<" else "big", byte_skip=offset)
+    with io.atomic_output(output_path) as staging:
+        staging.write_bytes(header + ("\n".join(names) + "\n").encode())
+    return True

@@ -1,0 +1,1 @@
+"""Previews: offscreen vtk rendering of volumes into PNG pictures."""

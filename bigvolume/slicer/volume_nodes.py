@@ -1,0 +1,164 @@
+"""Helpers that the Slicer modules' Logics share about volume nodes and their text: checks, node <-> Volume
+conversion with the exact grid, display copying, removal of a run's own nodes.
+
+Duck-typed on MRML nodes (only their methods are called) so that this file imports nothing from Slicer: the Logics
+call it inside Slicer and on a slicer-core scene alike.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+from vtkmodules.util import numpy_support
+from vtkmodules.vtkCommonCore import VTK_LONG_LONG
+from vtkmodules.vtkCommonDataModel import vtkImageData
+from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+from ..core.errors import BigVolumeError
+from ..core.geometry import Geometry
+from ..core.volume import Volume
+from ..methods.vtk_resize import vtk_image_to_array
+
+
+def check_storable_dtype(dtype) -> None:
+    """Refuse up front a voxel type a Slicer volume cannot hold (before a possibly long run, not after)."""
+    try:
+        vtk_type = numpy_support.get_vtk_array_type(np.dtype(dtype))
+    except TypeError:
+        raise BigVolumeError(f"voxel type {np.dtype(dtype)} cannot be stored in a Slicer volume") from None
+    if vtk_type == VTK_LONG_LONG:
+        raise BigVolumeError("Slicer volumes cannot hold 64-bit signed integer voxels: cast the input to a 32-bit "
+                             "integer or float type first (Volumes module, or Cast Scalar Volume)")
+
+
+def check_output_node(input_node, output_node) -> None:
+    """The checks every Logic makes on its output node before any work: none needs a scene to add one to, and a
+    given one must not be the input (the input is never modified)."""
+    if output_node is None:
+        if input_node.GetScene() is None:
+            raise BigVolumeError(f"{input_node.GetName()} is in no scene: give an output volume node")
+        return
+    if output_node is input_node or (output_node.GetID() is not None and output_node.GetID() == input_node.GetID()):
+        raise BigVolumeError("the output volume must differ from the input volume (the input is never modified)")
+
+
+def remove_node_and_display(node) -> None:
+    """Remove ``node`` from its scene with the display and storage nodes it brought (a run's own output, undone)."""
+    scene = node.GetScene()
+    if scene is None:
+        return
+    dependents = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+    dependents += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+    scene.RemoveNode(node)
+    for dependent in dependents:
+        if dependent is not None and dependent.GetScene() is scene:
+            scene.RemoveNode(dependent)
+
+
+@contextlib.contextmanager
+def given_or_new_node(node, scene, class_name: str, name: str):
+    """Yields ``node``, or, when it is None, a new ``class_name`` node named ``name`` (made unique) added to
+    ``scene``; a node created here is removed again if the block raises (a cancel or an error leaves no node)."""
+    created = node is None
+    if created:
+        node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+    try:
+        yield node
+    except BaseException:
+        if created:
+            remove_node_and_display(node)
+        raise
+
+
+def dimensions_text(dimensions) -> str:
+    return "x".join(str(int(d)) for d in dimensions)
+
+
+def numbers_text(values) -> str:
+    return " ".join(f"{v:.6g}" for v in values)
+
+
+# --- node <-> bigvolume.Volume --------------------------------------------------------------------------------------
+def _matrix_to_array(matrix) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _array_to_matrix(array) -> vtkMatrix4x4:
+    matrix = vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r][c]))
+    return matrix
+
+
+def node_ijk_to_ras(node) -> vtkMatrix4x4:
+    matrix = vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def geometry_from_node(node) -> Geometry:
+    """The node's grid (LPS, as the core wants it) from its IJKToRAS matrix and image dimensions."""
+    return Geometry.from_ijk_to_ras(_matrix_to_array(node_ijk_to_ras(node)), node.GetImageData().GetDimensions())
+
+
+def volume_from_node(node) -> Volume:
+    """A Volume viewing the node's voxels, (k, j, i[, c]) as slicer.util.arrayFromVolume gives them (no copy: never
+    write into ``volume.array``). The caller checks first that the node holds scalars."""
+    image = node.GetImageData()
+    return Volume(vtk_image_to_array(image), geometry_from_node(node), owner=image)
+
+
+def fill_volume_node(node, volume: Volume, source=None, window_level: bool = True) -> None:
+    """Copy ``volume`` into ``node`` (its own new image data) with the volume's exact grid. With a ``source`` node
+    the result goes under the source's parent transform and gets display nodes that look like the source's (see
+    copy_display); when the grid is the source's own, its IJKToRAS matrix is copied as is (bit-exact, no round trip
+    through Geometry)."""
+    array = np.ascontiguousarray(volume.array)
+    check_storable_dtype(array.dtype)
+    components = 1 if array.ndim == 3 else array.shape[3]
+    image = vtkImageData()
+    image.SetDimensions(*volume.geometry.dimensions)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.reshape(-1, components), deep=True))
+    if source is not None and geometry_from_node(source) == volume.geometry:
+        ijk_to_ras = node_ijk_to_ras(source)
+    else:
+        ijk_to_ras = _array_to_matrix(volume.geometry.ijk_to_ras())
+    was_modifying = node.StartModify()
+    try:
+        node.SetAndObserveImageData(image)
+        node.SetIJKToRASMatrix(ijk_to_ras)
+        node.SetAndObserveTransformNodeID(source.GetTransformNodeID() if source is not None else None)
+    finally:
+        node.EndModify(was_modifying)
+    copy_display(source, node, window_level)
+
+
+def copy_display(source, target, window_level: bool = True) -> None:
+    """Give ``target`` display nodes (if it has none) that look like ``source``'s (if any): colour table,
+    interpolation and, with ``window_level``, the window/level (leave it out when the values were remapped).
+    Nodes of another class (a label map made from a grayscale volume) keep their own default display."""
+    if target.GetScene() is None:
+        return
+    if target.GetDisplayNode() is None:
+        target.CreateDefaultDisplayNodes()
+    same_kind = source is not None and source.GetClassName() == target.GetClassName()
+    source_display = source.GetDisplayNode() if same_kind else None
+    target_display = target.GetDisplayNode()
+    if source_display is None or target_display is None:
+        return
+    was_modifying = target_display.StartModify()
+    try:
+        if source_display.GetColorNodeID():
+            target_display.SetAndObserveColorNodeID(source_display.GetColorNodeID())
+        if source_display.IsA("vtkMRMLScalarVolumeDisplayNode") and target_display.IsA(
+                "vtkMRMLScalarVolumeDisplayNode"):
+            target_display.SetInterpolate(source_display.GetInterpolate())
+            if window_level:
+                target_display.SetAutoWindowLevel(source_display.GetAutoWindowLevel())
+                if not source_display.GetAutoWindowLevel():
+                    target_display.SetWindowLevel(source_display.GetWindow(), source_display.GetLevel())
+            else:
+                target_display.SetAutoWindowLevel(True)
+    finally:
+        target_display.EndModify(was_modifying)

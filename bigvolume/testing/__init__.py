@@ -1,0 +1,1 @@
+"""Phantoms and quality yardsticks shared by the tests, the benchmarks and the demo."""
