@@ -2,6 +2,7 @@ import os
 import sys
 from typing import Annotated, Optional
 
+import qt
 import vtk
 
 import slicer
@@ -23,8 +24,8 @@ sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, _, limits,  # noqa: E402
                               reenterModule, settleTimer, translate)
 
-from HazeRemovalLib import (AIR_CHOICES, BITS_CHOICES, DEFAULT_DILATE, FILL_CHOICES, LEVEL_CHOICES,  # noqa: E402
-                            Cancelled)
+from HazeRemovalLib import (AIR_CHOICES, AUTO, BITS_CHOICES, DEFAULT_DILATE, FILL_CHOICES,  # noqa: E402
+                            LEVEL_CHOICES, Cancelled)
 from HazeRemovalLib import HazeRemovalLogic as HazeRemovalLibLogic  # noqa: E402
 
 
@@ -42,10 +43,13 @@ class HazeRemoval(ScriptedLoadableModule):
         self.parent.contributors = ["SlicerBigVolume developers"]
         self.parent.helpText = _("""
 Set the noisy air ("haze") around a head or specimen to one value, without touching the object, so that the volume
-compresses: random noise in the air costs most of a compressed file. A multi-level Otsu threshold (levels 1-5 as
-MRIcroGL's Remove Haze; 5, the default, removes the least) separates dark air from the object; by default only dark
-voxels connected to the volume border are air, so dark cavities inside the object stay ("Air: all" takes every dark
-voxel). The object is grown by the dilation so partial-volume edges survive.
+compresses: random noise in the air costs most of a compressed file. A threshold separates dark air from the object:
+level "auto" (the default) classifies a denoised copy and sets the threshold above the noise of the air (CT, noisy
+backgrounds); levels 1-5 are MRIcroGL's Remove Haze multi-level Otsu thresholds on the voxels themselves (5 removes
+the least). By default only dark voxels connected to the volume border are air, so dark cavities inside the object
+stay ("Air: all" takes every dark voxel). The object is grown by the dilation so partial-volume edges survive
+(with auto, only over voxels brighter than the air). The preview and the result say when little or nothing would be
+removed, and why.
 "Preview mask" shows the haze as a label map over the input before anything is changed; Apply writes a new volume
 (the input is never modified) and reports the voxels changed and the compressed size before and after.
 Optionally the result is reduced to 8 or 16 bits through a robust intensity window.
@@ -62,11 +66,21 @@ The levels follow MRIcroGL's Remove Haze (Chris Rorden).
 #
 
 
+# The level combo box's values: "auto", then "1" .. "5" (Choice needs one type; the core reads "5" as 5).
+LEVELS_OFFERED = [str(level) for level in LEVEL_CHOICES]
+
+
+def levelHint(level: str) -> str:
+    """What a level of the combo box means (LEVEL_CHOICES is keyed by "auto" and the integers 1-5)."""
+    return LEVEL_CHOICES.get(level if level == AUTO else int(level), "")
+
+
 @parameterNodeWrapper
 class HazeRemovalParameterNode:
     """
     inputVolume - the grayscale volume to remove the haze from (never modified).
-    level - 1-5, MRIcroGL's levels (see LEVEL_CHOICES): how many Otsu classes, how many of them are air.
+    level - "auto" (the default: a denoised copy, the threshold above the air's noise) or "1"-"5", MRIcroGL's levels
+        (see LEVEL_CHOICES: how many Otsu classes, how many of them are air); text, as a combo box holds it.
     air - "border" (dark voxels connected to the volume border) or "all" (every dark voxel).
     dilate - voxels the object mask is grown by.
     largestOnly - keep only the largest connected object.
@@ -79,7 +93,7 @@ class HazeRemovalParameterNode:
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
-    level: Annotated[int, WithinRange(limits.MIN_LEVEL, limits.MAX_LEVEL)] = 5
+    level: Annotated[str, Choice(LEVELS_OFFERED)] = AUTO
     air: Annotated[str, Choice(list(AIR_CHOICES))] = "border"
     dilate: Annotated[int, WithinRange(0, limits.MAX_RADIUS)] = DEFAULT_DILATE
     largestOnly: bool = False
@@ -173,11 +187,14 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _labelChoices(self, parameterNode) -> None:
         """Readable labels after each binding: connectGui fills the combo boxes with the Choice values (and reads
-        them by index)."""
+        them by index). The levels keep their short names, with what each means as its tooltip."""
         for comboBox, labels in ((self.ui.airComboBox, AIR_CHOICES), (self.ui.fillModeComboBox, FILL_CHOICES),
                                  (self.ui.bitsComboBox, BITS_CHOICES)):
             for index, value in enumerate(labels):
                 comboBox.setItemText(index, _(labels[value]))
+        for index, level in enumerate(LEVELS_OFFERED):
+            self.ui.levelComboBox.setItemText(index, _("auto") if level == AUTO else level)
+            self.ui.levelComboBox.setItemData(index, _(levelHint(level)), qt.Qt.ToolTipRole)
 
     # --- settings -----------------------------------------------------------------------------------------------
     def _settings(self) -> dict:
@@ -196,7 +213,7 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p is None:
             return
-        self.ui.levelHintLabel.text = LEVEL_CHOICES.get(p.level, "")
+        self.ui.levelHintLabel.text = _(levelHint(p.level))
         self.ui.fillValueSpinBox.enabled = p.fillMode == "value"
         reason = ""
         if not p.inputVolume:
@@ -257,8 +274,8 @@ class HazeRemovalLogic(ScriptedLoadableModuleLogic, HazeRemovalLibLogic):
     module's parameter node. Usable from the Python console:
 
         logic = slicer.util.getModuleLogic("HazeRemoval")
-        maskNode = logic.previewMask(getNode("MRHead"), level=5)
-        outputNode = logic.process(getNode("MRHead"), level=5, bits=8)
+        maskNode = logic.previewMask(getNode("MRHead"))  # level "auto"; or level=1 .. 5
+        outputNode = logic.process(getNode("MRHead"), bits=8)
         print(logic.lastResult.summary())
     """
 
@@ -312,6 +329,7 @@ class HazeRemovalTest(ScriptedLoadableModuleTest):
         inputNode = self._makePhantom()
         widget = reenterModule("HazeRemoval")
         widget.ui.inputSelector.setCurrentNode(inputNode)
+        widget.ui.levelComboBox.currentIndex = LEVELS_OFFERED.index("3")  # plain Otsu: the shell is the bright class
         widget.ui.airComboBox.currentIndex = list(AIR_CHOICES).index("all")
         widget.ui.fillModeComboBox.currentIndex = list(FILL_CHOICES).index("value")
         widget.ui.fillValueSpinBox.value = 7.0
@@ -322,7 +340,9 @@ class HazeRemovalTest(ScriptedLoadableModuleTest):
         self.assertIsNotNone(result, widget.ui.resultLabel.text)
         self.assertEqual(slicer.util.arrayFromVolume(result.outputNode).dtype, np.uint8)  # bits 8 kept
         self.assertIsNotNone(result.reduceReport)
-        self.assertEqual((widget._parameterNode.air, widget._parameterNode.fillMode), ("all", "value"))
+        self.assertEqual((widget._parameterNode.level, widget._parameterNode.air, widget._parameterNode.fillMode),
+                         ("3", "all", "value"))
+        self.assertIn("level 3", result.summary())  # the run used the level chosen before the visit
         self.delayDisplay("Panel test passed")
 
     def test_CavityKeptAndGeometryExact(self):

@@ -167,6 +167,11 @@ class SlicerModule:
     def function(self, name: str) -> ast.FunctionDef:
         return next(node for node in ast.walk(self.tree) if isinstance(node, ast.FunctionDef) and node.name == name)
 
+    def assignment(self, name: str) -> str | None:
+        """The source of the value a module-level ``name = ...`` assigns, or None."""
+        return next((ast.unparse(node.value) for node in self.tree.body if isinstance(node, ast.Assign)
+                     and any(getattr(target, "id", None) == name for target in node.targets)), None)
+
     def widget_class(self) -> ast.ClassDef:
         return next(node for node in self.tree.body if isinstance(node, ast.ClassDef)
                     and node.name == f"{self.name}Widget")

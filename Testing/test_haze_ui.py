@@ -13,7 +13,7 @@ MODULE = SlicerModule("HazeRemoval")
 
 # What the panel must offer (name -> class).
 REQUIRED_WIDGETS = {
-    "inputSelector": "qMRMLNodeComboBox", "levelSpinBox": "QSpinBox", "levelHintLabel": "QLabel",
+    "inputSelector": "qMRMLNodeComboBox", "levelComboBox": "QComboBox", "levelHintLabel": "QLabel",
     "airComboBox": "QComboBox", "dilateSpinBox": "QSpinBox", "largestOnlyCheckBox": "QCheckBox",
     "closeSpinBox": "QSpinBox", "fillModeComboBox": "QComboBox", "fillValueSpinBox": "QDoubleSpinBox",
     "maskSelector": "qMRMLNodeComboBox", "previewButton": "QPushButton", "previewLabel": "QLabel",
@@ -55,23 +55,31 @@ def test_choices_and_defaults_come_from_the_lib_and_the_core():
     assert list(BITS_CHOICES) == ["keep", "8", "16"] and list(FILL_CHOICES) == ["minimum", "value"]
     assert fields["dilate"][2] == "DEFAULT_DILATE" and DEFAULT_DILATE == haze.DEFAULT_DILATE
     assert int(MODULE.ui_properties("dilateSpinBox")["value"].findtext("number")) == haze.DEFAULT_DILATE
-    # The core's default level is "auto"; a panel default of auto or 1-5 is one the core and the Lib accept.
-    LEVEL_CHOICES, = MODULE.import_lib("LEVEL_CHOICES")
-    assert haze.HazeOptions(level=ast.literal_eval(fields["level"][2])).level in LEVEL_CHOICES
+    # The level combo box offers what the core accepts, as text ("auto", "1" .. "5"), and defaults to the core's
+    # default, auto.
+    LEVEL_CHOICES, AUTO = MODULE.import_lib("LEVEL_CHOICES", "AUTO")
+    assert AUTO == haze.AUTO == haze.HazeOptions().level and list(LEVEL_CHOICES) == list(haze.LEVEL_NAMES)
+    assert fields["level"][1].endswith("Choice(LEVELS_OFFERED)]") and fields["level"][2] == "AUTO"
+    offered = MODULE.assignment("LEVELS_OFFERED")
+    assert offered == "[str(level) for level in LEVEL_CHOICES]", offered
+    for level in LEVEL_CHOICES:
+        assert haze.HazeOptions(level=str(level)).level == level  # the core reads the combo box's text
     # The spin boxes allow what the core accepts (and no more).
-    assert MODULE.within_range("level") == (1, 5) and set(haze.LEVELS) == {1, 2, 3, 4, 5}
     for field in ("dilate", "close"):
         assert MODULE.within_range(field) == (0, haze.MAX_RADIUS)
 
 
 def test_the_level_tooltip_and_hint_say_what_each_level_means():
     LEVEL_CHOICES, = MODULE.import_lib("LEVEL_CHOICES")
-    tooltip = MODULE.ui_properties("levelSpinBox")["toolTip"].findtext("string")
-    assert "MRIcroGL" in tooltip
+    tooltip = MODULE.ui_properties("levelComboBox")["toolTip"].findtext("string")
+    assert "MRIcroGL" in tooltip and tooltip.startswith("Auto (the default): classify a denoised copy")
     for level, (classes, air) in haze.LEVELS.items():
         assert re.search(rf"{level} = {classes} classes, (the )?darkest {air}\b", tooltip), level
         assert LEVEL_CHOICES[level].startswith(f"{classes} classes, the darkest {air} ")
-    assert "LEVEL_CHOICES" in ast.unparse(MODULE.function("onParameterNodeModified"))  # the hint follows the level
+    assert "levelHint(p.level)" in ast.unparse(MODULE.function("onParameterNodeModified"))  # the hint follows it
+    assert "LEVEL_CHOICES" in ast.unparse(MODULE.function("levelHint"))
+    labels = ast.unparse(MODULE.function("_labelChoices"))  # each entry's tooltip says what the level means
+    assert "levelComboBox.setItemData" in labels and "levelHint(level)" in labels and "ToolTipRole" in labels
 
 
 def test_node_pickers_offer_the_right_volumes():

@@ -64,6 +64,9 @@ def test_every_combo_keeps_its_choice_its_labels_and_tooltips_across_leave_and_e
         assert combo_looks(combo) == looks[name], name  # labels and tooltips survive
     if module.name == "AntiAliasedResample":
         assert all(tip for _, tip in combo_looks(widget.ui.methodComboBox))  # every method explains itself
+    if module.name == "HazeRemoval":  # every level explains itself, auto first
+        levels = combo_looks(widget.ui.levelComboBox)
+        assert levels[0][0] == "auto" and all(tip for _, tip in levels) and len(levels) == 6
 
 
 @each_version
@@ -297,7 +300,7 @@ def test_the_panels_ranges_are_the_core_limits(monkeypatch, tmp_path):
 
     app, widget = panel(SlicerModule("HazeRemoval"), (5, 8), monkeypatch, tmp_path)
     assert (widget.ui.dilateSpinBox.maximum, widget.ui.closeSpinBox.maximum) == (haze.MAX_RADIUS, haze.MAX_RADIUS)
-    assert (widget.ui.levelSpinBox.minimum, widget.ui.levelSpinBox.maximum) == (min(haze.LEVELS), max(haze.LEVELS))
+    assert level_choices(widget) == [str(level) for level in haze.LEVEL_NAMES]  # auto, then every level
     assert limits.BITS == tuple(str(b) for b in BITS_TO_DTYPE)
     assert bits_choices(widget) == ["keep", *limits.BITS]
     for name in ("ImageStackImport", "AntiAliasedResample"):
@@ -306,6 +309,11 @@ def test_the_panels_ranges_are_the_core_limits(monkeypatch, tmp_path):
         assert (factor.minimum, factor.maximum) == (limits.MIN_FACTOR, limits.MAX_FACTOR)
         if name == "ImageStackImport":
             assert bits_choices(other) == ["keep", *limits.BITS]
+
+
+def level_choices(widget):
+    """The values behind the level combo box."""
+    return list(widget._parameterNode.fields["level"][1][0].choices)
 
 
 def bits_choices(widget):
@@ -399,3 +407,26 @@ def test_after_a_scene_close_the_old_parameter_node_no_longer_drives_the_panel(v
             bindings = [slot for slots in w._signals.values() for slot, _ in slots
                         if getattr(slot, "__func__", None) is standins._Connector._changed]
             assert len(bindings) == 1, (name, len(bindings))
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_haze_preview_and_result_show_the_levels_threshold_and_warning(seed, monkeypatch, tmp_path):
+    """The level combo box drives the run; the preview and the result say which threshold (auto's description by
+    default) and show the warning when level 5 falls into the noise of CT air."""
+    app, widget = panel(SlicerModule("HazeRemoval"), (5, 10), monkeypatch, tmp_path)
+    rng = np.random.default_rng(seed)
+    k, j, i = np.indices((24, 26, 28)) - np.array([11.5, 12.5, 13.5])[:, None, None, None]
+    r = np.sqrt(k * k + j * j + i * i)
+    ct = np.where(r < 9, 40.0, -1000.0) + np.where(r < 4, 960.0, 0.0) + rng.normal(0, 30, r.shape)  # air, tissue, bone
+    widget.ui.inputSelector.setCurrentNode(add_volume(ct.astype(np.int16)))
+    assert widget._parameterNode.level == "auto" and widget.ui.levelHintLabel.text.startswith("Automatic")
+    widget.ui.previewButton.click()
+    assert "(auto, on a denoised copy" in widget.ui.previewLabel.text and "Warning" not in widget.ui.previewLabel.text
+    widget.ui.levelComboBox.currentIndex = widget.ui.levelComboBox.count - 1  # level 5
+    app.settle()  # the shown preview follows the new level
+    assert widget._parameterNode.level == "5" and widget.ui.levelHintLabel.text.startswith("4 classes")
+    report = widget.logic.lastPreviewReport
+    assert report.threshold.level == 5 and report.warning, widget.ui.previewLabel.text
+    assert "(level 5:" in widget.ui.previewLabel.text and f"Warning: {report.warning}" in widget.ui.previewLabel.text
+    widget.ui.applyButton.click()
+    assert "(level 5:" in widget.ui.resultLabel.text and "Warning: " in widget.ui.resultLabel.text

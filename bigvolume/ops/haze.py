@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -369,6 +370,18 @@ def _work_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype == np.float32 or dtype.itemsize <= 2 else np.dtype(np.float64)
 
 
+def _exact_in_int32(dtype: np.dtype) -> bool:
+    """8- and 16-bit integers: 64 x their [1 2 1]^3 mean is an integer below 2^22, exact in int32 (and in float32,
+    so the integer path gives the float path's values bit for bit, faster)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "iu" and dtype.itemsize <= 2  # (bool volumes take the float path, as before)
+
+
+SMOOTH_CHUNK_VOXELS = 2**20   # the kernel runs on chunks of slices of about this size: they stay in the cache
+# numpy releases the GIL in its loops: chunks run on this many threads (memory-bound work: more gain little)
+SMOOTH_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
 def _weighted_121(values: np.ndarray, axis: int) -> np.ndarray:
     """(a + c) + b + b along ``axis`` (b the voxel, a and c its neighbours; the edge voxel stands in for the missing
     neighbour): the same operations in the same order for every voxel, so any split into slabs gives the same bits."""
@@ -391,20 +404,103 @@ def _weighted_121(values: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
+def _pairs_121(values: np.ndarray, axis: int) -> np.ndarray:
+    """a + 2b + c along ``axis`` (edges repeated) as two neighbour-pair sums: two passes instead of three. Integers
+    only, where the order of the additions cannot change the result."""
+    n = values.shape[axis]
+
+    def part(array, start, stop):
+        index = [slice(None)] * values.ndim
+        index[axis] = slice(start, stop)
+        return array[tuple(index)]
+
+    shape = list(values.shape)
+    shape[axis] = n + 1
+    pairs = np.empty(shape, values.dtype)
+    np.add(part(values, 0, n - 1), part(values, 1, n), out=part(pairs, 1, n))
+    np.add(part(values, 0, 1), part(values, 0, 1), out=part(pairs, 0, 1))
+    np.add(part(values, n - 1, n), part(values, n - 1, n), out=part(pairs, n, n + 1))
+    return np.add(part(pairs, 0, n), part(pairs, 1, n + 1))
+
+
+def _smooth_chunks(slices, total: int, lo: int, n: int, work: np.dtype, take) -> None:
+    """64 x the [1 2 1]^3 mean of slices ``lo .. lo+n-1`` of a (total, j, i) stack, by chunks of slices on
+    :data:`SMOOTH_THREADS` threads: ``slices(a, b)`` gives slices a..b-1 in the ``work`` dtype, ``take(c0, c1,
+    chunk)`` receives the result for slices lo+c0 .. lo+c1-1. The slice before ``lo`` and after ``lo+n-1`` are used
+    unless the stack ends there (the edge slice stands in). Integer work dtypes use neighbour pairs, floats the
+    order of :func:`_weighted_121`: every voxel gets the same bits in any chunk or slab."""
+    integer = np.dtype(work).kind in "iu"
+    plane = 1
+    for size in slices(lo, lo + 1).shape[1:]:
+        plane *= size
+    step = max(1, SMOOTH_CHUNK_VOXELS // max(1, plane))
+
+    def chunk(c0: int) -> None:
+        c1 = min(n, c0 + step)
+        a0, a1 = lo + c0 - 1, lo + c1 + 1  # the neighbours, edges repeated
+        inner = slices(max(0, a0), min(total, a1))
+        if a0 < 0 or a1 > total:
+            inner = np.concatenate(([inner[:1]] if a0 < 0 else []) + [inner] + ([inner[-1:]] if a1 > total else []))
+        if integer:
+            pairs = np.add(inner[:-1], inner[1:])
+            smooth = _pairs_121(_pairs_121(np.add(pairs[:-1], pairs[1:]), 1), 2)
+            del pairs
+        else:
+            smooth = np.add(inner[:-2], inner[2:])
+            smooth += inner[1:-1]
+            smooth += inner[1:-1]
+            smooth = _weighted_121(_weighted_121(smooth, 1), 2)
+        take(c0, c1, smooth)
+
+    starts = range(0, n, step)
+    if len(starts) == 1 or SMOOTH_THREADS < 2:
+        for c0 in starts:
+            chunk(c0)
+        return
+    with ThreadPoolExecutor(SMOOTH_THREADS) as pool:
+        list(pool.map(chunk, starts))  # (list: a chunk's error is raised here)
+
+
 def _smooth(extended: np.ndarray, lo: int, n: int) -> np.ndarray:
     """64 x the [1 2 1]^3 / 64 weighted mean (a small Gaussian, sigma about 0.7 voxel; noise sigma / 4.4) of slices
     ``lo .. lo+n-1`` of ``extended``, which holds the slice before and after them unless the volume ends there (the
     edge slice stands in). Left unscaled: dividing by 64 is exact, comparing with 64 x the threshold is the same."""
-    last = extended.shape[0] - 1
-    padded = np.empty((n + 2,) + extended.shape[1:], _work_dtype(extended.dtype))
-    padded[0] = extended[lo - 1 if lo > 0 else lo]
-    padded[1:-1] = extended[lo:lo + n]
-    padded[-1] = extended[lo + n if lo + n <= last else lo + n - 1]
-    smooth = np.add(padded[:-2], padded[2:])
-    smooth += padded[1:-1]
-    smooth += padded[1:-1]
-    del padded
-    return _weighted_121(_weighted_121(smooth, 1), 2)
+    work = _work_dtype(extended.dtype)
+    out = np.empty((n,) + extended.shape[1:], work)
+
+    def take(c0, c1, chunk):
+        out[c0:c1] = chunk
+
+    chunk_work = np.dtype(np.int32) if _exact_in_int32(extended.dtype) else work
+    _smooth_chunks(lambda a, b: extended[a:b].astype(chunk_work), extended.shape[0], lo, n, chunk_work, take)
+    return out
+
+
+def _auto_dark(extended: np.ndarray, lo: int, n: int, value: float) -> np.ndarray:
+    """Level auto's dark voxels of slices ``lo .. lo+n-1``: ``voxels < value | _smooth(...) < 64 * value`` (each
+    compared as numpy compares them: the copy's float32 with the Python float rounded to float32), chunk by chunk:
+    the whole copy is never held. NaN compares False in both."""
+    dark = np.empty((n,) + extended.shape[1:], bool)
+    work = _work_dtype(extended.dtype)
+    limit = work.type(64 * value)
+    voxel_limit, all_below = value, False
+    if _exact_in_int32(extended.dtype) and np.isfinite(limit):
+        # integers: s < limit  <=>  s < ceil(limit), compared in integers (exact, and faster than as floats)
+        bound = int(np.clip(np.ceil(np.float64(limit)), -2**31, 2**31 - 1))  # beyond int32: the same as its end
+        work, limit = np.dtype(np.int32), np.int32(bound)
+        info, bound = np.iinfo(extended.dtype), int(np.ceil(value))
+        all_below = bound > info.max
+        voxel_limit = extended.dtype.type(min(max(bound, info.min), info.max))
+
+    def take(c0, c1, chunk):
+        np.less(chunk, limit, out=dark[c0:c1])
+        if all_below:
+            dark[c0:c1] = True
+        else:
+            dark[c0:c1] |= extended[lo + c0:lo + c1] < voxel_limit
+
+    _smooth_chunks(lambda a, b: extended[a:b].astype(work), extended.shape[0], lo, n, work, take)
+    return dark
 
 
 def _denoised_subsample(source, max_voxels: int) -> np.ndarray:
@@ -558,20 +654,20 @@ def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float,
     the result exact on fewer. Each voxel's test depends on ``obj`` and ``voxels`` alone, so any split into slabs
     gives the same result."""
     air, grown = ~obj, obj.copy()
-    rejected = np.zeros_like(obj)  # tested and failed: the test would say the same again
+    settled = obj.copy()  # grown, or tested and failed (the test would say the same again)
+    passes_at = _PackedNeighbourhood(voxels, air, floor) if _exact_in_int32(voxels.dtype) else None
     for _ in range(steps):
         frontier = _dilate(grown, 1)
-        frontier &= air
-        frontier &= ~grown
-        frontier &= ~rejected
+        np.greater(frontier, settled, out=frontier)  # and not settled (air, since the object is grown)
         frontier[:rows[0]] = False
         frontier[rows[1]:] = False
         points = np.flatnonzero(frontier)
+        del frontier
         if not points.size:
             break
-        passes = _air_neighbourhood_passes(voxels, air, points, floor)
+        passes = passes_at(points) if passes_at else _air_neighbourhood_passes(voxels, air, points, floor)
         grown.reshape(-1)[points[passes]] = True
-        rejected.reshape(-1)[points[~passes]] = True
+        settled.reshape(-1)[points] = True
     return grown
 
 
@@ -606,6 +702,90 @@ def _air_neighbourhood_passes(voxels: np.ndarray, air: np.ndarray, points: np.nd
     total = 8 * totals[0].astype(np.float64) + 4 * totals[1] + 2 * totals[2] + totals[3]
     weight = 8 * counts[0].astype(np.int32) + 4 * counts[1] + 2 * counts[2] + counts[3]
     return total >= floor * weight
+
+
+class _PackedNeighbourhood:
+    """:func:`_air_neighbourhood_passes` for 8- and 16-bit integers, the same answers, faster: each air voxel packed
+    as value * 256 + 1 (other voxels 0) in int32, so one gather per neighbour gives both the value and the weight:
+    the [1 2 1]^3-weighted sum holds 64 x the weighted sum of the air neighbours' values in its high bits and their
+    total weight (at most 64) in the low 8, exactly. Packed by chunks of slices (edges repeated by padding), each
+    chunk with the points in it, on :data:`SMOOTH_THREADS` threads."""
+
+    CHUNK_SLICES = 8
+
+    def __init__(self, voxels: np.ndarray, air: np.ndarray, floor: float):
+        self.voxels, self.air, self.floor = voxels, air, floor
+        nk, ny, nx = air.shape
+        self.plane, self.padded_plane, self.padded_row = ny * nx, (ny + 2) * (nx + 2), nx + 2
+        self.offsets = [[] for _ in range(4)]  # flat offsets in a padded chunk, by weight group
+        for dk in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                for di in (-1, 0, 1):
+                    group = (dk != 0) + (dj != 0) + (di != 0)  # 0: the voxel, 1: a face, 2: an edge, 3: a corner
+                    self.offsets[group].append(dk * self.padded_plane + dj * self.padded_row + di)
+
+    def _packed(self, a: int, b: int) -> np.ndarray:
+        """Slices a-1 .. b of the packed window, each side of every axis padded with its edge voxel."""
+        nk = self.air.shape[0]
+        lo, hi = max(0, a - 1), min(nk, b + 1)
+        first = lo - (a - 1)
+        packed = np.empty((b - a + 2, self.air.shape[1] + 2, self.air.shape[2] + 2), np.int32)
+        inner = packed[first:first + hi - lo, 1:-1, 1:-1]
+        np.left_shift(self.voxels[lo:hi], 8, out=inner, dtype=np.int32)
+        inner |= 1
+        inner *= self.air[lo:hi]
+        packed[:, 0, 1:-1] = packed[:, 1, 1:-1]
+        packed[:, -1, 1:-1] = packed[:, -2, 1:-1]
+        packed[:, :, 0] = packed[:, :, 1]
+        packed[:, :, -1] = packed[:, :, -2]
+        if first:
+            packed[0] = packed[1]
+        if b + 1 > nk:
+            packed[-1] = packed[-2]
+        return packed
+
+    def _sums(self, a: int, b: int, points: np.ndarray) -> np.ndarray:
+        """The packed weighted sums at ``points`` (flat indices in slices a .. b-1)."""
+        flat = self._packed(a, b).reshape(-1)
+        k, rest = np.divmod((points - a * self.plane).astype(np.int32), np.int32(self.plane))
+        j, i = np.divmod(rest, np.int32(self.air.shape[2]))
+        centre = k * np.int32(self.padded_plane)
+        centre += (j + 1) * np.int32(self.padded_row)
+        centre += i + np.int32(self.padded_plane + 1)
+        del k, rest, j, i
+        groups = []
+        for offsets in self.offsets:
+            total = np.zeros(points.size, np.int32)
+            for offset in offsets:
+                total += flat[centre + np.int32(offset)]
+            groups.append(total)
+        groups[0] *= 8
+        groups[0] += 4 * groups[1]
+        groups[0] += 2 * groups[2]
+        groups[0] += groups[3]
+        return groups[0]
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """Bool per flat index in ``points`` (sorted, as np.flatnonzero gives them)."""
+        nk = self.air.shape[0]
+        starts = list(range(int(points[0]) // self.plane, int(points[-1]) // self.plane + 1, self.CHUNK_SLICES))
+        bounds = np.searchsorted(points, np.array(starts + [nk + self.CHUNK_SLICES]) * self.plane)
+        sums = np.empty(points.size, np.int32)
+
+        def chunk(n: int) -> None:
+            p0, p1 = bounds[n], bounds[n + 1]
+            if p1 > p0:
+                sums[p0:p1] = self._sums(starts[n], min(nk, starts[n] + self.CHUNK_SLICES), points[p0:p1])
+
+        if SMOOTH_THREADS < 2 or len(starts) == 1:
+            for n in range(len(starts)):
+                chunk(n)
+        else:
+            with ThreadPoolExecutor(SMOOTH_THREADS) as pool:
+                list(pool.map(chunk, range(len(starts))))
+        weight = sums & 255
+        sums >>= 8  # floors: the value sum, also when it is negative
+        return sums.astype(np.float64) >= self.floor * weight
 
 
 def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
@@ -735,9 +915,7 @@ class _HazePipeline:
         block = extended[lo:lo + n]
         if not self.options.denoise:
             return _dark(block, self.threshold.value)
-        dark = block < self.threshold.value  # NaN compares False: not dark, here and in the copy
-        dark |= _smooth(extended, lo, n) < 64 * self.threshold.value
-        return dark
+        return _auto_dark(extended, lo, n, self.threshold.value)
 
     # pass 1: statistics, and the dark voxels' labels joined across slabs
     def first_pass(self, progress: Progress) -> None:
