@@ -158,20 +158,9 @@ def test_cycle_finder_finds_cycles():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-# Cycles in modules that issue 15's engine work is rewriting (engine/, ops' resample/haze/precision); that work
-# removes them, and this list shrinks with it. No other cycle may appear.
-ENGINE_WORK = ("bigvolume.engine.", "bigvolume.ops.resample", "bigvolume.ops.haze", "bigvolume.ops.precision",
-               "bigvolume.methods.kernels")
-KNOWN_ENGINE_CYCLES = [
-    ["bigvolume.engine.gpu", "bigvolume.engine.stream", "bigvolume.ops.precision", "bigvolume.ops.resample"],
-]
-
-
 def test_the_import_graph_has_no_cycles():
     found = cycles(import_graph())
-    unexpected = [sorted(cycle) for cycle in found if sorted(cycle) not in KNOWN_ENGINE_CYCLES]
-    assert not unexpected, f"import cycles: {unexpected}"
-    assert all(module.startswith(ENGINE_WORK) for cycle in KNOWN_ENGINE_CYCLES for module in cycle)
+    assert not found, f"import cycles: {found}"
 
 
 IMPORTERS = [*PACKAGE.rglob("*.py"), *REPO.glob("benchmarks/*.py"), *SLICER_SIDE]
@@ -179,14 +168,6 @@ IMPORTERS = [*PACKAGE.rglob("*.py"), *REPO.glob("benchmarks/*.py"), *SLICER_SIDE
 
 def is_private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
-
-
-# Private names that issue 15's engine work replaces (stream._Stages and the GPU stages built on it).
-KNOWN_ENGINE_PRIVATE = {
-    "bigvolume/engine/gpu.py": ["bigvolume.engine.stream._Stages"],
-    "bigvolume/engine/stream.py": ["bigvolume.methods.kernels._apply_axis"],
-    "benchmarks/stack_import.py": ["bigvolume.engine.stream._Stages"],
-}
 
 
 @pytest.mark.parametrize("path", IMPORTERS, ids=lambda path: str(path.relative_to(REPO)))
@@ -205,8 +186,7 @@ def test_no_private_name_is_used_from_another_module(path):
                 and node.value.id in module_locals):
             found.append((node.lineno, f"{module_locals[node.value.id]}.{node.attr}"))
     where = str(path.relative_to(REPO))
-    unexpected = [f"line {line}: {name}" for line, name in found if name not in KNOWN_ENGINE_PRIVATE.get(where, ())]
-    assert not unexpected, f"{where} uses private names of other modules: {unexpected}"
+    assert not found, f"{where} uses private names of other modules: {found}"
 
 
 def test_no_system_path_ships_in_the_package():

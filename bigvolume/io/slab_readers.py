@@ -51,6 +51,8 @@ class SlabReader:
     # Readers that decode (image stacks) copy each slice into the buffer anyway: they can fill a buffer of another
     # type (float for the filter) in that same copy, on their own threads. Readers of raw bytes cannot.
     converts_on_read = False
+    # Readers of arrays in memory hand out views when read without a buffer (bigvolume.engine then copies nothing).
+    hands_out_views = False
 
     def new_buffer(self, slices: int, dtype=None) -> np.ndarray:
         return np.empty((slices,) + self.slice_shape, dtype or self.dtype)
@@ -284,12 +286,23 @@ class DecodedSlabReader(_LayoutReader):
 
 
 class ArraySlabReader(SlabReader):
-    """A volume already in memory, served slab by slab: the GPU path streams arrays through the same loop as
-    files. ``threads`` copy parts of each slab at once (one thread copies well below memory speed)."""
+    """A volume already in memory, served slab by slab, so arrays go through the same engine as files. Read
+    without a buffer, a slab is a view of the array (nothing copied); into a buffer (e.g. pinned memory for a GPU
+    upload), ``threads`` copy parts of it at once (one thread copies well below memory speed)."""
 
-    def __init__(self, array: np.ndarray, geometry: Geometry, threads: int = 1):
+    hands_out_views = True
+
+    def __init__(self, array: np.ndarray, geometry: Geometry | None = None, threads: int = 1):
+        geometry = geometry or Geometry(array.shape[2::-1])
         super().__init__(Path("<array>"), geometry, array.dtype, 1 if array.ndim == 3 else array.shape[3])
         self.array, self.threads = array, threads
+
+    def read(self, k0: int, k1: int, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            if not 0 <= k0 < k1 <= self.slices:
+                raise ValueError(f"slices {k0}..{k1} outside 0..{self.slices}")
+            return self.array[k0:k1]
+        return super().read(k0, k1, out)
 
     def _read_into(self, k0, k1, out):
         parts = min(self.threads, k1 - k0)
