@@ -79,9 +79,10 @@ class _Interrupt:
 
 
 @contextlib.contextmanager
-def interrupt_as_flag():
+def interrupt_as_flag(raise_at_end: bool = True):
     """Inside this block, Ctrl-C (SIGINT) only sets ``.requested`` on the yielded object; a KeyboardInterrupt is
-    raised when the block ends. For long C++ calls that run Python callbacks (vtk observers): a KeyboardInterrupt
+    raised when the block ends (unless ``raise_at_end`` is false: the block's work must not be cut short, and what it
+    completes stands). For long C++ calls that run Python callbacks (vtk observers): a KeyboardInterrupt
     raised inside a vtk observer makes vtk print "Caught a Ctrl-C within python" and exit the process from inside
     its filter (a segmentation fault with the filter's threads running). The callback checks the flag and asks the
     filter to stop instead. Only where Python's default handler is in place (the main thread of a program that
@@ -99,5 +100,5 @@ def interrupt_as_flag():
         yield state
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if state.requested:
+    if state.requested and raise_at_end:
         raise KeyboardInterrupt

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 from . import dicom
 from ..core.errors import VolumeFileError
+from ..core.progress import interrupt_as_flag
 from ..core.geometry import Geometry
 from .layout import check_metaimage_header, data_files_named, nifti_data_end, nrrd_sizes, read_nrrd_header, voxel_layout
 from .slab_readers import check_compressed_file, read_with_layout
@@ -245,8 +246,11 @@ def atomic_output(path):
         written = sorted(staging.iterdir(), key=lambda p: p.name == path.name)
         if not any(p.name == path.name for p in written):
             raise VolumeFileError(f"{path}: the writer produced no file")
-        for item in written:
-            os.replace(item, folder / item.name)
+        # A Ctrl-C between two moves would leave data files without their header: the moves finish first, and an
+        # interrupt that arrives meanwhile is dropped (the output is then complete: the run has done its work).
+        with interrupt_as_flag(raise_at_end=False):
+            for item in written:
+                os.replace(item, folder / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
