@@ -730,57 +730,62 @@ class _PackedNeighbourhood:
     """:func:`_air_neighbourhood_passes` for 8- and 16-bit integers, the same answers, faster: each air voxel packed
     as value * 256 + 1 (other voxels 0) in int32, so one gather per neighbour gives both the value and the weight:
     the [1 2 1]^3-weighted sum holds 64 x the weighted sum of the air neighbours' values in its high bits and their
-    total weight (at most 64) in the low 8, exactly. Packed by chunks of slices (edges repeated by padding), each
-    chunk with the points in it, on :data:`SMOOTH_THREADS` threads."""
+    total weight (at most 64) in the low 8, exactly. Packed by chunks of slices, each chunk with the points in it, on
+    :data:`SMOOTH_THREADS` threads; only the box round a chunk's points is packed (the points hug the object's
+    surface: packing the whole slices cost more than the gathers), one voxel wider each side, edges repeated."""
 
     CHUNK_SLICES = 8
 
     def __init__(self, voxels: np.ndarray, air: np.ndarray, floor: float):
         self.voxels, self.air, self.floor = voxels, air, floor
-        nk, ny, nx = air.shape
-        self.plane, self.padded_plane, self.padded_row = ny * nx, (ny + 2) * (nx + 2), nx + 2
-        self.offsets = [[] for _ in range(4)]  # flat offsets in a padded chunk, by weight group
+        self.plane = air.shape[1] * air.shape[2]
+
+    def _packed(self, low, high) -> np.ndarray:
+        """The packed voxels low[axis] - 1 .. high[axis] + 1 of each axis, the edge voxel repeated beyond the
+        window."""
+        wanted = [(lo - 1, hi + 2) for lo, hi in zip(low, high)]
+        present = [(max(0, w0), min(n, w1)) for (w0, w1), n in zip(wanted, self.air.shape)]
+        packed = np.empty([w1 - w0 for w0, w1 in wanted], np.int32)
+        inner = packed[tuple(slice(p0 - w0, p1 - w0) for (w0, _), (p0, p1) in zip(wanted, present))]
+        source = tuple(slice(p0, p1) for p0, p1 in present)
+        np.left_shift(self.voxels[source], 8, out=inner, dtype=np.int32)
+        inner |= 1
+        inner *= self.air[source]
+        for axis, ((w0, w1), (p0, p1)) in enumerate(zip(wanted, present)):  # at most one voxel each side
+            # the earlier axes are padded already (all of them), the later ones not yet (their voxels only)
+            region = [slice(None)] * axis + [None] + [slice(present[a][0] - wanted[a][0], present[a][1] - wanted[a][0])
+                                                     for a in range(axis + 1, 3)]
+
+            def at(position):
+                region[axis] = position
+                return tuple(region)
+
+            if p0 > w0:
+                packed[at(0)] = packed[at(1)]
+            if w1 > p1:
+                packed[at(-1)] = packed[at(-2)]
+        return packed
+
+    def _sums(self, points: np.ndarray) -> np.ndarray:
+        """The packed weighted sums at ``points`` (flat indices)."""
+        k, rest = np.divmod(points, self.plane)
+        k = k.astype(np.int32)
+        j, i = np.divmod(rest.astype(np.int32), np.int32(self.air.shape[2]))
+        del rest
+        low = (int(k[0]), int(j.min()), int(i.min()))  # (points are sorted: k[0] is the lowest)
+        high = (int(k[-1]), int(j.max()), int(i.max()))
+        packed = self._packed(low, high)
+        flat, row, plane = packed.reshape(-1), packed.shape[2], packed.shape[1] * packed.shape[2]
+        centre = (k - np.int32(low[0] - 1)) * np.int32(plane)
+        centre += (j - np.int32(low[1] - 1)) * np.int32(row)
+        centre += i - np.int32(low[2] - 1)
+        del k, j, i
+        groups = [np.zeros(points.size, np.int32) for _ in range(4)]
         for dk in (-1, 0, 1):
             for dj in (-1, 0, 1):
                 for di in (-1, 0, 1):
                     group = (dk != 0) + (dj != 0) + (di != 0)  # 0: the voxel, 1: a face, 2: an edge, 3: a corner
-                    self.offsets[group].append(dk * self.padded_plane + dj * self.padded_row + di)
-
-    def _packed(self, a: int, b: int) -> np.ndarray:
-        """Slices a-1 .. b of the packed window, each side of every axis padded with its edge voxel."""
-        nk = self.air.shape[0]
-        lo, hi = max(0, a - 1), min(nk, b + 1)
-        first = lo - (a - 1)
-        packed = np.empty((b - a + 2, self.air.shape[1] + 2, self.air.shape[2] + 2), np.int32)
-        inner = packed[first:first + hi - lo, 1:-1, 1:-1]
-        np.left_shift(self.voxels[lo:hi], 8, out=inner, dtype=np.int32)
-        inner |= 1
-        inner *= self.air[lo:hi]
-        packed[:, 0, 1:-1] = packed[:, 1, 1:-1]
-        packed[:, -1, 1:-1] = packed[:, -2, 1:-1]
-        packed[:, :, 0] = packed[:, :, 1]
-        packed[:, :, -1] = packed[:, :, -2]
-        if first:
-            packed[0] = packed[1]
-        if b + 1 > nk:
-            packed[-1] = packed[-2]
-        return packed
-
-    def _sums(self, a: int, b: int, points: np.ndarray) -> np.ndarray:
-        """The packed weighted sums at ``points`` (flat indices in slices a .. b-1)."""
-        flat = self._packed(a, b).reshape(-1)
-        k, rest = np.divmod((points - a * self.plane).astype(np.int32), np.int32(self.plane))
-        j, i = np.divmod(rest, np.int32(self.air.shape[2]))
-        centre = k * np.int32(self.padded_plane)
-        centre += (j + 1) * np.int32(self.padded_row)
-        centre += i + np.int32(self.padded_plane + 1)
-        del k, rest, j, i
-        groups = []
-        for offsets in self.offsets:
-            total = np.zeros(points.size, np.int32)
-            for offset in offsets:
-                total += flat[centre + np.int32(offset)]
-            groups.append(total)
+                    groups[group] += flat[centre + np.int32(dk * plane + dj * row + di)]
         groups[0] *= 8
         groups[0] += 4 * groups[1]
         groups[0] += 2 * groups[2]
@@ -797,7 +802,7 @@ class _PackedNeighbourhood:
         def chunk(n: int) -> None:
             p0, p1 = bounds[n], bounds[n + 1]
             if p1 > p0:
-                sums[p0:p1] = self._sums(starts[n], min(nk, starts[n] + self.CHUNK_SLICES), points[p0:p1])
+                sums[p0:p1] = self._sums(points[p0:p1])
 
         if SMOOTH_THREADS < 2 or len(starts) == 1:
             for n in range(len(starts)):
