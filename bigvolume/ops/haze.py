@@ -422,9 +422,10 @@ def _pairs_121(values: np.ndarray, axis: int) -> np.ndarray:
 
 def _smooth_chunks(slices, total: int, lo: int, n: int, work: np.dtype, take) -> None:
     """64 x the [1 2 1]^3 mean of slices ``lo .. lo+n-1`` of a (total, j, i) stack, by chunks of slices on
-    :data:`SMOOTH_THREADS` threads: ``slices(a, b)`` gives slices a..b-1 in the ``work`` dtype, ``take(c0, c1,
-    chunk)`` receives the result for slices lo+c0 .. lo+c1-1. The slice before ``lo`` and after ``lo+n-1`` are used
-    unless the stack ends there (the edge slice stands in). Integer work dtypes use neighbour pairs, floats the
+    :data:`SMOOTH_THREADS` threads: ``slices(a, b)`` gives slices a..b-1 (of any type: the first sums convert to the
+    ``work`` dtype as they go, with no converted copy), ``take(c0, c1, chunk)`` receives the result for slices
+    lo+c0 .. lo+c1-1. The slice before ``lo`` and after ``lo+n-1`` are used unless the stack ends there (the edge
+    slice stands in). Integer work dtypes use neighbour pairs, floats the
     order of :func:`_weighted_121`: every voxel gets the same bits in any chunk or slab."""
     integer = np.dtype(work).kind in "iu"
     plane = 1
@@ -439,11 +440,11 @@ def _smooth_chunks(slices, total: int, lo: int, n: int, work: np.dtype, take) ->
         if a0 < 0 or a1 > total:
             inner = np.concatenate(([inner[:1]] if a0 < 0 else []) + [inner] + ([inner[-1:]] if a1 > total else []))
         if integer:
-            pairs = np.add(inner[:-1], inner[1:])
+            pairs = np.add(inner[:-1], inner[1:], dtype=work)
             smooth = _pairs_121(_pairs_121(np.add(pairs[:-1], pairs[1:]), 1), 2)
             del pairs
         else:
-            smooth = np.add(inner[:-2], inner[2:])
+            smooth = np.add(inner[:-2], inner[2:], dtype=work)
             smooth += inner[1:-1]
             smooth += inner[1:-1]
             smooth = _weighted_121(_weighted_121(smooth, 1), 2)
@@ -469,7 +470,7 @@ def _smooth(extended: np.ndarray, lo: int, n: int) -> np.ndarray:
         out[c0:c1] = chunk
 
     chunk_work = np.dtype(np.int32) if _exact_in_int32(extended.dtype) else work
-    _smooth_chunks(lambda a, b: extended[a:b].astype(chunk_work), extended.shape[0], lo, n, chunk_work, take)
+    _smooth_chunks(lambda a, b: extended[a:b], extended.shape[0], lo, n, chunk_work, take)
     return out
 
 
@@ -496,7 +497,7 @@ def _auto_dark(extended: np.ndarray, lo: int, n: int, value: float) -> np.ndarra
         else:
             dark[c0:c1] |= extended[lo + c0:lo + c1] < voxel_limit
 
-    _smooth_chunks(lambda a, b: extended[a:b].astype(work), extended.shape[0], lo, n, work, take)
+    _smooth_chunks(lambda a, b: extended[a:b], extended.shape[0], lo, n, work, take)
     return dark
 
 
