@@ -679,19 +679,38 @@ def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float,
     air, grown = ~obj, obj.copy()
     settled = obj.copy()  # grown, or tested and failed (the test would say the same again)
     passes_at = _PackedNeighbourhood(voxels, air, floor) if _exact_in_int32(voxels.dtype) else None
-    for _ in range(steps):
-        frontier = _dilate(grown, 1)
-        np.greater(frontier, settled, out=frontier)  # and not settled (air, since the object is grown)
+    frontier = _dilate(grown, 1)
+    np.greater(frontier, settled, out=frontier)  # and not settled (air, since the object is grown)
+    for step in range(steps):
         frontier[:rows[0]] = False
         frontier[rows[1]:] = False
         points = np.flatnonzero(frontier)
-        del frontier
         if not points.size:
             break
         passes = passes_at(points) if passes_at else _air_neighbourhood_passes(voxels, air, points, floor)
-        grown.reshape(-1)[points[passes]] = True
+        taken = points[passes]
+        grown.reshape(-1)[taken] = True
         settled.reshape(-1)[points] = True
+        if step + 1 < steps:
+            # The next frontier: the unsettled neighbours of the voxels just taken. The other grown voxels' neighbours
+            # in ``rows`` were all tested (settled) in this step; outside ``rows`` nothing is tested.
+            frontier[...] = False
+            _mark_neighbours(frontier, taken)
+            np.greater(frontier, settled, out=frontier)
     return grown
+
+
+def _mark_neighbours(mask: np.ndarray, points: np.ndarray) -> None:
+    """Set the 6 neighbours of ``points`` (flat indices) in ``mask``; a neighbour beyond the array's edge marks the
+    point itself instead (no masking of the points: the caller has them settled)."""
+    flat = mask.reshape(-1)
+    coordinates = np.unravel_index(points, mask.shape)
+    stride = 1
+    for axis in (2, 1, 0):
+        coordinate, n = coordinates[axis], mask.shape[axis]
+        flat[points + stride * (coordinate < n - 1)] = True
+        flat[points - stride * (coordinate > 0)] = True
+        stride *= n
 
 
 def _air_neighbourhood_passes(voxels: np.ndarray, air: np.ndarray, points: np.ndarray, floor: float) -> np.ndarray:
@@ -782,11 +801,13 @@ class _PackedNeighbourhood:
         centre += i - np.int32(low[2] - 1)
         del k, j, i
         groups = [np.zeros(points.size, np.int32) for _ in range(4)]
+        index, values = np.empty_like(centre), np.empty(points.size, np.int32)  # reused by the 27 gathers
         for dk in (-1, 0, 1):
             for dj in (-1, 0, 1):
                 for di in (-1, 0, 1):
                     group = (dk != 0) + (dj != 0) + (di != 0)  # 0: the voxel, 1: a face, 2: an edge, 3: a corner
-                    groups[group] += flat[centre + np.int32(dk * plane + dj * row + di)]
+                    np.add(centre, np.int32(dk * plane + dj * row + di), out=index)
+                    groups[group] += np.take(flat, index, out=values)
         groups[0] *= 8
         groups[0] += 4 * groups[1]
         groups[0] += 2 * groups[2]
