@@ -6,6 +6,8 @@ packages (``<Module>/<Module>Lib``) import in tests, as ``from AntiAliasedResamp
 import sys
 from pathlib import Path
 
+import pytest
+
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,7 +24,7 @@ for _folder in slicer_module_folders():
 
 # Each test file's family (pyproject.toml registers the markers): `pytest -m core` needs no slicer-core.
 FILE_MARKERS = {
-    "core": ["test_dicom", "test_fuzz_headers", "test_geometry", "test_gpu_path", "test_haze", "test_haze_noise",
+    "core": ["test_blocks", "test_dicom", "test_fuzz_headers", "test_geometry", "test_gpu_path", "test_haze", "test_haze_noise",
              "test_integrity", "test_io", "test_layers", "test_precision", "test_resample", "test_stack_orientation",
              "test_stacks", "test_stream", "test_target_size"],
     "cli": ["test_cli", "test_ctrl_c", "test_messages", "test_readme"],
@@ -48,3 +50,12 @@ def pytest_ignore_collect(collection_path, config):
     if wanted in FILE_MARKERS and marker is not None and marker != wanted:
         return True
     return None
+
+
+@pytest.fixture(scope="session")
+def head_mri() -> Path:
+    """The real head MRI (Testing/head_mri.py); the test is skipped where mricron-data is not installed."""
+    import head_mri as data
+    if not data.installed():
+        pytest.skip("mricron-data (the real head MRI) is not installed")
+    return Path(data.HEAD_MRI)

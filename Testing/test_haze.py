@@ -16,7 +16,7 @@ from scipy import ndimage
 import bigvolume as bv
 from bigvolume.ops import haze
 from bigvolume.io import files as io
-from bigvolume.testing import phantoms as test_volumes
+import head_mri as test_volumes  # Testing/head_mri.py
 from bigvolume.core.errors import BigVolumeError
 from bigvolume.ops.haze import LEVELS, HazeOptions, dehaze, dehaze_file, find_threshold, haze_mask, multi_otsu
 

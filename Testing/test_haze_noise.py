@@ -16,7 +16,7 @@ from scipy import ndimage
 import bigvolume as bv
 from bigvolume.ops import haze
 from bigvolume.io import files as io
-from bigvolume.testing import phantoms as test_volumes
+import head_mri as test_volumes  # Testing/head_mri.py
 from bigvolume.ops.haze import HazeOptions, dehaze, dehaze_file
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]

@@ -39,11 +39,32 @@ def test_the_panel_has_every_required_widget():
     assert not wrong, f"missing or of the wrong class (found, expected): {wrong}"
 
 
+def preset_factors_reached_by_getattr() -> set[int]:
+    """The n of every ``getattr(self.ui, f"factor{n}Button")`` inside a ``for n in (...)`` loop of the module file."""
+    found = set()
+    for loop in ast.walk(MODULE.tree):
+        if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name)
+                and isinstance(loop.iter, (ast.Tuple, ast.List))):
+            continue
+        for call in ast.walk(loop):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "getattr"
+                    and len(call.args) >= 2 and ast.unparse(call.args[0]) == "self.ui"
+                    and isinstance(call.args[1], ast.JoinedStr)):
+                parts = call.args[1].values
+                constants = [part.value for part in parts if isinstance(part, ast.Constant)]
+                names = [part.value.id for part in parts if isinstance(part, ast.FormattedValue)
+                         and isinstance(part.value, ast.Name)]
+                if constants == ["factor", "Button"] and names == [loop.target.id]:
+                    found |= {element.value for element in loop.iter.elts if isinstance(element, ast.Constant)}
+    return found
+
+
 def test_every_required_widget_is_used():
     used = MODULE.ui_attribute_uses()
-    # The preset buttons are reached with getattr(self.ui, f"factor{n}Button"); the rest by name or a binding.
-    text = MODULE.module_file.read_text()
-    assert 'getattr(self.ui, f"factor{factor}Button")' in text and "for factor in (1, 2, 4, 8)" in text
+    # The preset buttons are reached with getattr(self.ui, f"factor{n}Button") in a loop over the factors; the rest by
+    # name or a binding.
+    assert {f"factor{n}Button" for n in preset_factors_reached_by_getattr()} == {
+        name for name in REQUIRED_WIDGETS if re.fullmatch(r"factor\dButton", name)}
     bound = set(MODULE.ui_parameter_bindings()) | set(MODULE.path_fields().values())  # paths: kept by the panel
     unused = {name for name in REQUIRED_WIDGETS
               if name not in used | bound and not re.fullmatch(r"factor\dButton", name)}

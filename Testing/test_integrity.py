@@ -18,7 +18,6 @@ from bigvolume.cli import commands as cli
 from bigvolume.io import files as io
 from bigvolume.io.layout import voxel_layout
 from bigvolume.io.slabs import open_slabs
-from bigvolume.testing.phantoms import HEAD_MRI
 from test_stream import INPUT_FORMS, _sitk_header_lines, sample_volume, write_form
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
@@ -201,19 +200,15 @@ def test_every_command_refuses_damaged_input_with_one_line(tmp_path, capfd, form
 
 
 @pytest.fixture(scope="module")
-def head_cut_to_40_percent(tmp_path_factory):
-    if not Path(HEAD_MRI).exists():
-        pytest.skip("mricron-data (the real head MRI) is not installed")
+def head_cut_to_40_percent(tmp_path_factory, head_mri):
     folder = tmp_path_factory.mktemp("head")
-    content = Path(HEAD_MRI).read_bytes()
+    content = head_mri.read_bytes()
     (folder / "ch2_cut.nii.gz").write_bytes(content[:len(content) * 40 // 100])
     return folder / "ch2_cut.nii.gz"
 
 
-def test_real_mri_is_read_like_simpleitk():
-    if not Path(HEAD_MRI).exists():
-        pytest.skip("mricron-data (the real head MRI) is not installed")
-    ours, image = bv.read_volume(HEAD_MRI), sitk.ReadImage(HEAD_MRI)
+def test_real_mri_is_read_like_simpleitk(head_mri):
+    ours, image = bv.read_volume(head_mri), sitk.ReadImage(str(head_mri))
     np.testing.assert_array_equal(ours.array, sitk.GetArrayFromImage(image))
     assert ours.geometry.dimensions == image.GetSize()
 

@@ -76,3 +76,122 @@ def test_core_tests_run_without_slicer(tmp_path):
                           env=env)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " selected" in done.stdout or "tests collected" in done.stdout
+
+
+# ---- The import graph of bigvolume, read with ast: every import statement, at the top or inside a function (a
+# lazy import still ties the modules together), resolved to the bigvolume module it names.
+
+PACKAGE = REPO / "bigvolume"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def bigvolume_imports(path: Path):
+    """(line, imported module, imported name or None when a module itself is imported, local name) for each import
+    of a bigvolume module in ``path``. Relative imports are resolved only inside the package."""
+    inside = PACKAGE in path.parents
+    package = module_name(path).split(".") if inside else []
+    if inside and path.name != "__init__.py":
+        package = package[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in MODULES:
+                    yield node.lineno, alias.name, None, alias.asname or alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level and not inside:
+                continue
+            base = package[:len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                local = alias.asname or alias.name
+                if f"{target}.{alias.name}" in MODULES:  # a submodule
+                    yield node.lineno, f"{target}.{alias.name}", None, local
+                elif target in MODULES:
+                    yield node.lineno, target, alias.name, local
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {name: {module for _, module, _, _ in bigvolume_imports(path) if module != name}
+            for name, path in MODULES.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for child in graph.get(node, ()):
+            if child not in index:
+                visit(child)
+                low[node] = min(low[node], low[child])
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_cycle_finder_finds_cycles():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_import_graph_has_no_cycles():
+    found = cycles(import_graph())
+    assert not found, f"import cycles: {found}"
+
+
+IMPORTERS = [*PACKAGE.rglob("*.py"), *REPO.glob("benchmarks/*.py"), *SLICER_SIDE]
+
+
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+@pytest.mark.parametrize("path", IMPORTERS, ids=lambda path: str(path.relative_to(REPO)))
+def test_no_private_name_is_used_from_another_module(path):
+    """``from bigvolume.x import _name`` and ``x._name`` (x a bigvolume module) outside module x: a private name
+    is its module's own business; what others need gets a public name."""
+    tree = ast.parse(path.read_text())
+    found, module_locals = [], {}
+    for line, module, imported, local in bigvolume_imports(path):
+        if imported is None:
+            module_locals[local] = module
+        elif is_private(imported):
+            found.append((line, f"{module}.{imported}"))
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and is_private(node.attr)
+                and node.value.id in module_locals):
+            found.append((node.lineno, f"{module_locals[node.value.id]}.{node.attr}"))
+    where = str(path.relative_to(REPO))
+    assert not found, f"{where} uses private names of other modules: {found}"
+
+
+def test_no_system_path_ships_in_the_package():
+    """Data locations of the tests and benchmarks (e.g. Debian's head MRI) live with them, not in the product."""
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not node.value.startswith(("/usr/", "/opt/", "/home/")), f"{path.name}: {node.value}"

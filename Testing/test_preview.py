@@ -13,18 +13,22 @@ from vtkmodules.vtkRenderingCore import vtkCamera, vtkColorTransferFunction, vtk
 
 import bigvolume as bv
 from bigvolume.io import files as io
-from bigvolume.render import preview
+from bigvolume.render import compose, offscreen, preview
 from bigvolume.testing import quality
 from bigvolume.core.geometry import Geometry
 from bigvolume.core.memory import format_bytes
 from bigvolume.ops.precision import Window
-from bigvolume.render.preview import CT_LIKE, MR_LIKE, Camera
+from bigvolume.render.offscreen import Camera
+from bigvolume.render.compare import IntensityMap
+from bigvolume.render.slices import mark_region, mid_slices
+from bigvolume.render.transfer import CT_LIKE, MR_LIKE, opacity_unit_distance, transfer_function
+from bigvolume.render.volumes import PREVIEW_DIMENSION, load_preview_source, preview_factors
 
 slicer = pytest.importorskip("slicer")
-from bigvolume.slicer import preview_nodes  # noqa: E402
+from bigvolume.slicer import offscreen_render, preview_nodes  # noqa: E402  (offscreen_render: the "slicer" engine)
 from bigvolume.slicer.volume_nodes import fill_volume_node  # noqa: E402
 
-BACKGROUND = np.rint(np.asarray(preview.BACKGROUND) * 255)
+BACKGROUND = np.rint(np.asarray(offscreen.BACKGROUND) * 255)
 ENGINES = ["vtk", "slicer"]
 FROM_ANTERIOR = Camera((0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 SIZE = (200, 160)
@@ -63,7 +67,7 @@ def projected_pixel(geometry, point_ras, camera=FROM_ANTERIOR, size=SIZE):
     """(column, row) where a RAS point lands in a render of ``geometry`` (rows counted from the top)."""
     vtk_camera = vtkCamera()
     aspect = size[0] / size[1]
-    preview.frame_camera(vtk_camera, geometry, camera.direction, camera.view_up, camera.view_angle, aspect)
+    offscreen.frame_camera(vtk_camera, geometry, camera.direction, camera.view_up, camera.view_angle, aspect)
     matrix = vtk_camera.GetCompositeProjectionTransformMatrix(aspect, -1, 1)
     clip = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)]) @ np.r_[point_ras, 1.0]
     x, y = clip[:2] / clip[3]
@@ -141,7 +145,7 @@ def reoriented(volume: bv.Volume, order, flips) -> bv.Volume:
 
 # --- offscreen windows ------------------------------------------------------------------------------------------
 def test_the_offscreen_window_is_mesa_egl_or_osmesa():
-    window = preview.offscreen_render_window()
+    window = offscreen.offscreen_render_window()
     assert window.GetClassName() in ("vtkEGLRenderWindow", "vtkOSOpenGLRenderWindow")
     assert window.GetOffScreenRendering() == 1
 
@@ -149,10 +153,10 @@ def test_the_offscreen_window_is_mesa_egl_or_osmesa():
 def test_without_egl_it_falls_back_to_osmesa_and_still_renders():
     """A broken EGL (no vendor library) must not crash the process: OSMesa takes over."""
     code = ("from bigvolume import Volume\n"
-            "from bigvolume.render import preview\n"
+            "from bigvolume.render import offscreen\n"
             "from bigvolume.testing import quality\n"
-            "window = preview.offscreen_render_window()\n"
-            "image = preview.render_volume(Volume.from_array(quality.microct_phantom(32)), (64, 64), engine='vtk')\n"
+            "window = offscreen.offscreen_render_window()\n"
+            "image = offscreen.render_volume(Volume.from_array(quality.microct_phantom(32)), (64, 64), engine='vtk')\n"
             "print(window.GetClassName(), int((abs(image.astype(int) - (26, 26, 36)).max(axis=2) > 8).sum()))\n")
     environment = dict(os.environ, __EGL_VENDOR_LIBRARY_FILENAMES="/nonexistent/egl_vendor.json")
     environment.pop("VTK_DEFAULT_OPENGL_WINDOW", None)
@@ -169,7 +173,7 @@ def test_the_object_appears_where_it_projects_on_an_oblique_anisotropic_grid(eng
     grid = oblique_grid()
     centre = centre_ras(grid) + np.array([12.0, 0.0, 8.0])  # towards patient right and superior
     volume = shape_volume(grid, centre, 14.0)
-    image = preview.render_volume(volume, SIZE, camera=FROM_ANTERIOR, engine=engine)
+    image = offscreen.render_volume(volume, SIZE, camera=FROM_ANTERIOR, engine=engine)
     assert image.shape == (SIZE[1], SIZE[0], 3) and image.dtype == np.uint8
     mask = silhouette(image)
     rows, cols = np.nonzero(mask)
@@ -189,7 +193,7 @@ def test_a_ball_and_a_cube_give_different_pictures_with_their_own_outlines():
     cube = shape_volume(grid, centre_ras(grid), 6.0, "cube")
     fills = {}
     for name, volume in (("ball", ball), ("cube", cube)):
-        mask = silhouette(preview.render_volume(volume, (160, 160), camera=FROM_ANTERIOR))
+        mask = silhouette(offscreen.render_volume(volume, (160, 160), camera=FROM_ANTERIOR))
         rows, cols = np.nonzero(mask)
         box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
         fills[name] = mask.sum() / box
@@ -202,7 +206,7 @@ def test_the_picture_changes_with_the_volume_and_follows_the_object():
     grid = Geometry((48, 48, 48), (1.0, 1.0, 1.0))
     left = shape_volume(grid, centre_ras(grid) + np.array([-10.0, 0, 0]), 8.0)
     right = shape_volume(grid, centre_ras(grid) + np.array([10.0, 0, 0]), 8.0)
-    images = [preview.render_volume(v, (128, 128), camera=FROM_ANTERIOR) for v in (left, right)]
+    images = [offscreen.render_volume(v, (128, 128), camera=FROM_ANTERIOR) for v in (left, right)]
     assert np.abs(images[0].astype(int) - images[1].astype(int)).max() > 100
     columns = [np.nonzero(silhouette(image))[1].mean() for image in images]
     assert columns[1] < 64 < columns[0]  # patient right (+R) is on the screen's left
@@ -210,8 +214,8 @@ def test_the_picture_changes_with_the_volume_and_follows_the_object():
 
 def test_slicer_and_plain_vtk_renderings_agree():
     volume = bv.Volume.from_array(quality.microct_phantom(48), spacing=(0.4, 0.4, 0.6))
-    transfer = preview.transfer_function(volume)
-    masks = [silhouette(preview.render_volume(volume, (128, 128), transfer, engine=engine)) for engine in ENGINES]
+    transfer = transfer_function(volume)
+    masks = [silhouette(offscreen.render_volume(volume, (128, 128), transfer, engine=engine)) for engine in ENGINES]
     assert masks[0].sum() > 2000
     assert (masks[0] & masks[1]).sum() / (masks[0] | masks[1]).sum() > 0.95
 
@@ -219,14 +223,14 @@ def test_slicer_and_plain_vtk_renderings_agree():
 def test_rendering_refuses_tiny_pictures_and_unknown_engines():
     volume = bv.Volume.from_array(np.ones((4, 4, 4), np.uint8))
     with pytest.raises(bv.BigVolumeError, match="16x16"):
-        preview.render_volume(volume, (8, 8))
+        offscreen.render_volume(volume, (8, 8))
     with pytest.raises(bv.BigVolumeError, match="engine"):
-        preview.render_volume(volume, (32, 32), engine="ospray")
+        offscreen.render_volume(volume, (32, 32), engine="ospray")
 
 
 # --- the transfer function --------------------------------------------------------------------------------------
 def test_hounsfield_ct_is_ct_like_air_clear_tissue_faint_bone_opaque():
-    transfer = preview.transfer_function(ct_body())
+    transfer = transfer_function(ct_body())
     assert transfer.kind == CT_LIKE and "Hounsfield" in transfer.reason
     air, air_colour = opacity_at(transfer, -1000)
     tissue, tissue_colour = opacity_at(transfer, 40)
@@ -238,10 +242,10 @@ def test_hounsfield_ct_is_ct_like_air_clear_tissue_faint_bone_opaque():
 
 
 def test_micro_ct_is_ct_like_and_mr_is_mr_like():
-    micro = preview.transfer_function(quality.microct_phantom(64))
+    micro = transfer_function(quality.microct_phantom(64))
     assert micro.kind == CT_LIKE and "span" in micro.reason
     for array in (mr_head(), mr_head(dtype=np.float32), mr_head(scale=0.001, dtype=np.float32)):
-        transfer = preview.transfer_function(array)
+        transfer = transfer_function(array)
         assert transfer.kind == MR_LIKE, array.dtype
         tissue = float(np.median(array[array > array.max() / 4]))
         background = float(np.median(array[array < array.max() / 10]))
@@ -253,16 +257,16 @@ def test_a_filled_background_and_the_negative_half_of_signed_data_stay_clear():
     padded = mr_head().astype(np.float32)
     n = padded.shape[0]
     padded[:, :, : n // 2][padded[:, :, : n // 2] < 100] = 300.0  # padding of one value, inside the tissue range
-    transfer = preview.transfer_function(padded)
+    transfer = transfer_function(padded)
     assert opacity_at(transfer, 300.0)[0] == 0.0 and opacity_at(transfer, 350.0)[0] > 0
-    zone = preview.transfer_function(quality.zone_plate(64))
+    zone = transfer_function(quality.zone_plate(64))
     assert zone.kind == MR_LIKE
     assert opacity_at(zone, -0.5)[0] == opacity_at(zone, 0.0)[0] == 0.0 < opacity_at(zone, 0.8)[0]
 
 
 def test_transfer_points_ascend_and_fill_puts_them_in_a_volume_property():
     for array in (ct_body(), mr_head(), np.full((8, 8, 8), 7, np.int16), quality.zone_plate(32)):
-        transfer = preview.transfer_function(array)
+        transfer = transfer_function(array)
         for points in (transfer.colors, transfer.opacities):
             values = [p[0] for p in points]
             assert values == sorted(values) and len(set(values)) == len(values)
@@ -279,10 +283,10 @@ def test_transfer_points_ascend_and_fill_puts_them_in_a_volume_property():
 def test_transfer_function_of_rgb_uses_luminance_and_refuses_no_finite_values():
     rgb = np.zeros((16, 16, 16, 3), np.uint8)
     rgb[4:12, 4:12, 4:12] = (255, 0, 0)  # red: luminance 0.2126 * 255
-    transfer = preview.transfer_function(rgb)
+    transfer = transfer_function(rgb)
     assert transfer.window.high == pytest.approx(0.2126 * 255, abs=0.5)
     with pytest.raises(bv.BigVolumeError, match="finite"):
-        preview.transfer_function(np.full((4, 4, 4), np.nan, np.float32))
+        transfer_function(np.full((4, 4, 4), np.nan, np.float32))
 
 
 # --- slices -----------------------------------------------------------------------------------------------------
@@ -299,7 +303,7 @@ def marked_volume():
 
 
 def test_mid_slices_are_turned_as_slicer_shows_them():
-    slices = preview.mid_slices(marked_volume(), Window(0, 300), 99)
+    slices = mid_slices(marked_volume(), Window(0, 300), 99)
     assert [name.split()[0] for name, _ in slices] == ["axial", "coronal", "sagittal"]
     for (name, image), level in zip(slices, (100, 200, 300)):
         assert image.dtype == np.uint8 and image.shape == (99, 99)
@@ -314,8 +318,8 @@ def test_mid_slices_do_not_depend_on_how_the_voxels_are_stored():
     stored_otherwise = reoriented(volume, order=(2, 0, 1), flips=(True, False, True))
     assert not np.array_equal(stored_otherwise.geometry.direction, volume.geometry.direction)
     window = Window(0, 300)
-    expected = {name.split()[0]: image for name, image in preview.mid_slices(volume, window, 66)}
-    got = {name.split()[0]: image for name, image in preview.mid_slices(stored_otherwise, window, 66)}
+    expected = {name.split()[0]: image for name, image in mid_slices(volume, window, 66)}
+    got = {name.split()[0]: image for name, image in mid_slices(stored_otherwise, window, 66)}
     assert set(got) == set(expected)
     for name in expected:
         assert np.array_equal(got[name], expected[name]), name
@@ -323,7 +327,7 @@ def test_mid_slices_do_not_depend_on_how_the_voxels_are_stored():
 
 def test_mid_slices_keep_the_physical_aspect_and_show_small_voxels_as_blocks():
     volume = bv.Volume.from_array(np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8), spacing=(1.0, 2.0, 4.0))
-    slices = dict(preview.mid_slices(volume, Window(0, 191), 64))
+    slices = dict(mid_slices(volume, Window(0, 191), 64))
     axial = slices["axial K 2/4"]
     assert axial.shape == (round(6 * 2 * 4), round(8 * 1 * 4))  # 4 px/mm: 64 px for the 16 mm extent
     assert len(np.unique(axial[0])) == 8  # eight voxels across, each drawn as a run of pixels
@@ -331,11 +335,11 @@ def test_mid_slices_keep_the_physical_aspect_and_show_small_voxels_as_blocks():
 
 # --- the picture ------------------------------------------------------------------------------------------------
 def label_is_at(picture, text, top, left, size=13, bold=False):
-    """Whether ``text`` drawn by preview.text_image sits at (top, left) of the picture (blended on its canvas)."""
-    glyphs = preview.text_image(text, size, bold=bold)
+    """Whether ``text`` drawn by compose.text_image sits at (top, left) of the picture (blended on its canvas)."""
+    glyphs = compose.text_image(text, size, bold=bold)
     canvas = np.empty(glyphs.shape[:2] + (3,), np.uint8)
-    canvas[...] = preview.CANVAS
-    preview._paste(canvas, glyphs, 0, 0)
+    canvas[...] = compose.CANVAS
+    compose.paste(canvas, glyphs, 0, 0)
     region = picture[top:top + glyphs.shape[0], left:left + glyphs.shape[1]]
     return region.shape == canvas.shape and np.abs(region.astype(int) - canvas.astype(int)).max() <= 1
 
@@ -361,10 +365,10 @@ def test_a_preview_is_labelled_and_shows_the_rendering_and_slices(tmp_path, befo
     report = preview.write_preview(before, tmp_path / "one.png", size=(192, 192))
     picture = read_png(report.path)
     assert (picture.shape[1], picture.shape[0]) == report.size
-    title = preview.text_image("phantom.nhdr", 16, bold=True)
+    title = compose.text_image("phantom.nhdr", 16, bold=True)
     label = f"64x64x64 uint16, spacing 0.5 0.5 0.5 mm, {format_bytes(io.file_size(before))} on disk"
     assert label_is_at(picture, label, 8 + title.shape[0] + 4, 8)
-    header = 8 + title.shape[0] + 4 + preview.text_image(label, 13).shape[0] + 8
+    header = 8 + title.shape[0] + 4 + compose.text_image(label, 13).shape[0] + 8
     render = picture[header:header + 192, :192]
     assert silhouette(render).mean() > 0.1
     slices = picture[header:header + 192, 192 + 8:192 + 8 + 64]
@@ -379,15 +383,15 @@ def test_the_comparison_has_both_panels_each_labelled(tmp_path, before_after):
     picture = read_png(report.path)
     panel = 320 + 8 + 320 // 3  # rendering and slice column (wider than the labels at this size)
     assert picture.shape[1] == 2 * panel + 16
-    title = preview.text_image("phantom.nhdr", 16, bold=True).shape[0]
+    title = compose.text_image("phantom.nhdr", 16, bold=True).shape[0]
     labels = [(0, f"64x64x64 uint16, spacing 0.5 0.5 0.5 mm, {format_bytes(io.file_size(before))} on disk"),
               (panel + 16, f"16x16x16 uint16, spacing 2 2 2 mm, {format_bytes(io.file_size(after))} on disk")]
     for left, label in labels:
         assert label_is_at(picture, label, 8 + title + 4, left + 8), label
-        header = 8 + title + 4 + preview.text_image(label, 13).shape[0] + 8
+        header = 8 + title + 4 + compose.text_image(label, 13).shape[0] + 8
         assert silhouette(picture[header:header + 320, left:left + 320]).mean() > 0.1
     # One transfer function (the first volume's) for both, so the pictures differ by their data only.
-    assert report.transfer == preview.transfer_function(report.sources[0].volume)
+    assert report.transfer == transfer_function(report.sources[0].volume)
 
 
 def test_a_large_file_is_drawn_from_a_downsampled_copy_but_labelled_with_its_own_grid(tmp_path):
@@ -395,10 +399,10 @@ def test_a_large_file_is_drawn_from_a_downsampled_copy_but_labelled_with_its_own
     array[5:15, 6:18, 40:260] = 3000
     path = bv.write_volume(bv.Volume.from_array(array, spacing=(0.2, 0.5, 0.5)), tmp_path / "long.nhdr")
     before = path.stat().st_mtime_ns, (tmp_path / "long.raw").read_bytes()
-    source = preview.load_preview_source(path)
+    source = load_preview_source(path)
     assert source.geometry.dimensions == (300, 24, 20) and source.bytes_on_disk == io.file_size(path)
-    assert max(source.volume.geometry.dimensions) <= preview.PREVIEW_DIMENSION
-    assert source.volume.geometry.isclose(source.geometry.downsampled(preview.preview_factors(source.geometry)))
+    assert max(source.volume.geometry.dimensions) <= PREVIEW_DIMENSION
+    assert source.volume.geometry.isclose(source.geometry.downsampled(preview_factors(source.geometry)))
     assert float(source.volume.array.max()) == pytest.approx(3000, rel=0.1)  # Lanczos may overshoot a little
     assert "300x24x20 uint16" in source.label()
     assert (path.stat().st_mtime_ns, (tmp_path / "long.raw").read_bytes()) == before
@@ -442,21 +446,21 @@ def test_slice_labels_name_the_files_own_slices(tmp_path, shape, spacing):
     volume = bv.Volume.from_array(array, spacing=spacing, origin=(10.0, -20.0, 5.5),
                                   direction=rotation_z(20))
     path = bv.write_volume(volume, tmp_path / "tall.nrrd")
-    source = preview.load_preview_source(path)
+    source = load_preview_source(path)
     drawn = source.volume.geometry
     assert drawn.dimensions != volume.geometry.dimensions  # drawn from a copy downsampled to <= 256 per axis
-    names = [name for name, _ in preview.mid_slices(source.volume, Window(0, 1000), 64, source.geometry)]
+    names = [name for name, _ in mid_slices(source.volume, Window(0, 1000), 64, source.geometry)]
     n_i, n_j, n_k = volume.geometry.dimensions
     for name, axis, n in zip(names, "KJI", (n_k, n_j, n_i)):
         view, letter, position = name.split()
         drawn_index = drawn.dimensions["IJK".index(axis)] // 2
         # the drawn plane's centre in the file's grid: block-centred, index * f + (f - 1) / 2
-        f = n / drawn.dimensions["IJK".index(axis)] if n > preview.PREVIEW_DIMENSION else 1.0
+        f = n / drawn.dimensions["IJK".index(axis)] if n > PREVIEW_DIMENSION else 1.0
         f = drawn.spacing["IJK".index(axis)] / volume.geometry.spacing["IJK".index(axis)]
         assert letter == axis and position == f"{round(drawn_index * f + (f - 1) / 2)}/{n}", name
-    assert names[0].endswith(f"/{n_k}") and f"/{preview.PREVIEW_DIMENSION}" not in " ".join(names[:1])
+    assert names[0].endswith(f"/{n_k}") and f"/{PREVIEW_DIMENSION}" not in " ".join(names[:1])
     # The volume's own grid when drawn at full resolution.
-    own = [name for name, _ in preview.mid_slices(volume, Window(0, 1000), 64)]
+    own = [name for name, _ in mid_slices(volume, Window(0, 1000), 64)]
     assert own[0].split()[1:] == ["K", f"{n_k // 2}/{n_k}"]
 
 
@@ -475,7 +479,7 @@ def test_a_reduced_bit_depth_is_drawn_like_its_input_not_black(tmp_path, seed, n
     volume = mr_head_16(n, seed)
     source = bv.write_volume(volume, tmp_path / "head16.nrrd")
     report = bv.reduce_bits_file(source, tmp_path / "head8.nrrd", 8)
-    maps = [preview.IntensityMap(*report.intensity_map(), "reduce-bits")] if how == "known" else None
+    maps = [IntensityMap(*report.intensity_map(), "reduce-bits")] if how == "known" else None
     size, tile = 192, 64
     shown = preview.write_preview(source, tmp_path / "cmp.png", compare=tmp_path / "head8.nrrd", size=(size, size),
                                   intensity_maps=maps)
@@ -494,7 +498,7 @@ def test_a_reduced_bit_depth_is_drawn_like_its_input_not_black(tmp_path, seed, n
     assert correlation > 0.97 and np.abs(before - after).mean() < 8
     # Drawn with the input's own window (as before this was fixed) the reduced slices would be black.
     reduced = bv.read_volume(tmp_path / "head8.nrrd")
-    old_way = preview.mid_slices(reduced, first.transfer.window, tile)
+    old_way = mid_slices(reduced, first.transfer.window, tile)
     assert max(image.mean() for _, image in old_way) < 5
 
 
@@ -506,9 +510,9 @@ def test_a_compared_volume_on_another_grid_and_range_gets_its_own_window_and_say
     shown = preview.write_preview(source, tmp_path / "cmp.png", compare=smaller, size=(160, 160))
     first, other = shown.displays
     assert other.caption.startswith("its own") and "differs from head16.nrrd" in other.caption
-    own = preview.transfer_function(shown.sources[1].volume)
+    own = transfer_function(shown.sources[1].volume)
     assert other.transfer.window == own.window and other.transfer.kind == own.kind
-    images = preview.mid_slices(shown.sources[1].volume, other.transfer.window, 53)
+    images = mid_slices(shown.sources[1].volume, other.transfer.window, 53)
     assert min(image.mean() for _, image in images) > 20
 
 
@@ -524,7 +528,7 @@ def hazy_ball(n, seed, radius=0.3):
 
 
 def magenta(image):
-    """Pixels coloured by preview.mark_region (gray pixels have R = G = B)."""
+    """Pixels coloured by mark_region (gray pixels have R = G = B)."""
     image = image.astype(int)
     return (image[..., 0] - image[..., 1] > 25) & (image[..., 2] - image[..., 1] > 25)
 
@@ -533,7 +537,7 @@ def as_column(boolean_volume, tile):
     """A boolean volume's three mid-slices, turned and scaled as a preview draws them and placed as in its slice
     column (each centred in a tile x tile cell)."""
     column = np.zeros((3 * tile, tile), bool)
-    for row, (_, image) in enumerate(preview.mid_slices(boolean_volume, Window(0, 1), tile)):
+    for row, (_, image) in enumerate(mid_slices(boolean_volume, Window(0, 1), tile)):
         top, left = row * tile + (tile - image.shape[0]) // 2, (tile - image.shape[1]) // 2
         column[top:top + image.shape[0], left:left + image.shape[1]] = image > 127
     return column
@@ -582,6 +586,28 @@ def test_cli_preview_compare_and_size(tmp_path, before_after):
     assert done.returncode == 2 and "WIDTHxHEIGHT" in done.stderr and not (tmp_path / "q.png").exists()
 
 
+def test_render_knows_only_vtk_and_the_command_line_loads_the_slicer_engine(tmp_path, before_after):
+    """render imports nothing of the slicer layer: by itself it has the "vtk" engine; the command line loads the slicer
+    layer's engine, and `--engine slicer` draws with it."""
+    done = subprocess.run([sys.executable, "-c", "import sys\nfrom bigvolume.render import offscreen, preview\n"
+                           "print(sorted(offscreen.RENDERERS), any(m.startswith(('bigvolume.slicer', 'slicer')) "
+                           "for m in sys.modules))\n"
+                           "from bigvolume.cli.commands import register_renderers\nregister_renderers()\n"
+                           "print(sorted(offscreen.RENDERERS))"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['vtk']", "False", "['slicer',", "'vtk']"]
+    before, _ = before_after
+    pictures = []
+    for engine in ENGINES:
+        done = bigvolume("preview", before, tmp_path / f"{engine}.png", "--engine", engine, "--size", "128x128")
+        assert done.returncode == 0, done.stderr
+        pictures.append(read_png(tmp_path / f"{engine}.png"))
+    assert pictures[0].shape == pictures[1].shape
+    assert silhouette(pictures[0]).sum() > 1000 and silhouette(pictures[1]).sum() > 1000
+    done = bigvolume("preview", before, tmp_path / "x.png", "--engine", "ospray")
+    assert done.returncode == 2 and not (tmp_path / "x.png").exists()
+
+
 def test_cli_resample_preview_is_before_after_and_a_bad_path_fails_first(tmp_path, before_after):
     before, _ = before_after
     done = bigvolume("resample", before, tmp_path / "out.nrrd", "--factor", "2", "--preview", tmp_path / "ba.png")
@@ -622,7 +648,7 @@ def test_cli_reduce_bits_preview_draws_the_output_like_the_input(tmp_path):
     # The same picture as write_preview with reduce-bits' own map: the output drawn like the input.
     _, report8 = bv.reduce_bits(bv.read_volume(source), 8)
     report = preview.write_preview(source, tmp_path / "again.png", compare=tmp_path / "head8.nrrd",
-                                   intensity_maps=[preview.IntensityMap(*report8.intensity_map(), "reduce-bits")])
+                                   intensity_maps=[IntensityMap(*report8.intensity_map(), "reduce-bits")])
     assert np.array_equal(read_png(report.path), picture)
     assert "through reduce-bits" in report.displays[1].caption
     before, after = (crop(picture, panel.slices).astype(float) for panel in report.panels)
@@ -634,7 +660,7 @@ def test_cli_reduce_bits_preview_draws_the_output_like_the_input(tmp_path):
 # --- Slicer: display nodes on a real scene ----------------------------------------------------------------------
 @pytest.fixture()
 def scene():
-    with preview.slicer_core_scene() as slicer_scene:
+    with offscreen_render.slicer_core_scene() as slicer_scene:
         layouts = slicer.vtkMRMLLayoutLogic()  # as in Slicer: the layout node with the standard layouts
         layouts.SetMRMLScene(slicer_scene.scene)
         yield slicer_scene.scene
@@ -658,11 +684,11 @@ def test_volume_rendering_display_node_carries_the_preview_transfer_function(sce
     display = preview_nodes.show_volume_rendering(node)
     assert display.GetClassName() == "vtkMRMLGPURayCastVolumeRenderingDisplayNode"
     assert display.GetVolumeNode() is node and display.GetVisibility() and display.GetViewNodeIDs() == ()
-    expected = preview.transfer_function(volume)
+    expected = transfer_function(volume)
     assert expected.kind == CT_LIKE
     colours, opacities, unit = curves(display)
     assert np.allclose(colours, expected.colors) and np.allclose(opacities, expected.opacities)
-    assert unit == pytest.approx(preview.opacity_unit_distance(volume.geometry))
+    assert unit == pytest.approx(opacity_unit_distance(volume.geometry))
     count = node.GetNumberOfDisplayNodes()
     assert preview_nodes.show_volume_rendering(node) is display and node.GetNumberOfDisplayNodes() == count
 
@@ -699,7 +725,7 @@ def test_before_after_of_a_reduced_bit_depth_moves_the_curves_with_the_values(sc
     np.testing.assert_allclose([p[1] for p in opacities_after], [p[1] for p in opacities_before])
     # given the map, exactly it
     _, exact = preview_nodes.show_before_after(before, after,
-                                               intensity_map=preview.IntensityMap(scale, offset, "reduce-bits"))
+                                               intensity_map=IntensityMap(scale, offset, "reduce-bits"))
     np.testing.assert_allclose([p[0] for p in curves(exact)[1]], [scale * p[0] + offset for p in opacities_before],
                                rtol=1e-6, atol=1e-6)
 
@@ -730,7 +756,7 @@ def test_a_scene_without_volume_rendering_is_refused_clearly():
 def rendering_scene():
     """A slicer-core scene with Slicer's volume rendering logic, as the modules get it from
     slicer.modules.volumerendering.logic()."""
-    with preview.slicer_core_scene() as slicer_scene:
+    with offscreen_render.slicer_core_scene() as slicer_scene:
         yield slicer_scene.scene, slicer_scene.application.GetModuleLogic("VolumeRendering")
 
 
@@ -748,10 +774,10 @@ def test_the_preview_uses_the_users_default_rendering_method_with_our_curves(ren
     node = volume_node(scene, volume, "ct")
     display = preview_nodes.show_volume_rendering(node, rendering_logic=logic)
     assert display.GetClassName() == method and display.GetVolumeNode() is node and display.GetVisibility()
-    expected = preview.transfer_function(volume)
+    expected = transfer_function(volume)
     colours, opacities, unit = curves(display)
     assert np.allclose(colours, expected.colors) and np.allclose(opacities, expected.opacities)
-    assert unit == pytest.approx(preview.opacity_unit_distance(volume.geometry))
+    assert unit == pytest.approx(opacity_unit_distance(volume.geometry))
     count = node.GetNumberOfDisplayNodes()
     assert preview_nodes.show_volume_rendering(node, rendering_logic=logic) is display  # reused, not stacked
     assert node.GetNumberOfDisplayNodes() == count

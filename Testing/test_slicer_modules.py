@@ -215,7 +215,6 @@ def test_module_file_holds_no_algorithm(module):
     assert not names & {"np", "numpy", "bigvolume", "sitk"}
     assert not any(isinstance(n, ast.Attribute) and ast.unparse(n).startswith(("vtk.vtkImage", "vtk.vtkMatrix"))
                    for n in ast.walk(outside)), "no VTK image filters or geometry in the module file"
-    assert len(module.module_file.read_text().splitlines()) < 500  # thin: the decisions are in the Lib
 
 
 APP_FREE_UTIL = {"arrayFromVolume", "updateVolumeFromArray", "arrayFromVTKMatrix", "vtkMatrixFromArray",

@@ -365,3 +365,23 @@ def test_streaming_keeps_blas_to_one_thread_and_restores_it(tmp_path):
     after = [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
     assert seen and set(seen) == {1}
     assert after == before
+
+
+def test_vtk_backend_reads_whole_and_equals_the_streamed_default(tmp_path):
+    """vtkImageResize (--backend vtk), the definition of the Lanczos kernel, reads the volume whole; the default
+    backend streams and agrees with it to float rounding, geometry included."""
+    volume = sample_volume(np.uint16, shape=(29, 21, 26))
+    path = io.write_volume(volume, tmp_path / "in.nhdr")
+    streamed = bv.resample_file(path, tmp_path / "s.nhdr", (2, 2.5, 3), stream=True, memory_limit=TINY)
+    oracle = bv.resample_file(path, tmp_path / "v.nhdr", (2, 2.5, 3), backend="vtk", memory_limit=TINY)
+    assert streamed.stream_plan is not None and oracle.stream_plan is None
+    assert any("backend vtk cannot stream" in note for note in oracle.notes)
+    assert_matches_in_memory(read_back(tmp_path / "s.nhdr"), read_back(tmp_path / "v.nhdr"))
+    with pytest.raises(bv.BigVolumeError, match="backend vtk .* cannot stream"):
+        bv.resample_file(path, tmp_path / "x.nhdr", 2, backend="vtk", stream=True)
+    assert not (tmp_path / "x.nhdr").exists()
+    from bigvolume.cli.commands import main
+    assert main(["resample", str(path), str(tmp_path / "c.nhdr"), "--factor", "2", "--backend", "vtk",
+                 "--quiet"]) == 0
+    np.testing.assert_array_equal(read_back(tmp_path / "c.nhdr").array,
+                                  bv.resample(volume, 2, backend="vtk").array)

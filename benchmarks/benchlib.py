@@ -17,6 +17,19 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPOSITORY = Path(__file__).resolve().parent.parent
 MIB = 2 ** 20
 
+# The real head MRI of Debian's mricron-data package (whole head with air around it) and its brain mask: benchmark
+# data, so named here and not in the package (the tests name it in Testing/head_mri.py; benchmarks never import
+# the test suite).
+HEAD_MRI = "/usr/share/mricron/templates/ch2.nii.gz"
+HEAD_BRAIN_MASK = "/usr/share/mricron/templates/ch2bet.nii.gz"
+
+
+def noisy_head(path, sigma_fraction: float = 0.04, seed: int = 2024):
+    """HEAD_MRI with Rician noise written to ``path`` (bigvolume.testing.phantoms.write_noisy_mri); returns the
+    brain mask."""
+    from bigvolume.testing.phantoms import write_noisy_mri
+    return write_noisy_mri(HEAD_MRI, HEAD_BRAIN_MASK, path, sigma_fraction, seed)
+
 
 # --- machine ------------------------------------------------------------------------------------------------------
 def _cpu_model() -> str:

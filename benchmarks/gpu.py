@@ -157,7 +157,7 @@ def test_volumes(size: int):
 def run_cases(args, missing, measure) -> list[dict]:
     """``measure(array, factors, cpu_run)`` -> (seconds, outputs) of the runs "cpu", "gpu", "device" for every
     test volume and factor; the rows of the table."""
-    from bigvolume.ops.resample import default_threads
+    from bigvolume.core.memory import default_threads
     threads = default_threads()
     vtk_present = "vtkmodules" not in missing
     rows = []

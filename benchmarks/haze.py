@@ -50,7 +50,8 @@ import SimpleITK as sitk
 import benchlib
 from bigvolume.ops import haze
 from bigvolume.io import files as io
-from bigvolume.testing import phantoms as test_volumes
+from benchlib import HEAD_BRAIN_MASK, HEAD_MRI, noisy_head
+from bigvolume.testing.phantoms import rician_noise
 
 NAME = "haze"
 HERE = Path(__file__).resolve().parent
@@ -72,8 +73,8 @@ def bigvolume_command() -> list:
 
 def make_big_head(path: Path, size: int, seed: int = 7) -> None:
     """ch2 resampled onto size^3 over its own field of view, x64 as uint16, Rician noise: a realistic big MRI."""
-    image = sitk.Cast(sitk.ReadImage(test_volumes.HEAD_MRI), sitk.sitkFloat32)
-    brain = sitk.GetArrayFromImage(sitk.ReadImage(test_volumes.HEAD_BRAIN_MASK)) > 0
+    image = sitk.Cast(sitk.ReadImage(HEAD_MRI), sitk.sitkFloat32)
+    brain = sitk.GetArrayFromImage(sitk.ReadImage(HEAD_BRAIN_MASK)) > 0
     sigma = 0.04 * sitk.GetArrayViewFromImage(image)[brain].mean()
     spacing = [n * s / size for n, s in zip(image.GetSize(), image.GetSpacing())]
     origin = [o + (s - s0) / 2 for o, s0, s in zip(image.GetOrigin(), image.GetSpacing(), spacing)]
@@ -83,7 +84,7 @@ def make_big_head(path: Path, size: int, seed: int = 7) -> None:
     out = np.empty(values.shape, np.uint16)
     step = 32
     for k in range(0, size, step):  # in slabs: the float64 noise of the whole volume would need 2 GiB
-        noisy = test_volumes.rician_noise(values[k:k + step].astype(np.float64), sigma, seed + k)
+        noisy = rician_noise(values[k:k + step].astype(np.float64), sigma, seed + k)
         out[k:k + step] = np.clip(np.rint(noisy * 64), 0, 65535)
     result = sitk.GetImageFromArray(out)
     result.SetSpacing(spacing)
@@ -170,7 +171,7 @@ def speed(folder: Path, size: int, rounds: int) -> dict:
 # --- 2. the real MRI ----------------------------------------------------------------------------------------------
 def real_mri(folder: Path) -> dict:
     source = folder / "ch2_noisy.nii.gz"
-    brain = test_volumes.noisy_head(source)
+    brain = noisy_head(source)
     volume = io.read_volume(source)
     before = np.asarray(volume.array)
     size_before = gzip6(before)
@@ -281,8 +282,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--noise-only", action="store_true", help="only part 3, the noise families")
     args = parser.parse_args()
-    if not Path(test_volumes.HEAD_MRI).exists():
-        raise SystemExit(f"{test_volumes.HEAD_MRI} absent: apt-get install mricron-data")
+    if not Path(HEAD_MRI).exists():
+        raise SystemExit(f"{HEAD_MRI} absent: apt-get install mricron-data")
     folder = Path(tempfile.mkdtemp(prefix="bigvolume-haze-", dir=args.dir))
     info = benchlib.machine_info()
     load = [os.getloadavg()[0]]

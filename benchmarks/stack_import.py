@@ -281,12 +281,13 @@ BREAKDOWN_KEYS = ("plan (find + probe headers)", "stream_to_file", "streaming lo
 
 
 def worker_breakdown(folder: str, output: str, factor: str) -> dict:
-    """import_stack in-process with timers around its stages (monkeypatched; the code itself is unchanged)."""
+    """import_stack in-process with timers around its stages (public functions and methods wrapped; the code itself
+    is unchanged)."""
     import threading
-    from bigvolume.io import slab_writers
-    from bigvolume.ops import stack_import
-    from bigvolume.io import stacks
     from bigvolume.engine import stream
+    from bigvolume.io import slab_writers, stacks
+    from bigvolume.methods import numpy_band
+    from bigvolume.ops import stack_import
     totals = {key: 0.0 for key in BREAKDOWN_KEYS}
     calls = {key: 0 for key in BREAKDOWN_KEYS}
     lock = threading.Lock()
@@ -308,11 +309,11 @@ def worker_breakdown(folder: str, output: str, factor: str) -> dict:
     instrument(stack_import, "plan_stack_import", "plan (find + probe headers)")  # module globals at call time
     instrument(stack_import, "stream_to_file", "stream_to_file")
     instrument(stream, "stream_downsample", "streaming loop")
-    instrument(stream, "cast_to", "cast")
+    instrument(numpy_band, "cast_to", "cast")
     instrument(stacks.StackSlabReader, "_read_into", "decode slabs (reader thread)")
     instrument(stacks.StackSlabReader, "_decode", "decode slices (sum over threads)")
-    instrument(stream._Stages, "reduce_xy", "x/y filter")
-    instrument(stream._Stages, "reduce_z", "z filter")
+    instrument(numpy_band.NumpyStages, "reduce_xy", "x/y filter")
+    instrument(numpy_band.NumpyStages, "reduce_z", "z filter")
     instrument(slab_writers.BackgroundWriter, "write", "hand-off to writer")
     instrument(slab_writers.SlabWriter, "write", "write (writer thread)")
     cpu, started = cpu_seconds(), time.perf_counter()

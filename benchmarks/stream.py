@@ -277,8 +277,9 @@ def run_child(command, log: Path) -> dict:
 
 
 def bigvolume_command() -> list:
-    script = Path(sys.executable).parent / "bigvolume"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "bigvolume"]
+    """``python -m bigvolume``: the package on this interpreter's path (a checkout's on PYTHONPATH included), as
+    the installed ``bigvolume`` script runs it."""
+    return [sys.executable, "-m", "bigvolume"]
 
 
 @dataclass(frozen=True)
@@ -299,8 +300,8 @@ class Mode:
         return self.limit or f"default ({default_limit / GIB:.2f} GiB)"
 
 
-def resample_command(item: Input, output: Path, mode: Mode) -> list:
-    return bigvolume_command() + ["resample", item.header, output, "--factor", str(FACTOR), "--no-compress",
+def resample_command(item: Input, output: Path, mode: Mode, factor: int = FACTOR) -> list:
+    return bigvolume_command() + ["resample", item.header, output, "--factor", str(factor), "--no-compress",
                                   *mode.flags]
 
 
@@ -309,11 +310,11 @@ def remove_output(output: Path) -> None:
     output.with_suffix(".raw").unlink(missing_ok=True)
 
 
-def run_resample(item: Input, folder: Path, mode: Mode, tag: str) -> dict:
+def run_resample(item: Input, folder: Path, mode: Mode, tag: str, factor: int = FACTOR) -> dict:
     output = folder / f"output-{tag}.nhdr"
     remove_output(output)
-    run = run_child(resample_command(item, output, mode), folder / "log.txt")
-    expected = 2 * math.prod(round(n / FACTOR) for n in item.dims)
+    run = run_child(resample_command(item, output, mode, factor), folder / "log.txt")
+    expected = 2 * math.prod(round(n / factor) for n in item.dims)
     actual = output.with_suffix(".raw").stat().st_size
     if actual != expected:
         raise RuntimeError(f"{run['command']}: output data has {actual} bytes, {expected} expected")
@@ -383,13 +384,14 @@ def measure_memory(inputs: dict, folder: Path) -> tuple[list[MemoryRow], dict]:
 
 def slab_caps() -> str:
     """Why a larger limit may change nothing: the planner's own caps on the slab size."""
-    from bigvolume.engine import stream
-    most, fewest = getattr(stream, "MAX_SLAB_BYTES", None), getattr(stream, "MIN_SLABS", None)
+    from bigvolume.core import memory
+    from bigvolume.engine import plan
+    most, fewest = getattr(memory, "MAX_SLAB_BYTES", None), getattr(plan, "MIN_SLABS", None)
     if most is None or fewest is None:
         return ""
     return (f"A limit changes the plan only when it is tighter than the planner's caps: slabs of at most "
-            f"{most / MIB:g} MiB of input and at least {fewest} slabs per volume (bigvolume.engine.stream.MAX_SLAB_BYTES, "
-            "MIN_SLABS).")
+            f"{most / MIB:g} MiB of input and at least {fewest} slabs per volume (bigvolume.core.memory.MAX_SLAB_BYTES, "
+            "bigvolume.engine.plan.MIN_SLABS).")
 
 
 def memory_table(rows: list[MemoryRow], libraries: dict, default_limit: int) -> str:
@@ -591,7 +593,104 @@ def command_lines(memory_rows, warm, cold) -> list[str]:
     return lines
 
 
+# --- per-pass breakdown (--passes) ----------------------------------------------------------------------------------
+PASS_FACTORS = (2, 4)
+PASS_GOALS = {"dd": 0.6, "warm": 0.9}
+
+
+def passes_worker(header: str, factor: str) -> int:
+    """In-process streamed resample of ``header`` into a raw .nhdr beside it, with the engine's and the numpy
+    backend's own timers (run_slabs(timings), NumpyBackend(timings)); prints one JSON line."""
+    from bigvolume.core.memory import default_memory_limit, default_threads
+    from bigvolume.engine.stream import stream_to_file
+    from bigvolume.io.slabs import open_slabs
+    from bigvolume.methods.numpy_band import NumpyBackend
+    timings: dict = {}
+    output = Path(header).with_name("output-passes.nhdr")
+    cpu, started = time.process_time(), time.perf_counter()
+    with open_slabs(header) as reader:
+        plan = stream_to_file(reader, output, (float(factor),) * 3, "lanczos", threads=default_threads(),
+                              compress=False, memory_limit=default_memory_limit(),
+                              backend=NumpyBackend(timings), timings=timings)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    remove_output(output)
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "timings": timings, "plan": plan.describe()}))
+    return 0
+
+
+def measure_passes(item: Input, folder: Path, rounds: int, drop_caches: str) -> dict:
+    """Per factor (x2, x4), alternating, ``rounds`` rounds: dd of the cold file; the streamed command, cold; the
+    in-process breakdown per pass, cold; the streamed and the in-memory command, warm."""
+    result = {"input": item.label, "input_bytes": item.nbytes, "rounds": rounds, "load_before": load_average(),
+              "runs": {}}
+    dd = shutil.which("dd")
+    for factor in PASS_FACTORS:
+        kinds = ["dd", "streamed, cold", "passes, cold", "streamed, warm", "in memory, warm"]
+        runs = {kind: [] for kind in kinds}
+        for round_index in range(rounds):
+            for kind in kinds[round_index % len(kinds):] + kinds[:round_index % len(kinds)]:
+                if kind.endswith("warm"):
+                    os.sync()
+                    state = {"resident_before": read_into_page_cache(item.data)}
+                else:
+                    state = drop_from_page_cache(item.data, drop_caches)
+                state["load"] = load_average()[0]
+                log(f"passes x{factor}: round {round_index + 1}/{rounds}, {kind}")
+                if kind == "dd":
+                    run = run_child([dd, f"if={item.data}", "of=/dev/null", "bs=16M"] if dd else
+                                    [sys.executable, "-c", PYTHON_READ, item.data], folder / "log.txt")
+                elif kind == "passes, cold":
+                    worker = subprocess.run([sys.executable, __file__, "--passes-worker", str(item.header),
+                                             str(factor)], capture_output=True, text=True, check=True)
+                    run = json.loads(worker.stdout.strip().splitlines()[-1])
+                else:
+                    run = run_resample(item, folder, Mode(not kind.startswith("in memory"), None),
+                                       f"passes-{factor}", factor)
+                run.update(state)
+                runs[kind].append(run)
+        result["runs"][factor] = {"runs": runs,
+                                  "summary": {kind: summarise_runs(rs, item.nbytes) for kind, rs in runs.items()
+                                              if kind != "passes, cold"}}
+    result["load_after"] = load_average()
+    return result
+
+
+def passes_report(passes: dict) -> tuple[str, list[str]]:
+    rows, verdicts = [], []
+    for factor, data in passes["runs"].items():
+        summary, runs = data["summary"], data["runs"]
+        dd = summary["dd"]["mb_per_s"]
+        cold, warm, memory = (summary[k]["mb_per_s"] for k in ("streamed, cold", "streamed, warm", "in memory, warm"))
+        breakdown = {}
+        for run in runs["passes, cold"]:
+            for key, value in run["timings"].items():
+                breakdown.setdefault(key, []).append(value)
+        seconds = float(np.median([r["seconds"] for r in runs["passes, cold"]]))
+        cpu = float(np.median([r["cpu_seconds"] for r in runs["passes, cold"]]))
+        parts = ", ".join(f"{key} {np.median(values):.2f}" for key, values in
+                          sorted(breakdown.items(), key=lambda kv: -float(np.median(kv[1]))))
+        loads = sorted(run["load"] for rs in runs.values() for run in rs)
+        rows.append(f"| x{factor} | {dd:.0f} | {cold:.0f} ({cold / dd:.2f}x dd) | {warm:.0f} | "
+                    f"{memory:.0f} ({memory / warm:.2f}x streamed) | {seconds:.2f} s wall, {cpu:.2f} s CPU: "
+                    f"{parts} | {loads[0]:.1f}-{loads[-1]:.1f} |")
+        verdicts.append(f"- {'PASS' if cold / dd >= PASS_GOALS['dd'] else 'FAIL'}: x{factor} streamed, cold, "
+                        f"{cold / dd:.2f}x dd's read speed (goal >= {PASS_GOALS['dd']})")
+        verdicts.append(f"- {'PASS' if memory / warm >= PASS_GOALS['warm'] else 'FAIL'}: x{factor} warm, in memory "
+                        f"{memory / warm:.2f}x the streamed speed (goal >= {PASS_GOALS['warm']})")
+    table = "\n".join([
+        f"Input {passes['input']}, uint16 NHDR + raw, Lanczos, raw .nhdr output; {passes['rounds']} rounds "
+        "alternated, medians, input MB/s (10^6 bytes per second) of the whole command. Passes: seconds inside one "
+        "in-process run with the page cache dropped (engine and numpy backend timers; y, x, z the band products, "
+        "convert the uint16 to float32 copy, cast the rounding to uint16, read wait the time the loop waited for "
+        "the reader thread).", "",
+        "| factor | dd cold | streamed cold | streamed warm | in memory warm | passes (cold, in process) | load |",
+        "| --- | --- | --- | --- | --- | --- | --- |", *rows])
+    return table, verdicts
+
+
 def main(argv=None) -> int:
+    if argv is None and sys.argv[1:2] == ["--passes-worker"]:
+        return passes_worker(*sys.argv[2:4])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64/128/256 MiB inputs, 2 rounds: a smoke test")
     parser.add_argument("--rounds", type=int, help="warm rounds per mode (default 5, --quick 2)")
@@ -601,7 +700,12 @@ def main(argv=None) -> int:
     parser.add_argument("--drop-caches", choices=("fallback", "always", "never"), default="fallback",
                         help="cold runs: write 1 to /proc/sys/vm/drop_caches (root) after posix_fadvise: only "
                              "when the input is still cached (fallback, default), before every run, or never")
+    parser.add_argument("--passes", action="store_true",
+                        help="only the per-pass breakdown: a 2 GiB input (--quick: 128 MiB), x2 and x4, cold against "
+                             "dd and warm against the in-memory path (rounds: --cold-rounds, default 3)")
     args = parser.parse_args(argv)
+    if args.passes:
+        return main_passes(args)
     rounds = args.rounds or (2 if args.quick else 5)
     cold_rounds = args.cold_rounds or (2 if args.quick else 3)
     from bigvolume.core.memory import default_memory_limit
@@ -663,6 +767,32 @@ def main(argv=None) -> int:
                            "skipped": r.skipped, "run": r.run} for r in memory_rows],
                "warm": warm, "cold": cold, "commands": commands, "markdown": text}
     print(f"\nwritten {benchlib.write_json(NAME, payload)}")
+    return 0
+
+
+def main_passes(args) -> int:
+    rounds = args.cold_rounds or (2 if args.quick else 3)
+    item = Input("P", (512, 512, 256) if args.quick else (1024, 1024, 1024))
+    info = benchlib.machine_info()
+    folder = Path(tempfile.mkdtemp(prefix="bigvolume-passes-bench-", dir=args.dir))
+    try:
+        plan_disk([item], folder)
+        if item.skipped:
+            print(f"{item.label}: {item.skipped}")
+            return 1
+        log(f"generating {item.label} in {folder}")
+        generate(item, folder)
+        os.sync()
+        passes = measure_passes(item, folder, rounds, args.drop_caches)
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    table, verdicts = passes_report(passes)
+    text = "\n".join([benchlib.machine_markdown(info), "", "### Where the time goes: per pass, against dd", "",
+                      table, "", *verdicts])
+    print(text)
+    payload = {"machine": info, "quick": args.quick, "passes": passes, "markdown": text}
+    print(f"\nwritten {benchlib.write_json(NAME + '_passes', payload)}")
     return 0
 
 

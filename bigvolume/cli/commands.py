@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="where to filter: cuda (an NVIDIA GPU through CuPy: pip install -e '.[gpu]'), cpu, "
                                "or auto (cuda when there is one, else the CPU with a note saying why). Default: as "
                                "auto, without the note")
+    resample.add_argument("--backend", choices=["numpy", "vtk"], default="numpy",
+                          help="what filters on the CPU: numpy (default: the kernel tables as BLAS band products, "
+                               "streams, the fastest) or vtk (vtkImageResize, the definition of the Lanczos kernel; "
+                               "lanczos only, reads the volume whole)")
     resample.add_argument("--type", dest="dtype", choices=["uint8", "int8", "uint16", "int16", "uint32", "int32",
                                                           "float32", "float64"],
                           help="output pixel type (default: the input's); integers are rounded and clamped")
@@ -236,12 +240,12 @@ def run_resample(args) -> int:
     from ..engine.gpu import choose_device
     factor = _factor_argument(args.factor)
     # --device not given: the GPU when there is one, and no note about CUDA on a machine that has none
-    device = args.device or choose_device("auto", args.method, note=False)
+    device = args.device or ("cpu" if args.backend == "vtk" else choose_device("auto", args.method, note=False))
     return _run_with_progress(lambda progress: resample_file(
         args.input, args.output, factor, spacing=args.spacing, isotropic=args.isotropic,
         target_bytes=args.target_size, method=args.method, threads=args.threads, dtype=args.dtype,
         compress=args.compress, stream=args.stream, memory_limit=args.memory_limit, device=device,
-        series=args.series, progress=progress), args.quiet)
+        series=args.series, backend=args.backend, progress=progress), args.quiet)
 
 
 def _factor_argument(values):
@@ -313,7 +317,7 @@ def run_dehaze(args) -> int:
 
 def run_reduce_bits(args) -> int:
     from ..ops.precision import reduce_bits_file
-    from ..render.preview import IntensityMap
+    from ..render.compare import IntensityMap
 
     def job(progress):
         report = reduce_bits_file(
@@ -338,8 +342,15 @@ def picture_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def register_renderers() -> None:
+    """Previews can be drawn by every engine, the slicer layer's too (``--engine slicer``, and ``auto`` prefers it
+    where slicer-core is importable): importing it registers it with bigvolume.render."""
+    from ..slicer import offscreen_render  # noqa: F401
+
+
 def run_preview(args) -> int:
     from ..render.preview import write_preview
+    register_renderers()
     print(write_preview(args.input, args.output, compare=args.compare, size=args.size, engine=args.engine,
                         memory_limit=args.memory_limit, series=args.series).summary())
     return 0
@@ -359,7 +370,9 @@ def _run_and_preview(args) -> int:
     png = getattr(args, "preview", None)
     if not png:
         return args.run(args)
-    from ..render.preview import check_png_path, write_preview
+    from ..render.compose import check_png_path
+    from ..render.preview import write_preview
+    register_renderers()
     before = getattr(args, args.preview_before) if args.preview_before else None
     check_png_path(png, [before, args.output] if before else [args.output])
     code = args.run(args)

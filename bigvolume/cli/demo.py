@@ -63,6 +63,7 @@ def write_previews(out: Path, names, factor: float) -> list[Path]:
     """Before/after pictures (bigvolume.render.preview): each input beside its anti-aliased and its decimated output, volume
     rendering and mid-slices, one transfer function. Needs no matplotlib."""
     from ..render.preview import write_preview
+    from ..slicer import offscreen_render  # noqa: F401  (registers the "slicer" engine, preferred where it runs)
     paths = []
     for name in names:
         report = write_preview(out / f"{name}.nhdr", out / f"preview_{name}.png", size=(384, 384),

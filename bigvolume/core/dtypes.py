@@ -10,15 +10,17 @@ def work_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.itemsize <= 2 or dtype == np.float32 else np.dtype(np.float64)
 
 
-def cast_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Convert filtered values to ``dtype``: integers rounded and clamped to the type's range (no wrap-around)."""
+def cast_to(values: np.ndarray, dtype: np.dtype, overwrite: bool = False) -> np.ndarray:
+    """Convert filtered values to ``dtype``: integers rounded and clamped to the type's range (no wrap-around).
+    ``overwrite``: ``values`` is a temporary that may be rounded in place (no float copies)."""
     dtype = np.dtype(dtype)
     if dtype.kind in "iub":
         if values.dtype == dtype:
             return values
         info = np.iinfo(dtype) if dtype.kind != "b" else None
-        values = np.rint(values)
+        in_place = overwrite and values.dtype.kind == "f"
+        values = np.rint(values, out=values if in_place else None)
         if info is not None:
-            values = np.clip(values, info.min, info.max)
+            values = np.clip(values, info.min, info.max, out=values)
         return values.astype(dtype)
     return values.astype(dtype, copy=False)

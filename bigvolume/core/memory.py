@@ -1,4 +1,4 @@
-"""Sizes in bytes: parsing and printing them, the machine's memory, this process's resident memory."""
+"""Sizes in bytes: parsing and printing them, the machine's memory and cores, this process's resident memory."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,8 @@ import re
 SIZE_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
               "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
 FALLBACK_MEMORY_LIMIT = 2 * 2**30  # where the machine's memory cannot be read
+# Input bytes per slab at most on the CPU: larger slabs gain nothing once the filter threads are busy.
+MAX_SLAB_BYTES = 32 * 2**20
 
 
 def parse_size(text: str) -> float:
@@ -44,3 +46,11 @@ def current_rss() -> int:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,42 +1,28 @@
-"""The anti-aliased resample on an array module ``xp``: CuPy on a CUDA GPU, numpy to test the same code here.
-
-Same kernels and grid as the CPU path: every axis goes through :func:`bigvolume.methods.kernels.axis_operator`, the band
-matrices of the kernel tables (cuBLAS products on the GPU, in larger blocks than on the CPU); ``max`` and one-tap
-tables (``nearest``) go through the tap-by-tap engine of bigvolume.methods.kernels with ``xp``.
-
-:class:`ArrayStages` plugs this into the streaming loop of bigvolume.engine.stream (one loop, one z-window logic for
-files and arrays, CPU and GPU). On CUDA, slabs are read into pinned host buffers, uploaded on a copy stream while
-the previous slab is filtered on the compute stream, the z window stays on the device, and finished output
-blocks come back on a third stream and reach the writer one slab later, so transfers overlap the filtering.
+"""The GPU: which device runs a resample (:func:`choose_device`, probing CuPy once), and the anti-aliased resample of
+an array on an array module ``xp`` (CuPy on a CUDA GPU, numpy to test the same code here), streamed through the slab
+engine with bigvolume.methods.array_backend.ArrayBackend.
 
 CuPy is imported only when a CUDA device is asked for (``pip install -e '.[gpu]'`` in the checkout).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from collections import deque
 
 import numpy as np
 
 from ..core.dtypes import cast_to, work_dtype
 from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry, validate_factors
-from ..methods.kernels import CPU_BLOCK_INPUTS, AxisKernel, axis_kernel, axis_operator
-from ..core.memory import current_rss
-from ..io.slabs import ArraySlabReader
-from .stream import STREAMABLE_METHODS, ArraySink, _Stages, stream_downsample
+from ..core.memory import default_threads
+from ..methods.array_backend import ArrayBackend, block_inputs
+from ..methods.kernels import SEPARABLE_METHODS, axis_kernel, axis_operator
+from .stream import downsample_in_memory
 
 logger = logging.getLogger("bigvolume")
 
 DEVICES = ("auto", "cpu", "cuda")
-DEVICE_METHODS = STREAMABLE_METHODS  # every method with per-axis tables; fft needs the whole volume
-# Inputs per band-matrix block on the GPU: larger products than the CPU's (bigvolume.methods.kernels.CPU_BLOCK_INPUTS)
-# keep the device busy; an axis of thousands of voxels still does not multiply thousands of zeros per output.
-GPU_BLOCK_INPUTS = 1024
-GPU_MAX_SLAB_BYTES = 256 * 2**20  # larger slabs than the CPU's: fewer launches and synchronisations
-IN_MEMORY_BUFFERS = 2 * 2**30     # host buffers an in-memory run may add to what the process holds
+DEVICE_METHODS = SEPARABLE_METHODS  # every method with per-axis tables; fft needs the whole volume
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,118 +79,6 @@ def device_name() -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-class ArrayStages(_Stages):
-    """bigvolume.engine.stream's stages on the array module ``xp`` (see the module docstring)."""
-
-    def __init__(self, reader, factors, method: str, out_dtype, threads: int, xp):
-        super().__init__(reader, factors, method, out_dtype, threads)
-        self.xp = xp
-        self.cuda = xp.__name__ == "cupy"
-        ni, nj, _ = reader.geometry.dimensions
-        mi, mj, _ = self.output_geometry.dimensions
-        self._along_i = self._operator(axis_kernel(method, ni, self.factors[0], mi), ni)
-        self._along_j = self._operator(axis_kernel(method, nj, self.factors[1], mj), nj)
-        if self.cuda:
-            import cupyx
-            self._pinned = cupyx.empty_pinned
-            self._compute = xp.cuda.Stream(non_blocking=True)
-            self._upload_stream = xp.cuda.Stream(non_blocking=True)
-            self._download_stream = xp.cuda.Stream(non_blocking=True)
-            self._device_slabs = [None, None]   # uploads alternate between two device buffers
-            self._consumed = [None, None]       # when the compute stream is done with each
-            self._turn = 0
-            self._downloads = deque()           # (event, pinned host block, device block) not yet written
-            xp.cuda.Device().synchronize()  # the x/y matrices went up on the default stream, which ours do not wait for
-            free, _ = xp.cuda.runtime.memGetInfo()
-            # about a dozen slab-sized device arrays at once (two uploads, float copies, x/y results, the window)
-            self.max_slab_bytes = int(min(GPU_MAX_SLAB_BYTES, free // 16))
-
-    def _operator(self, kernel: AxisKernel, n_in: int):
-        return axis_operator(kernel, n_in, self.reduce, self.work_dtype, self.xp, block_inputs(self.xp))
-
-    # --- the filter ---------------------------------------------------------------------------------------------
-    def reduce_xy(self, slab, pool=None):
-        data = self._upload(slab)
-        uploaded = data
-        if self.convert_to is not None:
-            data = data.astype(self.convert_to)
-        if not self.skip_xy:
-            data = self._along_j(self._along_i(data, 2), 1)
-        data = data.astype(self.window_dtype, copy=False)
-        if data is uploaded and self.cuda:
-            data = data.copy()  # the device buffer takes the slab after next
-        if self.cuda:
-            self._consumed[self._turn ^ 1] = self._compute.record()
-        return data
-
-    def reduce_z(self, window, first: int, rows: slice, pool=None):
-        kernel = AxisKernel(self.z_kernel.index[rows] - first, self.z_kernel.weight[rows])
-        return self._operator(kernel, -1)(window, 0)
-
-    # --- moving data (bigvolume.engine.stream's hooks) --------------------------------------------------------------------
-    def new_buffer(self, reader, slices: int):
-        if not self.cuda:
-            return super().new_buffer(reader, slices)
-        return self._pinned((slices,) + reader.slice_shape, reader.dtype)  # uploads from it run asynchronously
-
-    def new_window(self, slices: int):
-        return self.xp.empty((slices,) + self.reduced_shape, self.window_dtype)
-
-    def drop_front(self, window, start: int, stop: int) -> None:
-        window[:stop - start] = window[start:stop].copy()  # CuPy does not promise overlapping copies
-
-    def _upload(self, slab):
-        """``slab`` on the device. The host waits for the upload alone (so the reader may refill the buffer)
-        while the previous slab is still being filtered."""
-        if not self.cuda:
-            return slab
-        turn = self._turn
-        buffer = self._device_slabs[turn]
-        if buffer is None or buffer.shape[0] < slab.shape[0]:
-            buffer = self._device_slabs[turn] = self.xp.empty(slab.shape, slab.dtype)
-        buffer = buffer[:slab.shape[0]]
-        if self._consumed[turn] is not None:
-            self._upload_stream.wait_event(self._consumed[turn])
-        buffer.set(slab, stream=self._upload_stream)
-        done = self._upload_stream.record()
-        done.synchronize()
-        self._compute.wait_event(done)
-        self._turn ^= 1
-        return buffer
-
-    def emit(self, block, out_dtype, sink) -> None:
-        if not self.cuda:
-            return super().emit(block, out_dtype, sink)
-        block = cast_to(block, out_dtype)  # on the device: a smaller download for integer outputs
-        self._download_stream.wait_event(self._compute.record())
-        host = self._pinned(block.shape, block.dtype)  # a fresh one per block: the writer may hold it a while
-        block.get(stream=self._download_stream, out=host, blocking=False)
-        self._downloads.append((self._download_stream.record(), host, block))
-        self._write_downloads(sink, keep=1)
-
-    def _write_downloads(self, sink, keep: int) -> None:
-        while len(self._downloads) > keep:
-            done, host, _ = self._downloads.popleft()
-            done.synchronize()
-            sink.write(host)
-
-    @contextlib.contextmanager
-    def running(self, sink):
-        if not self.cuda:
-            yield
-            return
-        try:
-            with self._compute:  # the loop's own device work (window updates) joins the compute stream
-                yield
-                self._write_downloads(sink, keep=0)
-        finally:
-            self._downloads.clear()
-
-
-def block_inputs(xp) -> int:
-    return GPU_BLOCK_INPUTS if xp.__name__ == "cupy" else CPU_BLOCK_INPUTS
-
-
 def cuda_module():
     """CuPy, or a BigVolumeError saying why there is no CUDA device."""
     choose_device("cuda")
@@ -214,19 +88,14 @@ def cuda_module():
 def resample_array(array: np.ndarray, factors, method: str, out_dtype=None, *, xp, memory_limit=None,
                    threads: int | None = None, progress=None) -> np.ndarray:
     """``array`` (k, j, i[, c]) downsampled by ``factors`` (I, J, K) on the block-centred grid through the array
-    module ``xp``, streamed slab by slab through the device; a numpy array of ``out_dtype`` (default: the
-    input's) comes back. ``memory_limit``: host bytes, default what the process holds plus 2 GiB of buffers."""
-    from ..ops.resample import default_threads  # resample imports this module
+    module ``xp`` (None: the CPU backend), streamed slab by slab through the device; a numpy array of ``out_dtype``
+    (default: the input's) comes back. ``memory_limit``: host bytes, default what the process holds plus 2 GiB of
+    buffers."""
     if array.dtype == np.bool_:
         array = array.view(np.uint8)
-    out_dtype = np.dtype(out_dtype or array.dtype)
-    threads = threads or default_threads()
-    geometry = Geometry(array.shape[2::-1])
-    out = np.empty(geometry.downsampled(factors).shape + array.shape[3:], out_dtype)
-    limit = memory_limit if memory_limit is not None else current_rss() + IN_MEMORY_BUFFERS
-    stream_downsample(ArraySlabReader(array, geometry, threads), factors, method, ArraySink(out),
-                      out_dtype=out_dtype, threads=threads, memory_limit=limit, progress=progress, xp=xp)
-    return out
+    return downsample_in_memory(array, factors, method, out_dtype, threads=threads or default_threads(),
+                                memory_limit=memory_limit, progress=progress,
+                                backend=None if xp is None else ArrayBackend(xp))
 
 
 def downsample_on_device(array, factors, method: str = "lanczos", out_dtype=None, xp=None):

@@ -1,350 +1,212 @@
-"""Out-of-core downsampling: a volume file is read a slab of z slices at a time and resampled with exactly the
-kernels of the in-memory path, so memory stays bounded whatever the volume size and each input byte is read once.
+"""Resampling on the slab engine (bigvolume.engine): a volume is read a slab of z slices at a time and
+resampled with the per-axis kernel tables of bigvolume.kernels, so memory stays bounded whatever the volume size and
+each input byte is read once. Files and arrays in memory go through the same loop (an array is read as slabs in
+place), on whichever backend the caller gives (bigvolume.backends: numpy/BLAS by default, an array module such as
+CuPy).
 
-Per slab, every slice is first reduced in x and y with the kernel tables of bigvolume.methods.kernels. The reduced slices go
-into a window that keeps the z kernel's margin from one slab to the next; the output slices whose kernel support is
-complete are then computed along z over the window. The next slab is read on a thread while this one is filtered,
-and finished output slices go to a writer (see bigvolume.io.slab_writers).
+Per slab, the backend reduces every slice in x and y. The reduced slices go into a z window that keeps the z
+kernel's margin from one slab to the next; the output slices whose kernel support is complete are then computed
+along z over the window and handed to the sink.
 
-Lanczos, whose table reproduces vtkImageResize's kernel (the in-memory engine) to float rounding, runs as band
-matrix products (kernels.BandMatrix, BLAS): two to three times faster than vtkImageResize per slab, which matters
-because the filter, not reading, bounds a streamed import (benchmarks/stack_import.py). The other methods run tap
-by tap.
+The same tables also compute any output block on its own (:func:`resample_block`): a block reads the input region
+it needs (its halo is the kernels' support) and is independent of every other block, for a scheduler that runs
+blocks out of order or in parallel (the next step: Dask). Put together, blocks equal the streamed result: exactly
+for the tap-by-tap methods (each output is the same sequence of numpy operations), to float rounding for Lanczos
+(BLAS rounds a product differently with the shape of the matrices it is given: slab and block sizes, thread
+splits; a few units in the last place of float32, integers within 1).
 
-Integer inputs are converted to float per slab (into one reused buffer) and rounded once, at the end, as in the
-in-memory path: results agree to float rounding (integers within 1).
+Integer inputs are converted to float per slab (into one reused buffer) and rounded once, at the end: results
+agree with vtkImageResize (the definition of the Lanczos kernel) to float rounding (integers within 1).
 """
 from __future__ import annotations
 
-import contextlib
-import shutil
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..core.dtypes import cast_to, work_dtype
-from ..core.errors import BigVolumeError, VolumeFileError
-from ..io.files import atomic_output
-from ..methods.kernels import AxisKernel, _apply_axis, apply_separable, axis_kernel, axis_operator
-from ..core.memory import current_rss, format_bytes
-from ..ops.precision import Window, apply_window
-from ..core.progress import ProgressCallback, as_progress
-from ..io.slab_writers import BackgroundWriter, SlabWriter, check_stream_output, compresses
-from ..io.slabs import SlabReader
+from ..core.errors import BigVolumeError
+from ..core.progress import ProgressCallback
+from ..io.slabs import ArraySlabReader, SlabReader
+from ..methods.backends import Stages
+from ..methods.kernels import SEPARABLE_METHODS, AxisKernel, ResampleKernels
+from ..methods.numpy_band import NumpyBackend
+from .loop import run_slabs
+from .plan import StreamPlan, in_memory_limit, plan_slabs
+from .sinks import ArraySink, file_sink
 
-STREAMABLE_METHODS = ("lanczos", "gaussian", "mean", "max", "nearest")
-# Slabs per volume at least (so reading overlaps filtering and progress moves), and at most this many input bytes
-# per slab (larger slabs gain nothing once vtk's threads are busy).
-MIN_SLABS = 8
-MAX_SLAB_BYTES = 32 * 2**20
-FIXED_OVERHEAD = 24 * 2**20
-READ_AHEAD = 2      # slabs read ahead of the one being filtered
-WINDOW_SLABS = 4    # slabs the z window holds beyond the kernel's margin (see stream_downsample)  # decompression chunks, thread stacks, the output block in flight
+STREAMABLE_METHODS = SEPARABLE_METHODS
+WINDOW_SLABS = 4    # slabs the z window holds beyond the kernel's margin (see ResampleStage.push)
+READ_SLABS = 3      # input slab buffers at once: the one filtered and those read ahead (bigvolume.engine)
+
+__all__ = ["STREAMABLE_METHODS", "ArraySink", "ResampleStage", "StreamPlan", "downsample_in_memory", "estimate_stream",
+           "output_blocks", "resample_block", "stream_downsample", "stream_to_file"]
 
 
-@dataclass
-class StreamPlan:
-    slab_slices: int
-    slabs: int
-    window_slices: int      # reduced slices the z window holds
-    working_bytes: int      # the buffers this plan allocates, at most
-    memory_limit: int
-    note: str = ""          # set when the limit was too small and the minimum was used instead
-    clipped_voxels: int | None = None  # with an intensity window: output voxels clipped to the type's range
-
-    def describe(self) -> str:
-        return (f"streamed in {self.slabs} slab{'s' * (self.slabs != 1)} of {self.slab_slices} slice"
-                f"{'s' * (self.slab_slices != 1)}, buffers {format_bytes(self.working_bytes)} "
-                f"(limit {format_bytes(self.memory_limit)})")
+def resample_kernels(reader: SlabReader, factors, method: str) -> ResampleKernels:
+    if method not in STREAMABLE_METHODS:
+        raise BigVolumeError(f"method {method!r} needs the whole volume in memory and cannot stream; "
+                             f"streaming methods: {', '.join(STREAMABLE_METHODS)}")
+    shape = reader.geometry.shape + reader.slice_shape[2:]
+    return ResampleKernels.for_factors(method, shape, reader.dtype, factors)
 
 
-def identity_kernel(n: int) -> AxisKernel:
-    return AxisKernel(np.arange(n)[:, None], np.ones((n, 1)))
+class ResampleStage:
+    """The engine's stage for resampling: x/y per slab on the backend, then z over a window of reduced slices."""
 
+    def __init__(self, kernels: ResampleKernels, stages: Stages, out_dtype):
+        self.k, self.stages, self.out_dtype = kernels, stages, np.dtype(out_dtype)
+        self.rows = kernels.z_kernel.size_out
+        self.next_row = 0
+        self.window = None
+        self.lo = self.hi = 0
 
-class _Stages:
-    """The x/y reduction of one slab and the z kernel, for one method, input type and factor set."""
+    def plan(self, reader: SlabReader, memory_limit: float) -> StreamPlan:
+        """The largest slab whose buffers, with what the process already holds, stay under ``memory_limit``."""
+        k, stages = self.k, self.stages
+        reduced_slice = int(np.prod(k.reduced_shape)) * k.window_dtype.itemsize
+        work_slice = int(np.prod(k.reduced_shape)) * k.work_dtype.itemsize
+        out_rows_per_slice = k.z_kernel.size_out / reader.slices + 1e-9
+        float_slice = 0 if k.convert_to is None else \
+            reader.slice_bytes // reader.dtype.itemsize * k.convert_to.itemsize
+        converting = k.convert_to is not None and reader.converts_on_read  # see NumpyStages.new_buffer
+        per_slice = (READ_SLABS * (float_slice if converting else reader.slice_bytes)  # filtered + read ahead
+                     + (0 if converting else float_slice)                 # the converted copy
+                     + stages.slice_bytes                                  # the backend's own (band: x before y)
+                     + (1 + WINDOW_SLABS) * reduced_slice                 # x/y result, then its places in the window
+                     + int(3 * work_slice * out_rows_per_slice))          # z sums and the cast output block
+        fixed = stages.threads * stages.thread_bytes + (k.z_span + 2) * reduced_slice
+        plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, fixed, memory_limit,
+                          max_slab_bytes=stages.max_slab_bytes)
+        # Room for WINDOW_SLABS slabs behind the kernel's margin, but never more than the whole volume needs.
+        nk, slab, span = reader.slices, plan.slab_slices, k.z_span
+        plan.window_slices = min(WINDOW_SLABS * slab + span + 1, max(nk, slab + span + 1))
+        return plan
 
-    def __init__(self, reader: SlabReader, factors, method: str, out_dtype: np.dtype, threads: int):
-        if method not in STREAMABLE_METHODS:
-            raise BigVolumeError(f"method {method!r} needs the whole volume in memory and cannot stream; "
-                                 f"streaming methods: {', '.join(STREAMABLE_METHODS)}")
-        self.method, self.threads = method, threads
-        self.reduce = "max" if method == "max" else "sum"
-        ni, nj, nk = reader.geometry.dimensions
-        self.output_geometry = reader.geometry.downsampled(factors)
-        mi, mj, mk = self.output_geometry.dimensions
-        self.factors = tuple(float(f) for f in factors)
-        self.input_dtype = reader.dtype
-        # Integers are filtered in floating point, as in the in-memory path: vtk would round and clamp the x/y
-        # result to the input type, and a clamped Lanczos overshoot changes the z sums by far more than 1.
-        linear = method in ("lanczos", "gaussian", "mean")
-        self.convert_to = work_dtype(reader.dtype) if linear and reader.dtype.kind != "f" else None
-        self._converted = None
-        filtered_dtype = reader.dtype if self.convert_to is None else self.convert_to
-        self.skip_xy = (mi, mj) == (ni, nj) and self.factors[:2] == (1.0, 1.0)
-        if method == "lanczos" or self.skip_xy or method in ("max", "nearest"):
-            self.window_dtype = filtered_dtype  # vtk keeps the type; max and nearest only pick values
-        else:
-            self.window_dtype = work_dtype(filtered_dtype)
-        self.work_dtype = work_dtype(filtered_dtype) if self.reduce == "sum" else self.window_dtype
-        self.xy_kernels = None if self.skip_xy else (
-            axis_kernel(method, ni, self.factors[0], mi), axis_kernel(method, nj, self.factors[1], mj))
-        self.band = method == "lanczos"  # band matrix products; the other methods tap by tap
-        self._split_products = False     # set by running(): BLAS kept to one thread, products split over ours
-        self.band_between_bytes = 0      # per slice: the x-reduced slice before the y product
-        if self.band and not self.skip_xy:
-            self._along_i = axis_operator(self.xy_kernels[0], ni, "sum", self.work_dtype)
-            self._along_j = axis_operator(self.xy_kernels[1], nj, "sum", self.work_dtype)
-            self.band_between_bytes = nj * mi * int(np.prod(reader.slice_shape[2:])) * self.work_dtype.itemsize
-        self.z_kernel = axis_kernel(method, nk, self.factors[2], mk)
-        self.z_need = self.z_kernel.index.max(axis=1)  # last input slice each output slice reads
-        self.z_span = int((self.z_kernel.index.max(axis=1) - self.z_kernel.index.min(axis=1)).max())
-        self.reduced_shape = (mj, mi) + reader.slice_shape[2:]
+    def start(self, plan: StreamPlan) -> None:
+        self.window = self.stages.new_window(plan.window_slices)
+        self.window_slices = plan.window_slices
 
-    # How the streaming loop allocates and moves data: host memory here; bigvolume.engine.gpu.ArrayStages overrides
-    # these to keep the window on a GPU and overlap transfers with the filtering.
-    max_slab_bytes = MAX_SLAB_BYTES
+    def new_buffer(self, reader, slices):
+        return self.stages.new_buffer(reader, slices)
 
-    def new_buffer(self, reader: SlabReader, slices: int):
-        # A decoding reader fills float buffers directly: the conversion then runs on its threads, not here.
-        converting = self.convert_to is not None and reader.converts_on_read
-        return reader.new_buffer(slices, self.convert_to if converting else None)
-
-    def new_window(self, slices: int):
-        return np.empty((slices,) + self.reduced_shape, self.window_dtype)
-
-    def drop_front(self, window, start: int, stop: int) -> None:
-        window[:stop - start] = window[start:stop]  # numpy handles the overlap
-
-    def emit(self, block, out_dtype, sink) -> None:
-        sink.write(cast_to(block, out_dtype))
-
-    @contextlib.contextmanager
     def running(self, sink):
-        """Context of the whole loop; on success, everything emitted has reached ``sink`` when it exits. Band
-        products run with BLAS kept to one thread and are split over our own ``threads``: BLAS's threads spin while
-        they wait for work, which took the CPU the decoding threads needed (an image-stack import on 2 cores spent
-        a third more CPU and ran 15 % slower). Without threadpoolctl, BLAS keeps its own threads."""
-        limit = _one_blas_thread() if self.band else None
-        if limit is None:
-            yield
-            return
-        with limit:
-            self._split_products = True
-            try:
-                yield
-            finally:
-                self._split_products = False
+        return self.stages.running(sink)
 
-    def _band_pool(self, pool):
-        """``pool`` when the band products are to be split over it (BLAS kept to one thread), else None."""
-        return pool if self._split_products and self.threads > 1 else None
+    def push(self, k0: int, k1: int, slab, pool, sink) -> None:
+        # The reduced slices lo .. hi-1, in order. Slices no output slice needs any more are dropped from the front
+        # only when the next slab does not fit behind them: the window holds several slabs, so the copy that drops
+        # them happens once every few slabs instead of once per slab.
+        k, stages = self.k, self.stages
+        reduced = stages.reduce_xy(slab, pool)
+        lo, hi = self.lo, self.hi
+        keep_from = min(int(k.z_kernel.index[self.next_row].min()), hi) if self.next_row < self.rows else hi
+        if hi - lo + (k1 - k0) > self.window_slices and keep_from > lo:
+            stages.drop_front(self.window, keep_from - lo, hi - lo)
+            lo = keep_from
+        if hi - lo + (k1 - k0) > self.window_slices:
+            raise RuntimeError("z window too small for the kernel")
+        self.window[hi - lo:k1 - lo] = reduced
+        self.lo, self.hi = lo, k1
+        del reduced
+        first_row = self.next_row
+        while self.next_row < self.rows and k.z_need[self.next_row] < k1:
+            self.next_row += 1
+        if self.next_row > first_row:
+            rows = slice(first_row, self.next_row)
+            kernel = AxisKernel(k.z_kernel.index[rows] - keep_from, k.z_kernel.weight[rows])
+            block = stages.reduce_z(self.window[keep_from - lo:k1 - lo], kernel, pool)
+            stages.emit(block, self.out_dtype, sink)
 
-    def reduce_xy(self, slab: np.ndarray, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
-        if self.convert_to is not None and slab.dtype != self.convert_to:
-            if self._converted is None or self._converted.shape[0] < slab.shape[0]:
-                self._converted = np.empty(slab.shape, self.convert_to)
-            converted = self._converted[:slab.shape[0]]
-            np.copyto(converted, slab, casting="unsafe")
-            slab = converted
-        if self.skip_xy:
-            return slab
-        if self.band:
-            pool, parts = self._band_pool(pool), self.threads
-            return self._along_j(self._along_i(slab, 2, pool, parts), 1, pool, parts)
-        kernel_i, kernel_j = self.xy_kernels
-        return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), self.reduce,
-                               self.window_dtype, self.threads)
-
-    def reduce_z(self, window: np.ndarray, first: int, rows: slice,
-                 pool: ThreadPoolExecutor | None = None) -> np.ndarray:
-        """Output slices ``rows`` from ``window``, the reduced input slices ``first``, ``first + 1``, ... Band
-        products are split over ``pool``'s threads while running() keeps BLAS to one; the tap-by-tap methods split
-        the slice's rows over them (numpy releases the GIL)."""
-        kernel = AxisKernel(self.z_kernel.index[rows] - first, self.z_kernel.weight[rows])
-        if self.band:
-            return axis_operator(kernel, -1, "sum", self.work_dtype)(window, 0, self._band_pool(pool), self.threads)
-        height = window.shape[1]
-        if pool is None or self.threads <= 1 or height < 2 * self.threads:
-            return _apply_axis(window, kernel, 0, self.reduce, self.work_dtype)
-        bounds = np.linspace(0, height, self.threads + 1).astype(int)
-        parts = pool.map(lambda j: _apply_axis(window[:, bounds[j]:bounds[j + 1]], kernel, 0, self.reduce,
-                                               self.work_dtype), range(self.threads))
-        return np.concatenate(list(parts), axis=1)
+    def check_complete(self) -> None:
+        if self.next_row != self.rows:
+            raise RuntimeError(f"streaming produced {self.next_row} of {self.rows} output slices")
 
 
-def _one_blas_thread():
-    """A context keeping BLAS to one thread (threadpoolctl), or None when threadpoolctl is not installed."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def plan_stream(reader: SlabReader, stages: _Stages, memory_limit: float) -> StreamPlan:
-    """The largest slab whose buffers, with what the process already holds, stay under ``memory_limit``."""
-    nk = reader.slices
-    reduced_slice = int(np.prod(stages.reduced_shape)) * stages.window_dtype.itemsize
-    work_slice = int(np.prod(stages.reduced_shape)) * stages.work_dtype.itemsize
-    out_rows_per_slice = 1.0 / stages.factors[2] + 1e-9
-    float_slice = 0 if stages.convert_to is None else \
-        reader.slice_bytes // reader.dtype.itemsize * stages.convert_to.itemsize
-    converting = stages.convert_to is not None and reader.converts_on_read  # see _Stages.new_buffer
-    per_slice = ((READ_AHEAD + 1) * (float_slice if converting else reader.slice_bytes)  # filtered + read ahead
-                 + (0 if converting else float_slice)                     # the converted copy
-                 + stages.band_between_bytes                               # x result before y (band products)
-                 + (1 + WINDOW_SLABS) * reduced_slice                     # x/y result, then its places in the window
-                 + int(3 * work_slice * out_rows_per_slice))              # z sums and the cast output block
-    # numpy x/y: a few float copies of a slice per thread
-    per_thread = 3 * reader.slice_bytes // reader.dtype.itemsize * 4 \
-        if stages.xy_kernels is not None and not stages.band else 0
-    fixed = FIXED_OVERHEAD + stages.threads * per_thread + (stages.z_span + 2) * reduced_slice
-    in_use = current_rss()
-    slab = (int(memory_limit) - in_use - fixed) // per_slice
-    note = ""
-    if slab < 1:
-        slab = 1
-        note = (f"memory limit {format_bytes(memory_limit)} leaves no room beside the {format_bytes(in_use)} this "
-                f"program already uses; streaming one slice at a time (buffers {format_bytes(fixed + per_slice)})")
-    slab = int(min(slab, max(1, -(-nk // MIN_SLABS)), max(1, stages.max_slab_bytes // reader.slice_bytes), nk))
-    slabs = -(-nk // slab)
-    # Room for WINDOW_SLABS slabs behind the kernel's margin, but never more than the whole volume needs.
-    window = min(WINDOW_SLABS * slab + stages.z_span + 1, max(nk, slab + stages.z_span + 1))
-    working = fixed + slab * per_slice  # fixed holds the kernel's margin; per_slice the window's slab places
-    return StreamPlan(slab, slabs, window, int(working), int(memory_limit), note)
+def _stage(reader: SlabReader, kernels: ResampleKernels, out_dtype, threads: int, backend) -> ResampleStage:
+    backend = backend or NumpyBackend()
+    if not getattr(backend, "streams", False):
+        raise BigVolumeError(f"backend {backend.name} works on whole volumes in memory and cannot stream")
+    return ResampleStage(kernels, backend.stages(kernels, reader, threads), out_dtype)
 
 
 def estimate_stream(reader: SlabReader, factors, method: str, *, out_dtype=None, threads: int = 1,
-                    memory_limit: float) -> StreamPlan:
+                    memory_limit: float, backend=None) -> StreamPlan:
     """The plan :func:`stream_downsample` would follow, without reading anything (for sizes shown before a run)."""
-    stages = _Stages(reader, factors, method, np.dtype(out_dtype or reader.dtype), threads)
-    return plan_stream(reader, stages, memory_limit)
+    stage = _stage(reader, resample_kernels(reader, factors, method), out_dtype or reader.dtype, threads, backend)
+    return stage.plan(reader, memory_limit)
 
 
 def stream_downsample(reader: SlabReader, factors, method: str, sink, *, out_dtype=None, threads: int = 1,
-                      memory_limit: float, progress: ProgressCallback | None = None, xp=None) -> StreamPlan:
+                      memory_limit: float, progress: ProgressCallback | None = None, backend=None,
+                      timings: dict | None = None, message: str | None = None) -> StreamPlan:
     """Downsample the volume of ``reader`` by ``factors`` (I, J, K), handing finished ``(d, j, i[, c])`` blocks of
-    output slices, in order, to ``sink.write``. Returns the plan it followed. ``xp``: filter with that array
-    module (CuPy: on the GPU) through bigvolume.engine.gpu instead of vtk and the numpy tables."""
-    out_dtype = np.dtype(out_dtype or reader.dtype)
-    if xp is None:
-        stages = _Stages(reader, factors, method, out_dtype, threads)
-    else:
-        from .gpu import ArrayStages  # it builds on this module
-        stages = ArrayStages(reader, factors, method, out_dtype, threads, xp)
-    plan = plan_stream(reader, stages, memory_limit)
-    progress = as_progress(progress)
-    nk = reader.slices
-    mk = stages.output_geometry.dimensions[2]
-    # The reduced slices lo .. hi-1, in order. Slices no output slice needs any more are dropped from the front
-    # only when the next slab does not fit behind them: the window holds several slabs, so the copy that drops
-    # them happens once every few slabs instead of once per slab.
-    window = stages.new_window(plan.window_slices)
-    lo = hi = 0
-    slabs = [(k0, min(k0 + plan.slab_slices, nk)) for k0 in range(0, nk, plan.slab_slices)]
-    # READ_AHEAD slabs are read while one is filtered, so a slow slice (or a reader briefly starved of CPU by
-    # the filter's threads) does not stall the filter.
-    buffers = [stages.new_buffer(reader, plan.slab_slices) for _ in range(min(READ_AHEAD + 1, len(slabs)))]
-    progress(0.0, f"streaming {len(slabs)} slabs")
-    next_row = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigvolume-reader") as pool, \
-            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bigvolume-filter") as filter_pool, \
-            stages.running(sink):
-        pending = deque(pool.submit(reader.read, *slabs[n], buffers[n]) for n in range(len(buffers) - 1))
-        try:
-            for number, (k0, k1) in enumerate(slabs):
-                slab = pending.popleft().result()
-                ahead = number + len(buffers) - 1
-                if ahead < len(slabs):  # into the buffer the previous slab used, done with
-                    pending.append(pool.submit(reader.read, *slabs[ahead], buffers[ahead % len(buffers)]))
-                reduced = stages.reduce_xy(slab, filter_pool)
-                keep_from = min(int(stages.z_kernel.index[next_row].min()), hi) if next_row < mk else hi
-                if hi - lo + (k1 - k0) > plan.window_slices and keep_from > lo:
-                    stages.drop_front(window, keep_from - lo, hi - lo)
-                    lo = keep_from
-                if hi - lo + (k1 - k0) > plan.window_slices:
-                    raise RuntimeError("z window too small for the kernel")
-                window[hi - lo:k1 - lo] = reduced
-                hi = k1
-                del reduced
-                first_row = next_row
-                while next_row < mk and stages.z_need[next_row] < k1:
-                    next_row += 1
-                if next_row > first_row:
-                    block = stages.reduce_z(window[keep_from - lo:hi - lo], keep_from,
-                                            slice(first_row, next_row), filter_pool)
-                    stages.emit(block, out_dtype, sink)
-                progress(k1 / nk, f"slab {number + 1}/{len(slabs)}")
-        finally:
-            for future in pending:
-                future.cancel()
-    if next_row != mk:
-        raise RuntimeError(f"streaming produced {next_row} of {mk} output slices")
+    output slices, in order, to ``sink.write``. Returns the plan it followed. ``backend``: what filters
+    (bigvolume.methods.backends; default numpy/BLAS; bigvolume.methods.array_backend.ArrayBackend for CuPy).
+    ``message``: what progress says (default: the slabs streamed)."""
+    kernels = resample_kernels(reader, factors, method)
+    stage = _stage(reader, kernels, out_dtype or reader.dtype, threads, backend)
+    plan = stage.plan(reader, memory_limit)
+    stage.start(plan)
+    run_slabs(reader, stage, sink, plan.slab_slices, threads=threads, progress=progress, timings=timings,
+              **({} if message is None else {"message": message, "start_message": message}))
+    stage.check_complete()
     return plan
 
 
-class ArraySink:
-    """Writes output slices in order into a preallocated ``(k, j, i[, c])`` array (e.g. a volume node's voxels)."""
+def downsample_in_memory(array: np.ndarray, factors, method: str, out_dtype=None, *, threads: int = 1,
+                         memory_limit: float | None = None, progress: ProgressCallback | None = None,
+                         backend=None, message: str | None = None) -> np.ndarray:
+    """``array`` (k, j, i[, c]) downsampled by ``factors`` (I, J, K) through the same slab loop as a file (the
+    array is read in place, slab by slab); a numpy array of ``out_dtype`` (default: the input's) comes back.
+    ``memory_limit``: host bytes for the loop's buffers, default what the process holds plus 2 GiB."""
+    out_dtype = np.dtype(out_dtype or array.dtype)
+    reader = ArraySlabReader(array, threads=threads)
+    out = np.empty(reader.geometry.downsampled(factors).shape + array.shape[3:], out_dtype)
+    limit = memory_limit if memory_limit is not None else in_memory_limit()
+    stream_downsample(reader, factors, method, ArraySink(out), out_dtype=out_dtype, threads=threads,
+                      memory_limit=limit, progress=progress, backend=backend, message=message)
+    return out
 
-    def __init__(self, array: np.ndarray):
-        self.array = array
-        self.filled = 0
 
-    def write(self, block: np.ndarray) -> None:
-        self.array[self.filled:self.filled + block.shape[0]] = block
-        self.filled += block.shape[0]
+def output_blocks(output_shape, block_shape):
+    """The output blocks ((z0, z1), (y0, y1), (x0, x1)) of a regular grid of ``block_shape`` (k, j, i) voxels
+    over ``output_shape`` (the last ones along each axis smaller): what a scheduler hands to resample_block."""
+    ranges = [[(a, min(a + b, n)) for a in range(0, n, b)] for n, b in zip(output_shape[:3], block_shape)]
+    return [(z, y, x) for z in ranges[0] for y in ranges[1] for x in ranges[2]]
 
 
-class WindowedSink:
-    """Maps filtered float blocks through an intensity window onto a smaller integer type before ``sink``."""
-
-    def __init__(self, sink, window: Window, dtype):
-        self.sink, self.window, self.dtype = sink, window, np.dtype(dtype)
-        self.clipped = 0
-
-    def write(self, block: np.ndarray) -> None:
-        mapped, clipped = apply_window(block, self.window, self.dtype)
-        self.clipped += clipped
-        self.sink.write(mapped)
+def resample_block(read_region, kernels: ResampleKernels, output_block, out_dtype=None, *, backend=None,
+                   threads: int = 1) -> np.ndarray:
+    """One output block of the resampling ``kernels`` describe, computed on its own: ``output_block`` is
+    ((z0, z1), (y0, y1), (x0, x1)), output voxel ranges (half-open); ``read_region(region)`` returns the input
+    voxels of ``region`` ((k, j, i) slices, as :meth:`ResampleKernels.block` gives them: the block's halo is the
+    kernels' support). Blocks share nothing, so a scheduler may compute them in any order, in parallel; put
+    together they equal the streamed result (exactly, or for Lanczos to float rounding: see the module docstring)."""
+    block_kernels, region = kernels.block(output_block)
+    data = np.ascontiguousarray(read_region(region))
+    if data.shape != block_kernels.input_shape:
+        raise ValueError(f"read_region returned {data.shape} for the region {region}")
+    reader = ArraySlabReader(data)
+    out = np.empty(block_kernels.output_shape, np.dtype(out_dtype or kernels.input_dtype))
+    stage = _stage(reader, block_kernels, out.dtype, threads, backend)
+    # The whole region in one slab, z window included: nothing is read twice.
+    stage.start(StreamPlan(reader.slices, 1, 0, 0, window_slices=reader.slices))
+    run_slabs(reader, stage, ArraySink(out), reader.slices, threads=threads)
+    stage.check_complete()
+    return out
 
 
 def stream_to_file(reader: SlabReader, output_path, factors, method: str, *, out_dtype=None, threads: int = 1,
-                   compress: bool | None = None, memory_limit: float,
-                   window: Window | None = None, progress: ProgressCallback | None = None, xp=None) -> StreamPlan:
-    """Stream ``reader``'s volume through :func:`stream_downsample` into ``output_path`` (written slab by slab to
-    a staging name, moved into place when complete). ``window``: filter in float and map this intensity window
-    onto the integer ``out_dtype``. ``xp``: the array module to filter with (see stream_downsample)."""
-    output_path = Path(output_path)
+                   compress: bool | None = None, memory_limit: float, progress: ProgressCallback | None = None,
+                   backend=None, wrap_sink=None, filter_dtype=None, timings: dict | None = None) -> StreamPlan:
+    """Stream ``reader``'s volume through :func:`stream_downsample` into ``output_path`` (the engine's file sink:
+    written slab by slab to a staging name, moved into place when complete). ``wrap_sink(writer)``: a sink put
+    between the filter and the file (e.g. bigvolume.ops.precision.WindowedSink, mapping an intensity window onto
+    the smaller ``out_dtype``); the filter then hands it blocks of ``filter_dtype``."""
     out_dtype = np.dtype(out_dtype or reader.dtype)
-    output_geometry = reader.geometry.downsampled(factors)
-    check_stream_output(output_path, out_dtype, reader.components)
-    if not compresses(output_path, compress):
-        needed = output_geometry.voxel_count * reader.components * out_dtype.itemsize
-        free = shutil.disk_usage(output_path.parent if str(output_path.parent) else ".").free
-        if needed > free:
-            raise VolumeFileError(f"{output_path}: not enough disk space: the output needs {format_bytes(needed)}, "
-                                  f"{format_bytes(free)} are free")
-    try:
-        with atomic_output(output_path) as staging_path:
-            writer = BackgroundWriter(SlabWriter(staging_path, output_geometry, out_dtype, reader.components,
-                                                 compress))
-            sink = writer if window is None else WindowedSink(writer, window, out_dtype)
-            try:
-                plan = stream_downsample(reader, factors, method, sink,
-                                         out_dtype=out_dtype if window is None else np.float32, threads=threads,
-                                         memory_limit=memory_limit, progress=progress, xp=xp)
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
-    except OSError as error:
-        raise VolumeFileError(f"{output_path}: cannot write ({error.strerror or error}); nothing was written") \
-            from None
-    if window is not None:
-        plan.clipped_voxels = sink.clipped
-    return plan
+    with file_sink(Path(output_path), reader.geometry.downsampled(factors), out_dtype, reader.components,
+                   compress) as writer:
+        sink = writer if wrap_sink is None else wrap_sink(writer)
+        return stream_downsample(reader, factors, method, sink, out_dtype=filter_dtype or out_dtype,
+                                 threads=threads, memory_limit=memory_limit, progress=progress, backend=backend,
+                                 timings=timings)

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
-from .slabs import SlabReader
+from .slab_readers import SlabReader
 from ..core.volume import Volume, owned_view
 
 logger = logging.getLogger("bigvolume")

@@ -25,6 +25,7 @@ from . import dicom
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
 from .layout import check_metaimage_header, data_files_named, nifti_data_end, nrrd_sizes, read_nrrd_header, voxel_layout
+from .slab_readers import check_compressed_file, read_with_layout
 from ..core.volume import Volume, owned_view
 
 WRITE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -44,7 +45,7 @@ _LIBRARY_NOISE = re.compile(r"^(?:ITK ERROR: |sitk::ERROR: |Description: )?(?:\w
 _SOURCE_LOCATION = re.compile(r"(?:/[^\s:]+)+\.(?:cxx|cpp|h|hxx|c)(?::\d+)*:?")
 
 
-def _first_line(error: Exception) -> str:
+def readable_reason(error: Exception) -> str:
     """ITK exceptions span many lines with source locations and class names; keep the sentence that matters, in
     words a user can read (never a library's source path or class name)."""
     lines = []
@@ -100,7 +101,6 @@ def _why_unreadable(path: Path, error: Exception) -> VolumeFileError:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         return VolumeFileError(f"{path}: data file {missing[0]} does not exist{more}")
     if path.name.lower().endswith(".gz"):  # a damaged stream can hide the header: say so rather than "unreadable"
-        from .slabs import check_compressed_file
         try:
             check_compressed_file(path, "gzip")
         except VolumeFileError as damaged:
@@ -116,7 +116,7 @@ def _why_unreadable(path: Path, error: Exception) -> VolumeFileError:
             sizes = []
         if len(sizes) > 3:
             return _not_3d(path, sizes)
-    return VolumeFileError(f"{path}: not a readable volume ({_first_line(error)})")
+    return VolumeFileError(f"{path}: not a readable volume ({readable_reason(error)})")
 
 
 def _open_3d(path: Path, read):
@@ -173,7 +173,6 @@ def read_volume(path, series: str | None = None) -> Volume:
         shape = geometry.shape + ((components,) if components > 1 else ())
         mapped = np.memmap(data.path, dtype=dtype, mode="r", offset=data.offset, shape=shape)
         return Volume(mapped, geometry, owner=mapped)
-    from .slabs import check_compressed_file, read_with_layout  # slabs builds on this module
     if layout is not None:
         return Volume(read_with_layout(path, geometry, dtype, components, layout), geometry)
     if path.name.lower().endswith(".gz"):
@@ -272,7 +271,7 @@ def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:
         with atomic_output(path) as staging_path:
             sitk.WriteImage(image, str(staging_path), useCompression=bool(compress) and suffix in COMPRESSIBLE_SUFFIXES)
     except RuntimeError as error:
-        raise VolumeFileError(f"{path}: cannot write ({_first_line(error)})") from None
+        raise VolumeFileError(f"{path}: cannot write ({readable_reason(error)})") from None
     except OSError as error:
         raise VolumeFileError(f"{path}: cannot write ({error.strerror or error})") from None
     return path

@@ -174,19 +174,26 @@ class BackgroundWriter:
     """Runs a writer's ``write`` on a thread (compression and disk I/O overlap with the caller's work), at most
     ``depth`` blocks behind. An error on the thread is raised by the next ``write`` or by ``close``."""
 
+    POLL_SECONDS = 0.1
+    ABORT_WAIT_SECONDS = 10.0
+
     def __init__(self, writer: SlabWriter, depth: int = 2):
         self.writer = writer
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bigvolume-writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            block = self._queue.get()
+        while not self._stop.is_set():
+            try:
+                block = self._queue.get(timeout=self.POLL_SECONDS)
+            except queue.Empty:
+                continue
             if block is None:
                 return
-            if self._error is None:
+            if self._error is None and not self._stop.is_set():
                 try:
                     self.writer.write(block)
                 except BaseException as error:  # kept for the caller's thread
@@ -197,18 +204,18 @@ class BackgroundWriter:
             raise self._error
         self._queue.put(block)
 
-    def _drain(self) -> None:
+    def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
-
-    def close(self) -> None:
-        self._drain()
         if self._error is not None:
             self.writer.abort()
             raise self._error
         self.writer.close()
 
     def abort(self) -> None:
+        """Stop without touching the queue: a Ctrl-C may have interrupted the caller inside it, leaving its lock
+        held (the thread then stays blocked, a daemon that does not keep the process alive)."""
         self._error = self._error or VolumeFileError("aborted")
-        self._drain()
+        self._stop.set()
+        self._thread.join(self.ABORT_WAIT_SECONDS)
         self.writer.abort()

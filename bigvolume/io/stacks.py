@@ -16,8 +16,8 @@ import SimpleITK as sitk
 
 from ..core.errors import BigVolumeError, VolumeFileError
 from ..core.geometry import Geometry, orientation_direction
-from .files import _first_line
-from .slabs import SlabReader
+from .files import readable_reason
+from .slab_readers import SlabReader
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 # Files that sit among the slices but are not slices: Skyscan/Bruker reconstruction aids (spr = spot reference).
@@ -159,7 +159,7 @@ def _slice_header(path: Path):
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
-        raise VolumeFileError(f"{path}: not a readable image ({_first_line(error)})") from None
+        raise VolumeFileError(f"{path}: not a readable image ({readable_reason(error)})") from None
     size = reader.GetSize()
     if len(size) == 3 and size[2] != 1:
         raise VolumeFileError(f"{path}: has {size[2]} pages or slices; a stack of single 2D images is expected")
@@ -314,7 +314,7 @@ class StackSlabReader(SlabReader):
         try:
             image = reader.Execute()
         except RuntimeError as error:
-            raise VolumeFileError(f"{path}: cannot decode ({_first_line(error)})") from None
+            raise VolumeFileError(f"{path}: cannot decode ({readable_reason(error)})") from None
         pixels = sitk.GetArrayViewFromImage(image)
         if pixels.ndim == 3 + (self.info.components > 1):  # a 2D slice reported as a 1-slice volume
             pixels = pixels[0]

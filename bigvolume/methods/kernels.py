@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.dtypes import cast_to, work_dtype
-from ..core.geometry import block_centres
+from ..core.geometry import block_centres, output_size
 from ..core.progress import Progress
 
 # Lobes of the Lanczos window (vtk: window half-width). Measured on the 256^3 zone plate at factor 4 (PSNR vs ideal /
@@ -125,7 +125,7 @@ def axis_kernel(method: str, n_in: int, factor: float, n_out: int) -> AxisKernel
     return AxisKernel(np.clip(index, 0, n_in - 1), weight)
 
 
-def _apply_axis(data, kernel: AxisKernel, axis: int, reduce: str, dtype: np.dtype, xp=np):
+def apply_axis(data, kernel: AxisKernel, axis: int, reduce: str, dtype: np.dtype, xp=np):
     """One axis of the separable filter, tap by tap. ``xp``: the array module of ``data`` (numpy, or CuPy for the
     GPU path: the tables stay numpy and each tap's column goes to the device)."""
     index, weight = kernel.index, kernel.weight
@@ -162,11 +162,11 @@ def apply_separable(array: np.ndarray, kernels: tuple[AxisKernel, AxisKernel, Ax
     progress = progress or Progress()
 
     def one_slice(k: int) -> None:
-        plane = _apply_axis(array, AxisKernel(kernel_k.index[k:k + 1], kernel_k.weight[k:k + 1]), 0, reduce, dtype)[0]
+        plane = apply_axis(array, AxisKernel(kernel_k.index[k:k + 1], kernel_k.weight[k:k + 1]), 0, reduce, dtype)[0]
         if not skip_j:
-            plane = _apply_axis(plane, kernel_j, 0, reduce, dtype)
+            plane = apply_axis(plane, kernel_j, 0, reduce, dtype)
         if not skip_i:
-            plane = _apply_axis(plane, kernel_i, 1, reduce, dtype)
+            plane = apply_axis(plane, kernel_i, 1, reduce, dtype)
         out[k] = cast_to(plane, out_dtype)
 
     n_out = out_shape[0]
@@ -217,18 +217,21 @@ class BandMatrix:
             dense = dense.astype(self.dtype)
             self.blocks.append((r0, r1, c0, c1, xp.asarray(dense), xp.asarray(np.ascontiguousarray(dense.T))))
 
-    def apply(self, data, axis: int, pool=None, parts: int = 1):
+    def apply(self, data, axis: int, pool=None, parts: int = 1, out=None):
         """``data`` (in ``self.dtype``) filtered and resampled along ``axis``. ``pool``/``parts``: split the
         products over that many of the pool's threads (along the leading axes, else the trailing ones), for a BLAS
-        kept to one thread (see bigvolume.engine.stream: BLAS's own threads spin and starve the decoding threads)."""
+        kept to one thread (see bigvolume.stream: BLAS's own threads spin and starve the decoding threads).
+        ``out``: a C-contiguous array of the result's size and type to write into (a buffer reused slab after slab
+        spares the page faults of a fresh one)."""
         shape = data.shape
         pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
         out_shape = shape[:axis] + (self.size_out,) + shape[axis + 1:]
         data = data.reshape(pre, shape[axis], post)
         parts = min(parts, max(pre, post)) if pool is not None else 1
-        if len(self.blocks) == 1 and parts == 1:
+        if out is None and len(self.blocks) == 1 and parts == 1:
             return self._product(data, *self.blocks[0][2:]).reshape(out_shape)
-        out = self.xp.empty((pre, self.size_out, post), self.dtype)
+        out = self.xp.empty((pre, self.size_out, post), self.dtype) if out is None else \
+            out.reshape(pre, self.size_out, post)
         along_pre = pre >= parts
         bounds = np.linspace(0, pre if along_pre else post, parts + 1).astype(int)
 
@@ -236,7 +239,7 @@ class BandMatrix:
             cut = slice(bounds[number], bounds[number + 1])
             source, target = (data[cut], out[cut]) if along_pre else (data[:, :, cut], out[:, :, cut])
             for r0, r1, *block in self.blocks:
-                target[:, r0:r1] = self._product(source, *block)
+                self._product(source, *block, out=target[:, r0:r1])
 
         if parts == 1:
             one_part(0)
@@ -244,22 +247,97 @@ class BandMatrix:
             list(pool.map(one_part, range(parts)))
         return out.reshape(out_shape)
 
-    def _product(self, data, c0, c1, dense, dense_t):
+    def _product(self, data, c0, c1, dense, dense_t, out=None):
+        """The products of one block, into ``out`` when given (no temporary)."""
         part = data[:, c0:c1]
         pre, _, post = data.shape
+        matmul = self.xp.matmul
         if post == 1:    # along the last axis: one (pre x n) @ (n x m) product
-            return (part[:, :, 0] @ dense_t)[:, :, None]
+            if out is None:
+                return matmul(part[:, :, 0], dense_t)[:, :, None]
+            return matmul(part[:, :, 0], dense_t, out=out[:, :, 0])
         if pre == 1:     # along the first axis: (m x n) @ (n x post)
-            return (dense @ part[0])[None]
-        return self.xp.matmul(dense, part)  # in between: one product per leading index, batched
+            if out is None:
+                return matmul(dense, part[0])[None]
+            return matmul(dense, part[0], out=out[0])
+        return matmul(dense, part, out=out)  # in between: one product per leading index, batched
 
 
 def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp=np, block_inputs: int = CPU_BLOCK_INPUTS):
-    """``f(data, axis, pool=None, parts=1)`` applying one axis table: a band matrix for weighted sums of several
-    taps (split over ``parts`` of ``pool``'s threads), else the tap-by-tap engine (max, and one-tap tables, which
+    """``f(data, axis, pool=None, parts=1, out=None)`` applying one axis table: a band matrix for weighted sums of
+    several taps (split over ``parts`` of ``pool``'s threads; written into ``out`` when given), else the tap-by-tap engine (max, and one-tap tables, which
     only pick voxels); identity tables cost nothing."""
     if kernel.is_identity(n_in):
-        return lambda data, axis, pool=None, parts=1: data
+        return lambda data, axis, pool=None, parts=1, out=None: data
     if reduce == "sum" and kernel.index.shape[1] > 1:
         return BandMatrix(kernel, xp, dtype, block_inputs).apply
-    return lambda data, axis, pool=None, parts=1: _apply_axis(data, kernel, axis, reduce, dtype, xp)
+    return lambda data, axis, pool=None, parts=1, out=None: apply_axis(data, kernel, axis, reduce, dtype, xp)
+
+
+# Methods whose kernels are per-axis tables: they stream, run on every backend and split into blocks. fft needs the
+# whole volume at once.
+SEPARABLE_METHODS = ("lanczos", "gaussian", "mean", "max", "nearest")
+
+
+def identity_kernel(n: int) -> AxisKernel:
+    return AxisKernel(np.arange(n)[:, None], np.ones((n, 1)))
+
+
+class ResampleKernels:
+    """Everything a backend needs to resample one input: the three axis tables (I, J, K) and the types the data
+    passes through (input, the float it is filtered in, the x/y result kept for the z pass, the z sums).
+
+    Built for a whole volume (:meth:`for_factors`) or for one output block of it (:meth:`block`): a block's tables
+    are rows of the volume's, re-indexed into the input region they read, so a block is computed with the weights
+    of the whole run."""
+
+    def __init__(self, method: str, kernels: tuple[AxisKernel, AxisKernel, AxisKernel], input_shape,
+                 dtype, factors=(1.0, 1.0, 1.0)):
+        if method not in SEPARABLE_METHODS:
+            raise ValueError(f"method {method!r} has no per-axis tables")
+        self.method, self.kernels, self.factors = method, kernels, tuple(float(f) for f in factors)
+        self.input_shape = tuple(input_shape)  # (k, j, i[, c]) of the input these tables read
+        self.input_dtype = np.dtype(dtype)
+        self.reduce = "max" if method == "max" else "sum"
+        nk, nj, ni = self.input_shape[:3]
+        kernel_i, kernel_j, self.z_kernel = kernels
+        self.skip_xy = kernel_i.is_identity(ni) and kernel_j.is_identity(nj)
+        self.xy_kernels = None if self.skip_xy else (kernel_i, kernel_j)
+        # Integers are filtered in floating point, rounded once at the end: vtk would round and clamp the x/y
+        # result to the input type, and a clamped Lanczos overshoot changes the z sums by far more than 1.
+        linear = method in ("lanczos", "gaussian", "mean")
+        self.convert_to = work_dtype(self.input_dtype) if linear and self.input_dtype.kind != "f" else None
+        filtered = self.input_dtype if self.convert_to is None else self.convert_to
+        # Lanczos runs as band products in the filtered type; max and nearest only pick values.
+        self.band = method == "lanczos"
+        keeps_type = self.band or self.skip_xy or method in ("max", "nearest")
+        self.window_dtype = filtered if keeps_type else work_dtype(filtered)
+        self.work_dtype = work_dtype(filtered) if self.reduce == "sum" else self.window_dtype
+        self.z_need = self.z_kernel.index.max(axis=1)  # last input slice each output slice reads
+        self.z_span = int((self.z_kernel.index.max(axis=1) - self.z_kernel.index.min(axis=1)).max())
+        self.reduced_shape = (kernel_j.size_out, kernel_i.size_out) + self.input_shape[3:]
+        self.output_shape = (self.z_kernel.size_out,) + self.reduced_shape
+
+    @classmethod
+    def for_factors(cls, method: str, input_shape, dtype, factors) -> "ResampleKernels":
+        """The tables of a downsampling of an input of ``input_shape`` (k, j, i[, c]) by ``factors`` (I, J, K)
+        onto the block-centred grid."""
+        dims_in = tuple(input_shape[:3])[::-1]
+        dims_out = tuple(output_size(n, f) for n, f in zip(dims_in, factors))
+        tables = tuple(axis_kernel(method, n, float(f), m) for n, f, m in zip(dims_in, factors, dims_out))
+        return cls(method, tables, input_shape, dtype, factors)
+
+    def block(self, output_block) -> tuple["ResampleKernels", tuple[slice, slice, slice]]:
+        """The tables of the output block ``output_block`` ((z0, z1), (y0, y1), (x0, x1): output voxel ranges,
+        half-open) and the input region they read ((k, j, i) slices: the block's range widened by the kernel's
+        support, its halo, clamped at the volume's borders)."""
+        region, tables = [], []
+        for (first, last), kernel in zip(output_block, self.kernels[::-1]):
+            if not 0 <= first < last <= kernel.size_out:
+                raise ValueError(f"output block {output_block} outside the output grid {self.output_shape[:3]}")
+            index, weight = kernel.index[first:last], kernel.weight[first:last]
+            low, high = int(index.min()), int(index.max()) + 1
+            region.append(slice(low, high))
+            tables.append(AxisKernel(index - low, weight))
+        shape = tuple(r.stop - r.start for r in region) + self.input_shape[3:]
+        return ResampleKernels(self.method, tuple(tables[::-1]), shape, self.input_dtype, self.factors), tuple(region)

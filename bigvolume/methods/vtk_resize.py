@@ -141,3 +141,16 @@ def check_block_centred(origin, spacing, dimensions, factors, start=(-0.5, -0.5,
         if not np.allclose(actual, expected, rtol=0, atol=1e-6 * max(1.0, f * n)):
             raise RuntimeError(f"vtkImageResize placed samples off the block-centred grid on axis {axis}")
 
+
+
+class VtkBackend:
+    """vtkImageResize as a backend (bigvolume.backends): the definition of the Lanczos kernel the tables reproduce.
+    It works on whole arrays in memory (``streams`` false)."""
+
+    name = "vtk"
+    streams = False
+
+    def resample_array(self, array: np.ndarray, factors, threads: int | None = None,
+                       progress: Progress | None = None) -> np.ndarray:
+        output, _ = lanczos_resize(array, factors, threads, progress)
+        return output

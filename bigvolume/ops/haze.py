@@ -31,7 +31,7 @@ component are global properties: each slab's dark (or object) voxels are labelle
 across slab boundaries or touch the volume border are joined in a union-find, and a second pass rewrites each slab
 from the joined labels: from the first pass's labels kept in 1-2 bytes a voxel (:func:`_compact`) when memory
 allows, else labelling again (SimpleITK's labelling is deterministic). The denoised copy of a slab is computed from
-the slab plus one slice each side (:class:`_HaloReader`, reading forward only); the morphology (and auto's
+the slab plus one slice each side (:class:`bigvolume.engine.HaloReader`, reading forward only); the morphology (and auto's
 partial-volume test, from the window's own voxels) runs on a window of the slab plus a halo of ``2 * close + dilate``
 slices. In-memory volumes run through the same pipeline, so the
 streamed result equals the in-memory one exactly.
@@ -55,12 +55,16 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..io import files as io
 from ..core.errors import BigVolumeError, naming
 from ..core.memory import format_bytes
-from .precision import robust_histogram, subsample
 from ..core.progress import Progress, ProgressCallback, as_progress
 from ..core.volume import Volume, owned_view
+from ..engine.loop import HaloReader, SlabStage, run_slabs
+from ..engine.plan import StreamPlan, in_memory_limit, plan_input, plan_slabs
+from ..engine.sinks import file_sink
+from ..io import files as io
+from ..io.slabs import ArraySlabReader, open_slabs
+from .precision import robust_histogram, subsample
 
 logger = logging.getLogger("bigvolume")
 
@@ -96,7 +100,6 @@ LABEL_MAP_VALUES = 16      # an integer volume with at most this many distinct v
 COMPRESSION_SAMPLE_BYTES = 8 * 2**20   # compressed-size report: exact up to this size, else from a slice sample
 SLAB_VOXELS = 16 * 2**20               # slabs of about this size at most (larger ones gain nothing) ...
 LABEL_CACHE_BYTES = 256 * 2**20        # ... and keep up to this much of the first passes' labels for the last
-STREAM_OVERHEAD = 24 * 2**20           # streamed runs: decompression chunks, writer queues, thread stacks
 
 
 @dataclass(frozen=True)
@@ -290,7 +293,7 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
                 f"{', ...' if distinct.size > 6 else ''}): it looks like a label map or mask, not an intensity "
                 "image; haze removal needs intensities")
     if level == AUTO:
-        denoised = _denoised_subsample(source if not isinstance(source, np.ndarray) else _ArraySlabs(source),
+        denoised = _denoised_subsample(source if not isinstance(source, np.ndarray) else ArraySlabReader(source),
                                        sample_voxels)
         finite = denoised[np.isfinite(denoised)]
         counts, edges = robust_histogram(finite, percentiles)
@@ -501,31 +504,6 @@ def _auto_dark(extended: np.ndarray, lo: int, n: int, value: float) -> np.ndarra
     return dark
 
 
-class _HaloReader:
-    """Slabs of ``source`` with ``halo`` slices of context each side (fewer at the volume's ends): returns (the
-    extended block, where the slab starts in it). Requests go forward; the slices the next request shares with this
-    one are kept, so a file is read front to back once (a compressed one would restart when read backward)."""
-
-    def __init__(self, source, halo: int):
-        self.source, self.halo, self.slices = source, halo, source.slices
-        self._kept, self._kept_k0 = None, 0
-
-    def read(self, k0: int, k1: int) -> tuple[np.ndarray, int]:
-        a0, a1 = max(0, k0 - self.halo), min(self.slices, k1 + self.halo)
-        if self.halo == 0 or isinstance(self.source, _ArraySlabs):  # views: nothing to keep
-            return self.source.read(a0, a1), k0 - a0
-        kept, kept_k0 = self._kept, self._kept_k0
-        if kept is not None and kept_k0 <= a0 < kept_k0 + kept.shape[0]:
-            reuse = kept[a0 - kept_k0:a1 - kept_k0]
-            start = a0 + reuse.shape[0]
-            extended = np.concatenate([reuse, self.source.read(start, a1)]) if start < a1 else reuse
-        else:
-            extended = self.source.read(a0, a1)
-        keep = min(extended.shape[0], 2 * self.halo)
-        self._kept, self._kept_k0 = extended[-keep:].copy(), a1 - keep
-        return extended, k0 - a0
-
-
 def _denoised_subsample(source, max_voxels: int) -> np.ndarray:
     """The denoised copy (:func:`_smooth`, scaled back) at the voxels :func:`bigvolume.ops.precision.subsample` takes."""
     shape = (source.slices,) + tuple(source.slice_shape[:2])
@@ -533,7 +511,7 @@ def _denoised_subsample(source, max_voxels: int) -> np.ndarray:
     # Only the sampled voxels with their neighbours (edges repeated), as triples along each axis
     rows, columns = (np.clip(np.arange(0, n, step)[:, None] + np.arange(-1, 2), 0, n - 1).ravel()
                      for n in shape[1:3])
-    reader = _HaloReader(source, DENOISE_HALO)
+    reader = HaloReader(source, DENOISE_HALO)
     slices = []
     for k in range(0, shape[0], step):
         extended, lo = reader.read(k, k + 1)
@@ -875,20 +853,6 @@ def _shift_or(target: np.ndarray, source: np.ndarray, axis: int) -> None:
 
 # --- the slab pipeline -------------------------------------------------------------------------------------------
 
-class _ArraySlabs:
-    """An in-memory (k, j, i) array read like a slab reader."""
-
-    components = 1
-
-    def __init__(self, array: np.ndarray):
-        self.array, self.slices, self.dtype = array, array.shape[0], array.dtype
-        self.slice_shape = array.shape[1:3]
-        self.slice_bytes = int(np.prod(self.slice_shape)) * array.dtype.itemsize
-
-    def read(self, k0: int, k1: int) -> np.ndarray:
-        return self.array[k0:k1]
-
-
 @dataclass
 class _Counts:
     voxels: int = 0
@@ -951,6 +915,19 @@ class _CompressedSizes:
                 f"{format_bytes(self.total_bytes)})")
 
 
+class _PassStage(SlabStage):
+    """One pass of the haze pipeline as a stage of the slab engine (slabs come with ``halo`` slices each side)."""
+
+    def __init__(self, work, slab_slices: int, halo: int):
+        self.work, self.slab_slices, self.halo = work, slab_slices, halo
+
+    def new_buffer(self, reader, slices):
+        return None  # a fresh block per slab (or a view of an array): the last pass keeps blocks for its halo
+
+    def push(self, k0, k1, extended, pool, sink) -> None:
+        self.work(k0 // self.slab_slices, k0, k1, extended, k0 - max(0, k0 - self.halo))
+
+
 class _HazePipeline:
     """Runs haze removal over ``source`` (a slab reader or an in-memory array) in slabs of ``slab_slices``; each
     output slab goes to ``sink(k0, haze, output, object)``."""
@@ -966,15 +943,12 @@ class _HazePipeline:
         self.counts = _Counts()
         self.minimum: float | None = None
 
-    def _reader(self) -> _HaloReader:
-        """A fresh front-to-back reader for one pass (with the denoised copy's halo for level auto)."""
-        return _HaloReader(self.source, DENOISE_HALO if self.options.denoise else 0)
-
-    def _slabs(self):
-        """(index, k0, k1, the extended block, where the slab starts in it) for one pass."""
-        reader = self._reader()
-        for index, (k0, k1) in enumerate(self.bounds):
-            yield (index, k0, k1) + reader.read(k0, k1)
+    def _each_slab(self, work, progress: Progress, message: str) -> None:
+        """One pass on the slab engine: ``work(index, k0, k1, extended block, where the slab starts in it)`` for
+        every slab in order, read with the denoised copy's halo (level auto)."""
+        halo = DENOISE_HALO if self.options.denoise else 0
+        run_slabs(self.source, _PassStage(work, self.slab_slices, halo), None, self.slab_slices,
+                  progress=progress, message=message, halo=halo)
 
     def _dark(self, extended: np.ndarray, lo: int, n: int) -> np.ndarray:
         """The slab's dark voxels: below the threshold themselves, or (level auto) in the denoised copy. The object
@@ -993,7 +967,9 @@ class _HazePipeline:
         self.dark_labels = _SlabLabels(with_border=True, with_sizes=False) if border else None
         self._dark_cache: dict[int, tuple] = {}
         minimum = None
-        for index, k0, k1, extended, lo in self._slabs():
+
+        def work(index, k0, k1, extended, lo):
+            nonlocal minimum
             block = extended[lo:lo + k1 - k0]
             finite = block
             if block.dtype.kind == "f":
@@ -1010,7 +986,8 @@ class _HazePipeline:
                 air, open_labels = self.dark_labels.add(labels, count, k0 == 0, k1 == self.slices)
                 if self._may_cache(labels.size):
                     self._dark_cache[index] = _compact(labels, count, air, open_labels)
-            progress((index + 1) / len(self.bounds), "finding the air")
+
+        self._each_slab(work, progress, "finding the air, slab")
         self.minimum = float(minimum)
         if border:
             self.dark_air = self.dark_labels.roots() == _SlabLabels.BORDER
@@ -1044,13 +1021,15 @@ class _HazePipeline:
     def largest_pass(self, progress: Progress) -> None:
         self.object_labels = _SlabLabels(with_border=False, with_sizes=True)
         cache: dict[int, tuple] = {}
-        for index, k0, k1, extended, lo in self._slabs():
+
+        def work(index, k0, k1, extended, lo):
             obj = ~self._air(index, extended, lo, k1 - k0, last_use=False)
             labels, count = _label(obj)
             self.object_labels.add(labels, count, k0 == 0, k1 == self.slices)
             if self._may_cache(labels.nbytes):
                 cache[index] = (labels, count)
-            progress((index + 1) / len(self.bounds), "finding the largest object")
+
+        self._each_slab(work, progress, "finding the largest object, slab")
         roots = self.object_labels.roots()
         sizes = np.bincount(roots, weights=np.concatenate(self.object_labels.sizes), minlength=roots.size)
         sizes[0] = 0  # node 0 is no label
@@ -1072,7 +1051,9 @@ class _HazePipeline:
         pieces: list[tuple] = []  # (k0, k1, object, voxels) of the slabs in the window
         blocks: dict[int, np.ndarray] = {}
         pending = list(range(len(self.bounds)))         # slabs not yet written
-        for index, k0, k1, extended, lo in self._slabs():
+
+        def work(index, k0, k1, extended, lo):
+            nonlocal pieces
             blocks[index] = extended[lo:lo + k1 - k0]
             pieces.append((k0, k1, self._object(index, extended, lo, k1 - k0), blocks[index]))
             # write every pending slab whose halo below is now available
@@ -1089,7 +1070,7 @@ class _HazePipeline:
                 if self.threshold.band_floor is None:
                     obj = _dilate(closed, opts.dilate)
                 else:  # exact on c0-dilate+1 .. c1+dilate-1, all that the slab's last step needs
-                    voxels = self.source.array[w0:w1] if isinstance(self.source, _ArraySlabs) else window(3)
+                    voxels = self.source.array[w0:w1] if self.source.hands_out_views else window(3)
                     rows = (max(0, c0 - w0 - opts.dilate + 1), min(w1 - w0, c1 - w0 + opts.dilate - 1))
                     obj = _grow_over_partial_volume(closed, voxels, self.threshold.band_floor, opts.dilate, rows)
                 obj = obj[c0 - w0:c1 - w0]
@@ -1097,7 +1078,8 @@ class _HazePipeline:
                 if pending:
                     next_w0 = max(0, self.bounds[pending[0]][0] - halo)
                     pieces = [p for p in pieces if p[1] > next_w0]
-                progress((out_index + 1) / len(self.bounds), "removing haze")
+
+        self._each_slab(work, progress, "removing haze, slab")
 
     def _fill_slab(self, k0: int, block: np.ndarray, obj: np.ndarray, fill, sink) -> None:
         haze = ~obj
@@ -1147,12 +1129,19 @@ def _fill_value(fill, minimum: float, dtype: np.dtype):
 
 # --- public API ---------------------------------------------------------------------------------------------------
 
-def _in_memory_slab_slices(shape) -> int:
-    return max(1, SLAB_VOXELS // max(1, int(np.prod(shape[1:3]))))
+def _slab_plan(source, options: HazeOptions, memory_limit: float) -> StreamPlan:
+    """Slices per slab within the memory limit (the engine's planner): per slice the input and output blocks, the
+    labels (uint32) and the masks of the window, which also holds the halo (level auto: and the input voxels, for
+    the partial-volume test); at most SLAB_VOXELS voxels a slab."""
+    itemsize = source.dtype.itemsize
+    per_slice = source.slice_bytes // itemsize * ((3 if options.denoise else 2) * itemsize + 4 + 8)
+    return plan_slabs(source.slices, source.slice_bytes, per_slice, 2 * options.halo * per_slice, memory_limit,
+                      max_slab_bytes=SLAB_VOXELS * itemsize, min_slabs=1)
 
 
 def _in_memory_pipeline(array: np.ndarray, options: HazeOptions, threshold: HazeThreshold) -> _HazePipeline:
-    return _HazePipeline(_ArraySlabs(array), options, threshold, _in_memory_slab_slices(array.shape),
+    source = ArraySlabReader(array)
+    return _HazePipeline(source, options, threshold, _slab_plan(source, options, in_memory_limit()).slab_slices,
                          LABEL_CACHE_BYTES)
 
 
@@ -1296,17 +1285,16 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
                 memory_limit=None, measure_compression: bool = True, series: str | None = None,
                 progress: ProgressCallback | None = None) -> DehazeReport:
     """Read, remove haze, write (and the haze mask as a uint8 label volume, 1 = haze, to ``mask_out``). Streams
-    slab by slab by the rule of :func:`bigvolume.ops.resample.plan_file` (when input and output would not fit in
-    ``memory_limit``, or when asked); the outputs appear only when complete."""
-    from .resample import plan_file
+    slab by slab by the engine's rule (:func:`bigvolume.engine.should_stream`: when input and output would not fit
+    in ``memory_limit``, or when asked); the outputs appear only when complete."""
     from ..io.slab_writers import STREAM_WRITE_SUFFIXES, check_stream_output
-    from ..io.slabs import open_slabs
 
     started = time.perf_counter()
     if not isinstance(options, HazeOptions):
         raise BigVolumeError(f"options must be HazeOptions, got {type(options).__name__}")
     input_path, output_path = Path(input_path), Path(output_path)
-    plan = plan_file(input_path, 1, method="nearest", stream=stream, memory_limit=memory_limit, series=series)
+    plan = plan_input(input_path, stream=stream, memory_limit=memory_limit, series=series)
+    streams = plan.streams()
     if plan.components != 1:
         raise BigVolumeError(f"{input_path}: {plan.components} components per voxel (RGB or vector): haze removal "
                              "needs a scalar volume; convert it to gray first")
@@ -1320,7 +1308,7 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
     outputs = [(output_path, plan.dtype)] + ([(mask_out, np.dtype(np.uint8))] if mask_out is not None else [])
     writes_in_slabs = all(io.volume_suffix(path) in STREAM_WRITE_SUFFIXES for path, _ in outputs)
     with naming(input_path):
-        if not plan.streams and not writes_in_slabs:  # e.g. .mha: SimpleITK writes it from whole arrays
+        if not streams and not writes_in_slabs:  # e.g. .mha: SimpleITK writes it from whole arrays
             volume = io.read_volume(input_path, series)
             progress(0.05, "read")
             result, mask, report = dehaze(volume, options, measure_compression=measure_compression,
@@ -1331,21 +1319,33 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
         else:  # output slabs go straight to the file: no whole output array, no copy for the writer
             notes = _notes_for(plan.geometry.shape, options)
             with contextlib.ExitStack() as stack:
-                if plan.streams:
+                if streams:
                     for path, dtype in outputs:
                         check_stream_output(path, dtype, 1)
                     source = stack.enter_context(open_slabs(input_path, series))
-                    slab, cache = _stream_slab_slices(plan, options, notes), plan.memory_limit / 4
+                    slab_plan = _slab_plan(source, options, plan.memory_limit)
+                    if slab_plan.note:
+                        notes.append(slab_plan.note)
+                    slab, cache = slab_plan.slab_slices, plan.memory_limit / 4
                 else:
-                    source = _ArraySlabs(io.read_volume(input_path, series).array)
-                    slab, cache = _in_memory_slab_slices(source.array.shape), LABEL_CACHE_BYTES
+                    source = ArraySlabReader(io.read_volume(input_path, series).array)
+                    slab, cache = _slab_plan(source, options, in_memory_limit()).slab_slices, LABEL_CACHE_BYTES
                 threshold = find_threshold(source, options.level)
                 progress(0.02, "threshold")
                 pipeline = _HazePipeline(source, options, threshold, slab, cache)
                 sizes = _CompressedSizes(pipeline.slices, source.slice_bytes) if measure_compression else None
-                fill = _stream(pipeline, plan, output_path, mask_out, sizes, progress.sub(0.02, 1.0))
+                writers = [stack.enter_context(file_sink(path, plan.geometry, dtype)) for path, dtype in outputs]
+
+                def sink(k0, block, haze, output, obj):
+                    writers[0].write(output)
+                    if mask_out is not None:
+                        writers[1].write(haze.view(np.uint8))
+                    if sizes:
+                        sizes.add(k0, block, output)
+
+                fill = pipeline.run(options.fill, sink, progress.sub(0.02, 1.0))
             report = _report(pipeline, threshold, fill, sizes, notes)
-            if plan.streams:
+            if streams:
                 report.streamed = (f"streamed in {len(pipeline.bounds)} slab{'s' * (len(pipeline.bounds) > 1)} "
                                    f"of {pipeline.slab_slices} slices (memory limit "
                                    f"{format_bytes(plan.memory_limit)})")
@@ -1355,48 +1355,3 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
     report.output_path = output_path
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _stream_slab_slices(plan, options: HazeOptions, notes: list) -> int:
-    """Slices per slab within the memory limit: per slice the input and output blocks, the labels (uint32) and the
-    masks of the window, which also holds the halo (level auto: and the input voxels, for the partial-volume test)."""
-    slice_voxels = plan.geometry.dimensions[0] * plan.geometry.dimensions[1]
-    per_slice = slice_voxels * ((3 if options.denoise else 2) * plan.dtype.itemsize + 4 + 8)
-    slices = (plan.memory_limit - STREAM_OVERHEAD) // per_slice - 2 * options.halo
-    if slices < 1:
-        notes.append(f"the memory limit {format_bytes(plan.memory_limit)} is less than one slab needs "
-                     f"(about {format_bytes(STREAM_OVERHEAD + (1 + 2 * options.halo) * per_slice)}); "
-                     "working one slice at a time")
-    return int(max(1, min(slices, SLAB_VOXELS // max(1, slice_voxels))))
-
-
-def _stream(pipeline: _HazePipeline, plan, output_path: Path, mask_out: Path | None,
-            sizes: _CompressedSizes | None, progress: Progress):
-    """Run ``pipeline`` into slab writers inside atomic outputs (the output, and the mask if asked); returns the
-    fill value."""
-    from ..io.slab_writers import BackgroundWriter, SlabWriter
-
-    with contextlib.ExitStack() as stack:
-        writers = [BackgroundWriter(SlabWriter(stack.enter_context(io.atomic_output(output_path)), plan.geometry,
-                                               plan.dtype))]
-        if mask_out is not None:
-            writers.append(BackgroundWriter(SlabWriter(stack.enter_context(io.atomic_output(mask_out)),
-                                                       plan.geometry, np.uint8)))
-
-        def sink(k0, block, haze, output, obj):
-            writers[0].write(output)
-            if mask_out is not None:
-                writers[1].write(haze.view(np.uint8))
-            if sizes:
-                sizes.add(k0, block, output)
-
-        try:
-            fill = pipeline.run(pipeline.options.fill, sink, progress)
-            while writers:
-                writers[0].close()
-                writers.pop(0)
-        except BaseException:
-            for writer in writers:
-                writer.abort()
-            raise
-    return fill

@@ -20,6 +20,11 @@ from ..core.errors import BigVolumeError, naming
 from ..core.memory import format_bytes
 from ..core.progress import ProgressCallback, as_progress
 from ..core.volume import Volume
+from ..engine.loop import SlabStage, run_slabs
+from ..engine.plan import READ_AHEAD, in_memory_limit, plan_input, plan_slabs
+from ..engine.sinks import ArraySink, file_sink
+from ..io.slab_writers import check_stream_output
+from ..io.slabs import ArraySlabReader, open_slabs
 
 BITS_TO_DTYPE = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
 SIGNED_BITS_TO_DTYPE = {8: np.dtype(np.int8), 16: np.dtype(np.int16)}
@@ -179,27 +184,38 @@ class ReduceReport:
         return text
 
 
-def _reduce_slabs(source, window: Window, dtype: np.dtype, output_range, write, progress) -> tuple[int, int]:
-    """Map every slab of ``source`` through ``window`` onto ``dtype`` and hand it to ``write(k0, block)``; NaN
-    voxels go to the bottom of the range. Returns (clipped voxels, NaN voxels)."""
-    slices = source.shape[0] if isinstance(source, np.ndarray) else source.slices
-    slice_voxels = int(np.prod(source.shape[1:3] if isinstance(source, np.ndarray) else source.slice_shape[:2]))
-    slab = max(1, SLAB_VOXELS // max(1, slice_voxels))
-    clipped = nan = 0
-    for k0 in range(0, slices, slab):
-        k1 = min(slices, k0 + slab)
-        block = source[k0:k1] if isinstance(source, np.ndarray) else source.read(k0, k1)
-        values = block
-        if block.dtype.kind == "f":
-            missing = np.isnan(block)
+class _ReduceStage(SlabStage):
+    """Maps every slab through ``window`` onto ``dtype``; NaN voxels go to the bottom of the range. Counts the
+    clipped and NaN voxels."""
+
+    def __init__(self, window: Window, dtype: np.dtype, output_range):
+        self.window, self.dtype, self.output_range = window, dtype, output_range
+        self.clipped = self.nan = 0
+
+    def push(self, k0, k1, slab, pool, sink) -> None:
+        values = slab
+        if slab.dtype.kind == "f":
+            missing = np.isnan(slab)
             if missing.any():
-                nan += int(np.count_nonzero(missing))
-                values = np.where(missing, window.low, block)
-        mapped, count = apply_window(values, window, dtype, output_range)
-        clipped += count
-        write(k0, mapped)
-        progress(k1 / slices, "reducing precision")
-    return clipped, nan
+                self.nan += int(np.count_nonzero(missing))
+                values = np.where(missing, self.window.low, slab)
+        mapped, count = apply_window(values, self.window, self.dtype, self.output_range)
+        self.clipped += count
+        sink.write(mapped)
+
+
+def _reduce_slabs(reader, window: Window, dtype: np.dtype, output_range, sink, memory_limit: float,
+                  progress) -> tuple[int, int]:
+    """Every slab of ``reader`` reduced (see _ReduceStage) into ``sink``, on the slab engine; returns (clipped
+    voxels, NaN voxels)."""
+    voxels = reader.slice_bytes // reader.dtype.itemsize
+    # per slice: the slabs read, float64 temporaries of the map, the output block
+    per_slice = voxels * (READ_AHEAD + 1) * reader.dtype.itemsize + voxels * (16 + np.dtype(dtype).itemsize)
+    plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, 0, memory_limit,
+                      max_slab_bytes=SLAB_VOXELS * reader.dtype.itemsize)
+    stage = _ReduceStage(window, dtype, output_range)
+    run_slabs(reader, stage, sink, plan.slab_slices, progress=progress, message="reducing precision, slab")
+    return stage.clipped, stage.nan
 
 
 def _given_window(window) -> Window | None:
@@ -248,11 +264,8 @@ def reduce_bits(volume: Volume, bits: int = 8, *, signed: bool = False, window: 
     _check_reducible(volume.components, volume.dtype)
     window, output_range, kept = _choose_mapping(volume.array, volume.dtype, dtype, window, percentiles, stretch)
     output = np.empty(volume.array.shape, dtype)
-
-    def write(k0, block):
-        output[k0:k0 + block.shape[0]] = block
-
-    clipped, nan = _reduce_slabs(volume.array, window, dtype, output_range, write, as_progress(progress))
+    clipped, nan = _reduce_slabs(ArraySlabReader(volume.array, volume.geometry), window, dtype, output_range,
+                                 ArraySink(output), in_memory_limit(), as_progress(progress))
     return Volume(output, volume.geometry), _reduce_report(window, dtype, output_range, kept, volume.dtype, clipped,
                                                            nan, output.size)
 
@@ -261,24 +274,20 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
                      percentiles=DEFAULT_PERCENTILES, stretch: bool = False, stream: bool | None = None,
                      memory_limit: float | None = None, series: str | None = None,
                      progress: ProgressCallback | None = None) -> ReduceReport:
-    """Read, reduce the precision, write; streams slab by slab by the rule of
-    :func:`bigvolume.ops.resample.plan_file`. The output appears only when complete."""
+    """Read, reduce the precision, write; streams slab by slab by the engine's rule
+    (:func:`bigvolume.engine.should_stream`). The output appears only when complete."""
     from ..io import files as io
-    from .resample import plan_file
-    from ..io.slab_writers import BackgroundWriter, SlabWriter, check_stream_output
-    from ..io.slabs import open_slabs
 
     started = time.perf_counter()
     dtype = dtype_for_bits(bits, signed)
     input_path, output_path = Path(input_path), Path(output_path)
     window = _given_window(window)
-    plan = plan_file(input_path, 1, method="nearest", dtype=dtype, stream=stream, memory_limit=memory_limit,
-                     series=series)
+    plan = plan_input(input_path, stream=stream, memory_limit=memory_limit, series=series)
     progress = as_progress(progress)
     with naming(input_path):
         _check_reducible(plan.components, plan.dtype)
     io.check_output_path(output_path, inputs=[input_path])
-    if not plan.streams:
+    if not plan.streams(plan.geometry.voxel_count * dtype.itemsize):
         volume = io.read_volume(input_path, series)
         with naming(input_path):
             result, report = reduce_bits(volume, bits, signed=signed, window=window, percentiles=percentiles,
@@ -286,17 +295,12 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
         io.write_volume(result, output_path)
     else:
         check_stream_output(output_path, dtype, 1)
-        with open_slabs(input_path, series) as reader, io.atomic_output(output_path) as staging:
+        with open_slabs(input_path, series) as reader:
             with naming(input_path):
                 window, output_range, kept = _choose_mapping(reader, plan.dtype, dtype, window, percentiles, stretch)
-            writer = BackgroundWriter(SlabWriter(staging, plan.geometry, dtype))
-            try:
-                clipped, nan = _reduce_slabs(reader, window, dtype, output_range,
-                                             lambda k0, block: writer.write(block), progress)
-                writer.close()
-            except BaseException:
-                writer.abort()
-                raise
+            with file_sink(output_path, plan.geometry, dtype) as writer:
+                clipped, nan = _reduce_slabs(reader, window, dtype, output_range, writer, plan.memory_limit,
+                                             progress)
         report = _reduce_report(window, dtype, output_range, kept, plan.dtype, clipped, nan,
                                 plan.geometry.voxel_count)
     progress(1.0, "written")
@@ -305,3 +309,16 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
     report.output_path, report.seconds = output_path, time.perf_counter() - started
     report.input_bytes, report.output_bytes = io.file_size(input_path, series), io.file_size(output_path)
     return report
+
+
+class WindowedSink:
+    """Maps filtered float blocks through an intensity window onto a smaller integer type before ``sink``."""
+
+    def __init__(self, sink, window: Window, dtype):
+        self.sink, self.window, self.dtype = sink, window, np.dtype(dtype)
+        self.clipped = 0
+
+    def write(self, block: np.ndarray) -> None:
+        mapped, clipped = apply_window(block, self.window, self.dtype)
+        self.clipped += clipped
+        self.sink.write(mapped)

@@ -11,22 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import dicom
-from ..io import files as io
 from ..core.dtypes import cast_to
 from ..core.errors import BigVolumeError
 from ..core.geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
-                       validate_factors)
-from ..engine.gpu import choose_device, device_name, probe_cuda, resample_array
-from ..methods.kernels import apply_separable, axis_kernel
-from ..io.layout import voxel_layout
-from ..core.memory import default_memory_limit, format_bytes
+                             validate_factors)
+from ..core.memory import default_threads, format_bytes
 from ..core.progress import Progress, ProgressCallback, as_progress
+from ..core.volume import Volume
+from ..engine.gpu import choose_device, device_name, probe_cuda, resample_array
+from ..engine.plan import plan_input, should_stream
+from ..engine.stream import STREAMABLE_METHODS, StreamPlan, downsample_in_memory, stream_to_file
+from ..io import files as io
 from ..io.slabs import open_slabs
+from ..methods.array_backend import ArrayBackend
+from ..methods.backends import BACKENDS, DEFAULT_BACKEND, get_backend
 from ..methods.spectral import band_limited_sample
-from ..engine.stream import STREAMABLE_METHODS, StreamPlan, stream_to_file
-from ..core.volume import Volume, owned_view
-from ..methods.vtk_resize import lanczos_resize
 
 logger = logging.getLogger("bigvolume")
 
@@ -40,13 +39,6 @@ METHODS = {
     "nearest": "decimation, one voxel per block (what CropVolume/ImageStacks do): aliases; for comparison",
 }
 DEFAULT_METHOD = "lanczos"
-
-
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def check_method(method: str) -> None:
@@ -85,37 +77,54 @@ def _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, targe
         raise BigVolumeError(str(error)) from None
 
 
+def check_backend(backend: str | None, method: str, device: str = "cpu") -> str:
+    """The backend name for ``backend`` (None: the default), refused when it cannot run ``method`` there."""
+    backend = backend or DEFAULT_BACKEND
+    if backend not in BACKENDS:
+        raise BigVolumeError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "vtk" and method != "lanczos":
+        raise BigVolumeError(f"backend vtk runs the lanczos method only (vtkImageResize), not {method}")
+    if backend == "vtk" and device == "cuda":
+        raise BigVolumeError("backend vtk runs on the CPU; leave out --device cuda or choose the numpy backend")
+    return backend
+
+
 def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, threads: int | None = None,
-                     progress: ProgressCallback | None = None) -> np.ndarray:
-    """Downsample ``array`` (k, j, i[, c]) by ``factors`` (I, J, K) onto the block-centred grid; same dtype out."""
+                     progress: ProgressCallback | None = None, backend: str | None = None) -> np.ndarray:
+    """Downsample ``array`` (k, j, i[, c]) by ``factors`` (I, J, K) onto the block-centred grid; same dtype out.
+    ``backend``: numpy (default: the kernel tables through the slab engine, the fastest) or vtk (vtkImageResize,
+    the definition of the Lanczos kernel; lanczos only). fft needs neither."""
     check_method(method)
     factors = validate_factors(factors)
     threads = threads or default_threads()
     progress = as_progress(progress)
     if array.dtype == np.bool_:
         array = array.view(np.uint8)
-    if method == "lanczos":
-        output, owner = lanczos_resize(array, factors, threads, progress)
-        return owned_view(output, owner)
-    dims_in = array.shape[:3][::-1]
-    dims_out = Geometry(dims_in).downsampled(factors).dimensions
     if method == "fft":
+        dims_out = Geometry(array.shape[2::-1]).downsampled(factors).dimensions
         positions = [block_centres(m, f) for m, f in zip(dims_out, factors)]
         progress(0.0, "band-limiting (FFT)")
         result = cast_to(band_limited_sample(array, factors, positions), array.dtype)
         progress(1.0, "band-limiting (FFT)")
         return result
-    kernels = tuple(axis_kernel(method, n, f, m) for n, f, m in zip(dims_in, factors, dims_out))
-    return apply_separable(array, kernels, "max" if method == "max" else "sum", array.dtype, threads, progress)
+    chosen = get_backend(check_backend(backend, method))
+    if not chosen.streams:
+        return chosen.resample_array(array, factors, threads, progress)
+    return downsample_in_memory(array, factors, method, threads=threads, progress=progress, backend=chosen,
+                                message="resampling")
 
 
 def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = False,
              target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
-             dtype=None, device: str = "cpu", progress: ProgressCallback | None = None) -> Volume:
+             dtype=None, device: str = "cpu", backend: str | None = None,
+             progress: ProgressCallback | None = None) -> Volume:
     """Downsample a Volume; see :func:`choose_factors` for how the grid is chosen. ``dtype``: output pixel type
     (default: the input's); integers are rounded and clamped to the type's range. ``device``: cpu, cuda (the
-    same kernels on an NVIDIA GPU through CuPy, see bigvolume.engine.gpu) or auto (cuda when there is one)."""
+    same kernels on an NVIDIA GPU through CuPy, see bigvolume.gpu) or auto (cuda when there is one).
+    ``backend``: on the CPU, numpy (default) or vtk (see :func:`downsample_array`)."""
     check_method(method)
+    if check_backend(backend, method, device) == "vtk":
+        device = "cpu"
     factors = choose_factors(volume.geometry, volume.array.dtype.itemsize * volume.components, factor, spacing,
                              isotropic, target_bytes)
     array = volume.array
@@ -126,7 +135,7 @@ def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = Fal
         return Volume(result, volume.geometry.downsampled(factors))
     if out_dtype.kind == "f" and array.dtype.kind != "f":
         array = array.astype(out_dtype)  # filter in the wider type (costs one full-size copy)
-    result = downsample_array(array, factors, method, threads, progress)
+    result = downsample_array(array, factors, method, threads, progress, backend)
     return Volume(cast_to(result, out_dtype), volume.geometry.downsampled(factors))
 
 
@@ -180,7 +189,12 @@ class FilePlan:
     automatic_limit: bool
     stream: bool | None      # as asked: None = decide
     reads_in_slabs: bool     # the file's layout allows reading a slab at a time
-    series: str | None = None  # the DICOM series UID asked for (bigvolume.io.dicom)
+    series: str | None = None  # the DICOM series UID asked for (bigvolume.dicom)
+    backend: str = DEFAULT_BACKEND
+
+    @property
+    def can_stream(self) -> bool:
+        return self.method in STREAMABLE_METHODS and get_backend(self.backend).streams
 
     @property
     def input_bytes(self) -> int:
@@ -196,10 +210,12 @@ class FilePlan:
 
     @property
     def streams(self) -> bool:
-        if self.stream is None:
-            return (self.reads_in_slabs and self.method in STREAMABLE_METHODS
-                    and self.in_memory_bytes > self.memory_limit)
-        return bool(self.stream) and self.reads_in_slabs
+        return should_stream(self.stream, self.reads_in_slabs, self.in_memory_bytes, self.memory_limit,
+                             self.can_stream)
+
+    def why_read_whole(self) -> str:
+        return f"{self.method} cannot stream" if self.method not in STREAMABLE_METHODS else \
+            f"backend {self.backend} cannot stream"
 
     def describe(self) -> str:
         """Input grid -> output grid, sizes, and how it will run (streamed or read whole, and why)."""
@@ -214,7 +230,7 @@ class FilePlan:
         elif not self.reads_in_slabs and (self.stream or over):
             how = f"read whole: this file's encoding cannot be read in slabs ({needs}, {limit})"
         elif over:
-            how = f"read whole: {self.method} cannot stream ({needs} > {limit})"
+            how = f"read whole: {self.why_read_whole()} ({needs} > {limit})"
         else:
             how = f"read whole ({needs} within the {limit})"
         dims = ["x".join(str(d) for d in g.dimensions) for g in (self.geometry, self.output_geometry)]
@@ -225,35 +241,31 @@ class FilePlan:
 
 def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False, target_bytes: float | None = None,
               method: str = DEFAULT_METHOD, dtype=None, stream: bool | None = None,
-              memory_limit: float | None = None, series: str | None = None) -> FilePlan:
+              memory_limit: float | None = None, series: str | None = None,
+              backend: str | None = None) -> FilePlan:
     """Plan :func:`resample_file` from the input's header: refuses invalid settings, unreadable headers and
     missing or short data files before any voxel is read."""
     check_method(method)
+    backend = check_backend(backend, method)
     if factor is not None:
         try:
             validate_factors(factor)
         except ValueError as error:
             raise BigVolumeError(str(error)) from None
-    input_path = Path(input_path)
-    if not input_path.exists():
-        raise BigVolumeError(f"{input_path}: no such file")
-    limit = int(memory_limit) if memory_limit is not None else default_memory_limit()
-    if limit <= 0:
-        raise BigVolumeError(f"memory limit must be positive, got {memory_limit}")
-    geometry, in_dtype, components = io.read_geometry(input_path, series)
-    if dicom.accepts(input_path, series):
-        with open_slabs(input_path, series) as reader:
-            reads_in_slabs = reader.streams
-    else:
-        reads_in_slabs = voxel_layout(input_path, in_dtype, components, geometry.voxel_count) is not None
+    source = plan_input(input_path, stream=stream, memory_limit=memory_limit, series=series)
+    geometry, in_dtype, components = source.geometry, source.dtype, source.components
     factors = choose_factors(geometry, in_dtype.itemsize * components, factor, spacing=spacing,
                              isotropic=isotropic, target_bytes=target_bytes)
     if stream and method not in STREAMABLE_METHODS:
         raise BigVolumeError(f"method {method} needs the whole volume in memory and cannot stream; "
                              f"choose one of {', '.join(STREAMABLE_METHODS)}")
+    if stream and not get_backend(backend).streams:
+        raise BigVolumeError(f"backend {backend} works on the whole volume in memory and cannot stream; "
+                             "choose the numpy backend to stream")
     out_dtype = np.dtype(dtype) if dtype is not None else in_dtype
-    return FilePlan(input_path, geometry, geometry.downsampled(factors), factors, in_dtype, out_dtype, components,
-                    method, limit, memory_limit is None, stream, reads_in_slabs, series)
+    return FilePlan(source.path, geometry, geometry.downsampled(factors), factors, in_dtype, out_dtype, components,
+                    method, source.memory_limit, source.automatic_limit, stream, source.reads_in_slabs, series,
+                    backend)
 
 
 def writes_compressed(path, compress: bool | None) -> bool:
@@ -315,7 +327,7 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
                   target_bytes: float | None = None, method: str = DEFAULT_METHOD, threads: int | None = None,
                   dtype=None, compress: bool | None = None, stream: bool | None = None,
                   memory_limit: float | None = None, device: str = "cpu", series: str | None = None,
-                  progress: ProgressCallback | None = None) -> ResampleReport:
+                  backend: str | None = None, progress: ProgressCallback | None = None) -> ResampleReport:
     """Read, downsample and write. Everything that can be checked is checked before reading (options, output
     path, the input's header and data files: see :func:`plan_file`); the output appears only when complete.
 
@@ -323,21 +335,24 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
     and output together would exceed ``memory_limit`` (bytes; default a quarter of the machine's memory), which
     also caps the streaming buffers. ``device``: cpu, cuda or auto, as for :func:`resample`; on the GPU a
     streamed file goes slab by slab through the device, a file read whole is streamed from memory. ``series``:
-    the UID of the DICOM series to read when the input folder holds several (see bigvolume.io.dicom)."""
+    the UID of the DICOM series to read when the input folder holds several (see bigvolume.dicom). ``backend``:
+    on the CPU, numpy (default, streams) or vtk (vtkImageResize, in memory; see :func:`downsample_array`)."""
     started = time.perf_counter()
     output_path = Path(output_path)
     plan = plan_file(input_path, factor, spacing=spacing, isotropic=isotropic, target_bytes=target_bytes,
-                     method=method, dtype=dtype, stream=stream, memory_limit=memory_limit, series=series)
+                     method=method, dtype=dtype, stream=stream, memory_limit=memory_limit, series=series,
+                     backend=backend)
     input_path = plan.input_path
     io.check_output_path(output_path, inputs=[input_path])
-    device = choose_device(device, method)
+    check_backend(backend, method, device)
+    device = "cpu" if plan.backend == "vtk" else choose_device(device, method)
     notes: list[str] = []
     progress = as_progress(progress)
     if stream and not plan.reads_in_slabs:
         _note(notes, f"{input_path}: this file's encoding cannot be read in slabs; reading it whole "
                      f"({format_bytes(plan.input_bytes)})")
     elif not plan.streams and plan.in_memory_bytes > plan.memory_limit:
-        why = "it cannot be read in slabs" if not plan.reads_in_slabs else f"{method} cannot stream"
+        why = "it cannot be read in slabs" if not plan.reads_in_slabs else plan.why_read_whole()
         _note(notes, f"{input_path}: reading it whole ({why}) needs about {format_bytes(plan.in_memory_bytes)}, "
                      f"more than the memory limit {format_bytes(plan.memory_limit)}")
     volume = None  # the input, read once however many times the output is written (see fit_file_size)
@@ -349,12 +364,12 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
                 return stream_to_file(reader, path, factors, method, out_dtype=plan.out_dtype,
                                       threads=threads or default_threads(), compress=compress,
                                       memory_limit=plan.memory_limit, progress=part,
-                                      xp=probe_cuda()[0] if device == "cuda" else None)
+                                      backend=ArrayBackend(probe_cuda()[0]) if device == "cuda" else None)
         if volume is None:
             volume = io.read_volume(input_path, series)
         part(0.1, "read")
         result = resample(volume, factors, method=method, threads=threads, dtype=dtype, device=device,
-                          progress=part.sub(0.1, 0.9))
+                          backend=plan.backend, progress=part.sub(0.1, 0.9))
         io.write_volume(result, path, compress=compress)
         return None
 

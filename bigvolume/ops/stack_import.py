@@ -20,13 +20,13 @@ from ..io import files as io
 from ..core.errors import BigVolumeError, VolumeFileError
 from ..core.geometry import Geometry
 from ..core.memory import default_memory_limit, format_bytes, physical_memory
-from .precision import Window, dtype_for_bits, robust_window
+from .precision import Window, WindowedSink, dtype_for_bits, robust_window
 from ..core.progress import ProgressCallback, as_progress
-from .resample import DEFAULT_METHOD, check_method, choose_factors, default_threads, logger
+from ..core.memory import default_threads
+from .resample import DEFAULT_METHOD, check_method, choose_factors, logger
 from ..io.slab_writers import nrrd_header
 from ..io.stacks import Roi, StackInfo, StackSlabReader, find_slices, probe_stack
-from ..engine.stream import (STREAMABLE_METHODS, StreamPlan, WindowedSink, estimate_stream, stream_downsample,
-                     stream_to_file)
+from ..engine.stream import STREAMABLE_METHODS, StreamPlan, estimate_stream, stream_downsample, stream_to_file
 
 WINDOW_SAMPLE_SLICES = 16
 
@@ -203,10 +203,19 @@ def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gra
             return StackImportReport(output_path, plan, None, True, time.perf_counter() - started)
         progress = as_progress(progress)
         window = plan.choose_window()
+        windowed = []  # the sink mapping the window onto the output type, when there is one
+
+        def wrap(writer):
+            windowed.append(WindowedSink(writer, window, plan.out_dtype))
+            return windowed[0]
+
         stream_plan = stream_to_file(plan.reader, output_path, plan.factors, plan.method, out_dtype=plan.out_dtype,
                                      threads=plan.reader.threads, compress=compress,
-                                     memory_limit=memory_limit or default_memory_limit(), window=window,
-                                     progress=progress)
+                                     memory_limit=memory_limit or default_memory_limit(), progress=progress,
+                                     wrap_sink=None if window is None else wrap,
+                                     filter_dtype=None if window is None else np.float32)
+        if windowed:
+            stream_plan.clipped_voxels = windowed[0].clipped
     finally:
         plan.close()
     return StackImportReport(output_path, plan, stream_plan, False, time.perf_counter() - started)

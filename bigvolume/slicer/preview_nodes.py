@@ -1,16 +1,17 @@
 """3D previews in Slicer: volume rendering of a volume node with the histogram-derived transfer function
-of bigvolume.render.preview, and a before/after arrangement (input and output in two linked 3D views).
+of bigvolume.render.transfer, and a before/after arrangement (input and output in two linked 3D views).
 
 Duck-typed on MRML (only node and scene methods are called; nodes are made by class name through the scene), so this
 file imports nothing from Slicer: the modules' Logics call it inside Slicer, tests call it on a slicer-core scene,
-and the batch renderer of bigvolume.render.preview uses it for its Slicer path. What needs the Slicer application (resetting
+and the previews' slicer engine (bigvolume.slicer.offscreen_render) uses it. What needs the Slicer application (resetting
 the 3D views' cameras) stays in the module files.
 """
 from __future__ import annotations
 
 from ..core.errors import BigVolumeError
-from ..render.preview import (IntensityMap, TransferFunction, compare_display, load_preview_source, opacity_unit_distance,
-                      transfer_function)
+from ..render.compare import IntensityMap, compare_display
+from ..render.transfer import TransferFunction, opacity_unit_distance, transfer_function
+from ..render.volumes import load_preview_source
 from .volume_nodes import geometry_from_node, volume_from_node
 
 DISPLAY_CLASS = "vtkMRMLGPURayCastVolumeRenderingDisplayNode"
@@ -97,7 +98,7 @@ def show_before_after(before_node, after_node, transfer: TransferFunction | None
     """``before_node`` (the input) in the left 3D view and ``after_node`` (the output) in the right one of the "Dual
     3D" layout, both with the input's transfer function (so a difference is the data's, not the curves') or, when
     their intensity ranges differ (a reduced bit depth), the output with those curves moved so the same tissue
-    looks the same (bigvolume.render.preview.compare_display: through ``intensity_map`` when known, else a fitted line, else
+    looks the same (bigvolume.render.compare.compare_display: through ``intensity_map`` when known, else a fitted line, else
     the output's own), and the two views linked (LinkedControl, same view group: Slicer then moves their cameras
     together). Returns the two display nodes."""
     _check_volume(before_node)

@@ -16,6 +16,7 @@ from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
 from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry
+from ..core.text import dimensions_text, numbers_text  # noqa: F401  (the modules' Logics take them from here)
 from ..core.volume import Volume
 from ..methods.vtk_resize import vtk_image_to_array
 
@@ -68,14 +69,6 @@ def given_or_new_node(node, scene, class_name: str, name: str):
         if created:
             remove_node_and_display(node)
         raise
-
-
-def dimensions_text(dimensions) -> str:
-    return "x".join(str(int(d)) for d in dimensions)
-
-
-def numbers_text(values) -> str:
-    return " ".join(f"{v:.6g}" for v in values)
 
 
 # --- node <-> bigvolume.Volume --------------------------------------------------------------------------------------

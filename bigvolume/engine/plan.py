@@ -1,0 +1,115 @@
+"""The engine's plan: what a file operation needs from the header alone (:func:`plan_input`), the one rule for
+"read whole or stream" (:func:`should_stream`) and the one memory planner (:func:`plan_slabs`: the largest slab
+whose buffers, with what the process already holds, stay under the limit)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import BigVolumeError
+from ..core.geometry import Geometry
+from ..core.memory import current_rss, default_memory_limit, format_bytes
+from ..io import dicom
+from ..io import files as io
+from ..io.layout import voxel_layout
+from ..io.slabs import open_slabs
+
+# Slabs per volume at least (so reading overlaps filtering and progress moves).
+MIN_SLABS = 8
+READ_AHEAD = 2      # slabs read ahead of the one being worked on (bigvolume.engine.loop)
+FIXED_OVERHEAD = 24 * 2**20  # decompression chunks, thread stacks, the output block in flight
+IN_MEMORY_BUFFERS = 2 * 2**30  # slab buffers a run over an array in memory may add to what the process holds
+
+def should_stream(asked: bool | None, reads_in_slabs: bool, needed_bytes: int, memory_limit: int,
+                  can_stream: bool = True) -> bool:
+    """The one rule: stream when asked (and the file allows it), or, by default, when the operation can stream and
+    holding the input and output (``needed_bytes``) would exceed ``memory_limit``."""
+    if asked is None:
+        return reads_in_slabs and can_stream and needed_bytes > memory_limit
+    return bool(asked) and reads_in_slabs
+
+
+@dataclass
+class InputPlan:
+    """A volume file as the header describes it, and the memory an operation on it may use."""
+
+    path: Path
+    geometry: Geometry
+    dtype: np.dtype
+    components: int
+    reads_in_slabs: bool     # the file's layout allows reading a slab at a time
+    memory_limit: int
+    automatic_limit: bool
+    stream: bool | None      # as asked: None = decide
+    series: str | None = None
+
+    @property
+    def input_bytes(self) -> int:
+        return self.geometry.voxel_count * self.components * self.dtype.itemsize
+
+    def streams(self, output_bytes: int | None = None, can_stream: bool = True) -> bool:
+        """Whether an operation writing ``output_bytes`` (default: as many as it reads) streams."""
+        needed = self.input_bytes + (self.input_bytes if output_bytes is None else output_bytes)
+        return should_stream(self.stream, self.reads_in_slabs, needed, self.memory_limit, can_stream)
+
+
+def plan_input(path, *, stream: bool | None = None, memory_limit: float | None = None,
+               series: str | None = None) -> InputPlan:
+    """Read ``path``'s header (and check its data files) and the memory limit; nothing else is read."""
+    path = Path(path)
+    if not path.exists():
+        raise BigVolumeError(f"{path}: no such file")
+    limit = int(memory_limit) if memory_limit is not None else default_memory_limit()
+    if limit <= 0:
+        raise BigVolumeError(f"memory limit must be positive, got {memory_limit}")
+    geometry, dtype, components = io.read_geometry(path, series)
+    if dicom.accepts(path, series):
+        with open_slabs(path, series) as reader:
+            reads_in_slabs = reader.streams
+    else:
+        reads_in_slabs = voxel_layout(path, dtype, components, geometry.voxel_count) is not None
+    return InputPlan(path, geometry, np.dtype(dtype), components, reads_in_slabs, limit, memory_limit is None,
+                     stream, series)
+
+
+def in_memory_limit() -> int:
+    """The memory limit of a run over an array already in memory: what the process holds plus room for buffers."""
+    return current_rss() + IN_MEMORY_BUFFERS
+
+
+@dataclass
+class StreamPlan:
+    slab_slices: int
+    slabs: int
+    working_bytes: int      # the buffers this plan allocates, at most
+    memory_limit: int
+    note: str = ""          # set when the limit was too small and the minimum was used instead
+    window_slices: int = 0  # resampling: reduced slices the z window holds
+    clipped_voxels: int | None = None  # with an intensity window: output voxels clipped to the type's range
+
+    def describe(self) -> str:
+        return (f"streamed in {self.slabs} slab{'s' * (self.slabs != 1)} of {self.slab_slices} slice"
+                f"{'s' * (self.slab_slices != 1)}, buffers {format_bytes(self.working_bytes)} "
+                f"(limit {format_bytes(self.memory_limit)})")
+
+
+def plan_slabs(slices: int, slice_bytes: int, per_slice: int, fixed: int, memory_limit: float, *,
+               max_slab_bytes: int | None = None, min_slabs: int = MIN_SLABS) -> StreamPlan:
+    """The largest slab whose buffers (``per_slice`` bytes per slice of the slab, plus ``fixed``), with what the
+    process already holds, stay under ``memory_limit``; at least ``min_slabs`` slabs and at most
+    ``max_slab_bytes`` input bytes (``slice_bytes`` per slice) per slab."""
+    fixed += FIXED_OVERHEAD
+    in_use = current_rss()
+    slab = (int(memory_limit) - in_use - fixed) // max(1, per_slice)
+    note = ""
+    if slab < 1:
+        slab = 1
+        note = (f"memory limit {format_bytes(memory_limit)} leaves no room beside the {format_bytes(in_use)} this "
+                f"program already uses; streaming one slice at a time (buffers {format_bytes(fixed + per_slice)})")
+    slab = min(slab, max(1, -(-slices // min_slabs)), slices)
+    if max_slab_bytes:
+        slab = min(slab, max(1, max_slab_bytes // max(1, slice_bytes)))
+    slab = int(max(1, slab))
+    return StreamPlan(slab, -(-slices // slab), int(fixed + slab * per_slice), int(memory_limit), note)

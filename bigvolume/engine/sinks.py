@@ -1,0 +1,57 @@
+"""Where the engine's output slabs go: :func:`file_sink` (a slab writer on a thread inside an atomic output: the file
+appears complete or not at all, aborted on any error, cancel or Ctrl-C) and :class:`ArraySink` (an array the caller
+owns, e.g. a Slicer volume node's voxels)."""
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import VolumeFileError
+from ..core.geometry import Geometry
+from ..core.memory import format_bytes
+from ..io import files as io
+from ..io.slab_writers import BackgroundWriter, SlabWriter, check_stream_output, compresses
+
+class ArraySink:
+    """Writes output slices in order into a preallocated ``(k, j, i[, c])`` array (e.g. a volume node's voxels)."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        self.filled = 0
+
+    def write(self, block: np.ndarray) -> None:
+        self.array[self.filled:self.filled + block.shape[0]] = block
+        self.filled += block.shape[0]
+
+
+def check_disk_space(path: Path, nbytes: int) -> None:
+    free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+    if nbytes > free:
+        raise VolumeFileError(f"{path}: not enough disk space: the output needs {format_bytes(nbytes)}, "
+                              f"{format_bytes(free)} are free")
+
+
+@contextlib.contextmanager
+def file_sink(path, geometry: Geometry, dtype, components: int = 1, compress: bool | None = None):
+    """A sink writing ``path`` slab by slab (on a thread, see bigvolume.slab_writers) to a staging name that is
+    moved into place when the ``with`` block ends normally and every slice was written. Any exception in the
+    block (an error, a cancel, Ctrl-C) aborts the writer and leaves nothing. The output's form is checked, and the
+    free disk space for an uncompressed output, before anything is written."""
+    path, dtype = Path(path), np.dtype(dtype)
+    check_stream_output(path, dtype, components)
+    if not compresses(path, compress):
+        check_disk_space(path, geometry.voxel_count * components * dtype.itemsize)
+    try:
+        with io.atomic_output(path) as staging_path:
+            writer = BackgroundWriter(SlabWriter(staging_path, geometry, dtype, components, compress))
+            try:
+                yield writer
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
+    except OSError as error:
+        raise VolumeFileError(f"{path}: cannot write ({error.strerror or error}); nothing was written") from None
