@@ -425,9 +425,10 @@ def _pairs_121(values: np.ndarray, axis: int) -> np.ndarray:
 
 def _smooth_chunks(slices, total: int, lo: int, n: int, work: np.dtype, take) -> None:
     """64 x the [1 2 1]^3 mean of slices ``lo .. lo+n-1`` of a (total, j, i) stack, by chunks of slices on
-    :data:`SMOOTH_THREADS` threads: ``slices(a, b)`` gives slices a..b-1 in the ``work`` dtype, ``take(c0, c1,
-    chunk)`` receives the result for slices lo+c0 .. lo+c1-1. The slice before ``lo`` and after ``lo+n-1`` are used
-    unless the stack ends there (the edge slice stands in). Integer work dtypes use neighbour pairs, floats the
+    :data:`SMOOTH_THREADS` threads: ``slices(a, b)`` gives slices a..b-1 (of any type: the first sums convert to the
+    ``work`` dtype as they go, with no converted copy), ``take(c0, c1, chunk)`` receives the result for slices
+    lo+c0 .. lo+c1-1. The slice before ``lo`` and after ``lo+n-1`` are used unless the stack ends there (the edge
+    slice stands in). Integer work dtypes use neighbour pairs, floats the
     order of :func:`_weighted_121`: every voxel gets the same bits in any chunk or slab."""
     integer = np.dtype(work).kind in "iu"
     plane = 1
@@ -442,11 +443,11 @@ def _smooth_chunks(slices, total: int, lo: int, n: int, work: np.dtype, take) ->
         if a0 < 0 or a1 > total:
             inner = np.concatenate(([inner[:1]] if a0 < 0 else []) + [inner] + ([inner[-1:]] if a1 > total else []))
         if integer:
-            pairs = np.add(inner[:-1], inner[1:])
+            pairs = np.add(inner[:-1], inner[1:], dtype=work)
             smooth = _pairs_121(_pairs_121(np.add(pairs[:-1], pairs[1:]), 1), 2)
             del pairs
         else:
-            smooth = np.add(inner[:-2], inner[2:])
+            smooth = np.add(inner[:-2], inner[2:], dtype=work)
             smooth += inner[1:-1]
             smooth += inner[1:-1]
             smooth = _weighted_121(_weighted_121(smooth, 1), 2)
@@ -472,7 +473,7 @@ def _smooth(extended: np.ndarray, lo: int, n: int) -> np.ndarray:
         out[c0:c1] = chunk
 
     chunk_work = np.dtype(np.int32) if _exact_in_int32(extended.dtype) else work
-    _smooth_chunks(lambda a, b: extended[a:b].astype(chunk_work), extended.shape[0], lo, n, chunk_work, take)
+    _smooth_chunks(lambda a, b: extended[a:b], extended.shape[0], lo, n, chunk_work, take)
     return out
 
 
@@ -499,7 +500,7 @@ def _auto_dark(extended: np.ndarray, lo: int, n: int, value: float) -> np.ndarra
         else:
             dark[c0:c1] |= extended[lo + c0:lo + c1] < voxel_limit
 
-    _smooth_chunks(lambda a, b: extended[a:b].astype(work), extended.shape[0], lo, n, work, take)
+    _smooth_chunks(lambda a, b: extended[a:b], extended.shape[0], lo, n, work, take)
     return dark
 
 
@@ -507,17 +508,34 @@ def _denoised_subsample(source, max_voxels: int) -> np.ndarray:
     """The denoised copy (:func:`_smooth`, scaled back) at the voxels :func:`bigvolume.ops.precision.subsample` takes."""
     shape = (source.slices,) + tuple(source.slice_shape[:2])
     step = max(1, int(np.ceil((int(np.prod(shape)) / max(1, max_voxels)) ** (1 / 3))))
-    # Only the sampled rows and columns with their neighbours (edges repeated), as triples: the kernel then gives
-    # the middle of each triple the same value as on the whole slice, for a fraction of the work.
+    # Only the sampled voxels with their neighbours (edges repeated), as triples along each axis
     rows, columns = (np.clip(np.arange(0, n, step)[:, None] + np.arange(-1, 2), 0, n - 1).ravel()
                      for n in shape[1:3])
     reader = HaloReader(source, DENOISE_HALO)
     slices = []
     for k in range(0, shape[0], step):
         extended, lo = reader.read(k, k + 1)
-        triples = extended[:, rows][:, :, columns]
-        slices.append(_smooth(triples, lo, 1)[0, 1::3, 1::3] / 64)
+        around = np.clip(np.arange(lo - 1, lo + 2), 0, extended.shape[0] - 1)
+        slices.append(_triple_centres(extended[np.ix_(around, rows, columns)]) / 64)
     return np.stack(slices)
+
+
+def _triple_centres(triples: np.ndarray) -> np.ndarray:
+    """64 x the [1 2 1]^3 mean at the middle voxel of each 3x3x3 block of a (3, 3r, 3c) stack of triples: what
+    :func:`_smooth` gives there (integers exactly; floats with its operations in its order: k, then j, then i, each
+    (a + c) + b + b), without smoothing the other voxels."""
+    work = _work_dtype(triples.dtype)
+    sums = np.add(triples[0], triples[2], dtype=np.int32 if _exact_in_int32(triples.dtype) else work)
+    sums += triples[1]
+    sums += triples[1]
+    for axis in (0, 1):
+        def third(start):
+            return sums[start::3] if axis == 0 else sums[:, start::3]
+        middle = np.add(third(0), third(2))
+        middle += third(1)
+        middle += third(1)
+        sums = middle
+    return sums.astype(work, copy=False)
 
 
 # --- labelling across slabs -------------------------------------------------------------------------------------
@@ -656,19 +674,38 @@ def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float,
     air, grown = ~obj, obj.copy()
     settled = obj.copy()  # grown, or tested and failed (the test would say the same again)
     passes_at = _PackedNeighbourhood(voxels, air, floor) if _exact_in_int32(voxels.dtype) else None
-    for _ in range(steps):
-        frontier = _dilate(grown, 1)
-        np.greater(frontier, settled, out=frontier)  # and not settled (air, since the object is grown)
+    frontier = _dilate(grown, 1)
+    np.greater(frontier, settled, out=frontier)  # and not settled (air, since the object is grown)
+    for step in range(steps):
         frontier[:rows[0]] = False
         frontier[rows[1]:] = False
         points = np.flatnonzero(frontier)
-        del frontier
         if not points.size:
             break
         passes = passes_at(points) if passes_at else _air_neighbourhood_passes(voxels, air, points, floor)
-        grown.reshape(-1)[points[passes]] = True
+        taken = points[passes]
+        grown.reshape(-1)[taken] = True
         settled.reshape(-1)[points] = True
+        if step + 1 < steps:
+            # The next frontier: the unsettled neighbours of the voxels just taken. The other grown voxels' neighbours
+            # in ``rows`` were all tested (settled) in this step; outside ``rows`` nothing is tested.
+            frontier[...] = False
+            _mark_neighbours(frontier, taken)
+            np.greater(frontier, settled, out=frontier)
     return grown
+
+
+def _mark_neighbours(mask: np.ndarray, points: np.ndarray) -> None:
+    """Set the 6 neighbours of ``points`` (flat indices) in ``mask``; a neighbour beyond the array's edge marks the
+    point itself instead (no masking of the points: the caller has them settled)."""
+    flat = mask.reshape(-1)
+    coordinates = np.unravel_index(points, mask.shape)
+    stride = 1
+    for axis in (2, 1, 0):
+        coordinate, n = coordinates[axis], mask.shape[axis]
+        flat[points + stride * (coordinate < n - 1)] = True
+        flat[points - stride * (coordinate > 0)] = True
+        stride *= n
 
 
 def _air_neighbourhood_passes(voxels: np.ndarray, air: np.ndarray, points: np.ndarray, floor: float) -> np.ndarray:
@@ -708,57 +745,64 @@ class _PackedNeighbourhood:
     """:func:`_air_neighbourhood_passes` for 8- and 16-bit integers, the same answers, faster: each air voxel packed
     as value * 256 + 1 (other voxels 0) in int32, so one gather per neighbour gives both the value and the weight:
     the [1 2 1]^3-weighted sum holds 64 x the weighted sum of the air neighbours' values in its high bits and their
-    total weight (at most 64) in the low 8, exactly. Packed by chunks of slices (edges repeated by padding), each
-    chunk with the points in it, on :data:`SMOOTH_THREADS` threads."""
+    total weight (at most 64) in the low 8, exactly. Packed by chunks of slices, each chunk with the points in it, on
+    :data:`SMOOTH_THREADS` threads; only the box round a chunk's points is packed (the points hug the object's
+    surface: packing the whole slices cost more than the gathers), one voxel wider each side, edges repeated."""
 
     CHUNK_SLICES = 8
 
     def __init__(self, voxels: np.ndarray, air: np.ndarray, floor: float):
         self.voxels, self.air, self.floor = voxels, air, floor
-        nk, ny, nx = air.shape
-        self.plane, self.padded_plane, self.padded_row = ny * nx, (ny + 2) * (nx + 2), nx + 2
-        self.offsets = [[] for _ in range(4)]  # flat offsets in a padded chunk, by weight group
+        self.plane = air.shape[1] * air.shape[2]
+
+    def _packed(self, low, high) -> np.ndarray:
+        """The packed voxels low[axis] - 1 .. high[axis] + 1 of each axis, the edge voxel repeated beyond the
+        window."""
+        wanted = [(lo - 1, hi + 2) for lo, hi in zip(low, high)]
+        present = [(max(0, w0), min(n, w1)) for (w0, w1), n in zip(wanted, self.air.shape)]
+        packed = np.empty([w1 - w0 for w0, w1 in wanted], np.int32)
+        inner = packed[tuple(slice(p0 - w0, p1 - w0) for (w0, _), (p0, p1) in zip(wanted, present))]
+        source = tuple(slice(p0, p1) for p0, p1 in present)
+        np.left_shift(self.voxels[source], 8, out=inner, dtype=np.int32)
+        inner |= 1
+        inner *= self.air[source]
+        for axis, ((w0, w1), (p0, p1)) in enumerate(zip(wanted, present)):  # at most one voxel each side
+            # the earlier axes are padded already (all of them), the later ones not yet (their voxels only)
+            region = [slice(None)] * axis + [None] + [slice(present[a][0] - wanted[a][0], present[a][1] - wanted[a][0])
+                                                     for a in range(axis + 1, 3)]
+
+            def at(position):
+                region[axis] = position
+                return tuple(region)
+
+            if p0 > w0:
+                packed[at(0)] = packed[at(1)]
+            if w1 > p1:
+                packed[at(-1)] = packed[at(-2)]
+        return packed
+
+    def _sums(self, points: np.ndarray) -> np.ndarray:
+        """The packed weighted sums at ``points`` (flat indices)."""
+        k, rest = np.divmod(points, self.plane)
+        k = k.astype(np.int32)
+        j, i = np.divmod(rest.astype(np.int32), np.int32(self.air.shape[2]))
+        del rest
+        low = (int(k[0]), int(j.min()), int(i.min()))  # (points are sorted: k[0] is the lowest)
+        high = (int(k[-1]), int(j.max()), int(i.max()))
+        packed = self._packed(low, high)
+        flat, row, plane = packed.reshape(-1), packed.shape[2], packed.shape[1] * packed.shape[2]
+        centre = (k - np.int32(low[0] - 1)) * np.int32(plane)
+        centre += (j - np.int32(low[1] - 1)) * np.int32(row)
+        centre += i - np.int32(low[2] - 1)
+        del k, j, i
+        groups = [np.zeros(points.size, np.int32) for _ in range(4)]
+        index, values = np.empty_like(centre), np.empty(points.size, np.int32)  # reused by the 27 gathers
         for dk in (-1, 0, 1):
             for dj in (-1, 0, 1):
                 for di in (-1, 0, 1):
                     group = (dk != 0) + (dj != 0) + (di != 0)  # 0: the voxel, 1: a face, 2: an edge, 3: a corner
-                    self.offsets[group].append(dk * self.padded_plane + dj * self.padded_row + di)
-
-    def _packed(self, a: int, b: int) -> np.ndarray:
-        """Slices a-1 .. b of the packed window, each side of every axis padded with its edge voxel."""
-        nk = self.air.shape[0]
-        lo, hi = max(0, a - 1), min(nk, b + 1)
-        first = lo - (a - 1)
-        packed = np.empty((b - a + 2, self.air.shape[1] + 2, self.air.shape[2] + 2), np.int32)
-        inner = packed[first:first + hi - lo, 1:-1, 1:-1]
-        np.left_shift(self.voxels[lo:hi], 8, out=inner, dtype=np.int32)
-        inner |= 1
-        inner *= self.air[lo:hi]
-        packed[:, 0, 1:-1] = packed[:, 1, 1:-1]
-        packed[:, -1, 1:-1] = packed[:, -2, 1:-1]
-        packed[:, :, 0] = packed[:, :, 1]
-        packed[:, :, -1] = packed[:, :, -2]
-        if first:
-            packed[0] = packed[1]
-        if b + 1 > nk:
-            packed[-1] = packed[-2]
-        return packed
-
-    def _sums(self, a: int, b: int, points: np.ndarray) -> np.ndarray:
-        """The packed weighted sums at ``points`` (flat indices in slices a .. b-1)."""
-        flat = self._packed(a, b).reshape(-1)
-        k, rest = np.divmod((points - a * self.plane).astype(np.int32), np.int32(self.plane))
-        j, i = np.divmod(rest, np.int32(self.air.shape[2]))
-        centre = k * np.int32(self.padded_plane)
-        centre += (j + 1) * np.int32(self.padded_row)
-        centre += i + np.int32(self.padded_plane + 1)
-        del k, rest, j, i
-        groups = []
-        for offsets in self.offsets:
-            total = np.zeros(points.size, np.int32)
-            for offset in offsets:
-                total += flat[centre + np.int32(offset)]
-            groups.append(total)
+                    np.add(centre, np.int32(dk * plane + dj * row + di), out=index)
+                    groups[group] += np.take(flat, index, out=values)
         groups[0] *= 8
         groups[0] += 4 * groups[1]
         groups[0] += 2 * groups[2]
@@ -775,7 +819,7 @@ class _PackedNeighbourhood:
         def chunk(n: int) -> None:
             p0, p1 = bounds[n], bounds[n + 1]
             if p1 > p0:
-                sums[p0:p1] = self._sums(starts[n], min(nk, starts[n] + self.CHUNK_SLICES), points[p0:p1])
+                sums[p0:p1] = self._sums(points[p0:p1])
 
         if SMOOTH_THREADS < 2 or len(starts) == 1:
             for n in range(len(starts)):
