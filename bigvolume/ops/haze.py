@@ -791,18 +791,21 @@ class _PackedNeighbourhood:
         high = (int(k[-1]), int(j.max()), int(i.max()))
         packed = self._packed(low, high)
         flat, row, plane = packed.reshape(-1), packed.shape[2], packed.shape[1] * packed.shape[2]
-        centre = (k - np.int32(low[0] - 1)) * np.int32(plane)
-        centre += (j - np.int32(low[1] - 1)) * np.int32(row)
-        centre += i - np.int32(low[2] - 1)
+        # each point's corner neighbour (-1, -1, -1): neighbour (dk, dj, di) is then that index in ``flat`` shifted
+        # by a fixed offset, so each gather takes from a view, with no index array of its own
+        corner = (k - np.int32(low[0])) * np.int32(plane)
+        corner += (j - np.int32(low[1])) * np.int32(row)
+        corner += i - np.int32(low[2])
         del k, j, i
+        corner = corner.astype(np.intp)  # np.take's own index type: converted once, not per gather
         groups = [np.zeros(points.size, np.int32) for _ in range(4)]
-        index, values = np.empty_like(centre), np.empty(points.size, np.int32)  # reused by the 27 gathers
+        values = np.empty(points.size, np.int32)  # reused by the 27 gathers
         for dk in (-1, 0, 1):
             for dj in (-1, 0, 1):
                 for di in (-1, 0, 1):
                     group = (dk != 0) + (dj != 0) + (di != 0)  # 0: the voxel, 1: a face, 2: an edge, 3: a corner
-                    np.add(centre, np.int32(dk * plane + dj * row + di), out=index)
-                    groups[group] += np.take(flat, index, out=values)
+                    shifted = flat[(dk + 1) * plane + (dj + 1) * row + di + 1:]
+                    groups[group] += np.take(shifted, corner, out=values)
         groups[0] *= 8
         groups[0] += 4 * groups[1]
         groups[0] += 2 * groups[2]
