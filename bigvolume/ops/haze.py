@@ -674,24 +674,28 @@ def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float,
     air, grown = ~obj, obj.copy()
     settled = obj.copy()  # grown, or tested and failed (the test would say the same again)
     passes_at = _PackedNeighbourhood(voxels, air, floor) if _exact_in_int32(voxels.dtype) else None
+    flat_settled = settled.reshape(-1)
     frontier = _dilate(grown, 1)
     np.greater(frontier, settled, out=frontier)  # and not settled (air, since the object is grown)
     for step in range(steps):
         frontier[:rows[0]] = False
         frontier[rows[1]:] = False
         points = np.flatnonzero(frontier)
+        if step:  # (the later frontiers are marked with settled voxels among them)
+            frontier.reshape(-1)[points] = False
+            points = points[~flat_settled[points]]
         if not points.size:
             break
         passes = passes_at(points) if passes_at else _air_neighbourhood_passes(voxels, air, points, floor)
         taken = points[passes]
         grown.reshape(-1)[taken] = True
-        settled.reshape(-1)[points] = True
+        flat_settled[points] = True
         if step + 1 < steps:
             # The next frontier: the unsettled neighbours of the voxels just taken. The other grown voxels' neighbours
-            # in ``rows`` were all tested (settled) in this step; outside ``rows`` nothing is tested.
-            frontier[...] = False
+            # in ``rows`` were all tested (settled) in this step; outside ``rows`` nothing is tested. The frontier
+            # held just ``points``: cleared point by point, and later ones likewise, not by passes over the window.
+            frontier.reshape(-1)[points] = False
             _mark_neighbours(frontier, taken)
-            np.greater(frontier, settled, out=frontier)
     return grown
 
 
