@@ -162,7 +162,7 @@ def downsample_in_memory(array: np.ndarray, factors, method: str, out_dtype=None
     out_dtype = np.dtype(out_dtype or array.dtype)
     reader = ArraySlabReader(array, threads=threads)
     out = np.empty(reader.geometry.downsampled(factors).shape + array.shape[3:], out_dtype)
-    limit = memory_limit if memory_limit is not None else in_memory_limit()
+    limit = memory_limit if memory_limit is not None else in_memory_limit(array.nbytes)
     stream_downsample(reader, factors, method, ArraySink(out), out_dtype=out_dtype, threads=threads,
                       memory_limit=limit, progress=progress, backend=backend, message=message)
     return out
