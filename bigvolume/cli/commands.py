@@ -12,6 +12,8 @@ from .. import __version__
 from ..core import memory
 from ..core.errors import BigVolumeError, Cancelled
 from ..core.progress import TerminalProgressBar
+from ..engine.gpu import DEVICES
+from ..methods.backends import BACKENDS, DEFAULT_BACKEND
 from ..ops.resample import DEFAULT_METHOD, METHODS, resample_file
 from ..ops.haze import AIR_MODES as HAZE_AIR_MODES, DEFAULT_DILATE as HAZE_DEFAULT_DILATE, LEVEL_NAMES as HAZE_LEVEL_NAMES
 
@@ -72,11 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     resample.add_argument("--threads", type=positive_int, metavar="N",
                           help="threads for the filter (default: all cores); streamed Lanczos splits its matrix "
                                "products over them, BLAS itself is kept to one thread")
-    resample.add_argument("--device", choices=["auto", "cpu", "cuda"],
+    resample.add_argument("--device", choices=DEVICES,
                           help="where to filter: cuda (an NVIDIA GPU through CuPy: pip install -e '.[gpu]'), cpu, "
                                "or auto (cuda when there is one, else the CPU with a note saying why). Default: as "
                                "auto, without the note")
-    resample.add_argument("--backend", choices=["numpy", "vtk"], default="numpy",
+    resample.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                           help="what filters on the CPU: numpy (default: the kernel tables as BLAS band products, "
                                "streams, the fastest) or vtk (vtkImageResize, the definition of the Lanczos kernel; "
                                "lanczos only, reads the volume whole)")
