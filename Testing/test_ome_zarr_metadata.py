@@ -1,0 +1,95 @@
+"""OME-Zarr multiscales metadata (bigvolume.io.ome_zarr): levels written as NGFF scale/translation and read back
+to the same LPS geometry, for both versions, any direction, anisotropic spacing and non-zero origins."""
+import json
+
+import numpy as np
+import pytest
+
+from bigvolume.core.geometry import Geometry
+from bigvolume.io.ome_zarr import (OmeZarrError, PyramidLevel, level_geometry, multiscales_attributes,
+                                   parse_multiscales, read_attributes)
+
+
+def _rotation(seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))
+
+
+def _levels(geometry, factor_steps):
+    levels, factors = [PyramidLevel("0", geometry)], np.ones(3)
+    for n, step in enumerate(factor_steps, start=1):
+        factors = factors * np.asarray(step, float)
+        levels.append(PyramidLevel(str(n), geometry.downsampled(tuple(factors)), tuple(factors), str(n - 1)))
+    return levels
+
+
+GEOMETRIES = [
+    Geometry((64, 48, 20), (0.5, 0.5, 2.0), (-12.5, 30.25, 7.0)),
+    Geometry((33, 17, 9), (0.1, 0.2, 0.3), (1.0, -2.0, 3.0), np.diag([-1.0, 1.0, -1.0])),
+    Geometry((40, 40, 40), (1.0, 1.0, 1.0), (5.0, 6.0, -7.0), _rotation(1)),
+    Geometry((25, 31, 12), (0.7, 0.9, 1.3), (0.0, 0.0, 0.0), _rotation(7)),
+]
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g.dimensions)))
+def test_levels_round_trip_to_the_same_lps_geometry(version, geometry):
+    levels = _levels(geometry, [(2, 2, 1), (2, 2, 2), (3, 3, 3)])
+    attributes = json.loads(json.dumps(multiscales_attributes(levels, version=version)))
+    layout = parse_multiscales(attributes, "test")
+    assert layout.version == version and layout.paths == ("0", "1", "2", "3")
+    assert layout.sources == (None, "0", "1", "2")
+    for n, level in enumerate(levels):
+        back = level_geometry(layout, n, level.geometry.shape)
+        assert back.isclose(level.geometry, rtol=1e-10, atol=1e-9), (n, back, level.geometry)
+        assert layout.factors[n] == pytest.approx(level.factors)
+
+
+def test_identity_direction_gives_the_ngff_block_centred_rule():
+    geometry = Geometry((100, 80, 30), (0.25, 0.3, 1.5), (10.0, -4.0, 2.5))
+    levels = _levels(geometry, [(2, 2, 1), (2, 2, 2)])
+    multiscale = multiscales_attributes(levels)["ome"]["multiscales"][0]
+    assert [a["name"] for a in multiscale["axes"]] == ["z", "y", "x"]
+    assert {a["type"] for a in multiscale["axes"]} == {"space"}
+    t0 = np.array(geometry.origin[::-1])
+    s0 = np.array(geometry.spacing[::-1])
+    for level, dataset in zip(levels, multiscale["datasets"]):
+        scale, translation = (t[t["type"]] for t in dataset["coordinateTransformations"])
+        f = np.array(level.factors[::-1])
+        np.testing.assert_allclose(scale, s0 * f, rtol=1e-12)
+        np.testing.assert_allclose(translation, t0 + s0 * (f - 1) / 2, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("attributes, words", [
+    ({}, "no OME-Zarr multiscales"),
+    ({"ome": {"version": "0.5", "multiscales": []}}, "empty"),
+    ({"multiscales": [{"axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                       "datasets": [{"path": "0"}]}]}, "2 space axes"),
+    ({"multiscales": [{"axes": ["z", "y", "x"], "datasets": [{"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": [1, 0, 1]}]}]}]}, "not positive"),
+    ({"multiscales": [{"axes": ["z", "y", "x"], "datasets": [{"path": "0", "coordinateTransformations": []}]}]},
+     "no scale"),
+    ({"multiscales": [{"axes": ["z", "y", "x"], "datasets": [{"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": [1, "a", 1]}]}]}]}, "not a list of numbers"),
+])
+def test_bad_metadata_is_one_line_naming_the_store(attributes, words):
+    with pytest.raises(OmeZarrError) as caught:
+        parse_multiscales(attributes, "/data/x.ome.zarr")
+    message = str(caught.value)
+    assert message.startswith("/data/x.ome.zarr: ") and words in message and "\n" not in message
+
+
+def test_time_and_channel_axes_are_placed(tmp_path):
+    attributes = {"multiscales": [{"version": "0.4", "axes": [
+        {"name": "t", "type": "time"}, {"name": "c", "type": "channel"}, {"name": "z", "type": "space",
+                                                                          "unit": "micrometer"},
+        {"name": "y", "type": "space", "unit": "micrometer"}, {"name": "x", "type": "space", "unit": "micrometer"}],
+        "datasets": [{"path": "s0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1, 1, 4.0, 0.5, 0.25]},
+            {"type": "translation", "translation": [0, 0, 8.0, 1.0, 2.0]}]}]}]}
+    (tmp_path / ".zattrs").write_text(json.dumps(attributes))
+    layout = parse_multiscales(read_attributes(tmp_path), tmp_path)
+    assert layout.spatial == (2, 3, 4) and layout.unit == "micrometer"
+    geometry = level_geometry(layout, 0, (10, 20, 30))
+    assert geometry.dimensions == (30, 20, 10) and geometry.spacing == (0.25, 0.5, 4.0)
+    assert geometry.origin == (2.0, 1.0, 8.0)

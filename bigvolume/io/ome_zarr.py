@@ -1,0 +1,245 @@
+"""OME-Zarr (NGFF) multiscale metadata: a pyramid's levels as :class:`~bigvolume.core.geometry.Geometry` objects and
+back, for OME-Zarr 0.5 (Zarr v3, ``attributes.ome``) and 0.4 (Zarr v2, ``.zattrs``).
+
+The rules (docs/OME_ZARR.md says the same for users):
+- Axes ``z y x``, all of type ``space``, in one unit (millimetre for NRRD/NIfTI, micrometre by default for stacks).
+- Each level has one ``scale`` (the level's spacing) and one ``translation`` (the position of its first voxel
+  centre). With the cumulative factor f of a level: scale = s0 * f, translation = t0 + s0 * (f - 1) / 2, the
+  block-centred grid of :meth:`Geometry.downsampled`.
+- Coordinates are LPS, the convention of ITK and SlicerOMEZarr: NGFF ``x`` is L, ``y`` is P, ``z`` is S when the
+  direction matrix is the identity.
+- A volume whose direction is not the identity keeps its direction in our own attribute ``bigvolume.direction``
+  (NGFF 0.4/0.5 have no rotation). The NGFF scale/translation then describe the grid in the volume's own axes: the
+  LPS position of index (i, j, k) of a level is ``origin0 + D @ ((translation - t0) + scale * (i, j, k))`` with
+  vectors in x y z order and ``origin0 = t0`` (level 0's translation). A reader that ignores the attribute gets the
+  right spacing and first voxel, in unrotated axes; ours gets the exact geometry back.
+
+zarr itself is an optional dependency (``pip install 'bigvolume[zarr]'``), imported on first use by
+:func:`import_zarr`; the metadata functions here need only the standard library and numpy.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..core.errors import BigVolumeError, VolumeFileError
+from ..core.geometry import Geometry
+
+OME_ZARR_VERSIONS = ("0.5", "0.4")
+DEFAULT_OME_ZARR_VERSION = "0.5"
+AXIS_NAMES = ("z", "y", "x")
+# UDUNITS-2 names NGFF accepts for space axes, with their size in millimetres (our files' unit).
+SPACE_UNITS = {
+    "angstrom": 1e-7, "nanometer": 1e-6, "micrometer": 1e-3, "millimeter": 1.0, "centimeter": 10.0,
+    "decimeter": 100.0, "meter": 1000.0, "kilometer": 1e6,
+}
+ZARR_EXTRA = "pip install 'bigvolume[zarr]'"
+
+
+class OmeZarrError(VolumeFileError):
+    """An OME-Zarr store whose metadata or chunks cannot be used."""
+
+
+def import_zarr():
+    """The zarr module (v3 API), or one line saying how to install it."""
+    try:
+        import zarr
+    except ImportError:
+        raise BigVolumeError(f"OME-Zarr needs the zarr package (version 3): {ZARR_EXTRA}") from None
+    if int(zarr.__version__.split(".")[0]) < 3:
+        raise BigVolumeError(f"OME-Zarr needs zarr 3 or newer, this Python has zarr {zarr.__version__}: "
+                             f"{ZARR_EXTRA}")
+    return zarr
+
+
+def is_zarr_store(path) -> bool:
+    """True for a folder that holds a Zarr group or array (v3 ``zarr.json`` or v2 ``.zgroup``/``.zarray``)."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
+
+
+@dataclass(frozen=True)
+class PyramidLevel:
+    """One level of a pyramid: its array's path inside the store and its grid. ``factors`` (I, J, K) are
+    cumulative, relative to level 0; ``source`` is the level it was computed from (None for level 0)."""
+
+    path: str
+    geometry: Geometry
+    factors: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    source: str | None = None
+
+
+def _finite(values, what: str, store) -> list[float]:
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise OmeZarrError(f"{store}: {what} {values!r} is not a list of numbers") from None
+    if not all(math.isfinite(v) for v in numbers):
+        raise OmeZarrError(f"{store}: {what} {values!r} is not finite")
+    return numbers
+
+
+def _level_transform(geometry: Geometry, base: Geometry) -> tuple[list[float], list[float]]:
+    """NGFF (scale, translation) of ``geometry`` in z y x order. The translation is level 0's origin plus the
+    level's first-voxel offset in the volume's own axes (exactly t0 + s0 (f-1)/2 for an identity direction)."""
+    offset = base.direction.T @ (np.asarray(geometry.origin) - np.asarray(base.origin))
+    translation = np.asarray(base.origin) + offset
+    return [float(s) for s in geometry.spacing[::-1]], [float(_round(t)) for t in translation[::-1]]
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.12g}")
+
+
+def multiscales_attributes(levels: Sequence[PyramidLevel], *, version: str = DEFAULT_OME_ZARR_VERSION,
+                           unit: str = "millimeter", name: str = "", method: str = "lanczos") -> dict:
+    """The attributes of a pyramid's root group: NGFF ``multiscales`` (under ``ome`` for 0.5, top level for 0.4)
+    and our ``bigvolume`` record (direction, factors, which level each was computed from, the method)."""
+    if version not in OME_ZARR_VERSIONS:
+        raise ValueError(f"OME-Zarr version {version!r}: choose one of {', '.join(OME_ZARR_VERSIONS)}")
+    if unit not in SPACE_UNITS:
+        raise ValueError(f"unit {unit!r}: choose one of {', '.join(SPACE_UNITS)}")
+    base = levels[0].geometry
+    datasets = []
+    for level in levels:
+        scale, translation = _level_transform(level.geometry, base)
+        datasets.append({"path": level.path, "coordinateTransformations": [
+            {"type": "scale", "scale": scale}, {"type": "translation", "translation": translation}]})
+    multiscale = {"name": name, "axes": [{"name": axis, "type": "space", "unit": unit} for axis in AXIS_NAMES],
+                  "datasets": datasets, "type": method,
+                  "metadata": {"description": f"{method} anti-aliased downsampling (bigvolume)"}}
+    ours = {"coordinates": "LPS", "direction": [[float(v) for v in row] for row in base.direction],
+            "method": method,
+            "levels": [{"path": level.path, "factors": list(level.factors), "source": level.source}
+                       for level in levels]}
+    if version == "0.5":
+        return {"ome": {"version": "0.5", "multiscales": [multiscale]}, "bigvolume": ours}
+    return {"multiscales": [{"version": "0.4", **multiscale}], "bigvolume": ours}
+
+
+def _multiscale_of(attributes: dict, store) -> tuple[str, dict]:
+    ome = attributes.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:
+        return str(ome.get("version", "0.5")), _first(ome["multiscales"], store)
+    if "multiscales" in attributes:
+        multiscale = _first(attributes["multiscales"], store)
+        return str(multiscale.get("version", "0.4")), multiscale
+    raise OmeZarrError(f"{store}: no OME-Zarr multiscales metadata (not an OME-Zarr image)")
+
+
+def _first(multiscales, store) -> dict:
+    if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
+        raise OmeZarrError(f"{store}: the multiscales metadata is empty or not a list")
+    return multiscales[0]
+
+
+def _transform(transforms, kind: str, rank: int, store, path: str) -> list[float] | None:
+    for transform in transforms or []:
+        if isinstance(transform, dict) and transform.get("type") == kind:
+            values = _finite(transform.get(kind, []), f"level {path}'s {kind}", store)
+            if len(values) != rank:
+                raise OmeZarrError(f"{store}: level {path}'s {kind} has {len(values)} values for {rank} axes")
+            return values
+    return None
+
+
+@dataclass(frozen=True)
+class MultiscaleLayout:
+    """What a reader needs from the metadata: the spatial axes' positions among all axes, the unit, and per level
+    the path, scale and translation of the three spatial axes (z y x)."""
+
+    version: str
+    axes: tuple[str, ...]
+    spatial: tuple[int, int, int]
+    unit: str
+    paths: tuple[str, ...]
+    scales: tuple[tuple[float, float, float], ...]
+    translations: tuple[tuple[float, float, float], ...]
+    direction: np.ndarray
+    factors: tuple[tuple[float, float, float] | None, ...]
+    sources: tuple[str | None, ...]
+
+
+def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
+    """Read a root group's attributes. Raises OmeZarrError (naming ``store``) for metadata we cannot place in
+    space: no multiscales, spatial axes other than three, scales missing or not positive."""
+    version, multiscale = _multiscale_of(attributes, store)
+    axes = multiscale.get("axes")
+    if not isinstance(axes, list) or not axes:
+        raise OmeZarrError(f"{store}: the multiscales metadata lists no axes")
+    names = tuple(str(a.get("name") if isinstance(a, dict) else a) for a in axes)
+    types = tuple(a.get("type") if isinstance(a, dict) else None for a in axes)
+    spatial = [n for n, (name, kind) in enumerate(zip(names, types))
+               if kind == "space" or (kind is None and name in AXIS_NAMES)]
+    if len(spatial) != 3:
+        raise OmeZarrError(f"{store}: {len(spatial)} space axes ({', '.join(names)}); this tool reads 3D volumes")
+    units = {axes[n].get("unit") if isinstance(axes[n], dict) else None for n in spatial}
+    unit = units.pop() if len(units) == 1 else None
+    if unit is not None and unit not in SPACE_UNITS:
+        raise OmeZarrError(f"{store}: unknown space unit {unit!r}")
+    datasets = multiscale.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise OmeZarrError(f"{store}: the multiscales metadata lists no datasets (levels)")
+    global_scale = _transform(multiscale.get("coordinateTransformations"), "scale", len(axes), store, "all")
+    paths, scales, translations = [], [], []
+    for dataset in datasets:
+        path = str(dataset.get("path", "")) if isinstance(dataset, dict) else ""
+        if not path:
+            raise OmeZarrError(f"{store}: a level of the multiscales metadata has no path")
+        transforms = dataset.get("coordinateTransformations")
+        scale = _transform(transforms, "scale", len(axes), store, path)
+        if scale is None:
+            raise OmeZarrError(f"{store}: level {path} has no scale")
+        translation = _transform(transforms, "translation", len(axes), store, path) or [0.0] * len(axes)
+        if global_scale is not None:  # a scale for all levels applies after each level's own transform
+            scale = [s * g for s, g in zip(scale, global_scale)]
+            translation = [t * g for t, g in zip(translation, global_scale)]
+        spatial_scale = tuple(scale[n] for n in spatial)
+        if not all(s > 0 for s in spatial_scale):
+            raise OmeZarrError(f"{store}: level {path}'s scale {spatial_scale} is not positive")
+        paths.append(path)
+        scales.append(spatial_scale)
+        translations.append(tuple(translation[n] for n in spatial))
+    ours = attributes.get("bigvolume") if isinstance(attributes.get("bigvolume"), dict) else {}
+    direction = np.eye(3)
+    if "direction" in ours:
+        direction = np.array(_finite(np.ravel(ours["direction"]), "bigvolume.direction", store)).reshape(3, 3)
+        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-6):
+            raise OmeZarrError(f"{store}: bigvolume.direction is not a rotation matrix")
+    records = {str(r.get("path")): r for r in ours.get("levels", []) if isinstance(r, dict)}
+    factors = tuple(tuple(float(f) for f in records[p]["factors"]) if p in records and "factors" in records[p]
+                    else None for p in paths)
+    sources = tuple(records[p].get("source") if p in records else None for p in paths)
+    return MultiscaleLayout(version, names, tuple(spatial), unit or "", tuple(paths), tuple(scales),
+                            tuple(translations), direction, factors, sources)
+
+
+def level_geometry(layout: MultiscaleLayout, level: int, shape_zyx: Sequence[int]) -> Geometry:
+    """The LPS geometry of level ``level`` whose spatial array shape is ``shape_zyx``. Spacing and origin are in
+    the metadata's unit, except that a unit other than millimetre is kept as is (the numbers users wrote)."""
+    scale, translation = layout.scales[level], layout.translations[level]
+    t0 = np.asarray(layout.translations[0][::-1])
+    offset = np.asarray(translation[::-1]) - t0
+    origin = t0 + layout.direction @ offset
+    return Geometry(tuple(int(n) for n in shape_zyx[::-1]), tuple(scale[::-1]),
+                    tuple(_round(v) for v in origin), layout.direction)
+
+
+def read_attributes(store: Path) -> dict:
+    """The root attributes of a local Zarr store, v3 (``zarr.json``) or v2 (``.zattrs``), without zarr itself."""
+    for name, key in (("zarr.json", "attributes"), (".zattrs", None)):
+        file = store / name
+        if file.is_file():
+            try:
+                document = json.loads(file.read_text())
+            except (OSError, ValueError) as error:
+                raise OmeZarrError(f"{file}: unreadable metadata ({error})") from None
+            if not isinstance(document, dict):
+                raise OmeZarrError(f"{file}: the metadata is not a JSON object")
+            return document.get(key, {}) if key else document
+    raise OmeZarrError(f"{store}: not a Zarr store (no zarr.json or .zattrs)")
