@@ -394,6 +394,27 @@ def file_size(path, level: int | None = None) -> int:
     return sum(f.stat().st_size for f in pyramid.folder(level).rglob("*") if f.is_file())
 
 
+def level_path(path, level: int) -> Path:
+    """The folder of ``level``'s array in the store at ``path``: a path every reader takes as that level (the
+    command line's ``--level``)."""
+    path = Path(path)
+    if not accepts(path):
+        raise OmeZarrError(f"{path}: level {level} asked for, but only an OME-Zarr pyramid has levels")
+    return open_pyramid(path).folder(level)
+
+
+def preview_path(path) -> tuple[Path, int | None]:
+    """What a preview of ``path`` draws: a pyramid's root gives its :func:`preview_level`'s folder, a level's
+    folder itself; with the level's index (None for a plain array)."""
+    pyramid = open_pyramid(path)
+    if not pyramid.levels[0].path:
+        return Path(path), None
+    if pyramid.start != 0 or Path(path).resolve() != pyramid.store.resolve():
+        return Path(path), pyramid.start
+    level = preview_level(pyramid.levels)
+    return pyramid.folder(level), level
+
+
 def choose_level(levels: Sequence[ZarrLevel], memory_budget: float) -> int:
     """The finest level whose voxels fit in ``memory_budget`` bytes; refuses, in one line, when none does."""
     for level in levels:
@@ -421,4 +442,4 @@ def level_size_text(level: ZarrLevel) -> str:
 
 
 __all__ = ["Pyramid", "ZarrLevel", "ZarrSlabReader", "accepts", "choose_level", "file_size", "open_pyramid",
-           "open_slabs", "preview_level", "read_geometry", "read_region", "read_volume", "level_size_text"]
+           "open_slabs", "level_path", "preview_level", "preview_path", "read_geometry", "read_region", "read_volume", "level_size_text"]
