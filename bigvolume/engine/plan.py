@@ -11,7 +11,7 @@ import numpy as np
 from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry
 from ..core.memory import current_rss, default_memory_limit, format_bytes
-from ..io import dicom
+from ..io import dicom, zarr_input
 from ..io import files as io
 from ..io.layout import voxel_layout
 from ..io.slabs import open_slabs
@@ -69,7 +69,7 @@ def plan_input(path, *, stream: bool | None = None, memory_limit: float | None =
     if limit <= 0:
         raise BigVolumeError(f"memory limit must be positive, got {memory_limit}")
     geometry, dtype, components = io.read_geometry(path, series)
-    if dicom.accepts(path, series):
+    if dicom.accepts(path, series) or zarr_input.accepts(path):
         with open_slabs(path, series) as reader:
             reads_in_slabs = reader.streams
     else:
