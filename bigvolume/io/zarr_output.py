@@ -54,7 +54,7 @@ def open_level(store: str, name: str, run: str = ""):
     """The array ``name`` of the store at ``store``, opened once per process and ``run`` (a token naming one run:
     tasks of a level share the array, a later run at the same path gets its own)."""
     zarr = import_zarr()
-    return zarr.open_array(str(Path(store) / name), mode="r+")
+    return zarr.open_array(str(Path(store) / name), mode="r+").with_config({"write_empty_chunks": True})
 
 
 def write_attributes(root, attributes: dict) -> None:

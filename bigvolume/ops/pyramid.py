@@ -354,20 +354,20 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
     limit = int(memory_limit) if memory_limit else default_memory_limit()
     staging = output.with_name(output.name + STAGING_SUFFIX)
 
+    # Refusals that need no input read first: nothing is touched, nothing is said before them.
+    source = None if isinstance(input, (list, tuple)) else Path(str(input))
+    if source is not None and source.exists() and (_inside(output, source) if source.is_dir() else
+                                                   output.resolve() == source.resolve()):
+        raise BigVolumeError(f"{output}: inside the input {source}; write the pyramid elsewhere")
+    if output.exists() and not overwrite and not resume:
+        raise BigVolumeError(f"{output}: exists; give --overwrite to replace it")
+    if str(output.parent) and not output.parent.is_dir():
+        raise BigVolumeError(f"{output}: the folder {output.parent} does not exist")
     reader, is_stack = open_input(input, threads=threads, **stack_options)
     try:
         if reader.components > 1:
             raise BigVolumeError(f"{input}: pyramids of one-component volumes only (this one has "
                                  f"{reader.components}); for a stack, choose gray luminance or channel:N")
-        source_paths = [Path(input)] if not isinstance(input, (list, tuple)) else []
-        for source in source_paths:
-            if source.exists() and (_inside(output, source) if source.is_dir() else
-                                    output.resolve() == source.resolve()):
-                raise BigVolumeError(f"{output}: inside the input {source}; write the pyramid elsewhere")
-        if output.exists() and not overwrite and not resume:
-            raise BigVolumeError(f"{output}: exists; give --overwrite to replace it")
-        if not output.parent.is_dir() and str(output.parent):
-            raise BigVolumeError(f"{output}: the folder {output.parent} does not exist")
         plan = _plan(reader, chunk3, shard, levels)
         fingerprint = _fingerprint(input, reader, plan, method, ome_zarr_version, unit, zstd_level, chunk3, shard)
         resuming = False
