@@ -33,7 +33,7 @@ def test_packed_equals_plain_over_calls(monkeypatch, dtype, seed, threads):
     rng, voxels, air = _case(dtype, seed)
     shape = voxels.shape
     floor = float(np.median(voxels))
-    packed = haze._PackedNeighbourhood(voxels, air, floor, margin=1)
+    packed = haze._PackedNeighbourhood(voxels, ~air, floor, margin=1)
     # a first call inside, a second one voxel further out (the box serves it), a third over the whole window
     # (packed again), a fourth inside again
     boxes = [((3, 9), (4, 12), (5, 14)), ((2, 10), (3, 13), (4, 15)), None, ((5, 7), (0, 17), (0, 3))]
@@ -47,7 +47,7 @@ def test_packed_equals_plain_over_calls(monkeypatch, dtype, seed, threads):
 
 def test_packed_box_is_reused_within_its_margin():
     rng, voxels, air = _case(np.uint16, 5)
-    packed = haze._PackedNeighbourhood(voxels, air, 30000.0, margin=2)
+    packed = haze._PackedNeighbourhood(voxels, ~air, 30000.0, margin=2)
     packed(_points(rng, voxels.shape, 50, ((4, 8), (5, 10), (6, 12))))
     first = packed.box
     packed(_points(rng, voxels.shape, 50, ((2, 10), (3, 12), (4, 14))))

@@ -684,9 +684,15 @@ def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float,
     however close to the object). Only voxels in slices ``rows`` (start, stop) are tested and grown: the caller needs
     the result exact on fewer. Each voxel's test depends on ``obj`` and ``voxels`` alone, so any split into slabs
     gives the same result."""
-    air, grown = ~obj, obj.copy()
+    grown = obj.copy()
     settled = obj.copy()  # grown, or tested and failed (the test would say the same again)
-    passes_at = _PackedNeighbourhood(voxels, air, floor, steps - 1) if _exact_in_int32(voxels.dtype) else None
+    if _exact_in_int32(voxels.dtype):
+        passes_at = _PackedNeighbourhood(voxels, obj, floor, steps - 1)
+    else:
+        air = ~obj
+
+        def passes_at(points):
+            return _air_neighbourhood_passes(voxels, air, points, floor)
     flat_settled = settled.reshape(-1)
     frontier = _dilate(grown, 1)
     np.greater(frontier, settled, out=frontier)  # and not settled (air, since the object is grown)
@@ -699,7 +705,7 @@ def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float,
             points = points[~flat_settled[points]]
         if not points.size:
             break
-        passes = passes_at(points) if passes_at else _air_neighbourhood_passes(voxels, air, points, floor)
+        passes = passes_at(points)
         taken = points[passes]
         grown.reshape(-1)[taken] = True
         flat_settled[points] = True
@@ -770,16 +776,18 @@ class _PackedNeighbourhood:
 
     CHUNK_SLICES = 8
 
-    def __init__(self, voxels: np.ndarray, air: np.ndarray, floor: float, margin: int = 0):
-        self.voxels, self.air, self.floor, self.margin = voxels, air, floor, margin
-        self.plane = air.shape[1] * air.shape[2]
+    def __init__(self, voxels: np.ndarray, obj: np.ndarray, floor: float, margin: int = 0):
+        """``obj``: the object (its complement is the air; no air array of the window is made)."""
+        self.voxels, self.obj, self.floor, self.margin = voxels, obj, floor, margin
+        self.shape = obj.shape
+        self.plane = obj.shape[1] * obj.shape[2]
         self.box = None  # (low, high, packed): the packed box and the voxels it is packed round
 
     def _packed(self, low, high) -> np.ndarray:
         """The packed voxels low[axis] - 1 .. high[axis] + 1 of each axis, the edge voxel repeated beyond the
         window."""
         wanted = [(lo - 1, hi + 2) for lo, hi in zip(low, high)]
-        present = [(max(0, w0), min(n, w1)) for (w0, w1), n in zip(wanted, self.air.shape)]
+        present = [(max(0, w0), min(n, w1)) for (w0, w1), n in zip(wanted, self.shape)]
         packed = np.empty([w1 - w0 for w0, w1 in wanted], np.int32)
         (wk, _), (wj, wj1), (wi, wi1) = wanted
         (pk, pk1), (pj, pj1), (pi, pi1) = present
@@ -790,7 +798,7 @@ class _PackedNeighbourhood:
             inner = rows[:, pj - wj:pj1 - wj, pi - wi:pi1 - wi]
             np.left_shift(self.voxels[k0:k1, pj:pj1, pi:pi1], 8, out=inner, dtype=np.int32)
             inner |= 1
-            inner *= self.air[k0:k1, pj:pj1, pi:pi1]
+            inner *= ~self.obj[k0:k1, pj:pj1, pi:pi1]
             if pj > wj:
                 rows[:, 0, pi - wi:pi1 - wi] = rows[:, 1, pi - wi:pi1 - wi]
             if wj1 > pj1:
@@ -830,14 +838,14 @@ class _PackedNeighbourhood:
         """Bool per flat index in ``points`` (sorted, as np.flatnonzero gives them)."""
         k, rest = np.divmod(points, self.plane)
         k = k.astype(np.int32)
-        j, i = np.divmod(rest.astype(np.int32), np.int32(self.air.shape[2]))
+        j, i = np.divmod(rest.astype(np.int32), np.int32(self.shape[2]))
         del rest
         low = (int(k[0]), int(j.min()), int(i.min()))  # (points are sorted: k[0] is the lowest)
         high = (int(k[-1]), int(j.max()), int(i.max()))
         if self.box is None or not all(b0 <= lo and hi <= b1 for b0, b1, lo, hi in
                                        zip(self.box[0], self.box[1], low, high)):
             box_low = tuple(max(0, lo - self.margin) for lo in low)
-            box_high = tuple(min(n - 1, hi + self.margin) for hi, n in zip(high, self.air.shape))
+            box_high = tuple(min(n - 1, hi + self.margin) for hi, n in zip(high, self.shape))
             self.box = (box_low, box_high, self._packed(box_low, box_high))
         box_low, _, packed = self.box
         flat, row, plane = packed.reshape(-1), packed.shape[2], packed.shape[1] * packed.shape[2]
@@ -848,7 +856,7 @@ class _PackedNeighbourhood:
         corner = corner.astype(np.intp)  # np.take's own index type: converted once, not per gather
         # gathers by chunks of slices (a chunk's neighbours stay in the cache)
         starts = list(range(int(points[0]) // self.plane, int(points[-1]) // self.plane + 1, self.CHUNK_SLICES))
-        bounds = np.searchsorted(points, np.array(starts + [self.air.shape[0] + self.CHUNK_SLICES]) * self.plane)
+        bounds = np.searchsorted(points, np.array(starts + [self.shape[0] + self.CHUNK_SLICES]) * self.plane)
         sums = np.empty(points.size, np.int32)
 
         def chunk(n: int) -> None:
