@@ -52,3 +52,15 @@ def test_packed_box_is_reused_within_its_margin():
     first = packed.box
     packed(_points(rng, voxels.shape, 50, ((2, 10), (3, 12), (4, 14))))
     assert packed.box is first
+
+
+def test_scratch_buffer_shared_by_windows():
+    """The windows of one pass pack into one buffer: a smaller window after a larger one, then a larger one again."""
+    scratch = {}
+    for seed, shape in ((7, (13, 17, 19)), (8, (6, 9, 11)), (9, (15, 20, 21))):
+        rng, voxels, air = _case(np.int16, seed, shape)
+        packed = haze._PackedNeighbourhood(voxels, ~air, 0.0, margin=1, scratch=scratch)
+        for _ in range(2):
+            points = _points(rng, shape, 200)
+            assert np.array_equal(packed(points), haze._air_neighbourhood_passes(voxels, air, points, 0.0))
+    assert scratch["packed"].size >= 17 * 22 * 23  # (the largest box, edges included)

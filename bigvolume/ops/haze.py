@@ -678,16 +678,17 @@ def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
     return mask
 
 
-def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float, steps: int, rows) -> np.ndarray:
+def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float, steps: int, rows,
+                              scratch: dict | None = None) -> np.ndarray:
     """``obj`` dilated by ``steps`` 6-neighbour steps, each step only onto the voxels whose
     :func:`_air_neighbourhood_passes` (so it follows partial-volume edges and dim tissue, and stops at pure air,
     however close to the object). Only voxels in slices ``rows`` (start, stop) are tested and grown: the caller needs
     the result exact on fewer. Each voxel's test depends on ``obj`` and ``voxels`` alone, so any split into slabs
-    gives the same result."""
+    gives the same result. ``scratch``: a dict that keeps buffers for the next window's call."""
     grown = obj.copy()
     settled = obj.copy()  # grown, or tested and failed (the test would say the same again)
     if _exact_in_int32(voxels.dtype):
-        passes_at = _PackedNeighbourhood(voxels, obj, floor, steps - 1)
+        passes_at = _PackedNeighbourhood(voxels, obj, floor, steps - 1, scratch)
     else:
         air = ~obj
 
@@ -776,9 +777,12 @@ class _PackedNeighbourhood:
 
     CHUNK_SLICES = 8
 
-    def __init__(self, voxels: np.ndarray, obj: np.ndarray, floor: float, margin: int = 0):
-        """``obj``: the object (its complement is the air; no air array of the window is made)."""
+    def __init__(self, voxels: np.ndarray, obj: np.ndarray, floor: float, margin: int = 0, scratch=None):
+        """``obj``: the object (its complement is the air; no air array of the window is made). ``scratch``: a dict
+        whose buffer the box is packed into, kept for the next window (a fresh box of this size is a fresh mapping
+        of memory each time, faulted in page by page)."""
         self.voxels, self.obj, self.floor, self.margin = voxels, obj, floor, margin
+        self.scratch = {} if scratch is None else scratch
         self.shape = obj.shape
         self.plane = obj.shape[1] * obj.shape[2]
         self.box = None  # (low, high, packed): the packed box and the voxels it is packed round
@@ -788,7 +792,13 @@ class _PackedNeighbourhood:
         window."""
         wanted = [(lo - 1, hi + 2) for lo, hi in zip(low, high)]
         present = [(max(0, w0), min(n, w1)) for (w0, w1), n in zip(wanted, self.shape)]
-        packed = np.empty([w1 - w0 for w0, w1 in wanted], np.int32)
+        shape = [w1 - w0 for w0, w1 in wanted]
+        size = shape[0] * shape[1] * shape[2]
+        buffer = self.scratch.get("packed")
+        if buffer is None or buffer.size < size:
+            self.scratch["packed"] = buffer = None  # (the old one freed first)
+            self.scratch["packed"] = buffer = np.empty(size, np.int32)
+        packed = buffer[:size].reshape(shape)
         (wk, _), (wj, wj1), (wi, wi1) = wanted
         (pk, pk1), (pj, pj1), (pi, pi1) = present
 
@@ -1101,6 +1111,7 @@ class _HazePipeline:
         pieces: list[tuple] = []  # (k0, k1, object, voxels) of the slabs in the window
         blocks: dict[int, np.ndarray] = {}
         pending = list(range(len(self.bounds)))         # slabs not yet written
+        scratch: dict = {}                              # buffers the windows reuse
 
         def work(index, k0, k1, extended, lo):
             nonlocal pieces
@@ -1122,7 +1133,8 @@ class _HazePipeline:
                 else:  # exact on c0-dilate+1 .. c1+dilate-1, all that the slab's last step needs
                     voxels = self.source.array[w0:w1] if self.source.hands_out_views else window(3)
                     rows = (max(0, c0 - w0 - opts.dilate + 1), min(w1 - w0, c1 - w0 + opts.dilate - 1))
-                    obj = _grow_over_partial_volume(closed, voxels, self.threshold.band_floor, opts.dilate, rows)
+                    obj = _grow_over_partial_volume(closed, voxels, self.threshold.band_floor, opts.dilate, rows,
+                                                    scratch)
                 obj = obj[c0 - w0:c1 - w0]
                 self._fill_slab(c0, blocks.pop(out_index), obj, fill, sink)
                 if pending:
