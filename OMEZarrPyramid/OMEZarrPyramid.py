@@ -180,13 +180,14 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p is None:
             return
         self._paths.show()
-        # A moved ROI changes what "Load ROI" reads: the info follows it.
+        # A moved or resized ROI changes what "Load ROI" reads: the info follows it.
         if p.roi is not self._observedRoi:
-            if self._observedRoi is not None:
-                self.removeObserver(self._observedRoi, vtk.vtkCommand.ModifiedEvent, self.onRoiModified)
+            events = (vtk.vtkCommand.ModifiedEvent, vtkMRMLMarkupsROINode.PointModifiedEvent)
+            for eventId in events if self._observedRoi is not None else ():
+                self.removeObserver(self._observedRoi, eventId, self.onRoiModified)
             self._observedRoi = p.roi
-            if p.roi is not None:
-                self.addObserver(p.roi, vtk.vtkCommand.ModifiedEvent, self.onRoiModified)
+            for eventId in events if p.roi is not None else ():
+                self.addObserver(p.roi, eventId, self.onRoiModified)
         running = self._progress.running
         self.ui.loadLevelButton.enabled = bool(p.pyramidPath) and not running
         self.ui.loadRoiButton.enabled = bool(p.pyramidPath and p.roi) and not running
