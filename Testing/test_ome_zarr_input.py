@@ -276,3 +276,27 @@ def test_preview_of_a_pyramid_names_the_level_it_draws(tmp_path):
         result = run("preview", store, tmp_path / f"p{level}.png", *args)
         assert result.returncode == 0, result.stderr
         assert f"x.ome.zarr (level {level})" in result.stdout and (tmp_path / f"p{level}.png").is_file()
+
+
+def test_slabs_are_whole_chunks_where_they_can_be():
+    """A slab that cuts a chunk has it decoded again for the next slab: the planner rounds a slab of at least one
+    chunk down to whole chunks; a smaller one is kept (memory, and the soft limits, decide)."""
+    from bigvolume.core.memory import current_rss
+    from bigvolume.engine.plan import plan_slabs
+
+    roomy = current_rss() + 2**30
+    assert plan_slabs(1000, 10, 1000, 0, roomy).slab_slices == 125  # 8 slabs, unaligned
+    assert plan_slabs(1000, 10, 1000, 0, roomy, alignment=64).slab_slices == 64  # 125 -> 64
+    assert plan_slabs(1000, 10, 1000, 0, roomy, alignment=48).slab_slices == 96
+    assert plan_slabs(512, 10, 1000, 0, roomy, alignment=128).slab_slices == 64  # below one chunk: kept
+    assert plan_slabs(512, 10, 1000, 0, roomy, alignment=16, max_slab_bytes=300).slab_slices == 16  # 30 -> 16
+    assert plan_slabs(40, 10, 1000, 0, roomy, alignment=16, min_slabs=1).slab_slices == 40  # the whole volume
+
+
+def test_a_streamed_read_of_a_zarr_level_plans_whole_chunks(tmp_path):
+    store = write_store(tmp_path / "x.ome.zarr", phantom((100, 20, 20)), Geometry((20, 20, 100)), chunks=6,
+                        factors=())
+    report = bv.resample_file(store, tmp_path / "out.nrrd", 2, stream=True)
+    assert report.stream_plan.slab_slices == 12  # 13 (a slab count of 8) -> 12
+    with open_slabs(store) as reader:
+        assert reader.slab_alignment == 6

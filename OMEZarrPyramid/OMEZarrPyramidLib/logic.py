@@ -207,10 +207,10 @@ class OMEZarrPyramidLogic:
 
 
 def _readBox(reader, box, target: np.ndarray, progress: Progress) -> None:
-    """Read ``box`` into ``target`` in whole z bands of stored chunks (a band decoded once), reporting progress
-    (which raises Cancelled when the user cancels) after each."""
+    """Read ``box`` into ``target`` in whole z bands of chunks (each chunk decoded once), reporting progress (which
+    raises Cancelled when the user cancels) after each."""
     (k0, k1), rows, columns = box
-    band = reader.level.stored_block[0]
+    band = reader.slab_alignment
     slice_bytes = max(1, target[0].nbytes)
     per_step = max(1, STEP_BYTES // (slice_bytes * band)) * band
     start = k0
