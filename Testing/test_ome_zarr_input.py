@@ -300,3 +300,31 @@ def test_a_streamed_read_of_a_zarr_level_plans_whole_chunks(tmp_path):
     assert report.stream_plan.slab_slices == 12  # 13 (a slab count of 8) -> 12
     with open_slabs(store) as reader:
         assert reader.slab_alignment == 6
+
+
+def test_a_store_written_by_ngff_zarr_reads_with_its_own_geometry(tmp_path):
+    """An independent writer (ngff-zarr, the reference tool; levels nested as scale1/image): every level's grid is
+    the scale and translation ngff-zarr gives it, level 0's voxels are the array."""
+    nz = pytest.importorskip("ngff_zarr")
+    array = phantom((20, 24, 28))
+    image = nz.to_ngff_image(array, dims=("z", "y", "x"), scale={"z": 2.0, "y": 0.5, "x": 0.25},
+                             translation={"z": 3.0, "y": -1.0, "x": 5.0})
+    multiscales = nz.to_multiscales(image, scale_factors=[2, 4])
+    nz.to_ngff_zarr(str(tmp_path / "ngff.ome.zarr"), multiscales, version="0.5")
+    pyramid = open_pyramid(tmp_path / "ngff.ome.zarr")
+    assert len(pyramid.levels) == len(multiscales.images) == 3
+    for level, written in zip(pyramid.levels, multiscales.images):
+        geometry = level.geometry
+        assert geometry.shape == written.data.shape
+        assert geometry.spacing == tuple(written.scale[axis] for axis in "xyz")
+        assert geometry.origin == pytest.approx(tuple(written.translation[axis] for axis in "xyz"), abs=1e-12)
+        assert io.read_geometry(tmp_path / "ngff.ome.zarr" / level.path)[0] == geometry  # nested level folder
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "ngff.ome.zarr").array, array)
+
+
+def test_bigvolume_imports_zarr_only_to_read_a_store(tmp_path):
+    nrrd = io.write_volume(bv.Volume.from_array(phantom((4, 5, 6))), tmp_path / "v.nrrd")
+    code = (f"import sys, bigvolume as bv; bv.read_volume(r'{nrrd}'); bv.read_geometry(r'{nrrd}'); "
+            "print('zarr' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
