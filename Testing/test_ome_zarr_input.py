@@ -211,6 +211,9 @@ def test_bad_levels_and_stores_are_one_line(tmp_path):
     zarr.open_group(str(tmp_path / "group.zarr"), mode="w")
     with pytest.raises(bv.VolumeFileError, match="no OME-Zarr multiscales"):
         bv.read_volume(tmp_path / "group.zarr")
+    (tmp_path / "empty.ome.zarr").mkdir()
+    with pytest.raises(bv.VolumeFileError, match=r"empty.ome.zarr: not a Zarr store \(no zarr.json"):
+        bv.read_geometry(tmp_path / "empty.ome.zarr")
     (tmp_path / "broken.zarr").mkdir()
     (tmp_path / "broken.zarr" / "zarr.json").write_text("{not json")
     with pytest.raises(bv.VolumeFileError, match="broken.zarr: not a readable Zarr store"):

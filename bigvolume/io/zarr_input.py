@@ -63,8 +63,10 @@ def _zarr():
 
 
 def accepts(path) -> bool:
-    """True for a local Zarr store (group or array): the inputs this module reads."""
-    return is_zarr_store(path)
+    """True for a local Zarr store (group or array), and for a folder named ``*.zarr`` (refused by
+    :func:`open_pyramid` in words about Zarr, not as "a folder")."""
+    path = Path(path)
+    return is_zarr_store(path) or (path.name.lower().endswith(".zarr") and path.is_dir())
 
 
 @dataclass(frozen=True)
