@@ -25,6 +25,7 @@ _PUBLIC = {
     "Window": "ops.precision", "ReduceReport": "ops.precision", "reduce_bits": "ops.precision",
     "reduce_bits_file": "ops.precision",
     "write_preview": "render.preview",
+    "pyramid": "ops.pyramid", "PyramidReport": "ops.pyramid", "plan_levels": "ops.pyramid",
     # the engine, for schedulers and other backends: blocks with their halo, the backends by name
     "ResampleKernels": "methods.kernels", "BACKENDS": "methods.backends", "get_backend": "methods.backends",
     "resample_block": "engine.stream", "output_blocks": "engine.stream",

@@ -45,6 +45,27 @@ def _add_series_argument(parser) -> None:
                         help="the DICOM series to read when IN's folder holds several (the error lists them)")
 
 
+def _add_stack_source_arguments(parser, spacing_help: str) -> None:
+    """How an image stack is read: the same options for import-stack and pyramid."""
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), help=spacing_help)
+    parser.add_argument("--roi", type=int, nargs=6, metavar=("X0", "X1", "Y0", "Y1", "Z0", "Z1"),
+                        help="crop box in slice indices, ends excluded (columns X0..X1-1, ...)")
+    parser.add_argument("--gray", default="luminance", metavar="luminance|channel:N|keep",
+                        help="colour slices: Rec. 709 luminance (default), one channel, or keep RGB")
+    parser.add_argument("--reverse", action="store_true", help="reverse the slice order")
+    parser.add_argument("--origin", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                        help="position (LPS) of the centre of the first slice's first pixel (default 0 0 0)")
+    placing = parser.add_mutually_exclusive_group()
+    placing.add_argument("--orientation", default=None, metavar="CODE", type=str.upper,
+                         help="three letters naming the direction towards which columns (i), rows (j) and slices "
+                              "(k, in file order) increase, in LPS: one of L/R, P/A, S/I each, e.g. LPS (default: "
+                              "identity; axial slices in radiological view, feet to head), LPI, RAS, LIP (coronal), "
+                              "PIL (sagittal)")
+    placing.add_argument("--direction", type=float, nargs=9, metavar="D",
+                         help="the direction matrix instead of a code: the i, j, k unit vectors in LPS, one after "
+                              "the other (9 numbers)")
+
+
 def _method_help() -> str:
     return "; ".join(f"{name}: {hint}" for name, hint in METHODS.items())
 
@@ -109,28 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a folder, a quoted glob ('scans/*.tif'), a printf pattern (scans/rec_%%04d.png) or one "
                             "slice file (its numbered siblings are found)")
     stack.add_argument("output", metavar="OUT", help="output volume (.nrrd, .nhdr, .nii, .nii.gz)")
-    stack.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
-                       help="voxel size in mm (default: the slices' pixel size, if their headers have one)")
+    _add_stack_source_arguments(stack, "voxel size in mm (default: the slices' pixel size, if their headers have one)")
     stack.add_argument("--factor", type=float, nargs="+", metavar="F",
                        help="downsampling factor, one or three (x y z); fractional allowed; default 1")
-    stack.add_argument("--roi", type=int, nargs=6, metavar=("X0", "X1", "Y0", "Y1", "Z0", "Z1"),
-                       help="crop box in slice indices, ends excluded (columns X0..X1-1, ...)")
-    stack.add_argument("--gray", default="luminance", metavar="luminance|channel:N|keep",
-                       help="colour slices: Rec. 709 luminance (default), one channel, or keep RGB")
     stack.add_argument("--bits", type=int, choices=[8, 16],
                        help="reduce the bit depth through a robust intensity window (0.1-99.9 percentiles)")
-    stack.add_argument("--reverse", action="store_true", help="reverse the slice order")
-    stack.add_argument("--origin", type=float, nargs=3, metavar=("X", "Y", "Z"),
-                       help="position in mm (LPS) of the centre of the first slice's first pixel (default 0 0 0)")
-    placing = stack.add_mutually_exclusive_group()
-    placing.add_argument("--orientation", default=None, metavar="CODE", type=str.upper,
-                         help="three letters naming the direction towards which columns (i), rows (j) and slices "
-                              "(k, in file order) increase, in LPS: one of L/R, P/A, S/I each, e.g. LPS (default: "
-                              "identity; axial slices in radiological view, feet to head), LPI, RAS, LIP (coronal), "
-                              "PIL (sagittal)")
-    placing.add_argument("--direction", type=float, nargs=9, metavar="D",
-                         help="the direction matrix instead of a code: the i, j, k unit vectors in LPS, one after "
-                              "the other (9 numbers)")
     stack.add_argument("--method", choices=[m for m in METHODS if m != "fft"], default=DEFAULT_METHOD,
                        metavar="NAME", help=f"downsampling method (default {DEFAULT_METHOD})")
     stack.add_argument("--nhdr-only", action="store_true",
@@ -146,6 +150,48 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     _add_preview_argument(stack, "OUT")
     stack.set_defaults(run=run_import_stack)
+
+    pyramid = commands.add_parser(
+        "pyramid", help="write a multiscale OME-Zarr pyramid (chunked, on Dask) of a volume, stack or Zarr array",
+        description="Level 0 is IN bit for bit; each further level halves the axes whose spacing is not already "
+                    "coarser than the others (so levels approach isotropic voxels) with the anti-aliased kernel of "
+                    "`resample`, computed from the level before, one Dask task per chunk (or shard). Written to "
+                    "OUT.partial and renamed when complete; Ctrl-C leaves nothing (unless --keep-partial), --resume "
+                    "continues an interrupted run.")
+    pyramid.add_argument("input", metavar="IN",
+                         help=INPUT_HELP + "; or a stack of slices (a folder, quoted glob, printf pattern or one "
+                                           "slice file, as import-stack reads)")
+    pyramid.add_argument("output", metavar="OUT.ome.zarr", help="the pyramid (a folder)")
+    pyramid.add_argument("--levels", type=positive_int, metavar="N",
+                         help="levels in all, level 0 included (default: until the coarsest fits in one chunk)")
+    pyramid.add_argument("--chunks", type=positive_int, default=128, metavar="N", help="chunk size (default 128)")
+    pyramid.add_argument("--shard", type=positive_int, metavar="N",
+                         help="group N x N x N chunks per file (Zarr v3 sharding; OME-Zarr 0.5 only)")
+    pyramid.add_argument("--method", choices=[m for m in METHODS if m != "fft"], default=DEFAULT_METHOD,
+                         metavar="NAME", help=f"downsampling method (default {DEFAULT_METHOD}): " + _method_help())
+    pyramid.add_argument("--ome-zarr-version", choices=["0.5", "0.4"], default="0.5",
+                         help="0.5 (Zarr v3, default) or 0.4 (Zarr v2, for older viewers)")
+    where = pyramid.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=positive_int, metavar="N",
+                       help="run on a dask.distributed LocalCluster of N worker processes (default: Dask's local "
+                            "threads)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on an existing dask.distributed cluster, e.g. tcp://10.0.0.5:8786")
+    pyramid.add_argument("--threads", type=positive_int, metavar="N",
+                         help="threads of the local scheduler and of level 0's pass (default: all cores)")
+    pyramid.add_argument("--memory-limit", type=parse_size, metavar="SIZE",
+                         help="memory for level 0's pass, and per worker with --workers (default: a quarter of this "
+                              f"machine's memory, {memory.format_bytes(memory.default_memory_limit())})")
+    pyramid.add_argument("--resume", action="store_true",
+                         help="continue the interrupted run whose OUT.partial is there (finished chunks are skipped)")
+    pyramid.add_argument("--keep-partial", action="store_true",
+                         help="after an error or Ctrl-C, keep OUT.partial (for --resume) instead of removing it")
+    pyramid.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    pyramid.add_argument("--unit", choices=["nanometer", "micrometer", "millimeter", "centimeter", "meter"],
+                         help="unit of the spacing (default: millimeter for volume files, micrometer for stacks)")
+    _add_stack_source_arguments(pyramid, "for a stack: voxel size in --unit (default: the slices' pixel size)")
+    pyramid.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    pyramid.set_defaults(run=run_pyramid)
 
     dehaze = commands.add_parser(
         "dehaze", help="set the noisy air around the object to one value, so the volume compresses",
@@ -285,6 +331,19 @@ def run_import_stack(args) -> int:
         reverse=args.reverse, method=args.method, threads=args.threads, memory_limit=args.memory_limit,
         nhdr_only=args.nhdr_only, origin=args.origin, orientation=_stack_orientation(args), progress=progress),
         args.quiet)
+
+
+def run_pyramid(args) -> int:
+    from ..ops.pyramid import pyramid
+    # Only what the user chose: a volume file refuses stack options (luminance, not reversed: the defaults).
+    stack = {"spacing": args.spacing, "roi": args.roi, "gray": None if args.gray == "luminance" else args.gray,
+             "reverse": True if args.reverse else None, "origin": args.origin,
+             "orientation": _stack_orientation(args)}
+    return _run_with_progress(lambda progress: pyramid(
+        args.input, args.output, levels=args.levels, chunks=args.chunks, shard=args.shard, method=args.method,
+        ome_zarr_version=args.ome_zarr_version, workers=args.workers, scheduler=args.scheduler,
+        memory_limit=args.memory_limit, resume=args.resume, keep_partial=args.keep_partial, overwrite=args.overwrite,
+        unit=args.unit, threads=args.threads, progress=progress, **stack), args.quiet)
 
 
 def _stack_orientation(args):

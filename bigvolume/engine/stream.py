@@ -70,8 +70,7 @@ class ResampleStage:
             reader.slice_bytes // reader.dtype.itemsize * k.convert_to.itemsize
         converting = k.convert_to is not None and reader.converts_on_read  # see NumpyStages.new_buffer
         per_slice = (READ_SLABS * (float_slice if converting else reader.slice_bytes)  # filtered + read ahead
-                     + (0 if converting else float_slice)                 # the converted copy
-                     + stages.slice_bytes                                  # the backend's own (band: x before y)
+                     + stages.slice_bytes     # the backend's own (a converted copy, the y-reduced slab)
                      + (1 + WINDOW_SLABS) * reduced_slice                 # x/y result, then its places in the window
                      + int(3 * work_slice * out_rows_per_slice))          # z sums and the cast output block
         fixed = stages.threads * stages.thread_bytes + (k.z_span + 2) * reduced_slice

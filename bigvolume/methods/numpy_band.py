@@ -8,13 +8,15 @@ import time
 
 import numpy as np
 
-from ..core.dtypes import cast_to
+from ..core.dtypes import cast_to, work_dtype
 from ..core.memory import MAX_SLAB_BYTES
-from .kernels import AxisKernel, ResampleKernels, apply_axis, apply_separable, axis_operator, identity_kernel
+from .kernels import AxisKernel, ResampleKernels, apply_axis, axis_operator
 
 # Inputs per band-matrix block along y (the middle axis): products over whole rows waste least with smaller blocks
 # (16 MiB float32 slabs, 1024^2 slices, one thread: 18-19 ms at 16-48 against 31 ms at 96; along x, 96 stays best).
 Y_BLOCK_INPUTS = 48
+# Input bytes the tap-by-tap methods filter at a time (a few slices: they and their y results stay in cache).
+GROUP_BYTES = 2**20
 
 
 def _one_blas_thread():
@@ -50,9 +52,13 @@ class NumpyStages:
             self._along_i = axis_operator(kernel_i, ni, "sum", kernels.work_dtype)
             self.slice_bytes = kernel_j.size_out * ni * int(np.prod(kernels.input_shape[3:])) * \
                 kernels.work_dtype.itemsize
-        # tap by tap: a few float copies of a slice per thread
-        self.thread_bytes = 3 * nj * ni * int(np.prod(kernels.input_shape[3:])) * 4 \
-            if kernels.xy_kernels is not None and not kernels.band else 0
+        voxels = nj * ni * int(np.prod(kernels.input_shape[3:]))  # per input slice
+        if kernels.band and kernels.convert_to is not None and not reader.converts_on_read:
+            self.slice_bytes += voxels * kernels.convert_to.itemsize  # the converted copy of each slab
+        # tap by tap: a few float copies of the slices a thread filters at a time (GROUP_BYTES of input); integers
+        # are converted tap by tap, with no converted copy of the slab
+        group = max(1, GROUP_BYTES // max(1, voxels * kernels.input_dtype.itemsize))
+        self.thread_bytes = 3 * group * voxels * 4 if kernels.xy_kernels is not None and not kernels.band else 0
 
     def new_buffer(self, reader, slices: int):
         if getattr(reader, "hands_out_views", False):
@@ -104,11 +110,11 @@ class NumpyStages:
         """``pool`` when the band products are to be split over it (BLAS kept to one thread), else None."""
         return pool if self._split_products and self.threads > 1 else None
 
-    def _buffer(self, name: str, shape):
+    def _buffer(self, name: str, shape, dtype=None):
         """A reused work buffer of ``shape`` (the last slab is shorter: a view of the first rows)."""
         buffer = self._buffers.get(name)
         if buffer is None or buffer.shape[1:] != tuple(shape[1:]) or buffer.shape[0] < shape[0]:
-            buffer = self._buffers[name] = np.empty(shape, self.k.work_dtype)
+            buffer = self._buffers[name] = np.empty(shape, dtype or self.k.work_dtype)
         return buffer[:shape[0]]
 
     def _convert(self, slab, pool=None):
@@ -128,12 +134,12 @@ class NumpyStages:
         return converted
 
     def reduce_xy(self, slab, pool=None):
-        with self._timed("convert"):
-            slab = self._convert(slab, pool)
         k = self.k
         if k.skip_xy:
-            return slab
+            return slab  # the engine's copy into the z window converts it
         if k.band:
+            with self._timed("convert"):
+                slab = self._convert(slab, pool)
             pool, parts = self._band_pool(pool), self.threads
             kernel_i, kernel_j = k.xy_kernels
             shape_y = slab.shape[:1] + (kernel_j.size_out,) + slab.shape[2:]
@@ -143,10 +149,39 @@ class NumpyStages:
                 # the engine copies the result into its z window before the next slab: the buffer may be reused
                 return self._along_i(along_y, 2, pool, parts,
                                      out=self._buffer("x", shape_y[:2] + (kernel_i.size_out,) + shape_y[3:]))
-        kernel_i, kernel_j = k.xy_kernels
         with self._timed("x and y"):
-            return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), k.reduce,
-                                   k.window_dtype, self.threads)
+            return self._reduce_xy_taps(slab, pool)
+
+    def _reduce_xy_taps(self, slab, pool):
+        """Tap by tap, y then x, a few slices at a time (they stay in cache), the slab's slices split over the
+        filter threads; integers are converted tap by tap (apply_axis), with no converted copy of the slab."""
+        k = self.k
+        kernel_i, kernel_j = k.xy_kernels
+        skip_j, skip_i = kernel_j.is_identity(slab.shape[1]), kernel_i.is_identity(slab.shape[2])
+        dtype = work_dtype(slab.dtype)
+        out = self._buffer("xy", slab.shape[:1] + k.reduced_shape, k.window_dtype)
+        group = max(1, GROUP_BYTES // max(1, slab[:1].nbytes))
+
+        def part(a: int, b: int) -> None:
+            for s0 in range(a, b, group):
+                s1 = min(b, s0 + group)
+                plane = slab[s0:s1]
+                if not skip_j:
+                    plane = apply_axis(plane, kernel_j, 1, k.reduce, dtype, out=out[s0:s1] if skip_i else None)
+                if not skip_i:
+                    apply_axis(plane, kernel_i, 2, k.reduce, dtype, out=out[s0:s1])
+
+        self._split(part, slab.shape[0], pool)
+        return out
+
+    def _split(self, part, n: int, pool) -> None:
+        """``part(a, b)`` over 0..n split among the filter threads (numpy releases the GIL)."""
+        parts = min(self.threads, n) if pool is not None else 1
+        bounds = np.linspace(0, n, parts + 1).astype(int)
+        if parts <= 1:
+            part(0, n)
+        else:
+            list(pool.map(lambda p: part(bounds[p], bounds[p + 1]), range(parts)))
 
     def reduce_z(self, window, kernel: AxisKernel, pool=None):
         """Band products are split over ``pool``'s threads while running() keeps BLAS to one; the tap-by-tap
@@ -158,13 +193,15 @@ class NumpyStages:
         k = self.k
         if k.band:
             return axis_operator(kernel, -1, "sum", k.work_dtype)(window, 0, self._band_pool(pool), self.threads)
-        height = window.shape[1]
-        if pool is None or self.threads <= 1 or height < 2 * self.threads:
-            return apply_axis(window, kernel, 0, k.reduce, k.work_dtype)
-        bounds = np.linspace(0, height, self.threads + 1).astype(int)
-        parts = pool.map(lambda j: apply_axis(window[:, bounds[j]:bounds[j + 1]], kernel, 0, k.reduce,
-                                               k.work_dtype), range(self.threads))
-        return np.concatenate(list(parts), axis=1)
+        result_dtype = window.dtype if k.reduce == "max" else k.work_dtype
+        # a fresh block: emit casts it in place and the sink may keep it
+        out = np.empty((kernel.size_out,) + window.shape[1:], result_dtype)
+
+        def part(a: int, b: int) -> None:
+            apply_axis(window[:, a:b], kernel, 0, k.reduce, k.work_dtype, out=out[:, a:b])
+
+        self._split(part, window.shape[1], pool if window.shape[1] >= 2 * self.threads else None)
+        return out
 
 
 class NumpyBackend:

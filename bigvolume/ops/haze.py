@@ -516,7 +516,11 @@ def _denoised_subsample(source, max_voxels: int) -> np.ndarray:
     for k in range(0, shape[0], step):
         extended, lo = reader.read(k, k + 1)
         around = np.clip(np.arange(lo - 1, lo + 2), 0, extended.shape[0] - 1)
-        slices.append(_triple_centres(extended[np.ix_(around, rows, columns)]) / 64)
+        # per axis (np.take): the 3 slices, then their rows, then their columns; np.ix_'s one 3-D gather computes
+        # every output voxel's address from three index arrays and was slower
+        triples = np.take(np.take(extended[around[0]:around[2] + 1] if around[2] - around[0] == 2
+                                  else extended[around], rows, axis=1), columns, axis=2)
+        slices.append(_triple_centres(triples) / 64)
     return np.stack(slices)
 
 
@@ -644,7 +648,22 @@ def _compact(labels: np.ndarray, count: int, air: np.ndarray, open_labels: np.nd
     code = np.zeros(count + 1, dtype)
     code[air] = 1
     code[open_labels] = 2 + np.arange(open_labels.size)
-    return code[labels], open_labels
+    return _lookup(code, labels), open_labels
+
+
+LOOKUP_CHUNK = 2**16  # _lookup's chunks: numpy's index conversion and gather stay in the cache
+
+
+def _lookup(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table[index]`` (a label or code table, indices in range by construction), by chunks of LOOKUP_CHUNK
+    voxels into one output: 2.5-3x faster than fancy indexing over the whole slab, which converts every index to
+    intp in a slab-sized temporary before gathering (mode "clip": no bounds check, which costs a third)."""
+    out = np.empty(index.shape, table.dtype)
+    flat_out, flat_index = out.reshape(-1), index.reshape(-1)
+    for start in range(0, flat_index.size, LOOKUP_CHUNK):
+        stop = start + LOOKUP_CHUNK
+        np.take(table, flat_index[start:stop], out=flat_out[start:stop], mode="clip")
+    return out
 
 
 def _global(labels: np.ndarray, offset: int) -> np.ndarray:
@@ -1020,9 +1039,9 @@ class _HazePipeline:
         if cached is not None:
             code, open_labels = cached
             offset = self.dark_labels.offsets[index]
-            return np.concatenate([[False, True], self.dark_air[offset + open_labels]])[code]
+            return _lookup(np.concatenate([[False, True], self.dark_air[offset + open_labels]]), code)
         labels, _ = _label(self._dark(extended, lo, n))
-        return self.dark_labels.slab_lookup(index, self.dark_air)[labels]
+        return _lookup(self.dark_labels.slab_lookup(index, self.dark_air), labels)
 
     # optional pass: the object's components, to keep the largest
     def largest_pass(self, progress: Progress) -> None:
@@ -1050,7 +1069,7 @@ class _HazePipeline:
         if not self.options.largest_only:
             return obj
         labels, _ = self._object_cache.pop(index, None) or _label(obj)
-        return self.object_labels.slab_lookup(index, self.keep)[labels]
+        return _lookup(self.object_labels.slab_lookup(index, self.keep), labels)
 
     # last pass: morphology on a haloed window, fill, hand each slab to the sink
     def write_pass(self, fill, sink, progress: Progress) -> None:

@@ -1,0 +1,335 @@
+"""OME-Zarr pyramids (bigvolume.ops.pyramid, `bigvolume pyramid`): valid OME-Zarr 0.5 and 0.4 read back by zarr and
+ngff-zarr; each level's grid and metadata coherent; level 0 the input bit for bit, level 1 `resample` of the input,
+deeper levels `resample` of the level before; the same bytes on a 2-process LocalCluster; kill -9 then --resume
+gives the same pyramid; Ctrl-C leaves nothing; refusals touch nothing."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+zarr = pytest.importorskip("zarr")
+pytest.importorskip("dask")
+
+import bigvolume as bv  # noqa: E402
+from bigvolume.io.ome_zarr import level_geometry, parse_multiscales, read_attributes  # noqa: E402
+from bigvolume.ops.pyramid import ANISOTROPY, RECORDS, plan_levels, pyramid  # noqa: E402
+
+BIGVOLUME = [sys.executable, "-m", "bigvolume"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, **kwargs):
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + sys.path))
+    return subprocess.run(BIGVOLUME + [str(a) for a in args], capture_output=True, text=True, env=environment,
+                          **kwargs)
+
+
+def smooth_volume(shape, dtype=np.uint16, seed=0):
+    """A volume with structure at every scale (noise on a smooth field), in ``dtype``'s range."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*[np.linspace(0, 6, n) for n in shape], indexing="ij")
+    field = np.sin(x * 1.3 + y) * np.cos(z * 0.7 - y * 0.4) + 0.3 * rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "f":
+        return (100.0 * field).astype(dtype)
+    return np.clip(20000 + 9000 * field, 0, 65535).astype(dtype)
+
+
+def write_input(folder: Path, array, spacing=(0.3, 0.3, 0.9), origin=(-12.5, 40.25, 7.0), direction=None,
+                name="in.nrrd"):
+    volume = bv.Volume(array, bv.Geometry(array.shape[::-1], spacing, origin,
+                                          np.eye(3) if direction is None else direction))
+    bv.write_volume(volume, folder / name)
+    return folder / name
+
+
+def levels_of(store: Path):
+    root = zarr.open_group(str(store), mode="r")
+    layout = parse_multiscales(read_attributes(store), store)
+    arrays = [root[path] for path in layout.paths]
+    return layout, arrays
+
+
+def read_nrrd(path):
+    return bv.read_volume(path)
+
+
+# --- the plan --------------------------------------------------------------------------------------------------------
+
+def test_levels_halve_every_axis_until_one_chunk():
+    steps = plan_levels((1000, 600, 300), (1.0, 1.0, 1.0), chunks=128)
+    assert steps == [(2.0, 2.0, 2.0)] * 3  # 1000 -> 500 -> 250 -> 125 fits 128
+    assert plan_levels((100, 100, 100), (1.0, 1.0, 1.0), chunks=128) == []
+    assert len(plan_levels((1000, 600, 300), (1.0, 1.0, 1.0), chunks=128, levels=2)) == 1
+    # a single-voxel axis is never reduced
+    assert all(step[2] == 1.0 for step in plan_levels((512, 512, 1), (1.0, 1.0, 1.0), chunks=64))
+
+
+def test_a_coarse_axis_waits_until_the_others_catch_up():
+    steps = plan_levels((1024, 1024, 256), (0.25, 0.25, 1.0), chunks=64)
+    assert steps[:3] == [(2.0, 2.0, 1.0), (2.0, 2.0, 1.0), (2.0, 2.0, 2.0)]
+    spacing = np.array([0.25, 0.25, 1.0])
+    for step in steps:
+        spacing = spacing * step
+        assert spacing.max() / spacing.min() < 2 * ANISOTROPY
+
+
+# --- the pyramid -----------------------------------------------------------------------------------------------------
+
+SHAPES = [(37, 70, 101), (64, 64, 64), (21, 45, 33)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_anisotropic_uint16_levels_are_coherent_and_equal_resample(tmp_path, shape):
+    array = smooth_volume(shape)
+    source = write_input(tmp_path, array)
+    geometry = bv.read_geometry(source)[0]
+    report = pyramid(source, tmp_path / "out.ome.zarr", chunks=16)
+    layout, arrays = levels_of(tmp_path / "out.ome.zarr")
+    assert len(arrays) == len(report.levels) >= 3
+    assert layout.unit == "millimeter" and layout.version == "0.5"
+    np.testing.assert_array_equal(arrays[0][:], array)  # level 0: the input, bit for bit
+    factors, expected = np.ones(3), geometry
+    for n, level in enumerate(report.levels):
+        data = arrays[n][:]
+        if n:  # each level is the block-centred grid of its step on the level before
+            factors = factors * np.asarray(level.step)
+            expected = expected.downsampled(level.step)
+        back = level_geometry(layout, n, data.shape)
+        assert back.isclose(expected, rtol=1e-9, atol=1e-9), (n, back, expected)
+        assert back.dimensions == expected.dimensions
+        # which is scale = s0 f, translation = t0 + s0 (f - 1) / 2 with the cumulative factor f
+        spacing0, origin0 = np.asarray(geometry.spacing), np.asarray(geometry.origin)
+        np.testing.assert_allclose(layout.scales[n][::-1], spacing0 * factors, rtol=1e-12)
+        np.testing.assert_allclose(layout.translations[n][::-1], origin0 + spacing0 * (factors - 1) / 2, atol=1e-9)
+        assert layout.factors[n] == pytest.approx(tuple(factors))
+        assert arrays[n].chunks == tuple(min(16, s) for s in data.shape)
+        if n == 0:
+            continue
+        # level 1 is `bigvolume resample` of the input; level n resample of level n-1 (the metadata says so)
+        assert layout.sources[n] == str(n - 1)
+        previous = source if n == 1 else tmp_path / f"level{n - 1}.nrrd"
+        if n > 1:
+            bv.write_volume(bv.Volume.from_array(arrays[n - 1][:]), previous)
+        bv.resample_file(previous, tmp_path / "ref.nrrd", tuple(level.step), stream=True)
+        reference = read_nrrd(tmp_path / "ref.nrrd").array
+        assert reference.shape == data.shape
+        assert np.abs(reference.astype(np.int64) - data).max() <= 1, n
+    assert read_attributes(tmp_path / "out.ome.zarr")["bigvolume"]["all_chunks_written"] is True
+
+
+def test_float_input_level_one_within_1e4_of_the_range(tmp_path):
+    array = smooth_volume((40, 52, 66), np.float32)
+    source = write_input(tmp_path, array, spacing=(1.0, 1.0, 1.0), origin=(0, 0, 0))
+    report = pyramid(source, tmp_path / "f.ome.zarr", chunks=16, ome_zarr_version="0.4")
+    _, arrays = levels_of(tmp_path / "f.ome.zarr")
+    np.testing.assert_array_equal(arrays[0][:], array)
+    reference = bv.downsample_array(array, report.levels[1].step)
+    tolerance = 1e-4 * float(array.max() - array.min())
+    assert np.abs(arrays[1][:] - reference).max() <= tolerance
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_valid_ome_zarr_read_back_by_ngff_zarr(tmp_path, version):
+    ngff_zarr = pytest.importorskip("ngff_zarr")
+    array = smooth_volume((30, 41, 57))
+    source = write_input(tmp_path, array)
+    store = tmp_path / "v.ome.zarr"
+    report = pyramid(source, store, chunks=16, ome_zarr_version=version)
+    root = zarr.open_group(str(store), mode="r")
+    assert root.metadata.zarr_format == (3 if version == "0.5" else 2)
+    if version == "0.5":
+        from ome_zarr_models.v05.image import Image
+        assert (store / "0" / "zarr.json").is_file()
+        assert json.loads((store / "0" / "zarr.json").read_text())["dimension_names"] == ["z", "y", "x"]
+    else:
+        from ome_zarr_models.v04.image import Image
+        assert (store / "0" / "0" / "0" / "0").is_file()  # "/" separated chunk keys
+    Image.from_zarr(root)  # raises on invalid metadata
+    multiscales = ngff_zarr.from_ngff_zarr(str(store))
+    assert len(multiscales.images) == len(report.levels)
+    for image, level in zip(multiscales.images, report.levels):
+        geometry = level.geometry
+        assert image.scale == pytest.approx(dict(zip("zyx", geometry.spacing[::-1])))
+        assert image.translation == pytest.approx(dict(zip("zyx", geometry.origin[::-1])))
+        assert tuple(image.data.shape) == geometry.shape
+    np.testing.assert_array_equal(np.asarray(multiscales.images[0].data), array)
+
+
+def test_direction_kept_and_every_chunk_written(tmp_path):
+    direction = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    array = np.zeros((20, 40, 40), np.uint16)  # all zeros: chunks must be written anyway
+    source = write_input(tmp_path, array, direction=direction)
+    report = pyramid(source, tmp_path / "d.ome.zarr", chunks=8)
+    layout, arrays = levels_of(tmp_path / "d.ome.zarr")
+    np.testing.assert_allclose(layout.direction, direction)
+    for n, level in enumerate(report.levels):
+        assert level_geometry(layout, n, arrays[n].shape).isclose(level.geometry)
+        grid = [-(-s // c) for s, c in zip(arrays[n].shape, arrays[n].chunks)]
+        files = list((tmp_path / "d.ome.zarr" / str(n) / "c").rglob("*"))
+        assert sum(f.is_file() for f in files) == int(np.prod(grid))
+
+
+def test_shards_hold_the_same_data(tmp_path):
+    array = smooth_volume((45, 50, 70))
+    source = write_input(tmp_path, array)
+    plain = pyramid(source, tmp_path / "plain.ome.zarr", chunks=8)
+    pyramid(source, tmp_path / "shard.ome.zarr", chunks=8, shard=2)
+    _, a = levels_of(tmp_path / "plain.ome.zarr")
+    _, b = levels_of(tmp_path / "shard.ome.zarr")
+    for n in range(len(plain.levels)):
+        assert b[n].chunks == a[n].chunks
+        if any(size > chunk for size, chunk in zip(b[n].shape, b[n].chunks)):  # else one chunk: no shard
+            assert b[n].shards == tuple(min(2 * c, -(-s // c) * c) for s, c in zip(b[n].shape, b[n].chunks))
+        np.testing.assert_array_equal(a[n][:], b[n][:])
+
+
+def test_a_stack_of_slices_in_micrometres(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    array = smooth_volume((24, 33, 47))
+    (tmp_path / "stack").mkdir()
+    for k, plane in enumerate(array):
+        sitk.WriteImage(sitk.GetImageFromArray(plane), str(tmp_path / "stack" / f"s_{k:03d}.tif"))
+    code = run_cli("pyramid", tmp_path / "stack", tmp_path / "s.ome.zarr", "--chunks", "16", "--spacing", "0.5",
+                   "0.5", "2", "--origin", "1", "2", "3", "--quiet")
+    assert code.returncode == 0, code.stderr
+    layout, arrays = levels_of(tmp_path / "s.ome.zarr")
+    assert layout.unit == "micrometer"
+    np.testing.assert_array_equal(arrays[0][:], array)
+    assert layout.scales[0] == (2.0, 0.5, 0.5) and layout.translations[0] == (3.0, 2.0, 1.0)
+
+
+def all_levels(store):
+    _, arrays = levels_of(store)
+    return [a[:] for a in arrays]
+
+
+def test_a_two_process_local_cluster_writes_the_same_bytes(tmp_path):
+    pytest.importorskip("distributed")
+    array = smooth_volume((50, 66, 80))
+    source = write_input(tmp_path, array)
+    pyramid(source, tmp_path / "local.ome.zarr", chunks=16)
+    report = pyramid(source, tmp_path / "cluster.ome.zarr", chunks=16, workers=2, memory_limit=2**30)
+    assert "LocalCluster of 2" in report.summary()
+    for a, b in zip(all_levels(tmp_path / "local.ome.zarr"), all_levels(tmp_path / "cluster.ome.zarr")):
+        np.testing.assert_array_equal(a, b)
+    assert read_attributes(tmp_path / "local.ome.zarr") == read_attributes(tmp_path / "cluster.ome.zarr")
+
+
+# --- faults ----------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def big_input(tmp_path_factory):
+    """A volume whose pyramid takes a few seconds in small chunks (many tasks): time to interrupt it."""
+    folder = tmp_path_factory.mktemp("big")
+    return write_input(folder, smooth_volume((192, 160, 200)), name="big.nhdr")
+
+
+def start(*args):
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + sys.path))
+    return subprocess.Popen(BIGVOLUME + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=environment,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_records(process, staging: Path, level: int, count: int, timeout=120.0) -> None:
+    """Until ``count`` tasks of ``level`` are recorded finished (the run is under way, not over)."""
+    records = staging / RECORDS / f"level-{level}.done"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if records.is_file() and records.read_text().count("\n") >= count:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"no {count} records of level {level} (exit {process.poll()})")
+
+
+def test_kill_then_resume_gives_the_same_pyramid_and_skips_finished_work(tmp_path, big_input):
+    clean = run_cli("pyramid", big_input, tmp_path / "clean.ome.zarr", "--chunks", "16", "--threads", "1")
+    assert clean.returncode == 0, clean.stderr
+    out = tmp_path / "out.ome.zarr"
+    staging = tmp_path / "out.ome.zarr.partial"
+    process = start("pyramid", big_input, out, "--chunks", "16", "--threads", "1")
+    wait_for_records(process, staging, 0, 3)
+    process.kill()  # kill -9: no cleanup at all
+    process.wait()
+    assert staging.is_dir() and not out.exists()
+    done_before = (staging / RECORDS / "level-0.done").read_text().count("\n")
+    resumed = run_cli("pyramid", big_input, out, "--chunks", "16", "--threads", "1", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "finished tasks skipped" in resumed.stdout and done_before >= 3
+    assert not staging.exists()
+    for a, b in zip(all_levels(tmp_path / "clean.ome.zarr"), all_levels(out)):
+        np.testing.assert_array_equal(a, b)
+    assert read_attributes(tmp_path / "clean.ome.zarr") == read_attributes(out)
+    assert not (out / RECORDS).exists()
+
+
+def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, big_input):
+    before = set(os.listdir(tmp_path))
+    process = start("pyramid", big_input, tmp_path / "out.ome.zarr", "--chunks", "16", "--threads", "1")
+    wait_for_records(process, tmp_path / "out.ome.zarr.partial", 0, 2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_ctrl_c_with_keep_partial_keeps_the_staging_folder_for_resume(tmp_path, big_input):
+    process = start("pyramid", big_input, tmp_path / "out.ome.zarr", "--chunks", "16", "--threads", "1",
+                    "--keep-partial")
+    wait_for_records(process, tmp_path / "out.ome.zarr.partial", 0, 2)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert (tmp_path / "out.ome.zarr.partial" / RECORDS / "plan.json").is_file()
+    again = run_cli("pyramid", big_input, tmp_path / "out.ome.zarr", "--chunks", "16")
+    assert again.returncode == 1 and "--resume" in again.stderr  # not silently restarted
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_refusals_are_one_line_and_touch_nothing(tmp_path, monkeypatch):
+    array = smooth_volume((20, 24, 28))
+    source = write_input(tmp_path, array)
+    pyramid(source, tmp_path / "done.ome.zarr", chunks=8)
+    (tmp_path / "stack").mkdir()
+    sitk = pytest.importorskip("SimpleITK")
+    for k in range(3):
+        sitk.WriteImage(sitk.GetImageFromArray(array[k]), str(tmp_path / "stack" / f"s_{k}.tif"))
+    before = snapshot(tmp_path)
+    cases = [
+        (["pyramid", source, tmp_path / "done.ome.zarr"], "exists"),
+        (["pyramid", tmp_path / "missing.nrrd", tmp_path / "new.ome.zarr"], "no such file"),
+        (["pyramid", tmp_path / "stack", tmp_path / "stack" / "p.ome.zarr"], "inside the input"),
+        (["pyramid", source, tmp_path / "new.ome.zarr", "--ome-zarr-version", "0.4", "--shard", "2"], "Zarr v3"),
+        (["pyramid", source, tmp_path / "new.ome.zarr", "--spacing", "1", "1", "1"], "image stacks"),
+    ]
+    for args, words in cases:
+        done = run_cli(*args)
+        assert done.returncode == 1, args
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in done.stderr, done.stderr
+        assert snapshot(tmp_path) == before, args
+    # a disk too small for the estimate
+    import shutil
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
+    with pytest.raises(bv.BigVolumeError, match="not enough disk space"):
+        pyramid(source, tmp_path / "new.ome.zarr", chunks=8)
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_replaces_an_existing_pyramid(tmp_path):
+    source = write_input(tmp_path, smooth_volume((20, 24, 28)))
+    pyramid(source, tmp_path / "p.ome.zarr", chunks=8, levels=2)
+    report = pyramid(source, tmp_path / "p.ome.zarr", chunks=8, overwrite=True)
+    layout, _ = levels_of(tmp_path / "p.ome.zarr")
+    assert len(layout.paths) == len(report.levels) > 2
+    assert sorted(os.listdir(tmp_path)) == ["in.nrrd", "p.ome.zarr"]

@@ -1,0 +1,141 @@
+"""Running independent tasks on Dask: one task per output block, a flat graph (no dependencies between the tasks
+of one call), results reported to the caller in the calling thread as each task finishes (for progress and
+completion records).
+
+- :class:`LocalRunner`: Dask's local threaded scheduler (the default).
+- :class:`DistributedRunner`: a ``dask.distributed`` cluster: a ``LocalCluster`` of worker processes it starts
+  (``workers``), or an existing scheduler (``address``). Tasks of a worker that dies are retried (``RETRIES``).
+
+Tasks are ``func(spec)`` with a module-level ``func`` and a small picklable ``spec``, so they run the same on a
+thread or another machine; what a task computes must not depend on where it runs (BLAS is kept to one thread in
+every process: :func:`one_blas_thread`). On an error or Ctrl-C, the runner stops: queued tasks are dropped and
+running ones finish before the exception goes on, so the caller may remove what they write.
+"""
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+from ..core.errors import BigVolumeError
+
+RETRIES = 2  # a task whose worker died runs again on another, at most this many times
+
+_BLAS_LIMITED = False
+
+
+def one_blas_thread() -> None:
+    """Keep BLAS to one thread in this process, once and for good: block results must not depend on how BLAS
+    splits its products, and concurrent tasks must not undo each other's limits (threadpoolctl's contexts are
+    process-wide)."""
+    global _BLAS_LIMITED
+    if not _BLAS_LIMITED:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return
+        threadpool_limits(limits=1, user_api="blas")
+        _BLAS_LIMITED = True
+
+
+def _import_dask():
+    try:
+        import dask  # noqa: F401
+    except ImportError:
+        raise BigVolumeError("pyramids run on Dask: pip install 'bigvolume[zarr]'") from None
+
+
+def _task(func, spec):
+    one_blas_thread()
+    return func(spec)
+
+
+class LocalRunner:
+    """Dask's local threaded scheduler over ``threads`` threads."""
+
+    name = "dask threads"
+    distributed = False
+
+    def __init__(self, threads: int):
+        _import_dask()
+        self.threads = max(1, int(threads))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, func: Callable, specs: Sequence, done: Callable[[int, object], None]) -> None:
+        """``func(spec)`` for every spec; ``done(n, result)`` in this thread after task ``n`` finishes."""
+        if not specs:
+            return
+        import dask.threaded
+        from dask.callbacks import Callback
+        keys = [("bigvolume-block", n) for n in range(len(specs))]
+        graph = {key: (_task, func, spec) for key, spec in zip(keys, specs)}
+
+        def posttask(key, result, _dsk, _state, _worker):
+            done(key[1], result)
+
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="bigvolume-block") as pool:
+            try:
+                dask.threaded.get(graph, keys, num_workers=self.threads, pool=pool,
+                                  callbacks=[Callback(posttask=posttask)._callback])
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # nothing writes once we return
+                raise
+
+
+class DistributedRunner:
+    """A ``dask.distributed`` client: on a ``LocalCluster`` of ``workers`` processes (``memory_limit`` bytes each,
+    one thread each) or on the scheduler at ``address``."""
+
+    distributed = True
+
+    def __init__(self, workers: int | None = None, address: str | None = None, memory_limit: float | None = None):
+        _import_dask()
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise BigVolumeError("--workers and --scheduler need dask.distributed: pip install distributed") from None
+        self.workers, self.address, self.memory_limit = workers, address, memory_limit
+        self.client = self.cluster = None
+        self.name = f"scheduler {address}" if address else f"LocalCluster of {workers} processes"
+
+    def __enter__(self):
+        from distributed import Client, LocalCluster
+        if self.address:
+            try:
+                self.client = Client(self.address, timeout="20s")
+            except (OSError, TimeoutError) as error:
+                raise BigVolumeError(f"cannot reach the Dask scheduler at {self.address}: {error}") from None
+        else:
+            self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                        memory_limit=int(self.memory_limit) if self.memory_limit else "auto",
+                                        dashboard_address=None)
+            self.client = Client(self.cluster)
+        return self
+
+    def __exit__(self, *exc):
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.close()
+        return False
+
+    def map(self, func: Callable, specs: Sequence, done: Callable[[int, object], None]) -> None:
+        if not specs:
+            return
+        from distributed import as_completed, wait
+        futures = self.client.map(_task, [func] * len(specs), specs, retries=RETRIES, pure=False)
+        number = {future.key: n for n, future in enumerate(futures)}
+        try:
+            for future in as_completed(futures):
+                done(number[future.key], future.result())
+        except BaseException:
+            self.client.cancel(futures)
+            with contextlib.suppress(Exception):
+                wait(futures, timeout=60)  # running tasks end before the caller cleans up
+            raise

@@ -1,0 +1,553 @@
+"""Multiscale OME-Zarr pyramids (``bigvolume pyramid IN OUT.ome.zarr``, :func:`pyramid`).
+
+- Level 0 is the input, bit for bit, streamed through the engine's slab loop into chunked zarr (rows of whole chunks,
+  or shards, along z).
+- Level k >= 1 is computed from level k-1 with ``method`` and that level's step factors (2 per axis, anisotropy
+  aware: :func:`plan_levels`), one task per output chunk (or shard): ``resample_block`` reads the block's input
+  region, halo included, from level k-1. The split into blocks is fixed by the chunk grid, so every scheduler runs
+  the same tasks and writes the same bytes.
+- With the local scheduler, level 1's tasks run during level 0's pass, reading the input rows still in memory
+  (level 0 is the input, so this is the same computation as reading level 0 back; it only spares the decoding).
+- Everything is written to ``OUT.partial`` beside OUT and renamed when complete. Each finished task (a level-0 row,
+  a block) is recorded in the staging folder, so ``resume=True`` skips them after a crash or a kill.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..core.errors import BigVolumeError
+from ..core.geometry import Geometry, output_size
+from ..core.memory import current_rss, default_memory_limit, default_threads, format_bytes
+from ..core.progress import ProgressCallback, as_progress
+from ..engine.distributed import DistributedRunner, LocalRunner, one_blas_thread
+from ..engine.loop import SlabStage, run_slabs
+from ..engine.plan import READ_AHEAD
+from ..engine.stream import STREAMABLE_METHODS, output_blocks, resample_block
+from ..io import dicom
+from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UNITS, PyramidLevel, is_zarr_store,
+                           multiscales_attributes)
+from ..io.slabs import SlabReader, open_slabs
+from ..io.stacks import IMAGE_SUFFIXES
+from ..io.zarr_output import DEFAULT_ZSTD_LEVEL, create_level, create_root, open_level, write_attributes
+from ..methods.kernels import ResampleKernels
+from .resample import DEFAULT_METHOD
+
+DEFAULT_CHUNKS = 128
+# An axis whose spacing is at least this many times the finest is not halved until the others catch up: levels
+# approach isotropic voxels (1.5: halving it would leave it further from the others than not halving it).
+ANISOTROPY = 1.5
+STAGING_SUFFIX = ".partial"
+RECORDS = ".bigvolume-pyramid"   # inside the staging folder: the plan and the finished tasks
+STACK_OPTIONS = ("spacing", "roi", "gray", "reverse", "origin", "orientation")
+
+
+def plan_levels(dimensions: Sequence[int], spacing: Sequence[float], chunks=DEFAULT_CHUNKS,
+                levels: int | None = None) -> list[tuple[float, float, float]]:
+    """The step factors (I, J, K) of levels 1, 2, ... of a volume of ``dimensions`` (I, J, K) and ``spacing``.
+    Each step halves the axes whose spacing is less than ANISOTROPY x the finest (of the axes longer than one
+    voxel). ``levels``: how many levels in all (level 0 included); default: until the level fits in one chunk
+    (``chunks``: one size, or z y x)."""
+    chunk = _chunks3(chunks)[::-1]
+    dims, space, steps = [int(n) for n in dimensions], [float(s) for s in spacing], []
+    if levels is not None and levels < 1:
+        raise BigVolumeError(f"levels must be at least 1, got {levels}")
+    while True:
+        if levels is None and all(n <= c for n, c in zip(dims, chunk)):
+            break
+        if levels is not None and len(steps) + 1 >= levels:
+            break
+        reducible = [n > 1 for n in dims]
+        if not any(reducible):
+            break  # a single voxel: nothing left to reduce
+        finest = min(s for s, r in zip(space, reducible) if r)
+        step = tuple(2.0 if r and s < ANISOTROPY * finest else 1.0 for s, r in zip(space, reducible))
+        dims = [output_size(n, f) for n, f in zip(dims, step)]
+        space = [s * f for s, f in zip(space, step)]
+        steps.append(step)
+    return steps
+
+
+def _chunks3(chunks) -> tuple[int, int, int]:
+    values = (int(chunks),) * 3 if np.isscalar(chunks) else tuple(int(c) for c in chunks)
+    if len(values) != 3 or min(values) < 1:
+        raise BigVolumeError(f"chunks must be one or three positive sizes (z y x), got {chunks}")
+    return values
+
+
+@dataclass
+class LevelPlan:
+    """One level: its array ``path``, grid, chunks and task blocks (z y x), and how it is computed."""
+
+    number: int
+    geometry: Geometry
+    factors: tuple[float, float, float]          # cumulative (I, J, K)
+    step: tuple[float, float, float] | None      # from the previous level (None for level 0)
+    chunks: tuple[int, int, int]
+    task_shape: tuple[int, int, int]              # a chunk, or a shard when sharded
+
+    @property
+    def path(self) -> str:
+        return str(self.number)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.geometry.shape
+
+    @property
+    def source(self) -> str | None:
+        return None if self.number == 0 else str(self.number - 1)
+
+    def blocks(self):
+        return output_blocks(self.shape, self.task_shape)
+
+
+@dataclass
+class PyramidReport:
+    output_path: Path
+    levels: list[LevelPlan]
+    scheduler: str
+    seconds: float
+    skipped_tasks: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        shapes = ", ".join("x".join(map(str, level.geometry.dimensions)) for level in self.levels)
+        resumed = f"; resumed: {self.skipped_tasks} finished tasks skipped" if self.skipped_tasks else ""
+        return (f"{self.output_path}: {len(self.levels)} levels ({shapes}), {format_bytes(_disk_bytes(self.output_path))}"
+                f" on disk, {self.seconds:.2f} s on {self.scheduler}{resumed}")
+
+
+def _disk_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+# --- input -----------------------------------------------------------------------------------------------------------
+
+def _is_stack_source(source) -> bool:
+    if isinstance(source, (list, tuple)):
+        return True
+    text = str(source)
+    if any(c in text for c in "*?[") or "%" in text:
+        return True
+    path = Path(text)
+    if path.is_dir():
+        return not is_zarr_store(path) and not dicom.accepts(path, None)
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def open_input(source, *, threads: int | None = None, **stack_options) -> tuple[SlabReader, bool]:
+    """A slab reader for ``source`` and whether it is an image stack: a volume file or DICOM series (what
+    ``resample`` reads), a stack of slices (what ``import-stack`` reads, with its ``stack_options``: spacing, roi,
+    gray, reverse, origin, orientation), or a Zarr/OME-Zarr store (through io's slab readers, when they read it)."""
+    given = {k: v for k, v in stack_options.items() if v is not None}
+    if _is_stack_source(source):
+        from .stack_import import plan_stack_import
+        plan = plan_stack_import(source, factor=1.0, threads=threads, **given)
+        return plan.reader, True
+    path = Path(source)
+    if not path.exists():
+        raise BigVolumeError(f"{path}: no such file")
+    if set(given) - {"gray"}:
+        raise BigVolumeError(f"{path}: --{sorted(set(given) - {'gray'})[0]} is for image stacks; a volume file "
+                             "carries its own geometry")
+    # Hook: a Zarr/OME-Zarr input goes through io's open_slabs like any volume once io reads Zarr (issue 16).
+    return open_slabs(path), False
+
+
+# --- staging, records ------------------------------------------------------------------------------------------------
+
+class Records:
+    """The finished tasks of a run, one append-only file per level in the staging folder (``level-K.done``: task
+    numbers, one per line, written after the task's data). A line cut short by a kill is ignored."""
+
+    def __init__(self, staging: Path):
+        self.folder = staging / RECORDS
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.done: dict[int, set[int]] = {}
+        self._files: dict[int, int] = {}
+
+    def load(self, levels: int) -> None:
+        for level in range(levels):
+            file = self.folder / f"level-{level}.done"
+            lines = file.read_text().split("\n")[:-1] if file.is_file() else []  # the last is partial or empty
+            self.done[level] = {int(line) for line in lines if line.strip().isdigit()}
+
+    def add(self, level: int, number: int) -> None:
+        if level not in self._files:
+            self._files[level] = os.open(self.folder / f"level-{level}.done", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.write(self._files[level], f"{number}\n".encode())
+        self.done.setdefault(level, set()).add(number)
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+# --- tasks -----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BlockTask:
+    """One output block of a level >= 1, computed from the previous level (picklable: runs on any worker)."""
+
+    store: str
+    run: str
+    source: str
+    target: str
+    method: str
+    source_shape: tuple[int, int, int]
+    dtype: str
+    step: tuple[float, float, float]
+    block: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+@functools.lru_cache(maxsize=16)
+def level_kernels(method: str, shape, dtype: str, step) -> ResampleKernels:
+    """The tables of one level step, built once per process."""
+    return ResampleKernels.for_factors(method, tuple(shape), np.dtype(dtype), tuple(step))
+
+
+def compute_block(task: BlockTask) -> None:
+    """Compute one block from the previous level's array and write it (whole chunks or shards)."""
+    one_blas_thread()
+    source = open_level(task.store, task.source, task.run)
+    target = open_level(task.store, task.target, task.run)
+    kernels = level_kernels(task.method, task.source_shape, task.dtype, task.step)
+    out = resample_block(lambda region: source[region], kernels, task.block)
+    target[tuple(slice(a, b) for a, b in task.block)] = out
+
+
+class _StartedReader(SlabReader):
+    """Slices ``start ..`` of ``reader`` (a resumed level-0 pass starts where work remains)."""
+
+    def __init__(self, reader: SlabReader, start: int):
+        g = reader.geometry
+        super().__init__(reader.path, Geometry(g.dimensions[:2] + (g.dimensions[2] - start,), g.spacing, g.origin,
+                                               g.direction), reader.dtype, reader.components)
+        self.reader, self.start = reader, start
+        self.hands_out_views = reader.hands_out_views
+
+    def new_buffer(self, slices: int, dtype=None):
+        return self.reader.new_buffer(slices, dtype)
+
+    def read(self, k0, k1, out=None):
+        return self.reader.read(k0 + self.start, k1 + self.start, out)
+
+
+class Level0Stage(SlabStage):
+    """Level 0's pass on the engine's slab loop: slabs gather in a window of input slices; each complete row of
+    level-0 chunks (or shards) is written, and each level-1 block whose input region is in the window is computed
+    from it (on the loop's filter threads) and written. Slices nothing needs any more leave the window."""
+
+    def __init__(self, level0, rows, rows_todo, level1_tasks, start: int, capacity: int, slice_shape, dtype,
+                 record):
+        self.level0, self.rows, self.record = level0, rows, record
+        self.rows_todo = sorted(rows_todo)
+        self.tasks = level1_tasks   # [(number, block, region, kernels, target)], by region end
+        self.start = start
+        self.window = np.empty((capacity,) + tuple(slice_shape), dtype)
+        self.w0 = self.w1 = start   # the window holds slices w0 .. w1-1
+
+    def _needed_from(self) -> int:
+        starts = [self.rows[r][0] for r in self.rows_todo] + [t[2][0].start for t in self.tasks]
+        return min(starts, default=self.w1)
+
+    def push(self, k0, k1, slab, pool, sink) -> None:
+        k0, k1 = k0 + self.start, k1 + self.start
+        if self.w1 - self.w0 + (k1 - k0) > self.window.shape[0]:
+            keep = max(self._needed_from(), self.w0)
+            self.window[:self.w1 - keep] = self.window[keep - self.w0:self.w1 - self.w0]
+            self.w0 = keep
+        self.window[k0 - self.w0:k1 - self.w0] = slab
+        self.w1 = k1
+        jobs = []
+        while self.rows_todo and self.rows[self.rows_todo[0]][1] <= k1:
+            row = self.rows_todo.pop(0)
+            z0, z1 = self.rows[row]
+            jobs.append((0, row, pool.submit(self._write_row, z0, z1)))
+        while self.tasks and self.tasks[0][2][0].stop <= k1:
+            number, block, region, kernels, target = self.tasks.pop(0)
+            jobs.append((1, number, pool.submit(self._compute, block, region, kernels, target)))
+        for level, number, job in jobs:
+            job.result()
+            self.record(level, number)
+
+    def _write_row(self, z0, z1):
+        self.level0[z0:z1] = self.window[z0 - self.w0:z1 - self.w0]
+
+    def _compute(self, block, region, kernels, target):
+        def read_region(region):  # in the window: level 0's slices, still in memory
+            z, y, x = region
+            return self.window[z.start - self.w0:z.stop - self.w0, y, x]
+        out = resample_block(read_region, kernels, block)
+        target[tuple(slice(a, b) for a, b in block)] = out
+
+
+def _window_capacity(slabs, rows, rows_todo, task_regions, start) -> int:
+    """The window size (slices) :class:`Level0Stage` needs for these slabs, rows and level-1 regions."""
+    todo = sorted(rows_todo)
+    regions = sorted(task_regions, key=lambda r: r[1])
+    capacity, needed = 1, start
+    for k0, k1 in slabs:
+        capacity = max(capacity, k1 - needed)
+        todo = [r for r in todo if rows[r][1] > k1]
+        regions = [r for r in regions if r[1] > k1]
+        needed = min([rows[r][0] for r in todo] + [r[0] for r in regions] + [k1])
+    return capacity
+
+
+# --- the pyramid -----------------------------------------------------------------------------------------------------
+
+def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, shard: int | None = None,
+            method: str = DEFAULT_METHOD, ome_zarr_version: str = DEFAULT_OME_ZARR_VERSION,
+            zstd_level: int = DEFAULT_ZSTD_LEVEL, workers: int | None = None, scheduler: str | None = None,
+            memory_limit: float | None = None, resume: bool = False, keep_partial: bool = False,
+            overwrite: bool = False, progress: ProgressCallback | None = None, unit: str | None = None,
+            threads: int | None = None, **stack_options) -> PyramidReport:
+    """Write the multiscale OME-Zarr pyramid of ``input`` to ``output``.
+
+    input: a volume file or DICOM series, a stack of slices (folder, glob, printf pattern, list; ``stack_options``
+    as :func:`bigvolume.import_stack`: spacing, roi, gray, reverse, origin, orientation), or a Zarr store.
+    levels: levels in all (default: until the coarsest fits one chunk). chunks: chunk size (one, or z y x).
+    shard: chunks per shard along each axis (OME-Zarr 0.5 only). method: a streaming method (lanczos default).
+    workers: run on a dask.distributed LocalCluster of that many processes; scheduler: the address of an existing
+    dask.distributed scheduler; default: Dask's local threads (``threads``, default all cores). memory_limit: bytes
+    for the level-0 pass and per worker. resume: continue the run whose staging folder ``OUT.partial`` is there.
+    keep_partial: keep the staging folder after an error or Ctrl-C (for ``resume``). overwrite: replace OUT.
+    unit: the axes' unit (default millimeter for volume files, micrometer for stacks)."""
+    started = time.perf_counter()
+    output = Path(output)
+    if method not in STREAMABLE_METHODS:
+        raise BigVolumeError(f"method {method!r} cannot run block by block; choose one of "
+                             f"{', '.join(STREAMABLE_METHODS)}")
+    if ome_zarr_version not in OME_ZARR_VERSIONS:
+        raise BigVolumeError(f"OME-Zarr version {ome_zarr_version!r}: choose one of {', '.join(OME_ZARR_VERSIONS)}")
+    if shard is not None and ome_zarr_version != "0.5":
+        raise BigVolumeError("sharding needs Zarr v3: OME-Zarr 0.5 (leave out --ome-zarr-version 0.4 or --shard)")
+    if shard is not None and shard < 1:
+        raise BigVolumeError(f"shard must be at least 1 chunk, got {shard}")
+    if workers is not None and scheduler is not None:
+        raise BigVolumeError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+    if unit is not None and unit not in SPACE_UNITS:
+        raise BigVolumeError(f"unit {unit!r}: choose one of {', '.join(SPACE_UNITS)}")
+    chunk3 = _chunks3(chunks)
+    threads = threads or default_threads()
+    limit = int(memory_limit) if memory_limit else default_memory_limit()
+    staging = output.with_name(output.name + STAGING_SUFFIX)
+
+    # Refusals that need no input read first: nothing is touched, nothing is said before them.
+    source = None if isinstance(input, (list, tuple)) else Path(str(input))
+    if source is not None and source.exists() and (_inside(output, source) if source.is_dir() else
+                                                   output.resolve() == source.resolve()):
+        raise BigVolumeError(f"{output}: inside the input {source}; write the pyramid elsewhere")
+    if output.exists() and not overwrite and not resume:
+        raise BigVolumeError(f"{output}: exists; give --overwrite to replace it")
+    if str(output.parent) and not output.parent.is_dir():
+        raise BigVolumeError(f"{output}: the folder {output.parent} does not exist")
+    reader, is_stack = open_input(input, threads=threads, **stack_options)
+    try:
+        if reader.components > 1:
+            raise BigVolumeError(f"{input}: pyramids of one-component volumes only (this one has "
+                                 f"{reader.components}); for a stack, choose gray luminance or channel:N")
+        plan = _plan(reader, chunk3, shard, levels)
+        fingerprint = _fingerprint(input, reader, plan, method, ome_zarr_version, unit, zstd_level, chunk3, shard)
+        resuming = False
+        if staging.exists():
+            if resume:
+                recorded = staging / RECORDS / "plan.json"
+                if not recorded.is_file() or json.loads(recorded.read_text()) != fingerprint:
+                    raise BigVolumeError(f"{staging}: made by another run (other input or options); remove it, or "
+                                         "run without --resume and with --overwrite")
+                resuming = True
+            elif overwrite:
+                shutil.rmtree(staging)
+            else:
+                raise BigVolumeError(f"{staging}: an interrupted run's staging folder; --resume continues it, "
+                                     "--overwrite starts again")
+        elif output.exists() and not overwrite:
+            raise BigVolumeError(f"{output}: exists; give --overwrite to replace it")
+        needed = sum(level.geometry.voxel_count for level in plan) * reader.dtype.itemsize
+        free = shutil.disk_usage(output.parent if str(output.parent) else ".").free
+        if not resuming and needed > free:
+            raise BigVolumeError(f"{output}: not enough disk space: the pyramid may need {format_bytes(needed)} "
+                                 f"(uncompressed), {format_bytes(free)} are free")
+        unit = unit or ("micrometer" if is_stack else "millimeter")
+        runner = (DistributedRunner(workers, scheduler, memory_limit) if workers or scheduler
+                  else LocalRunner(threads))
+        try:
+            with runner:
+                skipped = _build(reader, plan, staging, fingerprint, resuming, runner, method, ome_zarr_version,
+                                 unit, zstd_level, threads, limit, as_progress(progress), name=Path(str(input)).name)
+        except BaseException:
+            if not keep_partial:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+    finally:
+        reader.close()
+    shutil.rmtree(staging / RECORDS)
+    if output.exists():  # --overwrite (or --resume over an existing OUT): swap, then remove the old one
+        old = output.with_name(output.name + ".replaced")
+        output.rename(old)
+        staging.rename(output)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        staging.rename(output)
+    return PyramidReport(output, plan, runner.name, time.perf_counter() - started, skipped)
+
+
+def _plan(reader: SlabReader, chunk3, shard, levels) -> list[LevelPlan]:
+    geometry = reader.geometry
+    steps = plan_levels(geometry.dimensions, geometry.spacing, chunk3, levels)
+    plan, factors = [], (1.0, 1.0, 1.0)
+    for number, step in enumerate([None] + steps):
+        if step is not None:
+            geometry = geometry.downsampled(step)
+            factors = tuple(f * s for f, s in zip(factors, step))
+        chunks = tuple(min(c, n) for c, n in zip(chunk3, geometry.shape))
+        task = chunks if shard is None else tuple(min(c * shard, -(-n // c) * c) for c, n in zip(chunks,
+                                                                                               geometry.shape))
+        plan.append(LevelPlan(number, geometry, factors, step, chunks, task))
+    return plan
+
+
+def _fingerprint(input, reader, plan, method, version, unit, zstd_level, chunk3, shard) -> dict:
+    source = [str(Path(p).resolve()) for p in input] if isinstance(input, (list, tuple)) else \
+        str(Path(str(input)).resolve())
+    return json.loads(json.dumps({
+        "input": source, "dtype": str(reader.dtype), "method": method, "version": version, "unit": unit,
+        "zstd": zstd_level, "chunks": chunk3, "shard": shard,
+        "levels": [[list(level.shape), list(level.geometry.spacing), list(level.geometry.origin)] for level in plan]}))
+
+
+def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, version, unit, zstd_level,
+           threads, limit, progress, name) -> int:
+    """Write every level into ``staging``; returns the number of finished tasks skipped (resumed)."""
+    one_blas_thread()
+    root = create_root(staging, version)
+    records = Records(staging)
+    dtype = reader.dtype
+    run = uuid.uuid4().hex
+    if resuming:
+        records.load(len(plan))
+        arrays = [open_level(str(staging), level.path, run) for level in plan]
+    else:
+        arrays = [create_level(root, level.path, level.shape, dtype, level.chunks, version=version,
+                               shards=level.task_shape if level.task_shape != level.chunks else None,
+                               zstd_level=zstd_level) for level in plan]
+        # The plan goes in last: a staging folder without it is not resumable (its arrays may be missing).
+        (records.folder / "plan.json").write_text(json.dumps(fingerprint))
+        records.load(len(plan))
+    skipped = sum(len(done) for done in records.done.values())
+    # Work units: voxels read (level 0's pass reads the input; a level's tasks read the level before).
+    units = [plan[0].geometry.voxel_count] + [plan[k - 1].geometry.voxel_count for k in range(1, len(plan))]
+    total = float(sum(units))
+    state = {"done": 0.0}
+
+    def advance(amount: float, message: str) -> None:
+        state["done"] += amount
+        progress(state["done"] / total, message)
+
+    rows = [(z0, z1) for (z0, z1), _, _ in output_blocks(plan[0].shape, (plan[0].task_shape[0],) + plan[0].shape[1:])]
+    level1_blocks = plan[1].blocks() if len(plan) > 1 else []
+    share1 = units[1] / max(1, len(level1_blocks)) if len(plan) > 1 else 0.0
+
+    def record(level: int, number: int) -> None:
+        records.add(level, number)
+        if level == 1:
+            advance(share1, f"level 1: block {len(records.done[1])}/{len(level1_blocks)}")
+
+    try:
+        rows_todo = [n for n in range(len(rows)) if n not in records.done[0]]
+        fused = not runner.distributed and len(plan) > 1
+        level1_todo = [n for n in range(len(level1_blocks)) if n not in records.done.get(1, set())]
+        tasks = []
+        if fused:
+            kernels1 = ResampleKernels.for_factors(method, plan[0].shape, dtype, plan[1].step)
+            for n in level1_todo:
+                region = kernels1.block(level1_blocks[n])[1]
+                tasks.append((n, level1_blocks[n], region, kernels1, arrays[1]))
+            tasks.sort(key=lambda t: t[2][0].stop)
+            fused = _fits(reader, plan, rows, rows_todo, tasks, threads, limit)
+            if not fused:
+                tasks = []
+        done_before = sum(rows[r][1] - rows[r][0] for r in range(len(rows)) if r not in rows_todo)
+        advance(done_before * reader.slice_bytes / dtype.itemsize, "level 0 (resumed)")
+        if rows_todo or tasks:
+            start = min([rows[r][0] for r in rows_todo] + [t[2][0].start for t in tasks])
+            slab = _slab_slices(reader, plan[0].task_shape[0], limit)
+            part = _StartedReader(reader, start) if start else reader
+            slabs = [(k0, min(k0 + slab, reader.slices)) for k0 in range(start, reader.slices, slab)]
+            capacity = _window_capacity(slabs, rows, rows_todo, [(t[2][0].start, t[2][0].stop) for t in tasks],
+                                        start)
+            stage = Level0Stage(arrays[0], rows, rows_todo, tasks, start, capacity, reader.slice_shape, dtype, record)
+            voxels_per_slice = reader.slice_bytes // dtype.itemsize
+            streamed = {"slices": 0.0}
+
+            def slab_progress(fraction, message):
+                slices = fraction * part.slices  # the loop reports the share of the slices streamed
+                advance((slices - streamed["slices"]) * voxels_per_slice, f"level 0: {message}")
+                streamed["slices"] = slices
+
+            run_slabs(part, stage, None, slab, threads=threads, progress=slab_progress)
+        for number in range(1, len(plan)):
+            level, previous = plan[number], plan[number - 1]
+            blocks = level.blocks()
+            todo = [n for n in range(len(blocks)) if n not in records.done.get(number, set())]
+            share = units[number] / max(1, len(blocks))
+            specs = [BlockTask(str(staging), run, previous.path, level.path, method, previous.shape, str(dtype),
+                               level.step, blocks[n]) for n in todo]
+
+            def finished(n, _result, number=number, todo=todo, share=share, count=len(blocks)):
+                records.add(number, todo[n])
+                advance(share, f"level {number}: block {len(records.done[number])}/{count}")
+
+            runner.map(compute_block, specs, finished)
+        levels = [PyramidLevel(level.path, level.geometry, level.factors, level.source) for level in plan]
+        attributes = multiscales_attributes(levels, version=version, unit=unit, name=name, method=method)
+        attributes["bigvolume"]["all_chunks_written"] = True
+        attributes["bigvolume"]["chunks"] = list(plan[0].chunks)
+        write_attributes(root, attributes)
+    finally:
+        records.close()
+    return skipped
+
+
+def _slab_slices(reader: SlabReader, row: int, limit: int) -> int:
+    """Slabs of at most a row, and whose read-ahead buffers take at most a quarter of the limit."""
+    room = max(1, int(limit / 4) // max(1, (READ_AHEAD + 1) * reader.slice_bytes))
+    slab = min(row, room)
+    while row % slab:  # a divisor of the row: rows end at slab ends, so they are written as soon as read
+        slab -= 1
+    return slab
+
+
+def _fits(reader, plan, rows, rows_todo, tasks, threads, limit) -> bool:
+    """Whether level 1 can be computed during level 0's pass within ``limit``: the window of input rows, the
+    read-ahead slabs and one block per thread (its region in float and its copies)."""
+    slab = _slab_slices(reader, plan[0].task_shape[0], limit)
+    start = min([rows[r][0] for r in rows_todo] + [t[2][0].start for t in tasks], default=0)
+    slabs = [(k0, min(k0 + slab, reader.slices)) for k0 in range(start, reader.slices, slab)]
+    capacity = _window_capacity(slabs, rows, rows_todo, [(t[2][0].start, t[2][0].stop) for t in tasks], start)
+    region = max((math.prod(s.stop - s.start for s in t[2]) for t in tasks), default=0)
+    block_bytes = region * (reader.dtype.itemsize + 3 * 4)
+    needed = (capacity + (READ_AHEAD + 1) * slab) * reader.slice_bytes + threads * block_bytes
+    return current_rss() + needed <= limit
