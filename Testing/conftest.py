@@ -29,7 +29,7 @@ FILE_MARKERS = {
              "test_stacks", "test_stream", "test_target_size"],
     "cli": ["test_cli", "test_ctrl_c", "test_messages", "test_readme"],
     "mrml": ["test_cli_module", "test_haze_logic", "test_ome_zarr_logic", "test_image_stack_logic", "test_preview", "test_slicer_logic"],
-    "ui": ["test_haze_ui", "test_image_stack_ui", "test_panel_progress", "test_panel_widgets", "test_slicer_modules",
+    "ui": ["test_haze_ui", "test_image_stack_ui", "test_ome_zarr_ui", "test_panel_progress", "test_panel_widgets", "test_slicer_modules",
            "test_ui_files"],
 }
 _MARKER_OF_FILE = {name: marker for marker, names in FILE_MARKERS.items() for name in names}

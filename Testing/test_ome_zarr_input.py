@@ -211,6 +211,9 @@ def test_bad_levels_and_stores_are_one_line(tmp_path):
     zarr.open_group(str(tmp_path / "group.zarr"), mode="w")
     with pytest.raises(bv.VolumeFileError, match="no OME-Zarr multiscales"):
         bv.read_volume(tmp_path / "group.zarr")
+    (tmp_path / "empty.ome.zarr").mkdir()
+    with pytest.raises(bv.VolumeFileError, match=r"empty.ome.zarr: not a Zarr store \(no zarr.json"):
+        bv.read_geometry(tmp_path / "empty.ome.zarr")
     (tmp_path / "broken.zarr").mkdir()
     (tmp_path / "broken.zarr" / "zarr.json").write_text("{not json")
     with pytest.raises(bv.VolumeFileError, match="broken.zarr: not a readable Zarr store"):
@@ -276,3 +279,55 @@ def test_preview_of_a_pyramid_names_the_level_it_draws(tmp_path):
         result = run("preview", store, tmp_path / f"p{level}.png", *args)
         assert result.returncode == 0, result.stderr
         assert f"x.ome.zarr (level {level})" in result.stdout and (tmp_path / f"p{level}.png").is_file()
+
+
+def test_slabs_are_whole_chunks_where_they_can_be():
+    """A slab that cuts a chunk has it decoded again for the next slab: the planner rounds a slab of at least one
+    chunk down to whole chunks; a smaller one is kept (memory, and the soft limits, decide)."""
+    from bigvolume.core.memory import current_rss
+    from bigvolume.engine.plan import plan_slabs
+
+    roomy = current_rss() + 2**30
+    assert plan_slabs(1000, 10, 1000, 0, roomy).slab_slices == 125  # 8 slabs, unaligned
+    assert plan_slabs(1000, 10, 1000, 0, roomy, alignment=64).slab_slices == 64  # 125 -> 64
+    assert plan_slabs(1000, 10, 1000, 0, roomy, alignment=48).slab_slices == 96
+    assert plan_slabs(512, 10, 1000, 0, roomy, alignment=128).slab_slices == 64  # below one chunk: kept
+    assert plan_slabs(512, 10, 1000, 0, roomy, alignment=16, max_slab_bytes=300).slab_slices == 16  # 30 -> 16
+    assert plan_slabs(40, 10, 1000, 0, roomy, alignment=16, min_slabs=1).slab_slices == 40  # the whole volume
+
+
+def test_a_streamed_read_of_a_zarr_level_plans_whole_chunks(tmp_path):
+    store = write_store(tmp_path / "x.ome.zarr", phantom((100, 20, 20)), Geometry((20, 20, 100)), chunks=6,
+                        factors=())
+    report = bv.resample_file(store, tmp_path / "out.nrrd", 2, stream=True)
+    assert report.stream_plan.slab_slices == 12  # 13 (a slab count of 8) -> 12
+    with open_slabs(store) as reader:
+        assert reader.slab_alignment == 6
+
+
+def test_a_store_written_by_ngff_zarr_reads_with_its_own_geometry(tmp_path):
+    """An independent writer (ngff-zarr, the reference tool; levels nested as scale1/image): every level's grid is
+    the scale and translation ngff-zarr gives it, level 0's voxels are the array."""
+    nz = pytest.importorskip("ngff_zarr")
+    array = phantom((20, 24, 28))
+    image = nz.to_ngff_image(array, dims=("z", "y", "x"), scale={"z": 2.0, "y": 0.5, "x": 0.25},
+                             translation={"z": 3.0, "y": -1.0, "x": 5.0})
+    multiscales = nz.to_multiscales(image, scale_factors=[2, 4])
+    nz.to_ngff_zarr(str(tmp_path / "ngff.ome.zarr"), multiscales, version="0.5")
+    pyramid = open_pyramid(tmp_path / "ngff.ome.zarr")
+    assert len(pyramid.levels) == len(multiscales.images) == 3
+    for level, written in zip(pyramid.levels, multiscales.images):
+        geometry = level.geometry
+        assert geometry.shape == written.data.shape
+        assert geometry.spacing == tuple(written.scale[axis] for axis in "xyz")
+        assert geometry.origin == pytest.approx(tuple(written.translation[axis] for axis in "xyz"), abs=1e-12)
+        assert io.read_geometry(tmp_path / "ngff.ome.zarr" / level.path)[0] == geometry  # nested level folder
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "ngff.ome.zarr").array, array)
+
+
+def test_bigvolume_imports_zarr_only_to_read_a_store(tmp_path):
+    nrrd = io.write_volume(bv.Volume.from_array(phantom((4, 5, 6))), tmp_path / "v.nrrd")
+    code = (f"import sys, bigvolume as bv; bv.read_volume(r'{nrrd}'); bv.read_geometry(r'{nrrd}'); "
+            "print('zarr' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

@@ -75,7 +75,7 @@ class ResampleStage:
                      + int(3 * work_slice * out_rows_per_slice))          # z sums and the cast output block
         fixed = stages.threads * stages.thread_bytes + (k.z_span + 2) * reduced_slice
         plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, fixed, memory_limit,
-                          max_slab_bytes=stages.max_slab_bytes)
+                          max_slab_bytes=stages.max_slab_bytes, alignment=reader.slab_alignment)
         # Room for WINDOW_SLABS slabs behind the kernel's margin, but never more than the whole volume needs.
         nk, slab, span = reader.slices, plan.slab_slices, k.z_span
         plan.window_slices = min(WINDOW_SLABS * slab + span + 1, max(nk, slab + span + 1))

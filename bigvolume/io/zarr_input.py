@@ -63,14 +63,17 @@ def _zarr():
 
 
 def accepts(path) -> bool:
-    """True for a local Zarr store (group or array): the inputs this module reads."""
-    return is_zarr_store(path)
+    """True for a local Zarr store (group or array), and for a folder named ``*.zarr`` (refused by
+    :func:`open_pyramid` in words about Zarr, not as "a folder")."""
+    path = Path(path)
+    return is_zarr_store(path) or (path.name.lower().endswith(".zarr") and path.is_dir())
 
 
 @dataclass(frozen=True)
 class ZarrLevel:
     """One level: its array's path inside the store ("" when the store is the array), its LPS grid, pixel type,
-    components, and the z y x size of one stored object (a shard when the array is sharded, else a chunk)."""
+    components, the z y x size of one stored object (a shard when the array is sharded, else a chunk) and of one
+    chunk (what is decoded at once: the inner chunk of a shard)."""
 
     index: int
     path: str
@@ -78,6 +81,7 @@ class ZarrLevel:
     dtype: np.dtype
     components: int
     stored_block: tuple[int, int, int]
+    chunk: tuple[int, int, int]
 
     @property
     def nbytes(self) -> int:
@@ -169,8 +173,9 @@ def _check_axes(array, axes, spatial, channel, store: Path, path: str) -> int:
 
 def _level(index, path, array, geometry, axes, spatial, channel, store) -> ZarrLevel:
     components = _check_axes(array, axes, spatial, channel, store, path)
-    block = _stored_block(array)
-    return ZarrLevel(index, path, geometry, np.dtype(array.dtype), components, tuple(block[n] for n in spatial))
+    block, chunk = _stored_block(array), tuple(int(n) for n in array.chunks)
+    return ZarrLevel(index, path, geometry, np.dtype(array.dtype), components, tuple(block[n] for n in spatial),
+                     tuple(chunk[n] for n in spatial))
 
 
 def _all_chunks_written(attributes) -> bool:
@@ -257,6 +262,7 @@ class ZarrSlabReader(SlabReader):
         self.level = pyramid.level(level)
         super().__init__(pyramid.folder(self.level.index), self.level.geometry, self.level.dtype,
                          self.level.components)
+        self.slab_alignment = self.level.chunk[0]
         self._array = None
         self._checked_bands: set[int] = set()  # z bands of stored objects already checked for missing ones
 

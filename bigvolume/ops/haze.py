@@ -1207,7 +1207,8 @@ def _slab_plan(source, options: HazeOptions, memory_limit: float) -> StreamPlan:
     itemsize = source.dtype.itemsize
     per_slice = source.slice_bytes // itemsize * ((3 if options.denoise else 2) * itemsize + 4 + 8)
     return plan_slabs(source.slices, source.slice_bytes, per_slice, 2 * options.halo * per_slice, memory_limit,
-                      max_slab_bytes=SLAB_VOXELS * itemsize, min_slabs=1)
+                      max_slab_bytes=SLAB_VOXELS * itemsize, min_slabs=1,
+                      alignment=source.slab_alignment)
 
 
 def _in_memory_pipeline(array: np.ndarray, options: HazeOptions, threshold: HazeThreshold) -> _HazePipeline:
