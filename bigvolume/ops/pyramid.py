@@ -47,6 +47,9 @@ DEFAULT_CHUNKS = 128
 # An axis whose spacing is at least this many times the finest is not halved until the others catch up: levels
 # approach isotropic voxels (1.5: halving it would leave it further from the others than not halving it).
 ANISOTROPY = 1.5
+# Blocks are filtered this many input slices at a time (fixed: a block's bytes depend on the block alone), which keeps
+# the x/y pass in the CPU caches: 128^3 Lanczos blocks at x2 run 2-3x faster than as one slab of the whole region.
+BLOCK_SLAB_SLICES = 8
 STAGING_SUFFIX = ".partial"
 RECORDS = ".bigvolume-pyramid"   # inside the staging folder: the plan and the finished tasks
 STACK_OPTIONS = ("spacing", "roi", "gray", "reverse", "origin", "orientation")
@@ -232,7 +235,7 @@ def compute_block(task: BlockTask) -> None:
     source = open_level(task.store, task.source, task.run)
     target = open_level(task.store, task.target, task.run)
     kernels = level_kernels(task.method, task.source_shape, task.dtype, task.step)
-    out = resample_block(lambda region: source[region], kernels, task.block)
+    out = resample_block(lambda region: source[region], kernels, task.block, slab_slices=BLOCK_SLAB_SLICES)
     target[tuple(slice(a, b) for a, b in task.block)] = out
 
 
@@ -298,7 +301,7 @@ class Level0Stage(SlabStage):
         def read_region(region):  # in the window: level 0's slices, still in memory
             z, y, x = region
             return self.window[z.start - self.w0:z.stop - self.w0, y, x]
-        out = resample_block(read_region, kernels, block)
+        out = resample_block(read_region, kernels, block, slab_slices=BLOCK_SLAB_SLICES)
         target[tuple(slice(a, b) for a, b in block)] = out
 
 
