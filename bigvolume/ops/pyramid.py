@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -50,6 +51,9 @@ ANISOTROPY = 1.5
 # Blocks are filtered this many input slices at a time (fixed: a block's bytes depend on the block alone), which keeps
 # the x/y pass in the CPU caches: 128^3 Lanczos blocks at x2 run 2-3x faster than as one slab of the whole region.
 BLOCK_SLAB_SLICES = 8
+# Level 0's pass reads slabs of about this size: large enough for the reader, small enough that the read-ahead
+# buffers (three of them) stay small beside the window of rows.
+SLAB_BYTES = 16 * 2**20
 STAGING_SUFFIX = ".partial"
 RECORDS = ".bigvolume-pyramid"   # inside the staging folder: the plan and the finished tasks
 STACK_OPTIONS = ("spacing", "roi", "gray", "reverse", "origin", "orientation")
@@ -269,30 +273,47 @@ class Level0Stage(SlabStage):
         self.start = start
         self.window = np.empty((capacity,) + tuple(slice_shape), dtype)
         self.w0 = self.w1 = start   # the window holds slices w0 .. w1-1
+        self.pending = []           # (level, number, future) submitted, not yet recorded
 
     def _needed_from(self) -> int:
         starts = [self.rows[r][0] for r in self.rows_todo] + [t[2][0].start for t in self.tasks]
         return min(starts, default=self.w1)
 
     def push(self, k0, k1, slab, pool, sink) -> None:
+        # Jobs run while the next slabs are read and copied in (they read only filled slices); the window's front
+        # moves only once every job that may read it has finished.
         k0, k1 = k0 + self.start, k1 + self.start
         if self.w1 - self.w0 + (k1 - k0) > self.window.shape[0]:
+            self._finish(wait=True)
             keep = max(self._needed_from(), self.w0)
             self.window[:self.w1 - keep] = self.window[keep - self.w0:self.w1 - self.w0]
             self.w0 = keep
         self.window[k0 - self.w0:k1 - self.w0] = slab
         self.w1 = k1
-        jobs = []
         while self.rows_todo and self.rows[self.rows_todo[0]][1] <= k1:
             row = self.rows_todo.pop(0)
             z0, z1 = self.rows[row]
-            jobs.append((0, row, pool.submit(self._write_row, z0, z1)))
+            self.pending.append((0, row, pool.submit(self._write_row, z0, z1)))
         while self.tasks and self.tasks[0][2][0].stop <= k1:
             number, block, region, kernels, target = self.tasks.pop(0)
-            jobs.append((1, number, pool.submit(self._compute, block, region, kernels, target)))
-        for level, number, job in jobs:
-            job.result()
-            self.record(level, number)
+            self.pending.append((1, number, pool.submit(self._compute, block, region, kernels, target)))
+        self._finish(wait=False)
+
+    def _finish(self, wait: bool) -> None:
+        """Record the finished jobs (all of them, waiting, with ``wait``)."""
+        still = []
+        for level, number, job in self.pending:
+            if wait or job.done():
+                job.result()
+                self.record(level, number)
+            else:
+                still.append((level, number, job))
+        self.pending = still
+
+    @contextlib.contextmanager
+    def running(self, sink):
+        yield
+        self._finish(wait=True)  # not on an error: the loop's pools then wait for the jobs, unrecorded
 
     def _write_row(self, z0, z1):
         self.level0[z0:z1] = self.window[z0 - self.w0:z1 - self.w0]
@@ -535,9 +556,9 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
 
 
 def _slab_slices(reader: SlabReader, row: int, limit: int) -> int:
-    """Slabs of at most a row, and whose read-ahead buffers take at most a quarter of the limit."""
+    """Slabs of about SLAB_BYTES, at most a row, whose read-ahead buffers take at most a quarter of the limit."""
     room = max(1, int(limit / 4) // max(1, (READ_AHEAD + 1) * reader.slice_bytes))
-    slab = min(row, room)
+    slab = max(1, min(row, room, SLAB_BYTES // max(1, reader.slice_bytes)))
     while row % slab:  # a divisor of the row: rows end at slab ends, so they are written as soon as read
         slab -= 1
     return slab
