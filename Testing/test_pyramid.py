@@ -329,7 +329,7 @@ def test_refusals_are_one_line_and_touch_nothing(tmp_path, monkeypatch):
 def test_overwrite_replaces_an_existing_pyramid(tmp_path):
     source = write_input(tmp_path, smooth_volume((20, 24, 28)))
     pyramid(source, tmp_path / "p.ome.zarr", chunks=8, levels=2)
-    report = pyramid(source, tmp_path / "p.ome.zarr", chunks=8, overwrite=True)
+    report = bv.pyramid(source, tmp_path / "p.ome.zarr", chunks=8, overwrite=True)  # the public API
     layout, _ = levels_of(tmp_path / "p.ome.zarr")
     assert len(layout.paths) == len(report.levels) > 2
     assert sorted(os.listdir(tmp_path)) == ["in.nrrd", "p.ome.zarr"]
