@@ -221,6 +221,19 @@ def test_a_two_process_local_cluster_writes_the_same_bytes(tmp_path):
     assert read_attributes(tmp_path / "local.ome.zarr") == read_attributes(tmp_path / "cluster.ome.zarr")
 
 
+def test_level_one_read_back_from_level_zero_under_a_small_memory_limit_is_the_same(tmp_path):
+    # The window of input rows does not fit 40 MB: level 1's blocks read level 0 back (through the chunk cache)
+    # instead of computing from the rows in memory; same tasks, same bytes.
+    array = smooth_volume((70, 90, 85))
+    source = write_input(tmp_path, array)
+    window = pyramid(source, tmp_path / "window.ome.zarr", chunks=16, shard=2)
+    from bigvolume.core.memory import current_rss
+    back = pyramid(source, tmp_path / "back.ome.zarr", chunks=16, shard=2, memory_limit=current_rss() + 2**20)
+    assert "in memory" in window.notes[0] and "read back" in back.notes[0]
+    for a, b in zip(all_levels(tmp_path / "window.ome.zarr"), all_levels(tmp_path / "back.ome.zarr")):
+        np.testing.assert_array_equal(a, b)
+
+
 # --- faults ----------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,26 @@ def ngff(source, out, method) -> list:
     return [PYTHON, "-c", NGFF_SCRIPT, str(source), str(out), method]
 
 
+def killed_then_resumed(source: Path, folder: Path) -> dict:
+    """Kill -9 a run once half of level 0's rows are written, then time --resume (against a full run's time)."""
+    out = folder / "resume.ome.zarr"
+    shutil.rmtree(out, ignore_errors=True)
+    records = folder / "resume.ome.zarr.partial" / ".bigvolume-pyramid" / "level-0.done"
+    process = subprocess.Popen(ours(source, out), env=environment(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    import bigvolume as bv
+    rows = -(-bv.read_geometry(source)[0].dimensions[2] // 128)
+    while process.poll() is None and not (records.is_file() and records.read_text().count("\n") >= rows // 2):
+        time.sleep(0.002)
+    process.kill()
+    process.wait()
+    done = records.read_text().count("\n") if records.is_file() else 0
+    resumed = measure(ours(source, out, "--resume"), folder / "resume.log")
+    full = measure(ours(source, folder / "full.ome.zarr"), folder / "full.log")
+    return {"rows_done_at_kill": done, "rows": rows, "resume_seconds": resumed["seconds"],
+            "full_seconds": full["seconds"]}
+
+
 def zone_plate_uint16(size: int) -> np.ndarray:
     from bigvolume.testing import quality
     return np.rint(quality.zone_plate(size) * 30000 + 32768).astype(np.uint16)
@@ -195,6 +215,8 @@ def main() -> int:
                          ours(source, folder / "workers.ome.zarr", "--workers", workers), folder, args.rounds,
                          poll_tree=True)
         results["speed"] = rows
+        results["resume"] = killed_then_resumed(source, folder)
+        print(f"  kill -9 at half of level 0, then --resume: {results['resume']}", flush=True)
         print("quality: zone plate, PSNR against the ideal (dB)", flush=True)
         results["quality"] = quality(folder, args.quality_size, not args.no_ngff)
         if args.big:

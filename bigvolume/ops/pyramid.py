@@ -40,7 +40,8 @@ from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UN
                            multiscales_attributes)
 from ..io.slabs import SlabReader, open_slabs
 from ..io.stacks import IMAGE_SUFFIXES
-from ..io.zarr_output import DEFAULT_ZSTD_LEVEL, create_level, create_root, open_level, write_attributes
+from ..io.zarr_output import (DEFAULT_ZSTD_LEVEL, ChunkCache, create_level, create_root, open_level,
+                              write_attributes)
 from ..methods.kernels import ResampleKernels
 from .resample import DEFAULT_METHOD
 
@@ -225,6 +226,7 @@ class BlockTask:
     dtype: str
     step: tuple[float, float, float]
     block: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+    cache_bytes: int = 256 * 2**20
 
 
 @functools.lru_cache(maxsize=16)
@@ -233,13 +235,20 @@ def level_kernels(method: str, shape, dtype: str, step) -> ResampleKernels:
     return ResampleKernels.for_factors(method, tuple(shape), np.dtype(dtype), tuple(step))
 
 
+_CACHE: list[ChunkCache] = []  # this process's decoded chunks of the level being read (one cache per process)
+
+
 def compute_block(task: BlockTask) -> None:
     """Compute one block from the previous level's array and write it (whole chunks or shards)."""
     one_blas_thread()
     source = open_level(task.store, task.source, task.run)
     target = open_level(task.store, task.target, task.run)
     kernels = level_kernels(task.method, task.source_shape, task.dtype, task.step)
-    out = resample_block(lambda region: source[region], kernels, task.block, slab_slices=BLOCK_SLAB_SLICES)
+    if not _CACHE:
+        _CACHE.append(ChunkCache(task.cache_bytes))
+    key = (task.store, task.source, task.run)
+    out = resample_block(lambda region: _CACHE[0].read(source, key, region), kernels, task.block,
+                         slab_slices=BLOCK_SLAB_SLICES)
     target[tuple(slice(a, b) for a, b in task.block)] = out
 
 
@@ -419,7 +428,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
                   else LocalRunner(threads))
         try:
             with runner:
-                skipped = _build(reader, plan, staging, fingerprint, resuming, runner, method, ome_zarr_version,
+                skipped, notes = _build(reader, plan, staging, fingerprint, resuming, runner, method, ome_zarr_version,
                                  unit, zstd_level, threads, limit, as_progress(progress), name=Path(str(input)).name)
         except BaseException:
             if not keep_partial:
@@ -435,7 +444,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         shutil.rmtree(old) if old.is_dir() else old.unlink()
     else:
         staging.rename(output)
-    return PyramidReport(output, plan, runner.name, time.perf_counter() - started, skipped)
+    return PyramidReport(output, plan, runner.name, time.perf_counter() - started, skipped, notes)
 
 
 def _plan(reader: SlabReader, chunk3, shard, levels) -> list[LevelPlan]:
@@ -463,8 +472,9 @@ def _fingerprint(input, reader, plan, method, version, unit, zstd_level, chunk3,
 
 
 def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, version, unit, zstd_level,
-           threads, limit, progress, name) -> int:
-    """Write every level into ``staging``; returns the number of finished tasks skipped (resumed)."""
+           threads, limit, progress, name) -> tuple[int, list[str]]:
+    """Write every level into ``staging``; returns the number of finished tasks skipped (resumed) and notes on how
+    the levels were computed."""
     one_blas_thread()
     root = create_root(staging, version)
     records = Records(staging)
@@ -481,6 +491,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
         (records.folder / "plan.json").write_text(json.dumps(fingerprint))
         records.load(len(plan))
     skipped = sum(len(done) for done in records.done.values())
+    notes: list[str] = []
     # Work units: voxels read (level 0's pass reads the input; a level's tasks read the level before).
     units = [plan[0].geometry.voxel_count] + [plan[k - 1].geometry.voxel_count for k in range(1, len(plan))]
     total = float(sum(units))
@@ -513,6 +524,9 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
             fused = _fits(reader, plan, rows, rows_todo, tasks, threads, limit)
             if not fused:
                 tasks = []
+        if len(plan) > 1:
+            notes.append("level 1 computed from the input rows in memory during level 0's pass" if fused else
+                         "level 1 computed from level 0 read back")
         done_before = sum(rows[r][1] - rows[r][0] for r in range(len(rows)) if r not in rows_todo)
         advance(done_before * reader.slice_bytes / dtype.itemsize, "level 0 (resumed)")
         if rows_todo or tasks:
@@ -532,19 +546,21 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
                 streamed["slices"] = slices
 
             run_slabs(part, stage, None, slab, threads=threads, progress=slab_progress)
+        cache_bytes = int(min(512 * 2**20, max(64 * 2**20, limit // 4)))  # per process, decoded chunks
         for number in range(1, len(plan)):
             level, previous = plan[number], plan[number - 1]
             blocks = level.blocks()
             todo = [n for n in range(len(blocks)) if n not in records.done.get(number, set())]
             share = units[number] / max(1, len(blocks))
             specs = [BlockTask(str(staging), run, previous.path, level.path, method, previous.shape, str(dtype),
-                               level.step, blocks[n]) for n in todo]
+                               level.step, blocks[n], cache_bytes) for n in todo]
 
             def finished(n, _result, number=number, todo=todo, share=share, count=len(blocks)):
                 records.add(number, todo[n])
                 advance(share, f"level {number}: block {len(records.done[number])}/{count}")
 
             runner.map(compute_block, specs, finished)
+        runner.run_everywhere(clear_chunk_cache)
         levels = [PyramidLevel(level.path, level.geometry, level.factors, level.source) for level in plan]
         attributes = multiscales_attributes(levels, version=version, unit=unit, name=name, method=method)
         attributes["bigvolume"]["all_chunks_written"] = True
@@ -552,7 +568,13 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
         write_attributes(root, attributes)
     finally:
         records.close()
-    return skipped
+    return skipped, notes
+
+
+def clear_chunk_cache() -> None:
+    """Free this process's decoded chunks (after a run; on a cluster, on every worker)."""
+    for cache in _CACHE:
+        cache.clear()
 
 
 def _slab_slices(reader: SlabReader, row: int, limit: int) -> int:
@@ -572,6 +594,7 @@ def _fits(reader, plan, rows, rows_todo, tasks, threads, limit) -> bool:
     slabs = [(k0, min(k0 + slab, reader.slices)) for k0 in range(start, reader.slices, slab)]
     capacity = _window_capacity(slabs, rows, rows_todo, [(t[2][0].start, t[2][0].stop) for t in tasks], start)
     region = max((math.prod(s.stop - s.start for s in t[2]) for t in tasks), default=0)
-    block_bytes = region * (reader.dtype.itemsize + 3 * 4)
+    # a block holds its region, and its float copy BLOCK_SLAB_SLICES slices at a time (resample_block)
+    block_bytes = region * reader.dtype.itemsize * 2
     needed = (capacity + (READ_AHEAD + 1) * slab) * reader.slice_bytes + threads * block_bytes
     return current_rss() + needed <= limit
