@@ -138,11 +138,17 @@ def write_nrrd(array, path: Path) -> Path:
     return path
 
 
-def timed_rounds(rows: dict, name: str, command, folder: Path, rounds: int, poll_tree=False) -> None:
-    runs = [measure(command, folder / f"{name}.log", poll_tree) for _ in range(rounds)]
-    rows[name] = {"seconds": median(r["seconds"] for r in runs), "peak_mib": median(r["peak_mib"] for r in runs),
-                  "runs": runs}
-    print(f"  {name}: {rows[name]['seconds']:.2f} s, {rows[name]['peak_mib']:.0f} MiB", flush=True)
+def timed_rounds(rows: dict, commands: dict, folder: Path, rounds: int, poll_tree=False) -> None:
+    """Each command ``rounds`` times, interleaved (A B C A B C ...: load from other jobs falls on all of them);
+    medians."""
+    runs: dict = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, command in commands.items():
+            runs[name].append(measure(command, folder / "run.log", poll_tree))
+    for name, measured in runs.items():
+        rows[name] = {"seconds": median(r["seconds"] for r in measured),
+                      "peak_mib": median(r["peak_mib"] for r in measured), "runs": measured}
+        print(f"  {name}: {rows[name]['seconds']:.2f} s, {rows[name]['peak_mib']:.0f} MiB", flush=True)
 
 
 def level_arrays(store: Path) -> list:
@@ -205,15 +211,12 @@ def main() -> int:
         print(f"speed and memory: {args.size}^3 uint16 NRRD (raw), whole pyramid", flush=True)
         source = write_nrrd(zone_plate_uint16(args.size), folder / "in.nrrd")
         rows: dict = {}
-        timed_rounds(rows, "bigvolume", ours(source, folder / "ours.ome.zarr"), folder, args.rounds)
+        commands = {"bigvolume": ours(source, folder / "ours.ome.zarr")}
         if not args.no_ngff:
-            for method in NGFF_METHODS:
-                timed_rounds(rows, f"ngff-zarr {method}", ngff(source, folder / f"ngff_{method}.ome.zarr", method),
-                             folder, args.rounds)
-        for workers in (1, 2):
-            timed_rounds(rows, f"bigvolume --workers {workers}",
-                         ours(source, folder / "workers.ome.zarr", "--workers", workers), folder, args.rounds,
-                         poll_tree=True)
+            commands.update({f"ngff-zarr {m}": ngff(source, folder / f"ngff_{m}.ome.zarr", m) for m in NGFF_METHODS})
+        timed_rounds(rows, commands, folder, args.rounds)
+        timed_rounds(rows, {f"bigvolume --workers {n}": ours(source, folder / "workers.ome.zarr", "--workers", n)
+                            for n in (1, 2)}, folder, args.rounds, poll_tree=True)
         results["speed"] = rows
         results["resume"] = killed_then_resumed(source, folder)
         print(f"  kill -9 at half of level 0, then --resume: {results['resume']}", flush=True)

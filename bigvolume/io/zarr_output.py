@@ -77,35 +77,50 @@ class ChunkCache:
         self._lock = threading.Lock()
 
     def read(self, array, key, region) -> np.ndarray:
-        """``array[region]`` (``region``: slices with steps of 1), chunk by chunk; ``key`` names the array."""
+        """``array[region]`` (``region``: slices with steps of 1), chunk by chunk; ``key`` names the array. The
+        chunks not in the cache are decoded by one read of their bounding box (zarr decodes its chunks
+        concurrently)."""
         starts = [r.start for r in region]
         out = np.empty(tuple(r.stop - r.start for r in region), array.dtype)
         grids = [range(r.start // c, (r.stop - 1) // c + 1) for r, c in zip(region, array.chunks)]
-        for index in itertools.product(*grids):
-            chunk_slices = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, array.chunks,
-                                                                                      array.shape))
-            data = self._chunk(array, key, index, chunk_slices)
-            low = [max(r.start, s.start) for r, s in zip(region, chunk_slices)]
-            high = [min(r.stop, s.stop) for r, s in zip(region, chunk_slices)]
-            out[tuple(slice(a - o, b - o) for a, b, o in zip(low, high, starts))] = \
-                data[tuple(slice(a - s.start, b - s.start) for a, b, s in zip(low, high, chunk_slices))]
+        indices = list(itertools.product(*grids))
+        with self._lock:
+            found = {index: self._chunks.get((key, index)) for index in indices}
+            for index, data in found.items():
+                if data is not None:
+                    self._chunks.move_to_end((key, index))
+        missing = [index for index, data in found.items() if data is None]
+        if missing:
+            low = [min(index[axis] for index in missing) for axis in range(3)]
+            high = [max(index[axis] for index in missing) + 1 for axis in range(3)]
+            box = tuple(slice(a * c, min(b * c, n)) for a, b, c, n in zip(low, high, array.chunks, array.shape))
+            decoded = array[box]
+            for index in missing:
+                found[index] = decoded[self._slices(index, array, [b.start for b in box])].copy()
+            self._keep(key, {index: found[index] for index in missing})
+        for index in indices:
+            data, chunk = found[index], self._slices(index, array)
+            lo = [max(r.start, s.start) for r, s in zip(region, chunk)]
+            hi = [min(r.stop, s.stop) for r, s in zip(region, chunk)]
+            out[tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, starts))] = \
+                data[tuple(slice(a - s.start, b - s.start) for a, b, s in zip(lo, hi, chunk))]
         return out
 
-    def _chunk(self, array, key, index, chunk_slices) -> np.ndarray:
+    @staticmethod
+    def _slices(index, array, origin=(0, 0, 0)):
+        """The voxels of chunk ``index``, relative to ``origin``."""
+        return tuple(slice(i * c - o, min((i + 1) * c, n) - o)
+                     for i, c, n, o in zip(index, array.chunks, array.shape, origin))
+
+    def _keep(self, key, chunks: dict) -> None:
         with self._lock:
-            data = self._chunks.get((key, index))
-            if data is not None:
-                self._chunks.move_to_end((key, index))
-                return data
-        data = array[chunk_slices]
-        with self._lock:
-            if (key, index) not in self._chunks:
-                self._chunks[(key, index)] = data
-                self._bytes += data.nbytes
+            for index, data in chunks.items():
+                if (key, index) not in self._chunks:
+                    self._chunks[(key, index)] = data
+                    self._bytes += data.nbytes
             while self._bytes > self.max_bytes and len(self._chunks) > 1:
                 _, dropped = self._chunks.popitem(last=False)
                 self._bytes -= dropped.nbytes
-        return data
 
     def clear(self) -> None:
         with self._lock:
