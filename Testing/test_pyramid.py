@@ -221,6 +221,19 @@ def test_a_two_process_local_cluster_writes_the_same_bytes(tmp_path):
     assert read_attributes(tmp_path / "local.ome.zarr") == read_attributes(tmp_path / "cluster.ome.zarr")
 
 
+def test_level_one_read_back_from_level_zero_under_a_small_memory_limit_is_the_same(tmp_path):
+    # The window of input rows does not fit 40 MB: level 1's blocks read level 0 back (through the chunk cache)
+    # instead of computing from the rows in memory; same tasks, same bytes.
+    array = smooth_volume((70, 90, 85))
+    source = write_input(tmp_path, array)
+    window = pyramid(source, tmp_path / "window.ome.zarr", chunks=16, shard=2)
+    from bigvolume.core.memory import current_rss
+    back = pyramid(source, tmp_path / "back.ome.zarr", chunks=16, shard=2, memory_limit=current_rss() + 2**20)
+    assert "in memory" in window.notes[0] and "read back" in back.notes[0]
+    for a, b in zip(all_levels(tmp_path / "window.ome.zarr"), all_levels(tmp_path / "back.ome.zarr")):
+        np.testing.assert_array_equal(a, b)
+
+
 # --- faults ----------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -329,7 +342,7 @@ def test_refusals_are_one_line_and_touch_nothing(tmp_path, monkeypatch):
 def test_overwrite_replaces_an_existing_pyramid(tmp_path):
     source = write_input(tmp_path, smooth_volume((20, 24, 28)))
     pyramid(source, tmp_path / "p.ome.zarr", chunks=8, levels=2)
-    report = pyramid(source, tmp_path / "p.ome.zarr", chunks=8, overwrite=True)
+    report = bv.pyramid(source, tmp_path / "p.ome.zarr", chunks=8, overwrite=True)  # the public API
     layout, _ = levels_of(tmp_path / "p.ome.zarr")
     assert len(layout.paths) == len(report.levels) > 2
     assert sorted(os.listdir(tmp_path)) == ["in.nrrd", "p.ome.zarr"]

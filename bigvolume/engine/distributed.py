@@ -66,6 +66,10 @@ class LocalRunner:
     def __exit__(self, *exc):
         return False
 
+    def run_everywhere(self, func: Callable) -> None:
+        """``func()`` in every process that ran tasks (e.g. to free what they cached)."""
+        func()
+
     def map(self, func: Callable, specs: Sequence, done: Callable[[int, object], None]) -> None:
         """``func(spec)`` for every spec; ``done(n, result)`` in this thread after task ``n`` finishes."""
         if not specs:
@@ -124,6 +128,9 @@ class DistributedRunner:
             with contextlib.suppress(Exception):
                 self.cluster.close()
         return False
+
+    def run_everywhere(self, func: Callable) -> None:
+        self.client.run(func)
 
     def map(self, func: Callable, specs: Sequence, done: Callable[[int, object], None]) -> None:
         if not specs:

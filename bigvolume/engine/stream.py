@@ -175,12 +175,15 @@ def output_blocks(output_shape, block_shape):
 
 
 def resample_block(read_region, kernels: ResampleKernels, output_block, out_dtype=None, *, backend=None,
-                   threads: int = 1) -> np.ndarray:
+                   threads: int = 1, slab_slices: int | None = None) -> np.ndarray:
     """One output block of the resampling ``kernels`` describe, computed on its own: ``output_block`` is
     ((z0, z1), (y0, y1), (x0, x1)), output voxel ranges (half-open); ``read_region(region)`` returns the input
     voxels of ``region`` ((k, j, i) slices, as :meth:`ResampleKernels.block` gives them: the block's halo is the
     kernels' support). Blocks share nothing, so a scheduler may compute them in any order, in parallel; put
-    together they equal the streamed result (exactly, or for Lanczos to float rounding: see the module docstring)."""
+    together they equal the streamed result (exactly, or for Lanczos to float rounding: see the module docstring).
+    ``slab_slices``: filter the region that many slices at a time (a fixed number: the result depends on the block
+    alone), which keeps the x/y pass in the CPU caches (2x faster for 128^3 blocks of Lanczos at x2 than the default,
+    the whole region in one slab)."""
     block_kernels, region = kernels.block(output_block)
     data = np.ascontiguousarray(read_region(region))
     if data.shape != block_kernels.input_shape:
@@ -188,9 +191,12 @@ def resample_block(read_region, kernels: ResampleKernels, output_block, out_dtyp
     reader = ArraySlabReader(data)
     out = np.empty(block_kernels.output_shape, np.dtype(out_dtype or kernels.input_dtype))
     stage = _stage(reader, block_kernels, out.dtype, threads, backend)
-    # The whole region in one slab, z window included: nothing is read twice.
-    stage.start(StreamPlan(reader.slices, 1, 0, 0, window_slices=reader.slices))
-    run_slabs(reader, stage, ArraySink(out), reader.slices, threads=threads)
+    # By default the whole region in one slab, z window included: nothing is read twice.
+    slab = min(slab_slices or reader.slices, reader.slices)
+    window = reader.slices if slab == reader.slices else \
+        min(WINDOW_SLABS * slab + block_kernels.z_span + 1, max(reader.slices, slab + block_kernels.z_span + 1))
+    stage.start(StreamPlan(slab, -(-reader.slices // slab), 0, 0, window_slices=window))
+    run_slabs(reader, stage, ArraySink(out), slab, threads=threads)
     stage.check_complete()
     return out
 
