@@ -331,3 +331,25 @@ def test_bigvolume_imports_zarr_only_to_read_a_store(tmp_path):
             "print('zarr' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.parametrize("shard", [None, 2])
+def test_our_pyramids_read_back_and_their_missing_chunks_are_refused(tmp_path, shard):
+    """bigvolume.pyramid promises every chunk (all_chunks_written): its stores read back exactly, level 0 is the
+    source with its geometry, and a chunk (or shard) deleted afterwards is an error, not fill-value voxels."""
+    pytest.importorskip("dask")
+    array, geometry = phantom(), GEOMETRIES["rotated"]
+    source = io.write_volume(bv.Volume(array, geometry), tmp_path / "source.nrrd")
+    store = tmp_path / "ours.ome.zarr"
+    bv.pyramid(source, store, chunks=16, shard=shard)
+    pyramid = open_pyramid(store)
+    assert pyramid.all_chunks_written and len(pyramid.levels) >= 2
+    volume = bv.read_volume(store)
+    np.testing.assert_array_equal(volume.array, array)
+    assert volume.geometry.isclose(geometry, atol=1e-9)
+    victim = chunk_files(store, pyramid.levels[0].path)[3]
+    key = victim.relative_to(store).as_posix()
+    victim.unlink()
+    result = run("resample", store, tmp_path / "out.nrrd", "--factor", "2")
+    assert result.returncode != 0 and not (tmp_path / "out.nrrd").exists()
+    assert f"chunk {key} is missing" in _one_line(result.stderr)
