@@ -680,9 +680,10 @@ def passes_report(passes: dict) -> tuple[str, list[str]]:
     table = "\n".join([
         f"Input {passes['input']}, uint16 NHDR + raw, Lanczos, raw .nhdr output; {passes['rounds']} rounds "
         "alternated, medians, input MB/s (10^6 bytes per second) of the whole command. Passes: seconds inside one "
-        "in-process run with the page cache dropped (engine and numpy backend timers; y, x, z the band products, "
-        "convert the uint16 to float32 copy, cast the rounding to uint16, read wait the time the loop waited for "
-        "the reader thread).", "",
+        "in-process run with the page cache dropped (engine and numpy backend timers; convert (uint16 to float32), y "
+        "and x (band products) are CPU seconds summed over the filter threads, which run them a few slices at a time; "
+        "z (band products) and cast (rounding to uint16) are seconds on the loop's thread; work is the loop's time "
+        "in the stage, read wait the time it waited for the reader thread).", "",
         "| factor | dd cold | streamed cold | streamed warm | in memory warm | passes (cold, in process) | load |",
         "| --- | --- | --- | --- | --- | --- | --- |", *rows])
     return table, verdicts
