@@ -353,3 +353,20 @@ def test_our_pyramids_read_back_and_their_missing_chunks_are_refused(tmp_path, s
     result = run("resample", store, tmp_path / "out.nrrd", "--factor", "2")
     assert result.returncode != 0 and not (tmp_path / "out.nrrd").exists()
     assert f"chunk {key} is missing" in _one_line(result.stderr)
+
+
+@pytest.mark.parametrize("unit, millimetres", [("micrometer", 1e-3), ("nanometer", 1e-6), ("centimeter", 10.0)])
+def test_a_store_in_another_unit_reads_in_millimetres(tmp_path, unit, millimetres):
+    # A stack's pyramid is in micrometres; our volumes and Slicer are in mm: 10 um must come out 0.01 mm, not 10 mm.
+    geometry = GEOMETRIES["rotated"]
+    store = write_store(tmp_path / "um.ome.zarr", phantom(), geometry, factors=(3,), unit=unit)
+    expected = Geometry(geometry.dimensions, tuple(s * millimetres for s in geometry.spacing),
+                        tuple(o * millimetres for o in geometry.origin), geometry.direction)
+    for level, factor in enumerate((1, 3)):
+        got = bv.read_volume(store, level=level).geometry
+        want = expected.downsampled(factor) if factor > 1 else expected
+        assert got.isclose(want, rtol=1e-9, atol=1e-12), (got, want)
+    result = run("resample", store, tmp_path / "out.nrrd", "--factor", "2")
+    assert result.returncode == 0, result.stderr
+    written = io.read_volume(tmp_path / "out.nrrd").geometry
+    assert written.isclose(expected.downsampled(2), rtol=1e-6, atol=1e-9), written

@@ -221,7 +221,7 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
 
 def level_geometry(layout: MultiscaleLayout, level: int, shape_zyx: Sequence[int]) -> Geometry:
     """The LPS geometry of level ``level`` whose spatial array shape is ``shape_zyx``. Spacing and origin are in
-    the metadata's unit, except that a unit other than millimetre is kept as is (the numbers users wrote)."""
+    the metadata's unit (the numbers as written; io/zarr_input converts them to millimetres for volumes)."""
     scale, translation = layout.scales[level], layout.translations[level]
     t0 = np.asarray(layout.translations[0][::-1])
     offset = np.asarray(translation[::-1]) - t0

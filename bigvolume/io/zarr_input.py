@@ -31,7 +31,8 @@ from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry
 from ..core.memory import format_bytes
 from ..core.volume import Volume
-from .ome_zarr import (AXIS_NAMES, OmeZarrError, import_zarr, is_zarr_store, level_geometry, parse_multiscales)
+from .ome_zarr import (AXIS_NAMES, SPACE_UNITS, OmeZarrError, import_zarr, is_zarr_store, level_geometry,
+                       parse_multiscales)
 from .slab_readers import SlabReader
 
 PREVIEW_MIN_VOXELS = 256  # preview_level: the coarsest level still this many voxels along each axis
@@ -200,13 +201,23 @@ def _from_group(store: Path, group, start_path: str | None = None) -> Pyramid:
             raise OmeZarrError(f"{store}: level {path} has {len(shape)} dimensions, the metadata names "
                                f"{len(layout.axes)} axes")
         try:
-            geometry = level_geometry(layout, index, [shape[n] for n in layout.spatial])
+            geometry = _in_millimetres(level_geometry(layout, index, [shape[n] for n in layout.spatial]), layout.unit)
         except ValueError as error:
             raise OmeZarrError(f"{store}: level {path}'s grid is not valid ({error})") from None
         levels.append(_level(index, path, array, geometry, layout.axes, layout.spatial, channel, store))
     start = layout.paths.index(start_path) if start_path is not None else 0
     return Pyramid(store, tuple(levels), layout.axes, layout.spatial, channel, layout.unit,
                    _all_chunks_written(attributes), layout.version, start)
+
+
+def _in_millimetres(geometry: Geometry, unit: str) -> Geometry:
+    """Our volumes (NRRD, NIfTI, Slicer) are in millimetres: a store in another named unit (a stack's micrometres)
+    is converted, so a 10 micrometre voxel is 0.01 mm and never silently 10 mm. No unit: the numbers as written."""
+    millimetres = SPACE_UNITS.get(unit)
+    if millimetres is None or millimetres == 1.0:
+        return geometry
+    return Geometry(geometry.dimensions, tuple(float(v) * millimetres for v in geometry.spacing),
+                    tuple(float(v) * millimetres for v in geometry.origin), geometry.direction)
 
 
 def _root_of(path: Path) -> tuple[Path, object, str] | None:
