@@ -63,4 +63,4 @@ def test_scratch_buffer_shared_by_windows():
         for _ in range(2):
             points = _points(rng, shape, 200)
             assert np.array_equal(packed(points), haze._air_neighbourhood_passes(voxels, air, points, 0.0))
-    assert scratch["packed"].size >= 17 * 22 * 23  # (the largest box, edges included)
+    assert scratch["packed"].size >= 17 * 22 * 21  # (the largest box: k and j with their edges, i without)

@@ -723,12 +723,20 @@ def _mark_neighbours(mask: np.ndarray, points: np.ndarray) -> None:
     """Set the 6 neighbours of ``points`` (flat indices) in ``mask``; a neighbour beyond the array's edge marks the
     point itself instead (no masking of the points: the caller has them settled)."""
     flat = mask.reshape(-1)
-    coordinates = np.unravel_index(points, mask.shape)
+    nk, nj, ni = mask.shape
+    index_type = np.int32 if mask.size < 2**31 else np.int64  # (int32 divisions are the faster)
+    rest, i = np.divmod(points.astype(index_type), index_type(ni))
+    k, j = np.divmod(rest, index_type(nj))
+    del rest
+    neighbour = np.empty(points.size, np.intp)  # one index buffer for the 6 scatters
     stride = 1
-    for axis in (2, 1, 0):
-        coordinate, n = coordinates[axis], mask.shape[axis]
-        flat[points + stride * (coordinate < n - 1)] = True
-        flat[points - stride * (coordinate > 0)] = True
+    for coordinate, n in ((i, ni), (j, nj), (k, nk)):
+        np.multiply(coordinate < n - 1, stride, out=neighbour)
+        neighbour += points
+        flat[neighbour] = True
+        np.multiply(coordinate > 0, -stride, out=neighbour)
+        neighbour += points
+        flat[neighbour] = True
         stride *= n
 
 
@@ -769,8 +777,9 @@ class _PackedNeighbourhood:
     """:func:`_air_neighbourhood_passes` for 8- and 16-bit integers, the same answers, faster: each air voxel packed
     as value * 256 + 1 (other voxels 0) in int32, so one gather per neighbour gives both the value and the weight:
     the [1 2 1]^3-weighted sum holds 64 x the weighted sum of the air neighbours' values in its high bits and their
-    total weight (at most 64) in the low 8, exactly. Only the box round the points is packed (the points hug the
-    object's surface), one voxel wider each side, edges repeated; it is packed once, on the first call, ``margin``
+    total weight (at most 64) in the low 8, exactly. The box holds the packed voxels' [1 2 1] sums along i, so each
+    point takes 9 gathers, not 27. Only the box round the points is packed (the points hug the object's surface),
+    one voxel wider each side in k and j, edges repeated; it is packed once, on the first call, ``margin``
     voxels wider still, and serves the later calls whose points it holds (each dilation step's points lie at most one
     voxel beyond the last's): packing per step and per chunk of slices cost more than the gathers. Packing and
     gathers run by chunks of slices on :data:`SMOOTH_THREADS` threads."""
@@ -788,23 +797,24 @@ class _PackedNeighbourhood:
         self.box = None  # (low, high, packed): the packed box and the voxels it is packed round
 
     def _packed(self, low, high) -> np.ndarray:
-        """The packed voxels low[axis] - 1 .. high[axis] + 1 of each axis, the edge voxel repeated beyond the
-        window."""
+        """The [1 2 1] sums along i of the packed voxels (each exact in int32: at most 4 x 2^24) at voxels
+        low[axis] - 1 .. high[axis] + 1 of the axes k and j and low[2] .. high[2] of i, the edge voxel repeated
+        beyond the window."""
         wanted = [(lo - 1, hi + 2) for lo, hi in zip(low, high)]
         present = [(max(0, w0), min(n, w1)) for (w0, w1), n in zip(wanted, self.shape)]
-        shape = [w1 - w0 for w0, w1 in wanted]
+        shape = [wanted[0][1] - wanted[0][0], wanted[1][1] - wanted[1][0], high[2] + 1 - low[2]]
         size = shape[0] * shape[1] * shape[2]
         buffer = self.scratch.get("packed")
         if buffer is None or buffer.size < size:
             self.scratch["packed"] = buffer = None  # (the old one freed first)
             self.scratch["packed"] = buffer = np.empty(size, np.int32)
-        packed = buffer[:size].reshape(shape)
+        summed = buffer[:size].reshape(shape)
         (wk, _), (wj, wj1), (wi, wi1) = wanted
         (pk, pk1), (pj, pj1), (pi, pi1) = present
 
-        def pack(k0: int) -> None:  # slices k0 .. of the window, padded in j and i (edges repeated)
+        def pack(k0: int) -> None:  # slices k0 .. of the window, padded in j and i (edges repeated), summed along i
             k1 = min(pk1, k0 + self.CHUNK_SLICES)
-            rows = packed[k0 - wk:k1 - wk]
+            rows = np.empty((k1 - k0, wj1 - wj, wi1 - wi), np.int32)
             inner = rows[:, pj - wj:pj1 - wj, pi - wi:pi1 - wi]
             np.left_shift(self.voxels[k0:k1, pj:pj1, pi:pi1], 8, out=inner, dtype=np.int32)
             inner |= 1
@@ -817,31 +827,33 @@ class _PackedNeighbourhood:
                 rows[:, :, 0] = rows[:, :, 1]
             if wi1 > pi1:
                 rows[:, :, -1] = rows[:, :, -2]
+            out = summed[k0 - wk:k1 - wk]
+            np.add(rows[:, :, :-2], rows[:, :, 2:], out=out)
+            out += rows[:, :, 1:-1]
+            out += rows[:, :, 1:-1]
 
         _on_threads(pack, range(pk, pk1, self.CHUNK_SLICES))
         if pk > wk:
-            packed[0] = packed[1]
-        if wk + packed.shape[0] > pk1:
-            packed[-1] = packed[-2]
-        return packed
+            summed[0] = summed[1]
+        if wk + summed.shape[0] > pk1:
+            summed[-1] = summed[-2]
+        return summed
 
     @staticmethod
     def _sums(flat: np.ndarray, row: int, plane: int, corner: np.ndarray) -> np.ndarray:
-        """The packed weighted sums round ``corner`` (each point's corner neighbour (-1, -1, -1) in ``flat``, the
-        packed box): neighbour (dk, dj, di) is then that index shifted by a fixed offset, so each gather takes from
-        a view, with no index array of its own."""
-        groups = [np.zeros(corner.size, np.int32) for _ in range(4)]
-        values = np.empty(corner.size, np.int32)  # reused by the 27 gathers
+        """The packed weighted sums round ``corner`` (each point's neighbour (-1, -1, 0) in ``flat``, the box of
+        sums along i): neighbour (dk, dj) is then that index shifted by a fixed offset, so each of the 9 gathers
+        takes from a view, with no index array of its own. Weights 4, 2, 1 for 0, 1, 2 of dk, dj nonzero (with the
+        [1 2 1] along i: 8 for the voxel, 4 its faces, 2 its edges, 1 its corners); the total is at most 64 x 2^24."""
+        groups = [np.zeros(corner.size, np.int32) for _ in range(3)]
+        values = np.empty(corner.size, np.int32)  # reused by the 9 gathers
         for dk in (-1, 0, 1):
             for dj in (-1, 0, 1):
-                for di in (-1, 0, 1):
-                    group = (dk != 0) + (dj != 0) + (di != 0)  # 0: the voxel, 1: a face, 2: an edge, 3: a corner
-                    shifted = flat[(dk + 1) * plane + (dj + 1) * row + di + 1:]
-                    groups[group] += np.take(shifted, corner, out=values)
-        groups[0] *= 8
-        groups[0] += 4 * groups[1]
-        groups[0] += 2 * groups[2]
-        groups[0] += groups[3]
+                shifted = flat[(dk + 1) * plane + (dj + 1) * row:]
+                groups[(dk != 0) + (dj != 0)] += np.take(shifted, corner, out=values)
+        groups[0] *= 4
+        groups[0] += 2 * groups[1]
+        groups[0] += groups[2]
         return groups[0]
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
@@ -861,7 +873,7 @@ class _PackedNeighbourhood:
         flat, row, plane = packed.reshape(-1), packed.shape[2], packed.shape[1] * packed.shape[2]
         corner = (k - np.int32(box_low[0])) * np.int32(plane)
         corner += (j - np.int32(box_low[1])) * np.int32(row)
-        corner += i - np.int32(box_low[2])
+        corner += i - np.int32(box_low[2])  # (the sums along i start at low[2] itself)
         del k, j, i
         corner = corner.astype(np.intp)  # np.take's own index type: converted once, not per gather
         # gathers by chunks of slices (a chunk's neighbours stay in the cache)
