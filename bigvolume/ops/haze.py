@@ -694,15 +694,16 @@ def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float,
         def passes_at(points):
             return _air_neighbourhood_passes(voxels, air, points, floor)
     flat_settled = settled.reshape(-1)
-    frontier = _dilate(grown, 1)
-    np.greater(frontier, settled, out=frontier)  # and not settled (air, since the object is grown)
+    frontier = None
     for step in range(steps):
-        frontier[:rows[0]] = False
-        frontier[rows[1]:] = False
-        points = np.flatnonzero(frontier)
-        if step:  # (the later frontiers are marked with settled voxels among them)
-            frontier.reshape(-1)[points] = False
+        if step:  # marked by the last step, with settled voxels among them
+            frontier[:rows[0]] = False
+            frontier[rows[1]:] = False
+            points = np.flatnonzero(frontier)
+            frontier.reshape(-1)[points] = False  # (clean again for the next step's marks)
             points = points[~flat_settled[points]]
+        else:
+            points = _surface_points(obj, rows)
         if not points.size:
             break
         passes = passes_at(points)
@@ -711,11 +712,39 @@ def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float,
         flat_settled[points] = True
         if step + 1 < steps:
             # The next frontier: the unsettled neighbours of the voxels just taken. The other grown voxels' neighbours
-            # in ``rows`` were all tested (settled) in this step; outside ``rows`` nothing is tested. The frontier
-            # held just ``points``: cleared point by point, and later ones likewise, not by passes over the window.
-            frontier.reshape(-1)[points] = False
+            # in ``rows`` were all tested (settled) in this step; outside ``rows`` nothing is tested. Marked point by
+            # point, not by passes over the window.
+            frontier = np.zeros(obj.shape, bool) if frontier is None else frontier
             _mark_neighbours(frontier, taken)
     return grown
+
+
+def _surface_points(obj: np.ndarray, rows) -> np.ndarray:
+    """Flat indices (ascending) of the voxels not in ``obj`` with a 6-neighbour in it, in slices ``rows`` (start,
+    stop): the first frontier of a dilation. On the mask packed 8 voxels a byte along i (np.packbits), 8x less data
+    than the bool window's dilation, which cost more than the rest of the step."""
+    ni = obj.shape[2]
+    packed = np.packbits(obj, axis=-1)  # voxel 8b + t of a row: bit 7 - t of byte b
+    grown = packed.copy()
+    grown[1:] |= packed[:-1]
+    grown[:-1] |= packed[1:]
+    grown[:, 1:] |= packed[:, :-1]
+    grown[:, :-1] |= packed[:, 1:]
+    grown |= packed << 1  # the voxel after, within the byte ...
+    grown[..., :-1] |= packed[..., 1:] >> 7  # ... and across bytes of the row
+    grown |= packed >> 1  # the voxel before
+    grown[..., 1:] |= packed[..., :-1] << 7
+    if ni % 8:  # the row's padding bits
+        grown[..., -1] &= np.uint8((0xFF << (8 - ni % 8)) & 0xFF)
+    grown &= ~packed
+    grown[:rows[0]] = 0
+    grown[rows[1]:] = 0
+    flat = grown.reshape(-1)
+    nonzero = np.flatnonzero(flat != 0)
+    bits = np.flatnonzero(np.unpackbits(flat[nonzero]))  # ascending: byte by byte, bit 7 (the first voxel) first
+    byte = nonzero[bits >> 3]
+    row_bytes = grown.shape[2]
+    return (byte // row_bytes) * ni + (byte % row_bytes) * 8 + (bits & 7)
 
 
 def _mark_neighbours(mask: np.ndarray, points: np.ndarray) -> None:
