@@ -684,67 +684,32 @@ def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float,
     however close to the object). Only voxels in slices ``rows`` (start, stop) are tested and grown: the caller needs
     the result exact on fewer. Each voxel's test depends on ``obj`` and ``voxels`` alone, so any split into slabs
     gives the same result."""
-    grown = obj.copy()
+    air, grown = ~obj, obj.copy()
     settled = obj.copy()  # grown, or tested and failed (the test would say the same again)
-    if _exact_in_int32(voxels.dtype):
-        passes_at = _PackedNeighbourhood(voxels, obj, floor)
-    else:
-        air = ~obj
-
-        def passes_at(points):
-            return _air_neighbourhood_passes(voxels, air, points, floor)
+    passes_at = _PackedNeighbourhood(voxels, air, floor) if _exact_in_int32(voxels.dtype) else None
     flat_settled = settled.reshape(-1)
-    frontier = None
+    frontier = _dilate(grown, 1)
+    np.greater(frontier, settled, out=frontier)  # and not settled (air, since the object is grown)
     for step in range(steps):
-        if step:  # marked by the last step, with settled voxels among them
-            frontier[:rows[0]] = False
-            frontier[rows[1]:] = False
-            points = np.flatnonzero(frontier)
-            frontier.reshape(-1)[points] = False  # (clean again for the next step's marks)
+        frontier[:rows[0]] = False
+        frontier[rows[1]:] = False
+        points = np.flatnonzero(frontier)
+        if step:  # (the later frontiers are marked with settled voxels among them)
+            frontier.reshape(-1)[points] = False
             points = points[~flat_settled[points]]
-        else:
-            points = _surface_points(obj, rows)
         if not points.size:
             break
-        passes = passes_at(points)
+        passes = passes_at(points) if passes_at else _air_neighbourhood_passes(voxels, air, points, floor)
         taken = points[passes]
         grown.reshape(-1)[taken] = True
         flat_settled[points] = True
         if step + 1 < steps:
             # The next frontier: the unsettled neighbours of the voxels just taken. The other grown voxels' neighbours
-            # in ``rows`` were all tested (settled) in this step; outside ``rows`` nothing is tested. Marked point by
-            # point, not by passes over the window.
-            frontier = np.zeros(obj.shape, bool) if frontier is None else frontier
+            # in ``rows`` were all tested (settled) in this step; outside ``rows`` nothing is tested. The frontier
+            # held just ``points``: cleared point by point, and later ones likewise, not by passes over the window.
+            frontier.reshape(-1)[points] = False
             _mark_neighbours(frontier, taken)
     return grown
-
-
-def _surface_points(obj: np.ndarray, rows) -> np.ndarray:
-    """Flat indices (ascending) of the voxels not in ``obj`` with a 6-neighbour in it, in slices ``rows`` (start,
-    stop): the first frontier of a dilation. On the mask packed 8 voxels a byte along i (np.packbits), 8x less data
-    than the bool window's dilation, which cost more than the rest of the step."""
-    ni = obj.shape[2]
-    packed = np.packbits(obj, axis=-1)  # voxel 8b + t of a row: bit 7 - t of byte b
-    grown = packed.copy()
-    grown[1:] |= packed[:-1]
-    grown[:-1] |= packed[1:]
-    grown[:, 1:] |= packed[:, :-1]
-    grown[:, :-1] |= packed[:, 1:]
-    grown |= packed << 1  # the voxel after, within the byte ...
-    grown[..., :-1] |= packed[..., 1:] >> 7  # ... and across bytes of the row
-    grown |= packed >> 1  # the voxel before
-    grown[..., 1:] |= packed[..., :-1] << 7
-    if ni % 8:  # the row's padding bits
-        grown[..., -1] &= np.uint8((0xFF << (8 - ni % 8)) & 0xFF)
-    grown &= ~packed
-    grown[:rows[0]] = 0
-    grown[rows[1]:] = 0
-    flat = grown.reshape(-1)
-    nonzero = np.flatnonzero(flat != 0)
-    bits = np.flatnonzero(np.unpackbits(flat[nonzero]))  # ascending: byte by byte, bit 7 (the first voxel) first
-    byte = nonzero[bits >> 3]
-    row_bytes = grown.shape[2]
-    return (byte // row_bytes) * ni + (byte % row_bytes) * 8 + (bits & 7)
 
 
 def _mark_neighbours(mask: np.ndarray, points: np.ndarray) -> None:
@@ -810,27 +775,26 @@ class _PackedNeighbourhood:
     surface: packing the whole slices cost more than the gathers), one voxel wider each side, edges repeated.
     Packed again at each call (each dilation step): measured on the 512^3 head, keeping the boxes for the next step
     cost more than packing again (the boxes of a window no longer fit the cache: packing is bound by memory
-    writes), and so did one box for the whole window and boxes of sums along i (9 gathers a point, not 27)."""
+    writes), and so did one box for the whole window, boxes of sums along i (9 gathers a point, not 27) and taking
+    the complement of the object box by box instead of one air array."""
 
     CHUNK_SLICES = 8
 
-    def __init__(self, voxels: np.ndarray, obj: np.ndarray, floor: float):
-        """``obj``: the object (its complement is the air: no air array of the window is made)."""
-        self.voxels, self.obj, self.floor = voxels, obj, floor
-        self.shape = obj.shape
-        self.plane = obj.shape[1] * obj.shape[2]
+    def __init__(self, voxels: np.ndarray, air: np.ndarray, floor: float):
+        self.voxels, self.air, self.floor = voxels, air, floor
+        self.plane = air.shape[1] * air.shape[2]
 
     def _packed(self, low, high) -> np.ndarray:
         """The packed voxels low[axis] - 1 .. high[axis] + 1 of each axis, the edge voxel repeated beyond the
         window."""
         wanted = [(lo - 1, hi + 2) for lo, hi in zip(low, high)]
-        present = [(max(0, w0), min(n, w1)) for (w0, w1), n in zip(wanted, self.shape)]
+        present = [(max(0, w0), min(n, w1)) for (w0, w1), n in zip(wanted, self.air.shape)]
         packed = np.empty([w1 - w0 for w0, w1 in wanted], np.int32)
         inner = packed[tuple(slice(p0 - w0, p1 - w0) for (w0, _), (p0, p1) in zip(wanted, present))]
         source = tuple(slice(p0, p1) for p0, p1 in present)
         np.left_shift(self.voxels[source], 8, out=inner, dtype=np.int32)
         inner |= 1
-        inner *= ~self.obj[source]
+        inner *= self.air[source]
         for axis, ((w0, w1), (p0, p1)) in enumerate(zip(wanted, present)):  # at most one voxel each side
             # the earlier axes are padded already (all of them), the later ones not yet (their voxels only)
             region = [slice(None)] * axis + [None] + [slice(present[a][0] - wanted[a][0], present[a][1] - wanted[a][0])
@@ -850,7 +814,7 @@ class _PackedNeighbourhood:
         """The packed weighted sums at ``points`` (flat indices)."""
         k, rest = np.divmod(points, self.plane)
         k = k.astype(np.int32)
-        j, i = np.divmod(rest.astype(np.int32), np.int32(self.shape[2]))
+        j, i = np.divmod(rest.astype(np.int32), np.int32(self.air.shape[2]))
         del rest
         low = (int(k[0]), int(j.min()), int(i.min()))  # (points are sorted: k[0] is the lowest)
         high = (int(k[-1]), int(j.max()), int(i.max()))
@@ -879,7 +843,7 @@ class _PackedNeighbourhood:
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """Bool per flat index in ``points`` (sorted, as np.flatnonzero gives them)."""
-        nk = self.shape[0]
+        nk = self.air.shape[0]
         starts = list(range(int(points[0]) // self.plane, int(points[-1]) // self.plane + 1, self.CHUNK_SLICES))
         bounds = np.searchsorted(points, np.array(starts + [nk + self.CHUNK_SLICES]) * self.plane)
         sums = np.empty(points.size, np.int32)
