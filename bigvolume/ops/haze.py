@@ -678,22 +678,15 @@ def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
     return mask
 
 
-def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float, steps: int, rows,
-                              scratch: dict | None = None) -> np.ndarray:
+def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float, steps: int, rows) -> np.ndarray:
     """``obj`` dilated by ``steps`` 6-neighbour steps, each step only onto the voxels whose
     :func:`_air_neighbourhood_passes` (so it follows partial-volume edges and dim tissue, and stops at pure air,
     however close to the object). Only voxels in slices ``rows`` (start, stop) are tested and grown: the caller needs
     the result exact on fewer. Each voxel's test depends on ``obj`` and ``voxels`` alone, so any split into slabs
-    gives the same result. ``scratch``: a dict that keeps buffers for the next window's call."""
-    grown = obj.copy()
+    gives the same result."""
+    air, grown = ~obj, obj.copy()
     settled = obj.copy()  # grown, or tested and failed (the test would say the same again)
-    if _exact_in_int32(voxels.dtype):
-        passes_at = _PackedNeighbourhood(voxels, obj, floor, steps - 1, scratch)
-    else:
-        air = ~obj
-
-        def passes_at(points):
-            return _air_neighbourhood_passes(voxels, air, points, floor)
+    passes_at = _PackedNeighbourhood(voxels, air, floor) if _exact_in_int32(voxels.dtype) else None
     flat_settled = settled.reshape(-1)
     frontier = _dilate(grown, 1)
     np.greater(frontier, settled, out=frontier)  # and not settled (air, since the object is grown)
@@ -706,7 +699,7 @@ def _grow_over_partial_volume(obj: np.ndarray, voxels: np.ndarray, floor: float,
             points = points[~flat_settled[points]]
         if not points.size:
             break
-        passes = passes_at(points)
+        passes = passes_at(points) if passes_at else _air_neighbourhood_passes(voxels, air, points, floor)
         taken = points[passes]
         grown.reshape(-1)[taken] = True
         flat_settled[points] = True
@@ -723,12 +716,20 @@ def _mark_neighbours(mask: np.ndarray, points: np.ndarray) -> None:
     """Set the 6 neighbours of ``points`` (flat indices) in ``mask``; a neighbour beyond the array's edge marks the
     point itself instead (no masking of the points: the caller has them settled)."""
     flat = mask.reshape(-1)
-    coordinates = np.unravel_index(points, mask.shape)
+    nk, nj, ni = mask.shape
+    index_type = np.int32 if mask.size < 2**31 else np.int64  # (int32 divisions are the faster)
+    rest, i = np.divmod(points.astype(index_type), index_type(ni))
+    k, j = np.divmod(rest, index_type(nj))
+    del rest
+    neighbour = np.empty(points.size, np.intp)  # one index buffer for the 6 scatters
     stride = 1
-    for axis in (2, 1, 0):
-        coordinate, n = coordinates[axis], mask.shape[axis]
-        flat[points + stride * (coordinate < n - 1)] = True
-        flat[points - stride * (coordinate > 0)] = True
+    for coordinate, n in ((i, ni), (j, nj), (k, nk)):
+        np.multiply(coordinate < n - 1, stride, out=neighbour)
+        neighbour += points
+        flat[neighbour] = True
+        np.multiply(coordinate > 0, -stride, out=neighbour)
+        neighbour += points
+        flat[neighbour] = True
         stride *= n
 
 
@@ -769,69 +770,65 @@ class _PackedNeighbourhood:
     """:func:`_air_neighbourhood_passes` for 8- and 16-bit integers, the same answers, faster: each air voxel packed
     as value * 256 + 1 (other voxels 0) in int32, so one gather per neighbour gives both the value and the weight:
     the [1 2 1]^3-weighted sum holds 64 x the weighted sum of the air neighbours' values in its high bits and their
-    total weight (at most 64) in the low 8, exactly. Only the box round the points is packed (the points hug the
-    object's surface), one voxel wider each side, edges repeated; it is packed once, on the first call, ``margin``
-    voxels wider still, and serves the later calls whose points it holds (each dilation step's points lie at most one
-    voxel beyond the last's): packing per step and per chunk of slices cost more than the gathers. Packing and
-    gathers run by chunks of slices on :data:`SMOOTH_THREADS` threads."""
+    total weight (at most 64) in the low 8, exactly. Packed by chunks of slices, each chunk with the points in it, on
+    :data:`SMOOTH_THREADS` threads; only the box round a chunk's points is packed (the points hug the object's
+    surface: packing the whole slices cost more than the gathers), one voxel wider each side, edges repeated.
+    Packed again at each call (each dilation step): measured on the 512^3 head, keeping the boxes for the next step
+    cost more than packing again (the boxes of a window no longer fit the cache: packing is bound by memory
+    writes), and so did one box for the whole window, boxes of sums along i (9 gathers a point, not 27) and taking
+    the complement of the object box by box instead of one air array."""
 
     CHUNK_SLICES = 8
 
-    def __init__(self, voxels: np.ndarray, obj: np.ndarray, floor: float, margin: int = 0, scratch=None):
-        """``obj``: the object (its complement is the air; no air array of the window is made). ``scratch``: a dict
-        whose buffer the box is packed into, kept for the next window (a fresh box of this size is a fresh mapping
-        of memory each time, faulted in page by page)."""
-        self.voxels, self.obj, self.floor, self.margin = voxels, obj, floor, margin
-        self.scratch = {} if scratch is None else scratch
-        self.shape = obj.shape
-        self.plane = obj.shape[1] * obj.shape[2]
-        self.box = None  # (low, high, packed): the packed box and the voxels it is packed round
+    def __init__(self, voxels: np.ndarray, air: np.ndarray, floor: float):
+        self.voxels, self.air, self.floor = voxels, air, floor
+        self.plane = air.shape[1] * air.shape[2]
 
     def _packed(self, low, high) -> np.ndarray:
         """The packed voxels low[axis] - 1 .. high[axis] + 1 of each axis, the edge voxel repeated beyond the
         window."""
         wanted = [(lo - 1, hi + 2) for lo, hi in zip(low, high)]
-        present = [(max(0, w0), min(n, w1)) for (w0, w1), n in zip(wanted, self.shape)]
-        shape = [w1 - w0 for w0, w1 in wanted]
-        size = shape[0] * shape[1] * shape[2]
-        buffer = self.scratch.get("packed")
-        if buffer is None or buffer.size < size:
-            self.scratch["packed"] = buffer = None  # (the old one freed first)
-            self.scratch["packed"] = buffer = np.empty(size, np.int32)
-        packed = buffer[:size].reshape(shape)
-        (wk, _), (wj, wj1), (wi, wi1) = wanted
-        (pk, pk1), (pj, pj1), (pi, pi1) = present
+        present = [(max(0, w0), min(n, w1)) for (w0, w1), n in zip(wanted, self.air.shape)]
+        packed = np.empty([w1 - w0 for w0, w1 in wanted], np.int32)
+        inner = packed[tuple(slice(p0 - w0, p1 - w0) for (w0, _), (p0, p1) in zip(wanted, present))]
+        source = tuple(slice(p0, p1) for p0, p1 in present)
+        np.left_shift(self.voxels[source], 8, out=inner, dtype=np.int32)
+        inner |= 1
+        inner *= self.air[source]
+        for axis, ((w0, w1), (p0, p1)) in enumerate(zip(wanted, present)):  # at most one voxel each side
+            # the earlier axes are padded already (all of them), the later ones not yet (their voxels only)
+            region = [slice(None)] * axis + [None] + [slice(present[a][0] - wanted[a][0], present[a][1] - wanted[a][0])
+                                                     for a in range(axis + 1, 3)]
 
-        def pack(k0: int) -> None:  # slices k0 .. of the window, padded in j and i (edges repeated)
-            k1 = min(pk1, k0 + self.CHUNK_SLICES)
-            rows = packed[k0 - wk:k1 - wk]
-            inner = rows[:, pj - wj:pj1 - wj, pi - wi:pi1 - wi]
-            np.left_shift(self.voxels[k0:k1, pj:pj1, pi:pi1], 8, out=inner, dtype=np.int32)
-            inner |= 1
-            inner *= ~self.obj[k0:k1, pj:pj1, pi:pi1]
-            if pj > wj:
-                rows[:, 0, pi - wi:pi1 - wi] = rows[:, 1, pi - wi:pi1 - wi]
-            if wj1 > pj1:
-                rows[:, -1, pi - wi:pi1 - wi] = rows[:, -2, pi - wi:pi1 - wi]
-            if pi > wi:
-                rows[:, :, 0] = rows[:, :, 1]
-            if wi1 > pi1:
-                rows[:, :, -1] = rows[:, :, -2]
+            def at(position):
+                region[axis] = position
+                return tuple(region)
 
-        _on_threads(pack, range(pk, pk1, self.CHUNK_SLICES))
-        if pk > wk:
-            packed[0] = packed[1]
-        if wk + packed.shape[0] > pk1:
-            packed[-1] = packed[-2]
+            if p0 > w0:
+                packed[at(0)] = packed[at(1)]
+            if w1 > p1:
+                packed[at(-1)] = packed[at(-2)]
         return packed
 
-    @staticmethod
-    def _sums(flat: np.ndarray, row: int, plane: int, corner: np.ndarray) -> np.ndarray:
-        """The packed weighted sums round ``corner`` (each point's corner neighbour (-1, -1, -1) in ``flat``, the
-        packed box): neighbour (dk, dj, di) is then that index shifted by a fixed offset, so each gather takes from
-        a view, with no index array of its own."""
-        groups = [np.zeros(corner.size, np.int32) for _ in range(4)]
-        values = np.empty(corner.size, np.int32)  # reused by the 27 gathers
+    def _sums(self, points: np.ndarray) -> np.ndarray:
+        """The packed weighted sums at ``points`` (flat indices)."""
+        k, rest = np.divmod(points, self.plane)
+        k = k.astype(np.int32)
+        j, i = np.divmod(rest.astype(np.int32), np.int32(self.air.shape[2]))
+        del rest
+        low = (int(k[0]), int(j.min()), int(i.min()))  # (points are sorted: k[0] is the lowest)
+        high = (int(k[-1]), int(j.max()), int(i.max()))
+        packed = self._packed(low, high)
+        flat, row, plane = packed.reshape(-1), packed.shape[2], packed.shape[1] * packed.shape[2]
+        # each point's corner neighbour (-1, -1, -1): neighbour (dk, dj, di) is then that index in ``flat`` shifted
+        # by a fixed offset, so each gather takes from a view, with no index array of its own
+        corner = (k - np.int32(low[0])) * np.int32(plane)
+        corner += (j - np.int32(low[1])) * np.int32(row)
+        corner += i - np.int32(low[2])
+        del k, j, i
+        corner = corner.astype(np.intp)  # np.take's own index type: converted once, not per gather
+        groups = [np.zeros(points.size, np.int32) for _ in range(4)]
+        values = np.empty(points.size, np.int32)  # reused by the 27 gathers
         for dk in (-1, 0, 1):
             for dj in (-1, 0, 1):
                 for di in (-1, 0, 1):
@@ -846,33 +843,15 @@ class _PackedNeighbourhood:
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """Bool per flat index in ``points`` (sorted, as np.flatnonzero gives them)."""
-        k, rest = np.divmod(points, self.plane)
-        k = k.astype(np.int32)
-        j, i = np.divmod(rest.astype(np.int32), np.int32(self.shape[2]))
-        del rest
-        low = (int(k[0]), int(j.min()), int(i.min()))  # (points are sorted: k[0] is the lowest)
-        high = (int(k[-1]), int(j.max()), int(i.max()))
-        if self.box is None or not all(b0 <= lo and hi <= b1 for b0, b1, lo, hi in
-                                       zip(self.box[0], self.box[1], low, high)):
-            box_low = tuple(max(0, lo - self.margin) for lo in low)
-            box_high = tuple(min(n - 1, hi + self.margin) for hi, n in zip(high, self.shape))
-            self.box = (box_low, box_high, self._packed(box_low, box_high))
-        box_low, _, packed = self.box
-        flat, row, plane = packed.reshape(-1), packed.shape[2], packed.shape[1] * packed.shape[2]
-        corner = (k - np.int32(box_low[0])) * np.int32(plane)
-        corner += (j - np.int32(box_low[1])) * np.int32(row)
-        corner += i - np.int32(box_low[2])
-        del k, j, i
-        corner = corner.astype(np.intp)  # np.take's own index type: converted once, not per gather
-        # gathers by chunks of slices (a chunk's neighbours stay in the cache)
+        nk = self.air.shape[0]
         starts = list(range(int(points[0]) // self.plane, int(points[-1]) // self.plane + 1, self.CHUNK_SLICES))
-        bounds = np.searchsorted(points, np.array(starts + [self.shape[0] + self.CHUNK_SLICES]) * self.plane)
+        bounds = np.searchsorted(points, np.array(starts + [nk + self.CHUNK_SLICES]) * self.plane)
         sums = np.empty(points.size, np.int32)
 
         def chunk(n: int) -> None:
             p0, p1 = bounds[n], bounds[n + 1]
             if p1 > p0:
-                sums[p0:p1] = self._sums(flat, row, plane, corner[p0:p1])
+                sums[p0:p1] = self._sums(points[p0:p1])
 
         _on_threads(chunk, range(len(starts)))
         weight = sums & 255
@@ -1111,7 +1090,6 @@ class _HazePipeline:
         pieces: list[tuple] = []  # (k0, k1, object, voxels) of the slabs in the window
         blocks: dict[int, np.ndarray] = {}
         pending = list(range(len(self.bounds)))         # slabs not yet written
-        scratch: dict = {}                              # buffers the windows reuse
 
         def work(index, k0, k1, extended, lo):
             nonlocal pieces
@@ -1133,8 +1111,7 @@ class _HazePipeline:
                 else:  # exact on c0-dilate+1 .. c1+dilate-1, all that the slab's last step needs
                     voxels = self.source.array[w0:w1] if self.source.hands_out_views else window(3)
                     rows = (max(0, c0 - w0 - opts.dilate + 1), min(w1 - w0, c1 - w0 + opts.dilate - 1))
-                    obj = _grow_over_partial_volume(closed, voxels, self.threshold.band_floor, opts.dilate, rows,
-                                                    scratch)
+                    obj = _grow_over_partial_volume(closed, voxels, self.threshold.band_floor, opts.dilate, rows)
                 obj = obj[c0 - w0:c1 - w0]
                 self._fill_slab(c0, blocks.pop(out_index), obj, fill, sink)
                 if pending:
