@@ -275,8 +275,8 @@ class Level0Stage(SlabStage):
     from it (on the loop's filter threads) and written. Slices nothing needs any more leave the window."""
 
     def __init__(self, level0, rows, rows_todo, level1_tasks, start: int, capacity: int, slice_shape, dtype,
-                 record):
-        self.level0, self.rows, self.record = level0, rows, record
+                 record, strip: int):
+        self.level0, self.rows, self.record, self.strip = level0, rows, record, strip
         self.rows_todo = sorted(rows_todo)
         self.tasks = level1_tasks   # [(number, block, region, kernels, target)], by region end
         self.start = start
@@ -295,7 +295,12 @@ class Level0Stage(SlabStage):
         if self.w1 - self.w0 + (k1 - k0) > self.window.shape[0]:
             self._finish(wait=True)
             keep = max(self._needed_from(), self.w0)
-            self.window[:self.w1 - keep] = self.window[keep - self.w0:self.w1 - self.w0]
+            shift, kept = keep - self.w0, self.w1 - keep
+            # in pieces no longer than the shift: numpy would copy overlapping ranges through a temporary as large
+            # as the window
+            for first in range(0, kept, max(1, shift)):
+                last = min(first + shift, kept)
+                self.window[first:last] = self.window[first + shift:last + shift]
             self.w0 = keep
         self.window[k0 - self.w0:k1 - self.w0] = slab
         self.w1 = k1
@@ -325,7 +330,11 @@ class Level0Stage(SlabStage):
         self._finish(wait=True)  # not on an error: the loop's pools then wait for the jobs, unrecorded
 
     def _write_row(self, z0, z1):
-        self.level0[z0:z1] = self.window[z0 - self.w0:z1 - self.w0]
+        # A strip of whole chunks (or shards) along y at a time: zarr copies what it is given, and a whole row of a
+        # large slice would be copied at once.
+        for y0 in range(0, self.level0.shape[1], self.strip):
+            y1 = min(y0 + self.strip, self.level0.shape[1])
+            self.level0[z0:z1, y0:y1] = self.window[z0 - self.w0:z1 - self.w0, y0:y1]
 
     def _compute(self, block, region, kernels, target):
         def read_region(region):  # in the window: level 0's slices, still in memory
@@ -536,7 +545,8 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
             slabs = [(k0, min(k0 + slab, reader.slices)) for k0 in range(start, reader.slices, slab)]
             capacity = _window_capacity(slabs, rows, rows_todo, [(t[2][0].start, t[2][0].stop) for t in tasks],
                                         start)
-            stage = Level0Stage(arrays[0], rows, rows_todo, tasks, start, capacity, reader.slice_shape, dtype, record)
+            stage = Level0Stage(arrays[0], rows, rows_todo, tasks, start, capacity, reader.slice_shape, dtype, record,
+                                plan[0].task_shape[1])
             voxels_per_slice = reader.slice_bytes // dtype.itemsize
             streamed = {"slices": 0.0}
 
@@ -546,7 +556,8 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
                 streamed["slices"] = slices
 
             run_slabs(part, stage, None, slab, threads=threads, progress=slab_progress)
-        cache_bytes = int(min(512 * 2**20, max(64 * 2**20, limit // 4)))  # per process, decoded chunks
+            del stage  # its window of rows: freed before the next levels' tasks need memory
+        cache_bytes = int(min(256 * 2**20, max(32 * 2**20, limit // 8)))  # per process, decoded chunks
         for number in range(1, len(plan)):
             level, previous = plan[number], plan[number - 1]
             blocks = level.blocks()
@@ -568,6 +579,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
         write_attributes(root, attributes)
     finally:
         records.close()
+        clear_chunk_cache()  # this process's (the local scheduler's threads); workers' were freed above
     return skipped, notes
 
 
