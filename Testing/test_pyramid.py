@@ -221,6 +221,18 @@ def test_a_two_process_local_cluster_writes_the_same_bytes(tmp_path):
     assert read_attributes(tmp_path / "local.ome.zarr") == read_attributes(tmp_path / "cluster.ome.zarr")
 
 
+def test_an_existing_scheduler_writes_the_same_bytes(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    array = smooth_volume((40, 50, 44))
+    source = write_input(tmp_path, array)
+    pyramid(source, tmp_path / "local.ome.zarr", chunks=16)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+        report = pyramid(source, tmp_path / "remote.ome.zarr", chunks=16, scheduler=cluster.scheduler_address)
+        assert cluster.scheduler_address in report.summary()
+    for a, b in zip(all_levels(tmp_path / "local.ome.zarr"), all_levels(tmp_path / "remote.ome.zarr")):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_level_one_read_back_from_level_zero_under_a_small_memory_limit_is_the_same(tmp_path):
     # The window of input rows does not fit 40 MB: level 1's blocks read level 0 back (through the chunk cache)
     # instead of computing from the rows in memory; same tasks, same bytes.
