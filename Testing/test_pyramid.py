@@ -305,6 +305,18 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, big_input):
     assert set(os.listdir(tmp_path)) == before
 
 
+def test_ctrl_c_on_a_local_cluster_exits_130_and_leaves_nothing(tmp_path, big_input):
+    pytest.importorskip("distributed")
+    before = set(os.listdir(tmp_path))
+    process = start("pyramid", big_input, tmp_path / "out.ome.zarr", "--chunks", "16", "--workers", "2")
+    wait_for_records(process, tmp_path / "out.ome.zarr.partial", 1, 5)  # the workers are computing level 1
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "bigvolume: interrupted; nothing written"
+    assert set(os.listdir(tmp_path)) == before
+
+
 def test_ctrl_c_with_keep_partial_keeps_the_staging_folder_for_resume(tmp_path, big_input):
     process = start("pyramid", big_input, tmp_path / "out.ome.zarr", "--chunks", "16", "--threads", "1",
                     "--keep-partial")
