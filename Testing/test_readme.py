@@ -75,6 +75,9 @@ def write_inputs(folder: Path) -> None:
     (folder / "head").mkdir()
     for k, plane in enumerate(np.rint(head[:8]).astype(np.uint16)):
         sitk.WriteImage(sitk.GetImageFromArray(plane), str(folder / "head" / f"head_{k:03d}.png"))
+    # An OME-Zarr pyramid of the phantom, written with zarr itself (Testing/zarr_stores.py)
+    from zarr_stores import write_store
+    write_store(folder / "big.ome.zarr", phantom.array, phantom.geometry, factors=(3,))
     (folder / "scans").mkdir()
     for k, plane in enumerate(quality.microct_phantom(32)[:16]):
         image = sitk.GetImageFromArray(plane)

@@ -14,6 +14,8 @@ _PUBLIC = {
     "Geometry": "core.geometry", "Volume": "core.volume",
     "Progress": "core.progress", "ProgressCallback": "core.progress",
     "read_volume": "io.files", "write_volume": "io.files", "read_geometry": "io.files",
+    # OME-Zarr input: a pyramid's levels and geometries, a box of one level
+    "open_pyramid": "io.zarr_input", "read_region": "io.zarr_input",
     "DEFAULT_METHOD": "ops.resample", "METHODS": "ops.resample", "FilePlan": "ops.resample",
     "plan_file": "ops.resample", "choose_factors": "ops.resample", "downsample_array": "ops.resample",
     "resample": "ops.resample", "resample_file": "ops.resample",

@@ -19,3 +19,8 @@ def spacingFor(factor: float, spacing: float) -> float:
     """factor x spacing as a panel shows it (SPACING_DECIMALS), never below MIN_SPACING: rounding a tiny spacing to
     the panel's decimals must not give 0, which the spacing fields refuse."""
     return min(MAX_SPACING, max(MIN_SPACING, round(factor * spacing, SPACING_DECIMALS)))
+
+# OME-Zarr pyramids: the levels a panel offers (a 6k^3 volume halved down to 64 voxels has 8), and the memory budget
+# in GB (0: automatic, a quarter of this machine's memory).
+MAX_PYRAMID_LEVELS = 16
+MAX_BUDGET_GB = 4096.0

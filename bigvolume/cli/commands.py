@@ -31,8 +31,13 @@ def positive_int(text: str) -> int:
     return value
 
 
-INPUT_HELP = ("input volume (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd), or a DICOM series: its folder or any one of "
-              "its files")
+INPUT_HELP = ("input volume (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd), a DICOM series (its folder or any one of "
+              "its files), or an OME-Zarr pyramid / Zarr array (its folder; a level's folder reads that level)")
+
+
+def _add_pyramid_level_argument(parser, names=("--level", "--pyramid-level")) -> None:
+    parser.add_argument(*names, dest="pyramid_level", type=int, metavar="K",
+                        help="read level K of an OME-Zarr pyramid (0: full resolution, the default)")
 
 
 def _add_series_argument(parser) -> None:
@@ -112,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     compression.add_argument("--no-compress", dest="compress", action="store_false",
                              help="store raw voxel data (default for .nhdr and .mhd)")
     _add_memory_arguments(resample)
+    _add_pyramid_level_argument(resample)
     _add_preview_argument(resample, "IN and OUT side by side (before/after)", before="input")
     resample.set_defaults(run=run_resample)
 
@@ -214,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="value for the haze: the image minimum (default) or a number that fits the pixel type")
     dehaze.add_argument("--mask-out", metavar="MASK", help="also write the haze mask (uint8, 1 = haze)")
     _add_memory_arguments(dehaze)
+    _add_pyramid_level_argument(dehaze, ("--pyramid-level",))  # --level is the haze threshold's
     _add_preview_argument(dehaze, "IN and OUT side by side (before/after)", before="input")
     dehaze.set_defaults(run=run_dehaze)
 
@@ -235,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "for 16-bit outputs, when --window fits in the output type (e.g. Hounsfield units: "
                              "--bits 16 --signed --window -1024 3071 keeps them, clipped to the window)")
     _add_memory_arguments(reduce)
+    _add_pyramid_level_argument(reduce)
     _add_preview_argument(reduce, "IN and OUT side by side, OUT drawn with IN's window mapped through the reduction",
                           before="input")
     reduce.set_defaults(run=run_reduce_bits)
@@ -248,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "downsampled (streamed) to at most 256 voxels per axis first.")
     preview.add_argument("input", metavar="IN", help=INPUT_HELP)
     _add_series_argument(preview)
+    preview.add_argument("--level", "--pyramid-level", dest="pyramid_level", type=int, metavar="K",
+                         help="draw level K of an OME-Zarr pyramid (default: its coarsest level with at least 256 "
+                              "voxels per axis)")
     preview.add_argument("output", metavar="OUT.png", help="the picture")
     preview.add_argument("--compare", action="append", metavar="OTHER",
                          help="another volume drawn beside IN (may be given more than once)")
@@ -425,9 +436,17 @@ def _add_preview_argument(parser, what: str, before: str | None = None) -> None:
     parser.set_defaults(preview_before=before)
 
 
+def _apply_pyramid_level(args) -> None:
+    """--level K: IN becomes the folder of level K's array, which every reader takes as that level."""
+    if getattr(args, "pyramid_level", None) is not None:
+        from ..io.zarr_input import level_path
+        args.input = str(level_path(args.input, args.pyramid_level))
+
+
 def _run_and_preview(args) -> int:
     """Run the command; with --preview, check the picture's path first (a typo fails before a long job) and draw
     the result after it."""
+    _apply_pyramid_level(args)
     png = getattr(args, "preview", None)
     if not png:
         return args.run(args)

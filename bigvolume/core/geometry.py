@@ -106,6 +106,30 @@ class Geometry:
         spacing = np.linalg.norm(lps[:3, :3], axis=0)
         return cls(tuple(dimensions), tuple(spacing), tuple(lps[:3, 3]), lps[:3, :3] / spacing)
 
+    # --- regions ------------------------------------------------------------------------------------------------
+    def index_box(self, points_lps) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        """The voxel box ``((k0, k1), (j0, j1), (i0, i1))`` (numpy order, ends excluded) of every voxel whose cell
+        holds part of the region spanned by ``points_lps`` (N x 3 LPS points, e.g. a ROI's 8 corners: a rotated
+        ROI gets the box around it), clipped to the grid. Raises ValueError when the region misses the grid."""
+        points = np.asarray(points_lps, float).reshape(-1, 3)
+        ijk = np.linalg.solve(self.ijk_to_lps()[:3, :3], (points - np.asarray(self.origin)).T)
+        # Voxel n's cell spans indices n - 1/2 .. n + 1/2.
+        low = np.floor(ijk.min(axis=1) + 0.5).astype(int)
+        high = np.floor(ijk.max(axis=1) + 0.5).astype(int) + 1
+        low, high = np.maximum(low, 0), np.minimum(high, self.dimensions)
+        if np.any(high <= low):
+            raise ValueError("the region lies outside the volume")
+        return tuple((int(a), int(b)) for a, b in zip(low[::-1], high[::-1]))  # type: ignore[return-value]
+
+    def cropped(self, box) -> "Geometry":
+        """The grid of the voxels ``box`` (((k0, k1), (j0, j1), (i0, i1)), numpy order, ends excluded)."""
+        (k0, k1), (j0, j1), (i0, i1) = ((int(a), int(b)) for a, b in box)
+        if not (0 <= i0 < i1 <= self.dimensions[0] and 0 <= j0 < j1 <= self.dimensions[1]
+                and 0 <= k0 < k1 <= self.dimensions[2]):
+            raise ValueError(f"box {tuple(box)} is not inside the grid of {self.dimensions[::-1]} (k, j, i) voxels")
+        origin = tuple(_tidy(x) for x in self.physical_point((i0, j0, k0)))
+        return Geometry((i1 - i0, j1 - j0, k1 - k0), self.spacing, origin, self.direction)
+
     # --- downsampling -------------------------------------------------------------------------------------------
     def downsampled(self, factors) -> "Geometry":
         """The block-centred grid of a downsampling by per-axis ``factors`` (each >= 1, fractional allowed)."""

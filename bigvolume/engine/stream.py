@@ -70,13 +70,12 @@ class ResampleStage:
             reader.slice_bytes // reader.dtype.itemsize * k.convert_to.itemsize
         converting = k.convert_to is not None and reader.converts_on_read  # see NumpyStages.new_buffer
         per_slice = (READ_SLABS * (float_slice if converting else reader.slice_bytes)  # filtered + read ahead
-                     + (0 if converting else float_slice)                 # the converted copy
-                     + stages.slice_bytes                                  # the backend's own (band: x before y)
+                     + stages.slice_bytes     # the backend's own (a converted copy, the y-reduced slab)
                      + (1 + WINDOW_SLABS) * reduced_slice                 # x/y result, then its places in the window
                      + int(3 * work_slice * out_rows_per_slice))          # z sums and the cast output block
         fixed = stages.threads * stages.thread_bytes + (k.z_span + 2) * reduced_slice
         plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, fixed, memory_limit,
-                          max_slab_bytes=stages.max_slab_bytes)
+                          max_slab_bytes=stages.max_slab_bytes, alignment=reader.slab_alignment)
         # Room for WINDOW_SLABS slabs behind the kernel's margin, but never more than the whole volume needs.
         nk, slab, span = reader.slices, plan.slab_slices, k.z_span
         plan.window_slices = min(WINDOW_SLABS * slab + span + 1, max(nk, slab + span + 1))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import dicom
+from . import dicom, zarr_input
 from ..core.errors import VolumeFileError
 from ..core.progress import interrupt_as_flag
 from ..core.geometry import Geometry
@@ -154,9 +154,16 @@ def _check_geometry(path: Path, geometry: Geometry) -> None:
         raise VolumeFileError(f"{path}: the header's axis directions are not three independent directions")
 
 
-def read_volume(path, series: str | None = None) -> Volume:
+def check_no_level(path: Path, level) -> None:
+    """Refuse a level asked of a file that has none."""
+    if level is not None:
+        raise VolumeFileError(f"{path}: level {level} asked for, but only an OME-Zarr pyramid has levels")
+
+
+def read_volume(path, series: str | None = None, level: int | None = None) -> Volume:
     """Read a 3D volume (scalar or multi-component). Raises VolumeFileError naming the file and the problem.
-    A DICOM folder or file is read as its series (``series``: the UID, when the folder holds several).
+    A DICOM folder or file is read as its series (``series``: the UID, when the folder holds several). An OME-Zarr
+    store (or a Zarr array) is read at ``level`` (default: level 0, or the level whose folder ``path`` names).
 
     Voxels stored uncompressed in one file in this machine's byte order (NRRD/NHDR, NIfTI, MetaImage) are
     memory-mapped read-only (no copy, no read time: the page cache serves them). Every other layout the streamed
@@ -165,6 +172,9 @@ def read_volume(path, series: str | None = None) -> Volume:
     checksums are verified); only what those do not cover is read by SimpleITK, after a check of its compressed
     data. Missing or too short data files are refused before reading."""
     path = Path(path)
+    if zarr_input.accepts(path):
+        return zarr_input.read_volume(path, level)
+    check_no_level(path, level)
     if dicom.accepts(path, series):
         return dicom.read_volume(path, series)
     geometry, dtype, components = read_geometry(path)
@@ -182,9 +192,13 @@ def read_volume(path, series: str | None = None) -> Volume:
     return Volume(owned_view(sitk.GetArrayViewFromImage(image), image), geometry, owner=image)
 
 
-def read_geometry(path, series: str | None = None) -> tuple[Geometry, np.dtype, int]:
-    """Geometry, pixel type and component count from the header alone (no voxel data read)."""
+def read_geometry(path, series: str | None = None, level: int | None = None) -> tuple[Geometry, np.dtype, int]:
+    """Geometry, pixel type and component count from the header alone (no voxel data read); of an OME-Zarr
+    store, of ``level``."""
     path = Path(path)
+    if zarr_input.accepts(path):
+        return zarr_input.read_geometry(path, level)
+    check_no_level(path, level)
     if dicom.accepts(path, series):
         return dicom.read_geometry(path, series)
 
@@ -281,10 +295,13 @@ def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:
     return path
 
 
-def file_size(path, series: str | None = None) -> int:
+def file_size(path, series: str | None = None, level: int | None = None) -> int:
     """Bytes on disk of a volume file, its detached data files included: those its header names (one file, a LIST,
-    a printf pattern), else the data files our writers put beside it; of a DICOM series, all its files."""
+    a printf pattern), else the data files our writers put beside it; of a DICOM series, all its files; of an
+    OME-Zarr store, the level's array."""
     path = Path(path)
+    if zarr_input.accepts(path):
+        return zarr_input.file_size(path, level)
     if dicom.accepts(path, series):
         return dicom.file_size(path, series)
     files = dict.fromkeys([path] + (data_files_named(path) or _data_files_of(path)))

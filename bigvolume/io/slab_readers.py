@@ -53,6 +53,9 @@ class SlabReader:
     converts_on_read = False
     # Readers of arrays in memory hand out views when read without a buffer (bigvolume.engine then copies nothing).
     hands_out_views = False
+    # Slabs that are multiples of this many slices cost the least to read (a Zarr chunk's z size: a slab that cuts
+    # a chunk decodes it again for the next slab); the engine's planner rounds to it where memory allows.
+    slab_alignment = 1
 
     def new_buffer(self, slices: int, dtype=None) -> np.ndarray:
         return np.empty((slices,) + self.slice_shape, dtype or self.dtype)

@@ -3,14 +3,14 @@ whatever the file size.
 
 :func:`open_slabs` picks the reader from the file's :class:`~bigvolume.io.layout.VoxelLayout`: raw and compressed
 data are read piece by piece (:mod:`bigvolume.io.slab_readers`), a DICOM series one file per slice
-(:mod:`bigvolume.io.dicom`); anything else is read whole by SimpleITK once (``streams`` is False; the caller says so
-to the user).
+(:mod:`bigvolume.io.dicom`), an OME-Zarr level chunk by chunk (:mod:`bigvolume.io.zarr_input`); anything else is
+read whole by SimpleITK once (``streams`` is False; the caller says so to the user).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import dicom
+from . import dicom, zarr_input
 from . import files as io
 from .layout import voxel_layout
 # The readers' types, for the engine and the operations: they read slabs through this module.
@@ -37,9 +37,13 @@ class WholeVolumeReader(SlabReader):
         self._volume = None
 
 
-def open_slabs(path, series: str | None = None) -> SlabReader:
-    """A slab reader for ``path``; refuses missing or short data files before anything is read."""
+def open_slabs(path, series: str | None = None, level: int | None = None) -> SlabReader:
+    """A slab reader for ``path`` (of an OME-Zarr store: of ``level``); refuses missing or short data files before
+    anything is read."""
     path = Path(path)
+    if zarr_input.accepts(path):
+        return zarr_input.open_slabs(path, level)
+    io.check_no_level(path, level)
     if dicom.accepts(path, series):
         return dicom.open_slabs(path, series)
     geometry, dtype, components = io.read_geometry(path)

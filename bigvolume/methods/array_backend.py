@@ -35,11 +35,13 @@ class ArrayStages:
         self.threads = 1
         self.cuda = xp.__name__ == "cupy"
         self.max_slab_bytes = MAX_SLAB_BYTES
-        self.slice_bytes = 0  # planning: the x-reduced slice before the y product
+        self.slice_bytes = 0  # planning: the converted copy and the x-reduced slice before the y product
         nk, nj, ni = kernels.input_shape[:3]
+        if kernels.convert_to is not None and not self.cuda:  # on CUDA the converted copy is on the device
+            self.slice_bytes += nj * ni * int(np.prod(kernels.input_shape[3:])) * kernels.convert_to.itemsize
         if not kernels.skip_xy:
             kernel_i, kernel_j = kernels.xy_kernels
-            self.slice_bytes = nj * kernel_i.size_out * int(np.prod(kernels.input_shape[3:])) * \
+            self.slice_bytes += nj * kernel_i.size_out * int(np.prod(kernels.input_shape[3:])) * \
                 kernels.work_dtype.itemsize
             self._along_i = self._operator(kernel_i, ni)
             self._along_j = self._operator(kernel_j, nj)

@@ -27,7 +27,8 @@ class Stages(Protocol):
     """What the slab engine asks of a streaming backend, for one input (its :class:`ResampleKernels`)."""
 
     max_slab_bytes: int     # input bytes per slab at most
-    slice_bytes: int        # working bytes per input slice besides the engine's own buffers (planning)
+    slice_bytes: int        # working bytes per input slice besides the engine's own buffers, a converted copy of
+                            # the slab included (planning)
     thread_bytes: int       # working bytes per filter thread (planning)
 
     def new_buffer(self, reader, slices: int):

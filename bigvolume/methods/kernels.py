@@ -49,6 +49,14 @@ class AxisKernel:
     def size_out(self) -> int:
         return self.index.shape[0]
 
+    def runs(self, dtype, reduce: str) -> list:
+        """How apply_axis computes the rows (strided runs, gathered rows); see _taps_in_runs. Kept per type."""
+        cache = self.__dict__.setdefault("_runs", {})  # a frozen dataclass: its __dict__ still takes a cache
+        key = (np.dtype(dtype).str, reduce)
+        if key not in cache:
+            cache[key] = _taps_in_runs(self, np.dtype(dtype), reduce)
+        return cache[key]
+
     def is_identity(self, n_in: int) -> bool:
         return (self.index.shape == (n_in, 1) and np.array_equal(self.index[:, 0], np.arange(n_in))
                 and np.all(self.weight == 1.0))
@@ -125,9 +133,47 @@ def axis_kernel(method: str, n_in: int, factor: float, n_out: int) -> AxisKernel
     return AxisKernel(np.clip(index, 0, n_in - 1), weight)
 
 
-def apply_axis(data, kernel: AxisKernel, axis: int, reduce: str, dtype: np.dtype, xp=np):
-    """One axis of the separable filter, tap by tap. ``xp``: the array module of ``data`` (numpy, or CuPy for the
-    GPU path: the tables stay numpy and each tap's column goes to the device)."""
+# Rows a strided run covers at least; shorter runs (kernel ends, where the table clamps onto the border voxel) are
+# gathered. Each strided run costs a few numpy calls per tap.
+MIN_STRIDED_ROWS = 4
+
+
+def _taps_in_runs(kernel: AxisKernel, dtype: np.dtype, reduce: str) -> list:
+    """The table's rows as runs computed alike: ``(r0, r1, stride, taps)`` where every row reads its used taps
+    ``stride`` inputs after the previous row's with the same weights (``taps``: (first input, weight) per used
+    tap, in table order), so each tap is one strided view of the input; or ``(r0, r1, None, None)``: rows
+    gathered by index. Weights are compared in ``dtype``, the type they multiply in, so a run computes exactly
+    what gathering computes (for ``max``, only which taps are used matters)."""
+    index, weight = kernel.index, kernel.weight
+    rows = index.shape[0]
+    used = weight > 0 if reduce == "max" else weight.astype(dtype) != 0
+    same = np.ones(rows, bool)  # row r continues row r-1's pattern
+    stride = np.zeros(rows, np.int64)
+    if rows > 1:
+        values = weight.astype(dtype) if reduce != "max" else used
+        same[1:] = (values[1:] == values[:-1]).all(axis=1)
+        steps = index[1:] - index[:-1]
+        first = steps[np.arange(rows - 1), np.argmax(used[1:], axis=1)]
+        same[1:] &= ((steps == first[:, None]) | ~used[1:]).all(axis=1) & (first > 0)
+        stride[1:] = first
+    same[0] = False
+    runs, r0 = [], 0
+    for r in range(1, rows + 1):  # a run ends where a row breaks the pattern or the stride changes
+        if r < rows and same[r] and (r == r0 + 1 or stride[r] == stride[r - 1]):
+            continue
+        if r - r0 >= MIN_STRIDED_ROWS:
+            taps = [(int(index[r0, t]), weight[r0, t]) for t in range(index.shape[1]) if used[r0, t]]
+            runs.append((r0, r, int(stride[r0 + 1]), taps))
+        elif runs and runs[-1][2] is None:
+            runs[-1] = (runs[-1][0], r, None, None)
+        else:
+            runs.append((r0, r, None, None))
+        r0 = r
+    return runs
+
+
+def _gather(data, kernel: AxisKernel, axis: int, reduce: str, dtype: np.dtype, xp):
+    """The rows of ``kernel`` tap by tap, each tap's inputs gathered by index."""
     index, weight = kernel.index, kernel.weight
     if reduce == "max":
         result = None
@@ -147,6 +193,76 @@ def apply_axis(data, kernel: AxisKernel, axis: int, reduce: str, dtype: np.dtype
         term = xp.take(data, xp.asarray(index[:, tap]), axis=axis).astype(dtype, copy=False) * xp.asarray(w)
         result = term if result is None else xp.add(result, term, out=result)
     return result
+
+
+def _strided(data, axis: int, start: int, stride: int, count: int):
+    """``data``'s inputs start, start + stride, ... (``count`` of them) along ``axis``: a view."""
+    cut = [slice(None)] * data.ndim
+    cut[axis] = slice(start, start + stride * (count - 1) + 1, stride)
+    return data[tuple(cut)]
+
+
+def _run(data, axis: int, reduce: str, dtype: np.dtype, xp, count: int, stride: int, taps, out):
+    """A strided run of rows into ``out`` (of the result's type): the same operations, in the same order, as
+    gathering them (so the same values), without the gathered copies; one tap of weight one only copies."""
+    if reduce == "max":
+        out[...] = _strided(data, axis, taps[0][0], stride, count)
+        for start, _ in taps[1:]:
+            xp.maximum(out, _strided(data, axis, start, stride, count), out=out)
+        return
+    if len(taps) == 1 and taps[0][1] == 1.0:  # a pick: converting an input value is exact
+        out[...] = _strided(data, axis, taps[0][0], stride, count)
+        return
+    term = None
+    for number, (start, w) in enumerate(taps):
+        view = _strided(data, axis, start, stride, count)
+        if xp is not np:
+            view = view.astype(dtype, copy=False)
+        if number == 0:
+            target = out
+        else:
+            term = xp.empty(out.shape, dtype) if term is None else term
+            target = term
+        if xp is np:
+            np.multiply(view, dtype.type(w), out=target, dtype=dtype)  # converts as it goes: no converted copy
+        else:
+            xp.multiply(view, dtype.type(w), out=target)
+        if number:
+            xp.add(out, term, out=out)
+
+
+def apply_axis(data, kernel: AxisKernel, axis: int, reduce: str, dtype: np.dtype, xp=np, out=None):
+    """One axis of the separable filter, tap by tap: rows whose taps are a regular stride (mean, Gaussian, nearest
+    away from the borders) read strided views of ``data``, the others gather their taps by index; both give the
+    same values. The result is ``dtype`` for sums, ``data``'s type for max; ``out``: an array of the result's
+    shape to write it into (of another type: cast with bigvolume.core.dtypes.cast_to). ``xp``: the array module
+    of ``data`` (numpy, or CuPy for the GPU path: the tables stay numpy)."""
+    dtype = np.dtype(dtype)
+    result_dtype = data.dtype if reduce == "max" else dtype
+    runs = kernel.runs(dtype, reduce)
+    if len(runs) == 1 and runs[0][2] is None:
+        result = _gather(data, kernel, axis, reduce, dtype, xp)
+        return result if out is None else _store(out, result)
+    shape = list(data.shape)
+    shape[axis] = kernel.size_out
+    picks_only = all(stride is not None and len(taps) == 1 and (reduce == "max" or taps[0][1] == 1.0)
+                     for _, _, stride, taps in runs)
+    direct = out is not None and (out.dtype == result_dtype or picks_only and out.dtype == data.dtype)
+    target = out if direct else xp.empty(tuple(shape), result_dtype)
+    for r0, r1, stride, taps in runs:
+        cut = [slice(None)] * data.ndim
+        cut[axis] = slice(r0, r1)
+        if stride is None:
+            part = AxisKernel(kernel.index[r0:r1], kernel.weight[r0:r1])
+            target[tuple(cut)] = _gather(data, part, axis, reduce, dtype, xp)
+        else:
+            _run(data, axis, reduce, dtype, xp, r1 - r0, stride, taps, target[tuple(cut)])
+    return target if out is None or target is out else _store(out, target)
+
+
+def _store(out, values):
+    out[...] = values if out.dtype == values.dtype else cast_to(values, out.dtype, overwrite=True)
+    return out
 
 
 def apply_separable(array: np.ndarray, kernels: tuple[AxisKernel, AxisKernel, AxisKernel], reduce: str = "sum",

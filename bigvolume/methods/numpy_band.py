@@ -8,13 +8,20 @@ import time
 
 import numpy as np
 
-from ..core.dtypes import cast_to
+from ..core.dtypes import cast_to, work_dtype
 from ..core.memory import MAX_SLAB_BYTES
-from .kernels import AxisKernel, ResampleKernels, apply_axis, apply_separable, axis_operator, identity_kernel
+from .kernels import AxisKernel, ResampleKernels, apply_axis, axis_operator
 
-# Inputs per band-matrix block along y (the middle axis): products over whole rows waste least with smaller blocks
-# (16 MiB float32 slabs, 1024^2 slices, one thread: 18-19 ms at 16-48 against 31 ms at 96; along x, 96 stays best).
-Y_BLOCK_INPUTS = 48
+# Inputs per band-matrix block along y (the middle axis), products over whole rows of one slice at a time: smaller
+# blocks multiply fewer zeros and stay in cache (thread CPU ms per slice, one thread, x2 / x4: 1024^2 0.85 / 0.71 at
+# 24, 1.16 / 0.83 at 48; 2048^2 3.1 / 2.6 at 24, 4.8 / 3.6 at 48; 512^2 within 10 %; along x, 96 stays about best).
+Y_BLOCK_INPUTS = 24
+# Input bytes the tap-by-tap methods filter at a time (a few slices: they and their y results stay in cache).
+GROUP_BYTES = 2**20
+# Float bytes of the slices a thread converts and runs through the y and x band products at a time (at least one
+# slice): 512^2 uint16 slices, one thread, x/y CPU seconds of 16-slice slabs against whole-slab passes: 1 MiB 0.8x,
+# 4 MiB 0.7x (fewer calls per slice); 1024^2 slices: 0.8x either way.
+BAND_GROUP_BYTES = 4 * 2**20
 
 
 def _one_blas_thread():
@@ -34,11 +41,14 @@ class NumpyStages:
 
     def __init__(self, kernels: ResampleKernels, reader, threads: int, timings: dict | None = None):
         self.k, self.threads = kernels, threads
-        self.timings = timings  # seconds per pass (convert, x, y, z, cast), when given (benchmarks)
+        # seconds per pass (convert, x, y, z, cast), when given (benchmarks); band products a few slices at a time
+        # give convert, y, x as CPU seconds summed over the filter threads
+        self.timings = timings
         self._converted = None
         self._buffers: dict = {}      # results reused slab after slab (no page faults of fresh arrays)
         self._split_products = False  # set by running(): BLAS kept to one thread, products split over ours
-        self.slice_bytes = 0          # the x-reduced slice before the y product (band products)
+        self.slice_bytes = 0          # nothing per input slice: each thread's work buffers are thread_bytes
+        self.thread_bytes = 0
         nk, nj, ni = kernels.input_shape[:3]
         if kernels.band and not kernels.skip_xy:
             kernel_i, kernel_j = kernels.xy_kernels
@@ -48,11 +58,18 @@ class NumpyStages:
             # benchmarks/stream.py --passes).
             self._along_j = axis_operator(kernel_j, nj, "sum", kernels.work_dtype, block_inputs=Y_BLOCK_INPUTS)
             self._along_i = axis_operator(kernel_i, ni, "sum", kernels.work_dtype)
-            self.slice_bytes = kernel_j.size_out * ni * int(np.prod(kernels.input_shape[3:])) * \
-                kernels.work_dtype.itemsize
-        # tap by tap: a few float copies of a slice per thread
-        self.thread_bytes = 3 * nj * ni * int(np.prod(kernels.input_shape[3:])) * 4 \
-            if kernels.xy_kernels is not None and not kernels.band else 0
+        voxels = nj * ni * int(np.prod(kernels.input_shape[3:]))  # per input slice
+        self.band_group = 1  # slices a thread converts and filters at a time (band products)
+        if kernels.band and not kernels.skip_xy:
+            float_slice = voxels * kernels.work_dtype.itemsize
+            self.band_group = max(1, BAND_GROUP_BYTES // float_slice)
+            # per thread: a converted group and its y result (slabs of fewer slices than threads hold as much)
+            self.thread_bytes = self.band_group * (float_slice + float_slice // nj * kernel_j.size_out)
+        # tap by tap: a few float copies of the slices a thread filters at a time (GROUP_BYTES of input); integers
+        # are converted tap by tap, with no converted copy of the slab
+        group = max(1, GROUP_BYTES // max(1, voxels * kernels.input_dtype.itemsize))
+        if kernels.xy_kernels is not None and not kernels.band:
+            self.thread_bytes = 3 * group * voxels * 4
 
     def new_buffer(self, reader, slices: int):
         if getattr(reader, "hands_out_views", False):
@@ -104,11 +121,11 @@ class NumpyStages:
         """``pool`` when the band products are to be split over it (BLAS kept to one thread), else None."""
         return pool if self._split_products and self.threads > 1 else None
 
-    def _buffer(self, name: str, shape):
+    def _buffer(self, name: str, shape, dtype=None):
         """A reused work buffer of ``shape`` (the last slab is shorter: a view of the first rows)."""
         buffer = self._buffers.get(name)
         if buffer is None or buffer.shape[1:] != tuple(shape[1:]) or buffer.shape[0] < shape[0]:
-            buffer = self._buffers[name] = np.empty(shape, self.k.work_dtype)
+            buffer = self._buffers[name] = np.empty(shape, dtype or self.k.work_dtype)
         return buffer[:shape[0]]
 
     def _convert(self, slab, pool=None):
@@ -128,25 +145,100 @@ class NumpyStages:
         return converted
 
     def reduce_xy(self, slab, pool=None):
-        with self._timed("convert"):
-            slab = self._convert(slab, pool)
         k = self.k
         if k.skip_xy:
-            return slab
+            return slab  # the engine's copy into the z window converts it
         if k.band:
-            pool, parts = self._band_pool(pool), self.threads
+            pool = self._band_pool(pool)
+            if pool is None or slab.shape[0] >= self.threads:
+                return self._reduce_xy_band(slab, pool)
+            # fewer slices than threads (one-slice slabs, a short last slab): each pass split over the threads
+            with self._timed("convert"):
+                slab = self._convert(slab, pool)
             kernel_i, kernel_j = k.xy_kernels
             shape_y = slab.shape[:1] + (kernel_j.size_out,) + slab.shape[2:]
             with self._timed("y"):
-                along_y = self._along_j(slab, 1, pool, parts, out=self._buffer("y", shape_y))
+                along_y = self._along_j(slab, 1, pool, self.threads, out=self._buffer("y", shape_y))
             with self._timed("x"):
                 # the engine copies the result into its z window before the next slab: the buffer may be reused
-                return self._along_i(along_y, 2, pool, parts,
+                return self._along_i(along_y, 2, pool, self.threads,
                                      out=self._buffer("x", shape_y[:2] + (kernel_i.size_out,) + shape_y[3:]))
-        kernel_i, kernel_j = k.xy_kernels
         with self._timed("x and y"):
-            return apply_separable(slab, (kernel_i, kernel_j, identity_kernel(slab.shape[0])), k.reduce,
-                                   k.window_dtype, self.threads)
+            return self._reduce_xy_taps(slab, pool)
+
+    def _reduce_xy_band(self, slab, pool):
+        """Band products a few slices at a time, each converted, filtered along y then x while it is in cache,
+        the slab's slices split over the filter threads: no slab-sized float copy or y result goes through memory
+        (see BAND_GROUP_BYTES)."""
+        k = self.k
+        kernel_j = k.xy_kernels[1]
+        out = self._buffer("x", slab.shape[:1] + k.reduced_shape)
+        convert = k.convert_to is not None and slab.dtype != k.convert_to
+        group = self.band_group
+        timings = [] if self.timings is not None else None
+
+        def part(number: int, a: int, b: int) -> None:
+            clock = time.thread_time  # this thread's CPU seconds: threads sharing a busy core do not count twice
+            spent = [0.0, 0.0, 0.0]
+            converted = self._buffer(f"converted {number}", (group,) + slab.shape[1:], k.convert_to) \
+                if convert else None
+            along_y = self._buffer(f"y {number}", (group, kernel_j.size_out) + slab.shape[2:])
+            for s0 in range(a, b, group):
+                s1 = min(b, s0 + group)
+                started = clock()
+                data = slab[s0:s1]
+                if convert:
+                    data = converted[:s1 - s0]
+                    np.copyto(data, slab[s0:s1], casting="unsafe")
+                converted_at = clock()
+                data = self._along_j(data, 1, out=along_y[:s1 - s0])
+                y_at = clock()
+                result = self._along_i(data, 2, out=out[s0:s1])
+                if result is not out[s0:s1]:
+                    out[s0:s1] = result  # an identity x table hands its input back
+                spent[0] += converted_at - started
+                spent[1] += y_at - converted_at
+                spent[2] += clock() - y_at
+            if timings is not None:
+                timings.append(spent)
+
+        self._split(part, slab.shape[0], pool)
+        if timings is not None:  # CPU seconds summed over the threads
+            for name, values in zip(("convert", "y", "x"), zip(*timings)):
+                self.timings[name] = self.timings.get(name, 0.0) + sum(values)
+        return out
+
+    def _reduce_xy_taps(self, slab, pool):
+        """Tap by tap, y then x, a few slices at a time (they stay in cache), the slab's slices split over the
+        filter threads; integers are converted tap by tap (apply_axis), with no converted copy of the slab."""
+        k = self.k
+        kernel_i, kernel_j = k.xy_kernels
+        skip_j, skip_i = kernel_j.is_identity(slab.shape[1]), kernel_i.is_identity(slab.shape[2])
+        dtype = work_dtype(slab.dtype)
+        out = self._buffer("xy", slab.shape[:1] + k.reduced_shape, k.window_dtype)
+        group = max(1, GROUP_BYTES // max(1, slab[:1].nbytes))
+
+        def part(number: int, a: int, b: int) -> None:
+            for s0 in range(a, b, group):
+                s1 = min(b, s0 + group)
+                plane = slab[s0:s1]
+                if not skip_j:
+                    plane = apply_axis(plane, kernel_j, 1, k.reduce, dtype, out=out[s0:s1] if skip_i else None)
+                if not skip_i:
+                    apply_axis(plane, kernel_i, 2, k.reduce, dtype, out=out[s0:s1])
+
+        self._split(part, slab.shape[0], pool)
+        return out
+
+    def _split(self, part, n: int, pool) -> None:
+        """``part(number, a, b)`` over 0..n split among the filter threads (numpy releases the GIL); ``number``:
+        which part, for buffers of its own."""
+        parts = min(self.threads, n) if pool is not None else 1
+        bounds = [int(b) for b in np.linspace(0, n, parts + 1)]
+        if parts <= 1:
+            part(0, 0, n)
+        else:
+            list(pool.map(lambda p: part(p, bounds[p], bounds[p + 1]), range(parts)))
 
     def reduce_z(self, window, kernel: AxisKernel, pool=None):
         """Band products are split over ``pool``'s threads while running() keeps BLAS to one; the tap-by-tap
@@ -158,13 +250,15 @@ class NumpyStages:
         k = self.k
         if k.band:
             return axis_operator(kernel, -1, "sum", k.work_dtype)(window, 0, self._band_pool(pool), self.threads)
-        height = window.shape[1]
-        if pool is None or self.threads <= 1 or height < 2 * self.threads:
-            return apply_axis(window, kernel, 0, k.reduce, k.work_dtype)
-        bounds = np.linspace(0, height, self.threads + 1).astype(int)
-        parts = pool.map(lambda j: apply_axis(window[:, bounds[j]:bounds[j + 1]], kernel, 0, k.reduce,
-                                               k.work_dtype), range(self.threads))
-        return np.concatenate(list(parts), axis=1)
+        result_dtype = window.dtype if k.reduce == "max" else k.work_dtype
+        # a fresh block: emit casts it in place and the sink may keep it
+        out = np.empty((kernel.size_out,) + window.shape[1:], result_dtype)
+
+        def part(number: int, a: int, b: int) -> None:
+            apply_axis(window[:, a:b], kernel, 0, k.reduce, k.work_dtype, out=out[:, a:b])
+
+        self._split(part, window.shape[1], pool if window.shape[1] >= 2 * self.threads else None)
+        return out
 
 
 class NumpyBackend:

@@ -212,7 +212,7 @@ def _reduce_slabs(reader, window: Window, dtype: np.dtype, output_range, sink, m
     # per slice: the slabs read, float64 temporaries of the map, the output block
     per_slice = voxels * (READ_AHEAD + 1) * reader.dtype.itemsize + voxels * (16 + np.dtype(dtype).itemsize)
     plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, 0, memory_limit,
-                      max_slab_bytes=SLAB_VOXELS * reader.dtype.itemsize)
+                      max_slab_bytes=SLAB_VOXELS * reader.dtype.itemsize, alignment=reader.slab_alignment)
     stage = _ReduceStage(window, dtype, output_range)
     run_slabs(reader, stage, sink, plan.slab_slices, progress=progress, message="reducing precision, slab")
     return stage.clipped, stage.nan

@@ -14,6 +14,7 @@ from ..core.memory import format_bytes
 from ..core.text import dimensions_text, numbers_text
 from ..core.volume import Volume
 from ..io import files as io
+from ..io import zarr_input
 from ..ops.resample import DEFAULT_METHOD, resample, resample_file
 from .transfer import gray_voxels
 
@@ -63,11 +64,17 @@ def load_preview_source(source, name: str | None = None, memory_limit: float | N
                         series: str | None = None) -> PreviewSource:
     """A path or a Volume, made small enough to draw. A file larger than a preview needs is resampled from disk into
     a temporary file (streamed when it does not fit in ``memory_limit``, see bigvolume.resample_file) and only that
-    is read. ``series``: the DICOM series UID, when the folder holds several."""
+    is read. ``series``: the DICOM series UID, when the folder holds several. An OME-Zarr pyramid is drawn from
+    its coarsest level with at least PREVIEW_DIMENSION voxels per axis (bigvolume.io.zarr_input.preview_level)."""
     if isinstance(source, Volume):
         return PreviewSource(name or "volume", source.geometry, source.dtype, source.components, None,
                              preview_volume(source))
     path = Path(source)
+    label = path.name
+    if zarr_input.accepts(path):  # a pyramid is drawn from its coarsest level that is still big enough
+        pyramid = zarr_input.open_pyramid(path)
+        path, level = zarr_input.preview_path(path)
+        label = f"{pyramid.store.name} (level {level})" if level is not None else label
     geometry, dtype, components = io.read_geometry(path, series)
     factors = preview_factors(geometry)
     if factors == (1.0, 1.0, 1.0):
@@ -79,5 +86,5 @@ def load_preview_source(source, name: str | None = None, memory_limit: float | N
                           series=series)
             read = io.read_volume(reduced)
             small = Volume(np.array(read.array), read.geometry)  # a copy: the temporary file goes away
-    return PreviewSource(name or path.name, geometry, np.dtype(dtype), components, io.file_size(path, series),
+    return PreviewSource(name or label, geometry, np.dtype(dtype), components, io.file_size(path, series),
                          small)

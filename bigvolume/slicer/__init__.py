@@ -1,9 +1,9 @@
 """Adapters between bigvolume and Slicer's MRML nodes (duck-typed: this package imports no ``slicer`` module at
 load time), and the one door through which the Slicer modules reach bigvolume beyond its public API.
 
-The Slicer modules (AntiAliasedResample, ImageStackImport, HazeRemoval, BigVolumeResampleCLI, bigvolume_slicer)
-import ``bigvolume`` (the public API) and ``bigvolume.slicer`` only. The names below are what their panels and
-logics need from the layers underneath (limits, constants, file helpers); they load on first use (PEP 562).
+The Slicer modules (AntiAliasedResample, ImageStackImport, HazeRemoval, OMEZarrPyramid, BigVolumeResampleCLI,
+bigvolume_slicer) import ``bigvolume`` (the public API) and ``bigvolume.slicer`` only. The names below are what their
+panels and logics need from the layers underneath (limits, constants, file helpers); they load on first use (PEP 562).
 """
 import importlib
 
@@ -15,6 +15,8 @@ _FROM_LAYERS = {
     "physical_memory": "core.memory",
     "atomic_output": "io.files", "check_output_path": "io.files", "read_geometry": "io.files",
     "volume_suffix": "io.files",
+    "choose_level": "io.zarr_input", "level_size_text": "io.zarr_input",
+    "ZarrSlabReader": "io.zarr_input",
     "DEFAULT_STACK_ORIENTATION": "io.stacks", "IMAGE_SUFFIXES": "io.stacks", "STACK_ORIENTATIONS": "io.stacks",
     "Roi": "io.stacks", "StackInfo": "io.stacks", "stack_direction": "io.stacks", "stack_origin": "io.stacks",
     "vtk_image_to_array": "methods.vtk_resize",
@@ -23,6 +25,7 @@ _FROM_LAYERS = {
     "StackImport": "ops.stack_import",
     "AUTO": "ops.haze", "DEFAULT_DILATE": "ops.haze", "LEVELS": "ops.haze", "MAX_RADIUS": "ops.haze",
     "BITS_TO_DTYPE": "ops.precision",
+    "write_ome_zarr": "testing.zarr_stores",  # the OMEZarrPyramid module's self-test
 }
 
 __all__ = sorted(_FROM_LAYERS)

@@ -15,7 +15,7 @@ from vtkmodules.vtkCommonDataModel import vtkImageData
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
 from ..core.errors import BigVolumeError
-from ..core.geometry import Geometry
+from ..core.geometry import LPS_TO_RAS, Geometry
 from ..core.text import dimensions_text, numbers_text  # noqa: F401  (the modules' Logics take them from here)
 from ..core.volume import Volume
 from ..methods.vtk_resize import vtk_image_to_array
@@ -155,3 +155,16 @@ def copy_display(source, target, window_level: bool = True) -> None:
                 target_display.SetAutoWindowLevel(True)
     finally:
         target_display.EndModify(was_modifying)
+
+
+# --- Markups ROIs -----------------------------------------------------------------------------------------------------
+def roi_corners_lps(roi_node) -> np.ndarray:
+    """The 8 corners (rows, LPS) of a Markups ROI node, rotated or under a linear transform included (its
+    ObjectToWorld matrix); refuses a ROI not placed yet."""
+    size = np.array(roi_node.GetSize(), float)
+    if not (np.all(np.isfinite(size)) and np.all(size > 0)):
+        raise BigVolumeError(f"ROI {roi_node.GetName()} has no size yet: place it first")
+    object_to_world = _matrix_to_array(roi_node.GetObjectToWorldMatrix())
+    signs = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
+    corners_ras = (signs * size) @ object_to_world[:3, :3].T + object_to_world[:3, 3]
+    return corners_ras @ LPS_TO_RAS.T  # RAS -> LPS (the same flip both ways)

@@ -1,0 +1,333 @@
+"""OME-Zarr as input (bigvolume.io.zarr_input): pyramids written with zarr itself (Testing/zarr_stores.py) read at
+any level with their exact geometry, streamed by every command, and damaged stores refused in one line."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import bigvolume as bv
+from bigvolume.core.geometry import Geometry
+from bigvolume.io import files as io
+from bigvolume.io.slabs import open_slabs
+from bigvolume.io.zarr_input import (ZarrSlabReader, choose_level, open_pyramid, preview_level, read_region)
+
+zarr = pytest.importorskip("zarr")
+from zarr_stores import chunk_files, subsample, write_store  # noqa: E402  (needs zarr)
+
+BIGVOLUME = [sys.executable, "-m", "bigvolume"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run(BIGVOLUME + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def rotation(seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))
+
+
+def phantom(shape=(30, 41, 52), dtype=np.uint16, seed=0):
+    """Smooth structure plus noise, so a resample has something to get wrong."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    array = 1500 + 1000 * np.cos(6 * i) * np.sin(5 * j + 2 * k) + rng.normal(0, 40, shape)
+    return np.clip(array, 0, 4000).astype(dtype)
+
+
+GEOMETRIES = {
+    "anisotropic": Geometry((52, 41, 30), (0.5, 0.6, 2.0), (10.0, -5.0, 3.25)),
+    "rotated": Geometry((52, 41, 30), (0.7, 0.4, 1.1), (-3.0, 8.5, 1.0), rotation(3)),
+    "flipped": Geometry((52, 41, 30), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.diag([1.0, -1.0, -1.0])),
+}
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+def test_every_level_reads_with_its_exact_geometry(tmp_path, version, name):
+    geometry, array = GEOMETRIES[name], phantom()
+    store = write_store(tmp_path / "x.ome.zarr", array, geometry, version=version, factors=(3, 9))
+    pyramid = open_pyramid(store)
+    assert pyramid.version == version and len(pyramid.levels) == 3
+    for level, factor in enumerate((1, 3, 9)):
+        volume = bv.read_volume(store, level=level)
+        expected = subsample(array, factor) if factor > 1 else array
+        np.testing.assert_array_equal(volume.array, expected)
+        assert volume.geometry.isclose(geometry.downsampled(factor) if factor > 1 else geometry, atol=1e-9)
+        # The same level through its own folder, and from the header alone
+        assert io.read_volume(store / str(level)).geometry == volume.geometry
+        assert io.read_geometry(store, level=level) == (volume.geometry, np.dtype(np.uint16), 1)
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_a_channel_axis_becomes_components(tmp_path, version):
+    array = np.random.default_rng(1).integers(0, 255, (20, 21, 22, 3), dtype=np.uint8)
+    geometry = Geometry((22, 21, 20), (0.3, 0.3, 0.9), (1.0, 2.0, 3.0))
+    store = write_store(tmp_path / "rgb.ome.zarr", array, geometry, version=version, factors=(3,))
+    volume = bv.read_volume(store)
+    assert volume.components == 3 and volume.geometry.isclose(geometry)
+    np.testing.assert_array_equal(volume.array, array)
+    with open_slabs(store, level=1) as reader:
+        np.testing.assert_array_equal(reader.read(2, 5), subsample(array, 3)[2:5])
+
+
+def test_sharded_store_reads_the_same(tmp_path):
+    array, geometry = phantom(), GEOMETRIES["rotated"]
+    store = write_store(tmp_path / "s.ome.zarr", array, geometry, chunks=4, shards=(16, 16, 16), factors=(3,))
+    assert open_pyramid(store).levels[0].stored_block == (16, 16, 16)
+    np.testing.assert_array_equal(bv.read_volume(store).array, array)
+
+
+def test_a_plain_zarr_array_reads_on_a_unit_grid(tmp_path):
+    array = phantom((9, 10, 11))
+    stored = zarr.create_array(str(tmp_path / "plain.zarr"), shape=array.shape, chunks=(4, 4, 4), dtype=array.dtype)
+    stored[...] = array
+    pyramid = open_pyramid(tmp_path / "plain.zarr")
+    assert "unit spacing" in pyramid.note
+    volume = bv.read_volume(tmp_path / "plain.zarr")
+    np.testing.assert_array_equal(volume.array, array)
+    assert volume.geometry == Geometry((11, 10, 9))
+
+
+def test_a_roi_reads_only_its_box_with_its_geometry(tmp_path):
+    array, geometry = phantom(), GEOMETRIES["rotated"]
+    store = write_store(tmp_path / "x.ome.zarr", array, geometry, factors=(3,))
+    # A ROI given as LPS points: the cells of voxels (k 4..11, j 7..19, i 30..44) shrunk a little
+    inner = np.array([[i, j, k] for i in (30 - 0.4, 43 + 0.4) for j in (7 - 0.4, 18 + 0.4) for k in (4 - 0.4, 10 + 0.4)])
+    corners = [geometry.physical_point(p) for p in inner]
+    box = geometry.index_box(corners)
+    assert box == ((4, 11), (7, 19), (30, 44))
+    region = read_region(store, 0, box)
+    np.testing.assert_array_equal(region.array, array[4:11, 7:19, 30:44])
+    assert region.geometry.isclose(geometry.cropped(box))
+    np.testing.assert_allclose(region.geometry.origin, geometry.physical_point((30, 7, 4)), atol=1e-9)
+    # The same place at level 1: its box covers the same region
+    level1 = open_pyramid(store).levels[1].geometry
+    coarse = read_region(store, 1, level1.index_box(corners))
+    low = coarse.geometry.physical_point((-0.5, -0.5, -0.5))
+    assert all(np.linalg.solve(geometry.ijk_to_lps()[:3, :3], low - geometry.origin) <= [29.6, 6.6, 3.6])
+    with pytest.raises(ValueError, match="outside the volume"):
+        geometry.index_box([geometry.physical_point((-10, -10, -10))])
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+def test_resample_from_zarr_equals_resample_of_the_source(tmp_path, version, stream):
+    array, geometry = phantom(), GEOMETRIES["rotated"]
+    source = io.write_volume(bv.Volume(array, geometry), tmp_path / "source.nrrd")
+    store = write_store(tmp_path / "x.ome.zarr", array, geometry, version=version, factors=(3,))
+    for name, path in (("from_source", source), ("from_zarr", store)):
+        result = run("resample", path, tmp_path / f"{name}.nrrd", "--factor", "2", "3", "2.5", stream)
+        assert result.returncode == 0, result.stderr
+    expected, got = bv.read_volume(tmp_path / "from_source.nrrd"), bv.read_volume(tmp_path / "from_zarr.nrrd")
+    np.testing.assert_array_equal(got.array, expected.array)
+    assert got.geometry.isclose(expected.geometry, atol=1e-9)
+
+
+def test_resample_of_a_level_folder_uses_that_level(tmp_path):
+    array, geometry = phantom(), GEOMETRIES["anisotropic"]
+    store = write_store(tmp_path / "x.ome.zarr", array, geometry, factors=(3,))
+    result = run("resample", store / "1", tmp_path / "out.nrrd", "--factor", "2")
+    assert result.returncode == 0, result.stderr
+    expected = bv.resample(bv.Volume(subsample(array, 3), geometry.downsampled(3)), 2)
+    got = bv.read_volume(tmp_path / "out.nrrd")
+    np.testing.assert_array_equal(got.array, expected.array)
+    assert got.geometry.isclose(expected.geometry, atol=1e-9)
+
+
+def test_streaming_from_zarr_keeps_memory_bounded(tmp_path):
+    """Peak memory of a streamed run from a 96 MiB store grows by far less than the input (16 MiB of buffers)."""
+    array = np.zeros((192, 512, 512), np.uint16)
+    array[:, 100:400, 100:400] = 1000
+    store = write_store(tmp_path / "big.ome.zarr", array, Geometry((512, 512, 192)), chunks=64, factors=())
+    del array
+    script = textwrap.dedent(f"""
+        import resource
+        import zarr  # its modules are not the run's memory
+        import bigvolume as bv
+        from bigvolume.core.memory import current_rss
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        report = bv.resample_file(r"{store}", r"{tmp_path / 'out.nhdr'}", 4, stream=True,
+                                  memory_limit=current_rss() + 16 * 2**20)
+        assert report.stream_plan.slabs > 1
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    growth = int(result.stdout.split()[-1])
+    assert growth < 40 * 2**20, f"peak grew by {growth / 2**20:.0f} MiB for a 96 MiB input"
+
+
+def _one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("version, shards", [("0.5", None), ("0.4", None), ("0.5", (16, 16, 16))])
+def test_a_corrupt_chunk_is_one_line_naming_it_and_nothing_is_written(tmp_path, version, shards):
+    store = write_store(tmp_path / "x.ome.zarr", phantom(), GEOMETRIES["anisotropic"], version=version,
+                        chunks=4 if shards else 8, shards=shards, factors=(3,))
+    victim = chunk_files(store)[len(chunk_files(store)) // 2]
+    victim.write_bytes(b"not a compressed chunk" * 3)
+    key = victim.relative_to(store).as_posix()
+    for stream in ("--stream", "--no-stream"):
+        result = run("resample", store, tmp_path / "out.nrrd", "--factor", "2", stream)
+        assert result.returncode != 0
+        line = _one_line(result.stderr)
+        assert f"chunk {key} " in line and str(store) in line and "corrupt" in line, line
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ome.zarr"]
+
+
+def test_a_missing_chunk_is_refused_only_when_the_store_promises_every_chunk(tmp_path):
+    array = phantom()
+    promised = write_store(tmp_path / "all.ome.zarr", array, GEOMETRIES["anisotropic"], factors=(3,),
+                           all_chunks_written=True)
+    plain = write_store(tmp_path / "some.ome.zarr", array, GEOMETRIES["anisotropic"], factors=(3,))
+    for store in (promised, plain):
+        victim = chunk_files(store)[5]
+        key = victim.relative_to(store).as_posix()
+        victim.unlink()
+    result = run("resample", promised, tmp_path / "out.nrrd", "--factor", "2")
+    assert result.returncode != 0 and not (tmp_path / "out.nrrd").exists()
+    line = _one_line(result.stderr)
+    assert f"chunk {key} is missing" in line and str(promised) in line
+    # Without the promise a missing chunk is the fill value (the Zarr rule)
+    volume = bv.read_volume(plain)
+    assert (volume.array == 0).any() and not (array == 0).any()
+    np.testing.assert_array_equal(volume.array[volume.array != 0], array[volume.array != 0])
+
+
+def test_bad_levels_and_stores_are_one_line(tmp_path):
+    store = write_store(tmp_path / "x.ome.zarr", phantom(), GEOMETRIES["anisotropic"], factors=(3,))
+    with pytest.raises(bv.VolumeFileError, match=r"level 5 does not exist; this pyramid has levels 0 to 1"):
+        bv.read_volume(store, level=5)
+    nrrd = io.write_volume(bv.Volume.from_array(phantom((4, 5, 6))), tmp_path / "v.nrrd")
+    with pytest.raises(bv.VolumeFileError, match="only an OME-Zarr pyramid has levels"):
+        bv.read_volume(nrrd, level=1)
+    with pytest.raises(bv.VolumeFileError, match="only an OME-Zarr pyramid has levels"):
+        open_slabs(nrrd, level=0)
+    zarr.open_group(str(tmp_path / "group.zarr"), mode="w")
+    with pytest.raises(bv.VolumeFileError, match="no OME-Zarr multiscales"):
+        bv.read_volume(tmp_path / "group.zarr")
+    (tmp_path / "empty.ome.zarr").mkdir()
+    with pytest.raises(bv.VolumeFileError, match=r"empty.ome.zarr: not a Zarr store \(no zarr.json"):
+        bv.read_geometry(tmp_path / "empty.ome.zarr")
+    (tmp_path / "broken.zarr").mkdir()
+    (tmp_path / "broken.zarr" / "zarr.json").write_text("{not json")
+    with pytest.raises(bv.VolumeFileError, match="broken.zarr: not a readable Zarr store"):
+        bv.read_volume(tmp_path / "broken.zarr")
+    result = run("resample", store, tmp_path / "out.nrrd", "--factor", "2", "--level", "7")
+    assert result.returncode != 0 and "level 7 does not exist" in _one_line(result.stderr)
+    assert not (tmp_path / "out.nrrd").exists()
+
+
+def test_choose_level_and_preview_level(tmp_path):
+    geometry = Geometry((600, 520, 300), (0.5, 0.5, 1.0))
+    store = write_store(tmp_path / "x.ome.zarr", np.zeros(geometry.shape, np.uint8), geometry, chunks=64,
+                        factors=(3, 9))
+    levels = open_pyramid(store).levels
+    sizes = [level.nbytes for level in levels]
+    assert choose_level(levels, sizes[0]) == 0
+    assert choose_level(levels, sizes[0] - 1) == 1
+    assert choose_level(levels, sizes[2]) == 2
+    with pytest.raises(bv.BigVolumeError, match="does not fit"):
+        choose_level(levels, sizes[2] - 1)
+    # level 1 is 200x173x100: the z axis is below 256 but so is a third of level 0's 300
+    assert preview_level(levels) == 0
+    assert preview_level(levels, minimum=100) == 1
+    assert preview_level(levels, minimum=20) == 2
+
+
+def test_reader_checks_and_boxes(tmp_path):
+    array = phantom()
+    store = write_store(tmp_path / "x.ome.zarr", array, GEOMETRIES["flipped"], factors=(3,))
+    with ZarrSlabReader(open_pyramid(store), 1) as reader:
+        level = subsample(array, 3)
+        np.testing.assert_array_equal(reader.read(0, reader.slices), level)
+        np.testing.assert_array_equal(reader.read_box(((1, 3), (2, 9), (0, 4))), level[1:3, 2:9, 0:4])
+        with pytest.raises(ValueError, match="outside"):
+            reader.read_box(((0, 99), (0, 1), (0, 1)))
+
+
+def test_level_options_read_that_level(tmp_path):
+    array, geometry = phantom(), GEOMETRIES["rotated"]
+    store = write_store(tmp_path / "x.ome.zarr", array, geometry, factors=(3,))
+    outputs = {}
+    for name, args in (("folder", [store / "1"]), ("level", [store, "--level", "1"]),
+                       ("alias", [store, "--pyramid-level", "1"])):
+        result = run("resample", *args, tmp_path / f"{name}.nrrd", "--factor", "2")
+        assert result.returncode == 0, result.stderr
+        outputs[name] = bv.read_volume(tmp_path / f"{name}.nrrd")
+    for name in ("level", "alias"):
+        np.testing.assert_array_equal(outputs[name].array, outputs["folder"].array)
+        assert outputs[name].geometry == outputs["folder"].geometry
+    assert outputs["folder"].geometry.isclose(geometry.downsampled(3).downsampled(2), atol=1e-9)
+    # dehaze keeps --level for its threshold: the pyramid's level is --pyramid-level
+    result = run("dehaze", store, tmp_path / "dehazed.nrrd", "--pyramid-level", "1", "--level", "2")
+    assert result.returncode in (0, 3), result.stderr
+    assert bv.read_volume(tmp_path / "dehazed.nrrd").geometry.isclose(geometry.downsampled(3), atol=1e-9)
+    result = run("reduce-bits", store, tmp_path / "bits.nrrd", "--bits", "8", "--level", "1")
+    assert result.returncode == 0, result.stderr
+    assert bv.read_volume(tmp_path / "bits.nrrd").geometry.isclose(geometry.downsampled(3), atol=1e-9)
+
+
+def test_preview_of_a_pyramid_names_the_level_it_draws(tmp_path):
+    store = write_store(tmp_path / "x.ome.zarr", phantom(), GEOMETRIES["anisotropic"], factors=(3,))
+    for args, level in (([], 0), (["--level", "1"], 1)):
+        result = run("preview", store, tmp_path / f"p{level}.png", *args)
+        assert result.returncode == 0, result.stderr
+        assert f"x.ome.zarr (level {level})" in result.stdout and (tmp_path / f"p{level}.png").is_file()
+
+
+def test_slabs_are_whole_chunks_where_they_can_be():
+    """A slab that cuts a chunk has it decoded again for the next slab: the planner rounds a slab of at least one
+    chunk down to whole chunks; a smaller one is kept (memory, and the soft limits, decide)."""
+    from bigvolume.core.memory import current_rss
+    from bigvolume.engine.plan import plan_slabs
+
+    roomy = current_rss() + 2**30
+    assert plan_slabs(1000, 10, 1000, 0, roomy).slab_slices == 125  # 8 slabs, unaligned
+    assert plan_slabs(1000, 10, 1000, 0, roomy, alignment=64).slab_slices == 64  # 125 -> 64
+    assert plan_slabs(1000, 10, 1000, 0, roomy, alignment=48).slab_slices == 96
+    assert plan_slabs(512, 10, 1000, 0, roomy, alignment=128).slab_slices == 64  # below one chunk: kept
+    assert plan_slabs(512, 10, 1000, 0, roomy, alignment=16, max_slab_bytes=300).slab_slices == 16  # 30 -> 16
+    assert plan_slabs(40, 10, 1000, 0, roomy, alignment=16, min_slabs=1).slab_slices == 40  # the whole volume
+
+
+def test_a_streamed_read_of_a_zarr_level_plans_whole_chunks(tmp_path):
+    store = write_store(tmp_path / "x.ome.zarr", phantom((100, 20, 20)), Geometry((20, 20, 100)), chunks=6,
+                        factors=())
+    report = bv.resample_file(store, tmp_path / "out.nrrd", 2, stream=True)
+    assert report.stream_plan.slab_slices == 12  # 13 (a slab count of 8) -> 12
+    with open_slabs(store) as reader:
+        assert reader.slab_alignment == 6
+
+
+def test_a_store_written_by_ngff_zarr_reads_with_its_own_geometry(tmp_path):
+    """An independent writer (ngff-zarr, the reference tool; levels nested as scale1/image): every level's grid is
+    the scale and translation ngff-zarr gives it, level 0's voxels are the array."""
+    nz = pytest.importorskip("ngff_zarr")
+    array = phantom((20, 24, 28))
+    image = nz.to_ngff_image(array, dims=("z", "y", "x"), scale={"z": 2.0, "y": 0.5, "x": 0.25},
+                             translation={"z": 3.0, "y": -1.0, "x": 5.0})
+    multiscales = nz.to_multiscales(image, scale_factors=[2, 4])
+    nz.to_ngff_zarr(str(tmp_path / "ngff.ome.zarr"), multiscales, version="0.5")
+    pyramid = open_pyramid(tmp_path / "ngff.ome.zarr")
+    assert len(pyramid.levels) == len(multiscales.images) == 3
+    for level, written in zip(pyramid.levels, multiscales.images):
+        geometry = level.geometry
+        assert geometry.shape == written.data.shape
+        assert geometry.spacing == tuple(written.scale[axis] for axis in "xyz")
+        assert geometry.origin == pytest.approx(tuple(written.translation[axis] for axis in "xyz"), abs=1e-12)
+        assert io.read_geometry(tmp_path / "ngff.ome.zarr" / level.path)[0] == geometry  # nested level folder
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "ngff.ome.zarr").array, array)
+
+
+def test_bigvolume_imports_zarr_only_to_read_a_store(tmp_path):
+    nrrd = io.write_volume(bv.Volume.from_array(phantom((4, 5, 6))), tmp_path / "v.nrrd")
+    code = (f"import sys, bigvolume as bv; bv.read_volume(r'{nrrd}'); bv.read_geometry(r'{nrrd}'); "
+            "print('zarr' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

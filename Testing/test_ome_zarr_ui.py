@@ -1,0 +1,93 @@
+"""The OMEZarrPyramid panel (the checks every module passes are in test_slicer_modules.py): its widgets and their
+bindings read from the .ui file, its choices from the Lib, and the real Widget class driven with the stand-ins of
+slicer_gui_standins on a slicer-core scene: settings kept across leaving and re-entering, Load using them."""
+import numpy as np
+import pytest
+
+from slicer_module_checks import SlicerModule
+
+MODULE = SlicerModule("OMEZarrPyramid")
+REQUIRED_WIDGETS = {
+    "pyramidPathLineEdit": "ctkPathLineEdit", "memoryBudgetSpinBox": "QDoubleSpinBox", "levelComboBox": "QComboBox",
+    "infoLabel": "QLabel", "roiSelector": "qMRMLNodeComboBox", "roiLevelComboBox": "QComboBox",
+    "loadLevelButton": "QPushButton", "loadRoiButton": "QPushButton", "cancelButton": "QPushButton",
+    "progressBar": "QProgressBar", "statusLabel": "QLabel",
+}
+
+
+def test_the_panel_has_its_widgets_and_bindings():
+    widgets = MODULE.ui_widgets()
+    wrong = {name: (widgets.get(name), cls) for name, cls in REQUIRED_WIDGETS.items() if widgets.get(name) != cls}
+    assert not wrong, f"missing or of the wrong class (found, expected): {wrong}"
+    assert MODULE.ui_parameter_bindings() == {"memoryBudgetSpinBox": "memoryBudgetGB", "levelComboBox": "level",
+                                              "roiSelector": "roi", "roiLevelComboBox": "roiLevel"}
+    assert MODULE.path_fields() == {"pyramidPath": "pyramidPathLineEdit"}
+    assert "Dirs" in MODULE.ui_properties("pyramidPathLineEdit")["filters"].findtext("set")  # a store is a folder
+    types = [s.text for s in MODULE.ui_properties("roiSelector")["nodeTypes"].iter("string")]
+    assert types == ["vtkMRMLMarkupsROINode"]
+    used = MODULE.ui_attribute_uses() | set(MODULE.ui_parameter_bindings()) | set(MODULE.path_fields().values())
+    assert not set(REQUIRED_WIDGETS) - used
+
+
+def test_choices_and_defaults():
+    FIT, = MODULE.import_lib("FIT")
+    fields = MODULE.wrapper_fields()
+    assert fields["level"][1].endswith("Choice(LEVELS_OFFERED)]") and fields["level"][2] == "FIT"
+    assert fields["roiLevel"][1].endswith("Choice(ROI_LEVELS_OFFERED)]") and fields["roiLevel"][2] == "'0'"
+    assert MODULE.assignment("LEVELS_OFFERED") == "[FIT] + [str(level) for level in range(limits.MAX_PYRAMID_LEVELS)]"
+    assert fields["memoryBudgetGB"][2] == "0.0" and MODULE.within_range("memoryBudgetGB")[0] == 0.0  # 0: automatic
+    assert FIT == "fit"
+
+
+# --- the real widget with the stand-ins -----------------------------------------------------------------------------
+@pytest.fixture
+def pyramid(tmp_path):
+    pytest.importorskip("zarr")
+    from bigvolume.core.geometry import Geometry
+    from zarr_stores import write_store
+
+    array = np.random.default_rng(4).integers(0, 4000, (30, 36, 40), dtype=np.uint16)
+    geometry = Geometry((40, 36, 30), (0.4, 0.7, 1.5), (1.0, 2.0, 3.0))
+    return write_store(tmp_path / "p.ome.zarr", array, geometry, factors=(3, 9)), array, geometry
+
+
+@pytest.mark.parametrize("version", [(5, 8), (5, 10)], ids=["slicer-5.8", "slicer-5.10"])
+def test_settings_survive_reentry_and_load_uses_them(pyramid, version, monkeypatch, tmp_path):
+    import slicer
+    import slicer_gui_standins as standins
+
+    path, array, geometry = pyramid
+    app = standins.install(monkeypatch, tmp_path, version)
+    try:
+        widget = standins.open_panel(standins.load_module(MODULE, monkeypatch), MODULE.name)
+        assert not widget.ui.loadLevelButton.enabled  # no store yet
+        widget.ui.pyramidPathLineEdit.currentPath = str(path)
+        widget.ui.levelComboBox.currentIndex = 3  # "fit", "0", "1", "2": level 2
+        widget.ui.roiLevelComboBox.currentIndex = 1  # level 1
+        roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "R")
+        roi.SetCenter(-8.0, -10.0, 12.0)
+        roi.SetSize(6.0, 6.0, 9.0)
+        widget.ui.roiSelector.setCurrentNode(roi)
+        for _ in range(2):
+            standins.leave_and_come_back(widget)
+            app.settle()
+        p = widget._parameterNode
+        assert (p.pyramidPath, p.level, p.roiLevel, p.roi) == (str(path), "2", "1", roi)
+        assert "<- Load level" in widget.ui.infoLabel.text and "ROI at level 1" in widget.ui.infoLabel.text
+        widget.ui.loadLevelButton.click()
+        assert widget.logic.lastResult is not None, widget.ui.statusLabel.text
+        assert widget.logic.lastResult.level == 2
+        assert widget.logic.lastResult.dimensions == geometry.downsampled(9).dimensions
+        widget.ui.loadRoiButton.click()
+        result = widget.logic.lastResult
+        assert result.level == 1 and result.box is not None, widget.ui.statusLabel.text
+        from slicer.util import arrayFromVolume
+        (k0, k1), (j0, j1), (i0, i1) = result.box
+        from zarr_stores import subsample
+        np.testing.assert_array_equal(arrayFromVolume(result.outputNode), subsample(array, 3)[k0:k1, j0:j1, i0:i1])
+        # A path that is no store is said on the panel, not raised from the timer
+        widget.ui.pyramidPathLineEdit.currentPath = str(tmp_path)
+        app.settle()
+        assert "not a Zarr store" in widget.ui.infoLabel.text
+    finally:
+        standins.close_panels()

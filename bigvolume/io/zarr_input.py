@@ -1,0 +1,451 @@
+"""OME-Zarr pyramids (0.5 on Zarr v3, 0.4 on Zarr v2) and plain Zarr arrays as input: any level read whole, a slab
+of z slices at a time (so every command streams from it), or a box of it.
+
+What a path may name:
+- a store's root with NGFF ``multiscales``: a pyramid, level 0 unless a level is asked for;
+- one level's array inside such a store (``x.ome.zarr/2``): that level, with the geometry of the root's metadata
+  (so commands that take a path read any level without a level argument);
+- a plain Zarr array with no multiscales: one level on a unit grid at the origin (:attr:`Pyramid.note` says so).
+
+Axes: the three space axes give the grid (:mod:`bigvolume.io.ome_zarr`), a channel axis becomes the components
+(last axis of our arrays), any other axis (time) must have one element.
+
+Chunks: a chunk that cannot be decoded stops the read with one line naming the chunk's key and the store. A missing
+chunk reads as the fill value (the Zarr rule: writers may skip chunks that hold only it), except when the root's
+``bigvolume`` record says ``"all_chunks_written": true`` (our pyramid writer does): then it is refused.
+
+zarr is imported on first use (:func:`bigvolume.io.ome_zarr.import_zarr`), never by ``import bigvolume``.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..core.errors import BigVolumeError
+from ..core.geometry import Geometry
+from ..core.memory import format_bytes
+from ..core.volume import Volume
+from .ome_zarr import (AXIS_NAMES, OmeZarrError, import_zarr, is_zarr_store, level_geometry, parse_multiscales)
+from .slab_readers import SlabReader
+
+PREVIEW_MIN_VOXELS = 256  # preview_level: the coarsest level still this many voxels along each axis
+# How far above a level's array to look for the pyramid's root (levels are usually one folder down, "0" or "s0";
+# some writers nest them, "scale/0").
+_ROOT_SEARCH_DEPTH = 3
+
+
+class _QuietAbandonedReads(logging.Filter):
+    """When one chunk of a read fails, zarr (3.1) leaves the read's other chunk tasks pending on its event loop;
+    asyncio reports each at exit ("Task was destroyed but it is pending!"). The failure itself has been reported
+    to the user as one line: these reports are noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Task was destroyed but it is pending")
+
+
+_quieted = False
+
+
+def _zarr():
+    global _quieted
+    zarr = import_zarr()
+    if not _quieted:
+        logging.getLogger("asyncio").addFilter(_QuietAbandonedReads())
+        warnings.filterwarnings("ignore", message="coroutine '.*concurrent_map.*' was never awaited")
+        _quieted = True
+    return zarr
+
+
+def accepts(path) -> bool:
+    """True for a local Zarr store (group or array), and for a folder named ``*.zarr`` (refused by
+    :func:`open_pyramid` in words about Zarr, not as "a folder")."""
+    path = Path(path)
+    return is_zarr_store(path) or (path.name.lower().endswith(".zarr") and path.is_dir())
+
+
+@dataclass(frozen=True)
+class ZarrLevel:
+    """One level: its array's path inside the store ("" when the store is the array), its LPS grid, pixel type,
+    components, the z y x size of one stored object (a shard when the array is sharded, else a chunk) and of one
+    chunk (what is decoded at once: the inner chunk of a shard)."""
+
+    index: int
+    path: str
+    geometry: Geometry
+    dtype: np.dtype
+    components: int
+    stored_block: tuple[int, int, int]
+    chunk: tuple[int, int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return self.geometry.voxel_count * self.components * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class Pyramid:
+    """An opened store: its levels (finest first), where the space and channel axes are among the array's axes,
+    and whether its writer promised every chunk. ``start`` is the level the path named (its own array's folder),
+    else 0."""
+
+    store: Path
+    levels: tuple[ZarrLevel, ...]
+    axes: tuple[str, ...]
+    spatial: tuple[int, int, int]
+    channel: int | None
+    unit: str
+    all_chunks_written: bool
+    version: str
+    start: int = 0
+    note: str = ""
+
+    @property
+    def geometries(self) -> tuple[Geometry, ...]:
+        return tuple(level.geometry for level in self.levels)
+
+    def level(self, index: int | None = None) -> ZarrLevel:
+        """Level ``index`` (None: the level the path named); refuses one out of range in one line."""
+        index = self.start if index is None else index
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
+                or not 0 <= index < len(self.levels):
+            raise OmeZarrError(f"{self.store}: level {index} does not exist; this pyramid has levels 0 to "
+                               f"{len(self.levels) - 1}")
+        return self.levels[int(index)]
+
+    def folder(self, index: int | None = None) -> Path:
+        """The folder of a level's array."""
+        path = self.level(index).path
+        return self.store / path if path else self.store
+
+
+def _open_node(path: Path):
+    zarr = _zarr()
+    try:
+        return zarr.open(store=str(path), mode="r")
+    except Exception as error:  # zarr raises many kinds (JSON, metadata validation, missing nodes)
+        raise OmeZarrError(f"{path}: not a readable Zarr store ({_reason(error)})") from None
+
+
+def _reason(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:200]
+
+
+def _stored_block(array) -> tuple[int, ...]:
+    return tuple(int(n) for n in (array.shards or array.chunks))
+
+
+def _axes_of(array, store: Path) -> tuple[tuple[str, ...], tuple[int, int, int], int | None]:
+    """Axes of a plain array: its dimension names when it has them, else z y x (3D only)."""
+    names = getattr(array.metadata, "dimension_names", None)
+    if names and all(names):
+        names = tuple(str(n) for n in names)
+        if all(axis in names for axis in AXIS_NAMES):
+            spatial = tuple(names.index(axis) for axis in AXIS_NAMES)
+            channel = names.index("c") if "c" in names else None
+            return names, spatial, channel  # type: ignore[return-value]
+    if array.ndim == 3:
+        return AXIS_NAMES, (0, 1, 2), None
+    raise OmeZarrError(f"{store}: a {array.ndim}D Zarr array without multiscales metadata or dimension names z, y, "
+                       "x; this tool reads 3D volumes")
+
+
+def _check_axes(array, axes, spatial, channel, store: Path, path: str) -> int:
+    """The component count; refuses axes other than space and channel with more than one element."""
+    if array.ndim != len(axes):
+        raise OmeZarrError(f"{store}: level {path or '(the array)'} has {array.ndim} dimensions, the metadata names "
+                           f"{len(axes)} axes")
+    for n, size in enumerate(array.shape):
+        if n not in spatial and n != channel and size != 1:
+            raise OmeZarrError(f"{store}: axis {axes[n]!r} has {size} elements; this tool reads one 3D volume (with "
+                               "channels), not a series")
+    dtype = np.dtype(array.dtype)
+    if dtype.kind not in "biuf":
+        raise OmeZarrError(f"{store}: level {path or '(the array)'} holds {dtype} values; this tool reads numbers")
+    return 1 if channel is None else int(array.shape[channel])
+
+
+def _level(index, path, array, geometry, axes, spatial, channel, store) -> ZarrLevel:
+    components = _check_axes(array, axes, spatial, channel, store, path)
+    block, chunk = _stored_block(array), tuple(int(n) for n in array.chunks)
+    return ZarrLevel(index, path, geometry, np.dtype(array.dtype), components, tuple(block[n] for n in spatial),
+                     tuple(chunk[n] for n in spatial))
+
+
+def _all_chunks_written(attributes) -> bool:
+    ours = attributes.get("bigvolume") if hasattr(attributes, "get") else None
+    return isinstance(ours, dict) and ours.get("all_chunks_written") is True
+
+
+def _from_group(store: Path, group, start_path: str | None = None) -> Pyramid:
+    attributes = group.attrs.asdict()
+    layout = parse_multiscales(attributes, store)
+    channel = next((n for n, name in enumerate(layout.axes) if name == "c"), None)
+    levels = []
+    for index, path in enumerate(layout.paths):
+        try:
+            array = group[path]
+        except Exception as error:
+            raise OmeZarrError(f"{store}: level {path}'s array cannot be opened ({_reason(error)})") from None
+        if not hasattr(array, "shape"):
+            raise OmeZarrError(f"{store}: level {path} is a group, not an array")
+        shape = array.shape
+        if len(shape) != len(layout.axes):
+            raise OmeZarrError(f"{store}: level {path} has {len(shape)} dimensions, the metadata names "
+                               f"{len(layout.axes)} axes")
+        try:
+            geometry = level_geometry(layout, index, [shape[n] for n in layout.spatial])
+        except ValueError as error:
+            raise OmeZarrError(f"{store}: level {path}'s grid is not valid ({error})") from None
+        levels.append(_level(index, path, array, geometry, layout.axes, layout.spatial, channel, store))
+    start = layout.paths.index(start_path) if start_path is not None else 0
+    return Pyramid(store, tuple(levels), layout.axes, layout.spatial, channel, layout.unit,
+                   _all_chunks_written(attributes), layout.version, start)
+
+
+def _root_of(path: Path) -> tuple[Path, object, str] | None:
+    """The pyramid a level's array belongs to: (root folder, root group, the level's path in it)."""
+    zarr = _zarr()
+    resolved = path.resolve()
+    for depth in range(1, _ROOT_SEARCH_DEPTH + 1):
+        root = resolved.parents[depth - 1] if depth <= len(resolved.parents) else None
+        if root is None or not is_zarr_store(root):
+            continue
+        try:
+            group = zarr.open_group(store=str(root), mode="r")
+            attributes = group.attrs.asdict()
+            layout = parse_multiscales(attributes, root)
+        except Exception:  # not a group, or a group without multiscales: keep looking up
+            continue
+        relative = resolved.relative_to(root).as_posix()
+        if relative in layout.paths:
+            # Name the root as the user wrote it, when they wrote it.
+            written = path.parents[depth - 1] if depth <= len(path.parents) else root
+            return written, group, relative
+    return None
+
+
+def open_pyramid(path) -> Pyramid:
+    """Open a store (see the module's text for what ``path`` may name): its levels and their geometries. Reads
+    metadata only. Raises OmeZarrError (one line naming the store) for anything that cannot be read as a volume."""
+    path = Path(path)
+    if not path.exists():
+        raise OmeZarrError(f"{path}: no such file or folder")
+    if not is_zarr_store(path):
+        raise OmeZarrError(f"{path}: not a Zarr store (no zarr.json, .zgroup or .zarray)")
+    node = _open_node(path)
+    if not hasattr(node, "shape"):  # a group: must be a pyramid
+        return _from_group(path, node)
+    found = _root_of(path)
+    if found is not None:
+        root, group, relative = found
+        return _from_group(root, group, relative)
+    axes, spatial, channel = _axes_of(node, path)
+    geometry = Geometry(tuple(int(node.shape[n]) for n in spatial[::-1]))
+    level = _level(0, "", node, geometry, axes, spatial, channel, path)
+    return Pyramid(path, (level,), axes, spatial, channel, "", _all_chunks_written(node.attrs.asdict()),
+                   str(node.metadata.zarr_format), 0,
+                   note=f"{path}: a Zarr array without OME-Zarr metadata: read on a grid of unit spacing at the origin")
+
+
+class ZarrSlabReader(SlabReader):
+    """z slabs (and boxes) of one level of a pyramid, as ``(k, j, i[, c])`` arrays."""
+
+    def __init__(self, pyramid: Pyramid, level: int | None = None):
+        self.pyramid = pyramid
+        self.level = pyramid.level(level)
+        super().__init__(pyramid.folder(self.level.index), self.level.geometry, self.level.dtype,
+                         self.level.components)
+        self.slab_alignment = self.level.chunk[0]
+        self._array = None
+        self._checked_bands: set[int] = set()  # z bands of stored objects already checked for missing ones
+
+    @property
+    def array(self):
+        if self._array is None:
+            node = _open_node(self.path)
+            if not hasattr(node, "shape"):
+                raise OmeZarrError(f"{self.pyramid.store}: level {self.level.path} is not an array")
+            self._array = node
+        return self._array
+
+    def _read_into(self, k0: int, k1: int, out: np.ndarray) -> None:
+        self.read_box(((k0, k1), (0, self.geometry.shape[1]), (0, self.geometry.shape[2])), out)
+
+    def read_box(self, box, out: np.ndarray | None = None) -> np.ndarray:
+        """The voxels of ``box`` (((k0, k1), (j0, j1), (i0, i1)), numpy order, ends excluded)."""
+        box = tuple((int(a), int(b)) for a, b in box)
+        for (a, b), n in zip(box, self.geometry.shape):
+            if not 0 <= a < b <= n:
+                raise ValueError(f"box {box} outside the level's shape {self.geometry.shape}")
+        shape = tuple(b - a for a, b in box) + ((self.components,) if self.components > 1 else ())
+        if out is None:
+            out = np.empty(shape, self.dtype)
+        if self.pyramid.all_chunks_written:
+            self._check_written(box)
+        selection = self._selection(box)
+        try:
+            if self.pyramid.channel is None and self.array.ndim == 3 and out.flags.c_contiguous:
+                self.array.get_basic_selection(selection, out=self._nd_buffer(out))
+            else:
+                data = self.array.get_basic_selection(selection)
+                if self.pyramid.channel is not None:
+                    kept = [n for n, s in enumerate(selection) if isinstance(s, slice)]
+                    data = np.moveaxis(data, kept.index(self.pyramid.channel), -1)
+                out[...] = data
+        except BigVolumeError:
+            raise
+        except Exception as error:
+            raise self._diagnose(box, error) from None
+        return out
+
+    @staticmethod
+    def _nd_buffer(out: np.ndarray):
+        from zarr.core.buffer import default_buffer_prototype
+        return default_buffer_prototype().nd_buffer.from_numpy_array(out)
+
+    def _selection(self, box) -> tuple:
+        selection: list = [0] * self.array.ndim
+        for axis, (a, b) in zip(self.pyramid.spatial, box):
+            selection[axis] = slice(a, b)
+        if self.pyramid.channel is not None:
+            selection[self.pyramid.channel] = slice(None)
+        return tuple(selection)
+
+    def _objects(self, box):
+        """(key, selection) of every stored object (shard or chunk) the box touches."""
+        array = self.array
+        block = _stored_block(array)
+        ranges = [range(1)] * array.ndim
+        for axis, (a, b) in zip(self.pyramid.spatial, box):
+            ranges[axis] = range(a // block[axis], -(-b // block[axis]))
+        if self.pyramid.channel is not None:
+            axis = self.pyramid.channel
+            ranges[axis] = range(-(-array.shape[axis] // block[axis]))
+        for coords in itertools.product(*ranges):
+            selection = tuple(slice(c * n, min((c + 1) * n, size)) for c, n, size in zip(coords, block, array.shape))
+            yield array.metadata.encode_chunk_key(coords), selection
+
+    def _name(self, key: str) -> str:
+        return f"{self.level.path}/{key}" if self.level.path else key
+
+    def _diagnose(self, box, error: Exception) -> OmeZarrError:
+        """Which stored object failed: each is read alone (the read that failed read them together)."""
+        for key, selection in self._objects(box):
+            try:
+                self.array.get_basic_selection(selection)
+            except Exception as alone:
+                return OmeZarrError(f"{self.pyramid.store}: chunk {self._name(key)} is corrupt or unreadable "
+                                    f"({_reason(alone)})")
+        return OmeZarrError(f"{self.pyramid.store}: level {self.level.path or '(the array)'} slices {box[0][0]} to "
+                            f"{box[0][1] - 1} could not be read ({_reason(error)})")
+
+    def _check_written(self, box) -> None:
+        """The store promises every chunk: one missing (an interrupted copy, a deleted file) is an error, not
+        fill-value voxels. Checked once per z band of stored objects."""
+        block_z = _stored_block(self.array)[self.pyramid.spatial[0]]
+        bands = range(box[0][0] // block_z, -(-box[0][1] // block_z))
+        full = ((0, self.geometry.shape[1]), (0, self.geometry.shape[2]))
+        for band in bands:
+            whole_band = box[1:] == full
+            if whole_band and band in self._checked_bands:
+                continue
+            z = (band * block_z, min((band + 1) * block_z, self.geometry.shape[0]))
+            for key, _ in self._objects((z,) + tuple(box[1:])):
+                if not (self.path / key).is_file():
+                    raise OmeZarrError(f"{self.pyramid.store}: chunk {self._name(key)} is missing, but the store "
+                                       "says all its chunks were written (an incomplete copy?)")
+            if whole_band:
+                self._checked_bands.add(band)
+
+    def close(self) -> None:
+        self._array = None
+
+
+def open_slabs(path, level: int | None = None) -> ZarrSlabReader:
+    return ZarrSlabReader(open_pyramid(path), level)
+
+
+def read_geometry(path, level: int | None = None) -> tuple[Geometry, np.dtype, int]:
+    chosen = open_pyramid(path).level(level)
+    return chosen.geometry, chosen.dtype, chosen.components
+
+
+def read_volume(path, level: int | None = None) -> Volume:
+    """One level, whole, in memory."""
+    with open_slabs(path, level) as reader:
+        return Volume(reader.read(0, reader.slices), reader.geometry)
+
+
+def read_region(path, level: int | None, box) -> Volume:
+    """The voxels of ``box`` (((k0, k1), (j0, j1), (i0, i1)) at ``level``, e.g. from
+    :meth:`Geometry.index_box`) with their geometry; only the chunks the box touches are read."""
+    with open_slabs(path, level) as reader:
+        try:
+            geometry = reader.geometry.cropped(box)
+        except ValueError as error:
+            raise OmeZarrError(f"{reader.pyramid.store}: {error}") from None
+        return Volume(reader.read_box(box), geometry)
+
+
+def file_size(path, level: int | None = None) -> int:
+    """Bytes on disk of one level's array (its metadata and chunk files)."""
+    pyramid = open_pyramid(path)
+    return sum(f.stat().st_size for f in pyramid.folder(level).rglob("*") if f.is_file())
+
+
+def level_path(path, level: int) -> Path:
+    """The folder of ``level``'s array in the store at ``path``: a path every reader takes as that level (the
+    command line's ``--level``)."""
+    path = Path(path)
+    if not accepts(path):
+        raise OmeZarrError(f"{path}: level {level} asked for, but only an OME-Zarr pyramid has levels")
+    return open_pyramid(path).folder(level)
+
+
+def preview_path(path) -> tuple[Path, int | None]:
+    """What a preview of ``path`` draws: a pyramid's root gives its :func:`preview_level`'s folder, a level's
+    folder itself; with the level's index (None for a plain array)."""
+    pyramid = open_pyramid(path)
+    if not pyramid.levels[0].path:
+        return Path(path), None
+    if pyramid.start != 0 or Path(path).resolve() != pyramid.store.resolve():
+        return Path(path), pyramid.start
+    level = preview_level(pyramid.levels)
+    return pyramid.folder(level), level
+
+
+def choose_level(levels: Sequence[ZarrLevel], memory_budget: float) -> int:
+    """The finest level whose voxels fit in ``memory_budget`` bytes; refuses, in one line, when none does."""
+    for level in levels:
+        if level.nbytes <= memory_budget:
+            return level.index
+    coarsest = levels[-1]
+    raise BigVolumeError(f"even the coarsest level ({coarsest.index}, {'x'.join(map(str, coarsest.geometry.dimensions))}, "
+                         f"{format_bytes(coarsest.nbytes)}) does not fit in {format_bytes(memory_budget)}")
+
+
+def preview_level(levels: Sequence[ZarrLevel], minimum: int = PREVIEW_MIN_VOXELS) -> int:
+    """The coarsest level with at least ``minimum`` voxels along each axis (along an axis that is shorter than that
+    at level 0: its level-0 size, so a thin slab of a volume still gets a coarse level); else level 0."""
+    wanted = [min(minimum, n) for n in levels[0].geometry.dimensions]
+    for level in reversed(levels):
+        if all(n >= w for n, w in zip(level.geometry.dimensions, wanted)):
+            return level.index
+    return levels[0].index
+
+
+def level_size_text(level: ZarrLevel) -> str:
+    """"2 (512x512x300, 150 MiB)": a level as a user sees it in lists."""
+    dims = "x".join(str(n) for n in level.geometry.dimensions)
+    return f"{level.index} ({dims}, {format_bytes(level.nbytes)})"
+
+
+__all__ = ["Pyramid", "ZarrLevel", "ZarrSlabReader", "accepts", "choose_level", "file_size", "open_pyramid",
+           "open_slabs", "level_path", "preview_level", "preview_path", "read_geometry", "read_region", "read_volume", "level_size_text"]
