@@ -246,6 +246,24 @@ def test_level_one_read_back_from_level_zero_under_a_small_memory_limit_is_the_s
         np.testing.assert_array_equal(a, b)
 
 
+def test_an_ome_zarr_input_keeps_its_grid_unit_and_voxels(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    array = smooth_volume((26, 37, 52))
+    (tmp_path / "stack").mkdir()
+    for k, plane in enumerate(array):
+        sitk.WriteImage(sitk.GetImageFromArray(plane), str(tmp_path / "stack" / f"s_{k:03d}.tif"))
+    first = pyramid(tmp_path / "stack", tmp_path / "a.ome.zarr", chunks=16, spacing=(0.4, 0.4, 1.1),
+                    origin=(5.0, -3.0, 2.0))
+    done = run_cli("pyramid", tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr", "--chunks", "8", "--pyramid-level",
+                   "1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    layout, arrays = levels_of(tmp_path / "b.ome.zarr")
+    source_layout, source_arrays = levels_of(tmp_path / "a.ome.zarr")
+    assert layout.unit == "micrometer"  # the input's, not millimetres
+    np.testing.assert_array_equal(arrays[0][:], source_arrays[1][:])
+    assert level_geometry(layout, 0, arrays[0].shape).isclose(first.levels[1].geometry)
+
+
 # --- faults ----------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -154,23 +154,26 @@ def _is_stack_source(source) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def open_input(source, *, threads: int | None = None, **stack_options) -> tuple[SlabReader, bool]:
-    """A slab reader for ``source`` and whether it is an image stack: a volume file or DICOM series (what
-    ``resample`` reads), a stack of slices (what ``import-stack`` reads, with its ``stack_options``: spacing, roi,
-    gray, reverse, origin, orientation), or a Zarr/OME-Zarr store (through io's slab readers, when they read it)."""
+def open_input(source, *, threads: int | None = None, level: int | None = None,
+               **stack_options) -> tuple[SlabReader, bool, str | None]:
+    """A slab reader for ``source``, whether it is an image stack, and its unit when it names one: a volume file or
+    DICOM series (what ``resample`` reads), a stack of slices (what ``import-stack`` reads, with its
+    ``stack_options``: spacing, roi, gray, reverse, origin, orientation), or a Zarr/OME-Zarr store (``level``, default
+    0; its unit is kept)."""
     given = {k: v for k, v in stack_options.items() if v is not None}
     if _is_stack_source(source):
         from .stack_import import plan_stack_import
         plan = plan_stack_import(source, factor=1.0, threads=threads, **given)
-        return plan.reader, True
+        return plan.reader, True, None
     path = Path(source)
     if not path.exists():
         raise BigVolumeError(f"{path}: no such file")
     if set(given) - {"gray"}:
         raise BigVolumeError(f"{path}: --{sorted(set(given) - {'gray'})[0]} is for image stacks; a volume file "
                              "carries its own geometry")
-    # Hook: a Zarr/OME-Zarr input goes through io's open_slabs like any volume once io reads Zarr (issue 16).
-    return open_slabs(path), False
+    reader = open_slabs(path, level=level)
+    pyramid = getattr(reader, "pyramid", None)  # an OME-Zarr level: its numbers are in the store's unit
+    return reader, False, (getattr(pyramid, "unit", None) or None)
 
 
 # --- staging, records ------------------------------------------------------------------------------------------------
@@ -364,18 +367,19 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
             zstd_level: int = DEFAULT_ZSTD_LEVEL, workers: int | None = None, scheduler: str | None = None,
             memory_limit: float | None = None, resume: bool = False, keep_partial: bool = False,
             overwrite: bool = False, progress: ProgressCallback | None = None, unit: str | None = None,
-            threads: int | None = None, **stack_options) -> PyramidReport:
+            threads: int | None = None, level: int | None = None, **stack_options) -> PyramidReport:
     """Write the multiscale OME-Zarr pyramid of ``input`` to ``output``.
 
     input: a volume file or DICOM series, a stack of slices (folder, glob, printf pattern, list; ``stack_options``
-    as :func:`bigvolume.import_stack`: spacing, roi, gray, reverse, origin, orientation), or a Zarr store.
+    as :func:`bigvolume.import_stack`: spacing, roi, gray, reverse, origin, orientation), or an OME-Zarr/Zarr store
+    (``level``: which of its levels, default 0; its unit is kept).
     levels: levels in all (default: until the coarsest fits one chunk). chunks: chunk size (one, or z y x).
     shard: chunks per shard along each axis (OME-Zarr 0.5 only). method: a streaming method (lanczos default).
     workers: run on a dask.distributed LocalCluster of that many processes; scheduler: the address of an existing
     dask.distributed scheduler; default: Dask's local threads (``threads``, default all cores). memory_limit: bytes
     for the level-0 pass and per worker. resume: continue the run whose staging folder ``OUT.partial`` is there.
     keep_partial: keep the staging folder after an error or Ctrl-C (for ``resume``). overwrite: replace OUT.
-    unit: the axes' unit (default millimeter for volume files, micrometer for stacks)."""
+    unit: the axes' unit (default: an OME-Zarr input's, millimeter for volume files, micrometer for stacks)."""
     started = time.perf_counter()
     output = Path(output)
     if method not in STREAMABLE_METHODS:
@@ -405,7 +409,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         raise BigVolumeError(f"{output}: exists; give --overwrite to replace it")
     if str(output.parent) and not output.parent.is_dir():
         raise BigVolumeError(f"{output}: the folder {output.parent} does not exist")
-    reader, is_stack = open_input(input, threads=threads, **stack_options)
+    reader, is_stack, input_unit = open_input(input, threads=threads, level=level, **stack_options)
     try:
         if reader.components > 1:
             raise BigVolumeError(f"{input}: pyramids of one-component volumes only (this one has "
@@ -432,7 +436,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         if not resuming and needed > free:
             raise BigVolumeError(f"{output}: not enough disk space: the pyramid may need {format_bytes(needed)} "
                                  f"(uncompressed), {format_bytes(free)} are free")
-        unit = unit or ("micrometer" if is_stack else "millimeter")
+        unit = unit or input_unit or ("micrometer" if is_stack else "millimeter")
         runner = (DistributedRunner(workers, scheduler, memory_limit) if workers or scheduler
                   else LocalRunner(threads))
         try:
