@@ -221,6 +221,18 @@ def test_a_two_process_local_cluster_writes_the_same_bytes(tmp_path):
     assert read_attributes(tmp_path / "local.ome.zarr") == read_attributes(tmp_path / "cluster.ome.zarr")
 
 
+def test_an_existing_scheduler_writes_the_same_bytes(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    array = smooth_volume((40, 50, 44))
+    source = write_input(tmp_path, array)
+    pyramid(source, tmp_path / "local.ome.zarr", chunks=16)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+        report = pyramid(source, tmp_path / "remote.ome.zarr", chunks=16, scheduler=cluster.scheduler_address)
+        assert cluster.scheduler_address in report.summary()
+    for a, b in zip(all_levels(tmp_path / "local.ome.zarr"), all_levels(tmp_path / "remote.ome.zarr")):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_level_one_read_back_from_level_zero_under_a_small_memory_limit_is_the_same(tmp_path):
     # The window of input rows does not fit 40 MB: level 1's blocks read level 0 back (through the chunk cache)
     # instead of computing from the rows in memory; same tasks, same bytes.
@@ -232,6 +244,24 @@ def test_level_one_read_back_from_level_zero_under_a_small_memory_limit_is_the_s
     assert "in memory" in window.notes[0] and "read back" in back.notes[0]
     for a, b in zip(all_levels(tmp_path / "window.ome.zarr"), all_levels(tmp_path / "back.ome.zarr")):
         np.testing.assert_array_equal(a, b)
+
+
+def test_an_ome_zarr_input_keeps_its_grid_unit_and_voxels(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    array = smooth_volume((26, 37, 52))
+    (tmp_path / "stack").mkdir()
+    for k, plane in enumerate(array):
+        sitk.WriteImage(sitk.GetImageFromArray(plane), str(tmp_path / "stack" / f"s_{k:03d}.tif"))
+    first = pyramid(tmp_path / "stack", tmp_path / "a.ome.zarr", chunks=16, spacing=(0.4, 0.4, 1.1),
+                    origin=(5.0, -3.0, 2.0))
+    done = run_cli("pyramid", tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr", "--chunks", "8", "--pyramid-level",
+                   "1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    layout, arrays = levels_of(tmp_path / "b.ome.zarr")
+    source_layout, source_arrays = levels_of(tmp_path / "a.ome.zarr")
+    assert layout.unit == "micrometer"  # the input's, not millimetres
+    np.testing.assert_array_equal(arrays[0][:], source_arrays[1][:])
+    assert level_geometry(layout, 0, arrays[0].shape).isclose(first.levels[1].geometry)
 
 
 # --- faults ----------------------------------------------------------------------------------------------------------
@@ -290,6 +320,18 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, big_input):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_ctrl_c_on_a_local_cluster_exits_130_and_leaves_nothing(tmp_path, big_input):
+    pytest.importorskip("distributed")
+    before = set(os.listdir(tmp_path))
+    process = start("pyramid", big_input, tmp_path / "out.ome.zarr", "--chunks", "16", "--workers", "2")
+    wait_for_records(process, tmp_path / "out.ome.zarr.partial", 1, 5)  # the workers are computing level 1
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "bigvolume: interrupted; nothing written"
     assert set(os.listdir(tmp_path)) == before
 
 

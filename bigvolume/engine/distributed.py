@@ -14,6 +14,7 @@ running ones finish before the exception goes on, so the caller may remove what 
 from __future__ import annotations
 
 import contextlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
@@ -117,7 +118,7 @@ class DistributedRunner:
         else:
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                         memory_limit=int(self.memory_limit) if self.memory_limit else "auto",
-                                        dashboard_address=None)
+                                        dashboard_address=None, silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
         return self
 

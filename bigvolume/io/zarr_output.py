@@ -10,6 +10,7 @@ import functools
 import itertools
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -64,6 +65,11 @@ def write_attributes(root, attributes: dict) -> None:
     root.attrs.update(attributes)
 
 
+@functools.lru_cache(maxsize=1)
+def _decoders() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(4, thread_name_prefix="bigvolume-decode")
+
+
 class ChunkCache:
     """Decoded chunks of arrays, the least recently used dropped beyond ``max_bytes``. Blocks read with their halo
     overlap their neighbours' chunks: at factor 2, a 128^3 block's region touches 4 chunks per axis for 2 it needs
@@ -77,9 +83,7 @@ class ChunkCache:
         self._lock = threading.Lock()
 
     def read(self, array, key, region) -> np.ndarray:
-        """``array[region]`` (``region``: slices with steps of 1), chunk by chunk; ``key`` names the array. The
-        chunks not in the cache are decoded by one read of their bounding box (zarr decodes its chunks
-        concurrently)."""
+        """``array[region]`` (``region``: slices with steps of 1), chunk by chunk; ``key`` names the array."""
         starts = [r.start for r in region]
         out = np.empty(tuple(r.stop - r.start for r in region), array.dtype)
         grids = [range(r.start // c, (r.stop - 1) // c + 1) for r, c in zip(region, array.chunks)]
@@ -90,14 +94,10 @@ class ChunkCache:
                 if data is not None:
                     self._chunks.move_to_end((key, index))
         missing = [index for index, data in found.items() if data is None]
-        if missing:
-            low = [min(index[axis] for index in missing) for axis in range(3)]
-            high = [max(index[axis] for index in missing) + 1 for axis in range(3)]
-            box = tuple(slice(a * c, min(b * c, n)) for a, b, c, n in zip(low, high, array.chunks, array.shape))
-            decoded = array[box]
-            for index in missing:
-                found[index] = decoded[self._slices(index, array, [b.start for b in box])].copy()
-            self._keep(key, {index: found[index] for index in missing})
+        if missing:  # decoded side by side (zarr's sync calls from a few threads), each chunk its own array
+            decoded = list(_decoders().map(lambda index: array[self._slices(index, array)], missing))
+            found.update(zip(missing, decoded))
+            self._keep(key, dict(zip(missing, decoded)))
         for index in indices:
             data, chunk = found[index], self._slices(index, array)
             lo = [max(r.start, s.start) for r, s in zip(region, chunk)]
@@ -107,10 +107,9 @@ class ChunkCache:
         return out
 
     @staticmethod
-    def _slices(index, array, origin=(0, 0, 0)):
-        """The voxels of chunk ``index``, relative to ``origin``."""
-        return tuple(slice(i * c - o, min((i + 1) * c, n) - o)
-                     for i, c, n, o in zip(index, array.chunks, array.shape, origin))
+    def _slices(index, array):
+        """The voxels of chunk ``index``."""
+        return tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, array.chunks, array.shape))
 
     def _keep(self, key, chunks: dict) -> None:
         with self._lock:

@@ -154,23 +154,26 @@ def _is_stack_source(source) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def open_input(source, *, threads: int | None = None, **stack_options) -> tuple[SlabReader, bool]:
-    """A slab reader for ``source`` and whether it is an image stack: a volume file or DICOM series (what
-    ``resample`` reads), a stack of slices (what ``import-stack`` reads, with its ``stack_options``: spacing, roi,
-    gray, reverse, origin, orientation), or a Zarr/OME-Zarr store (through io's slab readers, when they read it)."""
+def open_input(source, *, threads: int | None = None, level: int | None = None,
+               **stack_options) -> tuple[SlabReader, bool, str | None]:
+    """A slab reader for ``source``, whether it is an image stack, and its unit when it names one: a volume file or
+    DICOM series (what ``resample`` reads), a stack of slices (what ``import-stack`` reads, with its
+    ``stack_options``: spacing, roi, gray, reverse, origin, orientation), or a Zarr/OME-Zarr store (``level``, default
+    0; its unit is kept)."""
     given = {k: v for k, v in stack_options.items() if v is not None}
     if _is_stack_source(source):
         from .stack_import import plan_stack_import
         plan = plan_stack_import(source, factor=1.0, threads=threads, **given)
-        return plan.reader, True
+        return plan.reader, True, None
     path = Path(source)
     if not path.exists():
         raise BigVolumeError(f"{path}: no such file")
     if set(given) - {"gray"}:
         raise BigVolumeError(f"{path}: --{sorted(set(given) - {'gray'})[0]} is for image stacks; a volume file "
                              "carries its own geometry")
-    # Hook: a Zarr/OME-Zarr input goes through io's open_slabs like any volume once io reads Zarr (issue 16).
-    return open_slabs(path), False
+    reader = open_slabs(path, level=level)
+    pyramid = getattr(reader, "pyramid", None)  # an OME-Zarr level: its numbers are in the store's unit
+    return reader, False, (getattr(pyramid, "unit", None) or None)
 
 
 # --- staging, records ------------------------------------------------------------------------------------------------
@@ -275,8 +278,8 @@ class Level0Stage(SlabStage):
     from it (on the loop's filter threads) and written. Slices nothing needs any more leave the window."""
 
     def __init__(self, level0, rows, rows_todo, level1_tasks, start: int, capacity: int, slice_shape, dtype,
-                 record):
-        self.level0, self.rows, self.record = level0, rows, record
+                 record, strip: int):
+        self.level0, self.rows, self.record, self.strip = level0, rows, record, strip
         self.rows_todo = sorted(rows_todo)
         self.tasks = level1_tasks   # [(number, block, region, kernels, target)], by region end
         self.start = start
@@ -295,7 +298,12 @@ class Level0Stage(SlabStage):
         if self.w1 - self.w0 + (k1 - k0) > self.window.shape[0]:
             self._finish(wait=True)
             keep = max(self._needed_from(), self.w0)
-            self.window[:self.w1 - keep] = self.window[keep - self.w0:self.w1 - self.w0]
+            shift, kept = keep - self.w0, self.w1 - keep
+            # in pieces no longer than the shift: numpy would copy overlapping ranges through a temporary as large
+            # as the window
+            for first in range(0, kept, max(1, shift)):
+                last = min(first + shift, kept)
+                self.window[first:last] = self.window[first + shift:last + shift]
             self.w0 = keep
         self.window[k0 - self.w0:k1 - self.w0] = slab
         self.w1 = k1
@@ -325,7 +333,11 @@ class Level0Stage(SlabStage):
         self._finish(wait=True)  # not on an error: the loop's pools then wait for the jobs, unrecorded
 
     def _write_row(self, z0, z1):
-        self.level0[z0:z1] = self.window[z0 - self.w0:z1 - self.w0]
+        # A strip of whole chunks (or shards) along y at a time: zarr copies what it is given, and a whole row of a
+        # large slice would be copied at once.
+        for y0 in range(0, self.level0.shape[1], self.strip):
+            y1 = min(y0 + self.strip, self.level0.shape[1])
+            self.level0[z0:z1, y0:y1] = self.window[z0 - self.w0:z1 - self.w0, y0:y1]
 
     def _compute(self, block, region, kernels, target):
         def read_region(region):  # in the window: level 0's slices, still in memory
@@ -355,18 +367,19 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
             zstd_level: int = DEFAULT_ZSTD_LEVEL, workers: int | None = None, scheduler: str | None = None,
             memory_limit: float | None = None, resume: bool = False, keep_partial: bool = False,
             overwrite: bool = False, progress: ProgressCallback | None = None, unit: str | None = None,
-            threads: int | None = None, **stack_options) -> PyramidReport:
+            threads: int | None = None, level: int | None = None, **stack_options) -> PyramidReport:
     """Write the multiscale OME-Zarr pyramid of ``input`` to ``output``.
 
     input: a volume file or DICOM series, a stack of slices (folder, glob, printf pattern, list; ``stack_options``
-    as :func:`bigvolume.import_stack`: spacing, roi, gray, reverse, origin, orientation), or a Zarr store.
+    as :func:`bigvolume.import_stack`: spacing, roi, gray, reverse, origin, orientation), or an OME-Zarr/Zarr store
+    (``level``: which of its levels, default 0; its unit is kept).
     levels: levels in all (default: until the coarsest fits one chunk). chunks: chunk size (one, or z y x).
     shard: chunks per shard along each axis (OME-Zarr 0.5 only). method: a streaming method (lanczos default).
     workers: run on a dask.distributed LocalCluster of that many processes; scheduler: the address of an existing
     dask.distributed scheduler; default: Dask's local threads (``threads``, default all cores). memory_limit: bytes
     for the level-0 pass and per worker. resume: continue the run whose staging folder ``OUT.partial`` is there.
     keep_partial: keep the staging folder after an error or Ctrl-C (for ``resume``). overwrite: replace OUT.
-    unit: the axes' unit (default millimeter for volume files, micrometer for stacks)."""
+    unit: the axes' unit (default: an OME-Zarr input's, millimeter for volume files, micrometer for stacks)."""
     started = time.perf_counter()
     output = Path(output)
     if method not in STREAMABLE_METHODS:
@@ -396,7 +409,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         raise BigVolumeError(f"{output}: exists; give --overwrite to replace it")
     if str(output.parent) and not output.parent.is_dir():
         raise BigVolumeError(f"{output}: the folder {output.parent} does not exist")
-    reader, is_stack = open_input(input, threads=threads, **stack_options)
+    reader, is_stack, input_unit = open_input(input, threads=threads, level=level, **stack_options)
     try:
         if reader.components > 1:
             raise BigVolumeError(f"{input}: pyramids of one-component volumes only (this one has "
@@ -423,7 +436,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         if not resuming and needed > free:
             raise BigVolumeError(f"{output}: not enough disk space: the pyramid may need {format_bytes(needed)} "
                                  f"(uncompressed), {format_bytes(free)} are free")
-        unit = unit or ("micrometer" if is_stack else "millimeter")
+        unit = unit or input_unit or ("micrometer" if is_stack else "millimeter")
         runner = (DistributedRunner(workers, scheduler, memory_limit) if workers or scheduler
                   else LocalRunner(threads))
         try:
@@ -536,7 +549,8 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
             slabs = [(k0, min(k0 + slab, reader.slices)) for k0 in range(start, reader.slices, slab)]
             capacity = _window_capacity(slabs, rows, rows_todo, [(t[2][0].start, t[2][0].stop) for t in tasks],
                                         start)
-            stage = Level0Stage(arrays[0], rows, rows_todo, tasks, start, capacity, reader.slice_shape, dtype, record)
+            stage = Level0Stage(arrays[0], rows, rows_todo, tasks, start, capacity, reader.slice_shape, dtype, record,
+                                plan[0].task_shape[1])
             voxels_per_slice = reader.slice_bytes // dtype.itemsize
             streamed = {"slices": 0.0}
 
@@ -546,7 +560,8 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
                 streamed["slices"] = slices
 
             run_slabs(part, stage, None, slab, threads=threads, progress=slab_progress)
-        cache_bytes = int(min(512 * 2**20, max(64 * 2**20, limit // 4)))  # per process, decoded chunks
+            del stage  # its window of rows: freed before the next levels' tasks need memory
+        cache_bytes = int(min(256 * 2**20, max(32 * 2**20, limit // 8)))  # per process, decoded chunks
         for number in range(1, len(plan)):
             level, previous = plan[number], plan[number - 1]
             blocks = level.blocks()
@@ -568,6 +583,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
         write_attributes(root, attributes)
     finally:
         records.close()
+        clear_chunk_cache()  # this process's (the local scheduler's threads); workers' were freed above
     return skipped, notes
 
 
