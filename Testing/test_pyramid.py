@@ -388,3 +388,20 @@ def test_overwrite_replaces_an_existing_pyramid(tmp_path):
     layout, _ = levels_of(tmp_path / "p.ome.zarr")
     assert len(layout.paths) == len(report.levels) > 2
     assert sorted(os.listdir(tmp_path)) == ["in.nrrd", "p.ome.zarr"]
+
+
+@pytest.mark.parametrize("unit, per_millimetre", [("micrometer", 1000.0), ("millimeter", 1.0), ("centimeter", 0.1)])
+def test_a_volume_in_millimetres_is_written_in_the_unit_asked_and_reads_back_in_millimetres(tmp_path, unit,
+                                                                                           per_millimetre):
+    array = smooth_volume((20, 27, 33))
+    geometry = bv.Geometry((33, 27, 20), (0.3, 0.35, 0.9), (12.5, -4.0, 7.25))
+    bv.write_volume(bv.Volume(array, geometry), tmp_path / "in.nrrd")
+    report = pyramid(tmp_path / "in.nrrd", tmp_path / "out.ome.zarr", chunks=8, unit=unit)
+    layout, arrays = levels_of(tmp_path / "out.ome.zarr")
+    assert layout.unit == unit
+    for n, level in enumerate(report.levels):
+        written = level_geometry(layout, n, arrays[n].shape)  # the store's numbers, in its unit
+        assert np.allclose(written.spacing, np.asarray(level.geometry.spacing) * per_millimetre, rtol=1e-9)
+        assert np.allclose(written.origin, np.asarray(level.geometry.origin) * per_millimetre, rtol=1e-9)
+        back = bv.read_volume(tmp_path / "out.ome.zarr", level=n).geometry  # our readers: millimetres again
+        assert back.isclose(level.geometry, rtol=1e-9, atol=1e-9), (back, level.geometry)

@@ -188,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="after an error or Ctrl-C, keep OUT.partial (for --resume) instead of removing it")
     pyramid.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     pyramid.add_argument("--unit", choices=["nanometer", "micrometer", "millimeter", "centimeter", "meter"],
-                         help="unit of the spacing (default: an OME-Zarr input's, millimeter for volume files, "
-                              "micrometer for stacks)")
+                         help="unit of the axes (default: an OME-Zarr input's, millimeter for volume files, "
+                              "micrometer for stacks): a stack's --spacing is in it, a volume's mm are converted")
     _add_pyramid_level_argument(pyramid, ("--pyramid-level",))  # --levels is how many levels to write
     _add_stack_source_arguments(pyramid, "for a stack: voxel size in --unit (default: the slices' pixel size)")
     pyramid.add_argument("--quiet", action="store_true", help="no progress bar and no summary")

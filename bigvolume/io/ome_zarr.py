@@ -219,6 +219,15 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
                             tuple(translations), direction, factors, sources)
 
 
+def scaled_geometry(geometry: Geometry, factor: float) -> Geometry:
+    """``geometry`` with its lengths (spacing, origin) multiplied by ``factor``: a change of unit, e.g.
+    SPACE_UNITS["micrometer"] from micrometres to millimetres."""
+    if factor == 1.0:
+        return geometry
+    return Geometry(geometry.dimensions, tuple(float(v) * factor for v in geometry.spacing),
+                    tuple(float(v) * factor for v in geometry.origin), geometry.direction)
+
+
 def level_geometry(layout: MultiscaleLayout, level: int, shape_zyx: Sequence[int]) -> Geometry:
     """The LPS geometry of level ``level`` whose spatial array shape is ``shape_zyx``. Spacing and origin are in
     the metadata's unit (the numbers as written; io/zarr_input converts them to millimetres for volumes)."""

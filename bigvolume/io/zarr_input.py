@@ -32,7 +32,7 @@ from ..core.geometry import Geometry
 from ..core.memory import format_bytes
 from ..core.volume import Volume
 from .ome_zarr import (AXIS_NAMES, SPACE_UNITS, OmeZarrError, import_zarr, is_zarr_store, level_geometry,
-                       parse_multiscales)
+                       parse_multiscales, scaled_geometry)
 from .slab_readers import SlabReader
 
 PREVIEW_MIN_VOXELS = 256  # preview_level: the coarsest level still this many voxels along each axis
@@ -213,11 +213,7 @@ def _from_group(store: Path, group, start_path: str | None = None) -> Pyramid:
 def _in_millimetres(geometry: Geometry, unit: str) -> Geometry:
     """Our volumes (NRRD, NIfTI, Slicer) are in millimetres: a store in another named unit (a stack's micrometres)
     is converted, so a 10 micrometre voxel is 0.01 mm and never silently 10 mm. No unit: the numbers as written."""
-    millimetres = SPACE_UNITS.get(unit)
-    if millimetres is None or millimetres == 1.0:
-        return geometry
-    return Geometry(geometry.dimensions, tuple(float(v) * millimetres for v in geometry.spacing),
-                    tuple(float(v) * millimetres for v in geometry.origin), geometry.direction)
+    return scaled_geometry(geometry, SPACE_UNITS.get(unit, 1.0))
 
 
 def _root_of(path: Path) -> tuple[Path, object, str] | None:

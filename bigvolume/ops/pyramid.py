@@ -37,7 +37,7 @@ from ..engine.plan import READ_AHEAD
 from ..engine.stream import STREAMABLE_METHODS, output_blocks, resample_block
 from ..io import dicom
 from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UNITS, PyramidLevel, is_zarr_store,
-                           multiscales_attributes)
+                           multiscales_attributes, scaled_geometry)
 from ..io.slabs import SlabReader, open_slabs
 from ..io.stacks import IMAGE_SUFFIXES
 from ..io.zarr_output import (DEFAULT_ZSTD_LEVEL, ChunkCache, create_level, create_root, open_level,
@@ -172,7 +172,7 @@ def open_input(source, *, threads: int | None = None, level: int | None = None,
         raise BigVolumeError(f"{path}: --{sorted(set(given) - {'gray'})[0]} is for image stacks; a volume file "
                              "carries its own geometry")
     reader = open_slabs(path, level=level)
-    pyramid = getattr(reader, "pyramid", None)  # an OME-Zarr level: its numbers are in the store's unit
+    pyramid = getattr(reader, "pyramid", None)  # OME-Zarr (read in mm): its unit is kept
     return reader, False, (getattr(pyramid, "unit", None) or None)
 
 
@@ -379,7 +379,8 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
     dask.distributed scheduler; default: Dask's local threads (``threads``, default all cores). memory_limit: bytes
     for the level-0 pass and per worker. resume: continue the run whose staging folder ``OUT.partial`` is there.
     keep_partial: keep the staging folder after an error or Ctrl-C (for ``resume``). overwrite: replace OUT.
-    unit: the axes' unit (default: an OME-Zarr input's, millimeter for volume files, micrometer for stacks)."""
+    unit: the axes' unit (default: an OME-Zarr input's, millimeter for volume files, micrometer for stacks): a stack's
+    spacing is in it; a volume's millimetres are converted to it."""
     started = time.perf_counter()
     output = Path(output)
     if method not in STREAMABLE_METHODS:
@@ -442,7 +443,8 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         try:
             with runner:
                 skipped, notes = _build(reader, plan, staging, fingerprint, resuming, runner, method, ome_zarr_version,
-                                 unit, zstd_level, threads, limit, as_progress(progress), name=Path(str(input)).name)
+                                 unit, zstd_level, threads, limit, as_progress(progress), name=Path(str(input)).name,
+                                 to_unit=1.0 if is_stack else 1.0 / SPACE_UNITS[unit])
         except BaseException:
             if not keep_partial:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -485,7 +487,7 @@ def _fingerprint(input, reader, plan, method, version, unit, zstd_level, chunk3,
 
 
 def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, version, unit, zstd_level,
-           threads, limit, progress, name) -> tuple[int, list[str]]:
+           threads, limit, progress, name, to_unit: float = 1.0) -> tuple[int, list[str]]:
     """Write every level into ``staging``; returns the number of finished tasks skipped (resumed) and notes on how
     the levels were computed."""
     one_blas_thread()
@@ -576,7 +578,9 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
 
             runner.map(compute_block, specs, finished)
         runner.run_everywhere(clear_chunk_cache)
-        levels = [PyramidLevel(level.path, level.geometry, level.factors, level.source) for level in plan]
+        # The reader's lengths are millimetres (volume files, OME-Zarr inputs) or a stack's own numbers.
+        levels = [PyramidLevel(level.path, scaled_geometry(level.geometry, to_unit), level.factors, level.source)
+                  for level in plan]
         attributes = multiscales_attributes(levels, version=version, unit=unit, name=name, method=method)
         attributes["bigvolume"]["all_chunks_written"] = True
         attributes["bigvolume"]["chunks"] = list(plan[0].chunks)
