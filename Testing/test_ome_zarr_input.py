@@ -88,6 +88,11 @@ def test_a_plain_zarr_array_reads_on_a_unit_grid(tmp_path):
     volume = bv.read_volume(tmp_path / "plain.zarr")
     np.testing.assert_array_equal(volume.array, array)
     assert volume.geometry == Geometry((11, 10, 9))
+    # The command says the grid is a guess, once, and still writes the result.
+    done = run("resample", tmp_path / "plain.zarr", tmp_path / "out.nrrd", "--factor", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("unit spacing") == 1, done.stderr
+    assert (tmp_path / "out.nrrd").is_file()
 
 
 def test_a_roi_reads_only_its_box_with_its_geometry(tmp_path):

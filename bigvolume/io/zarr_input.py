@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,9 +257,21 @@ def open_pyramid(path) -> Pyramid:
     axes, spatial, channel = _axes_of(node, path)
     geometry = Geometry(tuple(int(node.shape[n]) for n in spatial[::-1]))
     level = _level(0, "", node, geometry, axes, spatial, channel, path)
+    note = f"{path}: a Zarr array without OME-Zarr metadata: read on a grid of unit spacing at the origin"
+    _say_once(note)
     return Pyramid(path, (level,), axes, spatial, channel, "", _all_chunks_written(node.attrs.asdict()),
-                   str(node.metadata.zarr_format), 0,
-                   note=f"{path}: a Zarr array without OME-Zarr metadata: read on a grid of unit spacing at the origin")
+                   str(node.metadata.zarr_format), 0, note=note)
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(note: str) -> None:
+    """A guessed geometry is said (the command line prints the bigvolume logger's warnings on stderr), once per
+    process however many times the store is opened."""
+    if note not in _SAID:
+        _SAID.add(note)
+        logging.getLogger("bigvolume").warning(note)
 
 
 class ZarrSlabReader(SlabReader):
