@@ -113,6 +113,24 @@ def test_ctrl_c_in_every_command_exits_130_and_writes_nothing(tmp_path, busy_inp
     interrupt_and_check(process, tmp_path, set())
 
 
+def test_an_interrupt_wrapped_by_an_import_still_exits_130(tmp_path):
+    # Ctrl-C landing in a class body's __set_name__ while a module loads (threadpoolctl, imported when the filter
+    # starts) reaches us as a RuntimeError caused by the KeyboardInterrupt: still 130 and one line, not exit 1.
+    script = ("import bigvolume.cli.commands as cli\n"
+              "class Descriptor:\n"
+              "    def __set_name__(self, owner, name):\n"
+              "        raise KeyboardInterrupt\n"
+              "def loading_a_module(args):\n"
+              "    class Module:\n"
+              "        field = Descriptor()\n"
+              "cli._run_and_preview = loading_a_module\n"
+              f"cli.run(['resample', {str(tmp_path / 'in.nrrd')!r}, {str(tmp_path / 'out.nrrd')!r}, '--factor', '2'])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "bigvolume: interrupted; nothing written", done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_caught_interrupt_from_a_string_exec_still_exits_130():
     # CPython 3.11 flags a KeyboardInterrupt that left a string exec() (dataclasses build methods so while modules
     # load: a Ctrl-C landing there) as unhandled even when caught, and then ends the process by SIGINT (-2) at exit.

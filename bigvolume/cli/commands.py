@@ -485,12 +485,29 @@ def _show_notes_on_stderr() -> None:
         logger.propagate = False
 
 
+def _interrupted(error: BaseException) -> bool:
+    """Whether Ctrl-C is behind ``error``: a KeyboardInterrupt that lands while a module is being imported (in a
+    class body's __set_name__, say) comes out as a RuntimeError caused by it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _show_notes_on_stderr()
     try:
-        return _run_and_preview(args)
+        try:
+            return _run_and_preview(args)
+        except Exception as error:
+            if _interrupted(error):
+                raise KeyboardInterrupt from error
+            raise
     except Cancelled:
         print("bigvolume: cancelled; nothing written", file=sys.stderr)
         return 130

@@ -110,6 +110,11 @@ class DistributedRunner:
 
     def __enter__(self):
         from distributed import Client, LocalCluster
+        # Ctrl-C inside the client's event loop makes tornado log the cancelled callbacks' tracebacks on stderr;
+        # the user gets our one line instead (task errors still come back through the futures).
+        self._tornado = logging.getLogger("tornado.application")
+        self._tornado_level = self._tornado.level
+        self._tornado.setLevel(logging.CRITICAL)
         if self.address:
             try:
                 self.client = Client(self.address, timeout="20s")
@@ -128,6 +133,7 @@ class DistributedRunner:
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.close()
+        self._tornado.setLevel(self._tornado_level)
         return False
 
     def run_everywhere(self, func: Callable) -> None:
