@@ -11,7 +11,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
-from slicer import vtkMRMLMarkupsROINode
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
 
 # The core package `bigvolume` and `bigvolume_slicer` (what the panels share) are installed beside this file in the
 # extension; run from source (the module folder in Slicer's "Additional module paths"), they are in the repository
@@ -24,7 +24,7 @@ sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, limits,  # noqa: E402
                               reenterModule, settleTimer, translate)
 
-from OMEZarrPyramidLib import FIT, Cancelled  # noqa: E402
+from OMEZarrPyramidLib import FIT, OME_ZARR_VERSIONS, PYRAMID_METHODS, Cancelled  # noqa: E402
 from OMEZarrPyramidLib import OMEZarrPyramidLogic as OMEZarrPyramidLibLogic  # noqa: E402
 
 
@@ -41,7 +41,9 @@ class OMEZarrPyramid(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["SlicerBigVolume developers"]
         self.parent.helpText = _("""
-Open a multiscale OME-Zarr pyramid (NGFF 0.5 or 0.4, e.g. written by <code>bigvolume pyramid</code>) of any size:
+Create a multiscale OME-Zarr pyramid (NGFF 0.5 or 0.4) from a volume file, an image stack, a Zarr store or a loaded
+volume: anti-aliased levels written chunk by chunk on Dask, in bounded memory, so inputs larger than this computer's
+memory go through. Open a pyramid of any size (this one, or one written by <code>bigvolume pyramid</code>):
 load the finest level that fits a memory budget to look at the whole, place a Markups ROI on it, then load the
 ROI's region at full resolution (or at a chosen level). Only the chunks the region touches are read. The geometry
 (spacing, origin, orientation) comes from the pyramid's metadata, in LPS as OME-Zarr viewers expect.
@@ -59,10 +61,14 @@ from plain Python (<code>bigvolume.read_volume("x.ome.zarr", level=K)</code>) an
 
 
 # Path fields the panel keeps in the parameter node itself (bigvolume_slicer.PathFields): parameter -> widget.
-PATH_FIELDS = {"pyramidPath": "pyramidPathLineEdit"}
+PATH_FIELDS = {"pyramidPath": "pyramidPathLineEdit", "createInputPath": "createInputPathLineEdit",
+               "createOutputPath": "createOutputPathLineEdit"}
 # The level combo boxes' values: text, as a combo box holds it (Choice needs one type).
 LEVELS_OFFERED = [FIT] + [str(level) for level in range(limits.MAX_PYRAMID_LEVELS)]
 ROI_LEVELS_OFFERED = [str(level) for level in range(limits.MAX_PYRAMID_LEVELS)]
+# What "Create a pyramid" reads: a file, stack or store on disk, or a volume of the scene.
+CREATE_FROM = ["file", "volume"]
+CREATE_FROM_LABELS = {"file": "A file, stack or store on disk", "volume": "A volume of the scene"}
 
 
 def levelLabel(level: str) -> str:
@@ -79,6 +85,16 @@ class OMEZarrPyramidParameterNode:
     level - the level "Load level" reads: "fit" (the finest that fits the budget) or "0", "1", ...
     roi - the Markups ROI whose region "Load ROI" reads.
     roiLevel - the level "Load ROI" reads: "0" (full resolution), "1", ...
+    createFrom - what "Create pyramid" reads: "file" (createInputPath) or "volume" (createInputVolume).
+    createInputPath - a volume file, DICOM folder, image stack or Zarr store ("": none; kept by the panel).
+    createInputVolume - a scalar volume of the scene.
+    createOutputPath - the OME-Zarr store to write ("": none; kept by the panel).
+    createLevels - levels in all (0: until the coarsest fits one chunk).
+    createChunks - the chunks' edge in voxels.
+    createMethod - how a level is computed from the one before (lanczos: anti-aliased).
+    createVersion - OME-Zarr "0.5" (Zarr v3) or "0.4" (Zarr v2).
+    stackVoxelSizeUm - an image stack's voxel size in micrometres (0: the slices' own pixel size).
+    createOverwrite - replace an existing output store.
     """
 
     pyramidPath: str = ""
@@ -86,6 +102,16 @@ class OMEZarrPyramidParameterNode:
     level: Annotated[str, Choice(LEVELS_OFFERED)] = FIT
     roi: vtkMRMLMarkupsROINode
     roiLevel: Annotated[str, Choice(ROI_LEVELS_OFFERED)] = "0"
+    createFrom: Annotated[str, Choice(CREATE_FROM)] = "file"
+    createInputPath: str = ""
+    createInputVolume: vtkMRMLScalarVolumeNode
+    createOutputPath: str = ""
+    createLevels: Annotated[int, WithinRange(0, limits.MAX_PYRAMID_LEVELS)] = 0
+    createChunks: Annotated[int, WithinRange(limits.MIN_CHUNKS, limits.MAX_CHUNKS)] = 128
+    createMethod: Annotated[str, Choice(PYRAMID_METHODS)] = "lanczos"
+    createVersion: Annotated[str, Choice(list(OME_ZARR_VERSIONS))] = "0.5"
+    stackVoxelSizeUm: Annotated[float, WithinRange(0.0, limits.MAX_SPACING)] = 0.0
+    createOverwrite: bool = False
 
 
 #
@@ -123,6 +149,7 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.loadLevelButton.connect("clicked(bool)", self.onLoadLevelButton)
         self.ui.loadRoiButton.connect("clicked(bool)", self.onLoadRoiButton)
+        self.ui.createButton.connect("clicked(bool)", self.onCreateButton)
         self._progress = PanelProgress(self.ui.progressBar, self.ui.cancelButton, onChange=self.onParameterNodeModified)
         self.ui.cancelButton.connect("clicked(bool)", self._progress.cancel)
         # 0 means "automatic": show what that is on this computer.
@@ -171,6 +198,8 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                                           ROI_LEVELS_OFFERED)):
             for index, value in enumerate(values):
                 comboBox.setItemText(index, levelLabel(value))
+        for index, value in enumerate(CREATE_FROM):
+            self.ui.createFromComboBox.setItemText(index, _(CREATE_FROM_LABELS[value]))
 
     def _budget(self) -> int:
         return self.logic.budgetBytes(self._parameterNode.memoryBudgetGB)
@@ -193,6 +222,13 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadRoiButton.enabled = bool(p.pyramidPath and p.roi) and not running
         self.ui.loadRoiButton.toolTip = (_("Load the ROI's region at the ROI level.") if p.roi
                                          else _("Select or place a ROI first."))
+        fromFile = p.createFrom == "file"
+        for widget in (self.ui.createInputPathLineEdit, self.ui.createInputPathLabel, self.ui.stackVoxelSizeSpinBox,
+                       self.ui.stackVoxelSizeLabel):
+            widget.enabled = fromFile
+        self.ui.createInputVolumeSelector.enabled = self.ui.createInputVolumeLabel.enabled = not fromFile
+        hasInput = bool(p.createInputPath) if fromFile else p.createInputVolume is not None
+        self.ui.createButton.enabled = hasInput and bool(p.createOutputPath) and not running
         if not running:
             self._infoTimer.start()
 
@@ -215,6 +251,22 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.infoLabel.text = self.logic.describe(pyramid, self._budget(), p.level, p.roi, int(p.roiLevel))
         except Exception as error:  # a half-typed path, a store being written: said, not raised from a timer
             self.ui.infoLabel.text = str(error)
+
+    # --- creating -----------------------------------------------------------------------------------------------
+    def onCreateButton(self) -> None:
+        p = self._parameterNode
+        if self._progress.running or PanelProgress.refused(self.ui.statusLabel):
+            return
+        with self._progress.task(self.ui.statusLabel, _("Creating the pyramid failed.")):
+            source = p.createInputPath if p.createFrom == "file" else p.createInputVolume
+            report = self.logic.createPyramid(
+                source, p.createOutputPath, levels=p.createLevels, chunks=p.createChunks, method=p.createMethod,
+                omeZarrVersion=p.createVersion, memoryBudgetBytes=self._budget(),
+                stackVoxelSize=p.stackVoxelSizeUm if p.createFrom == "file" else None,
+                overwrite=p.createOverwrite, progress=self._progress)
+            self.ui.statusLabel.text = "\n".join([report.summary()] + list(report.notes))
+            # The next step is to look at it: the new store becomes the one the sections below open.
+            p.pyramidPath = str(report.output_path)
 
     # --- loading ------------------------------------------------------------------------------------------------
     def onLoadLevelButton(self) -> None:
@@ -250,6 +302,8 @@ class OMEZarrPyramidLogic(ScriptedLoadableModuleLogic, OMEZarrPyramidLibLogic):
         overview = logic.loadLevel("/data/scan.ome.zarr", budgetBytes=2e9, scene=slicer.mrmlScene)
         detail = logic.loadRoi("/data/scan.ome.zarr", getNode("R"), level=0)
         print(logic.lastResult.summary())
+        report = logic.createPyramid("/data/slices", "/data/scan.ome.zarr", stackVoxelSize=10.0)  # micrometres
+        print(report.summary())
     """
 
     def __init__(self) -> None:
@@ -281,6 +335,8 @@ class OMEZarrPyramidTest(ScriptedLoadableModuleTest):
         self.test_OverviewThenRoi()
         self.setUp()
         self.test_CancelLeavesNothing()
+        self.setUp()
+        self.test_CreateFromVolume()
 
     def _makePyramid(self):
         """A small anisotropic pyramid (levels 0, x3, x9) with an origin and a direction, in a temporary folder."""
@@ -339,3 +395,25 @@ class OMEZarrPyramidTest(ScriptedLoadableModuleTest):
                                             progress=lambda fraction, message: False)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
         self.delayDisplay("Cancel test passed")
+
+    def test_CreateFromVolume(self):
+        """A volume of the scene written as a pyramid, then its level 0 loaded back: same voxels, same grid."""
+        import tempfile
+
+        import numpy as np
+
+        self.delayDisplay("Starting the create test")
+        _, array, _ = self._makePyramid()
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "source")
+        slicer.util.updateVolumeFromArray(node, array)
+        node.SetSpacing(0.4, 0.7, 1.5)
+        node.SetOrigin(-12.5, 30.25, 7.0)
+        logic = OMEZarrPyramidLogic()
+        output = os.path.join(tempfile.mkdtemp(prefix="OMEZarrPyramidTest-"), "created.ome.zarr")
+        report = logic.createPyramid(node, output, chunks=16)
+        self.assertGreaterEqual(len(report.levels), 2)
+        loaded = logic.loadLevel(output, "0", 10**9, scene=slicer.mrmlScene)
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(loaded), array))
+        self.assertTrue(np.allclose(loaded.GetOrigin(), node.GetOrigin()))
+        self.assertTrue(np.allclose(loaded.GetSpacing(), node.GetSpacing()))
+        self.delayDisplay("Create test passed")

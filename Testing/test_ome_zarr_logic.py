@@ -135,3 +135,95 @@ def test_rgb_levels_load_into_vector_volumes(tmp_path, scene):
     node = OMEZarrPyramidLogic().loadLevel(store, 0, 10**9, scene=scene)
     assert node.GetClassName() == "vtkMRMLVectorVolumeNode"
     np.testing.assert_array_equal(arrayFromVolume(node), array)
+
+
+# --- creating a pyramid ---------------------------------------------------------------------------------------------
+def volume_node(scene, array, geometry, name="scan"):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    image = vtk.vtkImageData()
+    image.SetDimensions(*geometry.dimensions)
+    node.SetAndObserveImageData(image)
+    from slicer.util import updateVolumeFromArray
+    updateVolumeFromArray(node, array)
+    node.SetIJKToRASMatrix(vtkMatrixFromArray(geometry.ijk_to_ras()))
+    return node
+
+
+@pytest.mark.parametrize("seed, dtype", [(5, np.uint16), (11, np.int16), (17, np.float32)])
+def test_a_volume_of_the_scene_becomes_a_pyramid_with_its_geometry(scene, tmp_path, seed, dtype):
+    """Level 0 is the node's voxels and grid (a rotated, anisotropic one with an origin), level 1 is
+    bigvolume.resample's with that level's factors; the node's temporary copy is gone afterwards."""
+    from bigvolume import Volume, open_pyramid, resample
+
+    rng = np.random.default_rng(seed)
+    geometry = Geometry(tuple(int(n) for n in rng.integers(20, 40, 3)), tuple(rng.uniform(0.3, 1.6, 3)),
+                        tuple(rng.uniform(-50, 50, 3)), rotation(seed))
+    array = (rng.normal(1000, 300, geometry.shape)).astype(dtype)
+    node = volume_node(scene, array, geometry, name="scan: a/b")  # a name no file system takes as is
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    logic = OMEZarrPyramidLogic()
+    report = logic.createPyramid(node, tmp_path / "out.ome.zarr", chunks=16, tempFolder=temporary)
+    assert logic.lastPyramid is report and len(report.levels) >= 2
+    assert not any(temporary.iterdir()) and not (tmp_path / "out.ome.zarr.partial").exists()
+    pyramid = open_pyramid(tmp_path / "out.ome.zarr")
+    assert pyramid.unit == "millimeter"
+    level0 = logic.loadLevel(tmp_path / "out.ome.zarr", "0", 10**9, scene=scene)
+    np.testing.assert_array_equal(arrayFromVolume(level0), array)
+    np.testing.assert_allclose(ijk_to_ras(level0), geometry.ijk_to_ras(), atol=1e-9)
+    level1 = logic.loadLevel(tmp_path / "out.ome.zarr", "1", 10**9, scene=scene)
+    expected = resample(Volume(array, geometry), report.levels[1].factors)
+    tolerance = 1e-4 * float(np.ptp(array)) if dtype == np.float32 else 1
+    np.testing.assert_allclose(arrayFromVolume(level1).astype(float), expected.array.astype(float), atol=tolerance)
+    np.testing.assert_allclose(ijk_to_ras(level1), expected.geometry.ijk_to_ras(), atol=1e-9)
+
+
+def test_a_stack_with_its_voxel_size_in_micrometres(scene, tmp_path):
+    import SimpleITK as sitk
+
+    from bigvolume import open_pyramid
+
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    array = np.random.default_rng(9).integers(0, 255, (9, 30, 34), dtype=np.uint8)
+    for number, plane in enumerate(array):
+        sitk.WriteImage(sitk.GetImageFromArray(plane), str(folder / f"slice_{number:03d}.png"))
+    logic = OMEZarrPyramidLogic()
+    report = logic.createPyramid(folder, tmp_path / "stack.ome.zarr", chunks=16, stackVoxelSize=2.5)
+    pyramid = open_pyramid(report.output_path)
+    assert pyramid.unit == "micrometer"
+    np.testing.assert_allclose(pyramid.level(0).geometry.spacing, [0.0025] * 3)  # read back in mm
+    node = logic.loadLevel(report.output_path, "0", 10**9, scene=scene)
+    np.testing.assert_array_equal(arrayFromVolume(node), array)
+
+
+def test_create_refusals_and_cancel_leave_everything_as_it_was(scene, tmp_path):
+    logic = OMEZarrPyramidLogic()
+    node = volume_node(scene, ARRAY, GEOMETRY)
+    existing = write_store(tmp_path / "old.ome.zarr", ARRAY, GEOMETRY, factors=(3,))
+    before = sorted((p, p.stat().st_mtime_ns) for p in existing.rglob("*"))
+    with pytest.raises(BigVolumeError, match="exists; give --overwrite"):
+        logic.createPyramid(node, existing)
+    assert sorted((p, p.stat().st_mtime_ns) for p in existing.rglob("*")) == before
+    with pytest.raises(BigVolumeError, match="choose where to write"):
+        logic.createPyramid(node, "")
+    with pytest.raises(BigVolumeError, match="choose the input"):
+        logic.createPyramid("", tmp_path / "new.ome.zarr")
+    with pytest.raises(BigVolumeError, match="cannot resume"):
+        logic.createPyramid(node, tmp_path / "new.ome.zarr", resume=True)
+    with pytest.raises(BigVolumeError, match="for image stacks"):
+        logic.createPyramid(node, tmp_path / "new.ome.zarr", stackVoxelSize=2.0)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(BigVolumeError, match="harden it first"):
+        logic.createPyramid(node, tmp_path / "new.ome.zarr")
+    node.SetAndObserveTransformNodeID(None)
+    with pytest.raises(BigVolumeError, match="no such file"):
+        logic.createPyramid(tmp_path / "missing.nrrd", tmp_path / "new.ome.zarr")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    with pytest.raises(Cancelled):
+        logic.createPyramid(node, tmp_path / "new.ome.zarr", chunks=16, tempFolder=temporary,
+                            progress=lambda fraction, message: fraction < 0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.ome.zarr", "tmp"] and not any(temporary.iterdir())
+    assert logic.lastPyramid is None

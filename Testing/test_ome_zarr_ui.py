@@ -12,6 +12,12 @@ REQUIRED_WIDGETS = {
     "infoLabel": "QLabel", "roiSelector": "qMRMLNodeComboBox", "roiLevelComboBox": "QComboBox",
     "loadLevelButton": "QPushButton", "loadRoiButton": "QPushButton", "cancelButton": "QPushButton",
     "progressBar": "QProgressBar", "statusLabel": "QLabel",
+    # Create a pyramid
+    "createFromComboBox": "QComboBox", "createInputPathLineEdit": "ctkPathLineEdit",
+    "createInputVolumeSelector": "qMRMLNodeComboBox", "createOutputPathLineEdit": "ctkPathLineEdit",
+    "createLevelsSpinBox": "QSpinBox", "createChunksSpinBox": "QSpinBox", "createMethodComboBox": "QComboBox",
+    "createVersionComboBox": "QComboBox", "stackVoxelSizeSpinBox": "QDoubleSpinBox",
+    "createOverwriteCheckBox": "QCheckBox", "createButton": "QPushButton",
 }
 
 
@@ -19,12 +25,26 @@ def test_the_panel_has_its_widgets_and_bindings():
     widgets = MODULE.ui_widgets()
     wrong = {name: (widgets.get(name), cls) for name, cls in REQUIRED_WIDGETS.items() if widgets.get(name) != cls}
     assert not wrong, f"missing or of the wrong class (found, expected): {wrong}"
-    assert MODULE.ui_parameter_bindings() == {"memoryBudgetSpinBox": "memoryBudgetGB", "levelComboBox": "level",
-                                              "roiSelector": "roi", "roiLevelComboBox": "roiLevel"}
-    assert MODULE.path_fields() == {"pyramidPath": "pyramidPathLineEdit"}
-    assert "Dirs" in MODULE.ui_properties("pyramidPathLineEdit")["filters"].findtext("set")  # a store is a folder
+    assert MODULE.ui_parameter_bindings() == {
+        "memoryBudgetSpinBox": "memoryBudgetGB", "levelComboBox": "level", "roiSelector": "roi",
+        "roiLevelComboBox": "roiLevel", "createFromComboBox": "createFrom", "createInputVolumeSelector":
+        "createInputVolume", "createLevelsSpinBox": "createLevels", "createChunksSpinBox": "createChunks",
+        "createMethodComboBox": "createMethod", "createVersionComboBox": "createVersion",
+        "stackVoxelSizeSpinBox": "stackVoxelSizeUm", "createOverwriteCheckBox": "createOverwrite"}
+    assert MODULE.path_fields() == {"pyramidPath": "pyramidPathLineEdit", "createInputPath": "createInputPathLineEdit",
+                                    "createOutputPath": "createOutputPathLineEdit"}
+    filters = {name: MODULE.ui_properties(name)["filters"].findtext("set") for name in (
+        "pyramidPathLineEdit", "createInputPathLineEdit", "createOutputPathLineEdit")}
+    assert all("Dirs" in f for f in filters.values())  # a store, a stack, a DICOM series: folders
+    assert "Files" in filters["createInputPathLineEdit"]  # a volume file
     types = [s.text for s in MODULE.ui_properties("roiSelector")["nodeTypes"].iter("string")]
     assert types == ["vtkMRMLMarkupsROINode"]
+    types = [s.text for s in MODULE.ui_properties("createInputVolumeSelector")["nodeTypes"].iter("string")]
+    assert types == ["vtkMRMLScalarVolumeNode"]
+    # Both node selectors follow the scene (the .ui's connections)
+    connected = {c.findtext("receiver") for c in MODULE.ui_root().iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    assert {"roiSelector", "createInputVolumeSelector"} <= connected
     used = MODULE.ui_attribute_uses() | set(MODULE.ui_parameter_bindings()) | set(MODULE.path_fields().values())
     assert not set(REQUIRED_WIDGETS) - used
 
@@ -37,6 +57,17 @@ def test_choices_and_defaults():
     assert MODULE.assignment("LEVELS_OFFERED") == "[FIT] + [str(level) for level in range(limits.MAX_PYRAMID_LEVELS)]"
     assert fields["memoryBudgetGB"][2] == "0.0" and MODULE.within_range("memoryBudgetGB")[0] == 0.0  # 0: automatic
     assert FIT == "fit"
+    # Create a pyramid: the core's defaults (lanczos, OME-Zarr 0.5, 128-voxel chunks, levels until one chunk)
+    versions, methods = MODULE.import_lib("OME_ZARR_VERSIONS", "PYRAMID_METHODS")
+    from bigvolume.engine.stream import STREAMABLE_METHODS
+    from bigvolume.io.ome_zarr import DEFAULT_OME_ZARR_VERSION
+    from bigvolume.ops.pyramid import DEFAULT_CHUNKS
+    assert set(methods) == set(STREAMABLE_METHODS) and methods[0] == "lanczos"
+    assert versions[0] == DEFAULT_OME_ZARR_VERSION and set(versions) == {"0.5", "0.4"}
+    assert fields["createMethod"][2] == "'lanczos'" and fields["createVersion"][2] == "'0.5'"
+    assert fields["createChunks"][2] == str(DEFAULT_CHUNKS) and fields["createLevels"][2] == "0"
+    assert fields["createFrom"][2] == "'file'" and fields["createOverwrite"][2] == "False"
+    assert fields["stackVoxelSizeUm"][2] == "0.0"
 
 
 # --- the real widget with the stand-ins -----------------------------------------------------------------------------
@@ -89,5 +120,65 @@ def test_settings_survive_reentry_and_load_uses_them(pyramid, version, monkeypat
         widget.ui.pyramidPathLineEdit.currentPath = str(tmp_path)
         app.settle()
         assert "not a Zarr store" in widget.ui.infoLabel.text
+    finally:
+        standins.close_panels()
+
+
+@pytest.mark.parametrize("version", [(5, 8), (5, 10)], ids=["slicer-5.8", "slicer-5.10"])
+def test_create_survives_reentry_then_opens_the_new_pyramid(version, monkeypatch, tmp_path):
+    """A user's path: a file and an output chosen, other settings changed, another module and back, Create; the new
+    store is then the one the panel opens, and its level 1 is bigvolume.resample's of the file. Then from a volume of
+    the scene, and Overwrite."""
+    pytest.importorskip("zarr")
+    import slicer
+    import slicer_gui_standins as standins
+
+    from bigvolume import Geometry, Volume, read_volume, resample, write_volume
+
+    array = np.random.default_rng(7).integers(0, 3000, (20, 40, 36), dtype=np.uint16)
+    geometry = Geometry((36, 40, 20), (0.5, 0.5, 1.0), (-4.0, 2.5, 10.0))
+    source = write_volume(Volume(array, geometry), tmp_path / "in.nrrd")
+    output = tmp_path / "out.ome.zarr"
+    app = standins.install(monkeypatch, tmp_path, version)
+    try:
+        widget = standins.open_panel(standins.load_module(MODULE, monkeypatch), MODULE.name)
+        assert not widget.ui.createButton.enabled  # no input, no output yet
+        widget.ui.createInputPathLineEdit.currentPath = str(source)
+        widget.ui.createOutputPathLineEdit.currentPath = str(output)
+        widget.ui.createChunksSpinBox.value = 16
+        widget.ui.createVersionComboBox.currentIndex = 1  # 0.4
+        widget.ui.createLevelsSpinBox.value = 3
+        for _ in range(2):
+            standins.leave_and_come_back(widget)
+            app.settle()
+        p = widget._parameterNode
+        assert (p.createInputPath, p.createOutputPath, p.createChunks, p.createVersion, p.createLevels) == (
+            str(source), str(output), 16, "0.4", 3)
+        widget.ui.createButton.click()
+        report = widget.logic.lastPyramid
+        assert report is not None, widget.ui.statusLabel.text
+        assert (output / ".zattrs").is_file() and not (tmp_path / "out.ome.zarr.partial").exists()
+        assert len(report.levels) == 3 and str(output) in widget.ui.statusLabel.text
+        assert p.pyramidPath == str(output)  # opened: Load level reads it
+        widget.ui.levelComboBox.currentIndex = 2  # level 1
+        widget.ui.loadLevelButton.click()
+        loaded = slicer.util.arrayFromVolume(widget.logic.lastResult.outputNode)
+        expected = resample(read_volume(source), report.levels[1].factors).array
+        np.testing.assert_allclose(loaded.astype(float), expected.astype(float), atol=1)
+
+        # From a volume of the scene, over the store just written
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "scene volume")
+        slicer.util.updateVolumeFromArray(node, array[:, ::-1].copy())
+        widget.ui.createFromComboBox.currentIndex = 1
+        widget.ui.createInputVolumeSelector.setCurrentNode(node)
+        widget.ui.createButton.click()
+        assert "exists" in widget.ui.statusLabel.text  # refused: Overwrite is off
+        widget.ui.createOverwriteCheckBox.checked = True
+        widget.ui.createButton.click()
+        assert widget.logic.lastPyramid is not None, widget.ui.statusLabel.text
+        widget.ui.levelComboBox.currentIndex = 1  # level 0
+        widget.ui.loadLevelButton.click()
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(widget.logic.lastResult.outputNode),
+                                      array[:, ::-1])
     finally:
         standins.close_panels()

@@ -23,4 +23,7 @@ def spacingFor(factor: float, spacing: float) -> float:
 # OME-Zarr pyramids: the levels a panel offers (a 6k^3 volume halved down to 64 voxels has 8), and the memory budget
 # in GB (0: automatic, a quarter of this machine's memory).
 MAX_PYRAMID_LEVELS = 16
+# The chunks' edge (voxels) a pyramid is written with: 16^3 is 8 KiB of 16-bit voxels (millions of files for a big
+# volume), 1024^3 is 2 GiB per chunk (more than a viewer wants to read for a glance).
+MIN_CHUNKS, MAX_CHUNKS = 16, 1024
 MAX_BUDGET_GB = 4096.0

@@ -1,6 +1,7 @@
-"""MRML side of opening an OME-Zarr pyramid: "look at the whole, then cut the region" for data of any size. The
-finest level that fits a memory budget goes into a volume node; then a Markups ROI placed on it is read at full
-resolution (or at a chosen level): only the chunks it touches are read.
+"""MRML side of OME-Zarr pyramids: "look at the whole, then cut the region" for data of any size. The finest level
+that fits a memory budget goes into a volume node; then a Markups ROI placed on it is read at full resolution (or at
+a chosen level): only the chunks it touches are read. And the other way: a pyramid made (``bigvolume.pyramid``) from a
+volume file, an image stack, an OME-Zarr store or a loaded volume node.
 
 The voxels are read slab by slab (a z band of stored chunks at a time, for progress and cancel) straight into the
 node's own image memory: no second copy. Geometry: the level's LPS grid from the metadata (direction included)
@@ -12,6 +13,8 @@ the ``slicer-core`` package (tests, batch scripts).
 """
 from __future__ import annotations
 
+import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +25,19 @@ from vtk.util import numpy_support
 
 from slicer.util import arrayFromVolume, arrayFromVolumeModified, vtkMatrixFromArray
 
+import bigvolume
 from bigvolume import BigVolumeError, Cancelled, Progress, open_pyramid
-from bigvolume.slicer import ZarrSlabReader, choose_level, default_memory_limit, format_bytes, level_size_text
+from bigvolume.slicer import STREAMABLE_METHODS, ZarrSlabReader, choose_level, default_memory_limit, format_bytes, level_size_text
 from bigvolume.slicer.volume_nodes import (check_storable_dtype, dimensions_text, numbers_text,
-                                           remove_node_and_display, roi_corners_lps)
+                                           remove_node_and_display, roi_corners_lps, volume_from_node)
 
 FIT = "fit"  # the level choice "the finest level that fits the budget"
 SCALAR_CLASS = "vtkMRMLScalarVolumeNode"
 VECTOR_CLASS = "vtkMRMLVectorVolumeNode"
+# What "Create pyramid" offers: OME-Zarr versions (0.5 = Zarr v3 first, the default) and the methods that run block
+# by block (lanczos first, the default).
+OME_ZARR_VERSIONS = ("0.5", "0.4")
+PYRAMID_METHODS = sorted(STREAMABLE_METHODS, key=lambda method: method != "lanczos")
 # Bytes read between two progress reports (and chances to cancel), rounded to whole z bands of stored chunks.
 STEP_BYTES = 64 * 2**20
 
@@ -61,6 +69,7 @@ class OMEZarrPyramidLogic:
 
     def __init__(self):
         self.lastResult: LoadResult | None = None
+        self.lastPyramid = None  # the report of the last createPyramid (bigvolume.PyramidReport)
         self._opened: dict = {}  # path -> (metadata time stamp, Pyramid): the panel asks on every change
 
     # --- the pyramid ----------------------------------------------------------------------------------------------
@@ -127,6 +136,60 @@ class OMEZarrPyramidLogic:
             except (BigVolumeError, ValueError) as error:
                 lines.append(f"ROI: {error}")
         return "\n".join(lines)
+
+    # --- creating -------------------------------------------------------------------------------------------------
+    def createPyramid(self, source, outputPath, levels: int | None = None, chunks: int = 128, method: str = "lanczos",
+                      omeZarrVersion: str = "0.5", memoryBudgetBytes: int | None = None, stackVoxelSize=None,
+                      overwrite: bool = False, resume: bool = False, progress=None, tempFolder=None):
+        """Write the multiscale OME-Zarr pyramid of ``source`` to ``outputPath`` with ``bigvolume.pyramid`` (Dask's
+        local threads) and return its report (also in ``self.lastPyramid``).
+
+        source: a volume file or DICOM series, an image stack (folder, glob or printf pattern), an OME-Zarr/Zarr store
+        (all read slab by slab, never whole), or a scalar volume node of the scene (written first to a temporary
+        NRRD in ``tempFolder``, default the system's, removed after; its grid is its IJKToRAS: a node under a
+        transform is refused, harden the transform first). levels: levels in all (None or 0: until the coarsest
+        fits one chunk). memoryBudgetBytes: what the run may hold (default a quarter of this computer's memory).
+        stackVoxelSize: a stack's voxel size in micrometres, one number or (x, y, z); None or 0: the slices' own
+        pixel size. The units written: a file's millimetres, a stack's micrometres, a store's own.
+
+        Refused in one line, nothing touched: an existing output (unless ``overwrite``), an output inside the
+        input, a disk too small. Cancel (``progress`` returning False) or an error removes the staging folder
+        ``outputPath.partial``: no partial pyramid is left; ``resume`` continues one an earlier crash left (file,
+        stack and store inputs)."""
+        self.lastPyramid = None
+        if not str(outputPath or ""):
+            raise BigVolumeError("choose where to write the pyramid (a folder name such as scan.ome.zarr)")
+        stack = {}
+        if stackVoxelSize:
+            size = tuple(float(v) for v in np.atleast_1d(stackVoxelSize))
+            stack["spacing"] = size * 3 if len(size) == 1 else size
+        options = dict(levels=int(levels) if levels else None, chunks=int(chunks), method=method,
+                       ome_zarr_version=omeZarrVersion, overwrite=overwrite, resume=resume, progress=progress,
+                       memory_limit=int(memoryBudgetBytes) if memoryBudgetBytes else None)
+        if not hasattr(source, "GetImageData"):
+            if not str(source or ""):
+                raise BigVolumeError("choose the input: a volume file, an image stack's folder or an OME-Zarr store")
+            self.lastPyramid = bigvolume.pyramid(str(source), str(outputPath), **options, **stack)
+            return self.lastPyramid
+        node = source
+        if node.GetImageData() is None or node.GetImageData().GetPointData().GetScalars() is None:
+            raise BigVolumeError(f"{node.GetName()}: the volume has no voxels")
+        if node.GetTransformNodeID():
+            raise BigVolumeError(f"{node.GetName()}: under a transform; harden it first (Data module) so that the "
+                                 "pyramid's geometry is where the volume is shown")
+        if stack:
+            raise BigVolumeError("the stack voxel size is for image stacks; a volume node carries its own spacing")
+        if resume:
+            raise BigVolumeError(f"{node.GetName()}: a loaded volume is copied afresh for each run, so its pyramid "
+                                 "cannot resume; start again with overwrite")
+        with tempfile.TemporaryDirectory(prefix="OMEZarrPyramid-", dir=tempFolder) as folder:
+            # A detached header, uncompressed: the pyramid streams it back. Named for the node (the pyramid's
+            # metadata carries the name), in characters any file system takes.
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", node.GetName() or "").strip("._") or "volume"
+            copy = Path(folder) / f"{stem}.nhdr"
+            bigvolume.write_volume(volume_from_node(node), copy, compress=False)
+            self.lastPyramid = bigvolume.pyramid(str(copy), str(outputPath), **options)
+        return self.lastPyramid
 
     # --- loading --------------------------------------------------------------------------------------------------
     def loadLevel(self, path, level=FIT, budgetBytes: int | None = None, outputNode=None, scene=None, name=None,
@@ -227,4 +290,4 @@ def _ijkToRas(node):
     return matrix
 
 
-__all__ = ["FIT", "LoadResult", "OMEZarrPyramidLogic", "BigVolumeError", "Cancelled"]
+__all__ = ["FIT", "OME_ZARR_VERSIONS", "PYRAMID_METHODS", "LoadResult", "OMEZarrPyramidLogic", "BigVolumeError", "Cancelled"]

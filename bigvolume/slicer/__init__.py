@@ -20,7 +20,7 @@ _FROM_LAYERS = {
     "DEFAULT_STACK_ORIENTATION": "io.stacks", "IMAGE_SUFFIXES": "io.stacks", "STACK_ORIENTATIONS": "io.stacks",
     "Roi": "io.stacks", "StackInfo": "io.stacks", "stack_direction": "io.stacks", "stack_origin": "io.stacks",
     "vtk_image_to_array": "methods.vtk_resize",
-    "ArraySink": "engine.sinks", "DEVICE_METHODS": "engine.gpu", "DEVICES": "engine.gpu",
+    "ArraySink": "engine.sinks", "STREAMABLE_METHODS": "engine.stream", "DEVICE_METHODS": "engine.gpu", "DEVICES": "engine.gpu",
     "check_method": "ops.resample",
     "StackImport": "ops.stack_import",
     "AUTO": "ops.haze", "DEFAULT_DILATE": "ops.haze", "LEVELS": "ops.haze", "MAX_RADIUS": "ops.haze",
