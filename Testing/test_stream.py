@@ -193,6 +193,30 @@ def test_streamed_outputs_have_the_in_memory_geometry_in_every_format(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.parametrize("suffix, dtype, out_dtype, method", [
+    (".nhdr", np.uint16, None, "lanczos"), (".nrrd", np.int16, None, "mean"), (".nii", np.float32, None, "lanczos"),
+    (".nii.gz", np.uint8, None, "gaussian"), (".mha", np.uint16, None, "lanczos"),  # .mha: written by SimpleITK
+    (".nhdr", np.uint16, "float32", "lanczos"), (".nrrd", np.uint16, None, "fft")])  # resample(), then written
+def test_a_file_read_whole_gives_the_array_result_and_the_streamed_file(tmp_path, suffix, dtype, out_dtype, method):
+    """resample_file(stream=False) equals bv.resample of the volume exactly, whichever way it writes (the streamed
+    path's file sink for NRRD/NIfTI outputs of the input's type, else resample() and write_volume); where it uses
+    the file sink, its file is the streamed run's, byte for byte."""
+    volume = sample_volume(dtype, shape=(31, 22, 27))
+    path = io.write_volume(volume, tmp_path / "in.nhdr")
+    whole = bv.resample_file(path, tmp_path / f"whole{suffix}", (2, 3, 2.5), method=method, dtype=out_dtype,
+                             stream=False)
+    assert whole.stream_plan is None
+    expected = bv.resample(io.read_volume(path), (2, 3, 2.5), method=method, dtype=out_dtype)
+    result = io.read_volume(tmp_path / f"whole{suffix}")
+    np.testing.assert_array_equal(result.array, expected.array)
+    assert result.geometry.isclose(expected.geometry, rtol=1e-6, atol=1e-6)
+    if suffix != ".mha" and out_dtype is None and method != "fft":
+        bv.resample_file(path, tmp_path / f"streamed{suffix}", (2, 3, 2.5), method=method, stream=True,
+                         memory_limit=TINY)
+        data = ".raw" if suffix == ".nhdr" else suffix
+        assert (tmp_path / f"whole{data}").read_bytes() == (tmp_path / f"streamed{data}").read_bytes()
+
+
 def test_nhdr_output_is_streamable_again(tmp_path):
     volume = sample_volume(np.uint16, shape=(40, 20, 24))
     first = bv.resample_file(io.write_volume(volume, tmp_path / "in.nrrd"), tmp_path / "half.nhdr", 2,

@@ -203,15 +203,17 @@ def resample_block(read_region, kernels: ResampleKernels, output_block, out_dtyp
 
 def stream_to_file(reader: SlabReader, output_path, factors, method: str, *, out_dtype=None, threads: int = 1,
                    compress: bool | None = None, memory_limit: float, progress: ProgressCallback | None = None,
-                   backend=None, wrap_sink=None, filter_dtype=None, timings: dict | None = None) -> StreamPlan:
+                   backend=None, wrap_sink=None, filter_dtype=None, timings: dict | None = None,
+                   message: str | None = None) -> StreamPlan:
     """Stream ``reader``'s volume through :func:`stream_downsample` into ``output_path`` (the engine's file sink:
     written slab by slab to a staging name, moved into place when complete). ``wrap_sink(writer)``: a sink put
     between the filter and the file (e.g. bigvolume.ops.precision.WindowedSink, mapping an intensity window onto
-    the smaller ``out_dtype``); the filter then hands it blocks of ``filter_dtype``."""
+    the smaller ``out_dtype``); the filter then hands it blocks of ``filter_dtype``. ``message``: what progress says
+    (default: the slabs streamed)."""
     out_dtype = np.dtype(out_dtype or reader.dtype)
     with file_sink(Path(output_path), reader.geometry.downsampled(factors), out_dtype, reader.components,
                    compress) as writer:
         sink = writer if wrap_sink is None else wrap_sink(writer)
         return stream_downsample(reader, factors, method, sink, out_dtype=filter_dtype or out_dtype,
                                  threads=threads, memory_limit=memory_limit, progress=progress, backend=backend,
-                                 timings=timings)
+                                 timings=timings, message=message)
