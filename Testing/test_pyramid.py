@@ -233,6 +233,38 @@ def test_an_existing_scheduler_writes_the_same_bytes(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_worker_killed_mid_run_is_replaced_and_its_tasks_rerun(tmp_path):
+    """kill -9 of a worker process while level 1's tasks run on the cluster: the nanny starts a new worker, Dask
+    reruns the lost tasks (whole chunks written again: the same bytes) and the pyramid equals the local run."""
+    distributed = pytest.importorskip("distributed")
+    import os
+    import signal
+
+    array = smooth_volume((64, 72, 80))
+    source = write_input(tmp_path, array)
+    pyramid(source, tmp_path / "local.ome.zarr", chunks=16)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster:
+        def worker_pids():
+            return [nanny.process.process.pid for nanny in cluster.workers.values() if nanny.process]
+
+        pids = worker_pids()
+        killed = []
+
+        def kill_a_worker(fraction, message):
+            if message.startswith("level 1") and not killed:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(message)
+            return True
+
+        pyramid(source, tmp_path / "cluster.ome.zarr", chunks=16, scheduler=cluster.scheduler_address,
+                progress=kill_a_worker)
+        assert killed, "the run never reached level 1's tasks"
+        assert pids[0] not in worker_pids()  # the nanny started a new worker process
+    for a, b in zip(all_levels(tmp_path / "local.ome.zarr"), all_levels(tmp_path / "cluster.ome.zarr")):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_level_one_read_back_from_level_zero_under_a_small_memory_limit_is_the_same(tmp_path):
     # The window of input rows does not fit 40 MB: level 1's blocks read level 0 back (through the chunk cache)
     # instead of computing from the rows in memory; same tasks, same bytes.
