@@ -179,15 +179,12 @@ def test_a_volume_of_the_scene_becomes_a_pyramid_with_its_geometry(scene, tmp_pa
 
 
 def test_a_stack_with_its_voxel_size_in_micrometres(scene, tmp_path):
-    import SimpleITK as sitk
-
     from bigvolume import open_pyramid
+    from test_stacks import write_stack
 
     folder = tmp_path / "slices"
-    folder.mkdir()
     array = np.random.default_rng(9).integers(0, 255, (9, 30, 34), dtype=np.uint8)
-    for number, plane in enumerate(array):
-        sitk.WriteImage(sitk.GetImageFromArray(plane), str(folder / f"slice_{number:03d}.png"))
+    write_stack(folder, array, name="slice_{:03d}.png")
     logic = OMEZarrPyramidLogic()
     report = logic.createPyramid(folder, tmp_path / "stack.ome.zarr", chunks=16, stackVoxelSize=2.5)
     pyramid = open_pyramid(report.output_path)

@@ -19,6 +19,7 @@ pytest.importorskip("dask")
 import bigvolume as bv  # noqa: E402
 from bigvolume.io.ome_zarr import level_geometry, parse_multiscales, read_attributes  # noqa: E402
 from bigvolume.ops.pyramid import ANISOTROPY, RECORDS, plan_levels, pyramid  # noqa: E402
+from test_stacks import write_stack  # noqa: E402
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,11 +191,8 @@ def test_shards_hold_the_same_data(tmp_path):
 
 
 def test_a_stack_of_slices_in_micrometres(tmp_path):
-    sitk = pytest.importorskip("SimpleITK")
     array = smooth_volume((24, 33, 47))
-    (tmp_path / "stack").mkdir()
-    for k, plane in enumerate(array):
-        sitk.WriteImage(sitk.GetImageFromArray(plane), str(tmp_path / "stack" / f"s_{k:03d}.tif"))
+    write_stack(tmp_path / "stack", array, name="s_{:03d}.tif", first=0)
     code = run_cli("pyramid", tmp_path / "stack", tmp_path / "s.ome.zarr", "--chunks", "16", "--spacing", "0.5",
                    "0.5", "2", "--origin", "1", "2", "3", "--quiet")
     assert code.returncode == 0, code.stderr
@@ -237,9 +235,6 @@ def test_a_worker_killed_mid_run_is_replaced_and_its_tasks_rerun(tmp_path):
     """kill -9 of a worker process while level 1's tasks run on the cluster: the nanny starts a new worker, Dask
     reruns the lost tasks (whole chunks written again: the same bytes) and the pyramid equals the local run."""
     distributed = pytest.importorskip("distributed")
-    import os
-    import signal
-
     array = smooth_volume((64, 72, 80))
     source = write_input(tmp_path, array)
     pyramid(source, tmp_path / "local.ome.zarr", chunks=16)
@@ -279,11 +274,8 @@ def test_level_one_read_back_from_level_zero_under_a_small_memory_limit_is_the_s
 
 
 def test_an_ome_zarr_input_keeps_its_grid_unit_and_voxels(tmp_path):
-    sitk = pytest.importorskip("SimpleITK")
     array = smooth_volume((26, 37, 52))
-    (tmp_path / "stack").mkdir()
-    for k, plane in enumerate(array):
-        sitk.WriteImage(sitk.GetImageFromArray(plane), str(tmp_path / "stack" / f"s_{k:03d}.tif"))
+    write_stack(tmp_path / "stack", array, name="s_{:03d}.tif", first=0)
     first = pyramid(tmp_path / "stack", tmp_path / "a.ome.zarr", chunks=16, spacing=(0.4, 0.4, 1.1),
                     origin=(5.0, -3.0, 2.0))
     done = run_cli("pyramid", tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr", "--chunks", "8", "--pyramid-level",
@@ -387,10 +379,7 @@ def test_refusals_are_one_line_and_touch_nothing(tmp_path, monkeypatch):
     array = smooth_volume((20, 24, 28))
     source = write_input(tmp_path, array)
     pyramid(source, tmp_path / "done.ome.zarr", chunks=8)
-    (tmp_path / "stack").mkdir()
-    sitk = pytest.importorskip("SimpleITK")
-    for k in range(3):
-        sitk.WriteImage(sitk.GetImageFromArray(array[k]), str(tmp_path / "stack" / f"s_{k}.tif"))
+    write_stack(tmp_path / "stack", array[:3], name="s_{}.tif", first=0)
     before = snapshot(tmp_path)
     cases = [
         (["pyramid", source, tmp_path / "done.ome.zarr"], "exists"),
