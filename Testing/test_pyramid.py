@@ -2,6 +2,7 @@
 ngff-zarr; each level's grid and metadata coherent; level 0 the input bit for bit, level 1 `resample` of the input,
 deeper levels `resample` of the level before; the same bytes on a 2-process LocalCluster; kill -9 then --resume
 gives the same pyramid; Ctrl-C leaves nothing; refusals touch nothing."""
+import contextlib
 import json
 import os
 import signal
@@ -231,15 +232,19 @@ def test_an_existing_scheduler_writes_the_same_bytes(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_worker_killed_mid_run_is_replaced_and_its_tasks_rerun(tmp_path):
+@pytest.mark.parametrize("caller_client", [False, True], ids=["no-client", "caller-has-a-client"])
+def test_a_worker_killed_mid_run_is_replaced_and_its_tasks_rerun(tmp_path, caller_client):
     """kill -9 of a worker process while level 1's tasks run on the cluster: the nanny starts a new worker, Dask
-    reruns the lost tasks (whole chunks written again: the same bytes) and the pyramid equals the local run."""
+    reruns the lost tasks (whole chunks written again: the same bytes) and the pyramid equals the local run. Also
+    when the caller holds its own client of that scheduler (a notebook's): it is used, and left open."""
     distributed = pytest.importorskip("distributed")
     array = smooth_volume((64, 72, 80))
     source = write_input(tmp_path, array)
     pyramid(source, tmp_path / "local.ome.zarr", chunks=16)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=50) as cluster:
+    with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50))
+        client = stack.enter_context(distributed.Client(cluster)) if caller_client else None
         def worker_pids():
             return [nanny.process.process.pid for nanny in cluster.workers.values() if nanny.process]
 
@@ -256,6 +261,8 @@ def test_a_worker_killed_mid_run_is_replaced_and_its_tasks_rerun(tmp_path):
                 progress=kill_a_worker)
         assert killed, "the run never reached level 1's tasks"
         assert pids[0] not in worker_pids()  # the nanny started a new worker process
+        if client is not None:
+            assert client.submit(sum, [1, 2]).result() == 3  # still open
     for a, b in zip(all_levels(tmp_path / "local.ome.zarr"), all_levels(tmp_path / "cluster.ome.zarr")):
         np.testing.assert_array_equal(a, b)
 

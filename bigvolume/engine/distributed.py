@@ -92,6 +92,22 @@ class LocalRunner:
                 raise
 
 
+def _current_client_of(address: str):
+    """This process's current (or global) ``dask.distributed`` client when it is connected to ``address``."""
+    from distributed import Client
+    try:
+        client = Client.current(allow_global=True)
+    except ValueError:
+        return None
+    try:
+        connected = client.scheduler.address
+    except AttributeError:
+        return None
+    def normal(text):
+        return text if "://" in text else "tcp://" + text
+    return client if client.status == "running" and normal(connected) == normal(address) else None
+
+
 class DistributedRunner:
     """A ``dask.distributed`` client: on a ``LocalCluster`` of ``workers`` processes (``memory_limit`` bytes each,
     one thread each) or on the scheduler at ``address``."""
@@ -115,7 +131,13 @@ class DistributedRunner:
         self._tornado = logging.getLogger("tornado.application")
         self._tornado_level = self._tornado.level
         self._tornado.setLevel(logging.CRITICAL)
-        if self.address:
+        self._own_client = True
+        if self.address and _current_client_of(self.address) is not None:
+            # The caller's own client of that scheduler (a notebook's): a second client in one process has made
+            # futures wait on the other client's event loop after a worker died ("bound to a different event
+            # loop"); the caller's client is used, and left open.
+            self.client, self._own_client = _current_client_of(self.address), False
+        elif self.address:
             try:
                 self.client = Client(self.address, timeout="20s")
             except (OSError, TimeoutError) as error:
@@ -128,8 +150,9 @@ class DistributedRunner:
         return self
 
     def __exit__(self, *exc):
-        with contextlib.suppress(Exception):
-            self.client.close()
+        if self._own_client:
+            with contextlib.suppress(Exception):
+                self.client.close()
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.close()
