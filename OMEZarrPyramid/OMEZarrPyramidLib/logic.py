@@ -27,7 +27,8 @@ from slicer.util import arrayFromVolume, arrayFromVolumeModified, vtkMatrixFromA
 
 import bigvolume
 from bigvolume import BigVolumeError, Cancelled, Progress, open_pyramid
-from bigvolume.slicer import STREAMABLE_METHODS, ZarrSlabReader, choose_level, default_memory_limit, format_bytes, level_size_text
+from bigvolume.slicer import (STREAMABLE_METHODS, ZarrSlabReader, choose_level, default_memory_limit, format_bytes,
+                              level_size_text)
 from bigvolume.slicer.volume_nodes import (check_storable_dtype, dimensions_text, numbers_text,
                                            remove_node_and_display, roi_corners_lps, volume_from_node)
 
@@ -146,7 +147,7 @@ class OMEZarrPyramidLogic:
 
         source: a volume file or DICOM series, an image stack (folder, glob or printf pattern), an OME-Zarr/Zarr store
         (all read slab by slab, never whole), or a scalar volume node of the scene (written first to a temporary
-        NRRD in ``tempFolder``, default the system's, removed after; its grid is its IJKToRAS: a node under a
+        NHDR in ``tempFolder``, default the system's, removed after; its grid is its IJKToRAS: a node under a
         transform is refused, harden the transform first). levels: levels in all (None or 0: until the coarsest
         fits one chunk). memoryBudgetBytes: what the run may hold (default a quarter of this computer's memory).
         stackVoxelSize: a stack's voxel size in micrometres, one number or (x, y, z); None or 0: the slices' own
@@ -290,4 +291,5 @@ def _ijkToRas(node):
     return matrix
 
 
-__all__ = ["FIT", "OME_ZARR_VERSIONS", "PYRAMID_METHODS", "LoadResult", "OMEZarrPyramidLogic", "BigVolumeError", "Cancelled"]
+__all__ = ["FIT", "OME_ZARR_VERSIONS", "PYRAMID_METHODS", "LoadResult", "OMEZarrPyramidLogic", "BigVolumeError",
+           "Cancelled"]
