@@ -24,7 +24,7 @@ sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, limits,  # noqa: E402
                               reenterModule, settleTimer, translate)
 
-from OMEZarrPyramidLib import FIT, OME_ZARR_VERSIONS, PYRAMID_METHODS, Cancelled  # noqa: E402
+from OMEZarrPyramidLib import FIT, PYRAMID_METHODS, PYRAMID_VERSIONS, Cancelled  # noqa: E402
 from OMEZarrPyramidLib import OMEZarrPyramidLogic as OMEZarrPyramidLibLogic  # noqa: E402
 
 
@@ -109,7 +109,7 @@ class OMEZarrPyramidParameterNode:
     createLevels: Annotated[int, WithinRange(0, limits.MAX_PYRAMID_LEVELS)] = 0
     createChunks: Annotated[int, WithinRange(limits.MIN_CHUNKS, limits.MAX_CHUNKS)] = 128
     createMethod: Annotated[str, Choice(PYRAMID_METHODS)] = "lanczos"
-    createVersion: Annotated[str, Choice(list(OME_ZARR_VERSIONS))] = "0.5"
+    createVersion: Annotated[str, Choice(PYRAMID_VERSIONS)] = "0.5"
     stackVoxelSizeUm: Annotated[float, WithinRange(0.0, limits.MAX_SPACING)] = 0.0
     createOverwrite: bool = False
 

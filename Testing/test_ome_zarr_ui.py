@@ -58,7 +58,7 @@ def test_choices_and_defaults():
     assert fields["memoryBudgetGB"][2] == "0.0" and MODULE.within_range("memoryBudgetGB")[0] == 0.0  # 0: automatic
     assert FIT == "fit"
     # Create a pyramid: the core's defaults (lanczos, OME-Zarr 0.5, 128-voxel chunks, levels until one chunk)
-    versions, methods = MODULE.import_lib("OME_ZARR_VERSIONS", "PYRAMID_METHODS")
+    versions, methods = MODULE.import_lib("PYRAMID_VERSIONS", "PYRAMID_METHODS")
     from bigvolume.engine.stream import STREAMABLE_METHODS
     from bigvolume.io.ome_zarr import DEFAULT_OME_ZARR_VERSION
     from bigvolume.ops.pyramid import DEFAULT_CHUNKS

@@ -26,19 +26,19 @@ from vtk.util import numpy_support
 from slicer.util import arrayFromVolume, arrayFromVolumeModified, vtkMatrixFromArray
 
 import bigvolume
-from bigvolume import BigVolumeError, Cancelled, Progress, open_pyramid
-from bigvolume.slicer import (STREAMABLE_METHODS, ZarrSlabReader, choose_level, default_memory_limit, format_bytes,
-                              level_size_text)
+from bigvolume import DEFAULT_METHOD, BigVolumeError, Cancelled, Progress, open_pyramid
+from bigvolume.slicer import (DEFAULT_CHUNKS, DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, STREAMABLE_METHODS,
+                              ZarrSlabReader, choose_level, default_memory_limit, format_bytes, level_size_text)
 from bigvolume.slicer.volume_nodes import (check_storable_dtype, dimensions_text, numbers_text,
                                            remove_node_and_display, roi_corners_lps, volume_from_node)
 
 FIT = "fit"  # the level choice "the finest level that fits the budget"
 SCALAR_CLASS = "vtkMRMLScalarVolumeNode"
 VECTOR_CLASS = "vtkMRMLVectorVolumeNode"
-# What "Create pyramid" offers: OME-Zarr versions (0.5 = Zarr v3 first, the default) and the methods that run block
-# by block (lanczos first, the default).
-OME_ZARR_VERSIONS = ("0.5", "0.4")
-PYRAMID_METHODS = sorted(STREAMABLE_METHODS, key=lambda method: method != "lanczos")
+# What "Create pyramid" offers: the core's OME-Zarr versions and the methods that run block by block, the core's
+# defaults first.
+PYRAMID_VERSIONS = sorted(OME_ZARR_VERSIONS, key=lambda version: version != DEFAULT_OME_ZARR_VERSION)
+PYRAMID_METHODS = sorted(STREAMABLE_METHODS, key=lambda method: method != DEFAULT_METHOD)
 # Bytes read between two progress reports (and chances to cancel), rounded to whole z bands of stored chunks.
 STEP_BYTES = 64 * 2**20
 
@@ -139,8 +139,9 @@ class OMEZarrPyramidLogic:
         return "\n".join(lines)
 
     # --- creating -------------------------------------------------------------------------------------------------
-    def createPyramid(self, source, outputPath, levels: int | None = None, chunks: int = 128, method: str = "lanczos",
-                      omeZarrVersion: str = "0.5", memoryBudgetBytes: int | None = None, stackVoxelSize=None,
+    def createPyramid(self, source, outputPath, levels: int | None = None, chunks: int = DEFAULT_CHUNKS,
+                      method: str = DEFAULT_METHOD, omeZarrVersion: str = DEFAULT_OME_ZARR_VERSION,
+                      memoryBudgetBytes: int | None = None, stackVoxelSize=None,
                       overwrite: bool = False, resume: bool = False, progress=None, tempFolder=None):
         """Write the multiscale OME-Zarr pyramid of ``source`` to ``outputPath`` with ``bigvolume.pyramid`` (Dask's
         local threads) and return its report (also in ``self.lastPyramid``).
@@ -291,5 +292,5 @@ def _ijkToRas(node):
     return matrix
 
 
-__all__ = ["FIT", "OME_ZARR_VERSIONS", "PYRAMID_METHODS", "LoadResult", "OMEZarrPyramidLogic", "BigVolumeError",
+__all__ = ["FIT", "PYRAMID_VERSIONS", "PYRAMID_METHODS", "LoadResult", "OMEZarrPyramidLogic", "BigVolumeError",
            "Cancelled"]

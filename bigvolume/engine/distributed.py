@@ -103,6 +103,7 @@ def _current_client_of(address: str):
         connected = client.scheduler.address
     except AttributeError:
         return None
+
     def normal(text):
         return text if "://" in text else "tcp://" + text
     return client if client.status == "running" and normal(connected) == normal(address) else None
@@ -131,12 +132,13 @@ class DistributedRunner:
         self._tornado = logging.getLogger("tornado.application")
         self._tornado_level = self._tornado.level
         self._tornado.setLevel(logging.CRITICAL)
-        self._own_client = True
-        if self.address and _current_client_of(self.address) is not None:
-            # The caller's own client of that scheduler (a notebook's): a second client in one process has made
-            # futures wait on the other client's event loop after a worker died ("bound to a different event
-            # loop"); the caller's client is used, and left open.
-            self.client, self._own_client = _current_client_of(self.address), False
+        # The caller's own client of that scheduler (a notebook's) is used, and left open: a second client in one
+        # process has made futures wait on the other client's event loop after a worker died ("bound to a
+        # different event loop").
+        callers = _current_client_of(self.address) if self.address else None
+        self._own_client = callers is None
+        if callers is not None:
+            self.client = callers
         elif self.address:
             try:
                 self.client = Client(self.address, timeout="20s")

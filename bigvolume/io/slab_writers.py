@@ -30,15 +30,30 @@ NRRD_TYPES = {"uint8": "unsigned char", "int8": "signed char", "uint16": "unsign
               "int64": "long long int", "float32": "float", "float64": "double"}
 
 
-def check_stream_output(path, dtype, components: int) -> None:
-    """Refuse, before any work, an output that cannot be written slab by slab."""
+def _form_problem(path, components: int) -> str | None:
+    """Why the slab writers cannot write ``path``'s format with ``components`` per voxel (None: they can)."""
     suffix = volume_suffix(path)
     if suffix not in STREAM_WRITE_SUFFIXES:
-        raise VolumeFileError(f"{path}: streamed outputs are written as {', '.join(STREAM_WRITE_SUFFIXES)}; "
-                              f"choose one of those (.nhdr keeps the result streamable)")
+        return (f"{path}: streamed outputs are written as {', '.join(STREAM_WRITE_SUFFIXES)}; choose one of those "
+                "(.nhdr keeps the result streamable)")
     if suffix.startswith(".nii") and components > 1:
-        raise VolumeFileError(f"{path}: NIfTI stores vector components as separate volumes, which cannot be "
-                              "written slab by slab; choose .nhdr or .nrrd")
+        return (f"{path}: NIfTI stores vector components as separate volumes, which cannot be written slab by slab; "
+                "choose .nhdr or .nrrd")
+    return None
+
+
+def writes_in_slabs(path, components: int = 1, compress: bool | None = None) -> bool:
+    """Whether the slab writers write ``path`` as :func:`bigvolume.io.files.write_volume` would, so an operation
+    that holds its input in memory may still hand its output over slab by slab: NRRD, NHDR, one-component NIfTI;
+    not a .nii asked to be compressed (write_volume leaves .nii uncompressed)."""
+    return _form_problem(path, components) is None and not (volume_suffix(path) == ".nii" and compress)
+
+
+def check_stream_output(path, dtype, components: int) -> None:
+    """Refuse, before any work, an output that cannot be written slab by slab."""
+    problem = _form_problem(path, components)
+    if problem is not None:
+        raise VolumeFileError(problem)
     if np.dtype(dtype).name not in NRRD_TYPES:
         raise VolumeFileError(f"{path}: pixel type {np.dtype(dtype)} cannot be written")
 

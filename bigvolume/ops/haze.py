@@ -1336,7 +1336,7 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
     """Read, remove haze, write (and the haze mask as a uint8 label volume, 1 = haze, to ``mask_out``). Streams
     slab by slab by the engine's rule (:func:`bigvolume.engine.should_stream`: when input and output would not fit
     in ``memory_limit``, or when asked); the outputs appear only when complete."""
-    from ..io.slab_writers import STREAM_WRITE_SUFFIXES, check_stream_output
+    from ..io.slab_writers import check_stream_output, writes_in_slabs
 
     started = time.perf_counter()
     if not isinstance(options, HazeOptions):
@@ -1355,9 +1355,9 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
             raise BigVolumeError(f"{mask_out}: the mask and the output are the same file")
     progress = as_progress(progress)
     outputs = [(output_path, plan.dtype)] + ([(mask_out, np.dtype(np.uint8))] if mask_out is not None else [])
-    writes_in_slabs = all(io.volume_suffix(path) in STREAM_WRITE_SUFFIXES for path, _ in outputs)
+    outputs_in_slabs = all(writes_in_slabs(path) for path, _ in outputs)
     with naming(input_path):
-        if not streams and not writes_in_slabs:  # e.g. .mha: SimpleITK writes it from whole arrays
+        if not streams and not outputs_in_slabs:  # e.g. .mha: SimpleITK writes it from whole arrays
             volume = io.read_volume(input_path, series)
             progress(0.05, "read")
             result, mask, report = dehaze(volume, options, measure_compression=measure_compression,

@@ -23,7 +23,7 @@ from ..engine.plan import in_memory_limit, plan_input, should_stream
 from ..engine.stream import STREAMABLE_METHODS, StreamPlan, downsample_in_memory, stream_to_file
 from ..io import files as io
 from ..io.slab_readers import ArraySlabReader
-from ..io.slab_writers import STREAM_WRITE_SUFFIXES
+from ..io.slab_writers import writes_in_slabs
 from ..io.slabs import open_slabs
 from ..methods.array_backend import ArrayBackend
 from ..methods.backends import BACKENDS, DEFAULT_BACKEND, get_backend
@@ -279,15 +279,6 @@ def writes_compressed(path, compress: bool | None) -> bool:
     return suffix in (".nrrd", ".mha") if compress is None else bool(compress) and suffix in io.COMPRESSIBLE_SUFFIXES
 
 
-def writes_in_slabs(path, components: int, compress: bool | None) -> bool:
-    """Whether ``path`` is an output the slab writers write as :func:`bigvolume.io.files.write_volume` would (NRRD,
-    NHDR, one-component NIfTI; not a .nii asked to be compressed, which write_volume leaves alone)."""
-    suffix = io.volume_suffix(path)
-    if suffix not in STREAM_WRITE_SUFFIXES or (suffix.startswith(".nii") and components > 1):
-        return False
-    return not (suffix == ".nii" and compress)
-
-
 FIT_TRIALS = 16  # most trial writes when fitting a compressed file to a size
 
 
@@ -383,8 +374,9 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
                 writes_in_slabs(path, plan.components, compress):
             # The input in memory, the output through the streamed path's own file sink, written while the next
             # slabs are filtered: no output array, no second writer (the two modes write the same file).
-            reader = ArraySlabReader(volume.array, volume.geometry, threads=threads or default_threads())
-            stream_to_file(reader, path, factors, method, threads=threads or default_threads(), compress=compress,
+            workers = threads or default_threads()
+            reader = ArraySlabReader(volume.array, volume.geometry, threads=workers)
+            stream_to_file(reader, path, factors, method, threads=workers, compress=compress,
                            memory_limit=in_memory_limit(volume.array.nbytes), progress=part.sub(0.1, 1.0),
                            message="resampling")
             return None
