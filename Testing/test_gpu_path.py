@@ -59,11 +59,12 @@ def test_array_code_equals_the_cpu_path(method, dtype, factors):
 
 @pytest.mark.parametrize("method", ["lanczos", "gaussian", "max"])
 def test_one_slice_slabs_and_many_matrix_blocks_change_nothing(monkeypatch, method):
-    volume = volume_of(np.uint16, (29, 26, 33))
+    volume = volume_of(np.uint16, (29, 26, 81))
     reference = gpu.resample_array(volume.array, (2.5, 2, 3), method, xp=np)
-    monkeypatch.setattr(gpu, "block_inputs", lambda xp: 6)  # an axis of 33 voxels in blocks of a few outputs
-    blocks = bv.methods.kernels.BandMatrix(bv.methods.kernels.axis_kernel("lanczos", 33, 2.5, 13), np, np.float32, 6).blocks
-    assert len(blocks) > 3 and all(c1 - c0 < 33 for _, _, c0, c1, _, _ in blocks)
+    monkeypatch.setattr(gpu, "block_inputs", lambda xp: 6)  # an axis of 81 voxels in blocks of a few outputs
+    kernel = bv.methods.kernels.axis_kernel("lanczos", 81, 2.5, bv.core.geometry.output_size(81, 2.5))
+    blocks = bv.methods.kernels.BandMatrix(kernel, np, np.float32, 6).blocks
+    assert len(blocks) > 3 and all(c1 - c0 < 81 for _, _, c0, c1, _, _ in blocks)
     seen = []
     # A 1-byte memory limit: the streaming plan falls back to one slice per slab.
     small = gpu.resample_array(volume.array, (2.5, 2, 3), method, xp=np, memory_limit=1,

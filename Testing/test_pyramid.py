@@ -20,6 +20,7 @@ pytest.importorskip("dask")
 import bigvolume as bv  # noqa: E402
 from bigvolume.io.ome_zarr import level_geometry, parse_multiscales, read_attributes  # noqa: E402
 from bigvolume.ops.pyramid import ANISOTROPY, RECORDS, plan_levels, pyramid  # noqa: E402
+from bigvolume.testing import quality  # noqa: E402
 from test_stacks import write_stack  # noqa: E402
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
@@ -177,6 +178,18 @@ def test_direction_kept_and_every_chunk_written(tmp_path):
         assert sum(f.is_file() for f in files) == int(np.prod(grid))
 
 
+@pytest.mark.parametrize("size", [128, 200])
+def test_zone_plate_levels_score_30_db_against_the_ideal(tmp_path, size):
+    """The isotropic x2 and x4 levels (x4 cascaded from x2) of the seed zone plate, in uint16, at least 30 dB
+    against the ideal band limit (ngff-zarr: 17.9 and 24.5 dB): the default Lanczos holds 8 lobes at x2."""
+    array = np.rint(quality.zone_plate(size) * 30000 + 32768).astype(np.uint16)
+    source = write_input(tmp_path, array, spacing=(1.0, 1.0, 1.0))
+    pyramid(source, tmp_path / "zp.ome.zarr", chunks=size // 4, levels=3)
+    _, levels = levels_of(tmp_path / "zp.ome.zarr")
+    for number, factor in ((1, 2), (2, 4)):
+        assert quality.psnr(levels[number][:], quality.ideal_downsample(array.astype(np.float32), factor)) >= 30.0
+
+
 def test_shards_hold_the_same_data(tmp_path):
     array = smooth_volume((45, 50, 70))
     source = write_input(tmp_path, array)
@@ -188,7 +201,10 @@ def test_shards_hold_the_same_data(tmp_path):
         assert b[n].chunks == a[n].chunks
         if any(size > chunk for size, chunk in zip(b[n].shape, b[n].chunks)):  # else one chunk: no shard
             assert b[n].shards == tuple(min(2 * c, -(-s // c) * c) for s, c in zip(b[n].shape, b[n].chunks))
-        np.testing.assert_array_equal(a[n][:], b[n][:])
+        # Shards make larger tasks, so Lanczos blocks are products of other matrix shapes: equal to float rounding
+        # (bigvolume.engine.stream), integers within 1 (level 0 is copied: exact).
+        difference = np.abs(a[n][:].astype(np.int64) - b[n][:].astype(np.int64))
+        assert difference.max() <= (0 if n == 0 else 1)
 
 
 def test_a_stack_of_slices_in_micrometres(tmp_path):

@@ -42,8 +42,8 @@ def test_constant_volume_stays_constant_and_keeps_its_type(method, dtype):
 
 @pytest.mark.parametrize("method", ["lanczos", "gaussian"])  # fft is periodic: its ends see the wrap by design
 def test_integer_ringing_is_clamped_not_wrapped(method):
-    array = np.zeros((24, 24, 24), np.uint8)
-    array[:, :, 11:] = 255  # a hard edge: sinc kernels overshoot on both sides
+    array = np.zeros((24, 24, 48), np.uint8)
+    array[:, :, 23:] = 255  # a hard edge, farther from both ends than the kernel reaches: sinc kernels overshoot
     out = bv.resample(bv.Volume.from_array(array), (2.5, 1, 1), method=method).array
     row = out[5, 5].astype(int)
     assert row[0] <= 2 and row[-1] >= 253  # far from the edge: no wrap-around to the other end of the range

@@ -33,7 +33,7 @@ logger = logging.getLogger("bigvolume")
 
 # name -> one-line hint (shown by --help and in the Slicer panel's tooltips)
 METHODS = {
-    "lanczos": "windowed sinc (Lanczos-4, vtkImageResize, antialiased): sharpest band limit; default",
+    "lanczos": "windowed sinc (Lanczos, 8 lobes at x2, vtkImageResize, antialiased): sharpest band limit; default",
     "gaussian": "Gaussian blur (FWHM = factor) then sampling: softer, never rings",
     "mean": "block average (box filter), fractional blocks weighted: no ringing, mild aliasing",
     "max": "block maximum: keeps thin bright structures (vessels, trabeculae); aliases",
