@@ -4,6 +4,7 @@ import bz2
 import gzip
 import hashlib
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import bigvolume as bv
 from bigvolume.io import files as io
 from bigvolume.testing import quality
 from bigvolume.io.slab_writers import SlabWriter
+from bigvolume.io import raw_reads
 from bigvolume.io.slabs import WholeVolumeReader, open_slabs
 
 TINY = 1  # bytes: forces one-slice slabs, so every slab boundary is exercised
@@ -237,8 +239,102 @@ def digest(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
 
 
+RAW_FORMS = ["nrrd", "nhdr", "nii", "mhd", "nhdr-list", "nhdr-printf", "nhdr-byteskip", "nhdr-byteskip-end",
+             "nhdr-lineskip", "nhdr-bigendian", "nrrd-attached-bigendian", "mhd-list-bigendian"]
+
+
+def direct_file_or_skip(path):
+    try:
+        return raw_reads.DirectFile(path)
+    except OSError as error:
+        pytest.skip(f"O_DIRECT refused on {path.parent} ({error.strerror}): the page cache is read instead")
+
+
+def test_reads_around_the_page_cache_give_the_same_bytes_at_any_offset_and_length(tmp_path):
+    data = np.random.default_rng(5).integers(0, 256, 3 * raw_reads.BOUNCE_BYTES + 12345, dtype=np.uint8)
+    path = tmp_path / "bytes.raw"
+    data.tofile(path)
+    direct, plain = direct_file_or_skip(path), raw_reads.PlainFile(path)
+    rng = np.random.default_rng(6)
+    cases = [(0, 1), (1, raw_reads.ALIGNMENT), (4095, 2), (raw_reads.BOUNCE_BYTES - 3, raw_reads.BOUNCE_BYTES + 7),
+             (data.size - 10, 10), (data.size - 10, 4096), (data.size, 5)]
+    cases += [(int(rng.integers(0, data.size)), int(rng.integers(1, 2 * raw_reads.BOUNCE_BYTES))) for _ in range(30)]
+    try:
+        for offset, length in cases:
+            first, second = bytearray(length), bytearray(length)
+            got = direct.readinto_at(offset, memoryview(first))
+            assert got == plain.readinto_at(offset, memoryview(second)) == max(0, min(length, data.size - offset))
+            assert first[:got] == data[offset:offset + got].tobytes() == second[:got]
+    finally:
+        direct.close()
+        plain.close()
+
+
+@pytest.mark.parametrize("form", RAW_FORMS)
+def test_every_raw_form_read_around_the_page_cache_streams_the_same_result(tmp_path, form, monkeypatch):
+    volume = sample_volume(np.uint16, shape=(31, 27, 45))
+    path = write_form(volume, tmp_path, form)
+    results = {}
+    for mode in ("never", "always"):
+        monkeypatch.setenv("BIGVOLUME_DIRECT_READ", mode)
+        with open_slabs(path) as reader:
+            np.testing.assert_array_equal(reader.read(3, 17), volume.array[3:17])
+        bv.resample_file(path, tmp_path / f"{mode}.nhdr", (2, 3, 2), stream=True, memory_limit=TINY)
+        results[mode] = read_back(tmp_path / f"{mode}.nhdr").array
+    np.testing.assert_array_equal(results["always"], results["never"])
+
+
+@pytest.mark.parametrize("read", ["never", "always"])
+def test_a_raw_file_cut_short_while_reading_is_an_error_naming_it(tmp_path, read, monkeypatch):
+    monkeypatch.setenv("BIGVOLUME_DIRECT_READ", read)
+    volume = sample_volume(np.uint16, shape=(40, 30, 30))
+    path = write_form(volume, tmp_path, "nhdr")
+    data = tmp_path / "v.raw"
+    with open_slabs(path) as reader:  # the size was checked on opening: the file shrinks after
+        np.testing.assert_array_equal(reader.read(0, 10), volume.array[:10])
+        os.truncate(data, volume.array[:25].nbytes + 7)
+        with pytest.raises(bv.VolumeFileError, match=rf"{data.name}: ended at byte {volume.array[:25].nbytes + 7} "):
+            reader.read(20, 30)
+
+
+def test_only_large_files_mostly_out_of_the_page_cache_are_read_around_it(tmp_path, monkeypatch):
+    path = tmp_path / "big.raw"
+    np.arange(2 ** 20, dtype=np.uint32).tofile(path)  # 4 MiB, just written: in the page cache
+    monkeypatch.setenv("BIGVOLUME_DIRECT_READ", "auto")
+    assert not raw_reads.worth_reading_direct(path)  # below DIRECT_MIN_BYTES
+    monkeypatch.setattr(raw_reads, "DIRECT_MIN_BYTES", 2 ** 20)
+    shared_memory = Path("/dev/shm")
+    if raw_reads.filesystem_type(shared_memory) == "tmpfs" and os.access(shared_memory, os.W_OK):
+        in_memory = shared_memory / f"bigvolume-test-{os.getpid()}.raw"
+        try:
+            in_memory.write_bytes(path.read_bytes())
+            assert not raw_reads.worth_reading_direct(in_memory)  # tmpfs: no disk to read around the cache for
+        finally:
+            in_memory.unlink()
+    cached = raw_reads.resident_fraction(path)
+    if cached is None or not hasattr(os, "O_DIRECT"):
+        pytest.skip("no mincore/O_DIRECT here: every file is read through the page cache")
+    if raw_reads.filesystem_type(path) not in raw_reads.LOCAL_FILESYSTEMS:
+        assert not raw_reads.worth_reading_direct(path)
+        pytest.skip(f"{tmp_path} is on {raw_reads.filesystem_type(path)}, not a local disk filesystem")
+    assert cached > raw_reads.COLD_FRACTION and not raw_reads.worth_reading_direct(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    if raw_reads.resident_fraction(path) > raw_reads.COLD_FRACTION:
+        pytest.skip("this filesystem keeps the file cached after POSIX_FADV_DONTNEED")
+    assert raw_reads.worth_reading_direct(path)
+    monkeypatch.setenv("BIGVOLUME_DIRECT_READ", "never")
+    assert not raw_reads.worth_reading_direct(path)
+
+
+@pytest.mark.parametrize("read", ["never", "always"])
 @pytest.mark.parametrize("form", ["nhdr", "nhdr-list"])
-def test_short_raw_file_is_refused_before_any_output(tmp_path, form):
+def test_short_raw_file_is_refused_before_any_output(tmp_path, form, read, monkeypatch):
+    monkeypatch.setenv("BIGVOLUME_DIRECT_READ", read)
     volume = sample_volume(np.uint16)
     path = write_form(volume, tmp_path, form)
     data = sorted(tmp_path.glob("*.raw"))[-1]

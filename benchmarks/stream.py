@@ -56,10 +56,8 @@ timings are only as good as the quiet they were taken in.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
-import mmap
 import os
 import re
 import shlex
@@ -74,6 +72,7 @@ from pathlib import Path
 import numpy as np
 
 import benchlib
+from bigvolume.io.raw_reads import resident_fraction
 
 NAME = "stream"
 HERE = Path(__file__).resolve().parent
@@ -182,37 +181,7 @@ def plan_disk(inputs: list[Input], folder: Path) -> int:
     return free
 
 
-# --- page cache -----------------------------------------------------------------------------------------------------
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-
-
-def resident_fraction(path: Path) -> float | None:
-    """Share of ``path``'s pages in the page cache (mincore(2) on a read-only mapping); None if unavailable."""
-    length = path.stat().st_size
-    if length == 0:
-        return None
-    page = mmap.PAGESIZE
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        address = _libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if address in (None, ctypes.c_void_p(-1).value):
-            return None
-        try:
-            pages = (length + page - 1) // page
-            vector = (ctypes.c_ubyte * pages)()
-            if _libc.mincore(address, length, vector) != 0:
-                return None
-            return float((np.frombuffer(vector, np.uint8) & 1).sum()) / pages
-        finally:
-            _libc.munmap(address, length)
-    finally:
-        os.close(fd)
-
-
+# --- page cache (resident_fraction: bigvolume.io.raw_reads, mincore(2)) -----------------------------------------
 def drop_from_page_cache(path: Path, drop_caches: str) -> dict:
     """Evict ``path`` from the page cache: sync, posix_fadvise DONTNEED, then /proc/sys/vm/drop_caches when
     ``drop_caches`` is "always", or "fallback" and more than 1 % of the file is still cached (drop_caches empties
@@ -625,7 +594,8 @@ def measure_passes(item: Input, folder: Path, rounds: int, drop_caches: str) -> 
               "runs": {}}
     dd = shutil.which("dd")
     for factor in PASS_FACTORS:
-        kinds = ["dd", "streamed, cold", "passes, cold", "streamed, warm", "in memory, warm"]
+        kinds = ["dd", "dd, direct", "streamed, cold", "streamed, cold, page cache", "passes, cold",
+                 "streamed, warm", "in memory, warm"]
         runs = {kind: [] for kind in kinds}
         for round_index in range(rounds):
             for kind in kinds[round_index % len(kinds):] + kinds[:round_index % len(kinds)]:
@@ -639,6 +609,15 @@ def measure_passes(item: Input, folder: Path, rounds: int, drop_caches: str) -> 
                 if kind == "dd":
                     run = run_child([dd, f"if={item.data}", "of=/dev/null", "bs=16M"] if dd else
                                     [sys.executable, "-c", PYTHON_READ, item.data], folder / "log.txt")
+                elif kind == "dd, direct":  # the disk around the page cache, as the engine reads a cold file
+                    run = run_child([dd, f"if={item.data}", "of=/dev/null", "bs=16M", "iflag=direct"] if dd else
+                                    [sys.executable, "-c", PYTHON_READ, item.data], folder / "log.txt")
+                elif kind == "streamed, cold, page cache":  # the reader as it was: through the page cache
+                    os.environ["BIGVOLUME_DIRECT_READ"] = "never"
+                    try:
+                        run = run_resample(item, folder, Mode(True, None), f"passes-{factor}", factor)
+                    finally:
+                        del os.environ["BIGVOLUME_DIRECT_READ"]
                 elif kind == "passes, cold":
                     worker = subprocess.run([sys.executable, __file__, "--passes-worker", str(item.header),
                                              str(factor)], capture_output=True, text=True, check=True)
@@ -661,6 +640,7 @@ def passes_report(passes: dict) -> tuple[str, list[str]]:
         summary, runs = data["summary"], data["runs"]
         dd = summary["dd"]["mb_per_s"]
         cold, warm, memory = (summary[k]["mb_per_s"] for k in ("streamed, cold", "streamed, warm", "in memory, warm"))
+        direct, cached = summary["dd, direct"]["mb_per_s"], summary["streamed, cold, page cache"]["mb_per_s"]
         breakdown = {}
         for run in runs["passes, cold"]:
             for key, value in run["timings"].items():
@@ -670,7 +650,8 @@ def passes_report(passes: dict) -> tuple[str, list[str]]:
         parts = ", ".join(f"{key} {np.median(values):.2f}" for key, values in
                           sorted(breakdown.items(), key=lambda kv: -float(np.median(kv[1]))))
         loads = sorted(run["load"] for rs in runs.values() for run in rs)
-        rows.append(f"| x{factor} | {dd:.0f} | {cold:.0f} ({cold / dd:.2f}x dd) | {warm:.0f} | "
+        rows.append(f"| x{factor} | {dd:.0f} | {direct:.0f} | {cold:.0f} ({cold / dd:.2f}x dd, {cold / direct:.2f}x "
+                    f"direct) | {cached:.0f} ({cached / dd:.2f}x dd) | {warm:.0f} | "
                     f"{memory:.0f} ({memory / warm:.2f}x streamed) | {seconds:.2f} s wall, {cpu:.2f} s CPU: "
                     f"{parts} | {loads[0]:.1f}-{loads[-1]:.1f} |")
         verdicts.append(f"- {'PASS' if cold / dd >= PASS_GOALS['dd'] else 'FAIL'}: x{factor} streamed, cold, "
@@ -683,9 +664,12 @@ def passes_report(passes: dict) -> tuple[str, list[str]]:
         "in-process run with the page cache dropped (engine and numpy backend timers; convert (uint16 to float32), y "
         "and x (band products) are CPU seconds summed over the filter threads, which run them a few slices at a time; "
         "z (band products) and cast (rounding to uint16) are seconds on the loop's thread; work is the loop's time "
-        "in the stage, read wait the time it waited for the reader thread).", "",
-        "| factor | dd cold | streamed cold | streamed warm | in memory warm | passes (cold, in process) | load |",
-        "| --- | --- | --- | --- | --- | --- | --- |", *rows])
+        "in the stage, read wait the time it waited for the reader thread). A cold file is read around the page cache "
+        "(O_DIRECT, bigvolume.io.raw_reads); 'through the page cache' is BIGVOLUME_DIRECT_READ=never, the reader as it "
+        "was.", "",
+        "| factor | dd cold | dd iflag=direct | streamed cold | streamed cold through the page cache | streamed warm "
+        "| in memory warm | passes (cold, in process) | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows])
     return table, verdicts
 
 

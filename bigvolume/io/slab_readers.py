@@ -1,8 +1,8 @@
 """Slab readers that need nothing but a file's :class:`~bigvolume.io.layout.VoxelLayout` (or an array): slices
 ``k0 .. k1-1`` read into buffers the caller owns, so that memory stays bounded whatever the file size.
 
-- raw data (one file, many files, any offsets, either byte order): each slab is read with plain ``readinto`` at
-  its byte offset, in any order;
+- raw data (one file, many files, any offsets, either byte order): each slab is read at its byte offset, in any
+  order (a large file that is not cached around the page cache: :mod:`bigvolume.io.raw_reads`);
 - gzip/bzip2/zlib data: decompressed in bounded chunks as the slabs are asked for in order (asking for an earlier
   slab starts again from the beginning).
 
@@ -22,6 +22,7 @@ import numpy as np
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
 from .layout import DataFile, VoxelLayout
+from .raw_reads import open_raw
 
 READ_CHUNK = 1 << 20       # compressed bytes read at a time
 DECODED_CHUNK = 8 << 20    # most decompressed bytes produced from one call (bounds memory on highly compressed data)
@@ -118,7 +119,7 @@ class RawSlabReader(_LayoutReader):
     def _open(self, data: DataFile):
         if self._handle_path != data.path:
             self.close()
-            self._handle = open(data.path, "rb", buffering=0)
+            self._handle = open_raw(data.path)  # a large cold file around the page cache (io.raw_reads)
             self._handle_path = data.path
         return self._handle
 
@@ -130,16 +131,11 @@ class RawSlabReader(_LayoutReader):
             data = self.layout.files[position // per_file]
             within = position % per_file
             count = min(len(view) - done, per_file - within)
-            handle = self._open(data)
-            handle.seek(data.offset + within)
-            got = 0
-            while got < count:
-                n = handle.readinto(view[done + got:done + count])
-                if not n:
-                    raise VolumeFileError(f"{data.path}: ended at byte {data.offset + within + got} while "
-                                          f"{data.offset + per_file} bytes were expected (was it changed or "
-                                          "truncated while reading?)")
-                got += n
+            got = self._open(data).readinto_at(data.offset + within, view[done:done + count])
+            if got < count:
+                raise VolumeFileError(f"{data.path}: ended at byte {data.offset + within + got} while "
+                                      f"{data.offset + per_file} bytes were expected (was it changed or "
+                                      "truncated while reading?)")
             done += count
 
     def close(self) -> None:

@@ -1,0 +1,189 @@
+"""How raw bytes come off the disk: a large file that is not in the page cache is read around it (``O_DIRECT``,
+Linux), anything else through it (:func:`open_raw` picks).
+
+A buffered read of a cold file costs the kernel a page-cache fill and a copy, on the reader thread, taken from the
+filter's cores; around the cache, the disk's DMA fills a page-aligned buffer and one copy follows. Side by side
+(``benchmarks/stream.py --passes``, 2 GiB uint16, 2 cores): streamed resample of the cold file at x4 1011 MB/s
+against 501 MB/s through the page cache, at x2 670 against 476. A file that is already cached is read the normal
+way (the copy is then all it costs), as is a small one, or one on a filesystem that refuses ``O_DIRECT`` or is not a
+local disk.
+
+``BIGVOLUME_DIRECT_READ`` = ``auto`` (default: files of 256 MiB or more, mostly not cached, on a local disk
+filesystem), ``never`` or ``always`` (whatever the file; for benchmarks and tests). The cost of ``auto``: an
+operation that reads a file twice (dehaze's passes) finds it cold the second time too; on a fast disk that is
+about what the cached copy costs, on a slow one it is a second read from the disk (``never`` then).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import mmap
+import os
+from pathlib import Path
+
+import numpy as np
+
+ALIGNMENT = 4096                # O_DIRECT offsets, lengths and buffers: a multiple of the device's logical block
+BOUNCE_BYTES = 8 * 2 ** 20      # one aligned read at a time, copied into the caller's buffer
+DIRECT_MIN_BYTES = 256 * 2 ** 20  # smaller files: the page cache costs little, and the next run reads them warm
+COLD_FRACTION = 0.5             # at most this share of the file cached: read around the cache
+# Local disk filesystems only: on network filesystems O_DIRECT also drops the client's read-ahead and caching.
+LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "bcachefs", "zfs"})
+
+_LIBC = None
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        _LIBC.mmap.restype = ctypes.c_void_p
+        _LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                               ctypes.c_long]
+        _LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        _LIBC.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    return _LIBC
+
+
+def resident_fraction(path) -> float | None:
+    """Share of ``path``'s pages in the page cache (mincore(2) on a read-only mapping); None where unavailable."""
+    try:
+        libc = _libc()
+        fd = os.open(path, os.O_RDONLY)
+    except (OSError, AttributeError, TypeError):  # no C library by that name (Windows), no such file
+        return None
+    try:
+        length = os.fstat(fd).st_size
+        if length == 0:
+            return 1.0
+        address = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            return None
+        try:
+            pages = (length + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+            vector = (ctypes.c_ubyte * pages)()
+            if libc.mincore(address, length, vector) != 0:
+                return None
+            return float(np.count_nonzero(np.frombuffer(vector, np.uint8) & 1)) / pages
+        finally:
+            libc.munmap(address, length)
+    except (OSError, AttributeError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def filesystem_type(path) -> str | None:
+    """The type of the filesystem holding ``path`` (the longest mount point above it in /proc/self/mounts)."""
+    try:
+        real = os.path.realpath(path)
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def worth_reading_direct(path) -> bool:
+    """Whether :class:`DirectFile` should read ``path`` (see the module's docstring)."""
+    mode = os.environ.get("BIGVOLUME_DIRECT_READ", "auto").lower()
+    if mode == "never" or not hasattr(os, "O_DIRECT"):
+        return False
+    if mode == "always":
+        return True
+    try:
+        if os.path.getsize(path) < DIRECT_MIN_BYTES:
+            return False
+    except OSError:
+        return False
+    if filesystem_type(path) not in LOCAL_FILESYSTEMS:
+        return False
+    cached = resident_fraction(path)
+    return cached is not None and cached <= COLD_FRACTION
+
+
+class PlainFile:
+    """A file read through the page cache (seek and readinto: every platform has them)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._handle = open(self.path, "rb", buffering=0)
+
+    def readinto_at(self, offset: int, target: memoryview) -> int:
+        """Bytes from ``offset`` into ``target``, as many as the file holds (fewer only at its end)."""
+        self._handle.seek(offset)
+        done = 0
+        while done < len(target):
+            got = self._handle.readinto(target[done:])
+            if not got:
+                break
+            done += got
+        return done
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def open_raw(path) -> "PlainFile | DirectFile":
+    """``path`` opened for :meth:`readinto_at`: around the page cache when :func:`worth_reading_direct` says so and
+    the filesystem allows it, else through it."""
+    if worth_reading_direct(path):
+        try:
+            return DirectFile(path)
+        except OSError:
+            pass  # O_DIRECT refused here (tmpfs, some network filesystems): the page cache it is
+    return PlainFile(path)
+
+
+class DirectFile:
+    """A file read with ``O_DIRECT``: aligned reads into a page-aligned bounce buffer, copied where asked.
+    Opening raises OSError where the filesystem refuses ``O_DIRECT``; the caller then reads it the normal way."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            self._bounce = mmap.mmap(-1, BOUNCE_BYTES)  # anonymous mappings are page-aligned
+            self._bytes = np.frombuffer(self._bounce, np.uint8)
+            self._read_aligned(0, ALIGNMENT)  # a refusal shows on the first read (EINVAL), not on open
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_aligned(self, offset: int, length: int) -> int:
+        return os.preadv(self._fd, [memoryview(self._bounce)[:length]], offset)
+
+    def readinto_at(self, offset: int, target: memoryview) -> int:
+        """Bytes from ``offset`` into ``target``, as many as the file holds (fewer only at its end)."""
+        done, wanted = 0, len(target)
+        destination = np.frombuffer(target, np.uint8)
+        while done < wanted:
+            position = offset + done
+            start = position - position % ALIGNMENT
+            end = -(-(position + wanted - done) // ALIGNMENT) * ALIGNMENT
+            got = self._read_aligned(start, min(end - start, BOUNCE_BYTES))
+            usable = got - (position - start)
+            if usable <= 0:
+                break
+            take = min(usable, wanted - done)
+            destination[done:done + take] = self._bytes[position - start:position - start + take]
+            done += take
+        return done
+
+    def close(self) -> None:
+        if getattr(self, "_bytes", None) is not None:
+            self._bytes = None
+        if getattr(self, "_bounce", None) is not None:
+            self._bounce.close()
+            self._bounce = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
