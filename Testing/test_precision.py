@@ -87,6 +87,50 @@ def test_streamed_file_equals_in_memory(tmp_path, suffix):
     np.testing.assert_allclose(got.geometry.direction, volume.geometry.direction)
 
 
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".nii.gz", ".mha"])
+@pytest.mark.parametrize("stream", [True, False])
+def test_every_path_writes_the_same_file_with_its_geometry(tmp_path, suffix, stream):
+    """In memory (the array read whole, then slab by slab into the file, or whole through SimpleITK for .mha) and
+    streamed give the same voxels, clipped count and geometry as reduce_bits on the volume."""
+    volume = ramp_volume()
+    source = io.write_volume(volume, tmp_path / "in.nhdr", compress=False)
+    expected, expected_report = reduce_bits(volume, 8, percentiles=(2, 98))
+    output = tmp_path / f"out{suffix}"
+    if suffix == ".mha" and stream:
+        with pytest.raises(bv.VolumeFileError):
+            reduce_bits_file(source, output, 8, percentiles=(2, 98), stream=True)
+        assert not output.exists()
+        return
+    report = reduce_bits_file(source, output, 8, percentiles=(2, 98), stream=stream)
+    got = io.read_volume(output)
+    np.testing.assert_array_equal(got.array, expected.array)
+    assert report.clipped == expected_report.clipped > 0 and report.window == expected_report.window
+    tolerance = 1e-6 if suffix == ".nii.gz" else 1e-12  # NIfTI keeps its matrix in float32
+    np.testing.assert_allclose(got.geometry.spacing, volume.geometry.spacing, rtol=tolerance)
+    np.testing.assert_allclose(got.geometry.origin, volume.geometry.origin, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(got.geometry.direction, volume.geometry.direction, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32])
+def test_the_map_in_chunks_over_threads_equals_one_float64_expression(dtype):
+    from concurrent.futures import ThreadPoolExecutor
+    from bigvolume.ops.precision import MAP_CHUNK_VOXELS, apply_window
+    rng = np.random.default_rng(11)
+    values = rng.normal(0, 9000, (7, 3, MAP_CHUNK_VOXELS // 6)).clip(-32768, 32767).astype(dtype)
+    window = Window(-12000.0, 15000.0)
+    scale = 255.0 / (window.high - window.low)
+    mapped = values.astype(np.float64) * scale - window.low * scale
+    expected = np.clip(np.rint(mapped), 0, 255).astype(np.uint8)
+    clipped = int(np.count_nonzero((mapped < -0.5) | (mapped > 255.5)))
+    with ThreadPoolExecutor(3) as pool:
+        for threads in (None, pool):
+            result, count = apply_window(values, window, np.uint8, pool=threads)
+            np.testing.assert_array_equal(result, expected)
+            assert count == clipped > 0 and result.shape == values.shape
+    strided, count = apply_window(values[:, ::2, ::3], window, np.uint8)  # a view that is not contiguous
+    np.testing.assert_array_equal(strided, expected[:, ::2, ::3])
+
+
 def test_cli_reduce_bits(tmp_path):
     volume = ramp_volume()
     source = io.write_volume(volume, tmp_path / "in.nrrd")

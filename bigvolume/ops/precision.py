@@ -17,20 +17,21 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import BigVolumeError, naming
-from ..core.memory import format_bytes
+from ..core.memory import default_threads, format_bytes
 from ..core.progress import ProgressCallback, as_progress
 from ..core.volume import Volume
 from ..engine.loop import SlabStage, run_slabs
 from ..engine.plan import READ_AHEAD, in_memory_limit, plan_input, plan_slabs
 from ..engine.sinks import ArraySink, file_sink
-from ..io.slab_writers import check_stream_output
+from ..io.slab_writers import check_stream_output, writes_in_slabs
 from ..io.slabs import ArraySlabReader, open_slabs
 
 BITS_TO_DTYPE = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
 SIGNED_BITS_TO_DTYPE = {8: np.dtype(np.int8), 16: np.dtype(np.int16)}
 DEFAULT_PERCENTILES = (0.1, 99.9)
 SAMPLE_VOXELS = 2_000_000
-SLAB_VOXELS = 16 * 2**20  # voxels converted at a time (bounds the float64 temporaries)
+SLAB_VOXELS = 16 * 2**20  # voxels read and written at a time
+MAP_CHUNK_VOXELS = 2 ** 18  # voxels mapped at a time by one thread: 2 MiB of float64, in cache
 logger = logging.getLogger("bigvolume")
 
 
@@ -109,16 +110,30 @@ def window_map(window: Window, output_range) -> tuple[float, float]:
     return scale, float(output_range[0]) - window.low * scale
 
 
-def apply_window(values: np.ndarray, window: Window, dtype, output_range=None) -> tuple[np.ndarray, int]:
+def apply_window(values: np.ndarray, window: Window, dtype, output_range=None, pool=None) -> tuple[np.ndarray, int]:
     """``values`` mapped linearly from ``window`` onto ``output_range`` (default: the full range of the integer
-    ``dtype``), rounded and clipped to it; returns the result and how many values were clipped."""
+    ``dtype``), rounded and clipped to it; returns the result and how many values were clipped. Mapped in chunks
+    of MAP_CHUNK_VOXELS (float64 temporaries that stay in cache, not eight passes over slab-sized ones), over
+    ``pool``'s threads when given."""
     low, high = output_range if output_range is not None else full_range(dtype)
     scale, offset = window_map(window, (low, high))
-    mapped = np.asarray(values, np.float64) * scale + offset
-    clipped = int(np.count_nonzero((mapped < low - 0.5) | (mapped > high + 0.5)))
-    np.rint(mapped, out=mapped)
-    np.clip(mapped, low, high, out=mapped)
-    return mapped.astype(dtype), clipped
+    source = np.ravel(values)  # a view when contiguous
+    result = np.empty(np.shape(values), np.dtype(dtype))
+    target = result.reshape(-1)
+
+    def one_chunk(start: int) -> int:
+        mapped = source[start:start + MAP_CHUNK_VOXELS].astype(np.float64)
+        mapped *= scale
+        mapped += offset
+        clipped = int(np.count_nonzero(mapped < low - 0.5)) + int(np.count_nonzero(mapped > high + 0.5))
+        np.rint(mapped, out=mapped)
+        np.clip(mapped, low, high, out=mapped)
+        target[start:start + MAP_CHUNK_VOXELS] = mapped
+        return clipped
+
+    starts = range(0, source.size, MAP_CHUNK_VOXELS)
+    counts = pool.map(one_chunk, starts) if pool is not None and len(starts) > 1 else map(one_chunk, starts)
+    return result, sum(counts)
 
 
 def keeps_values(input_dtype, output_dtype, window: Window | None, stretch: bool = False) -> bool:
@@ -199,7 +214,7 @@ class _ReduceStage(SlabStage):
             if missing.any():
                 self.nan += int(np.count_nonzero(missing))
                 values = np.where(missing, self.window.low, slab)
-        mapped, count = apply_window(values, self.window, self.dtype, self.output_range)
+        mapped, count = apply_window(values, self.window, self.dtype, self.output_range, pool)
         self.clipped += count
         sink.write(mapped)
 
@@ -209,12 +224,13 @@ def _reduce_slabs(reader, window: Window, dtype: np.dtype, output_range, sink, m
     """Every slab of ``reader`` reduced (see _ReduceStage) into ``sink``, on the slab engine; returns (clipped
     voxels, NaN voxels)."""
     voxels = reader.slice_bytes // reader.dtype.itemsize
-    # per slice: the slabs read, float64 temporaries of the map, the output block
-    per_slice = voxels * (READ_AHEAD + 1) * reader.dtype.itemsize + voxels * (16 + np.dtype(dtype).itemsize)
+    # per slice: the slabs read and the output block (the map's float64 temporaries are per chunk, not per slab)
+    per_slice = voxels * (READ_AHEAD + 1) * reader.dtype.itemsize + voxels * np.dtype(dtype).itemsize
     plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, 0, memory_limit,
                       max_slab_bytes=SLAB_VOXELS * reader.dtype.itemsize, alignment=reader.slab_alignment)
     stage = _ReduceStage(window, dtype, output_range)
-    run_slabs(reader, stage, sink, plan.slab_slices, progress=progress, message="reducing precision, slab")
+    run_slabs(reader, stage, sink, plan.slab_slices, threads=default_threads(), progress=progress,
+              message="reducing precision, slab")
     return stage.clipped, stage.nan
 
 
@@ -287,20 +303,26 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
     with naming(input_path):
         _check_reducible(plan.components, plan.dtype)
     io.check_output_path(output_path, inputs=[input_path])
-    if not plan.streams(plan.geometry.voxel_count * dtype.itemsize):
+    streams = plan.streams(plan.geometry.voxel_count * dtype.itemsize)
+    if not streams and not writes_in_slabs(output_path):
         volume = io.read_volume(input_path, series)
         with naming(input_path):
             result, report = reduce_bits(volume, bits, signed=signed, window=window, percentiles=percentiles,
                                          stretch=stretch, progress=progress.sub(0.1, 0.9))
         io.write_volume(result, output_path)
-    else:
+    else:  # slab by slab into the file, from the file or (an input that fits) from the array in memory
         check_stream_output(output_path, dtype, 1)
-        with open_slabs(input_path, series) as reader:
+        if streams:
+            source, limit = open_slabs(input_path, series), plan.memory_limit
+        else:  # memory-mapped raw data: read by the page cache, not copied
+            volume = io.read_volume(input_path, series)
+            source = ArraySlabReader(volume.array, volume.geometry, threads=default_threads())
+            limit = in_memory_limit(volume.array.nbytes)
+        with source as reader:
             with naming(input_path):
                 window, output_range, kept = _choose_mapping(reader, plan.dtype, dtype, window, percentiles, stretch)
             with file_sink(output_path, plan.geometry, dtype) as writer:
-                clipped, nan = _reduce_slabs(reader, window, dtype, output_range, writer, plan.memory_limit,
-                                             progress)
+                clipped, nan = _reduce_slabs(reader, window, dtype, output_range, writer, limit, progress)
         report = _reduce_report(window, dtype, output_range, kept, plan.dtype, clipped, nan,
                                 plan.geometry.voxel_count)
     progress(1.0, "written")
