@@ -331,6 +331,26 @@ def test_only_large_files_mostly_out_of_the_page_cache_are_read_around_it(tmp_pa
     assert not raw_reads.worth_reading_direct(path)
 
 
+def test_the_cached_share_of_a_file_is_measured_whole_or_by_windows(tmp_path, monkeypatch):
+    path = tmp_path / "half.raw"
+    np.zeros(64 * 2 ** 20, np.uint8).tofile(path)  # 16384 pages
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    if raw_reads.resident_fraction(path) is None or raw_reads.resident_fraction(path) > 0.05:
+        pytest.skip("no mincore here, or the file stays cached after POSIX_FADV_DONTNEED")
+    with open(path, "rb") as handle:
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead past what is read
+        handle.read(32 * 2 ** 20)  # the first half into the cache
+    whole = raw_reads.resident_fraction(path)
+    monkeypatch.setattr(raw_reads, "RESIDENCY_SAMPLE_PAGES", 1024)  # 64 windows of 16 pages
+    sampled = raw_reads.resident_fraction(path)
+    assert abs(whole - 0.5) < 0.1 and abs(sampled - 0.5) < 0.1
+
+
 @pytest.mark.parametrize("read", ["never", "always"])
 @pytest.mark.parametrize("form", ["nhdr", "nhdr-list"])
 def test_short_raw_file_is_refused_before_any_output(tmp_path, form, read, monkeypatch):
