@@ -297,6 +297,15 @@ def test_a_raw_file_cut_short_while_reading_is_an_error_naming_it(tmp_path, read
             reader.read(20, 30)
 
 
+def evict_from_page_cache(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def test_only_large_files_mostly_out_of_the_page_cache_are_read_around_it(tmp_path, monkeypatch):
     path = tmp_path / "big.raw"
     np.arange(2 ** 20, dtype=np.uint32).tofile(path)  # 4 MiB, just written: in the page cache
@@ -318,12 +327,7 @@ def test_only_large_files_mostly_out_of_the_page_cache_are_read_around_it(tmp_pa
         assert not raw_reads.worth_reading_direct(path)
         pytest.skip(f"{tmp_path} is on {raw_reads.filesystem_type(path)}, not a local disk filesystem")
     assert cached > raw_reads.COLD_FRACTION and not raw_reads.worth_reading_direct(path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    evict_from_page_cache(path)
     if raw_reads.resident_fraction(path) > raw_reads.COLD_FRACTION:
         pytest.skip("this filesystem keeps the file cached after POSIX_FADV_DONTNEED")
     assert raw_reads.worth_reading_direct(path)
@@ -334,12 +338,7 @@ def test_only_large_files_mostly_out_of_the_page_cache_are_read_around_it(tmp_pa
 def test_the_cached_share_of_a_file_is_measured_whole_or_by_windows(tmp_path, monkeypatch):
     path = tmp_path / "half.raw"
     np.zeros(64 * 2 ** 20, np.uint8).tofile(path)  # 16384 pages
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    evict_from_page_cache(path)
     if raw_reads.resident_fraction(path) is None or raw_reads.resident_fraction(path) > 0.05:
         pytest.skip("no mincore here, or the file stays cached after POSIX_FADV_DONTNEED")
     with open(path, "rb") as handle:
