@@ -233,6 +233,59 @@ def test_air_that_already_has_one_value_is_not_a_warning(seed):
     np.testing.assert_array_equal(again.array[wall | cavity], array[wall | cavity])
 
 
+def no_object(kind, shape, seed):
+    """A volume with nothing in it to keep: noise alone, or a smooth wave texture in noise filling the field."""
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        return rng.uniform(0, 1000, shape)
+    if kind == "gaussian":
+        return rng.normal(500, 50, shape)
+    z, y, x = np.indices(shape, dtype=float)
+    k = rng.uniform(0.2, 0.5, 3)
+    return 1000 + 400 * np.sin(k[0] * z) * np.cos(k[1] * y) + 300 * np.sin(k[2] * x) + rng.normal(0, 30, shape)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+@pytest.mark.parametrize("kind", ["uniform", "gaussian", "wave"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_volume_with_no_object_is_a_warning_whatever_was_removed(kind, dtype, seed):
+    """Nothing to keep: Otsu still splits the values, and the run either removes almost everything or little; both
+    are said, never a silent success."""
+    array = no_object(kind, SHELL_SHAPES[seed], seed).astype(dtype)
+    _, mask, report = dehaze(grid(array, seed))
+    assert report.warning, report.summary()
+    if report.changed_fraction > 0.5:
+        assert report.warning.startswith("almost everything was removed") and mask.mean() > 0.5
+        assert report.object_voxels < haze.LITTLE_KEPT * array.size
+    if kind != "wave":  # noise alone percolates: the air component reaches nearly every voxel
+        assert report.changed_fraction > 0.9
+
+
+@pytest.mark.parametrize("noise", ["half-normal", "rician"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_small_specimen_in_a_large_field_is_not_a_warning(noise, seed):
+    """A shell whose wall is about 0.5 % of the volume: nearly everything changes, and rightly."""
+    array, wall, cavity = shell((80, 80, 80), noise, 0.03, seed, size=(0.1, 0.12))
+    _, mask, report = dehaze(grid(array, seed))
+    assert wall.mean() < 0.005 and report.changed_fraction > 0.99
+    assert not report.warning, report.summary()
+    assert not mask[wall].any()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_almost_everything_removed_streamed_and_on_the_command_line(tmp_path, seed):
+    volume = grid(no_object("gaussian", CT_SHAPES[seed], seed).astype(np.int16), seed)
+    _, _, report = dehaze(volume)
+    source = io.write_volume(volume, tmp_path / "noise.nrrd")
+    streamed = dehaze_file(source, tmp_path / "s.nhdr", stream=True, memory_limit=1)
+    assert streamed.warning == report.warning and "almost everything was removed" in streamed.warning
+    quiet = subprocess.run(BIGVOLUME + ["dehaze", str(source), str(tmp_path / "q.nrrd"), "--quiet"],
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 3 and quiet.stdout == "" and quiet.stderr.count("\n") == 1
+    assert "almost everything was removed" in quiet.stderr
+    assert io.read_volume(tmp_path / "q.nrrd").geometry == volume.geometry  # written all the same
+
+
 def with_nan(array):
     array[3, 4:7, 5], array[11, 9, 9:12] = np.nan, np.nan
     return array

@@ -95,6 +95,10 @@ BAND_WIDTHS = 2
 AIR_PEAK_SHARE = 0.05      # the air peak: the darkest histogram peak at least this share of the highest one
 PEAK_SMOOTHING_BINS = 5    # histogram smoothed over this many bins before looking for peaks (sampling noise)
 LITTLE_REMOVED = 0.01      # fewer voxels than this share changed: the report warns and says why
+# Fewer object voxels than this share kept while more than half the volume changed: the report warns (no object
+# found; noise alone keeps 0.1-0.2 %, a shell whose wall is 0.5 % of the field keeps 0.55 %). A specimen smaller
+# than this in its field of view is rare; the warning then only asks to look.
+LITTLE_KEPT = 0.004
 SAMPLE_VOXELS = 2_000_000
 LABEL_MAP_VALUES = 16      # an integer volume with at most this many distinct values is a label map, not an image
 COMPRESSION_SAMPLE_BYTES = 8 * 2**20   # compressed-size report: exact up to this size, else from a slice sample
@@ -1276,7 +1280,7 @@ def _report(pipeline: _HazePipeline, threshold: HazeThreshold, fill, sizes: _Com
     if c.nan:
         notes.append(f"{c.nan} NaN voxels: {c.nan_filled} in the air set to the fill value, "
                      f"{c.nan - c.nan_filled} inside the object kept")
-    warning = _why_little_was_removed(c, threshold, pipeline.options)
+    warning = _why_little_was_removed(c, threshold, pipeline.options) or _why_almost_all_was_removed(c, threshold)
     if not warning and c.changed < LITTLE_REMOVED * c.voxels <= c.haze:
         notes.append(f"{c.haze - c.changed} of the {c.haze} haze voxels already had the fill value")
     return DehazeReport(threshold, float(fill), c.voxels, c.changed, c.changed / max(1, c.voxels), c.object_voxels,
@@ -1306,6 +1310,16 @@ def _why_little_was_removed(c: _Counts, threshold: HazeThreshold, options: HazeO
                 "than the object, or there is little air around it")
     return (f"{how}: the object grown by {options.dilate} voxel{'s' * (options.dilate != 1)} covers nearly all of "
             f"the {c.air} air voxels: the air is a thin layer, or noise in it counts as object{try_auto}")
+
+
+def _why_almost_all_was_removed(c: _Counts, threshold: HazeThreshold) -> str:
+    """Empty unless nearly nothing was kept as object while most of the volume changed: then one sentence."""
+    if c.object_voxels >= LITTLE_KEPT * c.voxels or c.changed <= c.voxels / 2:
+        return ""
+    return (f"almost everything was removed: {100 * c.changed / max(1, c.voxels):.3g} % of the voxels changed and "
+            f"only {c.object_voxels} ({100 * c.object_voxels / max(1, c.voxels):.2g} %) were kept as object above "
+            f"the threshold {threshold.value:.6g}; unless the volume is nearly all air, no object was found (a "
+            "texture or background filling the volume, or a threshold above the object): check the output")
 
 
 def dehaze(volume: Volume, options: HazeOptions = HazeOptions(), *, measure_compression: bool = True,
