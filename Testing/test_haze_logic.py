@@ -245,6 +245,19 @@ def test_preview_and_result_show_the_auto_level_and_warn_when_a_fixed_level_fall
     np.testing.assert_array_equal(output[r < 1], array[r < 1])
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_noise_with_no_object_is_a_warning_in_the_preview_and_the_result(mrml, seed):
+    """Noise filling the field: the panel's preview and its result both say that almost everything goes."""
+    array = np.rint(np.random.default_rng(seed).normal(500, 50, SHAPE)).astype(np.int16)
+    inputNode = mrml.volume(array, anisotropic_matrix(), name="noise")
+    logic = HazeRemovalLogic()
+    maskNode = logic.previewMask(inputNode)
+    assert (arrayFromVolume(maskNode) == MASK_LABEL).mean() > 0.9
+    assert "Warning: almost everything was removed" in logic.describeMask(maskNode)
+    logic.process(inputNode)
+    assert "Warning: almost everything was removed" in logic.lastResult.summary()
+
+
 @pytest.mark.parametrize("options", [dict(largestOnly=True), dict(close=2), dict(level=3, dilate=1)])
 def test_preview_mask_follows_every_option(mrml, options):
     array, _, _ = head_phantom()

@@ -130,7 +130,7 @@ class HazeRemovalLogic:
         "<input> haze mask" is added to the input's scene; a given one is refilled (a second preview reuses it).
         ``fill`` does not change the mask; it is accepted so that one set of settings serves both calls.
         ``self.lastPreviewReport`` holds the core's report of that mask (threshold, and the warning when little or
-        nothing would be removed); ``describeMask`` says it."""
+        nothing, or almost everything, would be removed); ``describeMask`` says it."""
         options = self.hazeOptions(level, air, dilate, largestOnly, close, fill)
         volume = self.volumeFromNode(inputVolumeNode)
         if maskNode is not None and not maskNode.IsA("vtkMRMLLabelMapVolumeNode"):
@@ -149,7 +149,7 @@ class HazeRemovalLogic:
 
     def describeMask(self, maskNode) -> str:
         """About a mask from ``previewMask``: how much of the volume is haze; after this logic's last preview, also
-        its threshold and, when little or nothing would be removed, the warning saying why (one line each)."""
+        its threshold and, when little, nothing or almost everything would be removed, the warning saying why (one line each)."""
         labels = volume_from_node(maskNode).array
         haze = int(np.count_nonzero(labels == MASK_LABEL))
         lines = [f"Haze (label {MASK_LABEL}): {haze} of {labels.size} voxels, {100.0 * haze / labels.size:.1f} %"]
