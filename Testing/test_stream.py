@@ -270,6 +270,35 @@ def test_reads_around_the_page_cache_give_the_same_bytes_at_any_offset_and_lengt
         plain.close()
 
 
+def test_aligned_reads_around_the_page_cache_fill_the_buffer_itself(tmp_path, monkeypatch):
+    """An aligned offset into an aligned buffer: the disk writes into the buffer (in chunks), and only a tail shorter
+    than ALIGNMENT goes through the bounce buffer; bytes and counts as through the page cache, at the end of the
+    file too."""
+    step = raw_reads.ALIGNMENT
+    monkeypatch.setattr(raw_reads, "DIRECT_CHUNK_BYTES", 3 * step)  # several chunks per read
+    data = np.random.default_rng(7).integers(0, 256, 40 * step + 1234, dtype=np.uint8)
+    path = tmp_path / "bytes.raw"
+    data.tofile(path)
+    direct, plain = direct_file_or_skip(path), raw_reads.PlainFile(path)
+    bounced = []
+    read_aligned = direct._read_aligned
+    monkeypatch.setattr(direct, "_read_aligned", lambda *a: bounced.append(a) or read_aligned(*a))
+    cases = [(0, step), (0, 7 * step + 5), (step, 10 * step), (5 * step, 35 * step + 1234),
+             (36 * step, 8 * step), (40 * step, step), (41 * step, 2 * step), (0, data.size)]
+    try:
+        for offset, length in cases:
+            bounced.clear()
+            first, second = raw_reads.aligned_empty(length, np.uint8), bytearray(length)
+            assert first.ctypes.data % step == 0
+            got = direct.readinto_at(offset, memoryview(first))
+            assert got == plain.readinto_at(offset, memoryview(second)) == max(0, min(length, data.size - offset))
+            assert first[:got].tobytes() == data[offset:offset + got].tobytes() == bytes(second[:got])
+            assert len(bounced) <= 1 and all(size == step for _, size in bounced)  # the tail's one block
+    finally:
+        direct.close()
+        plain.close()
+
+
 @pytest.mark.parametrize("form", RAW_FORMS)
 def test_every_raw_form_read_around_the_page_cache_streams_the_same_result(tmp_path, form, monkeypatch):
     volume = sample_volume(np.uint16, shape=(31, 27, 45))

@@ -96,7 +96,6 @@ class ResampleStage:
         # only when the next slab does not fit behind them: the window holds several slabs, so the copy that drops
         # them happens once every few slabs instead of once per slab.
         k, stages = self.k, self.stages
-        reduced = stages.reduce_xy(slab, pool)
         lo, hi = self.lo, self.hi
         keep_from = min(int(k.z_kernel.index[self.next_row].min()), hi) if self.next_row < self.rows else hi
         if hi - lo + (k1 - k0) > self.window_slices and keep_from > lo:
@@ -104,9 +103,10 @@ class ResampleStage:
             lo = keep_from
         if hi - lo + (k1 - k0) > self.window_slices:
             raise RuntimeError("z window too small for the kernel")
-        self.window[hi - lo:k1 - lo] = reduced
+        # The backend writes the reduced slices into their place in the window; numpy skips the copy when it did.
+        place = self.window[hi - lo:k1 - lo]
+        place[...] = stages.reduce_xy(slab, pool, out=place)
         self.lo, self.hi = lo, k1
-        del reduced
         first_row = self.next_row
         while self.next_row < self.rows and k.z_need[self.next_row] < k1:
             self.next_row += 1

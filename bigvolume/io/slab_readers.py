@@ -22,7 +22,7 @@ import numpy as np
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
 from .layout import DataFile, VoxelLayout
-from .raw_reads import open_raw
+from .raw_reads import aligned_empty, open_raw
 
 READ_CHUNK = 1 << 20       # compressed bytes read at a time
 DECODED_CHUNK = 8 << 20    # most decompressed bytes produced from one call (bounds memory on highly compressed data)
@@ -115,6 +115,9 @@ class RawSlabReader(_LayoutReader):
         super().__init__(*args)
         self._handle = None
         self._handle_path = None
+
+    def new_buffer(self, slices: int, dtype=None) -> np.ndarray:
+        return aligned_empty((slices,) + self.slice_shape, dtype or self.dtype)  # read into with no copy
 
     def _open(self, data: DataFile):
         if self._handle_path != data.path:

@@ -64,7 +64,7 @@ class ArrayStages:
         return axis_operator(kernel, n_in, self.k.reduce, self.k.work_dtype, self.xp, block_inputs(self.xp))
 
     # --- the filter ---------------------------------------------------------------------------------------------
-    def reduce_xy(self, slab, pool=None):
+    def reduce_xy(self, slab, pool=None, out=None):  # ``out`` unused: the z window lives on the device
         data = self._upload(slab)
         uploaded = data
         if self.k.convert_to is not None:

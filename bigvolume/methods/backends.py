@@ -40,8 +40,10 @@ class Stages(Protocol):
     def drop_front(self, window, start: int, stop: int) -> None:
         """Move ``window[start:stop]`` to the window's front."""
 
-    def reduce_xy(self, slab, pool: ThreadPoolExecutor | None):
-        """One slab of input slices filtered and resampled along x and y."""
+    def reduce_xy(self, slab, pool: ThreadPoolExecutor | None, out=None):
+        """One slab of input slices filtered and resampled along x and y, returned. ``out``: the slab's place in
+        the z window, to write the result into (saves the engine a copy); a backend may ignore it and return an
+        array of its own, which the engine then copies there."""
 
     def reduce_z(self, window, kernel: AxisKernel, pool: ThreadPoolExecutor | None):
         """Output slices from ``window`` along z; ``kernel`` indexes into the window."""

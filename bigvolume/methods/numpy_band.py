@@ -144,14 +144,14 @@ class NumpyStages:
         list(pool.map(part, range(parts))) if parts > 1 else part(0)
         return converted
 
-    def reduce_xy(self, slab, pool=None):
+    def reduce_xy(self, slab, pool=None, out=None):
         k = self.k
         if k.skip_xy:
             return slab  # the engine's copy into the z window converts it
         if k.band:
             pool = self._band_pool(pool)
             if pool is None or slab.shape[0] >= self.threads:
-                return self._reduce_xy_band(slab, pool)
+                return self._reduce_xy_band(slab, pool, out)
             # fewer slices than threads (one-slice slabs, a short last slab): each pass split over the threads
             with self._timed("convert"):
                 slab = self._convert(slab, pool)
@@ -160,19 +160,22 @@ class NumpyStages:
             with self._timed("y"):
                 along_y = self._along_j(slab, 1, pool, self.threads, out=self._buffer("y", shape_y))
             with self._timed("x"):
-                # the engine copies the result into its z window before the next slab: the buffer may be reused
-                return self._along_i(along_y, 2, pool, self.threads,
-                                     out=self._buffer("x", shape_y[:2] + (kernel_i.size_out,) + shape_y[3:]))
+                # without ``out``, the engine copies the result into its z window before the next slab: the
+                # buffer may be reused
+                if out is None:
+                    out = self._buffer("x", shape_y[:2] + (kernel_i.size_out,) + shape_y[3:])
+                return self._along_i(along_y, 2, pool, self.threads, out=out)
         with self._timed("x and y"):
-            return self._reduce_xy_taps(slab, pool)
+            return self._reduce_xy_taps(slab, pool, out)
 
-    def _reduce_xy_band(self, slab, pool):
+    def _reduce_xy_band(self, slab, pool, out=None):
         """Band products a few slices at a time, each converted, filtered along y then x while it is in cache,
         the slab's slices split over the filter threads: no slab-sized float copy or y result goes through memory
-        (see BAND_GROUP_BYTES)."""
+        (see BAND_GROUP_BYTES). Into ``out`` (the engine's z window) when given."""
         k = self.k
         kernel_j = k.xy_kernels[1]
-        out = self._buffer("x", slab.shape[:1] + k.reduced_shape)
+        if out is None:
+            out = self._buffer("x", slab.shape[:1] + k.reduced_shape)
         convert = k.convert_to is not None and slab.dtype != k.convert_to
         group = self.band_group
         timings = [] if self.timings is not None else None
@@ -208,14 +211,16 @@ class NumpyStages:
                 self.timings[name] = self.timings.get(name, 0.0) + sum(values)
         return out
 
-    def _reduce_xy_taps(self, slab, pool):
+    def _reduce_xy_taps(self, slab, pool, out=None):
         """Tap by tap, y then x, a few slices at a time (they stay in cache), the slab's slices split over the
-        filter threads; integers are converted tap by tap (apply_axis), with no converted copy of the slab."""
+        filter threads; integers are converted tap by tap (apply_axis), with no converted copy of the slab. Into
+        ``out`` (the engine's z window) when given."""
         k = self.k
         kernel_i, kernel_j = k.xy_kernels
         skip_j, skip_i = kernel_j.is_identity(slab.shape[1]), kernel_i.is_identity(slab.shape[2])
         dtype = work_dtype(slab.dtype)
-        out = self._buffer("xy", slab.shape[:1] + k.reduced_shape, k.window_dtype)
+        if out is None:
+            out = self._buffer("xy", slab.shape[:1] + k.reduced_shape, k.window_dtype)
         group = max(1, GROUP_BYTES // max(1, slab[:1].nbytes))
 
         def part(number: int, a: int, b: int) -> None:
