@@ -99,7 +99,7 @@ class ResampleStage:
         lo, hi = self.lo, self.hi
         keep_from = min(int(k.z_kernel.index[self.next_row].min()), hi) if self.next_row < self.rows else hi
         if hi - lo + (k1 - k0) > self.window_slices and keep_from > lo:
-            stages.drop_front(self.window, keep_from - lo, hi - lo)
+            stages.drop_front(self.window, keep_from - lo, hi - lo, pool)
             lo = keep_from
         if hi - lo + (k1 - k0) > self.window_slices:
             raise RuntimeError("z window too small for the kernel")
@@ -114,7 +114,7 @@ class ResampleStage:
             rows = slice(first_row, self.next_row)
             kernel = AxisKernel(k.z_kernel.index[rows] - keep_from, k.z_kernel.weight[rows])
             block = stages.reduce_z(self.window[keep_from - lo:k1 - lo], kernel, pool)
-            stages.emit(block, self.out_dtype, sink)
+            stages.emit(block, self.out_dtype, sink, pool)
 
     def check_complete(self) -> None:
         if self.next_row != self.rows:

@@ -90,7 +90,7 @@ class ArrayStages:
     def new_window(self, slices: int):
         return self.xp.empty((slices,) + self.k.reduced_shape, self.k.window_dtype)
 
-    def drop_front(self, window, start: int, stop: int) -> None:
+    def drop_front(self, window, start: int, stop: int, pool=None) -> None:
         window[:stop - start] = window[start:stop].copy()  # CuPy does not promise overlapping copies
 
     def _upload(self, slab):
@@ -112,7 +112,7 @@ class ArrayStages:
         self._turn ^= 1
         return buffer
 
-    def emit(self, block, out_dtype, sink) -> None:
+    def emit(self, block, out_dtype, sink, pool=None) -> None:
         block = cast_to(block, out_dtype)  # on the device: a smaller download for integer outputs
         if not self.cuda:
             sink.write(block)

@@ -37,8 +37,8 @@ class Stages(Protocol):
     def new_window(self, slices: int):
         """The z window: ``slices`` x/y-reduced slices."""
 
-    def drop_front(self, window, start: int, stop: int) -> None:
-        """Move ``window[start:stop]`` to the window's front."""
+    def drop_front(self, window, start: int, stop: int, pool: ThreadPoolExecutor | None = None) -> None:
+        """Move ``window[start:stop]`` to the window's front (``pool``: the filter threads, free meanwhile)."""
 
     def reduce_xy(self, slab, pool: ThreadPoolExecutor | None, out=None):
         """One slab of input slices filtered and resampled along x and y, returned. ``out``: the slab's place in
@@ -48,8 +48,9 @@ class Stages(Protocol):
     def reduce_z(self, window, kernel: AxisKernel, pool: ThreadPoolExecutor | None):
         """Output slices from ``window`` along z; ``kernel`` indexes into the window."""
 
-    def emit(self, block, out_dtype, sink) -> None:
-        """Cast ``block`` to ``out_dtype`` and hand it (on the host) to ``sink.write``."""
+    def emit(self, block, out_dtype, sink, pool: ThreadPoolExecutor | None = None) -> None:
+        """Cast ``block`` to ``out_dtype`` and hand it (on the host) to ``sink.write`` (``pool``: the filter
+        threads, free meanwhile)."""
 
     def running(self, sink) -> ContextManager:
         """Context of the whole run; on success everything emitted has reached ``sink`` when it exits."""

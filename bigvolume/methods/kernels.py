@@ -350,7 +350,8 @@ class BandMatrix:
         out = self.xp.empty((pre, self.size_out, post), self.dtype) if out is None else \
             out.reshape(pre, self.size_out, post)
         along_pre = pre >= parts
-        bounds = np.linspace(0, pre if along_pre else post, parts + 1).astype(int)
+        length = pre if along_pre else post
+        bounds = [length * n // parts for n in range(parts + 1)]  # (np.linspace: 5 % of a thread's time at x2)
 
         def one_part(number: int) -> None:
             cut = slice(bounds[number], bounds[number + 1])

@@ -22,6 +22,8 @@ GROUP_BYTES = 2**20
 # slice): 512^2 uint16 slices, one thread, x/y CPU seconds of 16-slice slabs against whole-slab passes: 1 MiB 0.8x,
 # 4 MiB 0.7x (fewer calls per slice); 1024^2 slices: 0.8x either way.
 BAND_GROUP_BYTES = 4 * 2**20
+# Output voxels below which the final cast runs on the loop's thread alone (splitting costs more than it saves).
+CAST_SPLIT_VOXELS = 2**16
 
 
 def _one_blas_thread():
@@ -81,8 +83,13 @@ class NumpyStages:
     def new_window(self, slices: int):
         return np.empty((slices,) + self.k.reduced_shape, self.k.window_dtype)
 
-    def drop_front(self, window, start: int, stop: int) -> None:
-        window[:stop - start] = window[start:stop]  # numpy handles the overlap
+    def drop_front(self, window, start: int, stop: int, pool=None) -> None:
+        kept = stop - start
+        if pool is None or self.threads < 2 or start < kept:  # overlapping rows: one copy (numpy handles it)
+            window[:kept] = window[start:stop]
+            return
+        # Source and destination apart: the copy split over the filter threads, which would otherwise wait on it.
+        self._split(lambda number, a, b: window.__setitem__(slice(a, b), window[start + a:start + b]), kept, pool)
 
     @contextlib.contextmanager
     def _timed(self, name: str):
@@ -95,11 +102,23 @@ class NumpyStages:
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
 
-    def emit(self, block, out_dtype, sink) -> None:
+    def emit(self, block, out_dtype, sink, pool=None) -> None:
         with self._timed("cast"):
-            block = cast_to(block, out_dtype, overwrite=True)  # the z sums are this slab's own temporary
+            block = self._cast(block, np.dtype(out_dtype), pool)
         with self._timed("hand-off to the writer"):
             sink.write(block)
+
+    def _cast(self, block, out_dtype, pool):
+        """The z sums (this slab's own temporary: rounded in place) cast to ``out_dtype``, in a fresh array (the
+        sink may keep it), split over the filter threads, which would otherwise wait on it."""
+        if pool is None or self.threads < 2 or block.dtype == out_dtype or not block.flags.c_contiguous \
+                or block.size < CAST_SPLIT_VOXELS:
+            return cast_to(block, out_dtype, overwrite=True)
+        out = np.empty(block.shape, out_dtype)
+        values, target = block.reshape(-1), out.reshape(-1)
+        self._split(lambda number, a, b: cast_to(values[a:b], out_dtype, overwrite=True, out=target[a:b]),
+                    values.size, pool)
+        return out
 
     @contextlib.contextmanager
     def running(self, sink):
