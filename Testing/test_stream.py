@@ -518,6 +518,29 @@ def test_band_products_split_over_threads_equal_one_product(axis, parts):
     assert split.shape == whole.shape and split.shape[axis] == band.size_out
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, factor", [(1024, 2.0), (300, 2.0), (256, 4.0), (100, 3.0), (77, 2.5), (64, 8.0)])
+def test_runs_of_equal_blocks_as_one_batched_product_change_no_bit(n, factor, dtype):
+    """The interior blocks of an integer factor's table are one dense block repeated: they run as one batched
+    product over overlapping views, bit for bit the products block by block, along every axis."""
+    from concurrent.futures import ThreadPoolExecutor
+    from bigvolume.methods.kernels import BandMatrix, axis_kernel
+    rng = np.random.default_rng(int(n * factor))
+    kernel = axis_kernel("lanczos", n, factor, bv.core.geometry.output_size(n, factor))
+    for block_inputs in (24, 96):
+        band = BandMatrix(kernel, np, dtype, block_inputs)
+        one_by_one = BandMatrix(kernel, np, dtype, block_inputs)
+        one_by_one.runs = [(r0, 1, *block, 0) for r0, *block in one_by_one.blocks]
+        assert sum(run[1] for run in band.runs) == len(band.blocks)
+        if factor == int(factor) and len(band.blocks) > 5:
+            assert len(band.runs) < len(band.blocks)  # batched where the blocks repeat
+        for axis, shape in [(2, (3, 5, n)), (1, (2, n, 7)), (0, (n, 4, 6)), (1, (1, n, 33)), (2, (1, 1, n))]:
+            data = rng.random(shape).astype(dtype)
+            np.testing.assert_array_equal(band.apply(data, axis), one_by_one.apply(data, axis))
+            with ThreadPoolExecutor(2) as pool:
+                np.testing.assert_array_equal(band.apply(data, axis, pool, 2), one_by_one.apply(data, axis, pool, 2))
+
+
 def test_streaming_keeps_blas_to_one_thread_and_restores_it(tmp_path):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     volume = sample_volume(np.uint16, shape=(30, 20, 24))

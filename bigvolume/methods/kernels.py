@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ..core.dtypes import cast_to, work_dtype
 from ..core.geometry import block_centres, output_size
@@ -333,6 +334,26 @@ class BandMatrix:
             np.add.at(dense, (np.repeat(np.arange(r1 - r0), idx.shape[1]), (idx - c0).ravel()), w.ravel())
             dense = dense.astype(self.dtype)
             self.blocks.append((r0, r1, c0, c1, xp.asarray(dense), xp.asarray(np.ascontiguousarray(dense.T))))
+        self.runs = self._runs() if xp is np else [(r0, 1, *block, 0) for r0, *block in self.blocks]
+
+    def _runs(self):
+        """The blocks as runs of equal blocks at a regular step (the interior of an integer factor's table: one
+        dense block, repeated), each run one batched product over overlapping views of the input: the same BLAS
+        products, block for block, in a few calls instead of one per block. On 2 cores the filter threads waited
+        for the GIL between the ~55 000 calls of a 2 GiB x2 resample. Entries: (r0, count, r1, c0, c1, dense,
+        dense_t, c_step) of the first block."""
+        runs = []
+        for r0, r1, c0, c1, dense, dense_t in self.blocks:
+            if runs:
+                first_r0, count, first_r1, first_c0, first_c1, first_dense, _, c_step = runs[-1]
+                rows = first_r1 - first_r0
+                step = c0 - first_c0 - (count - 1) * c_step if count > 1 else c0 - first_c0
+                if r1 - r0 == rows and c1 - c0 == first_c1 - first_c0 and step > 0 and \
+                        (count == 1 or step == c_step) and np.array_equal(dense, first_dense):
+                    runs[-1] = (first_r0, count + 1, first_r1, first_c0, first_c1, first_dense, runs[-1][6], step)
+                    continue
+            runs.append((r0, 1, r1, c0, c1, dense, dense_t, 0))
+        return runs
 
     def apply(self, data, axis: int, pool=None, parts: int = 1, out=None):
         """``data`` (in ``self.dtype``) filtered and resampled along ``axis``. ``pool``/``parts``: split the
@@ -356,14 +377,35 @@ class BandMatrix:
         def one_part(number: int) -> None:
             cut = slice(bounds[number], bounds[number + 1])
             source, target = (data[cut], out[cut]) if along_pre else (data[:, :, cut], out[:, :, cut])
-            for r0, r1, *block in self.blocks:
-                self._product(source, *block, out=target[:, r0:r1])
+            for r0, count, r1, c0, c1, dense, dense_t, c_step in self.runs:
+                if count == 1:
+                    self._product(source, c0, c1, dense, dense_t, out=target[:, r0:r1])
+                else:
+                    self._run_product(source, target, r0, count, r1 - r0, c0, c1 - c0, c_step, dense, dense_t)
 
         if parts == 1:
             one_part(0)
         else:
             list(pool.map(one_part, range(parts)))
         return out.reshape(out_shape)
+
+    @staticmethod
+    def _run_product(data, out, r0, count, rows, c0, width, c_step, dense, dense_t):
+        """``count`` equal blocks, the k-th reading inputs c0 + k c_step .. + width and writing outputs
+        r0 + k rows .. + rows, as one batched product over strided views (each matrix in it is the one
+        :meth:`_product` would have multiplied)."""
+        pre, _, post = data.shape
+        s0, s1, s2 = data.strides
+        o0, o1, o2 = out.strides
+        start, first = data[:, c0:], out[:, r0:]
+        if post == 1:    # along the last axis: (pre x width) @ (width x rows) per block
+            views = as_strided(start[:, :, 0], (count, pre, width), (c_step * s1, s0, s1), writeable=False)
+            targets = as_strided(first[:, :, 0], (count, pre, rows), (rows * o1, o0, o1))
+            np.matmul(views, dense_t, out=targets)
+            return
+        views = as_strided(start, (count, pre, width, post), (c_step * s1, s0, s1, s2), writeable=False)
+        targets = as_strided(first, (count, pre, rows, post), (rows * o1, o0, o1, o2))
+        np.matmul(dense, views, out=targets)
 
     def _product(self, data, c0, c1, dense, dense_t, out=None):
         """The products of one block, into ``out`` when given (no temporary)."""
