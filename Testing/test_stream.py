@@ -529,9 +529,9 @@ def test_runs_of_equal_blocks_as_one_batched_product_change_no_bit(n, factor, dt
     kernel = axis_kernel("lanczos", n, factor, bv.core.geometry.output_size(n, factor))
     for block_inputs in (24, 96):
         band = BandMatrix(kernel, np, dtype, block_inputs)
-        one_by_one = BandMatrix(kernel, np, dtype, block_inputs)
-        one_by_one.runs = [(r0, 1, *block, 0) for r0, *block in one_by_one.blocks]
-        assert sum(run[1] for run in band.runs) == len(band.blocks)
+        one_by_one = BandMatrix(kernel, np, dtype, block_inputs, batch=False)
+        assert len(one_by_one.runs) == len(one_by_one.blocks)
+        assert sum(run.count for run in band.runs) == len(band.blocks)
         if factor == int(factor) and len(band.blocks) > 5:
             assert len(band.runs) < len(band.blocks)  # batched where the blocks repeat
         for axis, shape in [(2, (3, 5, n)), (1, (2, n, 7)), (0, (n, 4, 6)), (1, (1, n, 33)), (2, (1, 1, n))]:

@@ -149,7 +149,8 @@ class HazeRemovalLogic:
 
     def describeMask(self, maskNode) -> str:
         """About a mask from ``previewMask``: how much of the volume is haze; after this logic's last preview, also
-        its threshold and, when little, nothing or almost everything would be removed, the warning saying why (one line each)."""
+        its threshold and, when little, nothing or almost everything would be removed, the warning saying why (one
+        line each)."""
         labels = volume_from_node(maskNode).array
         haze = int(np.count_nonzero(labels == MASK_LABEL))
         lines = [f"Haze (label {MASK_LABEL}): {haze} of {labels.size} voxels, {100.0 * haze / labels.size:.1f} %"]

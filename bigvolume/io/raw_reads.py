@@ -3,11 +3,11 @@ Linux), anything else through it (:func:`open_raw` picks).
 
 A buffered read of a cold file costs the kernel a page-cache fill and a copy, on the reader thread, taken from the
 filter's cores; around the cache, the disk's DMA fills the caller's buffer when it is page-aligned (the slab
-readers' are), else a page-aligned bounce buffer and one copy follows. Side by side
-(``benchmarks/stream.py --passes``, 2 GiB uint16, 2 cores): streamed resample of the cold file at x4 1180-1378
-MB/s against 443-564 MB/s through the page cache, at x2 751-753 against 435-457. A file that is already cached is read the normal
-way (the copy is then all it costs), as is a small one, or one on a filesystem that refuses ``O_DIRECT`` or is not a
-local disk.
+readers' are), else a page-aligned bounce buffer and one copy follows. Side by side (``benchmarks/stream.py
+--passes``, 2 GiB uint16, 2 cores): streamed resample of the cold file at x4 1180-1378 MB/s against 443-564 MB/s
+through the page cache, at x2 751-753 against 435-457. A file that is already cached is read the normal way (the
+copy is then all it costs), as is a small one, or one on a filesystem that refuses ``O_DIRECT`` or is not a local
+disk.
 
 ``BIGVOLUME_DIRECT_READ`` = ``auto`` (default: files of 256 MiB or more, mostly not cached, on a local disk
 filesystem), ``never`` or ``always`` (whatever the file; for benchmarks and tests). The cost of ``auto``: an

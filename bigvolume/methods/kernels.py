@@ -13,6 +13,7 @@ import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -315,12 +316,26 @@ def apply_separable(array: np.ndarray, kernels: tuple[AxisKernel, AxisKernel, Ax
     return out
 
 
+class BlockRun(NamedTuple):
+    """``count`` equal dense blocks of a band matrix: the k-th maps inputs c0 + k c_step .. + width to outputs
+    r0 + k rows .. + rows."""
+    r0: int
+    rows: int
+    c0: int
+    width: int
+    c_step: int
+    count: int
+    dense: object      # (rows x width), in the backend's array type
+    dense_t: object    # its transpose, contiguous
+
+
 class BandMatrix:
     """An axis table as dense blocks along the band of its (outputs x inputs) weight matrix: each block maps a
     run of output voxels to the contiguous inputs their taps read. Taps that the table clamps onto the same
     border voxel add up, as they do tap by tap."""
 
-    def __init__(self, kernel: AxisKernel, xp, dtype, block_inputs: int = CPU_BLOCK_INPUTS):
+    def __init__(self, kernel: AxisKernel, xp, dtype, block_inputs: int = CPU_BLOCK_INPUTS, batch: bool = True):
+        """``batch``: equal neighbouring blocks run as one batched product (numpy only; see :meth:`_runs`)."""
         self.xp, self.dtype, self.size_out = xp, np.dtype(dtype), kernel.size_out
         index, weight = kernel.index, kernel.weight
         step = max(1.0, (index.max() - index.min() + 1) / self.size_out)  # inputs per output voxel
@@ -334,25 +349,23 @@ class BandMatrix:
             np.add.at(dense, (np.repeat(np.arange(r1 - r0), idx.shape[1]), (idx - c0).ravel()), w.ravel())
             dense = dense.astype(self.dtype)
             self.blocks.append((r0, r1, c0, c1, xp.asarray(dense), xp.asarray(np.ascontiguousarray(dense.T))))
-        self.runs = self._runs() if xp is np else [(r0, 1, *block, 0) for r0, *block in self.blocks]
+        self.runs = self._runs(batch and xp is np)
 
-    def _runs(self):
+    def _runs(self, batch: bool) -> list["BlockRun"]:
         """The blocks as runs of equal blocks at a regular step (the interior of an integer factor's table: one
         dense block, repeated), each run one batched product over overlapping views of the input: the same BLAS
         products, block for block, in a few calls instead of one per block. On 2 cores the filter threads waited
-        for the GIL between the ~55 000 calls of a 2 GiB x2 resample. Entries: (r0, count, r1, c0, c1, dense,
-        dense_t, c_step) of the first block."""
-        runs = []
+        for the GIL between the ~55 000 calls of a 2 GiB x2 resample. ``batch`` False: one run per block."""
+        runs: list[BlockRun] = []
         for r0, r1, c0, c1, dense, dense_t in self.blocks:
-            if runs:
-                first_r0, count, first_r1, first_c0, first_c1, first_dense, _, c_step = runs[-1]
-                rows = first_r1 - first_r0
-                step = c0 - first_c0 - (count - 1) * c_step if count > 1 else c0 - first_c0
-                if r1 - r0 == rows and c1 - c0 == first_c1 - first_c0 and step > 0 and \
-                        (count == 1 or step == c_step) and np.array_equal(dense, first_dense):
-                    runs[-1] = (first_r0, count + 1, first_r1, first_c0, first_c1, first_dense, runs[-1][6], step)
+            last = runs[-1] if runs and batch else None
+            if last is not None and (r1 - r0, c1 - c0) == (last.rows, last.width) and \
+                    np.array_equal(dense, last.dense):
+                step = c0 - (last.c0 + (last.count - 1) * last.c_step)  # from the run's last block
+                if step > 0 and (last.count == 1 or step == last.c_step):
+                    runs[-1] = last._replace(count=last.count + 1, c_step=step)
                     continue
-            runs.append((r0, 1, r1, c0, c1, dense, dense_t, 0))
+            runs.append(BlockRun(r0, r1 - r0, c0, c1 - c0, 0, 1, dense, dense_t))
         return runs
 
     def apply(self, data, axis: int, pool=None, parts: int = 1, out=None):
@@ -377,11 +390,12 @@ class BandMatrix:
         def one_part(number: int) -> None:
             cut = slice(bounds[number], bounds[number + 1])
             source, target = (data[cut], out[cut]) if along_pre else (data[:, :, cut], out[:, :, cut])
-            for r0, count, r1, c0, c1, dense, dense_t, c_step in self.runs:
-                if count == 1:
-                    self._product(source, c0, c1, dense, dense_t, out=target[:, r0:r1])
+            for run in self.runs:
+                if run.count == 1:
+                    self._product(source, run.c0, run.c0 + run.width, run.dense, run.dense_t,
+                                  out=target[:, run.r0:run.r0 + run.rows])
                 else:
-                    self._run_product(source, target, r0, count, r1 - r0, c0, c1 - c0, c_step, dense, dense_t)
+                    self._run_product(source, target, run)
 
         if parts == 1:
             one_part(0)
@@ -390,22 +404,22 @@ class BandMatrix:
         return out.reshape(out_shape)
 
     @staticmethod
-    def _run_product(data, out, r0, count, rows, c0, width, c_step, dense, dense_t):
-        """``count`` equal blocks, the k-th reading inputs c0 + k c_step .. + width and writing outputs
-        r0 + k rows .. + rows, as one batched product over strided views (each matrix in it is the one
+    def _run_product(data, out, run: "BlockRun") -> None:
+        """The run's blocks as one batched product over strided views (each matrix in it is the one
         :meth:`_product` would have multiplied)."""
         pre, _, post = data.shape
         s0, s1, s2 = data.strides
         o0, o1, o2 = out.strides
-        start, first = data[:, c0:], out[:, r0:]
+        start, first = data[:, run.c0:], out[:, run.r0:]
+        count, rows, width = run.count, run.rows, run.width
         if post == 1:    # along the last axis: (pre x width) @ (width x rows) per block
-            views = as_strided(start[:, :, 0], (count, pre, width), (c_step * s1, s0, s1), writeable=False)
+            views = as_strided(start[:, :, 0], (count, pre, width), (run.c_step * s1, s0, s1), writeable=False)
             targets = as_strided(first[:, :, 0], (count, pre, rows), (rows * o1, o0, o1))
-            np.matmul(views, dense_t, out=targets)
+            np.matmul(views, run.dense_t, out=targets)
             return
-        views = as_strided(start, (count, pre, width, post), (c_step * s1, s0, s1, s2), writeable=False)
+        views = as_strided(start, (count, pre, width, post), (run.c_step * s1, s0, s1, s2), writeable=False)
         targets = as_strided(first, (count, pre, rows, post), (rows * o1, o0, o1, o2))
-        np.matmul(dense, views, out=targets)
+        np.matmul(run.dense, views, out=targets)
 
     def _product(self, data, c0, c1, dense, dense_t, out=None):
         """The products of one block, into ``out`` when given (no temporary)."""

@@ -88,8 +88,11 @@ class NumpyStages:
         if pool is None or self.threads < 2 or start < kept:  # overlapping rows: one copy (numpy handles it)
             window[:kept] = window[start:stop]
             return
+
+        def part(number: int, a: int, b: int) -> None:
+            window[a:b] = window[start + a:start + b]
         # Source and destination apart: the copy split over the filter threads, which would otherwise wait on it.
-        self._split(lambda number, a, b: window.__setitem__(slice(a, b), window[start + a:start + b]), kept, pool)
+        self._split(part, kept, pool)
 
     @contextlib.contextmanager
     def _timed(self, name: str):
@@ -155,12 +158,10 @@ class NumpyStages:
         if self._converted is None or self._converted.shape[0] < slab.shape[0]:
             self._converted = np.empty(slab.shape, convert_to)
         converted = self._converted[:slab.shape[0]]
-        parts = min(self.threads, slab.shape[0]) if pool is not None else 1
-        bounds = np.linspace(0, slab.shape[0], parts + 1).astype(int)
 
-        def part(n):
-            np.copyto(converted[bounds[n]:bounds[n + 1]], slab[bounds[n]:bounds[n + 1]], casting="unsafe")
-        list(pool.map(part, range(parts))) if parts > 1 else part(0)
+        def part(number: int, a: int, b: int) -> None:
+            np.copyto(converted[a:b], slab[a:b], casting="unsafe")
+        self._split(part, slab.shape[0], pool)
         return converted
 
     def reduce_xy(self, slab, pool=None, out=None):
