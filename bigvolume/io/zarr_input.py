@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,6 +273,26 @@ def _say_once(note: str) -> None:
         logging.getLogger("bigvolume").warning(note)
 
 
+SETTLE_SECONDS = 10.0  # longest wait for zarr's leftover tasks after a failed read
+
+
+def _settle_zarr_tasks() -> None:
+    """After a failed read, the other chunk tasks of that read (a shard's inner chunks) still run on zarr's event
+    loop; left there, they fail at exit once zarr's thread pool is shut down, and asyncio prints "Task exception was
+    never retrieved" tracebacks beside the one line that names the bad chunk. Wait for them, taking their errors."""
+    import asyncio
+    from zarr.core.sync import sync
+
+    async def settle():
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=SETTLE_SECONDS)
+            for task in others:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: nothing printed for it later
+    sync(settle())
+
+
 class ZarrSlabReader(SlabReader):
     """z slabs (and boxes) of one level of a pyramid, as ``(k, j, i[, c])`` arrays."""
 
@@ -322,7 +341,9 @@ class ZarrSlabReader(SlabReader):
         except BigVolumeError:
             raise
         except Exception as error:
-            raise self._diagnose(box, error) from None
+            failure = self._diagnose(box, error)
+            _settle_zarr_tasks()
+            raise failure from None
         return out
 
     @staticmethod
