@@ -541,6 +541,29 @@ def test_runs_of_equal_blocks_as_one_batched_product_change_no_bit(n, factor, dt
                 np.testing.assert_array_equal(band.apply(data, axis, pool, 2), one_by_one.apply(data, axis, pool, 2))
 
 
+@pytest.mark.parametrize("n, factor", [(1024, 2.0), (300, 3.0), (256, 4.0), (77, 2.5), (40, 2.0)])
+def test_x_blocks_by_outputs_and_products_of_few_rows_equal_the_taps(n, factor):
+    """The x pass's blocking (block_outputs outputs per block, at most product_rows rows per product, as the
+    numpy backend runs it: X_BLOCK_OUTPUTS, X_PRODUCT_ROWS) gives the tap-by-tap result and the default blocks',
+    whatever the rows left over for the last product, split over threads or not."""
+    from concurrent.futures import ThreadPoolExecutor
+    from bigvolume.methods.kernels import BandMatrix, apply_axis, axis_kernel
+    rng = np.random.default_rng(int(n * factor))
+    size_out = bv.core.geometry.output_size(n, factor)
+    kernel = axis_kernel("lanczos", n, factor, size_out)
+    for outputs, rows in [(16, 128), (5, 7), (16, 64)]:
+        band = BandMatrix(kernel, np, np.float32, block_outputs=outputs, product_rows=rows)
+        assert len(band.blocks) == -(-size_out // outputs)
+        for shape in [(3, 100, n), (1, 1, n), (2, 3 * rows + 5, n)]:
+            data = rng.random(shape).astype(np.float32)
+            taps = apply_axis(data, kernel, 2, "sum", np.float32)
+            blocked = band.apply(data, 2)
+            np.testing.assert_allclose(blocked, taps, rtol=0, atol=2e-6)
+            np.testing.assert_allclose(blocked, BandMatrix(kernel, np, np.float32).apply(data, 2), rtol=0, atol=2e-6)
+            with ThreadPoolExecutor(2) as pool:
+                np.testing.assert_allclose(band.apply(data, 2, pool, 2), taps, rtol=0, atol=2e-6)
+
+
 def test_streaming_keeps_blas_to_one_thread_and_restores_it(tmp_path):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     volume = sample_volume(np.uint16, shape=(30, 20, 24))

@@ -10,12 +10,14 @@ import numpy as np
 
 from ..core.dtypes import cast_to, work_dtype
 from ..core.memory import MAX_SLAB_BYTES
-from .kernels import AxisKernel, ResampleKernels, apply_axis, axis_operator
+from .kernels import X_BLOCK_OUTPUTS, X_PRODUCT_ROWS, AxisKernel, ResampleKernels, apply_axis, axis_operator
 
 # Inputs per band-matrix block along y (the middle axis), products over whole rows of one slice at a time: smaller
-# blocks multiply fewer zeros and stay in cache (thread CPU ms per slice, one thread, x2 / x4: 1024^2 0.85 / 0.71 at
-# 24, 1.16 / 0.83 at 48; 2048^2 3.1 / 2.6 at 24, 4.8 / 3.6 at 48; 512^2 within 10 %; along x, 96 stays about best).
-Y_BLOCK_INPUTS = 24
+# blocks multiply fewer zeros, and products this small run on OpenBLAS's unpacked "small matrix" kernels (see
+# X_BLOCK_OUTPUTS). One thread, CPU ms per slice of the y pass, 24 inputs against 16: x2 1024^2 0.78 -> 0.70, 2048^2
+# 4.29 -> 2.90, 512^2 0.23 -> 0.20; x3 0.95 -> 0.83, 2048^2 2.80 -> 2.24; x4 0.59 -> 0.47, 2048^2 2.42 -> 1.98
+# (12 and 32 slower than both at every factor).
+Y_BLOCK_INPUTS = 16
 # Input bytes the tap-by-tap methods filter at a time (a few slices: they and their y results stay in cache).
 GROUP_BYTES = 2**20
 # Float bytes of the slices a thread converts and runs through the y and x band products at a time (at least one
@@ -59,7 +61,8 @@ class NumpyStages:
             # runs on the y-reduced slab (a 2 GiB uint16 volume at x2: 1.5x faster x/y, at x4 2.3x; see
             # benchmarks/stream.py --passes).
             self._along_j = axis_operator(kernel_j, nj, "sum", kernels.work_dtype, block_inputs=Y_BLOCK_INPUTS)
-            self._along_i = axis_operator(kernel_i, ni, "sum", kernels.work_dtype)
+            self._along_i = axis_operator(kernel_i, ni, "sum", kernels.work_dtype, block_outputs=X_BLOCK_OUTPUTS,
+                                          product_rows=X_PRODUCT_ROWS)
         voxels = nj * ni * int(np.prod(kernels.input_shape[3:]))  # per input slice
         self.band_group = 1  # slices a thread converts and filters at a time (band products)
         if kernels.band and not kernels.skip_xy:
