@@ -401,11 +401,13 @@ class BandMatrix:
         def one_part(number: int) -> None:
             cut = slice(bounds[number], bounds[number + 1])
             source, target = (data[cut], out[cut]) if along_pre else (data[:, :, cut], out[:, :, cut])
-            if post == 1 and self.product_rows and source.shape[0] > self.product_rows:
-                for r0 in range(0, source.shape[0], self.product_rows):
-                    rows = slice(r0, r0 + self.product_rows)
-                    products(source[rows], target[rows])
-            else:
+            chunk = self.product_rows
+            if post == 1 and chunk and source.shape[0] > chunk and self.xp is np:
+                whole = source.shape[0] // chunk * chunk  # as one batched product per run; the rest after
+                for run in self.runs:
+                    self._run_product(source[:whole], target[:whole], run, chunk)
+                source, target = source[whole:], target[whole:]
+            if source.shape[0]:
                 products(source, target)
 
         def products(source, target) -> None:
@@ -423,17 +425,20 @@ class BandMatrix:
         return out.reshape(out_shape)
 
     @staticmethod
-    def _run_product(data, out, run: "BlockRun") -> None:
+    def _run_product(data, out, run: "BlockRun", chunk_rows: int | None = None) -> None:
         """The run's blocks as one batched product over strided views (each matrix in it is the one
-        :meth:`_product` would have multiplied)."""
+        :meth:`_product` would have multiplied). Along the last axis, over ``data``'s rows in chunks of
+        ``chunk_rows`` (which divides them; default all at once): one product per chunk and block."""
         pre, _, post = data.shape
         s0, s1, s2 = data.strides
         o0, o1, o2 = out.strides
         start, first = data[:, run.c0:], out[:, run.r0:]
         count, rows, width = run.count, run.rows, run.width
-        if post == 1:    # along the last axis: (pre x width) @ (width x rows) per block
-            views = as_strided(start[:, :, 0], (count, pre, width), (run.c_step * s1, s0, s1), writeable=False)
-            targets = as_strided(first[:, :, 0], (count, pre, rows), (rows * o1, o0, o1))
+        if post == 1:    # along the last axis: (chunk_rows x width) @ (width x rows) per chunk and block
+            chunk = chunk_rows or pre
+            views = as_strided(start[:, :, 0], (pre // chunk, count, chunk, width),
+                               (chunk * s0, run.c_step * s1, s0, s1), writeable=False)
+            targets = as_strided(first[:, :, 0], (pre // chunk, count, chunk, rows), (chunk * o0, rows * o1, o0, o1))
             np.matmul(views, run.dense_t, out=targets)
             return
         views = as_strided(start, (count, pre, width, post), (run.c_step * s1, s0, s1, s2), writeable=False)
