@@ -18,7 +18,7 @@ import bigvolume as bv
 from bigvolume.io import files as io
 from bigvolume.testing import quality
 from bigvolume.io.slab_writers import SlabWriter
-from bigvolume.io import raw_reads
+from bigvolume.io import raw_reads, raw_writes
 from bigvolume.io.slabs import WholeVolumeReader, open_slabs
 
 TINY = 1  # bytes: forces one-slice slabs, so every slab boundary is exercised
@@ -324,6 +324,74 @@ def test_a_raw_file_cut_short_while_reading_is_an_error_naming_it(tmp_path, read
         os.truncate(data, volume.array[:25].nbytes + 7)
         with pytest.raises(bv.VolumeFileError, match=rf"{data.name}: ended at byte {volume.array[:25].nbytes + 7} "):
             reader.read(20, 30)
+
+
+def direct_append_or_skip(path):
+    try:
+        return raw_writes.DirectAppendFile(path)
+    except OSError as error:
+        pytest.skip(f"O_DIRECT refused on {path.parent} ({error.strerror}): outputs are written the normal way")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_writes_around_the_page_cache_give_the_bytes_written(tmp_path, monkeypatch, seed):
+    """Pieces of any size (empty, one byte, across and exactly at the buffer's end) appended around the page cache:
+    the file holds exactly those bytes, its last partial block padded then cut off."""
+    monkeypatch.setattr(raw_writes, "WRITE_BUFFER_BYTES", 4 * raw_reads.ALIGNMENT)
+    rng = np.random.default_rng(seed)
+    step = raw_reads.ALIGNMENT
+    sizes = [0, 1, step - 1, 1, 4 * step, 3 * step + 17, 0, 9 * step] + list(rng.integers(0, 6 * step, 20))
+    sizes += [int(rng.integers(0, step))]  # a tail of any length
+    pieces = [rng.integers(0, 256, size, dtype=np.uint8) for size in sizes]
+    direct = direct_append_or_skip(tmp_path / "direct.raw")
+    for piece in pieces:
+        direct.write(piece.data)
+    direct.close()
+    direct.close()  # a second close does nothing
+    assert (tmp_path / "direct.raw").read_bytes() == b"".join(piece.tobytes() for piece in pieces)
+
+
+@pytest.mark.parametrize("form", ["nhdr", "nrrd", "nii"])
+def test_outputs_written_around_the_page_cache_equal_those_written_through_it(tmp_path, form, monkeypatch):
+    """Streamed outputs (a detached data file, and attached headers, which put the voxels at an unaligned offset)
+    are the same files whether written around the page cache or through it."""
+    direct_append_or_skip(tmp_path / "probe.raw").close()
+    volume = sample_volume(np.int16, shape=(37, 29, 43))
+    path = write_form(volume, tmp_path, "nhdr")
+    from bigvolume.io import slab_writers
+    opened = []
+    monkeypatch.setattr(slab_writers, "open_for_append",
+                        lambda *args: opened.append(raw_writes.open_for_append(*args)) or opened[-1])
+    outputs = {}
+    for mode in ("never", "always"):
+        monkeypatch.setenv("BIGVOLUME_DIRECT_WRITE", mode)
+        folder = tmp_path / mode
+        folder.mkdir()
+        bv.resample_file(path, folder / f"out.{form}", (2, 3, 2), stream=True, compress=False, memory_limit=TINY)
+        outputs[mode] = digest(folder)
+    assert [type(handle) is raw_writes.DirectAppendFile for handle in opened] == [False, True]
+    assert outputs["always"] == outputs["never"] and len(outputs["never"]) == (2 if form == "nhdr" else 1)
+
+
+def test_only_large_uncompressed_outputs_on_a_local_disk_are_written_around_the_page_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIGVOLUME_DIRECT_WRITE", "auto")
+    target = tmp_path / "out.raw"
+    assert not raw_writes.worth_writing_direct(target, raw_reads.DIRECT_MIN_BYTES - 1)
+    shared_memory = Path("/dev/shm")
+    if raw_reads.filesystem_type(shared_memory) == "tmpfs":
+        assert not raw_writes.worth_writing_direct(shared_memory / "out.raw", 2 * raw_reads.DIRECT_MIN_BYTES)
+    local = raw_reads.filesystem_type(tmp_path) in raw_reads.LOCAL_FILESYSTEMS and hasattr(os, "O_DIRECT")
+    assert raw_writes.worth_writing_direct(target, raw_reads.DIRECT_MIN_BYTES) == local
+    monkeypatch.setenv("BIGVOLUME_DIRECT_WRITE", "never")
+    assert not raw_writes.worth_writing_direct(target, 2 * raw_reads.DIRECT_MIN_BYTES)
+    handle = raw_writes.open_for_append(target, 2 * raw_reads.DIRECT_MIN_BYTES)
+    assert not isinstance(handle, raw_writes.DirectAppendFile)
+    handle.close()
+    monkeypatch.setenv("BIGVOLUME_DIRECT_WRITE", "always")
+    handle = raw_writes.open_for_append(target, 10)  # where O_DIRECT is refused: the normal way, no error
+    handle.write(b"0123456789")
+    handle.close()
+    assert target.read_bytes() == b"0123456789"
 
 
 def evict_from_page_cache(path) -> None:

@@ -21,6 +21,7 @@ import SimpleITK as sitk
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
 from .files import volume_suffix
+from .raw_writes import open_for_append
 
 STREAM_WRITE_SUFFIXES = (".nhdr", ".nrrd", ".nii", ".nii.gz")
 GZIP_LEVEL = 6  # zlib's default: the usual balance of size and speed
@@ -155,7 +156,8 @@ class SlabWriter:
             header, data_path = nrrd_header(geometry, dtype, components, encoding), path
         else:
             header, data_path = nifti_header(geometry, dtype), path
-        handle = open(data_path, "wb")
+        data_bytes = len(header) + geometry.voxel_count * components * self.dtype.itemsize
+        handle = open(data_path, "wb") if compress else open_for_append(data_path, data_bytes)
         if suffix == ".nii.gz":
             self._out = _GzipFile(handle)
             self._out.write(header)
