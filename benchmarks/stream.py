@@ -50,12 +50,18 @@ start-up, imports or exit). Not ``--quiet``: without a terminal the progress bar
    filtering. On a virtual machine "cold" means cold in this
    kernel's cache only: the host may still cache the disk (dd then reads at several GB/s).
 
+``--passes``: only a 2 GiB input at x2 and x4, cold against ``dd`` (buffered and ``iflag=direct``), the per-pass
+breakdown of an in-process run, and warm streamed against in memory (benchmarks/results/stream_passes.json). With
+``--baseline-tree DIR`` (another checkout, say ``git worktree add DIR OLD_COMMIT``) that checkout's streamed command
+runs cold in the same rounds, from ``PYTHONPATH=DIR``: the change between two commits, side by side.
+
 The machine's load average is recorded at the start, before each section and at the end: on a shared machine,
 timings are only as good as the quiet they were taken in.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -587,15 +593,42 @@ def passes_worker(header: str, factor: str) -> int:
     return 0
 
 
-def measure_passes(item: Input, folder: Path, rounds: int, drop_caches: str) -> dict:
+@contextlib.contextmanager
+def baseline_environment(tree: str):
+    """Child processes import the package from ``tree``: PYTHONPATH, and PYTHONSAFEPATH so that ``python -m``
+    does not put the current directory (perhaps this checkout) first. Checked before it is used."""
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    os.environ.update(PYTHONPATH=tree, PYTHONSAFEPATH="1")
+    try:
+        found = subprocess.run([sys.executable, "-c", "import bigvolume; print(bigvolume.__file__)"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        if not Path(found).resolve().is_relative_to(Path(tree).resolve()):
+            raise RuntimeError(f"the baseline run would import {found}, not the package in {tree}")
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def tree_commit(tree: str) -> str | None:
+    """The short commit of the checkout at ``tree`` (None outside git)."""
+    done = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def measure_passes(item: Input, folder: Path, rounds: int, drop_caches: str, baseline: str | None = None) -> dict:
     """Per factor (x2, x4), alternating, ``rounds`` rounds: dd of the cold file; the streamed command, cold; the
-    in-process breakdown per pass, cold; the streamed and the in-memory command, warm."""
+    in-process breakdown per pass, cold; the streamed and the in-memory command, warm. ``baseline``: another
+    checkout whose streamed command also runs cold in the same rounds (PYTHONPATH)."""
     result = {"input": item.label, "input_bytes": item.nbytes, "rounds": rounds, "load_before": load_average(),
-              "runs": {}}
+              "runs": {}, "baseline": baseline and {"tree": baseline, "commit": tree_commit(baseline)}}
     dd = shutil.which("dd")
     for factor in PASS_FACTORS:
         kinds = ["dd", "dd, direct", "streamed, cold", "streamed, cold, page cache", "passes, cold",
-                 "streamed, warm", "in memory, warm"]
+                 "streamed, warm", "in memory, warm"] + (["streamed, cold, baseline"] if baseline else [])
         runs = {kind: [] for kind in kinds}
         for round_index in range(rounds):
             for kind in kinds[round_index % len(kinds):] + kinds[:round_index % len(kinds)]:
@@ -618,6 +651,9 @@ def measure_passes(item: Input, folder: Path, rounds: int, drop_caches: str) -> 
                         run = run_resample(item, folder, Mode(True, None), f"passes-{factor}", factor)
                     finally:
                         del os.environ["BIGVOLUME_DIRECT_READ"]
+                elif kind == "streamed, cold, baseline":  # the other checkout's package, same command
+                    with baseline_environment(baseline):
+                        run = run_resample(item, folder, Mode(True, None), f"passes-{factor}", factor)
                 elif kind == "passes, cold":
                     worker = subprocess.run([sys.executable, __file__, "--passes-worker", str(item.header),
                                              str(factor)], capture_output=True, text=True, check=True)
@@ -658,6 +694,17 @@ def passes_report(passes: dict) -> tuple[str, list[str]]:
                         f"{cold / dd:.2f}x dd's read speed (goal >= {PASS_GOALS['dd']})")
         verdicts.append(f"- {'PASS' if memory / warm >= PASS_GOALS['warm'] else 'FAIL'}: x{factor} warm, in memory "
                         f"{memory / warm:.2f}x the streamed speed (goal >= {PASS_GOALS['warm']})")
+    baseline = passes.get("baseline")
+    if baseline:
+        lines = []
+        for factor, data in passes["runs"].items():
+            summary = data["summary"]
+            ours, theirs = summary["streamed, cold"], summary["streamed, cold, baseline"]
+            lines.append(f"x{factor} {theirs['seconds']:.2f} -> {ours['seconds']:.2f} s ({theirs['mb_per_s']:.0f} -> "
+                         f"{ours['mb_per_s']:.0f} MB/s, {theirs['mb_per_s'] / summary['dd']['mb_per_s']:.2f}x -> "
+                         f"{ours['mb_per_s'] / summary['dd']['mb_per_s']:.2f}x dd)")
+        verdicts.append(f"- Streamed cold, baseline {baseline['commit']} ({baseline['tree']}) -> this tree, same "
+                        f"rounds, medians: {'; '.join(lines)}")
     table = "\n".join([
         f"Input {passes['input']}, uint16 NHDR + raw, Lanczos, raw .nhdr output; {passes['rounds']} rounds "
         "alternated, medians, input MB/s (10^6 bytes per second) of the whole command. Passes: seconds inside one "
@@ -688,6 +735,8 @@ def main(argv=None) -> int:
     parser.add_argument("--passes", action="store_true",
                         help="only the per-pass breakdown: a 2 GiB input (--quick: 128 MiB), x2 and x4, cold against "
                              "dd and warm against the in-memory path (rounds: --cold-rounds, default 3)")
+    parser.add_argument("--baseline-tree", help="with --passes: another checkout of the package, whose streamed "
+                                                "command also runs cold in the same rounds")
     args = parser.parse_args(argv)
     if args.passes:
         return main_passes(args)
@@ -768,7 +817,8 @@ def main_passes(args) -> int:
         log(f"generating {item.label} in {folder}")
         generate(item, folder)
         os.sync()
-        passes = measure_passes(item, folder, rounds, args.drop_caches)
+        baseline = str(Path(args.baseline_tree).resolve()) if args.baseline_tree else None
+        passes = measure_passes(item, folder, rounds, args.drop_caches, baseline)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
