@@ -195,3 +195,14 @@ def test_no_system_path_ships_in_the_package():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 assert not node.value.startswith(("/usr/", "/opt/", "/home/")), f"{path.name}: {node.value}"
+
+
+@pytest.mark.parametrize("path", [p for p in PACKAGE.rglob("*.py") if "slicer" not in p.relative_to(PACKAGE).parts],
+                         ids=lambda path: str(path.relative_to(REPO)))
+def test_only_the_slicer_layer_mentions_mrml_or_the_slicer_modules(path):
+    """Outside bigvolume/slicer, no code or text names MRML classes or the slicer/qt/ctk modules: whatever knows the
+    scene lives in one layer (the import contract catches imports; this also catches duck-typed calls and prose)."""
+    text = path.read_text()
+    found = [word for word in ("mrml", "slicer.util", "slicer.app", "slicer.mrmlScene", "import slicer", "import qt",
+                               "import ctk", "qt.Q", "ctk.ctk") if word.lower() in text.lower()]
+    assert not found, f"{path.relative_to(REPO)} mentions {found}"

@@ -2,7 +2,8 @@
 
 The public API is listed in ``__all__`` and loaded on first use (PEP 562): ``import bigvolume`` is cheap and does not
 load vtk or SimpleITK until a function that needs them is called. The layers behind it (docs/ARCHITECTURE.md):
-core <- io <- methods <- engine <- ops <- render, testing <- cli; slicer (MRML adapters) for the Slicer modules only.
+core <- io <- methods <- engine <- ops <- render, testing <- cli; slicer (the scene adapters) for the Slicer
+modules only.
 """
 import importlib
 

@@ -23,7 +23,7 @@ def owned_view(view: np.ndarray, owner) -> np.ndarray:
 @dataclass
 class Volume:
     """``array`` has shape ``(k, j, i)`` for scalar volumes or ``(k, j, i, components)`` for vector/RGB ones,
-    matching ``geometry.dimensions`` reversed (the layout of slicer.util.arrayFromVolume)."""
+    matching ``geometry.dimensions`` reversed (the layout of Slicer's arrayFromVolume)."""
 
     array: np.ndarray
     geometry: Geometry

@@ -118,9 +118,9 @@ def ras_bounds(geometry: Geometry) -> np.ndarray:
 
 def frame_camera(camera, geometry: Geometry, direction=VIEW_DIRECTION, view_up=VIEW_UP,
                  view_angle: float = VIEW_ANGLE, aspect: float = 1.0) -> None:
-    """Point ``camera`` (a vtkCamera or a vtkMRMLCameraNode: the same methods) at the centre of the volume's bounds
-    from ``direction`` (RAS), as close as the perspective allows with all eight corners of the bounds in view
-    (``aspect``: the view's width / height; the view angle is the vertical one, as in VTK)."""
+    """Point ``camera`` (a vtkCamera, or any object with its methods, such as the scene's camera node) at the centre
+    of the volume's bounds from ``direction`` (RAS), as close as the perspective allows with all eight corners of the
+    bounds in view (``aspect``: the view's width / height; the view angle is the vertical one, as in VTK)."""
     low, high = ras_bounds(geometry)
     centre = (low + high) / 2.0
     towards = np.asarray(direction, float) / np.linalg.norm(direction)  # from the centre to the camera

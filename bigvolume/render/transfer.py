@@ -38,7 +38,7 @@ class TransferFunction:
     reason: str = ""
 
     def fill(self, volume_property, unit_distance: float = 1.0) -> None:
-        """Put these curves into a vtkVolumeProperty (also the one a vtkMRMLVolumePropertyNode holds): the existing
+        """Put these curves into a vtkVolumeProperty (also the one a scene's volume property node holds): the existing
         transfer function objects are refilled in place, so whatever observes them (Slicer's views) sees the change."""
         colors = volume_property.GetRGBTransferFunction(0)
         colors.RemoveAllPoints()
