@@ -15,6 +15,7 @@ from scipy import ndimage
 
 import bigvolume as bv
 from bigvolume.ops import haze
+from bigvolume.ops.haze import api, compression, denoise, pipeline
 from bigvolume.io import files as io
 import head_mri as test_volumes  # Testing/head_mri.py
 from bigvolume.core.errors import BigVolumeError
@@ -213,8 +214,12 @@ def test_air_reached_only_through_other_slabs_is_found_in_one_slice_slabs(tmp_pa
     value = find_threshold(array, 3).value
     expected = reference_haze(array, value, options)
     assert expected[1:4, 8:11, 3:6].all() and not expected[8:15, 5:9, 8:12].any()
-    monkeypatch.setattr(haze, "SLAB_VOXELS", 1)  # one slice per slab
+    monkeypatch.setattr(api, "SLAB_VOXELS", 1)  # one slice per slab
+    labelled = []  # the slices of each labelled block: proves the patch above took effect
+    original = pipeline.label
+    monkeypatch.setattr(pipeline, "label", lambda mask: labelled.append(mask.shape[0]) or original(mask))
     np.testing.assert_array_equal(haze_mask(oblique(array), options), expected)
+    assert set(labelled) == {1} and len(labelled) == array.shape[0]
     path = io.write_volume(oblique(array), tmp_path / "tunnel.nhdr")
     dehaze_file(path, tmp_path / "out.nhdr", options, mask_out=tmp_path / "mask.nhdr", stream=True, memory_limit=1)
     np.testing.assert_array_equal(io.read_volume(tmp_path / "mask.nhdr").array.astype(bool), expected)
@@ -232,7 +237,7 @@ def test_streamed_equals_in_memory_equals_reference(tmp_path, shape, seed, optio
     dark = None
     if options.denoise:  # dark itself or in the denoised copy of the whole volume at once (not slab by slab)
         value = np.float32(report.threshold.value)
-        dark = (volume.array < value) | (haze._smooth(volume.array, 0, volume.array.shape[0]) < 64 * value)
+        dark = (volume.array < value) | (denoise.smooth_121(volume.array, 0, volume.array.shape[0]) < 64 * value)
     np.testing.assert_array_equal(expected_mask, reference_haze(volume.array, report.threshold.value, options, dark,
                                                                 report.threshold.band_floor))
     path = io.write_volume(volume, tmp_path / "in.nrrd")  # gzip-compressed: decoded slab by slab
@@ -251,9 +256,9 @@ def test_many_labels_open_across_slab_boundaries_are_kept_in_two_bytes(monkeypat
     rng = np.random.default_rng(4)
     array = np.where(rng.random((6, 80, 80)) < 0.45, 5.0, 200.0) + rng.random((6, 80, 80))
     codes = []
-    original = haze._compact
-    monkeypatch.setattr(haze, "_compact", lambda *args: codes.append(original(*args)) or codes[-1])
-    monkeypatch.setattr(haze, "SLAB_VOXELS", 1)
+    original = pipeline.compact
+    monkeypatch.setattr(pipeline, "compact", lambda *args: codes.append(original(*args)) or codes[-1])
+    monkeypatch.setattr(api, "SLAB_VOXELS", 1)
     options = HazeOptions(level=3, dilate=0)
     mask = haze_mask(oblique(array.astype(np.float32)), options)
     assert np.dtype(np.uint16) in {code.dtype for code, _ in codes}  # the first and last slices need only 1
@@ -311,7 +316,7 @@ def test_a_given_fill_value_must_fit_the_type():
 
 def test_large_volume_compressed_size_is_estimated_from_a_slice_sample(monkeypatch):
     volume = oblique(smooth_blobs((40, 30, 30), 5))
-    monkeypatch.setattr(haze, "COMPRESSION_SAMPLE_BYTES", 30 * 30 * 4 * 8)
+    monkeypatch.setattr(compression, "COMPRESSION_SAMPLE_BYTES", 30 * 30 * 4 * 8)
     _, _, report = dehaze(volume)
     exact = len(zlib.compress(volume.array.tobytes(), 6))
     assert report.gzip_before == pytest.approx(exact, rel=0.1)

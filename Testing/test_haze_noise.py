@@ -15,6 +15,7 @@ from scipy import ndimage
 
 import bigvolume as bv
 from bigvolume.ops import haze
+from bigvolume.ops.haze import denoise
 from bigvolume.io import files as io
 import head_mri as test_volumes  # Testing/head_mri.py
 from bigvolume.ops.haze import HazeOptions, dehaze, dehaze_file
@@ -314,10 +315,11 @@ def test_the_denoised_copy_is_the_121_kernel_with_edges_repeated():
     expected = array.astype(np.float64)
     for axis in range(3):
         expected = ndimage.correlate1d(expected, [1, 2, 1], axis=axis, mode="nearest")
-    np.testing.assert_allclose(haze._smooth(array, 0, 7), expected, rtol=1e-6)
+    np.testing.assert_allclose(denoise.smooth_121(array, 0, 7), expected, rtol=1e-6)
     for lo, n in ((0, 3), (2, 4), (1, 6)):  # a slab with its halo gives the same bits as the whole volume
         k0, k1 = max(0, lo - 1), min(7, lo + n + 1)
-        np.testing.assert_array_equal(haze._smooth(array[k0:k1], lo - k0, n), haze._smooth(array, 0, 7)[lo:lo + n])
+        np.testing.assert_array_equal(denoise.smooth_121(array[k0:k1], lo - k0, n),
+                                      denoise.smooth_121(array, 0, 7)[lo:lo + n])
 
 
 # --- the real head MRI against niimath at several noise levels ------------------------------------------------

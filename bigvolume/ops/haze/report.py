@@ -1,0 +1,110 @@
+"""The report of a run: :class:`DehazeReport` (counts, compressed sizes, notes) and, when little or almost everything
+was removed, the warning that says why."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...core.memory import format_bytes
+from .compression import CompressedSizes
+from .options import HazeOptions
+from .pipeline import Counts, HazePipeline
+from .threshold import HazeThreshold
+
+
+LITTLE_REMOVED = 0.01      # fewer voxels than this share changed: the report warns and says why
+# Fewer object voxels than this share kept while more than half the volume changed: the report warns (no object
+# found; noise alone keeps 0.1-0.2 %, a shell whose wall is 0.5 % of the field keeps 0.55 %). A specimen smaller
+# than this in its field of view is rare; the warning then only asks to look.
+LITTLE_KEPT = 0.004
+
+
+@dataclass
+class DehazeReport:
+    threshold: HazeThreshold
+    fill_value: float
+    voxels: int
+    changed: int
+    changed_fraction: float
+    object_voxels: int
+    changed_inside_object: int
+    gzip_before: int | None = None
+    gzip_after: int | None = None
+    zstd_before: int | None = None
+    zstd_after: int | None = None
+    notes: list = field(default_factory=list)
+    haze_voxels: int = 0
+    output_path: Path | None = None
+    seconds: float = 0.0
+    streamed: str = ""  # how a file was streamed; empty when it ran in memory
+    sizes_estimated: str = ""  # how the compressed sizes were estimated; empty when measured on every voxel
+    warning: str = ""  # why little or nothing was removed; empty when the run removed haze
+
+    def summary(self) -> str:
+        where = f"{self.output_path}: " if self.output_path else ""
+        text = (f"{where}{100 * self.changed_fraction:.1f} % of {self.voxels} voxels changed "
+                f"(set to {self.fill_value:g}); {self.threshold.describe()}; changed inside the object: "
+                f"{self.changed_inside_object}")
+        sizes = []
+        for name, before, after in (("gzip", self.gzip_before, self.gzip_after),
+                                    ("zstd", self.zstd_before, self.zstd_after)):
+            if before:
+                sizes.append(f"{name} {format_bytes(before)} -> {format_bytes(after)} "
+                             f"({100 * (after - before) / before:+.0f} %)")
+        if sizes:
+            text += "\n" + "; ".join(sizes) + (f" ({self.sizes_estimated})" if self.sizes_estimated else "")
+        if self.seconds:
+            text += f"; {self.seconds:.2f} s" + (f", {self.streamed}" if self.streamed else "")
+        if self.warning:
+            text += f"\nwarning: {self.warning}"
+        return text
+
+
+def make_report(pipeline: HazePipeline, threshold: HazeThreshold, fill, sizes: CompressedSizes | None,
+                notes: list) -> DehazeReport:
+    c = pipeline.counts
+    measured = sizes.finish() if sizes is not None else {}
+    gzip, zstd = measured.get("gzip", (None, None)), measured.get("zstd", (None, None))
+    if c.nan:
+        notes.append(f"{c.nan} NaN voxels: {c.nan_filled} in the air set to the fill value, "
+                     f"{c.nan - c.nan_filled} inside the object kept")
+    warning = _why_little_was_removed(c, threshold, pipeline.options) or _why_almost_all_was_removed(c, threshold)
+    if not warning and c.changed < LITTLE_REMOVED * c.voxels <= c.haze:
+        notes.append(f"{c.haze - c.changed} of the {c.haze} haze voxels already had the fill value")
+    return DehazeReport(threshold, float(fill), c.voxels, c.changed, c.changed / max(1, c.voxels), c.object_voxels,
+                        c.changed_inside_object, gzip[0], gzip[1], zstd[0], zstd[1], notes, c.haze,
+                        sizes_estimated=sizes.how() if sizes is not None else "", warning=warning)
+
+
+def _why_little_was_removed(c: Counts, threshold: HazeThreshold, options: HazeOptions) -> str:
+    """Empty when haze was found (at least LITTLE_REMOVED of the voxels, or air that already had one value), else
+    one sentence: how little, and the likeliest reason."""
+    if c.haze >= LITTLE_REMOVED * c.voxels:
+        return ""
+    how = (f"nothing was removed" if c.haze == 0 else
+           f"little was removed ({100 * c.haze / max(1, c.voxels):.2g} % of the voxels are haze)")
+    try_auto = "; the default level auto classifies a denoised copy" if not options.denoise else ""
+    if threshold.in_noise:
+        return (f"{how}: the threshold {threshold.value:.6g} fell inside the noise of the air (which reaches "
+                f"{threshold.air_end:.6g}): noise voxels above it count as object and the dilation grows them over "
+                f"the air{try_auto}")
+    if options.air == "border" and c.border and c.border_dark < c.border / 2:
+        share = 100 * c.border_dark / c.border
+        return (f"{how}: only {share:.2g} % of the volume's border is darker than the threshold "
+                f"{threshold.value:.6g}: the air is not darker than the object, or the object fills the volume "
+                "(--air all also takes dark voxels enclosed by the object)")
+    if c.air < LITTLE_REMOVED * c.voxels:
+        return (f"{how}: few voxels are darker than the threshold {threshold.value:.6g}: the air is not darker "
+                "than the object, or there is little air around it")
+    return (f"{how}: the object grown by {options.dilate} voxel{'s' * (options.dilate != 1)} covers nearly all of "
+            f"the {c.air} air voxels: the air is a thin layer, or noise in it counts as object{try_auto}")
+
+
+def _why_almost_all_was_removed(c: Counts, threshold: HazeThreshold) -> str:
+    """Empty unless nearly nothing was kept as object while most of the volume changed: then one sentence."""
+    if c.object_voxels >= LITTLE_KEPT * c.voxels or c.changed <= c.voxels / 2:
+        return ""
+    return (f"almost everything was removed: {100 * c.changed / max(1, c.voxels):.3g} % of the voxels changed and "
+            f"only {c.object_voxels} ({100 * c.object_voxels / max(1, c.voxels):.2g} %) were kept as object above "
+            f"the threshold {threshold.value:.6g}; unless the volume is nearly all air, no object was found (a "
+            "texture or background filling the volume, or a threshold above the object): check the output")
