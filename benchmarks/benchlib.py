@@ -68,17 +68,22 @@ def machine_info() -> dict:
             "bigvolume": _version("bigvolume"), "code": code_state()}
 
 
-def _git(*args) -> str:
+def _git(*args, tree=REPOSITORY) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=REPOSITORY, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=tree, capture_output=True, text=True).stdout.strip()
     except OSError:
         return ""
+
+
+def commit_of(tree=REPOSITORY) -> str | None:
+    """The short commit checked out at ``tree`` (this repository by default; None outside git)."""
+    return _git("rev-parse", "--short", "HEAD", tree=tree) or None
 
 
 def code_state() -> dict:
     """Which core was measured: the commit, whether bigvolume/ had uncommitted changes, the Lanczos lobes."""
     from bigvolume.methods.kernels import LANCZOS_LOBES
-    return {"commit": _git("rev-parse", "--short", "HEAD") or "unknown",
+    return {"commit": commit_of() or "unknown",
             "bigvolume_modified": bool(_git("status", "--porcelain", "--", "bigvolume")),
             "lanczos_lobes": LANCZOS_LOBES}
 

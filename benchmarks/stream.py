@@ -596,14 +596,10 @@ def passes_worker(header: str, factor: str) -> int:
 @contextlib.contextmanager
 def baseline_environment(tree: str):
     """Child processes import the package from ``tree``: PYTHONPATH, and PYTHONSAFEPATH so that ``python -m``
-    does not put the current directory (perhaps this checkout) first. Checked before it is used."""
+    does not put the current directory (perhaps this checkout) first (see :func:`check_baseline`)."""
     saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "PYTHONSAFEPATH")}
     os.environ.update(PYTHONPATH=tree, PYTHONSAFEPATH="1")
     try:
-        found = subprocess.run([sys.executable, "-c", "import bigvolume; print(bigvolume.__file__)"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        if not Path(found).resolve().is_relative_to(Path(tree).resolve()):
-            raise RuntimeError(f"the baseline run would import {found}, not the package in {tree}")
         yield
     finally:
         for name, value in saved.items():
@@ -613,10 +609,13 @@ def baseline_environment(tree: str):
                 os.environ[name] = value
 
 
-def tree_commit(tree: str) -> str | None:
-    """The short commit of the checkout at ``tree`` (None outside git)."""
-    done = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() or None if done.returncode == 0 else None
+def check_baseline(tree: str) -> None:
+    """Refuse a baseline whose runs would not import the package in ``tree`` (checked once, before measuring)."""
+    with baseline_environment(tree):
+        found = subprocess.run([sys.executable, "-c", "import bigvolume; print(bigvolume.__file__)"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(found).resolve().is_relative_to(Path(tree).resolve()):
+        raise RuntimeError(f"the baseline run would import {found}, not the package in {tree}")
 
 
 def measure_passes(item: Input, folder: Path, rounds: int, drop_caches: str, baseline: str | None = None) -> dict:
@@ -624,7 +623,7 @@ def measure_passes(item: Input, folder: Path, rounds: int, drop_caches: str, bas
     in-process breakdown per pass, cold; the streamed and the in-memory command, warm. ``baseline``: another
     checkout whose streamed command also runs cold in the same rounds (PYTHONPATH)."""
     result = {"input": item.label, "input_bytes": item.nbytes, "rounds": rounds, "load_before": load_average(),
-              "runs": {}, "baseline": baseline and {"tree": baseline, "commit": tree_commit(baseline)}}
+              "runs": {}, "baseline": baseline and {"tree": baseline, "commit": benchlib.commit_of(baseline)}}
     dd = shutil.which("dd")
     for factor in PASS_FACTORS:
         kinds = ["dd", "dd, direct", "streamed, cold", "streamed, cold, page cache", "passes, cold",
@@ -818,6 +817,8 @@ def main_passes(args) -> int:
         generate(item, folder)
         os.sync()
         baseline = str(Path(args.baseline_tree).resolve()) if args.baseline_tree else None
+        if baseline:
+            check_baseline(baseline)
         passes = measure_passes(item, folder, rounds, args.drop_caches, baseline)
     finally:
         if not args.keep:
