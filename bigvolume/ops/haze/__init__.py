@@ -44,8 +44,8 @@ Refused with one clear message: constant volumes (all-zero included) and all-NaN
 integer volumes with at most 16 distinct values (label maps and masks have no haze), vector/RGB volumes. A volume
 2 voxels thin has every voxel on its border: border air is then all dark voxels (said in the report's notes).
 
-The modules, each importing only those before it: options <- denoise, components, compression <- threshold,
-morphology <- pipeline <- report <- api. This package re-exports the public API; the tunables (``SLAB_VOXELS`` in
+The modules, in layers (pyproject.toml's contract): at the bottom options, denoise, components and compression,
+none importing another; threshold and morphology on them; then pipeline, report, api. This package re-exports the public API; the tunables (``SLAB_VOXELS`` in
 :mod:`.api`, ``SMOOTH_THREADS`` in :mod:`.denoise`, ``COMPRESSION_SAMPLE_BYTES`` in :mod:`.compression`, ...) stay
 in the module that reads them.
 """
