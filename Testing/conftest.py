@@ -25,7 +25,7 @@ for _folder in slicer_module_folders():
 # Each test file's family (pyproject.toml registers the markers): `pytest -m core` needs no slicer-core.
 FILE_MARKERS = {
     "core": ["test_blocks", "test_dicom", "test_fuzz_headers", "test_geometry", "test_gpu_path", "test_haze", "test_haze_noise",
-             "test_integrity", "test_io", "test_layers", "test_ome_zarr_input", "test_ome_zarr_metadata", "test_precision", "test_pyramid", "test_resample", "test_stack_orientation",
+             "test_integrity", "test_io", "test_layers", "test_nrrd_geometry", "test_ome_zarr_input", "test_ome_zarr_metadata", "test_precision", "test_pyramid", "test_resample", "test_stack_orientation",
              "test_stacks", "test_stream", "test_target_size"],
     "cli": ["test_cli", "test_ctrl_c", "test_messages", "test_readme"],
     "mrml": ["test_cli_module", "test_haze_logic", "test_ome_zarr_logic", "test_image_stack_logic", "test_preview", "test_slicer_logic"],

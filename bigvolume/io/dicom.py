@@ -16,14 +16,17 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
 from .slab_readers import SlabReader
 from ..core.volume import Volume, owned_view
+
+if TYPE_CHECKING:  # SimpleITK is imported where it is used: it costs about 90 MiB, and plain NRRDs do without it
+    import SimpleITK as sitk
 
 logger = logging.getLogger("bigvolume")
 
@@ -83,6 +86,7 @@ class DicomSeries:
 
 
 def _header(path: Path) -> sitk.ImageFileReader:
+    import SimpleITK as sitk
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.SetImageIO("GDCMImageIO")
@@ -100,6 +104,7 @@ def _tag(reader: sitk.ImageFileReader, tag: str) -> str:
 @functools.lru_cache(maxsize=16)
 def _series_in(folder: Path, modified_ns: int) -> tuple[DicomSeries, ...]:
     """Every series in ``folder`` (cached while the folder is unchanged: a command asks several times)."""
+    import SimpleITK as sitk
     finder = sitk.ImageSeriesReader()
     series = []
     for uid in finder.GetGDCMSeriesIDs(str(folder)):
@@ -164,6 +169,7 @@ def find_series(path, series: str | None = None) -> DicomSeries:
 
 
 def _pixel_dtype(reader: sitk.ImageFileReader) -> np.dtype:
+    import SimpleITK as sitk
     image = sitk.Image([1, 1, 1], reader.GetPixelID(), reader.GetNumberOfComponents())
     return np.dtype(sitk.GetArrayViewFromImage(image).dtype)
 
@@ -225,6 +231,7 @@ class DicomSlabReader(SlabReader):
         return len(self.series.files) > 1
 
     def _read_file(self, path: Path) -> np.ndarray:
+        import SimpleITK as sitk
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.SetImageIO("GDCMImageIO")

@@ -2,7 +2,8 @@
 
 Formats: NRRD (``.nrrd``; ``.nhdr`` + raw or gzip data file), NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``,
 ``.mhd`` + data file). SimpleITK does the reading and writing (Slicer and SimpleITK read each other's NRRD exactly);
-the array of a read volume is a view of the SimpleITK image, not a copy.
+the array of a read volume is a view of the SimpleITK image, not a copy. A plain NRRD's header is read without
+SimpleITK (bigvolume.io.nrrd_geometry, the same numbers), and its voxels by our readers: then SimpleITK is not loaded.
 
 Every write goes first into a hidden temporary folder inside the destination folder, under the final file names
 (so a detached header keeps pointing at the right data file), and is moved into place when complete, data files
@@ -17,17 +18,21 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
 from . import dicom, zarr_input
 from ..core.errors import VolumeFileError
 from ..core.progress import interrupt_as_flag
 from ..core.geometry import Geometry
+from .nrrd_geometry import nrrd_geometry
 from .layout import check_metaimage_header, data_files_named, nifti_data_end, nrrd_sizes, read_nrrd_header, voxel_layout
 from .slab_readers import check_compressed_file, read_with_layout
 from ..core.volume import Volume, owned_view
+
+if TYPE_CHECKING:  # SimpleITK is imported where it is used: it costs about 90 MiB, and plain NRRDs do without it
+    import SimpleITK as sitk
 
 WRITE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 # Formats whose writer compresses on request (NIfTI compresses by its .gz suffix).
@@ -71,6 +76,7 @@ def readable_reason(error: Exception) -> str:
 def _library_quiet():
     """SimpleITK's readers print warnings of their own on stderr (MetaIO's ``M_ReadElementsData``, NrrdIO, ...);
     we turn failures into one line of ours, so their chatter is silenced while they run."""
+    import SimpleITK as sitk
     sitk.ProcessObject_SetGlobalWarningDisplay(False)
     try:
         sys.stderr.flush()
@@ -188,6 +194,7 @@ def read_volume(path, series: str | None = None, level: int | None = None) -> Vo
         return Volume(read_with_layout(path, geometry, dtype, components, layout), geometry)
     if path.name.lower().endswith(".gz"):
         check_compressed_file(path, "gzip", nifti_data_end(path))
+    import SimpleITK as sitk
     image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(path)))
     return Volume(owned_view(sitk.GetArrayViewFromImage(image), image), geometry, owner=image)
 
@@ -201,6 +208,12 @@ def read_geometry(path, series: str | None = None, level: int | None = None) -> 
     check_no_level(path, level)
     if dicom.accepts(path, series):
         return dicom.read_geometry(path, series)
+    if volume_suffix(path) in (".nrrd", ".nhdr"):
+        plain = nrrd_geometry(path)
+        if plain is not None:
+            _check_geometry(path, plain[0])
+            return plain
+    import SimpleITK as sitk
 
     def read_header():
         reader = sitk.ImageFileReader()
@@ -270,6 +283,7 @@ def atomic_output(path):
 
 
 def to_sitk(volume: Volume) -> sitk.Image:
+    import SimpleITK as sitk
     image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array), isVector=volume.array.ndim == 4)
     image.SetSpacing(volume.geometry.spacing)
     image.SetOrigin(volume.geometry.origin)
@@ -284,6 +298,7 @@ def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:
     suffix = volume_suffix(path)
     if compress is None:
         compress = suffix in (".nrrd", ".mha")
+    import SimpleITK as sitk
     image = to_sitk(volume)
     try:
         with atomic_output(path) as staging_path:

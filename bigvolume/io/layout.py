@@ -1,7 +1,7 @@
 """Where a volume file keeps its voxels: data files, byte offsets, encoding and byte order, read from the header.
 
-SimpleITK gives the geometry and pixel type (so streamed and in-memory reads agree on them); this module only
-answers "which bytes, in which files, in which form", which is what reading by slab and memory-mapping need:
+SimpleITK gives the geometry and pixel type, or bigvolume.io.nrrd_geometry for a plain NRRD, to the same bits (so
+streamed and in-memory reads agree on them); this module only answers "which bytes, in which files, in which form", which is what reading by slab and memory-mapping need:
 
 - NRRD / NHDR: attached or detached data, ``data file: LIST``, printf patterns (``scan%04d.raw 1 200 1``),
   ``byte skip`` (including -1, data at the end of the file), ``line skip``, both endians, raw, gzip or bzip2.
@@ -189,7 +189,14 @@ def _skip_lines(path: Path, offset: int, lines: int) -> int:
 def read_nrrd_header(path: Path) -> tuple[dict[str, str], int, list[str]]:
     """NRRD fields (lower-case keys), the byte offset just past the header, and the lines after ``data file:``
     (the names of a ``LIST``)."""
-    fields: dict[str, str] = {}
+    pairs, offset, trailing = read_nrrd_fields(path)
+    return {key.strip().lower(): value.strip() for key, value in pairs}, offset, trailing
+
+
+def read_nrrd_fields(path: Path) -> tuple[list[tuple[str, str]], int, list[str]]:
+    """Like :func:`read_nrrd_header`, the fields as (key, value) pairs in the header's order, repeats included, as
+    written (the text before and after the first colon of the line)."""
+    pairs: list[tuple[str, str]] = []
     trailing: list[str] = []
     with open(path, "rb") as handle:
         magic = handle.readline()
@@ -209,11 +216,10 @@ def read_nrrd_header(path: Path) -> tuple[dict[str, str], int, list[str]]:
                 continue
             if ":" in line:
                 key, value = line.split(":", 1)
-                key = key.strip().lower()
-                fields[key] = value.strip()
-                if key in ("data file", "datafile") and value.split()[:1] == ["LIST"]:
+                pairs.append((key, value))
+                if key.strip().lower() in ("data file", "datafile") and value.split()[:1] == ["LIST"]:
                     in_list = True
-    return fields, offset, trailing
+    return pairs, offset, trailing
 
 
 def _is_key_value_pair(line: str) -> bool:

@@ -16,7 +16,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
@@ -105,6 +104,7 @@ def nifti_header(geometry: Geometry, dtype) -> bytes:
     nx, ny, nz = geometry.dimensions
     if max(nx, ny, nz) > 32767:
         raise VolumeFileError(f"NIfTI-1 cannot store {nz} slices or rows (at most 32767); choose .nhdr")
+    import SimpleITK as sitk
     image = sitk.GetImageFromArray(np.zeros((2, ny, nx), np.dtype(dtype)))
     image.SetSpacing(geometry.spacing)
     image.SetOrigin(geometry.origin)

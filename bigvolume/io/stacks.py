@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..core.errors import BigVolumeError, VolumeFileError
 from ..core.geometry import Geometry, orientation_direction
@@ -154,6 +153,7 @@ class StackInfo:
 
 
 def _slice_header(path: Path):
+    import SimpleITK as sitk
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -304,6 +304,7 @@ class StackSlabReader(SlabReader):
         return self.info.files[self.roi.z0 + k]
 
     def _decode(self, k: int, out: np.ndarray) -> None:
+        import SimpleITK as sitk
         path = self.slice_path(k)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))

@@ -4,13 +4,13 @@ second pass."""
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 
 from ...core.volume import owned_view
 
 
 def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """6-connected components of a (k, j, i) bool block: labels 1..n (0 = background), n."""
+    import SimpleITK as sitk
     image = sitk.GetImageFromArray(mask.view(np.uint8))
     labeller = sitk.ConnectedComponentImageFilter()
     labeller.SetFullyConnected(False)
