@@ -18,7 +18,7 @@ import bigvolume as bv
 from bigvolume.io import files as io
 from bigvolume.testing import quality
 from bigvolume.io.slab_writers import SlabWriter
-from bigvolume.io import raw_reads, raw_writes
+from bigvolume.io import raw_reads, raw_writes, slab_readers
 from bigvolume.io.slabs import WholeVolumeReader, open_slabs
 
 TINY = 1  # bytes: forces one-slice slabs, so every slab boundary is exercised
@@ -313,9 +313,104 @@ def test_every_raw_form_read_around_the_page_cache_streams_the_same_result(tmp_p
     np.testing.assert_array_equal(results["always"], results["never"])
 
 
-@pytest.mark.parametrize("read", ["never", "always"])
+@pytest.mark.parametrize("form, dtype, components", [(form, np.uint16, 1) for form in RAW_FORMS] + [
+    (form, dtype, components) for form in ("nrrd", "nhdr-byteskip", "mhd")
+    for dtype, components in [(np.float32, 1), (np.int8, 1), (np.uint8, 3), (np.float64, 2)]])
+def test_a_cached_file_mapped_slab_by_slab_streams_the_same_result(tmp_path, form, dtype, components,
+                                                                     monkeypatch):
+    """One native-order raw file (any header offset: an attached .nrrd's is not a page multiple) is mapped when
+    BIGVOLUME_MAPPED_READ allows; its slabs are read-only views equal to what the raw reader reads, and the
+    results are the same bytes. Other layouts are read as before."""
+    volume = sample_volume(dtype, components, shape=(29, 27, 45))
+    path = write_form(volume, tmp_path, form)
+    monkeypatch.setenv("BIGVOLUME_MAPPED_READ", "always")
+    with open_slabs(path) as reader:
+        mapped = isinstance(reader, slab_readers.MappedSlabReader)
+        assert mapped == reader.layout.is_single_native_raw
+        slab = reader.read(3, 17)
+        np.testing.assert_array_equal(slab, volume.array[3:17])
+        if mapped:
+            assert not slab.flags.writeable
+            buffer = reader.new_buffer(5)
+            assert reader.read(20, 25, buffer) is not None
+            np.testing.assert_array_equal(buffer, volume.array[20:25])
+    results = {}
+    for mode in ("never", "always"):
+        monkeypatch.setenv("BIGVOLUME_MAPPED_READ", mode)
+        bv.resample_file(path, tmp_path / f"{mode}.nhdr", (2, 3, 2), stream=True, memory_limit=TINY)
+        results[mode] = (tmp_path / f"{mode}.raw").read_bytes()
+    assert results["always"] == results["never"]
+
+
+def test_a_mapped_slab_s_pages_go_when_its_last_view_does(tmp_path, monkeypatch):
+    """Memory stays that of the slabs in use: once their views are gone, nothing of the file is mapped."""
+    monkeypatch.setenv("BIGVOLUME_MAPPED_READ", "always")
+    volume = sample_volume(np.uint16, shape=(40, 30, 30))
+    path = write_form(volume, tmp_path, "nhdr")
+    data = str((tmp_path / "v.raw").resolve())
+
+    def mappings() -> int:
+        return sum(line.rstrip().endswith(data) for line in Path("/proc/self/maps").read_text().splitlines())
+    with open_slabs(path) as reader:
+        slabs = [reader.read(k, k + 4) for k in range(0, 40, 4)]
+        assert mappings() == len(slabs)
+        half = slabs[3][1:]
+        del slabs
+        assert mappings() == 1  # the view kept its own slab's mapping
+        np.testing.assert_array_equal(half, volume.array[13:16])
+        del half
+        assert mappings() == 0
+
+
+def test_mapping_is_for_large_cached_files_unless_asked(tmp_path, monkeypatch):
+    path = tmp_path / "big.raw"
+    with open(path, "wb") as handle:
+        handle.truncate(raw_reads.MAPPED_MIN_BYTES)
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.read(handle, 1)
+        os.posix_fadvise(handle, 0, 0, os.POSIX_FADV_DONTNEED)  # a sparse file's pages: dropped, then cold
+    finally:
+        os.close(handle)
+    monkeypatch.setenv("BIGVOLUME_MAPPED_READ", "auto")
+    cached = raw_reads.resident_fraction(path)
+    assert raw_reads.worth_mapping(path) == (cached is not None and cached >= raw_reads.WARM_FRACTION)
+    path.read_bytes()  # now cached
+    assert raw_reads.worth_mapping(path)
+    small = tmp_path / "small.raw"
+    small.write_bytes(b"\0" * 4096)
+    assert not raw_reads.worth_mapping(small)
+    monkeypatch.setenv("BIGVOLUME_MAPPED_READ", "always")
+    assert raw_reads.worth_mapping(small)
+    monkeypatch.setenv("BIGVOLUME_MAPPED_READ", "never")
+    assert not raw_reads.worth_mapping(path)
+
+
+@pytest.mark.parametrize("mapped", ["never", "always"])
+def test_the_plan_counts_read_buffers_except_for_an_array_already_held(tmp_path, mapped, monkeypatch):
+    """An array's slabs are views of memory the process holds: the plan counts no read-ahead buffers for them (so
+    the in-memory path gets the streamed path's slabs within its smaller limit); a file's slabs, read into
+    buffers or mapped, hold memory of their own and are counted."""
+    from bigvolume.engine.stream import READ_SLABS, stream_to_file
+    from bigvolume.io.slab_readers import ArraySlabReader
+    monkeypatch.setenv("BIGVOLUME_MAPPED_READ", mapped)
+    volume = sample_volume(np.uint16, shape=(64, 40, 48))
+    path = write_form(volume, tmp_path, "nhdr")
+    limit = 2 ** 40  # slabs capped by the planner's own rules only: the same for both readers
+    with open_slabs(path) as reader:
+        from_file = stream_to_file(reader, tmp_path / "file.nhdr", (2, 2, 2), "lanczos", memory_limit=limit)
+        slice_bytes = reader.slice_bytes
+    from_array = stream_to_file(ArraySlabReader(volume.array, volume.geometry), tmp_path / "array.nhdr", (2, 2, 2),
+                                "lanczos", memory_limit=limit)
+    assert from_file.slab_slices == from_array.slab_slices
+    assert from_file.working_bytes - from_array.working_bytes == READ_SLABS * from_file.slab_slices * slice_bytes
+    assert (tmp_path / "file.raw").read_bytes() == (tmp_path / "array.raw").read_bytes()
+
+
+@pytest.mark.parametrize("read", ["never", "always", "mapped"])
 def test_a_raw_file_cut_short_while_reading_is_an_error_naming_it(tmp_path, read, monkeypatch):
-    monkeypatch.setenv("BIGVOLUME_DIRECT_READ", read)
+    monkeypatch.setenv("BIGVOLUME_DIRECT_READ", "never" if read == "mapped" else read)
+    monkeypatch.setenv("BIGVOLUME_MAPPED_READ", "always" if read == "mapped" else "never")
     volume = sample_volume(np.uint16, shape=(40, 30, 30))
     path = write_form(volume, tmp_path, "nhdr")
     data = tmp_path / "v.raw"

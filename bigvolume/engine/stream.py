@@ -69,7 +69,8 @@ class ResampleStage:
         float_slice = 0 if k.convert_to is None else \
             reader.slice_bytes // reader.dtype.itemsize * k.convert_to.itemsize
         converting = k.convert_to is not None and reader.converts_on_read  # see NumpyStages.new_buffer
-        per_slice = (READ_SLABS * (float_slice if converting else reader.slice_bytes)  # filtered + read ahead
+        read_slice = 0 if reader.holds_input else float_slice if converting else reader.slice_bytes
+        per_slice = (READ_SLABS * read_slice  # filtered + read ahead (views of an array held: nothing)
                      + stages.slice_bytes     # the backend's own (a converted copy, the y-reduced slab)
                      + (1 + WINDOW_SLABS) * reduced_slice                 # x/y result, then its places in the window
                      + int(3 * work_slice * out_rows_per_slice))          # z sums and the cast output block

@@ -267,8 +267,11 @@ def atomic_output(path):
     every file written there into place, data files first and ``path`` last; on failure remove them all."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=folder))
+    staging = None
     try:
+        # A Ctrl-C after the folder is made but before ``staging`` names it would leave it behind: held till then.
+        with interrupt_as_flag():
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=folder))
         yield staging / path.name
         written = sorted(staging.iterdir(), key=lambda p: p.name == path.name)
         if not any(p.name == path.name for p in written):
@@ -279,7 +282,8 @@ def atomic_output(path):
             for item in written:
                 os.replace(item, folder / item.name)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def to_sitk(volume: Volume) -> sitk.Image:

@@ -2,7 +2,8 @@
 ``k0 .. k1-1`` read into buffers the caller owns, so that memory stays bounded whatever the file size.
 
 - raw data (one file, many files, any offsets, either byte order): each slab is read at its byte offset, in any
-  order (a large file that is not cached around the page cache: :mod:`bigvolume.io.raw_reads`);
+  order (a large file that is not cached around the page cache: :mod:`bigvolume.io.raw_reads`); one large
+  native-order file that is cached is not read but mapped: its slabs are views (:class:`MappedSlabReader`);
 - gzip/bzip2/zlib data: decompressed in bounded chunks as the slabs are asked for in order (asking for an earlier
   slab starts again from the beginning).
 
@@ -22,7 +23,7 @@ import numpy as np
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
 from .layout import DataFile, VoxelLayout
-from .raw_reads import aligned_empty, open_raw
+from .raw_reads import MappedFile, aligned_empty, open_raw, worth_mapping
 
 READ_CHUNK = 1 << 20       # compressed bytes read at a time
 DECODED_CHUNK = 8 << 20    # most decompressed bytes produced from one call (bounds memory on highly compressed data)
@@ -54,6 +55,8 @@ class SlabReader:
     converts_on_read = False
     # Readers of arrays in memory hand out views when read without a buffer (bigvolume.engine then copies nothing).
     hands_out_views = False
+    # The whole input is in this process's memory already: slabs read ahead (views) hold no memory of their own.
+    holds_input = False
     # Slabs that are multiples of this many slices cost the least to read (a Zarr chunk's z size: a slab that cuts
     # a chunk decodes it again for the next slab); the engine's planner rounds to it where memory allows.
     slab_alignment = 1
@@ -293,6 +296,7 @@ class ArraySlabReader(SlabReader):
     upload), ``threads`` copy parts of it at once (one thread copies well below memory speed)."""
 
     hands_out_views = True
+    holds_input = True
 
     def __init__(self, array: np.ndarray, geometry: Geometry | None = None, threads: int = 1):
         geometry = geometry or Geometry(array.shape[2::-1])
@@ -316,7 +320,46 @@ class ArraySlabReader(SlabReader):
             list(pool.map(lambda a, b: np.copyto(out[a - k0:b - k0], self.array[a:b]), bounds[:-1], bounds[1:]))
 
 
-def layout_reader(path, geometry, dtype, components, layout: VoxelLayout) -> _LayoutReader:
+class MappedSlabReader(SlabReader):
+    """One uncompressed file in this machine's byte order, already in the page cache: read without a buffer, a slab
+    is a read-only view of its mapped pages (nothing copied: bigvolume.io.raw_reads); into a buffer (pinned memory
+    for a GPU upload), one copy from them. Each slab's pages count in memory while a view of it lives, as a buffer
+    would."""
+
+    hands_out_views = True
+
+    def __init__(self, path, geometry, dtype, components, layout: VoxelLayout):
+        super().__init__(path, geometry, dtype, components)
+        self.layout, self.data = layout, layout.files[0]
+        self._file = MappedFile(self.data.path)
+
+    def read(self, k0: int, k1: int, out: np.ndarray | None = None) -> np.ndarray:
+        if out is not None:
+            return super().read(k0, k1, out)
+        if not 0 <= k0 < k1 <= self.slices:
+            raise ValueError(f"slices {k0}..{k1} outside 0..{self.slices}")
+        length = (k1 - k0) * self.slice_bytes
+        pages = self._file.bytes_at(self.data.offset + k0 * self.slice_bytes, length)
+        if pages is None:
+            raise VolumeFileError(f"{self.data.path}: ended at byte {self._file.size()} while "
+                                  f"{self.data.offset + self.layout.total_bytes} bytes were expected (was it "
+                                  "changed or truncated while reading?)")
+        return pages.view(self.dtype).reshape((k1 - k0,) + self.slice_shape)
+
+    def _read_into(self, k0: int, k1: int, out: np.ndarray) -> None:
+        out[...] = self.read(k0, k1)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def layout_reader(path, geometry, dtype, components, layout: VoxelLayout) -> SlabReader:
+    """The reader for ``layout``: mapped (a cached native file), raw or decoded."""
+    if layout.is_single_native_raw and worth_mapping(layout.files[0].path):
+        try:
+            return MappedSlabReader(path, geometry, dtype, components, layout)
+        except OSError:
+            pass  # cannot be mapped here: read it
     reader = RawSlabReader if layout.encoding == "raw" else DecodedSlabReader
     return reader(path, geometry, dtype, components, layout)
 

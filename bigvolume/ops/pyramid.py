@@ -264,7 +264,7 @@ class _StartedReader(SlabReader):
         super().__init__(reader.path, Geometry(g.dimensions[:2] + (g.dimensions[2] - start,), g.spacing, g.origin,
                                                g.direction), reader.dtype, reader.components)
         self.reader, self.start = reader, start
-        self.hands_out_views = reader.hands_out_views
+        self.hands_out_views, self.holds_input = reader.hands_out_views, reader.holds_input
 
     def new_buffer(self, slices: int, dtype=None):
         return self.reader.new_buffer(slices, dtype)

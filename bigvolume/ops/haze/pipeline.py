@@ -186,7 +186,7 @@ class HazePipeline:
                 if self.threshold.band_floor is None:
                     obj = dilate(closed, opts.dilate)
                 else:  # exact on c0-dilate+1 .. c1+dilate-1, all that the slab's last step needs
-                    voxels = self.source.array[w0:w1] if self.source.hands_out_views else window(3)
+                    voxels = self.source.read(w0, w1) if self.source.hands_out_views else window(3)
                     rows = (max(0, c0 - w0 - opts.dilate + 1), min(w1 - w0, c1 - w0 + opts.dilate - 1))
                     obj = grow_over_partial_volume(closed, voxels, self.threshold.band_floor, opts.dilate, rows)
                 obj = obj[c0 - w0:c1 - w0]
