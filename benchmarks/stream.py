@@ -51,7 +51,8 @@ start-up, imports or exit). Not ``--quiet``: without a terminal the progress bar
    kernel's cache only: the host may still cache the disk (dd then reads at several GB/s).
 
 ``--passes``: only a 2 GiB input at x2 and x4, cold against ``dd`` (buffered and ``iflag=direct``), the per-pass
-breakdown of an in-process run, and warm streamed against in memory (benchmarks/results/stream_passes.json). With
+breakdown of an in-process run, and warm streamed (mapped, and copied with BIGVOLUME_MAPPED_READ=never) against in
+memory (benchmarks/results/stream_passes.json). With
 ``--baseline-tree DIR`` (another checkout, say ``git worktree add DIR OLD_COMMIT``) that checkout's streamed command
 runs cold in the same rounds, from ``PYTHONPATH=DIR``: the change between two commits, side by side.
 
@@ -627,7 +628,8 @@ def measure_passes(item: Input, folder: Path, rounds: int, drop_caches: str, bas
     dd = shutil.which("dd")
     for factor in PASS_FACTORS:
         kinds = ["dd", "dd, direct", "streamed, cold", "streamed, cold, page cache", "passes, cold",
-                 "streamed, warm", "in memory, warm"] + (["streamed, cold, baseline"] if baseline else [])
+                 "streamed, warm", "streamed, warm, copied", "in memory, warm"] + \
+            (["streamed, cold, baseline"] if baseline else [])
         runs = {kind: [] for kind in kinds}
         for round_index in range(rounds):
             for kind in kinds[round_index % len(kinds):] + kinds[:round_index % len(kinds)]:
@@ -650,6 +652,12 @@ def measure_passes(item: Input, folder: Path, rounds: int, drop_caches: str, bas
                         run = run_resample(item, folder, Mode(True, None), f"passes-{factor}", factor)
                     finally:
                         del os.environ["BIGVOLUME_DIRECT_READ"]
+                elif kind == "streamed, warm, copied":  # a cached file copied out of the cache, not mapped
+                    os.environ["BIGVOLUME_MAPPED_READ"] = "never"
+                    try:
+                        run = run_resample(item, folder, Mode(True, None), f"passes-{factor}", factor)
+                    finally:
+                        del os.environ["BIGVOLUME_MAPPED_READ"]
                 elif kind == "streamed, cold, baseline":  # the other checkout's package, same command
                     with baseline_environment(baseline):
                         run = run_resample(item, folder, Mode(True, None), f"passes-{factor}", factor)
@@ -676,6 +684,7 @@ def passes_report(passes: dict) -> tuple[str, list[str]]:
         dd = summary["dd"]["mb_per_s"]
         cold, warm, memory = (summary[k]["mb_per_s"] for k in ("streamed, cold", "streamed, warm", "in memory, warm"))
         direct, cached = summary["dd, direct"]["mb_per_s"], summary["streamed, cold, page cache"]["mb_per_s"]
+        copied = summary["streamed, warm, copied"]["mb_per_s"]
         breakdown = {}
         for run in runs["passes, cold"]:
             for key, value in run["timings"].items():
@@ -686,7 +695,7 @@ def passes_report(passes: dict) -> tuple[str, list[str]]:
                           sorted(breakdown.items(), key=lambda kv: -float(np.median(kv[1]))))
         loads = sorted(run["load"] for rs in runs.values() for run in rs)
         rows.append(f"| x{factor} | {dd:.0f} | {direct:.0f} | {cold:.0f} ({cold / dd:.2f}x dd, {cold / direct:.2f}x "
-                    f"direct) | {cached:.0f} ({cached / dd:.2f}x dd) | {warm:.0f} | "
+                    f"direct) | {cached:.0f} ({cached / dd:.2f}x dd) | {warm:.0f} | {copied:.0f} ({copied / warm:.2f}x) | "
                     f"{memory:.0f} ({memory / warm:.2f}x streamed) | {seconds:.2f} s wall, {cpu:.2f} s CPU: "
                     f"{parts} | {loads[0]:.1f}-{loads[-1]:.1f} |")
         verdicts.append(f"- {'PASS' if cold / dd >= PASS_GOALS['dd'] else 'FAIL'}: x{factor} streamed, cold, "
@@ -712,10 +721,11 @@ def passes_report(passes: dict) -> tuple[str, list[str]]:
         "z (band products) and cast (rounding to uint16) are seconds on the loop's thread; work is the loop's time "
         "in the stage, read wait the time it waited for the reader thread). A cold file is read around the page cache "
         "(O_DIRECT, bigvolume.io.raw_reads); 'through the page cache' is BIGVOLUME_DIRECT_READ=never, the reader as it "
-        "was.", "",
+        "was. Warm, a cached file is mapped slab by slab; 'copied' is BIGVOLUME_MAPPED_READ=never, read out of the "
+        "cache into buffers as it was.", "",
         "| factor | dd cold | dd iflag=direct | streamed cold | streamed cold through the page cache | streamed warm "
-        "| in memory warm | passes (cold, in process) | load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows])
+        "| streamed warm, copied | in memory warm | passes (cold, in process) | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows])
     return table, verdicts
 
 
