@@ -124,19 +124,28 @@ def filesystem_type(path) -> str | None:
     return kind
 
 
-def worth_reading_direct(path) -> bool:
-    """Whether :class:`DirectFile` should read ``path`` (see the module's docstring)."""
-    mode = os.environ.get("BIGVOLUME_DIRECT_READ", "auto").lower()
-    if mode == "never" or not hasattr(os, "O_DIRECT"):
+def forced(variable: str, available: bool) -> bool | None:
+    """An ``auto|never|always`` switch in the environment ``variable``: False for never (or where the feature is
+    not ``available`` here), True for always, None for auto (the caller's own rule decides)."""
+    mode = os.environ.get(variable, "auto").lower()
+    if mode == "never" or not available:
         return False
-    if mode == "always":
-        return True
+    return True if mode == "always" else None
+
+
+def _at_least(path, nbytes: int) -> bool:
     try:
-        if os.path.getsize(path) < DIRECT_MIN_BYTES:
-            return False
+        return os.path.getsize(path) >= nbytes
     except OSError:
         return False
-    if filesystem_type(path) not in LOCAL_FILESYSTEMS:
+
+
+def worth_reading_direct(path) -> bool:
+    """Whether :class:`DirectFile` should read ``path`` (see the module's docstring)."""
+    asked = forced("BIGVOLUME_DIRECT_READ", hasattr(os, "O_DIRECT"))
+    if asked is not None:
+        return asked
+    if not _at_least(path, DIRECT_MIN_BYTES) or filesystem_type(path) not in LOCAL_FILESYSTEMS:
         return False
     cached = resident_fraction(path)
     return cached is not None and cached <= COLD_FRACTION
@@ -144,15 +153,10 @@ def worth_reading_direct(path) -> bool:
 
 def worth_mapping(path) -> bool:
     """Whether :class:`MappedFile` should serve ``path`` (see the module's docstring)."""
-    mode = os.environ.get("BIGVOLUME_MAPPED_READ", "auto").lower()
-    if mode == "never" or not hasattr(mmap, "MAP_POPULATE"):
-        return False
-    if mode == "always":
-        return True
-    try:
-        if os.path.getsize(path) < MAPPED_MIN_BYTES:
-            return False
-    except OSError:
+    asked = forced("BIGVOLUME_MAPPED_READ", hasattr(mmap, "MAP_POPULATE"))
+    if asked is not None:
+        return asked
+    if not _at_least(path, MAPPED_MIN_BYTES):
         return False
     cached = resident_fraction(path)
     return cached is not None and cached >= WARM_FRACTION

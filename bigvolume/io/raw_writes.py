@@ -19,18 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .raw_reads import ALIGNMENT, DIRECT_MIN_BYTES, LOCAL_FILESYSTEMS, filesystem_type
+from .raw_reads import ALIGNMENT, DIRECT_MIN_BYTES, LOCAL_FILESYSTEMS, filesystem_type, forced
 
 WRITE_BUFFER_BYTES = 8 * 2 ** 20  # gathered, then written in one aligned call
 
 
 def worth_writing_direct(path, nbytes: int) -> bool:
     """Whether ``nbytes`` going to the new file ``path`` should be written by :class:`DirectAppendFile`."""
-    mode = os.environ.get("BIGVOLUME_DIRECT_WRITE", "auto").lower()
-    if mode == "never" or not hasattr(os, "O_DIRECT"):
-        return False
-    if mode == "always":
-        return True
+    asked = forced("BIGVOLUME_DIRECT_WRITE", hasattr(os, "O_DIRECT"))
+    if asked is not None:
+        return asked
     return nbytes >= DIRECT_MIN_BYTES and filesystem_type(Path(path).parent) in LOCAL_FILESYSTEMS
 
 
