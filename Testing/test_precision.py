@@ -131,6 +131,27 @@ def test_the_map_in_chunks_over_threads_equals_one_float64_expression(dtype):
     np.testing.assert_array_equal(strided, expected[:, ::2, ::3])
 
 
+
+@pytest.mark.parametrize("dtype, output", [(np.float32, np.uint8), (np.float64, np.int16)])
+def test_nan_maps_to_the_range_bottom_without_a_warning_and_is_not_clipped(dtype, output):
+    """NaN in a float plane (a preview's slice, a slab of reduce-bits) goes to the output range's low end: a plain
+    cast would give an arbitrary integer and print numpy's RuntimeWarning."""
+    import warnings
+    from bigvolume.ops.precision import MAP_CHUNK_VOXELS, apply_window, full_range
+    rng = np.random.default_rng(5)
+    values = rng.normal(0, 1, MAP_CHUNK_VOXELS + 1000).astype(dtype)
+    holes = rng.random(values.size) < 0.1
+    values[holes] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result, clipped = apply_window(values, Window(-3.0, 3.0), output)
+    low = full_range(output)[0]
+    assert (result[holes] == low).all()
+    expected = np.clip(np.rint((values[~holes].astype(np.float64) + 3.0) * (full_range(output)[1] - low) / 6.0 + low),
+                       low, full_range(output)[1])
+    np.testing.assert_array_equal(result[~holes], expected)
+    assert clipped == int(np.count_nonzero(np.abs(values[~holes]) > 3.0 + 3.0 / (full_range(output)[1] - low)))
+
 def test_cli_reduce_bits(tmp_path):
     volume = ramp_volume()
     source = io.write_volume(volume, tmp_path / "in.nrrd")

@@ -112,20 +112,23 @@ def window_map(window: Window, output_range) -> tuple[float, float]:
 
 def apply_window(values: np.ndarray, window: Window, dtype, output_range=None, pool=None) -> tuple[np.ndarray, int]:
     """``values`` mapped linearly from ``window`` onto ``output_range`` (default: the full range of the integer
-    ``dtype``), rounded and clipped to it; returns the result and how many values were clipped. Mapped in chunks
-    of MAP_CHUNK_VOXELS (float64 temporaries that stay in cache, not eight passes over slab-sized ones), over
-    ``pool``'s threads when given."""
+    ``dtype``), rounded and clipped to it; NaN goes to the range's low end (not counted as clipped). Returns the
+    result and how many values were clipped. Mapped in chunks of MAP_CHUNK_VOXELS (float64 temporaries that stay in
+    cache, not eight passes over slab-sized ones), over ``pool``'s threads when given."""
     low, high = output_range if output_range is not None else full_range(dtype)
     scale, offset = window_map(window, (low, high))
     source = np.ravel(values)  # a view when contiguous
     result = np.empty(np.shape(values), np.dtype(dtype))
     target = result.reshape(-1)
+    floating = source.dtype.kind == "f"
 
     def one_chunk(start: int) -> int:
         mapped = source[start:start + MAP_CHUNK_VOXELS].astype(np.float64)
         mapped *= scale
         mapped += offset
         clipped = int(np.count_nonzero(mapped < low - 0.5)) + int(np.count_nonzero(mapped > high + 0.5))
+        if floating:  # NaN has no place in an integer type (a cast would give an arbitrary value and a warning)
+            mapped[np.isnan(mapped)] = low
         np.rint(mapped, out=mapped)
         np.clip(mapped, low, high, out=mapped)
         target[start:start + MAP_CHUNK_VOXELS] = mapped
@@ -208,13 +211,9 @@ class _ReduceStage(SlabStage):
         self.clipped = self.nan = 0
 
     def push(self, k0, k1, slab, pool, sink) -> None:
-        values = slab
-        if slab.dtype.kind == "f":
-            missing = np.isnan(slab)
-            if missing.any():
-                self.nan += int(np.count_nonzero(missing))
-                values = np.where(missing, self.window.low, slab)
-        mapped, count = apply_window(values, self.window, self.dtype, self.output_range, pool)
+        if slab.dtype.kind == "f":  # apply_window sets NaN to the bottom of the range; counted for the report
+            self.nan += int(np.count_nonzero(np.isnan(slab)))
+        mapped, count = apply_window(slab, self.window, self.dtype, self.output_range, pool)
         self.clipped += count
         sink.write(mapped)
 
