@@ -410,6 +410,9 @@ def test_refusals_are_one_line_and_touch_nothing(tmp_path, monkeypatch):
         (["pyramid", tmp_path / "stack", tmp_path / "stack" / "p.ome.zarr"], "inside the input"),
         (["pyramid", source, tmp_path / "new.ome.zarr", "--ome-zarr-version", "0.4", "--shard", "2"], "Zarr v3"),
         (["pyramid", source, tmp_path / "new.ome.zarr", "--spacing", "1", "1", "1"], "image stacks"),
+        (["pyramid", source, tmp_path / "new.nrrd"], "a pyramid is an OME-Zarr folder, not a .nrrd file"),
+        (["pyramid", source, tmp_path / "new.nii.gz"], "not a .nii.gz file"),
+        (["pyramid", source, tmp_path / "new.tif"], "not a .tif file"),
     ]
     for args, words in cases:
         done = run_cli(*args)

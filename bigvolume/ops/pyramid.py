@@ -38,6 +38,7 @@ from ..engine.stream import STREAMABLE_METHODS, output_blocks, resample_block
 from ..io import dicom
 from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UNITS, PyramidLevel, is_zarr_store,
                            multiscales_attributes, scaled_geometry)
+from ..io.files import WRITE_SUFFIXES, volume_suffix
 from ..io.slabs import SlabReader, open_slabs
 from ..io.stacks import IMAGE_SUFFIXES
 from ..io.zarr_output import (DEFAULT_ZSTD_LEVEL, ChunkCache, chunk_concurrency, create_level, create_root,
@@ -57,6 +58,8 @@ BLOCK_SLAB_SLICES = 8
 # 16 MiB ones and run as fast).
 SLAB_BYTES = 8 * 2**20
 STAGING_SUFFIX = ".partial"
+# Output names that say "one file": a pyramid is a folder, and `pyramid in.nrrd out.nrrd` is a slip of the keyboard.
+FILE_SUFFIXES = WRITE_SUFFIXES + IMAGE_SUFFIXES + dicom.DICOM_SUFFIXES + (".gz", ".raw", ".zraw")
 RECORDS = ".bigvolume-pyramid"   # inside the staging folder: the plan and the finished tasks
 STACK_OPTIONS = ("spacing", "roi", "gray", "reverse", "origin", "orientation")
 
@@ -403,6 +406,9 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
     staging = output.with_name(output.name + STAGING_SUFFIX)
 
     # Refusals that need no input read first: nothing is touched, nothing is said before them.
+    if volume_suffix(output) in FILE_SUFFIXES:
+        raise BigVolumeError(f"{output}: a pyramid is an OME-Zarr folder, not a {volume_suffix(output)} file; name it "
+                             "NAME.ome.zarr")
     source = None if isinstance(input, (list, tuple)) else Path(str(input))
     if source is not None and source.exists() and (_inside(output, source) if source.is_dir() else
                                                    output.resolve() == source.resolve()):
