@@ -344,6 +344,42 @@ def test_a_store_written_by_ngff_zarr_reads_with_its_own_geometry(tmp_path):
     np.testing.assert_array_equal(bv.read_volume(tmp_path / "ngff.ome.zarr").array, array)
 
 
+
+@pytest.mark.parametrize("dims", [("c", "z", "y", "x"), ("t", "c", "z", "y", "x"), ("t", "z", "y", "x")],
+                         ids=["czyx", "tczyx", "tzyx"])
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_singleton_time_and_channel_axes_read_as_a_scalar_volume(tmp_path, dims, version):
+    """bioformats2raw writes every image as t c z y x; ngff-zarr keeps a c of size 1: one channel is a scalar volume
+    (it was refused with numpy's "could not broadcast"), read, streamed and pyramided like z y x."""
+    nz = pytest.importorskip("ngff_zarr")
+    array = phantom((20, 24, 28))
+    image = nz.to_ngff_image(array.reshape((1,) * (len(dims) - 3) + array.shape), dims=dims,
+                             scale={"z": 2.0, "y": 0.5, "x": 0.25}, translation={"z": 3.0, "y": -1.0, "x": 5.0})
+    nz.to_ngff_zarr(str(tmp_path / "s.ome.zarr"), nz.to_multiscales(image, scale_factors=[2], chunks=8),
+                    version=version)
+    volume = bv.read_volume(tmp_path / "s.ome.zarr")
+    assert volume.components == 1 and volume.array.shape == array.shape
+    np.testing.assert_array_equal(volume.array, array)
+    assert volume.geometry.isclose(Geometry((28, 24, 20), (0.25, 0.5, 2.0), (5.0, -1.0, 3.0)))
+    with open_slabs(tmp_path / "s.ome.zarr") as reader:
+        np.testing.assert_array_equal(reader.read(3, 9), array[3:9])
+        np.testing.assert_array_equal(reader.read_box(((2, 7), (1, 20), (4, 9))), array[2:7, 1:20, 4:9])
+    result = run("resample", tmp_path / "s.ome.zarr", tmp_path / "r.nrrd", "--factor", "2", "--stream",
+                 "--memory-limit", "1MB", "--quiet")
+    assert result.returncode == 0, result.stderr
+    expected = bv.resample(bv.Volume(array, volume.geometry), 2)
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "r.nrrd").array, expected.array)
+    bv.pyramid(tmp_path / "s.ome.zarr", tmp_path / "p.ome.zarr", chunks=8, levels=2)
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "p.ome.zarr").array, array)
+
+
+def test_two_space_axes_are_named_in_the_refusal(tmp_path):
+    nz = pytest.importorskip("ngff_zarr")
+    image = nz.to_ngff_image(phantom((3, 24, 28)), dims=("c", "y", "x"))
+    nz.to_ngff_zarr(str(tmp_path / "plane.ome.zarr"), nz.to_multiscales(image, scale_factors=[]), version="0.4")
+    with pytest.raises(bv.VolumeFileError, match=r"2 space axes \(y, x\) among c, y, x; this tool reads 3D volumes"):
+        bv.read_volume(tmp_path / "plane.ome.zarr")
+
 def test_bigvolume_imports_zarr_only_to_read_a_store(tmp_path):
     nrrd = io.write_volume(bv.Volume.from_array(phantom((4, 5, 6))), tmp_path / "v.nrrd")
     code = (f"import sys, bigvolume as bv; bv.read_volume(r'{nrrd}'); bv.read_geometry(r'{nrrd}'); "

@@ -177,7 +177,9 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
     spatial = [n for n, (name, kind) in enumerate(zip(names, types))
                if kind == "space" or (kind is None and name in AXIS_NAMES)]
     if len(spatial) != 3:
-        raise OmeZarrError(f"{store}: {len(spatial)} space axes ({', '.join(names)}); this tool reads 3D volumes")
+        among = f" among {', '.join(names)}" if len(names) != len(spatial) else ""
+        raise OmeZarrError(f"{store}: {len(spatial)} space axes ({', '.join(names[n] for n in spatial) or 'none'})"
+                           f"{among}; this tool reads 3D volumes")
     units = {axes[n].get("unit") if isinstance(axes[n], dict) else None for n in spatial}
     unit = units.pop() if len(units) == 1 else None
     if unit is not None and unit not in SPACE_UNITS:

@@ -330,7 +330,7 @@ class ZarrSlabReader(SlabReader):
             self._check_written(box)
         selection = self._selection(box)
         try:
-            if self.pyramid.channel is None and self.array.ndim == 3 and out.flags.c_contiguous:
+            if self.components == 1 and out.flags.c_contiguous:  # the selection is the box itself (k, j, i)
                 self.array.get_basic_selection(selection, out=self._nd_buffer(out))
             else:
                 data = self.array.get_basic_selection(selection)
@@ -355,7 +355,7 @@ class ZarrSlabReader(SlabReader):
         selection: list = [0] * self.array.ndim
         for axis, (a, b) in zip(self.pyramid.spatial, box):
             selection[axis] = slice(a, b)
-        if self.pyramid.channel is not None:
+        if self.pyramid.channel is not None and self.components > 1:  # one channel (c of size 1) is a scalar volume
             selection[self.pyramid.channel] = slice(None)
         return tuple(selection)
 
