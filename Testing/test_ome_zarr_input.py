@@ -373,6 +373,40 @@ def test_singleton_time_and_channel_axes_read_as_a_scalar_volume(tmp_path, dims,
     np.testing.assert_array_equal(bv.read_volume(tmp_path / "p.ome.zarr").array, array)
 
 
+
+@pytest.mark.parametrize("stored", [">u2", ">i4", ">f8", "|b1"])
+def test_big_endian_and_boolean_zarr_v2_arrays_read_as_native_numbers(tmp_path, stored):
+    """Zarr v2 keeps a big-endian dtype as written (Java tools, N5 conversions): the voxels are read in this
+    machine's byte order, so the files written from them hold the right numbers (the streamed resample wrote the
+    big-endian bytes under a little-endian header); a boolean mask reads as uint8 0/1."""
+    values = phantom((20, 24, 28)).astype(np.float64) * 3 - 20000
+    array = values > 0 if stored == "|b1" else values.astype(stored)
+    root = zarr.open_group(str(tmp_path / "s.ome.zarr"), mode="w", zarr_format=2)
+    level = root.create_array("0", shape=array.shape, chunks=(8, 8, 8), dtype=np.dtype(stored),
+                              chunk_key_encoding={"name": "v2", "separator": "."})
+    level[:] = array
+    axes = [{"name": axis, "type": "space", "unit": "millimeter"} for axis in "zyx"]
+    root.attrs.update({"multiscales": [{"version": "0.4", "axes": axes, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.25]}]}]}]})
+    native = array.astype(np.uint8) if stored == "|b1" else array.astype(np.dtype(stored).newbyteorder("="))
+    volume = bv.read_volume(tmp_path / "s.ome.zarr")
+    assert volume.array.dtype == native.dtype and volume.array.dtype.isnative
+    np.testing.assert_array_equal(volume.array, native)
+    assert io.read_geometry(tmp_path / "s.ome.zarr")[1] == native.dtype
+    expected = bv.resample(bv.Volume(native, volume.geometry), 2).array
+    for mode in ("--stream", "--no-stream"):
+        result = run("resample", tmp_path / "s.ome.zarr", tmp_path / "r.nrrd", "--factor", "2", mode, "--quiet")
+        assert result.returncode == 0, result.stderr
+        written = bv.read_volume(tmp_path / "r.nrrd").array
+        assert written.dtype == native.dtype
+        if native.dtype.kind == "f":
+            np.testing.assert_allclose(written, expected, rtol=0, atol=1e-9 * np.ptp(native))
+        else:
+            assert np.abs(written.astype(np.int64) - expected.astype(np.int64)).max() <= 1
+        (tmp_path / "r.nrrd").unlink()
+    bv.pyramid(tmp_path / "s.ome.zarr", tmp_path / "p.ome.zarr", chunks=8, levels=2)
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "p.ome.zarr").array, native)
+
 def test_two_space_axes_are_named_in_the_refusal(tmp_path):
     nz = pytest.importorskip("ngff_zarr")
     image = nz.to_ngff_image(phantom((3, 24, 28)), dims=("c", "y", "x"))

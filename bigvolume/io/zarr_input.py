@@ -172,10 +172,18 @@ def _check_axes(array, axes, spatial, channel, store: Path, path: str) -> int:
     return 1 if channel is None else int(array.shape[channel])
 
 
+def voxel_dtype(stored) -> np.dtype:
+    """The type a level's voxels are read as: this machine's byte order (Zarr v2 may store big-endian; NRRD and
+    NIfTI writers take the array's bytes as they are), and a boolean mask as uint8 0/1 (no volume format has
+    booleans)."""
+    stored = np.dtype(stored)
+    return np.dtype(np.uint8) if stored.kind == "b" else stored.newbyteorder("=")
+
+
 def _level(index, path, array, geometry, axes, spatial, channel, store) -> ZarrLevel:
     components = _check_axes(array, axes, spatial, channel, store, path)
     block, chunk = _stored_block(array), tuple(int(n) for n in array.chunks)
-    return ZarrLevel(index, path, geometry, np.dtype(array.dtype), components, tuple(block[n] for n in spatial),
+    return ZarrLevel(index, path, geometry, voxel_dtype(array.dtype), components, tuple(block[n] for n in spatial),
                      tuple(chunk[n] for n in spatial))
 
 
@@ -330,11 +338,11 @@ class ZarrSlabReader(SlabReader):
             self._check_written(box)
         selection = self._selection(box)
         try:
-            if self.components == 1 and out.flags.c_contiguous:  # the selection is the box itself (k, j, i)
+            if self.components == 1 and out.flags.c_contiguous and np.dtype(self.array.dtype) == self.dtype:
                 self.array.get_basic_selection(selection, out=self._nd_buffer(out))
             else:
                 data = self.array.get_basic_selection(selection)
-                if self.pyramid.channel is not None:
+                if self.pyramid.channel is not None and self.components > 1:
                     kept = [n for n, s in enumerate(selection) if isinstance(s, slice)]
                     data = np.moveaxis(data, kept.index(self.pyramid.channel), -1)
                 out[...] = data
