@@ -113,6 +113,38 @@ def test_corrupt_slice_is_named_and_no_output_is_left(tmp_path, damage):
     assert list(out.parent.iterdir()) == []
 
 
+
+@pytest.mark.parametrize("layout", ["tiled", "tiled bigtiff big-endian", "planar"])
+def test_a_16_bit_tiff_that_simpleitk_reads_only_as_8_bit_rgba_is_refused_in_our_words(tmp_path, capfd, layout):
+    """ITK reads tiled (and planar, and other unusual) TIFFs through libtiff's 8-bit RGBA reader: 16-bit slices came
+    out as 8-bit luminance, with ITK's warning on stderr. They are refused, naming the file and what to do."""
+    tifffile = pytest.importorskip("tifffile")
+    data = np.random.default_rng(3).integers(0, 4000, (3, 30, 40)).astype(np.uint16)
+    options = {"tiled": dict(tile=(16, 16)), "tiled bigtiff big-endian": dict(tile=(16, 16), bigtiff=True, byteorder=">"),
+               "planar": dict(photometric="rgb", planarconfig="separate")}[layout]
+    (tmp_path / "stack").mkdir()
+    for k in range(3):
+        tifffile.imwrite(tmp_path / "stack" / f"s_{k}.tif", np.stack([data[k]] * 3) if layout == "planar" else data[k],
+                         **options)
+    capfd.readouterr()
+    samples = "3 x 16-bit" if layout == "planar" else "1 x 16-bit"
+    with pytest.raises(bv.VolumeFileError, match=rf"s_0\.tif: a TIFF of {samples} samples in a layout .* SimpleITK "
+                                                 r"reads only as 8-bit RGBA"):
+        import_stack(tmp_path / "stack", tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    assert not (tmp_path / "out.nrrd").exists()
+    assert "Falling back" not in capfd.readouterr().err  # ITK's own warning is not shown
+
+
+def test_a_tiled_8_bit_tiff_stack_reads_its_values(tmp_path):
+    """Tiled 8-bit gray slices lose nothing through ITK's RGBA reader (R = G = B, luminance gives the value back)."""
+    tifffile = pytest.importorskip("tifffile")
+    data = np.random.default_rng(4).integers(0, 255, (4, 30, 40)).astype(np.uint8)
+    (tmp_path / "stack").mkdir()
+    for k in range(4):
+        tifffile.imwrite(tmp_path / "stack" / f"s_{k}.tif", data[k], tile=(16, 16))
+    import_stack(tmp_path / "stack", tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "out.nrrd").array, data)
+
 # --- reading and importing ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
 def test_pixel_types_import_to_the_in_memory_result(tmp_path, dtype):

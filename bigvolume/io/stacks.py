@@ -156,16 +156,66 @@ def _slice_header(path: Path):
     import SimpleITK as sitk
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's TIFF fallback warning: we say it in our words below
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
         raise VolumeFileError(f"{path}: not a readable image ({readable_reason(error)})") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
     size = reader.GetSize()
     if len(size) == 3 and size[2] != 1:
         raise VolumeFileError(f"{path}: has {size[2]} pages or slices; a stack of single 2D images is expected")
     dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID(),
                                                            reader.GetNumberOfComponents())).dtype)
+    if reader.GetNumberOfComponents() == 4 and dtype == np.uint8 and path.suffix.lower() in (".tif", ".tiff"):
+        stored = tiff_samples(path)
+        if stored is not None and stored[1] > 8:
+            raise VolumeFileError(
+                f"{path}: a TIFF of {stored[0]} x {stored[1]}-bit samples in a layout (tiled, planar or other) that "
+                "SimpleITK reads only as 8-bit RGBA, which would lose its values; save the slices as plain (strip) "
+                "TIFFs, e.g. with ImageJ's File > Save As > Image Sequence")
     return (int(size[0]), int(size[1]), dtype, reader.GetNumberOfComponents()), reader.GetSpacing()[:2]
+
+
+def tiff_samples(path: Path) -> tuple[int, int] | None:
+    """(SamplesPerPixel, BitsPerSample) of a TIFF's first image, from its first directory (classic TIFF or
+    BigTIFF); None when the file is not a TIFF or its directory cannot be read."""
+    import struct
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+            order = {b"II": "<", b"MM": ">"}.get(head[:2])
+            if order is None or len(head) < 16:
+                return None
+            magic = struct.unpack(order + "H", head[2:4])[0]
+            if magic == 42:
+                count_format, entry_format, first = "H", "HHII", struct.unpack(order + "I", head[4:8])[0]
+            elif magic == 43:
+                count_format, entry_format, first = "Q", "HHQQ", struct.unpack(order + "Q", head[8:16])[0]
+            else:
+                return None
+            handle.seek(first)
+            size = struct.calcsize(order + count_format)
+            entries = struct.unpack(order + count_format, handle.read(size))[0]
+            entry_size = struct.calcsize(order + entry_format)
+            inline = 4 if magic == 42 else 8  # bytes of an entry's value field (values that fit are in it)
+            table = handle.read(entries * entry_size)
+            samples, bits = 1, 1
+            for n in range(entries):
+                tag, kind, count, value = struct.unpack(order + entry_format, table[n * entry_size:(n + 1) * entry_size])
+                if tag not in (258, 277) or kind != 3:  # BitsPerSample, SamplesPerPixel; SHORT values
+                    continue
+                raw = table[n * entry_size + entry_size - inline:(n + 1) * entry_size]
+                if count * 2 > inline:  # the values are elsewhere: read the first
+                    handle.seek(value)
+                    raw = handle.read(2)
+                number = struct.unpack(order + "H", raw[:2])[0]
+                samples, bits = (number, bits) if tag == 277 else (samples, number)
+            return samples, bits
+    except (OSError, struct.error):
+        return None
 
 
 def probe_stack(slices: SliceList, check_all: bool = True) -> StackInfo:
