@@ -407,6 +407,38 @@ def test_big_endian_and_boolean_zarr_v2_arrays_read_as_native_numbers(tmp_path, 
     bv.pyramid(tmp_path / "s.ome.zarr", tmp_path / "p.ome.zarr", chunks=8, levels=2)
     np.testing.assert_array_equal(bv.read_volume(tmp_path / "p.ome.zarr").array, native)
 
+
+def _bioformats2raw_store(folder, images):
+    """A store as bioformats2raw writes it (Zarr v2, OME-Zarr 0.4): the layout attribute at the root, an OME group
+    beside the images, one multiscales group per image ("0", "1", ...) with t c z y x arrays in micrometres."""
+    root = zarr.open_group(str(folder), mode="w", zarr_format=2)
+    root.attrs.update({"bioformats2raw.layout": 3})
+    root.create_group("OME")
+    axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}] + \
+        [{"name": axis, "type": "space", "unit": "micrometer"} for axis in "zyx"]
+    for number, array in enumerate(images):
+        image = root.create_group(str(number))
+        level = image.create_array("0", shape=(1, 1) + array.shape, chunks=(1, 1, 8, 8, 8), dtype=array.dtype,
+                                   chunk_key_encoding={"name": "v2", "separator": "/"})
+        level[:] = array[None, None]
+        image.attrs.update({"multiscales": [{"version": "0.4", "axes": axes, "datasets": [
+            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 2.0, 0.5, 0.25]}]}]}]})
+    return folder
+
+
+def test_a_bioformats2raw_root_reads_its_first_image_and_names_the_others(tmp_path, caplog):
+    first, second = phantom((20, 24, 28), seed=1), phantom((10, 12, 14), seed=2)
+    store = _bioformats2raw_store(tmp_path / "b2r.ome.zarr", [first, second])
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        volume = bv.read_volume(store)
+    np.testing.assert_array_equal(volume.array, first)
+    assert volume.geometry.isclose(Geometry((28, 24, 20), (0.00025, 0.0005, 0.002)))
+    assert "a bioformats2raw store of 2 images; reading image 0" in caplog.text and str(store / "1") in caplog.text
+    np.testing.assert_array_equal(bv.read_volume(store / "1").array, second)
+    result = run("resample", store, tmp_path / "r.nrrd", "--factor", "2", "--stream", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert bv.read_volume(tmp_path / "r.nrrd").array.shape == (10, 12, 14)
+
 def test_two_space_axes_are_named_in_the_refusal(tmp_path):
     nz = pytest.importorskip("ngff_zarr")
     image = nz.to_ngff_image(phantom((3, 24, 28)), dims=("c", "y", "x"))

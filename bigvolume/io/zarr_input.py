@@ -5,7 +5,9 @@ What a path may name:
 - a store's root with NGFF ``multiscales``: a pyramid, level 0 unless a level is asked for;
 - one level's array inside such a store (``x.ome.zarr/2``): that level, with the geometry of the root's metadata
   (so commands that take a path read any level without a level argument);
-- a plain Zarr array with no multiscales: one level on a unit grid at the origin (:attr:`Pyramid.note` says so).
+- a plain Zarr array with no multiscales: one level on a unit grid at the origin (:attr:`Pyramid.note` says so);
+- the root of a bioformats2raw store (``bioformats2raw.layout``: one image per numbered group): its image 0, with a
+  note naming the others when there are several (``x.ome.zarr/1`` reads image 1).
 
 Axes: the three space axes give the grid (:mod:`bigvolume.io.ome_zarr`), a channel axis becomes the components
 (last axis of our arrays), any other axis (time) must have one element.
@@ -255,7 +257,13 @@ def open_pyramid(path) -> Pyramid:
     if not is_zarr_store(path):
         raise OmeZarrError(f"{path}: not a Zarr store (no zarr.json, .zgroup or .zarray)")
     node = _open_node(path)
-    if not hasattr(node, "shape"):  # a group: must be a pyramid
+    if not hasattr(node, "shape"):  # a group: must be a pyramid, or a bioformats2raw root holding them
+        series = _bioformats2raw_images(node)
+        if series:
+            if len(series) > 1:
+                _say_once(f"{path}: a bioformats2raw store of {len(series)} images; reading image {series[0]} "
+                          f"({path / series[0]}); give {path / series[1]} (and so on) for another")
+            return open_pyramid(path / series[0])
         return _from_group(path, node)
     found = _root_of(path)
     if found is not None:
@@ -271,6 +279,17 @@ def open_pyramid(path) -> Pyramid:
 
 
 _SAID: set[str] = set()
+
+
+def _bioformats2raw_images(group) -> list[str]:
+    """The image groups ("0", "1", ...) of a bioformats2raw root (its layout attribute, in the attributes or in
+    their ``ome`` dict for OME-Zarr 0.5), in number order; [] for any other group."""
+    attributes = group.attrs.asdict()
+    ome = attributes.get("ome") if isinstance(attributes.get("ome"), dict) else {}
+    if "bioformats2raw.layout" not in attributes and "bioformats2raw.layout" not in ome:
+        return []
+    names = [name for name in group.group_keys() if name.isdigit()]
+    return sorted(names, key=int)
 
 
 def _say_once(note: str) -> None:
