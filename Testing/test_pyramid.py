@@ -219,6 +219,25 @@ def test_a_stack_of_slices_in_micrometres(tmp_path):
     assert layout.scales[0] == (2.0, 0.5, 0.5) and layout.translations[0] == (3.0, 2.0, 1.0)
 
 
+
+@pytest.mark.parametrize("unit, scale", [(None, 10.0), ("millimeter", 0.01), ("nanometer", 10000.0)])
+def test_a_stack_calibrated_in_its_headers_is_written_in_the_unit_it_names(tmp_path, unit, scale):
+    """TIFF resolution (1000 pixels per cm) gives SimpleITK's pixel size in millimetres (0.01): written as 10 in
+    micrometres (the stacks' default unit), not as 0.01 micrometres (1000 times too small, as it was)."""
+    tifffile = pytest.importorskip("tifffile")
+    array = smooth_volume((6, 30, 40))
+    (tmp_path / "stack").mkdir()
+    for k in range(array.shape[0]):
+        tifffile.imwrite(tmp_path / "stack" / f"s_{k}.tif", array[k], resolution=(1000, 1000),
+                         resolutionunit="CENTIMETER")
+    bv.pyramid(tmp_path / "stack", tmp_path / "s.ome.zarr", chunks=8, levels=2, unit=unit)
+    layout, arrays = levels_of(tmp_path / "s.ome.zarr")
+    assert layout.unit == (unit or "micrometer")
+    assert layout.scales[0] == pytest.approx((scale,) * 3, rel=1e-9)
+    assert bv.read_volume(tmp_path / "s.ome.zarr").geometry.spacing == pytest.approx((0.01,) * 3, rel=1e-9)
+    imported = bv.import_stack(tmp_path / "stack", tmp_path / "s.nrrd").output_path
+    assert bv.read_volume(imported).geometry.isclose(bv.read_volume(tmp_path / "s.ome.zarr").geometry)
+
 def all_levels(store):
     _, arrays = levels_of(store)
     return [a[:] for a in arrays]

@@ -159,16 +159,19 @@ def _is_stack_source(source) -> bool:
 
 
 def open_input(source, *, threads: int | None = None, level: int | None = None,
-               **stack_options) -> tuple[SlabReader, bool, str | None]:
-    """A slab reader for ``source``, whether it is an image stack, and its unit when it names one: a volume file or
-    DICOM series (what ``resample`` reads), a stack of slices (what ``import-stack`` reads, with its
-    ``stack_options``: spacing, roi, gray, reverse, origin, orientation), or a Zarr/OME-Zarr store (``level``, default
-    0; its unit is kept)."""
+               **stack_options) -> tuple[SlabReader, bool, str | None, bool]:
+    """A slab reader for ``source``, whether it is an image stack, its unit when it names one, and whether the
+    reader's geometry is in millimetres: a volume file or DICOM series (what ``resample`` reads), a stack of slices
+    (what ``import-stack`` reads, with its ``stack_options``: spacing, roi, gray, reverse, origin, orientation), or a
+    Zarr/OME-Zarr store (``level``, default 0; its unit is kept). A stack's geometry is in the user's unit when they
+    give its spacing (or none is known), and in millimetres when it comes from the slices' headers (TIFF resolution,
+    PNG pHYs: converted by SimpleITK)."""
     given = {k: v for k, v in stack_options.items() if v is not None}
     if _is_stack_source(source):
         from .stack_import import plan_stack_import
         plan = plan_stack_import(source, factor=1.0, threads=threads, **given)
-        return plan.reader, True, None
+        from_headers = "spacing" not in given and plan.info.pixel_spacing is not None
+        return plan.reader, True, None, from_headers
     path = Path(source)
     if not path.exists():
         raise BigVolumeError(f"{path}: no such file")
@@ -177,7 +180,7 @@ def open_input(source, *, threads: int | None = None, level: int | None = None,
                              "carries its own geometry")
     reader = open_slabs(path, level=level)
     pyramid = getattr(reader, "pyramid", None)  # OME-Zarr (read in mm): its unit is kept
-    return reader, False, (getattr(pyramid, "unit", None) or None)
+    return reader, False, (getattr(pyramid, "unit", None) or None), True
 
 
 # --- staging, records ------------------------------------------------------------------------------------------------
@@ -417,7 +420,8 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         raise BigVolumeError(f"{output}: exists; give --overwrite to replace it")
     if str(output.parent) and not output.parent.is_dir():
         raise BigVolumeError(f"{output}: the folder {output.parent} does not exist")
-    reader, is_stack, input_unit = open_input(input, threads=threads, level=level, **stack_options)
+    reader, is_stack, input_unit, in_millimetres = open_input(input, threads=threads, level=level,
+                                                              **stack_options)
     try:
         if reader.components > 1:
             raise BigVolumeError(f"{input}: pyramids of one-component volumes only (this one has "
@@ -451,7 +455,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
             with runner, chunk_concurrency(threads):  # this process's writes (level 0's pass, local tasks)
                 skipped, notes = _build(reader, plan, staging, fingerprint, resuming, runner, method, ome_zarr_version,
                                  unit, zstd_level, threads, limit, as_progress(progress), name=Path(str(input)).name,
-                                 to_unit=1.0 if is_stack else 1.0 / SPACE_UNITS[unit])
+                                 to_unit=1.0 / SPACE_UNITS[unit] if in_millimetres else 1.0)
         except BaseException:
             if not keep_partial:
                 shutil.rmtree(staging, ignore_errors=True)
