@@ -133,6 +133,18 @@ def test_plan_describes_the_import_before_decoding_any_pixel(stack, logic, monke
     assert logic.describeImport(folder, factor=2) == text
 
 
+
+def test_the_panel_fills_imagej_s_slice_spacing_too(tmp_path, logic):
+    """ImageJ's calibration (unit and spacing in the TIFF description) fills all three spacings, z included."""
+    tifffile = pytest.importorskip("tifffile")
+    for k in range(4):
+        tifffile.imwrite(tmp_path / f"ij_{k}.tif", np.full((12, 14), k, np.uint16), imagej=True,
+                         resolution=(1 / 12.5, 1 / 20.0), metadata={"unit": "micron", "spacing": 25})
+    with logic.planImport(tmp_path) as plan:
+        assert plan.headerSpacing == pytest.approx((0.0125, 0.02, 0.025), rel=1e-9)
+        assert plan.spacing == pytest.approx((0.0125, 0.02, 0.025), rel=1e-9)
+        assert "pixel size 0.0125 x 0.02 from ImageJ's calibration in the TIFF" in plan.description
+
 def test_plan_warns_about_missing_pixel_size_gaps_and_skipped_files(tmp_path, logic):
     volume = np.random.default_rng(1).integers(0, 255, size=(10, 12, 14)).astype(np.uint8)
     paths = write_stack(tmp_path / "pngs", volume, name="cut{:02d}.png", pixel=None)

@@ -145,6 +145,28 @@ def test_a_tiled_8_bit_tiff_stack_reads_its_values(tmp_path):
     import_stack(tmp_path / "stack", tmp_path / "out.nrrd", spacing=(1, 1, 1))
     np.testing.assert_array_equal(bv.read_volume(tmp_path / "out.nrrd").array, data)
 
+
+@pytest.mark.parametrize("unit, spacing, expected, note", [
+    ("micron", 25, (0.0125, 0.0125, 0.025), "spacing 0.0125 x 0.0125 x 0.025 mm from ImageJ's calibration"),
+    ("mm", None, (12.5, 12.5, 12.5), "slice spacing assumed 12.5"),
+    ("nm", 40, (1.25e-05, 1.25e-05, 4e-05), "from ImageJ's calibration"),
+    ("pixel", None, (1.0, 1.0, 1.0), "carry no pixel size"),
+])
+def test_imagej_calibration_in_the_tiffs_gives_the_spacing(tmp_path, unit, spacing, expected, note):
+    """ImageJ writes its calibration in the description (unit=, spacing=) and the resolution tags with the unit
+    "none" (except inch and cm), so SimpleITK reports no pixel size: read from the TIFF itself, in millimetres."""
+    tifffile = pytest.importorskip("tifffile")
+    data = stack_array((5, 12, 14))
+    metadata = {"unit": unit, **({"spacing": spacing} if spacing else {})}
+    for k in range(data.shape[0]):
+        tifffile.imwrite(tmp_path / f"ij_{k}.tif", data[k], imagej=True, resolution=(1 / 12.5, 1 / 12.5),
+                         metadata=metadata)
+    plan = plan_stack_import(tmp_path)
+    assert plan.reader.geometry.spacing == pytest.approx(expected, rel=1e-9)
+    assert any(note in line for line in plan.notes), plan.notes
+    report = import_stack(tmp_path, tmp_path / "out.nrrd")
+    assert bv.read_volume(report.output_path).geometry.spacing == pytest.approx(expected, rel=1e-9)
+
 # --- reading and importing ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
 def test_pixel_types_import_to_the_in_memory_result(tmp_path, dtype):

@@ -97,9 +97,13 @@ class ImportPlan:
 
     @property
     def headerSpacing(self) -> tuple | None:
-        """The headers' pixel size with z = x, or None when the headers carry none (the panel warns)."""
+        """The headers' pixel size with their slice spacing (ImageJ's) or z = x, or None when the headers carry none
+        (the panel warns)."""
         pixel = self.info.pixel_spacing
-        return None if pixel is None else (float(pixel[0]), float(pixel[1]), float(pixel[0]))
+        if pixel is None:
+            return None
+        between = self.info.slice_spacing if self.info.slice_spacing is not None else pixel[0]
+        return float(pixel[0]), float(pixel[1]), float(between)
 
     @property
     def indexRoi(self) -> Roi:

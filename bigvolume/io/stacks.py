@@ -136,6 +136,8 @@ class StackInfo:
     dtype: np.dtype
     components: int
     pixel_spacing: tuple[float, float] | None  # from the headers (TIFF resolution, PNG pHYs...), None if absent
+    slice_spacing: float | None = None          # from the headers too (ImageJ's "spacing="), None if absent
+    spacing_source: str = "the headers"         # where the pixel size came from, for the notes
 
     @property
     def files(self) -> list[Path]:
@@ -147,7 +149,7 @@ class StackInfo:
 
     def describe(self) -> str:
         kind = f"{self.components}-component " if self.components > 1 else ""
-        spacing = (f"pixel size {self.pixel_spacing[0]:g} x {self.pixel_spacing[1]:g} from the headers"
+        spacing = (f"pixel size {self.pixel_spacing[0]:g} x {self.pixel_spacing[1]:g} from {self.spacing_source}"
                    if self.pixel_spacing else "no pixel size in the headers")
         return f"{self.depth} slices of {self.width}x{self.height} {kind}{self.dtype}, {spacing}"
 
@@ -179,9 +181,19 @@ def _slice_header(path: Path):
     return (int(size[0]), int(size[1]), dtype, reader.GetNumberOfComponents()), reader.GetSpacing()[:2]
 
 
-def tiff_samples(path: Path) -> tuple[int, int] | None:
-    """(SamplesPerPixel, BitsPerSample) of a TIFF's first image, from its first directory (classic TIFF or
-    BigTIFF); None when the file is not a TIFF or its directory cannot be read."""
+# TIFF tags read from a slice's first directory; value types and their struct codes (SHORT, LONG, RATIONAL as two
+# LONGs, ASCII, LONG8).
+_TIFF_BITS, _TIFF_SAMPLES, _TIFF_DESCRIPTION, _TIFF_X_RESOLUTION, _TIFF_Y_RESOLUTION = 258, 277, 270, 282, 283
+_TIFF_TYPES = {2: ("s", 1), 3: ("H", 2), 4: ("I", 4), 5: ("II", 8), 16: ("Q", 8)}
+# ImageJ's length units (its "unit=" line) in millimetres; ImageJ writes micrometres as "micron" or "\u00B5m".
+_IMAGEJ_UNITS = {"nm": 1e-6, "nanometer": 1e-6, "micron": 1e-3, "microns": 1e-3, "um": 1e-3, "\\u00b5m": 1e-3,
+                 "\\u00B5m": 1e-3, "\u00b5m": 1e-3, "\u03bcm": 1e-3, "mm": 1.0, "millimeter": 1.0, "cm": 10.0,
+                 "m": 1000.0, "meter": 1000.0, "inch": 25.4}
+
+
+def _tiff_first_directory(path: Path, tags) -> dict | None:
+    """The values of ``tags`` in a TIFF's first directory (classic TIFF or BigTIFF, either byte order): numbers as
+    tuples, ASCII as bytes; None when the file is not a TIFF or its directory cannot be read."""
     import struct
     try:
         with open(path, "rb") as handle:
@@ -197,25 +209,62 @@ def tiff_samples(path: Path) -> tuple[int, int] | None:
             else:
                 return None
             handle.seek(first)
-            size = struct.calcsize(order + count_format)
-            entries = struct.unpack(order + count_format, handle.read(size))[0]
+            entries = struct.unpack(order + count_format, handle.read(struct.calcsize(order + count_format)))[0]
             entry_size = struct.calcsize(order + entry_format)
             inline = 4 if magic == 42 else 8  # bytes of an entry's value field (values that fit are in it)
             table = handle.read(entries * entry_size)
-            samples, bits = 1, 1
+            found = {}
             for n in range(entries):
-                tag, kind, count, value = struct.unpack(order + entry_format, table[n * entry_size:(n + 1) * entry_size])
-                if tag not in (258, 277) or kind != 3:  # BitsPerSample, SamplesPerPixel; SHORT values
+                entry = table[n * entry_size:(n + 1) * entry_size]
+                tag, kind, count, offset = struct.unpack(order + entry_format, entry)
+                if tag not in tags or kind not in _TIFF_TYPES:
                     continue
-                raw = table[n * entry_size + entry_size - inline:(n + 1) * entry_size]
-                if count * 2 > inline:  # the values are elsewhere: read the first
-                    handle.seek(value)
-                    raw = handle.read(2)
-                number = struct.unpack(order + "H", raw[:2])[0]
-                samples, bits = (number, bits) if tag == 277 else (samples, number)
-            return samples, bits
-    except (OSError, struct.error):
+                code, size = _TIFF_TYPES[kind]
+                count = min(count, 1 << 16)  # a description, or one value per sample: never more
+                raw = entry[entry_size - inline:]
+                if count * size > inline:
+                    handle.seek(offset)
+                    raw = handle.read(count * size)
+                found[tag] = raw[:count] if kind == 2 else struct.unpack(order + code * count, raw[:count * size])
+            return found
+    except (OSError, struct.error, OverflowError):
         return None
+
+
+def tiff_samples(path: Path) -> tuple[int, int] | None:
+    """(SamplesPerPixel, BitsPerSample) of a TIFF's first image; None when the file is not a readable TIFF."""
+    found = _tiff_first_directory(path, (_TIFF_SAMPLES, _TIFF_BITS))
+    if found is None:
+        return None
+    return found.get(_TIFF_SAMPLES, (1,))[0], found.get(_TIFF_BITS, (1,))[0]
+
+
+def imagej_calibration(path: Path) -> tuple[tuple[float, float], float | None] | None:
+    """The pixel size (x, y) and the slice spacing (None when not written) in millimetres that ImageJ wrote into a
+    TIFF: its description's ``unit=`` and ``spacing=`` lines and the X/Y resolution (pixels per unit). ImageJ marks
+    the resolution unit "none" for units other than inch and cm, so SimpleITK reports no pixel size for them. None
+    when the file carries no ImageJ calibration in a length unit."""
+    found = _tiff_first_directory(path, (_TIFF_DESCRIPTION, _TIFF_X_RESOLUTION, _TIFF_Y_RESOLUTION))
+    if not found or _TIFF_DESCRIPTION not in found:
+        return None
+    raw = found[_TIFF_DESCRIPTION].split(b"\0")[0]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    if not text.startswith("ImageJ="):
+        return None
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    millimetres = _IMAGEJ_UNITS.get(fields.get("unit", "").strip())
+    resolutions = [found.get(tag) for tag in (_TIFF_X_RESOLUTION, _TIFF_Y_RESOLUTION)]
+    if millimetres is None or any(r is None or len(r) != 2 or r[0] <= 0 or r[1] <= 0 for r in resolutions):
+        return None
+    pixel = tuple(millimetres * r[1] / r[0] for r in resolutions)
+    try:
+        spacing = abs(float(fields["spacing"])) * millimetres if "spacing" in fields else None
+    except ValueError:
+        spacing = None
+    return pixel, (spacing if spacing and spacing > 0 else None)
 
 
 def probe_stack(slices: SliceList, check_all: bool = True) -> StackInfo:
@@ -232,10 +281,18 @@ def probe_stack(slices: SliceList, check_all: bool = True) -> StackInfo:
             more = f" (and {len(odd) - 3} more)" if len(odd) > 3 else ""
             raise VolumeFileError(f"{slices.files[0].parent}: slices differ from the first "
                                   f"({slices.files[0].name}: {_describe_layout(first)}): {'; '.join(odd[:3])}{more}")
-    tidy = tuple(float(f"{s:.7g}") for s in spacing)  # TIFF stores resolution as a rational: 0.25000000375 -> 0.25
-    has_spacing = tidy != (1.0, 1.0)  # readers report 1 when the file says nothing
+    def tidy(values):  # TIFF stores resolution as a rational: 0.25000000375 -> 0.25
+        return tuple(float(f"{v:.7g}") for v in values)
+
     width, height, dtype, components = first
-    return StackInfo(slices, width, height, dtype, components, tidy if has_spacing else None)
+    if tidy(spacing) != (1.0, 1.0):  # readers report 1 when the file says nothing
+        return StackInfo(slices, width, height, dtype, components, tidy(spacing))
+    calibration = imagej_calibration(slices.files[0]) if slices.files[0].suffix.lower() in (".tif", ".tiff") else None
+    if calibration is None:
+        return StackInfo(slices, width, height, dtype, components, None)
+    pixel, between = calibration
+    return StackInfo(slices, width, height, dtype, components, tidy(pixel),
+                     tidy([between])[0] if between else None, "ImageJ's calibration in the TIFF")
 
 
 def _describe_layout(layout) -> str:

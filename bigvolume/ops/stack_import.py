@@ -141,9 +141,12 @@ def plan_stack_import(source, *, spacing=None, factor=1.0, roi=None, gray: str |
         if info.pixel_spacing is None:
             spacing = (1.0, 1.0, 1.0)
             notes.append("the slice headers carry no pixel size: spacing 1 x 1 x 1 assumed (give the real spacing)")
+        elif info.slice_spacing is not None:
+            spacing = (*info.pixel_spacing, info.slice_spacing)
+            notes.append(f"spacing {spacing[0]:g} x {spacing[1]:g} x {spacing[2]:g} mm from {info.spacing_source}")
         else:
             spacing = (*info.pixel_spacing, info.pixel_spacing[0])
-            notes.append(f"spacing {spacing[0]:g} x {spacing[1]:g} from the headers; slice spacing assumed "
+            notes.append(f"spacing {spacing[0]:g} x {spacing[1]:g} from {info.spacing_source}; slice spacing assumed "
                          f"{spacing[2]:g} (give it if it differs)")
     if roi is not None and not isinstance(roi, Roi):
         roi = Roi(*(int(v) for v in roi))
