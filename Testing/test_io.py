@@ -69,6 +69,23 @@ def test_existing_output_survives_a_failed_overwrite(tmp_path, monkeypatch):
     assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["out.nrrd"]
 
 
+
+@pytest.mark.parametrize("name", ["v2.nii", "v2.nii.gz"])
+def test_a_nifti_2_file_is_named_as_such(tmp_path, name):
+    """SimpleITK 2.x has no NIfTI-2 reader ("no reader knows this kind of file"): say what the file is instead."""
+    import gzip
+    header = bytearray(544)
+    header[0:4] = (540).to_bytes(4, "little")
+    header[4:12] = b"n+2\0\r\n\x1a\n"
+    header[12:14], header[14:16] = (4).to_bytes(2, "little"), (16).to_bytes(2, "little")  # int16
+    header[16:80] = np.array([3, 4, 5, 6, 1, 1, 1, 1], "<i8").tobytes()
+    header[104:168] = np.array([1, 1, 1, 1, 1, 1, 1, 1], "<f8").tobytes()
+    header[168:176] = (544).to_bytes(8, "little")
+    content = bytes(header) + np.zeros(4 * 5 * 6, "<i2").tobytes()
+    (tmp_path / name).write_bytes(gzip.compress(content) if name.endswith(".gz") else content)
+    with pytest.raises(bv.VolumeFileError, match=rf"{name}: a NIfTI-2 file, which SimpleITK cannot read"):
+        bv.read_volume(tmp_path / name)
+
 def test_read_errors_name_the_file_and_problem(tmp_path):
     with pytest.raises(bv.VolumeFileError, match="missing.nrrd: no such file"):
         bv.read_volume(tmp_path / "missing.nrrd")
