@@ -93,3 +93,21 @@ def test_time_and_channel_axes_are_placed(tmp_path):
     geometry = level_geometry(layout, 0, (10, 20, 30))
     assert geometry.dimensions == (30, 20, 10) and geometry.spacing == (0.25, 0.5, 4.0)
     assert geometry.origin == (2.0, 1.0, 8.0)
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_transforms_for_all_levels_apply_after_each_level_s_own(version):
+    """NGFF: the multiscale's own coordinateTransformations (scale, then translation) follow each dataset's; the
+    translation for all levels was dropped (every origin silently moved to the levels' own)."""
+    datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1]}]},
+                {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [2, 2, 2]},
+                                                            {"type": "translation", "translation": [0.5, 0.5, 0.5]}]}]
+    multiscale = {"axes": [{"name": axis, "type": "space", "unit": "millimeter"} for axis in "zyx"],
+                  "datasets": datasets, "coordinateTransformations": [
+                      {"type": "scale", "scale": [2.0, 0.5, 0.25]}, {"type": "translation", "translation": [10, 20, 30]}]}
+    attributes = ({"multiscales": [{"version": "0.4", **multiscale}]} if version == "0.4"
+                  else {"ome": {"version": "0.5", "multiscales": [multiscale]}})
+    layout = parse_multiscales(attributes, "store")
+    first, second = level_geometry(layout, 0, (8, 10, 12)), level_geometry(layout, 1, (4, 5, 6))
+    assert first.spacing == (0.25, 0.5, 2.0) and first.origin == (30.0, 20.0, 10.0)
+    assert second.spacing == (0.5, 1.0, 4.0) and second.origin == pytest.approx((30.125, 20.25, 11.0), abs=1e-12)

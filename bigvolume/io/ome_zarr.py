@@ -188,6 +188,8 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
     if not isinstance(datasets, list) or not datasets:
         raise OmeZarrError(f"{store}: the multiscales metadata lists no datasets (levels)")
     global_scale = _transform(multiscale.get("coordinateTransformations"), "scale", len(axes), store, "all")
+    global_translation = _transform(multiscale.get("coordinateTransformations"), "translation", len(axes), store,
+                                    "all")
     paths, scales, translations = [], [], []
     for dataset in datasets:
         path = str(dataset.get("path", "")) if isinstance(dataset, dict) else ""
@@ -198,9 +200,11 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
         if scale is None:
             raise OmeZarrError(f"{store}: level {path} has no scale")
         translation = _transform(transforms, "translation", len(axes), store, path) or [0.0] * len(axes)
-        if global_scale is not None:  # a scale for all levels applies after each level's own transform
+        if global_scale is not None:  # the transforms for all levels apply after each level's own, scale first
             scale = [s * g for s, g in zip(scale, global_scale)]
             translation = [t * g for t, g in zip(translation, global_scale)]
+        if global_translation is not None:
+            translation = [t + g for t, g in zip(translation, global_translation)]
         spatial_scale = tuple(scale[n] for n in spatial)
         if not all(s > 0 for s in spatial_scale):
             raise OmeZarrError(f"{store}: level {path}'s scale {spatial_scale} is not positive")
