@@ -223,3 +223,25 @@ def test_thin_volumes(method):
     assert single.geometry.origin == (1.5, 1.5, 0.0)  # a 2D image stays in its plane
     two = bv.resample(bv.Volume.from_array(np.ones((2, 3, 30), np.int16)), 4, method=method)
     assert two.array.shape == (1, 1, 8) and np.all(two.array == 1)
+
+
+@pytest.mark.parametrize("mode", [dict(stream=True), dict(stream=False), dict(stream=False, backend="vtk")],
+                         ids=["streamed", "in-memory", "vtk"])
+def test_nan_in_the_output_is_said_with_how_much(tmp_path, mode):
+    """NaN outside a reconstruction's circular field of view spreads over the Lanczos support: most of a x2 output
+    is NaN. The run says how much, and what to do, on every path."""
+    n = 48
+    _, j, i = np.ogrid[:n, :n, :n]
+    array = np.random.default_rng(0).normal(100, 5, (n, n, n)).astype(np.float32)
+    outside = np.broadcast_to((j - n / 2 + 0.5) ** 2 + (i - n / 2 + 0.5) ** 2 > (0.45 * n) ** 2, array.shape)
+    array[outside] = np.nan
+    bv.write_volume(bv.Volume.from_array(array), tmp_path / "fov.nrrd", compress=False)
+    report = bv.resample_file(tmp_path / "fov.nrrd", tmp_path / "out.nrrd", 2, **mode)
+    nan = int(np.isnan(bv.read_volume(tmp_path / "out.nrrd").array).sum())
+    assert nan > 0
+    assert any(note.startswith(f"{nan} of the {24 ** 3} output voxels") and "replace the input's NaN" in note
+               for note in report.notes), report.notes
+    clean = np.nan_to_num(array, nan=100.0)
+    bv.write_volume(bv.Volume.from_array(clean), tmp_path / "clean.nrrd", compress=False)
+    assert not any("NaN" in note for note in bv.resample_file(tmp_path / "clean.nrrd", tmp_path / "c.nrrd", 2,
+                                                               **mode).notes)

@@ -1,6 +1,6 @@
 """Where the engine's output slabs go: :func:`file_sink` (a slab writer on a thread inside an atomic output: the file
 appears complete or not at all, aborted on any error, cancel or Ctrl-C) and :class:`ArraySink` (an array the caller
-owns, e.g. a Slicer volume node's voxels)."""
+owns, e.g. a Slicer volume node's voxels); :class:`NanCountingSink` counts what passes."""
 from __future__ import annotations
 
 import contextlib
@@ -25,6 +25,24 @@ class ArraySink:
     def write(self, block: np.ndarray) -> None:
         self.array[self.filled:self.filled + block.shape[0]] = block
         self.filled += block.shape[0]
+
+
+class NanCountingSink:
+    """Hands blocks on to ``sink``, counting the NaN voxels of float blocks: a NaN input voxel spreads over the
+    kernel's support, so an output that came out largely NaN is said rather than left to be found."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.nan = self.voxels = 0
+
+    def count(self, block: np.ndarray) -> None:
+        if block.dtype.kind == "f":
+            self.nan += int(np.count_nonzero(np.isnan(block)))
+        self.voxels += block.size
+
+    def write(self, block: np.ndarray) -> None:
+        self.count(block)
+        self.sink.write(block)
 
 
 def check_disk_space(path: Path, nbytes: int) -> None:

@@ -21,6 +21,7 @@ from ..core.volume import Volume
 from ..engine.gpu import choose_device, device_name, probe_cuda, resample_array
 from ..engine.plan import in_memory_limit, plan_input, should_stream
 from ..engine.stream import STREAMABLE_METHODS, StreamPlan, downsample_in_memory, stream_to_file
+from ..engine.sinks import NanCountingSink
 from ..io import files as io
 from ..io.slab_readers import ArraySlabReader
 from ..io.slab_writers import writes_in_slabs
@@ -166,6 +167,16 @@ class ResampleReport:
         if self.stream_plan is not None:
             text += f"; {self.stream_plan.describe()}"
         return text
+
+
+def nan_note(nan: int, voxels: int, method: str) -> str:
+    """What to say of an output with NaN voxels: each NaN input voxel spreads over the kernel's support."""
+    support = {"lanczos": "up to 32 voxels along each axis", "gaussian": "a few voxels", "mean": "its block",
+               "max": "its block", "nearest": "one voxel"}.get(method, "the kernel's support")
+    other = "" if method in ("nearest", "mean", "max") else ", or choose --method nearest, mean or max"
+    return (f"{nan} of the {voxels} output voxels ({100 * nan / max(1, voxels):.3g} %) are NaN: a NaN input voxel "
+            f"makes NaN every output voxel whose {method} kernel reaches it ({support}); replace the input's NaN "
+            f"first (for example with the background value){other}")
 
 
 def _note(notes: list[str], text: str) -> None:
@@ -358,15 +369,22 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
         _note(notes, f"{input_path}: reading it whole ({why}) needs about {format_bytes(plan.in_memory_bytes)}, "
                      f"more than the memory limit {format_bytes(plan.memory_limit)}")
     volume = None  # the input, read once however many times the output is written (see fit_file_size)
+    counted = {}   # "sink": the NaN count of the last output written
+
+    def counting(writer):
+        counted["sink"] = NanCountingSink(writer)
+        return counted["sink"]
 
     def write_output(factors, path, part: Progress) -> StreamPlan | None:
         nonlocal volume
+        counted.clear()
         if plan.streams:
             with open_slabs(input_path, series) as reader:
                 return stream_to_file(reader, path, factors, method, out_dtype=plan.out_dtype,
                                       threads=threads or default_threads(), compress=compress,
                                       memory_limit=plan.memory_limit, progress=part,
-                                      backend=ArrayBackend(probe_cuda()[0]) if device == "cuda" else None)
+                                      backend=ArrayBackend(probe_cuda()[0]) if device == "cuda" else None,
+                                      wrap_sink=counting)
         if volume is None:
             volume = io.read_volume(input_path, series)
         part(0.1, "read")
@@ -378,10 +396,11 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
             reader = ArraySlabReader(volume.array, volume.geometry, threads=workers)
             stream_to_file(reader, path, factors, method, threads=workers, compress=compress,
                            memory_limit=in_memory_limit(volume.array.nbytes), progress=part.sub(0.1, 1.0),
-                           message="resampling")
+                           message="resampling", wrap_sink=counting)
             return None
         result = resample(volume, factors, method=method, threads=threads, dtype=dtype, device=device,
                           backend=plan.backend, progress=part.sub(0.1, 0.9))
+        counting(None).count(result.array)
         io.write_volume(result, path, compress=compress)
         return None
 
@@ -393,6 +412,9 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
     stream_plan = write_output(factors, output_path, progress.sub(0.8 if factors != plan.factors else 0.0, 1.0))
     if stream_plan is not None and stream_plan.note:
         _note(notes, stream_plan.note)
+    counter = counted.get("sink")
+    if counter is not None and counter.nan:
+        _note(notes, nan_note(counter.nan, counter.voxels, method))
     progress(1.0, "written")
     return ResampleReport(input_path, output_path, plan.geometry, plan.geometry.downsampled(factors), factors, method,
                           io.file_size(input_path, series), io.file_size(output_path), time.perf_counter() - started,
