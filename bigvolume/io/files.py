@@ -12,7 +12,6 @@ first and header last: an output appears whole or not at all.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import re
 import shutil
@@ -28,7 +27,8 @@ from ..core.errors import VolumeFileError
 from ..core.progress import interrupt_as_flag
 from ..core.geometry import Geometry
 from .nrrd_geometry import nrrd_geometry
-from .layout import check_metaimage_header, data_files_named, nifti_data_end, nrrd_sizes, read_nrrd_header, voxel_layout
+from .layout import (check_metaimage_header, data_files_named, nifti_data_end, nifti_header_size, nrrd_sizes,
+                     read_nrrd_header, voxel_layout)
 from .slab_readers import check_compressed_file, read_with_layout
 from ..core.volume import Volume, owned_view
 
@@ -124,23 +124,10 @@ def _why_unreadable(path: Path, error: Exception) -> VolumeFileError:
             sizes = []
         if len(sizes) > 3:
             return _not_3d(path, sizes)
-    if path.name.lower().endswith((".nii", ".nii.gz")) and _nifti_header_size(path) == 540:
+    if path.name.lower().endswith((".nii", ".nii.gz")) and nifti_header_size(path) == 540:
         return VolumeFileError(f"{path}: a NIfTI-2 file, which SimpleITK cannot read; save it as NIfTI-1 (e.g. "
                                "nibabel.Nifti1Image) or NRRD")
     return VolumeFileError(f"{path}: not a readable volume ({readable_reason(error)})")
-
-
-def _nifti_header_size(path: Path) -> int | None:
-    """The ``sizeof_hdr`` a NIfTI file starts with (348: NIfTI-1, 540: NIfTI-2), either byte order; None if unread."""
-    try:
-        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as handle:
-            head = handle.read(4)
-    except (OSError, EOFError):
-        return None
-    if len(head) < 4:
-        return None
-    sizes = {int.from_bytes(head, "little"), int.from_bytes(head, "big")}
-    return next((size for size in (348, 540) if size in sizes), None)
 
 
 def _open_3d(path: Path, read):

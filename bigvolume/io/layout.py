@@ -386,24 +386,39 @@ def _metaimage_layout(path: Path, dtype: np.dtype, total: int) -> VoxelLayout | 
 
 
 
-def nifti_data_end(path) -> int:
-    """Bytes a NIfTI-1 file (decompressed) must hold: ``vox_offset`` plus all voxels of every dimension; 0 when
-    ``path`` is not a NIfTI-1 file we can tell this for (NIfTI-2: SimpleITK checks)."""
+def _nifti_header(path) -> tuple[bytes, str, int] | None:
+    """The first 348 bytes of a NIfTI file (decompressed: all of a NIfTI-1 header), its byte order ("<" or ">") and
+    its ``sizeof_hdr`` (348: NIfTI-1, 540: NIfTI-2); None when the file cannot be read or starts like neither."""
     path = Path(path)
     if not path.name.lower().endswith((".nii", ".nii.gz")):
-        return 0
+        return None
     try:
         with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as handle:
             header = handle.read(348)
     except (OSError, EOFError):
-        return 0  # the integrity check that follows says what is wrong
+        return None  # the integrity check that follows says what is wrong
     if len(header) < 348:
+        return None
+    for size in (348, 540):
+        for order in "<>":
+            if np.frombuffer(header, order + "i4", 1, 0)[0] == size:
+                return header, order, size
+    return None
+
+
+def nifti_header_size(path) -> int | None:
+    """``sizeof_hdr`` of a NIfTI file: 348 (NIfTI-1) or 540 (NIfTI-2); None when it is neither."""
+    found = _nifti_header(path)
+    return None if found is None else found[2]
+
+
+def nifti_data_end(path) -> int:
+    """Bytes a NIfTI-1 file (decompressed) must hold: ``vox_offset`` plus all voxels of every dimension; 0 when
+    ``path`` is not a NIfTI-1 file we can tell this for (NIfTI-2: SimpleITK checks)."""
+    found = _nifti_header(path)
+    if found is None or found[2] != 348:
         return 0
-    for order in "<>":
-        if np.frombuffer(header, order + "i4", 1, 0)[0] == 348:
-            break
-    else:
-        return 0
+    header, order, _ = found
     dims = np.frombuffer(header, order + "i2", 8, 40).astype(np.int64)
     bits = int(np.frombuffer(header, order + "i2", 1, 72)[0])
     vox_offset = float(np.frombuffer(header, order + "f4", 1, 108)[0])
