@@ -111,6 +111,19 @@ def test_help_and_version():
     assert run("--version").stdout.strip() == f"bigvolume {bv.__version__}"
 
 
+@pytest.mark.parametrize("text, value", [("-12", -12.0), ("-1.5", -1.5), ("-.5", -0.5), ("-1.5e3", -1500.0),
+                                         ("-2E-3", -0.002), ("-1e+2", -100.0), ("-7.", -7.0)])
+def test_negative_numbers_in_every_notation_are_values_not_options(tmp_path, text, value):
+    from bigvolume.cli.commands import build_parser
+    parser = build_parser()
+    args = parser.parse_args(["reduce-bits", "in.nrrd", "out.nrrd", "--bits", "16", "--window", text, "3e3"])
+    assert args.window == [value, 3000.0]
+    args = parser.parse_args(["import-stack", "slices", "out.nhdr", "--origin", text, "0", text])
+    assert args.origin == [value, 0.0, value]
+    with pytest.raises(SystemExit):  # a word after a dash is still an option, and an unknown one is refused
+        parser.parse_args(["reduce-bits", "in.nrrd", "out.nrrd", "--bits", "16", "-e3"])
+
+
 def bad_cases(folder: Path, good: Path):
     (folder / "text.nrrd").write_text("hello\n")
     (folder / "bad_header.nhdr").write_text("NRRD0004\ntype: uint16\ndimension: 3\nsizes: 4 4\nencoding: raw\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 import numpy as np
@@ -66,12 +67,21 @@ def _add_stack_source_arguments(parser, spacing_help: str) -> None:
                               "the other (9 numbers)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, reading '-1.5e3' as a number: its own test knows only '-12' and '-1.5', so a window, origin or
+    direction written in scientific notation was taken for an unknown option ("expected 2 arguments")."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-inf(inity)?$", re.I)
+
+
 def _method_help() -> str:
     return "; ".join(f"{name}: {hint}" for name, hint in METHODS.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bigvolume", description="Anti-aliased downsampling of huge 3D images (NRRD, NIfTI, MetaImage) and "
                                       "image stacks.")
     parser.add_argument("--version", action="version", version=f"bigvolume {__version__}")
