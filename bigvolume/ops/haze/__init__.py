@@ -5,9 +5,10 @@ touching the object.
    [1 2 1] weighted mean over its 3x3x3 neighbourhood (:func:`.denoise.smooth_121`; noise sigma / 4.4, edges kept
    within a voxel). The threshold is the lowest multi-level Otsu cut (2, 3 or 4 classes) on that copy's histogram
    that lies above the noise of the air: the air is the darkest prominent histogram peak, and its noise ends
-   :data:`.threshold.AIR_NOISE_WIDTHS` right half-widths at half maximum above its mode (:func:`air_peak`). So the
-   number of classes that are air follows the histogram (CT has three populations, air, soft tissue and bone; MRI
-   two), and the cut cannot fall inside the noise (it did with a fixed level on CT at -1000 HU with 30 HU noise, and
+   :data:`.threshold.AIR_NOISE_WIDTHS` right half-widths at half maximum above its mode (:func:`air_peak`; a
+   plateau, air shaded across the field, ends beyond its falling edge, and a clipped spike followed by more dense
+   air ends where that air does). So the number of classes that are air follows the histogram (CT has three
+   populations, air, soft tissue and bone; MRI two), and the cut cannot fall inside the noise (it did with a fixed level on CT at -1000 HU with 30 HU noise, and
    on half-normal air noise). Levels 1-5 keep MRIcroGL's meaning (:data:`LEVELS`, :mod:`.options`) on the raw
    voxels. Both use a 256-bin histogram of a subsample over a robust intensity range
    (:data:`.threshold.ROBUST_PERCENTILES`). Voxels below the threshold (auto: themselves or in the denoised copy) are

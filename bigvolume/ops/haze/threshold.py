@@ -3,6 +3,7 @@ auto on the denoised copy, cut above the air peak's noise), and :class:`HazeThre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -121,25 +122,86 @@ def _centre_in_gaps(counts: np.ndarray, cuts) -> list[float]:
     return positions
 
 
-def air_peak(counts: np.ndarray) -> tuple[float, float] | None:
-    """(mode, end) of the air in a histogram, in bin-edge coordinates (bin b spans b..b+1): the darkest peak of the
-    histogram smoothed over PEAK_SMOOTHING_BINS that reaches AIR_PEAK_SHARE of the highest, and its noise's end,
-    AIR_NOISE_WIDTHS right half-widths at half maximum above its mode (measured on the unsmoothed counts, at least
-    one bin: the right flank, because the left one is often cut by the histogram's range). None when empty."""
-    counts = np.asarray(counts, np.float64)
-    smooth = np.convolve(counts, np.ones(PEAK_SMOOTHING_BINS) / PEAK_SMOOTHING_BINS, "same")
-    if smooth.max() <= 0:
-        return None
+class AirPeak(NamedTuple):
+    """The air in a histogram, in bin-edge coordinates (bin b spans b..b+1)."""
+    mode: float    # the air peak's centre
+    end: float     # where its noise ends
+    width: float   # its noise's right half-width at half maximum (a Gaussian's 1.18 sigma), at least one bin
+
+
+# A Gaussian falls to half its peak at one half-width and to an eighth at sqrt(3) half-widths: its half-to-eighth
+# flank is 0.73 half-widths. A flank shorter than this share of that says the peak is a plateau (air shaded across
+# the field): its noise is the flank's, and its end lies beyond its right edge, not 5 plateau widths above its mode.
+PLATEAU_FLANK_SHARE = 0.35
+GAUSSIAN_EIGHTH = np.sqrt(3.0)             # in half-widths from the mode
+GAUSSIAN_FLANK = GAUSSIAN_EIGHTH - 1.0     # half to eighth, in half-widths
+
+
+def _peak_from(counts: np.ndarray, smooth: np.ndarray, start: int, significant: float) -> AirPeak | None:
+    """The darkest peak of ``smooth`` at or above bin ``start`` that reaches ``significant``, and its noise's end."""
     reach = PEAK_SMOOTHING_BINS
-    peak = next(b for b in range(smooth.size) if smooth[b] >= AIR_PEAK_SHARE * smooth.max()
-                and smooth[b] == smooth[max(0, b - reach):b + reach + 1].max())
-    low = max(0, peak - PEAK_SMOOTHING_BINS // 2)
+    peak = next((b for b in range(start, smooth.size) if smooth[b] >= significant
+                 and smooth[b] == smooth[max(start, b - reach):b + reach + 1].max()), None)
+    if peak is None:
+        return None
+    low = max(start, peak - PEAK_SMOOTHING_BINS // 2)
     mode = low + int(np.argmax(counts[low:peak + PEAK_SMOOTHING_BINS // 2 + 1]))
     half = mode + 1
     while half < counts.size and counts[half] >= counts[mode] / 2:
         half += 1
     centre = mode + 0.5
-    return centre, centre + AIR_NOISE_WIDTHS * max(1.0, half - centre)
+    width = max(1.0, half - centre)
+    eighth = half
+    while eighth < counts.size and counts[eighth] >= counts[mode] / 8:
+        eighth += 1
+    if width > 1:
+        # the flank of the drop at ``eighth``, measured against the level just before it (a sloping plateau's
+        # half-maximum point lies on its slope, far from the drop)
+        before = counts[max(mode, eighth - 4 * PEAK_SMOOTHING_BINS):max(mode + 1, eighth - PEAK_SMOOTHING_BINS)]
+        level = float(np.median(before))
+        drop_half = eighth
+        while drop_half > mode + 1 and counts[drop_half - 1] < level / 2:
+            drop_half -= 1
+        drop_eighth = drop_half
+        while drop_eighth < counts.size and counts[drop_eighth] >= level / 8:
+            drop_eighth += 1
+        flank = drop_eighth - drop_half
+        if flank + 1 < PLATEAU_FLANK_SHARE * GAUSSIAN_FLANK * width:  # + 1: a bin's rounding (narrow peaks)
+            # a plateau: the half-width its flank's noise would have; the end as far beyond the flank as a
+            # Gaussian's would lie
+            width = max(1.0, flank / GAUSSIAN_FLANK)
+            return AirPeak(centre, drop_eighth + (AIR_NOISE_WIDTHS - GAUSSIAN_EIGHTH) * width, width)
+    return AirPeak(centre, centre + AIR_NOISE_WIDTHS * width, width)
+
+
+def air_peak(counts: np.ndarray) -> AirPeak | None:
+    """The air in a histogram (:class:`AirPeak`; None when it is empty): the darkest peak of the histogram smoothed
+    over PEAK_SMOOTHING_BINS that reaches AIR_PEAK_SHARE of the highest, and its noise's end, AIR_NOISE_WIDTHS right
+    half-widths at half maximum above its mode (measured on the unsmoothed counts, at least one bin: the right flank,
+    because the left one is often cut by the histogram's range; a plateau's flank when the peak is one).
+
+    When the histogram is still as high as a peak where that noise ends, the air goes on (a spike of voxels clipped
+    at the type's or the scanner's minimum, or a narrow peak, then air shaded across the field): its end is the next
+    peak's, as long as that stays below the two-class Otsu cut (above it lies the object, not more air)."""
+    counts = np.asarray(counts, np.float64)
+    smooth = np.convolve(counts, np.ones(PEAK_SMOOTHING_BINS) / PEAK_SMOOTHING_BINS, "same")
+    if smooth.max() <= 0:
+        return None
+    significant = AIR_PEAK_SHARE * smooth.max()
+    found = _peak_from(counts, smooth, 0, significant)
+    otsu = None
+    while True:
+        beyond = int(np.ceil(found.end))
+        if beyond >= counts.size or smooth[beyond] < significant:
+            return found
+        following = _peak_from(counts, smooth, beyond, significant)
+        if following is None or following.end <= found.end:
+            return found
+        if otsu is None:
+            otsu = _centre_in_gaps(counts, multi_otsu(counts, 2))[0]
+        if following.end > otsu:
+            return found
+        found = AirPeak(found.mode, following.end, following.width)
 
 
 def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int = SAMPLE_VOXELS, *,
@@ -193,7 +255,7 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
     threshold = value(position)
     band_floor = None
     if level == AUTO:  # peak[0]: the mode, in bin-edge coordinates
-        band_floor = value(peak[0] + BAND_WIDTHS * (peak[1] - peak[0]) / AIR_NOISE_WIDTHS)
+        band_floor = value(peak.end - (AIR_NOISE_WIDTHS - BAND_WIDTHS) * peak.width)
     return HazeThreshold(threshold, level, classes, air_classes, tuple(value(p) for p in cuts),
                          (float(edges[0]), float(edges[-1])), int(sample.size),
                          value(peak[0]) if peak else None, value(peak[1]) if peak else None, level == AUTO,
