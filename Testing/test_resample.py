@@ -225,6 +225,74 @@ def test_thin_volumes(method):
     assert two.array.shape == (1, 1, 8) and np.all(two.array == 1)
 
 
+def nan_volume(seed: int, shape, kind: str) -> np.ndarray:
+    """float32 noise with NaN: a few scattered voxels (one on a corner), or outside a circular field of view."""
+    rng = np.random.default_rng(seed)
+    array = rng.normal(100, 5, shape).astype(np.float32)
+    if kind == "voxels":
+        for _ in range(3):
+            array[tuple(int(rng.integers(n)) for n in shape)] = np.nan
+        array[0, -1, 0] = np.nan
+    else:
+        _, j, i = np.ogrid[:shape[0], :shape[1], :shape[2]]
+        array[np.broadcast_to((j - shape[1] / 2) ** 2 + (i - shape[2] / 2) ** 2 > (0.42 * min(shape[1:])) ** 2,
+                              shape)] = np.nan
+    return array
+
+
+def nan_reach(array: np.ndarray, factors) -> np.ndarray:
+    """The outputs whose Lanczos taps read a NaN input: along each axis, the rows of the kernel table whose tap
+    range holds the voxel (whatever the tap's weight: NaN x 0 is NaN)."""
+    from bigvolume.methods.kernels import ResampleKernels
+    tables = ResampleKernels.for_factors("lanczos", array.shape, array.dtype, factors).kernels[::-1]  # k, j, i
+    reach = np.isnan(array).astype(np.float64)
+    for axis, table in enumerate(tables):
+        inputs = np.arange(array.shape[axis])
+        reads = (table.index.min(axis=1)[:, None] <= inputs) & (inputs <= table.index.max(axis=1)[:, None])
+        reach = np.moveaxis(np.tensordot(reads.astype(np.float64), reach, axes=([1], [axis])), 0, axis)
+    return reach > 0
+
+
+@pytest.mark.parametrize("kind", ["voxels", "field of view"])
+@pytest.mark.parametrize("seed, shape, factors", [(0, (48, 96, 96), (2, 2, 2)), (1, (40, 100, 90), (2, 3, 2.5)),
+                                                  (2, (44, 128, 120), (4, 4, 4)), (3, (40, 70, 81), (1, 2, 3))])
+def test_nan_reaches_the_outputs_whose_taps_read_it_on_every_path(tmp_path, kind, seed, shape, factors):
+    """A NaN input makes NaN the outputs whose taps read it (up to 32 inputs along each axis), as in
+    vtkImageResize; the numpy band products spread it over whole blocks (3-6 times as far). Streamed, in memory
+    and through the array code; the finite outputs keep their values. (vtk itself reaches further along a z axis
+    shorter than about 34 slices; these volumes are longer.)"""
+    from bigvolume.engine import gpu
+    array = nan_volume(seed, shape, kind)
+    volume = bv.Volume.from_array(array)
+    reference = bv.resample(volume, factors, backend="vtk").array
+    reach = nan_reach(array, factors)
+    assert 0 < reach.sum() < reach.size
+    np.testing.assert_array_equal(np.isnan(reference), reach)
+    source = bv.write_volume(volume, tmp_path / "in.nrrd", compress=False)
+    results = {"in memory": bv.resample(volume, factors).array,
+               "array code": gpu.resample_array(array, factors, "lanczos", xp=np, memory_limit=1)}
+    bv.resample_file(source, tmp_path / "out.nrrd", factors, stream=True, memory_limit=1)
+    results["streamed"] = bv.read_volume(tmp_path / "out.nrrd").array
+    for name, result in results.items():
+        np.testing.assert_array_equal(np.isnan(result), reach, err_msg=name)
+        np.testing.assert_allclose(result[~reach], reference[~reach], rtol=0, atol=2e-3, err_msg=name)
+    np.testing.assert_array_equal(np.isnan(array), np.isnan(nan_volume(seed, shape, kind)))  # input only read
+
+
+def test_infinities_go_tap_by_tap_and_reach_no_further_than_their_taps():
+    from bigvolume.methods.kernels import ResampleKernels
+    array = nan_volume(4, (40, 44, 52), "voxels")
+    array[np.isnan(array)] = 0
+    array[5, 6, 7], array[30, 20, 40], array[31, 20, 40] = np.inf, -np.inf, np.inf
+    kernels = ResampleKernels.for_factors("lanczos", array.shape, np.float32, (2, 3, 2))
+    with np.errstate(invalid="ignore"):
+        taps = apply_separable(array, kernels.kernels, "sum", np.float32)
+    result = bv.resample(bv.Volume.from_array(array), (2, 3, 2)).array
+    for test in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(test(result), test(taps))
+    assert 0 < (~np.isfinite(result)).sum() < 3 * 16 ** 3
+
+
 @pytest.mark.parametrize("mode", [dict(stream=True), dict(stream=False), dict(stream=False, backend="vtk")],
                          ids=["streamed", "in-memory", "vtk"])
 def test_nan_in_the_output_is_said_with_how_much(tmp_path, mode):

@@ -111,5 +111,6 @@ def downsample_on_device(array, factors, method: str = "lanczos", out_dtype=None
     dtype = work_dtype(array.dtype) if reduce == "sum" else array.dtype
     data = array.astype(dtype, copy=False)
     for axis, n, f, m in zip((2, 1, 0), dims_in, factors, dims_out):
-        data = axis_operator(axis_kernel(method, n, f, m), n, reduce, dtype, xp, block_inputs(xp))(data, axis)
+        data = axis_operator(axis_kernel(method, n, f, m), n, reduce, dtype, xp, block_inputs(xp),
+                             may_hold_nan=array.dtype.kind == "f")(data, axis)
     return cast_to(data, out_dtype or array.dtype)

@@ -342,12 +342,16 @@ class BandMatrix:
     border voxel add up, as they do tap by tap."""
 
     def __init__(self, kernel: AxisKernel, xp, dtype, block_inputs: int = CPU_BLOCK_INPUTS, batch: bool = True,
-                 block_outputs: int | None = None, product_rows: int | None = None):
+                 block_outputs: int | None = None, product_rows: int | None = None, may_hold_nan: bool = False):
         """``batch``: equal neighbouring blocks run as one batched product (numpy only; see :meth:`_runs`).
         ``block_outputs``: outputs per block, instead of those of ``block_inputs`` inputs. ``product_rows``: along
-        the last axis, at most this many rows of the data per product (see X_BLOCK_OUTPUTS)."""
+        the last axis, at most this many rows of the data per product (see X_BLOCK_OUTPUTS). ``may_hold_nan``:
+        the data may hold NaN or infinities (float inputs); see :meth:`apply`."""
         self.xp, self.dtype, self.size_out = xp, np.dtype(dtype), kernel.size_out
         self.product_rows = product_rows
+        self.kernel, self.may_hold_nan = kernel, may_hold_nan
+        self._blocking = (block_inputs, batch, block_outputs, product_rows)
+        self._reach = None  # the taps' reach as a band matrix, once a NaN was met
         index, weight = kernel.index, kernel.weight
         step = max(1.0, (index.max() - index.min() + 1) / self.size_out)  # inputs per output voxel
         rows = block_outputs or max(1, int(block_inputs / step))
@@ -384,7 +388,34 @@ class BandMatrix:
         products over that many of the pool's threads (along the leading axes, else the trailing ones), for a BLAS
         kept to one thread (see bigvolume.stream: BLAS's own threads spin and starve the decoding threads).
         ``out``: a C-contiguous array of the result's size and type to write into (a buffer reused slab after slab
-        spares the page faults of a fresh one)."""
+        spares the page faults of a fresh one).
+
+        A NaN input makes NaN the outputs whose taps read it, as tap by tap and in vtkImageResize; a block's
+        product would spread it over the whole block (NaN x 0), 3-6 times as far. So when the data may hold NaN
+        and the result does, the block products run again on the data with NaN as 0, and the outputs the NaN
+        reach become NaN; infinities (rarer still) go tap by tap."""
+        if not self.may_hold_nan:
+            return self._products(data, axis, pool, parts, out)
+        xp = self.xp
+        with np.errstate(invalid="ignore"):
+            if self._reach is None:  # no NaN met yet: look for one in the (smaller) result, not in the data
+                result = self._products(data, axis, pool, parts, out)
+                if not xp.isnan(xp.sum(result)):  # (an overflow to inf is no NaN: nothing to redo)
+                    return result
+                out = result
+                # where the taps read, whatever their weight (NaN x 0 is NaN, tap by tap too)
+                self._reach = BandMatrix(AxisKernel(self.kernel.index, np.ones(self.kernel.weight.shape)), xp,
+                                         self.dtype, *self._blocking)
+            if xp.isinf(data).any():
+                return apply_axis(data, self.kernel, axis, "sum", self.dtype, xp, out=out)
+            nan = xp.isnan(data)
+            if not nan.any():
+                return self._products(data, axis, pool, parts, out)
+            result = self._products(xp.where(nan, self.dtype.type(0), data), axis, pool, parts, out)
+            result[self._reach.apply(nan.astype(self.dtype), axis, pool, parts) > 0] = xp.nan
+            return result
+
+    def _products(self, data, axis: int, pool=None, parts: int = 1, out=None):
         shape = data.shape
         pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
         out_shape = shape[:axis] + (self.size_out,) + shape[axis + 1:]
@@ -399,6 +430,12 @@ class BandMatrix:
         bounds = [length * n // parts for n in range(parts + 1)]  # (np.linspace: 5 % of a thread's time at x2)
 
         def one_part(number: int) -> None:
+            if self.may_hold_nan:  # the pool's threads do not share the caller's error state
+                with np.errstate(invalid="ignore"):
+                    return part_products(number)
+            return part_products(number)
+
+        def part_products(number: int) -> None:
             cut = slice(bounds[number], bounds[number + 1])
             source, target = (data[cut], out[cut]) if along_pre else (data[:, :, cut], out[:, :, cut])
             chunk = self.product_rows
@@ -462,7 +499,7 @@ class BandMatrix:
 
 
 def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp=np, block_inputs: int = CPU_BLOCK_INPUTS,
-                  **blocking):
+                  may_hold_nan: bool = False, **blocking):
     """``f(data, axis, pool=None, parts=1, out=None)`` applying one axis table: a band matrix for weighted sums of
     several taps (split over ``parts`` of ``pool``'s threads; written into ``out`` when given; ``blocking``: the
     rest of BandMatrix's block sizes), else the tap-by-tap engine (max, and one-tap tables, which only pick
@@ -470,7 +507,7 @@ def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp=np, bloc
     if kernel.is_identity(n_in):
         return lambda data, axis, pool=None, parts=1, out=None: data
     if reduce == "sum" and kernel.index.shape[1] > 1:
-        return BandMatrix(kernel, xp, dtype, block_inputs, **blocking).apply
+        return BandMatrix(kernel, xp, dtype, block_inputs, may_hold_nan=may_hold_nan, **blocking).apply
     return lambda data, axis, pool=None, parts=1, out=None: apply_axis(data, kernel, axis, reduce, dtype, xp)
 
 
@@ -513,6 +550,7 @@ class ResampleKernels:
         keeps_type = self.band or self.skip_xy or method in ("max", "nearest")
         self.window_dtype = filtered if keeps_type else work_dtype(filtered)
         self.work_dtype = work_dtype(filtered) if self.reduce == "sum" else self.window_dtype
+        self.may_hold_nan = self.input_dtype.kind == "f"  # float inputs: the band products look for NaN
         self.z_need = self.z_kernel.index.max(axis=1)  # last input slice each output slice reads
         self.z_span = int((self.z_kernel.index.max(axis=1) - self.z_kernel.index.min(axis=1)).max())
         self.reduced_shape = (kernel_j.size_out, kernel_i.size_out) + self.input_shape[3:]

@@ -60,9 +60,10 @@ class NumpyStages:
             # runs two to three times faster than those along x, where each image row is a short vector; x then
             # runs on the y-reduced slab (a 2 GiB uint16 volume at x2: 1.5x faster x/y, at x4 2.3x; see
             # benchmarks/stream.py --passes).
-            self._along_j = axis_operator(kernel_j, nj, "sum", kernels.work_dtype, block_inputs=Y_BLOCK_INPUTS)
+            self._along_j = axis_operator(kernel_j, nj, "sum", kernels.work_dtype, block_inputs=Y_BLOCK_INPUTS,
+                                          may_hold_nan=kernels.may_hold_nan)
             self._along_i = axis_operator(kernel_i, ni, "sum", kernels.work_dtype, block_outputs=X_BLOCK_OUTPUTS,
-                                          product_rows=X_PRODUCT_ROWS)
+                                          product_rows=X_PRODUCT_ROWS, may_hold_nan=kernels.may_hold_nan)
         voxels = nj * ni * int(np.prod(kernels.input_shape[3:]))  # per input slice
         self.band_group = 1  # slices a thread converts and filters at a time (band products)
         if kernels.band and not kernels.skip_xy:
@@ -277,7 +278,8 @@ class NumpyStages:
     def _reduce_z(self, window, kernel: AxisKernel, pool=None):
         k = self.k
         if k.band:
-            return axis_operator(kernel, -1, "sum", k.work_dtype)(window, 0, self._band_pool(pool), self.threads)
+            return axis_operator(kernel, -1, "sum", k.work_dtype, may_hold_nan=k.may_hold_nan)(
+                window, 0, self._band_pool(pool), self.threads)
         result_dtype = window.dtype if k.reduce == "max" else k.work_dtype
         # a fresh block: emit casts it in place and the sink may keep it
         out = np.empty((kernel.size_out,) + window.shape[1:], result_dtype)
