@@ -439,6 +439,50 @@ def test_a_bioformats2raw_root_reads_its_first_image_and_names_the_others(tmp_pa
     assert result.returncode == 0, result.stderr
     assert bv.read_volume(tmp_path / "r.nrrd").array.shape == (10, 12, 14)
 
+def _legacy_store(folder, version, array, shrink):
+    """An OME-Zarr 0.1-0.3 store (Zarr v2, t c z y x, no scales): level 1 made by ``shrink`` (decimation, as
+    ome-zarr-py's writers did, or 2x2x2 means of whole blocks)."""
+    root = zarr.open_group(str(folder), mode="w", zarr_format=2)
+    levels = [array, shrink(array)]
+    for number, level in enumerate(levels):
+        root.create_array(str(number), data=level[None, None], chunks=(1, 1, 8, 8, 8),
+                          chunk_key_encoding={"name": "v2", "separator": "/"})
+    multiscale = {"version": version, "datasets": [{"path": "0"}, {"path": "1"}]}
+    if version == "0.3":
+        multiscale["axes"] = ["t", "c", "z", "y", "x"]
+    root.attrs.update({"multiscales": [multiscale]})
+    return folder, levels
+
+
+def decimate(array):
+    return array[::2, ::2, ::2]
+
+
+def block_means(array):
+    k, j, i = (n // 2 * 2 for n in array.shape)
+    return array[:k, :j, :i].reshape(k // 2, 2, j // 2, 2, i // 2, 2).mean(axis=(1, 3, 5)).astype(array.dtype)
+
+
+@pytest.mark.parametrize("version", ["0.1", "0.2", "0.3"])
+@pytest.mark.parametrize("shrink", [decimate, block_means])
+@pytest.mark.parametrize("shape", [(20, 24, 28), (21, 17, 33)])
+def test_ome_zarr_before_0_4_reads_on_a_unit_grid_and_says_so(tmp_path, caplog, version, shrink, shape):
+    """OME-Zarr 0.1-0.3 had no scales (and 0.1-0.2 no axes: t c z y x): level 0 on a unit grid with a note, level 1
+    scaled by its size (2 along each axis, odd sizes too); it was refused ("no axes", "no scale")."""
+    store, levels = _legacy_store(tmp_path / "old.ome.zarr", version, phantom(shape, seed=3), shrink)
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        pyramid = open_pyramid(store)
+    assert f"OME-Zarr {version} holds no pixel size" in caplog.text and pyramid.note
+    assert pyramid.levels[0].geometry == Geometry(shape[::-1])
+    assert pyramid.levels[1].geometry.isclose(Geometry(levels[1].shape[::-1], (2.0, 2.0, 2.0)))
+    for number, level in enumerate(levels):
+        np.testing.assert_array_equal(bv.read_volume(store, level=number).array, level)
+    result = run("resample", store, tmp_path / "r.nrrd", "--factor", "2", "--stream")
+    assert result.returncode == 0 and "holds no pixel size" in result.stderr, result.stderr
+    assert bv.read_volume(tmp_path / "r.nrrd").geometry.isclose(
+        bv.resample(bv.Volume.from_array(levels[0]), 2).geometry)
+
+
 def test_two_space_axes_are_named_in_the_refusal(tmp_path):
     nz = pytest.importorskip("ngff_zarr")
     image = nz.to_ngff_image(phantom((3, 24, 28)), dims=("c", "y", "x"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -163,13 +164,24 @@ class MultiscaleLayout:
     direction: np.ndarray
     factors: tuple[tuple[float, float, float] | None, ...]
     sources: tuple[str | None, ...]
+    # OME-Zarr 0.1-0.3 hold no scales (coordinateTransformations came with 0.4): :func:`with_legacy_scales` fills
+    # them from the levels' shapes, on a unit grid
+    legacy: bool = False
+
+
+# Before 0.4 the metadata held no coordinate transformations, and before 0.3 no axes: the arrays were t c z y x.
+LEGACY_VERSIONS = ("0.1", "0.2", "0.3")
+LEGACY_AXES = ("t", "c", "z", "y", "x")
 
 
 def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
     """Read a root group's attributes. Raises OmeZarrError (naming ``store``) for metadata we cannot place in
     space: no multiscales, spatial axes other than three, scales missing or not positive."""
     version, multiscale = _multiscale_of(attributes, store)
+    legacy = version in LEGACY_VERSIONS
     axes = multiscale.get("axes")
+    if legacy and not axes:
+        axes = list(LEGACY_AXES)
     if not isinstance(axes, list) or not axes:
         raise OmeZarrError(f"{store}: the multiscales metadata lists no axes")
     names = tuple(str(a.get("name") if isinstance(a, dict) else a) for a in axes)
@@ -197,6 +209,8 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
             raise OmeZarrError(f"{store}: a level of the multiscales metadata has no path")
         transforms = dataset.get("coordinateTransformations")
         scale = _transform(transforms, "scale", len(axes), store, path)
+        if scale is None and legacy:
+            scale = [1.0] * len(axes)  # until with_legacy_scales knows the shapes
         if scale is None:
             raise OmeZarrError(f"{store}: level {path} has no scale")
         translation = _transform(transforms, "translation", len(axes), store, path) or [0.0] * len(axes)
@@ -222,7 +236,21 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
                     else None for p in paths)
     sources = tuple(records[p].get("source") if p in records else None for p in paths)
     return MultiscaleLayout(version, names, tuple(spatial), unit or "", tuple(paths), tuple(scales),
-                            tuple(translations), direction, factors, sources)
+                            tuple(translations), direction, factors, sources, legacy)
+
+
+def with_legacy_scales(layout: MultiscaleLayout, shapes_zyx: Sequence[Sequence[int]]) -> MultiscaleLayout:
+    """An OME-Zarr 0.1-0.3 layout with each level's scale from its shape: level 0 on a unit grid, level k's
+    spacing level 0's size over its own along each axis, its first voxel where level 0's is (those writers
+    decimated: every n-th voxel). Other layouts as they are."""
+    if not layout.legacy:
+        return layout
+    def factor(n0: int, n: int) -> float:
+        whole = max(1, round(n0 / max(1, n)))  # an integer factor whose decimated or binned size is n
+        return float(whole) if n in (n0 // whole, -(-n0 // whole)) else n0 / max(1, n)
+
+    scales = tuple(tuple(factor(n0, n) for n0, n in zip(shapes_zyx[0], shape)) for shape in shapes_zyx)
+    return dataclasses.replace(layout, scales=scales, translations=((0.0, 0.0, 0.0),) * len(scales))
 
 
 def scaled_geometry(geometry: Geometry, factor: float) -> Geometry:

@@ -34,7 +34,7 @@ from ..core.geometry import Geometry
 from ..core.memory import format_bytes
 from ..core.volume import Volume
 from .ome_zarr import (AXIS_NAMES, SPACE_UNITS, OmeZarrError, import_zarr, is_zarr_store, level_geometry,
-                       parse_multiscales, scaled_geometry)
+                       parse_multiscales, scaled_geometry, with_legacy_scales)
 from .slab_readers import SlabReader
 
 PREVIEW_MIN_VOXELS = 256  # preview_level: the coarsest level still this many voxels along each axis
@@ -198,18 +198,27 @@ def _from_group(store: Path, group, start_path: str | None = None) -> Pyramid:
     attributes = group.attrs.asdict()
     layout = parse_multiscales(attributes, store)
     channel = next((n for n, name in enumerate(layout.axes) if name == "c"), None)
-    levels = []
-    for index, path in enumerate(layout.paths):
+    arrays = []
+    for path in layout.paths:
         try:
             array = group[path]
         except Exception as error:
             raise OmeZarrError(f"{store}: level {path}'s array cannot be opened ({_reason(error)})") from None
         if not hasattr(array, "shape"):
             raise OmeZarrError(f"{store}: level {path} is a group, not an array")
-        shape = array.shape
-        if len(shape) != len(layout.axes):
-            raise OmeZarrError(f"{store}: level {path} has {len(shape)} dimensions, the metadata names "
+        if len(array.shape) != len(layout.axes):
+            raise OmeZarrError(f"{store}: level {path} has {len(array.shape)} dimensions, the metadata names "
                                f"{len(layout.axes)} axes")
+        arrays.append(array)
+    note = ""
+    if layout.legacy:
+        layout = with_legacy_scales(layout, [[a.shape[n] for n in layout.spatial] for a in arrays])
+        note = (f"{store}: OME-Zarr {layout.version} holds no pixel size (it came with 0.4): read on a grid of unit "
+                "spacing at the origin, coarser levels scaled by their sizes")
+        _say_once(note)
+    levels = []
+    for index, (path, array) in enumerate(zip(layout.paths, arrays)):
+        shape = array.shape
         try:
             geometry = _in_millimetres(level_geometry(layout, index, [shape[n] for n in layout.spatial]), layout.unit)
         except ValueError as error:
@@ -217,7 +226,7 @@ def _from_group(store: Path, group, start_path: str | None = None) -> Pyramid:
         levels.append(_level(index, path, array, geometry, layout.axes, layout.spatial, channel, store))
     start = layout.paths.index(start_path) if start_path is not None else 0
     return Pyramid(store, tuple(levels), layout.axes, layout.spatial, channel, layout.unit,
-                   _all_chunks_written(attributes), layout.version, start)
+                   _all_chunks_written(attributes), layout.version, start, note=note)
 
 
 def _in_millimetres(geometry: Geometry, unit: str) -> Geometry:
