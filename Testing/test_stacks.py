@@ -135,6 +135,36 @@ def test_a_16_bit_tiff_that_simpleitk_reads_only_as_8_bit_rgba_is_refused_in_our
     assert "Falling back" not in capfd.readouterr().err  # ITK's own warning is not shown
 
 
+def write_png(path: Path, samples: np.ndarray, colour_type: int) -> None:
+    """A PNG written byte by byte (8-bit samples, rows x columns x channels), in any colour type."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows, columns = samples.shape[:2]
+    raw = b"".join(b"\x00" + row.tobytes() for row in samples.astype(np.uint8).reshape(rows, -1))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", columns, rows, 8, colour_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_gray_and_alpha_png_slices_are_refused_in_our_words(tmp_path):
+    """SimpleITK cannot read gray + alpha PNGs ("Unknown PixelType: unsigned_char(1)"); the error says what the
+    slice is and what to do. The same writer's gray slices import."""
+    gray = np.random.default_rng(4).integers(0, 255, (3, 12, 17))
+    for folder, colour_type, samples in (("la", 4, lambda g: np.stack([g, np.full_like(g, 255)], -1)),
+                                         ("gray", 0, lambda g: g)):
+        (tmp_path / folder).mkdir()
+        for k in range(3):
+            write_png(tmp_path / folder / f"s_{k}.png", samples(gray[k]), colour_type)
+    with pytest.raises(bv.VolumeFileError, match=r"s_0\.png: a PNG of gray \+ alpha samples, which SimpleITK cannot "
+                                                 r"read; save the slices without the alpha channel"):
+        import_stack(tmp_path / "la", tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    assert not (tmp_path / "out.nrrd").exists()
+    import_stack(tmp_path / "gray", tmp_path / "gray.nrrd", spacing=(1, 1, 1))
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "gray.nrrd").array, gray)
+
+
 def test_a_tiled_8_bit_tiff_stack_reads_its_values(tmp_path):
     """Tiled 8-bit gray slices lose nothing through ITK's RGBA reader (R = G = B, luminance gives the value back)."""
     tifffile = pytest.importorskip("tifffile")

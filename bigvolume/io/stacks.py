@@ -155,6 +155,19 @@ class StackInfo:
         return f"{self.depth} slices of {self.width}x{self.height} {kind}{self.dtype}, {spacing}"
 
 
+PNG_GRAY_ALPHA = 4  # the IHDR colour type of gray + alpha samples
+
+
+def _png_colour_type(path: Path) -> int | None:
+    """The colour type in a PNG's IHDR chunk (the byte after the bit depth), None for anything else."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(26)
+    except OSError:
+        return None
+    return head[25] if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" else None
+
+
 def _slice_header(path: Path):
     import SimpleITK as sitk
     reader = sitk.ImageFileReader()
@@ -164,6 +177,9 @@ def _slice_header(path: Path):
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
+        if _png_colour_type(path) == PNG_GRAY_ALPHA:  # ITK says "Unknown PixelType: unsigned_char(1)"
+            raise VolumeFileError(f"{path}: a PNG of gray + alpha samples, which SimpleITK cannot read; save the "
+                                  "slices without the alpha channel (gray) or as RGBA") from None
         raise VolumeFileError(f"{path}: not a readable image ({readable_reason(error)})") from None
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
