@@ -14,7 +14,8 @@ from bigvolume.io.slabs import open_slabs
 from bigvolume.io.zarr_input import (ZarrSlabReader, choose_level, open_pyramid, preview_level, read_region)
 
 zarr = pytest.importorskip("zarr")
-from zarr_stores import chunk_files, subsample, write_store  # noqa: E402  (needs zarr)
+from zarr_stores import (bioformats2raw_store, block_means, chunk_files, decimate, legacy_store,  # noqa: E402
+                         subsample, write_store)  # (needs zarr)
 
 BIGVOLUME = [sys.executable, "-m", "bigvolume"]
 
@@ -408,27 +409,9 @@ def test_big_endian_and_boolean_zarr_v2_arrays_read_as_native_numbers(tmp_path, 
     np.testing.assert_array_equal(bv.read_volume(tmp_path / "p.ome.zarr").array, native)
 
 
-def _bioformats2raw_store(folder, images):
-    """A store as bioformats2raw writes it (Zarr v2, OME-Zarr 0.4): the layout attribute at the root, an OME group
-    beside the images, one multiscales group per image ("0", "1", ...) with t c z y x arrays in micrometres."""
-    root = zarr.open_group(str(folder), mode="w", zarr_format=2)
-    root.attrs.update({"bioformats2raw.layout": 3})
-    root.create_group("OME")
-    axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}] + \
-        [{"name": axis, "type": "space", "unit": "micrometer"} for axis in "zyx"]
-    for number, array in enumerate(images):
-        image = root.create_group(str(number))
-        level = image.create_array("0", shape=(1, 1) + array.shape, chunks=(1, 1, 8, 8, 8), dtype=array.dtype,
-                                   chunk_key_encoding={"name": "v2", "separator": "/"})
-        level[:] = array[None, None]
-        image.attrs.update({"multiscales": [{"version": "0.4", "axes": axes, "datasets": [
-            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 2.0, 0.5, 0.25]}]}]}]})
-    return folder
-
-
 def test_a_bioformats2raw_root_reads_its_first_image_and_names_the_others(tmp_path, caplog):
     first, second = phantom((20, 24, 28), seed=1), phantom((10, 12, 14), seed=2)
-    store = _bioformats2raw_store(tmp_path / "b2r.ome.zarr", [first, second])
+    store = bioformats2raw_store(tmp_path / "b2r.ome.zarr", [first, second])
     with caplog.at_level("WARNING", logger="bigvolume"):
         volume = bv.read_volume(store)
     np.testing.assert_array_equal(volume.array, first)
@@ -439,37 +422,13 @@ def test_a_bioformats2raw_root_reads_its_first_image_and_names_the_others(tmp_pa
     assert result.returncode == 0, result.stderr
     assert bv.read_volume(tmp_path / "r.nrrd").array.shape == (10, 12, 14)
 
-def _legacy_store(folder, version, array, shrink):
-    """An OME-Zarr 0.1-0.3 store (Zarr v2, t c z y x, no scales): level 1 made by ``shrink`` (decimation, as
-    ome-zarr-py's writers did, or 2x2x2 means of whole blocks)."""
-    root = zarr.open_group(str(folder), mode="w", zarr_format=2)
-    levels = [array, shrink(array)]
-    for number, level in enumerate(levels):
-        root.create_array(str(number), data=level[None, None], chunks=(1, 1, 8, 8, 8),
-                          chunk_key_encoding={"name": "v2", "separator": "/"})
-    multiscale = {"version": version, "datasets": [{"path": "0"}, {"path": "1"}]}
-    if version == "0.3":
-        multiscale["axes"] = ["t", "c", "z", "y", "x"]
-    root.attrs.update({"multiscales": [multiscale]})
-    return folder, levels
-
-
-def decimate(array):
-    return array[::2, ::2, ::2]
-
-
-def block_means(array):
-    k, j, i = (n // 2 * 2 for n in array.shape)
-    return array[:k, :j, :i].reshape(k // 2, 2, j // 2, 2, i // 2, 2).mean(axis=(1, 3, 5)).astype(array.dtype)
-
-
 @pytest.mark.parametrize("version", ["0.1", "0.2", "0.3"])
 @pytest.mark.parametrize("shrink", [decimate, block_means])
 @pytest.mark.parametrize("shape", [(20, 24, 28), (21, 17, 33)])
 def test_ome_zarr_before_0_4_reads_on_a_unit_grid_and_says_so(tmp_path, caplog, version, shrink, shape):
     """OME-Zarr 0.1-0.3 had no scales (and 0.1-0.2 no axes: t c z y x): level 0 on a unit grid with a note, level 1
     scaled by its size (2 along each axis, odd sizes too); it was refused ("no axes", "no scale")."""
-    store, levels = _legacy_store(tmp_path / "old.ome.zarr", version, phantom(shape, seed=3), shrink)
+    store, levels = legacy_store(tmp_path / "old.ome.zarr", version, phantom(shape, seed=3), shrink)
     with caplog.at_level("WARNING", logger="bigvolume"):
         pyramid = open_pyramid(store)
     assert f"OME-Zarr {version} holds no pixel size" in caplog.text and pyramid.note

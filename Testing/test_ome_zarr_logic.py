@@ -11,7 +11,7 @@ from slicer.util import arrayFromVolume, arrayFromVTKMatrix, vtkMatrixFromArray 
 
 from bigvolume.core.geometry import Geometry  # noqa: E402
 from OMEZarrPyramidLib import FIT, BigVolumeError, Cancelled, OMEZarrPyramidLogic  # noqa: E402
-from zarr_stores import subsample, write_store  # noqa: E402
+from zarr_stores import bioformats2raw_store, decimate, legacy_store, subsample, write_store  # noqa: E402
 
 
 def rotation(seed):
@@ -224,3 +224,25 @@ def test_create_refusals_and_cancel_leave_everything_as_it_was(scene, tmp_path):
                             progress=lambda fraction, message: fraction < 0.5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.ome.zarr", "tmp"] and not any(temporary.iterdir())
     assert logic.lastPyramid is None
+
+
+def test_stores_of_other_writers_load_with_their_geometry_and_notes(scene, tmp_path):
+    """A bioformats2raw root (its image 0, the others named) and an OME-Zarr 0.3 store (no pixel size: unit grid)
+    open in the panel's logic with what the command line says about them in the description and the result."""
+    logic = OMEZarrPyramidLogic()
+    first, second = ARRAY[:20, :24, :28], ARRAY[20:30, :12, :14]
+    b2r = bioformats2raw_store(tmp_path / "b2r.ome.zarr", [first, second])
+    pyramid = logic.openPyramid(b2r)
+    assert "a bioformats2raw store of 2 images; reading image 0" in logic.describe(pyramid, 10**9)
+    node = logic.loadLevel(b2r, FIT, 10**9, scene=scene)
+    np.testing.assert_array_equal(arrayFromVolume(node), first)
+    expected = Geometry((28, 24, 20), (0.00025, 0.0005, 0.002))  # micrometres (0.25, 0.5, 2) in millimetres
+    np.testing.assert_allclose(ijk_to_ras(node), expected.ijk_to_ras(), atol=1e-12)
+    assert any("bioformats2raw" in note for note in logic.lastResult.notes)
+    old, levels = legacy_store(tmp_path / "old.ome.zarr", "0.3", ARRAY[:21, :17, :33], decimate)
+    pyramid = logic.openPyramid(old)
+    assert "OME-Zarr 0.3 holds no pixel size" in logic.describe(pyramid, 10**9)
+    node = logic.loadLevel(old, "1", 10**9, scene=scene)
+    np.testing.assert_array_equal(arrayFromVolume(node), levels[1])
+    np.testing.assert_allclose(ijk_to_ras(node), Geometry(levels[1].shape[::-1], (2, 2, 2)).ijk_to_ras(), atol=1e-12)
+    assert any("no pixel size" in note for note in logic.lastResult.notes)

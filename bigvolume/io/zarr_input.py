@@ -20,6 +20,7 @@ zarr is imported on first use (:func:`bigvolume.io.ome_zarr.import_zarr`), never
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import warnings
@@ -269,10 +270,13 @@ def open_pyramid(path) -> Pyramid:
     if not hasattr(node, "shape"):  # a group: must be a pyramid, or a bioformats2raw root holding them
         series = _bioformats2raw_images(node)
         if series:
+            image = open_pyramid(path / series[0])
             if len(series) > 1:
-                _say_once(f"{path}: a bioformats2raw store of {len(series)} images; reading image {series[0]} "
-                          f"({path / series[0]}); give {path / series[1]} (and so on) for another")
-            return open_pyramid(path / series[0])
+                note = (f"{path}: a bioformats2raw store of {len(series)} images; reading image {series[0]} "
+                        f"({path / series[0]}); give {path / series[1]} (and so on) for another")
+                _say_once(note)
+                image = dataclasses.replace(image, note="\n".join(filter(None, (note, image.note))))
+            return image
         return _from_group(path, node)
     found = _root_of(path)
     if found is not None:
