@@ -723,3 +723,26 @@ def test_vector_file_gives_a_vector_volume(mrml, folders):
     result = arrayFromVolume(outputNode)
     assert result.shape == (3, 5, 12, 3) and result.dtype == np.uint8
     np.testing.assert_array_equal(result, bigvolume.resample(bigvolume.read_volume(path), 2.0).array)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_output_with_nan_says_how_much_in_node_and_file_mode(mrml, folders, stream):
+    """NaN outside a reconstruction's field of view spreads over the kernel: the result's notes say how many output
+    voxels are NaN (and what to do), on a node as from a file, streamed or not; a clean volume says nothing."""
+    data, temp = folders
+    shape = (20, 64, 64)
+    array = np.random.default_rng(5).normal(100, 5, shape).astype(np.float32)
+    _, j, i = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    array[np.broadcast_to((j - 31.5) ** 2 + (i - 31.5) ** 2 > 30.0 ** 2, shape)] = np.nan
+    path = bigvolume.write_volume(lps_volume(array), data / "fov.nrrd", compress=False)
+    logic = AntiAliasedResampleLogic()
+    for run in (lambda: logic.process(mrml.volume(array), factor=2.0),
+                lambda: logic.processFile(path, factor=2.0, scene=mrml.scene, stream=stream, tempFolder=temp)):
+        node = run()
+        nan = int(np.isnan(arrayFromVolume(node)).sum())
+        assert 0 < nan < node.GetImageData().GetNumberOfPoints()
+        assert any(note.startswith(f"{nan} of the {node.GetImageData().GetNumberOfPoints()} output voxels")
+                   and "are NaN" in note for note in logic.lastResult.notes), logic.lastResult.notes
+        assert f"{nan} of the" in logic.lastResult.summary()
+    logic.process(mrml.volume(np.nan_to_num(array, nan=100.0)), factor=2.0)
+    assert not any("NaN" in note for note in logic.lastResult.notes)

@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 import bigvolume
 from bigvolume import BigVolumeError, Cancelled, Progress
 from bigvolume.slicer import (atomic_output, check_method, check_output_path, default_memory_limit, DEVICE_METHODS,
-                              DEVICES, format_bytes, parse_size, read_geometry, volume_suffix)
+                              DEVICES, format_bytes, nan_note, parse_size, read_geometry, volume_suffix)
 from bigvolume.slicer.preview_nodes import show_preview
 from bigvolume.slicer.volume_nodes import (check_output_node, check_storable_dtype, dimensions_text, fill_volume_node,
                                     geometry_from_node, given_or_new_node, numbers_text, remove_node_and_display,
@@ -173,6 +175,10 @@ class AntiAliasedResampleLogic:
                                     isotropic=isotropic, method=method, threads=threads or None,
                                     progress=steps.sub(0.0, 0.95))
         steps(0.95, "updating the output volume")  # a last chance to cancel before any node is touched
+        if result.dtype.kind == "f":  # said as the file mode and the command line say it
+            nan = int(np.count_nonzero(np.isnan(result.array)))
+            if nan:
+                notes = notes + [nan_note(nan, result.geometry.voxel_count, method)]
 
         with given_or_new_node(outputVolumeNode, inputVolumeNode.GetScene(), inputVolumeNode.GetClassName(),
                                f"{inputVolumeNode.GetName()} resampled") as outputVolumeNode:
