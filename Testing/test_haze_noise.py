@@ -202,6 +202,24 @@ def test_air_shaded_across_the_field_goes_and_the_specimen_stays(profile, seed):
     assert mask[far_air].mean() >= 0.95, report.summary()
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_threshold_with_no_class_above_it_is_a_warning(monkeypatch, seed):
+    """Should the air's noise ever be measured to end above every class boundary (as a plateau's did, removing most
+    of the specimen), the threshold is that end with nothing to separate it from the object: the report says so."""
+    volume, specimen = shaded_air("ramp", seed)
+    measured = haze.threshold.air_peak
+
+    def too_wide(counts):
+        peak = measured(counts)
+        return peak._replace(end=peak.end + 0.8 * (len(counts) - peak.end))
+    monkeypatch.setattr(haze.threshold, "air_peak", too_wide)
+    _, _, report = dehaze(volume, measure_compression=False)
+    assert report.threshold.no_class_above and "may cut into the object" in report.warning, report.summary()
+    monkeypatch.undo()
+    _, _, report = dehaze(volume, measure_compression=False)
+    assert not report.threshold.no_class_above and not report.warning
+
+
 def test_a_gaussian_air_peak_ends_five_half_widths_above_its_mode_and_a_plateau_at_its_edge():
     values = np.arange(256) + 0.5
     specimen = 3000 * np.exp(-0.5 * ((values - 200) / 10) ** 2)

@@ -1,5 +1,5 @@
 """The report of a run: :class:`DehazeReport` (counts, compressed sizes, notes) and, when little or almost everything
-was removed, the warning that says why."""
+was removed or the threshold may cut into the object, the warning that says why."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -68,7 +68,8 @@ def make_report(pipeline: HazePipeline, threshold: HazeThreshold, fill, sizes: C
     if c.nan:
         notes.append(f"{c.nan} NaN voxels: {c.nan_filled} in the air set to the fill value, "
                      f"{c.nan - c.nan_filled} inside the object kept")
-    warning = _why_little_was_removed(c, threshold, pipeline.options) or _why_almost_all_was_removed(c, threshold)
+    warning = (_why_little_was_removed(c, threshold, pipeline.options) or _why_almost_all_was_removed(c, threshold)
+               or _why_the_object_may_be_cut(threshold))
     if not warning and c.changed < LITTLE_REMOVED * c.voxels <= c.haze:
         notes.append(f"{c.haze - c.changed} of the {c.haze} haze voxels already had the fill value")
     return DehazeReport(threshold, float(fill), c.voxels, c.changed, c.changed / max(1, c.voxels), c.object_voxels,
@@ -108,3 +109,12 @@ def _why_almost_all_was_removed(c: Counts, threshold: HazeThreshold) -> str:
             f"only {c.object_voxels} ({100 * c.object_voxels / max(1, c.voxels):.2g} %) were kept as object above "
             f"the threshold {threshold.value:.6g}; unless the volume is nearly all air, no object was found (a "
             "texture or background filling the volume, or a threshold above the object): check the output")
+
+
+def _why_the_object_may_be_cut(threshold: HazeThreshold) -> str:
+    """Empty unless level auto found no class boundary above the air's noise (see HazeThreshold.no_class_above)."""
+    if not threshold.no_class_above:
+        return ""
+    return (f"no class boundary of the histogram lies above the air's noise (which reaches {threshold.air_end:.6g}): "
+            f"the threshold {threshold.value:.6g} is that noise's end, and may cut into the object; check the output, "
+            "or choose a fixed --level")

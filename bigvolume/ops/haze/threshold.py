@@ -52,6 +52,9 @@ class HazeThreshold:
     # so it keeps partial-volume edges and dim tissue and leaves the pure air next to the object as haze. None (levels
     # 1-5): the dilation takes every voxel it reaches, as MRIcroGL's.
     band_floor: float | None = None
+    # Level auto: no multi-Otsu cut lies above the air's noise, so the threshold is the noise's end itself: what lies
+    # above it is not a class of its own, and the threshold may cut into the object (the report warns).
+    no_class_above: bool = False
 
     @property
     def in_noise(self) -> bool:
@@ -259,7 +262,7 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
     return HazeThreshold(threshold, level, classes, air_classes, tuple(value(p) for p in cuts),
                          (float(edges[0]), float(edges[-1])), int(sample.size),
                          value(peak[0]) if peak else None, value(peak[1]) if peak else None, level == AUTO,
-                         band_floor)
+                         band_floor, level == AUTO and cuts == [peak.end])
 
 
 def _auto_cut(counts: np.ndarray, air_end: float) -> tuple[int, list, float]:
