@@ -232,6 +232,9 @@ def test_a_gaussian_air_peak_ends_five_half_widths_above_its_mode_and_a_plateau_
     edge[0] = 2e5                    # voxels clipped at the minimum, then the plateau
     peak = haze.air_peak(np.rint(edge + specimen))
     assert peak.mode < 2 and 80 < peak.end < 90
+    floor = np.where((values > 80) & (values < 130), 600.0, 0.0)  # bright streaks in the air, 15 % of its level
+    peak = haze.air_peak(np.rint(edge + floor + specimen))
+    assert peak.mode < 2 and 80 < peak.end < 90  # the edge's noise, not widened by the floor below it
 
 
 @pytest.mark.parametrize("air", ["border", "all"])

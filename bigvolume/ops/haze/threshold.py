@@ -132,12 +132,12 @@ class AirPeak(NamedTuple):
     width: float   # its noise's right half-width at half maximum (a Gaussian's 1.18 sigma), at least one bin
 
 
-# A Gaussian falls to half its peak at one half-width and to an eighth at sqrt(3) half-widths: its half-to-eighth
-# flank is 0.73 half-widths. A flank shorter than this share of that says the peak is a plateau (air shaded across
-# the field): its noise is the flank's, and its end lies beyond its right edge, not 5 plateau widths above its mode.
-PLATEAU_FLANK_SHARE = 0.35
-GAUSSIAN_EIGHTH = np.sqrt(3.0)             # in half-widths from the mode
-GAUSSIAN_FLANK = GAUSSIAN_EIGHTH - 1.0     # half to eighth, in half-widths
+# A peak whose falling edge is this much narrower than its half-width is a plateau (air shaded across the field):
+# its noise is the edge's, and it ends beyond the edge, not 5 plateau widths above its mode.
+PLATEAU_EDGE_SHARE = 0.35
+GAUSSIAN_HALF_WIDTH = 1.1774   # a Gaussian's half-width at half maximum, in sigmas
+QUARTILE_SIGMAS = 1.349        # a sharp edge blurred by Gaussian noise falls from 3/4 to 1/4 over this many sigmas
+AIR_EDGE_SIGMAS = AIR_NOISE_WIDTHS * GAUSSIAN_HALF_WIDTH  # as far beyond an edge as a peak's noise beyond its mode
 
 
 def _peak_from(counts: np.ndarray, smooth: np.ndarray, start: int, significant: float) -> AirPeak | None:
@@ -158,23 +158,43 @@ def _peak_from(counts: np.ndarray, smooth: np.ndarray, start: int, significant: 
     while eighth < counts.size and counts[eighth] >= counts[mode] / 8:
         eighth += 1
     if width > 1:
-        # the flank of the drop at ``eighth``, measured against the level just before it (a sloping plateau's
-        # half-maximum point lies on its slope, far from the drop)
+        # the drop at ``eighth``, measured against the level just before it (a sloping plateau's half-maximum point
+        # lies on its slope, far from the drop)
         before = counts[max(mode, eighth - 4 * PEAK_SMOOTHING_BINS):max(mode + 1, eighth - PEAK_SMOOTHING_BINS)]
         level = float(np.median(before))
-        drop_half = eighth
-        while drop_half > mode + 1 and counts[drop_half - 1] < level / 2:
-            drop_half -= 1
-        drop_eighth = drop_half
-        while drop_eighth < counts.size and counts[drop_eighth] >= level / 8:
-            drop_eighth += 1
-        flank = drop_eighth - drop_half
-        if flank + 1 < PLATEAU_FLANK_SHARE * GAUSSIAN_FLANK * width:  # + 1: a bin's rounding (narrow peaks)
-            # a plateau: the half-width its flank's noise would have; the end as far beyond the flank as a
-            # Gaussian's would lie
-            width = max(1.0, flank / GAUSSIAN_FLANK)
-            return AirPeak(centre, drop_eighth + (AIR_NOISE_WIDTHS - GAUSSIAN_EIGHTH) * width, width)
+        drop = eighth
+        while drop > mode + 1 and counts[drop - 1] < level / 2:
+            drop -= 1
+        edge = _edge(counts, level, drop, mode)
+        if edge.width + 1 < PLATEAU_EDGE_SHARE * width:  # a plateau
+            return AirPeak(centre, edge.end, edge.width)
     return AirPeak(centre, centre + AIR_NOISE_WIDTHS * width, width)
+
+
+def _edge(counts: np.ndarray, level: float, drop: int, start: int) -> AirPeak:
+    """The falling edge of counts at ``level`` whose first bin below half of it is ``drop``: its noise from the
+    distance between the last bin at 3/4 of the level and the first below 1/4 (1.35 sigma for Gaussian noise on a
+    sharp edge; a floor below 1/4, bright artefacts or partial volume, does not widen it), its end AIR_EDGE_SIGMAS
+    sigma beyond the edge."""
+    upper = drop
+    while upper > start and counts[upper - 1] < 0.75 * level:
+        upper -= 1
+    lower = drop
+    while lower < counts.size and counts[lower] >= 0.25 * level:
+        lower += 1
+    sigma = max(1, lower - upper) / QUARTILE_SIGMAS
+    return AirPeak(float(start), drop + AIR_EDGE_SIGMAS * sigma, max(1.0, GAUSSIAN_HALF_WIDTH * sigma))
+
+
+def _edge_after(counts: np.ndarray, start: int) -> AirPeak | None:
+    """Where dense counts from bin ``start`` on drop for good (the first fall below half their level there, the
+    median of the next few bins), with its end (:func:`_edge`); None when they do not drop within the histogram. A
+    tail that falls slowly drops to half its level well before its end: the caller steps on from there."""
+    level = float(np.median(counts[start:start + 4 * PEAK_SMOOTHING_BINS]))
+    below = np.nonzero(counts[start:] < level / 2)[0]
+    if below.size == 0:
+        return None
+    return _edge(counts, level, start + int(below[0]), start)
 
 
 def air_peak(counts: np.ndarray) -> AirPeak | None:
@@ -197,7 +217,7 @@ def air_peak(counts: np.ndarray) -> AirPeak | None:
         beyond = int(np.ceil(found.end))
         if beyond >= counts.size or smooth[beyond] < significant:
             return found
-        following = _peak_from(counts, smooth, beyond, significant)
+        following = _edge_after(counts, beyond)
         if following is None or following.end <= found.end:
             return found
         if otsu is None:
