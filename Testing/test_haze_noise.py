@@ -228,13 +228,13 @@ def test_a_gaussian_air_peak_ends_five_half_widths_above_its_mode_and_a_plateau_
     assert peak.mode == 20.5 and peak.end == pytest.approx(20.5 + 5 * 1.18 * 4.0, abs=2.5)
     edge = np.convolve(np.where(values < 80, 4000.0, 0.0), np.ones(3) / 3, "same")  # flat air to bin 80
     peak = haze.air_peak(np.rint(edge + specimen))
-    assert 80 < peak.end < 90        # not 5 plateau widths above its mode (beyond the specimen)
+    assert 80 < peak.end < 100       # a few bins beyond the edge, not 5 plateau widths above its mode (256+)
     edge[0] = 2e5                    # voxels clipped at the minimum, then the plateau
     peak = haze.air_peak(np.rint(edge + specimen))
-    assert peak.mode < 2 and 80 < peak.end < 90
+    assert peak.mode < 2 and 80 < peak.end < 100
     floor = np.where((values > 80) & (values < 130), 600.0, 0.0)  # bright streaks in the air, 15 % of its level
     peak = haze.air_peak(np.rint(edge + floor + specimen))
-    assert peak.mode < 2 and 80 < peak.end < 90  # the edge's noise, not widened by the floor below it
+    assert peak.mode < 2 and 80 < peak.end < 100  # the edge's noise, not widened by the floor (to bin 130)
 
 
 @pytest.mark.parametrize("air", ["border", "all"])

@@ -158,24 +158,33 @@ def _peak_from(counts: np.ndarray, smooth: np.ndarray, start: int, significant: 
     while eighth < counts.size and counts[eighth] >= counts[mode] / 8:
         eighth += 1
     if width > 1:
-        # the drop at ``eighth``, measured against the level just before it (a sloping plateau's half-maximum point
-        # lies on its slope, far from the drop)
-        before = counts[max(mode, eighth - 4 * PEAK_SMOOTHING_BINS):max(mode + 1, eighth - PEAK_SMOOTHING_BINS)]
-        level = float(np.median(before))
-        drop = eighth
-        while drop > mode + 1 and counts[drop - 1] < level / 2:
-            drop -= 1
-        edge = _edge(counts, level, drop, mode)
+        # the drop near ``eighth`` (a sloping plateau's half-maximum point lies on its slope, far from the drop)
+        edge = _edge_near(smooth, eighth, mode)
         if edge.width + 1 < PLATEAU_EDGE_SHARE * width:  # a plateau
             return AirPeak(centre, edge.end, edge.width)
     return AirPeak(centre, centre + AIR_NOISE_WIDTHS * width, width)
 
 
+def _edge_near(smooth: np.ndarray, guess: int, start: int) -> AirPeak:
+    """The falling edge of smoothed counts near bin ``guess`` (not below ``start``): measured against the level
+    just before it (a sloping plateau's or tail's level where it drops, not where it began), placed where the
+    counts first fall below half that level."""
+    before = smooth[max(start, guess - 4 * PEAK_SMOOTHING_BINS):max(start + 1, guess - PEAK_SMOOTHING_BINS)]
+    level = float(np.median(before))
+    drop = guess
+    while drop > start + 1 and smooth[drop - 1] < level / 2:
+        drop -= 1
+    while drop < smooth.size and smooth[drop] >= level / 2:
+        drop += 1
+    return _edge(smooth, level, drop, start)
+
+
 def _edge(counts: np.ndarray, level: float, drop: int, start: int) -> AirPeak:
-    """The falling edge of counts at ``level`` whose first bin below half of it is ``drop``: its noise from the
-    distance between the last bin at 3/4 of the level and the first below 1/4 (1.35 sigma for Gaussian noise on a
-    sharp edge; a floor below 1/4, bright artefacts or partial volume, does not widen it), its end AIR_EDGE_SIGMAS
-    sigma beyond the edge."""
+    """The falling edge of (smoothed) counts at ``level`` whose first bin below half of it is ``drop``: its noise
+    from the distance between the last bin at 3/4 of the level and the first below 1/4 (1.35 sigma for Gaussian
+    noise on a sharp edge; a floor below 1/4, bright artefacts or partial volume, does not widen it), its end
+    AIR_EDGE_SIGMAS sigma beyond the edge. Smoothed, because integer data put comb teeth in the counts (a denoised
+    copy's values are multiples of 1/64: bins alternately catch more and fewer of them)."""
     upper = drop
     while upper > start and counts[upper - 1] < 0.75 * level:
         upper -= 1
@@ -186,15 +195,16 @@ def _edge(counts: np.ndarray, level: float, drop: int, start: int) -> AirPeak:
     return AirPeak(float(start), drop + AIR_EDGE_SIGMAS * sigma, max(1.0, GAUSSIAN_HALF_WIDTH * sigma))
 
 
-def _edge_after(counts: np.ndarray, start: int) -> AirPeak | None:
-    """Where dense counts from bin ``start`` on drop for good (the first fall below half their level there, the
-    median of the next few bins), with its end (:func:`_edge`); None when they do not drop within the histogram. A
-    tail that falls slowly drops to half its level well before its end: the caller steps on from there."""
-    level = float(np.median(counts[start:start + 4 * PEAK_SMOOTHING_BINS]))
-    below = np.nonzero(counts[start:] < level / 2)[0]
+def _edge_after(smooth: np.ndarray, start: int) -> AirPeak | None:
+    """Where dense (smoothed) counts from bin ``start`` on drop for good (the first fall below half their level
+    there, the median of the next few bins), with its end (:func:`_edge`); None when they do not drop within the
+    histogram. A tail that falls slowly drops to half its level well before its end: the caller steps on from
+    there."""
+    level = float(np.median(smooth[start:start + 4 * PEAK_SMOOTHING_BINS]))
+    below = np.nonzero(smooth[start:] < level / 2)[0]
     if below.size == 0:
         return None
-    return _edge(counts, level, start + int(below[0]), start)
+    return _edge_near(smooth, start + int(below[0]), start)
 
 
 def air_peak(counts: np.ndarray) -> AirPeak | None:
@@ -217,7 +227,7 @@ def air_peak(counts: np.ndarray) -> AirPeak | None:
         beyond = int(np.ceil(found.end))
         if beyond >= counts.size or smooth[beyond] < significant:
             return found
-        following = _edge_after(counts, beyond)
+        following = _edge_after(smooth, beyond)
         if following is None or following.end <= found.end:
             return found
         if otsu is None:
