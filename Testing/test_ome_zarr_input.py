@@ -442,6 +442,21 @@ def test_ome_zarr_before_0_4_reads_on_a_unit_grid_and_says_so(tmp_path, caplog, 
         bv.resample(bv.Volume.from_array(levels[0]), 2).geometry)
 
 
+def test_an_ome_zarr_0_3_store_with_scales_keeps_them(tmp_path, caplog):
+    """Some writers of 0.3 stores already wrote 0.4's coordinate transformations: they give the geometry."""
+    store, levels = legacy_store(tmp_path / "old.ome.zarr", "0.3", phantom((20, 24, 28), seed=4), decimate)
+    root = zarr.open_group(str(store), mode="r+")
+    multiscale = root.attrs["multiscales"][0]
+    for dataset, factor in zip(multiscale["datasets"], (1, 2)):
+        dataset["coordinateTransformations"] = [{"type": "scale", "scale": [1, 1, 3.0 * factor, 0.5 * factor, 0.5 * factor]}]
+    root.attrs["multiscales"] = [multiscale]
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        pyramid = open_pyramid(store)
+    assert "no pixel size" not in caplog.text and not pyramid.note
+    assert pyramid.levels[0].geometry.isclose(Geometry((28, 24, 20), (0.5, 0.5, 3.0)))
+    assert pyramid.levels[1].geometry.isclose(Geometry((14, 12, 10), (1.0, 1.0, 6.0)))
+
+
 def test_two_space_axes_are_named_in_the_refusal(tmp_path):
     nz = pytest.importorskip("ngff_zarr")
     image = nz.to_ngff_image(phantom((3, 24, 28)), dims=("c", "y", "x"))

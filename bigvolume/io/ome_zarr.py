@@ -203,6 +203,7 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
     global_translation = _transform(multiscale.get("coordinateTransformations"), "translation", len(axes), store,
                                     "all")
     paths, scales, translations = [], [], []
+    scaled_by_shapes = False  # a legacy store without scales (some writers of 0.3 wrote 0.4's transforms: kept)
     for dataset in datasets:
         path = str(dataset.get("path", "")) if isinstance(dataset, dict) else ""
         if not path:
@@ -211,6 +212,7 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
         scale = _transform(transforms, "scale", len(axes), store, path)
         if scale is None and legacy:
             scale = [1.0] * len(axes)  # until with_legacy_scales knows the shapes
+            scaled_by_shapes = True
         if scale is None:
             raise OmeZarrError(f"{store}: level {path} has no scale")
         translation = _transform(transforms, "translation", len(axes), store, path) or [0.0] * len(axes)
@@ -236,7 +238,7 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
                     else None for p in paths)
     sources = tuple(records[p].get("source") if p in records else None for p in paths)
     return MultiscaleLayout(version, names, tuple(spatial), unit or "", tuple(paths), tuple(scales),
-                            tuple(translations), direction, factors, sources, legacy)
+                            tuple(translations), direction, factors, sources, scaled_by_shapes)
 
 
 def with_legacy_scales(layout: MultiscaleLayout, shapes_zyx: Sequence[Sequence[int]]) -> MultiscaleLayout:
