@@ -225,6 +225,21 @@ def test_thin_volumes(method):
     assert two.array.shape == (1, 1, 8) and np.all(two.array == 1)
 
 
+@pytest.mark.parametrize("method", ["lanczos", "mean", "nearest"])
+@pytest.mark.parametrize("n, factor", [(2, 4), (3, 8), (3, 3.4), (5, 6), (4, 100)])
+def test_an_axis_shorter_than_its_factor_keeps_one_voxel_at_its_middle(method, n, factor):
+    """Its one output voxel covers the data: factor n on that axis, centred on the middle voxel (the block-centred
+    voxel of factor 8 on 3 voxels sat 3.5 voxels in, beyond the data)."""
+    spacing, origin = (0.5, 0.8, 1.5), (10.0, -4.0, 2.5)
+    ramp = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None], (n, 24, 30)).copy()  # k = 0..n-1
+    result = bv.resample(bv.Volume.from_array(ramp, spacing=spacing, origin=origin), factor, method=method)
+    assert result.array.shape == (1, round(24 / factor) or 1, round(30 / factor) or 1)
+    assert result.geometry.spacing[2] == pytest.approx(n * 1.5)
+    assert result.geometry.origin[2] == pytest.approx(2.5 + (n - 1) / 2 * 1.5)
+    middle = result.array[0, result.array.shape[1] // 2, result.array.shape[2] // 2]
+    assert abs(middle - (n - 1) / 2) <= (0.5 if method == "nearest" else 1e-3)
+
+
 def nan_volume(seed: int, shape, kind: str) -> np.ndarray:
     """float32 noise with NaN: a few scattered voxels (one on a corner), or outside a circular field of view."""
     rng = np.random.default_rng(seed)

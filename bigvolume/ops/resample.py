@@ -54,10 +54,12 @@ def choose_factors(geometry: Geometry, bytes_per_voxel: int = 1, factor=None, sp
     """Per-axis factors (I, J, K) from exactly one of: ``factor`` (1 or 3 numbers), ``spacing`` (target spacing)
     or ``target_bytes`` (largest uncompressed output; :func:`resample_file` then fits the compressed file, see
     :func:`fit_file_size`). ``isotropic`` with a single factor: one output spacing on all
-    axes, ``factor`` x the finest input spacing, no axis upsampled. An axis of a single voxel (a 2D image stored as
-    a volume) keeps factor 1: there is nothing to average along it."""
+    axes, ``factor`` x the finest input spacing, no axis upsampled. An axis shorter than its factor gets its
+    length as factor: its one output voxel covers the data and sits at its middle (with a larger factor the
+    block-centred voxel would lie off-centre, beyond the last input voxel from twice the length on). So an axis of
+    a single voxel (a 2D image stored as a volume) keeps factor 1: there is nothing to average along it."""
     factors = _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes)
-    return tuple(1.0 if n == 1 else f for n, f in zip(geometry.dimensions, factors))  # type: ignore[return-value]
+    return tuple(min(float(f), float(n)) for n, f in zip(geometry.dimensions, factors))  # type: ignore[return-value]
 
 
 def _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes):
