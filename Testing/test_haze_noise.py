@@ -220,6 +220,72 @@ def test_a_threshold_with_no_class_above_it_is_a_warning(monkeypatch, seed):
     assert not report.threshold.no_class_above and not report.warning
 
 
+def padded_scan(seed, padding, noise):
+    """A CT-like scan whose field of view is a cylinder: outside it every voxel holds ``padding`` (clinical CT's
+    -3024 or -2048 HU, or 0 where a micro-CT's air reads about 200); inside, air and a specimen with a bone cortex
+    in Gaussian noise. Returns (volume, specimen, the air inside the field of view)."""
+    rng = np.random.default_rng(seed)
+    shape = CT_SHAPES[seed % 3][:1] + (64 + 8 * seed, 60 + 6 * seed)
+    air = 200.0 if padding == 0 else -1000.0
+    grids = np.indices(shape, dtype=float)
+    centre = [n / 2 + rng.uniform(-2, 2) for n in shape]
+    r = np.sqrt(sum(((g - c) / (n * rng.uniform(0.22, 0.3))) ** 2 for g, c, n in zip(grids, centre, shape)))
+    specimen = r < 1
+    inside = (grids[1] - shape[1] / 2 + 0.5) ** 2 + (grids[2] - shape[2] / 2 + 0.5) ** 2 < (min(shape[1:]) / 2 - 1) ** 2
+    clean = np.where(specimen, air + 1040.0, air)
+    clean[(r < 1) & (r > 0.8)] = air + 2000.0
+    noisy = np.where(inside, clean + rng.normal(0, noise, shape), padding)
+    fov_air = inside & ~ndimage.binary_dilation(specimen, iterations=3)
+    return grid(np.clip(np.rint(noisy), -3024, 3071).astype(np.int16), seed), specimen, fov_air
+
+
+@pytest.mark.parametrize("padding, noise", [(-3024, 20), (-2048, 40), (-3024, 40)])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_padding_outside_the_field_of_view_is_said_with_the_level_that_takes_the_air(padding, noise, seed):
+    """Auto takes a padding value far below all others (-3024 HU against air at -1000) as the air, and it had the
+    fill value already: nothing changed, the air inside the field of view stayed. The report says so, with the
+    fixed level that takes it; that level removes it and keeps the specimen."""
+    volume, specimen, fov_air = padded_scan(seed, padding, noise)
+    _, mask, report = dehaze(volume, measure_compression=False)
+    suspect = report.threshold.padding
+    assert suspect is not None and suspect.value == padding and suspect.level is not None, report.summary()
+    assert "nothing but a padding value was found as haze" in report.warning
+    assert f"--level {suspect.level} puts the threshold at" in report.warning
+    assert mask[fov_air].mean() < 0.1  # what the warning is about
+    result, mask, report = dehaze(volume, HazeOptions(level=suspect.level), measure_compression=False)
+    assert mask[fov_air].mean() >= 0.9 and not report.warning
+    np.testing.assert_array_equal(result.array[specimen], volume.array[specimen])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_padding_just_below_the_air_is_taken_with_it(seed):
+    """A micro-CT's 0 outside the field of view with its air at about 200: near enough that auto's classes take
+    the air with the padding, and no warning."""
+    volume, specimen, fov_air = padded_scan(seed, 0, 15)
+    result, mask, report = dehaze(volume, measure_compression=False)
+    assert mask[fov_air].mean() >= 0.9 and not report.warning, report.summary()
+    np.testing.assert_array_equal(result.array[specimen], volume.array[specimen])
+
+
+def test_a_masked_brain_and_an_already_cleaned_volume_are_no_padding_suspects():
+    """Zeros around a skull-stripped brain are padding too, but the brain above them is one population, not a dark
+    class and an object: no warning (nothing to remove). A volume already cleaned has no gap above its fill."""
+    if not test_volumes.installed():
+        pytest.skip("mricron-data is not installed")
+    brain = sitk.GetArrayFromImage(sitk.ReadImage(str(MRI))) * (sitk.GetArrayFromImage(sitk.ReadImage(str(BRAIN))) > 0)
+    for array in (brain, test_volumes.rician_noise(brain.astype(float), 6, 0).astype(np.float32) * (brain > 0)):
+        _, _, report = dehaze(bv.Volume.from_array(array), measure_compression=False)
+        assert report.threshold.padding is None and not report.warning, report.summary()
+    volume, _, _ = padded_scan(0, -3024, 20)
+    once, _, _ = dehaze(volume, HazeOptions(level=report_level(volume)), measure_compression=False)
+    _, _, again = dehaze(once, measure_compression=False)
+    assert again.threshold.padding is None and not again.warning, again.summary()
+
+
+def report_level(volume):
+    return dehaze(volume, measure_compression=False)[2].threshold.padding.level
+
+
 def test_a_gaussian_air_peak_ends_five_half_widths_above_its_mode_and_a_plateau_at_its_edge():
     values = np.arange(256) + 0.5
     specimen = 3000 * np.exp(-0.5 * ((values - 200) / 10) ** 2)

@@ -69,7 +69,7 @@ def make_report(pipeline: HazePipeline, threshold: HazeThreshold, fill, sizes: C
         notes.append(f"{c.nan} NaN voxels: {c.nan_filled} in the air set to the fill value, "
                      f"{c.nan - c.nan_filled} inside the object kept")
     warning = (_why_little_was_removed(c, threshold, pipeline.options) or _why_almost_all_was_removed(c, threshold)
-               or _why_the_object_may_be_cut(threshold))
+               or _why_only_padding_went(c, threshold) or _why_the_object_may_be_cut(threshold))
     if not warning and c.changed < LITTLE_REMOVED * c.voxels <= c.haze:
         notes.append(f"{c.haze - c.changed} of the {c.haze} haze voxels already had the fill value")
     return DehazeReport(threshold, float(fill), c.voxels, c.changed, c.changed / max(1, c.voxels), c.object_voxels,
@@ -118,3 +118,17 @@ def _why_the_object_may_be_cut(threshold: HazeThreshold) -> str:
     return (f"no class boundary of the histogram lies above the air's noise (which reaches {threshold.air_end:.6g}): "
             f"the threshold {threshold.value:.6g} is that noise's end, and may cut into the object; check the output, "
             "or choose a fixed --level")
+
+
+def _why_only_padding_went(c: Counts, threshold: HazeThreshold) -> str:
+    """Empty unless the haze found was a padding value that was already there and nothing else changed, while a
+    noisy dark class lies above it (see HazeThreshold.padding): then what to do."""
+    padding = threshold.padding
+    if padding is None or c.changed >= LITTLE_REMOVED * c.voxels:
+        return ""
+    advice = (f"--level {padding.level} puts the threshold at {padding.level_threshold:.6g}, above it"
+              if padding.level is not None else "no fixed level puts the threshold above it")
+    return (f"nothing but a padding value was found as haze: {100 * padding.share:.3g} % of the voxels hold "
+            f"{padding.value:g}, far below all others (outside a scanner's field of view?), and had it already, "
+            f"so {c.changed} voxels changed. Above it, {100 * padding.air_share:.3g} % of the other voxels form a "
+            f"noisy dark class up to {padding.air_end:.6g}: if that is the air inside the field of view, {advice}")

@@ -10,7 +10,7 @@ import numpy as np
 from ...core.errors import BigVolumeError
 from ...core.volume import Volume
 from ...io.slabs import ArraySlabReader
-from ..precision import robust_histogram, subsample
+from ..precision import HISTOGRAM_BINS, robust_histogram, subsample
 from .denoise import denoised_subsample
 from .options import AUTO, LEVELS, HazeOptions
 
@@ -32,7 +32,29 @@ BAND_WIDTHS = 2
 AIR_PEAK_SHARE = 0.05      # the air peak: the darkest histogram peak at least this share of the highest one
 PEAK_SMOOTHING_BINS = 5    # histogram smoothed over this many bins before looking for peaks (sampling noise)
 SAMPLE_VOXELS = 2_000_000
+# A padding suspect (see PaddingSuspect): one value held by at least PADDING_SHARE of the voxels, at least
+# PADDING_GAP_BINS bins of the others' robust histogram below them, and a dark class of their own above it (its
+# noise ends below their two-class Otsu cut) holding at least PADDING_AIR_SHARE of them.
+PADDING_SHARE = 0.01
+PADDING_GAP_BINS = 20
+PADDING_AIR_SHARE = 0.10
 LABEL_MAP_VALUES = 16      # an integer volume with at most this many distinct values is a label map, not an image
+
+
+@dataclass(frozen=True)
+class PaddingSuspect:
+    """Level auto: many voxels hold one value far below all others (a scanner's padding outside its field of view:
+    -3024 or -2048 HU, 0 in micro-CT), and above it lies a noisy dark class of its own (the air inside the field
+    of view). The padding is then the darkest peak, so auto takes it alone as air: the report warns (when nothing
+    else changed) with the fixed level that would take the class above too. Not acted on: a masked specimen (bone
+    only, the rest padded) has the same histogram, and its darkest class is no air."""
+
+    value: float        # the padding value
+    share: float        # of the sampled voxels
+    air_end: float      # where the noise of the dark class above it ends (auto's rule on the other voxels)
+    air_share: float    # of the other voxels, below air_end
+    level: int | None   # the fixed level whose threshold is the lowest above air_end (None: none is)
+    level_threshold: float | None
 
 
 @dataclass
@@ -55,6 +77,7 @@ class HazeThreshold:
     # Level auto: no multi-Otsu cut lies above the air's noise, so the threshold is the noise's end itself: what lies
     # above it is not a class of its own, and the threshold may cut into the object (the report warns).
     no_class_above: bool = False
+    padding: PaddingSuspect | None = None
 
     @property
     def in_noise(self) -> bool:
@@ -261,9 +284,11 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
                 f"the volume has only {distinct.size} distinct values ({', '.join(f'{v:g}' for v in distinct[:6])}"
                 f"{', ...' if distinct.size > 6 else ''}): it looks like a label map or mask, not an intensity "
                 "image; haze removal needs intensities")
+    padding = None
     if level == AUTO:
         denoised = denoised_subsample(source if not isinstance(source, np.ndarray) else ArraySlabReader(source),
                                       sample_voxels)
+        padding = _padding_suspect(sample, denoised, finite, integer, percentiles)
         finite = denoised[np.isfinite(denoised)]
         counts, edges = robust_histogram(finite, percentiles)
         if np.count_nonzero(counts) < 2:
@@ -274,11 +299,7 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
         air_classes = 1 + sum(cut < position for cut in cuts)  # the classes below the Otsu cut it was taken from
     else:
         classes, air_classes = LEVELS[level]
-        counts, edges = robust_histogram(finite, percentiles, integer=integer)
-        if np.count_nonzero(counts) < classes:
-            raise BigVolumeError(f"the volume's intensities fall into fewer than {classes} histogram bins: they "
-                                 f"cannot be split into the {classes} classes of level {level}")
-        cuts = _centre_in_gaps(counts, multi_otsu(counts, classes))
+        counts, edges, cuts = _level_cuts(finite, level, percentiles, integer)
         position = cuts[air_classes - 1]
         peak = air_peak(counts)
 
@@ -292,7 +313,56 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
     return HazeThreshold(threshold, level, classes, air_classes, tuple(value(p) for p in cuts),
                          (float(edges[0]), float(edges[-1])), int(sample.size),
                          value(peak[0]) if peak else None, value(peak[1]) if peak else None, level == AUTO,
-                         band_floor, level == AUTO and cuts == [peak.end])
+                         band_floor, level == AUTO and cuts == [peak.end], padding)
+
+
+def _level_cuts(finite: np.ndarray, level: int, percentiles, integer: bool) -> tuple[np.ndarray, np.ndarray, list]:
+    """A fixed level's histogram of the raw voxels (counts, edges) and its multi-Otsu cuts (bin coordinates)."""
+    classes = LEVELS[level][0]
+    counts, edges = robust_histogram(finite, percentiles, integer=integer)
+    if np.count_nonzero(counts) < classes:
+        raise BigVolumeError(f"the volume's intensities fall into fewer than {classes} histogram bins: they "
+                             f"cannot be split into the {classes} classes of level {level}")
+    return counts, edges, _centre_in_gaps(counts, multi_otsu(counts, classes))
+
+
+def _padding_suspect(sample: np.ndarray, denoised: np.ndarray, finite: np.ndarray, integer: bool,
+                     percentiles) -> PaddingSuspect | None:
+    """See :class:`PaddingSuspect`. ``sample`` and ``denoised``: the raw and denoised subsample, voxel for voxel;
+    ``finite``: the raw sample's finite values (for the fixed levels)."""
+    both = np.isfinite(sample) & np.isfinite(denoised)
+    raw, smooth = sample[both].astype(np.float64), denoised[both]
+    if raw.size == 0:
+        return None
+    value = raw.min()
+    at = raw == value
+    share = float(at.mean())
+    if share < PADDING_SHARE or at.all():
+        return None
+    low, high = np.percentile(raw[~at], percentiles)
+    if high <= low or (low - value) * HISTOGRAM_BINS < PADDING_GAP_BINS * (high - low):
+        return None
+    others = smooth[~at]
+    counts, edges = robust_histogram(others, percentiles)
+    peak = air_peak(counts)
+    if peak is None:
+        return None
+    if peak.end >= _centre_in_gaps(counts, multi_otsu(counts, 2))[0]:
+        return None  # no class of its own: the others are one population (a skull-stripped brain, a bone)
+    air_end = float(np.interp(peak.end, np.arange(edges.size), edges))
+    air_share = float(np.mean(others < air_end))
+    if air_share < PADDING_AIR_SHARE:
+        return None
+    best = None
+    for level in LEVELS:
+        try:
+            counts, edges, cuts = _level_cuts(finite, level, percentiles, integer)
+        except BigVolumeError:
+            continue
+        threshold = float(np.interp(cuts[LEVELS[level][1] - 1], np.arange(edges.size), edges))
+        if threshold > air_end and (best is None or threshold < best[1]):
+            best = (level, threshold)
+    return PaddingSuspect(float(value), share, air_end, air_share, *(best or (None, None)))
 
 
 def _auto_cut(counts: np.ndarray, air_end: float) -> tuple[int, list, float]:
