@@ -343,6 +343,7 @@ def _padding_suspect(sample: np.ndarray, denoised: np.ndarray, finite: np.ndarra
     if high <= low or (low - value) * HISTOGRAM_BINS < PADDING_GAP_BINS * (high - low):
         return None
     others = smooth[~at]
+    others = others[others >= low]  # not the voxels next to the padding, which the denoising pulls towards it
     counts, edges = robust_histogram(others, percentiles)
     peak = air_peak(counts)
     if peak is None:
