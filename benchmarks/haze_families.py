@@ -78,6 +78,7 @@ def padded_volume(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         inside = (grids[1] - shape[1] / 2) ** 2 + (grids[2] - shape[2] / 2) ** 2 < (min(shape[1:]) / 2 - 1) ** 2
         noisy = np.where(inside, noisy, padding)
         air &= inside
+        specimen &= inside  # a specimen wider than the field of view is cut by it
     array = np.clip(np.rint(noisy), -3024, 3071).astype(np.int16)
     case = dict(seed=seed, shape=shape, group="none" if padding is None else f"{padding:g}", noise=noise,
                 shading=shade)
