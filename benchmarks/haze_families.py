@@ -107,7 +107,7 @@ def measure_padding(seed: int) -> dict:
     array, specimen, air, case = padded_volume(seed)
     removed, kept, report = _outcome(array, specimen, air)
     case.update(air_removed=removed, core_kept=kept, warning=report.warning, threshold=report.threshold.value)
-    suspect = report.threshold.padding
+    suspect = getattr(report.threshold, "padding", None)  # (older code: none; the script runs on it too)
     case["suggested_level"] = suspect.level if suspect is not None else None
     if kept and removed >= 0.9:
         case["outcome"] = "auto removed the air"
