@@ -246,6 +246,25 @@ def test_preview_and_result_show_the_auto_level_and_warn_when_a_fixed_level_fall
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+def test_ct_padding_is_a_warning_naming_the_level_and_that_level_takes_the_air(mrml, seed):
+    """A CT padded with -3024 HU outside its field of view: the panel's preview and result say that only the
+    padding was found, with the level that takes the air inside; that level's result removes it and keeps the
+    specimen."""
+    from test_haze_noise import padded_scan
+    volume, specimen, fov_air = padded_scan(seed, -3024, 30)
+    inputNode = mrml.volume(volume.array, anisotropic_matrix(), name="CT")
+    logic = HazeRemovalLogic()
+    maskNode = logic.previewMask(inputNode)
+    assert "Warning: nothing but a padding value was found as haze" in logic.describeMask(maskNode)
+    level = logic.lastPreviewReport.threshold.padding.level
+    assert f"level {level} (--level {level}) puts the threshold at" in logic.describeMask(maskNode)
+    output = arrayFromVolume(logic.process(inputNode, level=level))
+    assert not logic.lastReport.warning
+    assert (output[fov_air] == volume.array.min()).mean() >= 0.9
+    np.testing.assert_array_equal(output[specimen], volume.array[specimen])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
 def test_noise_with_no_object_is_a_warning_in_the_preview_and_the_result(mrml, seed):
     """Noise filling the field: the panel's preview and its result both say that almost everything goes."""
     array = np.rint(np.random.default_rng(seed).normal(500, 50, SHAPE)).astype(np.int16)

@@ -252,7 +252,7 @@ def test_padding_outside_the_field_of_view_is_said_with_the_level_that_takes_the
     suspect = report.threshold.padding
     assert suspect is not None and suspect.value == padding and suspect.level is not None, report.summary()
     assert "nothing but a padding value was found as haze" in report.warning
-    assert f"--level {suspect.level} puts the threshold at" in report.warning
+    assert f"(--level {suspect.level}) puts the threshold at" in report.warning
     assert mask[fov_air].mean() < 0.1  # what the warning is about
     result, mask, report = dehaze(volume, HazeOptions(level=suspect.level), measure_compression=False)
     assert mask[fov_air].mean() >= 0.9 and not report.warning

@@ -8,8 +8,8 @@ touching the object.
    :data:`.threshold.AIR_NOISE_WIDTHS` right half-widths at half maximum above its mode (:func:`air_peak`; a
    plateau, air shaded across the field, ends beyond its falling edge, and a clipped spike followed by more dense
    air ends where that air does). So the number of classes that are air follows the histogram (CT has three
-   populations, air, soft tissue and bone; MRI two), and the cut cannot fall inside the noise (it did with a fixed level on CT at -1000 HU with 30 HU noise, and
-   on half-normal air noise). Levels 1-5 keep MRIcroGL's meaning (:data:`LEVELS`, :mod:`.options`) on the raw
+   populations, air, soft tissue and bone; MRI two), and the cut cannot fall inside the noise (it did with a fixed
+   level on CT at -1000 HU with 30 HU noise, and on half-normal air noise). Levels 1-5 keep MRIcroGL's meaning (:data:`LEVELS`, :mod:`.options`) on the raw
    voxels. Both use a 256-bin histogram of a subsample over a robust intensity range
    (:data:`.threshold.ROBUST_PERCENTILES`). Voxels below the threshold (auto: themselves or in the denoised copy) are
    *dark* (:mod:`.denoise`). NaN voxels: levels 1-5 count them as dark (in the air they become the fill value,
@@ -46,9 +46,9 @@ integer volumes with at most 16 distinct values (label maps and masks have no ha
 2 voxels thin has every voxel on its border: border air is then all dark voxels (said in the report's notes).
 
 The modules, in layers (pyproject.toml's contract): at the bottom options, denoise, components and compression,
-none importing another; threshold and morphology on them; then pipeline, report, api. This package re-exports the public API; the tunables (``SLAB_VOXELS`` in
-:mod:`.api`, ``SMOOTH_THREADS`` in :mod:`.denoise`, ``COMPRESSION_SAMPLE_BYTES`` in :mod:`.compression`, ...) stay
-in the module that reads them.
+none importing another; threshold and morphology on them; then pipeline, report, api. This package re-exports the
+public API; the tunables (``SLAB_VOXELS`` in :mod:`.api`, ``SMOOTH_THREADS`` in :mod:`.denoise`,
+``COMPRESSION_SAMPLE_BYTES`` in :mod:`.compression`, ...) stay in the module that reads them.
 """
 from .options import AIR_MODES, AUTO, DEFAULT_DILATE, LEVEL_NAMES, LEVELS, MAX_RADIUS, HazeOptions
 from .threshold import HazeThreshold, air_peak, find_threshold, multi_otsu

@@ -122,13 +122,15 @@ def _why_the_object_may_be_cut(threshold: HazeThreshold) -> str:
 
 def _why_only_padding_went(c: Counts, threshold: HazeThreshold) -> str:
     """Empty unless the haze found was a padding value that was already there and nothing else changed, while a
-    noisy dark class lies above it (see HazeThreshold.padding): then what to do."""
+    dark class of its own lies above it (see HazeThreshold.padding): then what to do."""
     padding = threshold.padding
     if padding is None or c.changed >= LITTLE_REMOVED * c.voxels:
         return ""
-    advice = (f"--level {padding.level} puts the threshold at {padding.level_threshold:.6g}, above it"
-              if padding.level is not None else "no fixed level puts the threshold above it")
+    advice = "no fixed level puts the threshold above it"
+    if padding.level is not None:
+        advice = (f"level {padding.level} (--level {padding.level}) puts the threshold at "
+                  f"{padding.level_threshold:.6g}, above it")
     return (f"nothing but a padding value was found as haze: {100 * padding.share:.3g} % of the voxels hold "
             f"{padding.value:g}, far below all others (outside a scanner's field of view?), and had it already, "
             f"so {c.changed} voxels changed. Above it, {100 * padding.air_share:.3g} % of the other voxels form a "
-            f"noisy dark class up to {padding.air_end:.6g}: if that is the air inside the field of view, {advice}")
+            f"dark class up to {padding.air_end:.6g}: if that is the air inside the field of view, {advice}")
