@@ -164,9 +164,9 @@ class MultiscaleLayout:
     direction: np.ndarray
     factors: tuple[tuple[float, float, float] | None, ...]
     sources: tuple[str | None, ...]
-    # OME-Zarr 0.1-0.3 hold no scales (coordinateTransformations came with 0.4): :func:`with_legacy_scales` fills
-    # them from the levels' shapes, on a unit grid
-    legacy: bool = False
+    # An OME-Zarr 0.1-0.3 store without scales (coordinateTransformations came with 0.4): :func:`with_legacy_scales`
+    # fills them from the levels' shapes, on a unit grid
+    scales_from_shapes: bool = False
 
 
 # Before 0.4 the metadata held no coordinate transformations, and before 0.3 no axes: the arrays were t c z y x.
@@ -245,8 +245,9 @@ def with_legacy_scales(layout: MultiscaleLayout, shapes_zyx: Sequence[Sequence[i
     """An OME-Zarr 0.1-0.3 layout with each level's scale from its shape: level 0 on a unit grid, level k's
     spacing level 0's size over its own along each axis, its first voxel where level 0's is (those writers
     decimated: every n-th voxel). Other layouts as they are."""
-    if not layout.legacy:
+    if not layout.scales_from_shapes:
         return layout
+
     def factor(n0: int, n: int) -> float:
         whole = max(1, round(n0 / max(1, n)))  # an integer factor whose decimated or binned size is n
         return float(whole) if n in (n0 // whole, -(-n0 // whole)) else n0 / max(1, n)

@@ -212,7 +212,7 @@ def _from_group(store: Path, group, start_path: str | None = None) -> Pyramid:
                                f"{len(layout.axes)} axes")
         arrays.append(array)
     note = ""
-    if layout.legacy:
+    if layout.scales_from_shapes:
         layout = with_legacy_scales(layout, [[a.shape[n] for n in layout.spatial] for a in arrays])
         note = (f"{store}: OME-Zarr {layout.version} holds no pixel size (it came with 0.4): read on a grid of unit "
                 "spacing at the origin, coarser levels scaled by their sizes")

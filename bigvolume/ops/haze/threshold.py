@@ -44,8 +44,8 @@ LABEL_MAP_VALUES = 16      # an integer volume with at most this many distinct v
 @dataclass(frozen=True)
 class PaddingSuspect:
     """Level auto: many voxels hold one value far below all others (a scanner's padding outside its field of view:
-    -3024 or -2048 HU, 0 in micro-CT), and above it lies a noisy dark class of its own (the air inside the field
-    of view). The padding is then the darkest peak, so auto takes it alone as air: the report warns (when nothing
+    -3024 or -2048 HU, 0 in micro-CT), and above it lies a dark class of its own (the air inside the field of
+    view). The padding is then the darkest peak, so auto takes it alone as air: the report warns (when nothing
     else changed) with the fixed level that would take the class above too. Not acted on: a masked specimen (bone
     only, the rest padded) has the same histogram, and its darkest class is no air."""
 
@@ -74,10 +74,14 @@ class HazeThreshold:
     # so it keeps partial-volume edges and dim tissue and leaves the pure air next to the object as haze. None (levels
     # 1-5): the dilation takes every voxel it reaches, as MRIcroGL's.
     band_floor: float | None = None
-    # Level auto: no multi-Otsu cut lies above the air's noise, so the threshold is the noise's end itself: what lies
-    # above it is not a class of its own, and the threshold may cut into the object (the report warns).
-    no_class_above: bool = False
     padding: PaddingSuspect | None = None
+
+    @property
+    def no_class_above(self) -> bool:
+        """Level auto found no multi-Otsu cut above the air's noise, so the threshold is the noise's end itself
+        (:func:`_auto_cut`'s one "cut"): what lies above it is not a class of its own, and the threshold may cut
+        into the object (the report warns)."""
+        return self.denoised and self.air_end is not None and self.thresholds == (self.air_end,)
 
     @property
     def in_noise(self) -> bool:
@@ -206,7 +210,8 @@ def _edge(counts: np.ndarray, level: float, drop: int, start: int) -> AirPeak:
     """The falling edge of (smoothed) counts at ``level`` whose first bin below half of it is ``drop``: its noise
     from the distance between the last bin at 3/4 of the level and the first below 1/4 (1.35 sigma for Gaussian
     noise on a sharp edge; a floor below 1/4, bright artefacts or partial volume, does not widen it), its end
-    AIR_EDGE_SIGMAS sigma beyond the edge. Smoothed, because integer data put comb teeth in the counts (a denoised
+    AIR_EDGE_SIGMAS sigma beyond the edge (an AirPeak whose mode is ``start``: only its end and width are used).
+    Smoothed, because integer data put comb teeth in the counts (a denoised
     copy's values are multiples of 1/64: bins alternately catch more and fewer of them)."""
     upper = drop
     while upper > start and counts[upper - 1] < 0.75 * level:
@@ -237,8 +242,9 @@ def air_peak(counts: np.ndarray) -> AirPeak | None:
     because the left one is often cut by the histogram's range; a plateau's flank when the peak is one).
 
     When the histogram is still as high as a peak where that noise ends, the air goes on (a spike of voxels clipped
-    at the type's or the scanner's minimum, or a narrow peak, then air shaded across the field): its end is the next
-    peak's, as long as that stays below the two-class Otsu cut (above it lies the object, not more air)."""
+    at the type's or the scanner's minimum, or a narrow peak, then air shaded across the field): its end is that of
+    the next drop of those dense counts (:func:`_edge_after`, step after step), as long as it stays below the
+    two-class Otsu cut (above it lies the object, not more air)."""
     counts = np.asarray(counts, np.float64)
     smooth = np.convolve(counts, np.ones(PEAK_SMOOTHING_BINS) / PEAK_SMOOTHING_BINS, "same")
     if smooth.max() <= 0:
@@ -299,12 +305,13 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
         air_classes = 1 + sum(cut < position for cut in cuts)  # the classes below the Otsu cut it was taken from
     else:
         classes, air_classes = LEVELS[level]
-        counts, edges, cuts = _level_cuts(finite, level, percentiles, integer)
+        counts, edges = robust_histogram(finite, percentiles, integer=integer)
+        cuts = _level_cuts(counts, level)
         position = cuts[air_classes - 1]
         peak = air_peak(counts)
 
     def value(p):
-        return float(np.interp(p, np.arange(edges.size), edges))
+        return _bin_value(edges, p)
 
     threshold = value(position)
     band_floor = None
@@ -313,17 +320,21 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
     return HazeThreshold(threshold, level, classes, air_classes, tuple(value(p) for p in cuts),
                          (float(edges[0]), float(edges[-1])), int(sample.size),
                          value(peak[0]) if peak else None, value(peak[1]) if peak else None, level == AUTO,
-                         band_floor, level == AUTO and cuts == [peak.end], padding)
+                         band_floor, padding)
 
 
-def _level_cuts(finite: np.ndarray, level: int, percentiles, integer: bool) -> tuple[np.ndarray, np.ndarray, list]:
-    """A fixed level's histogram of the raw voxels (counts, edges) and its multi-Otsu cuts (bin coordinates)."""
+def _bin_value(edges: np.ndarray, position: float) -> float:
+    """The intensity at ``position`` in bin-edge coordinates (bin b spans edges[b]..edges[b + 1])."""
+    return float(np.interp(position, np.arange(edges.size), edges))
+
+
+def _level_cuts(counts: np.ndarray, level: int) -> list:
+    """A fixed level's multi-Otsu cuts (bin coordinates) on the raw voxels' histogram ``counts``."""
     classes = LEVELS[level][0]
-    counts, edges = robust_histogram(finite, percentiles, integer=integer)
     if np.count_nonzero(counts) < classes:
         raise BigVolumeError(f"the volume's intensities fall into fewer than {classes} histogram bins: they "
                              f"cannot be split into the {classes} classes of level {level}")
-    return counts, edges, _centre_in_gaps(counts, multi_otsu(counts, classes))
+    return _centre_in_gaps(counts, multi_otsu(counts, classes))
 
 
 def _padding_suspect(sample: np.ndarray, denoised: np.ndarray, finite: np.ndarray, integer: bool,
@@ -350,17 +361,17 @@ def _padding_suspect(sample: np.ndarray, denoised: np.ndarray, finite: np.ndarra
         return None
     if peak.end >= _centre_in_gaps(counts, multi_otsu(counts, 2))[0]:
         return None  # no class of its own: the others are one population (a skull-stripped brain, a bone)
-    air_end = float(np.interp(peak.end, np.arange(edges.size), edges))
+    air_end = _bin_value(edges, peak.end)
     air_share = float(np.mean(others < air_end))
     if air_share < PADDING_AIR_SHARE:
         return None
     best = None
-    for level in LEVELS:
+    counts, edges = robust_histogram(finite, percentiles, integer=integer)  # the fixed levels' histogram, once
+    for level, (_, air_classes) in LEVELS.items():
         try:
-            counts, edges, cuts = _level_cuts(finite, level, percentiles, integer)
+            threshold = _bin_value(edges, _level_cuts(counts, level)[air_classes - 1])
         except BigVolumeError:
             continue
-        threshold = float(np.interp(cuts[LEVELS[level][1] - 1], np.arange(edges.size), edges))
         if threshold > air_end and (best is None or threshold < best[1]):
             best = (level, threshold)
     return PaddingSuspect(float(value), share, air_end, air_share, *(best or (None, None)))
