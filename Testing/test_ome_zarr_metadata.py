@@ -111,3 +111,37 @@ def test_transforms_for_all_levels_apply_after_each_level_s_own(version):
     first, second = level_geometry(layout, 0, (8, 10, 12)), level_geometry(layout, 1, (4, 5, 6))
     assert first.spacing == (0.25, 0.5, 2.0) and first.origin == (30.0, 20.0, 10.0)
     assert second.spacing == (0.5, 1.0, 4.0) and second.origin == pytest.approx((30.125, 20.25, 11.0), abs=1e-12)
+
+
+@pytest.mark.parametrize("units", [("micrometer", "nanometer", "nanometer"), ("millimeter", "micrometer", "meter"),
+                                   ("nanometer", "nanometer", "micrometer")])
+def test_space_axes_in_different_units_are_each_converted(units):
+    """z in micrometres and y, x in nanometres: each axis's numbers in its own unit, all converted to millimetres
+    (they were all read as numbers without a unit: micrometres and nanometres taken for millimetres)."""
+    from bigvolume.io.ome_zarr import SPACE_UNITS
+    axes = [{"name": axis, "type": "space", "unit": unit} for axis, unit in zip("zyx", units)]
+    datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [4.0, 0.5, 0.25]},
+                                                            {"type": "translation", "translation": [8.0, 1.0, 2.0]}]},
+                {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [8.0, 1.0, 0.5]},
+                                                            {"type": "translation", "translation": [10.0, 1.25, 2.125]}]}]
+    layout = parse_multiscales({"multiscales": [{"version": "0.4", "axes": axes, "datasets": datasets}]}, "s")
+    to_mm = [SPACE_UNITS[unit] for unit in units[::-1]]  # x y z
+    assert layout.unit == "millimeter"
+    for level, (scale, translation) in enumerate([((4.0, 0.5, 0.25), (8.0, 1.0, 2.0)),
+                                                  ((8.0, 1.0, 0.5), (10.0, 1.25, 2.125))]):
+        geometry = level_geometry(layout, level, (5, 6, 7))
+        np.testing.assert_allclose(geometry.spacing, np.multiply(scale[::-1], to_mm), rtol=1e-12)
+        np.testing.assert_allclose(geometry.origin, np.multiply(translation[::-1], to_mm), rtol=1e-12)
+
+
+@pytest.mark.parametrize("units, words", [
+    (("micrometer", None, "micrometer"), "axis y has no unit beside z in micrometer, x in micrometer"),
+    ((None, "nanometer", "micrometer"), "axis z has no unit"),
+    (("micrometer", "micrometer", "pixel"), "unknown space unit 'pixel'"),
+    (("furlong", None, None), "unknown space unit 'furlong'")])
+def test_space_units_that_cannot_be_placed_are_refused_in_one_line(units, words):
+    axes = [{"name": axis, "type": "space", **({"unit": unit} if unit else {})} for axis, unit in zip("zyx", units)]
+    datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]}]
+    with pytest.raises(OmeZarrError) as caught:
+        parse_multiscales({"multiscales": [{"version": "0.4", "axes": axes, "datasets": datasets}]}, "/d/s.zarr")
+    assert str(caught.value).startswith("/d/s.zarr: ") and words in str(caught.value), caught.value

@@ -192,10 +192,7 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
         among = f" among {', '.join(names)}" if len(names) != len(spatial) else ""
         raise OmeZarrError(f"{store}: {len(spatial)} space axes ({', '.join(names[n] for n in spatial) or 'none'})"
                            f"{among}; this tool reads 3D volumes")
-    units = {axes[n].get("unit") if isinstance(axes[n], dict) else None for n in spatial}
-    unit = units.pop() if len(units) == 1 else None
-    if unit is not None and unit not in SPACE_UNITS:
-        raise OmeZarrError(f"{store}: unknown space unit {unit!r}")
+    unit, to_unit = _spatial_unit(axes, spatial, store)
     datasets = multiscale.get("datasets")
     if not isinstance(datasets, list) or not datasets:
         raise OmeZarrError(f"{store}: the multiscales metadata lists no datasets (levels)")
@@ -221,12 +218,12 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
             translation = [t * g for t, g in zip(translation, global_scale)]
         if global_translation is not None:
             translation = [t + g for t, g in zip(translation, global_translation)]
-        spatial_scale = tuple(scale[n] for n in spatial)
+        spatial_scale = tuple(scale[n] * c for n, c in zip(spatial, to_unit))
         if not all(s > 0 for s in spatial_scale):
             raise OmeZarrError(f"{store}: level {path}'s scale {spatial_scale} is not positive")
         paths.append(path)
         scales.append(spatial_scale)
-        translations.append(tuple(translation[n] for n in spatial))
+        translations.append(tuple(translation[n] * c for n, c in zip(spatial, to_unit)))
     ours = attributes.get("bigvolume") if isinstance(attributes.get("bigvolume"), dict) else {}
     direction = np.eye(3)
     if "direction" in ours:
@@ -239,6 +236,25 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
     sources = tuple(records[p].get("source") if p in records else None for p in paths)
     return MultiscaleLayout(version, names, tuple(spatial), unit or "", tuple(paths), tuple(scales),
                             tuple(translations), direction, factors, sources, scaled_by_shapes)
+
+
+def _spatial_unit(axes: list, spatial: Sequence[int], store) -> tuple[str, tuple[float, float, float]]:
+    """The unit of the space axes, and what multiplies each axis's numbers to put them in it. One unit on all
+    three: that unit, numbers as written (none: ""). Units that differ (z in micrometres, y and x in nanometres):
+    millimetres, each axis converted, never one axis's numbers read in another's unit. Some axes without a unit
+    beside named ones, or a unit we do not know: refused in one line."""
+    units = [axes[n].get("unit") or None if isinstance(axes[n], dict) else None for n in spatial]
+    names = [str(axes[n].get("name") if isinstance(axes[n], dict) else axes[n]) for n in spatial]
+    for unit in units:
+        if unit is not None and unit not in SPACE_UNITS:
+            raise OmeZarrError(f"{store}: unknown space unit {unit!r}")
+    if len(set(units)) == 1:
+        return units[0] or "", (1.0, 1.0, 1.0)
+    if None in units:
+        missing = ", ".join(name for name, unit in zip(names, units) if unit is None)
+        given = ", ".join(f"{name} in {unit}" for name, unit in zip(names, units) if unit is not None)
+        raise OmeZarrError(f"{store}: axis {missing} has no unit beside {given}; give every space axis its unit")
+    return "millimeter", tuple(SPACE_UNITS[unit] for unit in units)  # type: ignore[return-value]
 
 
 def with_legacy_scales(layout: MultiscaleLayout, shapes_zyx: Sequence[Sequence[int]]) -> MultiscaleLayout:
