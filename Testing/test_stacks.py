@@ -74,6 +74,30 @@ def test_numbering_gap_is_reported(tmp_path):
     plan.close()
 
 
+@pytest.mark.parametrize("names", [
+    ["s1.png", "s2.png", "s3.png", "s01.png", "s02.png", "s03.png"],                    # padded beside plain
+    ["scan1_0001.png", "scan1_0002.png", "scan1_0003.png", "scan2_0001.png", "scan2_0002.png", "scan2_0003.png"],
+])
+def test_repeated_slice_numbers_are_noted(tmp_path, names):
+    """Two files with one slice number are two stacks in one folder, most likely: said, as gaps are."""
+    for name in names:
+        write_stack(tmp_path, np.zeros((1, 6, 7), np.uint8), name=name)
+    found = find_slices(tmp_path)
+    assert len(found.files) == 6 and len(found.repeats) == 3
+    plan = plan_stack_import(tmp_path, spacing=(1, 1, 1))
+    plan.close()
+    note = next(line for line in plan.notes if line.startswith("slice numbers repeat"))
+    assert f"{names[0]} and {names[3]}" in note
+
+
+@pytest.mark.parametrize("odd", ["\u00b2", "\u00b3", "\u2460"])  # superscript 2 and 3, circled 1: isdigit, no number
+def test_digits_that_are_no_numbers_do_not_break_the_sort(tmp_path, odd):
+    paths = write_stack(tmp_path, stack_array((2, 8, 6)), name="a{}.png")
+    (tmp_path / f"1{odd}2.png").write_bytes(paths[0].read_bytes())
+    found = find_slices(tmp_path)
+    assert found.files == paths and [p.name for p in found.skipped] == [f"1{odd}2.png"]
+
+
 def test_nothing_found_is_a_clear_error(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(bv.VolumeFileError, match="no image slices found"):
@@ -135,6 +159,92 @@ def test_a_16_bit_tiff_that_simpleitk_reads_only_as_8_bit_rgba_is_refused_in_our
     assert "Falling back" not in capfd.readouterr().err  # ITK's own warning is not shown
 
 
+def _tiff_stack(folder: Path, planes, **options) -> None:
+    """``planes`` as TIFF slices s_0.tif, s_1.tif... written by tifffile with ``options``."""
+    tifffile = pytest.importorskip("tifffile")
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, plane in enumerate(planes):
+        tifffile.imwrite(folder / f"s_{k}.tif", plane, **options)
+
+
+MISREAD_TIFFS = {  # what tifffile writes -> what the error says (SimpleITK read every one without an error)
+    "gray + alpha uint8": (np.uint8, (20, 24, 2), dict(photometric="minisblack", extrasamples=["unassalpha"]),
+                           r"gray \+ alpha samples \(2 per pixel\), which SimpleITK reads as one channel of interleaved"
+                           r" samples; save the slices without the alpha channel"),
+    "gray + alpha uint16": (np.uint16, (20, 24, 2), dict(photometric="minisblack", extrasamples=["unassalpha"]),
+                            r"gray \+ alpha samples \(2 per pixel\)"),
+    "gray + alpha float32": (np.float32, (20, 24, 2), dict(photometric="minisblack", extrasamples=["assocalpha"]),
+                             r"gray \+ alpha samples \(2 per pixel\)"),
+    "3 samples minisblack uint8": (np.uint8, (20, 24, 3), dict(photometric="minisblack", planarconfig="contig"),
+                                   r"3 samples per pixel, which SimpleITK reads as one channel"),
+    "5 samples minisblack uint16": (np.uint16, (20, 24, 5), dict(photometric="minisblack", planarconfig="contig"),
+                                    r"5 samples per pixel, which SimpleITK reads as one channel"),
+    "float16": (np.float16, (20, 24), {}, r"1 x 16-bit floating-point samples, which SimpleITK reads as uint16; "
+                                          r"convert the slices to 32-bit float"),
+    "float16 rgb": (np.float16, (20, 24, 3), dict(photometric="rgb"), r"3 x 16-bit floating-point samples"),
+    "tiled int8": (np.int8, (20, 24), dict(tile=(16, 16)),
+                   r"1 x 8-bit signed samples in a layout .* reads only as 8-bit RGBA, which would lose their sign"),
+    "tiled int8 rgb": (np.int8, (20, 24, 3), dict(photometric="rgb", tile=(16, 16)), r"3 x 8-bit signed samples in a layout .*, which would lose their sign"),
+    "tiled min-is-white uint8": (np.uint8, (20, 24), dict(photometric="miniswhite", tile=(16, 16)),
+                                 r"1 x 8-bit samples in a layout .*, which would invert its MinIsWhite values"),
+    "tiled rgba uint8": (np.uint8, (20, 24, 4), dict(photometric="rgb", extrasamples=["unassalpha"], tile=(16, 16)),
+                         r"4 x 8-bit samples in a layout .*, which would multiply its colours by alpha"),
+}
+
+
+@pytest.mark.parametrize("case", MISREAD_TIFFS)
+def test_tiffs_that_simpleitk_misreads_are_refused_in_our_words(tmp_path, case):
+    """SimpleITK reads these without an error and returns other values than the file's: interleaved samples taken
+    for pixels, half floats as integers, signs and MinIsWhite lost in its RGBA fallback. Every slice's header is
+    checked, so an odd slice in the middle is named too."""
+    tifffile = pytest.importorskip("tifffile")
+    dtype, shape, options, message = MISREAD_TIFFS[case]
+    rng = np.random.default_rng(5)
+    good = rng.integers(0, 100, (4,) + shape[:2]).astype(np.uint8)
+    bad = rng.integers(0, 100, shape).astype(dtype)
+    _tiff_stack(tmp_path / "stack", [bad] * 3, **options)
+    with pytest.raises(bv.VolumeFileError, match=r"s_0\.tif: a TIFF of " + message):
+        import_stack(tmp_path / "stack", tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    assert not (tmp_path / "out.nrrd").exists()
+    _tiff_stack(tmp_path / "mixed", list(good))
+    tifffile.imwrite(tmp_path / "mixed" / "s_2.tif", bad, **options)  # one such slice in the middle
+    with pytest.raises(bv.VolumeFileError, match=r"s_2\.tif: a TIFF of "):
+        import_stack(tmp_path / "mixed", tmp_path / "out.nrrd", spacing=(1, 1, 1))
+
+
+def _cut(path: Path, keep: float = 0.5) -> None:
+    path.write_bytes(path.read_bytes()[:int(path.stat().st_size * keep)])
+
+
+@pytest.mark.parametrize("kind", ["bmp rgb", "bmp gray (palette)", "jpg rgb", "jpg gray", "tif uint16",
+                                  "tif uint16 --nhdr-only"])
+def test_truncated_slices_are_refused_naming_the_file(tmp_path, capfd, kind):
+    """BMP and JPEG decoders read a truncated file without an error (a BMP's missing rows are whatever memory held,
+    a JPEG's are gray); a TIFF's failed late with libtiff's chatter on stderr, and not at all with --nhdr-only."""
+    from PIL import Image
+    suffix = kind.split()[0]
+    rng = np.random.default_rng(6)
+    shape = (40, 48, 3) if "rgb" in kind else (40, 48)
+    stack = tmp_path / "stack"
+    if suffix == "tif":
+        _tiff_stack(stack, rng.integers(0, 65535, (5, 40, 48)).astype(np.uint16))
+    else:
+        stack.mkdir()
+        for k in range(5):
+            Image.fromarray(rng.integers(0, 256, shape).astype(np.uint8)).save(stack / f"s_{k}.{suffix}")
+    intact = (stack / f"s_2.{suffix}").read_bytes()
+    expected = read_back(import_stack(stack, tmp_path / "intact.nrrd", spacing=(1, 1, 1), gray="keep").output_path)[0]
+    _cut(stack / f"s_2.{suffix}")
+    capfd.readouterr()
+    out = tmp_path / ("out.nhdr" if "nhdr" in kind else "out.nrrd")
+    with pytest.raises(bv.VolumeFileError, match=rf"s_2\.{suffix}: .*truncated\?"):
+        import_stack(stack, out, spacing=(1, 1, 1), nhdr_only="nhdr" in kind)
+    assert not out.exists() and capfd.readouterr().err == ""
+    (stack / f"s_2.{suffix}").write_bytes(intact + b"\0" * 16)  # zero padding after the end is harmless
+    import_stack(stack, out, spacing=(1, 1, 1), gray="keep", nhdr_only="nhdr" in kind)
+    np.testing.assert_array_equal(read_back(out)[0], expected)
+
+
 def write_png(path: Path, samples: np.ndarray, colour_type: int) -> None:
     """A PNG written byte by byte (8-bit samples, rows x columns x channels), in any colour type."""
     import struct
@@ -146,6 +256,24 @@ def write_png(path: Path, samples: np.ndarray, colour_type: int) -> None:
     raw = b"".join(b"\x00" + row.tobytes() for row in samples.astype(np.uint8).reshape(rows, -1))
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", columns, rows, 8, colour_type, 0, 0, 0))
                      + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("write", ["gray + alpha", "gray with tRNS"])
+def test_png_slices_simpleitk_cannot_read_are_refused_in_our_words(tmp_path, write):
+    """SimpleITK fails on gray PNGs with transparency ("Unknown PixelType: unsigned_char(1)"): gray + alpha samples,
+    or a transparent gray value (tRNS chunk), which libpng expands to gray + alpha."""
+    from PIL import Image
+    gray = np.random.default_rng(4).integers(0, 255, (3, 12, 17)).astype(np.uint8)
+    for k in range(3):
+        image = Image.fromarray(np.stack([gray[k], np.full_like(gray[k], 200)], -1), "LA") \
+            if write == "gray + alpha" else Image.fromarray(gray[k])
+        image.save(tmp_path / f"s_{k}.png", **({} if write == "gray + alpha" else {"transparency": 0}))
+    message = (r"a PNG of gray \+ alpha samples, which SimpleITK cannot read" if write == "gray + alpha" else
+               r"a gray PNG with a transparent colour \(tRNS chunk\), which SimpleITK reads as gray \+ alpha and "
+               r"cannot read; save the slices without transparency")
+    with pytest.raises(bv.VolumeFileError, match=r"s_0\.png: " + message):
+        import_stack(tmp_path, tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    assert not (tmp_path / "out.nrrd").exists()
 
 
 def test_gray_and_alpha_png_slices_are_refused_in_our_words(tmp_path):
@@ -181,6 +309,8 @@ def test_a_tiled_8_bit_tiff_stack_reads_its_values(tmp_path):
     ("mm", None, (12.5, 12.5, 12.5), "slice spacing assumed 12.5"),
     ("nm", 40, (1.25e-05, 1.25e-05, 4e-05), "from ImageJ's calibration"),
     ("pixel", None, (1.0, 1.0, 1.0), "carry no pixel size"),
+    ("cm", 5, (125, 125, 50), "spacing 125 x 125 x 50 mm from ImageJ's calibration"),  # SimpleITK reads cm and inch
+    ("inch", 2, (317.5, 317.5, 50.8), "from ImageJ's calibration"),                    # pixel sizes, not the spacing
 ])
 def test_imagej_calibration_in_the_tiffs_gives_the_spacing(tmp_path, unit, spacing, expected, note):
     """ImageJ writes its calibration in the description (unit=, spacing=) and the resolution tags with the unit
@@ -188,14 +318,29 @@ def test_imagej_calibration_in_the_tiffs_gives_the_spacing(tmp_path, unit, spaci
     tifffile = pytest.importorskip("tifffile")
     data = stack_array((5, 12, 14))
     metadata = {"unit": unit, **({"spacing": spacing} if spacing else {})}
+    resolution_unit = {"cm": "centimeter", "inch": "inch"}.get(unit, "none")  # as ImageJ writes them
     for k in range(data.shape[0]):
         tifffile.imwrite(tmp_path / f"ij_{k}.tif", data[k], imagej=True, resolution=(1 / 12.5, 1 / 12.5),
-                         metadata=metadata)
+                         resolutionunit=resolution_unit, metadata=metadata)
     plan = plan_stack_import(tmp_path)
     assert plan.reader.geometry.spacing == pytest.approx(expected, rel=1e-9)
     assert any(note in line for line in plan.notes), plan.notes
     report = import_stack(tmp_path, tmp_path / "out.nrrd")
     assert bv.read_volume(report.output_path).geometry.spacing == pytest.approx(expected, rel=1e-9)
+
+
+
+@pytest.mark.parametrize("dpi, expected", [((254, 254), (0.1, 0.1)), ((127, 254), (0.2, 0.1)),
+                                           ((25.4, 25.4), (1.0, 1.0))])
+def test_png_pixel_size_comes_from_its_phys_chunk(tmp_path, dpi, expected):
+    """PNGs carry their pixel size in the pHYs chunk (pixels per metre), which SimpleITK does not read."""
+    from PIL import Image
+    for k in range(3):
+        Image.fromarray(np.zeros((8, 10), np.uint8)).save(tmp_path / f"p_{k}.png", dpi=dpi)
+    plan = plan_stack_import(tmp_path)
+    plan.close()
+    assert plan.reader.geometry.spacing == pytest.approx((*expected, expected[0]), rel=1e-4)
+    assert any("from the PNG's pHYs chunk" in line for line in plan.notes), plan.notes
 
 # --- reading and importing ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
@@ -324,6 +469,40 @@ def test_zero_copy_nhdr_points_into_uncompressed_tiffs(tmp_path):
                                             .output_path)[0])
 
 
+NHDR_STACKS = {  # tifffile's options, slice name, output name, whether the NHDR can list the slice files
+    "rgb": (dict(photometric="rgb"), "s_{}.tif", "full.nhdr", True),
+    "gray, non-ASCII slice names": ({}, "Schnitt_\u00e4_{}.tif", "full.nhdr", True),
+    "tiled": (dict(tile=(16, 16)), "s_{}.tif", "full.nhdr", False),
+    "bilevel": ({}, "s_{}.tif", "full.nhdr", False),  # tifffile writes bool arrays as 1-bit samples
+    "palette": (dict(photometric="palette", colormap=np.random.default_rng(8).integers(0, 65536, (3, 256))
+                     .astype(np.uint16)), "s_{}.tif", "full.nhdr", False),
+    "orientation bottom-left": (dict(extratags=[(274, 3, 1, 4, True)]), "s_{}.tif", "full.nhdr", False),
+    "non-ASCII output name": (dict(tile=(16, 16)), "s_{}.tif", "voll_\u00e4.nhdr", False),
+}
+
+
+@pytest.mark.parametrize("case", NHDR_STACKS)
+def test_full_resolution_nhdr_reads_as_the_import_does(tmp_path, caplog, case):
+    """The NHDR lists the slice files only when they store exactly what the import decodes (a vector axis for RGB);
+    otherwise (tiled, 1-bit or palette samples, rows not top-down) it gets a raw copy, with a note saying why. Both
+    SimpleITK and bigvolume read it, non-ASCII file names included, as the import's own volume."""
+    tifffile = pytest.importorskip("tifffile")
+    options, name, output, zero_copy = NHDR_STACKS[case]
+    rng = np.random.default_rng(7)
+    (tmp_path / "stack").mkdir()
+    for k in range(4):
+        plane = rng.integers(0, 256, (20, 24, 3) if case == "rgb" else (20, 24)).astype(np.uint8)
+        tifffile.imwrite(tmp_path / "stack" / name.format(k), plane > 127 if case == "bilevel" else plane, **options)
+    imported = read_back(import_stack(tmp_path / "stack", tmp_path / "import.nrrd", spacing=(1, 1, 1), gray="keep")
+                         .output_path)[0]
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        report = import_stack(tmp_path / "stack", tmp_path / output, spacing=(1, 1, 1), gray="keep", nhdr_only=True)
+    assert report.zero_copy == zero_copy
+    assert zero_copy or "no zero-copy NHDR: " in caplog.text
+    np.testing.assert_array_equal(read_back(tmp_path / output)[0], imported)
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / output).array, imported)
+
+
 def test_compressed_slices_get_a_raw_copy_that_vtk_reads(tmp_path):
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkIOImage import vtkNrrdReader
@@ -356,3 +535,13 @@ def test_import_stack_command(tmp_path):
     bad = subprocess.run(BIGVOLUME + ["import-stack", str(tmp_path / "none"), str(tmp_path / "x.nrrd")],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "none: no such file or folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("factor", ["0", "0.0", "-0"])
+def test_import_stack_refuses_a_zero_factor(tmp_path, factor):
+    """--factor 0 was taken for "not given" (factor 1); the command line refuses it as the Python API does."""
+    write_stack(tmp_path / "stack", stack_array((4, 8, 8)))
+    run = subprocess.run(BIGVOLUME + ["import-stack", str(tmp_path / "stack"), str(tmp_path / "v.nrrd"),
+                                      "--spacing", "1", "1", "1", "--factor", factor], capture_output=True, text=True)
+    assert run.returncode == 1 and "factor" in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "v.nrrd").exists()

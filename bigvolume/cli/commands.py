@@ -320,9 +320,9 @@ def run_resample(args) -> int:
         series=args.series, backend=args.backend, progress=progress), args.quiet)
 
 
-def _factor_argument(values):
+def _factor_argument(values, default=None):
     if values is None:
-        return None
+        return default
     if len(values) not in (1, 3):
         raise BigVolumeError(f"--factor takes one or three values, got {len(values)}")
     return values[0] if len(values) == 1 else tuple(values)
@@ -330,7 +330,7 @@ def _factor_argument(values):
 
 def run_import_stack(args) -> int:
     from ..ops.stack_import import import_stack, plan_stack_import
-    factor = _factor_argument(args.factor) or 1.0
+    factor = _factor_argument(args.factor, default=1.0)  # not `or 1.0`: --factor 0 is refused, not 1
     gray = None if args.gray == "keep" else args.gray
     if args.dry_run:
         plan = plan_stack_import(args.input, spacing=args.spacing, factor=factor, roi=args.roi, gray=gray,

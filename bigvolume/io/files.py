@@ -74,7 +74,7 @@ def readable_reason(error: Exception) -> str:
 
 
 @contextlib.contextmanager
-def _library_quiet():
+def library_quiet():
     """SimpleITK's readers print warnings of their own on stderr (MetaIO's ``M_ReadElementsData``, NrrdIO, ...);
     we turn failures into one line of ours, so their chatter is silenced while they run."""
     import SimpleITK as sitk
@@ -139,7 +139,7 @@ def _open_3d(path: Path, read):
         raise VolumeFileError(f"{path}: is a folder, not a volume file")
     check_metaimage_header(path)
     try:
-        with _library_quiet():
+        with library_quiet():
             source = read()
     except RuntimeError as error:
         raise _why_unreadable(path, error) from None

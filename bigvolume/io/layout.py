@@ -186,6 +186,15 @@ def _skip_lines(path: Path, offset: int, lines: int) -> int:
         return handle.tell()
 
 
+def _header_text(raw_line: bytes) -> str:
+    """A header line as text: UTF-8, as our writers store non-ASCII file names (teem, in SimpleITK and Slicer, hands
+    the bytes to the file system, which on Linux and macOS spells names in UTF-8), else Latin-1 (any byte is one)."""
+    try:
+        return raw_line.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw_line.decode("latin-1")
+
+
 def read_nrrd_header(path: Path) -> tuple[dict[str, str], int, list[str]]:
     """NRRD fields (lower-case keys), the byte offset just past the header, and the lines after ``data file:``
     (the names of a ``LIST``)."""
@@ -206,7 +215,7 @@ def read_nrrd_fields(path: Path) -> tuple[list[tuple[str, str]], int, list[str]]
         in_list = False
         for raw_line in handle:
             offset += len(raw_line)
-            line = raw_line.decode("latin-1").rstrip("\r\n")
+            line = _header_text(raw_line).rstrip("\r\n")
             if in_list:
                 trailing.append(line)
                 continue
@@ -346,13 +355,13 @@ def _read_metaimage_header(path: Path) -> tuple[dict[str, str], int, list[str]]:
     with open(path, "rb") as handle:
         for raw_line in handle:
             offset += len(raw_line)
-            line = raw_line.decode("latin-1").strip()
+            line = _header_text(raw_line).strip()
             if "=" in line:
                 key, value = (part.strip() for part in line.split("=", 1))
                 fields[key.lower()] = value
                 if key.lower() == "elementdatafile":
                     if value.split()[:1] == ["LIST"]:
-                        trailing = [rest.decode("latin-1") for rest in handle]
+                        trailing = [_header_text(rest) for rest in handle]
                     break
             if offset > 1 << 20:
                 break  # no ElementDataFile within the first MiB: not a header we understand

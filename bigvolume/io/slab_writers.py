@@ -95,7 +95,8 @@ def nrrd_header(geometry: Geometry, dtype, components: int, encoding: str, data_
         lines.append(f"byte skip: {byte_skip}")
     if data_file is not None:
         lines.append(f"data file: {data_file}")
-    return ("\n".join(lines) + "\n" + ("" if data_file else "\n")).encode("ascii")
+    # UTF-8: a data file's name as the file system spells it (teem hands the bytes to it; our reader decodes UTF-8)
+    return ("\n".join(lines) + "\n" + ("" if data_file else "\n")).encode("utf-8")
 
 
 def nifti_header(geometry: Geometry, dtype) -> bytes:

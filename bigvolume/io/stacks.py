@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob as globbing
 import re
+import struct
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,9 +16,10 @@ import numpy as np
 
 from ..core.errors import BigVolumeError, VolumeFileError
 from ..core.geometry import Geometry, orientation_direction
-from .files import readable_reason
+from .files import library_quiet, readable_reason
 from .slab_readers import SlabReader
-from .tiff_tags import imagej_calibration, tiff_samples
+from .tiff_tags import (MIN_IS_WHITE, PALETTE, RGB, UNASSOCIATED_ALPHA, TiffLayout, imagej_calibration,
+                        tiff_layout)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 # Files that sit among the slices but are not slices: Skyscan/Bruker reconstruction aids (spr = spot reference).
@@ -28,7 +30,8 @@ PRINTF_FIELD = re.compile(r"%(0?)(\d*)d")
 
 def natural_key(path) -> list:
     """Sort key that orders ``s2`` before ``s10``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", Path(path).name)]
+    # isdecimal, like re's \d and what int() reads: "²" is a digit to isdigit but no number
+    return [int(part) if part.isdecimal() else part.lower() for part in re.split(r"(\d+)", Path(path).name)]
 
 
 def _is_slice_file(path: Path) -> bool:
@@ -51,9 +54,14 @@ class SliceList:
     files: list[Path]
     skipped: list[Path] = field(default_factory=list)          # files present but not taken as slices
     gaps: list[tuple[int, int]] = field(default_factory=list)  # missing slice numbers, as inclusive ranges
+    repeats: list[list[Path]] = field(default_factory=list)    # slices that share a number (s1 and s01)
 
     def describe_gaps(self) -> str:
         return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in self.gaps)
+
+    def describe_repeats(self) -> str:
+        shown = "; ".join(" and ".join(p.name for p in same) for same in self.repeats[:3])
+        return shown + (f" (and {len(self.repeats) - 3} more)" if len(self.repeats) > 3 else "")
 
 
 def _printf_regex(pattern: str) -> re.Pattern:
@@ -111,7 +119,17 @@ def find_slices(source, reverse: bool = False) -> SliceList:
         raise VolumeFileError(f"{source}: no image slices found ({', '.join(IMAGE_SUFFIXES)})")
     if reverse:
         files.reverse()
-    return SliceList(files, sorted(skipped, key=natural_key), _gaps(files))
+    return SliceList(files, sorted(skipped, key=natural_key), _gaps(files), _repeats(files))
+
+
+def _repeats(files: list[Path]) -> list[list[Path]]:
+    """Files that share a slice number: zero-padded and plain numbers, or two series numbered alike."""
+    by_number: dict[int, list[Path]] = {}
+    for path in files:
+        number = _slice_number(path.name)
+        if number is not None:
+            by_number.setdefault(number, []).append(path)
+    return [same for _, same in sorted(by_number.items()) if len(same) > 1]
 
 
 def _gaps(files: list[Path]) -> list[tuple[int, int]]:
@@ -155,47 +173,177 @@ class StackInfo:
         return f"{self.depth} slices of {self.width}x{self.height} {kind}{self.dtype}, {spacing}"
 
 
-PNG_GRAY_ALPHA = 4  # the IHDR colour type of gray + alpha samples
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_GRAY, PNG_GRAY_ALPHA = 0, 4  # IHDR colour types
+PNG_METRE = 1                    # the pHYs unit of pixels per metre (0: an aspect ratio only)
 
 
-def _png_colour_type(path: Path) -> int | None:
-    """The colour type in a PNG's IHDR chunk (the byte after the bit depth), None for anything else."""
+def _png_chunks(path: Path, wanted: tuple[bytes, ...]) -> dict[bytes, bytes]:
+    """The chunks named in ``wanted`` among those before a PNG's pixel data (IDAT); empty for anything else."""
+    found: dict[bytes, bytes] = {}
     try:
         with open(path, "rb") as file:
-            head = file.read(26)
+            if file.read(8) != PNG_SIGNATURE:
+                return found
+            while len(head := file.read(8)) == 8:
+                length, kind = struct.unpack(">I4s", head)
+                if kind == b"IDAT":
+                    break
+                if kind in wanted:
+                    found[kind] = file.read(length)
+                else:
+                    file.seek(length, 1)
+                file.seek(4, 1)  # the chunk's CRC
     except OSError:
+        pass
+    return found
+
+
+def _png_unreadable(path: Path) -> str | None:
+    """Why SimpleITK could not read a valid PNG (it says "Unknown PixelType: unsigned_char(1)"), None if not known."""
+    chunks = _png_chunks(path, (b"IHDR", b"tRNS"))
+    colour_type = chunks[b"IHDR"][9] if len(chunks.get(b"IHDR", b"")) == 13 else None
+    if colour_type == PNG_GRAY_ALPHA:
+        return ("a PNG of gray + alpha samples, which SimpleITK cannot read; save the slices without the alpha "
+                "channel (gray) or as RGBA")
+    if colour_type == PNG_GRAY and b"tRNS" in chunks:  # libpng expands the transparent gray to gray + alpha
+        return ("a gray PNG with a transparent colour (tRNS chunk), which SimpleITK reads as gray + alpha and cannot "
+                "read; save the slices without transparency")
+    return None
+
+
+def _png_pixel_size(path: Path) -> tuple[float, float] | None:
+    """The pixel size (x, y) in mm of a PNG's pHYs chunk (pixels per metre), which SimpleITK does not read."""
+    data = _png_chunks(path, (b"pHYs",)).get(b"pHYs", b"")
+    if len(data) != 9:
         return None
-    return head[25] if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" else None
+    per_metre_x, per_metre_y, unit = struct.unpack(">IIB", data)
+    if unit != PNG_METRE or not per_metre_x or not per_metre_y:
+        return None
+    return 1000 / per_metre_x, 1000 / per_metre_y
+
+
+BMP_ROWS_AS_STORED = (0, 3, 6)  # compressions BI_RGB, BI_BITFIELDS, BI_ALPHABITFIELDS: no run-length coding
+
+
+def _bmp_truncation(path: Path, size: int) -> str | None:
+    """A BMP shorter than its header says. Its decoder reads a short file without an error, leaving the missing
+    rows as whatever memory held."""
+    with open(path, "rb") as file:
+        head = file.read(34)
+    if len(head) < 26 or head[:2] != b"BM":
+        return None
+    declared, pixels_at, info_size = struct.unpack("<I4xII", head[2:18])
+    if info_size == 12:  # the old OS/2 header: 16-bit width and height, no compression
+        width, height, bits, compression = *struct.unpack("<HH2xH", head[18:26]), 0
+    elif info_size >= 40 and len(head) == 34:
+        width, height, bits, compression = struct.unpack("<ii2xHI", head[18:34])
+    else:
+        return None
+    if compression in BMP_ROWS_AS_STORED:  # each row padded to 4 bytes
+        needed = pixels_at + (bits * abs(width) + 31) // 32 * 4 * abs(height)
+    else:
+        needed = declared
+    return f"the BMP needs {needed} bytes but has {size} (truncated?)" if size < needed else None
+
+
+JPEG_END = b"\xff\xd9"  # the end-of-image marker
+
+
+def _jpeg_truncation(path: Path, size: int) -> str | None:
+    """A JPEG that does not end with its end-of-image marker (zero padding allowed). Its decoder fills the missing
+    rows with gray (128) without an error."""
+    with open(path, "rb") as file:
+        file.seek(max(size - 4096, 0))
+        tail = file.read()
+    if tail.rstrip(b"\0").endswith(JPEG_END):
+        return None
+    return "the JPEG does not end with its end-of-image marker (FFD9): truncated?"
+
+
+def _truncation(path: Path, layout: TiffLayout | None) -> str | None:
+    """A slice cut short, found from its header and size: BMP and JPEG decoders do not say so, libtiff says it late
+    (when the pixels are decoded) and on stderr."""
+    if layout is not None:
+        if layout.data_end > layout.file_size:
+            return (f"the TIFF's pixel data end at byte {layout.data_end} but the file has {layout.file_size} bytes "
+                    "(truncated?)")
+        return None
+    suffix = path.suffix.lower()
+    try:
+        size = path.stat().st_size
+        if suffix == ".bmp":
+            return _bmp_truncation(path, size)
+        if suffix in (".jpg", ".jpeg"):
+            return _jpeg_truncation(path, size)
+    except OSError:
+        return None  # the reader says what is wrong
+    return None
+
+
+RGBA_FALLBACK_ADVICE = ("save the slices as plain (strip) TIFFs, e.g. with ImageJ's File > Save As > Image "
+                        "Sequence")
+
+
+def _tiff_misread(layout: TiffLayout, components: int, dtype: np.dtype) -> str | None:
+    """Why SimpleITK's reading of a TIFF (as ``components`` x ``dtype``) would not give the samples it stores; None
+    when it gives them (or converts them as intended: a palette's colours, a bilevel image's 0 and 255)."""
+    stored = layout.describe_samples()
+    # TIFFs that ITK cannot read itself (tiled, planar, not 8/16/32-bit...) go through libtiff's 8-bit RGBA reader
+    rgba_fallback = components == 4 and dtype == np.uint8 and (
+        layout.tiled or layout.planar != 1 or (layout.samples, layout.bits, layout.sample_format) != (4, 8, 1))
+    if rgba_fallback:
+        change = ("lose its values" if layout.bits > 8 or layout.sample_format == 3 else
+                  "lose their sign" if layout.sample_format == 2 else
+                  # plain strips of the same samples come out as stored
+                  "invert its MinIsWhite values" if layout.photometric == MIN_IS_WHITE and layout.bits == 8 else
+                  "multiply its colours by alpha" if layout.photometric == RGB
+                  and UNASSOCIATED_ALPHA in layout.extra_samples else None)
+        if change is None:
+            return None
+        return (f"a TIFF of {stored} samples in a layout (tiled, planar or other) that SimpleITK reads only as "
+                f"8-bit RGBA, which would {change}; {RGBA_FALLBACK_ADVICE}")
+    if layout.photometric == PALETTE:
+        return None  # ITK gives the colour map's 16-bit colours (RGB, or gray when the map is gray)
+    if layout.samples != components:
+        if layout.samples == 2 and layout.extra_samples:
+            what, advice = "gray + alpha samples (2 per pixel)", "save the slices without the alpha channel (gray)"
+        else:
+            what, advice = f"{layout.samples} samples per pixel", "save them as gray (one sample per pixel) or RGB"
+        channels = "one channel" if components == 1 else f"{components} channels"
+        return f"a TIFF of {what}, which SimpleITK reads as {channels} of interleaved samples; {advice}"
+    if layout.dtype is not None and layout.dtype != dtype:
+        advice = ("convert the slices to 32-bit float" if layout.dtype == np.float16 else
+                  "convert the slices to a type SimpleITK reads (8, 16, 32-bit integer or 32-bit float)")
+        return f"a TIFF of {stored} samples, which SimpleITK reads as {dtype}; {advice}"
+    return None
 
 
 def _slice_header(path: Path):
+    """((width, height, dtype, components), pixel spacing) of one slice from its header; slices cut short or that
+    SimpleITK would misread are refused."""
     import SimpleITK as sitk
+    layout = tiff_layout(path) if path.suffix.lower() in (".tif", ".tiff") else None
+    truncated = _truncation(path, layout)
+    if truncated:
+        raise VolumeFileError(f"{path}: {truncated}")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's TIFF fallback warning: we say it in our words below
     try:
-        reader.ReadImageInformation()
+        with library_quiet():  # ITK's TIFF fallback warning, libtiff's: we say it in our words below
+            reader.ReadImageInformation()
     except RuntimeError as error:
-        if _png_colour_type(path) == PNG_GRAY_ALPHA:  # ITK says "Unknown PixelType: unsigned_char(1)"
-            raise VolumeFileError(f"{path}: a PNG of gray + alpha samples, which SimpleITK cannot read; save the "
-                                  "slices without the alpha channel (gray) or as RGBA") from None
-        raise VolumeFileError(f"{path}: not a readable image ({readable_reason(error)})") from None
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
+        why = _png_unreadable(path) if path.suffix.lower() == ".png" else None
+        raise VolumeFileError(f"{path}: {why or f'not a readable image ({readable_reason(error)})'}") from None
     size = reader.GetSize()
     if len(size) == 3 and size[2] != 1:
         raise VolumeFileError(f"{path}: has {size[2]} pages or slices; a stack of single 2D images is expected")
-    dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID(),
-                                                           reader.GetNumberOfComponents())).dtype)
-    if reader.GetNumberOfComponents() == 4 and dtype == np.uint8 and path.suffix.lower() in (".tif", ".tiff"):
-        stored = tiff_samples(path)
-        if stored is not None and stored[1] > 8:
-            raise VolumeFileError(
-                f"{path}: a TIFF of {stored[0]} x {stored[1]}-bit samples in a layout (tiled, planar or other) that "
-                "SimpleITK reads only as 8-bit RGBA, which would lose its values; save the slices as plain (strip) "
-                "TIFFs, e.g. with ImageJ's File > Save As > Image Sequence")
-    return (int(size[0]), int(size[1]), dtype, reader.GetNumberOfComponents()), reader.GetSpacing()[:2]
+    components = reader.GetNumberOfComponents()
+    dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID(), components)).dtype)
+    misread = _tiff_misread(layout, components, dtype) if layout is not None else None
+    if misread:
+        raise VolumeFileError(f"{path}: {misread}")
+    return (int(size[0]), int(size[1]), dtype, components), reader.GetSpacing()[:2]
 
 
 def probe_stack(slices: SliceList, check_all: bool = True) -> StackInfo:
@@ -216,14 +364,19 @@ def probe_stack(slices: SliceList, check_all: bool = True) -> StackInfo:
         return tuple(float(f"{v:.7g}") for v in values)
 
     width, height, dtype, components = first
+    path = slices.files[0]
+    # ImageJ's calibration first: SimpleITK reads its pixel size only in inch and cm, and its slice spacing never
+    calibration = imagej_calibration(path) if path.suffix.lower() in (".tif", ".tiff") else None
+    if calibration is not None:
+        pixel, between = calibration
+        return StackInfo(slices, width, height, dtype, components, tidy(pixel),
+                         tidy([between])[0] if between else None, "ImageJ's calibration in the TIFF")
     if tidy(spacing) != (1.0, 1.0):  # readers report 1 when the file says nothing
         return StackInfo(slices, width, height, dtype, components, tidy(spacing))
-    calibration = imagej_calibration(slices.files[0]) if slices.files[0].suffix.lower() in (".tif", ".tiff") else None
-    if calibration is None:
+    pixel = _png_pixel_size(path) if path.suffix.lower() == ".png" else None
+    if pixel is None:
         return StackInfo(slices, width, height, dtype, components, None)
-    pixel, between = calibration
-    return StackInfo(slices, width, height, dtype, components, tidy(pixel),
-                     tidy([between])[0] if between else None, "ImageJ's calibration in the TIFF")
+    return StackInfo(slices, width, height, dtype, components, tidy(pixel), spacing_source="the PNG's pHYs chunk")
 
 
 def _describe_layout(layout) -> str:

@@ -1,14 +1,20 @@
-"""What SimpleITK does not read from a TIFF: the stored sample layout (to tell a lossy 8-bit RGBA fallback from the
-file's own samples) and ImageJ's calibration. A reader of the first image directory's few tags, classic TIFF and
-BigTIFF, either byte order; no pixel is decoded."""
+"""What SimpleITK does not read from a TIFF: the stored sample layout (to tell SimpleITK's misreadings, such as a
+lossy 8-bit RGBA fallback, from the file's own samples), where its pixel data end, and ImageJ's calibration. A reader
+of the first image directory's few tags, classic TIFF and BigTIFF, either byte order; no pixel is decoded."""
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 # TIFF tags read from a slice's first directory; value types and their struct codes (SHORT, LONG, RATIONAL as two
 # LONGs, ASCII, LONG8).
 _TIFF_BITS, _TIFF_SAMPLES, _TIFF_DESCRIPTION, _TIFF_X_RESOLUTION, _TIFF_Y_RESOLUTION = 258, 277, 270, 282, 283
+_TIFF_COMPRESSION, _TIFF_PHOTOMETRIC, _TIFF_ORIENTATION, _TIFF_PLANAR = 259, 262, 274, 284
+_TIFF_STRIP_OFFSETS, _TIFF_STRIP_COUNTS, _TIFF_TILE_OFFSETS, _TIFF_TILE_COUNTS = 273, 279, 324, 325
+_TIFF_EXTRA_SAMPLES, _TIFF_SAMPLE_FORMAT = 338, 339
 _TIFF_TYPES = {2: ("s", 1), 3: ("H", 2), 4: ("I", 4), 5: ("II", 8), 16: ("Q", 8)}
 # ImageJ's length units (its "unit=" line) in millimetres; ImageJ writes micrometres as "micron" or "\u00B5m".
 _IMAGEJ_UNITS = {"nm": 1e-6, "nanometer": 1e-6, "micron": 1e-3, "microns": 1e-3, "um": 1e-3, "\\u00b5m": 1e-3,
@@ -44,7 +50,9 @@ def _first_directory(path: Path, tags) -> dict | None:
                 if tag not in tags or kind not in _TIFF_TYPES:
                     continue
                 code, size = _TIFF_TYPES[kind]
-                count = min(count, 1 << 16)  # a description, or one value per sample: never more
+                # a description, one value per sample, strip or tile positions: bounded (a file of more strips has
+                # only its first 65536 checked against its size)
+                count = min(count, 1 << 16)
                 raw = entry[entry_size - inline:]
                 if count * size > inline:
                     handle.seek(offset)
@@ -55,12 +63,63 @@ def _first_directory(path: Path, tags) -> dict | None:
         return None
 
 
-def tiff_samples(path: Path) -> tuple[int, int] | None:
-    """(SamplesPerPixel, BitsPerSample) of a TIFF's first image; None when the file is not a readable TIFF."""
-    found = _first_directory(path, (_TIFF_SAMPLES, _TIFF_BITS))
+MIN_IS_WHITE, RGB, PALETTE = 0, 2, 3  # PhotometricInterpretation values
+UNASSOCIATED_ALPHA = 2                # an ExtraSamples value
+_SAMPLE_KINDS = {1: "u", 2: "i", 3: "f"}  # SampleFormat: unsigned, signed, floating point
+
+
+@dataclass(frozen=True)
+class TiffLayout:
+    """How a TIFF's first image stores its samples (the tags' defaults where a tag is absent)."""
+
+    samples: int                   # SamplesPerPixel
+    bits: int                      # BitsPerSample (of the first sample)
+    sample_format: int             # 1 unsigned, 2 signed, 3 floating point
+    photometric: int | None        # PhotometricInterpretation: 0 MinIsWhite, 1 MinIsBlack, 2 RGB, 3 palette...
+    extra_samples: tuple[int, ...]  # what the samples beyond the colour ones are (UNASSOCIATED_ALPHA...)
+    planar: int                    # 1 contiguous (chunky), 2 one plane per sample
+    tiled: bool
+    compression: int               # 1: none
+    orientation: int               # 1: rows top to bottom, columns left to right
+    data_end: int                  # the end of the last strip or tile: the least size of a whole file
+    file_size: int
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """The stored sample type, None when numpy has none (1-bit, 12-bit, ...)."""
+        kind = _SAMPLE_KINDS.get(self.sample_format)
+        if kind is None or self.bits not in (8, 16, 32, 64) or kind == "f" and self.bits == 8:
+            return None
+        return np.dtype(f"{kind}{self.bits // 8}")
+
+    def describe_samples(self) -> str:
+        """``1 x 8-bit signed``, ``3 x 16-bit``, ``1 x 16-bit floating-point``."""
+        kind = {2: " signed", 3: " floating-point"}.get(self.sample_format, "")
+        return f"{self.samples} x {self.bits}-bit{kind}"
+
+
+def tiff_layout(path: Path) -> TiffLayout | None:
+    """The sample layout of a TIFF's first image; None when the file is not a readable TIFF."""
+    found = _first_directory(path, (_TIFF_SAMPLES, _TIFF_BITS, _TIFF_SAMPLE_FORMAT, _TIFF_PHOTOMETRIC,
+                                    _TIFF_EXTRA_SAMPLES, _TIFF_PLANAR, _TIFF_COMPRESSION, _TIFF_ORIENTATION,
+                                    _TIFF_STRIP_OFFSETS, _TIFF_STRIP_COUNTS, _TIFF_TILE_OFFSETS, _TIFF_TILE_COUNTS))
     if found is None:
         return None
-    return found.get(_TIFF_SAMPLES, (1,))[0], found.get(_TIFF_BITS, (1,))[0]
+    tiled = _TIFF_TILE_OFFSETS in found
+    offsets = found.get(_TIFF_TILE_OFFSETS if tiled else _TIFF_STRIP_OFFSETS, ())
+    counts = found.get(_TIFF_TILE_COUNTS if tiled else _TIFF_STRIP_COUNTS, ())
+    try:
+        file_size = path.stat().st_size
+    except OSError:
+        return None
+
+    def first(tag, default):
+        return found.get(tag, (default,))[0]
+    return TiffLayout(samples=first(_TIFF_SAMPLES, 1), bits=first(_TIFF_BITS, 1),
+                      sample_format=first(_TIFF_SAMPLE_FORMAT, 1), photometric=first(_TIFF_PHOTOMETRIC, None),
+                      extra_samples=tuple(found.get(_TIFF_EXTRA_SAMPLES, ())), planar=first(_TIFF_PLANAR, 1),
+                      tiled=tiled, compression=first(_TIFF_COMPRESSION, 1), orientation=first(_TIFF_ORIENTATION, 1),
+                      data_end=max((o + c for o, c in zip(offsets, counts)), default=0), file_size=file_size)
 
 
 def imagej_calibration(path: Path) -> tuple[tuple[float, float], float | None] | None:

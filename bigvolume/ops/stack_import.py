@@ -134,6 +134,9 @@ def plan_stack_import(source, *, spacing=None, factor=1.0, roi=None, gray: str |
     notes = []
     if slices.gaps:
         notes.append(f"gaps in the slice numbering: {slices.describe_gaps()} missing")
+    if slices.repeats:
+        notes.append(f"slice numbers repeat: {slices.describe_repeats()}; two stacks in one folder? (give the "
+                     "slices as a pattern or list to choose)")
     if slices.skipped:
         names = ", ".join(p.name for p in slices.skipped[:5]) + (" ..." if len(slices.skipped) > 5 else "")
         notes.append(f"skipped {len(slices.skipped)} file(s) that are not slices of this stack: {names}")
@@ -224,49 +227,82 @@ def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gra
     return StackImportReport(output_path, plan, stream_plan, False, time.perf_counter() - started)
 
 
-def _tiff_pixel_block(path: Path):
-    """(offset, byte order) of the one contiguous, uncompressed pixel block of a single-page TIFF, else None."""
+class _NotZeroCopy(Exception):
+    """Why the slice files cannot be listed in an NHDR as they are (the message ends the note)."""
+
+
+def _tiff_pixel_block(path: Path, dtype: np.dtype, components: int) -> tuple[int, str]:
+    """(offset, byte order) of a single-page TIFF's pixels when they are exactly what the import decodes
+    (``components`` x ``dtype`` per pixel, row by row from the top, uncompressed, in one contiguous block);
+    otherwise _NotZeroCopy says why."""
     import tifffile
     try:
         with tifffile.TiffFile(path) as tiff:
             if len(tiff.pages) != 1:
-                return None
+                raise _NotZeroCopy("has several pages")
             page = tiff.pages[0]
-            if page.compression != 1 or page.planarconfig not in (1, None):
-                return None
+            if page.compression != 1:
+                raise _NotZeroCopy("is compressed")
+            if page.is_tiled:
+                raise _NotZeroCopy("is tiled")
+            if page.samplesperpixel > 1 and page.planarconfig not in (1, None):
+                raise _NotZeroCopy("stores one plane per sample")
+            # palette, 1-bit, gray + alpha...: SimpleITK decodes something else than the stored samples
+            if page.samplesperpixel != components or page.dtype != dtype:
+                raise _NotZeroCopy(f"stores {page.samplesperpixel} x {page.dtype} per pixel, the import decodes "
+                                   f"{components} x {dtype}")
+            orientation = page.tags.get(274)
+            if orientation is not None and orientation.value != 1:  # SimpleITK flips such rows, an NHDR cannot
+                raise _NotZeroCopy(f"has the TIFF orientation {orientation.value} (rows not top-down, left-right)")
             offsets, counts = page.dataoffsets, page.databytecounts
             if not offsets or any(offsets[i] + counts[i] != offsets[i + 1] for i in range(len(offsets) - 1)):
-                return None  # strips scattered through the file: one byte skip cannot describe them
+                raise _NotZeroCopy("has its strips scattered through the file")  # one byte skip cannot say that
+            needed = page.imagewidth * page.imagelength * components * dtype.itemsize
+            if sum(counts) != needed or offsets[0] + needed > tiff.filehandle.size:
+                raise _NotZeroCopy(f"does not hold the {needed} bytes of its pixels")
             return int(offsets[0]), tiff.byteorder
     except (tifffile.TiffFileError, OSError, ValueError) as error:
         raise VolumeFileError(f"{path}: cannot read the TIFF structure ({error})") from None
 
 
 def write_zero_copy_nhdr(plan: StackImport, output_path: Path) -> bool:
-    """Write an NHDR listing the original slice files when they allow it (uncompressed TIFF, one contiguous pixel
-    block, same offset and byte order everywhere, whole slices, no gray conversion); False otherwise."""
+    """Write an NHDR listing the original slice files when they allow it (uncompressed TIFFs of the decoded samples,
+    one contiguous pixel block, same offset and byte order everywhere, whole slices, no gray conversion); otherwise
+    note why and return False (the caller writes a raw copy)."""
     reader = plan.reader
-    if reader.gray != "keep" or reader.roi.size[:2] != (plan.info.width, plan.info.height):
+
+    def cannot(reason: str) -> bool:
+        logger.warning(f"no zero-copy NHDR: {reason}; writing a raw copy of the slices")
         return False
+    if reader.gray != "keep":
+        return cannot(f"the slices are converted to gray ({reader.gray})")
+    if reader.roi.size[:2] != (plan.info.width, plan.info.height):
+        return cannot("the slices are cropped")
     files = plan.info.files[reader.roi.z0:reader.roi.z1]
     if any(p.suffix.lower() not in (".tif", ".tiff") for p in files):
-        return False
+        return cannot("only TIFF slices can be listed")
     try:
         import tifffile  # noqa: F401  (optional: without it the NHDR gets its own raw copy)
     except ImportError:
-        logger.warning("tifffile is not installed: writing a raw copy instead of an NHDR into the slice files")
-        return False
-    first = _tiff_pixel_block(files[0])
-    if first is None or any(_tiff_pixel_block(p) != first for p in files[1:]):
-        return False
-    offset, byte_order = first
+        return cannot("tifffile is not installed")
+    blocks = {}
+    for path in files:
+        try:
+            blocks[path] = _tiff_pixel_block(path, reader.dtype, reader.components)
+        except _NotZeroCopy as why:
+            return cannot(f"{path} {why}")
+    if len(set(blocks.values())) > 1:
+        return cannot("the pixels start at different offsets (or byte orders) in different slices")
+    offset, byte_order = blocks[files[0]]
     folder = output_path.parent if str(output_path.parent) else Path(".")
     names = []
     for path in files:
         relative = os.path.relpath(path.resolve(), folder.resolve())
         names.append(relative if not relative.startswith("..") or os.name == "nt" else str(path.resolve()))
-    header = nrrd_header(reader.geometry, reader.dtype, reader.components, "raw", data_file="LIST 2",
+    # each file holds one slice: a 2-D piece, or 3-D with the RGB samples' axis
+    pieces = 2 if reader.components == 1 else 3
+    header = nrrd_header(reader.geometry, reader.dtype, reader.components, "raw", data_file=f"LIST {pieces}",
                          endian="little" if byte_order == "<" else "big", byte_skip=offset)
     with io.atomic_output(output_path) as staging:
-        staging.write_bytes(header + ("\n".join(names) + "\n").encode())
+        staging.write_bytes(header + ("\n".join(names) + "\n").encode("utf-8"))
     return True
