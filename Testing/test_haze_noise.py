@@ -209,8 +209,8 @@ def test_a_threshold_with_no_class_above_it_is_a_warning(monkeypatch, seed):
     volume, specimen = shaded_air("ramp", seed)
     measured = haze.threshold.air_peak
 
-    def too_wide(counts):
-        peak = measured(counts)
+    def too_wide(counts, *values_and_edges):
+        peak = measured(counts, *values_and_edges)
         return peak._replace(end=peak.end + 0.8 * (len(counts) - peak.end))
     monkeypatch.setattr(haze.threshold, "air_peak", too_wide)
     _, _, report = dehaze(volume, measure_compression=False)
@@ -520,3 +520,112 @@ def test_real_head_mri_at_several_noise_levels_against_niimath(tmp_path, sigma):
     else:
         assert ours_brain < np.count_nonzero(theirs_changed & brain)
     assert 1 - (tmp_path / "ours.nii.gz").stat().st_size / source.stat().st_size >= 0.25
+
+
+def dense_inclusion(dtype, seed, dense_times):
+    """A specimen (soft tissue 8-25 noise sigmas above the air) around a small dense inclusion (metal, a saturated
+    grain: 0.5-3 % of the voxels) ``dense_times`` as far above the air as the tissue, in ``dtype``: int16 HU, uint16
+    counts or float32 attenuation. Returns (volume, soft tissue away from the inclusion, far air)."""
+    rng = np.random.default_rng(seed)
+    shape = CT_SHAPES[seed % 3]
+    air, sigma = {"int16": (-1000.0, 40.0), "uint16": (1000.0, 200.0), "float32": (0.0, 0.002)}[dtype]
+    centre = [n / 2 + rng.uniform(-2, 2) for n in shape]
+    r = radius(shape, centre, [n * 0.34 for n in shape])
+    inclusion = radius(shape, centre, [n * rng.uniform(0.1, 0.18) for n in shape]) < 1
+    soft = air + rng.uniform(8, 25) * sigma
+    clean = np.where(r < 1, soft, air)
+    clean[inclusion] = air + dense_times * (soft - air)
+    noisy = clean + rng.normal(0, sigma, shape)
+    if dtype != "float32":
+        info = np.iinfo(dtype)
+        noisy = np.clip(np.rint(noisy), info.min, info.max)
+    keep = (r < 0.9) & ~ndimage.binary_dilation(inclusion, iterations=2)
+    return grid(noisy.astype(dtype), seed), keep, r > 1.2
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "float32"])
+@pytest.mark.parametrize("dense_times", [5, 40, 90])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_dense_inclusion_far_brighter_than_the_tissue_does_not_take_the_tissue(dtype, dense_times, seed):
+    """Metal at 30 times the tissue's contrast squeezed air and tissue into a few of the histogram's 256 bins: the
+    air's end went on through the partial-volume voxels to the tissue's end and the whole tissue was removed, no
+    warning. Now the air stops where the counts thin out, and the histogram is narrowed to the range below the cut
+    while the air is one bin wide or a class lies between it and the cut."""
+    volume, keep, far = dense_inclusion(dtype, seed, dense_times)
+    result, mask, report = dehaze(volume, measure_compression=False)
+    assert not mask[keep].any() and mask[far].mean() > 0.99 and not report.warning, report.summary()
+    np.testing.assert_array_equal(result.array[keep], volume.array[keep])
+
+
+def field_of_view_zeros(seed, air_sigmas, bone=True):
+    """A float32 reconstruction whose outside of the field of view (a cylinder) is exactly 0 (tomopy's circ_mask),
+    the air inside ``air_sigmas`` noise sigmas above 0, soft tissue 10 sigmas above the air, a bone 4 times as far.
+    Returns (volume, tissue away from the bone, the air inside the field of view)."""
+    rng = np.random.default_rng(seed)
+    shape = CT_SHAPES[seed % 3]
+    grids = np.indices(shape, dtype=float)
+    inside = (grids[1] - shape[1] / 2) ** 2 + (grids[2] - shape[2] / 2) ** 2 < (0.47 * min(shape[1:])) ** 2
+    r = radius(shape, [n / 2 for n in shape], [0.4 * shape[0], 0.3 * shape[1], 0.3 * shape[2]])
+    inner = radius(shape, [n / 2 for n in shape], [0.15 * shape[0], 0.12 * shape[1], 0.12 * shape[2]]) < 1
+    sigma, air = 0.002, air_sigmas * 0.002
+    clean = np.where(r < 1, air + 10 * sigma, air)
+    if bone:
+        clean[inner] = air + 40 * sigma
+    array = np.where(inside, clean + rng.normal(0, sigma, shape), 0.0).astype(np.float32)
+    keep = (r < 0.85) & ~(ndimage.binary_dilation(inner, iterations=2) & bone)
+    return grid(array, seed), keep, inside & (r > 1.25)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("bone", [True, False])
+def test_a_field_of_view_of_zeros_inside_the_air_s_noise_takes_the_air_and_keeps_the_tissue(seed, bone):
+    """Air 0.5 sigma above a field of view's zeros: the zeros' spike sits on the air, whose noise reaches below it.
+    The air went on from the spike to the tissue's end (all tissue removed, no warning, with a bone)."""
+    volume, keep, air = field_of_view_zeros(seed, 0.5, bone)
+    result, mask, report = dehaze(volume, measure_compression=False)
+    assert not mask[keep].any() and mask[air].mean() > 0.95 and not report.warning, report.summary()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("case", ["uint16 0 below 2000", "int16 -1200 below -1000", "float32 0, 3 sigma below"])
+def test_padding_close_below_the_air_is_taken_with_it_or_said(seed, case):
+    """Padding a few noise widths below the air (not 20 histogram bins: the suspect's old bar): auto took the
+    padding alone and said nothing (0 % of the air removed). Now the air goes, or the report says padding was all
+    it found, with a fixed level that takes the air and keeps the specimen."""
+    if case.startswith("float32"):
+        volume, specimen, air = field_of_view_zeros(seed, 3.0)
+    else:
+        volume, specimen, air = padded_scan(seed, 0 if case.startswith("uint16") else -1200, 20)
+        if case.startswith("uint16"):  # a micro-CT's counts: air at 2000, padding 0, bone far above
+            volume = bv.Volume(((volume.array.astype(np.int32) - 200) * 10 + 2000).clip(0).astype(np.uint16),
+                               volume.geometry)
+    result, mask, report = dehaze(volume, measure_compression=False)
+    assert not mask[specimen].any(), report.summary()
+    if mask[air].mean() < 0.9:
+        suspect = report.threshold.padding
+        assert suspect is not None and "padding value" in report.warning and suspect.level is not None, \
+            report.summary()
+        _, mask, _ = dehaze(volume, HazeOptions(level=suspect.level), measure_compression=False)
+        assert mask[air].mean() > 0.9 and not mask[specimen].any()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("kind", ["two levels", "rings"])
+def test_a_darker_minority_of_the_air_taken_as_the_air_is_a_warning(seed, kind):
+    """A volume stitched from two scans whose air differs by 200 HU, or dark ring artefacts in the air: the darker
+    minority was the air peak, the rest of the air stayed as object, no warning. Now the report says most of the
+    border is brighter than the threshold."""
+    array, specimen, bubble = ct_specimen(CT_SHAPES[seed % 3], 20, seed)
+    array = array.astype(np.float64)
+    air = ~ndimage.binary_dilation(specimen | bubble, iterations=2)
+    if kind == "two levels":
+        array[:8][air[:8]] -= 200
+    else:
+        grids = np.indices(array.shape, dtype=float)
+        r = np.hypot(grids[1] - array.shape[1] / 2, grids[2] - array.shape[2] / 2)
+        array[air] += sum(s * 400 * np.exp(-((r - rad) ** 2) / 0.5) for rad, s in ((20, -1), (23, 1), (26, -1)))[air]
+    volume = grid(np.rint(array).astype(np.int16), seed)
+    _, mask, report = dehaze(volume, measure_compression=False)
+    assert not mask[specimen].any(), report.summary()
+    if mask[air].mean() < 0.9:
+        assert "of the volume's border is darker than the threshold" in report.warning, report.summary()

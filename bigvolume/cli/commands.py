@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the object stay. The object is grown by --dilate voxels and everything outside it is set to "
                     "the image minimum (or --fill). Exit status 3: the output was written but little or nothing "
                     "was removed, or almost everything (no object found), or only padding outside a field of view, or "
-                    "the threshold may cut into the object (the warning line says why).")
+                    "the threshold may cut into the object, or most of the volume's border stayed (air brighter than "
+                    "the air found) (the warning line says why).")
     dehaze.add_argument("input", metavar="IN", help=INPUT_HELP)
     dehaze.add_argument("output", metavar="OUT", help="output volume, same grid and pixel type")
     dehaze.add_argument("--level", choices=[str(name) for name in HAZE_LEVEL_NAMES], default="auto",

@@ -17,6 +17,9 @@ LITTLE_REMOVED = 0.01      # fewer voxels than this share changed: the report wa
 # found; noise alone keeps 0.1-0.2 %, a shell whose wall is 0.5 % of the field keeps 0.55 %). A specimen smaller
 # than this in its field of view is rare; the warning then only asks to look.
 LITTLE_KEPT = 0.004
+# Less than this share of the volume's border darker than the threshold: the report warns (air around an object
+# covers most of the border; a specimen cut by the field's sides and ends still leaves most of it air).
+BORDER_DARK_SHARE = 0.5
 
 
 @dataclass
@@ -69,7 +72,8 @@ def make_report(pipeline: HazePipeline, threshold: HazeThreshold, fill, sizes: C
         notes.append(f"{c.nan} NaN voxels: {c.nan_filled} in the air set to the fill value, "
                      f"{c.nan - c.nan_filled} inside the object kept")
     warning = (_why_little_was_removed(c, threshold, pipeline.options) or _why_almost_all_was_removed(c, threshold)
-               or _why_only_padding_went(c, threshold) or _why_the_object_may_be_cut(threshold))
+               or _why_only_padding_went(c, threshold) or _why_the_object_may_be_cut(threshold)
+               or _why_the_border_stayed(c, threshold))
     if not warning and c.changed < LITTLE_REMOVED * c.voxels <= c.haze:
         notes.append(f"{c.haze - c.changed} of the {c.haze} haze voxels already had the fill value")
     return DehazeReport(threshold, float(fill), c.voxels, c.changed, c.changed / max(1, c.voxels), c.object_voxels,
@@ -121,16 +125,28 @@ def _why_the_object_may_be_cut(threshold: HazeThreshold) -> str:
 
 
 def _why_only_padding_went(c: Counts, threshold: HazeThreshold) -> str:
-    """Empty unless the haze found was a padding value that was already there and nothing else changed, while a
-    dark class of its own lies above it (see HazeThreshold.padding): then what to do."""
+    """Empty unless the haze found was a padding value and little else, while a dark class of its own lies above it
+    (see HazeThreshold.padding): then what to do."""
     padding = threshold.padding
-    if padding is None or c.changed >= LITTLE_REMOVED * c.voxels:
+    if padding is None or c.haze >= (padding.share + LITTLE_REMOVED) * c.voxels:
         return ""
     advice = "no fixed level puts the threshold above it"
     if padding.level is not None:
         advice = (f"level {padding.level} (--level {padding.level}) puts the threshold at "
                   f"{padding.level_threshold:.6g}, above it")
     return (f"nothing but a padding value was found as haze: {100 * padding.share:.3g} % of the voxels hold "
-            f"{padding.value:g}, far below all others (outside a scanner's field of view?), and had it already, "
-            f"so {c.changed} voxels changed. Above it, {100 * padding.air_share:.3g} % of the other voxels form a "
+            f"{padding.value:g}, below all others' noise (outside a scanner's field of view?); {c.changed} voxels "
+            f"changed. Above it, {100 * padding.air_share:.3g} % of the other voxels form a "
             f"dark class up to {padding.air_end:.6g}: if that is the air inside the field of view, {advice}")
+
+
+def _why_the_border_stayed(c: Counts, threshold: HazeThreshold) -> str:
+    """Empty unless most of the volume's border is brighter than the threshold (counted with air="border"): then
+    the air found is not the air around the object, or not all of it: a darker part of the air (a volume stitched
+    from two scans, the padding of a field of view, dark ring artefacts) was taken as the air peak and the rest kept
+    as object; or the object fills most of the border (a volume cropped inside the specimen)."""
+    if not c.border or c.border_dark >= BORDER_DARK_SHARE * c.border:
+        return ""
+    return (f"only {100 * c.border_dark / c.border:.2g} % of the volume's border is darker than the threshold "
+            f"{threshold.value:.6g}: unless the object fills the border, the air there is brighter than the air "
+            "found (a second level of air, artefacts) and was kept; check the output, or choose a fixed --level")

@@ -32,21 +32,22 @@ BAND_WIDTHS = 2
 AIR_PEAK_SHARE = 0.05      # the air peak: the darkest histogram peak at least this share of the highest one
 PEAK_SMOOTHING_BINS = 5    # histogram smoothed over this many bins before looking for peaks (sampling noise)
 SAMPLE_VOXELS = 2_000_000
-# A padding suspect (see PaddingSuspect): one value held by at least PADDING_SHARE of the voxels, at least
-# PADDING_GAP_BINS bins of the others' robust histogram below them, and a dark class of their own above it (its
-# noise ends below their two-class Otsu cut) holding at least PADDING_AIR_SHARE of them.
+# A padding suspect (see PaddingSuspect): one value held by at least PADDING_SHARE of the voxels, below all others
+# and beyond the noise of their darkest class (AIR_NOISE_WIDTHS half-widths below its mode: not the clipped part of
+# that class), which is a class of its own (its noise ends below their two-class Otsu cut) holding at least
+# PADDING_AIR_SHARE of them.
 PADDING_SHARE = 0.01
-PADDING_GAP_BINS = 20
 PADDING_AIR_SHARE = 0.10
 LABEL_MAP_VALUES = 16      # an integer volume with at most this many distinct values is a label map, not an image
 
 
 @dataclass(frozen=True)
 class PaddingSuspect:
-    """Level auto: many voxels hold one value far below all others (a scanner's padding outside its field of view:
-    -3024 or -2048 HU, 0 in micro-CT), and above it lies a dark class of its own (the air inside the field of
-    view). The padding is then the darkest peak, so auto takes it alone as air: the report warns (when nothing
-    else changed) with the fixed level that would take the class above too. Not acted on: a masked specimen (bone
+    """Level auto: many voxels hold one value below all others' noise (a scanner's padding outside its field of view:
+    -3024 or -2048 HU, 0 in micro-CT; or the commonest value, a float reconstruction's 0 with the air's noise
+    reaching below it), and above it lies a dark class of its own (the air inside the field of view). The padding
+    is then the darkest peak, so auto may take it alone as air: the report warns (when little else went) with the
+    fixed level that would take the class above too. Not acted on: a masked specimen (bone
     only, the rest padded) has the same histogram, and its darkest class is no air."""
 
     value: float        # the padding value
@@ -223,47 +224,73 @@ def _edge(counts: np.ndarray, level: float, drop: int, start: int) -> AirPeak:
     return AirPeak(float(start), drop + AIR_EDGE_SIGMAS * sigma, max(1.0, GAUSSIAN_HALF_WIDTH * sigma))
 
 
+def _level_after(smooth: np.ndarray, start: int) -> float:
+    """The level of (smoothed) counts from bin ``start`` on: the median of the next few bins."""
+    return float(np.median(smooth[start:start + 4 * PEAK_SMOOTHING_BINS]))
+
+
 def _edge_after(smooth: np.ndarray, start: int) -> AirPeak | None:
     """Where dense (smoothed) counts from bin ``start`` on drop for good (the first fall below half their level
-    there, the median of the next few bins), with its end (:func:`_edge`); None when they do not drop within the
+    there, :func:`_level_after`), with its end (:func:`_edge`); None when they do not drop within the
     histogram. A tail that falls slowly drops to half its level well before its end: the caller steps on from
     there."""
-    level = float(np.median(smooth[start:start + 4 * PEAK_SMOOTHING_BINS]))
+    level = _level_after(smooth, start)
     below = np.nonzero(smooth[start:] < level / 2)[0]
     if below.size == 0:
         return None
     return _edge_near(smooth, start + int(below[0]), start)
 
 
-def air_peak(counts: np.ndarray) -> AirPeak | None:
+def air_peak(counts: np.ndarray, values: np.ndarray | None = None, edges: np.ndarray | None = None,
+             start: int = 0) -> AirPeak | None:
     """The air in a histogram (:class:`AirPeak`; None when it is empty): the darkest peak of the histogram smoothed
     over PEAK_SMOOTHING_BINS that reaches AIR_PEAK_SHARE of the highest, and its noise's end, AIR_NOISE_WIDTHS right
     half-widths at half maximum above its mode (measured on the unsmoothed counts, at least one bin: the right flank,
-    because the left one is often cut by the histogram's range; a plateau's flank when the peak is one).
+    because the left one is often cut by the histogram's range; a plateau's flank when the peak is one). ``start``:
+    the darkest such peak at or above that bin.
 
     When the histogram is still as high as a peak where that noise ends, the air goes on (a spike of voxels clipped
     at the type's or the scanner's minimum, or a narrow peak, then air shaded across the field): its end is that of
     the next drop of those dense counts (:func:`_edge_after`, step after step), as long as it stays below the
-    two-class Otsu cut (above it lies the object, not more air)."""
+    two-class Otsu cut (above it lies the object, not more air), and the counts stay dense from the peak on (a gap
+    is the end of the air) unless the peak is one value (padding, clipping: :func:`_is_spike`, known when the
+    ``values`` the counts were taken of and the bins' ``edges`` are given), from which a thin bridge of voxels between
+    it and the air (their values mixed by the denoising) leads on to the air."""
     counts = np.asarray(counts, np.float64)
     smooth = np.convolve(counts, np.ones(PEAK_SMOOTHING_BINS) / PEAK_SMOOTHING_BINS, "same")
     if smooth.max() <= 0:
         return None
     significant = AIR_PEAK_SHARE * smooth.max()
-    found = _peak_from(counts, smooth, 0, significant)
+    found = _peak_from(counts, smooth, start, significant)
+    if found is None:
+        return None
+    start = int(found.mode)  # where the dense counts the air may go on through began
+    # A spike standing alone (no dense counts right above it: padding below the air) may lead on to the air over a
+    # thin bridge; one on top of a population (air around a field-of-view mask of zeros) is that population's peak.
+    bridged = (values is not None and edges is not None and _is_spike(values, edges, found)
+               and not np.all(counts[start + 1:start + 4] >= significant))
     otsu = None
     while True:
         beyond = int(np.ceil(found.end))
-        if beyond >= counts.size or smooth[beyond] < significant:
+        # Dense all the way from the peak to its end, and after it (a spike standing alone: at its end, once). A gap
+        # on the way (the counts falling below `significant`) ends the air: what follows is another class. Dense at
+        # the end only, and sparse after it: the smoothing of the peak's own tail (a bright class, metal, squeezes
+        # air and tissue into a few bins, with the partial-volume voxels between them).
+        if beyond >= counts.size:
             return found
-        following = _edge_after(smooth, beyond)
+        dense = smooth[beyond] if bridged else min(smooth[start:beyond + 1].min(), _level_after(smooth, beyond))
+        if dense < significant:
+            return found
+        # after a spike standing alone, the next population is the air (a peak, perhaps narrow); else dense counts
+        # go on to their drop
+        following = _peak_from(counts, smooth, beyond, significant) if bridged else _edge_after(smooth, beyond)
         if following is None or following.end <= found.end:
             return found
         if otsu is None:
             otsu = _centre_in_gaps(counts, multi_otsu(counts, 2))[0]
         if following.end > otsu:
             return found
-        found = AirPeak(found.mode, following.end, following.width)
+        found, start, bridged = AirPeak(found.mode, following.end, following.width), beyond, False
 
 
 def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int = SAMPLE_VOXELS, *,
@@ -300,8 +327,7 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
         if np.count_nonzero(counts) < 2:
             raise BigVolumeError("the volume's denoised intensities fall into one histogram bin: they cannot be "
                                  "split into air and object")
-        peak = air_peak(counts)
-        classes, cuts, position = _auto_cut(counts, peak[1])
+        counts, edges, peak, (classes, cuts, position) = _air_and_cut(finite, counts, edges)
         air_classes = 1 + sum(cut < position for cut in cuts)  # the classes below the Otsu cut it was taken from
     else:
         classes, air_classes = LEVELS[level]
@@ -321,6 +347,77 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
                          (float(edges[0]), float(edges[-1])), int(sample.size),
                          value(peak[0]) if peak else None, value(peak[1]) if peak else None, level == AUTO,
                          band_floor, padding)
+
+
+# Level auto: how many times the histogram may be narrowed to the range below its cut (see _air_and_cut).
+MAX_ZOOMS = 3
+
+
+def _air_and_cut(values: np.ndarray, counts: np.ndarray, edges: np.ndarray):
+    """Level auto on the histogram (``counts``, ``edges``) of the denoised ``values``: (counts, edges, the air peak,
+    :func:`_auto_cut`'s (classes, cuts, threshold)), in bin coordinates of the histogram returned: the one given, or
+    one narrowed to the range below a cut. Narrowed when a class lies between the air and the cut chosen
+    (:func:`_class_between`): to that cut; or when the air is squeezed into a bin (its half-width the one-bin floor,
+    and not one value): to the next cut above the one chosen, so the class above the air stays in range."""
+    peak = air_peak(counts, values, edges)
+    chosen_cut = _auto_cut(counts, peak.end)
+    for _ in range(MAX_ZOOMS):
+        if _is_spike(values, edges, peak):
+            break
+        _, cuts, position = chosen_cut
+        chosen = min((c for c in cuts if c >= peak.end), default=counts.size)
+        if _class_between(counts, peak, position):
+            high = _bin_value(edges, chosen)
+        elif peak.width <= 1:
+            high = _bin_value(edges, min((c for c in cuts if c > chosen), default=counts.size))
+        else:
+            break
+        if high >= edges[-1]:
+            break
+        air_mode = _bin_value(edges, peak.mode)
+        counts, edges = _zoomed_histogram(values, edges[0], high)
+        peak = air_peak(counts, values, edges)
+        if _bin_value(edges, peak.end) < air_mode:
+            # resolved, the air's bin held two populations (CT air at -1000 HU beside padding at -1024): the air is
+            # the one the wider bins found; the darker one lies below the threshold anyway
+            start = max(0, int(np.searchsorted(edges, air_mode)) - 1 - PEAK_SMOOTHING_BINS)
+            peak = air_peak(counts, values, edges, start) or peak
+        chosen_cut = _auto_cut(counts, peak.end)
+    return counts, edges, peak, chosen_cut
+
+
+def _class_between(counts: np.ndarray, air: AirPeak, cut: float) -> bool:
+    """A class of its own (a peak of the smoothed counts reaching AIR_PEAK_SHARE of the highest) between the air
+    and the cut above it: the cut skipped it, as a class far brighter than the rest (metal, a dense
+    inclusion, a few % of the voxels) pulls the multi-Otsu cuts up and squeezes air and tissue into a few bins. The
+    threshold, halfway to that cut, would take the class in between."""
+    smooth = np.convolve(counts, np.ones(PEAK_SMOOTHING_BINS) / PEAK_SMOOTHING_BINS, "same")
+    significant, reach, mode = AIR_PEAK_SHARE * smooth.max(), PEAK_SMOOTHING_BINS, int(air.mode)
+    # a peak: rising to it (not the air's falling tail), the highest of the next `reach` bins, and a valley below
+    # half its height between it and the air. It may lie below the air's end: squeezed into a few bins, a class
+    # next to the air is within the air's 5 (one-bin) half-widths.
+    return any(smooth[b] >= significant and smooth[b] >= smooth[b - 1] and smooth[b] == smooth[b:b + reach + 1].max()
+               and smooth[mode:b].min() < smooth[b] / 2 for b in range(mode + 1, min(int(np.floor(cut)), smooth.size)))
+
+
+def _is_spike(values: np.ndarray, edges: np.ndarray, air: AirPeak) -> bool:
+    """The air peak is one value held by most voxels of its bin: padding or clipping (what lies above it is the
+    air, or the object: not told apart here), not air squeezed into a bin by a bright class."""
+    b = min(int(air.mode), edges.size - 2)
+    inside = values[(values >= edges[b]) & (values <= edges[b + 1])]
+    if inside.size == 0:
+        return False
+    _, counts = np.unique(inside, return_counts=True)
+    return counts.max() >= inside.size / 2
+
+
+def _zoomed_histogram(values: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """The histogram of the ``values`` up to ``high`` (those above are left out, not piled into the last bin), in
+    as many bins as the full one: the air and the classes next to it, resolved."""
+    edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
+    kept = values[values <= high]
+    counts, _ = np.histogram(np.clip(kept, low, high), edges)
+    return counts, edges
 
 
 def _bin_value(edges: np.ndarray, position: float) -> float:
@@ -345,20 +442,38 @@ def _padding_suspect(sample: np.ndarray, denoised: np.ndarray, finite: np.ndarra
     raw, smooth = sample[both].astype(np.float64), denoised[both]
     if raw.size == 0:
         return None
-    value = raw.min()
+    values, counts = np.unique(raw, return_counts=True)
+    # the lowest value, or the commonest (a float reconstruction's 0 outside its field of view, with the air's
+    # noise reaching below it)
+    for candidate in dict.fromkeys((values[0], values[np.argmax(counts)])):
+        suspect = _padding_at(candidate, raw, smooth, finite, integer, percentiles)
+        if suspect is not None:
+            return suspect
+    return None
+
+
+def _padding_at(value: float, raw: np.ndarray, smooth: np.ndarray, finite: np.ndarray, integer: bool,
+                percentiles) -> PaddingSuspect | None:
+    """The padding suspect at ``value`` (see :func:`_padding_suspect`), or None."""
     at = raw == value
     share = float(at.mean())
     if share < PADDING_SHARE or at.all():
         return None
     low, high = np.percentile(raw[~at], percentiles)
-    if high <= low or (low - value) * HISTOGRAM_BINS < PADDING_GAP_BINS * (high - low):
+    if high <= low:
         return None
     others = smooth[~at]
-    others = others[others >= low]  # not the voxels next to the padding, which the denoising pulls towards it
+    # not the voxels next to the padding, which the denoising pulls towards it
+    others = others[others >= max(low, value + 0.5 * (high - low) / HISTOGRAM_BINS)]
+    if others.size == 0:
+        return None
     counts, edges = robust_histogram(others, percentiles)
     peak = air_peak(counts)
     if peak is None:
         return None
+    step = edges[1] - edges[0]
+    if _bin_value(edges, peak.mode) - AIR_NOISE_WIDTHS * peak.width * step <= value:
+        return None  # the value lies within the dark class's noise: its clipped part (air at the type's minimum)
     if peak.end >= _centre_in_gaps(counts, multi_otsu(counts, 2))[0]:
         return None  # no class of its own: the others are one population (a skull-stripped brain, a bone)
     air_end = _bin_value(edges, peak.end)
