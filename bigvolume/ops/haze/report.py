@@ -125,19 +125,24 @@ def _why_the_object_may_be_cut(threshold: HazeThreshold) -> str:
 
 
 def _why_only_padding_went(c: Counts, threshold: HazeThreshold) -> str:
-    """Empty unless the haze found was a padding value and little else, while a dark class of its own lies above it
-    (see HazeThreshold.padding): then what to do."""
+    """Empty unless the haze found was a padding value and little of the dark class of its own above it (less than
+    half of it; see HazeThreshold.padding): then what to do."""
     padding = threshold.padding
-    if padding is None or c.haze >= (padding.share + LITTLE_REMOVED) * c.voxels:
+    if padding is None:
+        return ""
+    others_removed = max(0.0, c.haze / max(1, c.voxels) - padding.share)  # of all voxels
+    if others_removed >= 0.5 * padding.air_share * (1 - padding.share):
         return ""
     advice = "no fixed level puts the threshold above it"
     if padding.level is not None:
         advice = (f"level {padding.level} (--level {padding.level}) puts the threshold at "
                   f"{padding.level_threshold:.6g}, above it")
-    return (f"nothing but a padding value was found as haze: {100 * padding.share:.3g} % of the voxels hold "
-            f"{padding.value:g}, below all others' noise (outside a scanner's field of view?); {c.changed} voxels "
-            f"changed. Above it, {100 * padding.air_share:.3g} % of the other voxels form a "
-            f"dark class up to {padding.air_end:.6g}: if that is the air inside the field of view, {advice}")
+    went = ("and nothing else" if others_removed < LITTLE_REMOVED else
+            f"and only {100 * others_removed / (1 - padding.share):.2g} % of the other voxels")
+    return (f"nothing but a padding value was found as haze, or little more: {100 * padding.share:.3g} % of the "
+            f"voxels hold {padding.value:g}, below all others' noise (outside a scanner's field of view?), {went}; "
+            f"{c.changed} voxels changed. Above it, {100 * padding.air_share:.3g} % of the other voxels form a dark "
+            f"class up to {padding.air_end:.6g}: if that is the air inside the field of view, {advice}")
 
 
 def _why_the_border_stayed(c: Counts, threshold: HazeThreshold) -> str:

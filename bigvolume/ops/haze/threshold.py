@@ -12,6 +12,7 @@ from ...core.volume import Volume
 from ...io.slabs import ArraySlabReader
 from ..precision import HISTOGRAM_BINS, robust_histogram, subsample
 from .denoise import denoised_subsample
+from .morphology import dilate
 from .options import AUTO, LEVELS, HazeOptions
 
 
@@ -33,10 +34,11 @@ AIR_PEAK_SHARE = 0.05      # the air peak: the darkest histogram peak at least t
 PEAK_SMOOTHING_BINS = 5    # histogram smoothed over this many bins before looking for peaks (sampling noise)
 SAMPLE_VOXELS = 2_000_000
 # A padding suspect (see PaddingSuspect): one value held by at least PADDING_SHARE of the voxels, below all others
-# and beyond the noise of their darkest class (AIR_NOISE_WIDTHS half-widths below its mode: not the clipped part of
-# that class), which is a class of its own (its noise ends below their two-class Otsu cut) holding at least
-# PADDING_AIR_SHARE of them.
+# and beyond the noise of their darkest class (PADDING_NOISE_WIDTHS half-widths below its mode: not the clipped part
+# of that class), which is a class of its own (its noise ends below their two-class Otsu cut) holding at least
+# PADDING_AIR_SHARE of them, and which borders the padding (the voxels next to it are mostly of that class).
 PADDING_SHARE = 0.01
+PADDING_NOISE_WIDTHS = 3  # how far below its mode the dark class's noise reaches (3.5 sigma): clipped air lies within
 PADDING_AIR_SHARE = 0.10
 LABEL_MAP_VALUES = 16      # an integer volume with at most this many distinct values is a label map, not an image
 
@@ -436,50 +438,54 @@ def _level_cuts(counts: np.ndarray, level: int) -> list:
 
 def _padding_suspect(sample: np.ndarray, denoised: np.ndarray, finite: np.ndarray, integer: bool,
                      percentiles) -> PaddingSuspect | None:
-    """See :class:`PaddingSuspect`. ``sample`` and ``denoised``: the raw and denoised subsample, voxel for voxel;
-    ``finite``: the raw sample's finite values (for the fixed levels)."""
-    both = np.isfinite(sample) & np.isfinite(denoised)
-    raw, smooth = sample[both].astype(np.float64), denoised[both]
-    if raw.size == 0:
+    """See :class:`PaddingSuspect`. ``sample`` and ``denoised``: the raw and denoised subsample (k, j, i), voxel for
+    voxel; ``finite``: the raw sample's finite values (for the fixed levels)."""
+    valid = np.isfinite(sample) & np.isfinite(denoised)
+    if not valid.any():
         return None
-    values, counts = np.unique(raw, return_counts=True)
+    values, counts = np.unique(sample[valid], return_counts=True)
     # the lowest value, or the commonest (a float reconstruction's 0 outside its field of view, with the air's
     # noise reaching below it)
     for candidate in dict.fromkeys((values[0], values[np.argmax(counts)])):
-        suspect = _padding_at(candidate, raw, smooth, finite, integer, percentiles)
+        suspect = _padding_at(candidate, sample, denoised, valid, finite, integer, percentiles)
         if suspect is not None:
             return suspect
     return None
 
 
-def _padding_at(value: float, raw: np.ndarray, smooth: np.ndarray, finite: np.ndarray, integer: bool,
-                percentiles) -> PaddingSuspect | None:
+# The voxels this many 6-neighbour steps from the padding in the subsample are left out of the others: their denoised
+# values ([1 2 1]^3, 26 neighbours: 3 steps) mix in the padding's, in a few fixed proportions that make peaks.
+PADDING_MIXED_STEPS = 3
+
+
+def _padding_at(value: float, sample: np.ndarray, denoised: np.ndarray, valid: np.ndarray, finite: np.ndarray,
+                integer: bool, percentiles) -> PaddingSuspect | None:
     """The padding suspect at ``value`` (see :func:`_padding_suspect`), or None."""
-    at = raw == value
-    share = float(at.mean())
-    if share < PADDING_SHARE or at.all():
+    at = valid & (sample == value)
+    share = float(at.sum() / valid.sum())
+    if share < PADDING_SHARE or np.array_equal(at, valid):
         return None
-    low, high = np.percentile(raw[~at], percentiles)
-    if high <= low:
+    others = valid & ~dilate(at, PADDING_MIXED_STEPS)
+    if not others.any():
         return None
-    others = smooth[~at]
-    # not the voxels next to the padding, which the denoising pulls towards it
-    others = others[others >= max(low, value + 0.5 * (high - low) / HISTOGRAM_BINS)]
-    if others.size == 0:
-        return None
+    others = denoised[others]
     counts, edges = robust_histogram(others, percentiles)
+    otsu = _centre_in_gaps(counts, multi_otsu(counts, 2))[0]
     peak = air_peak(counts)
-    if peak is None:
-        return None
-    step = edges[1] - edges[0]
-    if _bin_value(edges, peak.mode) - AIR_NOISE_WIDTHS * peak.width * step <= value:
-        return None  # the value lies within the dark class's noise: its clipped part (air at the type's minimum)
-    if peak.end >= _centre_in_gaps(counts, multi_otsu(counts, 2))[0]:
+    if peak is None or peak.end >= otsu:
         return None  # no class of its own: the others are one population (a skull-stripped brain, a bone)
     air_end = _bin_value(edges, peak.end)
-    air_share = float(np.mean(others < air_end))
+    # of all the other voxels (those next to the padding count as not air: a volume already cleaned keeps a rim of
+    # air there, in its object's shape)
+    air_share = float(np.count_nonzero(others < air_end) / np.count_nonzero(valid & ~at))
     if air_share < PADDING_AIR_SHARE:
         return None
+    class_starts = _bin_value(edges, peak.mode) - PADDING_NOISE_WIDTHS * peak.width * (edges[1] - edges[0])
+    if class_starts <= value:
+        return None  # the value lies within the dark class's noise: its clipped part (air at the type's minimum)
+    beside = valid & dilate(at, 1) & ~at
+    if not beside.any() or not class_starts <= np.median(sample[beside]) < air_end:
+        return None  # the dark class does not border the padding: an object does, or a rim of air left by a cleaning
     best = None
     counts, edges = robust_histogram(finite, percentiles, integer=integer)  # the fixed levels' histogram, once
     for level, (_, air_classes) in LEVELS.items():
