@@ -377,14 +377,17 @@ def _air_and_cut(values: np.ndarray, counts: np.ndarray, edges: np.ndarray):
         if high >= edges[-1]:
             break
         air_mode = _bin_value(edges, peak.mode)
-        counts, edges = _zoomed_histogram(values, edges[0], high)
-        peak = air_peak(counts, values, edges)
-        if _bin_value(edges, peak.end) < air_mode:
+        narrowed, narrowed_edges = _zoomed_histogram(values, edges[0], high)
+        narrowed_peak = air_peak(narrowed, values, narrowed_edges)
+        if _bin_value(narrowed_edges, narrowed_peak.end) < air_mode:
             # resolved, the air's bin held two populations (CT air at -1000 HU beside padding at -1024): the air is
             # the one the wider bins found; the darker one lies below the threshold anyway
-            start = max(0, int(np.searchsorted(edges, air_mode)) - 1 - PEAK_SMOOTHING_BINS)
-            peak = air_peak(counts, values, edges, start) or peak
-        chosen_cut = _auto_cut(counts, peak.end)
+            start = max(0, int(np.searchsorted(narrowed_edges, air_mode)) - 1 - PEAK_SMOOTHING_BINS)
+            narrowed_peak = air_peak(narrowed, values, narrowed_edges, start) or narrowed_peak
+        narrowed_cut = _auto_cut(narrowed, narrowed_peak.end)
+        if narrowed_cut[1] == [narrowed_peak.end]:
+            break  # nothing left above the air in the narrower range (the class between went into the air): keep
+        counts, edges, peak, chosen_cut = narrowed, narrowed_edges, narrowed_peak, narrowed_cut
     return counts, edges, peak, chosen_cut
 
 
