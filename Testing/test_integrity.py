@@ -2,9 +2,11 @@
 and every compressed input that is cut or corrupted is refused by every command with one line and nothing written
 (SimpleITK reads such files silently, with zeros where the data is missing)."""
 import bz2
+import gzip
 import hashlib
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +225,72 @@ def test_real_mri_cut_to_40_percent_is_refused_by_the_installed_command(tmp_path
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert "ch2_cut.nii.gz: compressed data ends after" in lines[0] and "bytes of voxels" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+# (input form, the header renamed to, output): the output writes a file the input consists of.
+SHARED_FILE_CASES = [("nhdr", None, "v.mhd"), ("mhd", None, "v.nhdr"), ("nhdr", "a.nhdr", "v.nhdr"),
+                     ("nhdr-list", None, "slice_001.nhdr"), ("nhdr-printf", None, "part02.mhd"),
+                     ("mhd-list-bigendian", None, "s3.nhdr")]
+
+
+@pytest.mark.parametrize("form, header_name, output_name", SHARED_FILE_CASES, ids=lambda c: str(c))
+def test_every_command_refuses_an_output_that_writes_a_file_of_the_input(tmp_path, capfd, form, header_name,
+                                                                           output_name):
+    """An output whose header or data file is a data file the input's header names (e.g. in.nhdr -> in.mhd: both
+    use in.raw) would replace the input after reading it."""
+    header = write_form(sample_volume(np.uint16), tmp_path, form)
+    if header_name:
+        header = header.rename(tmp_path / header_name)
+    before = snapshot(tmp_path)
+    output = tmp_path / output_name
+    data_file = output.with_suffix(".raw")  # named by the input's header; the output's writer would write it too
+    cases = {"resample in memory": ["resample", header, output, "--no-stream", "--device", "cpu"],
+             "resample streamed": ["resample", header, output, "--stream", "--memory-limit", "1", "--device", "cpu"],
+             "dehaze": ["dehaze", header, output],
+             "reduce-bits": ["reduce-bits", header, output, "--bits", "8"]}
+    for name, args in cases.items():
+        code, lines = run_in_process(capfd, *args)
+        assert code == 1, (name, lines)
+        assert len(lines) == 1 and f"overwrite the input's data file {data_file}" in lines[0], (name, lines)
+        assert snapshot(tmp_path) == before, name
+
+
+def test_pyramid_refuses_to_replace_a_data_file_of_the_input(tmp_path, capfd):
+    header = write_form(sample_volume(np.uint16), tmp_path, "nhdr")
+    header.write_text(header.read_text().replace("data file: v.raw", "data file: voxels"))
+    (tmp_path / "v.raw").rename(tmp_path / "voxels")  # a name that is no volume suffix: a pyramid may be named so
+    before = snapshot(tmp_path)
+    code, lines = run_in_process(capfd, "pyramid", header, tmp_path / "voxels", "--overwrite")
+    assert code == 1 and len(lines) == 1 and "would overwrite the input's data file" in lines[0], lines
+    assert snapshot(tmp_path) == before
+
+
+def write_nifti_with_scaling(path: Path, array: np.ndarray, slope: float, intercept: float) -> Path:
+    """A NIfTI file from SimpleITK's writer, its ``scl_slope``/``scl_inter`` then set (nibabel writes NaN for
+    unscaled data)."""
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path.with_suffix(".tmp.nii")))
+    content = bytearray(path.with_suffix(".tmp.nii").read_bytes())
+    path.with_suffix(".tmp.nii").unlink()
+    struct.pack_into("<2f", content, 112, slope, intercept)
+    path.write_bytes(gzip.compress(bytes(content)) if path.name.endswith(".gz") else bytes(content))
+    return path
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint8])
+@pytest.mark.parametrize("slope, intercept", [(NAN, NAN), (NAN, 0), (INF, 0), (-INF, 3), (2, NAN), (2, -INF),
+                                              (0, 5), (0, NAN), (2, 3)], ids=str)
+def test_nifti_scaling_fields_are_applied_as_simpleitk_applies_them(tmp_path, suffix, dtype, slope, intercept):
+    """Non-finite fields count as 0 and slope 0 as 1 (ITK): NaN scaling (as nibabel writes it) leaves the data as is."""
+    array = np.random.default_rng(2).integers(0, 100, (9, 10, 11)).astype(dtype)
+    path = write_nifti_with_scaling(tmp_path / f"scaled{suffix}", array, slope, intercept)
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    assert np.isfinite(expected).all()
+    read = bv.read_volume(path).array
+    assert read.dtype == expected.dtype
+    np.testing.assert_array_equal(read, expected)
+    with open_slabs(path) as reader:
+        np.testing.assert_array_equal(reader.read(0, reader.slices), expected)

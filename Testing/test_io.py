@@ -138,3 +138,47 @@ def test_short_raw_data_is_refused_with_the_file_named(tmp_path):
     with pytest.raises(bv.VolumeFileError, match=r"v\.nhdr: data file .*v\.raw too short: expected 1386 bytes .*"
                                                   r"the file has 100 bytes"):
         bv.read_volume(path)
+
+
+@pytest.mark.parametrize("components", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_a_nii_gz_is_read_from_itself_not_from_a_nii_beside_it(tmp_path, dtype, components):
+    """ITK's NIfTI reader, given scan.nii.gz, reads the voxels of a scan.nii beside it (vector volumes, which
+    SimpleITK reads for us)."""
+    volume = oblique_volume(dtype, components)
+    io.write_volume(volume, tmp_path / "scan.nii.gz")
+    decoy = bv.Volume.from_array(np.full(volume.array.shape, 7, np.uint8), spacing=(2, 2, 2))
+    io.write_volume(decoy, tmp_path / "scan.nii")
+    back = bv.read_volume(tmp_path / "scan.nii.gz")
+    np.testing.assert_array_equal(back.array, volume.array)
+    assert back.geometry.isclose(volume.geometry, rtol=1e-5, atol=1e-5)
+
+
+def write_read_whole_form(folder, form: str, array: np.ndarray):
+    """A file that SimpleITK reads whole for us (no layout of ours): ASCII NRRD, vector NIfTI."""
+    if form == "ascii nrrd":
+        path = folder / "ascii.nrrd"
+        header = (f"NRRD0004\ntype: short\ndimension: 3\nsizes: {' '.join(map(str, array.shape[::-1]))}\n"
+                  "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\nencoding: ascii\n\n")
+        path.write_text(header + " ".join(str(int(v)) for v in array.ravel()) + "\n")
+        return path, array
+    vector = np.stack([array, array + 1, array + 2], axis=-1).astype(np.float32)
+    return io.write_volume(bv.Volume.from_array(vector), folder / f"vector{form[len('vector'):]}"), vector
+
+
+@pytest.mark.parametrize("form", ["ascii nrrd", "vector.nii", "vector.nii.gz"])
+def test_an_array_taken_from_a_volume_read_by_simpleitk_keeps_its_memory(tmp_path, form):
+    """np.asarray() of the array (a view of the SimpleITK image's buffer) must keep the image alive: numpy collapses
+    chains of views, and an array subclass holding the image was collapsed away."""
+    import gc
+    import weakref
+    path, expected = write_read_whole_form(tmp_path, form, (np.arange(20 * 21 * 22) % 251).reshape(20, 21, 22))
+    volume = bv.read_volume(path)
+    image = weakref.ref(volume.owner)
+    plain = np.asarray(volume.array)[1:]
+    del volume
+    gc.collect()
+    filler = [np.full(expected.shape, -1, expected.dtype) for _ in range(10)]  # reuses freed memory, if any
+    assert image() is not None
+    np.testing.assert_array_equal(plain, expected[1:])
+    del filler

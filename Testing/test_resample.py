@@ -157,7 +157,8 @@ def test_numpy_lanczos_kernel_matches_vtk():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.int16, np.uint8])
-@pytest.mark.parametrize("factors", [(2, 2, 2), (4, 4, 4), (2.5, 1.5, 3.2), (1, 2, 4), (6, 2.2, 4.5)], ids=str)
+@pytest.mark.parametrize("factors", [(2, 2, 2), (4, 4, 4), (2.5, 1.5, 3.2), (1, 2, 4), (6, 2.2, 4.5), (1.9, 2.3, 2.4),
+                                     (3.3, 4.6, 1)], ids=str)
 def test_default_backend_equals_the_vtk_oracle(dtype, factors):
     """The default (numpy/BLAS band products on the slab engine) against vtkImageResize: within float rounding
     (integers within 1), on an odd-shaped phantom with plenty of high frequencies, several types and factors."""
@@ -177,6 +178,23 @@ def test_backends_are_checked():
         bv.downsample_array(array, 2, backend="opencl")
     with pytest.raises(bv.BigVolumeError, match="lanczos method only"):
         bv.downsample_array(array, 2, "mean", backend="vtk")
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_vtk_backend_refuses_64_bit_integers_before_reading(tmp_path, dtype):
+    """VTK's sinc interpolator has no 64-bit integers: it only warns, and leaves the output unset (zeros)."""
+    array = np.full((16, 16, 16), 1000, dtype)
+    with pytest.raises(bv.BigVolumeError, match=f"backend vtk cannot filter {np.dtype(dtype)} voxels"):
+        bv.resample(bv.Volume.from_array(array), 2, backend="vtk")
+    path = bv.write_volume(bv.Volume.from_array(array), tmp_path / "in.nrrd")
+    with pytest.raises(bv.BigVolumeError, match="backend vtk cannot filter"):
+        bv.resample_file(path, tmp_path / "out.nrrd", 2, backend="vtk")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]
+    # filtered as float64 (a float output), vtk has the type it needs; the default backend takes any type
+    as_float = bv.resample_file(path, tmp_path / "float.nrrd", 2, backend="vtk", dtype="float64").output_path
+    np.testing.assert_allclose(bv.read_volume(as_float).array, 1000)
+    bv.resample_file(path, tmp_path / "default.nrrd", 2)
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "default.nrrd").array, np.full((8, 8, 8), 1000, dtype))
 
 
 @pytest.mark.parametrize("method, backend", [("lanczos", None), ("mean", None), ("lanczos", "vtk")])
@@ -214,6 +232,38 @@ def test_output_type_option_rounds_and_clamps():
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     as_float = bv.resample(bv.Volume.from_array(np.full((8, 8, 8), 7, np.uint16)), 2, dtype="float32").array
     assert as_float.dtype == np.float32 and np.allclose(as_float, 7)
+
+
+WIDE_INTEGERS = [np.int32, np.uint32, np.int64, np.uint64]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["in memory", "streamed"])
+@pytest.mark.parametrize("method", ["lanczos", "gaussian", "mean", "nearest"])
+@pytest.mark.parametrize("dtype", WIDE_INTEGERS)
+def test_wide_integers_at_the_ends_of_their_range_stay_there(tmp_path, dtype, method, stream):
+    """Filtered in float64, whose nearest value to int64's (uint64's) maximum is 2**63 (2**64): clamped below it,
+    never wrapped to the other end."""
+    info = np.iinfo(dtype)
+    for end in (info.min, info.max):
+        path = bv.write_volume(bv.Volume.from_array(np.full((8, 8, 8), end, dtype)), tmp_path / "in.nrrd")
+        bv.resample_file(path, tmp_path / "out.nrrd", 2, method=method, stream=stream, memory_limit=1)
+        out = bv.read_volume(tmp_path / "out.nrrd").array
+        assert out.dtype == np.dtype(dtype)
+        # float64 holds 53 bits: within a few of its steps of the end (a kernel's weights sum to 1 +- rounding)
+        steps = 8 * abs(np.spacing(np.float64(end)))
+        assert np.abs(out.astype(np.float64) - float(end)).max() <= steps, (end, np.unique(out))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["in memory", "streamed"])
+@pytest.mark.parametrize("dtype", WIDE_INTEGERS + [np.int16, np.uint8])
+def test_output_type_clamps_values_beyond_its_range_and_makes_nan_0(tmp_path, dtype, stream):
+    info = np.iinfo(dtype)
+    for value, expected in ((1e30, info.max), (-1e30, info.min), (np.nan, 0)):
+        path = bv.write_volume(bv.Volume.from_array(np.full((8, 8, 8), value, np.float32)), tmp_path / "in.nrrd")
+        bv.resample_file(path, tmp_path / "out.nrrd", 2, method="mean", dtype=dtype, stream=stream, memory_limit=1)
+        out = bv.read_volume(tmp_path / "out.nrrd").array
+        # exactly the type's end, though the float32 filter cannot hold int32's maximum (its nearest is 2**31 - 128)
+        assert out.dtype == np.dtype(dtype) and np.all(out == expected), (value, np.unique(out))
 
 
 @pytest.mark.parametrize("method", list(bv.METHODS))
@@ -266,6 +316,37 @@ def nan_reach(array: np.ndarray, factors) -> np.ndarray:
         reads = (table.index.min(axis=1)[:, None] <= inputs) & (inputs <= table.index.max(axis=1)[:, None])
         reach = np.moveaxis(np.tensordot(reads.astype(np.float64), reach, axes=([1], [axis])), 0, axis)
     return reach > 0
+
+
+def block_reach(array: np.ndarray, factors, method: str) -> np.ndarray:
+    """The outputs whose block (the taps of non-zero weight: what mean and max define) holds a NaN input."""
+    from bigvolume.methods.kernels import ResampleKernels
+    tables = ResampleKernels.for_factors(method, array.shape, array.dtype, factors).kernels[::-1]  # k, j, i
+    reach = np.isnan(array).astype(np.float64)
+    for axis, table in enumerate(tables):
+        reads = np.zeros((table.size_out, array.shape[axis]))
+        rows = np.repeat(np.arange(table.size_out), table.index.shape[1])
+        np.add.at(reads, (rows, table.index.ravel()), (table.weight > 0).ravel())
+        reach = np.moveaxis(np.tensordot(reads, reach, axes=([1], [axis])), 0, axis)
+    return reach > 0
+
+
+@pytest.mark.parametrize("method", ["mean", "max"])
+@pytest.mark.parametrize("factors", [(1, 1, 1.5), (1, 1.5, 1), (2.5, 1, 1), (3.4, 2.2, 1.5)], ids=str)
+def test_nan_reaches_the_outputs_whose_block_holds_it_streamed_and_in_memory(tmp_path, method, factors):
+    """Fractional factors: a block's table row has taps of weight 0 (inputs of the neighbouring block), which read
+    nothing; tap by tap they made the NaN reach the neighbour in memory (whole-volume tables), not streamed."""
+    array = nan_volume(4, (24, 26, 28), "voxels")
+    array[2, 6, 6] = array[13, 13, 13] = np.nan
+    reach = block_reach(array, factors, method)
+    assert 0 < reach.sum() < reach.size
+    source = bv.write_volume(bv.Volume.from_array(array), tmp_path / "in.nrrd", compress=False)
+    results = {"in memory": bv.resample(bv.Volume.from_array(array), factors, method=method).array}
+    bv.resample_file(source, tmp_path / "out.nrrd", factors, method=method, stream=True, memory_limit=1)
+    results["streamed"] = bv.read_volume(tmp_path / "out.nrrd").array
+    for name, result in results.items():
+        np.testing.assert_array_equal(np.isnan(result), reach, err_msg=name)
+    np.testing.assert_array_equal(results["in memory"], results["streamed"])
 
 
 @pytest.mark.parametrize("kind", ["voxels", "field of view"])

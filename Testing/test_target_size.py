@@ -75,17 +75,28 @@ def test_compressible_data_gets_a_larger_grid_than_the_uncompressed_count(tmp_pa
     assert compressed.output_geometry.voxel_count > 1.2 * raw_rule.voxel_count
 
 
-@pytest.mark.parametrize("suffix,options", [(".nhdr", []), (".nrrd", ["--no-compress"]), (".nii", [])])
-def test_uncompressed_formats_keep_the_exact_voxel_count_rule(tmp_path, suffix, options):
+@pytest.mark.parametrize("suffix,options,itemsize", [(".nhdr", [], 2), (".nrrd", ["--no-compress"], 2), (".nii", [], 2),
+                                                    (".mhd", [], 2), (".nhdr", ["--type", "float32"], 4)])
+@pytest.mark.parametrize("budget", [5_000, 20_000])
+def test_uncompressed_files_fit_by_their_voxel_count_and_header(tmp_path, suffix, options, itemsize, budget):
+    """The voxel-count rule on the budget, or on the budget less the header when the header does not fit beside
+    the voxels: the files on disk (a detached header's data file included) fit."""
     path = tmp_path / "smooth.nrrd"
     volume = smooth_volume(8)
     io.write_volume(volume, path)
     out = tmp_path / f"out{suffix}"
     result = subprocess.run([sys.executable, "-m", "bigvolume", "resample", str(path), str(out), "--target-size",
-                             "20KB", "--quiet", *options], capture_output=True, text=True)
+                             str(budget), "--quiet", *options], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    expected = volume.geometry.downsampled(factors_for_size(volume.geometry, 2, 20_000))
-    assert io.read_geometry(out)[0].isclose(expected, rtol=1e-6, atol=1e-5)  # NIfTI keeps float32
+    grid = io.read_geometry(out)[0]
+    size = io.file_size(out)
+    assert size <= budget
+    header = size - grid.voxel_count * itemsize
+    expected = volume.geometry.downsampled(factors_for_size(volume.geometry, itemsize, budget))
+    if expected.voxel_count * itemsize + header > budget:
+        expected = volume.geometry.downsampled(factors_for_size(volume.geometry, itemsize, budget - header))
+    # the same grid (its factor, and so its spacing, depends on the exact budget the search started from)
+    assert grid.dimensions == expected.dimensions
 
 
 def test_command_line_target_size_is_the_size_on_disk(tmp_path):

@@ -12,17 +12,46 @@ def work_dtype(dtype: np.dtype) -> np.dtype:
 
 def cast_to(values: np.ndarray, dtype: np.dtype, overwrite: bool = False,
             out: np.ndarray | None = None) -> np.ndarray:
-    """Convert filtered values to ``dtype``: integers rounded and clamped to the type's range (no wrap-around).
-    ``overwrite``: ``values`` is a temporary that may be rounded in place (no float copies). ``out``: an array of
-    ``dtype`` and ``values``'s shape to write the result into (returned)."""
+    """Convert filtered values to ``dtype``: integers rounded and clamped to the type's range (no wrap-around), NaN
+    to 0. ``overwrite``: ``values`` is a temporary that may be rounded in place (no float copies). ``out``: an array
+    of ``dtype`` and ``values``'s shape to write the result into (returned)."""
     dtype = np.dtype(dtype)
-    if dtype.kind in "iub" and values.dtype != dtype:
-        info = np.iinfo(dtype) if dtype.kind != "b" else None
-        in_place = overwrite and values.dtype.kind == "f"
-        values = np.rint(values, out=values if in_place else None)
-        if info is not None:
-            values = np.clip(values, info.min, info.max, out=values)
+    saturated = []  # (mask, value): values beyond a bound that the float type cannot hold exactly
+    if dtype.kind in "iu" and values.dtype.kind == "f":
+        low, high = clamp_bounds(dtype, values.dtype)
+        info = np.iinfo(dtype)
+        # int32's maximum is no float32: values beyond the nearest one below it get the type's maximum itself
+        if int(high) < info.max:
+            saturated.append((values > high, info.max))
+        if int(low) > info.min:
+            saturated.append((values < low, info.min))
+        values = np.rint(values, out=values if overwrite else None)
+        values = np.clip(values, low, high, out=values)
+        np.copyto(values, 0, where=np.isnan(values))  # NaN has no integer: 0, decided here, not by the cast
+    elif dtype.kind in "iu" and values.dtype.kind in "iu" and not np.can_cast(values.dtype, dtype):
+        values = np.clip(values, *clamp_bounds(dtype, values.dtype))
+    elif dtype.kind == "b" and values.dtype.kind == "f":
+        values = np.rint(values, out=values if overwrite else None)
     if out is None:
-        return values.astype(dtype, copy=values.dtype != dtype)
-    np.copyto(out, values, casting="unsafe")
+        out = values.astype(dtype, copy=values.dtype != dtype)
+    else:
+        np.copyto(out, values, casting="unsafe")
+    for mask, bound in saturated:
+        out[mask] = bound
     return out
+
+
+def clamp_bounds(dtype: np.dtype, source: np.dtype):
+    """The range of integer ``dtype`` as values of ``source`` that convert into it exactly: a float type cannot hold
+    every integer (int32's maximum is 2**31 in float32, which the cast wraps to -2**31), so its bounds are the
+    nearest floats inside the range."""
+    info = np.iinfo(dtype)
+    if source.kind in "iu":
+        limits = np.iinfo(source)
+        return max(info.min, limits.min), min(info.max, limits.max)
+    low, high = source.type(info.min), source.type(info.max)
+    if int(high) > info.max:
+        high = np.nextafter(high, source.type(0))
+    if int(low) < info.min:
+        low = np.nextafter(low, source.type(0))
+    return low, high

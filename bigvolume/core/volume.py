@@ -9,15 +9,19 @@ import numpy as np
 from .geometry import Geometry
 
 
-class _OwnedArray(np.ndarray):
-    """A view of memory owned by another object (a vtk image, a SimpleITK image) that keeps that object alive."""
+class _MemoryOwner:
+    """Lends numpy the memory of ``view`` (``__array_interface__``) and holds ``owner``, which owns that memory."""
+
+    def __init__(self, view: np.ndarray, owner):
+        self.__array_interface__ = view.__array_interface__
+        self.owner = owner
 
 
 def owned_view(view: np.ndarray, owner) -> np.ndarray:
-    """``view`` as an array that holds ``owner``, so the memory cannot be freed while the array is in use."""
-    owned = view.view(_OwnedArray)
-    owned.memory_owner = owner
-    return owned
+    """``view`` (of memory owned by ``owner``: a SimpleITK image, ...) as a plain array that keeps ``owner`` alive
+    with no copy. Its ``base`` is an object that is not an array, where numpy stops collapsing the bases of views
+    (a view of a view gets its base's base): every array made from it (``np.asarray``, slices) holds the owner."""
+    return np.asarray(_MemoryOwner(view, owner))
 
 
 @dataclass

@@ -199,8 +199,25 @@ def read_volume(path, series: str | None = None, level: int | None = None) -> Vo
     if path.name.lower().endswith(".gz"):
         check_compressed_file(path, "gzip", nifti_data_end(path))
     import SimpleITK as sitk
-    image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(path)))
+    with _without_siblings(path) as alone:
+        image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(alone)))
     return Volume(owned_view(sitk.GetArrayViewFromImage(image), image), geometry, owner=image)
+
+
+@contextlib.contextmanager
+def _without_siblings(path: Path):
+    """``path``, or a name for it alone in a temporary folder: ITK's NIfTI reader, given ``scan.nii.gz``, reads the
+    voxels of a ``scan.nii`` beside it when there is one (while the header comes from the file given)."""
+    if not path.name.lower().endswith(".nii.gz") or not path.with_name(path.name[:-3]).exists():
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="bigvolume-") as folder:
+        alone = Path(folder) / "volume.nii.gz"
+        try:
+            alone.symlink_to(path.resolve())
+        except OSError:  # no symbolic links here (Windows without developer mode): a copy of the compressed file
+            shutil.copyfile(path, alone)
+        yield alone
 
 
 def read_geometry(path, series: str | None = None, level: int | None = None) -> tuple[Geometry, np.dtype, int]:
@@ -247,13 +264,32 @@ def check_output_path(path, inputs=()) -> Path:
         raise VolumeFileError(f"{path}: is a folder")
     for source in inputs:
         source = Path(source)
-        if source.exists() and (path.resolve() == source.resolve()
-                                or (path.exists() and os.path.samefile(path, source))):
-            raise VolumeFileError(f"{path}: the output would overwrite the input")
-        for data_file in _data_files_of(path):
-            if data_file.exists() and os.path.samefile(data_file, source):
-                raise VolumeFileError(f"{path}: writing it would overwrite the input's data file {data_file}")
+        for read in input_files(source):
+            for written in [path] + _data_files_of(path):
+                if not same_file(written, read):
+                    continue
+                if written == path and read == source:
+                    raise VolumeFileError(f"{path}: the output would overwrite the input")
+                raise VolumeFileError(f"{path}: writing it would overwrite the input's data file {read}")
     return path
+
+
+def input_files(path) -> list[Path]:
+    """The files a volume consists of: the path itself and every data file its header names (detached NRRD or
+    MetaImage data files, LISTs and patterns included)."""
+    path = Path(path)
+    return [path] + data_files_named(path)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two names are one file: the same resolved path (links, ``..``; the file need not exist yet) or, for
+    files that exist, the same inode (hard links, a case-insensitive file system)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def _data_files_of(header: Path) -> list[Path]:

@@ -6,7 +6,7 @@ streamed and in-memory reads agree on them); this module only answers "which byt
 - NRRD / NHDR: attached or detached data, ``data file: LIST``, printf patterns (``scan%04d.raw 1 200 1``),
   ``byte skip`` (including -1, data at the end of the file), ``line skip``, both endians, raw, gzip or bzip2.
 - NIfTI-1 (``.nii``, ``.nii.gz``): either byte order; scaling by ``scl_slope``/``scl_inter`` when SimpleITK
-  reads the file as float.
+  reads the file as float (the fields read as ITK does: :func:`nifti_scaling`).
 - MetaImage (``.mha``, ``.mhd``): LOCAL, one data file, LIST or a pattern; ``HeaderSize`` (including -1);
   either byte order; zlib-compressed data (one stream).
 
@@ -332,10 +332,11 @@ def _nifti_layout(path: Path, dtype: np.dtype, components: int, total: int) -> V
         return None
     stored = np.dtype(NIFTI_TYPES[code])
     scale = None
-    if slope not in (0.0, 1.0) or intercept != 0.0 or np.isnan(slope) or np.isnan(intercept):
+    slope, intercept = nifti_scaling(slope, intercept)
+    if (slope, intercept) != (1.0, 0.0):
         if dtype.kind != "f":
             return None  # SimpleITK keeps integers when it applies the scaling itself: let it
-        scale = (1.0 if slope == 0.0 else slope, intercept)
+        scale = (slope, intercept)
     elif stored != dtype:
         return None
     total_stored = total // dtype.itemsize * stored.itemsize
@@ -345,6 +346,13 @@ def _nifti_layout(path: Path, dtype: np.dtype, components: int, total: int) -> V
         files = (DataFile(path, int(vox_offset)),)
     return VoxelLayout(files, "gzip" if compressed else "raw", _with_order(stored, order == ">"), total_stored,
                        scale)
+
+
+def nifti_scaling(slope: float, intercept: float) -> tuple[float, float]:
+    """The (slope, intercept) a NIfTI reader applies, as ITK (and so SimpleITK and Slicer) reads them: a non-finite
+    field counts as 0 (nifti1_io; nibabel writes NaN for "no scaling"), and slope 0 as 1. Unscaled: (1, 0)."""
+    slope, intercept = (value if np.isfinite(value) else 0.0 for value in (slope, intercept))
+    return (slope or 1.0), intercept
 
 
 def _read_metaimage_header(path: Path) -> tuple[dict[str, str], int, list[str]]:

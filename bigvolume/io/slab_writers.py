@@ -19,7 +19,8 @@ import numpy as np
 
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
-from .files import volume_suffix
+from ..core.volume import Volume
+from .files import file_size, volume_suffix, write_volume
 from .raw_writes import open_for_append
 
 STREAM_WRITE_SUFFIXES = (".nhdr", ".nrrd", ".nii", ".nii.gz")
@@ -119,6 +120,24 @@ def nifti_header(geometry: Geometry, dtype) -> bytes:
     header = header[:vox_offset]
     header[46:48] = np.int16(nz).astype("<i2").tobytes()
     return bytes(header)
+
+
+def header_bytes(path, geometry: Geometry, dtype, components: int = 1, slab_writer: bool = True) -> int:
+    """Bytes an uncompressed output at ``path`` on ``geometry`` holds besides its voxels (a detached header's file
+    included), as the slab writers write it or (``slab_writer`` false) SimpleITK's writer
+    (bigvolume.io.files.write_volume): measured on a one-voxel volume of the grid, whose header differs only in
+    its sizes."""
+    path, dtype = Path(path), np.dtype(dtype)
+    if slab_writer and volume_suffix(path) == ".nii":
+        return len(nifti_header(geometry, dtype))
+    if slab_writer:
+        data_file = path.stem + ".raw" if volume_suffix(path) == ".nhdr" else None
+        return len(nrrd_header(geometry, dtype, components, "raw", data_file))
+    one = Geometry((1, 1, 1), geometry.spacing, geometry.origin, geometry.direction)
+    voxel = np.zeros((1, 1, 1) + ((components,) if components > 1 else ()), dtype)
+    with tempfile.TemporaryDirectory() as folder:
+        probe = write_volume(Volume(voxel, one), Path(folder) / path.name, compress=False)
+        return file_size(probe) - voxel.nbytes + len(" ".join(map(str, geometry.dimensions))) - len("1 1 1")
 
 
 class _GzipFile:

@@ -37,6 +37,7 @@ FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 SINC_TABLE_DIVISIONS = 256
 SINC_KERNEL_SIZE_MAX = 32
 VTK_FLOOR_TOL = 7.62939453125e-06  # VTK_INTERPOLATE_FLOOR_TOL
+VTK_FLOOR_BIAS = 103079215104.0     # vtkInterpolationMath::Floor's bias: 1.5 * 2**36
 # Inputs per band-matrix block on the CPU (BandMatrix): about 50 outputs per matrix product at factor 2, 25 at
 # factor 4. Larger blocks multiply more zeros, smaller ones make BLAS products too small (measured on 2048^2
 # slices: 64-128 within a few percent of each other, 1024 2-3x slower).
@@ -110,8 +111,11 @@ def _sinc_table(factor: float, lobes: int) -> tuple[np.ndarray, int]:
 def _lanczos_taps(centres: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
     """Input indices (unclamped) and weights of the Lanczos kernel at ``centres``, as vtk computes them."""
     table, taps = _sinc_table(float(factor), LANCZOS_LOBES)  # LANCZOS_LOBES read here: benchmarks vary it
-    base = np.floor(centres)
-    steps = (centres - base) * SINC_TABLE_DIVISIONS
+    # vtkInterpolationMath::Floor: positions in fixed point, 16 bits after the point, rounded to the nearest (the
+    # bias leaves 16 bits; the tolerance is half a step): 16.749999999999996 is 16.75, table row 192, not 191.
+    shifted = centres + (VTK_FLOOR_BIAS + VTK_FLOOR_TOL)
+    base = np.floor(shifted) - VTK_FLOOR_BIAS
+    steps = (shifted - np.floor(shifted)) * SINC_TABLE_DIVISIONS  # exact: a multiple of 1/256 of a table step
     offset = steps.astype(np.int64)
     fraction = (steps - offset)[:, None]
     relative = np.arange(taps) + 1 - taps // 2
@@ -197,11 +201,20 @@ def _gather(data, kernel: AxisKernel, axis: int, reduce: str, dtype: np.dtype, x
     shape[axis] = -1
     result = None
     for tap in range(index.shape[1]):
-        w = weight[:, tap].astype(dtype).reshape(shape)
-        if not w.any():
+        w = weight[:, tap].astype(dtype)
+        rows = np.flatnonzero(w)  # a zero weight reads nothing (NaN x 0 is NaN), as in the strided runs
+        if rows.size == 0:
             continue
-        term = xp.take(data, xp.asarray(index[:, tap]), axis=axis).astype(dtype, copy=False) * xp.asarray(w)
-        result = term if result is None else xp.add(result, term, out=result)
+        term = xp.take(data, xp.asarray(index[rows, tap]), axis=axis).astype(dtype, copy=False) * \
+            xp.asarray(w[rows].reshape(shape))
+        if rows.size == w.size:
+            result = term if result is None else xp.add(result, term, out=result)
+            continue
+        if result is None:
+            result = xp.zeros(data.shape[:axis] + (index.shape[0],) + data.shape[axis + 1:], dtype)
+        cut = [slice(None)] * data.ndim
+        cut[axis] = xp.asarray(rows)
+        result[tuple(cut)] += term
     return result
 
 

@@ -38,7 +38,7 @@ from ..engine.stream import STREAMABLE_METHODS, output_blocks, resample_block
 from ..io import dicom
 from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UNITS, PyramidLevel, is_zarr_store,
                            multiscales_attributes, scaled_geometry)
-from ..io.files import WRITE_SUFFIXES, volume_suffix
+from ..io.files import WRITE_SUFFIXES, input_files, same_file, volume_suffix
 from ..io.slabs import SlabReader, open_slabs
 from ..io.stacks import IMAGE_SUFFIXES
 from ..io.zarr_output import (DEFAULT_ZSTD_LEVEL, ChunkCache, chunk_concurrency, create_level, create_root,
@@ -413,9 +413,13 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         raise BigVolumeError(f"{output}: a pyramid is an OME-Zarr folder, not a {volume_suffix(output)} file; name it "
                              "NAME.ome.zarr")
     source = None if isinstance(input, (list, tuple)) else Path(str(input))
-    if source is not None and source.exists() and (_inside(output, source) if source.is_dir() else
-                                                   output.resolve() == source.resolve()):
-        raise BigVolumeError(f"{output}: inside the input {source}; write the pyramid elsewhere")
+    if source is not None and source.exists():
+        if source.is_dir() and _inside(output, source):
+            raise BigVolumeError(f"{output}: inside the input {source}; write the pyramid elsewhere")
+        overwritten = next((part for part in input_files(source) if same_file(output, part)), None)
+        if overwritten is not None:
+            what = "the input" if overwritten == source else f"the input's data file {overwritten}"
+            raise BigVolumeError(f"{output}: would overwrite {what}; write the pyramid elsewhere")
     if output.exists() and not overwrite and not resume:
         raise BigVolumeError(f"{output}: exists; give --overwrite to replace it")
     if str(output.parent) and not output.parent.is_dir():

@@ -24,7 +24,7 @@ from ..engine.stream import STREAMABLE_METHODS, StreamPlan, downsample_in_memory
 from ..engine.sinks import NanCountingSink
 from ..io import files as io
 from ..io.slab_readers import ArraySlabReader
-from ..io.slab_writers import writes_in_slabs
+from ..io.slab_writers import header_bytes, writes_in_slabs
 from ..io.slabs import open_slabs
 from ..methods.array_backend import ArrayBackend
 from ..methods.backends import BACKENDS, DEFAULT_BACKEND, get_backend
@@ -82,8 +82,9 @@ def _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, targe
         raise BigVolumeError(str(error)) from None
 
 
-def check_backend(backend: str | None, method: str, device: str = "cpu") -> str:
-    """The backend name for ``backend`` (None: the default), refused when it cannot run ``method`` there."""
+def check_backend(backend: str | None, method: str, device: str = "cpu", dtype=None) -> str:
+    """The backend name for ``backend`` (None: the default), refused when it cannot run ``method`` there or filter
+    voxels of ``dtype`` (when given: the type the filter receives, see :func:`filter_dtype`)."""
     backend = backend or DEFAULT_BACKEND
     if backend not in BACKENDS:
         raise BigVolumeError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -91,7 +92,17 @@ def check_backend(backend: str | None, method: str, device: str = "cpu") -> str:
         raise BigVolumeError(f"backend vtk runs the lanczos method only (vtkImageResize), not {method}")
     if backend == "vtk" and device == "cuda":
         raise BigVolumeError("backend vtk runs on the CPU; leave out --device cuda or choose the numpy backend")
+    if backend == "vtk" and dtype is not None and np.dtype(dtype).kind in "iu" and np.dtype(dtype).itemsize == 8:
+        # vtkImageSincInterpolator is built without 64-bit integers: it only warns, and leaves the output unset.
+        raise BigVolumeError(f"backend vtk cannot filter {np.dtype(dtype)} voxels (VTK's sinc interpolator lacks "
+                             "64-bit integers); leave out --backend vtk: the numpy backend gives the same result")
     return backend
+
+
+def filter_dtype(in_dtype, out_dtype) -> np.dtype:
+    """The type :func:`resample` filters in: a float output of an integer input is filtered in that float type."""
+    in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
+    return out_dtype if out_dtype.kind == "f" and in_dtype.kind != "f" else in_dtype
 
 
 def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, threads: int | None = None,
@@ -112,7 +123,7 @@ def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, t
         result = cast_to(band_limited_sample(array, factors, positions), array.dtype)
         progress(1.0, "band-limiting (FFT)")
         return result
-    chosen = get_backend(check_backend(backend, method))
+    chosen = get_backend(check_backend(backend, method, dtype=array.dtype))
     if not chosen.streams:
         return chosen.resample_array(array, factors, threads, progress)
     return downsample_in_memory(array, factors, method, threads=threads, progress=progress, backend=chosen,
@@ -138,7 +149,7 @@ def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = Fal
         result = resample_array(array, factors, method, out_dtype, xp=probe_cuda()[0], threads=threads,
                                 progress=progress)
         return Volume(result, volume.geometry.downsampled(factors))
-    if out_dtype.kind == "f" and array.dtype.kind != "f":
+    if filter_dtype(array.dtype, out_dtype) != array.dtype:
         array = array.astype(out_dtype)  # filter in the wider type (costs one full-size copy)
     result = downsample_array(array, factors, method, threads, progress, backend)
     return Volume(cast_to(result, out_dtype), volume.geometry.downsampled(factors))
@@ -278,6 +289,7 @@ def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False,
         raise BigVolumeError(f"backend {backend} works on the whole volume in memory and cannot stream; "
                              "choose the numpy backend to stream")
     out_dtype = np.dtype(dtype) if dtype is not None else in_dtype
+    check_backend(backend, method, dtype=filter_dtype(in_dtype, out_dtype))
     return FilePlan(source.path, geometry, geometry.downsampled(factors), factors, in_dtype, out_dtype, components,
                     method, source.memory_limit, source.automatic_limit, stream, source.reads_in_slabs, series,
                     backend)
@@ -293,6 +305,23 @@ def writes_compressed(path, compress: bool | None) -> bool:
 
 
 FIT_TRIALS = 16  # most trial writes when fitting a compressed file to a size
+
+
+def fit_uncompressed_size(geometry: Geometry, bytes_per_voxel: int, budget: float, header_bytes,
+                          output_path) -> tuple:
+    """The factors whose uncompressed file, its voxels and its header (``header_bytes(output geometry)``), fits
+    ``budget`` bytes: the voxel-count rule (:func:`choose_factors`' target size) on the budget less the header."""
+    voxel_budget = budget
+    while voxel_budget >= bytes_per_voxel:
+        factors = choose_factors(geometry, bytes_per_voxel, target_bytes=voxel_budget)
+        grid = geometry.downsampled(factors)
+        header = header_bytes(grid)
+        if grid.voxel_count * bytes_per_voxel + header <= budget:
+            return factors
+        voxel_budget = min(voxel_budget - 1, budget - header)  # (a smaller grid's numbers may take more digits)
+    smallest = bytes_per_voxel + header_bytes(geometry.downsampled(geometry.dimensions))
+    raise BigVolumeError(f"{output_path}: even the smallest grid takes {smallest} bytes on disk, more than the "
+                         f"target size {budget:.0f}")
 
 
 def fit_file_size(write_trial, geometry: Geometry, start, budget: float, output_path) -> tuple[tuple, int]:
@@ -377,6 +406,11 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
         counted["sink"] = NanCountingSink(writer)
         return counted["sink"]
 
+    def slab_written(path) -> bool:
+        """Whether the slab writers write the output (else SimpleITK's writer, from the whole result)."""
+        return plan.streams or (device == "cpu" and plan.can_stream and plan.out_dtype == plan.dtype
+                                and writes_in_slabs(path, plan.components, compress))
+
     def write_output(factors, path, part: Progress) -> StreamPlan | None:
         nonlocal volume
         counted.clear()
@@ -390,8 +424,7 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
         if volume is None:
             volume = io.read_volume(input_path, series)
         part(0.1, "read")
-        if device == "cpu" and plan.can_stream and plan.out_dtype == plan.dtype and \
-                writes_in_slabs(path, plan.components, compress):
+        if slab_written(path):
             # The input in memory, the output through the streamed path's own file sink, written while the next
             # slabs are filtered: no output array, no second writer (the two modes write the same file).
             workers = threads or default_threads()
@@ -406,12 +439,16 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
         io.write_volume(result, path, compress=compress)
         return None
 
-    factors = plan.factors
+    factors, trials = plan.factors, 0
     if target_bytes is not None and writes_compressed(output_path, compress):
         factors, trials = fit_file_size(lambda f, path: write_output(f, path, progress.sub(0.0, 0.8)),
                                         plan.geometry, plan.factors, target_bytes, output_path)
         logger.info(f"{output_path}: {trials} trial writes to fit {format_bytes(target_bytes)} on disk")
-    stream_plan = write_output(factors, output_path, progress.sub(0.8 if factors != plan.factors else 0.0, 1.0))
+    elif target_bytes is not None:
+        factors = fit_uncompressed_size(plan.geometry, plan.out_dtype.itemsize * plan.components, target_bytes,
+                                        lambda grid: header_bytes(output_path, grid, plan.out_dtype, plan.components,
+                                                                  slab_written(output_path)), output_path)
+    stream_plan = write_output(factors, output_path, progress.sub(0.8 if trials else 0.0, 1.0))
     if stream_plan is not None and stream_plan.note:
         _note(notes, stream_plan.note)
     counter = counted.get("sink")
