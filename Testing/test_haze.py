@@ -408,6 +408,19 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, make, args, message
     assert sorted(tmp_path.iterdir()) == before
 
 
+@pytest.mark.parametrize("output, mask", [("out.nhdr", "out.mhd"), ("out.nrrd", "out.nrrd"),
+                                          ("sub/../out.mhd", "out.mhd")])
+def test_a_mask_that_would_write_a_file_of_the_output_is_refused(tmp_path, output, mask):
+    """out.nhdr and out.mhd both write out.raw: the mask would have replaced the output's voxels (only the same
+    path was refused)."""
+    (tmp_path / "sub").mkdir()
+    source = io.write_volume(oblique(np.rint(shell_with_cavity()[0]).astype(np.int16)), tmp_path / "in.nrrd")
+    before = sorted(tmp_path.iterdir())
+    result = run("dehaze", source, tmp_path / output, "--mask-out", tmp_path / mask)
+    assert result.returncode == 1 and "the mask and the output" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and sorted(tmp_path.iterdir()) == before
+
+
 def test_cli_rejects_a_level_outside_the_table(tmp_path):
     result = run("dehaze", tmp_path / "in.nrrd", tmp_path / "out.nrrd", "--level", "6")
     assert result.returncode == 2 and "invalid choice" in result.stderr

@@ -265,7 +265,7 @@ def check_output_path(path, inputs=()) -> Path:
     for source in inputs:
         source = Path(source)
         for read in input_files(source):
-            for written in [path] + _data_files_of(path):
+            for written in output_files(path):
                 if not same_file(written, read):
                     continue
                 if written == path and read == source:
@@ -290,6 +290,12 @@ def same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist
         return False
+
+
+def output_files(path) -> list[Path]:
+    """Every file writing a volume to ``path`` may create: the path, and a detached header's data files."""
+    path = Path(path)
+    return [path] + _data_files_of(path)
 
 
 def _data_files_of(header: Path) -> list[Path]:

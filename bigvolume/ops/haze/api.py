@@ -123,8 +123,10 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
     if mask_out is not None:
         mask_out = Path(mask_out)
         io.check_output_path(mask_out, inputs=[input_path])
-        if mask_out.resolve() == output_path.resolve():
-            raise BigVolumeError(f"{mask_out}: the mask and the output are the same file")
+        shared = next((a for a in io.output_files(mask_out) for b in io.output_files(output_path)
+                       if io.same_file(a, b)), None)
+        if shared is not None:
+            raise BigVolumeError(f"{mask_out}: the mask and the output {output_path} would both write {shared}")
     progress = as_progress(progress)
     outputs = [(output_path, plan.dtype)] + ([(mask_out, np.dtype(np.uint8))] if mask_out is not None else [])
     outputs_in_slabs = all(writes_in_slabs(path) for path, _ in outputs)
