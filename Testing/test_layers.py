@@ -49,7 +49,7 @@ SLICER_SIDE = [*REPO.glob("*/*Lib/*.py"), *REPO.glob("bigvolume_slicer/*.py"),
 
 @pytest.mark.parametrize("path", SLICER_SIDE, ids=lambda path: str(path.relative_to(REPO)))
 def test_slicer_modules_import_only_the_public_api_and_the_slicer_layer(path):
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else
                  [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
@@ -99,7 +99,7 @@ def bigvolume_imports(path: Path):
     package = module_name(path).split(".") if inside else []
     if inside and path.name != "__init__.py":
         package = package[:-1]
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name in MODULES:
@@ -174,7 +174,7 @@ def is_private(name: str) -> bool:
 def test_no_private_name_is_used_from_another_module(path):
     """``from bigvolume.x import _name`` and ``x._name`` (x a bigvolume module) outside module x: a private name
     is its module's own business; what others need gets a public name."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     found, module_locals = [], {}
     for line, module, imported, local in bigvolume_imports(path):
         if imported is None:
@@ -192,7 +192,7 @@ def test_no_private_name_is_used_from_another_module(path):
 def test_no_system_path_ships_in_the_package():
     """Data locations of the tests and benchmarks (e.g. Debian's head MRI) live with them, not in the product."""
     for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 assert not node.value.startswith(("/usr/", "/opt/", "/home/")), f"{path.name}: {node.value}"
 
@@ -202,7 +202,7 @@ def test_no_system_path_ships_in_the_package():
 def test_only_the_slicer_layer_mentions_mrml_or_the_slicer_modules(path):
     """Outside bigvolume/slicer, no code or text names MRML classes or the slicer/qt/ctk modules: whatever knows the
     scene lives in one layer (the import contract catches imports; this also catches duck-typed calls and prose)."""
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     found = [word for word in ("mrml", "slicer.util", "slicer.app", "slicer.mrmlScene", "import slicer", "import qt",
                                "import ctk", "qt.Q", "ctk.ctk") if word.lower() in text.lower()]
     assert not found, f"{path.relative_to(REPO)} mentions {found}"

@@ -30,7 +30,7 @@ PRINTF_FIELD = re.compile(r"%(0?)(\d*)d")
 
 def natural_key(path) -> list:
     """Sort key that orders ``s2`` before ``s10``."""
-    # isdecimal, like re's \d and what int() reads: "²" is a digit to isdigit but no number
+    # isdecimal, like re's \d and what int() reads: superscript two (U+00B2) is a digit to isdigit but no number
     return [int(part) if part.isdecimal() else part.lower() for part in re.split(r"(\d+)", Path(path).name)]
 
 
