@@ -11,10 +11,11 @@ def work_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def cast_to(values: np.ndarray, dtype: np.dtype, overwrite: bool = False,
-            out: np.ndarray | None = None) -> np.ndarray:
+            out: np.ndarray | None = None, finite: bool = False) -> np.ndarray:
     """Convert filtered values to ``dtype``: integers rounded and clamped to the type's range (no wrap-around), NaN
     to 0. ``overwrite``: ``values`` is a temporary that may be rounded in place (no float copies). ``out``: an array
-    of ``dtype`` and ``values``'s shape to write the result into (returned)."""
+    of ``dtype`` and ``values``'s shape to write the result into (returned). ``finite``: the caller knows there is no
+    NaN (an integer input filtered): the pass that looks for it is skipped (a third of the cast's time)."""
     dtype = np.dtype(dtype)
     saturated = []  # (mask, value): values beyond a bound that the float type cannot hold exactly
     if dtype.kind in "iu" and values.dtype.kind == "f":
@@ -27,7 +28,8 @@ def cast_to(values: np.ndarray, dtype: np.dtype, overwrite: bool = False,
             saturated.append((values < low, info.min))
         values = np.rint(values, out=values if overwrite else None)
         values = np.clip(values, low, high, out=values)
-        np.copyto(values, 0, where=np.isnan(values))  # NaN has no integer: 0, decided here, not by the cast
+        if not finite:
+            np.copyto(values, 0, where=np.isnan(values))  # NaN has no integer: 0, decided here, not by the cast
     elif dtype.kind in "iu" and values.dtype.kind in "iu" and not np.can_cast(values.dtype, dtype):
         values = np.clip(values, *clamp_bounds(dtype, values.dtype))
     elif dtype.kind == "b" and values.dtype.kind == "f":

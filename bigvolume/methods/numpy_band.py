@@ -120,11 +120,11 @@ class NumpyStages:
         sink may keep it), split over the filter threads, which would otherwise wait on it."""
         if pool is None or self.threads < 2 or block.dtype == out_dtype or not block.flags.c_contiguous \
                 or block.size < CAST_SPLIT_VOXELS:
-            return cast_to(block, out_dtype, overwrite=True)
+            return cast_to(block, out_dtype, overwrite=True, finite=not self.k.may_hold_nan)
         out = np.empty(block.shape, out_dtype)
         values, target = block.reshape(-1), out.reshape(-1)
-        self._split(lambda number, a, b: cast_to(values[a:b], out_dtype, overwrite=True, out=target[a:b]),
-                    values.size, pool)
+        self._split(lambda number, a, b: cast_to(values[a:b], out_dtype, overwrite=True, out=target[a:b],
+                                                 finite=not self.k.may_hold_nan), values.size, pool)
         return out
 
     @contextlib.contextmanager
