@@ -80,6 +80,18 @@ def test_sharded_store_reads_the_same(tmp_path):
     np.testing.assert_array_equal(bv.read_volume(store).array, array)
 
 
+@pytest.mark.parametrize("names", [("x", "y", "z"), ("c", "x", "z", "y")])
+def test_a_plain_zarr_array_whose_space_axes_are_not_z_y_x_is_refused(tmp_path, names):
+    """Named x y z, it was read as z y x (transposed, silently)."""
+    shape = (9, 10, 11) if len(names) == 3 else (1, 9, 10, 11)
+    stored = zarr.create_array(str(tmp_path / "xyz.zarr"), shape=shape, chunks=(4,) * len(shape), dtype="uint16",
+                               dimension_names=names)
+    stored[...] = 7
+    done = run("resample", tmp_path / "xyz.zarr", tmp_path / "out.nrrd", "--factor", "2")
+    assert done.returncode == 1 and "this tool reads them in the order z, y, x" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.nrrd").exists()
+
+
 def test_a_plain_zarr_array_reads_on_a_unit_grid(tmp_path):
     array = phantom((9, 10, 11))
     stored = zarr.create_array(str(tmp_path / "plain.zarr"), shape=array.shape, chunks=(4, 4, 4), dtype=array.dtype)

@@ -145,3 +145,35 @@ def test_space_units_that_cannot_be_placed_are_refused_in_one_line(units, words)
     with pytest.raises(OmeZarrError) as caught:
         parse_multiscales({"multiscales": [{"version": "0.4", "axes": axes, "datasets": datasets}]}, "/d/s.zarr")
     assert str(caught.value).startswith("/d/s.zarr: ") and words in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize("order", ["xyz", "zxy", "yzx"])
+def test_space_axes_named_in_another_order_are_refused(order):
+    """x y z was read as z y x: a transposed, mirrored volume with its spacing on the wrong axes, silently."""
+    axes = [{"name": axis, "type": "space", "unit": "millimeter"} for axis in order]
+    datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [3.0, 1.0, 0.5]}]}]
+    with pytest.raises(OmeZarrError) as caught:
+        parse_multiscales({"multiscales": [{"version": "0.4", "axes": axes, "datasets": datasets}]}, "/d/s.zarr")
+    assert str(caught.value).startswith("/d/s.zarr: ") and f"order {', '.join(order)}" in str(caught.value)
+
+
+@pytest.mark.parametrize("unit, millimetres", [("picometer", 1e-9), ("inch", 25.4), ("foot", 304.8)])
+def test_every_ngff_length_unit_is_read(unit, millimetres):
+    """NGFF's space units are UDUNITS-2's lengths: picometer, inch, foot were refused as unknown."""
+    from bigvolume.io.ome_zarr import SPACE_UNITS
+    axes = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
+    datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [3.0, 1.0, 0.5]}]}]
+    layout = parse_multiscales({"multiscales": [{"version": "0.4", "axes": axes, "datasets": datasets}]}, "s")
+    assert layout.unit == unit and SPACE_UNITS[unit] == millimetres
+
+
+def test_a_rotated_grid_s_levels_never_look_finer_than_the_level_below():
+    """A rotated grid's spacing carries float noise (2.0000000000000004): level 0's scale kept it, level 1's (an axis
+    not halved) came out 2.0, and ome-zarr-models refused the store (level 0 coarser than level 1)."""
+    direction = _rotation(3)
+    noisy = Geometry((40, 30, 20), (1.0000000000000002, 0.9999999999999999, 2.0000000000000004), (1.0, 2.0, 3.0),
+                     direction)
+    levels = _levels(noisy, [(2, 2, 1)])
+    attributes = multiscales_attributes(levels, version="0.4")
+    scales = [d["coordinateTransformations"][0]["scale"] for d in attributes["multiscales"][0]["datasets"]]
+    assert scales[0] == [2.0, 1.0, 1.0] and all(b >= a for a, b in zip(scales[0], scales[1])), scales

@@ -38,6 +38,11 @@ AXIS_NAMES = ("z", "y", "x")
 SPACE_UNITS = {
     "angstrom": 1e-7, "nanometer": 1e-6, "micrometer": 1e-3, "millimeter": 1.0, "centimeter": 10.0,
     "decimeter": 100.0, "meter": 1000.0, "kilometer": 1e6,
+    # the rest of the NGFF list (UDUNITS-2 names of lengths)
+    "yoctometer": 1e-21, "zeptometer": 1e-18, "attometer": 1e-15, "femtometer": 1e-12, "picometer": 1e-9,
+    "hectometer": 1e5, "megameter": 1e9, "gigameter": 1e12, "terameter": 1e15, "petameter": 1e18,
+    "exameter": 1e21, "zettameter": 1e24, "yottameter": 1e27, "inch": 25.4, "foot": 304.8, "yard": 914.4,
+    "mile": 1609344.0, "parsec": 3.0856775814913673e19,
 }
 ZARR_EXTRA = "pip install 'bigvolume[zarr]'"
 
@@ -90,7 +95,9 @@ def _level_transform(geometry: Geometry, base: Geometry) -> tuple[list[float], l
     level's first-voxel offset in the volume's own axes (exactly t0 + s0 (f-1)/2 for an identity direction)."""
     offset = base.direction.T @ (np.asarray(geometry.origin) - np.asarray(base.origin))
     translation = np.asarray(base.origin) + offset
-    return [float(s) for s in geometry.spacing[::-1]], [float(_round(t)) for t in translation[::-1]]
+    # rounded like the translation: a rotated grid's spacing carries float noise (2.0000000000000004), and level 0
+    # must not look coarser than a level 1 whose spacing came out exact along an axis that was not halved
+    return [_round(s) for s in geometry.spacing[::-1]], [_round(t) for t in translation[::-1]]
 
 
 def _round(value: float) -> float:
@@ -192,6 +199,7 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
         among = f" among {', '.join(names)}" if len(names) != len(spatial) else ""
         raise OmeZarrError(f"{store}: {len(spatial)} space axes ({', '.join(names[n] for n in spatial) or 'none'})"
                            f"{among}; this tool reads 3D volumes")
+    check_space_axis_order([names[n] for n in spatial], store)
     unit, to_unit = _spatial_unit(axes, spatial, store)
     datasets = multiscale.get("datasets")
     if not isinstance(datasets, list) or not datasets:
@@ -236,6 +244,14 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
     sources = tuple(records[p].get("source") if p in records else None for p in paths)
     return MultiscaleLayout(version, names, tuple(spatial), unit or "", tuple(paths), tuple(scales),
                             tuple(translations), direction, factors, sources, scaled_by_shapes)
+
+
+def check_space_axis_order(names: Sequence[str], store) -> None:
+    """Space axes named z, y and x in another order (NGFF: they SHOULD be z y x) are refused in one line: they were
+    read as z y x, a transposed volume with its spacing on the wrong axes."""
+    if set(names) == set(AXIS_NAMES) and tuple(names) != AXIS_NAMES:
+        raise OmeZarrError(f"{store}: the space axes are in the order {', '.join(names)}; this tool reads them in the "
+                           "order z, y, x (NGFF's order): transpose the arrays, or rewrite the store")
 
 
 def _spatial_unit(axes: list, spatial: Sequence[int], store) -> tuple[str, tuple[float, float, float]]:

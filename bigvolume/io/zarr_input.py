@@ -34,8 +34,8 @@ from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry
 from ..core.memory import format_bytes
 from ..core.volume import Volume
-from .ome_zarr import (AXIS_NAMES, SPACE_UNITS, OmeZarrError, import_zarr, is_zarr_store, level_geometry,
-                       parse_multiscales, scaled_geometry, with_legacy_scales)
+from .ome_zarr import (AXIS_NAMES, SPACE_UNITS, OmeZarrError, check_space_axis_order, import_zarr, is_zarr_store,
+                       level_geometry, parse_multiscales, scaled_geometry, with_legacy_scales)
 from .slab_readers import SlabReader
 
 PREVIEW_MIN_VOXELS = 256  # preview_level: the coarsest level still this many voxels along each axis
@@ -151,6 +151,7 @@ def _axes_of(array, store: Path) -> tuple[tuple[str, ...], tuple[int, int, int],
     if names and all(names):
         names = tuple(str(n) for n in names)
         if all(axis in names for axis in AXIS_NAMES):
+            check_space_axis_order([name for name in names if name in AXIS_NAMES], store)
             spatial = tuple(names.index(axis) for axis in AXIS_NAMES)
             channel = names.index("c") if "c" in names else None
             return names, spatial, channel  # type: ignore[return-value]
