@@ -242,3 +242,49 @@ def test_cli_on_8_bit_data_keeps_it_and_says_so(tmp_path):
                     "--percentiles", "1", "99")
     assert stretched.returncode == 0 and stretched.stderr == "" and "window" in stretched.stdout
     assert not np.array_equal(io.read_volume(tmp_path / "stretched.nrrd").array, array)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_a_sparse_volume_s_percentiles_meet_and_its_full_range_is_taken(tmp_path, stream, dtype):
+    """Two bright voxels in 8000 zeros: the 0.1 and 99.9 percentiles are both 0; the window 0 .. 0 sent every voxel to
+    0 and reported nothing clipped."""
+    array = np.zeros((20, 20, 20), dtype)
+    array[3, 4, 5], array[10, 11, 12] = 1000, 500
+    path = io.write_volume(bv.Volume.from_array(array), tmp_path / "sparse.nrrd")
+    report = reduce_bits_file(path, tmp_path / "out.nrrd", bits=8, stream=stream, memory_limit=1)
+    out = io.read_volume(tmp_path / "out.nrrd").array
+    assert (report.window.low, report.window.high) == (0.0, 1000.0) and out[3, 4, 5] == 255 and out[10, 11, 12] == 128
+    assert np.count_nonzero(out) == 2
+
+
+@pytest.mark.parametrize("window, words", [((3, 3), "holds one value"), ((-1e308, 1e308), "too wide"),
+                                           ((0, 2e-320), "too narrow")])
+def test_windows_that_cannot_map_are_refused_in_one_line(tmp_path, window, words):
+    """They gave all zeros (and a numpy warning), with nothing clipped said."""
+    path = io.write_volume(bv.Volume.from_array(np.arange(1000, dtype=np.float64).reshape(10, 10, 10)),
+                           tmp_path / "in.nrrd")
+    done = run("reduce-bits", path, tmp_path / "out.nrrd", "--bits", "8", "--window", *map(str, window))
+    assert done.returncode == 1 and words in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "out.nrrd").exists()
+
+
+@pytest.mark.parametrize("low", [-100.9, -100.5, -100.1])
+@pytest.mark.parametrize("stream", [False, True])
+def test_values_kept_with_a_fractional_window_are_kept_exactly(tmp_path, low, stream):
+    """--window -100.9 100 on int16 said "values kept" but mapped -100.9 .. 100 onto -100 .. 100: 89 of 201 values
+    moved by 1."""
+    array = np.arange(-100, 101, dtype=np.int16).reshape(201, 1, 1) * np.ones((1, 2, 3), np.int16)
+    path = io.write_volume(bv.Volume.from_array(array), tmp_path / "hu.nrrd")
+    report = reduce_bits_file(path, tmp_path / "out.nrrd", bits=16, signed=True, window=(low, 100), stream=stream,
+                              memory_limit=1)
+    assert "values kept" in report.summary()
+    np.testing.assert_array_equal(io.read_volume(tmp_path / "out.nrrd").array, array)
+
+
+def test_a_constant_volume_maps_to_the_low_end_and_any_other_value_counts_as_clipped():
+    """A window of one value (the percentiles of a constant sample): a step at it, not a flat map of everything."""
+    from bigvolume.ops.precision import apply_window
+    values = np.array([5.0, 5.0, 7.0, 3.0, np.nan])
+    mapped, clipped = apply_window(values, Window(5.0, 5.0), np.uint8)
+    assert mapped.tolist() == [0, 0, 255, 0, 0] and clipped == 2

@@ -52,6 +52,8 @@ def robust_window(sample: np.ndarray, percentiles=DEFAULT_PERCENTILES) -> Window
     if values.size == 0:
         raise BigVolumeError("no finite voxel values to choose an intensity window from")
     low, high = np.percentile(values, percentiles)
+    if high <= low:  # the percentiles meet (a few voxels in a sea of one value): the values' full range
+        low, high = values.min(), values.max()
     return Window(float(low), float(high))
 
 
@@ -106,7 +108,12 @@ def window_map(window: Window, output_range) -> tuple[float, float]:
     """(scale, offset) of the linear map that takes ``window`` onto ``output_range`` (low, high): out = scale * value
     + offset. A window of one value maps everything onto the range's low end."""
     span = window.high - window.low
-    scale = (float(output_range[1]) - output_range[0]) / span if span > 0 else 0.0
+    with np.errstate(over="ignore"):
+        scale = (float(output_range[1]) - output_range[0]) / span if span > 0 else 0.0
+    if not (np.isfinite(span) and np.isfinite(scale)):
+        raise BigVolumeError(f"the intensity window {window.low:g} .. {window.high:g} is too "
+                             f"{'wide' if not np.isfinite(span) else 'narrow'} to map onto "
+                             f"{output_range[0]} .. {output_range[1]}")
     return scale, float(output_range[0]) - window.low * scale
 
 
@@ -124,9 +131,13 @@ def apply_window(values: np.ndarray, window: Window, dtype, output_range=None, p
 
     def one_chunk(start: int) -> int:
         mapped = source[start:start + MAP_CHUNK_VOXELS].astype(np.float64)
-        mapped *= scale
-        mapped += offset
-        clipped = int(np.count_nonzero(mapped < low - 0.5)) + int(np.count_nonzero(mapped > high + 0.5))
+        if scale == 0.0:  # a window of one value (a constant volume): a step there, values beyond it clipped
+            clipped = int(np.count_nonzero(mapped != window.low)) - int(np.count_nonzero(np.isnan(mapped)))
+            mapped = np.where(mapped > window.high, float(high), np.where(np.isnan(mapped), np.nan, float(low)))
+        else:
+            mapped *= scale
+            mapped += offset
+            clipped = int(np.count_nonzero(mapped < low - 0.5)) + int(np.count_nonzero(mapped > high + 0.5))
         if floating:  # NaN has no place in an integer type (a cast would give an arbitrary value and a warning)
             mapped[np.isnan(mapped)] = low
         np.rint(mapped, out=mapped)
@@ -159,7 +170,9 @@ def kept_range(input_dtype, output_dtype, window: Window | None) -> tuple[Window
     onto the same integers."""
     if window is None:
         window = Window(*full_range(input_dtype))
-    return window, (int(np.ceil(window.low)), int(np.floor(window.high)))
+    # the window's integers onto themselves: -100.9 .. 100 mapped onto -100 .. 100 was no identity
+    integers = (int(np.ceil(window.low)), int(np.floor(window.high)))
+    return Window(*map(float, integers)), integers
 
 
 @dataclass
@@ -234,9 +247,12 @@ def _reduce_slabs(reader, window: Window, dtype: np.dtype, output_range, sink, m
 
 
 def _given_window(window) -> Window | None:
-    if window is None or isinstance(window, Window):
+    if window is None:
         return window
-    return Window(*map(float, window))
+    given = window if isinstance(window, Window) else Window(*map(float, window))
+    if not given.low < given.high:  # a one-value window would send every voxel to one end
+        raise BigVolumeError(f"the intensity window {given.low:g} .. {given.high:g} holds one value: give LOW < HIGH")
+    return given
 
 
 def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bool):
