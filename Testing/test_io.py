@@ -182,3 +182,41 @@ def test_an_array_taken_from_a_volume_read_by_simpleitk_keeps_its_memory(tmp_pat
     assert image() is not None
     np.testing.assert_array_equal(plain, expected[1:])
     del filler
+
+
+def _sheared_nrrd(path):
+    """A raw NRRD whose j axis leans towards i (space directions not at right angles)."""
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    header = ("NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 6 5 4\n"
+              "space directions: (1,0,0) (0.5,1,0) (0,0,1)\nkinds: domain domain domain\nendian: little\n"
+              "encoding: raw\nspace origin: (0,0,0)\n\n")
+    path.write_bytes(header.encode() + data.astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_sheared_grid_is_not_written_to_nifti(tmp_path, suffix, stream):
+    """ITK's NIfTI writer made the axes orthogonal (every voxel but the origin moved 0.24 mm per voxel), saying
+    only a warning on stderr; .nrrd keeps the shear."""
+    import subprocess
+    import sys
+    source = _sheared_nrrd(tmp_path / "sheared.nrrd")
+    out = tmp_path / f"out{suffix}"
+    done = subprocess.run([sys.executable, "-m", "bigvolume", "resample", str(source), str(out), "--factor", "1",
+                           "--stream" if stream else "--no-stream"], capture_output=True, text=True)
+    assert done.returncode == 1 and "not at right angles" in done.stderr and str(out) in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
+    with pytest.raises(bv.VolumeFileError, match="not at right angles"):
+        io.write_volume(io.read_volume(source), tmp_path / f"direct{suffix}")
+    kept = io.write_volume(io.read_volume(source), tmp_path / "kept.nrrd")
+    np.testing.assert_allclose(io.read_geometry(kept)[0].direction, io.read_geometry(source)[0].direction, atol=1e-9)
+
+
+def test_complex_voxels_are_refused_in_one_line(tmp_path):
+    """SimpleITK writes complex64 as a NRRD of kind complex: read_geometry raised a RuntimeError (a traceback)."""
+    path = tmp_path / "complex.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray((np.ones((4, 5, 6)) + 1j).astype(np.complex64)), str(path))
+    for read in (io.read_geometry, io.read_volume):
+        with pytest.raises(bv.VolumeFileError, match="complex voxels"):
+            read(path)

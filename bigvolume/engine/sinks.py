@@ -60,6 +60,7 @@ def file_sink(path, geometry: Geometry, dtype, components: int = 1, compress: bo
     free disk space for an uncompressed output, before anything is written."""
     path, dtype = Path(path), np.dtype(dtype)
     check_stream_output(path, dtype, components)
+    io.check_geometry_fits(path, geometry)
     if not compresses(path, compress):
         check_disk_space(path, geometry.voxel_count * components * dtype.itemsize)
     try:

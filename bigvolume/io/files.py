@@ -201,6 +201,7 @@ def read_volume(path, series: str | None = None, level: int | None = None) -> Vo
     import SimpleITK as sitk
     with _without_siblings(path) as alone:
         image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(alone)))
+    _refuse_complex(path, image.GetPixelID())
     return Volume(owned_view(sitk.GetArrayViewFromImage(image), image), geometry, owner=image)
 
 
@@ -242,9 +243,18 @@ def read_geometry(path, series: str | None = None, level: int | None = None) -> 
         reader.ReadImageInformation()
         return reader
     reader, geometry = _open_3d(path, read_header)
+    _refuse_complex(path, reader.GetPixelID())
     components = reader.GetNumberOfComponents()
     dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID(), components)).dtype)
     return geometry, dtype, components
+
+
+def _refuse_complex(path: Path, pixel_id: int) -> None:
+    """Complex voxels (SimpleITK reads a NRRD of kind complex so) have no intensity to filter or window."""
+    import SimpleITK as sitk
+    if pixel_id in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise VolumeFileError(f"{path}: complex voxels (real and imaginary parts); this tool reads real numbers: "
+                              "write the magnitude, or each part, as a volume of its own")
 
 
 def check_output_path(path, inputs=()) -> Path:
@@ -341,10 +351,22 @@ def to_sitk(volume: Volume) -> sitk.Image:
     return image
 
 
+def check_geometry_fits(path, geometry: Geometry) -> None:
+    """NIfTI stores axes at right angles only: its writer (ITK's) would make a sheared grid's axes orthogonal,
+    moving every voxel but the origin, and say nothing of it but a warning on stderr. Refused in one line."""
+    path = Path(path)
+    if volume_suffix(path) in (".nii", ".nii.gz"):
+        direction = np.asarray(geometry.direction, float)
+        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-5):
+            raise VolumeFileError(f"{path}: the volume's axes are not at right angles (a sheared grid), which NIfTI "
+                                  "cannot store: its geometry would change; write .nrrd, .nhdr or .mha")
+
+
 def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:
     """Write ``volume`` to ``path`` (format from the suffix). ``compress``: gzip the voxel data; default on for
     ``.nrrd``/``.mha``, off for detached headers (so they stream) and by suffix for NIfTI."""
     path = check_output_path(path)
+    check_geometry_fits(path, volume.geometry)
     suffix = volume_suffix(path)
     if compress is None:
         compress = suffix in (".nrrd", ".mha")

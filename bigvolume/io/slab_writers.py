@@ -20,7 +20,7 @@ import numpy as np
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
 from ..core.volume import Volume
-from .files import file_size, volume_suffix, write_volume
+from .files import check_geometry_fits, file_size, volume_suffix, write_volume
 from .raw_writes import open_for_append
 
 STREAM_WRITE_SUFFIXES = (".nhdr", ".nrrd", ".nii", ".nii.gz")
@@ -175,6 +175,7 @@ class SlabWriter:
         elif suffix == ".nrrd":
             header, data_path = nrrd_header(geometry, dtype, components, encoding), path
         else:
+            check_geometry_fits(path, geometry)
             header, data_path = nifti_header(geometry, dtype), path
         data_bytes = len(header) + geometry.voxel_count * components * self.dtype.itemsize
         handle = open(data_path, "wb") if compress else open_for_append(data_path, data_bytes)
