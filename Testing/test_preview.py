@@ -787,3 +787,22 @@ def test_the_preview_uses_the_users_default_rendering_method_with_our_curves(ren
     assert shown.GetClassName() == method and shown.GetViewNodeIDs() == ("vtkMRMLViewNode2",)
     assert np.allclose(curves(shown)[1], expected.opacities)  # the input's curves on both sides
     assert ImageStackImportLogic.showPreview(node, renderingLogic=logic).GetClassName() == method
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("share", [0.02, 0.2])
+def test_nan_voxels_are_not_drawn(engine, share):
+    """2 % NaN voxels in a float ball were drawn by ray casting as opaque grey blocks hiding it: now the rendering
+    equals that of the ball with its NaN set to the transparent bottom of the opacity curve."""
+    rng = np.random.default_rng(1)
+    shape = (24, 26, 28)
+    ball = (np.linalg.norm(np.indices(shape) - 12, axis=0) < 8).astype(np.float32) * 100
+    ball += rng.normal(0, 5, shape).astype(np.float32)
+    holes = rng.random(shape) < share
+    with_nan = np.where(holes, np.float32(np.nan), ball)
+    transfer = transfer_function(bv.Volume.from_array(with_nan))
+    clear = min(value for value, opacity in transfer.opacities if opacity == 0.0)
+    drawn = offscreen.render_volume(bv.Volume.from_array(with_nan), (96, 96), transfer, engine=engine)
+    filled = offscreen.render_volume(bv.Volume.from_array(np.where(holes, np.float32(clear), ball)), (96, 96),
+                                     transfer, engine=engine)
+    assert np.abs(drawn.astype(int) - filled.astype(int)).max() <= 2

@@ -233,4 +233,16 @@ def render_volume(volume: Volume, size=DEFAULT_SIZE, transfer: TransferFunction 
     if engine not in RENDERERS:
         raise BigVolumeError(f"unknown rendering engine {engine!r}; choose {', '.join(['auto', *RENDERERS])}")
     volume = preview_volume(volume)
-    return RENDERERS[engine].render(volume, (width, height), transfer or transfer_function(volume), camera or Camera())
+    transfer = transfer or transfer_function(volume)
+    return RENDERERS[engine].render(_nan_clear(volume, transfer), (width, height), transfer, camera or Camera())
+
+
+def _nan_clear(volume: Volume, transfer: TransferFunction) -> Volume:
+    """NaN voxels at the opacity curve's first point (transparent): ray casting drew them as opaque grey blocks."""
+    array = volume.array
+    if array.dtype.kind != "f" or not np.isnan(array).any():
+        return volume
+    clear = min((value for value, opacity in transfer.opacities if opacity == 0.0), default=None)
+    if clear is None:
+        clear = transfer.opacities[0][0] - 1.0
+    return Volume(np.where(np.isnan(array), np.asarray(clear, array.dtype), array), volume.geometry)
