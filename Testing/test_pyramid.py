@@ -406,9 +406,10 @@ def test_ctrl_c_with_keep_partial_keeps_the_staging_folder_for_resume(tmp_path, 
                     "--keep-partial")
     wait_for_records(process, tmp_path / "out.ome.zarr.partial", 0, 2)
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
     assert (tmp_path / "out.ome.zarr.partial" / RECORDS / "plan.json").is_file()
+    assert "nothing written" not in stderr and "out.ome.zarr.partial was kept" in stderr and "--resume" in stderr
     again = run_cli("pyramid", big_input, tmp_path / "out.ome.zarr", "--chunks", "16")
     assert again.returncode == 1 and "--resume" in again.stderr  # not silently restarted
 
@@ -471,3 +472,133 @@ def test_a_volume_in_millimetres_is_written_in_the_unit_asked_and_reads_back_in_
         assert np.allclose(written.origin, np.asarray(level.geometry.origin) * per_millimetre, rtol=1e-9)
         back = bv.read_volume(tmp_path / "out.ome.zarr", level=n).geometry  # our readers: millimetres again
         assert back.isclose(level.geometry, rtol=1e-9, atol=1e-9), (back, level.geometry)
+
+
+# --- OUT against the whole input, resume against damage and change ----------------------------------------------------
+
+@pytest.fixture
+def store_and_file(tmp_path):
+    """A folder work/ holding an input volume data/scan.nrrd and its pyramid store.ome.zarr (levels 0-2)."""
+    folder = tmp_path / "work"
+    (folder / "data").mkdir(parents=True)
+    source = write_input(folder / "data", smooth_volume((32, 32, 32)), name="scan.nrrd")
+    pyramid(source, folder / "store.ome.zarr", chunks=8, levels=3)
+    return folder
+
+
+OVER_THE_INPUT = [  # (IN, OUT, options): OUT is, holds or is inside the input, whatever path names the level
+    ("store.ome.zarr", "store.ome.zarr", ["--pyramid-level", "2"]),
+    ("store.ome.zarr/2", "store.ome.zarr", []),
+    ("store.ome.zarr", "store.ome.zarr/sub.ome.zarr", ["--pyramid-level", "1"]),
+    ("store.ome.zarr/1", "store.ome.zarr/0/x.ome.zarr", []),
+    ("data/scan.nrrd", "data", []),
+    ("data/scan.nrrd", "../work", []),
+    ("store.ome.zarr/2", "../work", []),
+]
+
+
+@pytest.mark.parametrize("source, output, options", OVER_THE_INPUT, ids=lambda v: str(v))
+def test_output_over_the_input_is_refused_on_the_command_line(store_and_file, source, output, options):
+    folder = store_and_file
+    before = snapshot(folder)
+    done = run_cli("pyramid", source, output, "--overwrite", "--chunks", "8", *options, cwd=folder)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "the input" in lines[0], done.stderr
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("source, output", [(a, b) for a, b, options in OVER_THE_INPUT if not options],
+                         ids=lambda v: str(v))
+def test_output_over_the_input_is_refused_by_the_api(store_and_file, source, output, monkeypatch):
+    monkeypatch.chdir(store_and_file)
+    before = snapshot(store_and_file)
+    with pytest.raises(bv.BigVolumeError, match="the input"):
+        pyramid(source, output, chunks=8, overwrite=True)
+    assert snapshot(store_and_file) == before
+
+
+@pytest.mark.parametrize("spacing, seed", [((1.0, 1.0, 1.5), 7), ((1.5, 1.0, 1.0), 15), ((2.0, 3.0, 2.0), 7),
+                                           ((0.2, 0.3, 0.3), 0), ((0.5, 0.5, 0.75), 7)])
+def test_a_rotated_grid_gets_the_plan_of_the_same_grid_unrotated(tmp_path, spacing, seed):
+    rotation = pytest.importorskip("scipy.spatial.transform").Rotation.random(random_state=seed).as_matrix()
+    source = write_input(tmp_path, np.zeros((32, 32, 32), np.uint8), spacing=spacing, direction=rotation)
+    read = bv.read_geometry(source)[0]
+    assert read.spacing != spacing  # the direction vectors' norms carry float noise
+    assert plan_levels(read.dimensions, read.spacing, 4) == plan_levels((32, 32, 32), spacing, 4)
+
+
+class Stop(Exception):
+    pass
+
+
+def interrupted_run(source, output, when, **options):
+    """A run stopped (keep_partial) as soon as a progress message starts with ``when``: its staging folder."""
+    def progress(_fraction, message):
+        if message.startswith(when):
+            raise Stop
+    with pytest.raises(Stop):
+        pyramid(source, output, chunks=8, keep_partial=True, progress=progress, **options)
+    return Path(str(output) + ".partial")
+
+
+def a_chunk_of(level: Path) -> Path:
+    return sorted(p for p in level.rglob("*") if p.is_file() and not p.name.startswith((".z", "zarr.json")))[-1]
+
+
+@pytest.mark.parametrize("options", [{}, {"ome_zarr_version": "0.4"}, {"shard": 2}], ids=["0.5", "0.4", "shard"])
+def test_resume_redoes_finished_tasks_whose_chunks_are_missing(tmp_path, options):
+    source = write_input(tmp_path, smooth_volume((40, 48, 48)))
+    pyramid(source, tmp_path / "clean.ome.zarr", chunks=8, **options)
+    staging = interrupted_run(source, tmp_path / "out.ome.zarr", "level 2", **options)
+    a_chunk_of(staging / "1").unlink()
+    a_chunk_of(staging / "0").unlink()
+    pyramid(source, tmp_path / "out.ome.zarr", chunks=8, resume=True, **options)
+    for a, b in zip(all_levels(tmp_path / "clean.ome.zarr"), all_levels(tmp_path / "out.ome.zarr")):
+        np.testing.assert_array_equal(a, b)
+    files = lambda store: sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())  # noqa: E731
+    assert files(tmp_path / "clean.ome.zarr") == files(tmp_path / "out.ome.zarr")
+
+
+@pytest.mark.parametrize("options", [{}, {"ome_zarr_version": "0.4"}, {"shard": 2}], ids=["0.5", "0.4", "shard"])
+def test_resume_over_a_garbled_chunk_fails_in_one_line_naming_it(tmp_path, options):
+    source = write_input(tmp_path, smooth_volume((40, 48, 48)))
+    # stopped early in level 1: level 2, computed on resume, reads every level-1 chunk
+    staging = interrupted_run(source, tmp_path / "out.ome.zarr", "level 1", **options)
+    chunks = [p for p in (staging / "1").rglob("*") if p.is_file() and not p.name.startswith((".z", "zarr.json"))]
+    for chunk in chunks:  # those of unfinished tasks are written again; a finished one is read by level 2
+        chunk.write_bytes(b"x" * 50)
+    extra = ["--ome-zarr-version", "0.4"] if "ome_zarr_version" in options else \
+        ["--shard", "2"] if options else []
+    done = run_cli("pyramid", source, tmp_path / "out.ome.zarr", "--chunks", "8", "--resume", *extra)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert any(f"chunk {chunk.relative_to(staging)} is corrupt" in lines[0] for chunk in chunks), lines
+    assert not (tmp_path / "out.ome.zarr").exists()
+
+
+@pytest.mark.parametrize("name, changed", [("in.nrrd", "in.nrrd"), ("in.nhdr", "in.raw"), ("in.nhdr", "in.nhdr")])
+def test_resume_refuses_an_input_changed_since_the_interrupted_run(tmp_path, name, changed):
+    array = smooth_volume((40, 48, 48))
+    source = write_input(tmp_path, array, name=name)
+    staging = interrupted_run(source, tmp_path / "out.ome.zarr", "level 1")
+    data = (tmp_path / changed).read_bytes()
+    if changed == name:  # same geometry, other voxels
+        write_input(tmp_path, array // 2, name=name)
+    else:  # the detached data file alone is rewritten (same bytes, a later time)
+        (tmp_path / changed).write_bytes(data)
+        os.utime(tmp_path / changed, ns=(time.time_ns() + 10**9,) * 2)
+    kept = snapshot(staging)
+    done = run_cli("pyramid", source, tmp_path / "out.ome.zarr", "--chunks", "8", "--resume")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "changed" in lines[0], done.stderr
+    assert snapshot(staging) == kept and not (tmp_path / "out.ome.zarr").exists()
+
+
+def test_a_resumed_run_drops_the_temporary_files_of_writes_a_kill_cut_short(tmp_path):
+    source = write_input(tmp_path, smooth_volume((40, 48, 48)))
+    staging = interrupted_run(source, tmp_path / "out.ome.zarr", "level 2")
+    chunk = a_chunk_of(staging / "0")
+    leftover = chunk.with_name(f"{chunk.name}.{'ab' * 16}.partial")  # zarr's name for a chunk being written
+    leftover.write_bytes(b"half a chunk")
+    pyramid(source, tmp_path / "out.ome.zarr", chunks=8, resume=True)
+    assert not list((tmp_path / "out.ome.zarr").rglob("*.partial"))

@@ -509,6 +509,16 @@ def _interrupted(error: BaseException) -> bool:
     return False
 
 
+def _what_was_kept(args) -> str:
+    """After Ctrl-C: nothing, or (pyramid --keep-partial) the staging folder a --resume continues."""
+    if getattr(args, "keep_partial", False):
+        from ..ops.pyramid import STAGING_SUFFIX
+        staging = f"{args.output}{STAGING_SUFFIX}"
+        if os.path.isdir(staging):
+            return f"the partial output {staging} was kept; the same command with --resume continues it"
+    return "nothing written"
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -524,7 +534,7 @@ def main(argv=None) -> int:
         print("bigvolume: cancelled; nothing written", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("\nbigvolume: interrupted; nothing written", file=sys.stderr)
+        print(f"\nbigvolume: interrupted; {_what_was_kept(args)}", file=sys.stderr)
         return 130
     except (BigVolumeError, ValueError) as error:
         print(f"bigvolume: error: {error}", file=sys.stderr)

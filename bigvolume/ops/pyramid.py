@@ -14,10 +14,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import glob
+import itertools
 import json
 import math
 import os
+import re
 import shutil
 import time
 import uuid
@@ -41,6 +45,7 @@ from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UN
 from ..io.files import WRITE_SUFFIXES, input_files, same_file, volume_suffix
 from ..io.slabs import SlabReader, open_slabs
 from ..io.stacks import IMAGE_SUFFIXES
+from ..io.zarr_input import ZarrSlabReader, _settle_zarr_tasks, open_pyramid
 from ..io.zarr_output import (DEFAULT_ZSTD_LEVEL, ChunkCache, chunk_concurrency, create_level, create_root,
                               open_level, write_attributes)
 from ..methods.kernels import ResampleKernels
@@ -50,6 +55,7 @@ DEFAULT_CHUNKS = 128
 # An axis whose spacing is at least this many times the finest is not halved until the others catch up: levels
 # approach isotropic voxels (1.5: halving it would leave it further from the others than not halving it).
 ANISOTROPY = 1.5
+SPACING_RTOL = 1e-6  # spacings this close (relative) are equal for the plan
 # Blocks are filtered this many input slices at a time (fixed: a block's bytes depend on the block alone), which keeps
 # the x/y pass in the CPU caches: 128^3 Lanczos blocks at x2 run 2-3x faster than as one slab of the whole region.
 BLOCK_SLAB_SLICES = 8
@@ -83,7 +89,10 @@ def plan_levels(dimensions: Sequence[int], spacing: Sequence[float], chunks=DEFA
         if not any(reducible):
             break  # a single voxel: nothing left to reduce
         finest = min(s for s, r in zip(space, reducible) if r)
-        step = tuple(2.0 if r and s < ANISOTROPY * finest else 1.0 for s, r in zip(space, reducible))
+        # relative tolerance: a rotated grid's spacings carry float noise (1.4999999999999998 for 1.5), and the
+        # same grid must get the same plan whatever its direction
+        step = tuple(2.0 if r and s < ANISOTROPY * finest * (1 - SPACING_RTOL) else 1.0
+                     for s, r in zip(space, reducible))
         dims = [output_size(n, f) for n, f in zip(dims, step)]
         space = [s * f for s, f in zip(space, step)]
         steps.append(step)
@@ -213,6 +222,69 @@ class Records:
         self._files.clear()
 
 
+def _input_paths(input) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """Everything the input consists of, for the output checks, each with its name in messages: each file (a
+    header's data files too), each folder (a stack's, a DICOM series'), and for a Zarr store the whole store (a
+    level's folder belongs to its pyramid: replacing the pyramid replaces the level); and the folders of glob or
+    printf patterns (they hold the files matched, but writing inside them is harmless)."""
+    found: list[tuple[Path, str]] = []
+    pattern_folders: list[Path] = []
+    for item in input if isinstance(input, (list, tuple)) else [input]:
+        path = Path(str(item))
+        if not path.exists():
+            if any(c in str(item) for c in "*?[%"):
+                folder = path.parent
+                while any(c in str(folder) for c in "*?[%"):
+                    folder = folder.parent
+                pattern_folders.append(folder)
+            continue
+        if is_zarr_store(path):
+            try:
+                found.append((open_pyramid(path).store, "the input"))
+            except BigVolumeError:
+                pass  # not readable as a volume: opening the input says so, with the same path checks done
+        files = input_files(path)
+        found += [(part, "the input" if n == 0 else "the input's data file") for n, part in enumerate(files)]
+    return found, pattern_folders
+
+
+def _refuse_output_over_input(input, output: Path) -> None:
+    """OUT may be neither the input, nor inside it (a store, a folder), nor hold it: --overwrite would replace it."""
+    parts, pattern_folders = _input_paths(input)
+    for folder in pattern_folders:
+        if same_file(output, folder) or _inside(folder, output):
+            raise BigVolumeError(f"{output}: holds the input's folder {folder}; write the pyramid elsewhere")
+    for part, what in parts:
+        if same_file(output, part):
+            raise BigVolumeError(f"{output}: would overwrite {what} {part}; write the pyramid elsewhere")
+        if part.is_dir() and _inside(output, part):
+            raise BigVolumeError(f"{output}: inside {what} {part}; write the pyramid elsewhere")
+        if _inside(part, output):
+            raise BigVolumeError(f"{output}: holds {what} {part}; write the pyramid elsewhere")
+
+
+def _remove_staging(staging: Path) -> None:
+    """Remove the staging folder after an error. The other chunk writes of a failed write (a full disk) still run
+    on zarr's event loop and would land after a single removal: wait for them, then remove (again if need be)."""
+    _settle_zarr_tasks()
+    for _ in range(20):
+        shutil.rmtree(staging, ignore_errors=True)
+        if not staging.exists():
+            return
+        time.sleep(0.1)
+
+
+# zarr's LocalStore writes NAME.<uuid4 hex>.partial and renames it: a killed process leaves such files behind
+ZARR_TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def _remove_zarr_temporaries(staging: Path) -> None:
+    """The temporary files of writes a killed run left unfinished (resumed runs): not part of the store."""
+    for path in staging.rglob("*.partial"):
+        if ZARR_TEMPORARY.search(path.name) and path.is_file():
+            path.unlink()
+
+
 def _inside(path: Path, folder: Path) -> bool:
     try:
         path.resolve().relative_to(folder.resolve())
@@ -257,8 +329,15 @@ def compute_block(task: BlockTask) -> None:
     if not _CACHE:
         _CACHE.append(ChunkCache(task.cache_bytes))
     key = (task.store, task.source, task.run)
-    out = resample_block(lambda region: _CACHE[0].read(source, key, region), kernels, task.block,
-                         slab_slices=BLOCK_SLAB_SLICES)
+
+    def read(region):
+        try:
+            return _CACHE[0].read(source, key, region)
+        except Exception as error:  # a damaged chunk of a resumed run's finished level: one line naming it
+            reader = ZarrSlabReader(open_pyramid(Path(task.store) / task.source))
+            raise reader._diagnose(tuple((r.start, r.stop) for r in region), error) from None
+
+    out = resample_block(read, kernels, task.block, slab_slices=BLOCK_SLAB_SLICES)
     target[tuple(slice(a, b) for a, b in task.block)] = out
 
 
@@ -412,14 +491,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
     if volume_suffix(output) in FILE_SUFFIXES:
         raise BigVolumeError(f"{output}: a pyramid is an OME-Zarr folder, not a {volume_suffix(output)} file; name it "
                              "NAME.ome.zarr")
-    source = None if isinstance(input, (list, tuple)) else Path(str(input))
-    if source is not None and source.exists():
-        if source.is_dir() and _inside(output, source):
-            raise BigVolumeError(f"{output}: inside the input {source}; write the pyramid elsewhere")
-        overwritten = next((part for part in input_files(source) if same_file(output, part)), None)
-        if overwritten is not None:
-            what = "the input" if overwritten == source else f"the input's data file {overwritten}"
-            raise BigVolumeError(f"{output}: would overwrite {what}; write the pyramid elsewhere")
+    _refuse_output_over_input(input, output)
     if output.exists() and not overwrite and not resume:
         raise BigVolumeError(f"{output}: exists; give --overwrite to replace it")
     if str(output.parent) and not output.parent.is_dir():
@@ -436,9 +508,16 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         if staging.exists():
             if resume:
                 recorded = staging / RECORDS / "plan.json"
-                if not recorded.is_file() or json.loads(recorded.read_text()) != fingerprint:
+                before = json.loads(recorded.read_text()) if recorded.is_file() else {}
+                stamps, before_stamps = fingerprint["input_files"], before.pop("input_files", None)
+                if before != {k: v for k, v in fingerprint.items() if k != "input_files"}:
                     raise BigVolumeError(f"{staging}: made by another run (other input or options); remove it, or "
                                          "run without --resume and with --overwrite")
+                if stamps != before_stamps:
+                    changed = next((a[0] for a, b in zip(stamps, before_stamps or []) if a != b),
+                                   stamps[0][0] if stamps else input)
+                    raise BigVolumeError(f"{changed}: changed (size or modification time) since the interrupted run "
+                                         f"kept in {staging}; run with --overwrite instead of --resume")
                 resuming = True
             elif overwrite:
                 shutil.rmtree(staging)
@@ -460,9 +539,12 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
                 skipped, notes = _build(reader, plan, staging, fingerprint, resuming, runner, method, ome_zarr_version,
                                  unit, zstd_level, threads, limit, as_progress(progress), name=Path(str(input)).name,
                                  to_unit=1.0 / SPACE_UNITS[unit] if in_millimetres else 1.0)
-        except BaseException:
+        except BaseException as error:
             if not keep_partial:
-                shutil.rmtree(staging, ignore_errors=True)
+                _remove_staging(staging)
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise BigVolumeError(f"{output}: the disk is full ({error.strerror}); free space, or write the "
+                                     "pyramid elsewhere") from None
             raise
     finally:
         reader.close()
@@ -496,9 +578,32 @@ def _fingerprint(input, reader, plan, method, version, unit, zstd_level, chunk3,
     source = [str(Path(p).resolve()) for p in input] if isinstance(input, (list, tuple)) else \
         str(Path(str(input)).resolve())
     return json.loads(json.dumps({
-        "input": source, "dtype": str(reader.dtype), "method": method, "version": version, "unit": unit,
+        "input": source, "input_files": _input_stamps(input), "dtype": str(reader.dtype), "method": method, "version": version, "unit": unit,
         "zstd": zstd_level, "chunks": chunk3, "shard": shard,
         "levels": [[list(level.shape), list(level.geometry.spacing), list(level.geometry.origin)] for level in plan]}))
+
+
+def _input_stamps(input) -> list[list]:
+    """[path, size, modification time (ns)] of every file of the input: a resumed run must read the same input as
+    the run it continues (the same geometry with other voxels would be mixed in silently). A stack folder's files
+    and a glob's matches are each stamped; a Zarr store by its metadata files and folders (its chunks are too
+    many to stat)."""
+    paths: list[Path] = []
+    for item in input if isinstance(input, (list, tuple)) else [input]:
+        text = str(item)
+        path = Path(text)
+        if not path.exists():
+            paths += [Path(p) for p in sorted(glob.glob(text))]  # a pattern (a printf one matches nothing here)
+            continue
+        for part in input_files(path):
+            paths.append(part)
+            if part.is_dir():
+                paths += sorted(p for p in part.iterdir() if p.is_file())
+    stamps = []
+    for path in paths:
+        stat = path.stat()
+        stamps.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    return stamps
 
 
 def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, version, unit, zstd_level,
@@ -520,6 +625,16 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
         # The plan goes in last: a staging folder without it is not resumable (its arrays may be missing).
         (records.folder / "plan.json").write_text(json.dumps(fingerprint))
         records.load(len(plan))
+    if resuming:
+        _prepare_resume(plan, arrays, staging, records)
+        _remove_zarr_temporaries(staging)
+    # The levels' metadata from the start (not yet all_chunks_written): the staging store reads as a pyramid, so a
+    # damaged chunk is named by the readers' diagnosis.
+    levels = [PyramidLevel(level.path, scaled_geometry(level.geometry, to_unit), level.factors, level.source)
+              for level in plan]
+    attributes = multiscales_attributes(levels, version=version, unit=unit, name=name, method=method)
+    attributes["bigvolume"]["chunks"] = list(plan[0].chunks)
+    write_attributes(root, attributes)
     skipped = sum(len(done) for done in records.done.values())
     notes: list[str] = []
     # Work units: voxels read (level 0's pass reads the input; a level's tasks read the level before).
@@ -593,17 +708,38 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
 
             runner.map(compute_block, specs, finished)
         runner.run_everywhere(clear_chunk_cache)
-        # The reader's lengths are millimetres (volume files, OME-Zarr inputs) or a stack's own numbers.
-        levels = [PyramidLevel(level.path, scaled_geometry(level.geometry, to_unit), level.factors, level.source)
-                  for level in plan]
-        attributes = multiscales_attributes(levels, version=version, unit=unit, name=name, method=method)
         attributes["bigvolume"]["all_chunks_written"] = True
-        attributes["bigvolume"]["chunks"] = list(plan[0].chunks)
         write_attributes(root, attributes)
     finally:
         records.close()
         clear_chunk_cache()  # this process's (the local scheduler's threads); workers' were freed above
     return skipped, notes
+
+
+def _stored_keys(plan: LevelPlan, array, block) -> list[str]:
+    """The stored objects (chunk or shard files) of the task writing ``block`` (((z0, z1), (y0, y1), (x0, x1)))."""
+    ranges = [range(a // t, -(-b // t)) for (a, b), t in zip(block, plan.task_shape)]
+    return [array.metadata.encode_chunk_key(coords) for coords in itertools.product(*ranges)]
+
+
+def _prepare_resume(plan, arrays, staging: Path, records: Records) -> None:
+    """A task recorded finished whose chunk (or shard) files are not all there is done again: the staging folder
+    was damaged after it ran (a file deleted, a copy cut short). One stat per file; the data is not read. The files
+    of tasks to do are removed first: an edge shard is written partially, so zarr would read what is there."""
+    for level, array in zip(plan, arrays):
+        done = records.done.get(level.number, set())
+        if level.number == 0:
+            rows = [(z0, z1) for (z0, z1), _, _ in output_blocks(level.shape, (level.task_shape[0],) + level.shape[1:])]
+            blocks = [((z0, z1), (0, level.shape[1]), (0, level.shape[2])) for z0, z1 in rows]
+        else:
+            blocks = [tuple(block) for block in level.blocks()]
+        folder = staging / level.path
+        lost = {n for n in done if n >= len(blocks)
+                or not all((folder / key).is_file() for key in _stored_keys(level, array, blocks[n]))}
+        done -= lost
+        for n in set(range(len(blocks))) - done:
+            for key in _stored_keys(level, array, blocks[n]):
+                (folder / key).unlink(missing_ok=True)
 
 
 def clear_chunk_cache() -> None:
