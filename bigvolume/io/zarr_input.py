@@ -317,7 +317,7 @@ def _say_once(note: str) -> None:
 SETTLE_SECONDS = 10.0  # longest wait for zarr's leftover tasks after a failed read
 
 
-def _settle_zarr_tasks() -> None:
+def settle_zarr_tasks() -> None:
     """After a failed read, the other chunk tasks of that read (a shard's inner chunks) still run on zarr's event
     loop; left there, they fail at exit once zarr's thread pool is shut down, and asyncio prints "Task exception was
     never retrieved" tracebacks beside the one line that names the bad chunk. Wait for them, taking their errors."""
@@ -382,8 +382,8 @@ class ZarrSlabReader(SlabReader):
         except BigVolumeError:
             raise
         except Exception as error:
-            failure = self._diagnose(box, error)
-            _settle_zarr_tasks()
+            failure = self.diagnose(box, error)
+            settle_zarr_tasks()
             raise failure from None
         return out
 
@@ -417,7 +417,7 @@ class ZarrSlabReader(SlabReader):
     def _name(self, key: str) -> str:
         return f"{self.level.path}/{key}" if self.level.path else key
 
-    def _diagnose(self, box, error: Exception) -> OmeZarrError:
+    def diagnose(self, box, error: Exception) -> OmeZarrError:
         """Which stored object failed: each is read alone (the read that failed read them together)."""
         for key, selection in self._objects(box):
             try:

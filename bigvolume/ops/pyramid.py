@@ -45,7 +45,7 @@ from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UN
 from ..io.files import WRITE_SUFFIXES, input_files, same_file, volume_suffix
 from ..io.slabs import SlabReader, open_slabs
 from ..io.stacks import IMAGE_SUFFIXES
-from ..io.zarr_input import ZarrSlabReader, _settle_zarr_tasks, open_pyramid
+from ..io.zarr_input import ZarrSlabReader, open_pyramid, settle_zarr_tasks
 from ..io.zarr_output import (DEFAULT_ZSTD_LEVEL, ChunkCache, chunk_concurrency, create_level, create_root,
                               open_level, write_attributes)
 from ..methods.kernels import ResampleKernels
@@ -266,7 +266,7 @@ def _refuse_output_over_input(input, output: Path) -> None:
 def _remove_staging(staging: Path) -> None:
     """Remove the staging folder after an error. The other chunk writes of a failed write (a full disk) still run
     on zarr's event loop and would land after a single removal: wait for them, then remove (again if need be)."""
-    _settle_zarr_tasks()
+    settle_zarr_tasks()
     for _ in range(20):
         shutil.rmtree(staging, ignore_errors=True)
         if not staging.exists():
@@ -335,7 +335,7 @@ def compute_block(task: BlockTask) -> None:
             return _CACHE[0].read(source, key, region)
         except Exception as error:  # a damaged chunk of a resumed run's finished level: one line naming it
             reader = ZarrSlabReader(open_pyramid(Path(task.store) / task.source))
-            raise reader._diagnose(tuple((r.start, r.stop) for r in region), error) from None
+            raise reader.diagnose(tuple((r.start, r.stop) for r in region), error) from None
 
     out = resample_block(read, kernels, task.block, slab_slices=BLOCK_SLAB_SLICES)
     target[tuple(slice(a, b) for a, b in task.block)] = out
