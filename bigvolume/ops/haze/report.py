@@ -98,7 +98,7 @@ def _why_little_was_removed(c: Counts, threshold: HazeThreshold, options: HazeOp
         return (f"{how}: the threshold {threshold.value:.6g} fell inside the noise of the air (which reaches "
                 f"{threshold.air_end:.6g}): noise voxels above it count as object and the dilation grows them over "
                 f"the air{try_auto}")
-    if options.air == "border" and c.border and c.border_dark < c.border / 2:
+    if options.air == "border" and c.border and c.border_dark < BORDER_DARK_SHARE * c.border:
         share = 100 * c.border_dark / c.border
         return (f"{how}: only {share:.2g} % of the volume's border is darker than the threshold "
                 f"{threshold.value:.6g}: the air is not darker than the object, or the object fills the volume "

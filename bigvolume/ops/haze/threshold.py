@@ -160,6 +160,9 @@ class AirPeak(NamedTuple):
     mode: float    # the air peak's centre
     end: float     # where its noise ends
     width: float   # its noise's right half-width at half maximum (a Gaussian's 1.18 sigma), at least one bin
+    # the peak is one value held by most voxels of its bin (padding, clipping: _is_spike); known when air_peak is
+    # given the values
+    one_value: bool = False
 
 
 # A peak whose falling edge is this much narrower than its half-width is a plateau (air shaded across the field):
@@ -259,7 +262,7 @@ def air_peak(counts: np.ndarray, values: np.ndarray | None = None, edges: np.nda
     ``values`` the counts were taken of and the bins' ``edges`` are given), from which a thin bridge of voxels between
     it and the air (their values mixed by the denoising) leads on to the air."""
     counts = np.asarray(counts, np.float64)
-    smooth = np.convolve(counts, np.ones(PEAK_SMOOTHING_BINS) / PEAK_SMOOTHING_BINS, "same")
+    smooth = _smoothed(counts)
     if smooth.max() <= 0:
         return None
     significant = AIR_PEAK_SHARE * smooth.max()
@@ -267,10 +270,10 @@ def air_peak(counts: np.ndarray, values: np.ndarray | None = None, edges: np.nda
     if found is None:
         return None
     start = int(found.mode)  # where the dense counts the air may go on through began
+    found = found._replace(one_value=values is not None and edges is not None and _is_spike(values, edges, found))
     # A spike standing alone (no dense counts right above it: padding below the air) may lead on to the air over a
     # thin bridge; one on top of a population (air around a field-of-view mask of zeros) is that population's peak.
-    bridged = (values is not None and edges is not None and _is_spike(values, edges, found)
-               and not np.all(counts[start + 1:start + 4] >= significant))
+    bridged = found.one_value and not np.all(counts[start + 1:start + 4] >= significant)
     otsu = None
     while True:
         beyond = int(np.ceil(found.end))
@@ -292,7 +295,7 @@ def air_peak(counts: np.ndarray, values: np.ndarray | None = None, edges: np.nda
             otsu = _centre_in_gaps(counts, multi_otsu(counts, 2))[0]
         if following.end > otsu:
             return found
-        found, start, bridged = AirPeak(found.mode, following.end, following.width), beyond, False
+        found, start, bridged = found._replace(end=following.end, width=following.width), beyond, False
 
 
 def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int = SAMPLE_VOXELS, *,
@@ -364,7 +367,7 @@ def _air_and_cut(values: np.ndarray, counts: np.ndarray, edges: np.ndarray):
     peak = air_peak(counts, values, edges)
     chosen_cut = _auto_cut(counts, peak.end)
     for _ in range(MAX_ZOOMS):
-        if _is_spike(values, edges, peak):
+        if peak.one_value:
             break
         _, cuts, position = chosen_cut
         chosen = min((c for c in cuts if c >= peak.end), default=counts.size)
@@ -397,13 +400,18 @@ def _class_between(counts: np.ndarray, air: AirPeak, cut: float) -> bool:
     and the cut above it: the cut skipped it, as a class far brighter than the rest (metal, a dense
     inclusion, a few % of the voxels) pulls the multi-Otsu cuts up and squeezes air and tissue into a few bins. The
     threshold, halfway to that cut, would take the class in between."""
-    smooth = np.convolve(counts, np.ones(PEAK_SMOOTHING_BINS) / PEAK_SMOOTHING_BINS, "same")
+    smooth = _smoothed(counts)
     significant, reach, mode = AIR_PEAK_SHARE * smooth.max(), PEAK_SMOOTHING_BINS, int(air.mode)
     # a peak: rising to it (not the air's falling tail), the highest of the next `reach` bins, and a valley below
     # half its height between it and the air. It may lie below the air's end: squeezed into a few bins, a class
     # next to the air is within the air's 5 (one-bin) half-widths.
     return any(smooth[b] >= significant and smooth[b] >= smooth[b - 1] and smooth[b] == smooth[b:b + reach + 1].max()
                and smooth[mode:b].min() < smooth[b] / 2 for b in range(mode + 1, min(int(np.floor(cut)), smooth.size)))
+
+
+def _smoothed(counts: np.ndarray) -> np.ndarray:
+    """``counts`` smoothed over PEAK_SMOOTHING_BINS (sampling noise), the histogram the peaks are looked for in."""
+    return np.convolve(counts, np.ones(PEAK_SMOOTHING_BINS) / PEAK_SMOOTHING_BINS, "same")
 
 
 def _is_spike(values: np.ndarray, edges: np.ndarray, air: AirPeak) -> bool:
