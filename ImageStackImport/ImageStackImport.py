@@ -388,12 +388,19 @@ class ImageStackImportTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_PanelSettingsSurviveLeavingTheModule()
-        self.setUp()
-        self.test_ImportGeometryAndVoxels()
-        self.setUp()
-        self.test_CancelLeavesNothing()
+        self._scratch = []  # the stacks written by _writeStack, removed whatever the outcome
+        try:
+            self.setUp()
+            self.test_PanelSettingsSurviveLeavingTheModule()
+            self.setUp()
+            self.test_ImportGeometryAndVoxels()
+            self.setUp()
+            self.test_CancelLeavesNothing()
+        finally:
+            import shutil
+
+            for folder in self._scratch:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _writeStack(self):
         import tempfile
@@ -402,6 +409,7 @@ class ImageStackImportTest(ScriptedLoadableModuleTest):
         import SimpleITK as sitk
 
         folder = tempfile.mkdtemp(prefix="ImageStackImportTest-", dir=slicer.app.temporaryPath)
+        getattr(self, "_scratch", []).append(folder)
         array = np.zeros((12, 16, 20), np.uint16)
         array[3:9, 4:12, 5:15] = 1000
         for k, plane in enumerate(array):

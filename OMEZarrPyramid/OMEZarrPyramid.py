@@ -329,19 +329,31 @@ class OMEZarrPyramidTest(ScriptedLoadableModuleTest):
         except ImportError:
             self.delayDisplay("zarr is not installed in this Python: nothing to test")
             return
-        self.setUp()
-        self.test_PanelSettingsSurviveLeavingTheModule()
-        self.setUp()
-        self.test_OverviewThenRoi()
-        self.setUp()
-        self.test_CancelLeavesNothing()
-        self.setUp()
-        self.test_CreateFromVolume()
+        self._scratch = []  # the folders of _scratchFolder, removed whatever the outcome
+        try:
+            self.setUp()
+            self.test_PanelSettingsSurviveLeavingTheModule()
+            self.setUp()
+            self.test_OverviewThenRoi()
+            self.setUp()
+            self.test_CancelLeavesNothing()
+            self.setUp()
+            self.test_CreateFromVolume()
+        finally:
+            import shutil
+
+            for folder in self._scratch:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _scratchFolder(self):
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="OMEZarrPyramidTest-", dir=slicer.app.temporaryPath)
+        getattr(self, "_scratch", []).append(folder)
+        return folder
 
     def _makePyramid(self):
         """A small anisotropic pyramid (levels 0, x3, x9) with an origin and a direction, in a temporary folder."""
-        import tempfile
-
         import numpy as np
 
         from bigvolume import Geometry
@@ -350,7 +362,7 @@ class OMEZarrPyramidTest(ScriptedLoadableModuleTest):
         rng = np.random.default_rng(1)
         array = rng.integers(0, 4000, (30, 36, 40), dtype=np.uint16)
         geometry = Geometry((40, 36, 30), (0.4, 0.7, 1.5), (12.5, -30.25, 7.0), np.diag([1.0, -1.0, 1.0]))
-        folder = tempfile.mkdtemp(prefix="OMEZarrPyramidTest-")
+        folder = self._scratchFolder()
         return write_ome_zarr(os.path.join(folder, "test.ome.zarr"), array, geometry, factors=(3, 9)), array, geometry
 
     def test_PanelSettingsSurviveLeavingTheModule(self):
@@ -398,8 +410,6 @@ class OMEZarrPyramidTest(ScriptedLoadableModuleTest):
 
     def test_CreateFromVolume(self):
         """A volume of the scene written as a pyramid, then its level 0 loaded back: same voxels, same grid."""
-        import tempfile
-
         import numpy as np
 
         self.delayDisplay("Starting the create test")
@@ -409,7 +419,7 @@ class OMEZarrPyramidTest(ScriptedLoadableModuleTest):
         node.SetSpacing(0.4, 0.7, 1.5)
         node.SetOrigin(-12.5, 30.25, 7.0)
         logic = OMEZarrPyramidLogic()
-        output = os.path.join(tempfile.mkdtemp(prefix="OMEZarrPyramidTest-"), "created.ome.zarr")
+        output = os.path.join(self._scratchFolder(), "created.ome.zarr")
         report = logic.createPyramid(node, output, chunks=16)
         self.assertGreaterEqual(len(report.levels), 2)
         loaded = logic.loadLevel(output, "0", 10**9, scene=slicer.mrmlScene)

@@ -2,6 +2,7 @@
 of slicer_gui_standins for the Qt and Slicer parts slicer-core lacks: settings kept across leaving and re-entering a
 module with Slicer 5.8's connectGui (no tag returned) and 5.10's, Apply using them, and no re-entrancy during a run."""
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -252,9 +253,13 @@ def test_the_modules_self_tests_pass(module, version, monkeypatch, tmp_path):
     """Each module's ScriptedLoadableModuleTest (what ctest and "Reload and Test" run in Slicer), its panel test
     included: non-default settings, another module and back, Apply."""
     app, widget = panel(module, version, monkeypatch, tmp_path)
+    before = set(os.listdir(app.temporaryPath)) | set(os.listdir(tempfile.gettempdir()))
     test = getattr(standins.load_module(module, monkeypatch), f"{module.name}Test")()
     result = test.run()
     assert result.wasSuccessful(), [text for _, text in result.errors + result.failures]
+    # Its scratch files go too: "Reload and Test" in a user's Slicer must not fill the disk run after run.
+    left = (set(os.listdir(app.temporaryPath)) | set(os.listdir(tempfile.gettempdir()))) - before
+    assert not {name for name in left if module.name in name or name.startswith("tmp")}, left
 
 
 # --- settle timer, tiny spacings, ranges ---------------------------------------------------------------------------
