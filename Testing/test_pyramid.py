@@ -457,6 +457,28 @@ def test_overwrite_replaces_an_existing_pyramid(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["in.nrrd", "p.ome.zarr"]
 
 
+@pytest.mark.parametrize("kind", ["folder", "file", "cwd", "resume"])
+def test_overwrite_never_replaces_what_is_not_a_pyramid(tmp_path, kind, monkeypatch):
+    """--overwrite deleted any existing OUT: a folder of the user's files, a file, the working folder ('.', which
+    also failed with a repr message). Only a Zarr store is replaced; the rest is refused, untouched."""
+    (tmp_path / "in").mkdir()
+    source = write_input(tmp_path / "in", smooth_volume((12, 14, 16)))
+    work = tmp_path / "work"
+    (work / "notes").mkdir(parents=True)
+    (work / "notes" / "thesis.txt").write_text("years of work")
+    (work / "table.csv").write_text("1,2")
+    monkeypatch.chdir(work)
+    output = {"folder": "notes", "file": "table.csv", "cwd": ".", "resume": "notes"}[kind]
+    before = snapshot(work)
+    with pytest.raises(bv.BigVolumeError, match="not a Zarr store") as error:
+        pyramid(source, output, chunks=8, overwrite=kind != "resume", resume=kind == "resume")
+    assert "PosixPath" not in str(error.value)
+    assert snapshot(work) == before
+    result = run_cli("pyramid", source, output, "--overwrite", cwd=work)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert snapshot(work) == before
+
+
 @pytest.mark.parametrize("unit, per_millimetre", [("micrometer", 1000.0), ("millimeter", 1.0), ("centimeter", 0.1)])
 def test_a_volume_in_millimetres_is_written_in_the_unit_asked_and_reads_back_in_millimetres(tmp_path, unit,
                                                                                            per_millimetre):

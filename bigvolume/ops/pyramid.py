@@ -469,6 +469,10 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
     spacing is in it; a volume's millimetres are converted to it."""
     started = time.perf_counter()
     output = Path(output)
+    if not output.name:  # "." or "..": name the folder, so that the checks below speak of it
+        output = Path(os.path.abspath(output))
+    if not output.name:
+        raise BigVolumeError(f"{output}: not a folder a pyramid can be written to; name it NAME.ome.zarr")
     if method not in STREAMABLE_METHODS:
         raise BigVolumeError(f"method {method!r} cannot run block by block; choose one of "
                              f"{', '.join(STREAMABLE_METHODS)}")
@@ -494,6 +498,9 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
     _refuse_output_over_input(input, output)
     if output.exists() and not overwrite and not resume:
         raise BigVolumeError(f"{output}: exists; give --overwrite to replace it")
+    if output.exists() and not is_zarr_store(output):  # --overwrite replaces a pyramid, never a user's folder or file
+        raise BigVolumeError(f"{output}: exists and is not a Zarr store; --overwrite only replaces a pyramid: "
+                             "remove it yourself, or name another output")
     if str(output.parent) and not output.parent.is_dir():
         raise BigVolumeError(f"{output}: the folder {output.parent} does not exist")
     reader, is_stack, input_unit, in_millimetres = open_input(input, threads=threads, level=level,
