@@ -220,6 +220,18 @@ def test_slicer_and_plain_vtk_renderings_agree():
     assert (masks[0] & masks[1]).sum() / (masks[0] | masks[1]).sum() > 0.95
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_64_bit_integers_are_drawn_as_their_32_bit_copy(engine, dtype):
+    """A Slicer volume cannot hold int64: the default (slicer) engine refused to draw such a file at all, with a
+    message about the Volumes module. A picture needs no 64 bits: drawn like the same values in int32."""
+    array = quality.microct_phantom(32).astype(np.int32)
+    pictures = [offscreen.render_volume(bv.Volume.from_array(array.astype(t), spacing=(0.5, 0.5, 0.7)), (96, 96),
+                                        engine=engine) for t in (np.int32, dtype)]
+    assert silhouette(pictures[0]).sum() > 500
+    assert np.abs(pictures[0].astype(int) - pictures[1].astype(int)).max() <= 2
+
+
 def test_rendering_refuses_tiny_pictures_and_unknown_engines():
     volume = bv.Volume.from_array(np.ones((4, 4, 4), np.uint8))
     with pytest.raises(bv.BigVolumeError, match="16x16"):

@@ -36,8 +36,11 @@ def preview_volume(volume: Volume, limit: int = PREVIEW_DIMENSION) -> Volume:
 
 
 def scalar_voxels(volume: Volume) -> np.ndarray:
-    """What gets rendered: one value per voxel, in a type the ray casters take (booleans as bytes)."""
+    """What gets rendered: one value per voxel, in a type the ray casters take (booleans as bytes; 64-bit integers,
+    which a Slicer volume cannot hold, as float64: a picture needs no more than its 53 bits)."""
     array = gray_voxels(np.asarray(volume.array))
+    if array.dtype.kind in "iu" and array.dtype.itemsize == 8:
+        return array.astype(np.float64)
     return array.view(np.uint8) if array.dtype == np.bool_ else array
 
 
