@@ -79,6 +79,32 @@ def gaussian_sigma(factor: float) -> float:
     return math.sqrt(max(factor * factor - 1.0, 0.0)) / FWHM_PER_SIGMA
 
 
+# Variance of linear interpolation's tent, averaged over where a centre falls between voxels.
+TENT_VARIANCE = 1.0 / 6.0
+
+
+def _blur_before_linear(sigma: float) -> float:
+    """The Gaussian that, followed by linear interpolation, spreads as much as ``sigma`` alone (none below)."""
+    return math.sqrt(max(sigma * sigma - TENT_VARIANCE, 0.0))
+
+
+def _gaussian_then_linear(offsets: np.ndarray, sigma: float) -> np.ndarray:
+    """Weights at ``offsets`` (input index - output centre) of a Gaussian blur followed by linear interpolation:
+    the Gaussian convolved with the tent, in closed form (the second difference of the Gaussian's second
+    integral). Its taps' centroid is the centre at every sub-voxel offset; the Gaussian sampled alone drifted
+    towards the nearest voxel when sigma is below a voxel (0.13 voxel at factor 1.3, 0.33 at 1.1)."""
+    if sigma == 0.0:
+        return np.clip(1.0 - np.abs(offsets), 0.0, None)
+    erf = np.vectorize(math.erf, otypes=[float])
+
+    def second_integral(u):
+        z = u / sigma
+        return u * 0.5 * (1.0 + erf(z / math.sqrt(2.0))) + sigma * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+    weight = second_integral(offsets + 1.0) - 2.0 * second_integral(offsets) + second_integral(offsets - 1.0)
+    return np.clip(weight, 0.0, None)  # rounding leaves about -1e-17 far out
+
+
 def _window(centres: np.ndarray, radius: float) -> np.ndarray:
     """All input indices within ``radius`` of each centre, as an (n_out, taps) table (unclamped)."""
     first = np.floor(centres - radius).astype(np.int64)
@@ -136,9 +162,9 @@ def axis_kernel(method: str, n_in: int, factor: float, n_out: int) -> AxisKernel
         weight = np.clip(overlap, 0.0, None) / factor
         weight[weight < 1e-9] = 0.0
     elif method == "gaussian":
-        sigma = gaussian_sigma(factor)
-        index = _window(centres, math.ceil(3.0 * sigma))
-        weight = np.exp(-0.5 * ((index - centres[:, None]) / sigma) ** 2)
+        sigma = _blur_before_linear(gaussian_sigma(factor))
+        index = _window(centres, math.ceil(3.0 * sigma) + 1)
+        weight = _gaussian_then_linear(index - centres[:, None], sigma)
     elif method == "lanczos":
         index, weight = _lanczos_taps(centres, factor)
     else:

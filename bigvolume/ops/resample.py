@@ -35,7 +35,7 @@ logger = logging.getLogger("bigvolume")
 # name -> one-line hint (shown by --help and in the Slicer panel's tooltips)
 METHODS = {
     "lanczos": "windowed sinc (Lanczos, 8 lobes at x2, vtkImageResize, antialiased): sharpest band limit; default",
-    "gaussian": "Gaussian blur (FWHM = factor) then sampling: softer, never rings",
+    "gaussian": "Gaussian blur (FWHM = factor) then linear interpolation: softer, never rings",
     "mean": "block average (box filter), fractional blocks weighted: no ringing, mild aliasing",
     "max": "block maximum: keeps thin bright structures (vessels, trabeculae); aliases",
     "fft": "ideal band limit by FFT; whole volume and complex copies in memory: the reference",
