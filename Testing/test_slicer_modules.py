@@ -158,6 +158,9 @@ def test_extension_cmakelists():
     for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL",
                      "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
         assert re.search(rf"^set\({variable}\s+\"[^\"]+\"\)", text, re.M), variable
+    # The icon and screenshot URLs point into this repository's main branch: the files must be there.
+    for url in re.findall(r"https://raw\.githubusercontent\.com/SlicerBigVolume/SlicerBigVolume/main/(\S+?)[\s\"]", text):
+        assert (REPO / url).is_file(), url
     assert text.index("find_package(Slicer REQUIRED)") < text.index("include(${Slicer_USE_FILE})")
     subdirectories = set(re.findall(r"^add_subdirectory\((\w+)\)", text, re.M))
     assert subdirectories == {p.parent.name for p in REPO.glob("*/CMakeLists.txt")}
