@@ -43,7 +43,7 @@ def _import_dask():
     try:
         import dask  # noqa: F401
     except ImportError:
-        raise BigVolumeError("pyramids run on Dask: pip install 'bigvolume[zarr]'") from None
+        raise BigVolumeError("pyramids run on Dask: pip install 'dask[array]' distributed") from None
 
 
 def _task(func, spec):

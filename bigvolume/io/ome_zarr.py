@@ -44,7 +44,9 @@ SPACE_UNITS = {
     "exameter": 1e21, "zettameter": 1e24, "yottameter": 1e27, "inch": 25.4, "foot": 304.8, "yard": 914.4,
     "mile": 1609344.0, "parsec": 3.0856775814913673e19,
 }
-ZARR_EXTRA = "pip install 'bigvolume[zarr]'"
+# The packages themselves, not our extra: inside another application's Python (Slicer's) there is no bigvolume
+# distribution to take extras from.
+ZARR_EXTRA = "pip install 'zarr>=3' 'dask[array]' distributed (Python 3.11 or newer)"
 
 
 class OmeZarrError(VolumeFileError):
