@@ -521,3 +521,13 @@ def test_a_store_in_another_unit_reads_in_millimetres(tmp_path, unit, millimetre
     assert result.returncode == 0, result.stderr
     written = io.read_volume(tmp_path / "out.nrrd").geometry
     assert written.isclose(expected.downsampled(2), rtol=1e-6, atol=1e-9), written
+
+
+def test_without_zarr_the_message_names_the_packages_to_install(monkeypatch):
+    """Inside Slicer's Python there is no bigvolume distribution whose extra could be installed: name the packages."""
+    from bigvolume.io.ome_zarr import import_zarr
+
+    monkeypatch.setitem(sys.modules, "zarr", None)  # what an absent package looks like to import
+    with pytest.raises(bv.BigVolumeError, match=r"pip install 'zarr>=3' 'dask\[array\]' distributed") as error:
+        import_zarr()
+    assert "bigvolume[" not in str(error.value)
