@@ -243,6 +243,15 @@ def test_truncated_slices_are_refused_naming_the_file(tmp_path, capfd, kind):
     (stack / f"s_2.{suffix}").write_bytes(intact + b"\0" * 16)  # zero padding after the end is harmless
     import_stack(stack, out, spacing=(1, 1, 1), gray="keep", nhdr_only="nhdr" in kind)
     np.testing.assert_array_equal(read_back(out)[0], expected)
+    if suffix == "jpg":  # data after the end-of-image marker (a camera's trailer) is no truncation...
+        out.unlink()
+        (stack / f"s_2.{suffix}").write_bytes(intact + b"TRAILER\xff\xd8" + bytes(range(256)) * 20)
+        import_stack(stack, out, spacing=(1, 1, 1), gray="keep")
+        np.testing.assert_array_equal(read_back(out)[0], expected)
+        out.unlink()  # ...but a cut image followed by such data is
+        (stack / f"s_2.{suffix}").write_bytes(intact[:len(intact) // 2] + b"TRAILER" + bytes(range(256)) * 20)
+        with pytest.raises(bv.VolumeFileError, match=rf"s_2\.{suffix}: .*truncated\?"):
+            import_stack(stack, out, spacing=(1, 1, 1), gray="keep")
 
 
 def write_png(path: Path, samples: np.ndarray, colour_type: int) -> None:

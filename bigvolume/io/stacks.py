@@ -251,14 +251,48 @@ JPEG_END = b"\xff\xd9"  # the end-of-image marker
 
 
 def _jpeg_truncation(path: Path, size: int) -> str | None:
-    """A JPEG that does not end with its end-of-image marker (zero padding allowed). Its decoder fills the missing
-    rows with gray (128) without an error."""
+    """A JPEG whose image never reaches its end-of-image marker. Its decoder fills the missing rows with gray (128)
+    without an error. Most files end with the marker (zero padding allowed); others carry data after it (a camera's
+    trailer, a second picture): for those the markers are walked from the start."""
     with open(path, "rb") as file:
         file.seek(max(size - 4096, 0))
         tail = file.read()
     if tail.rstrip(b"\0").endswith(JPEG_END):
         return None
+    if _jpeg_end_offset(path.read_bytes()) is not None:
+        return None
     return "the JPEG does not end with its end-of-image marker (FFD9): truncated?"
+
+
+def _jpeg_end_offset(data: bytes) -> int | None:
+    """Where the first image's end-of-image marker is, walking its segments and scans; None when the data stop
+    before it. In a scan's coded data 0xFF is followed by 00 (a stuffed byte) or a restart marker D0-D7."""
+    position = 2 if data[:2] == b"\xff\xd8" else None
+    while position is not None and position + 2 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+        elif marker == 0xD9:
+            return position
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            position += 2
+        elif position + 4 > len(data):
+            return None
+        else:
+            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+            if marker == 0xDA:  # start of scan: skip its coded data to the next real marker
+                while True:
+                    position = data.find(b"\xff", position)
+                    if position < 0 or position + 1 >= len(data):
+                        return None
+                    following = data[position + 1]
+                    if following == 0 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+                        position += 1 if following == 0xFF else 2
+                        continue
+                    break
+    return None
 
 
 def _truncation(path: Path, layout: TiffLayout | None) -> str | None:
