@@ -198,6 +198,28 @@ def test_a_corrupt_chunk_is_one_line_naming_it_and_nothing_is_written(tmp_path, 
         assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ome.zarr"]
 
 
+@pytest.mark.parametrize("version, shards, promised", [("0.5", (16, 16, 16), True), ("0.5", (16, 16, 16), False),
+                                                      ("0.5", None, False), ("0.4", None, True)])
+def test_an_empty_chunk_or_shard_file_is_refused_naming_it(tmp_path, version, shards, promised):
+    """A chunk or shard file cut to 0 bytes (a copy interrupted, a full disk): zarr read a whole empty shard as
+    absent, so in-memory reads gave fill-value voxels with exit 0, in our own pyramids too; streamed reads failed
+    on a checksum without naming the shard. No stored object is ever 0 bytes: one line naming it, whoever wrote
+    the store and whatever it promises."""
+    array = phantom()
+    store = write_store(tmp_path / "x.ome.zarr", array, GEOMETRIES["anisotropic"], version=version,
+                        chunks=4 if shards else 8, shards=shards, factors=(3,), all_chunks_written=promised)
+    victim = chunk_files(store)[1]
+    victim.write_bytes(b"")
+    key = victim.relative_to(store).as_posix()
+    with pytest.raises(bv.BigVolumeError, match=f"chunk {key} is an empty file"):
+        bv.read_volume(store)
+    for stream in ("--stream", "--no-stream"):
+        result = run("resample", store, tmp_path / "out.nrrd", "--factor", "2", stream)
+        assert result.returncode != 0
+        assert f"chunk {key} is an empty file" in _one_line(result.stderr)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ome.zarr"]
+
+
 def test_a_corrupt_shard_streamed_is_one_line_run_after_run(tmp_path):
     """A corrupt inner chunk of a shard, streamed: the shard's other chunk tasks still ran on zarr's event loop when
     the error was raised, failed at exit once zarr's thread pool was shut down, and asyncio printed their tracebacks

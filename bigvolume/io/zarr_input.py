@@ -367,8 +367,7 @@ class ZarrSlabReader(SlabReader):
         shape = tuple(b - a for a, b in box) + ((self.components,) if self.components > 1 else ())
         if out is None:
             out = np.empty(shape, self.dtype)
-        if self.pyramid.all_chunks_written:
-            self._check_written(box)
+        self._check_stored(box)
         selection = self._selection(box)
         try:
             if self.components == 1 and out.flags.c_contiguous and np.dtype(self.array.dtype) == self.dtype:
@@ -428,9 +427,10 @@ class ZarrSlabReader(SlabReader):
         return OmeZarrError(f"{self.pyramid.store}: level {self.level.path or '(the array)'} slices {box[0][0]} to "
                             f"{box[0][1] - 1} could not be read ({_reason(error)})")
 
-    def _check_written(self, box) -> None:
-        """The store promises every chunk: one missing (an interrupted copy, a deleted file) is an error, not
-        fill-value voxels. Checked once per z band of stored objects."""
+    def _check_stored(self, box) -> None:
+        """Stored objects that would read as fill-value voxels without an error: an empty file (0 bytes, which no
+        chunk or shard can be; zarr reads a whole empty shard as absent), and, when the store promises every chunk,
+        a missing one (an interrupted copy, a deleted file). Checked once per z band of stored objects."""
         block_z = _stored_block(self.array)[self.pyramid.spatial[0]]
         bands = range(box[0][0] // block_z, -(-box[0][1] // block_z))
         full = ((0, self.geometry.shape[1]), (0, self.geometry.shape[2]))
@@ -440,9 +440,16 @@ class ZarrSlabReader(SlabReader):
                 continue
             z = (band * block_z, min((band + 1) * block_z, self.geometry.shape[0]))
             for key, _ in self._objects((z,) + tuple(box[1:])):
-                if not (self.path / key).is_file():
-                    raise OmeZarrError(f"{self.pyramid.store}: chunk {self._name(key)} is missing, but the store "
-                                       "says all its chunks were written (an incomplete copy?)")
+                try:
+                    size = (self.path / key).stat().st_size
+                except FileNotFoundError:
+                    if self.pyramid.all_chunks_written:
+                        raise OmeZarrError(f"{self.pyramid.store}: chunk {self._name(key)} is missing, but the store "
+                                           "says all its chunks were written (an incomplete copy?)") from None
+                    continue  # not written: the fill value, as the Zarr format says
+                if size == 0:
+                    raise OmeZarrError(f"{self.pyramid.store}: chunk {self._name(key)} is an empty file (0 bytes): "
+                                       "corrupt (an interrupted copy?)")
             if whole_band:
                 self._checked_bands.add(band)
 

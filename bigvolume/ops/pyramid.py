@@ -729,6 +729,14 @@ def _stored_keys(plan: LevelPlan, array, block) -> list[str]:
     return [array.metadata.encode_chunk_key(coords) for coords in itertools.product(*ranges)]
 
 
+def _written(path: Path) -> bool:
+    """A chunk or shard file that is there and not empty (a copy cut at 0 bytes reads as fill values)."""
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def _prepare_resume(plan, arrays, staging: Path, records: Records) -> None:
     """A task recorded finished whose chunk (or shard) files are not all there is done again: the staging folder
     was damaged after it ran (a file deleted, a copy cut short). One stat per file; the data is not read. The files
@@ -742,7 +750,7 @@ def _prepare_resume(plan, arrays, staging: Path, records: Records) -> None:
             blocks = [tuple(block) for block in level.blocks()]
         folder = staging / level.path
         lost = {n for n in done if n >= len(blocks)
-                or not all((folder / key).is_file() for key in _stored_keys(level, array, blocks[n]))}
+                or not all(_written(folder / key) for key in _stored_keys(level, array, blocks[n]))}
         done -= lost
         for n in set(range(len(blocks))) - done:
             for key in _stored_keys(level, array, blocks[n]):
