@@ -32,6 +32,8 @@ FROM_SCENE = "Volume in the scene"
 FROM_FILE = "File on disk (too big to load)"
 # Path fields the panel keeps in the parameter node itself (bigvolume_slicer.PathFields): parameter -> widget.
 PATH_FIELDS = {"inputFile": "inputFilePathLineEdit"}
+# Parameters no widget shows: what the panel records in the node itself.
+RECORDED_PARAMETERS = ("spacingSource",)
 
 
 #
@@ -76,6 +78,9 @@ class AntiAliasedResampleParameterNode:
     factor - downsampling factor (>= 1), the same on every axis.
     isotropic - one output spacing on all axes: factor x the finest input spacing.
     useSpacing - use the target spacing (spacingI, spacingJ, spacingK in mm) instead of the factor.
+    spacingSource - the input the target spacing was last started from ("file:<path>" or "volume:<node ID>"; "":
+        none yet). Kept in the node, not the panel: a fresh node (a new or closed scene) starts its target spacing
+        from its input, a node loaded with a scene keeps the spacing it was saved with.
     method - resampling method (a key of bigvolume.METHODS).
     threads - number of threads, 0 for all cores.
     memoryLimitGB - file mode: most memory the resampling may hold (GB, 10^9 bytes); 0: automatic.
@@ -96,6 +101,7 @@ class AntiAliasedResampleParameterNode:
     spacingI: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
     spacingJ: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
     spacingK: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
+    spacingSource: str = ""
     method: Annotated[str, Choice(list(METHODS))] = DEFAULT_METHOD
     threads: Annotated[int, WithinRange(0, 1024)] = 0
     memoryLimitGB: Annotated[float, WithinRange(0.0, 65536.0)] = 0.0
@@ -123,8 +129,6 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._progress = None  # the run state, progress bar and Cancel button (made in setup)
         self._cliNode = None  # the CLI run in progress
         self._planTimer = None
-        self._plannedFile = None  # the input file the target spacing was last started from
-        self._plannedVolume = None  # the input volume the target spacing was last started from
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -228,10 +232,12 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         p = self._parameterNode
         self._paths.show()
         # A new input volume starts the target spacing. Here, not in a slot of the node selector: that slot would
-        # run before the binding's own and modify the node while it still holds the previous input.
-        if p and p.inputVolume is not self._plannedVolume:
-            self._plannedVolume = p.inputVolume
-            if p.inputVolume is not None:
+        # run before the binding's own and modify the node while it still holds the previous input. (A file's
+        # spacing is read from its header once the path settles: updatePlan.)
+        if p and not self._fileMode() and p.inputVolume is not None:
+            source = f"volume:{p.inputVolume.GetID()}"
+            if source != p.spacingSource:
+                p.spacingSource = source  # first: the modifications below come back here
                 self._startSpacingFrom(p.inputVolume.GetSpacing())
         self._showMode(self._fileMode())
         self.ui.spacingWidget.enabled = bool(p and p.useSpacing)
@@ -250,9 +256,11 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         try:  # invalid settings: say why instead of failing on Apply
             if p and fileMode and p.inputFile:
                 reason = ""
-                if p.inputFile != self._plannedFile:  # a new file: start the target spacing from its header
-                    self._plannedFile = p.inputFile
-                    self._startSpacingFrom(self.logic.fileGeometry(p.inputFile).spacing)
+                source = f"file:{p.inputFile}"
+                if source != p.spacingSource:  # a new file: start the target spacing from its header
+                    spacing = self.logic.fileGeometry(p.inputFile).spacing
+                    p.spacingSource = source
+                    self._startSpacingFrom(spacing)
                 # The method a label map output would get decides whether the file can stream.
                 method, _notes = self.logic.effectiveMethod(p.outputVolume, p.method)
                 plan = self.logic.describeFilePlan(p.inputFile, method=method, **self._settings(),
@@ -303,6 +311,10 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
                 self.addObserver(self._cliNode, vtk.vtkCommand.ModifiedEvent, self._onCliModified)
         except Exception as error:  # already shown by tryWithErrorDisplay
             self.ui.resultLabel.text = f"Failed: {error}"
+            if self._cliNode is not None:
+                self.removeObserver(self._cliNode, vtk.vtkCommand.ModifiedEvent, self._onCliModified)
+                self._removeCliNode(self._cliNode)
+                self._cliNode = None
             self._progress.stop()
 
     def _onCliModified(self, cliNode, event) -> None:
@@ -315,6 +327,15 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             cliNode.GetStatusString(), cliNode.GetParameterAsString("deviceUsed"),
             cliNode.GetParameterAsString("summary"), cliNode.GetErrorText())
         self._progress.stop()
+        # Its output read (or the run failed or was cancelled), the CLI node has done its part: it goes, or each run
+        # would leave one in the scene, saved with it. Once its own event is over, not from inside it.
+        qt.QTimer.singleShot(0, lambda: self._removeCliNode(cliNode))
+
+    @staticmethod
+    def _removeCliNode(cliNode) -> None:
+        scene = cliNode.GetScene()
+        if scene is not None:  # (a scene close may have removed it already)
+            scene.RemoveNode(cliNode)
 
     def onApplyButton(self) -> None:
         p = self._parameterNode

@@ -22,7 +22,7 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
                 if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py"))), None)
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
-from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, limits,  # noqa: E402
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, TextFields, _, limits,  # noqa: E402
                               reenterModule, settleTimer, translate)
 
 from ImageStackImportLib import (BITS_CHOICES, DEFAULT_STACK_ORIENTATION, GRAY_CHOICES, STACK_ORIENTATIONS,  # noqa: E402
@@ -31,6 +31,11 @@ from ImageStackImportLib import ImageStackImportLogic as ImageStackImportLibLogi
 
 # Path fields the panel keeps in the parameter node itself (bigvolume_slicer.PathFields): parameter -> widget.
 PATH_FIELDS = {"inputFile": "fileLineEdit", "inputFolder": "folderLineEdit", "nhdrPath": "nhdrPathLineEdit"}
+# Text fields the panel keeps in the parameter node itself (bigvolume_slicer.TextFields; Slicer 5.8's QLineEdit
+# connector moves the cursor to the end at each keystroke): parameter -> widget.
+TEXT_FIELDS = {"pattern": "patternLineEdit"}
+# Parameters no widget shows: what the panel records in the node itself.
+RECORDED_PARAMETERS = ("spacingSource",)
 
 
 #
@@ -75,6 +80,9 @@ class ImageStackImportParameterNode:
     pattern - optional glob or printf pattern of the slice files (relative: in the folder).
     reverse - read the slices last to first.
     spacingX, spacingY, spacingZ - voxel size in mm (filled from the headers when the input changes).
+    spacingSource - the input (file, folder, pattern, reverse) the spacing was last filled from ("": none yet). Kept
+        in the node, not the panel: a fresh node (a new or closed scene) refills its spacing from the headers, a node
+        loaded with a scene keeps the spacing it was saved with.
     orientation - where columns, rows and slices increase towards (bigvolume.io.stacks.STACK_ORIENTATIONS; LPS default).
     originX, originY, originZ - LPS position in mm of the centre of the first slice's first pixel.
     roi - optional Markups ROI to import (rotated ones included).
@@ -93,6 +101,7 @@ class ImageStackImportParameterNode:
     spacingX: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
     spacingY: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
     spacingZ: Annotated[float, WithinRange(limits.MIN_SPACING, limits.MAX_SPACING)] = 1.0
+    spacingSource: str = ""
     orientation: Annotated[str, Choice(list(STACK_ORIENTATIONS))] = DEFAULT_STACK_ORIENTATION
     originX: float = 0.0
     originY: float = 0.0
@@ -145,9 +154,9 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._gui = None  # the widgets' binding to the parameter node (made in setup)
         self._paths = None
+        self._texts = None
         self._progress = None  # the run state, progress bar and Cancel button (made in setup)
         self._canImport = False
-        self._lastSource = None  # the input fields the spacing was last filled for
         self._observedRoi = None
         self._planTimer = None
         self._dropFilter = None
@@ -162,6 +171,7 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = ImageStackImportLogic()
         self._gui = ParameterNodeGui(self.ui, afterBind=self._labelChoices)
         self._paths = PathFields({name: getattr(self.ui, widget) for name, widget in PATH_FIELDS.items()})
+        self._texts = TextFields({name: getattr(self.ui, widget) for name, widget in TEXT_FIELDS.items()})
 
         # Planning reads every slice header the first time: wait until the user stops typing or dragging the ROI.
         self._planTimer = settleTimer(self.updatePlan)
@@ -219,6 +229,7 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = self._gui.bind(inputParameterNode)
         self._paths.bind(self._parameterNode)
+        self._texts.bind(self._parameterNode)
         if self._parameterNode:
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self.onParameterNodeModified()
@@ -233,6 +244,7 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- inputs ---------------------------------------------------------------------------------------------------
     def onParameterNodeModified(self, caller=None, event=None) -> None:
         self._paths.show()
+        self._texts.show()
         roi = self._parameterNode.roi if self._parameterNode else None
         if roi is not self._observedRoi:  # follow the ROI while it is moved or resized
             events = (vtk.vtkCommand.ModifiedEvent, vtkMRMLMarkupsROINode.PointModifiedEvent)
@@ -298,20 +310,21 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return settings
 
     def updatePlan(self) -> None:
-        """Describe the import in the info box (from the headers only); on a new input, fill the spacing first."""
+        """Describe the import in the info box (from the headers only); on a new input (one the node's spacing was
+        not filled from), fill the spacing first."""
         if self._planTimer is not None:
             self._planTimer.stop()
         p = self._parameterNode
         if p is None or self._progress.running:
             return
-        fields = (p.inputFile, p.inputFolder, p.pattern, p.reverse)
+        fields = repr((p.inputFile, p.inputFolder, p.pattern, p.reverse))
         ok, headerSpacing = False, ()
         try:
             source = self._source()
-            if fields != self._lastSource:
+            if fields != p.spacingSource:
                 with self.logic.planImport(source, gray="keep", reverse=p.reverse) as plan:
                     p.spacingX, p.spacingY, p.spacingZ = plan.spacing
-                self._lastSource = fields
+                p.spacingSource = fields
             with self.logic.planImport(source, **self._settings()) as plan:
                 text, headerSpacing = plan.description, plan.headerSpacing
             ok = True

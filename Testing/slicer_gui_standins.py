@@ -114,7 +114,23 @@ class CheckBox(ValueWidget):
 
 
 class LineEdit(ValueWidget):
+    """A QLineEdit with its cursor: setting ``text`` (QLineEdit::setText) puts the cursor at the end, even when the
+    text is the same; ``typeAt(position, keys)`` is the user typing ``keys`` with the cursor at ``position``."""
     prop, signal, default = "text", "textChanged", ""
+
+    def __setattr__(self, name, value):
+        if name == "text":
+            self.__dict__["cursorPosition"] = len(value)
+        super().__setattr__(name, value)
+
+    def typeAt(self, position, keys):
+        self.__dict__["cursorPosition"] = position
+        for key in keys:
+            cursor, text = self.cursorPosition, self.text
+            self.__dict__["_text"] = text[:cursor] + key + text[cursor:]
+            self.__dict__["cursorPosition"] = cursor + 1
+            self.emit("textChanged", self.text)
+            self.emit("textEdited", self.text)
 
 
 class PathLineEdit(ValueWidget):
@@ -223,12 +239,26 @@ class QTimer:
         for slot in self.slots:
             slot()
 
+    @staticmethod
+    def singleShot(milliseconds, slot):
+        """qt.QTimer.singleShot(msec, callable): a started single-shot timer, fired as the others."""
+        timer = QTimer()
+        timer.setSingleShot(True)
+        timer.setInterval(milliseconds)
+        timer.connect("timeout()", slot)
+        timer.start()
+
 
 class QProgressDialog:
+    """``shown``: the dialogs shown and not closed; ``made``: every dialog made (``deleted`` once deleteLater was
+    called: a closed dialog lives on as a child of its parent, the main window, until deleted)."""
     shown = []
+    made = []
 
     def __init__(self, labelText, cancelText, minimum, maximum, parent=None):
         self.labelText, self.value, self.visible, self.wasCanceled, self.modality = labelText, 0, False, False, None
+        self.parent, self.deleted = parent, False
+        QProgressDialog.made.append(self)
 
     def setWindowModality(self, modality):
         self.modality = modality
@@ -240,6 +270,10 @@ class QProgressDialog:
     def close(self):
         self.visible = False
         QProgressDialog.shown.remove(self)
+
+    def deleteLater(self):
+        assert not self.deleted, "deleted twice"
+        self.deleted = True
 
 
 def make_qt():
@@ -375,6 +409,10 @@ class _Connector:
             w.setCurrentNode(value)
         elif isinstance(w, PathLineEdit):
             w.currentPath = str(value)  # Path() -> "."
+        elif isinstance(w, LineEdit):  # unconditionally up to 5.8.x; from 5.10 a text that differs only (Slicer
+            # issue 8620, PR 8621; not checked against the v5.10.0 tag: the panels bind no QLineEdit)
+            if SLICER_VERSION < (5, 10) or w.text != value:
+                w.text = value
         else:
             setattr(w, w.prop, value)
 
@@ -528,6 +566,7 @@ def install(monkeypatch, tmp_path, version=(5, 10)):
     monkeypatch.setattr(sys.modules[__name__], "SLICER_VERSION", version)
     QTimer.timers.clear()
     QProgressDialog.shown.clear()
+    QProgressDialog.made.clear()
     monkeypatch.setitem(sys.modules, "qt", make_qt())
     for name, members in (("ScriptedLoadableModule", (ScriptedLoadableModule, ScriptedLoadableModuleWidget,
                                                       ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest)),

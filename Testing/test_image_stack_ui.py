@@ -65,7 +65,9 @@ def test_every_required_widget_is_used():
     # name or a binding.
     assert {f"factor{n}Button" for n in preset_factors_reached_by_getattr()} == {
         name for name in REQUIRED_WIDGETS if re.fullmatch(r"factor\dButton", name)}
-    bound = set(MODULE.ui_parameter_bindings()) | set(MODULE.path_fields().values())  # paths: kept by the panel
+    # Paths and the pattern: kept by the panel (PATH_FIELDS, TEXT_FIELDS).
+    texts = ast.literal_eval(MODULE.assignment("TEXT_FIELDS"))
+    bound = set(MODULE.ui_parameter_bindings()) | set(MODULE.path_fields().values()) | set(texts.values())
     unused = {name for name in REQUIRED_WIDGETS
               if name not in used | bound and not re.fullmatch(r"factor\dButton", name)}
     assert not unused, f"widgets neither used by the module file nor bound to a parameter: {unused}"
@@ -75,7 +77,8 @@ def test_the_parameters_are_the_panel_settings():
     fields = MODULE.wrapper_fields()
     assert {"inputFile", "inputFolder", "nhdrPath",
             "pattern", "reverse", "spacingX", "spacingY", "spacingZ", "orientation", "originX", "originY", "originZ",
-            "roi", "gray", "bits", "factorX", "factorY", "factorZ", "saveNhdr", "show3D"} == set(fields)
+            "roi", "gray", "bits", "factorX", "factorY", "factorZ", "saveNhdr", "show3D",
+            "spacingSource"} == set(fields)  # what the spacing was filled from: recorded in the node, no widget
 
 
 def test_the_3d_preview_check_box_volume_renders_the_result_through_the_logic():

@@ -36,6 +36,7 @@ def app(monkeypatch, tmp_path):
     """The stand-in qt and slicer.app of slicer_gui_standins on the real ``slicer`` package of slicer-core."""
     monkeypatch.setitem(sys.modules, "qt", make_qt())
     QProgressDialog.shown.clear()
+    QProgressDialog.made.clear()
     app = App(tmp_path)
     monkeypatch.setattr(slicer, "app", app, raising=False)
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: app.errors.append(text))
@@ -139,6 +140,23 @@ def test_task_runs_the_body_with_the_progress_shown_and_keeps_its_result(app, cl
     assert QProgressDialog.shown == []  # the modal dialog of the run is gone
     assert label.text == "Imported" and not progress.running and bar.visible is False and button.enabled is False
     assert app.cursors == [] and app.errors == []
+
+
+@pytest.mark.parametrize("outcome", ["done", "cancelled", "failed"])
+def test_each_run_deletes_its_progress_dialog(app, clock, outcome):
+    """close() only hides a QProgressDialog: made with the main window as its parent, it would stay alive (one more
+    hidden dialog per run) until the application quits. stop() hands it to deleteLater, whatever the run's end."""
+    progress, _, _ = make_panel()
+    label = Widget(text="")
+    for run in range(2):
+        with progress.task(label, "Failed."):
+            if outcome == "cancelled":
+                raise Cancelled("cancelled")
+            if outcome == "failed":
+                raise VolumeFileError("not an image")
+    assert len(QProgressDialog.made) == 2 and all(dialog.parent == "main window" for dialog in QProgressDialog.made)
+    assert all(dialog.deleted and not dialog.visible for dialog in QProgressDialog.made)
+    assert QProgressDialog.shown == [] and progress._dialog is None
 
 
 def test_task_says_cancelled_without_an_error_popup(app, clock):

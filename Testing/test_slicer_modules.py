@@ -64,7 +64,38 @@ def test_every_bound_widget_names_a_parameter_and_can_represent_it(module):
     for parameter, widget in paths.items():
         assert fields[parameter][0] == "str" and fields[parameter][2] == "''", parameter
         assert widgets[widget] == "ctkPathLineEdit" and widget not in bindings, widget
-    assert set(fields) == set(values) | set(paths), f"parameters without a widget: {set(fields) - set(values)}"
+    # Text fields too (TextFields: no cursor jump), and what the panel records in the node: no widget at all.
+    texts, recorded = module_constant(module, "TEXT_FIELDS", {}), module_constant(module, "RECORDED_PARAMETERS", ())
+    for parameter, widget in texts.items():
+        assert fields[parameter][0] == "str" and widgets[widget] == "QLineEdit" and widget not in bindings, widget
+    for parameter in recorded:
+        assert fields[parameter][0] == "str" and fields[parameter][2] == "''", parameter
+    assert not (set(paths) | set(texts)) & set(recorded) and not set(paths) & set(texts) and not set(values) & set(
+        recorded)
+    kept = set(values) | set(paths) | set(texts) | set(recorded)
+    assert set(fields) == kept, f"parameters without a widget: {set(fields) - kept}"
+
+
+def module_constant(module, name, default):
+    """The literal value of a module-level ``name = ...`` of the module file, or ``default``."""
+    source = module.assignment(name)
+    return ast.literal_eval(source) if source is not None else default
+
+
+@each_module
+def test_no_line_edit_is_bound_through_connect_gui(module):
+    """Slicer 5.4-5.8.x's QLineEdit connector writes the node's text back into the line edit on every change of the
+    node, unconditionally (QLineEdit::setText puts the cursor at the end): typing inside the text sends the cursor to
+    the end after each key ("on" typed after "rec" in "rec_%04d.tif" gives "reco_%04d.tifn"; fixed in 5.10, commit
+    5e290f9562). The panels keep their line edits themselves (TEXT_FIELDS, bigvolume_slicer.TextFields)."""
+    widgets = module.ui_widgets()
+    bound = {widget for widget in module.ui_parameter_bindings() if widgets[widget] == "QLineEdit"}
+    assert not bound, f"line edits bound with SlicerParameterName: {bound}"
+    texts = module_constant(module, "TEXT_FIELDS", {})
+    if texts:  # kept by a TextFields made from TEXT_FIELDS, bound and shown with the parameter node
+        widget = ast.unparse(module.widget_class())
+        assert "TextFields({name: getattr(self.ui, widget) for name, widget in TEXT_FIELDS.items()})" in widget
+        assert "self._texts.bind(self._parameterNode)" in widget and "self._texts.show()" in widget
 
 
 @each_module
@@ -86,6 +117,27 @@ def test_parameter_defaults_are_within_their_ranges_and_spin_boxes_match(module)
         if "decimals" in props:
             decimals = int(props["decimals"].findtext("number"))
             assert round(low, decimals) == low, f"{widget}: {decimals} decimals cannot show the minimum {low}"
+
+
+def test_bound_double_spin_boxes_take_a_typed_value_only_when_it_is_complete():
+    """Slicer's parameterNodeWrapper writes each parameter change back into its widget (``widget.value = value``,
+    unconditionally: guiConnectors.py in 5.8 and later), and QDoubleSpinBox::setValue reformats the text with the
+    box's decimals. With keyboard tracking on, valueChanged fires on every keystroke, so the half-typed text is
+    rounded under the user's cursor: typing 0.52 gives 0.5, 2.5 gives 2, -1024.5 gives -1024 (checked with real Qt).
+    With keyboardTracking false, valueChanged (and so the write-back) comes on Enter, focus-out or the arrows only.
+    (A ctkSliderWidget is not affected: its ctkDoubleSpinBox sets a value only when it differs.)"""
+    tracking, checked = {}, 0
+    for module in MODULES:
+        for widget in module.ui_root().iter("widget"):
+            props = {p.get("name"): p for p in widget.findall("property")}
+            if widget.get("class") != "QDoubleSpinBox" or "SlicerParameterName" not in props:
+                continue
+            checked += 1
+            value = props["keyboardTracking"].findtext("bool") if "keyboardTracking" in props else None
+            if value != "false":
+                tracking[f"{module.name}.{widget.get('name')}"] = value
+    assert checked >= 10  # the panels' spacing, factor, origin, fill value, memory fields are all of them
+    assert not tracking, f"bound QDoubleSpinBoxes with keyboard tracking (truncates typed decimals): {tracking}"
 
 
 @each_module

@@ -30,7 +30,8 @@ def test_every_parameter_node_field_is_bound_to_a_widget():
     fields = set(MODULE.wrapper_fields())
     assert {"inputVolume", "outputVolume", "factor", "isotropic", "useSpacing", "method", "threads",
             "inputSource", "inputFile", "memoryLimitGB", "alwaysStream", "saveBesideInput"} <= fields
-    assert fields - set(MODULE.ui_parameter_bindings().values()) == set(MODULE.path_fields())  # paths: the panel
+    # Paths: kept by the panel; the input the target spacing was started from: recorded by the panel, no widget.
+    assert fields - set(MODULE.ui_parameter_bindings().values()) == set(MODULE.path_fields()) | {"spacingSource"}
 
 
 def test_parameter_defaults_are_valid():

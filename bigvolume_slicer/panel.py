@@ -1,6 +1,6 @@
 """What the module panels share: the run state of a long run (Apply, Import, ...) with its progress bar, Cancel button
-and modal progress dialog; the binding of a panel to its parameter node; path fields kept in the parameter node; and
-the timer that waits for the user to stop changing a setting before a costly update."""
+and modal progress dialog; the binding of a panel to its parameter node; path and text fields kept in the parameter
+node; and the timer that waits for the user to stop changing a setting before a costly update."""
 import contextlib
 import threading
 import time
@@ -117,6 +117,7 @@ class PanelProgress:
     def stop(self) -> None:
         if self._dialog is not None:
             self._dialog.close()
+            self._dialog.deleteLater()  # a closed QProgressDialog stays a child of the main window until deleted
             self._dialog = None
         self._setRunning(False)
 
@@ -217,40 +218,74 @@ class ParameterNodeGui:
         self.wrapper, self._tag = None, None
 
 
-class PathFields:
-    """ctkPathLineEdits kept in ``str`` parameters ("" for none) by the panel itself, not by ``connectGui``: its
-    ctkPathLineEdit connector writes ``str(Path())``, ".", into an unset field and so replaces the path CTK restored
-    from the field's history. Here an unset parameter takes what the field shows (its restored path) and the field is
-    only written with a real path. ``fields``: parameter name -> ctkPathLineEdit."""
+class TextFields:
+    """QLineEdits kept in ``str`` parameters by the panel itself, not by ``connectGui``: the QLineEdit connector of
+    Slicer 5.4-5.8.x writes the node's text back into its line edit on every change of the node, unconditionally,
+    which moves the cursor to the end after each keystroke (typing "on" after "rec" in "rec_%04d.tif" gives
+    "reco_%04d.tifn"; fixed in 5.10). Here the widget is written only when its text differs from the node's, and the
+    node on every change of the text. ``fields``: parameter name -> widget."""
+
+    PROPERTY, SIGNAL = "text", "textChanged(QString)"  # the widgets' text property and its change signal
 
     def __init__(self, fields: dict):
         self.fields = fields
         self.wrapper = None
-        for name, lineEdit in fields.items():
-            lineEdit.connect("currentPathChanged(QString)", lambda path, name=name: self._store(name, path))
+        for name, widget in fields.items():
+            widget.connect(self.SIGNAL, lambda text, name=name: self._store(name, text))
 
     def bind(self, wrapper) -> None:
-        """Follow ``wrapper`` (None: none): unset parameters take the fields' paths, set ones are shown."""
+        """Follow ``wrapper`` (None: none) and show its values."""
         self.wrapper = wrapper
-        if wrapper is None:
-            return
-        for name, lineEdit in self.fields.items():
-            if not getattr(wrapper, name) and lineEdit.currentPath:
-                self._store(name, lineEdit.currentPath)
         self.show()
 
     def show(self) -> None:
-        """Parameter node -> fields (call it when the node is modified)."""
+        """Parameter node -> widgets (call it when the node is modified): only a widget whose text differs is
+        written, "" included."""
         if self.wrapper is None:
             return
-        for name, lineEdit in self.fields.items():
-            path = getattr(self.wrapper, name)
-            if path and path != lineEdit.currentPath:
-                lineEdit.currentPath = path
+        for name, widget in self.fields.items():
+            text = getattr(self.wrapper, name)
+            if text != getattr(widget, self.PROPERTY):
+                setattr(widget, self.PROPERTY, text)
 
-    def _store(self, name, path) -> None:
-        if self.wrapper is not None and getattr(self.wrapper, name) != path:
-            setattr(self.wrapper, name, path)
+    def _store(self, name, text) -> None:
+        if self.wrapper is not None and getattr(self.wrapper, name) != text:
+            setattr(self.wrapper, name, text)
+
+
+class PathFields(TextFields):
+    """ctkPathLineEdits kept in ``str`` parameters ("" for none) by the panel itself, not by ``connectGui``: its
+    ctkPathLineEdit connector writes ``str(Path())``, ".", into an unset field and so replaces the path CTK restored
+    from the field's history. Here the unset parameters of a fresh parameter node (a new scene, a closed one) take
+    what the fields show (their restored paths) when the panel first binds it; from then on the node holds the
+    panel's paths, "" included ("" can mean something: ImageStackImport's nhdrPath "" is "beside the slices"), and
+    each field shows its parameter. That a node was bound so is recorded in the node itself (ADOPTED), so a node
+    loaded with a scene keeps its own paths, "" included, and a scene close (which empties the node) starts afresh.
+    ``fields``: parameter name -> ctkPathLineEdit."""
+
+    PROPERTY, SIGNAL = "currentPath", "currentPathChanged(QString)"
+    # MRML parameter (not a field of the wrapper) set once a node's unset paths took the fields' paths.
+    ADOPTED = "pathFieldsAdopted"
+
+    def bind(self, wrapper) -> None:
+        """Follow ``wrapper`` (None: none): a fresh node's unset parameters take the fields' paths, then every field
+        shows its parameter."""
+        self.wrapper = wrapper
+        if wrapper is not None and not wrapper.parameterNode.GetParameter(self.ADOPTED):
+            self._adopt()
+        self.show()
+
+    def _adopt(self) -> None:
+        node = self.wrapper.parameterNode
+        taken = {name: lineEdit.currentPath for name, lineEdit in self.fields.items()
+                 if not getattr(self.wrapper, name) and lineEdit.currentPath}
+        wasModifying = node.StartModify()  # one Modified event, once the node holds the paths and the mark
+        try:
+            for name, path in taken.items():
+                setattr(self.wrapper, name, path)
+            node.SetParameter(self.ADOPTED, "true")
+        finally:
+            node.EndModify(wasModifying)
 
 
 def reenterModule(moduleName: str, otherModule: str = "Data"):
