@@ -616,6 +616,25 @@ def test_resume_refuses_an_input_changed_since_the_interrupted_run(tmp_path, nam
     assert snapshot(staging) == kept and not (tmp_path / "out.ome.zarr").exists()
 
 
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_resume_refuses_a_zarr_input_whose_chunks_changed_since_the_interrupted_run(tmp_path, version):
+    """A Zarr input was stamped by its top folder and metadata only: chunks rewritten between the kill and --resume
+    (same shape) were mixed into the pyramid, exit 0. zarr writes a chunk beside its place and renames it, which
+    stamps its folder: every folder of the store is stamped now."""
+    import zarr
+
+    array = smooth_volume((40, 48, 48))
+    source = tmp_path / "in.ome.zarr"
+    pyramid(write_input(tmp_path, array), source, chunks=16, levels=1, ome_zarr_version=version)
+    staging = interrupted_run(source, tmp_path / "out.ome.zarr", "level 1")
+    zarr.open_array(source / "0", mode="r+")[32:40, :16, :16] = 7  # one chunk's worth, deep in the store
+    kept = snapshot(staging)
+    done = run_cli("pyramid", source, tmp_path / "out.ome.zarr", "--chunks", "8", "--resume")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "changed" in lines[0], done.stderr
+    assert snapshot(staging) == kept and not (tmp_path / "out.ome.zarr").exists()
+
+
 def test_a_resumed_run_drops_the_temporary_files_of_writes_a_kill_cut_short(tmp_path):
     source = write_input(tmp_path, smooth_volume((40, 48, 48)))
     staging = interrupted_run(source, tmp_path / "out.ome.zarr", "level 2")

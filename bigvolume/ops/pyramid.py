@@ -593,8 +593,8 @@ def _fingerprint(input, reader, plan, method, version, unit, zstd_level, chunk3,
 def _input_stamps(input) -> list[list]:
     """[path, size, modification time (ns)] of every file of the input: a resumed run must read the same input as
     the run it continues (the same geometry with other voxels would be mixed in silently). A stack folder's files
-    and a glob's matches are each stamped; a Zarr store by its metadata files and folders (its chunks are too
-    many to stat)."""
+    and a glob's matches are each stamped; a Zarr store by its metadata files and every folder (its chunks are
+    too many to stat, and a rewritten chunk is renamed into its folder)."""
     paths: list[Path] = []
     for item in input if isinstance(input, (list, tuple)) else [input]:
         text = str(item)
@@ -606,6 +606,8 @@ def _input_stamps(input) -> list[list]:
             paths.append(part)
             if part.is_dir():
                 paths += sorted(p for p in part.iterdir() if p.is_file())
+            if is_zarr_store(part):  # every folder: zarr writes a chunk beside it and renames it, which stamps them
+                paths += sorted(Path(folder) / name for folder, names, _ in os.walk(part) for name in names)
     stamps = []
     for path in paths:
         stat = path.stat()
