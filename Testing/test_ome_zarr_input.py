@@ -80,7 +80,7 @@ def test_sharded_store_reads_the_same(tmp_path):
     np.testing.assert_array_equal(bv.read_volume(store).array, array)
 
 
-@pytest.mark.parametrize("names", [("x", "y", "z"), ("c", "x", "z", "y")])
+@pytest.mark.parametrize("names", [("x", "y", "z"), ("c", "x", "z", "y"), ("X", "Y", "Z")])
 def test_a_plain_zarr_array_whose_space_axes_are_not_z_y_x_is_refused(tmp_path, names):
     """Named x y z, it was read as z y x (transposed, silently)."""
     shape = (9, 10, 11) if len(names) == 3 else (1, 9, 10, 11)

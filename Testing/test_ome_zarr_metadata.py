@@ -147,9 +147,10 @@ def test_space_units_that_cannot_be_placed_are_refused_in_one_line(units, words)
     assert str(caught.value).startswith("/d/s.zarr: ") and words in str(caught.value), caught.value
 
 
-@pytest.mark.parametrize("order", ["xyz", "zxy", "yzx"])
+@pytest.mark.parametrize("order", ["xyz", "zxy", "yzx", "XYZ", "XzY"])
 def test_space_axes_named_in_another_order_are_refused(order):
-    """x y z was read as z y x: a transposed, mirrored volume with its spacing on the wrong axes, silently."""
+    """x y z was read as z y x: a transposed, mirrored volume with its spacing on the wrong axes, silently (and X Y Z
+    still so: names are compared without case)."""
     axes = [{"name": axis, "type": "space", "unit": "millimeter"} for axis in order]
     datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [3.0, 1.0, 0.5]}]}]
     with pytest.raises(OmeZarrError) as caught:
@@ -177,3 +178,12 @@ def test_a_rotated_grid_s_levels_never_look_finer_than_the_level_below():
     attributes = multiscales_attributes(levels, version="0.4")
     scales = [d["coordinateTransformations"][0]["scale"] for d in attributes["multiscales"][0]["datasets"]]
     assert scales[0] == [2.0, 1.0, 1.0] and all(b >= a for a, b in zip(scales[0], scales[1])), scales
+
+
+@pytest.mark.parametrize("name, kind", [("c", "channel"), ("channel", "channel"), ("C", None), ("c", None)])
+def test_the_channel_axis_is_found_by_its_type_or_its_name(name, kind):
+    """An axis of type channel named otherwise than c was taken for a series (refused: '3 elements, not a series')."""
+    axes = [{"name": name, **({"type": kind} if kind else {})}] + [{"name": a, "type": "space"} for a in "zyx"]
+    datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 3.0, 1.0, 0.5]}]}]
+    layout = parse_multiscales({"multiscales": [{"version": "0.4", "axes": axes, "datasets": datasets}]}, "s")
+    assert layout.channel == 0 and layout.spatial == (1, 2, 3)

@@ -176,6 +176,7 @@ class MultiscaleLayout:
     # An OME-Zarr 0.1-0.3 store without scales (coordinateTransformations came with 0.4): :func:`with_legacy_scales`
     # fills them from the levels' shapes, on a unit grid
     scales_from_shapes: bool = False
+    channel: int | None = None  # the axis of type channel (or, untyped, named c)
 
 
 # Before 0.4 the metadata held no coordinate transformations, and before 0.3 no axes: the arrays were t c z y x.
@@ -196,7 +197,9 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
     names = tuple(str(a.get("name") if isinstance(a, dict) else a) for a in axes)
     types = tuple(a.get("type") if isinstance(a, dict) else None for a in axes)
     spatial = [n for n, (name, kind) in enumerate(zip(names, types))
-               if kind == "space" or (kind is None and name in AXIS_NAMES)]
+               if kind == "space" or (kind is None and name.lower() in AXIS_NAMES)]
+    channel = next((n for n, (name, kind) in enumerate(zip(names, types))
+                    if kind == "channel" or (kind is None and name.lower() == "c")), None)
     if len(spatial) != 3:
         among = f" among {', '.join(names)}" if len(names) != len(spatial) else ""
         raise OmeZarrError(f"{store}: {len(spatial)} space axes ({', '.join(names[n] for n in spatial) or 'none'})"
@@ -245,13 +248,14 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
                     else None for p in paths)
     sources = tuple(records[p].get("source") if p in records else None for p in paths)
     return MultiscaleLayout(version, names, tuple(spatial), unit or "", tuple(paths), tuple(scales),
-                            tuple(translations), direction, factors, sources, scaled_by_shapes)
+                            tuple(translations), direction, factors, sources, scaled_by_shapes, channel)
 
 
 def check_space_axis_order(names: Sequence[str], store) -> None:
     """Space axes named z, y and x in another order (NGFF: they SHOULD be z y x) are refused in one line: they were
-    read as z y x, a transposed volume with its spacing on the wrong axes."""
-    if set(names) == set(AXIS_NAMES) and tuple(names) != AXIS_NAMES:
+    read as z y x, a transposed volume with its spacing on the wrong axes. Names compare without case (X, Y, Z)."""
+    names = [str(name) for name in names]
+    if {name.lower() for name in names} == set(AXIS_NAMES) and tuple(n.lower() for n in names) != AXIS_NAMES:
         raise OmeZarrError(f"{store}: the space axes are in the order {', '.join(names)}; this tool reads them in the "
                            "order z, y, x (NGFF's order): transpose the arrays, or rewrite the store")
 

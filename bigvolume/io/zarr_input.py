@@ -150,10 +150,11 @@ def _axes_of(array, store: Path) -> tuple[tuple[str, ...], tuple[int, int, int],
     names = getattr(array.metadata, "dimension_names", None)
     if names and all(names):
         names = tuple(str(n) for n in names)
-        if all(axis in names for axis in AXIS_NAMES):
-            check_space_axis_order([name for name in names if name in AXIS_NAMES], store)
-            spatial = tuple(names.index(axis) for axis in AXIS_NAMES)
-            channel = names.index("c") if "c" in names else None
+        lowered = tuple(n.lower() for n in names)  # X, Y, Z are x, y, z
+        if all(axis in lowered for axis in AXIS_NAMES):
+            check_space_axis_order([name for name in names if name.lower() in AXIS_NAMES], store)
+            spatial = tuple(lowered.index(axis) for axis in AXIS_NAMES)
+            channel = lowered.index("c") if "c" in lowered else None
             return names, spatial, channel  # type: ignore[return-value]
     if array.ndim == 3:
         return AXIS_NAMES, (0, 1, 2), None
@@ -199,7 +200,7 @@ def _all_chunks_written(attributes) -> bool:
 def _from_group(store: Path, group, start_path: str | None = None) -> Pyramid:
     attributes = group.attrs.asdict()
     layout = parse_multiscales(attributes, store)
-    channel = next((n for n, name in enumerate(layout.axes) if name == "c"), None)
+    channel = layout.channel
     arrays = []
     for path in layout.paths:
         try:
