@@ -553,3 +553,13 @@ def test_without_zarr_the_message_names_the_packages_to_install(monkeypatch):
     with pytest.raises(bv.BigVolumeError, match=r"pip install 'zarr>=3' 'dask\[array\]' distributed") as error:
         import_zarr()
     assert "bigvolume[" not in str(error.value)
+
+
+@pytest.mark.parametrize("call", ["read_volume", "read_geometry", "open_slabs", "file_size"])
+def test_a_series_uid_given_with_a_store_is_refused_not_ignored(tmp_path, call):
+    """read_volume(store, 2) (series is the second parameter) read level 0 without a word."""
+    store = write_store(tmp_path / "x.ome.zarr", phantom(), GEOMETRIES["anisotropic"], factors=(3,))
+    function = getattr(io, call) if call != "open_slabs" else open_slabs
+    with pytest.raises(bv.BigVolumeError, match="applies only to DICOM"):
+        function(store, "2")
+    function(store, None, 1)  # the level, by its own name, is read

@@ -182,7 +182,7 @@ def read_volume(path, series: str | None = None, level: int | None = None) -> Vo
     checksums are verified); only what those do not cover is read by SimpleITK, after a check of its compressed
     data. Missing or too short data files are refused before reading."""
     path = Path(path)
-    if zarr_input.accepts(path):
+    if zarr_input.accepts(path, series):
         return zarr_input.read_volume(path, level)
     check_no_level(path, level)
     if dicom.accepts(path, series):
@@ -225,7 +225,7 @@ def read_geometry(path, series: str | None = None, level: int | None = None) -> 
     """Geometry, pixel type and component count from the header alone (no voxel data read); of an OME-Zarr
     store, of ``level``."""
     path = Path(path)
-    if zarr_input.accepts(path):
+    if zarr_input.accepts(path, series):
         return zarr_input.read_geometry(path, level)
     check_no_level(path, level)
     if dicom.accepts(path, series):
@@ -387,7 +387,7 @@ def file_size(path, series: str | None = None, level: int | None = None) -> int:
     a printf pattern), else the data files our writers put beside it; of a DICOM series, all its files; of an
     OME-Zarr store, the level's array."""
     path = Path(path)
-    if zarr_input.accepts(path):
+    if zarr_input.accepts(path, series):
         return zarr_input.file_size(path, level)
     if dicom.accepts(path, series):
         return dicom.file_size(path, series)

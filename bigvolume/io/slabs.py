@@ -41,7 +41,7 @@ def open_slabs(path, series: str | None = None, level: int | None = None) -> Sla
     """A slab reader for ``path`` (of an OME-Zarr store: of ``level``); refuses missing or short data files before
     anything is read."""
     path = Path(path)
-    if zarr_input.accepts(path):
+    if zarr_input.accepts(path, series):
         return zarr_input.open_slabs(path, level)
     io.check_no_level(path, level)
     if dicom.accepts(path, series):

@@ -66,11 +66,17 @@ def _zarr():
     return zarr
 
 
-def accepts(path) -> bool:
+def accepts(path, series: str | None = None) -> bool:
     """True for a local Zarr store (group or array), and for a folder named ``*.zarr`` (refused by
-    :func:`open_pyramid` in words about Zarr, not as "a folder")."""
+    :func:`open_pyramid` in words about Zarr, not as "a folder"). A DICOM series UID given with a store is refused
+    (it was ignored: ``read_volume(store, 2)`` read level 0)."""
     path = Path(path)
-    return is_zarr_store(path) or (path.name.lower().endswith(".zarr") and path.is_dir())
+    if not (is_zarr_store(path) or (path.name.lower().endswith(".zarr") and path.is_dir())):
+        return False
+    if series is not None:
+        raise OmeZarrError(f"{path}: not a DICOM series; a series UID (--series) applies only to DICOM (a "
+                           "pyramid's level is level=K, --level K)")
+    return True
 
 
 @dataclass(frozen=True)
