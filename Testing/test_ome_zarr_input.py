@@ -563,3 +563,17 @@ def test_a_series_uid_given_with_a_store_is_refused_not_ignored(tmp_path, call):
     with pytest.raises(bv.BigVolumeError, match="applies only to DICOM"):
         function(store, "2")
     function(store, None, 1)  # the level, by its own name, is read
+
+
+@pytest.mark.parametrize("command, inside", [("resample", "out.nrrd"), ("resample", "0/out.nhdr"),
+                                             ("dehaze", "out.nrrd"), ("reduce-bits", "1/out.nii.gz")])
+def test_an_output_inside_the_input_store_is_refused(tmp_path, command, inside):
+    """resample, dehaze and reduce-bits wrote their output (and a .raw beside an .nhdr) into the input store, as
+    foreign objects among its chunks; pyramid already refused it. Whichever level folder names the input."""
+    store = write_store(tmp_path / "x.ome.zarr", phantom(), GEOMETRIES["anisotropic"], factors=(3,))
+    before = sorted(p.relative_to(store).as_posix() for p in store.rglob("*"))
+    options = {"resample": ["--factor", "2"], "reduce-bits": ["--bits", "8"], "dehaze": []}[command]
+    for source in (store, store / "0"):
+        done = run(command, source, store / inside, *options)
+        assert done.returncode == 1 and "inside the input's Zarr store" in _one_line(done.stderr), done.stderr
+    assert sorted(p.relative_to(store).as_posix() for p in store.rglob("*")) == before

@@ -274,6 +274,9 @@ def check_output_path(path, inputs=()) -> Path:
         raise VolumeFileError(f"{path}: is a folder")
     for source in inputs:
         source = Path(source)
+        store = zarr_input.store_of(source)
+        if store is not None and is_inside(path, store):  # new files in a store are foreign objects in it
+            raise VolumeFileError(f"{path}: inside the input's Zarr store {store}; write the output elsewhere")
         for read in input_files(source):
             for written in output_files(path):
                 if not same_file(written, read):
@@ -282,6 +285,15 @@ def check_output_path(path, inputs=()) -> Path:
                     raise VolumeFileError(f"{path}: the output would overwrite the input")
                 raise VolumeFileError(f"{path}: writing it would overwrite the input's data file {read}")
     return path
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (links and ``..`` resolved; neither need exist)."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
 
 
 def input_files(path) -> list[Path]:

@@ -79,6 +79,17 @@ def accepts(path, series: str | None = None) -> bool:
     return True
 
 
+def store_of(path) -> Path | None:
+    """The Zarr store ``path`` reads from (the store itself, or the pyramid a level's folder belongs to); None for
+    anything else, or a store that cannot be opened (reading it says why)."""
+    if not accepts(path):
+        return None
+    try:
+        return Path(open_pyramid(path).store)
+    except BigVolumeError:
+        return None
+
+
 @dataclass(frozen=True)
 class ZarrLevel:
     """One level: its array's path inside the store ("" when the store is the array), its LPS grid, pixel type,

@@ -42,7 +42,7 @@ from ..engine.stream import STREAMABLE_METHODS, output_blocks, resample_block
 from ..io import dicom
 from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UNITS, PyramidLevel, is_zarr_store,
                            multiscales_attributes, scaled_geometry)
-from ..io.files import WRITE_SUFFIXES, input_files, same_file, volume_suffix
+from ..io.files import WRITE_SUFFIXES, input_files, is_inside, same_file, volume_suffix
 from ..io.slabs import SlabReader, open_slabs
 from ..io.stacks import IMAGE_SUFFIXES
 from ..io.zarr_input import ZarrSlabReader, open_pyramid, settle_zarr_tasks
@@ -252,14 +252,14 @@ def _refuse_output_over_input(input, output: Path) -> None:
     """OUT may be neither the input, nor inside it (a store, a folder), nor hold it: --overwrite would replace it."""
     parts, pattern_folders = _input_paths(input)
     for folder in pattern_folders:
-        if same_file(output, folder) or _inside(folder, output):
+        if same_file(output, folder) or is_inside(folder, output):
             raise BigVolumeError(f"{output}: holds the input's folder {folder}; write the pyramid elsewhere")
     for part, what in parts:
         if same_file(output, part):
             raise BigVolumeError(f"{output}: would overwrite {what} {part}; write the pyramid elsewhere")
-        if part.is_dir() and _inside(output, part):
+        if part.is_dir() and is_inside(output, part):
             raise BigVolumeError(f"{output}: inside {what} {part}; write the pyramid elsewhere")
-        if _inside(part, output):
+        if is_inside(part, output):
             raise BigVolumeError(f"{output}: holds {what} {part}; write the pyramid elsewhere")
 
 
@@ -283,14 +283,6 @@ def _remove_zarr_temporaries(staging: Path) -> None:
     for path in staging.rglob("*.partial"):
         if ZARR_TEMPORARY.search(path.name) and path.is_file():
             path.unlink()
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 # --- tasks -----------------------------------------------------------------------------------------------------------
