@@ -577,3 +577,18 @@ def test_an_output_inside_the_input_store_is_refused(tmp_path, command, inside):
         done = run(command, source, store / inside, *options)
         assert done.returncode == 1 and "inside the input's Zarr store" in _one_line(done.stderr), done.stderr
     assert sorted(p.relative_to(store).as_posix() for p in store.rglob("*")) == before
+
+
+def test_a_level_folder_with_another_level_asked_for_is_refused(tmp_path):
+    """`resample store/1 --level 0` read level 0 without a word: which did the user mean? The same level twice, or
+    either alone, is read."""
+    array = phantom()
+    store = write_store(tmp_path / "x.ome.zarr", array, GEOMETRIES["anisotropic"], factors=(3,))
+    for folder, level in (("1", 0), ("0", 1)):
+        done = run("resample", store / folder, tmp_path / "out.nrrd", "--factor", "2", "--level", str(level))
+        assert done.returncode == 1 and "the folder of level" in _one_line(done.stderr)
+        with pytest.raises(bv.BigVolumeError, match="the folder of level"):
+            bv.read_volume(store / folder, level=level)
+    assert not (tmp_path / "out.nrrd").exists()
+    same = bv.read_volume(store / "1", level=1)
+    assert same.geometry == bv.read_volume(store, level=1).geometry == bv.read_volume(store / "1").geometry

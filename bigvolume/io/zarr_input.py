@@ -475,12 +475,22 @@ class ZarrSlabReader(SlabReader):
         self._array = None
 
 
+def _open_at(path, level: int | None) -> Pyramid:
+    """The pyramid ``path`` belongs to; a level's folder given with another level (``store/1 --level 0``) is
+    refused: which one was meant? (The level asked for was read, silently.)"""
+    pyramid = open_pyramid(path)
+    if level is not None and level != pyramid.start and Path(path).resolve() != pyramid.store.resolve():
+        raise OmeZarrError(f"{path}: the folder of level {pyramid.start}, with level {level} asked for; give the "
+                           "store with the level, or the level's folder alone")
+    return pyramid
+
+
 def open_slabs(path, level: int | None = None) -> ZarrSlabReader:
-    return ZarrSlabReader(open_pyramid(path), level)
+    return ZarrSlabReader(_open_at(path, level), level)
 
 
 def read_geometry(path, level: int | None = None) -> tuple[Geometry, np.dtype, int]:
-    chosen = open_pyramid(path).level(level)
+    chosen = _open_at(path, level).level(level)
     return chosen.geometry, chosen.dtype, chosen.components
 
 
@@ -503,7 +513,7 @@ def read_region(path, level: int | None, box) -> Volume:
 
 def file_size(path, level: int | None = None) -> int:
     """Bytes on disk of one level's array (its metadata and chunk files)."""
-    pyramid = open_pyramid(path)
+    pyramid = _open_at(path, level)
     return sum(f.stat().st_size for f in pyramid.folder(level).rglob("*") if f.is_file())
 
 
@@ -513,7 +523,7 @@ def level_path(path, level: int) -> Path:
     path = Path(path)
     if not accepts(path):
         raise OmeZarrError(f"{path}: level {level} asked for, but only an OME-Zarr pyramid has levels")
-    return open_pyramid(path).folder(level)
+    return _open_at(path, level).folder(level)
 
 
 def preview_path(path) -> tuple[Path, int | None]:
