@@ -1,4 +1,5 @@
 """Volume files: every format round-trips voxels, type and geometry; writes are atomic; errors name the file."""
+import re
 import math
 
 import numpy as np
@@ -220,3 +221,13 @@ def test_complex_voxels_are_refused_in_one_line(tmp_path):
     for read in (io.read_geometry, io.read_volume):
         with pytest.raises(bv.VolumeFileError, match="complex voxels"):
             read(path)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.bool_, np.complex64])
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".nii.gz", ".mha"])
+def test_a_voxel_type_no_format_stores_is_refused_in_one_line(tmp_path, dtype, suffix):
+    """float16 (an OME-Zarr input's type) and booleans reached SimpleITK, whose TypeError was a traceback."""
+    volume = bv.Volume.from_array(np.zeros((3, 4, 5), dtype))
+    with pytest.raises(bv.VolumeFileError, match=rf"out{re.escape(suffix)}: pixel type .* cannot be written"):
+        bv.write_volume(volume, tmp_path / f"out{suffix}")
+    assert list(tmp_path.iterdir()) == []

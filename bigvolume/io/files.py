@@ -374,10 +374,20 @@ def check_geometry_fits(path, geometry: Geometry) -> None:
                                   "cannot store: its geometry would change; write .nrrd, .nhdr or .mha")
 
 
+def check_writable_type(path, dtype) -> None:
+    """Refuse a voxel type no output format here stores (float16, booleans, complex...) in one line, with the way
+    out; SimpleITK raised a TypeError."""
+    dtype = np.dtype(dtype)
+    if not (dtype.kind in "iu" and dtype.itemsize in (1, 2, 4, 8) or dtype.kind == "f" and dtype.itemsize in (4, 8)):
+        raise VolumeFileError(f"{path}: pixel type {dtype} cannot be written (NRRD, NIfTI and MetaImage have no such "
+                              "type): convert it, e.g. resample --type float32")
+
+
 def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:
     """Write ``volume`` to ``path`` (format from the suffix). ``compress``: gzip the voxel data; default on for
     ``.nrrd``/``.mha``, off for detached headers (so they stream) and by suffix for NIfTI."""
     path = check_output_path(path)
+    check_writable_type(path, volume.array.dtype)
     check_geometry_fits(path, volume.geometry)
     suffix = volume_suffix(path)
     if compress is None:

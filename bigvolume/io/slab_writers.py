@@ -20,7 +20,7 @@ import numpy as np
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
 from ..core.volume import Volume
-from .files import check_geometry_fits, file_size, volume_suffix, write_volume
+from .files import check_geometry_fits, check_writable_type, file_size, volume_suffix, write_volume
 from .raw_writes import open_for_append
 
 STREAM_WRITE_SUFFIXES = (".nhdr", ".nrrd", ".nii", ".nii.gz")
@@ -55,8 +55,7 @@ def check_stream_output(path, dtype, components: int) -> None:
     problem = _form_problem(path, components)
     if problem is not None:
         raise VolumeFileError(problem)
-    if np.dtype(dtype).name not in NRRD_TYPES:
-        raise VolumeFileError(f"{path}: pixel type {np.dtype(dtype)} cannot be written")
+    check_writable_type(path, dtype)
 
 
 def compresses(path, compress: bool | None) -> bool:
