@@ -231,3 +231,41 @@ def test_a_voxel_type_no_format_stores_is_refused_in_one_line(tmp_path, dtype, s
     with pytest.raises(bv.VolumeFileError, match=rf"out{re.escape(suffix)}: pixel type .* cannot be written"):
         bv.write_volume(volume, tmp_path / f"out{suffix}")
     assert list(tmp_path.iterdir()) == []
+
+
+def _nifti_with_pixdim(path, pixdim, qform_code=1, sform_code=0):
+    """A float32 NIfTI-1 written byte by byte, with the pixdim (spacing) given, signs included."""
+    import struct
+    array = np.random.default_rng(len(str(path))).normal(1000, 100, (6, 5, 4)).astype(np.float32)
+    header = bytearray(348)
+    struct.pack_into("<i", header, 0, 348)
+    struct.pack_into("<8h", header, 40, 3, 4, 5, 6, 1, 1, 1, 1)
+    struct.pack_into("<hh", header, 70, 16, 32)
+    struct.pack_into("<8f", header, 76, 1, *pixdim, 1, 1, 1, 1)
+    struct.pack_into("<f", header, 108, 352.0)
+    struct.pack_into("<hh", header, 252, qform_code, sform_code)
+    struct.pack_into("<6f", header, 256, 0, 0, 0, 10, 20, 30)
+    struct.pack_into("<12f", header, 280, pixdim[0], 0, 0, 10, 0, pixdim[1], 0, 20, 0, 0, pixdim[2], 30)
+    header[344:348] = b"n+1\0"
+    path.write_bytes(bytes(header) + b"\0" * 4 + array.tobytes())
+    return array
+
+
+@pytest.mark.parametrize("pixdim", [(-0.5, 0.7, 2.0), (0.5, -0.7, 2.0), (0.5, 0.7, -2.0), (-0.5, -0.7, -2.0)])
+@pytest.mark.parametrize("qform_code, sform_code", [(1, 0), (0, 1), (0, 0)])
+def test_a_negative_nifti_pixdim_reads_as_itk_reads_it(tmp_path, pixdim, qform_code, sform_code):
+    """A negative pixdim was refused ("spacing must be positive") though ITK, and so Slicer, read the file: a
+    flipped axis, spacing positive, the direction reversed. Ours now equals SimpleITK.ReadImage, in memory and
+    streamed."""
+    path = tmp_path / "neg.nii"
+    array = _nifti_with_pixdim(path, pixdim, qform_code, sform_code)
+    reference = sitk.ReadImage(str(path))
+    volume = bv.read_volume(path)
+    assert np.allclose(volume.geometry.spacing, reference.GetSpacing())
+    assert np.allclose(volume.geometry.direction.ravel(), reference.GetDirection())
+    assert np.allclose(volume.geometry.origin, reference.GetOrigin())
+    np.testing.assert_array_equal(volume.array, array)
+    streamed = bv.resample_file(path, tmp_path / "s.nrrd", 2, stream=True)
+    in_memory = bv.resample_file(path, tmp_path / "m.nrrd", 2, stream=False)
+    a, b = bv.read_volume(streamed.output_path), bv.read_volume(in_memory.output_path)
+    assert a.geometry.isclose(b.geometry) and np.allclose(a.array, b.array, atol=1e-3)

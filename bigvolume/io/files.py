@@ -145,9 +145,15 @@ def _open_3d(path: Path, read):
         raise _why_unreadable(path, error) from None
     if source.GetDimension() != 3:
         raise _not_3d(path, source.GetSize())
+    spacing = np.array(source.GetSpacing(), dtype=np.float64)
+    direction = np.array(source.GetDirection(), dtype=np.float64).reshape(3, 3)
+    # A negative spacing (a NIfTI's negative pixdim) is a flipped axis: ITK's ReadImage gives it positive with the
+    # direction reversed, the same voxel positions; its header-only reading keeps the sign.
+    flipped = spacing < 0
+    spacing[flipped] *= -1.0
+    direction[:, flipped] *= -1.0
     try:
-        geometry = Geometry(source.GetSize(), source.GetSpacing(), source.GetOrigin(),
-                            np.array(source.GetDirection()).reshape(3, 3))
+        geometry = Geometry(source.GetSize(), tuple(spacing), source.GetOrigin(), direction)
     except ValueError as error:  # a damaged or hand-written header: zero or negative spacing, ...
         raise VolumeFileError(f"{path}: the header's grid is not valid ({error})") from None
     _check_geometry(path, geometry)
