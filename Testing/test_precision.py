@@ -18,10 +18,11 @@ def run(*args):
     return subprocess.run(BIGVOLUME + [str(a) for a in args], capture_output=True, text=True, timeout=300)
 
 
-def ramp_volume(dtype=np.float32, shape=(20, 30, 40)):
-    """Every value once (a shuffled ramp), so percentiles and clipped counts are known exactly."""
+def ramp_volume(dtype=np.float32, shape=(20, 30, 40), shift=0):
+    """Every value once (a shuffled ramp), so percentiles and clipped counts are known exactly. ``shift``: added to
+    every value (0.5: float values that are not integers, which reduce-bits does not keep as integers)."""
     values = np.random.default_rng(0).permutation(np.prod(shape)).reshape(shape)
-    return bv.Volume.from_array(values.astype(dtype) * 3 - 5000, spacing=(0.7, 0.45, 1.3),
+    return bv.Volume.from_array(values.astype(dtype) * 3 - 5000 + shift, spacing=(0.7, 0.45, 1.3),
                                 origin=(-12.5, 40.0, 3.25), direction=np.diag([1.0, -1.0, 1.0]))
 
 
@@ -119,7 +120,7 @@ def test_the_map_in_chunks_over_threads_equals_one_float64_expression(dtype):
     values = rng.normal(0, 9000, (7, 3, MAP_CHUNK_VOXELS // 6)).clip(-32768, 32767).astype(dtype)
     window = Window(-12000.0, 15000.0)
     scale = 255.0 / (window.high - window.low)
-    mapped = values.astype(np.float64) * scale - window.low * scale
+    mapped = (values.astype(np.float64) - window.low) * scale
     expected = np.clip(np.rint(mapped), 0, 255).astype(np.uint8)
     clipped = int(np.count_nonzero((mapped < -0.5) | (mapped > 255.5)))
     with ThreadPoolExecutor(3) as pool:
@@ -153,7 +154,7 @@ def test_nan_maps_to_the_range_bottom_without_a_warning_and_is_not_clipped(dtype
     assert clipped == int(np.count_nonzero(np.abs(values[~holes]) > 3.0 + 3.0 / (full_range(output)[1] - low)))
 
 def test_cli_reduce_bits(tmp_path):
-    volume = ramp_volume()
+    volume = ramp_volume(shift=0.5)  # not integers: the window is stretched onto int16
     source = io.write_volume(volume, tmp_path / "in.nrrd")
     result = run("reduce-bits", source, tmp_path / "out.nii.gz", "--bits", "16", "--signed", "--window", "-5000",
                  "0")
@@ -212,18 +213,24 @@ def test_data_that_already_fits_is_kept_not_stretched(dtype, bits, signed):
     assert report.kept_values and report.clipped == 0 and "kept as they are" in report.notes[-1]
 
 
-@pytest.mark.parametrize("dtype, bits, signed, window", [(np.uint16, 8, False, None), (np.float32, 16, True, None),
-                                                         (np.int16, 8, False, None), (np.uint8, 8, False, (0, 200)),
-                                                         (np.float32, 16, True, (-1024, 3071))])
-def test_data_that_does_not_fit_or_asks_for_a_window_is_stretched(dtype, bits, signed, window):
-    volume = bv.Volume.from_array((np.arange(12 * 14 * 16).reshape(12, 14, 16) % 251).astype(dtype))
-    result, report = reduce_bits(volume, bits, signed=signed, window=window)
+@pytest.mark.parametrize("dtype, bits, signed, window, percentiles, values", [
+    (np.uint16, 8, False, None, None, lambda r: r * 200),            # 0 .. 50000: beyond uint8
+    (np.float32, 16, True, None, None, lambda r: r * 0.5),           # halves: not integers
+    (np.int16, 8, False, None, None, lambda r: r - 100),             # -100 .. 150: beyond uint8
+    (np.uint16, 8, False, None, (1, 99), lambda r: r),               # fits, but percentiles asked for
+    (np.uint8, 8, False, (0, 200), None, lambda r: r),               # a window asked for, 8 bits
+    (np.float32, 16, True, (-1024, 3071), None, lambda r: r + 0.25)])  # a window, values not integers
+def test_data_that_does_not_fit_or_asks_for_a_window_is_stretched(dtype, bits, signed, window, percentiles, values):
+    ramp = np.arange(12 * 14 * 16).reshape(12, 14, 16) % 251
+    volume = bv.Volume.from_array(values(ramp).astype(dtype))
+    result, report = reduce_bits(volume, bits, signed=signed, window=window, percentiles=percentiles)
     info = np.iinfo(result.array.dtype)
     assert not report.kept_values and report.output_range == (info.min, info.max)
     scale, offset = report.intensity_map()
     assert scale * report.window.low + offset == pytest.approx(info.min)
     assert scale * report.window.high + offset == pytest.approx(info.max)
-    expected = np.clip(np.rint(volume.array.astype(np.float64) * scale + offset), info.min, info.max)
+    expected = np.clip(np.rint((volume.array.astype(np.float64) - report.window.low) * scale + info.min), info.min,
+                       info.max)
     np.testing.assert_array_equal(result.array, expected.astype(result.array.dtype))
 
 
@@ -288,3 +295,164 @@ def test_a_constant_volume_maps_to_the_low_end_and_any_other_value_counts_as_cli
     values = np.array([5.0, 5.0, 7.0, 3.0, np.nan])
     mapped, clipped = apply_window(values, Window(5.0, 5.0), np.uint8)
     assert mapped.tolist() == [0, 0, 255, 0, 0] and clipped == 2
+
+
+# --- values kept when the values themselves fit (labels, scaled integers) -------------------------------------------
+def label_map(dtype, low, high, seed, shape=(20, 24, 28)):
+    """Blocks of every label from ``low`` to ``high`` (``low`` the background), the top label a 2-voxel structure:
+    a 0.1-99.9 percentile window stretched it onto the one below."""
+    array = np.full(shape, low, dtype)
+    rng = np.random.default_rng(seed)
+    for value in range(low + 1, high):
+        k, j, i = (rng.integers(0, n - 6) for n in shape)
+        array[k:k + 6, j:j + 6, i:i + 6] = value
+    array[-1, -1, -2:] = high
+    return bv.Volume.from_array(array, spacing=(0.5, 0.6, 0.7), origin=(1.0, -2.0, 3.0))
+
+
+KEPT_CASES = [(np.uint16, 0, 5, 8, False), (np.uint16, 0, 200, 8, False), (np.int16, 0, 40, 8, False),
+              (np.int32, -100, 100, 8, True), (np.uint32, 0, 60000, 16, False), (np.int64, -30000, 30000, 16, True),
+              (np.int16, -5, 6, 8, True)]
+
+
+@pytest.mark.parametrize("dtype, low, high, bits, signed", KEPT_CASES)
+@pytest.mark.parametrize("stream", [False, True])
+def test_integer_values_that_fit_the_output_are_kept_with_no_window_asked_for(tmp_path, dtype, low, high, bits,
+                                                                              signed, stream):
+    """A uint16 label map 0..5 asked for 8 bits was stretched (0/64/128/191/255, its rare label 5 merged into 4): the
+    values themselves fit, as an input whose type fits; streamed and in memory decide alike."""
+    volume = label_map(dtype, low, high, seed=bits + high)
+    path = io.write_volume(volume, tmp_path / "labels.nrrd")
+    in_memory, memory_report = reduce_bits(volume, bits, signed=signed)
+    report = reduce_bits_file(path, tmp_path / "out.nrrd", bits, signed=signed, stream=stream, memory_limit=1)
+    out = io.read_volume(tmp_path / "out.nrrd").array
+    for array, rep in ((in_memory.array, memory_report), (out, report)):
+        np.testing.assert_array_equal(array, volume.array)
+        assert array.dtype == np.dtype(f"{'int' if signed else 'uint'}{bits}")
+        assert rep.kept_values and rep.clipped == 0 and "values kept" in rep.summary()
+        assert f"values ({low} .. {high}) kept as they are" in rep.notes[-1]
+        assert rep.intensity_map() == (1.0, 0.0)  # a preview maps the input's window through the identity
+    # One voxel beyond the output type, or a window or percentiles asked for: stretched as before.
+    beyond = volume.array.copy()
+    beyond[0, 0, 0] = np.iinfo(in_memory.array.dtype).max + 1
+    assert not reduce_bits(bv.Volume.from_array(beyond), bits, signed=signed)[1].kept_values
+    assert not reduce_bits(volume, bits, signed=signed, percentiles=(0.1, 99.9))[1].kept_values
+    assert not reduce_bits(volume, bits, signed=signed, stretch=True)[1].kept_values
+
+
+def test_cli_keeps_a_uint16_label_map_in_8_bits_and_stretches_when_percentiles_are_asked_for(tmp_path):
+    volume = label_map(np.uint16, 0, 5, seed=3)
+    path = io.write_volume(volume, tmp_path / "labels16.nrrd")
+    done = run("reduce-bits", path, tmp_path / "labels8.nrrd", "--bits", "8")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == ("bigvolume: note: uint16 values (0 .. 5) kept as they are in uint8 (no "
+                                   "stretching); --stretch maps the window onto the full range")
+    assert "values kept" in done.stdout
+    np.testing.assert_array_equal(io.read_volume(tmp_path / "labels8.nrrd").array, volume.array)
+    asked = run("reduce-bits", path, tmp_path / "asked.nrrd", "--bits", "8", "--percentiles", "0.1", "99.9")
+    assert asked.returncode == 0 and asked.stderr == "" and "window 0 .. 4 -> 0 .. 255" in asked.stdout
+
+
+def scaled_nifti(path, raw: np.ndarray, slope: float, intercept: float, datatype=(4, 16)):
+    """A NIfTI-1 file of int16 ``raw`` (k, j, i) with scl_slope / scl_inter: read as float32 slope * raw + inter."""
+    import struct
+    header = bytearray(348)
+    struct.pack_into("<i", header, 0, 348)
+    struct.pack_into("<8h", header, 40, 3, raw.shape[2], raw.shape[1], raw.shape[0], 1, 1, 1, 1)
+    struct.pack_into("<hh", header, 70, *datatype)
+    struct.pack_into("<8f", header, 76, 1, 0.8, 0.8, 2.0, 1, 1, 1, 1)
+    struct.pack_into("<f", header, 108, 352.0)
+    struct.pack_into("<ff", header, 112, slope, intercept)
+    struct.pack_into("<hh", header, 252, 1, 0)
+    header[344:348] = b"n+1\0"
+    path.write_bytes(bytes(header) + b"\0" * 4 + raw.astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("slope, intercept, window", [(1.0, -1024.0, (-1024, 3071)), (1.0, -1000.0, (-1024, 3071)),
+                                                      (1.0, -32768.0, (-32768, 32767)), (2.0, -1024.0, (-1024, 3071))])
+@pytest.mark.parametrize("stream", [False, True])
+def test_float_values_that_are_all_integers_keep_hounsfield_units(tmp_path, slope, intercept, window, stream):
+    """A CT NIfTI stored as int16 with scl_slope 1, scl_inter -1024 reads as float32 Hounsfield units, all integers:
+    `--bits 16 --signed --window -1024 3071` stretched them instead of keeping them as it does for int16."""
+    raw = np.random.default_rng(int(-intercept)).integers(0, 4096, (9, 10, 11)).astype(np.int16)
+    path = scaled_nifti(tmp_path / "ct.nii", raw, slope, intercept)
+    hounsfield_units = slope * raw.astype(np.float64) + intercept
+    assert io.read_volume(path).array.dtype.kind == "f"
+    report = reduce_bits_file(path, tmp_path / "ct16.nii", 16, signed=True, window=window, stream=stream,
+                              memory_limit=1)
+    out = io.read_volume(tmp_path / "ct16.nii").array
+    np.testing.assert_array_equal(out, np.clip(hounsfield_units, *window))
+    assert out.dtype == np.int16 and report.kept_values and "values kept" in report.summary()
+    assert "(all integers) kept as they are in int16" in report.notes[-1]
+    in_memory, memory_report = reduce_bits(io.read_volume(path), 16, signed=True, window=window)
+    np.testing.assert_array_equal(in_memory.array, out)
+    assert memory_report.clipped == report.clipped == np.count_nonzero((hounsfield_units < window[0])
+                                                                       | (hounsfield_units > window[1]))
+    # A slope of 0.5 makes halves: not integers, stretched onto the window.
+    halves = scaled_nifti(tmp_path / "halves.nii", raw, 0.5, intercept)
+    assert not reduce_bits_file(halves, tmp_path / "h16.nii", 16, signed=True, window=window, stream=stream,
+                                memory_limit=1).kept_values
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bits, signed, values", [(8, False, (0, 200)), (16, True, (-3000, 3000)),
+                                                  (8, True, (-100, 27))])
+def test_float_integers_that_fit_are_kept_with_no_window_asked_for(tmp_path, dtype, bits, signed, values):
+    array = np.random.default_rng(bits).integers(values[0], values[1] + 1, (10, 12, 14)).astype(dtype)
+    array[0, 0, 0] = np.nan  # NaN still goes to the bottom of the range
+    volume = bv.Volume.from_array(array)
+    result, report = reduce_bits(volume, bits, signed=signed)
+    finite = np.isfinite(array)
+    np.testing.assert_array_equal(result.array[finite], array[finite])
+    assert report.kept_values and f"{np.dtype(dtype)} values (all integers, " in report.notes[-1]
+    path = io.write_volume(volume, tmp_path / "f.nrrd")
+    reduce_bits_file(path, tmp_path / "out.nrrd", bits, signed=signed, stream=True, memory_limit=1)
+    np.testing.assert_array_equal(io.read_volume(tmp_path / "out.nrrd").array, result.array)
+    array[1, 1, 1] = 0.5  # one value that is not an integer: stretched
+    assert not reduce_bits(bv.Volume.from_array(array), bits, signed=signed)[1].kept_values
+
+
+# --- the map's arithmetic ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("base", [1e9, -3.7e8, 2.5e12, 6e5])
+@pytest.mark.parametrize("output", [np.uint16, np.int16, np.uint8])
+def test_a_narrow_window_far_from_zero_maps_every_value_to_its_level(base, output):
+    """value * scale + offset cancelled for a window narrow against its distance from 0 (float64 1e9 + k * 1e-6 to
+    16 bits: voxels up to 25 levels off); (value - low) * scale is exact here: 256 values one float64 step apart,
+    the window over 255 of them, value k onto level k * (levels / 255)."""
+    low_out, high_out = (int(v) for v in (np.iinfo(output).min, np.iinfo(output).max))
+    per_step = (high_out - low_out) // 255  # 257 for 16 bits, 1 for 8
+    step = abs(float(np.spacing(base)))
+    k = np.arange(-10, 266)
+    values = np.random.default_rng(0).permutation(base + k * step).reshape(4, 3, 23)
+    steps = np.rint((values - base) / step).astype(int)
+    assert np.array_equal(np.sort(steps.ravel()), k)  # exact
+    result, report = reduce_bits(bv.Volume.from_array(values), 8 * np.dtype(output).itemsize,
+                                 signed=np.dtype(output).kind == "i", window=(base, base + 255 * step))
+    np.testing.assert_array_equal(result.array, np.clip(steps, 0, 255) * per_step + low_out)
+    assert report.clipped == 20
+
+
+# --- options and windows refused in one line naming the file and the user's numbers ---------------------------------
+@pytest.mark.parametrize("data, args, words", [
+    ("int16", ["--bits", "16", "--window", "0.2", "0.7"], "the intensity window 0.2 .. 0.7 holds no integer"),
+    ("int32", ["--bits", "16", "--signed", "--window", "-5.9", "-5.1"], "the intensity window -5.9 .. -5.1 holds no"),
+    ("int16", ["--bits", "8", "--percentiles", "99", "1"], "--percentiles 99 1: give two percentiles 0 <= LO < HI"),
+    ("int16", ["--bits", "8", "--percentiles", "50", "50"], "--percentiles 50 50: give two percentiles"),
+    ("float32", ["--bits", "16", "--percentiles", "-5", "200"], "--percentiles -5 200: give two percentiles"),
+    ("float32", ["--bits", "8", "--percentiles", "0", "100.5"], "--percentiles 0 100.5: give two percentiles"),
+    ("subnormal", ["--bits", "8"], "is too narrow to map onto 0 .. 255"),
+    ("subnormal", ["--bits", "16", "--signed"], "is too narrow to map onto -32768 .. 32767")])
+@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+def test_bad_windows_and_percentiles_are_refused_in_one_line_naming_the_file(tmp_path, data, args, words, stream):
+    rng = np.random.default_rng(0)
+    arrays = {"int16": rng.integers(-1024, 3072, (8, 9, 10)).astype(np.int16),
+              "int32": rng.integers(-1024, 3072, (8, 9, 10)).astype(np.int32),
+              "float32": rng.normal(0, 1, (8, 9, 10)).astype(np.float32),
+              "subnormal": rng.normal(0, 1, (8, 9, 10)) * 1e-310}
+    path = io.write_volume(bv.Volume.from_array(arrays[data]), tmp_path / "in.nrrd")
+    done = run("reduce-bits", path, tmp_path / "out.nrrd", *args, stream)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"bigvolume: error: {path}: ") and words in lines[0], lines[0]
+    assert not (tmp_path / "out.nrrd").exists()

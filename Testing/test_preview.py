@@ -818,3 +818,210 @@ def test_nan_voxels_are_not_drawn(engine, share):
     filled = offscreen.render_volume(bv.Volume.from_array(np.where(holes, np.float32(clear), ball)), (96, 96),
                                      transfer, engine=engine)
     assert np.abs(drawn.astype(int) - filled.astype(int)).max() <= 2
+
+
+# --- values of any sign, label maps, one-voxel-thick, non-finite and huge volumes --------------------------------
+def noisy_ball(n, outside, inside, dtype, seed=0, radius=0.3):
+    """A ball of ``inside`` in ``outside``, with a little noise (2 % of the difference), as ``dtype``."""
+    z, y, x = np.indices((n, n, n))
+    c = (n - 1) / 2
+    mask = (x - c) ** 2 + (y - c) ** 2 + (z - c) ** 2 < (radius * n) ** 2
+    values = np.where(mask, inside, outside) + np.random.default_rng(seed).normal(0, 0.02 * abs(inside - outside),
+                                                                                   mask.shape)
+    return (np.rint(values) if np.dtype(dtype).kind in "iu" else values).astype(dtype), mask
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("dtype, outside, inside", [(np.int16, -900, -100), (np.int32, -3000, -2000),
+                                                    (np.float32, -5.0, -1.0), (np.float64, -1e-3, -2e-4),
+                                                    (np.int16, -400, -1000)])
+def test_an_object_whose_values_are_all_negative_is_drawn(engine, dtype, outside, inside):
+    """A CT crop of fat in lung (-100 in -900 HU) rendered blank: signed data showed only what is above 0. Drawn
+    like the same volume shifted to positive values (a dark object in bright surroundings: those are drawn)."""
+    array, _ = noisy_ball(40, outside, inside, dtype)
+    assert array.max() < 0
+    shifted = (array - min(outside, inside) + (100 if np.dtype(dtype).kind in "iu" else 1.0)).astype(dtype)
+    masks = [silhouette(offscreen.render_volume(bv.Volume.from_array(a), (128, 128), camera=FROM_ANTERIOR,
+                                                engine=engine)) for a in (array, shifted)]
+    assert masks[1].sum() > 1500
+    assert (masks[0] & masks[1]).sum() / (masks[0] | masks[1]).sum() > 0.9
+
+
+def test_signed_data_with_a_negative_half_of_noise_still_shows_only_what_is_above_zero():
+    """The clamp to 0 stays for signed data with values above 0: its negative half (noise, a test pattern's
+    troughs) stays clear."""
+    for array in (quality.zone_plate(48), noisy_ball(40, 0.0, 50.0, np.float32)[0] - 0.5):
+        transfer = transfer_function(array)
+        assert opacity_at(transfer, -0.2)[0] == 0.0
+
+
+def label_volume(dtype, labels, n=32):
+    """Boxes of each label in a background of 0, at distinct places."""
+    array = np.zeros((n, n, n), dtype)
+    for index, label in enumerate(labels):
+        k, i = 2 + 5 * index, 2 + 5 * index
+        j = 4 + (index % 2) * 14
+        array[k:k + 5, j:j + 8, i:i + 5] = label
+    return array
+
+
+@pytest.mark.parametrize("dtype, labels", [(np.uint8, (1, 2, 7)), (np.uint16, (1, 2, 3, 4, 5)),
+                                           (np.int16, (1, 3, 40)), (np.uint8, (10, 11, 250)),
+                                           (np.int32, (1, 2, 3, 4, 5, 6))])
+def test_every_label_of_a_label_map_is_drawn(dtype, labels):
+    """A label map 0/1/2/7 drew only label 7: Otsu put the background between 2 and 7."""
+    array = label_volume(dtype, labels)
+    transfer = transfer_function(array)
+    assert opacity_at(transfer, 0)[0] == 0.0
+    full = offscreen.render_volume(bv.Volume.from_array(array), (128, 128), transfer, engine="vtk").astype(int)
+    for label in labels:
+        assert opacity_at(transfer, label)[0] > 0.0, label
+        without = offscreen.render_volume(bv.Volume.from_array(np.where(array == label, 0, array).astype(dtype)),
+                                          (128, 128), transfer, engine="vtk").astype(int)
+        assert (np.abs(full - without).max(axis=2) > 30).sum() > 30, label  # the label is in the picture
+
+
+THIN_CUTS = {(1, 40, 40): np.s_[20:21], (40, 40, 1): np.s_[:, :, 20:21], (40, 1, 40): np.s_[:, 20:21],
+             (1, 1, 30): np.s_[20:21, 20:21, 5:35], (30, 1, 1): np.s_[5:35, 20:21, 20:21]}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("shape", list(THIN_CUTS))
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_a_volume_one_voxel_thick_is_drawn_as_a_slab(engine, shape, dtype):
+    """A single slice (1xNxN, NxNx1) or a line (30x1x1) rendered empty: the ray caster saw a box of no thickness."""
+    ball, _ = noisy_ball(40, 100, 1000, dtype)
+    array = np.ascontiguousarray(ball[THIN_CUTS[shape]])
+    assert array.shape == shape
+    volume = bv.Volume.from_array(array, spacing=(0.5, 0.7, 1.2), origin=(3.0, -4.0, 5.0))
+    drawn = silhouette(offscreen.render_volume(volume, (128, 128), engine=engine))
+    assert drawn.sum() > (100 if shape.count(1) == 2 else 400)  # a line, a slab
+    # the slab lies where the slice is: its thickness is one voxel around the voxels' centres
+    thick = offscreen.thickened(volume)
+    assert max(thick.geometry.dimensions) == max(volume.geometry.dimensions) and min(thick.geometry.dimensions) == 2
+    low, high = offscreen.ras_bounds(thick.geometry)
+    centre = offscreen.ras_bounds(volume.geometry).mean(axis=0)
+    np.testing.assert_allclose((low + high) / 2, centre, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape, dtype", [((30, 1, 1), np.float32), ((1, 1, 30), np.float64), ((1, 30, 1), np.int16),
+                                          ((7, 1, 1), np.uint8), ((1, 24, 24), np.float32)])
+def test_thin_and_tiny_volumes_preview_without_warnings_and_say_how_they_are_drawn(tmp_path, shape, dtype):
+    """A 30x1x1 volume printed numpy's 'Mean of empty slice' RuntimeWarning on stderr."""
+    import warnings
+    array = np.arange(int(np.prod(shape))).reshape(shape).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        transfer_function(array)
+        report = preview.write_preview(bv.Volume.from_array(array), tmp_path / "thin.png", names=["thin"],
+                                       size=(96, 96), engine="vtk")
+    thin = "".join(axis for axis, n in zip("IJK", shape[::-1]) if n == 1)
+    assert preview.thin_note(report.sources[0]) == (
+        f"thin: one voxel along {' and '.join(thin)}: rendered as a slab one voxel thick (see the slices)")
+    assert silhouette(crop(read_png(report.path), report.panels[0].render)).sum() > 20
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, "both"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_infinite_voxels_are_not_drawn(engine, bad, dtype):
+    """+inf voxels were drawn as a grey box (at the curves' top); like NaN, they are now transparent: the rendering
+    equals that of the ball with them set to the transparent bottom of the opacity curve."""
+    rng = np.random.default_rng(2)
+    ball, _ = noisy_ball(28, 5.0, 100.0, dtype)
+    holes = np.zeros(ball.shape, bool)
+    holes[:14] = True  # half the grid, ball included
+    holes &= rng.random(ball.shape) < 0.5
+    signs = np.where(rng.random(ball.shape) < 0.5, 1.0, -1.0) if bad == "both" else np.sign(bad)
+    with_inf = np.where(holes, (signs * np.inf).astype(dtype), ball)
+    transfer = transfer_function(bv.Volume.from_array(with_inf))
+    assert transfer == transfer_function(bv.Volume.from_array(np.where(holes, np.nan, ball).astype(dtype)))
+    clear = min(value for value, opacity in transfer.opacities if opacity == 0.0)
+    drawn = offscreen.render_volume(bv.Volume.from_array(with_inf), (96, 96), transfer, engine=engine)
+    filled = offscreen.render_volume(bv.Volume.from_array(np.where(holes, clear, ball).astype(dtype)), (96, 96),
+                                     transfer, engine=engine)
+    assert np.abs(drawn.astype(int) - filled.astype(int)).max() <= 2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("scale", [1e40, 3e200, 1.7e308 / 1000, 1e-42, 2.0 ** -200, 1e-310])
+def test_float64_values_beyond_float32_render_like_the_same_object_scaled_down(engine, scale):
+    """float64 values beyond float32's 3.4e38 were cast to infinity: an opaque black box, saturated slices. Tiny ones
+    became 0 (a black box), subnormal ones failed ("window too narrow")."""
+    ball, _ = noisy_ball(32, 0.1, 1.0, np.float64)
+    reference = offscreen.render_volume(bv.Volume.from_array(ball), (96, 96), engine=engine).astype(int)
+    scaled = offscreen.render_volume(bv.Volume.from_array(ball * scale), (96, 96), engine=engine).astype(int)
+    assert silhouette(reference).sum() > 800
+    assert np.abs(scaled - reference).max(axis=2).mean() < 1.0 and np.abs(scaled - reference).max() <= 40
+    for (name, expected), (scaled_name, image) in zip(mid_slices(bv.Volume.from_array(ball), Window(0.2, 0.9), 48),
+                                                      mid_slices(bv.Volume.from_array(ball * scale),
+                                                                 Window(0.2 * scale, 0.9 * scale), 48)):
+        assert name == scaled_name and np.abs(image.astype(int) - expected.astype(int)).max() <= 1, name
+
+
+def rescaled_pair(tmp_path, how):
+    """A uint16 volume (a ball and a bright cube in noise) and a linear rescale of it on the same grid."""
+    n = 48
+    z, y, x = np.mgrid[:n, :n, :n]
+    a = np.full((n, n, n), 13.0)
+    a[((x - 24) ** 2 + (y - 24) ** 2 + (z - 24) ** 2) < 12 ** 2] = 133
+    a[34:44, 34:44, 34:44] = 400  # 0.9 % of the voxels: the 99.5th percentile, so the windows overlap
+    a = (a + np.random.default_rng(0).integers(0, 20, a.shape)).astype(np.uint16)
+    first = bv.write_volume(bv.Volume.from_array(a, spacing=(0.5, 0.5, 0.8)), tmp_path / "a.nrrd")
+    second = tmp_path / "b.nrrd"
+    if how == "stretch":
+        bv.reduce_bits_file(first, second, 8, stretch=True)
+    else:
+        scale, offset, dtype = how
+        bv.write_volume(bv.Volume.from_array((a * scale + offset).astype(dtype), spacing=(0.5, 0.5, 0.8)), second)
+    return first, second
+
+
+@pytest.mark.parametrize("how", ["stretch", (0.8, 20.0, np.float32), (1.3, -10.0, np.int32), (1.0, -60.0, np.int16)])
+def test_a_linear_rescale_on_the_same_grid_is_drawn_through_a_fitted_map_and_not_marked_changed(tmp_path, how):
+    """B = reduce-bits A --bits 8 --stretch: their windows overlap, so B was drawn with A's curves and every voxel of
+    A was tinted as changed; B's slices came out grey where A's are white."""
+    first, second = rescaled_pair(tmp_path, how)
+    shown = preview.write_preview(first, tmp_path / "cmp.png", compare=second, size=(160, 160))
+    a_display, b_display = shown.displays
+    assert b_display.how == "mapped" and "through a fitted" in b_display.caption, b_display.caption
+    assert a_display.marked is None
+    a, b = (np.asarray(s.volume.array, float) for s in shown.sources)
+    scale, offset = np.polyfit(a.ravel(), b.ravel(), 1)
+    assert b_display.transfer.window.low == pytest.approx(scale * a_display.transfer.window.low + offset, abs=1.0)
+    assert b_display.transfer.window.high == pytest.approx(scale * a_display.transfer.window.high + offset, abs=1.0)
+    picture = read_png(shown.path)
+    before, after = (crop(picture, panel.slices).astype(float) for panel in shown.panels)
+    assert np.abs(before - after).mean() < 4 and not magenta(picture).any()
+
+
+@pytest.mark.parametrize("where", ["input", "compare"])
+@pytest.mark.parametrize("values", ["nan", "nan and inf"])
+def test_a_volume_without_finite_values_is_refused_naming_its_file(tmp_path, where, values):
+    bad = np.full((8, 9, 10), np.nan, np.float32)
+    if values != "nan":
+        bad[::2] = np.inf
+    bad_path = bv.write_volume(bv.Volume.from_array(bad), tmp_path / "bad.nrrd")
+    good_path = bv.write_volume(bv.Volume.from_array(mr_head(24)), tmp_path / "good.nrrd")
+    args = [bad_path, tmp_path / "p.png"] if where == "input" else [good_path, tmp_path / "p.png", "--compare", bad_path]
+    done = bigvolume("preview", *args, "--engine", "vtk")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0] == f"bigvolume: error: {bad_path}: the volume has no finite voxel values: there is nothing to render"
+    assert not (tmp_path / "p.png").exists()
+
+
+@pytest.mark.parametrize("name", ["x.png", "Shot.PNG", "a b.png"])
+def test_a_picture_path_that_is_a_folder_is_refused_before_anything_is_read(tmp_path, name, before_after):
+    """`preview IN x.png` with x.png a folder rendered first, then failed naming a hidden temporary path."""
+    folder = tmp_path / name
+    folder.mkdir()
+    with pytest.raises(bv.BigVolumeError, match="is a folder"):  # before the (missing) input is even looked at
+        preview.write_preview(tmp_path / "missing.nrrd", folder)
+    before, _ = before_after
+    for args in (["preview", before, folder], ["reduce-bits", before, tmp_path / "o.nrrd", "--bits", "8", "--preview",
+                                                folder]):
+        done = bigvolume(*args)
+        assert done.returncode == 1 and done.stderr == f"bigvolume: error: {folder}: is a folder; give the picture's " \
+                                                      "file name (ending in .png)\n", done.stderr
+        assert not (tmp_path / "o.nrrd").exists() and sorted(p.name for p in folder.iterdir()) == []

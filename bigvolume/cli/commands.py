@@ -248,13 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     reduce.add_argument("--signed", action="store_true", help="signed output (int8/int16)")
     reduce.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"),
                         help="intensity window mapped onto the output range (default: from --percentiles)")
-    reduce.add_argument("--percentiles", type=float, nargs=2, metavar=("LO", "HI"), default=(0.1, 99.9),
+    reduce.add_argument("--percentiles", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                         help="percentiles that make the window (default 0.1 99.9)")
     reduce.add_argument("--stretch", action="store_true",
                         help="always map the window onto the full output range; without it, integer values are kept "
-                             "as they are when the input type fits the output type (e.g. uint8 data, --bits 8) or, "
-                             "for 16-bit outputs, when --window fits in the output type (e.g. Hounsfield units: "
-                             "--bits 16 --signed --window -1024 3071 keeps them, clipped to the window)")
+                             "as they are when the input type fits the output type (e.g. uint8 data, --bits 8), when "
+                             "no --window or --percentiles is given and the values fit (a uint16 label map 0..5, "
+                             "--bits 8) or, for 16-bit outputs, when --window fits in the output type (e.g. "
+                             "Hounsfield units: --bits 16 --signed --window -1024 3071 keeps them, clipped to the "
+                             "window); float data whose values are all integers count as integers")
     _add_memory_arguments(reduce)
     _add_pyramid_level_argument(reduce)
     _add_preview_argument(reduce, "IN and OUT side by side, OUT drawn with IN's window mapped through the reduction",

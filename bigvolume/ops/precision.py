@@ -4,8 +4,10 @@ The window comes from percentiles of a sample (so one hot pixel or a dark border
 range); values outside it are clipped, and the clipped share is reported.
 
 Values are kept as they are (no stretching) when stretching would only hurt (:func:`keeps_values`): integer data whose
-type already fits the output type (8-bit data asked for 8 bits: stretching would clip it and the file would grow),
-and a 16-bit output whose window fits in it (Hounsfield units stay Hounsfield units).
+type already fits the output type (8-bit data asked for 8 bits: stretching would clip it and the file would grow) or,
+with no window asked for, whose values do (a uint16 label map asked for 8 bits), and a 16-bit output whose window
+fits in it (Hounsfield units stay Hounsfield units). Float data whose values are all integers (a NIfTI's int16 scaled
+by scl_slope 1, scl_inter -1024) count as integer data.
 """
 from __future__ import annotations
 
@@ -106,7 +108,8 @@ def full_range(dtype) -> tuple[int, int]:
 
 def window_map(window: Window, output_range) -> tuple[float, float]:
     """(scale, offset) of the linear map that takes ``window`` onto ``output_range`` (low, high): out = scale * value
-    + offset. A window of one value maps everything onto the range's low end."""
+    + offset (:func:`apply_window` computes it as (value - window.low) * scale + low, which does not cancel when the
+    window is narrow and far from 0). A window of one value maps everything onto the range's low end."""
     span = window.high - window.low
     with np.errstate(over="ignore"):
         scale = (float(output_range[1]) - output_range[0]) / span if span > 0 else 0.0
@@ -123,7 +126,7 @@ def apply_window(values: np.ndarray, window: Window, dtype, output_range=None, p
     result and how many values were clipped. Mapped in chunks of MAP_CHUNK_VOXELS (float64 temporaries that stay in
     cache, not eight passes over slab-sized ones), over ``pool``'s threads when given."""
     low, high = output_range if output_range is not None else full_range(dtype)
-    scale, offset = window_map(window, (low, high))
+    scale, _ = window_map(window, (low, high))
     source = np.ravel(values)  # a view when contiguous
     result = np.empty(np.shape(values), np.dtype(dtype))
     target = result.reshape(-1)
@@ -135,8 +138,10 @@ def apply_window(values: np.ndarray, window: Window, dtype, output_range=None, p
             clipped = int(np.count_nonzero(mapped != window.low)) - int(np.count_nonzero(np.isnan(mapped)))
             mapped = np.where(mapped > window.high, float(high), np.where(np.isnan(mapped), np.nan, float(low)))
         else:
-            mapped *= scale
-            mapped += offset
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float64: infinite, clipped below
+                mapped -= window.low
+                mapped *= scale
+            mapped += low
             clipped = int(np.count_nonzero(mapped < low - 0.5)) + int(np.count_nonzero(mapped > high + 0.5))
         if floating:  # NaN has no place in an integer type (a cast would give an arbitrary value and a warning)
             mapped[np.isnan(mapped)] = low
@@ -150,28 +155,67 @@ def apply_window(values: np.ndarray, window: Window, dtype, output_range=None, p
     return result, sum(counts)
 
 
-def keeps_values(input_dtype, output_dtype, window: Window | None, stretch: bool = False) -> bool:
+@dataclass(frozen=True)
+class SampleValues:
+    """What the statistics pass (:func:`subsample`, the one the percentile window is taken from) saw of a volume's
+    values: the finite minimum and maximum, and whether every finite value is an integer."""
+
+    low: float
+    high: float
+    integers: bool
+
+    @classmethod
+    def of(cls, sample: np.ndarray) -> "SampleValues | None":
+        """The statistics of ``sample``; None when it holds no finite value."""
+        values = np.asarray(sample).ravel()
+        if values.dtype.kind == "f":
+            values = values[np.isfinite(values)]
+        if values.size == 0:
+            return None
+        integers = values.dtype.kind in "iub" or bool(np.all(np.floor(values) == values))
+        return cls(float(values.min()), float(values.max()), integers)
+
+
+def keeps_values(input_dtype, output_dtype, window: Window | None, stretch: bool = False,
+                 values: SampleValues | None = None, percentiles=None) -> bool:
     """Whether a precision reduction keeps the input's values (identity) instead of stretching a window onto the
-    output type: never with ``stretch`` or for non-integer input; with no window asked for, when every value of the
-    input type fits the output type (uint8 -> uint8 or int16: stretching would clip and grow the file); with a window,
-    when the output has 16 bits and the window fits in it (int16 Hounsfield units with ``--window -1024 3071``
-    keep their values; values outside the window are clipped to it)."""
-    if stretch or np.dtype(input_dtype).kind not in "iu":
+    output type. Never with ``stretch``, nor for input whose values are not integers: an integer type, or float
+    data whose ``values`` (the statistics pass) are all integers (a NIfTI's int16 with scl_slope 1, scl_inter -1024).
+    With no window asked for: when every value of the input type fits the output type (uint8 -> uint8 or int16:
+    stretching would clip and grow the file) or, with no ``percentiles`` asked for either, when the values seen fit it
+    (a uint16 label map 0 .. 5 -> uint8: stretching merged its rare top label into the one below). With a window:
+    when the output has 16 bits and the window fits in it (Hounsfield units with ``--window -1024 3071`` keep their
+    values; values outside the window are clipped to it)."""
+    input_dtype = np.dtype(input_dtype)
+    if stretch:
+        return False
+    if input_dtype.kind not in "iu" and not (input_dtype.kind == "f" and values is not None and values.integers):
         return False
     low, high = full_range(output_dtype)
     if window is None:
-        input_low, input_high = full_range(input_dtype)
-        return low <= input_low and input_high <= high
+        if input_dtype.kind in "iu":
+            input_low, input_high = full_range(input_dtype)
+            if low <= input_low and input_high <= high:
+                return True
+        return percentiles is None and values is not None and low <= values.low and values.high <= high
     return np.dtype(output_dtype).itemsize == 2 and low <= window.low and window.high <= high
 
 
 def kept_range(input_dtype, output_dtype, window: Window | None) -> tuple[Window, tuple[int, int]]:
-    """Window and output range of the identity map of :func:`keeps_values`: the window (or the input type's range)
-    onto the same integers."""
+    """Window and output range of the identity map of :func:`keeps_values`: the window's integers (with no window:
+    those of the output type, within the input type's when it is an integer one) onto the same integers."""
     if window is None:
-        window = Window(*full_range(input_dtype))
+        low, high = full_range(output_dtype)
+        if np.dtype(input_dtype).kind in "iu":
+            input_low, input_high = full_range(input_dtype)
+            low, high = max(low, input_low), min(high, input_high)
+        return Window(float(low), float(high)), (low, high)
     # the window's integers onto themselves: -100.9 .. 100 mapped onto -100 .. 100 was no identity
     integers = (int(np.ceil(window.low)), int(np.floor(window.high)))
+    if integers[0] > integers[1]:
+        raise BigVolumeError(f"the intensity window {window.low:g} .. {window.high:g} holds no integer, and the "
+                             "input's integer values are kept as they are: give a window around them, or --stretch "
+                             "to map this one onto the full range")
     return Window(*map(float, integers)), integers
 
 
@@ -249,21 +293,48 @@ def _reduce_slabs(reader, window: Window, dtype: np.dtype, output_range, sink, m
 def _given_window(window) -> Window | None:
     if window is None:
         return window
-    given = window if isinstance(window, Window) else Window(*map(float, window))
-    if not given.low < given.high:  # a one-value window would send every voxel to one end
-        raise BigVolumeError(f"the intensity window {given.low:g} .. {given.high:g} holds one value: give LOW < HIGH")
-    return given
+    if not isinstance(window, Window):
+        window = Window(*map(float, window))
+    if not window.low < window.high:  # a one-value window would send every voxel to one end
+        raise BigVolumeError(f"the intensity window {window.low:g} .. {window.high:g} holds one value: give LOW < HIGH")
+    return window
+
+
+def _given_percentiles(percentiles) -> tuple[float, float] | None:
+    """None (not asked for: the default DEFAULT_PERCENTILES, and integer values that fit are kept), or two
+    percentiles 0 <= LO < HI <= 100."""
+    if percentiles is None:
+        return None
+    low, high = map(float, percentiles)
+    if not 0.0 <= low < high <= 100.0:
+        raise BigVolumeError(f"--percentiles {low:g} {high:g}: give two percentiles 0 <= LO < HI <= 100 (the window "
+                             "runs from the LO-th to the HI-th)")
+    return low, high
 
 
 def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bool):
-    """(window, output range, values kept) of a reduction: the identity when :func:`keeps_values`, else the given
-    window or the ``percentiles`` of a subsample of ``source`` stretched onto the type's full range."""
-    window = _given_window(window)
-    if keeps_values(input_dtype, dtype, window, stretch):
-        return kept_range(input_dtype, dtype, window) + (True,)
+    """(window, output range, values kept, why kept) of a reduction: the identity when :func:`keeps_values` (decided
+    from the types, else from the statistics pass over a subsample of ``source``, the one the percentile window
+    needs), else the given window or the ``percentiles`` of that subsample stretched onto the type's full range. A
+    window that cannot be mapped is refused here, before any voxel is written."""
+    window, percentiles = _given_window(window), _given_percentiles(percentiles)
+    input_dtype, dtype = np.dtype(input_dtype), np.dtype(dtype)
+    sample = values = None
+    if not stretch and not keeps_values(input_dtype, dtype, window, percentiles=percentiles) \
+            and (window is None or (input_dtype.kind == "f" and dtype.itemsize == 2)):
+        sample = subsample(source)
+        values = SampleValues.of(sample)
+    if keeps_values(input_dtype, dtype, window, stretch, values, percentiles):
+        why = []
+        if input_dtype.kind == "f":
+            why.append("all integers")
+        if window is None and not keeps_values(input_dtype, dtype, None, percentiles=percentiles):
+            why.append(f"{values.low:.6g} .. {values.high:.6g}")
+        return kept_range(input_dtype, dtype, window) + (True, ", ".join(why))
     if window is None:
-        window = robust_window(subsample(source), percentiles)
-    return window, full_range(dtype), False
+        window = robust_window(subsample(source) if sample is None else sample, percentiles or DEFAULT_PERCENTILES)
+    window_map(window, full_range(dtype))  # too wide or too narrow for the output: refused now, naming the file
+    return window, full_range(dtype), False, ""
 
 
 def _check_reducible(components: int, dtype: np.dtype) -> None:
@@ -274,10 +345,11 @@ def _check_reducible(components: int, dtype: np.dtype) -> None:
         raise BigVolumeError(f"pixel type {np.dtype(dtype)} cannot be reduced")
 
 
-def _reduce_report(window, dtype, output_range, kept, input_dtype, clipped, nan, voxels) -> ReduceReport:
+def _reduce_report(window, dtype, output_range, kept, why, input_dtype, clipped, nan, voxels) -> ReduceReport:
     notes = [f"{nan} NaN voxels set to the bottom of the range ({output_range[0]})"] if nan else []
     if kept:
-        notes.append(f"{np.dtype(input_dtype)} values kept as they are in {np.dtype(dtype)} (no stretching"
+        notes.append(f"{np.dtype(input_dtype)} values{f' ({why})' if why else ''} kept as they are in "
+                     f"{np.dtype(dtype)} (no stretching"
                      + (f", clipped to the window {window.low:.6g} .. {window.high:.6g})" if clipped else ")")
                      + "; --stretch maps the window onto the full range")
     return ReduceReport(window, np.dtype(dtype), clipped, clipped / max(1, voxels), voxels, notes,
@@ -285,24 +357,26 @@ def _reduce_report(window, dtype, output_range, kept, input_dtype, clipped, nan,
 
 
 def reduce_bits(volume: Volume, bits: int = 8, *, signed: bool = False, window: Window | None = None,
-                percentiles=DEFAULT_PERCENTILES, stretch: bool = False, progress: ProgressCallback | None = None
+                percentiles=None, stretch: bool = False, progress: ProgressCallback | None = None
                 ) -> tuple[Volume, ReduceReport]:
     """``volume`` mapped linearly from an intensity window onto uint8/uint16 (int8/int16 with ``signed``): the
-    window is given (a Window or (low, high)) or the ``percentiles`` of a subsample; values outside it are clipped
-    and counted. Integer values that fit the output are kept as they are unless ``stretch`` (:func:`keeps_values`).
-    Geometry unchanged; the input is not modified."""
+    window is given (a Window or (low, high)) or the ``percentiles`` of a subsample (default DEFAULT_PERCENTILES);
+    values outside it are clipped and counted. Integer values that fit the output are kept as they are unless
+    ``stretch`` (:func:`keeps_values`; with neither ``window`` nor ``percentiles`` given, also when the values seen
+    fit the output type). Geometry unchanged; the input is not modified."""
     dtype = dtype_for_bits(bits, signed)
     _check_reducible(volume.components, volume.dtype)
-    window, output_range, kept = _choose_mapping(volume.array, volume.dtype, dtype, window, percentiles, stretch)
+    window, output_range, kept, why = _choose_mapping(volume.array, volume.dtype, dtype, window, percentiles,
+                                                      stretch)
     output = np.empty(volume.array.shape, dtype)
     clipped, nan = _reduce_slabs(ArraySlabReader(volume.array, volume.geometry), window, dtype, output_range,
                                  ArraySink(output), in_memory_limit(), as_progress(progress))
-    return Volume(output, volume.geometry), _reduce_report(window, dtype, output_range, kept, volume.dtype, clipped,
-                                                           nan, output.size)
+    return Volume(output, volume.geometry), _reduce_report(window, dtype, output_range, kept, why, volume.dtype,
+                                                           clipped, nan, output.size)
 
 
 def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = False, window: Window | None = None,
-                     percentiles=DEFAULT_PERCENTILES, stretch: bool = False, stream: bool | None = None,
+                     percentiles=None, stretch: bool = False, stream: bool | None = None,
                      memory_limit: float | None = None, series: str | None = None,
                      progress: ProgressCallback | None = None) -> ReduceReport:
     """Read, reduce the precision, write; streams slab by slab by the engine's rule
@@ -312,7 +386,8 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
     started = time.perf_counter()
     dtype = dtype_for_bits(bits, signed)
     input_path, output_path = Path(input_path), Path(output_path)
-    window = _given_window(window)
+    with naming(input_path):  # the options first: a typo fails before the file is read
+        window, percentiles = _given_window(window), _given_percentiles(percentiles)
     plan = plan_input(input_path, stream=stream, memory_limit=memory_limit, series=series)
     progress = as_progress(progress)
     with naming(input_path):
@@ -335,10 +410,11 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
             limit = in_memory_limit(volume.array.nbytes)
         with source as reader:
             with naming(input_path):
-                window, output_range, kept = _choose_mapping(reader, plan.dtype, dtype, window, percentiles, stretch)
+                window, output_range, kept, why = _choose_mapping(reader, plan.dtype, dtype, window, percentiles,
+                                                                  stretch)
             with file_sink(output_path, plan.geometry, dtype) as writer:
                 clipped, nan = _reduce_slabs(reader, window, dtype, output_range, writer, limit, progress)
-        report = _reduce_report(window, dtype, output_range, kept, plan.dtype, clipped, nan,
+        report = _reduce_report(window, dtype, output_range, kept, why, plan.dtype, clipped, nan,
                                 plan.geometry.voxel_count)
     progress(1.0, "written")
     for note in report.notes:

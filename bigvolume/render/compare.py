@@ -9,13 +9,14 @@ import numpy as np
 
 from ..core.volume import Volume
 from ..ops.precision import Window
-from .transfer import WINDOW_PERCENTILES, TransferFunction, ascending_points, gray_voxels, transfer_function
+from .transfer import WINDOW_PERCENTILES, TransferFunction, gray_voxels, transfer_function
 from .volumes import PreviewSource
 
 
 SAME_RANGE_OVERLAP = 0.5   # windows overlapping this much (intersection / union) show the same tissue alike
 FIT_CORRELATION = 0.98     # a fitted linear intensity map is used only when it explains the data this well
 FIT_VOXELS = 200_000
+IDENTITY_TOLERANCE = 0.1   # a fitted map moving the first window's ends less than this share of its width: the same
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,13 @@ class IntensityMap:
 
     def transfer(self, transfer: TransferFunction) -> TransferFunction:
         """The same curves over the mapped values (a positive scale keeps their order)."""
-        colors = [(self.value(v),) + tuple(rest) for v, *rest in transfer.colors]
-        opacities = [(self.value(v), o) for v, o in transfer.opacities]
-        return TransferFunction(transfer.kind, ascending_points(colors), ascending_points(opacities), self.window(transfer.window),
-                                transfer.reason)
+        return transfer.mapped(self.scale, self.offset)
+
+    def is_identity(self, window: Window, tolerance: float = IDENTITY_TOLERANCE) -> bool:
+        """Whether the map moves ``window``'s ends by at most ``tolerance`` of its width (values kept, give or take
+        what a filter or dehaze changed)."""
+        width = window.high - window.low
+        return all(abs(self.value(v) - v) <= tolerance * width for v in (window.low, window.high))
 
     def describe(self) -> str:
         sign = "-" if self.offset < 0 else "+"
@@ -99,22 +103,23 @@ def fit_intensity_map(first: Volume, other: Volume) -> tuple[IntensityMap | None
 def compare_display(first: PreviewSource, transfer: TransferFunction, other: PreviewSource,
                     intensity_map: IntensityMap | None = None) -> Display:
     """How ``other`` is drawn beside ``first`` (drawn with ``transfer``) so that the same tissue looks the same:
-    through ``intensity_map`` when the transform between them is known (reduce-bits knows its window); with
-    ``first``'s own curves when their intensity windows overlap (same range: before/after of resample or dehaze);
-    else through a line fitted voxel by voxel when both share a grid and it fits (correlation >= FIT_CORRELATION);
-    else with ``other``'s own histogram transfer function and robust window."""
+    through ``intensity_map`` when the transform between them is known (reduce-bits knows its window); on the same
+    grid, through a line fitted voxel by voxel when it fits (correlation >= FIT_CORRELATION) and is not the identity
+    (a linear rescale, e.g. reduce-bits --stretch, whose window may overlap the first's: drawn with the same curves
+    it looked changed everywhere); with ``first``'s own curves when their intensity windows overlap (same range:
+    before/after of resample or dehaze); else with ``other``'s own histogram transfer function and robust window."""
     if intensity_map is not None:
         mapped = intensity_map.transfer(transfer)
         return Display(mapped, f"window of {first.name} through {intensity_map.how} ({intensity_map.describe()})",
                        "mapped")
+    if first.geometry.isclose(other.geometry):
+        fitted, correlation = fit_intensity_map(first.volume, other.volume)
+        if fitted is not None and correlation >= FIT_CORRELATION and not fitted.is_identity(transfer.window):
+            return Display(fitted.transfer(transfer), f"window of {first.name} through a fitted "
+                                                      f"{fitted.describe()} (r {correlation:.3f})", "mapped")
     own = transfer_function(other.volume)
     if _overlap(own.window, transfer.window) >= SAME_RANGE_OVERLAP:
         return Display(transfer, f"same as {first.name}")
-    if first.geometry.isclose(other.geometry):
-        fitted, correlation = fit_intensity_map(first.volume, other.volume)
-        if fitted is not None and correlation >= FIT_CORRELATION:
-            return Display(fitted.transfer(transfer), f"window of {first.name} through a fitted "
-                                                      f"{fitted.describe()} (r {correlation:.3f})", "mapped")
     return Display(own, f"its own ({WINDOW_PERCENTILES[0]:g}-{WINDOW_PERCENTILES[1]:g} percentiles): its range "
                         f"differs from {first.name}'s", "own")
 

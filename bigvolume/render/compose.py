@@ -58,6 +58,8 @@ def check_png_path(path, inputs=()) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise BigVolumeError(f"{path}: a preview is a PNG picture; give a name ending in .png")
+    if path.is_dir():
+        raise BigVolumeError(f"{path}: is a folder; give the picture's file name (ending in .png)")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise BigVolumeError(f"{path}: the folder {folder} does not exist")

@@ -26,7 +26,7 @@ from vtkmodules.vtkRenderingVolumeOpenGL2 import vtkSmartVolumeMapper
 from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry
 from ..core.volume import Volume
-from .transfer import TransferFunction, opacity_unit_distance, transfer_function
+from .transfer import TransferFunction, float_shift, opacity_unit_distance, transfer_function
 from .volumes import DEFAULT_SIZE, preview_volume, scalar_voxels
 
 BACKGROUND = (0.10, 0.10, 0.14)  # the render's background (RGB 0..1)
@@ -234,15 +234,53 @@ def render_volume(volume: Volume, size=DEFAULT_SIZE, transfer: TransferFunction 
         raise BigVolumeError(f"unknown rendering engine {engine!r}; choose {', '.join(['auto', *RENDERERS])}")
     volume = preview_volume(volume)
     transfer = transfer or transfer_function(volume)
-    return RENDERERS[engine].render(_nan_clear(volume, transfer), (width, height), transfer, camera or Camera())
+    volume, transfer = _in_float32_range(_clear_non_finite(volume, transfer), transfer)
+    return RENDERERS[engine].render(thickened(volume), (width, height), transfer, camera or Camera())
 
 
-def _nan_clear(volume: Volume, transfer: TransferFunction) -> Volume:
-    """NaN voxels at the opacity curve's first point (transparent): ray casting drew them as opaque grey blocks."""
+def _clear_non_finite(volume: Volume, transfer: TransferFunction) -> Volume:
+    """NaN and infinite voxels at the opacity curve's first transparent point: ray casting drew NaN as opaque grey
+    blocks and infinities at the curves' ends (a grey box)."""
     array = volume.array
-    if array.dtype.kind != "f" or not np.isnan(array).any():
+    if array.dtype.kind != "f":
+        return volume
+    bad = ~np.isfinite(array)
+    if not bad.any():
         return volume
     clear = min((value for value, opacity in transfer.opacities if opacity == 0.0), default=None)
     if clear is None:
         clear = transfer.opacities[0][0] - 1.0
-    return Volume(np.where(np.isnan(array), np.asarray(clear, array.dtype), array), volume.geometry)
+    return Volume(np.where(bad, np.asarray(clear, array.dtype), array), volume.geometry)
+
+
+def _in_float32_range(volume: Volume, transfer: TransferFunction) -> tuple[Volume, TransferFunction]:
+    """Float voxels beyond FLOAT32_SAFE (float32 made them infinite: an opaque black box) or all tinier than its
+    inverse (float32 made them 0), and the curves with them, scaled by one power of two (exact) so that the largest
+    lies in 1 .. 2: drawn like the same object at an ordinary scale."""
+    array = volume.array
+    if array.dtype.kind != "f" or array.size == 0:
+        return volume, transfer
+    shift = float_shift(max(abs(float(np.min(array))), abs(float(np.max(array)))))  # finite: non-finite are cleared
+    if shift == 0:
+        return volume, transfer
+    half = shift // 2  # two steps: 2 ** shift itself may lie beyond float64 (a subnormal volume's shift is ~1030)
+    return (Volume(np.ldexp(array, shift), volume.geometry),
+            transfer.mapped(2.0 ** half).mapped(2.0 ** (shift - half)))
+
+
+def thickened(volume: Volume) -> Volume:
+    """``volume`` with every axis of one voxel repeated to two, half a voxel either side of it: a ray caster sees a
+    box of one voxel's thickness (a single slice, a line) where the box through the voxel centres was flat and drew
+    nothing."""
+    thin = [axis for axis in range(3) if volume.geometry.dimensions[axis] == 1]  # IJK axes
+    if not thin:
+        return volume
+    array = np.asarray(volume.array)
+    for axis in thin:
+        array = np.repeat(array, 2, axis=2 - axis)
+    shift = np.zeros(3)
+    shift[thin] = -0.5
+    geometry = volume.geometry
+    dimensions = tuple(2 if axis in thin else n for axis, n in enumerate(geometry.dimensions))
+    return Volume(array, Geometry(dimensions, geometry.spacing, tuple(geometry.physical_point(shift)),
+                                  geometry.direction))

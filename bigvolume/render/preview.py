@@ -6,12 +6,14 @@ drawn), :mod:`.offscreen` (render windows, camera, renderers), :mod:`.slices` (m
 compared volumes alike), :mod:`.compose` (text, canvas, PNG). This module puts them together."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import naming
 from ..core.volume import Volume
 from .compare import Display, changed_voxels, compare_display
 from .compose import CANVAS, check_png_path, paste, text_image, write_png
@@ -91,6 +93,21 @@ class PreviewReport:
                 f"{self.transfer.kind} transfer function ({self.transfer.reason})")
 
 
+def _naming(source):
+    """Errors about a volume's values (no finite value to draw) name its file; a Volume has none to name."""
+    return naming(source) if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext()
+
+
+def thin_note(source: PreviewSource) -> str:
+    """A line for the picture's foot when ``source`` is one voxel thick along an axis (a single slice, a line): its
+    rendering is a slab of one voxel's thickness."""
+    thin = [axis for axis, n in zip("IJK", source.volume.geometry.dimensions) if n == 1]
+    if not thin:
+        return ""
+    return (f"{source.name}: one voxel along {' and '.join(thin)}: rendered as a slab one voxel thick "
+            "(see the slices)")
+
+
 def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=None, engine: str = "auto",
                   camera: Camera | None = None, memory_limit: float | None = None,
                   intensity_maps=None, series: str | None = None) -> PreviewReport:
@@ -117,10 +134,12 @@ def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=
     intensity_maps += [None] * (len(compare) - len(intensity_maps))
     loaded = [load_preview_source(item, name, memory_limit, series if index == 0 else None)
               for index, (item, name) in enumerate(zip(sources, names))]
-    transfer = transfer_function(loaded[0].volume)
+    with _naming(sources[0]):
+        transfer = transfer_function(loaded[0].volume)
     displays = [Display(transfer, f"its own ({WINDOW_PERCENTILES[0]:g}-{WINDOW_PERCENTILES[1]:g} percentiles)")]
-    displays += [compare_display(loaded[0], transfer, other, mapping)
-                 for other, mapping in zip(loaded[1:], intensity_maps)]
+    for item, other, mapping in zip(sources[1:], loaded[1:], intensity_maps):
+        with _naming(item):
+            displays.append(compare_display(loaded[0], transfer, other, mapping))
     for other, display in zip(loaded[1:], displays[1:]):
         if display.how == "same":  # drawn alike: what differs is the data; show where it changed
             displays[0].marked = changed_voxels(loaded[0], other)
@@ -131,7 +150,8 @@ def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=
     placed = []
     note = f"rendering: {transfer.kind} transfer function of {loaded[0].name} ({transfer.reason})"
     note = "\n".join([note] + [display.rendering_note(other.name)
-                                for other, display in zip(loaded[1:], displays[1:])])
+                                for other, display in zip(loaded[1:], displays[1:])]
+                      + [line for line in map(thin_note, loaded) if line])
     note = text_image(note, 12, (0.7, 0.7, 0.7))
     gap = 16
     height = max(panel.image.shape[0] for panel in panels) + note.shape[0] + 12

@@ -2,13 +2,15 @@
 intensity window, with a region marked on them."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..core.geometry import Geometry
 from ..core.volume import Volume
 from ..ops.precision import Window, apply_window
 from ..ops.resample import DEFAULT_METHOD, downsample_array
-from .transfer import gray_voxels
+from .transfer import float_shift, gray_voxels
 
 
 # Slicer's slice views (patient right on screen left): the RAS directions of the screen's x (rightwards) and y (up).
@@ -39,7 +41,7 @@ def _mid_planes(volume: Volume, tile: int) -> list[tuple[str, int, int, np.ndarr
             plane = plane[::-1]
         target = (max(1, round(plane.shape[0] * geometry.spacing[rows] * scale)),
                   max(1, round(plane.shape[1] * geometry.spacing[cols] * scale)))
-        plane = np.asarray(plane, np.float32)
+        plane = np.asarray(plane, np.float64 if array.dtype.itemsize == 8 else np.float32)  # float64: no inf
         factors = (max(1.0, plane.shape[1] / target[1]), max(1.0, plane.shape[0] / target[0]), 1.0)
         if factors != (1.0, 1.0, 1.0):
             plane = np.asarray(downsample_array(np.ascontiguousarray(plane)[None], factors, DEFAULT_METHOD))[0]
@@ -100,6 +102,10 @@ def mid_slices(volume: Volume, window: Window, tile: int, file_geometry: Geometr
     file's own grid; default: the volume's). ``marked``: a boolean array on the volume's grid whose region is tinted
     and outlined (:func:`mark_region`) on RGB images."""
     planes = _mid_planes(volume, tile)
+    shift = float_shift(max(abs(window.low), abs(window.high)))
+    if shift:  # a window of subnormal (or huge) values: its map's scale would overflow; the same picture scaled
+        planes = [plane[:3] + (np.ldexp(np.asarray(plane[3], np.float64), shift),) for plane in planes]
+        window = Window(math.ldexp(window.low, shift), math.ldexp(window.high, shift))
     marks = (_mid_planes(Volume(np.asarray(marked, np.float32), volume.geometry), tile)
              if marked is not None else [None] * len(planes))
     result = []

@@ -22,6 +22,8 @@ WINDOW_PERCENTILES = (0.5, 99.5)  # the slices' intensity window
 HU_AIR = -500.0                # 1st percentile at or below this: Hounsfield units with air (-1000) around
 WIDE_RANGE = 4096              # integer data spanning more than 12 bits: CT/micro-CT, not MR (12-bit magnitudes)
 OPACITY_UNIT_FRACTION = 1 / 200  # opacity is per this fraction of the volume's diagonal: same look at any scale
+LABEL_VALUES = 64              # integer data with at most this many values, its lowest one a fill: a label map
+FLOAT32_SAFE = 2.0 ** 64       # |values| drawn as they are: renderers hold voxels and curves in float32
 CT_LIKE, MR_LIKE = "CT-like", "MR-like"
 
 
@@ -36,6 +38,14 @@ class TransferFunction:
     opacities: list
     window: Window
     reason: str = ""
+
+    def mapped(self, scale: float, offset: float = 0.0) -> "TransferFunction":
+        """The same curves over the values ``scale * value + offset`` (``scale`` > 0 keeps their order)."""
+        def value(v):
+            return scale * v + offset
+        return TransferFunction(self.kind, ascending_points([(value(v),) + tuple(rest) for v, *rest in self.colors]),
+                                ascending_points([(value(v), o) for v, o in self.opacities]),
+                                Window(*sorted((value(self.window.low), value(self.window.high)))), self.reason)
 
     def fill(self, volume_property, unit_distance: float = 1.0) -> None:
         """Put these curves into a vtkVolumeProperty (also the one a scene's volume property node holds): the existing
@@ -55,6 +65,14 @@ class TransferFunction:
         volume_property.SetSpecular(0.20)
         volume_property.SetSpecularPower(12.0)
         volume_property.SetScalarOpacityUnitDistance(unit_distance)
+
+
+def float_shift(largest: float) -> int:
+    """The power of two that brings ``largest`` (a magnitude) into 1 .. 2 when it lies beyond FLOAT32_SAFE or below
+    its inverse (float64 up to 1.8e308 becomes infinite in float32, float64 down to 5e-324 becomes 0); else 0."""
+    if largest == 0.0 or not math.isfinite(largest) or 1.0 / FLOAT32_SAFE <= largest <= FLOAT32_SAFE:
+        return 0
+    return 1 - math.frexp(largest)[1]
 
 
 def opacity_unit_distance(geometry: Geometry) -> float:
@@ -84,7 +102,10 @@ def _filled_value(values: np.ndarray, counts: np.ndarray, edges: np.ndarray) -> 
     set to one value (``bigvolume dehaze``), the outside of a synthetic object. It is background, whatever Otsu says
     of the rest (which its spike would otherwise pull about)."""
     peak = int(np.argmax(counts))
-    in_peak = values[(values >= edges[peak]) & (values <= edges[peak + 1])]
+    binned = np.clip(values, edges[0], edges[-1])  # as the histogram counted them: values beyond go to the end bins
+    in_peak = values[(binned >= edges[peak]) & (binned <= edges[peak + 1])]
+    if in_peak.size == 0:
+        return None
     value = float(np.median(in_peak))
     return value if np.count_nonzero(values == value) > FILLED_SHARE * values.size else None
 
@@ -105,8 +126,10 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
     CT-like when the 1st percentile is Hounsfield air (<= -500) or when integer data span more than 12 bits
     (micro-CT, CT): three Otsu classes (air, tissue, dense) give air transparent, tissue faint and reddish, dense
     material opaque and ivory. MR-like otherwise: two Otsu classes (background, object), the background transparent
-    and the opacity ramping up through the object's intensities to the 99.5th percentile (signed data: from 0).
-    One exact value filling more than a fifth of the volume (padding, cleared air) is always transparent."""
+    and the opacity ramping up through the object's intensities to the 99.5th percentile (signed data with values
+    above 0: from 0; data all at or below 0 keep their Otsu threshold). A label map (integer data with at most
+    LABEL_VALUES values, the lowest of them filling the background) shows every value above the background. One
+    exact value filling more than a fifth of the volume (padding, cleared air) is always transparent."""
     array = source.array if isinstance(source, Volume) else np.asarray(source)
     sample = gray_voxels(subsample(array, sample_voxels))
     values = np.asarray(sample, np.float64).ravel()
@@ -148,11 +171,17 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
                      (dense, 0.15), (dense + 0.5 * (top - dense), 0.6), (top, 0.85)]
     else:
         background = _otsu(counts, edges, 2)[0]
-        if low < 0.0:  # signed data (filtered, difference, test patterns) has no dark background: show what is > 0
-            background = max(background, 0.0)
+        labels = (integer and filled is not None and filled <= float(values.min())
+                  and np.unique(values).size <= LABEL_VALUES)
+        if labels:  # a label map: every label is an object
+            background = filled
+        elif low < 0.0 < top:  # signed data (filtered, difference, test patterns) has no dark background: show what
+            background = max(background, 0.0)  # is > 0 (when nothing is, e.g. all-negative HU, Otsu's cut stands)
         background = clear_up_to(background)
         above = values[values >= background]
         middle = float(np.median(above)) if above.size else background
+        if labels and above.size:  # the lowest label already at the middle's opacity, not faded out near 0
+            middle = float(above.min())
         top = max(top, middle)
         colors = [(low, 0.0, 0.0, 0.0), (background, 0.45, 0.30, 0.25), (middle, 0.85, 0.72, 0.62),
                   (top, 1.0, 1.0, 0.96)]
