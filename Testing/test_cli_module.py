@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import numpy as np
+import vtk
 import pytest
 
 ctk_cli = pytest.importorskip("ctk_cli")
@@ -179,6 +180,30 @@ def test_runs_as_slicer_runs_it_with_the_exact_grid(mrml, cli_xml, tmp_path, dty
     fractions = progress_values(out)
     assert len(fractions) >= 3 and fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions[0] >= 0
     assert values["deviceUsed"] == "cpu" and method in values["summary"] and "->" in values["summary"]
+
+
+@pytest.mark.parametrize("given_output", [False, True])
+def test_a_transformed_input_s_result_lands_where_process_puts_it(mrml, cli_xml, tmp_path, given_output):
+    """An input under a parent transform: process puts its result under the same transform; the CLI route's output
+    had none, so it showed away from its input by the transform (100 mm here), silently."""
+    array = quality.microct_phantom(24)
+    inputNode = mrml.volume(array, MATRIX)
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 100.0)
+    matrix.SetElement(1, 3, -35.5)
+    transform.SetMatrixTransformToParent(matrix)
+    inputNode.SetAndObserveTransformNodeID(transform.GetID())
+    logic = AntiAliasedResampleLogic()
+    given = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "output") if given_output else None
+    params = logic.cliParameters(inputNode, given, factor=2.0, device="cpu")
+    done, _ = run_like_slicer(mrml, cli_xml, params, tmp_path)
+    assert done.returncode == 0, done.stderr
+    reference = logic.process(inputNode, factor=2.0)
+    for node in (params["outputVolume"], reference):
+        assert node.GetTransformNodeID() == transform.GetID()
+    np.testing.assert_allclose(ijk_to_ras(params["outputVolume"]), ijk_to_ras(reference), atol=1e-9)
+    np.testing.assert_array_equal(arrayFromVolume(params["outputVolume"]), arrayFromVolume(reference))
 
 
 def test_auto_without_cuda_notes_it_on_stdout_and_runs_on_the_cpu(mrml, cli_xml, tmp_path):

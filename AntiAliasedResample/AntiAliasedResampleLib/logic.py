@@ -216,7 +216,9 @@ class AntiAliasedResampleLogic:
                                            None if spacing is not None else factor, spacing, isotropic)
         with given_or_new_node(outputVolumeNode, inputVolumeNode.GetScene(), inputVolumeNode.GetClassName(),
                                f"{inputVolumeNode.GetName()} resampled") as outputVolumeNode:
-            pass
+            # Under the input's parent transform, as process puts it: the CLI reads and writes the volumes in their
+            # own coordinates, and the result without it showed away from its input by that transform.
+            outputVolumeNode.SetAndObserveTransformNodeID(inputVolumeNode.GetTransformNodeID())
         # A SEM float-vector is one "I,J,K" string; full precision, so the CLI's grid is the one planned here.
         return {"inputVolume": inputVolumeNode, "outputVolume": outputVolumeNode,
                 "factor": ",".join(format(f, ".17g") for f in factors), "method": method, "device": device}
