@@ -603,3 +603,19 @@ def test_every_combination_of_gray_choice_and_bits_is_planned(tmp_path, logic):
             continue
         with logic.planImport(tmp_path / "rgb", gray=gray, bits=bits) as plan:
             assert plan.components == (3 if gray == "keep" else 1)
+
+
+def test_a_label_map_output_is_not_filled_with_invented_labels(tmp_path, scene, logic):
+    """A label-map output node took a downsampled import through the smoothing kernel: labels 4 and 8 appeared
+    between 0, 5 and 9. Refused unless the method keeps the input's values; nearest and max fill it."""
+    labels = np.random.default_rng(6).choice(np.array([0, 5, 9], np.uint16), (8, 20, 22), p=[0.5, 0.3, 0.2])
+    write_stack(tmp_path / "labels", labels)
+    output = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    with pytest.raises(BigVolumeError, match="label map.*nearest or max"):
+        logic.importToNode(tmp_path / "labels", output, factor=2.0)
+    assert output.GetImageData() is None
+    for method in ("nearest", "max"):
+        node = logic.importToNode(tmp_path / "labels", output, factor=2.0, method=method)
+        assert set(np.unique(arrayFromVolume(node))) <= {0, 5, 9}
+    node = logic.importToNode(tmp_path / "labels", output)  # not downsampled: any method keeps the labels
+    np.testing.assert_array_equal(arrayFromVolume(node), labels)

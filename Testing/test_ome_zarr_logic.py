@@ -138,8 +138,8 @@ def test_rgb_levels_load_into_vector_volumes(tmp_path, scene):
 
 
 # --- creating a pyramid ---------------------------------------------------------------------------------------------
-def volume_node(scene, array, geometry, name="scan"):
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+def volume_node(scene, array, geometry, name="scan", class_name="vtkMRMLScalarVolumeNode"):
+    node = scene.AddNewNodeByClass(class_name, name)
     image = vtk.vtkImageData()
     image.SetDimensions(*geometry.dimensions)
     node.SetAndObserveImageData(image)
@@ -246,3 +246,26 @@ def test_stores_of_other_writers_load_with_their_geometry_and_notes(scene, tmp_p
     np.testing.assert_array_equal(arrayFromVolume(node), levels[1])
     np.testing.assert_allclose(ijk_to_ras(node), Geometry(levels[1].shape[::-1], (2, 2, 2)).ijk_to_ras(), atol=1e-12)
     assert any("no pixel size" in note for note in logic.lastResult.notes)
+
+
+@pytest.mark.parametrize("method", ["lanczos", "gaussian", "mean"])
+def test_a_label_map_s_pyramid_holds_only_its_labels(scene, tmp_path, method):
+    """createPyramid on a label-map node used the smoothing kernel asked for: level 1 held labels the input has
+    not (4 and 8 between 0, 5 and 9). Now nearest, as AntiAliasedResample does, and the report says so."""
+    rng = np.random.default_rng(4)
+    labels = rng.choice(np.array([0, 5, 9], np.uint8), GEOMETRY.shape, p=[0.5, 0.3, 0.2])
+    node = volume_node(scene, labels, GEOMETRY, class_name="vtkMRMLLabelMapVolumeNode")
+    report = OMEZarrPyramidLogic().createPyramid(node, tmp_path / "labels.ome.zarr", chunks=16, method=method)
+    assert any("Label map: used 'nearest'" in note for note in report.notes)
+    from bigvolume import read_volume
+    for level in range(len(report.levels)):
+        assert set(np.unique(read_volume(tmp_path / "labels.ome.zarr", level=level).array)) <= {0, 5, 9}
+
+
+def test_a_refusal_about_a_node_s_copy_names_the_node(scene, tmp_path):
+    """The node is written to a temporary NHDR first: the pyramid's refusal named that file, not the node."""
+    rgb = np.random.default_rng(1).integers(0, 255, GEOMETRY.shape + (3,), dtype=np.uint8)
+    node = volume_node(scene, rgb, GEOMETRY, name="colour scan", class_name="vtkMRMLVectorVolumeNode")
+    with pytest.raises(BigVolumeError) as error:
+        OMEZarrPyramidLogic().createPyramid(node, tmp_path / "rgb.ome.zarr", chunks=16)
+    assert str(error.value).startswith("colour scan") and ".nhdr" not in str(error.value), error.value

@@ -22,14 +22,13 @@ from bigvolume import BigVolumeError, Cancelled, Progress
 from bigvolume.slicer import (atomic_output, check_method, check_output_path, default_memory_limit, DEVICE_METHODS,
                               DEVICES, format_bytes, nan_note, parse_size, read_geometry, volume_suffix)
 from bigvolume.slicer.preview_nodes import show_preview
-from bigvolume.slicer.volume_nodes import (check_output_node, check_storable_dtype, dimensions_text, fill_volume_node,
-                                    geometry_from_node, given_or_new_node, numbers_text, remove_node_and_display,
+from bigvolume.slicer.volume_nodes import (LABEL_SAFE_METHODS, check_output_node, check_storable_dtype,
+                                    dimensions_text, fill_volume_node, geometry_from_node, given_or_new_node,
+                                    is_label_map, label_safe_method, numbers_text, remove_node_and_display,
                                     volume_from_node)
 
 # Volume classes whose voxels slicer.util.arrayFromVolume reads as (k, j, i) or (k, j, i, components).
 SUPPORTED_INPUT_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLVectorVolumeNode")
-# Methods that only ever output values present in the input: the only ones allowed on label maps.
-LABEL_SAFE_METHODS = ("nearest", "max")
 METHODS = dict(bigvolume.METHODS)
 DEFAULT_METHOD = bigvolume.DEFAULT_METHOD
 # Files the input-file mode reads (what bigvolume.io.files reads); the result is saved as "<stem>_resampled.nhdr": a
@@ -111,17 +110,13 @@ class AntiAliasedResampleLogic:
 
     @staticmethod
     def isLabelMap(volumeNode) -> bool:
-        return volumeNode is not None and volumeNode.IsA("vtkMRMLLabelMapVolumeNode")
+        return is_label_map(volumeNode)
 
     @classmethod
     def effectiveMethod(cls, inputVolumeNode, method: str) -> tuple[str, list]:
         """The method actually used, and notes for the user when it differs from the one asked for."""
         check_method(method)
-        if cls.isLabelMap(inputVolumeNode) and method not in LABEL_SAFE_METHODS:
-            note = (f"Label map: used 'nearest' instead of '{method}' (a smoothing kernel would invent labels "
-                    "that are not in the input).")
-            return "nearest", [note]
-        return method, []
+        return label_safe_method(inputVolumeNode, method)
 
     # --- planning ---------------------------------------------------------------------------------------------
     @classmethod

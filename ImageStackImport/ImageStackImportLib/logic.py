@@ -34,7 +34,8 @@ from bigvolume.slicer import (ArraySink, default_memory_limit, DEFAULT_STACK_ORI
                               STACK_ORIENTATIONS, stack_origin, StackImport, StackInfo, validate_factors,
                               vtk_image_to_array)
 from bigvolume.slicer.preview_nodes import show_preview
-from bigvolume.slicer.volume_nodes import check_storable_dtype, dimensions_text, numbers_text, remove_node_and_display
+from bigvolume.slicer.volume_nodes import (check_storable_dtype, dimensions_text, label_safe_method, numbers_text,
+                                           remove_node_and_display)
 
 # Choices of the panel's combo boxes: value given to the Logic -> label shown.
 GRAY_CHOICES = {
@@ -530,6 +531,11 @@ class ImageStackImportLogic:
             kind = f"a vector volume ({plan.components} components)" if plan.components > 1 else "a scalar volume"
             raise BigVolumeError(f"output {outputVolumeNode.GetName()} is a {className}, but this import makes {kind}:"
                                  " choose another output, or none to create one")
+        resampled = any(f != 1 for f in plan.stack.factors)
+        if resampled and label_safe_method(outputVolumeNode, plan.stack.method)[0] != plan.stack.method:
+            raise BigVolumeError(f"output {outputVolumeNode.GetName()} is a label map, but {plan.stack.method} would "
+                                 "invent labels as it downsamples: import with method nearest or max, or into a "
+                                 "scalar volume")
 
     # --- 3D preview ----------------------------------------------------------------------------------------------
     @staticmethod

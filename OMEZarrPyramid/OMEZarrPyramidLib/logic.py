@@ -13,6 +13,7 @@ the ``slicer-core`` package (tests, batch scripts).
 """
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 import time
@@ -29,7 +30,7 @@ import bigvolume
 from bigvolume import DEFAULT_METHOD, BigVolumeError, Cancelled, Progress, open_pyramid
 from bigvolume.slicer import (DEFAULT_CHUNKS, DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, STREAMABLE_METHODS,
                               ZarrSlabReader, choose_level, default_memory_limit, format_bytes, level_size_text)
-from bigvolume.slicer.volume_nodes import (check_storable_dtype, dimensions_text, numbers_text,
+from bigvolume.slicer.volume_nodes import (check_storable_dtype, dimensions_text, label_safe_method, numbers_text,
                                            remove_node_and_display, roi_corners_lps, volume_from_node)
 
 FIT = "fit"  # the level choice "the finest level that fits the budget"
@@ -184,13 +185,20 @@ class OMEZarrPyramidLogic:
         if resume:
             raise BigVolumeError(f"{node.GetName()}: a loaded volume is copied afresh for each run, so its pyramid "
                                  "cannot resume; start again with overwrite")
+        options["method"], notes = label_safe_method(node, method)
+        for note in notes:
+            logging.info(note)
         with tempfile.TemporaryDirectory(prefix="OMEZarrPyramid-", dir=tempFolder) as folder:
             # A detached header, uncompressed: the pyramid streams it back. Named for the node (the pyramid's
             # metadata carries the name), in characters any file system takes.
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", node.GetName() or "").strip("._") or "volume"
             copy = Path(folder) / f"{stem}.nhdr"
             bigvolume.write_volume(volume_from_node(node), copy, compress=False)
-            self.lastPyramid = bigvolume.pyramid(str(copy), str(outputPath), **options)
+            try:
+                self.lastPyramid = bigvolume.pyramid(str(copy), str(outputPath), **options)
+            except BigVolumeError as error:  # about the temporary copy: say it of the node
+                raise type(error)(str(error).replace(str(copy), node.GetName())) from None
+        self.lastPyramid.notes[:0] = notes
         return self.lastPyramid
 
     # --- loading --------------------------------------------------------------------------------------------------

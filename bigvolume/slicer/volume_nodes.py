@@ -32,6 +32,23 @@ def check_storable_dtype(dtype) -> None:
                              "integer or float type first (Volumes module, or Cast Scalar Volume)")
 
 
+# Methods that put only values of the input in the output: what a label map may be resampled with.
+LABEL_SAFE_METHODS = ("nearest", "max")
+
+
+def is_label_map(node) -> bool:
+    return node is not None and node.IsA("vtkMRMLLabelMapVolumeNode")
+
+
+def label_safe_method(node, method: str) -> tuple[str, list[str]]:
+    """The method a run on (or into) ``node`` uses, and a note when it is not the one asked for: a label map gets
+    'nearest' instead of a smoothing kernel, which would invent labels that are not in the input."""
+    if is_label_map(node) and method not in LABEL_SAFE_METHODS:
+        return "nearest", [f"Label map: used 'nearest' instead of '{method}' (a smoothing kernel would invent labels "
+                           "that are not in the input)."]
+    return method, []
+
+
 def check_output_node(input_node, output_node) -> None:
     """The checks every Logic makes on its output node before any work: none needs a scene to add one to, and a
     given one must not be the input (the input is never modified)."""
