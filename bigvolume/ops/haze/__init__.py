@@ -11,13 +11,14 @@ touching the object.
    populations, air, soft tissue and bone; MRI two), and the cut cannot fall inside the noise (it did with a fixed
    level on CT at -1000 HU with 30 HU noise, and on half-normal air noise). Levels 1-5 keep MRIcroGL's meaning (:data:`LEVELS`, :mod:`.options`) on the raw
    voxels. Both use a 256-bin histogram of a subsample over a robust intensity range
-   (:data:`.threshold.ROBUST_PERCENTILES`). Voxels below the threshold (auto: themselves or in the denoised copy) are
+   (:data:`.threshold.ROBUST_PERCENTILES`). Voxels below the threshold (auto: in the denoised copy) are
    *dark* (:mod:`.denoise`). NaN voxels: levels 1-5 count them as dark (in the air they become the fill value,
    enclosed ones are kept); auto never does (no intensity is not air: they are kept, and where a NaN reaches the
-   denoised copy, its 26 neighbours, the voxel's own value decides).
+   denoised copy, its 26 neighbours, the voxel is not dark there; step 3's peeling may give it to the air).
 2. **Air**: by default the dark voxels 6-connected to the volume's border, so dark structures enclosed by the object
    (ventricles, sinuses, marrow, air inside a specimen) stay; ``air="all"``: every dark voxel.
-3. **Object** = not air; ``largest_only`` keeps its largest 6-connected component; ``close`` N closes it with a
+3. **Object** = not air (auto: less its voxels below the threshold themselves within the kernel's reach of the
+   air, the layer the copy's blur adds; :func:`.denoise.peel_beside_air`); ``largest_only`` keeps its largest 6-connected component; ``close`` N closes it with a
    radius-N 6-neighbour (city-block) ball, bridging gaps up to 2N voxels wide (sulci opening to the outside);
    then it is dilated by ``dilate`` 6-neighbour steps so partial-volume edges survive (:mod:`.morphology`). Levels
    1-5 take every voxel the steps reach (as MRIcroGL), which keeps a ``dilate``-voxel rim of pure air round the

@@ -130,30 +130,45 @@ def smooth_121(extended: np.ndarray, lo: int, n: int) -> np.ndarray:
 
 
 def auto_dark_voxels(extended: np.ndarray, lo: int, n: int, value: float) -> np.ndarray:
-    """Level auto's dark voxels of slices ``lo .. lo+n-1``: ``voxels < value | smooth_121(...) < 64 * value`` (each
-    compared as numpy compares them: the copy's float32 with the Python float rounded to float32), chunk by chunk:
-    the whole copy is never held. NaN compares False in both."""
+    """Level auto's dark voxels of slices ``lo .. lo+n-1``: dark in the denoised copy, ``smooth_121(...) < 64 *
+    value`` (the copy's float32 compared with the Python float rounded to float32, as numpy compares them), chunk
+    by chunk: the whole copy is never held. NaN compares False. The voxels' own values do not count here: at low SNR
+    a tissue's noise makes some of its voxels dark, they joined up through the tissue and it went with the air (a
+    skull under the scalp, zero counts of a PET scan); :func:`peel_beside_air` takes back, after the air is known,
+    the one voxel the copy's blur grows the object by."""
     dark = np.empty((n,) + extended.shape[1:], bool)
     work = _work_dtype(extended.dtype)
     limit = work.type(64 * value)
-    voxel_limit, all_below = value, False
     if exact_in_int32(extended.dtype) and np.isfinite(limit):
         # integers: s < limit  <=>  s < ceil(limit), compared in integers (exact, and faster than as floats)
-        bound = int(np.clip(np.ceil(np.float64(limit)), -2**31, 2**31 - 1))  # beyond int32: the same as its end
-        work, limit = np.dtype(np.int32), np.int32(bound)
-        info, bound = np.iinfo(extended.dtype), int(np.ceil(value))
-        all_below = bound > info.max
-        voxel_limit = extended.dtype.type(min(max(bound, info.min), info.max))
+        work = np.dtype(np.int32)
+        limit = np.int32(int(np.clip(np.ceil(np.float64(limit)), -2**31, 2**31 - 1)))  # beyond int32: its end
 
     def take(c0, c1, chunk):
         np.less(chunk, limit, out=dark[c0:c1])
-        if all_below:
-            dark[c0:c1] = True
-        else:
-            dark[c0:c1] |= extended[lo + c0:lo + c1] < voxel_limit
 
     _smooth_chunks(lambda a, b: extended[a:b], extended.shape[0], lo, n, work, take)
     return dark
+
+
+def peel_beside_air(obj: np.ndarray, voxels: np.ndarray, value: float) -> np.ndarray:
+    """``obj`` without its voxels that are dark themselves (``voxels < value``) and have a voxel that is not object
+    among their 26 neighbours (the [1 2 1]^3 kernel's reach): the air the denoised copy's blur added to the object.
+    Once only, after the air was chosen: a tissue's own dark noise voxels never join the air."""
+    outside = ~obj
+    beside = outside.copy()  # dilated by the 3x3x3 cube, axis by axis
+    for axis in range(3):
+        grown = beside.copy()
+        index = [slice(None)] * 3
+        index[axis] = slice(1, None)
+        lower = tuple(index)
+        index[axis] = slice(None, -1)
+        upper = tuple(index)
+        grown[lower] |= beside[upper]
+        grown[upper] |= beside[lower]
+        beside = grown
+    beside &= voxels < value  # NaN compares False: it stays
+    return np.logical_and(obj, ~beside, out=beside)
 
 
 def denoised_subsample(source, max_voxels: int) -> np.ndarray:

@@ -67,8 +67,9 @@ class HazeOptions:
 
     @property
     def halo(self) -> int:
-        """Slices of context each side of a slab that closing and dilation need to be exact."""
-        return 2 * self.close + self.dilate
+        """Slices of context each side of a slab that closing and dilation (and, level auto, the peeling of the
+        denoised copy's blur: one more) need to be exact."""
+        return 2 * self.close + self.dilate + (1 if self.denoise else 0)
 
 
 def _is_int(value) -> bool:

@@ -11,7 +11,7 @@ from ...core.errors import BigVolumeError
 from ...core.progress import Progress
 from ...engine.loop import SlabStage, run_slabs
 from .components import SlabLabels, compact, label, lookup
-from .denoise import DENOISE_HALO, auto_dark_voxels, dark_voxels
+from .denoise import DENOISE_HALO, auto_dark_voxels, dark_voxels, peel_beside_air
 from .morphology import dilate, erode, grow_over_partial_volume
 from .options import HazeOptions
 from .threshold import HazeThreshold
@@ -67,11 +67,11 @@ class HazePipeline:
                   progress=progress, message=message, halo=halo)
 
     def _dark(self, extended: np.ndarray, lo: int, n: int) -> np.ndarray:
-        """The slab's dark voxels: below the threshold themselves, or (level auto) in the denoised copy. The object
-        is then what is bright in both: the copy drops the noise voxels above the threshold, the voxels themselves
-        keep the copy's blur from growing the object by a voxel into the air. Level auto: a NaN voxel is not dark
-        (no intensity is not air: it stays as it is) and where a NaN reaches the copy (its 26 neighbours) the voxel
-        alone decides; levels 1-5 count NaN as dark, as before."""
+        """The slab's dark voxels: below the threshold themselves (levels 1-5) or in the denoised copy (level auto:
+        the copy drops the noise voxels above the threshold; the write pass takes back the voxel its blur grows the
+        object by). Level auto: a voxel whose copy a NaN reaches (its 26 neighbours) is not dark, then peeled off the
+        object like the blur's layer when it is dark itself and beside the air; a NaN voxel itself stays as it is;
+        levels 1-5 count NaN as dark, as before."""
         block = extended[lo:lo + n]
         if not self.options.denoise:
             return dark_voxels(block, self.threshold.value)
@@ -182,11 +182,17 @@ class HazePipeline:
                 def window(item):
                     return np.concatenate([p[item][max(w0, p[0]) - p[0]:min(w1, p[1]) - p[0]] for p in inside])
 
-                closed = erode(dilate(window(2), opts.close), opts.close)
+                obj = window(2)
+                voxels = None
+                if opts.denoise:  # the air layer the denoised copy's blur put on the object goes back to the air
+                    voxels = self.source.read(w0, w1) if self.source.hands_out_views else window(3)
+                    obj = peel_beside_air(obj, voxels, self.threshold.value)
+                closed = erode(dilate(obj, opts.close), opts.close)
                 if self.threshold.band_floor is None:
                     obj = dilate(closed, opts.dilate)
                 else:  # exact on c0-dilate+1 .. c1+dilate-1, all that the slab's last step needs
-                    voxels = self.source.read(w0, w1) if self.source.hands_out_views else window(3)
+                    if voxels is None:
+                        voxels = self.source.read(w0, w1) if self.source.hands_out_views else window(3)
                     rows = (max(0, c0 - w0 - opts.dilate + 1), min(w1 - w0, c1 - w0 + opts.dilate - 1))
                     obj = grow_over_partial_volume(closed, voxels, self.threshold.band_floor, opts.dilate, rows)
                 obj = obj[c0 - w0:c1 - w0]
