@@ -127,6 +127,13 @@ def test_a_roi_reads_only_its_box_with_its_geometry(tmp_path):
     assert all(np.linalg.solve(geometry.ijk_to_lps()[:3, :3], low - geometry.origin) <= [29.6, 6.6, 3.6])
     with pytest.raises(ValueError, match="outside the volume"):
         geometry.index_box([geometry.physical_point((-10, -10, -10))])
+    # A ROI whose faces lie on cell boundaries (as placed on a grid, rounded by the LPS round trip) takes the cells
+    # inside, no more: the top face took the cell above it (a 10-voxel ROI read 11).
+    for low, high in (((30, 7, 4), (40, 17, 14)), ((0, 0, 0), (5, 3, 2))):
+        faces = np.array([[i, j, k] for i in (low[0] - 0.5, high[0] - 0.5) for j in (low[1] - 0.5, high[1] - 0.5)
+                          for k in (low[2] - 0.5, high[2] - 0.5)])
+        box = geometry.index_box([geometry.physical_point(p) for p in faces])
+        assert box == tuple(zip(low[::-1], high[::-1])), box
 
 
 @pytest.mark.parametrize("version", ["0.5", "0.4"])

@@ -22,6 +22,8 @@ from typing import Sequence
 import numpy as np
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+# Index distance below which a point counts as on a cell boundary (ROIs placed in RAS, converted with rounding).
+ROUNDING = 1e-6
 
 
 def _as_vector3(values, name: str) -> tuple[float, float, float]:
@@ -113,9 +115,10 @@ class Geometry:
         ROI gets the box around it), clipped to the grid. Raises ValueError when the region misses the grid."""
         points = np.asarray(points_lps, float).reshape(-1, 3)
         ijk = np.linalg.solve(self.ijk_to_lps()[:3, :3], (points - np.asarray(self.origin)).T)
-        # Voxel n's cell spans indices n - 1/2 .. n + 1/2.
-        low = np.floor(ijk.min(axis=1) + 0.5).astype(int)
-        high = np.floor(ijk.max(axis=1) + 0.5).astype(int) + 1
+        # Voxel n's cell spans indices n - 1/2 .. n + 1/2. A face on a boundary between cells touches neither more
+        # than the other (a 10-voxel ROI read 11: the cell above its top face), nor do rounding slivers (1e-6).
+        low = np.floor(ijk.min(axis=1) + 0.5 + ROUNDING).astype(int)
+        high = np.maximum(np.ceil(ijk.max(axis=1) + 0.5 - ROUNDING).astype(int), low + 1)
         low, high = np.maximum(low, 0), np.minimum(high, self.dimensions)
         if np.any(high <= low):
             raise ValueError("the region lies outside the volume")
