@@ -157,6 +157,7 @@ def test_precision_reduction_after_the_haze_removal(mrml):
         assert np.array_equal(ijk_to_ras(outputNode), anisotropic_matrix())
         assert logic.lastResult.reduceReport.window == reduceReport.window
         assert reduceReport.summary() in logic.lastResult.summary()
+        assert all(note in logic.lastResult.summary() for note in reduceReport.notes)  # the panel shows them too
         # The values were remapped: the input's window/level would not fit.
         assert outputNode.GetDisplayNode().GetAutoWindowLevel()
 
@@ -392,3 +393,15 @@ def test_64_bit_integers_are_refused_before_any_work(mrml):
     with pytest.raises(BigVolumeError, match="64-bit"):
         logic.process(inputNode, progress=lambda fraction, message: pytest.fail("work started"))
     assert node_ids(mrml.scene) == ids
+
+
+def test_the_result_line_gives_the_precision_reduction_s_notes(mrml):
+    """The panel's result line left out what reduce-bits notes (values kept as they are, NaN voxels set): the
+    command line prints them."""
+    array, _, _ = head_phantom(dtype=np.float32)
+    array[0, 0, :3] = np.nan
+    logic = HazeRemovalLogic()
+    logic.process(mrml.volume(array, anisotropic_matrix()), bits=8)
+    notes = logic.lastResult.reduceReport.notes
+    assert any("NaN" in note for note in notes), notes
+    assert all(note in logic.lastResult.summary() for note in notes)

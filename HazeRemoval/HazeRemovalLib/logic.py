@@ -54,8 +54,9 @@ class HazeRemovalResult:
             if before and after:
                 lines.append(f"Compressed ({name}): {format_bytes(before)} -> {format_bytes(after)}, "
                              f"{before / after:.2f}x smaller")
-        if self.reduceReport is not None:
+        if self.reduceReport is not None:  # with its notes (values kept, NaN set, ...), as the command line says them
             lines.append(self.reduceReport.summary())
+            lines += list(self.reduceReport.notes)
         lines += list(report.notes)
         lines.append(f"{self.seconds:.2f} s")
         return "\n".join(lines)
