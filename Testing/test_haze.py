@@ -5,6 +5,7 @@ import itertools
 import shutil
 import subprocess
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -315,6 +316,10 @@ def test_a_given_fill_value_must_fit_the_type():
             dehaze(volume, HazeOptions(level=3, fill=fill))
     with pytest.raises(BigVolumeError, match="'min' or a number"):
         HazeOptions(fill="lowest")
+    with warnings.catch_warnings():  # float32: refused in words, without numpy's overflow warning first
+        warnings.simplefilter("error")
+        with pytest.raises(BigVolumeError, match="does not fit the volume's pixel type float32"):
+            dehaze(oblique(array.astype(np.float32)), HazeOptions(level=3, fill=1e39))
 
 
 def test_large_volume_compressed_size_is_estimated_from_a_slice_sample(monkeypatch):

@@ -253,6 +253,6 @@ def _fill_value(fill, minimum: float, dtype: np.dtype):
         if value != np.floor(value) or not info.min <= value <= info.max:
             raise BigVolumeError(f"fill value {value:g} does not fit the volume's pixel type {dtype} "
                                  f"(whole numbers {info.min} .. {info.max})")
-    elif abs(value) > np.finfo(dtype).max:
+    elif abs(value) > float(np.finfo(dtype).max):  # compared as Python floats: numpy cast 1e39 to float32 (inf)
         raise BigVolumeError(f"fill value {value:g} does not fit the volume's pixel type {dtype}")
     return dtype.type(value)
