@@ -22,8 +22,8 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
                 if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py"))), None)
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
-from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, TextFields, _, limits,  # noqa: E402
-                              reenterModule, settleTimer, translate)
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, ScratchFolders, TextFields, _,  # noqa: E402
+                              limits, reenterModule, settleTimer, translate)
 
 from ImageStackImportLib import (BITS_CHOICES, DEFAULT_STACK_ORIENTATION, GRAY_CHOICES, STACK_ORIENTATIONS,  # noqa: E402
                                  BigVolumeError, Cancelled)
@@ -401,28 +401,19 @@ class ImageStackImportTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self._scratch = []  # the stacks written by _writeStack, removed whatever the outcome
-        try:
+        with ScratchFolders("ImageStackImportTest-", slicer.app.temporaryPath) as self._scratch:
             self.setUp()
             self.test_PanelSettingsSurviveLeavingTheModule()
             self.setUp()
             self.test_ImportGeometryAndVoxels()
             self.setUp()
             self.test_CancelLeavesNothing()
-        finally:
-            import shutil
-
-            for folder in self._scratch:
-                shutil.rmtree(folder, ignore_errors=True)
 
     def _writeStack(self):
-        import tempfile
-
         import numpy as np
         import SimpleITK as sitk
 
-        folder = tempfile.mkdtemp(prefix="ImageStackImportTest-", dir=slicer.app.temporaryPath)
-        getattr(self, "_scratch", []).append(folder)
+        folder = self._scratch.new()
         array = np.zeros((12, 16, 20), np.uint16)
         array[3:9, 4:12, 5:15] = 1000
         for k, plane in enumerate(array):

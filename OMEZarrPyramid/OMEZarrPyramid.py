@@ -21,7 +21,7 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
                 if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py"))), None)
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
-from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, limits,  # noqa: E402
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, ScratchFolders, _, limits,  # noqa: E402
                               reenterModule, settleTimer, translate)
 
 from OMEZarrPyramidLib import FIT, PYRAMID_METHODS, PYRAMID_VERSIONS, Cancelled  # noqa: E402
@@ -329,8 +329,7 @@ class OMEZarrPyramidTest(ScriptedLoadableModuleTest):
         except ImportError:
             self.delayDisplay("zarr is not installed in this Python: nothing to test")
             return
-        self._scratch = []  # the folders of _scratchFolder, removed whatever the outcome
-        try:
+        with ScratchFolders("OMEZarrPyramidTest-", slicer.app.temporaryPath) as self._scratch:
             self.setUp()
             self.test_PanelSettingsSurviveLeavingTheModule()
             self.setUp()
@@ -339,18 +338,6 @@ class OMEZarrPyramidTest(ScriptedLoadableModuleTest):
             self.test_CancelLeavesNothing()
             self.setUp()
             self.test_CreateFromVolume()
-        finally:
-            import shutil
-
-            for folder in self._scratch:
-                shutil.rmtree(folder, ignore_errors=True)
-
-    def _scratchFolder(self):
-        import tempfile
-
-        folder = tempfile.mkdtemp(prefix="OMEZarrPyramidTest-", dir=slicer.app.temporaryPath)
-        getattr(self, "_scratch", []).append(folder)
-        return folder
 
     def _makePyramid(self):
         """A small anisotropic pyramid (levels 0, x3, x9) with an origin and a direction, in a temporary folder."""
@@ -362,7 +349,7 @@ class OMEZarrPyramidTest(ScriptedLoadableModuleTest):
         rng = np.random.default_rng(1)
         array = rng.integers(0, 4000, (30, 36, 40), dtype=np.uint16)
         geometry = Geometry((40, 36, 30), (0.4, 0.7, 1.5), (12.5, -30.25, 7.0), np.diag([1.0, -1.0, 1.0]))
-        folder = self._scratchFolder()
+        folder = self._scratch.new()
         return write_ome_zarr(os.path.join(folder, "test.ome.zarr"), array, geometry, factors=(3, 9)), array, geometry
 
     def test_PanelSettingsSurviveLeavingTheModule(self):
@@ -419,7 +406,7 @@ class OMEZarrPyramidTest(ScriptedLoadableModuleTest):
         node.SetSpacing(0.4, 0.7, 1.5)
         node.SetOrigin(-12.5, 30.25, 7.0)
         logic = OMEZarrPyramidLogic()
-        output = os.path.join(self._scratchFolder(), "created.ome.zarr")
+        output = os.path.join(self._scratch.new(), "created.ome.zarr")
         report = logic.createPyramid(node, output, chunks=16)
         self.assertGreaterEqual(len(report.levels), 2)
         loaded = logic.loadLevel(output, "0", 10**9, scene=slicer.mrmlScene)

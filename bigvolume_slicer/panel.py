@@ -2,6 +2,8 @@
 and modal progress dialog; the binding of a panel to its parameter node; path and text fields kept in the parameter
 node; and the timer that waits for the user to stop changing a setting before a costly update."""
 import contextlib
+import shutil
+import tempfile
 import threading
 import time
 
@@ -296,3 +298,24 @@ def reenterModule(moduleName: str, otherModule: str = "Data"):
     slicer.util.selectModule(otherModule)
     slicer.util.selectModule(moduleName)
     return getattr(slicer.modules, moduleName.lower()).widgetRepresentation().self()
+
+
+class ScratchFolders:
+    """The temporary folders a module's self-test makes (``new()``), removed together when its ``with`` block ends,
+    whatever the outcome: "Reload and Test" in a user's Slicer must not fill the disk run after run."""
+
+    def __init__(self, prefix: str, parent=None):
+        self.prefix, self.parent, self.folders = prefix, parent, []
+
+    def new(self) -> str:
+        folder = tempfile.mkdtemp(prefix=self.prefix, dir=self.parent)
+        self.folders.append(folder)
+        return folder
+
+    def __enter__(self) -> "ScratchFolders":
+        return self
+
+    def __exit__(self, *exception) -> None:
+        for folder in self.folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.folders.clear()
