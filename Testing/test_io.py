@@ -1,6 +1,8 @@
 """Volume files: every format round-trips voxels, type and geometry; writes are atomic; errors name the file."""
-import re
 import math
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import SimpleITK as sitk
 
 import bigvolume as bv
 from bigvolume.io import files as io
+from bigvolume.io.slabs import open_slabs
 
 FORMATS = [".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd"]
 
@@ -269,3 +272,63 @@ def test_a_negative_nifti_pixdim_reads_as_itk_reads_it(tmp_path, pixdim, qform_c
     in_memory = bv.resample_file(path, tmp_path / "m.nrrd", 2, stream=False)
     a, b = bv.read_volume(streamed.output_path), bv.read_volume(in_memory.output_path)
     assert a.geometry.isclose(b.geometry) and np.allclose(a.array, b.array, atol=1e-3)
+
+
+METAIMAGE_HEAD = ("ObjectType = Image\nNDims = 3\nBinaryData = {binary}\n{order}CompressedData = False\n"
+                  "TransformMatrix = 1 0 0 0 1 0 0 0 1\nOffset = -4 2 9.5\nElementSpacing = 0.5 0.75 1.25\n"
+                  "DimSize = 5 6 7\nElementType = MET_SHORT\n{extra}ElementDataFile = {data}\n")
+
+
+def _metaimage_cases(folder):
+    """MetaImage files MetaIO reads in its own way: (name, path). The voxels are 3k - 100 in C order."""
+    array = np.arange(5 * 6 * 7, dtype=np.int16).reshape(7, 6, 5) * 3 - 100
+    little, big = array.astype("<i2").tobytes(), array.astype(">i2").tobytes()
+    head_size = len(METAIMAGE_HEAD.format(binary="True", order="", extra="HeaderSize = 999\n", data="LOCAL"))
+    cases = {  # name -> (header fields, bytes after the header)
+        "msb 1": (dict(order="BinaryDataByteOrderMSB = 1\n"), big),
+        "msb T": (dict(order="BinaryDataByteOrderMSB = T\n"), big),
+        "msb true": (dict(order="ElementByteOrderMSB = true\n"), big),
+        "msb keys disagree": (dict(order="BinaryDataByteOrderMSB = False\nElementByteOrderMSB = True\n"), little),
+        "msb key in lower case": (dict(order="binarydatabyteordermsb = True\n"), little),
+        "text voxels": (dict(binary="False"), " ".join(map(str, array.ravel())).encode() + b"\n"),
+        "header size of the header": (dict(extra=f"HeaderSize = {head_size}\n"), little),
+        "header size 1024, padded, bytes after": (dict(extra="HeaderSize = 1024\n"), None),
+        "data file local": (dict(data="local"), little),
+    }
+    for name, (fields, data) in cases.items():
+        path = folder / (name.replace(" ", "_") + ".mha")
+        text = METAIMAGE_HEAD.format(**{"binary": "True", "order": "", "extra": "", "data": "LOCAL", **fields})
+        if data is None:  # the voxels at byte 1024, then other bytes
+            data = b" " * (1024 - len(text)) + little + bytes(range(256)) * 8
+        path.write_bytes(text.encode() + data)
+        yield name, path, array
+
+
+def test_metaimage_headers_read_as_metaio_reads_them(tmp_path):
+    """BinaryDataByteOrderMSB = 1 or T read little-endian; BinaryData = False (text) read as binary; a LOCAL file's
+    HeaderSize counted from the end of the header, not the file's start (MetaIO seeks from the start): all silently
+    wrong voxels, in memory and streamed. Each file now reads as SimpleITK (MetaIO, Slicer) reads it."""
+    for name, path, array in _metaimage_cases(tmp_path):
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        volume = bv.read_volume(path)
+        np.testing.assert_array_equal(volume.array, reference, err_msg=name)
+        with open_slabs(path) as reader:
+            np.testing.assert_array_equal(reader.read(0, reader.slices), reference, err_msg=name)
+        if name not in ("msb keys disagree", "msb key in lower case"):
+            np.testing.assert_array_equal(reference, array, err_msg=name)  # the file says what we wrote
+
+
+@pytest.mark.parametrize("line", ["   ", "\t", "no colon here"])
+def test_a_nrrd_header_line_teem_refuses_is_refused(tmp_path, line):
+    """A line of spaces ended the header here (teem ends it only at an empty line) and the voxels were read one byte
+    early; a line with no colon was skipped. SimpleITK (teem) refuses both: so do we, in one line."""
+    array = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    header = (f"NRRD0004\ntype: short\ndimension: 3\nsizes: 5 4 3\nendian: little\nencoding: raw\n{line}\n"
+              "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\n\n")
+    path = tmp_path / "odd.nrrd"
+    path.write_bytes(header.encode() + array.tobytes())
+    with pytest.raises(bv.VolumeFileError, match=r"odd\.nrrd: .*header line 7"):
+        bv.read_volume(path)
+    done = subprocess.run([sys.executable, "-m", "bigvolume", "resample", str(path), str(tmp_path / "o.nrrd"),
+                           "--factor", "2"], capture_output=True, text=True)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr

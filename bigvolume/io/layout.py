@@ -105,9 +105,9 @@ def data_files_named(path) -> list[Path]:
             fields, _, trailing = read_nrrd_header(path)
             spec = fields.get("data file", fields.get("datafile"))
         elif name.endswith((".mha", ".mhd")):
-            fields, _, trailing = _read_metaimage_header(path)
-            spec = fields.get("elementdatafile")
-            spec = None if spec == "LOCAL" else spec
+            _, _, trailing, exact = _read_metaimage_header(path)
+            spec = exact.get("ElementDataFile")
+            spec = None if spec is not None and spec.upper() == "LOCAL" else spec
         else:
             return []
     except (OSError, VolumeFileError, UnicodeError):
@@ -213,21 +213,27 @@ def read_nrrd_fields(path: Path) -> tuple[list[tuple[str, str]], int, list[str]]
             raise VolumeFileError(f"{path}: not a NRRD file: no NRRD magic line")
         offset = len(magic)
         in_list = False
-        for raw_line in handle:
+        for number, raw_line in enumerate(handle, start=2):
             offset += len(raw_line)
             line = _header_text(raw_line).rstrip("\r\n")
             if in_list:
                 trailing.append(line)
                 continue
-            if not line.strip():
+            if not line:
                 break
+            # As teem reads a header: only an empty line ends it (a line of spaces ended it here, and the voxels
+            # were read from the wrong byte), and every other line is a comment, a key/value pair or a field.
+            if not line.strip():
+                raise VolumeFileError(f"{path}: header line {number} holds only spaces: a NRRD header ends at an "
+                                      "empty line")
             if line.startswith("#") or _is_key_value_pair(line):
                 continue
-            if ":" in line:
-                key, value = line.split(":", 1)
-                pairs.append((key, value))
-                if key.strip().lower() in ("data file", "datafile") and value.split()[:1] == ["LIST"]:
-                    in_list = True
+            if ":" not in line:
+                raise VolumeFileError(f"{path}: header line {number} is not a NRRD field (no ': '): {line[:60]!r}")
+            key, value = line.split(":", 1)
+            pairs.append((key, value))
+            if key.strip().lower() in ("data file", "datafile") and value.split()[:1] == ["LIST"]:
+                in_list = True
     return pairs, offset, trailing
 
 
@@ -355,9 +361,11 @@ def nifti_scaling(slope: float, intercept: float) -> tuple[float, float]:
     return (slope or 1.0), intercept
 
 
-def _read_metaimage_header(path: Path) -> tuple[dict[str, str], int, list[str]]:
-    """MetaImage fields (lower-case keys), the offset just past ``ElementDataFile``, and the names of a LIST."""
+def _read_metaimage_header(path: Path) -> tuple[dict[str, str], int, list[str], dict[str, str]]:
+    """MetaImage fields (lower-case keys), the offset just past ``ElementDataFile``, the names of a LIST, and the
+    fields under their keys as written (MetaIO's own reading matches keys exactly)."""
     fields: dict[str, str] = {}
+    exact: dict[str, str] = {}
     trailing: list[str] = []
     offset = 0
     with open(path, "rb") as handle:
@@ -367,37 +375,48 @@ def _read_metaimage_header(path: Path) -> tuple[dict[str, str], int, list[str]]:
             if "=" in line:
                 key, value = (part.strip() for part in line.split("=", 1))
                 fields[key.lower()] = value
+                exact.setdefault(key, value)
                 if key.lower() == "elementdatafile":
                     if value.split()[:1] == ["LIST"]:
                         trailing = [_header_text(rest) for rest in handle]
                     break
             if offset > 1 << 20:
                 break  # no ElementDataFile within the first MiB: not a header we understand
-    return fields, offset, trailing
+    return fields, offset, trailing, exact
+
+
+def _metaio_true(value: str) -> bool:
+    """A MetaIO boolean as MetaIO reads it: true when it starts with T, t or 1."""
+    return value[:1] in ("T", "t", "1")
 
 
 def _metaimage_layout(path: Path, dtype: np.dtype, total: int) -> VoxelLayout | None:
-    fields, offset, trailing = _read_metaimage_header(path)
-    spec = fields.get("elementdatafile")
+    fields, offset, trailing, exact = _read_metaimage_header(path)
+    spec = exact.get("ElementDataFile")
     if spec is None:
         return None
-    big = any(fields.get(key, "false").lower() == "true"
-              for key in ("binarydatabyteordermsb", "elementbyteordermsb"))
-    compressed = fields.get("compresseddata", "false").lower() == "true"
-    header_size = _header_int(path, "HeaderSize", fields.get("headersize", "0"))
-    local = spec == "LOCAL"
+    if not _metaio_true(exact.get("BinaryData", "True")):
+        return None  # voxels written as text: SimpleITK reads them
+    orders = {_metaio_true(exact[key]) for key in ("BinaryDataByteOrderMSB", "ElementByteOrderMSB") if key in exact}
+    if len(orders) > 1:
+        return None  # the two byte-order keys disagree: SimpleITK's choice, not a guess here
+    big = orders == {True}
+    compressed = _metaio_true(exact.get("CompressedData", "False"))
+    header_size = _header_int(path, "HeaderSize", exact.get("HeaderSize", "0"))
+    local = spec.upper() == "LOCAL"
     paths = [path] if local else _expand_file_list(path, spec, trailing)
     if not paths or compressed and len(paths) > 1:
         return None
     per_file = total // len(paths)
     files = []
     for data_path in paths:
-        start = offset if local else 0
-        if header_size == -1:
+        if header_size == -1:  # the voxels are the file's last bytes
             size = data_path.stat().st_size if data_path.is_file() else per_file
             start = max(size - per_file, 0)
+        elif header_size > 0:  # MetaIO seeks there from the file's start, the header file's own included
+            start = header_size
         else:
-            start += header_size
+            start = offset if local else 0
         files.append(DataFile(data_path, start))
     return VoxelLayout(tuple(files), "zlib" if compressed else "raw", _with_order(dtype, big), total)
 
@@ -451,7 +470,7 @@ def check_metaimage_header(path) -> None:
     if not path.name.lower().endswith((".mha", ".mhd")):
         return
     try:
-        fields, _, _ = _read_metaimage_header(path)
+        fields, _, _, _ = _read_metaimage_header(path)
     except OSError:
         return  # SimpleITK says what is wrong
     if not fields:
