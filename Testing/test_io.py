@@ -332,3 +332,30 @@ def test_a_nrrd_header_line_teem_refuses_is_refused(tmp_path, line):
     done = subprocess.run([sys.executable, "-m", "bigvolume", "resample", str(path), str(tmp_path / "o.nrrd"),
                            "--factor", "2"], capture_output=True, text=True)
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, 3])
+def test_a_nrrd_value_axis_of_size_one_reads_as_a_scalar_volume_wherever_it_lies(tmp_path, axis):
+    """kinds 'list' of size 1 after the space axes: read_volume returned a (k, j, i, 1) array for a geometry of one
+    component, and every command failed with a numpy broadcast message naming no file."""
+    array = np.arange(5 * 6 * 7, dtype=np.int16).reshape(7, 6, 5) * 3 - 100
+    sizes, directions, kinds = ["5", "6", "7"], ["(0.5,0,0)", "(0,0.75,0)", "(0,0,1.25)"], ["domain"] * 3
+    sizes.insert(axis, "1")
+    directions.insert(axis, "none")
+    kinds.insert(axis, "list")
+    header = (f"NRRD0004\ntype: short\ndimension: 4\nspace: left-posterior-superior\nsizes: {' '.join(sizes)}\n"
+              f"space directions: {' '.join(directions)}\nkinds: {' '.join(kinds)}\nendian: little\nencoding: raw\n"
+              "space origin: (-4,2,9.5)\n\n")
+    path = tmp_path / "one_value.nrrd"
+    path.write_bytes(header.encode() + array.astype("<i2").tobytes())
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    assert reference.shape == array.shape
+    volume = bv.read_volume(path)
+    assert volume.array.shape == array.shape and volume.components == 1
+    np.testing.assert_array_equal(volume.array, reference)
+    with open_slabs(path) as reader:
+        np.testing.assert_array_equal(reader.read(0, reader.slices), reference)
+    for mode in ("--stream", "--no-stream"):
+        done = subprocess.run([sys.executable, "-m", "bigvolume", "resample", str(path), str(tmp_path / "o.nrrd"),
+                               "--factor", "2", mode], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr

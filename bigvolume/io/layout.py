@@ -311,7 +311,7 @@ def _nrrd_component_axis(path: Path, fields: dict[str, str], values: int):
         ranges = [axis for axis, text in enumerate(directions) if text == "none"] if len(directions) == 4 else []
     if len(ranges) != 1:
         return False
-    if ranges[0] == 0:
+    if ranges[0] == 0 or sizes[ranges[0]] == 1:  # one value per voxel: the bytes of a 3D volume, wherever the axis
         return None
     return tuple(sizes[::-1]), len(sizes) - 1 - ranges[0]
 
