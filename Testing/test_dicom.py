@@ -1,5 +1,6 @@
 """DICOM series as input: geometry as SimpleITK's series reader gives it, one file standing for its series, several
 series in a folder, slab-by-slab reading equal to the whole read, and every command that reads a volume."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -267,3 +268,27 @@ def test_a_damaged_end_slice_left_out_by_gdcm_is_said(tmp_path):
     result = run("resample", folder, tmp_path / "out.nrrd", "--quiet")
     assert result.returncode == 0
     assert f"1 DICOM file(s) belong to no readable series and are left out (damaged?): {victim.name}" in result.stderr
+
+
+@pytest.mark.parametrize("odd", ["flipped in plane", "rotated 10 degrees", "other pixel spacing"])
+def test_a_slice_oriented_or_sized_otherwise_is_refused(tmp_path, odd):
+    """Each slice is read on the first one's grid: a slice with another orientation or pixel spacing, its position
+    on the grid, was read without a word (drawn in the wrong place); SimpleITK does the same."""
+    folder, values = tmp_path / "mixed", ct_values((6, 8, 8), 3)
+    spacing, direction = (0.7, 0.7, 2.0), np.eye(3)
+    files = write_series(folder, values, spacing, (5.0, -3.0, 10.0), direction, "1.2.3.9")
+    ordered = dicom.find_series(folder).files
+    victim = ordered[2]
+    position = np.array([5.0, -3.0, 10.0]) + direction[:, 2] * spacing[2] * 2
+    other_direction = {"flipped in plane": np.diag([-1.0, -1.0, 1.0]), "rotated 10 degrees": rotation(0, 10),
+                       "other pixel spacing": direction}[odd]
+    other_spacing = (0.8, 0.8, 2.0) if odd == "other pixel spacing" else spacing
+    replacement = write_series(tmp_path / "one", values[2:3], other_spacing, position, other_direction, "1.2.3.9",
+                               positions=[position])[0]
+    shutil.copyfile(replacement, victim)
+    assert len(files) == 6
+    with pytest.raises(bv.VolumeFileError, match="not one volume"):
+        bv.read_volume(folder)
+    result = run("resample", folder, tmp_path / "out.nrrd")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert victim.name in result.stderr and not (tmp_path / "out.nrrd").exists()

@@ -150,6 +150,18 @@ def _tidy(value: float) -> float:
     return float(f"{value:.12g}")
 
 
+def positive_spacing(spacing, direction) -> tuple[tuple[float, float, float], np.ndarray]:
+    """A header's negative spacing (a NIfTI's negative pixdim, GDCM's frames in descending order) as a flipped
+    axis: positive spacing, that direction column reversed; the voxels stay where they were. ITK's ReadImage does the
+    same, while its header-only reading keeps the sign."""
+    spacing = np.array(spacing, dtype=np.float64)
+    direction = np.array(direction, dtype=np.float64).reshape(3, 3)
+    flipped = spacing < 0
+    spacing[flipped] *= -1.0
+    direction[:, flipped] *= -1.0
+    return tuple(float(s) for s in spacing), direction  # type: ignore[return-value]
+
+
 def validate_factors(factors) -> tuple[float, float, float]:
     try:
         values = _as_vector3(factors, "factor")

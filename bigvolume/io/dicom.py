@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.errors import VolumeFileError
-from ..core.geometry import Geometry
+from ..core.geometry import Geometry, positive_spacing
+from ..core.text import numbers_text
 from .slab_readers import SlabReader
 from ..core.volume import Volume, owned_view
 
@@ -35,6 +36,9 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _OTHER_VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".gz", ".mha", ".mhd", ".raw", ".zraw", ".tif", ".tiff", ".png",
                           ".jpg", ".jpeg", ".bmp")
 SPACING_TOLERANCE = 0.1  # largest deviation of a slice from its place on the regular grid, in slice spacings
+# Slices of one series: direction cosines (written with a few decimals) and pixel spacings (relative) that agree
+ORIENTATION_TOLERANCE = 1e-3
+PIXEL_SPACING_TOLERANCE = 1e-4
 
 SERIES_UID_TAG = "0020|000e"
 DESCRIPTION_TAG = "0008|103e"
@@ -182,8 +186,12 @@ def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]
     size = first.GetSize()
     direction = np.array(first.GetDirection()).reshape(3, 3)
     if len(series.files) == 1:  # one file: a single slice or a multi-frame volume, as GDCM reads it
-        return (Geometry(size, first.GetSpacing(), first.GetOrigin(), direction), _pixel_dtype(first),
-                components, first.GetPixelID())
+        spacing, direction = positive_spacing(first.GetSpacing(), direction)  # frames in descending order
+        try:
+            geometry = Geometry(size, spacing, first.GetOrigin(), direction)
+        except ValueError as error:
+            raise VolumeFileError(f"{series.files[0]}: the header's grid is not valid ({error})") from None
+        return geometry, _pixel_dtype(first), components, first.GetPixelID()
     headers = [first] + [_header(path) for path in series.files[1:]]
     for path, header in zip(series.files, headers):
         if header.GetSize()[:2] != size[:2] or header.GetNumberOfComponents() != components:
@@ -191,6 +199,13 @@ def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]
                                   f"of {size[0]}x{size[1]}: not one volume")
         if len(header.GetSize()) > 2 and header.GetSize()[2] != 1:
             raise VolumeFileError(f"{path}: a multi-frame file inside a series of {len(series.files)} files")
+        # Each slice read on the first one's grid: another orientation or pixel size would be drawn in the wrong place
+        if not np.allclose(np.array(header.GetDirection()).reshape(3, 3), direction, atol=ORIENTATION_TOLERANCE):
+            raise VolumeFileError(f"{path}: a slice oriented otherwise than the first of series {series.uid}: not "
+                                  "one volume")
+        if not np.allclose(header.GetSpacing()[:2], first.GetSpacing()[:2], rtol=PIXEL_SPACING_TOLERANCE, atol=0):
+            raise VolumeFileError(f"{path}: pixel spacing {numbers_text(header.GetSpacing()[:2])} mm in a series "
+                                  f"of {numbers_text(first.GetSpacing()[:2])} mm: not one volume")
     positions = np.array([header.GetOrigin() for header in headers], dtype=float)
     normal = direction[:, 2]
     count = len(series.files)

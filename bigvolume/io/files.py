@@ -25,7 +25,7 @@ import numpy as np
 from . import dicom, zarr_input
 from ..core.errors import VolumeFileError
 from ..core.progress import interrupt_as_flag
-from ..core.geometry import Geometry
+from ..core.geometry import Geometry, positive_spacing
 from .nrrd_geometry import nrrd_geometry
 from .layout import (check_metaimage_header, data_files_named, nifti_data_end, nifti_header_size, nrrd_sizes,
                      read_nrrd_header, voxel_layout)
@@ -145,15 +145,9 @@ def _open_3d(path: Path, read):
         raise _why_unreadable(path, error) from None
     if source.GetDimension() != 3:
         raise _not_3d(path, source.GetSize())
-    spacing = np.array(source.GetSpacing(), dtype=np.float64)
-    direction = np.array(source.GetDirection(), dtype=np.float64).reshape(3, 3)
-    # A negative spacing (a NIfTI's negative pixdim) is a flipped axis: ITK's ReadImage gives it positive with the
-    # direction reversed, the same voxel positions; its header-only reading keeps the sign.
-    flipped = spacing < 0
-    spacing[flipped] *= -1.0
-    direction[:, flipped] *= -1.0
+    spacing, direction = positive_spacing(source.GetSpacing(), source.GetDirection())
     try:
-        geometry = Geometry(source.GetSize(), tuple(spacing), source.GetOrigin(), direction)
+        geometry = Geometry(source.GetSize(), spacing, source.GetOrigin(), direction)
     except ValueError as error:  # a damaged or hand-written header: zero or negative spacing, ...
         raise VolumeFileError(f"{path}: the header's grid is not valid ({error})") from None
     _check_geometry(path, geometry)
