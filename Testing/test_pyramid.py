@@ -643,3 +643,13 @@ def test_a_resumed_run_drops_the_temporary_files_of_writes_a_kill_cut_short(tmp_
     leftover.write_bytes(b"half a chunk")
     pyramid(source, tmp_path / "out.ome.zarr", chunks=8, resume=True)
     assert not list((tmp_path / "out.ome.zarr").rglob("*.partial"))
+
+
+@pytest.mark.parametrize("name", ["scan[1].nrrd", "scan 50%.nrrd", "scan?.nrrd"])
+def test_a_volume_named_like_a_pattern_is_a_volume(tmp_path, name):
+    """A file that exists is what it is named: 'scan[1].nrrd' was taken for a stack's glob (no slices found)."""
+    source = write_input(tmp_path, smooth_volume((12, 14, 16)), name=name)
+    report = pyramid(source, tmp_path / "out.ome.zarr", chunks=8)
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "out.ome.zarr").array,
+                                  bv.read_volume(source).array)
+    assert len(report.levels) >= 2

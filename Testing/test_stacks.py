@@ -554,3 +554,85 @@ def test_import_stack_refuses_a_zero_factor(tmp_path, factor):
                                       "--spacing", "1", "1", "1", "--factor", factor], capture_output=True, text=True)
     assert run.returncode == 1 and "factor" in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "v.nrrd").exists()
+
+
+def _png_with_chunk(path: Path, samples: np.ndarray, chunk: bytes, data: bytes) -> None:
+    """A PNG written by PIL with one more chunk inserted after IHDR (before the pixels)."""
+    import io
+    import struct
+    import zlib
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(samples).save(buffer, "PNG")
+    png = buffer.getvalue()
+    end_of_ihdr = 8 + 8 + 13 + 4
+    extra = struct.pack(">I", len(data)) + chunk + data + struct.pack(">I", zlib.crc32(chunk + data))
+    path.write_bytes(png[:end_of_ihdr] + extra + png[end_of_ihdr:])
+
+
+@pytest.mark.parametrize("kind", ["png 16-bit sBIT 12", "png rgb sBIT 5/6/5", "tiff orientation 5",
+                                  "tiff orientation 6", "tiff orientation 8", "tiff preview first",
+                                  "bmp swapped masks"])
+def test_slices_their_reader_would_change_silently_are_refused(tmp_path, kind):
+    """libpng shifts sBIT-marked values down (16-bit 128 with sBIT 12 read 8); a TIFF stored transposed was mirrored
+    and not turned; a TIFF whose first image is a preview imported the preview; ITK's BMP reader ignores colour
+    masks (red and blue swapped). Each was imported without a word."""
+    import struct
+    import tifffile
+    rng = np.random.default_rng(11)
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    for k in range(3):
+        path = stack / f"s_{k}.{kind.split()[0].replace('tiff', 'tif')}"
+        if kind == "png 16-bit sBIT 12":
+            _png_with_chunk(path, (rng.integers(0, 4096, (20, 24)) * 16).astype(np.uint16), b"sBIT", bytes([12]))
+        elif kind == "png rgb sBIT 5/6/5":
+            _png_with_chunk(path, rng.integers(0, 256, (20, 24, 3)).astype(np.uint8), b"sBIT", bytes([5, 6, 5]))
+        elif kind.startswith("tiff orientation"):
+            tifffile.imwrite(path, rng.integers(0, 255, (20, 24)).astype(np.uint8),
+                             extratags=[(274, "H", 1, int(kind.split()[-1]), True)])
+        elif kind == "tiff preview first":
+            with tifffile.TiffWriter(path) as writer:
+                writer.write(rng.integers(0, 255, (5, 6)).astype(np.uint8), subfiletype=1)
+                writer.write(rng.integers(0, 255, (20, 24)).astype(np.uint8))
+        else:
+            pixels = bytes(rng.integers(0, 256, 4 * 6 * 4).astype(np.uint8))
+            info = struct.pack("<IiiHHIIiiII", 40, 6, 4, 1, 32, 3, len(pixels), 0, 0, 0, 0) + struct.pack(
+                "<III", 0xFF, 0xFF00, 0xFF0000)
+            offset = 14 + len(info)
+            path.write_bytes(b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + pixels)
+    with pytest.raises(bv.VolumeFileError, match=r"s_0\.(png|tif|bmp): a (PNG|TIFF|32-bit BMP)"):
+        import_stack(stack, tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    assert not (tmp_path / "out.nrrd").exists()
+
+
+def test_the_same_slices_without_the_marks_import(tmp_path):
+    """sBIT at the full depth shifts nothing; Orientation 1 is the raster; the standard masks read right."""
+    import tifffile
+    rng = np.random.default_rng(12)
+    planes = (rng.integers(0, 4096, (3, 20, 24)) * 16).astype(np.uint16)
+    (tmp_path / "png").mkdir()
+    for k, plane in enumerate(planes):
+        _png_with_chunk(tmp_path / "png" / f"s_{k}.png", plane, b"sBIT", bytes([16]))
+    np.testing.assert_array_equal(read_back(import_stack(tmp_path / "png", tmp_path / "png.nrrd",
+                                                         spacing=(1, 1, 1)).output_path)[0], planes)
+    (tmp_path / "tif").mkdir()
+    for k, plane in enumerate(planes):
+        tifffile.imwrite(tmp_path / "tif" / f"s_{k}.tif", plane, extratags=[(274, "H", 1, 1, True)])
+    np.testing.assert_array_equal(read_back(import_stack(tmp_path / "tif", tmp_path / "tif.nrrd",
+                                                         spacing=(1, 1, 1)).output_path)[0], planes)
+
+
+def test_one_slice_in_a_folder_named_like_a_glob_is_that_stack(tmp_path):
+    """scan[1]/rec_0000.tif was read as a glob pattern: the stack of scan1/ came in its place, silently."""
+    for name, value in (("scan[1]", 100), ("scan1", 7)):
+        write_stack(tmp_path / name, np.full((3, 4, 5), value, np.uint16), name="rec_{:04d}.tif", first=0)
+    report = import_stack(tmp_path / "scan[1]" / "rec_0000.tif", tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    assert (read_back(report.output_path)[0] == 100).all()
+
+
+def test_a_broken_link_among_the_slices_is_listed_as_skipped(tmp_path):
+    write_stack(tmp_path / "stack", np.zeros((4, 5, 6), np.uint8), name="s_{:03d}.tif", first=0)
+    (tmp_path / "stack" / "s_004.tif").symlink_to(tmp_path / "gone.tif")
+    slices = find_slices(tmp_path / "stack")
+    assert len(slices.files) == 4 and tmp_path / "stack" / "s_004.tif" in slices.skipped

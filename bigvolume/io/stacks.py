@@ -93,7 +93,10 @@ def find_slices(source, reverse: bool = False) -> SliceList:
         text = str(source)
         path = Path(text)
         if path.is_dir():
-            candidates = [p for p in path.iterdir() if p.is_file()]
+            candidates = [p for p in path.iterdir() if p.is_file() or p.is_symlink()]
+        elif path.is_file():  # an archetype: its siblings numbered the same way (even in a folder named "scan[1]")
+            key = _numbering_key(path.name)
+            candidates = [p for p in path.parent.iterdir() if _numbering_key(p.name) == key]
         elif PRINTF_FIELD.search(path.name):
             folder = path.parent
             if not folder.is_dir():
@@ -102,13 +105,12 @@ def find_slices(source, reverse: bool = False) -> SliceList:
             candidates = [p for p in folder.iterdir() if matcher.match(p.name)]
         elif any(c in text for c in "*?["):
             candidates = [Path(p) for p in globbing.glob(text)]
-        elif path.is_file():  # an archetype: its siblings numbered the same way
-            key = _numbering_key(path.name)
-            candidates = [p for p in path.parent.iterdir() if _numbering_key(p.name) == key]
         else:
             raise VolumeFileError(f"{source}: no such file or folder")
         files = [p for p in candidates if _is_slice_file(p)]
-        skipped = [p for p in candidates if p.is_file() and p not in files and not p.name.startswith(".")]
+        # (a link to nothing is listed too: a slice whose file went missing)
+        skipped = [p for p in candidates if (p.is_file() or p.is_symlink()) and p not in files
+                   and not p.name.startswith(".")]
         groups = Counter(_numbering_key(p.name) for p in files)
         if len(groups) > 1:  # several naming patterns: the stack is the largest group
             main_key = groups.most_common(1)[0][0]
@@ -212,6 +214,22 @@ def _png_unreadable(path: Path) -> str | None:
     return None
 
 
+def _png_shifted(path: Path) -> str | None:
+    """A PNG whose sBIT chunk gives fewer significant bits than its samples have: libpng, under SimpleITK, shifts
+    the values down by the rest (16-bit 128 with sBIT 12 reads 8), silently."""
+    chunks = _png_chunks(path, (b"IHDR", b"sBIT"))
+    header, significant = chunks.get(b"IHDR", b""), chunks.get(b"sBIT", b"")
+    if len(header) != 13 or not significant:
+        return None
+    depth = header[8]
+    if header[9] == 3:  # a palette: sBIT describes the palette's 8-bit colours, not the indices
+        depth = 8
+    if all(bits >= depth for bits in significant):
+        return None
+    return (f"a PNG whose sBIT chunk says {'/'.join(map(str, significant))} significant bits of {depth}: its reader "
+            "shifts the values down by the rest (128 would read 8); save the slices without the sBIT chunk")
+
+
 def _png_pixel_size(path: Path) -> tuple[float, float] | None:
     """The pixel size (x, y) in mm of a PNG's pHYs chunk (pixels per metre), which SimpleITK does not read."""
     data = _png_chunks(path, (b"pHYs",)).get(b"pHYs", b"")
@@ -224,6 +242,25 @@ def _png_pixel_size(path: Path) -> tuple[float, float] | None:
 
 
 BMP_ROWS_AS_STORED = (0, 3, 6)  # compressions BI_RGB, BI_BITFIELDS, BI_ALPHABITFIELDS: no run-length coding
+
+
+BMP_BITFIELDS = 3
+BMP_STANDARD_MASKS = (0x00FF0000, 0x0000FF00, 0x000000FF)  # red, green, blue of a 32-bit BI_BITFIELDS pixel
+
+
+def _bmp_misread(path: Path) -> str | None:
+    """A 32-bit BMP whose bit-field masks are not the usual ones: ITK's reader ignores the masks (red and blue
+    swapped, silently)."""
+    with open(path, "rb") as file:
+        head = file.read(66)
+    if len(head) < 66 or head[:2] != b"BM" or struct.unpack("<I", head[14:18])[0] < 40:  # masks at 54 from here on
+        return None
+    bits, compression = struct.unpack("<HI", head[28:34])
+    masks = struct.unpack("<III", head[54:66])
+    if bits == 32 and compression == BMP_BITFIELDS and masks != BMP_STANDARD_MASKS:
+        return (f"a 32-bit BMP with the colour masks {', '.join(f'{m:#010x}' for m in masks)} (red, green, blue), "
+                "which its reader ignores (colours swapped); save the slices as PNG or TIFF")
+    return None
 
 
 def _bmp_truncation(path: Path, size: int) -> str | None:
@@ -319,6 +356,22 @@ RGBA_FALLBACK_ADVICE = ("save the slices as plain (strip) TIFFs, e.g. with Image
                         "Sequence")
 
 
+TIFF_TRANSPOSED = (5, 6, 7, 8)  # Orientation values whose rows are the picture's columns
+
+
+def _tiff_stored_otherwise(layout: TiffLayout) -> str | None:
+    """A TIFF whose first image is not the picture's raster as the readers give it: a preview first (its full
+    image later in the file), or rows stored as the picture's columns (Orientation 5-8: the readers mirror it but
+    do not transpose it)."""
+    if layout.reduced:
+        return ("a TIFF whose first image is a reduced-resolution preview (NewSubfileType 1); save the slices with "
+                "the full image first")
+    if layout.orientation in TIFF_TRANSPOSED:
+        return (f"a TIFF stored rotated or transposed (Orientation {layout.orientation}), which its reader would "
+                "mirror without turning; save the slices as shown (Orientation 1, top-left)")
+    return None
+
+
 def _tiff_misread(layout: TiffLayout, components: int, dtype: np.dtype) -> str | None:
     """Why SimpleITK's reading of a TIFF (as ``components`` x ``dtype``) would not give the samples it stores; None
     when it gives them (or converts them as intended: a palette's colours, a bilevel image's 0 and 255)."""
@@ -361,6 +414,11 @@ def _slice_header(path: Path):
     truncated = _truncation(path, layout)
     if truncated:
         raise VolumeFileError(f"{path}: {truncated}")
+    suffix = path.suffix.lower()
+    misread = (_png_shifted(path) if suffix == ".png" else _bmp_misread(path) if suffix == ".bmp" else
+               _tiff_stored_otherwise(layout) if layout is not None else None)
+    if misread:
+        raise VolumeFileError(f"{path}: {misread}")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

@@ -15,6 +15,7 @@ _TIFF_BITS, _TIFF_SAMPLES, _TIFF_DESCRIPTION, _TIFF_X_RESOLUTION, _TIFF_Y_RESOLU
 _TIFF_COMPRESSION, _TIFF_PHOTOMETRIC, _TIFF_ORIENTATION, _TIFF_PLANAR = 259, 262, 274, 284
 _TIFF_STRIP_OFFSETS, _TIFF_STRIP_COUNTS, _TIFF_TILE_OFFSETS, _TIFF_TILE_COUNTS = 273, 279, 324, 325
 _TIFF_EXTRA_SAMPLES, _TIFF_SAMPLE_FORMAT = 338, 339
+_TIFF_NEW_SUBFILE_TYPE = 254  # bit 0: a reduced-resolution version of another image (a preview)
 _TIFF_TYPES = {2: ("s", 1), 3: ("H", 2), 4: ("I", 4), 5: ("II", 8), 16: ("Q", 8)}
 # ImageJ's length units (its "unit=" line) in millimetres; ImageJ writes micrometres as "micron" or "\u00B5m".
 _IMAGEJ_UNITS = {"nm": 1e-6, "nanometer": 1e-6, "micron": 1e-3, "microns": 1e-3, "um": 1e-3, "\\u00b5m": 1e-3,
@@ -83,6 +84,7 @@ class TiffLayout:
     orientation: int               # 1: rows top to bottom, columns left to right
     data_end: int                  # the end of the last strip or tile: the least size of a whole file
     file_size: int
+    reduced: bool = False          # NewSubfileType bit 0: a reduced-resolution preview of another image
 
     @property
     def dtype(self) -> np.dtype | None:
@@ -102,7 +104,8 @@ def tiff_layout(path: Path) -> TiffLayout | None:
     """The sample layout of a TIFF's first image; None when the file is not a readable TIFF."""
     found = _first_directory(path, (_TIFF_SAMPLES, _TIFF_BITS, _TIFF_SAMPLE_FORMAT, _TIFF_PHOTOMETRIC,
                                     _TIFF_EXTRA_SAMPLES, _TIFF_PLANAR, _TIFF_COMPRESSION, _TIFF_ORIENTATION,
-                                    _TIFF_STRIP_OFFSETS, _TIFF_STRIP_COUNTS, _TIFF_TILE_OFFSETS, _TIFF_TILE_COUNTS))
+                                    _TIFF_STRIP_OFFSETS, _TIFF_STRIP_COUNTS, _TIFF_TILE_OFFSETS, _TIFF_TILE_COUNTS,
+                                    _TIFF_NEW_SUBFILE_TYPE))
     if found is None:
         return None
     tiled = _TIFF_TILE_OFFSETS in found
@@ -119,7 +122,8 @@ def tiff_layout(path: Path) -> TiffLayout | None:
                       sample_format=first(_TIFF_SAMPLE_FORMAT, 1), photometric=first(_TIFF_PHOTOMETRIC, None),
                       extra_samples=tuple(found.get(_TIFF_EXTRA_SAMPLES, ())), planar=first(_TIFF_PLANAR, 1),
                       tiled=tiled, compression=first(_TIFF_COMPRESSION, 1), orientation=first(_TIFF_ORIENTATION, 1),
-                      data_end=max((o + c for o, c in zip(offsets, counts)), default=0), file_size=file_size)
+                      data_end=max((o + c for o, c in zip(offsets, counts)), default=0), file_size=file_size,
+                      reduced=bool(first(_TIFF_NEW_SUBFILE_TYPE, 0) & 1))
 
 
 def imagej_calibration(path: Path) -> tuple[tuple[float, float], float | None] | None:

@@ -159,12 +159,12 @@ def _is_stack_source(source) -> bool:
     if isinstance(source, (list, tuple)):
         return True
     text = str(source)
-    if any(c in text for c in "*?[") or "%" in text:
-        return True
     path = Path(text)
     if path.is_dir():
         return not is_zarr_store(path) and not dicom.accepts(path, None)
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    if path.is_file():  # what it is named: "scan[1].nrrd" or "scan 50%.nrrd" is a volume, not a pattern
+        return path.suffix.lower() in IMAGE_SUFFIXES
+    return any(c in text for c in "*?[") or "%" in text or path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def open_input(source, *, threads: int | None = None, level: int | None = None,
