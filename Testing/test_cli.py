@@ -233,6 +233,11 @@ def test_import_stack_dry_run_and_zero_copy_summary_say_what_they_are(tmp_path):
     plan.close()
     assert f"working memory about {working} (the output is written slice by slice" in dry.stdout
     assert "when loaded" not in dry.stdout and not (tmp_path / "v.nrrd").exists()
+    # --nhdr-only writes the slices as they are: --factor and --bits were dropped silently (the dry run planned them)
+    for options in (["--factor", "2"], ["--bits", "8"], ["--factor", "2", "--dry-run"]):
+        refused = run("import-stack", tmp_path / "stack", tmp_path / "full.nhdr", "--nhdr-only", *options)
+        assert refused.returncode == 1 and "leave out --factor and --bits" in refused.stderr, refused.stderr
+        assert not (tmp_path / "full.nhdr").exists()
     full = run("import-stack", tmp_path / "stack", tmp_path / "full.nhdr", "--nhdr-only")
     assert full.returncode == 0, full.stderr
     if "points into the slice files" in full.stdout:  # tifffile installed: the zero-copy header

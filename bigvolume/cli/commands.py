@@ -332,9 +332,11 @@ def _factor_argument(values, default=None):
 
 
 def run_import_stack(args) -> int:
-    from ..ops.stack_import import import_stack, plan_stack_import
+    from ..ops.stack_import import check_nhdr_only, import_stack, plan_stack_import
     factor = _factor_argument(args.factor, default=1.0)  # not `or 1.0`: --factor 0 is refused, not 1
     gray = None if args.gray == "keep" else args.gray
+    if args.nhdr_only:  # refused alike with --dry-run
+        check_nhdr_only(args.output, factor, args.bits)
     if args.dry_run:
         plan = plan_stack_import(args.input, spacing=args.spacing, factor=factor, roi=args.roi, gray=gray,
                                  bits=args.bits, reverse=args.reverse, method=args.method, threads=args.threads,

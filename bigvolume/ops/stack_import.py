@@ -18,7 +18,7 @@ import numpy as np
 from ..io import dicom
 from ..io import files as io
 from ..core.errors import BigVolumeError, VolumeFileError
-from ..core.geometry import Geometry
+from ..core.geometry import Geometry, validate_factors
 from ..core.memory import default_memory_limit, format_bytes, physical_memory
 from .precision import Window, WindowedSink, dtype_for_bits, robust_window
 from ..core.progress import ProgressCallback, as_progress
@@ -189,6 +189,16 @@ class StackImportReport:
                 f"spacing {' '.join(f'{s:g}' for s in g.spacing)}, {size}, {self.seconds:.2f} s; {how}")
 
 
+def check_nhdr_only(output_path, factor, bits) -> None:
+    """``nhdr_only`` writes the slices at full resolution, as they are: a factor or bits would be dropped (they
+    were, silently, while a dry run planned them)."""
+    if io.volume_suffix(Path(output_path)) != ".nhdr":
+        raise BigVolumeError(f"{output_path}: the full-resolution streamable header is a .nhdr file")
+    if bits is not None or np.any(np.asarray(validate_factors(factor)) != 1.0):
+        raise BigVolumeError("--nhdr-only writes the slices at full resolution, as they are: leave out --factor and "
+                             "--bits, or import without --nhdr-only")
+
+
 def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gray: str | None = "luminance",
                  bits: int | None = None, reverse: bool = False, method: str = DEFAULT_METHOD,
                  threads: int | None = None, memory_limit: float | None = None, compress: bool | None = None,
@@ -199,11 +209,10 @@ def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gra
     started = time.perf_counter()
     output_path = Path(output_path)
     io.check_output_path(output_path)
-    if nhdr_only and io.volume_suffix(output_path) != ".nhdr":
-        raise BigVolumeError(f"{output_path}: the full-resolution streamable header is a .nhdr file")
-    plan = plan_stack_import(source, spacing=spacing, factor=1.0 if nhdr_only else factor, roi=roi, gray=gray,
-                             bits=None if nhdr_only else bits, reverse=reverse, method=method, threads=threads,
-                             origin=origin, orientation=orientation)
+    if nhdr_only:
+        check_nhdr_only(output_path, factor, bits)
+    plan = plan_stack_import(source, spacing=spacing, factor=factor, roi=roi, gray=gray, bits=bits, reverse=reverse,
+                             method=method, threads=threads, origin=origin, orientation=orientation)
     try:
         if nhdr_only and write_zero_copy_nhdr(plan, output_path):
             return StackImportReport(output_path, plan, None, True, time.perf_counter() - started)
