@@ -653,3 +653,20 @@ def test_a_volume_named_like_a_pattern_is_a_volume(tmp_path, name):
     np.testing.assert_array_equal(bv.read_volume(tmp_path / "out.ome.zarr").array,
                                   bv.read_volume(source).array)
     assert len(report.levels) >= 2
+
+
+def test_a_stack_s_origin_is_in_the_unit_of_its_spacing_wherever_the_spacing_comes_from(tmp_path):
+    """--origin 1 2 3 with the spacing from the slices' headers (read in mm) gave a translation of 3000 2000 1000 um;
+    the same origin with --spacing given in um gave 3 2 1. Both are in --unit now, as the spacing is."""
+    planes = np.random.default_rng(2).integers(0, 4000, (4, 10, 12)).astype(np.uint16)
+    write_stack(tmp_path / "stack", planes, name="s_{}.tif", first=0, spacing=(0.005, 0.005))  # 5 um, in mm
+    translations = []
+    for name, spacing in (("headers", None), ("given", (5.0, 5.0, 5.0))):
+        store = tmp_path / f"{name}.ome.zarr"
+        pyramid(tmp_path / "stack", store, chunks=8, levels=1, origin=(1.0, 2.0, 3.0), spacing=spacing)
+        layout, arrays = levels_of(store)
+        geometry = level_geometry(layout, 0, arrays[0].shape)
+        assert layout.unit == "micrometer" and np.allclose(geometry.spacing, 5.0)
+        translations.append(geometry.origin)
+    np.testing.assert_allclose(translations[0], translations[1])
+    np.testing.assert_allclose(translations[0], (1.0, 2.0, 3.0))

@@ -55,7 +55,8 @@ def _add_stack_source_arguments(parser, spacing_help: str) -> None:
                         help="colour slices: Rec. 709 luminance (default), one channel, or keep RGB")
     parser.add_argument("--reverse", action="store_true", help="reverse the slice order")
     parser.add_argument("--origin", type=float, nargs=3, metavar=("X", "Y", "Z"),
-                        help="position (LPS) of the centre of the first slice's first pixel (default 0 0 0)")
+                        help="position (LPS) of the centre of the first slice's first pixel (default 0 0 0), in the "
+                             "unit of --spacing")
     placing = parser.add_mutually_exclusive_group()
     placing.add_argument("--orientation", default=None, metavar="CODE", type=str.upper,
                          help="three letters naming the direction towards which columns (i), rows (j) and slices "

@@ -167,19 +167,26 @@ def _is_stack_source(source) -> bool:
     return any(c in text for c in "*?[") or "%" in text or path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def open_input(source, *, threads: int | None = None, level: int | None = None,
+def open_input(source, *, threads: int | None = None, level: int | None = None, unit: str | None = None,
                **stack_options) -> tuple[SlabReader, bool, str | None, bool]:
     """A slab reader for ``source``, whether it is an image stack, its unit when it names one, and whether the
     reader's geometry is in millimetres: a volume file or DICOM series (what ``resample`` reads), a stack of slices
     (what ``import-stack`` reads, with its ``stack_options``: spacing, roi, gray, reverse, origin, orientation), or a
     Zarr/OME-Zarr store (``level``, default 0; its unit is kept). A stack's geometry is in the user's unit when they
     give its spacing (or none is known), and in millimetres when it comes from the slices' headers (TIFF resolution,
-    PNG pHYs: converted by SimpleITK)."""
+    PNG pHYs: converted by SimpleITK). A stack's origin is in ``unit`` (default micrometres) like its spacing, so
+    it is converted to millimetres too when the spacing comes from the headers (it was taken as millimetres then,
+    and the same --origin landed 1000 times farther)."""
     given = {k: v for k, v in stack_options.items() if v is not None}
     if _is_stack_source(source):
         from .stack_import import plan_stack_import
         plan = plan_stack_import(source, factor=1.0, threads=threads, **given)
         from_headers = "spacing" not in given and plan.info.pixel_spacing is not None
+        if from_headers and "origin" in given:
+            plan.close()
+            to_millimetres = SPACE_UNITS[unit or "micrometer"]
+            given["origin"] = tuple(float(v) * to_millimetres for v in given["origin"])
+            plan = plan_stack_import(source, factor=1.0, threads=threads, **given)
         return plan.reader, True, None, from_headers
     path = Path(source)
     if not path.exists():
@@ -495,7 +502,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
                              "remove it yourself, or name another output")
     if str(output.parent) and not output.parent.is_dir():
         raise BigVolumeError(f"{output}: the folder {output.parent} does not exist")
-    reader, is_stack, input_unit, in_millimetres = open_input(input, threads=threads, level=level,
+    reader, is_stack, input_unit, in_millimetres = open_input(input, threads=threads, level=level, unit=unit,
                                                               **stack_options)
     try:
         if reader.components > 1:
