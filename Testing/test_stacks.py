@@ -636,3 +636,12 @@ def test_a_broken_link_among_the_slices_is_listed_as_skipped(tmp_path):
     (tmp_path / "stack" / "s_004.tif").symlink_to(tmp_path / "gone.tif")
     slices = find_slices(tmp_path / "stack")
     assert len(slices.files) == 4 and tmp_path / "stack" / "s_004.tif" in slices.skipped
+
+
+def test_a_channel_gray_slices_do_not_have_is_refused(tmp_path):
+    """--gray channel:2 on gray slices was ignored: the gray values came out as if channel 2 existed."""
+    write_stack(tmp_path / "stack", np.ones((3, 4, 5), np.uint8), name="s_{}.tif", first=0)
+    with pytest.raises(bv.BigVolumeError, match="channel 2 does not exist: the slices are gray"):
+        import_stack(tmp_path / "stack", tmp_path / "out.nrrd", spacing=(1, 1, 1), gray="channel:2")
+    report = import_stack(tmp_path / "stack", tmp_path / "ok.nrrd", spacing=(1, 1, 1), gray="channel:0")
+    assert (read_back(report.output_path)[0] == 1).all()

@@ -505,8 +505,14 @@ class Roi:
 
 
 def parse_gray(gray: str | None, components: int) -> tuple[str, int | None]:
-    """("keep", None), ("luminance", None) or ("channel", N) for the ``gray`` option."""
-    if components == 1 or gray in (None, "keep"):
+    """("keep", None), ("luminance", None) or ("channel", N) for the ``gray`` option. Gray slices are kept as they
+    are (luminance, the default, and channel 0 are what they hold); another channel of them does not exist."""
+    if components == 1:
+        match = re.fullmatch(r"channel:(\d+)", str(gray))
+        if match and int(match.group(1)) > 0:
+            raise BigVolumeError(f"channel {match.group(1)} does not exist: the slices are gray (one channel)")
+        return "keep", None
+    if gray in (None, "keep"):
         return "keep", None
     if gray == "luminance":
         if components < 3:
