@@ -670,3 +670,10 @@ def test_a_stack_s_origin_is_in_the_unit_of_its_spacing_wherever_the_spacing_com
         translations.append(geometry.origin)
     np.testing.assert_allclose(translations[0], translations[1])
     np.testing.assert_allclose(translations[0], (1.0, 2.0, 3.0))
+
+
+@pytest.mark.parametrize("spacing", [(0.0, 1.0, 1.0), (float("nan"), 1.0, 1.0), (-1.0, 1.0, 1.0)])
+def test_plan_levels_refuses_a_spacing_that_places_nothing(spacing):
+    """With a spacing of 0, NaN or below 0, every step was (1, 1, 1) and the plan grew for ever."""
+    with pytest.raises(bv.BigVolumeError, match="positive dimensions and spacings"):
+        plan_levels((300, 300, 300), spacing, chunks=64)

@@ -20,7 +20,7 @@ import numpy as np
 import bigvolume
 from bigvolume import BigVolumeError, Cancelled, Progress
 from bigvolume.slicer import (atomic_output, check_method, check_output_path, default_memory_limit, DEVICE_METHODS,
-                              DEVICES, format_bytes, nan_note, parse_size, read_geometry, volume_suffix)
+                              DEVICES, format_bytes, memory_bytes, nan_note, read_geometry, volume_suffix)
 from bigvolume.slicer.preview_nodes import show_preview
 from bigvolume.slicer.volume_nodes import (LABEL_SAFE_METHODS, check_output_node, check_storable_dtype,
                                     dimensions_text, fill_volume_node, geometry_from_node, given_or_new_node,
@@ -425,16 +425,7 @@ def _fileStem(path: Path) -> str:
 
 def _memoryLimitBytes(memoryLimit) -> int:
     """None: the automatic limit; a number of bytes; or a size such as "2GB"."""
-    if memoryLimit is None:
-        return default_memory_limit()
-    if isinstance(memoryLimit, str):
-        try:
-            memoryLimit = parse_size(memoryLimit)
-        except ValueError as error:
-            raise BigVolumeError(f"memory limit: {error}") from None
-    if not memoryLimit >= 1:
-        raise BigVolumeError(f"memory limit must be at least 1 byte, got {memoryLimit}")
-    return int(memoryLimit)
+    return default_memory_limit() if memoryLimit is None else memory_bytes(memoryLimit)
 
 
 

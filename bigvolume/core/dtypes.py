@@ -4,6 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def native(dtype) -> np.dtype:
+    """``dtype`` in this machine's byte order: what the writers and VTK take (a big-endian '>f4' asked for as an
+    output type was written as little-endian bytes under a little-endian header)."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
+
+
 def work_dtype(dtype: np.dtype) -> np.dtype:
     """float32 is exact enough for 8/16-bit integers and float32; wider types keep float64."""
     dtype = np.dtype(dtype)

@@ -49,11 +49,20 @@ class Geometry:
         spacing = _as_vector3(self.spacing, "spacing")
         if not all(s > 0 and math.isfinite(s) for s in spacing):
             raise ValueError(f"spacing must be positive, got {spacing}")
-        direction = np.array(self.direction, dtype=float).reshape(3, 3)
+        origin = _as_vector3(self.origin, "origin")
+        if not all(math.isfinite(x) for x in origin):
+            raise ValueError(f"origin must be a finite point, got {origin}")
+        try:
+            direction = np.array(self.direction, dtype=float).reshape(3, 3)
+        except (TypeError, ValueError):
+            raise ValueError(f"direction must be 3x3 numbers, got {self.direction!r}") from None
+        # (writers dropped a NaN direction for the identity, or a NaN origin for 0 0 0, silently)
+        if not np.isfinite(direction).all() or abs(np.linalg.det(direction)) < 1e-6:
+            raise ValueError("direction must be three independent finite axis directions")
         direction.setflags(write=False)
         object.__setattr__(self, "dimensions", dims)
         object.__setattr__(self, "spacing", spacing)
-        object.__setattr__(self, "origin", _as_vector3(self.origin, "origin"))
+        object.__setattr__(self, "origin", origin)
         object.__setattr__(self, "direction", direction)
 
     def __eq__(self, other):
@@ -135,7 +144,10 @@ class Geometry:
 
     # --- downsampling -------------------------------------------------------------------------------------------
     def downsampled(self, factors) -> "Geometry":
-        """The block-centred grid of a downsampling by per-axis ``factors`` (each >= 1, fractional allowed)."""
+        """The block-centred grid of a downsampling by per-axis ``factors`` (each >= 1, fractional allowed), as
+        given: ``resample`` and ``downsample_array`` first limit each factor to its axis's length
+        (``bigvolume.choose_factors``), so with a factor above an axis's length their grid is this one's only when
+        given the limited factors."""
         factors = validate_factors(factors)
         dims = tuple(output_size(n, f) for n, f in zip(self.dimensions, factors))
         spacing = tuple(_tidy(f * s) for f, s in zip(factors, self.spacing))

@@ -1,8 +1,11 @@
 """Sizes in bytes: parsing and printing them, the machine's memory and cores, this process's resident memory."""
 from __future__ import annotations
 
+import math
 import os
 import re
+
+from .errors import BigVolumeError
 
 SIZE_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
               "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
@@ -17,6 +20,18 @@ def parse_size(text: str) -> float:
     if not match or match.group(2).lower() not in SIZE_UNITS:
         raise ValueError(f"not a size: {text!r} (examples: 20KB, 512MiB, 2GB)")
     return float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+
+
+def memory_bytes(limit) -> int:
+    """A memory limit given as bytes or as a size text ('1GB', '512MiB': what the command line takes) in bytes;
+    refused in words when it is neither, or not positive."""
+    try:
+        value = parse_size(limit) if isinstance(limit, str) else float(limit)
+    except (TypeError, ValueError):
+        raise BigVolumeError(f"memory limit {limit!r}: give bytes or a size such as 512MB or 2GiB") from None
+    if not value > 0 or not math.isfinite(value):
+        raise BigVolumeError(f"memory limit must be positive, got {limit!r}")
+    return int(value)
 
 
 def format_bytes(count: float) -> str:

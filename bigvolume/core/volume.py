@@ -35,11 +35,19 @@ class Volume:
     owner: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
+        self.array = np.asanyarray(self.array)  # (a memory map stays one)
         shape = self.array.shape
         if len(shape) not in (3, 4) or tuple(shape[:3]) != self.geometry.shape:
             raise ValueError(f"array shape {shape} does not match the geometry's dimensions "
                              f"{self.geometry.dimensions} (expected (k, j, i) = {self.geometry.shape}"
                              " plus an optional component axis)")
+        if len(shape) == 4 and shape[3] == 0:
+            raise ValueError(f"array shape {shape}: a component axis of 0 holds no voxel values")
+        if len(shape) == 4 and shape[3] == 1:  # one component: a scalar volume (every reader and filter expects it)
+            self.array = self.array[..., 0]
+        if not self.array.dtype.isnative:  # big-endian voxels (nibabel, np.fromfile('>i2')): VTK, SimpleITK and
+            # the NRRD writer take bytes as this machine's order, so they are converted once, here
+            self.array = self.array.astype(self.array.dtype.newbyteorder("="))
 
     @property
     def components(self) -> int:

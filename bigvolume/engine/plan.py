@@ -10,7 +10,7 @@ import numpy as np
 
 from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry
-from ..core.memory import current_rss, default_memory_limit, format_bytes
+from ..core.memory import current_rss, default_memory_limit, format_bytes, memory_bytes
 from ..io import dicom, zarr_input
 from ..io import files as io
 from ..io.layout import voxel_layout
@@ -65,9 +65,7 @@ def plan_input(path, *, stream: bool | None = None, memory_limit: float | None =
     path = Path(path)
     if not path.exists():
         raise BigVolumeError(f"{path}: no such file")
-    limit = int(memory_limit) if memory_limit is not None else default_memory_limit()
-    if limit <= 0:
-        raise BigVolumeError(f"memory limit must be positive, got {memory_limit}")
+    limit = memory_bytes(memory_limit) if memory_limit is not None else default_memory_limit()
     geometry, dtype, components = io.read_geometry(path, series)
     if dicom.accepts(path, series) or zarr_input.accepts(path):
         with open_slabs(path, series) as reader:

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry, output_size
-from ..core.memory import current_rss, default_memory_limit, default_threads, format_bytes
+from ..core.memory import current_rss, default_memory_limit, default_threads, format_bytes, memory_bytes
 from ..core.progress import ProgressCallback, as_progress
 from ..engine.distributed import DistributedRunner, LocalRunner, one_blas_thread
 from ..engine.loop import SlabStage, run_slabs
@@ -78,6 +78,9 @@ def plan_levels(dimensions: Sequence[int], spacing: Sequence[float], chunks=DEFA
     (``chunks``: one size, or z y x)."""
     chunk = _chunks3(chunks)[::-1]
     dims, space, steps = [int(n) for n in dimensions], [float(s) for s in spacing], []
+    if len(dims) != 3 or len(space) != 3 or min(dims) < 1 or not all(s > 0 and math.isfinite(s) for s in space):
+        raise BigVolumeError(f"plan_levels needs three positive dimensions and spacings, got {list(dimensions)} and "
+                             f"{list(spacing)}")  # (a spacing of 0 or NaN halved nothing, for ever)
     if levels is not None and levels < 1:
         raise BigVolumeError(f"levels must be at least 1, got {levels}")
     while True:
@@ -487,7 +490,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         raise BigVolumeError(f"unit {unit!r}: choose one of {', '.join(SPACE_UNITS)}")
     chunk3 = _chunks3(chunks)
     threads = threads or default_threads()
-    limit = int(memory_limit) if memory_limit else default_memory_limit()
+    limit = memory_bytes(memory_limit) if memory_limit else default_memory_limit()
     staging = output.with_name(output.name + STAGING_SUFFIX)
 
     # Refusals that need no input read first: nothing is touched, nothing is said before them.

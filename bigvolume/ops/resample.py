@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.dtypes import cast_to
+from ..core.dtypes import cast_to, native
 from ..core.errors import BigVolumeError
 from ..core.geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
                              validate_factors)
@@ -111,7 +111,16 @@ def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, t
     ``backend``: numpy (default: the kernel tables through the slab engine, the fastest) or vtk (vtkImageResize,
     the definition of the Lanczos kernel; lanczos only). fft needs neither."""
     check_method(method)
-    factors = validate_factors(factors)
+    array = np.asarray(array)
+    if array.ndim not in (3, 4) or array.ndim == 4 and array.shape[3] == 0 or array.dtype.kind not in "biuf":
+        raise BigVolumeError(f"an array of shape {array.shape} and type {array.dtype}: a volume is (k, j, i) or (k, j, "
+                             "i, components) of real numbers")
+    if array.ndim == 4 and array.shape[3] == 1:  # one component: filtered as a scalar volume, given back as it came
+        return downsample_array(array[..., 0], factors, method, threads, progress, backend)[..., None]
+    if not array.dtype.isnative:  # VTK and the writers take this machine's byte order
+        array = array.astype(native(array.dtype))
+    # as resample: an axis shorter than its factor takes its length (one voxel at the data's middle)
+    factors = tuple(min(f, float(n)) for f, n in zip(validate_factors(factors), array.shape[2::-1]))
     threads = threads or default_threads()
     progress = as_progress(progress)
     if array.dtype == np.bool_:
@@ -144,7 +153,7 @@ def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = Fal
     factors = choose_factors(volume.geometry, volume.array.dtype.itemsize * volume.components, factor, spacing,
                              isotropic, target_bytes)
     array = volume.array
-    out_dtype = np.dtype(dtype) if dtype is not None else array.dtype
+    out_dtype = native(dtype) if dtype is not None else array.dtype
     if choose_device(device, method) == "cuda":
         result = resample_array(array, factors, method, out_dtype, xp=probe_cuda()[0], threads=threads,
                                 progress=progress)
@@ -288,7 +297,7 @@ def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False,
     if stream and not get_backend(backend).streams:
         raise BigVolumeError(f"backend {backend} works on the whole volume in memory and cannot stream; "
                              "choose the numpy backend to stream")
-    out_dtype = np.dtype(dtype) if dtype is not None else in_dtype
+    out_dtype = native(dtype) if dtype is not None else in_dtype
     check_backend(backend, method, dtype=filter_dtype(in_dtype, out_dtype))
     return FilePlan(source.path, geometry, geometry.downsampled(factors), factors, in_dtype, out_dtype, components,
                     method, source.memory_limit, source.automatic_limit, stream, source.reads_in_slabs, series,

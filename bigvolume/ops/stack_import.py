@@ -19,7 +19,7 @@ from ..io import dicom
 from ..io import files as io
 from ..core.errors import BigVolumeError, VolumeFileError
 from ..core.geometry import Geometry, validate_factors
-from ..core.memory import default_memory_limit, format_bytes, physical_memory
+from ..core.memory import default_memory_limit, format_bytes, memory_bytes, physical_memory
 from .precision import Window, WindowedSink, dtype_for_bits, robust_window
 from ..core.progress import ProgressCallback, as_progress
 from ..core.memory import default_threads
@@ -63,7 +63,7 @@ class StackImport:
     def describe(self, memory_limit: float | None = None, with_notes: bool = True, to_file: bool = False) -> str:
         """The plan in words. ``to_file``: the import writes a file (the command line), so only the working buffers
         count; otherwise both figures (loaded into memory, as the Slicer panel does, or written to a file)."""
-        limit = memory_limit or default_memory_limit()
+        limit = _limit(memory_limit)
         g = self.output_geometry
         working = format_bytes(self.estimated_working_bytes(limit))
         memory = (f"working memory about {working} (the output is written slice by slice, never held whole)"
@@ -99,7 +99,7 @@ class StackImport:
         return stream_downsample(self.reader, self.factors, self.method, target,
                                  out_dtype=self.out_dtype if window is None else np.float32,
                                  threads=threads or default_threads(),
-                                 memory_limit=memory_limit or default_memory_limit(), progress=progress)
+                                 memory_limit=_limit(memory_limit), progress=progress)
 
     def close(self) -> None:
         self.reader.close()
@@ -189,6 +189,11 @@ class StackImportReport:
                 f"spacing {' '.join(f'{s:g}' for s in g.spacing)}, {size}, {self.seconds:.2f} s; {how}")
 
 
+def _limit(memory_limit) -> int:
+    """Bytes (or a size text) given, else the automatic limit."""
+    return memory_bytes(memory_limit) if memory_limit is not None else default_memory_limit()
+
+
 def check_nhdr_only(output_path, factor, bits) -> None:
     """``nhdr_only`` writes the slices at full resolution, as they are: a factor or bits would be dropped (they
     were, silently, while a dry run planned them)."""
@@ -226,7 +231,7 @@ def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gra
 
         stream_plan = stream_to_file(plan.reader, output_path, plan.factors, plan.method, out_dtype=plan.out_dtype,
                                      threads=plan.reader.threads, compress=compress,
-                                     memory_limit=memory_limit or default_memory_limit(), progress=progress,
+                                     memory_limit=_limit(memory_limit), progress=progress,
                                      wrap_sink=None if window is None else wrap,
                                      filter_dtype=None if window is None else np.float32)
         if windowed:
