@@ -684,7 +684,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
             notes.append("level 1 computed from the input rows in memory during level 0's pass" if fused else
                          "level 1 computed from level 0 read back")
         done_before = sum(rows[r][1] - rows[r][0] for r in range(len(rows)) if r not in rows_todo)
-        advance(done_before * reader.slice_bytes / dtype.itemsize, "level 0 (resumed)")
+        advance(done_before * reader.slice_bytes / dtype.itemsize, "level 0 (resumed)" if done_before else "level 0")
         if rows_todo or tasks:
             start = min([rows[r][0] for r in rows_todo] + [t[2][0].start for t in tasks])
             slab = _slab_slices(reader, plan[0].task_shape[0], limit)
