@@ -162,3 +162,23 @@ def test_ctrl_c_while_the_libraries_load_exits_130_with_one_line(tmp_path, entry
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines() == ["bigvolume: interrupted; nothing written"], stderr
     assert [p.name for p in tmp_path.iterdir()] == ["in.nrrd"]
+
+
+def test_ctrl_c_after_the_output_is_in_place_says_it_was_written(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the preview of a finished output was drawn (or dehaze's report measured) said "nothing
+    written" with the complete output in place."""
+    import bigvolume as bv
+    from bigvolume.cli import commands
+    from bigvolume.io import files
+    from bigvolume.render import preview
+    source = bv.write_volume(bv.Volume.from_array(np.zeros((8, 9, 10), np.uint16)), tmp_path / "in.nrrd")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(preview, "write_preview", interrupted)
+    monkeypatch.setattr(files, "COMMITTED", [])
+    code = commands.main(["resample", str(source), str(tmp_path / "out.nrrd"), "--factor", "2", "--preview",
+                          str(tmp_path / "out.png"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 130 and f"{tmp_path / 'out.nrrd'} written, complete" in err and "nothing written" not in err
+    assert bv.read_volume(tmp_path / "out.nrrd").array.shape == (4, 5, 5)  # round(n / 2): 8 9 10 -> 4 5 5

@@ -1,5 +1,6 @@
 """Volume files: every format round-trips voxels, type and geometry; writes are atomic; errors name the file."""
 import math
+import os
 import re
 import subprocess
 import sys
@@ -359,3 +360,27 @@ def test_a_nrrd_value_axis_of_size_one_reads_as_a_scalar_volume_wherever_it_lies
         done = subprocess.run([sys.executable, "-m", "bigvolume", "resample", str(path), str(tmp_path / "o.nrrd"),
                                "--factor", "2", mode], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+def test_a_kill_between_the_moves_of_a_detached_header_output_never_leaves_an_old_header_over_new_data(
+        tmp_path, monkeypatch):
+    """Replacing a.nhdr + a.raw moved the data file, then the header: a kill in between (SIGTERM, SIGKILL: no
+    handler holds them) left the old header over the new, larger data, which readers take silently. The old header
+    goes first now: such a kill leaves no output, never a wrong one."""
+    from bigvolume.io import files as files_module
+    small = bv.Volume.from_array(np.zeros((4, 5, 6), np.uint16), spacing=(2, 2, 2))
+    bv.write_volume(small, tmp_path / "a.nhdr")
+    large = bv.Volume.from_array(np.ones((8, 10, 12), np.uint16))
+    real_replace = os.replace
+
+    def killed_at_the_header(source, target):
+        if str(target).endswith(".nhdr"):
+            raise SystemExit("killed")  # what the process would see of a kill: nothing after this point runs
+        real_replace(source, target)
+    monkeypatch.setattr(files_module.os, "replace", killed_at_the_header)
+    with pytest.raises(SystemExit):
+        bv.write_volume(large, tmp_path / "a.nhdr")
+    monkeypatch.setattr(files_module.os, "replace", real_replace)
+    assert not (tmp_path / "a.nhdr").exists()  # no header: "no such file", not an old grid over new voxels
+    bv.write_volume(large, tmp_path / "a.nhdr")
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "a.nhdr").array, large.array)

@@ -677,3 +677,25 @@ def test_plan_levels_refuses_a_spacing_that_places_nothing(spacing):
     """With a spacing of 0, NaN or below 0, every step was (1, 1, 1) and the plan grew for ever."""
     with pytest.raises(bv.BigVolumeError, match="positive dimensions and spacings"):
         plan_levels((300, 300, 300), spacing, chunks=64)
+
+
+def test_ctrl_c_during_the_final_swap_is_held_and_a_swap_left_half_done_is_cleared(tmp_path, monkeypatch):
+    """Ctrl-C in the last steps of --overwrite (rename the old OUT aside, the new one in, remove the old) left no OUT
+    at all, or the old one as OUT.replaced, over which every later --overwrite failed ('Directory not empty'). The
+    swap now finishes whatever Ctrl-C says meanwhile, and an OUT.replaced left by a killed run is cleared."""
+    import pathlib
+    import signal as signals
+    source = write_input(tmp_path, smooth_volume((20, 24, 28)))
+    out = tmp_path / "p.ome.zarr"
+    pyramid(source, out, chunks=8, levels=2)
+    (tmp_path / "p.ome.zarr.replaced" / "0").mkdir(parents=True)  # what a run killed mid-swap leaves
+    real_rename = pathlib.Path.rename
+
+    def interrupted_rename(self, target):
+        os.kill(os.getpid(), signals.SIGINT)  # Ctrl-C, right in the swap
+        return real_rename(self, target)
+    monkeypatch.setattr(pathlib.Path, "rename", interrupted_rename)
+    report = pyramid(source, out, chunks=8, overwrite=True)
+    monkeypatch.setattr(pathlib.Path, "rename", real_rename)
+    assert sorted(os.listdir(tmp_path)) == ["in.nrrd", "p.ome.zarr"]
+    assert len(levels_of(out)[0].paths) == len(report.levels) > 2

@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from .. import __version__
 from ..core import memory
 from ..core.errors import BigVolumeError, Cancelled
-from ..core.progress import TerminalProgressBar
+from ..core.progress import TerminalProgressBar, interrupt_as_flag
 from ..engine.gpu import DEVICES
 from ..methods.backends import BACKENDS, DEFAULT_BACKEND
 from ..ops.resample import DEFAULT_METHOD, METHODS, resample_file
@@ -515,7 +516,11 @@ def _interrupted(error: BaseException) -> bool:
 
 
 def _what_was_kept(args) -> str:
-    """After Ctrl-C: nothing, or (pyramid --keep-partial) the staging folder a --resume continues."""
+    """After Ctrl-C: nothing, what was complete and in place by then (the output, then its preview or report was
+    cut), or (pyramid --keep-partial) the staging folder a --resume continues."""
+    from ..io.files import COMMITTED
+    if COMMITTED:
+        return f"{', '.join(map(str, dict.fromkeys(COMMITTED)))} written, complete, before it"
     if getattr(args, "keep_partial", False):
         from ..ops.pyramid import STAGING_SUFFIX
         staging = f"{args.output}{STAGING_SUFFIX}"
@@ -524,12 +529,28 @@ def _what_was_kept(args) -> str:
     return "nothing written"
 
 
+def _load_renderers(args) -> None:
+    """VTK's rendering modules, for the commands that draw (preview, --preview, --backend vtk), loaded with Ctrl-C
+    held: a KeyboardInterrupt inside VTK's module loading crashed the process (a segmentation fault) or came out as
+    an ImportError. The interrupt is raised once they are in, as anywhere else."""
+    if args.command == "preview" or getattr(args, "preview", None) or getattr(args, "backend", None) == "vtk":
+        with interrupt_as_flag():
+            from ..methods import vtk_resize  # noqa: F401
+            if args.command == "preview" or getattr(args, "preview", None):
+                from ..render import compose, preview  # noqa: F401
+                register_renderers()
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _show_notes_on_stderr()
+    if getattr(signal.getsignal(signal.SIGINT), "bigvolume_loading", False):
+        # (``python -m bigvolume`` held Ctrl-C while loading, the parser included): from here main answers it
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         try:
+            _load_renderers(args)
             return _run_and_preview(args)
         except Exception as error:
             if _interrupted(error):

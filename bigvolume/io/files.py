@@ -329,6 +329,15 @@ def _data_files_of(header: Path) -> list[Path]:
     return [stem.with_suffix(ext) for ext in (".raw", ".raw.gz", ".zraw")]
 
 
+# Outputs this process has put in place, in order: after a Ctrl-C the command line says which are complete.
+COMMITTED: list[Path] = []
+
+
+def committed(path) -> None:
+    """Record that the output ``path`` is complete and in place."""
+    COMMITTED.append(Path(path))
+
+
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a temporary path with the final file name inside a hidden folder next to ``path``; on success move
@@ -345,10 +354,15 @@ def atomic_output(path):
         if not any(p.name == path.name for p in written):
             raise VolumeFileError(f"{path}: the writer produced no file")
         # A Ctrl-C between two moves would leave data files without their header: the moves finish first, and an
-        # interrupt that arrives meanwhile is dropped (the output is then complete: the run has done its work).
+        # interrupt that arrives meanwhile is dropped (the output is then complete: the run has done its work). A
+        # kill cannot be held: an old header goes first, so a kill between the moves leaves a missing output, never
+        # an old header over new data (read silently: a data file longer than its header says passes).
         with interrupt_as_flag(raise_at_end=False):
+            if len(written) > 1 and os.path.lexists(path):
+                os.unlink(path)
             for item in written:
                 os.replace(item, folder / item.name)
+            committed(path)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

@@ -34,7 +34,7 @@ import numpy as np
 from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry, output_size
 from ..core.memory import current_rss, default_memory_limit, default_threads, format_bytes, memory_bytes
-from ..core.progress import ProgressCallback, as_progress
+from ..core.progress import ProgressCallback, as_progress, interrupt_as_flag
 from ..engine.distributed import DistributedRunner, LocalRunner, one_blas_thread
 from ..engine.loop import SlabStage, run_slabs
 from ..engine.plan import READ_AHEAD
@@ -42,7 +42,7 @@ from ..engine.stream import STREAMABLE_METHODS, output_blocks, resample_block
 from ..io import dicom
 from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UNITS, PyramidLevel, is_zarr_store,
                            multiscales_attributes, scaled_geometry)
-from ..io.files import WRITE_SUFFIXES, input_files, is_inside, same_file, volume_suffix
+from ..io.files import WRITE_SUFFIXES, committed, input_files, is_inside, same_file, volume_suffix
 from ..io.slabs import SlabReader, open_slabs
 from ..io.stacks import IMAGE_SUFFIXES
 from ..io.zarr_input import ZarrSlabReader, open_pyramid, settle_zarr_tasks
@@ -557,14 +557,20 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
             raise
     finally:
         reader.close()
-    shutil.rmtree(staging / RECORDS)
-    if output.exists():  # --overwrite (or --resume over an existing OUT): swap, then remove the old one
+    # The pyramid is complete: the swap finishes whatever Ctrl-C says meanwhile (cut, it left no OUT, or the old one
+    # beside the new, which every later --overwrite then tripped over).
+    with interrupt_as_flag(raise_at_end=False):
+        shutil.rmtree(staging / RECORDS)
         old = output.with_name(output.name + ".replaced")
-        output.rename(old)
-        staging.rename(output)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        staging.rename(output)
+        if old.exists():  # what a run killed during its swap left
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        if output.exists():  # --overwrite (or --resume over an existing OUT): swap, then remove the old one
+            output.rename(old)
+            staging.rename(output)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        else:
+            staging.rename(output)
+        committed(output)
     return PyramidReport(output, plan, runner.name, time.perf_counter() - started, skipped, notes)
 
 
