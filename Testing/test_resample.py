@@ -481,3 +481,15 @@ def test_memory_limits_are_taken_as_the_command_line_takes_them(tmp_path):
     for bad in ("abc", float("nan"), 0, -5):
         with pytest.raises(bv.BigVolumeError, match="memory limit"):
             bv.plan_file(path, 2, memory_limit=bad)
+
+
+@pytest.mark.parametrize("dtype, base", [(np.uint64, 2**60), (np.int64, -(2**53)), (np.int64, 2**62)])
+def test_nearest_copies_64_bit_integers_exactly(tmp_path, dtype, base):
+    """Decimation picks voxels: it summed its one tap in float64, and 2^60 + 1 came out 2^60."""
+    array = (np.arange(6 * 8 * 10).reshape(6, 8, 10) * 3 + 1).astype(dtype) + dtype(base)
+    expected = array[1::2, 1::2, 1::2]  # factor 2, block-centred at n + 1/2: nearest rounds it up
+    np.testing.assert_array_equal(bv.downsample_array(array, 2, method="nearest"), expected)
+    path = bv.write_volume(bv.Volume.from_array(array), tmp_path / "in.nhdr")
+    for stream in (True, False):
+        bv.resample_file(path, tmp_path / f"o{stream}.nhdr", 2, method="nearest", stream=stream)
+        np.testing.assert_array_equal(bv.read_volume(tmp_path / f"o{stream}.nhdr").array, expected)

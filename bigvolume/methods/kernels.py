@@ -574,7 +574,9 @@ class ResampleKernels:
         self.method, self.kernels, self.factors = method, kernels, tuple(float(f) for f in factors)
         self.input_shape = tuple(input_shape)  # (k, j, i[, c]) of the input these tables read
         self.input_dtype = np.dtype(dtype)
-        self.reduce = "max" if method == "max" else "sum"
+        # nearest reads one tap: picked like max's, in the input's own type (a sum in float64 rounded 64-bit integers
+        # above 2^53: 2^60 + 1 came out 2^60)
+        self.reduce = "max" if method in ("max", "nearest") else "sum"
         nk, nj, ni = self.input_shape[:3]
         kernel_i, kernel_j, self.z_kernel = kernels
         self.skip_xy = kernel_i.is_identity(ni) and kernel_j.is_identity(nj)
