@@ -384,3 +384,16 @@ def test_a_kill_between_the_moves_of_a_detached_header_output_never_leaves_an_ol
     assert not (tmp_path / "a.nhdr").exists()  # no header: "no such file", not an old grid over new voxels
     bv.write_volume(large, tmp_path / "a.nhdr")
     np.testing.assert_array_equal(bv.read_volume(tmp_path / "a.nhdr").array, large.array)
+
+
+@pytest.mark.parametrize("directions, origin", [("(1,0,0) (1,0,0) (0,0,1)", "(0,0,0)"),
+                                                ("(1,0,0) (0,1,0) (0,0,1)", "(nan,0,0)")])
+def test_a_header_grid_no_volume_can_have_is_refused_naming_the_file(tmp_path, directions, origin):
+    """Read by our own NRRD header reader (no SimpleITK): a singular direction or a NaN origin is one line that
+    names the file (Geometry's own refusal came out without it)."""
+    path = tmp_path / "odd.nrrd"
+    path.write_bytes(("NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 2\nendian: little\nencoding: raw\n"
+                      f"space: left-posterior-superior\nspace directions: {directions}\nspace origin: {origin}\n\n"
+                      ).encode() + bytes(16))
+    with pytest.raises(bv.VolumeFileError, match=r"odd\.nrrd: (the header's grid is not valid|not a readable)"):
+        bv.read_geometry(path)

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import VolumeFileError
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 # Index distance below which a point counts as on a cell boundary (ROIs placed in RAS, converted with rounding).
 ROUNDING = 1e-6
@@ -162,16 +164,20 @@ def _tidy(value: float) -> float:
     return float(f"{value:.12g}")
 
 
-def positive_spacing(spacing, direction) -> tuple[tuple[float, float, float], np.ndarray]:
-    """A header's negative spacing (a NIfTI's negative pixdim, GDCM's frames in descending order) as a flipped
-    axis: positive spacing, that direction column reversed; the voxels stay where they were. ITK's ReadImage does the
-    same, while its header-only reading keeps the sign."""
+def header_geometry(name, dimensions, spacing, origin, direction) -> Geometry:
+    """The grid a file's header describes. A negative spacing (a NIfTI's negative pixdim, GDCM's frames in
+    descending order) is a flipped axis: positive spacing, that direction column reversed, the voxels where they
+    were, as ITK's ReadImage gives it (its header-only reading keeps the sign). Numbers no grid can have (a damaged
+    or hand-written header) are refused in one line naming ``name``."""
     spacing = np.array(spacing, dtype=np.float64)
     direction = np.array(direction, dtype=np.float64).reshape(3, 3)
     flipped = spacing < 0
     spacing[flipped] *= -1.0
     direction[:, flipped] *= -1.0
-    return tuple(float(s) for s in spacing), direction  # type: ignore[return-value]
+    try:
+        return Geometry(tuple(dimensions), tuple(float(s) for s in spacing), tuple(origin), direction)
+    except ValueError as error:
+        raise VolumeFileError(f"{name}: the header's grid is not valid ({error})") from None
 
 
 def validate_factors(factors) -> tuple[float, float, float]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.errors import VolumeFileError
-from ..core.geometry import Geometry, positive_spacing
+from ..core.geometry import Geometry, header_geometry
 from ..core.text import numbers_text
 from .slab_readers import SlabReader
 from ..core.volume import Volume, owned_view
@@ -186,11 +186,7 @@ def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]
     size = first.GetSize()
     direction = np.array(first.GetDirection()).reshape(3, 3)
     if len(series.files) == 1:  # one file: a single slice or a multi-frame volume, as GDCM reads it
-        spacing, direction = positive_spacing(first.GetSpacing(), direction)  # frames in descending order
-        try:
-            geometry = Geometry(size, spacing, first.GetOrigin(), direction)
-        except ValueError as error:
-            raise VolumeFileError(f"{series.files[0]}: the header's grid is not valid ({error})") from None
+        geometry = header_geometry(series.files[0], size, first.GetSpacing(), first.GetOrigin(), direction)
         return geometry, _pixel_dtype(first), components, first.GetPixelID()
     headers = [first] + [_header(path) for path in series.files[1:]]
     for path, header in zip(series.files, headers):

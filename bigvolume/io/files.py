@@ -25,7 +25,7 @@ import numpy as np
 from . import dicom, zarr_input
 from ..core.errors import VolumeFileError
 from ..core.progress import interrupt_as_flag
-from ..core.geometry import Geometry, positive_spacing
+from ..core.geometry import Geometry, header_geometry
 from .nrrd_geometry import nrrd_geometry
 from .layout import (check_metaimage_header, data_files_named, nifti_data_end, nifti_header_size, nrrd_sizes,
                      read_nrrd_header, voxel_layout)
@@ -145,23 +145,8 @@ def _open_3d(path: Path, read):
         raise _why_unreadable(path, error) from None
     if source.GetDimension() != 3:
         raise _not_3d(path, source.GetSize())
-    spacing, direction = positive_spacing(source.GetSpacing(), source.GetDirection())
-    try:
-        geometry = Geometry(source.GetSize(), spacing, source.GetOrigin(), direction)
-    except ValueError as error:  # a damaged or hand-written header: zero or negative spacing, ...
-        raise VolumeFileError(f"{path}: the header's grid is not valid ({error})") from None
-    _check_geometry(path, geometry)
+    geometry = header_geometry(path, source.GetSize(), source.GetSpacing(), source.GetOrigin(), source.GetDirection())
     return source, geometry
-
-
-def _check_geometry(path: Path, geometry: Geometry) -> None:
-    """Headers can hold numbers no grid can have (a damaged or hand-written header): refuse them here, in plain
-    words, rather than fail later inside a writer. (Geometry itself checks dimensions and spacing.)"""
-    if not np.isfinite(geometry.origin).all():
-        raise VolumeFileError(f"{path}: the header's origin {geometry.origin} is not a finite point")
-    direction = geometry.direction
-    if not np.isfinite(direction).all() or abs(np.linalg.det(direction)) < 1e-6:
-        raise VolumeFileError(f"{path}: the header's axis directions are not three independent directions")
 
 
 def check_no_level(path: Path, level) -> None:
@@ -233,7 +218,6 @@ def read_geometry(path, series: str | None = None, level: int | None = None) -> 
     if volume_suffix(path) in (".nrrd", ".nhdr"):
         plain = nrrd_geometry(path)
         if plain is not None:
-            _check_geometry(path, plain[0])
             return plain
     import SimpleITK as sitk
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import VolumeFileError
-from ..core.geometry import Geometry
+from ..core.geometry import Geometry, header_geometry
 from .layout import STREAM_ENCODINGS, data_files_named, read_nrrd_fields
 
 # NRRD type names and their equivalents (the NRRD format's list) -> numpy types.
@@ -139,4 +139,4 @@ def nrrd_geometry(path) -> tuple[Geometry, np.dtype, int] | None:
         if origin_text is not None:
             origin[axis] = -origin[axis]
     sizes = [int(size) for size in fields["sizes"].split()]
-    return Geometry(sizes, [spacing for spacing, _ in columns], origin, direction), dtype, 1
+    return header_geometry(path, sizes, [spacing for spacing, _ in columns], origin, direction), dtype, 1
