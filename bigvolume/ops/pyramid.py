@@ -45,7 +45,7 @@ from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UN
 from ..io.files import WRITE_SUFFIXES, committed, input_files, is_inside, same_file, volume_suffix
 from ..io.slabs import SlabReader, open_slabs
 from ..io.stacks import IMAGE_SUFFIXES
-from ..io.zarr_input import ZarrSlabReader, open_pyramid, settle_zarr_tasks
+from ..io.zarr_input import ZarrSlabReader, open_pyramid, settle_zarr_tasks, store_of
 from ..io.zarr_output import (DEFAULT_ZSTD_LEVEL, ChunkCache, chunk_concurrency, create_level, create_root,
                               open_level, write_attributes)
 from ..methods.kernels import ResampleKernels
@@ -170,6 +170,16 @@ def _is_stack_source(source) -> bool:
     return any(c in text for c in "*?[") or "%" in text or path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def _header_pixel_size(source):
+    """The pixel size the first slice's header gives (None: none), read from that header alone; None too when the
+    stack cannot be found (planning it says why)."""
+    from ..io.stacks import find_slices, probe_stack
+    try:
+        return probe_stack(find_slices(source), check_all=False).pixel_spacing
+    except BigVolumeError:
+        return None
+
+
 def open_input(source, *, threads: int | None = None, level: int | None = None, unit: str | None = None,
                **stack_options) -> tuple[SlabReader, bool, str | None, bool]:
     """A slab reader for ``source``, whether it is an image stack, its unit when it names one, and whether the
@@ -183,13 +193,11 @@ def open_input(source, *, threads: int | None = None, level: int | None = None, 
     given = {k: v for k, v in stack_options.items() if v is not None}
     if _is_stack_source(source):
         from .stack_import import plan_stack_import
-        plan = plan_stack_import(source, factor=1.0, threads=threads, **given)
-        from_headers = "spacing" not in given and plan.info.pixel_spacing is not None
-        if from_headers and "origin" in given:
-            plan.close()
+        if "origin" in given and "spacing" not in given and _header_pixel_size(source) is not None:
             to_millimetres = SPACE_UNITS[unit or "micrometer"]
             given["origin"] = tuple(float(v) * to_millimetres for v in given["origin"])
-            plan = plan_stack_import(source, factor=1.0, threads=threads, **given)
+        plan = plan_stack_import(source, factor=1.0, threads=threads, **given)
+        from_headers = "spacing" not in given and plan.info.pixel_spacing is not None
         return plan.reader, True, None, from_headers
     path = Path(source)
     if not path.exists():
@@ -248,11 +256,9 @@ def _input_paths(input) -> tuple[list[tuple[Path, str]], list[Path]]:
                     folder = folder.parent
                 pattern_folders.append(folder)
             continue
-        if is_zarr_store(path):
-            try:
-                found.append((open_pyramid(path).store, "the input"))
-            except BigVolumeError:
-                pass  # not readable as a volume: opening the input says so, with the same path checks done
+        store = store_of(path)  # (None when not readable as a store: opening the input says so)
+        if store is not None:
+            found.append((store, "the input"))
         files = input_files(path)
         found += [(part, "the input" if n == 0 else "the input's data file") for n, part in enumerate(files)]
     return found, pattern_folders
@@ -271,6 +277,14 @@ def _refuse_output_over_input(input, output: Path) -> None:
             raise BigVolumeError(f"{output}: inside {what} {part}; write the pyramid elsewhere")
         if is_inside(part, output):
             raise BigVolumeError(f"{output}: holds {what} {part}; write the pyramid elsewhere")
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder or a file, if there."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def _remove_staging(staging: Path) -> None:
@@ -562,12 +576,11 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
     with interrupt_as_flag(raise_at_end=False):
         shutil.rmtree(staging / RECORDS)
         old = output.with_name(output.name + ".replaced")
-        if old.exists():  # what a run killed during its swap left
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        _remove(old)  # what a run killed during its swap left
         if output.exists():  # --overwrite (or --resume over an existing OUT): swap, then remove the old one
             output.rename(old)
             staging.rename(output)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+            _remove(old)
         else:
             staging.rename(output)
         committed(output)
