@@ -320,15 +320,15 @@ def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bo
     window, percentiles = _given_window(window), _given_percentiles(percentiles)
     input_dtype, dtype = np.dtype(input_dtype), np.dtype(dtype)
     sample = values = None
-    if not stretch and not keeps_values(input_dtype, dtype, window, percentiles=percentiles) \
-            and (window is None or (input_dtype.kind == "f" and dtype.itemsize == 2)):
+    by_type = not stretch and keeps_values(input_dtype, dtype, window, percentiles=percentiles)
+    if not stretch and not by_type and (window is None or (input_dtype.kind == "f" and dtype.itemsize == 2)):
         sample = subsample(source)
         values = SampleValues.of(sample)
-    if keeps_values(input_dtype, dtype, window, stretch, values, percentiles):
+    if by_type or keeps_values(input_dtype, dtype, window, stretch, values, percentiles):
         why = []
         if input_dtype.kind == "f":
             why.append("all integers")
-        if window is None and not keeps_values(input_dtype, dtype, None, percentiles=percentiles):
+        if window is None and not by_type:  # kept for the values seen, not for their type
             why.append(f"{values.low:.6g} .. {values.high:.6g}")
         return kept_range(input_dtype, dtype, window) + (True, ", ".join(why))
     if window is None:
