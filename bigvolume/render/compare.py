@@ -31,9 +31,6 @@ class IntensityMap:
     def value(self, value: float) -> float:
         return self.scale * value + self.offset
 
-    def window(self, window: Window) -> Window:
-        return Window(*sorted((self.value(window.low), self.value(window.high))))
-
     def transfer(self, transfer: TransferFunction) -> TransferFunction:
         """The same curves over the mapped values (a positive scale keeps their order)."""
         return transfer.mapped(self.scale, self.offset)

@@ -183,16 +183,15 @@ class HazePipeline:
                     return np.concatenate([p[item][max(w0, p[0]) - p[0]:min(w1, p[1]) - p[0]] for p in inside])
 
                 obj = window(2)
-                voxels = None
-                if opts.denoise:  # the air layer the denoised copy's blur put on the object goes back to the air
+                voxels = None  # the window's own values: level auto's peeling and partial-volume growth read them
+                if opts.denoise or self.threshold.band_floor is not None:
                     voxels = self.source.read(w0, w1) if self.source.hands_out_views else window(3)
+                if opts.denoise:  # the air layer the denoised copy's blur put on the object goes back to the air
                     obj = peel_beside_air(obj, voxels, self.threshold.value)
                 closed = erode(dilate(obj, opts.close), opts.close)
                 if self.threshold.band_floor is None:
                     obj = dilate(closed, opts.dilate)
                 else:  # exact on c0-dilate+1 .. c1+dilate-1, all that the slab's last step needs
-                    if voxels is None:
-                        voxels = self.source.read(w0, w1) if self.source.hands_out_views else window(3)
                     rows = (max(0, c0 - w0 - opts.dilate + 1), min(w1 - w0, c1 - w0 + opts.dilate - 1))
                     obj = grow_over_partial_volume(closed, voxels, self.threshold.band_floor, opts.dilate, rows)
                 obj = obj[c0 - w0:c1 - w0]
