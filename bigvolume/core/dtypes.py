@@ -5,8 +5,8 @@ import numpy as np
 
 
 def native(dtype) -> np.dtype:
-    """``dtype`` in this machine's byte order: what the writers and VTK take (a big-endian '>f4' asked for as an
-    output type was written as little-endian bytes under a little-endian header)."""
+    """``dtype`` in this machine's byte order: what the writers and VTK take (a '>f4' asked for as an output type
+    was written as big-endian bytes under a header that said little)."""
     dtype = np.dtype(dtype)
     return dtype if dtype.isnative else dtype.newbyteorder("=")
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .dtypes import native
 from .geometry import Geometry
 
 
@@ -47,7 +48,7 @@ class Volume:
             self.array = self.array[..., 0]
         if not self.array.dtype.isnative:  # big-endian voxels (nibabel, np.fromfile('>i2')): VTK, SimpleITK and
             # the NRRD writer take bytes as this machine's order, so they are converted once, here
-            self.array = self.array.astype(self.array.dtype.newbyteorder("="))
+            self.array = self.array.astype(native(self.array.dtype))
 
     @property
     def components(self) -> int:
