@@ -12,7 +12,6 @@ _FROM_LAYERS = {
     "Progress": "core.progress",
     "LPS_TO_RAS": "core.geometry", "factors_for_size": "core.geometry", "validate_factors": "core.geometry",
     "default_memory_limit": "core.memory", "format_bytes": "core.memory", "memory_bytes": "core.memory",
-    "parse_size": "core.memory",
     "physical_memory": "core.memory",
     "atomic_output": "io.files", "check_output_path": "io.files", "read_geometry": "io.files",
     "volume_suffix": "io.files",
