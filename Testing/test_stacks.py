@@ -74,6 +74,47 @@ def test_numbering_gap_is_reported(tmp_path):
     plan.close()
 
 
+@pytest.mark.parametrize("positions", [
+    ["0.25", "0.5", "0.75", "1.0", "1.25", "1.5", "2", "10.5"],    # positions in mm, written as short as they go
+    ["-0.5", "0.333", "0.667", "1", "1.333", "1.667", "2.0", "2.333"],    # rounded thirds; one integer among them
+    ["5.1", "5.25", "5.3", "5.45", "5.5"],
+])
+def test_decimal_slice_names_sort_by_value(tmp_path, positions):
+    """``z_0.25`` comes before ``z_0.5``: read digit by digit as integers, 25 > 5 put it after (a shuffled volume,
+    exit 0). The stack is read in position order and no gap or repeat is invented."""
+    rng = np.random.default_rng(len(positions))
+    values = {p: int(v) for p, v in zip(positions, rng.permutation(200)[:len(positions)] + 1)}
+    shuffled = list(rng.permutation(positions))
+    for position in shuffled:
+        write_stack(tmp_path, np.full((1, 6, 7), values[position], np.uint8), name=f"z_{position}.png")
+    found = find_slices(tmp_path)
+    expected = sorted(positions, key=float)  # "z_-0.5": a minus after the separator is a sign
+    assert [p.name[2:-4] for p in found.files] == expected
+    assert found.repeats == [] and found.skipped == []
+    out = tmp_path / "out.nrrd"
+    import_stack(tmp_path, out, spacing=(1, 1, 1))
+    array, _ = read_back(out)
+    assert array[:, 0, 0].tolist() == [values[p] for p in expected]
+
+
+def test_a_missing_decimal_position_is_a_gap_and_rounding_is_not(tmp_path):
+    for position in ["0.333", "0.667", "1.0", "1.333", "2.0", "2.333", "2.667"]:  # 1.667 missing
+        write_stack(tmp_path, np.zeros((1, 6, 7), np.uint8), name=f"z_{position}.png")
+    found = find_slices(tmp_path)
+    assert found.describe_gaps() == "between 1.333 and 2.0"
+    for position in ["0.25", "0.5", "1.5"]:
+        write_stack(tmp_path / "b", np.zeros((1, 6, 7), np.uint8), name=f"z_{position}.png")
+    assert find_slices(tmp_path / "b").describe_gaps() == "between 0.5 and 1.5"
+
+
+def test_dotted_names_are_not_decimals_and_a_dash_after_a_letter_is_no_sign():
+    names = ["s1.2.10.tif", "s1.2.9.tif", "s1.10.1.tif", "s1.9.1.tif"]
+    assert sorted(names, key=natural_key) == ["s1.2.9.tif", "s1.2.10.tif", "s1.9.1.tif", "s1.10.1.tif"]
+    names = ["scan-0002.tif", "scan-0010.tif", "scan-0001.tif", "z_-2.tif", "z_-10.tif", "z_1.tif"]
+    assert sorted(names, key=natural_key) == ["scan-0001.tif", "scan-0002.tif", "scan-0010.tif",
+                                              "z_-10.tif", "z_-2.tif", "z_1.tif"]
+
+
 @pytest.mark.parametrize("names", [
     ["s1.png", "s2.png", "s3.png", "s01.png", "s02.png", "s03.png"],                    # padded beside plain
     ["scan1_0001.png", "scan1_0002.png", "scan1_0003.png", "scan2_0001.png", "scan2_0002.png", "scan2_0003.png"],

@@ -10,6 +10,7 @@ import struct
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,29 @@ LUMINANCE_WEIGHTS = (0.2126, 0.7152, 0.0722)  # Rec. 709
 PRINTF_FIELD = re.compile(r"%(0?)(\d*)d")
 
 
+# A slice number: digits, or a decimal (``z_0.25.tif``, a position in mm) read as one number so that 0.25 sorts
+# before 0.5. Not a dotted run like ``1.2.3``, whose parts stay integers. Decimals of one width order alike
+# either way; only mixed widths (0.25 and 0.5) need this. A minus after a separator is a sign (``z_-0.5``), one
+# after a letter or digit is a separator (``scan-0001``).
+SIGN = r"(?:(?<=[_\s=(\[])-|^-)?"
+SLICE_NUMBER = re.compile(SIGN + r"(?<![\d.])\d+\.\d+(?!\.?\d)|" + SIGN + r"\d+")
+
+
+def _number(text: str) -> int | Decimal:
+    return Decimal(text) if "." in text else int(text)
+
+
 def natural_key(path) -> list:
-    """Sort key that orders ``s2`` before ``s10``."""
-    # isdecimal, like re's \d and what int() reads: superscript two (U+00B2) is a digit to isdigit but no number
-    return [int(part) if part.isdecimal() else part.lower() for part in re.split(r"(\d+)", Path(path).name)]
+    """Sort key that orders ``s2`` before ``s10`` and ``z_0.25`` before ``z_0.5``."""
+    # isdecimal/\d are ASCII-or-Unicode decimal digits, what int() reads: superscript two (U+00B2) is no number
+    parts = SLICE_NUMBER.split(Path(path).name)
+    numbers = SLICE_NUMBER.findall(Path(path).name)
+    key: list = []
+    for k, text in enumerate(parts):
+        key.append(text.lower())
+        if k < len(numbers):
+            key.append(_number(numbers[k]))
+    return key
 
 
 def _is_slice_file(path: Path) -> bool:
@@ -40,23 +60,28 @@ def _is_slice_file(path: Path) -> bool:
 
 
 def _numbering_key(name: str) -> str:
-    """Names that differ only in their digits share a key (``scan_0001.tif`` -> ``scan_#.tif``)."""
-    return re.sub(r"\d+", "#", name.lower())
+    """Names that differ only in their numbers share a key (``scan_0001.tif`` -> ``scan_#.tif``; ``z_0.5.tif``
+    and ``z_1.tif`` -> ``z_#.tif``)."""
+    return SLICE_NUMBER.sub("#", name.lower())
 
 
-def _slice_number(name: str) -> int | None:
-    numbers = re.findall(r"\d+", Path(name).stem)
-    return int(numbers[-1]) if numbers else None
+def _slice_number(name: str) -> int | Decimal | None:
+    numbers = SLICE_NUMBER.findall(Path(name).stem)
+    return _number(numbers[-1]) if numbers else None
 
 
 @dataclass
 class SliceList:
     files: list[Path]
     skipped: list[Path] = field(default_factory=list)          # files present but not taken as slices
-    gaps: list[tuple[int, int]] = field(default_factory=list)  # missing slice numbers, as inclusive ranges
+    # missing slice numbers, as inclusive ranges; with decimal numbers, the numbers on either side of each gap
+    gaps: list[tuple[int | Decimal, int | Decimal]] = field(default_factory=list)
     repeats: list[list[Path]] = field(default_factory=list)    # slices that share a number (s1 and s01)
+    decimal_numbers: bool = False                               # z_0.25.tif: positions, perhaps rounded
 
     def describe_gaps(self) -> str:
+        if self.decimal_numbers:  # rounded positions: name the slices on either side, not a guessed 1.666
+            return ", ".join(f"between {a} and {b}" for a, b in self.gaps)
         return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in self.gaps)
 
     def describe_repeats(self) -> str:
@@ -121,12 +146,14 @@ def find_slices(source, reverse: bool = False) -> SliceList:
         raise VolumeFileError(f"{source}: no image slices found ({', '.join(IMAGE_SUFFIXES)})")
     if reverse:
         files.reverse()
-    return SliceList(files, sorted(skipped, key=natural_key), _gaps(files), _repeats(files))
+    numbers = [_slice_number(p.name) for p in files]
+    decimal = any(isinstance(n, Decimal) for n in numbers)
+    return SliceList(files, sorted(skipped, key=natural_key), _gaps(numbers, decimal), _repeats(files), decimal)
 
 
 def _repeats(files: list[Path]) -> list[list[Path]]:
     """Files that share a slice number: zero-padded and plain numbers, or two series numbered alike."""
-    by_number: dict[int, list[Path]] = {}
+    by_number: dict[int | Decimal, list[Path]] = {}
     for path in files:
         number = _slice_number(path.name)
         if number is not None:
@@ -134,17 +161,15 @@ def _repeats(files: list[Path]) -> list[list[Path]]:
     return [same for _, same in sorted(by_number.items()) if len(same) > 1]
 
 
-def _gaps(files: list[Path]) -> list[tuple[int, int]]:
-    numbers = sorted(n for n in (_slice_number(p.name) for p in files) if n is not None)
+def _gaps(numbers: list, decimal: bool) -> list[tuple[int | Decimal, int | Decimal]]:
+    numbers = sorted(n for n in numbers if n is not None)
     if len(numbers) < 3:
         return []
     steps = Counter(b - a for a, b in zip(numbers, numbers[1:]))
     step = steps.most_common(1)[0][0] or 1
-    gaps = []
-    for a, b in zip(numbers, numbers[1:]):
-        if b - a > step:
-            gaps.append((a + step, b - step))
-    return gaps
+    if decimal:  # positions are rounded (0.333, 0.667, 1.0): a gap is a missing step, not a jitter
+        return [(a, b) for a, b in zip(numbers, numbers[1:]) if b - a >= step * Decimal("1.5")]
+    return [(a + step, b - step) for a, b in zip(numbers, numbers[1:]) if b - a > step]
 
 
 @dataclass
