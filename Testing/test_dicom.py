@@ -222,6 +222,40 @@ def test_dehaze_reduce_bits_and_preview_read_series(two_series, tmp_path):
     assert picture.stat().st_size > 0
 
 
+@pytest.mark.parametrize("case", ["intercept", "slope", "reversed"])
+def test_slices_rescaled_otherwise_keep_their_values(tmp_path, case):
+    """Rescale slope and intercept may change from slice to slice. Each slice's values are kept, in one type that
+    holds them all: read in the first slice's type (SimpleITK's series reader does so), -500 HU became 65036."""
+    rng = np.random.default_rng(len(case))
+    folder = tmp_path / case
+    expected = []
+    for k in range(6):
+        second_half = (k >= 3) != (case == "reversed")
+        if case == "slope" and second_half:  # 0.5 HU steps: a float type
+            stored = rng.integers(-1800, 1800, (1, 7, 9)).astype(float)
+            write_series(folder, stored, (0.8, 0.8, 2.0), (0, 0, 2.0 * k), np.eye(3), "1.2.3.77", seed=k,
+                         slope=0.5, intercept=-1024.0)
+            values = stored * 0.5  # write_series writes values x slope
+        elif second_half:  # negative HU under intercept -1024
+            values = rng.integers(-1000, 1500, (1, 7, 9)).astype(np.int16)
+            write_series(folder, values, (0.8, 0.8, 2.0), (0, 0, 2.0 * k), np.eye(3), "1.2.3.77", seed=k)
+        else:  # stored unsigned, intercept 0
+            values = rng.integers(0, 4000, (1, 7, 9)).astype(np.uint16)
+            write_series(folder, values, (0.8, 0.8, 2.0), (0, 0, 2.0 * k), np.eye(3), "1.2.3.77", seed=k,
+                         intercept=0.0)
+        expected.append(values[0])
+    expected = np.stack(expected)
+    volume = bv.read_volume(folder)
+    assert np.array_equal(volume.array, expected)
+    assert volume.array.dtype.kind == ("f" if case == "slope" else "i")  # float for 0.5 steps; signed for -500
+    with open_slabs(folder) as reader:  # streamed, slab by slab: the same type and values
+        assert reader.dtype == volume.array.dtype
+        assert np.array_equal(np.concatenate([reader.read(k, k + 2) for k in range(0, 6, 2)]), expected)
+    out = tmp_path / f"{case}.nrrd"
+    assert run("resample", folder, out, "--factor", "1", "--method", "nearest").returncode == 0
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))), expected)
+
+
 def test_missing_slice_is_refused(tmp_path):
     folder = tmp_path / "gap"
     write_series(folder, ct_values((8, 6, 6), 7), (1.0, 1.0, 2.0), (0, 0, 0), np.eye(3), "1.2.3.7")

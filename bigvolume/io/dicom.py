@@ -6,9 +6,10 @@ in-plane spacing from PixelSpacing, I and J axes from ImageOrientationPatient (o
 spacing = the distance from the first to the last slice along K / (slices - 1). Unlike SimpleITK we refuse slices that
 are not evenly spaced along K (missing slices, gantry tilt, mixed stacks): the volume's grid would be wrong.
 
-Voxels are read one file per slice (rescale slope/intercept applied, in the pixel type of the first slice, as the
-series reader does), so a series streams slab by slab like any raw file: :class:`DicomSlabReader`. The in-memory
-read is the same reader asked for every slice, so both paths give the same volume.
+Voxels are read one file per slice (rescale slope/intercept applied, in one pixel type that holds every slice's
+rescaled values: SimpleITK's series reader uses the first slice's and wraps the others), so a series streams slab by
+slab like any raw file: :class:`DicomSlabReader`. The in-memory read is the same reader asked for every slice, so
+both paths give the same volume.
 """
 from __future__ import annotations
 
@@ -220,7 +221,20 @@ def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]
                               f"{spacing_k:.6g} mm ({why}): refused")
     spacing = (first.GetSpacing()[0], first.GetSpacing()[1], spacing_k)
     geometry = Geometry((size[0], size[1], count), spacing, tuple(positions[0]), direction)
-    return geometry, _pixel_dtype(first), components, first.GetPixelID()
+    dtype, pixel_id = _common_pixel_type(headers)
+    return geometry, dtype, components, pixel_id
+
+
+def _common_pixel_type(headers) -> tuple[np.dtype, int]:
+    """(dtype, SimpleITK pixel ID) that holds every slice's rescaled values. GDCM gives each slice the type of its
+    own rescale slope and intercept; read in the first slice's type (as SimpleITK's series reader does), a later
+    slice with another intercept wrapped (uint16 under intercept 0, then -500 HU read as 65036)."""
+    import SimpleITK as sitk
+    dtypes = {_pixel_dtype(header) for header in headers}
+    if len(dtypes) == 1 or headers[0].GetNumberOfComponents() != 1:
+        return _pixel_dtype(headers[0]), headers[0].GetPixelID()
+    common = np.result_type(*dtypes)
+    return common, sitk.GetImageFromArray(np.zeros((1, 1, 1), common)).GetPixelID()
 
 
 def read_geometry(path, series: str | None = None) -> tuple[Geometry, np.dtype, int]:
@@ -229,7 +243,7 @@ def read_geometry(path, series: str | None = None) -> tuple[Geometry, np.dtype, 
 
 
 class DicomSlabReader(SlabReader):
-    """Slices of a series, one file each, read with SimpleITK in the first slice's pixel type (rescale applied)."""
+    """Slices of a series, one file each, read with SimpleITK in the series' common pixel type (rescale applied)."""
 
     def __init__(self, series: DicomSeries):
         geometry, dtype, components, self._pixel_id = _series_geometry(series)
