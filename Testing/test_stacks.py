@@ -1,5 +1,6 @@
 """Image stacks: finding slices in every input form, probing headers, reading with crop/gray/bits, importing through
 the streaming resampler with exact geometry, and the full-resolution NHDR (zero-copy into TIFFs)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -293,6 +294,153 @@ def test_truncated_slices_are_refused_naming_the_file(tmp_path, capfd, kind):
         (stack / f"s_2.{suffix}").write_bytes(intact[:len(intact) // 2] + b"TRAILER" + bytes(range(256)) * 20)
         with pytest.raises(bv.VolumeFileError, match=rf"s_2\.{suffix}: .*truncated\?"):
             import_stack(stack, out, spacing=(1, 1, 1), gray="keep")
+
+
+def _packbits(row: bytes) -> list[tuple[int, bytes]]:
+    """PackBits runs of one row as (header, bytes that follow): repeats of 3 or more, literals between."""
+    runs, i = [], 0
+    while i < len(row):
+        j = i
+        while j + 1 < len(row) and row[j + 1] == row[i] and j - i < 127:
+            j += 1
+        if j - i >= 2:
+            runs.append((257 - (j - i + 1), row[i:i + 1]))
+            i = j + 1
+            continue
+        k = i + 1
+        while k < len(row) and k - i < 128 and not (k + 2 < len(row) and row[k] == row[k + 1] == row[k + 2]):
+            k += 1
+        runs.append((k - i - 1, row[i:k]))
+        i = k
+    return runs
+
+
+def write_packbits_tiff(path: Path, image: np.ndarray, rows_per_strip: int, damage_row: int | None = None,
+                        grow: int = 0) -> None:
+    """A gray PackBits TIFF (uint8 or uint16, little-endian), each row packed alone as the standard says; with
+    ``damage_row``, that row's first run is made ``grow`` bytes longer (a flipped bit in a run header)."""
+    import struct
+    height, width = image.shape
+    strips = []
+    for top in range(0, height, rows_per_strip):
+        data = bytearray()
+        for r in range(top, min(top + rows_per_strip, height)):
+            for n, (header, body) in enumerate(_packbits(image[r].astype("<" + image.dtype.str[1:]).tobytes())):
+                if r == damage_row and n == 0:
+                    header = header + grow if header < 128 else header - grow
+                data += bytes([header]) + body
+        strips.append(bytes(data))
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, image.dtype.itemsize * 8), (259, 3, 1, 32773),
+               (262, 3, 1, 1), (273, 4, len(strips), None), (277, 3, 1, 1), (278, 4, 1, rows_per_strip),
+               (279, 4, len(strips), None)]
+    ifd_end = 8 + 2 + 12 * len(entries) + 4
+    tables = ifd_end + 8 * len(strips)  # the offsets, then the counts, then the strips
+    offsets, position = [], tables
+    for strip in strips:
+        offsets.append(position)
+        position += len(strip)
+    header = bytearray(b"II" + struct.pack("<HI", 42, 8) + struct.pack("<H", len(entries)))
+    for tag, kind, count, value in entries:
+        if tag in (273, 279):
+            values = offsets if tag == 273 else [len(strip) for strip in strips]
+            value = values[0] if count == 1 else ifd_end + (0 if tag == 273 else 4 * len(strips))
+        header += struct.pack("<HHI", tag, kind, count) + struct.pack("<HH" if kind == 3 else "<I",
+                                                                       *((value, 0) if kind == 3 else (value,)))
+    header += struct.pack("<I", 0) + struct.pack(f"<{len(strips)}I", *offsets)
+    header += struct.pack(f"<{len(strips)}I", *[len(strip) for strip in strips])
+    path.write_bytes(bytes(header) + b"".join(strips))
+
+
+@pytest.mark.parametrize("dtype, rows_per_strip, run, seed", [
+    (np.uint8, 1, "literal", 0), (np.uint16, 8, "literal", 1), (np.uint8, 64, "repeat", 2),
+    (np.uint16, 5, "repeat", 3), (np.uint8, 7, "literal", 4)])
+def test_a_damaged_packbits_slice_is_refused_not_read_garbled(tmp_path, capfd, dtype, rows_per_strip, run, seed):
+    """PackBits has no checksum. A run header that says more bytes than its row holds made libtiff drop them with a
+    warning on stderr, and read the rest of the slice shifted: imported garbled, exit 0. The slice is refused,
+    named; sound PackBits slices (ours and libtiff's own) import as stored, with nothing on stderr."""
+    rng = np.random.default_rng(seed)
+    width = 40 if dtype == np.uint16 else 100  # rows of at most 128 bytes: a literal row is one run
+    stack = rng.integers(1, 250, (6, 30, width)).astype(dtype)
+    if run == "literal":  # neighbours always differ: each row is one literal run
+        stack = np.cumsum(rng.integers(1, 120, (6, 30, width)), axis=2).astype(dtype) % 251 + 1
+    else:  # rows that start with a long repeat
+        stack[:, :, :width // 2] = 9
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    victim, damage_row = int(rng.integers(0, 6)), int(rng.integers(0, 29))
+    for k in range(6):
+        write_packbits_tiff(folder / f"s_{k:02d}.tif", stack[k], rows_per_strip)
+    out = tmp_path / "sound.nrrd"
+    import_stack(folder, out, spacing=(1, 1, 1))
+    np.testing.assert_array_equal(read_back(out)[0], stack)
+    sitk_written = tmp_path / "libtiff"
+    sitk_written.mkdir()
+    for k in range(6):
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(str(sitk_written / f"s_{k:02d}.tif"))
+        writer.SetCompressor("PackBits")
+        writer.UseCompressionOn()
+        writer.Execute(sitk.GetImageFromArray(stack[k]))
+    import_stack(sitk_written, tmp_path / "libtiff.nrrd", spacing=(1, 1, 1))
+    np.testing.assert_array_equal(read_back(tmp_path / "libtiff.nrrd")[0], stack)
+    assert capfd.readouterr().err == ""
+
+    write_packbits_tiff(folder / f"s_{victim:02d}.tif", stack[victim], rows_per_strip, damage_row,
+                        grow=int(rng.integers(1, 6)))
+    result = subprocess.run(BIGVOLUME + ["import-stack", str(folder), str(tmp_path / "damaged.nrrd"), "--spacing",
+                                         "1", "1", "1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and not (tmp_path / "damaged.nrrd").exists()
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line: ours, not libtiff's
+    assert f"s_{victim:02d}.tif: damaged PackBits data" in result.stderr and "Discarding" in result.stderr
+
+
+def test_a_damaged_jpeg_tiff_slice_is_refused(tmp_path, capfd):
+    """libjpeg, inside libtiff, warns of corrupt data and returns the slice as far as it could decode it."""
+    from bigvolume.io.tiff_tags import tiff_layout
+    rng = np.random.default_rng(12)
+    y, x = np.mgrid[:96, :128]
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for k in range(4):
+        image = (128 + 100 * np.sin(x / (8 + k)) * np.cos(y / 11) + rng.normal(0, 5, (96, 128))).clip(0, 255)
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(str(folder / f"s_{k}.tif"))
+        writer.SetCompressor("JPEG")
+        writer.UseCompressionOn()
+        writer.Execute(sitk.GetImageFromArray(image.astype(np.uint8)))
+    import_stack(folder, tmp_path / "sound.nrrd", spacing=(1, 1, 1))
+    assert capfd.readouterr().err == ""
+    victim = folder / "s_2.tif"
+    data = bytearray(victim.read_bytes())
+    scan = data.index(b"\xff\xda")
+    middle = (scan + tiff_layout(victim).data_end) // 2
+    data[middle:middle + 2] = b"\xff\xd9"  # an end-of-image marker inside the coded data
+    victim.write_bytes(bytes(data))
+    with pytest.raises(bv.VolumeFileError, match=r"s_2\.tif: damaged JPEG data .*Corrupt JPEG data"):
+        import_stack(folder, tmp_path / "damaged.nrrd", spacing=(1, 1, 1))
+    assert not (tmp_path / "damaged.nrrd").exists() and capfd.readouterr().err == ""
+
+
+def test_output_during_a_captured_decode_is_given_back(tmp_path, capfd):
+    """A PackBits slice decodes with file descriptor 2 captured: what else is printed meanwhile (another thread's
+    progress, a warning that is no damage) still reaches stderr; the decoder's damage warning becomes our error."""
+    from bigvolume.io.stacks import StackSlabReader
+    path = tmp_path / "s.tif"
+    write_packbits_tiff(path, np.arange(60, dtype=np.uint8).reshape(6, 10), 2)
+
+    class Printing:  # stands for SimpleITK's reader: prints on fd 2, as a C library or another thread does
+        def __init__(self, text):
+            self.text = text
+
+        def Execute(self):
+            os.write(2, self.text)
+            return "image"
+    assert StackSlabReader._execute(Printing(b"progress 50 %\n"), path) == "image"
+    assert capfd.readouterr().err == "progress 50 %\n"
+    damage = b"PackBitsDecode: Warning, Discarding 3 bytes to avoid buffer overrun.\n"
+    with pytest.raises(bv.VolumeFileError, match=r"s\.tif: damaged PackBits data \(the decoder says: Discarding 3"):
+        StackSlabReader._execute(Printing(damage), path)
+    assert capfd.readouterr().err == ""
 
 
 def write_png(path: Path, samples: np.ndarray, colour_type: int) -> None:

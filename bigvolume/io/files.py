@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,25 +74,51 @@ def readable_reason(error: Exception) -> str:
     return text[:300]
 
 
+# The C libraries under SimpleITK (libtiff, libjpeg, MetaIO...) print on file descriptor 2, which one process has
+# once: threads that silence or read it take turns.
+_STDERR_LOCK = threading.RLock()
+
+
+class CapturedText:
+    text = ""  # what the libraries printed, once the block has ended
+
+
+@contextlib.contextmanager
+def stderr_captured():
+    """What the C libraries print on stderr while the block runs, in ``.text`` of the object yielded (empty when
+    the process has no real stderr, as in some embedded interpreters). Python's own output in the meantime (another
+    thread's progress bar) is captured too: the caller gives back what is not the libraries'."""
+    captured = CapturedText()
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):
+            yield captured
+            return
+        try:
+            with tempfile.TemporaryFile() as sink:
+                os.dup2(sink.fileno(), 2)
+                try:
+                    yield captured
+                finally:
+                    with contextlib.suppress(OSError, ValueError):
+                        sys.stderr.flush()
+                    os.dup2(saved, 2)
+                    sink.seek(0)
+                    captured.text = sink.read().decode("utf-8", "replace")
+        finally:
+            os.close(saved)
+
+
 @contextlib.contextmanager
 def library_quiet():
     """SimpleITK's readers print warnings of their own on stderr (MetaIO's ``M_ReadElementsData``, NrrdIO, ...);
     we turn failures into one line of ours, so their chatter is silenced while they run."""
     import SimpleITK as sitk
     sitk.ProcessObject_SetGlobalWarningDisplay(False)
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real stderr (embedded interpreters)
+    with stderr_captured():
         yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _not_3d(path: Path, size) -> VolumeFileError:

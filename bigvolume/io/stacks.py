@@ -4,7 +4,9 @@ streaming resampler (bigvolume.engine.stream) consumes like any volume file.
 """
 from __future__ import annotations
 
+import contextlib
 import glob as globbing
+import os
 import re
 import struct
 from collections import Counter
@@ -17,10 +19,10 @@ import numpy as np
 
 from ..core.errors import BigVolumeError, VolumeFileError
 from ..core.geometry import Geometry, orientation_direction
-from .files import library_quiet, readable_reason
+from .files import library_quiet, readable_reason, stderr_captured
 from .slab_readers import SlabReader
-from .tiff_tags import (MIN_IS_WHITE, PALETTE, RGB, UNASSOCIATED_ALPHA, TiffLayout, imagej_calibration,
-                        tiff_layout)
+from .tiff_tags import (JPEG, MIN_IS_WHITE, OLD_JPEG, PACKBITS, PALETTE, RGB, UNASSOCIATED_ALPHA, TiffLayout,
+                        imagej_calibration, tiff_layout)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 # Files that sit among the slices but are not slices: Skyscan/Bruker reconstruction aids (spr = spot reference).
@@ -377,6 +379,13 @@ def _truncation(path: Path, layout: TiffLayout | None) -> str | None:
     return None
 
 
+# TIFF codecs whose decoder, in libtiff, only warns of damaged data and returns what it made of them; and its words
+# for damage (libtiff: "module: Warning, message.").
+WARNING_ONLY_CODECS = {PACKBITS: "PackBits", OLD_JPEG: "JPEG", JPEG: "JPEG"}
+DAMAGE_WARNING = re.compile(r"^(?:PackBitsDecode|JPEGLib): Warning, ((?:Discarding|Corrupt JPEG data)[^\n]*)\n?",
+                            re.MULTILINE)
+
+
 RGBA_FALLBACK_ADVICE = ("save the slices as plain (strip) TIFFs, e.g. with ImageJ's File > Save As > Image "
                         "Sequence")
 
@@ -617,6 +626,33 @@ class StackSlabReader(SlabReader):
     def slice_path(self, k: int) -> Path:
         return self.info.files[self.roi.z0 + k]
 
+    @staticmethod
+    def _execute(reader, path: Path):
+        """The slice decoded; refused when its decoder warned of damaged data. libtiff's PackBits and JPEG decoders
+        only warn (on stderr) when the data are damaged, and the reader returns the garbled slice as good: those
+        slices are decoded one at a time with stderr read (the others, in parallel, as they are)."""
+        layout = tiff_layout(path) if path.suffix.lower() in (".tif", ".tiff") else None
+        image, failure = None, None
+        with contextlib.ExitStack() as stack:
+            if layout is not None and layout.compression in WARNING_ONLY_CODECS:
+                printed = stack.enter_context(stderr_captured())
+            else:
+                printed = None
+            try:
+                image = reader.Execute()
+            except RuntimeError as error:
+                failure = error
+        damage = DAMAGE_WARNING.search(printed.text) if printed else None
+        if printed and not damage:  # what is not the decoder's (another thread's output, other warnings) goes on
+            with contextlib.suppress(OSError):
+                os.write(2, printed.text.encode())
+        if damage:  # (a literal run cut short leaves the rest of the strip misparsed: the read may fail, later)
+            raise VolumeFileError(f"{path}: damaged {WARNING_ONLY_CODECS[layout.compression]} data (the decoder "
+                                  f"says: {damage.group(1).strip()}); the slice would be read garbled")
+        if failure is not None:
+            raise VolumeFileError(f"{path}: cannot decode ({readable_reason(failure)})") from None
+        return image
+
     def _decode(self, k: int, out: np.ndarray) -> None:
         import SimpleITK as sitk
         path = self.slice_path(k)
@@ -626,10 +662,7 @@ class StackSlabReader(SlabReader):
         if (roi.x0, roi.y0, roi.x1, roi.y1) != (0, 0, self.info.width, self.info.height):
             reader.SetExtractIndex([roi.x0, roi.y0])
             reader.SetExtractSize([roi.x1 - roi.x0, roi.y1 - roi.y0])
-        try:
-            image = reader.Execute()
-        except RuntimeError as error:
-            raise VolumeFileError(f"{path}: cannot decode ({readable_reason(error)})") from None
+        image = self._execute(reader, path)
         pixels = sitk.GetArrayViewFromImage(image)
         if pixels.ndim == 3 + (self.info.components > 1):  # a 2D slice reported as a 1-slice volume
             pixels = pixels[0]

@@ -66,6 +66,7 @@ def _first_directory(path: Path, tags) -> dict | None:
 
 MIN_IS_WHITE, RGB, PALETTE = 0, 2, 3  # PhotometricInterpretation values
 UNASSOCIATED_ALPHA = 2                # an ExtraSamples value
+OLD_JPEG, JPEG, PACKBITS = 6, 7, 32773  # Compression values
 _SAMPLE_KINDS = {1: "u", 2: "i", 3: "f"}  # SampleFormat: unsigned, signed, floating point
 
 
