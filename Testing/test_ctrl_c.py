@@ -185,3 +185,45 @@ def test_ctrl_c_after_the_output_is_in_place_says_it_was_written(tmp_path, monke
     err = capsys.readouterr().err
     assert code == 130 and f"{tmp_path / 'out.nrrd'} written, complete" in err and "nothing written" not in err
     assert bv.read_volume(tmp_path / "out.nrrd").array.shape == (4, 5, 5)  # round(n / 2): 8 9 10 -> 4 5 5
+
+
+@pytest.mark.parametrize("command", ["resample-stream", "resample-vtk", "import-stack", "pyramid"])
+def test_sigterm_is_answered_as_ctrl_c_exit_143(tmp_path, busy_inputs, gib_volume, command):
+    """SIGTERM (a batch system's stop, ``timeout``) ended the process where it stood, leaving hidden partial files
+    (a pyramid's staging folder). It is answered as Ctrl-C: one line, nothing left; 143, as a process killed by it.
+    The vtk run holds it as it holds Ctrl-C (a KeyboardInterrupt inside vtk's observer crashed the process)."""
+    args, watched = {
+        "resample-stream": (["resample", gib_volume, tmp_path / "out.nhdr", "--stream", "--memory-limit", "1",
+                             "--threads", "1"], "big.raw"),
+        "resample-vtk": (["resample", gib_volume, tmp_path / "out.nrrd", "--factor", "4", "--no-stream",
+                          "--backend", "vtk"], "big.raw"),
+        "import-stack": (["import-stack", busy_inputs["stack"], tmp_path / "out.nrrd", "--factor", "2",
+                          "--threads", "1"], "slice_0"),
+        "pyramid": (["pyramid", gib_volume, tmp_path / "out.ome.zarr"], "big.raw"),
+    }[command]
+    process = start(args)
+    wait_until_reading(process, watched)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "bigvolume: terminated; nothing written", stderr
+    assert "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_held_by_interrupt_as_flag_comes_out_as_terminated():
+    """Inside interrupt_as_flag (vtk's long calls), SIGTERM waits like Ctrl-C and is raised as Terminated after."""
+    script = ("import os, signal\n"
+              "from bigvolume.core.progress import Terminated, interrupt_as_flag, terminate_as_interrupt\n"
+              "terminate_as_interrupt()\n"
+              "try:\n"
+              "    with interrupt_as_flag() as flag:\n"
+              "        os.kill(os.getpid(), signal.SIGTERM)\n"
+              "        print('held', flag.requested, flag.terminated)\n"
+              "except Terminated:\n"
+              "    print('terminated after the block')\n"
+              "print(signal.getsignal(signal.SIGTERM).__name__)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split("\n")[:3] == ["held True True", "terminated after the block", "_raise_terminated"], \
+        done.stdout + done.stderr

@@ -13,7 +13,7 @@ import numpy as np
 from .. import __version__
 from ..core import memory
 from ..core.errors import BigVolumeError, Cancelled
-from ..core.progress import TerminalProgressBar, interrupt_as_flag
+from ..core.progress import Terminated, TerminalProgressBar, interrupt_as_flag, terminate_as_interrupt
 from ..engine.gpu import DEVICES
 from ..methods.backends import BACKENDS, DEFAULT_BACKEND
 from ..ops.resample import DEFAULT_METHOD, METHODS, resample_file
@@ -503,16 +503,16 @@ def _show_notes_on_stderr() -> None:
         logger.propagate = False
 
 
-def _interrupted(error: BaseException) -> bool:
-    """Whether Ctrl-C is behind ``error``: a KeyboardInterrupt that lands while a module is being imported (in a
-    class body's __set_name__, say) comes out as a RuntimeError caused by it."""
+def _interruption_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM) behind ``error``, if any: a KeyboardInterrupt that lands while a module is being
+    imported (in a class body's __set_name__, say) comes out as a RuntimeError caused by it."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, KeyboardInterrupt):
-            return True
+            return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 def _what_was_kept(args) -> str:
@@ -548,17 +548,22 @@ def main(argv=None) -> int:
     if getattr(signal.getsignal(signal.SIGINT), "bigvolume_loading", False):
         # (``python -m bigvolume`` held Ctrl-C while loading, the parser included): from here main answers it
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    terminate_as_interrupt()
     try:
         try:
             _load_renderers(args)
             return _run_and_preview(args)
         except Exception as error:
-            if _interrupted(error):
-                raise KeyboardInterrupt from error
+            interruption = _interruption_behind(error)
+            if interruption is not None:
+                raise type(interruption)() from error
             raise
     except Cancelled:
         print("bigvolume: cancelled; nothing written", file=sys.stderr)
         return 130
+    except Terminated:  # SIGTERM: 128 + 15, as a process ended by it reports
+        print(f"\nbigvolume: terminated; {_what_was_kept(args)}", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"\nbigvolume: interrupted; {_what_was_kept(args)}", file=sys.stderr)
         return 130
@@ -579,13 +584,13 @@ if __name__ == "__main__":
 
 
 def run(argv=None) -> None:
-    """The `bigvolume` command: :func:`main`, then exit with its status. After Ctrl-C the process ends at once with
-    130 (everything was cleaned up in main): CPython 3.11 marks a KeyboardInterrupt that escaped a string ``exec()``
+    """The `bigvolume` command: :func:`main`, then exit with its status. After Ctrl-C (SIGTERM) the process ends at
+    once with 130 (143), everything cleaned up in main: CPython 3.11 marks a KeyboardInterrupt that escaped a string ``exec()``
     (dataclasses build their methods that way while modules load) as unhandled, even once caught, and would end the
     process by SIGINT (status -2) during shutdown instead."""
     code = main(argv)
-    if code == 130:
+    if code in (130, 143):
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(code)
     sys.exit(code)

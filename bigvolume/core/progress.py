@@ -74,31 +74,61 @@ class TerminalProgressBar:
             self.stream.flush()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's stop, ``timeout``, ``kill``) answered as Ctrl-C is: partial outputs are removed.
+    A KeyboardInterrupt, so every cleanup written for Ctrl-C runs for it too; the command line exits 143."""
+
+
+def _raise_terminated(_signum, _frame) -> None:
+    raise Terminated
+
+
+def terminate_as_interrupt() -> None:
+    """From now on SIGTERM raises :class:`Terminated` in the main thread (it ended the process where it stood,
+    leaving hidden partial files). For the command line: where SIGTERM already has a handler, or ignored, it is
+    left alone."""
+    if threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 class _Interrupt:
     requested = False
+    terminated = False
+
+    def error(self) -> KeyboardInterrupt:
+        """The interrupt to raise for what was requested."""
+        return Terminated() if self.terminated else KeyboardInterrupt()
 
 
 @contextlib.contextmanager
 def interrupt_as_flag(raise_at_end: bool = True):
-    """Inside this block, Ctrl-C (SIGINT) only sets ``.requested`` on the yielded object; a KeyboardInterrupt is
-    raised when the block ends (unless ``raise_at_end`` is false: the block's work must not be cut short, and what it
-    completes stands). For long C++ calls that run Python callbacks (vtk observers): a KeyboardInterrupt
-    raised inside a vtk observer makes vtk print "Caught a Ctrl-C within python" and exit the process from inside
-    its filter (a segmentation fault with the filter's threads running). The callback checks the flag and asks the
-    filter to stop instead. Only where Python's default handler is in place (the main thread of a program that
-    left SIGINT alone): an ignored SIGINT stays ignored, an application's own handler stays in charge."""
+    """Inside this block, Ctrl-C (SIGINT), and SIGTERM where :func:`terminate_as_interrupt` is in place, only set
+    ``.requested`` on the yielded object; the interrupt is raised when the block ends (unless ``raise_at_end`` is
+    false: the block's work must not be cut short, and what it completes stands). For long C++ calls that run
+    Python callbacks (vtk observers): a KeyboardInterrupt raised inside a vtk observer makes vtk print "Caught a
+    Ctrl-C within python" and exit the process from inside its filter (a segmentation fault with the filter's threads
+    running). The callback checks the flag and asks the filter to stop instead. Only where Python's default handler
+    is in place (the main thread of a program that left SIGINT alone): an ignored SIGINT stays ignored, an
+    application's own handler stays in charge."""
     state = _Interrupt()
     if threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield state
         return
 
-    def remember(_signum, _frame):
+    def remember(signum, _frame):
         state.requested = True
+        state.terminated = state.terminated or signum == signal.SIGTERM
+    holds_terminate = signal.getsignal(signal.SIGTERM) is _raise_terminated
     signal.signal(signal.SIGINT, remember)
+    if holds_terminate:
+        signal.signal(signal.SIGTERM, remember)
     try:
         yield state
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        if holds_terminate:
+            signal.signal(signal.SIGTERM, _raise_terminated)
     if state.requested and raise_at_end:
-        raise KeyboardInterrupt
+        raise state.error()

@@ -103,7 +103,7 @@ def lanczos_resize(array: np.ndarray, factors, threads: int | None = None, progr
                 check_block_centred(piece.GetOrigin(), piece.GetSpacing(), (mi, mj, mk), factors, start)
             output[:, :, i0:i1] = vtk_image_to_array(piece)
             if interrupt.requested:
-                raise KeyboardInterrupt
+                raise interrupt.error()
     return output, output
 
 
