@@ -585,9 +585,9 @@ if __name__ == "__main__":
 
 def run(argv=None) -> None:
     """The `bigvolume` command: :func:`main`, then exit with its status. After Ctrl-C (SIGTERM) the process ends at
-    once with 130 (143), everything cleaned up in main: CPython 3.11 marks a KeyboardInterrupt that escaped a string ``exec()``
-    (dataclasses build their methods that way while modules load) as unhandled, even once caught, and would end the
-    process by SIGINT (status -2) during shutdown instead."""
+    once with 130 (143), everything cleaned up in main: CPython 3.11 marks a KeyboardInterrupt that escaped a string
+    ``exec()`` (dataclasses build their methods that way while modules load) as unhandled, even once caught, and
+    would end the process by SIGINT (status -2) during shutdown instead."""
     code = main(argv)
     if code in (130, 143):
         sys.stdout.flush()

@@ -29,6 +29,7 @@ class Counts:
     air: int = 0          # dark voxels taken as air (before the object is grown)
     border: int = 0       # voxels on the volume's border ...
     border_dark: int = 0  # ... and how many of them are dark (counted with air="border" only)
+    enclosed: int = 0     # haze voxels with object on both sides along their slice's rows and columns (sampled)
 
 
 class _PassStage(SlabStage):
@@ -224,6 +225,8 @@ class HazePipeline:
         c.haze += haze_voxels
         c.object_voxels += block.size - haze_voxels
         c.changed += int(np.count_nonzero(changed))
+        sampled = slice((-k0) % ENCLOSED_STRIDE, None, ENCLOSED_STRIDE)  # every 4th slice of the volume
+        c.enclosed += ENCLOSED_STRIDE * enclosed_in_slices(haze[sampled], obj[sampled])
         # 0 by construction: counted, not assumed
         c.changed_inside_object += int(np.count_nonzero(np.logical_and(changed, obj, out=changed)))
         sink(k0, block, haze, output, obj)
@@ -239,6 +242,34 @@ class HazePipeline:
         fill = _fill_value(fill_option, self.minimum, self.source.dtype)
         self.write_pass(fill, sink, progress.sub((passes - 1) / passes, 1))
         return fill
+
+
+ENCLOSING_WALL = 2  # in-plane erosions of the object before it counts as enclosing: noise specks in the air go
+ENCLOSED_STRIDE = 4  # the report's count of enclosed haze samples every 4th slice (all of them cost 30-80 % more time)
+
+
+def enclosed_in_slices(haze: np.ndarray, obj: np.ndarray) -> int:
+    """How many ``haze`` voxels lie between object voxels both along their row and along their column, in their
+    slice: air taken from inside the object (lungs joined to the outside air through the trachea, a sinus, a cavity
+    open at one end), as opposed to the air around it, which reaches the slice's edge in some direction. The object
+    is first eroded in its slices, so that specks of noise kept in the air do not enclose it."""
+    obj = obj.copy()
+    for _ in range(ENCLOSING_WALL):
+        inner = obj[:, 1:-1, 1:-1].copy()
+        for shifted in (obj[:, :-2, 1:-1], obj[:, 2:, 1:-1], obj[:, 1:-1, :-2], obj[:, 1:-1, 2:]):
+            inner &= shifted
+        obj[:, [0, -1], :] = False
+        obj[:, :, [0, -1]] = False
+        obj[:, 1:-1, 1:-1] = inner
+
+    def between(axis):
+        length = obj.shape[axis]
+        first = np.argmax(obj, axis=axis)
+        last = length - 1 - np.argmax(np.flip(obj, axis=axis), axis=axis)
+        first[~obj.any(axis=axis)] = length  # no object on the line: nothing lies between
+        place = np.arange(length).reshape((1, -1, 1) if axis == 1 else (1, 1, -1))
+        return (place > np.expand_dims(first, axis)) & (place < np.expand_dims(last, axis))
+    return int(np.count_nonzero(haze & between(1) & between(2)))
 
 
 def _fill_value(fill, minimum: float, dtype: np.dtype):
