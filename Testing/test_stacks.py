@@ -834,3 +834,36 @@ def test_a_channel_gray_slices_do_not_have_is_refused(tmp_path):
         import_stack(tmp_path / "stack", tmp_path / "out.nrrd", spacing=(1, 1, 1), gray="channel:2")
     report = import_stack(tmp_path / "stack", tmp_path / "ok.nrrd", spacing=(1, 1, 1), gray="channel:0")
     assert (read_back(report.output_path)[0] == 1).all()
+
+
+def _set_tiff_compression(path: Path, code: int) -> None:
+    """Rewrite the Compression tag (259) of a little-endian classic TIFF's first directory."""
+    import struct
+    data = bytearray(path.read_bytes())
+    directory = struct.unpack("<I", data[4:8])[0]
+    for n in range(struct.unpack("<H", data[directory:directory + 2])[0]):
+        entry = directory + 2 + 12 * n
+        if struct.unpack("<H", data[entry:entry + 2])[0] == 259:
+            data[entry + 8:entry + 10] = struct.pack("<H", code)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("codec, code", [("LZMA", None), ("ZSTD", 50000), ("WebP", 50001), ("JPEG 2000", 34712)])
+def test_a_tiff_codec_simpleitk_lacks_is_refused_by_the_dry_run_naming_it(tmp_path, codec, code):
+    """A TIFF compressed with a codec newer than SimpleITK's libtiff passed --dry-run (its header reads), then the
+    import failed at the first slice; or it was "no reader knows this kind of file". Both now name the codec."""
+    tifffile = pytest.importorskip("tifffile")
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for k in range(3):
+        path = folder / f"s_{k}.tif"
+        tifffile.imwrite(path, np.full((20, 30), k, np.uint16), compression="lzma")
+        if code is not None:
+            _set_tiff_compression(path, code)
+    for args in (["--dry-run"], []):
+        done = subprocess.run(BIGVOLUME + ["import-stack", str(folder), str(tmp_path / "out.nrrd"), *args],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and not (tmp_path / "out.nrrd").exists()
+        assert done.stderr.strip().splitlines()[-1].endswith(
+            f"s_0.tif: a TIFF compressed with {codec}, which SimpleITK's TIFF reader cannot decode; save the slices "
+            "uncompressed, or with LZW or Deflate"), done.stderr

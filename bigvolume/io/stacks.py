@@ -459,7 +459,8 @@ def _slice_header(path: Path):
         with library_quiet():  # ITK's TIFF fallback warning, libtiff's: we say it in our words below
             reader.ReadImageInformation()
     except RuntimeError as error:
-        why = _png_unreadable(path) if path.suffix.lower() == ".png" else None
+        why = (_png_unreadable(path) if path.suffix.lower() == ".png" else
+               _tiff_codec_unknown(layout) if layout is not None else None)
         raise VolumeFileError(f"{path}: {why or f'not a readable image ({readable_reason(error)})'}") from None
     size = reader.GetSize()
     if len(size) == 3 and size[2] != 1:
@@ -472,11 +473,39 @@ def _slice_header(path: Path):
     return (int(size[0]), int(size[1]), dtype, components), reader.GetSpacing()[:2]
 
 
+# TIFF codecs newer than SimpleITK's libtiff: its reader then knows no TIFF at all ("no reader knows this kind of file")
+# or fails at the pixels.
+NEWER_TIFF_CODECS = {34712: "JPEG 2000", 34887: "LERC", 34925: "LZMA", 34933: "PNG", 34934: "JPEG XR",
+                     50000: "ZSTD", 50001: "WebP", 50002: "JPEG XL", 52546: "JPEG XL"}
+
+
+def _tiff_codec_unknown(layout: TiffLayout) -> str | None:
+    codec = NEWER_TIFF_CODECS.get(layout.compression)
+    if codec is None:
+        return None
+    return (f"a TIFF compressed with {codec}, which SimpleITK's TIFF reader cannot decode; save the slices "
+            "uncompressed, or with LZW or Deflate")
+
+
+def _check_decodable(path: Path) -> None:
+    """The slice's pixels decoded once: a header can be read where its codec cannot (a TIFF compressed with LZMA,
+    ZSTD or WebP, which SimpleITK's libtiff lacks), and --dry-run would have promised an import that fails."""
+    import SimpleITK as sitk
+    try:
+        with library_quiet():
+            sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        layout = tiff_layout(path) if path.suffix.lower() in (".tif", ".tiff") else None
+        why = _tiff_codec_unknown(layout) if layout is not None else None
+        raise VolumeFileError(f"{path}: {why or f'cannot decode ({readable_reason(error)})'}") from None
+
+
 def probe_stack(slices: SliceList, check_all: bool = True) -> StackInfo:
     """Read the first slice's header and check every other slice's header (not its pixels) against it; slices
-    that differ are named."""
+    that differ are named. With ``check_all``, the first slice is decoded too."""
     first, spacing = _slice_header(slices.files[0])
     if check_all:
+        _check_decodable(slices.files[0])
         odd = []
         for path in slices.files[1:]:
             layout, _ = _slice_header(path)
