@@ -761,7 +761,7 @@ def _png_with_chunk(path: Path, samples: np.ndarray, chunk: bytes, data: bytes) 
 
 @pytest.mark.parametrize("kind", ["png 16-bit sBIT 12", "png rgb sBIT 5/6/5", "tiff orientation 5",
                                   "tiff orientation 6", "tiff orientation 8", "tiff preview first",
-                                  "bmp swapped masks"])
+                                  "bmp swapped masks", "bmp version 4", "bmp version 5"])
 def test_slices_their_reader_would_change_silently_are_refused(tmp_path, kind):
     """libpng shifts sBIT-marked values down (16-bit 128 with sBIT 12 read 8); a TIFF stored transposed was mirrored
     and not turned; a TIFF whose first image is a preview imported the preview; ITK's BMP reader ignores colour
@@ -784,13 +784,21 @@ def test_slices_their_reader_would_change_silently_are_refused(tmp_path, kind):
             with tifffile.TiffWriter(path) as writer:
                 writer.write(rng.integers(0, 255, (5, 6)).astype(np.uint8), subfiletype=1)
                 writer.write(rng.integers(0, 255, (20, 24)).astype(np.uint8))
-        else:
+        elif kind == "bmp swapped masks":
             pixels = bytes(rng.integers(0, 256, 4 * 6 * 4).astype(np.uint8))
             info = struct.pack("<IiiHHIIiiII", 40, 6, 4, 1, 32, 3, len(pixels), 0, 0, 0, 0) + struct.pack(
                 "<III", 0xFF, 0xFF00, 0xFF0000)
             offset = 14 + len(info)
             path.write_bytes(b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + pixels)
-    with pytest.raises(bv.VolumeFileError, match=r"s_0\.(png|tif|bmp): a (PNG|TIFF|32-bit BMP)"):
+        else:  # 24-bit, with the colour-space fields of a version 4 (108 bytes) or 5 (124 bytes) header
+            pixels = bytes(rng.integers(0, 256, 20 * 24 * 3).astype(np.uint8))
+            size = 108 if kind.endswith("4") else 124
+            info = struct.pack("<IiiHHIIiiII", size, 24, 20, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
+            info += b"\0" * (size - len(info))
+            offset = 14 + len(info)
+            path.write_bytes(b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + pixels)
+    with pytest.raises(bv.VolumeFileError,
+                       match=r"s_0\.(png|tif|bmp): a (PNG|TIFF|32-bit BMP|version [45] BMP .* cannot read)"):
         import_stack(stack, tmp_path / "out.nrrd", spacing=(1, 1, 1))
     assert not (tmp_path / "out.nrrd").exists()
 

@@ -275,11 +275,19 @@ BMP_BITFIELDS = 3
 BMP_STANDARD_MASKS = (0x00FF0000, 0x0000FF00, 0x000000FF)  # red, green, blue of a 32-bit BI_BITFIELDS pixel
 
 
+BMP_NEWER_HEADERS = {108: 4, 124: 5}  # header size: BMP version (with colour-space fields), which ITK cannot read
+
+
 def _bmp_misread(path: Path) -> str | None:
     """A 32-bit BMP whose bit-field masks are not the usual ones: ITK's reader ignores the masks (red and blue
-    swapped, silently)."""
+    swapped, silently). A version 4 or 5 BMP, which it cannot read at all ("no reader knows this kind of file")."""
     with open(path, "rb") as file:
         head = file.read(66)
+    if len(head) >= 18 and head[:2] == b"BM" and struct.unpack("<I", head[14:18])[0] in BMP_NEWER_HEADERS:
+        version = BMP_NEWER_HEADERS[struct.unpack("<I", head[14:18])[0]]
+        return (f"a version {version} BMP (with colour-space information, as GIMP and ImageMagick write it), which "
+                "SimpleITK's BMP reader cannot read; save the slices as TIFF or PNG, or as BMP without colour-space "
+                "information (GIMP: Compatibility Options, Do not write color space information)")
     if len(head) < 66 or head[:2] != b"BM" or struct.unpack("<I", head[14:18])[0] < 40:  # masks at 54 from here on
         return None
     bits, compression = struct.unpack("<HI", head[28:34])
