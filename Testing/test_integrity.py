@@ -142,6 +142,46 @@ def test_4d_nifti_is_refused_in_plain_words(tmp_path):
         bv.read_volume(path)
 
 
+@pytest.mark.parametrize("form", ["nrrd spacings", "nrrd gzip", "mhd oblique", "mha"])  # (NIfTI: read as 3D already)
+def test_a_4d_file_of_one_time_point_is_its_3d_volume(tmp_path, form):
+    """sizes 4 5 6 1: a 3D volume written as 4D (one time point or a trailing axis of 1), which SimpleITK reads as
+    4D, was refused ("1 components or time points"). It is read as the 3D volume, with the first three axes'
+    geometry, in memory and streamed; through resample too."""
+    rng = np.random.default_rng(len(form))
+    values = rng.integers(0, 60000, (6, 5, 4)).astype(np.uint16)
+    if form.startswith("nrrd"):
+        path = tmp_path / "v.nrrd"
+        data = values.tobytes() if form == "nrrd spacings" else gzip.compress(values.tobytes())
+        path.write_bytes(f"NRRD0004\ntype: uint16\ndimension: 4\nsizes: 4 5 6 1\nspacings: 0.5 0.7 1.1 1\n"
+                         f"endian: little\nencoding: {'raw' if form == 'nrrd spacings' else 'gzip'}\n\n".encode()
+                         + data)
+    elif form == "mhd oblique":
+        path = tmp_path / "v.mhd"
+        (tmp_path / "v.raw").write_bytes(values.tobytes())
+        path.write_text("ObjectType = Image\nNDims = 4\nDimSize = 4 5 6 1\nElementSpacing = 0.5 0.7 1.1 1\n"
+                        "Offset = 1 -2 3 0\nTransformMatrix = 0 1 0 0 1 0 0 0 0 0 -1 0 0 0 0 1\n"
+                        "ElementType = MET_USHORT\nElementDataFile = v.raw\n")
+    else:
+        image = sitk.JoinSeries([sitk.GetImageFromArray(values)])  # 4D, size 4 5 6 1
+        image.SetSpacing((0.5, 0.7, 1.1, 1.0))
+        image.SetOrigin((1.0, -2.0, 3.0, 0.0))
+        path = tmp_path / "v.mha"
+        sitk.WriteImage(image, str(path), True)
+    reference = sitk.ReadImage(str(path))
+    assert reference.GetDimension() == 4 and reference.GetSize()[3] == 1  # the case
+    loaded = bv.read_volume(path)
+    np.testing.assert_array_equal(loaded.array, values)
+    assert loaded.geometry.dimensions == (4, 5, 6)
+    assert loaded.geometry.spacing == pytest.approx(reference.GetSpacing()[:3])
+    assert loaded.geometry.origin == pytest.approx(reference.GetOrigin()[:3])
+    np.testing.assert_allclose(loaded.geometry.direction, np.array(reference.GetDirection()).reshape(4, 4)[:3, :3])
+    with open_slabs(path) as reader:
+        assert reader.geometry == loaded.geometry
+        np.testing.assert_array_equal(np.concatenate([reader.read(0, 2), reader.read(2, 6)]), values)
+    out = bv.resample_file(path, tmp_path / "out.nrrd", 2, method="nearest").output_path
+    assert bv.read_volume(out).geometry.dimensions == (2, 3, 3)
+
+
 def test_bad_byte_skip_is_one_plain_line(tmp_path):
     volume = sample_volume(np.uint16)
     header = write_form(volume, tmp_path, "nhdr-byteskip")

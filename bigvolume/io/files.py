@@ -170,10 +170,14 @@ def _open_3d(path: Path, read):
             source = read()
     except RuntimeError as error:
         raise _why_unreadable(path, error) from None
-    if source.GetDimension() != 3:
-        raise _not_3d(path, source.GetSize())
-    geometry = header_geometry(path, source.GetSize(), source.GetSpacing(), source.GetOrigin(), source.GetDirection())
-    return source, geometry
+    size, spacing, origin, direction = (source.GetSize(), source.GetSpacing(), source.GetOrigin(),
+                                        np.array(source.GetDirection()).reshape(source.GetDimension(), -1))
+    if len(size) == 4 and size[3] == 1 and np.allclose(direction[:3, 3], 0) and np.allclose(direction[3, :3], 0):
+        # a 3D volume written as 4D with one time point (sizes 4 5 6 1): the 3D volume it is
+        size, spacing, origin, direction = size[:3], spacing[:3], origin[:3], direction[:3, :3]
+    elif len(size) != 3:
+        raise _not_3d(path, size)
+    return source, header_geometry(path, size, spacing, origin, direction)
 
 
 def check_no_level(path: Path, level) -> None:
@@ -214,7 +218,10 @@ def read_volume(path, series: str | None = None, level: int | None = None) -> Vo
     with _without_siblings(path) as alone:
         image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(alone)))
     _refuse_complex(path, image.GetPixelID())
-    return Volume(owned_view(sitk.GetArrayViewFromImage(image), image), geometry, owner=image)
+    voxels = sitk.GetArrayViewFromImage(image)
+    if image.GetDimension() == 4:  # one time point (see _open_3d)
+        voxels = voxels[0]
+    return Volume(owned_view(voxels, image), geometry, owner=image)
 
 
 @contextlib.contextmanager
