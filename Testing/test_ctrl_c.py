@@ -227,3 +227,44 @@ def test_sigterm_held_by_interrupt_as_flag_comes_out_as_terminated():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout.split("\n")[:3] == ["held True True", "terminated after the block", "_raise_terminated"], \
         done.stdout + done.stderr
+
+
+def test_ctrl_c_during_interpreter_shutdown_keeps_the_status_without_a_traceback():
+    """main returned (the output is complete); a Ctrl-C during the atexit handlers (logging's, dask's) printed
+    "Exception ignored in atexit callback" with a traceback. It now ends the process at once with main's status."""
+    script = ("import atexit, time\n"
+              "import bigvolume.cli.commands as cli\n"
+              "cli.main = lambda argv=None: 0\n"
+              "atexit.register(lambda: time.sleep(5))\n"
+              "atexit.register(lambda: print('shutting down', flush=True))\n"
+              "cli.run([])\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert process.stdout.readline() == "shutting down\n"  # atexit runs last-registered first: the sleep is next
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0 and stderr == ""
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_while_the_local_cluster_starts_closes_it_quietly(signal_number):
+    """Ctrl-C while LocalCluster's workers started cut its constructor short: the cluster was never closed and the
+    workers' leaked semaphores were reported on stderr after our one line. The start now finishes, then the cluster
+    is closed and the interrupt raised."""
+    pytest.importorskip("distributed")
+    script = ("import os, signal, threading\n"
+              "from bigvolume.core.progress import Terminated, terminate_as_interrupt\n"
+              "from bigvolume.engine.distributed import DistributedRunner\n"
+              "terminate_as_interrupt()\n"
+              "runner = DistributedRunner(workers=2)\n"  # (dask imported here, before the timer runs)
+              f"threading.Timer(0.3, os.kill, (os.getpid(), {int(signal_number)})).start()\n"
+              "try:\n"
+              "    with runner:\n"
+              "        print('started')\n"
+              "except KeyboardInterrupt as error:\n"
+              "    print(type(error).__name__, runner.cluster.status.name)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    expected = "Terminated" if signal_number == signal.SIGTERM else "KeyboardInterrupt"
+    assert done.stdout.split() == [expected, "closed"], done.stdout + done.stderr
+    assert "leaked" not in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
 import signal
 import sys
+import threading
 
 import numpy as np
 
@@ -593,4 +595,15 @@ def run(argv=None) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    if threading.current_thread() is threading.main_thread():
+        # The work is done and said: a Ctrl-C (SIGTERM) while the interpreter shuts down (atexit handlers: logging,
+        # dask) printed "Exception ignored in atexit callback" and a traceback; it now ends with main's status.
+        def finished(_signum, _frame):
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+        for number in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(number) is not signal.SIG_IGN:
+                signal.signal(number, finished)
     sys.exit(code)

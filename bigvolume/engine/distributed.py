@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 from ..core.errors import BigVolumeError
+from ..core.progress import interrupt_as_flag
 
 RETRIES = 2  # a task whose worker died runs again on another, at most this many times
 
@@ -145,10 +146,16 @@ class DistributedRunner:
             except (OSError, TimeoutError) as error:
                 raise BigVolumeError(f"cannot reach the Dask scheduler at {self.address}: {error}") from None
         else:
-            self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                        memory_limit=int(self.memory_limit) if self.memory_limit else "auto",
-                                        dashboard_address=None, silence_logs=logging.ERROR)
-            self.client = Client(self.cluster)
+            # Ctrl-C (SIGTERM) waits while the workers start (a second or two): cut short, the half-made cluster was
+            # never closed, and its workers' leaked semaphores were reported on stderr after our one line
+            with interrupt_as_flag(raise_at_end=False) as interrupt:
+                self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                            memory_limit=int(self.memory_limit) if self.memory_limit else "auto",
+                                            dashboard_address=None, silence_logs=logging.ERROR)
+                self.client = Client(self.cluster)
+            if interrupt.requested:
+                self.__exit__(None, None, None)
+                raise interrupt.error()
         return self
 
     def __exit__(self, *exc):
