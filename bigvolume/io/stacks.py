@@ -669,18 +669,15 @@ class StackSlabReader(SlabReader):
         only warn (on stderr) when the data are damaged, and the reader returns the garbled slice as good: those
         slices are decoded one at a time with stderr read (the others, in parallel, as they are)."""
         layout = tiff_layout(path) if path.suffix.lower() in (".tif", ".tiff") else None
+        warns_only = layout is not None and layout.compression in WARNING_ONLY_CODECS
         image, failure = None, None
-        with contextlib.ExitStack() as stack:
-            if layout is not None and layout.compression in WARNING_ONLY_CODECS:
-                printed = stack.enter_context(stderr_captured())
-            else:
-                printed = None
+        with stderr_captured() if warns_only else contextlib.nullcontext() as printed:
             try:
                 image = reader.Execute()
             except RuntimeError as error:
                 failure = error
-        damage = DAMAGE_WARNING.search(printed.text) if printed else None
-        if printed and not damage:  # what is not the decoder's (another thread's output, other warnings) goes on
+        damage = DAMAGE_WARNING.search(printed.text) if warns_only else None
+        if warns_only and not damage and printed.text:  # not the decoder's (another thread's output) goes on
             with contextlib.suppress(OSError):
                 os.write(2, printed.text.encode())
         if damage:  # (a literal run cut short leaves the rest of the strip misparsed: the read may fail, later)
