@@ -319,13 +319,50 @@ def write_nifti_with_scaling(path: Path, array: np.ndarray, slope: float, interc
 NAN, INF = float("nan"), float("inf")
 
 
+def test_an_rgb_nifti_with_scaling_is_refused(tmp_path):
+    """SimpleITK reads an RGB NIfTI with scl_slope 2 as uninitialised memory (different on every read)."""
+    rgb = np.random.default_rng(5).integers(0, 255, (4, 5, 6, 3)).astype(np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(tmp_path / "rgb.nii"))
+    assert bv.read_volume(tmp_path / "rgb.nii").array.shape == (4, 5, 6, 3)  # unscaled: read
+    content = bytearray((tmp_path / "rgb.nii").read_bytes())
+    struct.pack_into("<2f", content, 112, 2.0, 0.0)
+    (tmp_path / "rgb.nii").write_bytes(bytes(content))
+    with pytest.raises(bv.VolumeFileError, match=r"rgb\.nii: an RGB NIfTI with scl_slope 2 .* refused"):
+        bv.read_volume(tmp_path / "rgb.nii")
+
+
+@pytest.mark.parametrize("twice", ["BinaryDataByteOrderMSB = False\nBinaryDataByteOrderMSB = True",
+                                   "ElementByteOrderMSB = False\nElementByteOrderMSB = True",
+                                   "HeaderSize = 3\nHeaderSize = 0",
+                                   "CompressedData = True\nCompressedData = False"])
+def test_a_metaimage_key_written_twice_counts_as_metaio_counts_it(tmp_path, twice):
+    """MetaIO takes the last of a key written twice; we took the first (bytes swapped, data shifted by 3 bytes, raw
+    data refused as corrupt zlib)."""
+    values = np.random.default_rng(9).integers(-3000, 3000, (3, 4, 5)).astype(">i2")
+    path = tmp_path / "twice.mha"
+    path.write_bytes(("ObjectType = Image\nNDims = 3\nDimSize = 5 4 3\nElementType = MET_SHORT\n"
+                      f"{twice}\nElementDataFile = LOCAL\n").encode()
+                     + (values if "MSB" in twice else values.astype("<i2")).tobytes())
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    np.testing.assert_array_equal(expected, values)  # MetaIO's reading: the last value of the key
+    np.testing.assert_array_equal(bv.read_volume(path).array, expected)
+    with open_slabs(path) as reader:
+        np.testing.assert_array_equal(reader.read(0, 3), expected)
+
+
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint8])
 @pytest.mark.parametrize("slope, intercept", [(NAN, NAN), (NAN, 0), (INF, 0), (-INF, 3), (2, NAN), (2, -INF),
-                                              (0, 5), (0, NAN), (2, 3)], ids=str)
+                                              (0, 5), (0, NAN), (2, 3), (0.3, -7.1), (0.0123, 1000.5),
+                                              (-1.7, 0.3), (1e-20, 5), (-1e-17, 3), (1e-30, 0)], ids=str)
 def test_nifti_scaling_fields_are_applied_as_simpleitk_applies_them(tmp_path, suffix, dtype, slope, intercept):
-    """Non-finite fields count as 0 and slope 0 as 1 (ITK): NaN scaling (as nibabel writes it) leaves the data as is."""
-    array = np.random.default_rng(2).integers(0, 100, (9, 10, 11)).astype(dtype)
+    """Non-finite fields count as 0 and a slope of 0 or below double's epsilon as 1 (ITK): NaN scaling (as nibabel
+    writes it) leaves the data as is; 1e-20 made every voxel the intercept. Scaled values are rounded once, from
+    double precision, as ITK's are: x slope then + intercept in float32 put a quarter of them 1 ulp off."""
+    rng = np.random.default_rng(2)
+    array = rng.integers(-100 if np.dtype(dtype).kind != "u" else 0, 100, (9, 10, 11)).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        array += rng.choice([0, 0.25, 0.1], array.shape).astype(dtype)
     path = write_nifti_with_scaling(tmp_path / f"scaled{suffix}", array, slope, intercept)
     expected = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     assert np.isfinite(expected).all()

@@ -323,7 +323,7 @@ def _nifti_layout(path: Path, dtype: np.dtype, components: int, total: int) -> V
             header = handle.read(348)
     except OSError as error:
         raise VolumeFileError(f"{path}: cannot read the NIfTI header ({error})") from None
-    if len(header) < 348 or components != 1:
+    if len(header) < 348:
         return None
     for order in "<>":
         if np.frombuffer(header, order + "i4", 1, 0)[0] == 348:
@@ -333,6 +333,11 @@ def _nifti_layout(path: Path, dtype: np.dtype, components: int, total: int) -> V
     dims = np.frombuffer(header, order + "i2", 8, 40)
     code = int(np.frombuffer(header, order + "i2", 1, 70)[0])
     vox_offset, slope, intercept = (float(v) for v in np.frombuffer(header, order + "f4", 3, 108))
+    if components != 1:
+        if nifti_scaling(slope, intercept) != (1.0, 0.0):
+            raise VolumeFileError(f"{path}: an RGB NIfTI with scl_slope {slope:g} and scl_inter {intercept:g}, "
+                                  "which SimpleITK reads as uninitialised memory; refused")
+        return None
     if dims[0] < 3 or any(d > 1 for d in dims[4:dims[0] + 1]) or code not in NIFTI_TYPES \
             or not 348 <= vox_offset < 2**40 or vox_offset != int(vox_offset):
         return None
@@ -356,9 +361,10 @@ def _nifti_layout(path: Path, dtype: np.dtype, components: int, total: int) -> V
 
 def nifti_scaling(slope: float, intercept: float) -> tuple[float, float]:
     """The (slope, intercept) a NIfTI reader applies, as ITK (and so SimpleITK and Slicer) reads them: a non-finite
-    field counts as 0 (nifti1_io; nibabel writes NaN for "no scaling"), and slope 0 as 1. Unscaled: (1, 0)."""
+    field counts as 0 (nifti1_io; nibabel writes NaN for "no scaling"), and a slope of 0, or smaller than double
+    precision's epsilon (1e-20: every voxel became the intercept), as 1. Unscaled: (1, 0)."""
     slope, intercept = (value if np.isfinite(value) else 0.0 for value in (slope, intercept))
-    return (slope or 1.0), intercept
+    return (slope if abs(slope) >= np.finfo(np.float64).eps else 1.0), intercept
 
 
 def _read_metaimage_header(path: Path) -> tuple[dict[str, str], int, list[str], dict[str, str]]:
@@ -375,7 +381,7 @@ def _read_metaimage_header(path: Path) -> tuple[dict[str, str], int, list[str], 
             if "=" in line:
                 key, value = (part.strip() for part in line.split("=", 1))
                 fields[key.lower()] = value
-                exact.setdefault(key, value)
+                exact[key] = value  # a key written twice: the last counts, as in MetaIO
                 if key.lower() == "elementdatafile":
                     if value.split()[:1] == ["LIST"]:
                         trailing = [_header_text(rest) for rest in handle]

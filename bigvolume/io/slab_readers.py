@@ -104,8 +104,11 @@ class _LayoutReader(SlabReader):
         raw = np.empty(out.shape, stored)
         self._read_bytes(k0 * self._stored_slice_bytes, raw.view(np.uint8).reshape(-1))
         slope, intercept = self.layout.scale
-        np.multiply(raw, slope, out=out, casting="unsafe")
-        out += intercept
+        # in double precision, rounded once to the output type: float32 (raw x slope), then + intercept in float32,
+        # rounded twice (1 ulp off ITK's value in a quarter of the voxels)
+        scaled = np.multiply(raw, slope, dtype=np.float64)
+        scaled += intercept
+        out[...] = scaled
 
     def _read_bytes(self, start: int, target: np.ndarray) -> None:
         raise NotImplementedError
