@@ -1,6 +1,7 @@
 """Image stacks: finding slices in every input form, probing headers, reading with crop/gray/bits, importing through
 the streaming resampler with exact geometry, and the full-resolution NHDR (zero-copy into TIFFs)."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -194,8 +195,8 @@ def test_a_16_bit_tiff_that_simpleitk_reads_only_as_8_bit_rgba_is_refused_in_our
                          **options)
     capfd.readouterr()
     samples = "3 x 16-bit" if layout == "planar" else "1 x 16-bit"
-    with pytest.raises(bv.VolumeFileError, match=rf"s_0\.tif: a TIFF of {samples} samples in a layout .* SimpleITK "
-                                                 r"reads only as 8-bit RGBA"):
+    with pytest.raises(bv.VolumeFileError, match=rf"s_0\.tif: a TIFF of {samples} samples \(.*\), which SimpleITK "
+                                                 r"reads only through libtiff's 8-bit RGBA reader"):
         import_stack(tmp_path / "stack", tmp_path / "out.nrrd", spacing=(1, 1, 1))
     assert not (tmp_path / "out.nrrd").exists()
     assert "Falling back" not in capfd.readouterr().err  # ITK's own warning is not shown
@@ -225,12 +226,12 @@ MISREAD_TIFFS = {  # what tifffile writes -> what the error says (SimpleITK read
                                           r"convert the slices to 32-bit float"),
     "float16 rgb": (np.float16, (20, 24, 3), dict(photometric="rgb"), r"3 x 16-bit floating-point samples"),
     "tiled int8": (np.int8, (20, 24), dict(tile=(16, 16)),
-                   r"1 x 8-bit signed samples in a layout .* reads only as 8-bit RGBA, which would lose their sign"),
-    "tiled int8 rgb": (np.int8, (20, 24, 3), dict(photometric="rgb", tile=(16, 16)), r"3 x 8-bit signed samples in a layout .*, which would lose their sign"),
+                   r"1 x 8-bit signed samples \(tiled\), .* 8-bit RGBA reader: it would lose their sign"),
+    "tiled int8 rgb": (np.int8, (20, 24, 3), dict(photometric="rgb", tile=(16, 16)), r"3 x 8-bit signed samples \(tiled\), .*: it would lose their sign"),
     "tiled min-is-white uint8": (np.uint8, (20, 24), dict(photometric="miniswhite", tile=(16, 16)),
-                                 r"1 x 8-bit samples in a layout .*, which would invert its MinIsWhite values"),
+                                 r"1 x 8-bit samples \(tiled\), .*: it would invert its values"),
     "tiled rgba uint8": (np.uint8, (20, 24, 4), dict(photometric="rgb", extrasamples=["unassalpha"], tile=(16, 16)),
-                         r"4 x 8-bit samples in a layout .*, which would multiply its colours by alpha"),
+                         r"4 x 8-bit samples \(tiled\), .*: it would multiply its colours by alpha"),
 }
 
 
@@ -671,7 +672,8 @@ NHDR_STACKS = {  # tifffile's options, slice name, output name, whether the NHDR
     "rgb": (dict(photometric="rgb"), "s_{}.tif", "full.nhdr", True),
     "gray, non-ASCII slice names": ({}, "Schnitt_\u00e4_{}.tif", "full.nhdr", True),
     "tiled": (dict(tile=(16, 16)), "s_{}.tif", "full.nhdr", False),
-    "bilevel": ({}, "s_{}.tif", "full.nhdr", False),  # tifffile writes bool arrays as 1-bit samples
+    # tifffile writes bool arrays as 1-bit samples (MinIsWhite unless told: refused, inverted by the RGBA reader)
+    "bilevel": (dict(photometric="minisblack"), "s_{}.tif", "full.nhdr", False),
     "palette": (dict(photometric="palette", colormap=np.random.default_rng(8).integers(0, 65536, (3, 256))
                      .astype(np.uint16)), "s_{}.tif", "full.nhdr", False),
     "orientation bottom-left": (dict(extratags=[(274, 3, 1, 4, True)]), "s_{}.tif", "full.nhdr", False),
@@ -875,3 +877,153 @@ def test_a_tiff_codec_simpleitk_lacks_is_refused_by_the_dry_run_naming_it(tmp_pa
         assert done.stderr.strip().splitlines()[-1].endswith(
             f"s_0.tif: a TIFF compressed with {codec}, which SimpleITK's TIFF reader cannot decode; save the slices "
             "uncompressed, or with LZW or Deflate"), done.stderr
+
+
+def write_bits_tiff(path: Path, samples: np.ndarray, bits: int, photometric: int) -> None:
+    """A one-strip uncompressed gray TIFF of ``bits``-bit samples (1, 2, 4), rows packed MSB first."""
+    import struct
+    height, width = samples.shape
+    per_byte = 8 // bits
+    padded = np.zeros((height, -(-width // per_byte) * per_byte), np.uint8)
+    padded[:, :width] = samples
+    groups = padded.reshape(height, -1, per_byte)
+    packed = sum(groups[..., n].astype(np.uint16) << (8 - bits * (n + 1)) for n in range(per_byte)).astype(np.uint8)
+    data = packed.tobytes()
+    entries = [(256, 3, width), (257, 3, height), (258, 3, bits), (259, 3, 1), (262, 3, photometric),
+               (273, 4, 8 + 2 + 12 * 8 + 4), (277, 3, 1), (279, 4, len(data))]
+    header = bytearray(b"II" + struct.pack("<HI", 42, 8) + struct.pack("<H", len(entries)))
+    for tag, kind, value in entries:
+        header += struct.pack("<HHI", tag, kind, 1) + struct.pack("<HH" if kind == 3 else "<I",
+                                                                  *((value, 0) if kind == 3 else (value,)))
+    path.write_bytes(bytes(header) + struct.pack("<I", 0) + data)
+
+
+def _tiff_variant(path: Path, kind: str, rng) -> None:
+    import tifffile
+    gray = rng.integers(0, 256, (18, 21)).astype(np.uint8)
+    if kind.startswith("4-bit") or kind.startswith("2-bit"):
+        bits = int(kind[0])
+        write_bits_tiff(path, gray % (1 << bits), bits, 0 if "MinIsWhite" in kind else 1)
+    elif kind == "1-bit MinIsWhite (tifffile's bool)":
+        tifffile.imwrite(path, gray > 127)
+    elif kind == "gray + alpha, planar":
+        tifffile.imwrite(path, np.stack([gray, gray // 2]), photometric="minisblack", planarconfig="separate",
+                         extrasamples=["unassalpha"])
+    elif kind == "3 gray samples, planar":
+        tifffile.imwrite(path, np.stack([gray, gray // 2, gray // 3]), photometric="minisblack",
+                         planarconfig="separate")
+    elif kind == "CMYK strips":
+        tifffile.imwrite(path, np.dstack([gray] * 4), photometric="separated")
+    elif kind == "palette, tiled":
+        tifffile.imwrite(path, gray, photometric="palette", tile=(16, 16),
+                         colormap=rng.integers(0, 65535, (3, 256)).astype(np.uint16))
+    elif kind == "ImageJ stack behind one directory":
+        tifffile.imwrite(path, np.stack([gray] * 3), imagej=True, truncate=True)
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind, said", [
+    ("4-bit gray", "scale its 4-bit values to 0-255"), ("2-bit gray", "scale its 2-bit values to 0-255"),
+    ("4-bit gray MinIsWhite", "invert its values"), ("1-bit MinIsWhite (tifffile's bool)", "invert its values"),
+    ("gray + alpha, planar", "multiply its colours by alpha"),
+    ("3 gray samples, planar", "turn its 3 samples per pixel into red, green, blue and alpha"),
+    ("CMYK strips", "convert its CMYK inks to RGB"), ("palette, tiled", "cut its colour map to 8 bits"),
+    ("ImageJ stack behind one directory", "an ImageJ TIFF of 3 images")])
+def test_tiffs_that_libtiffs_rgba_reader_would_change_are_refused(tmp_path, kind, said):
+    """ITK reads what it cannot read itself through libtiff's 8-bit RGBA reader, which scaled 4-bit values to 0-255,
+    inverted 1-bit MinIsWhite (tifffile's default for a bool array: all 0), multiplied gray by alpha, kept the first
+    of 3 gray planes, converted CMYK to RGB and cut colour maps to 8 bits, all with exit 0. An ImageJ stack written
+    behind one directory imported its first image. Each is refused naming the file and what would happen."""
+    pytest.importorskip("tifffile")
+    rng = np.random.default_rng(len(kind))
+    (tmp_path / "stack").mkdir()
+    for k in range(3):
+        _tiff_variant(tmp_path / "stack" / f"s_{k}.tif", kind, rng)
+    with pytest.raises(bv.VolumeFileError, match=rf"s_0\.tif: .*{re.escape(said)}"):
+        plan_stack_import(tmp_path / "stack", spacing=(1, 1, 1))
+
+
+@pytest.mark.parametrize("kind", ["gray tiled", "RGB tiled", "RGB planar", "gray tiled 1-bit",
+                                  "uint32 RGB", "int32 RGB"])
+@pytest.mark.parametrize("gray", ["keep", "luminance"])
+def test_tiffs_read_through_the_rgba_reader_keep_their_samples_and_channels(tmp_path, kind, gray):
+    """What libtiff's RGBA reader keeps is imported with the file's own channels: a tiled gray slice was 4 channels
+    (g, g, g, 255) under --gray keep, an RGB one gained alpha. 32-bit RGB luminance is computed in double precision
+    (float32 rounded 3000000077 to 3000000000)."""
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(len(kind))
+    (tmp_path / "stack").mkdir()
+    stored = []
+    for k in range(3):
+        path = tmp_path / "stack" / f"s_{k}.tif"
+        if kind == "gray tiled 1-bit":
+            bits = rng.integers(0, 2, (17, 35)).astype(np.uint8)
+            write_bits_tiff(path, bits, 1, 1)
+            stored.append(bits * 255)  # a bilevel image: 0 and 255, as intended
+            continue
+        if kind.startswith(("uint32", "int32")):
+            dtype = np.uint32 if kind.startswith("u") else np.int32
+            low = 2**31 if dtype == np.uint32 else 2**24
+            image = rng.integers(low, low + 1000, (17, 35, 3)).astype(dtype)
+            tifffile.imwrite(path, image, photometric="rgb")
+        else:
+            image = rng.integers(0, 256, (17, 35) + ((3,) if "RGB" in kind else ())).astype(np.uint8)
+            options = {"tile": (16, 16)} if "tiled" in kind else {"planarconfig": "separate"}
+            tifffile.imwrite(path, np.moveaxis(image, -1, 0) if "planar" in kind else image,
+                             photometric="rgb" if "RGB" in kind else "minisblack", **options)
+        stored.append(image)
+    stored = np.stack(stored)
+    out = tmp_path / "out.nrrd"
+    import_stack(tmp_path / "stack", out, spacing=(1, 1, 1), gray=gray)
+    array = read_back(out)[0]
+    if stored.ndim == 3 or gray == "keep":
+        np.testing.assert_array_equal(array, stored)
+    else:
+        expected = np.rint(stored.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722]))
+        np.testing.assert_array_equal(array, expected.astype(stored.dtype))
+
+
+def test_slices_with_other_pixel_sizes_are_refused(tmp_path):
+    """Slices whose headers give other pixel sizes were imported with the first slice's."""
+    tifffile = pytest.importorskip("tifffile")
+    (tmp_path / "stack").mkdir()
+    for k, per_cm in enumerate([100, 100, 50]):
+        tifffile.imwrite(tmp_path / "stack" / f"s_{k}.tif", np.zeros((6, 7), np.uint16),
+                         resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
+    with pytest.raises(bv.VolumeFileError, match=r"slices differ .* s_2\.tif has pixels of 0\.2 x 0\.2, the first "
+                                                 r"0\.1 x 0\.1"):
+        plan_stack_import(tmp_path / "stack")
+
+
+def test_nhdr_only_refuses_a_palette_tiff_it_would_read_as_indices(tmp_path):
+    """A 16-bit palette with a gray colour map decodes to one channel of uint16 like its indices: the zero-copy
+    NHDR pointed at the indices while the import gives the colours."""
+    tifffile = pytest.importorskip("tifffile")
+    (tmp_path / "stack").mkdir()
+    colours = np.arange(0, 65536, dtype=np.uint16) // 7 + 1000
+    for k in range(3):
+        tifffile.imwrite(tmp_path / "stack" / f"s_{k}.tif", np.full((4, 5), k + 1, np.uint16), photometric="palette",
+                         colormap=np.stack([colours] * 3))
+    out = tmp_path / "out.nhdr"
+    import_stack(tmp_path / "stack", out, spacing=(1, 1, 1), nhdr_only=True)
+    np.testing.assert_array_equal(read_back(out)[0][:, 0, 0], colours[1:4])
+
+
+def test_a_tiled_32_bit_tiff_and_a_later_slices_codec_are_named(tmp_path):
+    """A tiled 32-bit TIFF got libtiff's "Sorry, can not handle images with 32-bit samples" (32-bit strips import);
+    an LZMA slice after the first got the raw "TIFF CODEC "LZMA" is not supported"."""
+    tifffile = pytest.importorskip("tifffile")
+    (tmp_path / "tiled").mkdir()
+    for k in range(2):
+        tifffile.imwrite(tmp_path / "tiled" / f"s_{k}.tif", np.zeros((20, 20), np.float32), tile=(16, 16))
+    with pytest.raises(bv.VolumeFileError, match=r"s_0\.tif: a TIFF of 1 x 32-bit floating-point samples \(tiled\), "
+                                                 r"which SimpleITK reads only through .* cannot read them; save"):
+        plan_stack_import(tmp_path / "tiled", spacing=(1, 1, 1))
+    (tmp_path / "mixed").mkdir()
+    for k, compression in enumerate(["zlib", "zlib", "lzma"]):
+        tifffile.imwrite(tmp_path / "mixed" / f"s_{k}.tif", np.zeros((20, 20), np.uint16), compression=compression)
+    with pytest.raises(bv.VolumeFileError, match=r"s_2\.tif: a TIFF compressed with LZMA, which SimpleITK's TIFF "
+                                                 r"reader cannot decode"):
+        import_stack(tmp_path / "mixed", tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    assert not (tmp_path / "out.nrrd").exists()

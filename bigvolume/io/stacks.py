@@ -21,8 +21,9 @@ from ..core.errors import BigVolumeError, VolumeFileError
 from ..core.geometry import Geometry, orientation_direction
 from .files import library_quiet, readable_reason, stderr_captured
 from .slab_readers import SlabReader
-from .tiff_tags import (JPEG, MIN_IS_WHITE, OLD_JPEG, PACKBITS, PALETTE, RGB, UNASSOCIATED_ALPHA, TiffLayout,
-                        imagej_calibration, tiff_layout)
+from .tiff_tags import (ASSOCIATED_ALPHA, JPEG, MIN_IS_BLACK, MIN_IS_WHITE, OLD_JPEG, PACKBITS, PALETTE, RGB,
+                        SEPARATED, UNASSOCIATED_ALPHA, YCBCR, TiffLayout, imagej_calibration, imagej_images,
+                        tiff_layout)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 # Files that sit among the slices but are not slices: Skyscan/Bruker reconstruction aids (spr = spot reference).
@@ -401,10 +402,14 @@ RGBA_FALLBACK_ADVICE = ("save the slices as plain (strip) TIFFs, e.g. with Image
 TIFF_TRANSPOSED = (5, 6, 7, 8)  # Orientation values whose rows are the picture's columns
 
 
-def _tiff_stored_otherwise(layout: TiffLayout) -> str | None:
+def _tiff_stored_otherwise(path: Path, layout: TiffLayout) -> str | None:
     """A TIFF whose first image is not the picture's raster as the readers give it: a preview first (its full
-    image later in the file), or rows stored as the picture's columns (Orientation 5-8: the readers mirror it but
-    do not transpose it)."""
+    image later in the file), rows stored as the picture's columns (Orientation 5-8: the readers mirror it but
+    do not transpose it), or an ImageJ stack of several images behind one directory (the readers see the first)."""
+    images = imagej_images(path)
+    if images > 1:
+        return (f"an ImageJ TIFF of {images} images (a stack in one file), of which SimpleITK reads only the first; "
+                "save the stack as an image sequence (ImageJ: File > Save As > Image Sequence), one slice per file")
     if layout.reduced:
         return ("a TIFF whose first image is a reduced-resolution preview (NewSubfileType 1); save the slices with "
                 "the full image first")
@@ -414,24 +419,63 @@ def _tiff_stored_otherwise(layout: TiffLayout) -> str | None:
     return None
 
 
+def _rgba_fallback_cause(layout: TiffLayout) -> str:
+    """Why ITK hands a TIFF to libtiff's 8-bit RGBA reader, as far as its layout says (" (tiled, Orientation 2)")."""
+    causes = (["tiled"] if layout.tiled else []) + (["one plane per sample"] if layout.planar != 1 else []) \
+        + ([f"Orientation {layout.orientation}"] if layout.orientation != 1 else [])
+    return f" ({', '.join(causes)})" if causes else ""
+
+
+def _through_rgba_reader(layout: TiffLayout, components: int, dtype: np.dtype) -> bool:
+    """Whether SimpleITK reads this TIFF (as ``components`` x ``dtype``) through libtiff's 8-bit RGBA reader: ITK
+    does for the TIFFs it cannot read itself (tiled, planar, not 8/16/32-bit, mirrored...)."""
+    return components == 4 and dtype == np.uint8 and (
+        layout.tiled or layout.planar != 1 or (layout.samples, layout.bits, layout.sample_format) != (4, 8, 1)
+        or layout.photometric == SEPARATED)  # (CMYK strips too)
+
+
+def rgba_fallback_channels(layout: TiffLayout) -> int | None:
+    """The channels of libtiff's 8-bit RGBA reading that are the TIFF's own samples, or None when that reading
+    changes them. Kept: 8-bit gray (1 channel), RGB (3), RGB with associated alpha (4), YCbCr as RGB (3, the
+    colour conversion every viewer makes), 1-bit gray as 0 and 255 (1). The reader gives 4 channels for each."""
+    if layout.sample_format != 1 or layout.bits not in (1, 8):
+        return None
+    if layout.bits == 1:
+        return 1 if (layout.photometric, layout.samples) == (MIN_IS_BLACK, 1) else None
+    return {(MIN_IS_BLACK, 1, ()): 1, (RGB, 3, ()): 3, (RGB, 4, (ASSOCIATED_ALPHA,)): 4,
+            (YCBCR, 3, ()): 3}.get((layout.photometric, layout.samples, layout.extra_samples))
+
+
+def _rgba_fallback_change(layout: TiffLayout) -> tuple[str, str]:
+    """(what libtiff's 8-bit RGBA reading does to samples that rgba_fallback_channels does not keep, what to do)."""
+    if layout.bits > 8 or layout.sample_format == 3:
+        return "lose its values", RGBA_FALLBACK_ADVICE
+    if layout.sample_format == 2:
+        return "lose their sign", RGBA_FALLBACK_ADVICE
+    if layout.photometric == MIN_IS_WHITE:
+        return "invert its values", "save the slices as 8-bit gray (MinIsBlack) TIFFs"
+    if layout.photometric == PALETTE:
+        return "cut its colour map to 8 bits", "save the slices as 8-bit palette strips, or as RGB or gray"
+    if layout.bits < 8 and layout.bits != 1:
+        return f"scale its {layout.bits}-bit values to 0-255", "save the slices as 8-bit TIFFs"
+    if layout.photometric == SEPARATED:
+        return "convert its CMYK inks to RGB", "convert the slices to RGB or gray"
+    if UNASSOCIATED_ALPHA in layout.extra_samples:
+        return "multiply its colours by alpha", "save the slices without the alpha channel"
+    return (f"turn its {layout.samples} samples per pixel into red, green, blue and alpha",
+            "save them as gray (one sample per pixel) or RGB strips")
+
+
 def _tiff_misread(layout: TiffLayout, components: int, dtype: np.dtype) -> str | None:
     """Why SimpleITK's reading of a TIFF (as ``components`` x ``dtype``) would not give the samples it stores; None
     when it gives them (or converts them as intended: a palette's colours, a bilevel image's 0 and 255)."""
     stored = layout.describe_samples()
-    # TIFFs that ITK cannot read itself (tiled, planar, not 8/16/32-bit...) go through libtiff's 8-bit RGBA reader
-    rgba_fallback = components == 4 and dtype == np.uint8 and (
-        layout.tiled or layout.planar != 1 or (layout.samples, layout.bits, layout.sample_format) != (4, 8, 1))
-    if rgba_fallback:
-        change = ("lose its values" if layout.bits > 8 or layout.sample_format == 3 else
-                  "lose their sign" if layout.sample_format == 2 else
-                  # plain strips of the same samples come out as stored
-                  "invert its MinIsWhite values" if layout.photometric == MIN_IS_WHITE and layout.bits == 8 else
-                  "multiply its colours by alpha" if layout.photometric == RGB
-                  and UNASSOCIATED_ALPHA in layout.extra_samples else None)
-        if change is None:
+    if _through_rgba_reader(layout, components, dtype):
+        if rgba_fallback_channels(layout) is not None:
             return None
-        return (f"a TIFF of {stored} samples in a layout (tiled, planar or other) that SimpleITK reads only as "
-                f"8-bit RGBA, which would {change}; {RGBA_FALLBACK_ADVICE}")
+        change, advice = _rgba_fallback_change(layout)
+        return (f"a TIFF of {stored} samples{_rgba_fallback_cause(layout)}, which SimpleITK reads only through "
+                f"libtiff's 8-bit RGBA reader: it would {change}; {advice}")
     if layout.photometric == PALETTE:
         return None  # ITK gives the colour map's 16-bit colours (RGB, or gray when the map is gray)
     if layout.samples != components:
@@ -458,7 +502,7 @@ def _slice_header(path: Path):
         raise VolumeFileError(f"{path}: {truncated}")
     suffix = path.suffix.lower()
     misread = (_png_shifted(path) if suffix == ".png" else _bmp_misread(path) if suffix == ".bmp" else
-               _tiff_stored_otherwise(layout) if layout is not None else None)
+               _tiff_stored_otherwise(path, layout) if layout is not None else None)
     if misread:
         raise VolumeFileError(f"{path}: {misread}")
     reader = sitk.ImageFileReader()
@@ -468,7 +512,7 @@ def _slice_header(path: Path):
             reader.ReadImageInformation()
     except RuntimeError as error:
         why = (_png_unreadable(path) if path.suffix.lower() == ".png" else
-               _tiff_codec_unknown(layout) if layout is not None else None)
+               _tiff_unreadable(layout) if layout is not None else None)
         raise VolumeFileError(f"{path}: {why or f'not a readable image ({readable_reason(error)})'}") from None
     size = reader.GetSize()
     if len(size) == 3 and size[2] != 1:
@@ -478,6 +522,8 @@ def _slice_header(path: Path):
     misread = _tiff_misread(layout, components, dtype) if layout is not None else None
     if misread:
         raise VolumeFileError(f"{path}: {misread}")
+    if layout is not None and _through_rgba_reader(layout, components, dtype):
+        components = rgba_fallback_channels(layout)  # its own samples; the decoder drops the rest
     return (int(size[0]), int(size[1]), dtype, components), reader.GetSpacing()[:2]
 
 
@@ -487,12 +533,19 @@ NEWER_TIFF_CODECS = {34712: "JPEG 2000", 34887: "LERC", 34925: "LZMA", 34933: "P
                      50000: "ZSTD", 50001: "WebP", 50002: "JPEG XL", 52546: "JPEG XL"}
 
 
-def _tiff_codec_unknown(layout: TiffLayout) -> str | None:
+def _tiff_unreadable(layout: TiffLayout, header: bool = True) -> str | None:
+    """Why SimpleITK cannot read a TIFF, when its layout says: a codec newer than its libtiff, or (for a header
+    that failed, ``header``) samples that ITK hands to libtiff's 8-bit RGBA reader (tiled, planar, mirrored) and
+    that reader refuses (32-bit). Pixels that fail otherwise are damaged: the reader's words say it better."""
     codec = NEWER_TIFF_CODECS.get(layout.compression)
-    if codec is None:
-        return None
-    return (f"a TIFF compressed with {codec}, which SimpleITK's TIFF reader cannot decode; save the slices "
-            "uncompressed, or with LZW or Deflate")
+    if codec is not None:
+        return (f"a TIFF compressed with {codec}, which SimpleITK's TIFF reader cannot decode; save the slices "
+                "uncompressed, or with LZW or Deflate")
+    cause = _rgba_fallback_cause(layout) if header else ""
+    if cause:
+        return (f"a TIFF of {layout.describe_samples()} samples{cause}, which SimpleITK reads only through libtiff's "
+                f"8-bit RGBA reader, and that cannot read them; {RGBA_FALLBACK_ADVICE}")
+    return None
 
 
 def _check_decodable(path: Path) -> None:
@@ -504,8 +557,11 @@ def _check_decodable(path: Path) -> None:
             sitk.ReadImage(str(path))
     except RuntimeError as error:
         layout = tiff_layout(path) if path.suffix.lower() in (".tif", ".tiff") else None
-        why = _tiff_codec_unknown(layout) if layout is not None else None
+        why = _tiff_unreadable(layout, header=False) if layout is not None else None
         raise VolumeFileError(f"{path}: {why or f'cannot decode ({readable_reason(error)})'}") from None
+
+
+PIXEL_SIZE_RTOL = 1e-4  # slices whose header pixel sizes differ more are not one stack
 
 
 def probe_stack(slices: SliceList, check_all: bool = True) -> StackInfo:
@@ -516,9 +572,12 @@ def probe_stack(slices: SliceList, check_all: bool = True) -> StackInfo:
         _check_decodable(slices.files[0])
         odd = []
         for path in slices.files[1:]:
-            layout, _ = _slice_header(path)
+            layout, pixel = _slice_header(path)
             if layout != first:
                 odd.append(f"{path.name} is {_describe_layout(layout)}")
+            elif not np.allclose(pixel, spacing, rtol=PIXEL_SIZE_RTOL, atol=0):  # (1 x 1 where a header says none)
+                odd.append(f"{path.name} has pixels of {pixel[0]:.6g} x {pixel[1]:.6g}, the first "
+                           f"{spacing[0]:.6g} x {spacing[1]:.6g}")
         if odd:
             more = f" (and {len(odd) - 3} more)" if len(odd) > 3 else ""
             raise VolumeFileError(f"{slices.files[0].parent}: slices differ from the first "
@@ -684,7 +743,8 @@ class StackSlabReader(SlabReader):
             raise VolumeFileError(f"{path}: damaged {WARNING_ONLY_CODECS[layout.compression]} data (the decoder "
                                   f"says: {damage.group(1).strip()}); the slice would be read garbled")
         if failure is not None:
-            raise VolumeFileError(f"{path}: cannot decode ({readable_reason(failure)})") from None
+            why = _tiff_unreadable(layout, header=False) if layout is not None else None
+            raise VolumeFileError(f"{path}: {why or f'cannot decode ({readable_reason(failure)})'}") from None
         return image
 
     def _decode(self, k: int, out: np.ndarray) -> None:
@@ -698,8 +758,11 @@ class StackSlabReader(SlabReader):
             reader.SetExtractSize([roi.x1 - roi.x0, roi.y1 - roi.y0])
         image = self._execute(reader, path)
         pixels = sitk.GetArrayViewFromImage(image)
-        if pixels.ndim == 3 + (self.info.components > 1):  # a 2D slice reported as a 1-slice volume
+        read_channels = image.GetNumberOfComponentsPerPixel()
+        if pixels.ndim == 3 + (read_channels > 1):  # a 2D slice reported as a 1-slice volume
             pixels = pixels[0]
+        if read_channels != self.info.components:  # libtiff's RGBA reader: 4 channels of a gray or RGB slice
+            pixels = pixels[..., 0] if self.info.components == 1 else pixels[..., :self.info.components]
         if pixels.shape[:2] != out.shape[:2]:
             raise VolumeFileError(f"{path}: decoded {pixels.shape[1]}x{pixels.shape[0]} pixels, "
                                   f"expected {out.shape[1]}x{out.shape[0]}")
@@ -707,9 +770,10 @@ class StackSlabReader(SlabReader):
             out[...] = pixels
         elif self.gray == "channel":
             out[...] = pixels[..., self.channel]
-        else:
-            weights = np.asarray(LUMINANCE_WEIGHTS, np.float32)
-            luminance = pixels[..., :3].astype(np.float32) @ weights
+        else:  # (32-bit integers in double precision: float32 rounds 3000000077 to 3000000000)
+            precision = np.float64 if pixels.dtype.itemsize >= 4 and pixels.dtype.kind in "iu" else np.float32
+            weights = np.asarray(LUMINANCE_WEIGHTS, precision)
+            luminance = pixels[..., :3].astype(precision) @ weights
             if out.dtype.kind == "f":
                 out[...] = luminance
             else:

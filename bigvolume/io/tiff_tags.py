@@ -64,8 +64,8 @@ def _first_directory(path: Path, tags) -> dict | None:
         return None
 
 
-MIN_IS_WHITE, RGB, PALETTE = 0, 2, 3  # PhotometricInterpretation values
-UNASSOCIATED_ALPHA = 2                # an ExtraSamples value
+MIN_IS_WHITE, MIN_IS_BLACK, RGB, PALETTE, SEPARATED, YCBCR = 0, 1, 2, 3, 5, 6  # PhotometricInterpretation values
+ASSOCIATED_ALPHA, UNASSOCIATED_ALPHA = 1, 2                                    # ExtraSamples values
 OLD_JPEG, JPEG, PACKBITS = 6, 7, 32773  # Compression values
 _SAMPLE_KINDS = {1: "u", 2: "i", 3: "f"}  # SampleFormat: unsigned, signed, floating point
 
@@ -125,6 +125,22 @@ def tiff_layout(path: Path) -> TiffLayout | None:
                       tiled=tiled, compression=first(_TIFF_COMPRESSION, 1), orientation=first(_TIFF_ORIENTATION, 1),
                       data_end=max((o + c for o, c in zip(offsets, counts)), default=0), file_size=file_size,
                       reduced=bool(first(_TIFF_NEW_SUBFILE_TYPE, 0) & 1))
+
+
+def imagej_images(path: Path) -> int:
+    """How many images an ImageJ TIFF holds by its description's ``images=`` (1 when it says nothing): ImageJ writes
+    a stack's images one after the other behind a single directory when the file would pass 4 GB."""
+    found = _first_directory(path, (_TIFF_DESCRIPTION,))
+    text = (found or {}).get(_TIFF_DESCRIPTION, b"").split(b"\0")[0]
+    if not text.startswith(b"ImageJ="):
+        return 1
+    for line in text.splitlines():
+        if line.startswith(b"images="):
+            try:
+                return max(1, int(line[7:]))
+            except ValueError:
+                return 1
+    return 1
 
 
 def imagej_calibration(path: Path) -> tuple[tuple[float, float], float | None] | None:

@@ -262,6 +262,8 @@ def _tiff_pixel_block(path: Path, dtype: np.dtype, components: int) -> tuple[int
             if page.samplesperpixel > 1 and page.planarconfig not in (1, None):
                 raise _NotZeroCopy("stores one plane per sample")
             # palette, 1-bit, gray + alpha...: SimpleITK decodes something else than the stored samples
+            if page.photometric == 3:  # (a gray colour map gives one channel of the stored type: indices != colours)
+                raise _NotZeroCopy("is a palette image: the import gives its colours, the file stores indices")
             if page.samplesperpixel != components or page.dtype != dtype:
                 raise _NotZeroCopy(f"stores {page.samplesperpixel} x {page.dtype} per pixel, the import decodes "
                                    f"{components} x {dtype}")
