@@ -616,6 +616,29 @@ def test_resume_refuses_an_input_changed_since_the_interrupted_run(tmp_path, nam
     assert snapshot(staging) == kept and not (tmp_path / "out.ome.zarr").exists()
 
 
+@pytest.mark.parametrize("form", ["printf", "glob", "folder"])
+def test_resume_refuses_a_stack_slice_changed_since_the_interrupted_run(tmp_path, form):
+    """A printf pattern (scan/z_%03d.tif) matched no file when the input was stamped: a slice rewritten between
+    the kill and --resume was mixed into the pyramid, exit 0."""
+    tifffile = pytest.importorskip("tifffile")
+    (tmp_path / "scan").mkdir()
+    rng = np.random.default_rng(len(form))
+    for k in range(40):
+        tifffile.imwrite(tmp_path / "scan" / f"z_{k:03d}.tif", rng.integers(0, 4000, (48, 48)).astype(np.uint16))
+    source = {"printf": tmp_path / "scan" / "z_%03d.tif", "glob": tmp_path / "scan" / "z_*.tif",
+              "folder": tmp_path / "scan"}[form]
+    staging = interrupted_run(str(source), tmp_path / "out.ome.zarr", "level 1", spacing=(1, 1, 1))
+    changed = tmp_path / "scan" / f"z_{rng.integers(40):03d}.tif"
+    tifffile.imwrite(changed, np.zeros((48, 48), np.uint16))
+    os.utime(changed, ns=(time.time_ns() + 10**9,) * 2)
+    kept = snapshot(staging)
+    done = run_cli("pyramid", source, tmp_path / "out.ome.zarr", "--chunks", "8", "--resume", "--spacing", "1", "1",
+                   "1")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and f"{changed.name}: changed" in lines[0], done.stderr
+    assert snapshot(staging) == kept and not (tmp_path / "out.ome.zarr").exists()
+
+
 @pytest.mark.parametrize("version", ["0.5", "0.4"])
 def test_resume_refuses_a_zarr_input_whose_chunks_changed_since_the_interrupted_run(tmp_path, version):
     """A Zarr input was stamped by its top folder and metadata only: chunks rewritten between the kill and --resume

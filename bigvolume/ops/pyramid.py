@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import glob
 import itertools
 import json
 import math
@@ -44,7 +43,7 @@ from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UN
                            multiscales_attributes, scaled_geometry)
 from ..io.files import WRITE_SUFFIXES, committed, input_files, is_inside, same_file, volume_suffix
 from ..io.slabs import SlabReader, open_slabs
-from ..io.stacks import IMAGE_SUFFIXES
+from ..io.stacks import IMAGE_SUFFIXES, find_slices
 from ..io.zarr_input import ZarrSlabReader, open_pyramid, settle_zarr_tasks, store_of
 from ..io.zarr_output import (DEFAULT_ZSTD_LEVEL, ChunkCache, chunk_concurrency, create_level, create_root,
                               open_level, write_attributes)
@@ -620,8 +619,11 @@ def _input_stamps(input) -> list[list]:
     for item in input if isinstance(input, (list, tuple)) else [input]:
         text = str(item)
         path = Path(text)
-        if not path.exists():
-            paths += [Path(p) for p in sorted(glob.glob(text))]  # a pattern (a printf one matches nothing here)
+        if not path.exists():  # a glob or printf pattern: the slices it names (glob matched no printf pattern)
+            try:
+                paths += find_slices(text).files
+            except BigVolumeError:
+                pass  # opening the input says what is wrong
             continue
         for part in input_files(path):
             paths.append(part)
