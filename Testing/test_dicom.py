@@ -1,8 +1,10 @@
 """DICOM series as input: geometry as SimpleITK's series reader gives it, one file standing for its series, several
 series in a folder, slab-by-slab reading equal to the whole read, and every command that reads a volume."""
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -326,3 +328,25 @@ def test_a_slice_oriented_or_sized_otherwise_is_refused(tmp_path, odd):
     result = run("resample", folder, tmp_path / "out.nrrd")
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert victim.name in result.stderr and not (tmp_path / "out.nrrd").exists()
+
+
+def test_pyramid_resume_refuses_a_series_changed_since_the_interrupted_run(tmp_path):
+    """One file standing for its series stamped itself only: another slice rewritten between the kill and --resume
+    was mixed into the pyramid."""
+    from bigvolume.ops.pyramid import pyramid
+    folder = tmp_path / "series"
+    files = write_series(folder, ct_values((40, 48, 48), 4), (0.5, 0.5, 1.0), (0, 0, 0), np.eye(3), "1.2.3.40")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_level_1(_fraction, message):
+        if message.startswith("level 1"):
+            raise Stop
+    with pytest.raises(Stop):
+        pyramid(files[0], tmp_path / "out.ome.zarr", chunks=8, keep_partial=True, progress=stop_at_level_1)
+    other = files[1]
+    other.write_bytes(other.read_bytes())  # rewritten (same bytes, a later time)
+    os.utime(other, ns=(time.time_ns() + 10**9,) * 2)
+    done = run("pyramid", files[0], tmp_path / "out.ome.zarr", "--chunks", "8", "--resume")
+    assert done.returncode == 1 and f"{other.name}: changed" in done.stderr, done.stderr

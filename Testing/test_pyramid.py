@@ -616,19 +616,20 @@ def test_resume_refuses_an_input_changed_since_the_interrupted_run(tmp_path, nam
     assert snapshot(staging) == kept and not (tmp_path / "out.ome.zarr").exists()
 
 
-@pytest.mark.parametrize("form", ["printf", "glob", "folder"])
+@pytest.mark.parametrize("form", ["printf", "glob", "folder", "one slice"])
 def test_resume_refuses_a_stack_slice_changed_since_the_interrupted_run(tmp_path, form):
-    """A printf pattern (scan/z_%03d.tif) matched no file when the input was stamped: a slice rewritten between
-    the kill and --resume was mixed into the pyramid, exit 0."""
+    """A printf pattern (scan/z_%03d.tif) matched no file when the input was stamped, and one slice standing for its
+    numbered siblings stamped itself only: a slice rewritten between the kill and --resume was mixed into the
+    pyramid, exit 0."""
     tifffile = pytest.importorskip("tifffile")
     (tmp_path / "scan").mkdir()
     rng = np.random.default_rng(len(form))
     for k in range(40):
         tifffile.imwrite(tmp_path / "scan" / f"z_{k:03d}.tif", rng.integers(0, 4000, (48, 48)).astype(np.uint16))
     source = {"printf": tmp_path / "scan" / "z_%03d.tif", "glob": tmp_path / "scan" / "z_*.tif",
-              "folder": tmp_path / "scan"}[form]
+              "folder": tmp_path / "scan", "one slice": tmp_path / "scan" / "z_000.tif"}[form]
     staging = interrupted_run(str(source), tmp_path / "out.ome.zarr", "level 1", spacing=(1, 1, 1))
-    changed = tmp_path / "scan" / f"z_{rng.integers(40):03d}.tif"
+    changed = tmp_path / "scan" / f"z_{rng.integers(1, 40):03d}.tif"
     tifffile.imwrite(changed, np.zeros((48, 48), np.uint16))
     os.utime(changed, ns=(time.time_ns() + 10**9,) * 2)
     kept = snapshot(staging)

@@ -614,7 +614,8 @@ def _input_stamps(input) -> list[list]:
     """[path, size, modification time (ns)] of every file of the input: a resumed run must read the same input as
     the run it continues (the same geometry with other voxels would be mixed in silently). A stack folder's files
     and a glob's matches are each stamped; a Zarr store by its metadata files and every folder (its chunks are
-    too many to stat, and a rewritten chunk is renamed into its folder)."""
+    too many to stat, and a rewritten chunk is renamed into its folder). One slice or one DICOM file standing for
+    its stack or series stamps its whole folder."""
     paths: list[Path] = []
     for item in input if isinstance(input, (list, tuple)) else [input]:
         text = str(item)
@@ -625,6 +626,9 @@ def _input_stamps(input) -> list[list]:
             except BigVolumeError:
                 pass  # opening the input says what is wrong
             continue
+        if path.is_file() and (_is_stack_source(path) or dicom.accepts(path, None)):
+            # one slice standing for its numbered siblings, one file for its DICOM series: the folder is read
+            paths += sorted(p for p in path.parent.iterdir() if p.is_file() and p != path)
         for part in input_files(path):
             paths.append(part)
             if part.is_dir():
