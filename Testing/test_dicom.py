@@ -350,3 +350,36 @@ def test_pyramid_resume_refuses_a_series_changed_since_the_interrupted_run(tmp_p
     os.utime(other, ns=(time.time_ns() + 10**9,) * 2)
     done = run("pyramid", files[0], tmp_path / "out.ome.zarr", "--chunks", "8", "--resume")
     assert done.returncode == 1 and f"{other.name}: changed" in done.stderr, done.stderr
+
+
+def _retag(path: Path, old: bytes, new: bytes) -> None:
+    """Rewrite bytes of the header (before the pixel data element) in place, same length: a tag number, a value."""
+    data = path.read_bytes()
+    pixels = data.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010)
+    assert data[:pixels].count(old) == 1, (path, old)
+    path.write_bytes(data[:pixels].replace(old, new) + data[pixels:])
+
+
+@pytest.mark.parametrize("case", ["MONOCHROME1", "no PixelSpacing", "no ImageOrientationPatient", "complete"])
+def test_what_gdcm_fills_in_or_inverts_is_said(tmp_path, caplog, case):
+    """MONOCHROME1 slices are read inverted (ITK's display reading, not the modality values), a missing
+    PixelSpacing becomes 1 x 1 mm, a missing ImageOrientationPatient the identity: each was silent."""
+    files = write_series(tmp_path / "s", ct_values((4, 6, 7), 11), (1.0, 1.0, 2.0), (0, 0, 0), np.eye(3), "1.2.3.41")
+    for path in files:
+        if case == "MONOCHROME1":
+            _retag(path, b"MONOCHROME2 ", b"MONOCHROME1 ")
+        elif case == "no PixelSpacing":  # (0028,0030) -> (0028,0031), a tag GDCM does not read as the spacing
+            _retag(path, b"\x28\x00\x30\x00", b"\x28\x00\x31\x00")  # (implicit VR: tag, then length)
+        elif case == "no ImageOrientationPatient":
+            _retag(path, b"\x20\x00\x37\x00", b"\x20\x00\x36\x00")
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        volume = bv.read_volume(tmp_path / "s")
+    said = {"MONOCHROME1": "4 slice file(s) MONOCHROME1 (brighter is lower): their values are read inverted",
+            "no PixelSpacing": "no PixelSpacing in the files: pixels of 1 x 1 mm assumed",
+            "no ImageOrientationPatient": "no ImageOrientationPatient in the files: the axes are assumed to be L, P, S",
+            "complete": None}[case]
+    if said is None:
+        assert "note" not in caplog.text and "assumed" not in caplog.text and "MONOCHROME1" not in caplog.text
+    else:
+        assert said in caplog.text
+    assert volume.geometry.spacing == pytest.approx((1.0, 1.0, 2.0))

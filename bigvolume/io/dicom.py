@@ -179,6 +179,40 @@ def _pixel_dtype(reader: sitk.ImageFileReader) -> np.dtype:
     return np.dtype(sitk.GetArrayViewFromImage(image).dtype)
 
 
+# SOP classes whose frames carry their own positions (per-frame functional groups), which GDCM reads: Enhanced and
+# Legacy Converted Enhanced CT, MR, PET; Enhanced US Volume; X-Ray 3D; Breast Tomosynthesis.
+ENHANCED_MULTIFRAME = {"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2", "1.2.840.10008.5.1.4.1.1.4.1",
+                       "1.2.840.10008.5.1.4.1.1.4.4", "1.2.840.10008.5.1.4.1.1.128.1", "1.2.840.10008.5.1.4.1.1.130",
+                       "1.2.840.10008.5.1.4.1.1.6.2", "1.2.840.10008.5.1.4.1.1.13.1.1",
+                       "1.2.840.10008.5.1.4.1.1.13.1.2", "1.2.840.10008.5.1.4.1.1.13.1.3",
+                       "1.2.840.10008.5.1.4.1.1.12.1.1", "1.2.840.10008.5.1.4.1.1.12.2.1"}
+SOP_CLASS_TAG, PHOTOMETRIC_TAG, PIXEL_SPACING_TAG, ORIENTATION_TAG = "0008|0016", "0028|0004", "0028|0030", "0020|0037"
+SLICE_SPACING_TAG, FRAMES_TAG = "0018|0088", "0028|0008"
+
+
+def _say_what_was_assumed(series: DicomSeries, headers, spacing) -> None:
+    """Notes for what GDCM filled in or changed without a word: MONOCHROME1 values inverted (as ITK and Slicer
+    invert them for display: not the modality values), a pixel spacing of 1 x 1 mm and an identity orientation
+    where the tags are missing, and a multi-frame file's slice spacing of 1 mm where its frames give none (or are
+    not on one regular grid: out of order, uneven, tilted)."""
+    where = f"{series.files[0]}" if len(series.files) == 1 else f"{series.files[0].parent} (series {series.uid})"
+    inverted = sum(_tag(header, PHOTOMETRIC_TAG) == "MONOCHROME1" for header in headers)
+    if inverted:
+        logger.warning(f"{where}: {inverted} slice file(s) MONOCHROME1 (brighter is lower): their values are read "
+                       "inverted, as ITK and Slicer read them for display, not as the stored modality values")
+    enhanced = _tag(headers[0], SOP_CLASS_TAG) in ENHANCED_MULTIFRAME  # (its spacing and axes lie in sequences)
+    if not enhanced and tuple(spacing[:2]) == (1.0, 1.0) \
+            and not any(header.HasMetaDataKey(PIXEL_SPACING_TAG) for header in headers):
+        logger.warning(f"{where}: no PixelSpacing in the files: pixels of 1 x 1 mm assumed")
+    if not enhanced and not any(header.HasMetaDataKey(ORIENTATION_TAG) for header in headers):
+        logger.warning(f"{where}: no ImageOrientationPatient in the files: the axes are assumed to be L, P, S")
+    frames = int(_tag(headers[0], FRAMES_TAG) or 1) if len(headers) == 1 else 1
+    if frames > 1 and spacing[2] == 1.0 and (enhanced or not headers[0].HasMetaDataKey(SLICE_SPACING_TAG)):
+        logger.warning(f"{where}: {frames} frames at a slice spacing of 1 mm, GDCM's default where the file gives "
+                       "none or its frames are not on one regular grid (out of order, uneven, tilted): check the "
+                       "geometry, or convert the file to one file per slice")
+
+
 @functools.lru_cache(maxsize=16)
 def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]:
     """(geometry, dtype, components, SimpleITK pixel ID) of a series, from the slice headers alone."""
@@ -188,6 +222,7 @@ def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]
     direction = np.array(first.GetDirection()).reshape(3, 3)
     if len(series.files) == 1:  # one file: a single slice or a multi-frame volume, as GDCM reads it
         geometry = header_geometry(series.files[0], size, first.GetSpacing(), first.GetOrigin(), direction)
+        _say_what_was_assumed(series, [first], first.GetSpacing())
         return geometry, _pixel_dtype(first), components, first.GetPixelID()
     headers = [first] + [_header(path) for path in series.files[1:]]
     for path, header in zip(series.files, headers):
@@ -221,6 +256,7 @@ def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]
                               f"{spacing_k:.6g} mm ({why}): refused")
     spacing = (first.GetSpacing()[0], first.GetSpacing()[1], spacing_k)
     geometry = Geometry((size[0], size[1], count), spacing, tuple(positions[0]), direction)
+    _say_what_was_assumed(series, headers, spacing)
     dtype, pixel_id = _common_pixel_type(headers)
     return geometry, dtype, components, pixel_id
 
