@@ -383,3 +383,17 @@ def test_what_gdcm_fills_in_or_inverts_is_said(tmp_path, caplog, case):
     else:
         assert said in caplog.text
     assert volume.geometry.spacing == pytest.approx((1.0, 1.0, 2.0))
+
+
+@pytest.mark.parametrize("spacing, said", [((1.0, 1.0, 1.0), True), ((0.5, 0.5, 2.5), False), ((1.0, 1.0, 2.0), False)])
+def test_a_multi_frame_file_at_gdcms_default_spacing_is_said(tmp_path, caplog, spacing, said):
+    """GDCM reads 1 x 1 x 1 mm from an enhanced multi-frame file whose frames are out of order, uneven or give no
+    spacing (SimpleITK's tags do not show the functional groups it reads): said, so that it can be checked."""
+    image = sitk.GetImageFromArray(np.random.default_rng(3).integers(0, 4000, (4, 5, 7)).astype(np.uint16))
+    image.SetSpacing(spacing)
+    path = tmp_path / "frames.dcm"
+    sitk.WriteImage(image, str(path))  # a multi-frame Secondary Capture, its geometry in functional groups
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        volume = bv.read_volume(path)
+    assert volume.geometry.spacing == pytest.approx(spacing)
+    assert ("4 frames at a spacing of 1 mm, GDCM's default" in caplog.text) == said

@@ -179,13 +179,16 @@ def _pixel_dtype(reader: sitk.ImageFileReader) -> np.dtype:
     return np.dtype(sitk.GetArrayViewFromImage(image).dtype)
 
 
-# SOP classes whose frames carry their own positions (per-frame functional groups), which GDCM reads: Enhanced and
-# Legacy Converted Enhanced CT, MR, PET; Enhanced US Volume; X-Ray 3D; Breast Tomosynthesis.
+# SOP classes whose geometry lies in functional group sequences (per frame, or shared), which GDCM reads and
+# SimpleITK's tags do not show: Enhanced and Legacy Converted Enhanced CT, MR, PET; Enhanced US Volume; X-Ray 3D;
+# Breast Tomosynthesis; multi-frame Secondary Capture (what SimpleITK itself writes).
 ENHANCED_MULTIFRAME = {"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2", "1.2.840.10008.5.1.4.1.1.4.1",
                        "1.2.840.10008.5.1.4.1.1.4.4", "1.2.840.10008.5.1.4.1.1.128.1", "1.2.840.10008.5.1.4.1.1.130",
                        "1.2.840.10008.5.1.4.1.1.6.2", "1.2.840.10008.5.1.4.1.1.13.1.1",
                        "1.2.840.10008.5.1.4.1.1.13.1.2", "1.2.840.10008.5.1.4.1.1.13.1.3",
-                       "1.2.840.10008.5.1.4.1.1.12.1.1", "1.2.840.10008.5.1.4.1.1.12.2.1"}
+                       "1.2.840.10008.5.1.4.1.1.12.1.1", "1.2.840.10008.5.1.4.1.1.12.2.1",
+                       "1.2.840.10008.5.1.4.1.1.7.1", "1.2.840.10008.5.1.4.1.1.7.2", "1.2.840.10008.5.1.4.1.1.7.3",
+                       "1.2.840.10008.5.1.4.1.1.7.4"}
 SOP_CLASS_TAG, PHOTOMETRIC_TAG, PIXEL_SPACING_TAG, ORIENTATION_TAG = "0008|0016", "0028|0004", "0028|0030", "0020|0037"
 SLICE_SPACING_TAG, FRAMES_TAG = "0018|0088", "0028|0008"
 
@@ -207,9 +210,11 @@ def _say_what_was_assumed(series: DicomSeries, headers, spacing) -> None:
     if not enhanced and not any(header.HasMetaDataKey(ORIENTATION_TAG) for header in headers):
         logger.warning(f"{where}: no ImageOrientationPatient in the files: the axes are assumed to be L, P, S")
     frames = int(_tag(headers[0], FRAMES_TAG) or 1) if len(headers) == 1 else 1
-    if frames > 1 and spacing[2] == 1.0 and (enhanced or not headers[0].HasMetaDataKey(SLICE_SPACING_TAG)):
-        logger.warning(f"{where}: {frames} frames at a slice spacing of 1 mm, GDCM's default where the file gives "
-                       "none or its frames are not on one regular grid (out of order, uneven, tilted): check the "
+    # frames off one regular grid: GDCM gives 1 x 1 x 1 from the functional groups, and 1 mm between legacy frames
+    if frames > 1 and (tuple(spacing) == (1.0, 1.0, 1.0) if enhanced else
+                       spacing[2] == 1.0 and not headers[0].HasMetaDataKey(SLICE_SPACING_TAG)):
+        logger.warning(f"{where}: {frames} frames at a spacing of 1 mm, GDCM's default where the file gives none "
+                       "or its frames are not on one regular grid (out of order, uneven, tilted): check the "
                        "geometry, or convert the file to one file per slice")
 
 
