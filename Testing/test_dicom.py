@@ -397,3 +397,21 @@ def test_a_multi_frame_file_at_gdcms_default_spacing_is_said(tmp_path, caplog, s
         volume = bv.read_volume(path)
     assert volume.geometry.spacing == pytest.approx(spacing)
     assert ("4 frames at a spacing of 1 mm, GDCM's default" in caplog.text) == said
+
+
+def test_an_rgb_slice_in_a_gray_series_is_named_for_its_samples(tmp_path):
+    """The refusal said "slice of 7x5 pixels in a series of 7x5": the size was the same, the samples were not."""
+    files = write_series(tmp_path / "s", ct_values((4, 5, 7), 12), (1.0, 1.0, 2.0), (0, 0, 0), np.eye(3), "1.2.3.42")
+    victim = dicom.find_series(tmp_path / "s").files[3]
+    gray = sitk.ReadImage(str(victim))
+    rgb = sitk.GetImageFromArray(np.zeros((5, 7, 3), np.uint8), isVector=True)
+    for key in gray.GetMetaDataKeys():
+        if not key.startswith(("0028|", "7fe0|")):
+            rgb.SetMetaData(key, gray.GetMetaData(key))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(victim))
+    writer.Execute(rgb)
+    assert len(files) == 4
+    with pytest.raises(bv.VolumeFileError, match=rf"{victim.name}: slice of 3 samples per pixel in a series of 1"):
+        bv.read_volume(tmp_path / "s")

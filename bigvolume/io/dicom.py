@@ -231,9 +231,12 @@ def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]
         return geometry, _pixel_dtype(first), components, first.GetPixelID()
     headers = [first] + [_header(path) for path in series.files[1:]]
     for path, header in zip(series.files, headers):
-        if header.GetSize()[:2] != size[:2] or header.GetNumberOfComponents() != components:
+        if header.GetSize()[:2] != size[:2]:
             raise VolumeFileError(f"{path}: slice of {header.GetSize()[0]}x{header.GetSize()[1]} pixels in a series "
                                   f"of {size[0]}x{size[1]}: not one volume")
+        if header.GetNumberOfComponents() != components:
+            raise VolumeFileError(f"{path}: slice of {header.GetNumberOfComponents()} samples per pixel in a series "
+                                  f"of {components} (RGB beside gray?): not one volume")
         if len(header.GetSize()) > 2 and header.GetSize()[2] != 1:
             raise VolumeFileError(f"{path}: a multi-frame file inside a series of {len(series.files)} files")
         # Each slice read on the first one's grid: another orientation or pixel size would be drawn in the wrong place
