@@ -415,3 +415,19 @@ def test_an_rgb_slice_in_a_gray_series_is_named_for_its_samples(tmp_path):
     assert len(files) == 4
     with pytest.raises(bv.VolumeFileError, match=rf"{victim.name}: slice of 3 samples per pixel in a series of 1"):
         bv.read_volume(tmp_path / "s")
+
+
+@pytest.mark.parametrize("without", [1, 4])
+def test_slices_without_a_position_are_named(tmp_path, without):
+    """GDCM puts a slice without ImagePositionPatient at 0, 0, 0: the refusal said another file lay off the grid
+    (or, with none placed, that the slices did not advance)."""
+    write_series(tmp_path / "s", ct_values((4, 5, 7), 13), (1.0, 1.0, 2.0), (0, 0, 5), np.eye(3), "1.2.3.43")
+    ordered = dicom.find_series(tmp_path / "s").files
+    for path in ordered[1:1 + without] if without < 4 else ordered:
+        _retag(path, b"\x20\x00\x32\x00", b"\x20\x00\x31\x00")  # (0020,0032) -> (0020,0031), no position
+    done = run("resample", tmp_path / "s", tmp_path / "out.nrrd")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    expected = ("a slice without ImagePositionPatient" if without == 1 else
+                "4 of 4 slices without ImagePositionPatient")
+    assert expected in lines[0] and (ordered[1].name if without == 1 else ".dcm: 4 of 4") in lines[0], lines

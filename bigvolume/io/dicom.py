@@ -190,7 +190,7 @@ ENHANCED_MULTIFRAME = {"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2
                        "1.2.840.10008.5.1.4.1.1.7.1", "1.2.840.10008.5.1.4.1.1.7.2", "1.2.840.10008.5.1.4.1.1.7.3",
                        "1.2.840.10008.5.1.4.1.1.7.4"}
 SOP_CLASS_TAG, PHOTOMETRIC_TAG, PIXEL_SPACING_TAG, ORIENTATION_TAG = "0008|0016", "0028|0004", "0028|0030", "0020|0037"
-SLICE_SPACING_TAG, FRAMES_TAG = "0018|0088", "0028|0008"
+SLICE_SPACING_TAG, FRAMES_TAG, POSITION_TAG = "0018|0088", "0028|0008", "0020|0032"
 
 
 def _say_what_was_assumed(series: DicomSeries, headers, spacing) -> None:
@@ -246,6 +246,12 @@ def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]
         if not np.allclose(header.GetSpacing()[:2], first.GetSpacing()[:2], rtol=PIXEL_SPACING_TOLERANCE, atol=0):
             raise VolumeFileError(f"{path}: pixel spacing {numbers_text(header.GetSpacing()[:2])} mm in a series "
                                   f"of {numbers_text(first.GetSpacing()[:2])} mm: not one volume")
+    unplaced = [path for path, header in zip(series.files, headers) if not header.HasMetaDataKey(POSITION_TAG)]
+    if unplaced:  # (GDCM puts such a slice at 0, 0, 0: it was "off the grid", and another file was named)
+        text = ("a slice without ImagePositionPatient: its place in the volume is unknown" if len(unplaced) == 1 else
+                f"{len(unplaced)} of {len(headers)} slices without ImagePositionPatient: their places in the volume "
+                "are unknown")
+        raise VolumeFileError(f"{unplaced[0]}: {text} (series {series.uid})")
     positions = np.array([header.GetOrigin() for header in headers], dtype=float)
     normal = direction[:, 2]
     count = len(series.files)
