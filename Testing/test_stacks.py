@@ -1027,3 +1027,100 @@ def test_a_tiled_32_bit_tiff_and_a_later_slices_codec_are_named(tmp_path):
                                                  r"reader cannot decode"):
         import_stack(tmp_path / "mixed", tmp_path / "out.nrrd", spacing=(1, 1, 1))
     assert not (tmp_path / "out.nrrd").exists()
+
+
+def _png_bytes(width: int, height: int, depth: int, colour_type: int, rows: list[bytes], extra: bytes = b"") -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0))
+            + extra + chunk(b"IDAT", zlib.compress(b"".join(b"\0" + row for row in rows))) + chunk(b"IEND", b""))
+
+
+def _bmp8_bytes(width: int, height: int, palette, data: bytes, compression: int = 0, os2: bool = False) -> bytes:
+    import struct
+    entries = b"".join(bytes([b, g, r]) + (b"" if os2 else b"\0") for r, g, b in palette)
+    info = (struct.pack("<IHHHH", 12, width, height, 1, 8) if os2 else
+            struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, compression, len(data), 0, 0, len(palette), 0))
+    offset = 14 + len(info) + len(entries)
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + info + entries + data
+
+
+def _ycck_jpeg() -> bytes:
+    import io as bytes_io
+    from PIL import Image
+    cmyk = np.asarray(Image.fromarray(np.full((16, 16, 3), [250, 20, 20], np.uint8)).convert("CMYK")).astype(float)
+    buffer = bytes_io.BytesIO()
+    Image.fromarray(255 - cmyk.astype(np.uint8), "CMYK").save(buffer, "JPEG", quality=95)
+    data = bytearray(buffer.getvalue())
+    data[data.find(b"Adobe") + 11] = 2  # the Adobe segment's transform: YCCK
+    return bytes(data)
+
+
+@pytest.mark.parametrize("kind, suffix, said", [
+    ("4-bit gray PNG", "png", "a PNG of 4-bit gray samples, which its reader scales to 0-255 (15 would read 255)"),
+    ("2-bit gray PNG", "png", "a PNG of 2-bit gray samples, which its reader scales to 0-255 (3 would read 255)"),
+    ("OS/2 palette BMP", "bmp", "an OS/2 BMP with a colour palette, whose 3-byte entries its reader takes as 4"),
+    ("RLE8 BMP, skipped pixels", "bmp", "a run-length compressed BMP (RLE)"),
+    ("RLE8 BMP, runs past the row", "bmp", "a run-length compressed BMP (RLE)"),
+    ("YCCK JPEG", "jpg", "a JPEG of YCCK colours (Adobe transform 2)")])
+def test_png_bmp_and_jpeg_slices_their_readers_change_are_refused(tmp_path, kind, suffix, said):
+    """Found by comparing 914 stacks with Pillow: libpng scaled 2/4-bit gray to 0-255; ITK's BMP reader took an OS/2
+    palette's 3-byte entries as 4, left RLE-skipped pixels as whatever memory held, and overflowed the heap on runs
+    longer than a row (the process died, SIGABRT or SIGSEGV); an Adobe YCCK JPEG was read as CMYK. All with exit 0
+    but the crash. Each is refused by the header check, before any pixel is decoded."""
+    pytest.importorskip("PIL")
+    palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (10, 20, 30)] + [(0, 0, 0)] * 252
+    data = {"4-bit gray PNG": lambda: _png_bytes(4, 1, 4, 0, [b"\x01\x2f"]),
+            "2-bit gray PNG": lambda: _png_bytes(4, 1, 2, 0, [b"\x1b"]),
+            "OS/2 palette BMP": lambda: _bmp8_bytes(4, 1, palette[:4], bytes([0, 1, 2, 3]), os2=True),
+            "RLE8 BMP, skipped pixels": lambda: _bmp8_bytes(13, 9, palette, bytes([13, 1, 0, 0]) * 8 + b"\0\1", 1),
+            "RLE8 BMP, runs past the row": lambda: _bmp8_bytes(13, 9, palette, bytes([200, 3, 0, 0]) * 9 + b"\0\1",
+                                                               1),
+            "YCCK JPEG": _ycck_jpeg}[kind]()
+    (tmp_path / "stack").mkdir()
+    for k in range(3):
+        (tmp_path / "stack" / f"s_{k}.{suffix}").write_bytes(data)
+    done = subprocess.run(BIGVOLUME + ["import-stack", str(tmp_path / "stack"), str(tmp_path / "out.nrrd"), "--gray",
+                                       "keep", "--spacing", "1", "1", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and not (tmp_path / "out.nrrd").exists(), done.stderr
+    assert done.stderr.strip().splitlines() == [f"bigvolume: error: {tmp_path / 'stack' / f's_0.{suffix}'}: "
+                                                f"{done.stderr.split(f's_0.{suffix}: ')[1].strip()}"]
+    assert said in done.stderr
+
+
+def test_png_1_bit_and_sbit_depth_gray_keep_their_meaning(tmp_path):
+    """A 1-bit gray PNG is a bilevel image (0 and 255, as a TIFF's); 4-bit gray whose sBIT says 4 reads as stored."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "sbit").mkdir()
+    for k in range(3):
+        (tmp_path / "one" / f"s_{k}.png").write_bytes(_png_bytes(8, 1, 1, 0, [bytes([0b10110001])]))
+        (tmp_path / "sbit" / f"s_{k}.png").write_bytes(_png_bytes(4, 1, 4, 0, [b"\x01\x2f"], extra=(
+            b"\x00\x00\x00\x01sBIT\x04" + __import__("zlib").crc32(b"sBIT\x04").to_bytes(4, "big"))))
+    one = read_back(import_stack(tmp_path / "one", tmp_path / "one.nrrd", spacing=(1, 1, 1)).output_path)[0]
+    assert one[0, 0].tolist() == [255, 0, 255, 255, 0, 0, 0, 255]
+    sbit = read_back(import_stack(tmp_path / "sbit", tmp_path / "sbit.nrrd", spacing=(1, 1, 1)).output_path)[0]
+    assert sbit[0, 0].tolist() == [0, 1, 2, 15]
+
+
+def test_a_32_bit_bmp_keeps_three_channels_and_png_pixel_sizes_must_agree(tmp_path):
+    """A 32-bit BI_RGB BMP's fourth byte is padding; --gray keep gave it as a fourth channel (often 0: transparent).
+    Slices whose PNG pHYs chunks give other pixel sizes were imported with the first slice's."""
+    import struct
+    import zlib
+    (tmp_path / "bmp").mkdir()
+    info = struct.pack("<IiiHHIIiiII", 40, 2, 1, 1, 32, 0, 8, 0, 0, 0, 0)
+    for k in range(3):
+        (tmp_path / "bmp" / f"s_{k}.bmp").write_bytes(b"BM" + struct.pack("<IHHI", 62, 0, 0, 54) + info
+                                                      + bytes([30, 20, 10, 0x7F, 3, 2, 1, 0]))
+    out = import_stack(tmp_path / "bmp", tmp_path / "bmp.nrrd", spacing=(1, 1, 1), gray="keep").output_path
+    assert read_back(out)[0][0, 0].tolist() == [[10, 20, 30], [1, 2, 3]]
+    (tmp_path / "png").mkdir()
+    for k, per_metre in enumerate([4000, 4000, 8000]):
+        phys = struct.pack(">IIB", per_metre, per_metre, 1)
+        extra = struct.pack(">I", 9) + b"pHYs" + phys + struct.pack(">I", zlib.crc32(b"pHYs" + phys))
+        (tmp_path / "png" / f"s_{k}.png").write_bytes(_png_bytes(2, 1, 8, 0, [b"\x01\x02"], extra=extra))
+    with pytest.raises(bv.VolumeFileError, match=r"s_2\.png has pixels of 0\.125 x 0\.125, the first 0\.25 x 0\.25"):
+        plan_stack_import(tmp_path / "png")

@@ -243,19 +243,29 @@ def _png_unreadable(path: Path) -> str | None:
 
 
 def _png_shifted(path: Path) -> str | None:
-    """A PNG whose sBIT chunk gives fewer significant bits than its samples have: libpng, under SimpleITK, shifts
-    the values down by the rest (16-bit 128 with sBIT 12 reads 8), silently."""
+    """A PNG whose values its reader changes silently: an sBIT chunk giving fewer significant bits than the samples
+    have (libpng, under SimpleITK, shifts the values down by the rest: 16-bit 128 with sBIT 12 reads 8), or gray
+    samples of 2 or 4 bits (libpng scales them to 0-255: 4-bit 15 reads 255; 1-bit reads 0 and 255, a bilevel
+    image, as a TIFF's does)."""
     chunks = _png_chunks(path, (b"IHDR", b"sBIT"))
     header, significant = chunks.get(b"IHDR", b""), chunks.get(b"sBIT", b"")
-    if len(header) != 13 or not significant:
+    if len(header) != 13:
         return None
     depth = header[8]
+    if header[9] == PNG_GRAY and depth in (2, 4) and significant[:1] != bytes([depth]):
+        return (f"a PNG of {depth}-bit gray samples, which its reader scales to 0-255 ({(1 << depth) - 1} would "
+                f"read 255); save the slices as 8-bit")
+    if not significant:
+        return None
     if header[9] == 3:  # a palette: sBIT describes the palette's 8-bit colours, not the indices
         depth = 8
     if all(bits >= depth for bits in significant):
         return None
+    shift = depth - min(significant)
+    example = 1 << (depth - 1)  # the middle value, as stored and as read
     return (f"a PNG whose sBIT chunk says {'/'.join(map(str, significant))} significant bits of {depth}: its reader "
-            "shifts the values down by the rest (128 would read 8); save the slices without the sBIT chunk")
+            f"shifts the values down by the rest ({example} would read {example >> shift}); save the slices without "
+            "the sBIT chunk")
 
 
 def _png_pixel_size(path: Path) -> tuple[float, float] | None:
@@ -273,6 +283,7 @@ BMP_ROWS_AS_STORED = (0, 3, 6)  # compressions BI_RGB, BI_BITFIELDS, BI_ALPHABIT
 
 
 BMP_BITFIELDS = 3
+BMP_RUN_LENGTH = (1, 2)  # BI_RLE8, BI_RLE4
 BMP_STANDARD_MASKS = (0x00FF0000, 0x0000FF00, 0x000000FF)  # red, green, blue of a 32-bit BI_BITFIELDS pixel
 
 
@@ -289,6 +300,14 @@ def _bmp_misread(path: Path) -> str | None:
         return (f"a version {version} BMP (with colour-space information, as GIMP and ImageMagick write it), which "
                 "SimpleITK's BMP reader cannot read; save the slices as TIFF or PNG, or as BMP without colour-space "
                 "information (GIMP: Compatibility Options, Do not write color space information)")
+    if len(head) >= 30 and head[:2] == b"BM" and struct.unpack("<I", head[14:18])[0] == 12 \
+            and struct.unpack("<H", head[24:26])[0] <= 8:
+        return ("an OS/2 BMP with a colour palette, whose 3-byte entries its reader takes as 4 (wrong colours); save "
+                "the slices as PNG or TIFF")
+    if len(head) >= 34 and head[:2] == b"BM" and struct.unpack("<I", head[14:18])[0] >= 40 \
+            and struct.unpack("<I", head[30:34])[0] in BMP_RUN_LENGTH:
+        return ("a run-length compressed BMP (RLE), whose reader leaves skipped pixels as whatever memory held and "
+                "can write past its rows; save the slices uncompressed, or as PNG or TIFF")
     if len(head) < 66 or head[:2] != b"BM" or struct.unpack("<I", head[14:18])[0] < 40:  # masks at 54 from here on
         return None
     bits, compression = struct.unpack("<HI", head[28:34])
@@ -297,6 +316,15 @@ def _bmp_misread(path: Path) -> str | None:
         return (f"a 32-bit BMP with the colour masks {', '.join(f'{m:#010x}' for m in masks)} (red, green, blue), "
                 "which its reader ignores (colours swapped); save the slices as PNG or TIFF")
     return None
+
+
+def _bmp_fourth_byte_unused(path: Path) -> bool:
+    """A 32-bit BMP without an alpha mask (BI_RGB, or BI_BITFIELDS with three masks): its fourth byte is padding,
+    which its reader gives as a fourth channel (often 0: all transparent)."""
+    with open(path, "rb") as file:
+        head = file.read(34)
+    return (len(head) == 34 and head[:2] == b"BM" and struct.unpack("<I", head[14:18])[0] >= 40
+            and struct.unpack("<H", head[28:30])[0] == 32 and struct.unpack("<I", head[30:34])[0] in (0, BMP_BITFIELDS))
 
 
 def _bmp_truncation(path: Path, size: int) -> str | None:
@@ -335,6 +363,27 @@ def _jpeg_truncation(path: Path, size: int) -> str | None:
     if _jpeg_end_offset(path.read_bytes()) is not None:
         return None
     return "the JPEG does not end with its end-of-image marker (FFD9): truncated?"
+
+
+def _jpeg_ycck(path: Path) -> str | None:
+    """A JPEG whose Adobe segment says its four channels are YCCK (transform 2): its reader takes them for CMYK
+    and the colours come out garbled."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(1 << 16)
+    except OSError:
+        return None
+    position = 2 if data[:2] == b"\xff\xd8" else len(data)
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker, length = data[position + 1], int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == 0xDA:  # the scan starts: the header segments are behind
+            break
+        segment = data[position + 4:position + 2 + length]
+        if marker == 0xEE and segment[:5] == b"Adobe" and len(segment) >= 12 and segment[11] == 2:
+            return ("a JPEG of YCCK colours (Adobe transform 2), which its reader takes for CMYK (garbled colours); "
+                    "save the slices as RGB or gray")
+        position += 2 + length
+    return None
 
 
 def _jpeg_end_offset(data: bytes) -> int | None:
@@ -502,6 +551,7 @@ def _slice_header(path: Path):
         raise VolumeFileError(f"{path}: {truncated}")
     suffix = path.suffix.lower()
     misread = (_png_shifted(path) if suffix == ".png" else _bmp_misread(path) if suffix == ".bmp" else
+               _jpeg_ycck(path) if suffix in (".jpg", ".jpeg") else
                _tiff_stored_otherwise(path, layout) if layout is not None else None)
     if misread:
         raise VolumeFileError(f"{path}: {misread}")
@@ -524,6 +574,8 @@ def _slice_header(path: Path):
         raise VolumeFileError(f"{path}: {misread}")
     if layout is not None and _through_rgba_reader(layout, components, dtype):
         components = rgba_fallback_channels(layout)  # its own samples; the decoder drops the rest
+    elif suffix == ".bmp" and components == 4 and _bmp_fourth_byte_unused(path):
+        components = 3  # (the reader gives the pad byte as a fourth channel: dropped)
     return (int(size[0]), int(size[1]), dtype, components), reader.GetSpacing()[:2]
 
 
@@ -564,20 +616,30 @@ def _check_decodable(path: Path) -> None:
 PIXEL_SIZE_RTOL = 1e-4  # slices whose header pixel sizes differ more are not one stack
 
 
+def _pixel_text(pixel) -> str:
+    return "none given" if pixel is None else f"{pixel[0]:.6g} x {pixel[1]:.6g}"
+
+
 def probe_stack(slices: SliceList, check_all: bool = True) -> StackInfo:
     """Read the first slice's header and check every other slice's header (not its pixels) against it; slices
     that differ are named. With ``check_all``, the first slice is decoded too."""
     first, spacing = _slice_header(slices.files[0])
     if check_all:
         _check_decodable(slices.files[0])
+        first_png_pixel = _png_pixel_size(slices.files[0]) if slices.files[0].suffix.lower() == ".png" else None
         odd = []
         for path in slices.files[1:]:
             layout, pixel = _slice_header(path)
             if layout != first:
                 odd.append(f"{path.name} is {_describe_layout(layout)}")
+            elif path.suffix.lower() == ".png":  # SimpleITK reads no pHYs chunk: we do
+                png_pixel = _png_pixel_size(path)
+                if png_pixel != first_png_pixel and (png_pixel is None or first_png_pixel is None or not np.allclose(
+                        png_pixel, first_png_pixel, rtol=PIXEL_SIZE_RTOL, atol=0)):
+                    odd.append(f"{path.name} has pixels of {_pixel_text(png_pixel)}, the first "
+                               f"{_pixel_text(first_png_pixel)}")
             elif not np.allclose(pixel, spacing, rtol=PIXEL_SIZE_RTOL, atol=0):  # (1 x 1 where a header says none)
-                odd.append(f"{path.name} has pixels of {pixel[0]:.6g} x {pixel[1]:.6g}, the first "
-                           f"{spacing[0]:.6g} x {spacing[1]:.6g}")
+                odd.append(f"{path.name} has pixels of {_pixel_text(pixel)}, the first {_pixel_text(spacing)}")
         if odd:
             more = f" (and {len(odd) - 3} more)" if len(odd) > 3 else ""
             raise VolumeFileError(f"{slices.files[0].parent}: slices differ from the first "
