@@ -1124,3 +1124,15 @@ def test_a_32_bit_bmp_keeps_three_channels_and_png_pixel_sizes_must_agree(tmp_pa
         (tmp_path / "png" / f"s_{k}.png").write_bytes(_png_bytes(2, 1, 8, 0, [b"\x01\x02"], extra=extra))
     with pytest.raises(bv.VolumeFileError, match=r"s_2\.png has pixels of 0\.125 x 0\.125, the first 0\.25 x 0\.25"):
         plan_stack_import(tmp_path / "png")
+
+
+def test_the_note_for_a_bmp_stack_says_its_pixels_per_metre_are_not_read(tmp_path):
+    """BMP headers always hold a pixel size (pixels per metre, mostly a screen default): "carry no pixel size" was
+    wrong for them."""
+    from PIL import Image
+    for k in range(3):
+        Image.fromarray(np.full((5, 6), k, np.uint8)).save(tmp_path / f"s_{k}.bmp", dpi=(72, 72))
+    plan = plan_stack_import(tmp_path)
+    plan.close()
+    assert any(note.startswith("BMP headers give pixels per metre, mostly a screen default, which is not read: "
+                               "spacing 1 x 1 x 1 assumed") for note in plan.notes), plan.notes

@@ -143,7 +143,9 @@ def plan_stack_import(source, *, spacing=None, factor=1.0, roi=None, gray: str |
     if spacing is None:
         if info.pixel_spacing is None:
             spacing = (1.0, 1.0, 1.0)
-            notes.append("the slice headers carry no pixel size: spacing 1 x 1 x 1 assumed (give the real spacing)")
+            what = ("BMP headers give pixels per metre, mostly a screen default, which is not read"
+                    if info.files[0].suffix.lower() == ".bmp" else "the slice headers carry no pixel size")
+            notes.append(f"{what}: spacing 1 x 1 x 1 assumed (give the real spacing)")
         elif info.slice_spacing is not None:
             spacing = (*info.pixel_spacing, info.slice_spacing)
             notes.append(f"spacing {spacing[0]:g} x {spacing[1]:g} x {spacing[2]:g} mm from {info.spacing_source}")
