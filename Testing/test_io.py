@@ -397,3 +397,81 @@ def test_a_header_grid_no_volume_can_have_is_refused_naming_the_file(tmp_path, d
                       ).encode() + bytes(16))
     with pytest.raises(bv.VolumeFileError, match=r"odd\.nrrd: (the header's grid is not valid|not a readable)"):
         bv.read_geometry(path)
+
+
+BIGVOLUME = [sys.executable, "-m", "bigvolume"]
+
+
+@pytest.mark.parametrize("source, output, stream", [("scan.v2.nhdr", "scan.v2.mhd", "--no-stream"),
+                                                    ("scan.v2.mhd", "scan.v2.nhdr", "--stream"),
+                                                    ("scan.v2.mhd", "scan.v2.nhdr", "--no-stream")])
+def test_an_output_named_with_several_dots_does_not_overwrite_the_inputs_data_file(tmp_path, source, output, stream):
+    """The data file of scan.v2.mhd was guessed as scan.raw (the writers write scan.v2.raw): the check passed and the
+    input's data file was replaced; the input could no longer be read."""
+    volume = bv.Volume.from_array(np.arange(336, dtype=np.int16).reshape(6, 7, 8), spacing=(0.5, 0.6, 0.7))
+    io.write_volume(volume, tmp_path / source)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    done = subprocess.run(BIGVOLUME + ["resample", str(tmp_path / source), str(tmp_path / output), "--factor", "2",
+                                       stream], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "would overwrite the input's data file" in done.stderr, done.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / source).array, volume.array)
+
+
+def test_a_data_file_of_another_volume_is_not_replaced(tmp_path):
+    """Writing x.mhd replaced the x.raw of an unrelated x.nhdr beside it, which then read the new bytes as its own."""
+    first = bv.Volume.from_array(np.arange(336, dtype=np.int16).reshape(6, 7, 8))
+    io.write_volume(first, tmp_path / "x.nhdr")
+    second = bv.Volume.from_array(np.full((6, 7, 8), 7, np.float32))
+    with pytest.raises(bv.VolumeFileError, match=r"x\.mhd: writing it would replace .*x\.raw, the data file of "
+                                                 r".*x\.nhdr; choose another name"):
+        io.write_volume(second, tmp_path / "x.mhd")
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "x.nhdr").array, first.array)
+    io.write_volume(first, tmp_path / "x.nhdr")  # an output written again over its own data file: allowed
+    (tmp_path / "x.nhdr").unlink()
+    (tmp_path / "x.raw").unlink()
+    io.write_volume(second, tmp_path / "x.mhd")
+    io.write_volume(second, tmp_path / "x.mhd")
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "x.mhd").array, second.array)
+
+
+@pytest.mark.parametrize("name", ["A.NII", "A.NII.GZ", "A.MHA", "A.MHD", "A.NHDR", "A.NRRD", "b.Mha"])
+@pytest.mark.parametrize("door", ["write_volume", "resample --no-stream", "resample --stream"])
+def test_upper_case_suffixes_write_and_read(tmp_path, name, door):
+    """ITK knows its suffixes in lower case: A.NII failed with the hidden staging path in the message, A.MHA "produced
+    no file", A.NHDR came out attached, and ITK's MetaImage reader knew no A.MHA."""
+    volume = bv.Volume.from_array(np.arange(336, dtype=np.uint16).reshape(6, 7, 8), spacing=(0.5, 0.6, 0.7),
+                                  origin=(1, -2, 3))
+    if door == "write_volume":
+        io.write_volume(volume, tmp_path / name)
+        expected = volume
+    else:
+        source = io.write_volume(volume, tmp_path / "in.nrrd")
+        done = subprocess.run(BIGVOLUME + ["resample", str(source), str(tmp_path / name), "--factor", "1", "--method",
+                                           "nearest", door.split()[1]], capture_output=True, text=True, timeout=120)
+        if door.endswith("--stream") and name.upper().endswith((".MHA", ".MHD")):
+            assert done.returncode == 1  # (MetaImage is written whole by SimpleITK: refused streamed, as in lower case)
+            return
+        assert done.returncode == 0, done.stderr
+        expected = volume
+    read = bv.read_volume(tmp_path / name)
+    np.testing.assert_array_equal(read.array, expected.array)
+    assert read.geometry.dimensions == expected.geometry.dimensions  # (NIfTI stores float32: 0.6 reads 0.60000002)
+    np.testing.assert_allclose(read.geometry.ijk_to_lps(), expected.geometry.ijk_to_lps(), rtol=1e-6, atol=1e-6)
+    if name.upper().endswith((".NHDR", ".MHD")):  # detached: the data file beside it, named by the header
+        assert (tmp_path / (name.rsplit(".", 1)[0] + ".raw")).is_file() and (tmp_path / name).stat().st_size < 1000
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_direction_columns_that_are_not_unit_vectors_are_stored_as_spacing(tmp_path):
+    """A direction whose columns are not unit vectors (a MetaImage's matrix can give one) was refused by NIfTI as a
+    sheared grid, stored so in a MetaImage (VTK read its spacing without them) and folded into NRRD's directions:
+    every format now stores the unit axes and the spacing times the columns' lengths: one voxel-to-LPS mapping."""
+    direction = np.diag([2.0, 1.0, 0.5]) @ np.array([[0.0, 1, 0], [1, 0, 0], [0, 0, -1]])
+    volume = bv.Volume.from_array(np.arange(60, dtype=np.int16).reshape(3, 4, 5), spacing=(1.0, 2.0, 3.0),
+                                  origin=(1, 2, 3), direction=direction)
+    for suffix in (".nii", ".nii.gz", ".mha", ".nrrd", ".nhdr"):
+        read = bv.read_volume(io.write_volume(volume, tmp_path / f"v{suffix}"))
+        np.testing.assert_allclose(read.geometry.ijk_to_lps(), volume.geometry.ijk_to_lps(), atol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(read.geometry.direction, axis=0), 1.0, atol=1e-6)
+        np.testing.assert_array_equal(read.array, volume.array)

@@ -41,6 +41,18 @@ WRITE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 COMPRESSIBLE_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
+_IMAGE_IOS = {".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO", ".nii": "NiftiImageIO", ".nii.gz": "NiftiImageIO",
+              ".mha": "MetaImageIO", ".mhd": "MetaImageIO"}
+
+
+def _image_io(path) -> str:
+    """The SimpleITK ImageIO for a name whose suffix is not in lower case (ITK's MetaImage reader knew no A.MHA);
+    empty (ITK chooses) otherwise."""
+    name = Path(path).name
+    suffix = volume_suffix(path)
+    return _IMAGE_IOS.get(suffix, "") if not name.endswith(suffix) else ""
+
+
 def volume_suffix(path) -> str:
     name = str(path).lower()
     return ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
@@ -216,7 +228,7 @@ def read_volume(path, series: str | None = None, level: int | None = None) -> Vo
         check_compressed_file(path, "gzip", nifti_data_end(path))
     import SimpleITK as sitk
     with _without_siblings(path) as alone:
-        image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(alone)))
+        image, geometry = _open_3d(path, lambda: sitk.ReadImage(str(alone), imageIO=_image_io(path)))
     _refuse_complex(path, image.GetPixelID())
     voxels = sitk.GetArrayViewFromImage(image)
     if image.GetDimension() == 4:  # one time point (see _open_3d)
@@ -258,6 +270,7 @@ def read_geometry(path, series: str | None = None, level: int | None = None) -> 
     def read_header():
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
+        reader.SetImageIO(_image_io(path))
         reader.ReadImageInformation()
         return reader
     reader, geometry = _open_3d(path, read_header)
@@ -302,7 +315,30 @@ def check_output_path(path, inputs=()) -> Path:
                 if written == path and read == source:
                     raise VolumeFileError(f"{path}: the output would overwrite the input")
                 raise VolumeFileError(f"{path}: writing it would overwrite the input's data file {read}")
+    owner = _other_header_of(path, [data for data in output_files(path)[1:] if os.path.lexists(data)])
+    if owner is not None:
+        header, data = owner
+        raise VolumeFileError(f"{path}: writing it would replace {data}, the data file of {header}; choose another "
+                              "name")
     return path
+
+
+def _other_header_of(path: Path, data_files: list[Path]) -> tuple[Path, Path] | None:
+    """(header, data file) when a detached header beside ``path``, other than ``path``, names one of ``data_files``
+    (x.nhdr's x.raw, which writing x.mhd would replace); a data file no header names (left by a kill) may go."""
+    if not data_files:
+        return None
+    for header in sorted(path.parent.iterdir() if str(path.parent) else Path(".").iterdir()):
+        if volume_suffix(header) not in (".nhdr", ".mhd") or same_file(header, path) or not header.is_file():
+            continue
+        try:
+            named = data_files_named(header)
+        except (VolumeFileError, OSError, UnicodeError):
+            continue
+        for data in data_files:
+            if any(same_file(data, other) for other in named):
+                return header, data
+    return None
 
 
 def is_inside(path: Path, folder: Path) -> bool:
@@ -343,8 +379,8 @@ def _data_files_of(header: Path) -> list[Path]:
     suffix = volume_suffix(header)
     if suffix not in (".nhdr", ".mhd"):
         return []
-    stem = header.with_suffix("")
-    return [stem.with_suffix(ext) for ext in (".raw", ".raw.gz", ".zraw")]
+    stem = header.name[:-len(suffix)]  # scan.v2.nhdr -> scan.v2.raw, as the writers name it (not scan.raw)
+    return [header.with_name(stem + ext) for ext in (".raw", ".raw.gz", ".zraw")]
 
 
 # Outputs this process has put in place, in order: after a Ctrl-C the command line says which are complete.
@@ -387,12 +423,25 @@ def atomic_output(path):
 
 
 def to_sitk(volume: Volume) -> sitk.Image:
+    """A SimpleITK image of ``volume``; direction columns that are not unit vectors (as a MetaImage's matrix may
+    give them) go into the spacing, so every format stores the same voxel-to-LPS mapping in the same way (NIfTI
+    refused them as a sheared grid, VTK read a MetaImage's spacing without them)."""
     import SimpleITK as sitk
     image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array), isVector=volume.array.ndim == 4)
-    image.SetSpacing(volume.geometry.spacing)
+    spacing, direction = unit_axes(volume.geometry)
+    image.SetSpacing(spacing)
     image.SetOrigin(volume.geometry.origin)
-    image.SetDirection(tuple(volume.geometry.direction.ravel()))
+    image.SetDirection(tuple(direction.ravel()))
     return image
+
+
+def unit_axes(geometry: Geometry) -> tuple[tuple[float, float, float], np.ndarray]:
+    """(spacing, direction) of ``geometry`` with unit direction columns: the same voxel-to-LPS mapping."""
+    direction = np.asarray(geometry.direction, float)
+    lengths = np.linalg.norm(direction, axis=0)
+    if np.allclose(lengths, 1.0, rtol=0, atol=1e-12):
+        return tuple(geometry.spacing), direction
+    return tuple(float(s * n) for s, n in zip(geometry.spacing, lengths)), direction / lengths
 
 
 def check_geometry_fits(path, geometry: Geometry) -> None:
@@ -400,7 +449,7 @@ def check_geometry_fits(path, geometry: Geometry) -> None:
     moving every voxel but the origin, and say nothing of it but a warning on stderr. Refused in one line."""
     path = Path(path)
     if volume_suffix(path) in (".nii", ".nii.gz"):
-        direction = np.asarray(geometry.direction, float)
+        direction = unit_axes(geometry)[1]
         if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-5):
             raise VolumeFileError(f"{path}: the volume's axes are not at right angles (a sheared grid), which NIfTI "
                                   "cannot store: its geometry would change; write .nrrd, .nhdr or .mha")
@@ -428,7 +477,12 @@ def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:
     image = to_sitk(volume)
     try:
         with atomic_output(path) as staging_path:
-            sitk.WriteImage(image, str(staging_path), useCompression=bool(compress) and suffix in COMPRESSIBLE_SUFFIXES)
+            # ITK knows its suffixes in lower case only (A.NII failed, A.NHDR came out attached): written so, then
+            # renamed (a detached header names its data file A.raw, written beside it)
+            lower = staging_path.with_name(staging_path.name[:-len(suffix)] + suffix)
+            sitk.WriteImage(image, str(lower), useCompression=bool(compress) and suffix in COMPRESSIBLE_SUFFIXES)
+            if lower != staging_path:
+                os.replace(lower, staging_path)
     except RuntimeError as error:
         raise VolumeFileError(f"{path}: cannot write ({readable_reason(error)})") from None
     except OSError as error:

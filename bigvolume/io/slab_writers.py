@@ -20,7 +20,7 @@ import numpy as np
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
 from ..core.volume import Volume
-from .files import check_geometry_fits, check_writable_type, file_size, volume_suffix, write_volume
+from .files import check_geometry_fits, check_writable_type, file_size, unit_axes, volume_suffix, write_volume
 from .raw_writes import open_for_append
 
 STREAM_WRITE_SUFFIXES = (".nhdr", ".nrrd", ".nii", ".nii.gz")
@@ -107,9 +107,10 @@ def nifti_header(geometry: Geometry, dtype) -> bytes:
         raise VolumeFileError(f"NIfTI-1 cannot store {nz} slices or rows (at most 32767); choose .nhdr")
     import SimpleITK as sitk
     image = sitk.GetImageFromArray(np.zeros((2, ny, nx), np.dtype(dtype)))
-    image.SetSpacing(geometry.spacing)
+    spacing, direction = unit_axes(geometry)  # (as write_volume stores it)
+    image.SetSpacing(spacing)
     image.SetOrigin(geometry.origin)
-    image.SetDirection(tuple(geometry.direction.ravel()))
+    image.SetDirection(tuple(direction.ravel()))
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "header.nii")
         sitk.WriteImage(image, path)
