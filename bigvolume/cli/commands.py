@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 
 import numpy as np
 
@@ -108,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="largest output file on disk, e.g. 20KB (compression included: compressed outputs are "
                            "written at trial grids and the largest that fits is kept); picks a uniform factor")
     resample.add_argument("--isotropic", action="store_true",
-                          help="one output spacing on all axes: factor x the finest input spacing")
+                          help="one output spacing on all axes: factor x the finest input spacing; an axis "
+                               "already coarser is kept (never upsampled), with a note")
     resample.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="NAME",
                           help=f"resampling method (default {DEFAULT_METHOD}): " + _method_help())
     resample.add_argument("--threads", type=positive_int, metavar="N",
@@ -547,6 +549,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _show_notes_on_stderr()
+    # numpy's floating-point warnings name its source lines; what they mean (NaN outputs) the notes say in words
+    warnings.filterwarnings("ignore", message="(overflow|invalid value|divide by zero) encountered",
+                            category=RuntimeWarning)
     if getattr(signal.getsignal(signal.SIGINT), "bigvolume_loading", False):
         # (``python -m bigvolume`` held Ctrl-C while loading, the parser included): from here main answers it
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.dtypes import check_exact_in_float64
 from ..core.errors import BigVolumeError
 from ..core.progress import ProgressCallback
 from ..io.slabs import ArraySlabReader, SlabReader
@@ -97,6 +98,8 @@ class ResampleStage:
         # only when the next slab does not fit behind them: the window holds several slabs, so the copy that drops
         # them happens once every few slabs instead of once per slab.
         k, stages = self.k, self.stages
+        if k.convert_to is not None and self.out_dtype.kind != "f":  # 64-bit integers may not come through
+            check_exact_in_float64(slab, k.method)                  # (a float output rounds more itself)
         lo, hi = self.lo, self.hi
         keep_from = min(int(k.z_kernel.index[self.next_row].min()), hi) if self.next_row < self.rows else hi
         if hi - lo + (k1 - k0) > self.window_slices and keep_from > lo:

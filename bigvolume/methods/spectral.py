@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.dtypes import work_dtype
+from ..core.dtypes import check_exact_in_float64, work_dtype
 
 
 def _complex_dtype(dtype: np.dtype) -> np.dtype:
@@ -36,6 +36,7 @@ def band_limit_axis(data: np.ndarray, axis: int, factor: float, positions: np.nd
 
 def band_limited_sample(array: np.ndarray, factors, positions) -> np.ndarray:
     """``array`` (k, j, i[, c]); ``factors`` and ``positions`` in I, J, K order. Returns floats."""
+    check_exact_in_float64(array, "fft")
     data = array.astype(work_dtype(array.dtype))
     for ijk_axis in (2, 1, 0):  # K first: the slowest axis shrinks the data most cheaply
         data = band_limit_axis(data, 2 - ijk_axis, factors[ijk_axis], np.asarray(positions[ijk_axis], float))
@@ -44,6 +45,7 @@ def band_limited_sample(array: np.ndarray, factors, positions) -> np.ndarray:
 
 def low_pass(array: np.ndarray, factors) -> np.ndarray:
     """``array`` band-limited to the output Nyquist of ``factors`` (I, J, K order), kept on the input grid."""
+    check_exact_in_float64(array, "fft")
     data = array.astype(work_dtype(array.dtype))
     axes = (0, 1, 2)
     spectrum = np.fft.rfftn(data, axes=axes)

@@ -67,6 +67,8 @@ def _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, targe
              if value is not None]
     if len(given) > 1:
         raise BigVolumeError(f"give only one of factor, spacing or target size (got {' and '.join(given)})")
+    if isotropic and given and given[0] != "factor":  # (it was dropped without a word)
+        raise BigVolumeError(f"isotropic goes with a factor, not with a {given[0]} (which sets every axis itself)")
     try:
         if spacing is not None:
             return factors_for_spacing(geometry, spacing)
@@ -76,7 +78,16 @@ def _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, targe
         if isotropic:
             if len(set(factors)) != 1:
                 raise ValueError("isotropic needs a single factor")
-            return isotropic_factors(geometry, factors[0])
+            chosen = isotropic_factors(geometry, factors[0])
+            kept = [axis for axis, (f, s) in enumerate(zip(chosen, geometry.spacing))
+                    if f == 1.0 and s > factors[0] * min(geometry.spacing) * (1 + 1e-9)]
+            if kept:
+                target = factors[0] * min(geometry.spacing)
+                axes = ", ".join(f"{'ijk'[a]} ({geometry.spacing[a]:g} mm)" for a in kept)
+                logger.warning(f"isotropic: axis {axes} is already coarser than the spacing {target:g} mm of the "
+                               f"others and is kept, never upsampled; a factor of "
+                               f"{max(geometry.spacing) / min(geometry.spacing):g} gives one spacing on all axes")
+            return chosen
         return factors
     except ValueError as error:
         raise BigVolumeError(str(error)) from None
@@ -100,9 +111,13 @@ def check_backend(backend: str | None, method: str, device: str = "cpu", dtype=N
 
 
 def filter_dtype(in_dtype, out_dtype) -> np.dtype:
-    """The type :func:`resample` filters in: a float output of an integer input is filtered in that float type."""
+    """The type :func:`resample` filters in: a float output of an 8/16-bit integer input is filtered in that float
+    type, of a 32/64-bit one in float64 (as streamed: cast to float32 first, int64 403403025655 lost its last
+    digits before the filter)."""
     in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
-    return out_dtype if out_dtype.kind == "f" and in_dtype.kind != "f" else in_dtype
+    if out_dtype.kind != "f" or in_dtype.kind == "f":
+        return in_dtype
+    return out_dtype if in_dtype.itemsize <= 2 else np.dtype(np.float64)
 
 
 def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, threads: int | None = None,
@@ -158,8 +173,9 @@ def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = Fal
         result = resample_array(array, factors, method, out_dtype, xp=probe_cuda()[0], threads=threads,
                                 progress=progress)
         return Volume(result, volume.geometry.downsampled(factors))
-    if filter_dtype(array.dtype, out_dtype) != array.dtype:
-        array = array.astype(out_dtype)  # filter in the wider type (costs one full-size copy)
+    filtered = filter_dtype(array.dtype, out_dtype)
+    if filtered != array.dtype:  # (a float output: its own rounding is coarser than the filter's)
+        array = array.astype(filtered)  # filter in the wider type (costs one full-size copy)
     result = downsample_array(array, factors, method, threads, progress, backend)
     return Volume(cast_to(result, out_dtype), volume.geometry.downsampled(factors))
 
@@ -196,9 +212,11 @@ def nan_note(nan: int, voxels: int, method: str) -> str:
     support = {"lanczos": "up to 32 voxels along each axis", "gaussian": "a few voxels", "mean": "its block",
                "max": "its block", "nearest": "one voxel"}.get(method, "the kernel's support")
     other = "" if method in ("nearest", "mean", "max") else ", or choose --method nearest, mean or max"
-    return (f"{nan} of the {voxels} output voxels ({100 * nan / max(1, voxels):.3g} %) are NaN: a NaN input voxel "
+    signed = method in ("lanczos", "fft")  # negative lobes: inf - inf, and sums of huge values overflow
+    why = ("a NaN or infinite input voxel, or values near the type's largest, " if signed else "a NaN input voxel ")
+    return (f"{nan} of the {voxels} output voxels ({100 * nan / max(1, voxels):.3g} %) are NaN: {why}"
             f"makes NaN every output voxel whose {method} kernel reaches it ({support}); replace the input's NaN "
-            f"first (for example with the background value){other}")
+            f"{'and inf ' if signed else ''}first (for example with the background value){other}")
 
 
 def _note(notes: list[str], text: str) -> None:
