@@ -246,3 +246,39 @@ def test_import_stack_dry_run_and_zero_copy_summary_say_what_they_are(tmp_path):
         slices = sum(p.stat().st_size for p in (tmp_path / "stack").iterdir())
         with_header = bv.core.memory.format_bytes(slices + (tmp_path / "full.nhdr").stat().st_size)
         assert f"({with_header} with the header; no pixel copied)" in full.stdout
+
+
+def test_arguments_that_crashed_or_were_dropped_are_refused_in_one_line(tmp_path):
+    """Found by fuzzing the commands' arguments: preview --size 100000x100000 aborted the process inside VTK
+    (bad_alloc); reduce-bits --window with --percentiles dropped the percentiles; demo with a bad factor wrote its
+    first volumes, then said "math domain error"."""
+    import bigvolume as bv
+    source = bv.write_volume(bv.Volume.from_array(np.arange(4096, dtype=np.uint16).reshape(16, 16, 16)),
+                             tmp_path / "in.nrrd")
+    cases = [(["preview", source, tmp_path / "p.png", "--size", "100000x100000"], "each 16 to 8192"),
+             (["reduce-bits", source, tmp_path / "r.nrrd", "--bits", "8", "--window", "0", "100", "--percentiles", "1",
+               "99"], "give an intensity window or percentiles, not both"),
+             (["demo", "--out", tmp_path / "demo", "--factor", "0"], "factor must be a positive number"),
+             (["demo", "--out", tmp_path / "demo", "--size", "16", "--factor", "100"], "a factor of at most a quarter")]
+    for args, said in cases:
+        result = run(*args)
+        assert result.returncode in (1, 2) and said in result.stderr and "Traceback" not in result.stderr, result
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]
+
+
+def test_api_arguments_of_numpy_types_and_sizes_out_of_range():
+    """HazeOptions(dilate=np.int32(1)) overflowed int32 in the slab memory sums; write_preview's size had no
+    bound."""
+    import bigvolume as bv
+    from bigvolume.ops.haze import HazeOptions
+    from bigvolume.render.preview import write_preview
+    options = HazeOptions(dilate=np.int32(1), close=np.int16(2))
+    assert type(options.dilate) is int and type(options.close) is int
+    rng = np.random.default_rng(3)
+    volume = bv.Volume.from_array((np.where(np.indices((24, 24, 24)).sum(axis=0) > 30, 1000, 10)
+                                   + rng.normal(0, 20, (24, 24, 24))).astype(np.int16))
+    bv.dehaze(volume, options, measure_compression=False)
+    with pytest.raises(bv.BigVolumeError, match="size must be 16 to 8192 pixels a side, got 100000x100000"):
+        write_preview(volume, "unused.png", size=(100000, 100000))
+    with pytest.raises(bv.BigVolumeError, match="give an intensity window or percentiles, not both"):
+        bv.reduce_bits(volume, 8, window=(0, 100), percentiles=(1, 99))

@@ -433,8 +433,8 @@ def picture_size(text: str) -> tuple[int, int]:
         width, height = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, 0)
     except ValueError:
         width = height = 0
-    if width < 16 or height < 16:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, each at least 16, got {text!r}")
+    if not (16 <= width <= 8192 and 16 <= height <= 8192):  # (render.preview.MAX_PICTURE_SIDE: VTK aborted)
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, each 16 to 8192, got {text!r}")
     return width, height
 
 

@@ -10,6 +10,8 @@ import numpy as np
 from ..io import files as io
 from ..testing import quality
 from ..ops.resample import DEFAULT_METHOD, METHODS, downsample_array
+from ..core.errors import BigVolumeError
+from ..core.geometry import validate_factors
 from ..core.volume import Volume
 
 
@@ -26,6 +28,11 @@ def _score(array, factor, ideal, limited):
 
 def run_demo(out_dir="demo-output", size: int = 256, factor: float = 4.0, echo=print) -> dict:
     started = time.perf_counter()
+    # checked before anything is written (a bad factor left the first volumes behind, "math domain error")
+    factor = validate_factors(factor)[0]
+    if not 16 <= int(size) or factor > size / 4:
+        raise BigVolumeError(f"demo: size {size} and factor {factor:g}: give a size of at least 16 and a factor of "
+                             "at most a quarter of it (the scores need an output of 4 voxels a side)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spacing = (0.5, 0.5, 0.5)

@@ -312,12 +312,20 @@ def _given_percentiles(percentiles) -> tuple[float, float] | None:
     return low, high
 
 
+def _given_mapping(window, percentiles) -> tuple[Window | None, tuple[float, float] | None]:
+    """The window or the percentiles asked for, not both: with both, the percentiles were dropped silently."""
+    window, percentiles = _given_window(window), _given_percentiles(percentiles)
+    if window is not None and percentiles is not None:
+        raise BigVolumeError("give an intensity window or percentiles, not both (the window sets the range itself)")
+    return window, percentiles
+
+
 def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bool):
     """(window, output range, values kept, why kept) of a reduction: the identity when :func:`keeps_values` (decided
     from the types, else from the statistics pass over a subsample of ``source``, the one the percentile window
     needs), else the given window or the ``percentiles`` of that subsample stretched onto the type's full range. A
     window that cannot be mapped is refused here, before any voxel is written."""
-    window, percentiles = _given_window(window), _given_percentiles(percentiles)
+    window, percentiles = _given_mapping(window, percentiles)
     input_dtype, dtype = np.dtype(input_dtype), np.dtype(dtype)
     sample = values = None
     by_type = not stretch and keeps_values(input_dtype, dtype, window, percentiles=percentiles)
@@ -387,7 +395,7 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
     dtype = dtype_for_bits(bits, signed)
     input_path, output_path = Path(input_path), Path(output_path)
     with naming(input_path):  # the options first: a typo fails before the file is read
-        window, percentiles = _given_window(window), _given_percentiles(percentiles)
+        window, percentiles = _given_mapping(window, percentiles)
     plan = plan_input(input_path, stream=stream, memory_limit=memory_limit, series=series)
     progress = as_progress(progress)
     with naming(input_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import naming
+from ..core.errors import BigVolumeError, naming
 from ..core.volume import Volume
 from .compare import Display, changed_voxels, compare_display
 from .compose import CANVAS, check_png_path, paste, text_image, write_png
@@ -108,6 +108,20 @@ def thin_note(source: PreviewSource) -> str:
             "(see the slices)")
 
 
+MAX_PICTURE_SIDE = 8192  # pixels of one rendering's side: 100000 x 100000 made VTK abort the process (bad_alloc)
+
+
+def check_picture_size(size) -> tuple[int, int]:
+    """``size`` as (width, height) in pixels, each 16 .. MAX_PICTURE_SIDE; BigVolumeError otherwise."""
+    try:
+        width, height = (int(value) for value in size)
+    except (TypeError, ValueError):
+        raise BigVolumeError(f"size must be (width, height) in pixels, got {size!r}") from None
+    if not (16 <= width <= MAX_PICTURE_SIDE and 16 <= height <= MAX_PICTURE_SIDE):
+        raise BigVolumeError(f"size must be 16 to {MAX_PICTURE_SIDE} pixels a side, got {width}x{height}")
+    return width, height
+
+
 def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=None, engine: str = "auto",
                   camera: Camera | None = None, memory_limit: float | None = None,
                   intensity_maps=None, series: str | None = None) -> PreviewReport:
@@ -122,6 +136,7 @@ def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=
     downsampling of a large file may hold (default: a quarter of the machine's memory; beyond it the file is
     streamed). ``series``: the DICOM series UID of ``source`` when its folder holds several. The PNG appears
     whole or not at all."""
+    size = check_picture_size(size)
     if compare is None:
         compare = []
     elif isinstance(compare, (str, os.PathLike, Volume)):

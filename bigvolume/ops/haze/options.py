@@ -47,6 +47,7 @@ class HazeOptions:
             value = getattr(self, name)
             if not _is_int(value) or not 0 <= value <= MAX_RADIUS:
                 raise BigVolumeError(f"{name} must be a whole number of voxels from 0 to {MAX_RADIUS}, got {value!r}")
+            object.__setattr__(self, name, int(value))  # (numpy's int32 overflowed in the slab memory sums)
         if not isinstance(self.largest_only, (bool, np.bool_)):
             raise BigVolumeError(f"largest_only must be True or False, got {self.largest_only!r}")
         if isinstance(self.fill, str):
