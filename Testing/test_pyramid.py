@@ -5,6 +5,7 @@ gives the same pyramid; Ctrl-C leaves nothing; refusals touch nothing."""
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -723,3 +724,19 @@ def test_ctrl_c_during_the_final_swap_is_held_and_a_swap_left_half_done_is_clear
     monkeypatch.setattr(pathlib.Path, "rename", real_rename)
     assert sorted(os.listdir(tmp_path)) == ["in.nrrd", "p.ome.zarr"]
     assert len(levels_of(out)[0].paths) == len(report.levels) > 2
+
+
+@pytest.mark.parametrize("option, value, said", [("levels", 1.5, "levels must be a whole number of at least 1"),
+                                                 ("workers", 0, "workers must be a whole number of at least 1"),
+                                                 ("shard", 1.5, "shard must be a whole number of at least 1"),
+                                                 ("zstd_level", -100, "zstd_level must be a whole number"),
+                                                 ("zstd_level", 100, "zstd_level must be 0 (zstd's default) to 22"),
+                                                 ("memory_limit", 0, "memory limit must be positive"),
+                                                 ("threads", 0, "threads must be a whole number of at least 1")])
+def test_the_python_door_refuses_what_the_command_line_refuses(tmp_path, option, value, said):
+    """levels=1.5 made 2 levels, workers=0 a cluster of none, shard=1.5 a zarr error about a chunk shape nobody
+    gave, zstd_level=-100 and memory_limit=0 were taken: the command line's parser refused them, the API did not."""
+    source = write_input(tmp_path, smooth_volume((16, 16, 16)))
+    with pytest.raises(bv.BigVolumeError, match=re.escape(said)):
+        pyramid(source, tmp_path / "out.ome.zarr", **{option: value})
+    assert [p.name for p in tmp_path.iterdir()] == [source.name]  # nothing written

@@ -495,8 +495,17 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         raise BigVolumeError(f"OME-Zarr version {ome_zarr_version!r}: choose one of {', '.join(OME_ZARR_VERSIONS)}")
     if shard is not None and ome_zarr_version != "0.5":
         raise BigVolumeError("sharding needs Zarr v3: OME-Zarr 0.5 (leave out --ome-zarr-version 0.4 or --shard)")
-    if shard is not None and shard < 1:
-        raise BigVolumeError(f"shard must be at least 1 chunk, got {shard}")
+    # whole numbers where the command line takes whole numbers (levels=1.5 made 2 levels, workers=0 a cluster of
+    # none, a shard of 1.5 chunks a zarr error about a chunk shape nobody gave)
+    for name, value, least in (("levels", levels, 1), ("shard", shard, 1), ("workers", workers, 1),
+                               ("threads", threads, 1), ("zstd_level", zstd_level, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                  or value < least):
+            raise BigVolumeError(f"{name} must be a whole number of at least {least}, got {value!r}")
+    if zstd_level > 22:
+        raise BigVolumeError(f"zstd_level must be 0 (zstd's default) to 22, got {zstd_level}")
+    if memory_limit is not None and not memory_limit:
+        raise BigVolumeError("memory limit must be positive, got 0")
     if workers is not None and scheduler is not None:
         raise BigVolumeError("give --workers (a local cluster) or --scheduler (an existing one), not both")
     if unit is not None and unit not in SPACE_UNITS:
