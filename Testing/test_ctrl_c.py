@@ -227,6 +227,10 @@ def test_sigterm_held_by_interrupt_as_flag_comes_out_as_terminated():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout.split("\n")[:3] == ["held True True", "terminated after the block", "_raise_terminated"], \
         done.stdout + done.stderr
+    # held as well when SIGINT is ignored (a shell's background job): SIGTERM does not depend on it
+    ignoring = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert ignoring.stdout == done.stdout, ignoring.stdout + ignoring.stderr
 
 
 def test_ctrl_c_during_interpreter_shutdown_keeps_the_status_without_a_traceback():
@@ -264,7 +268,9 @@ def test_an_interrupt_while_the_local_cluster_starts_closes_it_quietly(signal_nu
               "        print('started')\n"
               "except KeyboardInterrupt as error:\n"
               "    print(type(error).__name__, runner.cluster.status.name)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+                          # (a background job ignores SIGINT, and its children inherit that: as a terminal would)
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     expected = "Terminated" if signal_number == signal.SIGTERM else "KeyboardInterrupt"
     assert done.stdout.split() == [expected, "closed"], done.stdout + done.stderr
     assert "leaked" not in done.stderr and "Traceback" not in done.stderr, done.stderr

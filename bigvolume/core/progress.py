@@ -112,22 +112,26 @@ def interrupt_as_flag(raise_at_end: bool = True):
     is in place (the main thread of a program that left SIGINT alone): an ignored SIGINT stays ignored, an
     application's own handler stays in charge."""
     state = _Interrupt()
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    main = threading.current_thread() is threading.main_thread()
+    # each signal on its own: a shell's background job ignores SIGINT, and SIGTERM must still be held
+    holds_interrupt = main and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    holds_terminate = main and signal.getsignal(signal.SIGTERM) is _raise_terminated
+    if not (holds_interrupt or holds_terminate):
         yield state
         return
 
     def remember(signum, _frame):
         state.requested = True
         state.terminated = state.terminated or signum == signal.SIGTERM
-    holds_terminate = signal.getsignal(signal.SIGTERM) is _raise_terminated
-    signal.signal(signal.SIGINT, remember)
+    if holds_interrupt:
+        signal.signal(signal.SIGINT, remember)
     if holds_terminate:
         signal.signal(signal.SIGTERM, remember)
     try:
         yield state
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if holds_interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if holds_terminate:
             signal.signal(signal.SIGTERM, _raise_terminated)
     if state.requested and raise_at_end:
