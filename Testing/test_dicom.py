@@ -29,7 +29,8 @@ def rotation(about_x: float, about_z: float) -> np.ndarray:
 
 
 def write_series(folder: Path, values: np.ndarray, spacing, origin, direction, uid: str, *, slope=1.0,
-                 intercept=-1024.0, description="CT head", seed=0, positions=None) -> list[Path]:
+                 intercept=-1024.0, description="CT head", seed=0, positions=None,
+                 compressor: str | None = None) -> list[Path]:
     """One DICOM file per slice of ``values`` (k, j, i), in CT units; the files get shuffled random names so that
     their order on disk says nothing about their place. ``direction``: columns are the I, J, K axes (LPS)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,6 +59,9 @@ def write_series(folder: Path, values: np.ndarray, spacing, origin, direction, u
             image.SetMetaData(tag, value)
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()  # keep our series UID
+        if compressor is not None:  # GDCM's: JPEG (lossless), JPEG2000
+            writer.SetCompressor(compressor)
+            writer.UseCompressionOn()
         path = folder / names[k]
         writer.SetFileName(str(path))
         writer.Execute(image)
@@ -281,6 +285,33 @@ def test_damaged_slice_is_refused_in_one_line(tmp_path):
     *notes, message = result.stderr.strip().splitlines()  # the note on the dropped file, then the error
     assert message.startswith("bigvolume: error:") and "sitk" not in message.lower() and ".cxx" not in message
     assert victim.name in message and "unreadable DICOM" in message  # GDCM drops the file from its series
+
+
+@pytest.mark.parametrize("how, seed", [("marker", 0), ("marker", 1), ("zeros", 0), ("zeros", 1), ("noise", 0),
+                                       ("noise", 1)])
+def test_a_jpeg_compressed_slice_whose_decoder_says_it_is_corrupt_is_refused(tmp_path, capfd, how, seed):
+    """GDCM's JPEG decoder prints libjpeg's 'Corrupt JPEG data' on stderr and returns the slice garbled (thousands
+    of HU off in a third of its pixels): the series was read, exit 0."""
+    from test_stacks import _damaged_jpeg
+    folder = tmp_path / "jpeg"
+    values = ct_values((5, 48, 48), seed)
+    write_series(folder, values, (1.0, 1.0, 1.5), (0, 0, 0), np.eye(3), "1.2.3.21", compressor="JPEG")
+    np.testing.assert_array_equal(io.read_volume(folder).array, values)  # lossless
+    assert capfd.readouterr().err == ""
+    victim = dicom.find_series(folder).files[2]
+    victim.write_bytes(_damaged_jpeg(victim.read_bytes(), how, np.random.default_rng(seed)))
+    alone = subprocess.run([sys.executable, "-c", f"import SimpleITK; SimpleITK.ReadImage({str(victim)!r})"],
+                           capture_output=True, text=True)
+    out = tmp_path / "out.nrrd"
+    result = run("resample", folder, out, "--factor", "1")
+    if "Corrupt JPEG data" in alone.stderr + alone.stdout or how == "marker":
+        assert result.returncode == 1 and not out.exists()
+        assert result.stderr.strip().splitlines()[-1].startswith(f"bigvolume: error: {victim}: damaged JPEG data")
+        assert "Corrupt JPEG data" not in result.stderr.replace("the decoder says: Corrupt JPEG data", "")
+    elif alone.returncode != 0:  # an error the decoder raises: refused as unreadable
+        assert result.returncode == 1 and victim.name in result.stderr
+    else:  # JPEG has no checksum: damage the decoder does not notice cannot be seen
+        assert result.returncode == 0
 
 
 def test_import_stack_redirects_a_dicom_folder(series, tmp_path):

@@ -461,3 +461,14 @@ def test_real_head_mri_compresses_and_spares_the_brain_better_than_niimath(tmp_p
     dice = 2 * np.count_nonzero(ours_changed & theirs_changed) / (ours_changed.sum() + theirs_changed.sum())
     assert dice >= 0.9
     assert ours.min() == noisy_array.min() and (ours[ours_changed] == noisy_array.min()).all()
+
+
+@pytest.mark.parametrize("bad", [np.zeros((8, 8), np.uint8), np.zeros(8, np.float32),
+                                 (np.arange(512).reshape(8, 8, 8) + 1j).astype(np.complex64)])
+def test_a_threshold_of_what_is_no_scalar_volume_is_refused_in_words(bad):
+    """A 2-D array was an IndexError from inside the sampling; complex voxels were thresholded by their real part."""
+    with pytest.raises(BigVolumeError, match="a volume is \\(k, j, i\\) of real numbers"):
+        find_threshold(bad)
+    if bad.ndim == 3:
+        with pytest.raises(BigVolumeError, match="a volume is"):
+            dehaze(bv.Volume.from_array(bad))

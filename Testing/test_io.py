@@ -475,3 +475,19 @@ def test_direction_columns_that_are_not_unit_vectors_are_stored_as_spacing(tmp_p
         np.testing.assert_allclose(read.geometry.ijk_to_lps(), volume.geometry.ijk_to_lps(), atol=1e-6)
         np.testing.assert_allclose(np.linalg.norm(read.geometry.direction, axis=0), 1.0, atol=1e-6)
         np.testing.assert_array_equal(read.array, volume.array)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".mhd", ".nii.gz"])
+def test_a_file_name_too_long_for_the_folder_is_refused_before_writing(tmp_path, suffix):
+    """A 300-character name was an OSError traceback; one that fitted alone but not in its staging folder's name
+    ('.NAME.partial-XXXXXXXX') failed the same way after the work was done."""
+    volume = bv.Volume.from_array(np.zeros((3, 4, 5), np.uint8))
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX") - len(".x.partial-12345678") + 1  # the name x may have
+    for length in (300, longest + 1):
+        name = "a" * (length - len(suffix)) + suffix
+        with pytest.raises(bv.VolumeFileError, match="the file name is too long for this folder"):
+            io.write_volume(volume, tmp_path / name)
+        assert list(tmp_path.iterdir()) == []
+    fits = tmp_path / ("b" * (longest - len(suffix) - (4 if suffix in (".nhdr", ".mhd") else 0)) + suffix)
+    io.write_volume(volume, fits)  # (a detached header's data file is .raw/.raw.gz: its name must fit too)
+    np.testing.assert_array_equal(io.read_volume(fits).array, volume.array)

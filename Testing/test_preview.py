@@ -1025,3 +1025,28 @@ def test_a_picture_path_that_is_a_folder_is_refused_before_anything_is_read(tmp_
         assert done.returncode == 1 and done.stderr == f"bigvolume: error: {folder}: is a folder; give the picture's " \
                                                       "file name (ending in .png)\n", done.stderr
         assert not (tmp_path / "o.nrrd").exists() and sorted(p.name for p in folder.iterdir()) == []
+
+
+def test_a_named_engine_that_cannot_run_here_is_refused_in_words(tmp_path, monkeypatch):
+    """--engine slicer without slicer-core ended in an ImportError traceback from inside the renderer."""
+    import dataclasses
+    monkeypatch.setitem(offscreen.RENDERERS, "slicer",
+                        dataclasses.replace(offscreen.RENDERERS["slicer"], available=lambda: False))
+    volume = bv.Volume.from_array(quality.microct_phantom(24).astype(np.float32))
+    with pytest.raises(bv.BigVolumeError, match="the slicer rendering engine cannot run here: it needs slicer-core"):
+        bv.write_preview(volume, tmp_path / "p.png", engine="slicer")
+    assert list(tmp_path.iterdir()) == []
+    bv.write_preview(volume, tmp_path / "p.png", engine="auto")  # auto takes what can run
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("bad, said", [({"memory_limit": 0}, "memory limit must be positive"),
+                                       ({"memory_limit": "lots"}, "give bytes or a size"),
+                                       ({"complex": True}, "complex64 cannot be drawn")])
+def test_a_preview_of_what_cannot_be_drawn_or_a_zero_memory_limit_is_refused(tmp_path, bad, said):
+    """memory_limit=0 was taken; complex voxels were drawn by their real part without a word."""
+    array = quality.microct_phantom(24).astype(np.float32)
+    volume = bv.Volume.from_array((array + 1j * array).astype(np.complex64) if bad.pop("complex", False) else array)
+    with pytest.raises(bv.BigVolumeError, match=said):
+        bv.write_preview(volume, tmp_path / "p.png", **bad)
+    assert list(tmp_path.iterdir()) == []

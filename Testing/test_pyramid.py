@@ -730,7 +730,7 @@ def test_ctrl_c_during_the_final_swap_is_held_and_a_swap_left_half_done_is_clear
                                                  ("workers", 0, "workers must be a whole number of at least 1"),
                                                  ("shard", 1.5, "shard must be a whole number of at least 1"),
                                                  ("zstd_level", -100, "zstd_level must be a whole number"),
-                                                 ("zstd_level", 100, "zstd_level must be 0 (zstd's default) to 22"),
+                                                 ("zstd_level", 100, "zstd_level must be a whole number from 0 to 22"),
                                                  ("memory_limit", 0, "memory limit must be positive"),
                                                  ("threads", 0, "threads must be a whole number of at least 1")])
 def test_the_python_door_refuses_what_the_command_line_refuses(tmp_path, option, value, said):
@@ -739,4 +739,14 @@ def test_the_python_door_refuses_what_the_command_line_refuses(tmp_path, option,
     source = write_input(tmp_path, smooth_volume((16, 16, 16)))
     with pytest.raises(bv.BigVolumeError, match=re.escape(said)):
         pyramid(source, tmp_path / "out.ome.zarr", **{option: value})
+    assert [p.name for p in tmp_path.iterdir()] == [source.name]  # nothing written
+
+
+@pytest.mark.parametrize("option", [{"gray": "channel:0"}, {"gray": "keep"}, {"reverse": True},
+                                    {"spacing": (1, 1, 1)}])
+def test_stack_options_given_for_a_volume_file_are_refused(tmp_path, option):
+    """--gray channel:0 with a volume file was let through and dropped (the other stack options were refused)."""
+    source = write_input(tmp_path, smooth_volume((16, 16, 16)))
+    with pytest.raises(bv.BigVolumeError, match=rf"--{next(iter(option))} is for image stacks"):
+        pyramid(source, tmp_path / "out.ome.zarr", **option)
     assert [p.name for p in tmp_path.iterdir()] == [source.name]  # nothing written

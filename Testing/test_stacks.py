@@ -422,6 +422,61 @@ def test_a_damaged_jpeg_tiff_slice_is_refused(tmp_path, capfd):
     assert not (tmp_path / "damaged.nrrd").exists() and capfd.readouterr().err == ""
 
 
+def _damaged_jpeg(data: bytes, how: str, rng) -> bytes:
+    """A JPEG whose coded data are damaged as a disk, a transfer or a bad sector would: not truncated (that is
+    caught by its missing end marker), still ending with FFD9."""
+    data = bytearray(data)
+    scan = data.index(b"\xff\xda") + 12  # past the start-of-scan header
+    end = len(data) - 2
+    if how == "noise":  # a run of random bytes in the middle of the scan
+        at = int(rng.integers(scan, end - 40))
+        data[at:at + 32] = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
+    elif how == "marker":  # an end-of-image marker inside the coded data
+        at = (scan + end) // 2
+        data[at:at + 2] = b"\xff\xd9"
+    else:  # "zeros": a sector of zeros
+        at = int(rng.integers(scan, end - 600))
+        data[at:at + 512] = bytes(512)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("how", ["noise", "marker", "zeros"])
+@pytest.mark.parametrize("gray", [True, False])
+def test_a_damaged_jpeg_slice_is_refused_not_read_garbled(tmp_path, capfd, seed, how, gray):
+    """ITK's JPEG reader prints libjpeg's 'Corrupt JPEG data' (on stdout) and returns the slice as far as it could
+    decode it: imported garbled, exit 0. Slabs of several slices are read in parallel, then again one by one when
+    the decoder said so, to name the slice; the first slice is checked when the stack is planned."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:120, :160]
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for k in range(12):
+        image = (128 + 90 * np.sin(x / (6 + k)) * np.cos(y / 9) + rng.normal(0, 8, (120, 160))).clip(0, 255)
+        image = image.astype(np.uint8) if gray else np.dstack([image, image[::-1], 255 - image]).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"s_{k:02d}.jpg", quality=90)
+    sound = import_stack(folder, tmp_path / "sound.nrrd", spacing=(1, 1, 1))
+    assert sound.stream_plan.slab_slices > 1  # several slices to a slab: the parallel read and the one-by-one
+    printed = capfd.readouterr()
+    assert "JPEG" not in printed.out + printed.err
+    victim = int(rng.integers(0, 12))
+    path = folder / f"s_{victim:02d}.jpg"
+    path.write_bytes(_damaged_jpeg(path.read_bytes(), how, rng))
+    # JPEG has no checksum: damage is known only where libjpeg notices it, which a process of its own tells
+    alone = subprocess.run([sys.executable, "-c", f"import SimpleITK; SimpleITK.ReadImage({str(path)!r})"],
+                           capture_output=True, text=True)
+    if how == "marker" or "Corrupt JPEG data" in alone.stdout:  # (a marker in the coded data is always noticed)
+        with pytest.raises(bv.VolumeFileError, match=rf"s_{victim:02d}\.jpg: damaged JPEG data \(the decoder says"):
+            import_stack(folder, tmp_path / "damaged.nrrd", spacing=(1, 1, 1))
+        assert not (tmp_path / "damaged.nrrd").exists()
+    else:  # unnoticed: read as the decoder reads it (the limit of the format, said in the README)
+        assert alone.stdout + alone.stderr == ""
+        import_stack(folder, tmp_path / "damaged.nrrd", spacing=(1, 1, 1))
+    printed = capfd.readouterr()
+    assert "JPEG" not in printed.out + printed.err  # said once, in our words
+
+
 def test_output_during_a_captured_decode_is_given_back(tmp_path, capfd):
     """A PackBits slice decodes with file descriptor 2 captured: what else is printed meanwhile (another thread's
     progress, a warning that is no damage) still reaches stderr; the decoder's damage warning becomes our error."""
@@ -612,6 +667,13 @@ def test_roi_crop_lands_where_it_should(tmp_path):
     assert image.TransformIndexToPhysicalPoint((int(i), int(j), int(k))) == pytest.approx(tuple(point))
     with pytest.raises(bv.BigVolumeError, match="ROI x 20..50 is outside"):
         plan_stack_import(tmp_path / "stack", spacing=spacing, roi=(20, 50, 0, 30, 0, 20))
+    # edges are whole indices: 35.5 was cut to 35 silently; 35.0 (numpy arithmetic) is 35
+    for bad in ((20, 35.5, 10, 30, 5, 18), (20, 35, 10, 30, 5), (20, "x", 10, 30, 5, 18), (True, 35, 10, 30, 5, 18)):
+        with pytest.raises(bv.BigVolumeError, match="ROI"):
+            plan_stack_import(tmp_path / "stack", spacing=spacing, roi=bad)
+    same = plan_stack_import(tmp_path / "stack", spacing=spacing, roi=np.array([20, 35, 10, 30, 5, 18], float))
+    assert same.reader.geometry.dimensions == (15, 20, 13)
+    same.close()
 
 
 def test_bits_reduction_maps_a_robust_window(tmp_path):

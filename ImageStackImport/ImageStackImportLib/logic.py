@@ -787,12 +787,7 @@ def _bitsValue(bits):
 
 
 def _indexRoi(roi):
-    if roi is None or isinstance(roi, Roi):
-        return roi
-    values = tuple(roi)
-    if len(values) != 6:
-        raise BigVolumeError(f"ROI must be (x0, x1, y0, y1, z0, z1) slice indices, got {roi}")
-    return Roi(*(int(v) for v in values))
+    return None if roi is None else Roi.of(roi)
 
 
 def _roiTuple(roi: Roi) -> tuple:

@@ -24,6 +24,7 @@ import numpy as np
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry, header_geometry
 from ..core.text import numbers_text
+from .library_output import output_captured, refuse_jpeg_damage
 from .slab_readers import SlabReader
 from ..core.volume import Volume, owned_view
 
@@ -311,10 +312,12 @@ class DicomSlabReader(SlabReader):
         reader.SetFileName(str(path))
         reader.SetImageIO("GDCMImageIO")
         reader.SetOutputPixelType(self._pixel_id)
-        try:
-            image = reader.Execute()
+        try:  # GDCM's JPEG decoder, like ITK's, only prints that the data are corrupt (on stderr)
+            with output_captured(2) as printed:
+                image = reader.Execute()
         except RuntimeError:
             raise VolumeFileError(f"{path}: cannot read this DICOM slice (damaged or truncated?)") from None
+        refuse_jpeg_damage(path, printed.text, 2, "this DICOM slice")
         array = owned_view(sitk.GetArrayViewFromImage(image), image)  # the view must keep its image alive
         expected = int(np.prod(self.slice_shape)) * (1 if self.streams else self.slices)
         if array.size != expected:

@@ -15,9 +15,7 @@ import contextlib
 import os
 import re
 import shutil
-import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +29,7 @@ from .nrrd_geometry import nrrd_geometry
 from .layout import (check_metaimage_header, data_files_named, nifti_data_end, nifti_header_size, nrrd_sizes,
                      read_nrrd_header, voxel_layout)
 from .slab_readers import check_compressed_file, read_with_layout
+from .library_output import library_quiet
 from ..core.volume import Volume, owned_view
 
 if TYPE_CHECKING:  # SimpleITK is imported where it is used: it costs about 90 MiB, and plain NRRDs do without it
@@ -84,53 +83,6 @@ def readable_reason(error: Exception) -> str:
     if text.startswith("Unable to determine ImageIO reader"):
         return "no reader knows this kind of file"
     return text[:300]
-
-
-# The C libraries under SimpleITK (libtiff, libjpeg, MetaIO...) print on file descriptor 2, which one process has
-# once: threads that silence or read it take turns.
-_STDERR_LOCK = threading.RLock()
-
-
-class CapturedText:
-    text = ""  # what the libraries printed, once the block has ended
-
-
-@contextlib.contextmanager
-def stderr_captured():
-    """What the C libraries print on stderr while the block runs, in ``.text`` of the object yielded (empty when
-    the process has no real stderr, as in some embedded interpreters). Python's own output in the meantime (another
-    thread's progress bar) is captured too: the caller gives back what is not the libraries'."""
-    captured = CapturedText()
-    with _STDERR_LOCK:
-        try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError):
-            yield captured
-            return
-        try:
-            with tempfile.TemporaryFile() as sink:
-                os.dup2(sink.fileno(), 2)
-                try:
-                    yield captured
-                finally:
-                    with contextlib.suppress(OSError, ValueError):
-                        sys.stderr.flush()
-                    os.dup2(saved, 2)
-                    sink.seek(0)
-                    captured.text = sink.read().decode("utf-8", "replace")
-        finally:
-            os.close(saved)
-
-
-@contextlib.contextmanager
-def library_quiet():
-    """SimpleITK's readers print warnings of their own on stderr (MetaIO's ``M_ReadElementsData``, NrrdIO, ...);
-    we turn failures into one line of ours, so their chatter is silenced while they run."""
-    import SimpleITK as sitk
-    sitk.ProcessObject_SetGlobalWarningDisplay(False)
-    with stderr_captured():
-        yield
 
 
 def _not_3d(path: Path, size) -> VolumeFileError:
@@ -288,6 +240,17 @@ def _refuse_complex(path: Path, pixel_id: int) -> None:
                               "write the magnitude, or each part, as a volume of its own")
 
 
+# An output's staging folder is named f".{name}{STAGING_MARK}" and mkdtemp's 8 characters
+STAGING_MARK = ".partial-"
+
+
+def _longest_name(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255  # (most file systems)
+
+
 def check_output_path(path, inputs=()) -> Path:
     """Refuse, before any work, an output that cannot be written or would overwrite an input."""
     path = Path(path)
@@ -301,6 +264,10 @@ def check_output_path(path, inputs=()) -> Path:
             pass
     except OSError as error:
         raise VolumeFileError(f"{path}: cannot write in {folder} ({error.strerror or error})") from None
+    longest = _longest_name(folder) - len(f".{STAGING_MARK}12345678")
+    if max(len(os.fsencode(written.name)) for written in output_files(path)) > longest:
+        raise VolumeFileError(f"{path}: the file name is too long for this folder (at most {longest} bytes here, "
+                              "its staging copy's name included)")  # (was an OSError traceback while writing)
     if path.is_dir():
         raise VolumeFileError(f"{path}: is a folder")
     for source in inputs:
@@ -402,7 +369,7 @@ def atomic_output(path):
     try:
         # A Ctrl-C after the folder is made but before ``staging`` names it would leave it behind: held till then.
         with interrupt_as_flag():
-            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=folder))
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}{STAGING_MARK}", dir=folder))
         yield staging / path.name
         written = sorted(staging.iterdir(), key=lambda p: p.name == path.name)
         if not any(p.name == path.name for p in written):

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..core.errors import BigVolumeError, VolumeFileError
 from ..core.geometry import Geometry, orientation_direction
-from .files import library_quiet, readable_reason, stderr_captured
+from .files import readable_reason
+from .library_output import LIBJPEG_DAMAGE, give_back, library_quiet, output_captured, refuse_jpeg_damage
 from .slab_readers import SlabReader
 from .tiff_tags import (ASSOCIATED_ALPHA, JPEG, MIN_IS_BLACK, MIN_IS_WHITE, OLD_JPEG, PACKBITS, PALETTE, RGB,
                         SEPARATED, UNASSOCIATED_ALPHA, YCBCR, TiffLayout, imagej_calibration, imagej_images,
@@ -605,12 +606,13 @@ def _check_decodable(path: Path) -> None:
     ZSTD or WebP, which SimpleITK's libtiff lacks), and --dry-run would have promised an import that fails."""
     import SimpleITK as sitk
     try:
-        with library_quiet():
+        with library_quiet(), output_captured(1) as printed:  # (libjpeg's words come on stdout)
             sitk.ReadImage(str(path))
     except RuntimeError as error:
         layout = tiff_layout(path) if path.suffix.lower() in (".tif", ".tiff") else None
         why = _tiff_unreadable(layout, header=False) if layout is not None else None
         raise VolumeFileError(f"{path}: {why or f'cannot decode ({readable_reason(error)})'}") from None
+    refuse_jpeg_damage(path, printed.text, 1)
 
 
 PIXEL_SIZE_RTOL = 1e-4  # slices whose header pixel sizes differ more are not one stack
@@ -678,6 +680,25 @@ class Roi:
     y1: int
     z0: int
     z1: int
+
+    @classmethod
+    def of(cls, values) -> "Roi":
+        """(x0, x1, y0, y1, z0, z1) given as numbers: whole ones (10.0 is 10; 10.5 was cut to 10 silently)."""
+        if isinstance(values, cls):
+            return values
+        values = tuple(values)
+        if len(values) != 6:
+            raise BigVolumeError(f"ROI must be (x0, x1, y0, y1, z0, z1) slice indices, got {values}")
+        edges = []
+        for value in values:
+            try:
+                whole = float(value).is_integer() and not isinstance(value, bool)
+            except (TypeError, ValueError):
+                whole = False
+            if not whole:
+                raise BigVolumeError(f"ROI edges are whole slice indices (x0, x1, y0, y1, z0, z1), got {values}")
+            edges.append(int(float(value)))
+        return cls(*edges)
 
     @classmethod
     def whole(cls, info: StackInfo) -> "Roi":
@@ -792,15 +813,14 @@ class StackSlabReader(SlabReader):
         layout = tiff_layout(path) if path.suffix.lower() in (".tif", ".tiff") else None
         warns_only = layout is not None and layout.compression in WARNING_ONLY_CODECS
         image, failure = None, None
-        with stderr_captured() if warns_only else contextlib.nullcontext() as printed:
+        with output_captured() if warns_only else contextlib.nullcontext() as printed:
             try:
                 image = reader.Execute()
             except RuntimeError as error:
                 failure = error
         damage = DAMAGE_WARNING.search(printed.text) if warns_only else None
-        if warns_only and not damage and printed.text:  # not the decoder's (another thread's output) goes on
-            with contextlib.suppress(OSError):
-                os.write(2, printed.text.encode())
+        if warns_only and not damage:  # not the decoder's (another thread's output) goes on
+            give_back(printed.text)
         if damage:  # (a literal run cut short leaves the rest of the strip misparsed: the read may fail, later)
             raise VolumeFileError(f"{path}: damaged {WARNING_ONLY_CODECS[layout.compression]} data (the decoder "
                                   f"says: {damage.group(1).strip()}); the slice would be read garbled")
@@ -844,6 +864,25 @@ class StackSlabReader(SlabReader):
                 out[...] = luminance
 
     def _read_into(self, k0: int, k1: int, out: np.ndarray) -> None:
+        if not all(self.slice_path(k).suffix.lower() in (".jpg", ".jpeg") for k in range(k0, k1)):
+            self._decode_in_parallel(k0, k1, out)
+            return
+        # JPEG slices: libjpeg only prints (on stdout, through ITK) that a slice's data are corrupt. Read for the
+        # whole slab, decoding in parallel; on such words, decoded again one by one to name the damaged slice.
+        with output_captured(1) as printed:
+            self._decode_in_parallel(k0, k1, out)
+        damage = LIBJPEG_DAMAGE.search(printed.text)
+        if damage is None:
+            give_back(printed.text, 1)
+            return
+        for k in range(k0, k1):
+            with output_captured(1) as printed:
+                self._decode(k, out[k - k0])
+            refuse_jpeg_damage(self.slice_path(k), printed.text, 1)
+        raise VolumeFileError(f"{self.slice_path(k0)} .. {self.slice_path(k1 - 1).name}: damaged JPEG data in one of "
+                              f"these slices (the decoder says: {damage.group(1).strip()})")
+
+    def _decode_in_parallel(self, k0: int, k1: int, out: np.ndarray) -> None:
         futures = [self._pool.submit(self._decode, k, out[k - k0]) for k in range(k0, k1)]
         try:
             for future in futures:

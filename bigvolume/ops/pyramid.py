@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.errors import BigVolumeError
+from ..core.errors import BigVolumeError, whole_number
 from ..core.geometry import Geometry, output_size
 from ..core.memory import current_rss, default_memory_limit, default_threads, format_bytes, memory_bytes
 from ..core.progress import ProgressCallback, as_progress, interrupt_as_flag
@@ -201,9 +201,9 @@ def open_input(source, *, threads: int | None = None, level: int | None = None, 
     path = Path(source)
     if not path.exists():
         raise BigVolumeError(f"{path}: no such file")
-    if set(given) - {"gray"}:
-        raise BigVolumeError(f"{path}: --{sorted(set(given) - {'gray'})[0]} is for image stacks; a volume file "
-                             "carries its own geometry")
+    if given:  # (--gray was let through and dropped)
+        raise BigVolumeError(f"{path}: --{sorted(given)[0]} is for image stacks; a volume file carries its own "
+                             "geometry and channels")
     reader = open_slabs(path, level=level)
     pyramid = getattr(reader, "pyramid", None)  # OME-Zarr (read in mm): its unit is kept
     return reader, False, (getattr(pyramid, "unit", None) or None), True
@@ -497,13 +497,11 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         raise BigVolumeError("sharding needs Zarr v3: OME-Zarr 0.5 (leave out --ome-zarr-version 0.4 or --shard)")
     # whole numbers where the command line takes whole numbers (levels=1.5 made 2 levels, workers=0 a cluster of
     # none, a shard of 1.5 chunks a zarr error about a chunk shape nobody gave)
-    for name, value, least in (("levels", levels, 1), ("shard", shard, 1), ("workers", workers, 1),
-                               ("threads", threads, 1), ("zstd_level", zstd_level, 0)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                  or value < least):
-            raise BigVolumeError(f"{name} must be a whole number of at least {least}, got {value!r}")
-    if zstd_level > 22:
-        raise BigVolumeError(f"zstd_level must be 0 (zstd's default) to 22, got {zstd_level}")
+    for name, value, least, most in (("levels", levels, 1, None), ("shard", shard, 1, None),
+                                     ("workers", workers, 1, None), ("threads", threads, 1, None),
+                                     ("zstd_level", zstd_level, 0, 22)):  # zstd's 0 is its default level
+        if value is not None:
+            whole_number(name, value, least, most)
     if memory_limit is not None and not memory_limit:
         raise BigVolumeError("memory limit must be positive, got 0")
     if workers is not None and scheduler is not None:

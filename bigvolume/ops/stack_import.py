@@ -153,8 +153,8 @@ def plan_stack_import(source, *, spacing=None, factor=1.0, roi=None, gray: str |
             spacing = (*info.pixel_spacing, info.pixel_spacing[0])
             notes.append(f"spacing {spacing[0]:g} x {spacing[1]:g} from {info.spacing_source}; slice spacing assumed "
                          f"{spacing[2]:g} (give it if it differs)")
-    if roi is not None and not isinstance(roi, Roi):
-        roi = Roi(*(int(v) for v in roi))
+    if roi is not None:
+        roi = Roi.of(roi)
     reader = StackSlabReader(info, spacing, roi, gray, threads=threads or default_threads(), origin=origin,
                              orientation=orientation)
     try:

@@ -202,14 +202,16 @@ class Renderer:
     render: Callable[[Volume, tuple, TransferFunction, Camera], np.ndarray]
     available: Callable[[], bool] = lambda: True
     preference: int = 0
+    needs: str = ""  # what it needs, said when it is named but cannot run here
 
 
 RENDERERS: dict[str, Renderer] = {}
 
 
-def register_renderer(name: str, render, available: Callable[[], bool] | None = None, preference: int = 0) -> None:
+def register_renderer(name: str, render, available: Callable[[], bool] | None = None, preference: int = 0,
+                      needs: str = "") -> None:
     """Make ``render`` selectable as ``engine=name`` (layers above render register theirs: bigvolume.slicer)."""
-    RENDERERS[name] = Renderer(render, available or (lambda: True), preference)
+    RENDERERS[name] = Renderer(render, available or (lambda: True), preference, needs)
 
 
 register_renderer("vtk", render_vtk)
@@ -232,6 +234,9 @@ def render_volume(volume: Volume, size=DEFAULT_SIZE, transfer: TransferFunction 
                      key=lambda name: RENDERERS[name].preference)
     if engine not in RENDERERS:
         raise BigVolumeError(f"unknown rendering engine {engine!r}; choose {', '.join(['auto', *RENDERERS])}")
+    if not RENDERERS[engine].available():  # named, but it cannot run here (a traceback from its import before)
+        raise BigVolumeError(f"the {engine} rendering engine cannot run here: it needs {RENDERERS[engine].needs or '?'}"
+                             "; choose auto or vtk")
     volume = preview_volume(volume)
     transfer = transfer or transfer_function(volume)
     volume, transfer = _in_float32_range(_clear_non_finite(volume, transfer), transfer)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import BigVolumeError, naming
+from ..core.memory import memory_bytes
 from ..core.volume import Volume
 from .compare import Display, changed_voxels, compare_display
 from .compose import CANVAS, check_png_path, paste, text_image, write_png
@@ -137,6 +138,8 @@ def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=
     streamed). ``series``: the DICOM series UID of ``source`` when its folder holds several. The PNG appears
     whole or not at all."""
     size = check_picture_size(size)
+    if memory_limit is not None:
+        memory_limit = memory_bytes(memory_limit)  # refused when not positive (0 was taken)
     if compare is None:
         compare = []
     elif isinstance(compare, (str, os.PathLike, Volume)):

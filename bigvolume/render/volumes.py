@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry
 from ..core.memory import format_bytes
 from ..core.text import dimensions_text, numbers_text
@@ -70,6 +71,9 @@ def load_preview_source(source, name: str | None = None, memory_limit: float | N
     is read. ``series``: the DICOM series UID, when the folder holds several. An OME-Zarr pyramid is drawn from
     its coarsest level with at least PREVIEW_DIMENSION voxels per axis (bigvolume.io.zarr_input.preview_level)."""
     if isinstance(source, Volume):
+        if source.dtype.kind not in "biuf":  # (complex voxels were drawn by their real part, silently)
+            raise BigVolumeError(f"{name or 'volume'}: voxels of type {source.dtype} cannot be drawn; a preview "
+                                 "needs real numbers")
         return PreviewSource(name or "volume", source.geometry, source.dtype, source.components, None,
                              preview_volume(source))
     path = Path(source)

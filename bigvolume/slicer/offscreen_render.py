@@ -125,4 +125,5 @@ def render_slicer(volume: Volume, size, transfer: TransferFunction, camera: Came
                 window.Finalize()
 
 
-register_renderer("slicer", render_slicer, slicer_core_available, preference=1)
+register_renderer("slicer", render_slicer, slicer_core_available, preference=1,
+                  needs="slicer-core (pip install slicer-core), outside the Slicer application")

@@ -527,9 +527,14 @@ def _auto_cut(counts: np.ndarray, air_end: float) -> tuple[int, list, float]:
 
 
 def check_scalar(source) -> None:
+    """A scalar volume of real numbers (a slab reader, or an array (k, j, i)); refused in words otherwise (a 2-D
+    array was an IndexError, complex voxels were compared by their real part)."""
     components = getattr(source, "components", None)
     if components is None:
-        shape = np.shape(source)
+        source = np.asarray(source)  # (no copy for an array or a memory map)
+        shape, dtype = source.shape, source.dtype
+        if len(shape) not in (3, 4) or dtype.kind not in "biuf":
+            raise BigVolumeError(f"an array of shape {shape} and type {dtype}: a volume is (k, j, i) of real numbers")
         components = shape[3] if len(shape) == 4 else 1
     if components != 1:
         raise BigVolumeError(f"the volume has {components} components per voxel (RGB or vector): haze removal needs "
