@@ -477,6 +477,68 @@ def test_a_damaged_jpeg_slice_is_refused_not_read_garbled(tmp_path, capfd, seed,
     assert "JPEG" not in printed.out + printed.err  # said once, in our words
 
 
+DEFLATE_TIFFS = {  # what tifffile writes, compressed with zlib (Deflate)
+    "uint16": (np.uint16, (), {}),
+    "uint16 7 rows per strip": (np.uint16, (), dict(rowsperstrip=7)),
+    "uint16 predictor": (np.uint16, (), dict(predictor=True)),
+    "int16 big-endian": (np.int16, (), dict(byteorder=">")),
+    "uint16 big-endian predictor": (np.uint16, (), dict(byteorder=">", predictor=True)),
+    "uint8 rgb": (np.uint8, (3,), dict(photometric="rgb", rowsperstrip=16)),
+    "float32": (np.float32, (), dict(rowsperstrip=5)),
+    "uint8 tiled": (np.uint8, (), dict(tile=(16, 16))),
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("damage", ["zeros", "noise"])
+@pytest.mark.parametrize("variant", DEFLATE_TIFFS)
+def test_a_damaged_deflate_tiff_slice_is_refused_where_its_checksum_says_so(tmp_path, capfd, variant, damage, seed):
+    """libtiff inflates a strip until it has the strip's bytes and never reads the Adler-32 after them: a sector of
+    zeros in a Deflate TIFF was read garbled (half the pixels off), exit 0. tifffile, which checks it, is the
+    oracle: what it refuses is refused, naming the slice, with or without a ROI (whose slices are checked by
+    inflating their strips again; whole slices compare checksums with what libtiff decoded)."""
+    tifffile = pytest.importorskip("tifffile")
+    dtype, channels, options = DEFLATE_TIFFS[variant]
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:48, :64]
+    folder = tmp_path / "stack"
+    planes = []
+    for k in range(5):
+        wave = 0.5 + 0.4 * np.sin(x / (5 + k + seed)) * np.cos(y / 7) + rng.normal(0, 0.03, (48, 64))
+        top = 1.0 if dtype == np.float32 else np.iinfo(dtype).max // (2 if np.dtype(dtype).kind == "i" else 1)
+        plane = (wave * top).astype(dtype)
+        planes.append(np.stack([plane, plane[::-1], plane[:, ::-1]], -1) if channels else plane)
+    _tiff_stack(folder, planes, compression="zlib", **options)
+    sound = import_stack(folder, tmp_path / "sound.nrrd", spacing=(1, 1, 1), gray="keep")
+    np.testing.assert_array_equal(read_back(sound.output_path)[0], np.stack(planes))  # no false alarm
+    victim = folder / "s_2.tif"
+    with tifffile.TiffFile(victim) as tiff:
+        pieces = list(zip(tiff.pages[0].dataoffsets, tiff.pages[0].databytecounts))
+    offset, count = pieces[int(rng.integers(len(pieces)))]
+    data = bytearray(victim.read_bytes())
+    length = min(24, count - 8)
+    at = offset + 2 + int(rng.integers(0, count - 6 - length))  # past the zlib header, before the checksum
+    data[at:at + length] = bytes(length) if damage == "zeros" else rng.integers(0, 256, length, np.uint8).tobytes()
+    victim.write_bytes(bytes(data))
+    try:
+        oracle = tifffile.imread(victim)
+    except Exception:  # noqa: BLE001 (zlib's error, wrapped or not)
+        oracle = None
+    for roi in (None, (4, 60, 0, 48, 0, 5)):
+        out = tmp_path / "out.nrrd"
+        if oracle is None:
+            with pytest.raises(bv.VolumeFileError, match=r"s_2\.tif: (strip|tile) \d+ of its Deflate data is "
+                                                         r"damaged|s_2\.tif: cannot decode"):
+                import_stack(folder, out, spacing=(1, 1, 1), gray="keep", roi=roi)
+            assert not out.exists()
+        else:  # damage the decoder and the checksum cannot tell (zeros where zeros were): the same values
+            import_stack(folder, out, spacing=(1, 1, 1), gray="keep", roi=roi)
+            expected = np.stack([*planes[:2], oracle, *planes[3:]])
+            np.testing.assert_array_equal(read_back(out)[0], expected if roi is None else expected[:, :, 4:60])
+            out.unlink()
+    capfd.readouterr()
+
+
 def test_output_during_a_captured_decode_is_given_back(tmp_path, capfd):
     """A PackBits slice decodes with file descriptor 2 captured: what else is printed meanwhile (another thread's
     progress, a warning that is no damage) still reaches stderr; the decoder's damage warning becomes our error."""

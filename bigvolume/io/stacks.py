@@ -23,8 +23,8 @@ from .files import readable_reason
 from .library_output import LIBJPEG_DAMAGE, give_back, library_quiet, output_captured, refuse_jpeg_damage
 from .slab_readers import SlabReader
 from .tiff_tags import (ASSOCIATED_ALPHA, JPEG, MIN_IS_BLACK, MIN_IS_WHITE, OLD_JPEG, PACKBITS, PALETTE, RGB,
-                        SEPARATED, UNASSOCIATED_ALPHA, YCBCR, TiffLayout, imagej_calibration, imagej_images,
-                        tiff_layout)
+                        SEPARATED, UNASSOCIATED_ALPHA, YCBCR, TiffLayout, deflate_damage, imagej_calibration,
+                        imagej_images, tiff_layout)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 # Files that sit among the slices but are not slices: Skyscan/Bruker reconstruction aids (spr = spot reference).
@@ -613,6 +613,14 @@ def _check_decodable(path: Path) -> None:
         why = _tiff_unreadable(layout, header=False) if layout is not None else None
         raise VolumeFileError(f"{path}: {why or f'cannot decode ({readable_reason(error)})'}") from None
     refuse_jpeg_damage(path, printed.text, 1)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        _refuse_deflate_damage(path, tiff_layout(path))
+
+
+def _refuse_deflate_damage(path: Path, layout: TiffLayout | None, decoded: np.ndarray | None = None) -> None:
+    damage = deflate_damage(path, layout, decoded) if layout is not None else None
+    if damage:
+        raise VolumeFileError(f"{path}: {damage}; the slice would be read garbled")
 
 
 PIXEL_SIZE_RTOL = 1e-4  # slices whose header pixel sizes differ more are not one stack
@@ -843,6 +851,9 @@ class StackSlabReader(SlabReader):
         read_channels = image.GetNumberOfComponentsPerPixel()
         if pixels.ndim == 3 + (read_channels > 1):  # a 2D slice reported as a 1-slice volume
             pixels = pixels[0]
+        if path.suffix.lower() in (".tif", ".tiff"):  # (the whole picture's checksums compare at once)
+            whole = pixels.shape[:2] == (self.info.height, self.info.width)
+            _refuse_deflate_damage(path, tiff_layout(path), pixels if whole else None)
         if read_channels != self.info.components:  # libtiff's RGBA reader: 4 channels of a gray or RGB slice
             pixels = pixels[..., 0] if self.info.components == 1 else pixels[..., :self.info.components]
         if pixels.shape[:2] != out.shape[:2]:

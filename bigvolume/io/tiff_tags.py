@@ -16,6 +16,7 @@ _TIFF_COMPRESSION, _TIFF_PHOTOMETRIC, _TIFF_ORIENTATION, _TIFF_PLANAR = 259, 262
 _TIFF_STRIP_OFFSETS, _TIFF_STRIP_COUNTS, _TIFF_TILE_OFFSETS, _TIFF_TILE_COUNTS = 273, 279, 324, 325
 _TIFF_EXTRA_SAMPLES, _TIFF_SAMPLE_FORMAT = 338, 339
 _TIFF_NEW_SUBFILE_TYPE = 254  # bit 0: a reduced-resolution version of another image (a preview)
+_TIFF_ROWS_PER_STRIP, _TIFF_PREDICTOR = 278, 317
 _TIFF_TYPES = {2: ("s", 1), 3: ("H", 2), 4: ("I", 4), 5: ("II", 8), 16: ("Q", 8)}
 # ImageJ's length units (its "unit=" line) in millimetres; ImageJ writes micrometres as "micron" or "\u00B5m".
 _IMAGEJ_UNITS = {"nm": 1e-6, "nanometer": 1e-6, "micron": 1e-3, "microns": 1e-3, "um": 1e-3, "\\u00b5m": 1e-3,
@@ -44,7 +45,7 @@ def _first_directory(path: Path, tags) -> dict | None:
             entry_size = struct.calcsize(order + entry_format)
             inline = 4 if magic == 42 else 8  # bytes of an entry's value field (values that fit are in it)
             table = handle.read(entries * entry_size)
-            found = {}
+            found = {"byte order": order}
             for n in range(entries):
                 entry = table[n * entry_size:(n + 1) * entry_size]
                 tag, kind, count, offset = struct.unpack(order + entry_format, entry)
@@ -67,6 +68,7 @@ def _first_directory(path: Path, tags) -> dict | None:
 MIN_IS_WHITE, MIN_IS_BLACK, RGB, PALETTE, SEPARATED, YCBCR = 0, 1, 2, 3, 5, 6  # PhotometricInterpretation values
 ASSOCIATED_ALPHA, UNASSOCIATED_ALPHA = 1, 2                                    # ExtraSamples values
 OLD_JPEG, JPEG, PACKBITS = 6, 7, 32773  # Compression values
+DEFLATE_CODECS = (8, 32946)  # Adobe's and the old code: zlib streams, each ending with its Adler-32
 _SAMPLE_KINDS = {1: "u", 2: "i", 3: "f"}  # SampleFormat: unsigned, signed, floating point
 
 
@@ -86,6 +88,10 @@ class TiffLayout:
     data_end: int                  # the end of the last strip or tile: the least size of a whole file
     file_size: int
     reduced: bool = False          # NewSubfileType bit 0: a reduced-resolution preview of another image
+    pieces: tuple[tuple[int, int], ...] = ()  # (offset, byte count) of each strip or tile (the first 65536)
+    rows_per_strip: int = 0        # 0: the whole image in one strip
+    predictor: int = 1             # 1 none, 2 horizontal differencing, 3 floating point
+    byte_order: str = "<"
 
     @property
     def dtype(self) -> np.dtype | None:
@@ -106,7 +112,7 @@ def tiff_layout(path: Path) -> TiffLayout | None:
     found = _first_directory(path, (_TIFF_SAMPLES, _TIFF_BITS, _TIFF_SAMPLE_FORMAT, _TIFF_PHOTOMETRIC,
                                     _TIFF_EXTRA_SAMPLES, _TIFF_PLANAR, _TIFF_COMPRESSION, _TIFF_ORIENTATION,
                                     _TIFF_STRIP_OFFSETS, _TIFF_STRIP_COUNTS, _TIFF_TILE_OFFSETS, _TIFF_TILE_COUNTS,
-                                    _TIFF_NEW_SUBFILE_TYPE))
+                                    _TIFF_NEW_SUBFILE_TYPE, _TIFF_ROWS_PER_STRIP, _TIFF_PREDICTOR))
     if found is None:
         return None
     tiled = _TIFF_TILE_OFFSETS in found
@@ -124,7 +130,57 @@ def tiff_layout(path: Path) -> TiffLayout | None:
                       extra_samples=tuple(found.get(_TIFF_EXTRA_SAMPLES, ())), planar=first(_TIFF_PLANAR, 1),
                       tiled=tiled, compression=first(_TIFF_COMPRESSION, 1), orientation=first(_TIFF_ORIENTATION, 1),
                       data_end=max((o + c for o, c in zip(offsets, counts)), default=0), file_size=file_size,
-                      reduced=bool(first(_TIFF_NEW_SUBFILE_TYPE, 0) & 1))
+                      reduced=bool(first(_TIFF_NEW_SUBFILE_TYPE, 0) & 1), pieces=tuple(zip(offsets, counts)),
+                      rows_per_strip=first(_TIFF_ROWS_PER_STRIP, 0), predictor=first(_TIFF_PREDICTOR, 1),
+                      byte_order=found["byte order"])
+
+
+def deflate_damage(path: Path, layout: TiffLayout, decoded: np.ndarray | None = None) -> str | None:
+    """What is wrong with a Deflate TIFF's strips or tiles, None when each zlib stream's Adler-32 agrees. libtiff
+    stops inflating a strip once it has the strip's bytes, before the checksum at its end: a damaged strip that
+    still inflates is read garbled, without a word. ``decoded``: the whole picture as libtiff gave it, in stored
+    order; where those are the strips' bytes (no predictor, strips of whole rows, this machine's byte order) their
+    checksums are compared at once. Otherwise, or when one differs, each stream is inflated again to tell: a stream
+    that ends without its checksum (a writer that leaves it out) is let through, as libtiff lets it."""
+    import zlib
+    if layout.compression not in DEFLATE_CODECS:
+        return None
+    what = "tile" if layout.tiled else "strip"
+    try:
+        with open(path, "rb") as handle:
+            if decoded is not None and _checksums_agree(handle, layout, decoded):
+                return None
+            for number, (offset, count) in enumerate(layout.pieces):
+                handle.seek(offset)
+                try:
+                    zlib.decompressobj().decompress(handle.read(count))
+                except zlib.error as error:
+                    return f"{what} {number} of its Deflate data is damaged ({str(error).split(': ')[-1]})"
+    except OSError as error:
+        return f"cannot be read again ({error.strerror or error})"
+    return None
+
+
+def _checksums_agree(handle, layout: TiffLayout, decoded: np.ndarray) -> bool:
+    """Whether each strip's stored Adler-32 (the last 4 bytes of its zlib stream) is that of its rows in
+    ``decoded``; False when they cannot be compared so (then the strips are inflated to tell)."""
+    import sys
+    import zlib
+    native = "<" if sys.byteorder == "little" else ">"
+    if (layout.tiled or layout.planar != 1 or layout.predictor != 1 or decoded.dtype != layout.dtype
+            or decoded.dtype.itemsize > 1 and layout.byte_order != native or not layout.pieces):
+        return False
+    rows = decoded.shape[0]
+    per_strip = layout.rows_per_strip if 0 < layout.rows_per_strip < rows else rows
+    if len(layout.pieces) != -(-rows // per_strip):
+        return False
+    for number, (offset, count) in enumerate(layout.pieces):
+        handle.seek(offset + count - 4)
+        stored = handle.read(4)
+        strip = np.ascontiguousarray(decoded[number * per_strip:(number + 1) * per_strip])
+        if len(stored) != 4 or int.from_bytes(stored, "big") != zlib.adler32(memoryview(strip).cast("B")):
+            return False
+    return True
 
 
 def imagej_images(path: Path) -> int:
