@@ -599,3 +599,139 @@ def test_a_level_folder_with_another_level_asked_for_is_refused(tmp_path):
     assert not (tmp_path / "out.nrrd").exists()
     same = bv.read_volume(store / "1", level=1)
     assert same.geometry == bv.read_volume(store, level=1).geometry == bv.read_volume(store / "1").geometry
+
+
+def _blosc_store(path, data, zarr_format, cname, chunks=(8, 8, 8)):
+    """A one-level 0.4/0.5 store of ``data`` compressed with Blosc (the usual compressor of 0.4 stores)."""
+    if zarr_format == 2:
+        import numcodecs
+        compressor = numcodecs.Blosc(cname=cname)
+        keys = {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
+    else:
+        compressor = zarr.codecs.BloscCodec(cname=cname)
+        keys = {}
+    root = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    level = root.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks, compressors=compressor, **keys)
+    level[...] = data
+    multiscale = {"axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+                  "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 2, 3]}]}]}
+    root.attrs.update({"multiscales": [{"version": "0.4", **multiscale}]} if zarr_format == 2 else
+                      {"ome": {"version": "0.5", "multiscales": [multiscale]}})
+    return path
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("cname", ["lz4", "zstd", "blosclz", "zlib"])
+@pytest.mark.parametrize("content", ["noise", "smooth"])
+def test_a_blosc_chunk_cut_short_is_refused_naming_it(tmp_path, zarr_format, cname, content):
+    """Blosc trusts the compressed size in its frame's header: a chunk file cut short (to its 16-byte header, or
+    anywhere on incompressible data) decoded without an error, bytes read from beyond the file's buffer (a
+    helper: 80 of 80 cut lengths per codec read silently). Its header's size must be the file's."""
+    rng = np.random.default_rng(len(cname) + zarr_format)
+    data = (rng.integers(0, 65535, (16, 16, 16)) if content == "noise" else phantom((16, 16, 16))).astype(np.uint16)
+    store = _blosc_store(tmp_path / "x.ome.zarr", data, zarr_format, cname)
+    np.testing.assert_array_equal(bv.read_volume(store).array, data)
+    victim = chunk_files(store)[3]
+    whole = victim.read_bytes()
+    key = victim.relative_to(store).as_posix()
+    for keep in (16, len(whole) // 2, len(whole) - 1):
+        victim.write_bytes(whole[:keep])
+        with pytest.raises(bv.VolumeFileError, match=f"chunk {key} is cut short or damaged: its Blosc header says "
+                                                     f"{len(whole)} bytes, the file has {keep}"):
+            bv.read_volume(store)
+    victim.write_bytes(whole)
+    np.testing.assert_array_equal(bv.read_volume(store).array, data)
+
+
+def _metadata(store, document):
+    """The store's root metadata file rewritten by ``document(metadata)``."""
+    import json
+    name = "zarr.json" if (store / "zarr.json").is_file() else ".zattrs"
+    metadata = json.loads((store / name).read_text())
+    (store / name).write_text(json.dumps(document(metadata)))
+
+
+def _datasets(metadata):
+    attributes = metadata.get("attributes", metadata)
+    multiscales = attributes["ome"]["multiscales"] if "ome" in attributes else attributes["multiscales"]
+    return multiscales[0]["datasets"]
+
+
+def test_level_paths_spelled_otherwise_keep_their_geometry_and_stay_in_the_store(tmp_path):
+    """Dataset paths "0/", "1/": a level given by its folder (or --level 1) lost its geometry (a unit grid, "a Zarr
+    array without OME-Zarr metadata"); "/0" was opened on the file system (another array than zarr's)."""
+    array = phantom()
+    store = write_store(tmp_path / "x.ome.zarr", array, GEOMETRIES["anisotropic"], version="0.4", factors=(3,))
+    expected = [bv.read_geometry(store, level=n)[0] for n in (0, 1)]
+
+    def spell(pattern):
+        def document(metadata):
+            for dataset in _datasets(metadata):
+                dataset["path"] = pattern.format(dataset["path"])
+            return metadata
+        return document
+    for pattern in ("{}/", "/{}", "./{}"):
+        _metadata(store, spell(pattern))
+        for level in (0, 1):
+            assert bv.read_geometry(store, level=level)[0] == expected[level]
+            assert bv.read_geometry(store / str(level))[0] == expected[level]
+        np.testing.assert_array_equal(bv.read_volume(store).array, array)
+        _metadata(store, lambda m: (_datasets(m).__setitem__(slice(None), [
+            dict(d, path=d["path"].strip("/.")) for d in _datasets(m)]), m)[1])
+
+
+def test_stale_consolidated_metadata_is_not_read(tmp_path):
+    """A level rewritten after its metadata was consolidated: the type and shape came from .zmetadata, the voxels
+    from the array's own .zarray (float32 2.75 read as uint16 2, exit 0). Each array's own metadata is read."""
+    store = write_store(tmp_path / "x.ome.zarr", phantom((8, 8, 8)), Geometry((8, 8, 8)), version="0.4", factors=())
+    zarr.consolidate_metadata(str(store))
+    root = zarr.open_group(str(store), mode="a", use_consolidated=False)
+    del root["0"]
+    root.create_array("0", data=np.full((8, 8, 8), 2.75, np.float32), chunk_key_encoding={"name": "v2",
+                                                                                            "separator": "/"})
+    volume = bv.read_volume(store)
+    assert volume.dtype == np.float32 and np.all(volume.array == 2.75)
+
+
+def test_a_level_of_a_second_image_or_with_contradicting_names_is_refused(tmp_path):
+    store = write_store(tmp_path / "x.ome.zarr", phantom(), GEOMETRIES["anisotropic"], factors=(3,))
+    # a second image in the multiscales list, whose level folder was read on a unit grid
+    zarr.open_group(str(store), mode="a").create_array("b0", data=phantom((4, 4, 4)))
+
+    def second(metadata):
+        multiscales = metadata["attributes"]["ome"]["multiscales"]
+        multiscales.append(dict(multiscales[0], datasets=[dict(multiscales[0]["datasets"][0], path="b0")]))
+        return metadata
+    _metadata(store, second)
+    with pytest.raises(bv.VolumeFileError, match="a level of another image than the first"):
+        bv.read_volume(store / "b0")
+    # OME-Zarr 0.5: an array's dimension names must be the axes' names
+    level = store / "0" / "zarr.json"
+    import json
+    metadata = json.loads(level.read_text())
+    metadata["dimension_names"] = ["x", "y", "z"]
+    level.write_text(json.dumps(metadata))
+    with pytest.raises(bv.VolumeFileError, match=r"level 0's dimension names x, y, z contradict the axes z, y, x"):
+        bv.read_volume(store)
+
+
+def test_odd_levels_chunks_and_level_arguments_are_one_line(tmp_path, caplog):
+    import json
+    store = write_store(tmp_path / "x.ome.zarr", phantom(), GEOMETRIES["anisotropic"], version="0.4", factors=(3,))
+    with pytest.raises(bv.VolumeFileError, match=r"a level is a whole number \(0 to 1\), got '1'"):
+        bv.read_volume(store, level="1")
+    zarray = json.loads((store / "0" / ".zarray").read_text())
+    (store / "0" / ".zarray").write_text(json.dumps(dict(zarray, chunks=[0, 8, 8])))
+    with pytest.raises(bv.VolumeFileError, match=r"level 0 has chunks of \(0, 8, 8\) elements"):
+        bv.read_volume(store)
+    (store / "0" / ".zarray").write_text(json.dumps(zarray))
+    import shutil
+    for entry in (store / "1").iterdir():  # a copy of the metadata only
+        if entry.name not in (".zarray", ".zattrs"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        assert np.all(bv.read_volume(store, level=1).array == 0)
+    assert "level 1 stores no chunk: every voxel reads as its fill value, 0" in caplog.text
+    shutil.rmtree(store / "1")
+    with pytest.raises(bv.VolumeFileError, match="level 1's array is missing"):
+        bv.read_volume(store)

@@ -187,3 +187,73 @@ def test_the_channel_axis_is_found_by_its_type_or_its_name(name, kind):
     datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 3.0, 1.0, 0.5]}]}]
     layout = parse_multiscales({"multiscales": [{"version": "0.4", "axes": axes, "datasets": datasets}]}, "s")
     assert layout.channel == 0 and layout.spatial == (1, 2, 3)
+
+
+def _store(datasets=None, transforms=None, axes=None, ours=None):
+    """0.4 attributes of z y x axes in micrometres, levels "0" and "1" by default."""
+    if datasets is None:
+        datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 1.0, 1.0]}]},
+                    {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [4.0, 2.0, 2.0]}]}]
+    multiscale = {"version": "0.4", "datasets": datasets,
+                  "axes": axes or [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]}
+    if transforms is not None:
+        multiscale["coordinateTransformations"] = transforms
+    attributes = {"multiscales": [multiscale]}
+    if ours is not None:
+        attributes["bigvolume"] = ours
+    return attributes
+
+
+def _one(transforms):
+    return _store([{"path": "0", "coordinateTransformations": transforms}])
+
+
+SCALE, TRANSLATION = {"type": "scale", "scale": [2, 3, 4]}, {"type": "translation", "translation": [1, 2, 3]}
+
+
+@pytest.mark.parametrize("attributes, words", [
+    (_one([TRANSLATION, SCALE]), "coordinateTransformations are ['translation', 'scale']; OME-Zarr allows one scale"),
+    (_one([SCALE, {"type": "scale", "scale": [10, 10, 10]}]), "are ['scale', 'scale']"),
+    (_one([SCALE, TRANSLATION, TRANSLATION]), "are ['scale', 'translation', 'translation']"),
+    (_one([{"type": "affine", "affine": [1] * 12}]), "are ['affine']"),
+    (_one([{"type": "identity"}]), "are ['identity']"),
+    (_one([{"type": "scale", "path": "s.bin"}]), "gives no values (values stored in a file are not read)"),
+    (_one([{"type": "scale", "scale": "123"}]), "scale '123' is not a list of numbers"),
+    (_one([{"type": "scale", "scale": ["2", "3", "4"]}]), "is not a list of numbers"),
+    (_one([{"type": "scale", "scale": [True, True, True]}]), "is not a list of numbers"),
+    (_one({"type": "scale", "scale": [1, 1, 1]}), "are not a list of transformations"),
+    (_store(transforms=[TRANSLATION, SCALE]), "the multiscales's coordinateTransformations are ['translation', "),
+    (_store(axes=[{"type": "space", "unit": "micrometer"}] * 3), "an axis of the multiscales metadata has no name"),
+    (_store(axes=[{"name": n, "type": "space", "unit": ["micrometer"]} for n in "zyx"]), "unknown space unit"),
+    (_store(axes=[{"name": n, "type": "space", "unit": {"u": 1}} for n in "zyx"]), "unknown space unit"),
+    (_store(list(reversed(_store()["multiscales"][0]["datasets"]))), "level 0 is finer than level 1 along an axis"),
+    (_store([{"path": "0", "coordinateTransformations": [SCALE]}] * 2), "level 0 is listed twice"),
+    (_store([{"path": "../0", "coordinateTransformations": [SCALE]}]), "level path '../0' leaves the store"),
+    (_store([{"path": 0, "coordinateTransformations": [SCALE]}]), "a level's path 0 is not a text"),
+    (_store(ours={"levels": 5}), "bigvolume.levels is not a list of records"),
+    (_store(ours=[1, 2]), "the bigvolume attribute is not a record"),
+    (_store(ours={"levels": [{"path": "0", "factors": 5}]}), "factors of level 0 5 is not a list of numbers"),
+    (_store(ours={"levels": [{"path": "0", "factors": "abc"}]}), "is not a list of numbers"),
+    (_store(ours={"levels": [{"path": "1", "factors": [0.5, 1, 1]}]}), "are not three factors >= 1"),
+    (_store(ours={"direction": [1, 0, 0]}), "bigvolume.direction is not a 3 x 3 matrix"),
+    (_store(ours={"direction": [[1, 0], [0, 1]]}), "bigvolume.direction is not a 3 x 3 matrix"),
+    (_store(ours={"direction": [[1, 0, 0], [0, 1], [0, 0, 1]]}), "bigvolume.direction is not a 3 x 3 matrix"),
+])
+def test_metadata_ngff_does_not_allow_is_refused_not_read_another_way(attributes, words):
+    """Found by a helper writing 577 stores: a translation before the scale was applied after it (another
+    origin), a second scale dropped, unknown transformation types skipped, "123" read as [1, 2, 3], coarse-first
+    levels read the coarsest as level 0; units and our own record of other JSON types were tracebacks."""
+    with pytest.raises(OmeZarrError) as caught:
+        parse_multiscales(attributes, "/data/x.ome.zarr")
+    message = str(caught.value)
+    assert message.startswith("/data/x.ome.zarr: ") and words in message and "\n" not in message
+
+
+@pytest.mark.parametrize("written, read", [("0/", "0"), ("/0", "0"), ("./0", "0"), ("a//b/", "a/b"), ("s0", "s0")])
+def test_level_paths_are_read_as_zarr_resolves_them(written, read):
+    attributes = _store([{"path": written, "coordinateTransformations": [SCALE]}],
+                        ours={"levels": [{"path": written, "factors": [1, 1, 1]}], "direction": [1, 0, 0, 0, 1, 0,
+                                                                                                  0, 0, 1]})
+    layout = parse_multiscales(attributes, "/data/x.ome.zarr")
+    assert layout.paths == (read,) and layout.factors == ((1.0, 1.0, 1.0),)
+    np.testing.assert_array_equal(layout.direction, np.eye(3))

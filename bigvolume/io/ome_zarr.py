@@ -83,6 +83,9 @@ class PyramidLevel:
 
 
 def _finite(values, what: str, store) -> list[float]:
+    """A JSON list of numbers ("123" was read as [1, 2, 3], ["2", "3"] and booleans as numbers)."""
+    if not isinstance(values, (list, tuple)) or any(isinstance(v, (bool, str)) for v in values):
+        raise OmeZarrError(f"{store}: {what} {values!r} is not a list of numbers")
     try:
         numbers = [float(v) for v in values]
     except (TypeError, ValueError):
@@ -148,14 +151,40 @@ def _first(multiscales, store) -> dict:
     return multiscales[0]
 
 
-def _transform(transforms, kind: str, rank: int, store, path: str) -> list[float] | None:
-    for transform in transforms or []:
-        if isinstance(transform, dict) and transform.get("type") == kind:
-            values = _finite(transform.get(kind, []), f"level {path}'s {kind}", store)
-            if len(values) != rank:
-                raise OmeZarrError(f"{store}: level {path}'s {kind} has {len(values)} values for {rank} axes")
-            return values
-    return None
+def _transforms(transforms, rank: int, store, where: str) -> tuple[list[float] | None, list[float] | None]:
+    """(scale, translation) of a list of coordinate transformations as NGFF 0.4/0.5 allow them: one scale, then
+    at most one translation, each with a value per axis. Anything else is refused in one line: another order
+    (translation first means another origin), a second scale (it was dropped), other types, values in a file."""
+    if transforms is None:
+        return None, None
+    if not isinstance(transforms, list) or not all(isinstance(t, dict) for t in transforms):
+        raise OmeZarrError(f"{store}: {where}'s coordinateTransformations are not a list of transformations")
+    kinds = [t.get("type") for t in transforms]
+    if kinds not in (["scale"], ["scale", "translation"], []):
+        raise OmeZarrError(f"{store}: {where}'s coordinateTransformations are {kinds}; OME-Zarr allows one scale, "
+                           "then at most one translation")
+    found = []
+    for transform, kind in zip(transforms, kinds):
+        if kind not in transform:  # NGFF's other form: the values in a binary file at "path"
+            raise OmeZarrError(f"{store}: {where}'s {kind} gives no values"
+                               + (" (values stored in a file are not read)" if "path" in transform else ""))
+        values = _finite(transform[kind], f"{where}'s {kind}", store)
+        if len(values) != rank:
+            raise OmeZarrError(f"{store}: {where}'s {kind} has {len(values)} values for {rank} axes")
+        found.append(values)
+    return (found + [None, None])[0], (found + [None, None])[1]
+
+
+def dataset_path(path, store) -> str:
+    """A level's path as zarr resolves it inside the store: "0/" and "/0" are "0" (they were compared as written,
+    and a level given by its folder lost its geometry); a path leaving the store ("..") is refused (an absolute
+    one was read from the file system, another array than zarr's)."""
+    if not isinstance(path, str):
+        raise OmeZarrError(f"{store}: a level's path {path!r} is not a text")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise OmeZarrError(f"{store}: level path {path!r} leaves the store")
+    return "/".join(parts)
 
 
 @dataclass(frozen=True)
@@ -194,6 +223,9 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
         axes = list(LEGACY_AXES)
     if not isinstance(axes, list) or not axes:
         raise OmeZarrError(f"{store}: the multiscales metadata lists no axes")
+    if any(isinstance(a, dict) and not isinstance(a.get("name"), str) or not isinstance(a, (dict, str))
+           for a in axes):
+        raise OmeZarrError(f"{store}: an axis of the multiscales metadata has no name")
     names = tuple(str(a.get("name") if isinstance(a, dict) else a) for a in axes)
     types = tuple(a.get("type") if isinstance(a, dict) else None for a in axes)
     spatial = [n for n, (name, kind) in enumerate(zip(names, types))
@@ -209,23 +241,21 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
     datasets = multiscale.get("datasets")
     if not isinstance(datasets, list) or not datasets:
         raise OmeZarrError(f"{store}: the multiscales metadata lists no datasets (levels)")
-    global_scale = _transform(multiscale.get("coordinateTransformations"), "scale", len(axes), store, "all")
-    global_translation = _transform(multiscale.get("coordinateTransformations"), "translation", len(axes), store,
-                                    "all")
+    global_scale, global_translation = _transforms(multiscale.get("coordinateTransformations"), len(axes), store,
+                                                   "the multiscales")
     paths, scales, translations = [], [], []
     scaled_by_shapes = False  # a legacy store without scales (some writers of 0.3 wrote 0.4's transforms: kept)
     for dataset in datasets:
-        path = str(dataset.get("path", "")) if isinstance(dataset, dict) else ""
+        path = dataset_path(dataset.get("path", "") if isinstance(dataset, dict) else "", store)
         if not path:
             raise OmeZarrError(f"{store}: a level of the multiscales metadata has no path")
-        transforms = dataset.get("coordinateTransformations")
-        scale = _transform(transforms, "scale", len(axes), store, path)
+        scale, translation = _transforms(dataset.get("coordinateTransformations"), len(axes), store, f"level {path}")
         if scale is None and legacy:
             scale = [1.0] * len(axes)  # until with_legacy_scales knows the shapes
             scaled_by_shapes = True
         if scale is None:
             raise OmeZarrError(f"{store}: level {path} has no scale")
-        translation = _transform(transforms, "translation", len(axes), store, path) or [0.0] * len(axes)
+        translation = translation or [0.0] * len(axes)
         if global_scale is not None:  # the transforms for all levels apply after each level's own, scale first
             scale = [s * g for s, g in zip(scale, global_scale)]
             translation = [t * g for t, g in zip(translation, global_scale)]
@@ -234,21 +264,66 @@ def parse_multiscales(attributes: dict, store="OME-Zarr") -> MultiscaleLayout:
         spatial_scale = tuple(scale[n] * c for n, c in zip(spatial, to_unit))
         if not all(s > 0 for s in spatial_scale):
             raise OmeZarrError(f"{store}: level {path}'s scale {spatial_scale} is not positive")
+        if scales and any(s < before for s, before in zip(spatial_scale, scales[-1])):
+            raise OmeZarrError(f"{store}: level {path} is finer than level {paths[-1]} along an axis; OME-Zarr lists "
+                               "the levels finest first")  # (the coarsest was read as level 0)
+        if path in paths:
+            raise OmeZarrError(f"{store}: level {path} is listed twice")
         paths.append(path)
         scales.append(spatial_scale)
         translations.append(tuple(translation[n] * c for n, c in zip(spatial, to_unit)))
-    ours = attributes.get("bigvolume") if isinstance(attributes.get("bigvolume"), dict) else {}
-    direction = np.eye(3)
-    if "direction" in ours:
-        direction = np.array(_finite(np.ravel(ours["direction"]), "bigvolume.direction", store)).reshape(3, 3)
-        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-6):
-            raise OmeZarrError(f"{store}: bigvolume.direction is not a rotation matrix")
-    records = {str(r.get("path")): r for r in ours.get("levels", []) if isinstance(r, dict)}
-    factors = tuple(tuple(float(f) for f in records[p]["factors"]) if p in records and "factors" in records[p]
-                    else None for p in paths)
-    sources = tuple(records[p].get("source") if p in records else None for p in paths)
+    direction, factors, sources = _our_record(attributes, paths, store)
     return MultiscaleLayout(version, names, tuple(spatial), unit or "", tuple(paths), tuple(scales),
                             tuple(translations), direction, factors, sources, scaled_by_shapes, channel)
+
+
+def _our_record(attributes: dict, paths: Sequence[str], store):
+    """(direction, factors per level, source per level) from our ``bigvolume`` attribute; a record that is not
+    what we write is refused in one line (it was a TypeError, or a ValueError not naming the store)."""
+    ours = attributes.get("bigvolume")
+    if ours is None:
+        ours = {}
+    if not isinstance(ours, dict):
+        raise OmeZarrError(f"{store}: the bigvolume attribute is not a record (a JSON object)")
+    direction = np.eye(3)
+    if "direction" in ours:
+        values = ours["direction"]  # rows, as we write it (or the 9 numbers in a row)
+        rows = isinstance(values, list) and len(values) == 3 and all(isinstance(r, list) and len(r) == 3
+                                                                      for r in values)
+        if not (rows or isinstance(values, list) and len(values) == 9):
+            raise OmeZarrError(f"{store}: bigvolume.direction is not a 3 x 3 matrix")
+        flat = [v for row in values for v in row] if rows else values
+        direction = np.array(_finite(flat, "bigvolume.direction", store)).reshape(3, 3)
+        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-6):
+            raise OmeZarrError(f"{store}: bigvolume.direction is not a rotation matrix")
+    levels = ours.get("levels", [])
+    if not isinstance(levels, list) or not all(isinstance(r, dict) for r in levels):
+        raise OmeZarrError(f"{store}: bigvolume.levels is not a list of records")
+    records = {dataset_path(str(r.get("path", "")), store): r for r in levels}
+    factors = []
+    for path in paths:
+        record = records.get(path, {})
+        if "factors" not in record:
+            factors.append(None)
+            continue
+        values = _finite(record["factors"], f"bigvolume.levels' factors of level {path}", store)
+        if len(values) != 3 or min(values) < 1:
+            raise OmeZarrError(f"{store}: bigvolume.levels' factors of level {path} are not three factors >= 1")
+        factors.append(tuple(values))
+    sources = tuple(records[p].get("source") if p in records else None for p in paths)
+    return direction, tuple(factors), sources
+
+
+def other_image_paths(attributes: dict, store) -> list[str]:
+    """The level paths of the images after the first in a multiscales list (this tool reads the first)."""
+    ome = attributes.get("ome")
+    multiscales = ome.get("multiscales") if isinstance(ome, dict) else attributes.get("multiscales")
+    paths = []
+    for multiscale in (multiscales[1:] if isinstance(multiscales, list) else []):
+        for dataset in multiscale.get("datasets", []) if isinstance(multiscale, dict) else []:
+            if isinstance(dataset, dict) and isinstance(dataset.get("path"), str):
+                paths.append(dataset_path(dataset["path"], store))
+    return paths
 
 
 def check_space_axis_order(names: Sequence[str], store) -> None:
@@ -268,7 +343,7 @@ def _spatial_unit(axes: list, spatial: Sequence[int], store) -> tuple[str, tuple
     units = [axes[n].get("unit") or None if isinstance(axes[n], dict) else None for n in spatial]
     names = [str(axes[n].get("name") if isinstance(axes[n], dict) else axes[n]) for n in spatial]
     for unit in units:
-        if unit is not None and unit not in SPACE_UNITS:
+        if unit is not None and (not isinstance(unit, str) or unit not in SPACE_UNITS):
             raise OmeZarrError(f"{store}: unknown space unit {unit!r}")
     if len(set(units)) == 1:
         return units[0] or "", (1.0, 1.0, 1.0)

@@ -21,8 +21,10 @@ zarr is imported on first use (:func:`bigvolume.io.ome_zarr.import_zarr`), never
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +37,11 @@ from ..core.geometry import Geometry
 from ..core.memory import format_bytes
 from ..core.volume import Volume
 from .ome_zarr import (AXIS_NAMES, SPACE_UNITS, OmeZarrError, check_space_axis_order, import_zarr, is_zarr_store,
-                       level_geometry, parse_multiscales, scaled_geometry, with_legacy_scales)
+                       level_geometry, other_image_paths, parse_multiscales, scaled_geometry, with_legacy_scales)
 from .slab_readers import SlabReader
 
+METADATA_FILES = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
+BLOSC_HEADER = 16  # bytes of a Blosc frame's header; bytes 12-16: the frame's size (little-endian)
 PREVIEW_MIN_VOXELS = 256  # preview_level: the coarsest level still this many voxels along each axis
 # How far above a level's array to look for the pyramid's root (levels are usually one folder down, "0" or "s0";
 # some writers nest them, "scale/0").
@@ -133,8 +137,9 @@ class Pyramid:
     def level(self, index: int | None = None) -> ZarrLevel:
         """Level ``index`` (None: the level the path named); refuses one out of range in one line."""
         index = self.start if index is None else index
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
-                or not 0 <= index < len(self.levels):
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise OmeZarrError(f"{self.store}: a level is a whole number (0 to {len(self.levels) - 1}), got {index!r}")
+        if not 0 <= index < len(self.levels):
             raise OmeZarrError(f"{self.store}: level {index} does not exist; this pyramid has levels 0 to "
                                f"{len(self.levels) - 1}")
         return self.levels[int(index)]
@@ -148,7 +153,9 @@ class Pyramid:
 def _open_node(path: Path):
     zarr = _zarr()
     try:
-        return zarr.open(store=str(path), mode="r")
+        # each array's own metadata: consolidated metadata left stale by a later write gave one array's type and
+        # shape and another's voxels
+        return zarr.open(store=str(path), mode="r", use_consolidated=False)
     except Exception as error:  # zarr raises many kinds (JSON, metadata validation, missing nodes)
         raise OmeZarrError(f"{path}: not a readable Zarr store ({_reason(error)})") from None
 
@@ -205,6 +212,8 @@ def voxel_dtype(stored) -> np.dtype:
 def _level(index, path, array, geometry, axes, spatial, channel, store) -> ZarrLevel:
     components = _check_axes(array, axes, spatial, channel, store, path)
     block, chunk = _stored_block(array), tuple(int(n) for n in array.chunks)
+    if min(block + chunk, default=1) < 1:  # (a ZeroDivisionError when read)
+        raise OmeZarrError(f"{store}: level {path or '(the array)'} has chunks of {chunk} elements: none can be empty")
     return ZarrLevel(index, path, geometry, voxel_dtype(array.dtype), components, tuple(block[n] for n in spatial),
                      tuple(chunk[n] for n in spatial))
 
@@ -222,6 +231,8 @@ def _from_group(store: Path, group, start_path: str | None = None) -> Pyramid:
     for path in layout.paths:
         try:
             array = group[path]
+        except KeyError:
+            raise OmeZarrError(f"{store}: level {path}'s array is missing (the metadata lists it)") from None
         except Exception as error:
             raise OmeZarrError(f"{store}: level {path}'s array cannot be opened ({_reason(error)})") from None
         if not hasattr(array, "shape"):
@@ -229,6 +240,10 @@ def _from_group(store: Path, group, start_path: str | None = None) -> Pyramid:
         if len(array.shape) != len(layout.axes):
             raise OmeZarrError(f"{store}: level {path} has {len(array.shape)} dimensions, the metadata names "
                                f"{len(layout.axes)} axes")
+        names = getattr(array.metadata, "dimension_names", None)
+        if names and all(names) and tuple(str(n).lower() for n in names) != tuple(a.lower() for a in layout.axes):
+            raise OmeZarrError(f"{store}: level {path}'s dimension names {', '.join(map(str, names))} contradict the "
+                               f"axes {', '.join(layout.axes)} (OME-Zarr 0.5: they must be the same)")
         arrays.append(array)
     note = ""
     if layout.scales_from_shapes:
@@ -264,7 +279,7 @@ def _root_of(path: Path) -> tuple[Path, object, str] | None:
         if root is None or not is_zarr_store(root):
             continue
         try:
-            group = zarr.open_group(store=str(root), mode="r")
+            group = zarr.open_group(store=str(root), mode="r", use_consolidated=False)
             attributes = group.attrs.asdict()
             layout = parse_multiscales(attributes, root)
         except Exception:  # not a group, or a group without multiscales: keep looking up
@@ -274,6 +289,9 @@ def _root_of(path: Path) -> tuple[Path, object, str] | None:
             # Name the root as the user wrote it, when they wrote it.
             written = path.parents[depth - 1] if depth <= len(path.parents) else root
             return written, group, relative
+        if relative in other_image_paths(attributes, root):  # (it was read on a unit grid, "without metadata")
+            raise OmeZarrError(f"{path}: a level of another image than the first in {root}'s multiscales list; "
+                               "this tool reads the first")
     return None
 
 
@@ -371,6 +389,9 @@ class ZarrSlabReader(SlabReader):
             if not hasattr(node, "shape"):
                 raise OmeZarrError(f"{self.pyramid.store}: level {self.level.path} is not an array")
             self._array = node
+            if not any(entry.name not in METADATA_FILES for entry in os.scandir(self.path)):
+                _say_once(f"{self.pyramid.store}: level {self.level.path or '(the array)'} stores no chunk: every "
+                          f"voxel reads as its fill value, {node.fill_value} (a copy of the metadata only?)")
         return self._array
 
     def _read_into(self, k0: int, k1: int, out: np.ndarray) -> None:
@@ -468,8 +489,27 @@ class ZarrSlabReader(SlabReader):
                 if size == 0:
                     raise OmeZarrError(f"{self.pyramid.store}: chunk {self._name(key)} is an empty file (0 bytes): "
                                        "corrupt (an interrupted copy?)")
+                if self._blosc:
+                    self._check_blosc_size(key, size)
             if whole_band:
                 self._checked_bands.add(band)
+
+    @functools.cached_property
+    def _blosc(self) -> bool:
+        """Whether each chunk file is one Blosc frame (not sharded; Blosc the last codec on writing)."""
+        metadata = self.array.metadata
+        last = metadata.compressor if metadata.zarr_format == 2 else (metadata.codecs or [None])[-1]
+        return "blosc" in str(getattr(last, "codec_id", "") or type(last).__name__).lower()
+
+    def _check_blosc_size(self, key: str, size: int) -> None:
+        """A Blosc frame cut short decodes without an error (Blosc trusts the size in its header, and read past the
+        end of a 16-byte file): its header's compressed size must be the file's."""
+        with open(self.path / key, "rb") as handle:
+            header = handle.read(BLOSC_HEADER)
+        said = int.from_bytes(header[12:16], "little") if len(header) == BLOSC_HEADER else None
+        if said != size:
+            raise OmeZarrError(f"{self.pyramid.store}: chunk {self._name(key)} is cut short or damaged: its Blosc "
+                               f"header says {said} bytes, the file has {size} (an interrupted copy?)")
 
     def close(self) -> None:
         self._array = None
