@@ -2,6 +2,7 @@
 slab-by-slab (streamed) run against an independent whole-volume reference (scipy.ndimage), the report, edge cases,
 the command line, and the real head MRI against niimath."""
 import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -281,6 +282,30 @@ def test_whole_volume_writers_and_cancel(tmp_path):
             dehaze_file(source, tmp_path / "never.nrrd", mask_out=tmp_path / "never_mask.nrrd", stream=stream,
                         memory_limit=1, progress=lambda fraction, message: fraction < 0.5)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd", "mask.mha", "out.mha"]
+
+
+@pytest.mark.parametrize("suffixes", [(".mha", ".mha"), (".nii.gz", ".mha"), (".mha", ".nii")])
+def test_an_output_and_its_mask_appear_together_or_not_at_all(tmp_path, monkeypatch, suffixes):
+    """The whole-volume writers (SimpleITK's: .mha, .nii.gz) put the output in place before writing the mask: a
+    failure writing the mask (a full disk) left the output alone, its mask missing. Both are written, then both put
+    in place. (Slab writers were already committed together.)"""
+    import SimpleITK as sitk
+    volume = oblique(smooth_blobs((20, 18, 16), 6))
+    source = io.write_volume(volume, tmp_path / "in.nrrd")
+    out, mask = tmp_path / f"out{suffixes[0]}", tmp_path / f"mask{suffixes[1]}"
+    real_write = sitk.WriteImage
+
+    def disk_full_for_the_mask(image, name, *args, **kwargs):
+        if Path(name).name.startswith("mask"):
+            raise RuntimeError("ITK ERROR: ImageFileWriter: No space left on device")
+        return real_write(image, name, *args, **kwargs)
+    monkeypatch.setattr(sitk, "WriteImage", disk_full_for_the_mask)
+    with pytest.raises(bv.VolumeFileError, match=rf"mask{re.escape(suffixes[1])}: cannot write \(.*No space left"):
+        dehaze_file(source, out, mask_out=mask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]
+    monkeypatch.setattr(sitk, "WriteImage", real_write)
+    dehaze_file(source, out, mask_out=mask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.nrrd", out.name, mask.name])
 
 
 # --- values, report, geometry ---------------------------------------------------------------------------------

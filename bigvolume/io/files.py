@@ -434,27 +434,42 @@ def check_writable_type(path, dtype) -> None:
 def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:
     """Write ``volume`` to ``path`` (format from the suffix). ``compress``: gzip the voxel data; default on for
     ``.nrrd``/``.mha``, off for detached headers (so they stream) and by suffix for NIfTI."""
-    path = check_output_path(path)
-    check_writable_type(path, volume.array.dtype)
-    check_geometry_fits(path, volume.geometry)
+    return write_volumes([(volume, path)], compress)[0]
+
+
+def write_volumes(items, compress: bool | None = None) -> list[Path]:
+    """Write each (volume, path) of ``items`` as :func:`write_volume` does, together: every one is written before
+    any is put in place (a volume and its mask: a failure writing the second left the first alone)."""
+    paths = []
+    for volume, path in items:
+        path = check_output_path(path)
+        check_writable_type(path, volume.array.dtype)
+        check_geometry_fits(path, volume.geometry)
+        paths.append(path)
+    with contextlib.ExitStack() as outputs:  # committed when all are written, the first last
+        staged = [outputs.enter_context(atomic_output(path)) for path in paths]
+        for (volume, _), path, staging_path in zip(items, paths, staged):
+            _write_staged(volume, path, staging_path, compress)
+    return paths
+
+
+def _write_staged(volume: Volume, path: Path, staging_path: Path, compress: bool | None) -> None:
     suffix = volume_suffix(path)
     if compress is None:
         compress = suffix in (".nrrd", ".mha")
     import SimpleITK as sitk
     image = to_sitk(volume)
     try:
-        with atomic_output(path) as staging_path:
-            # ITK knows its suffixes in lower case only (A.NII failed, A.NHDR came out attached): written so, then
-            # renamed (a detached header names its data file A.raw, written beside it)
-            lower = staging_path.with_name(staging_path.name[:-len(suffix)] + suffix)
-            sitk.WriteImage(image, str(lower), useCompression=bool(compress) and suffix in COMPRESSIBLE_SUFFIXES)
-            if lower != staging_path:
-                os.replace(lower, staging_path)
+        # ITK knows its suffixes in lower case only (A.NII failed, A.NHDR came out attached): written so, then
+        # renamed (a detached header names its data file A.raw, written beside it)
+        lower = staging_path.with_name(staging_path.name[:-len(suffix)] + suffix)
+        sitk.WriteImage(image, str(lower), useCompression=bool(compress) and suffix in COMPRESSIBLE_SUFFIXES)
+        if lower != staging_path:
+            os.replace(lower, staging_path)
     except RuntimeError as error:
         raise VolumeFileError(f"{path}: cannot write ({readable_reason(error)})") from None
     except OSError as error:
         raise VolumeFileError(f"{path}: cannot write ({error.strerror or error})") from None
-    return path
 
 
 def file_size(path, series: str | None = None, level: int | None = None) -> int:

@@ -136,9 +136,8 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
             progress(0.05, "read")
             result, mask, report = dehaze(volume, options, measure_compression=measure_compression,
                                           progress=progress.sub(0.05, 0.9))
-            io.write_volume(result, output_path)
-            if mask_out is not None:
-                io.write_volume(Volume(mask.view(np.uint8), volume.geometry), mask_out)
+            io.write_volumes([(result, output_path)] + ([(Volume(mask.view(np.uint8), volume.geometry), mask_out)]
+                                                        if mask_out is not None else []))
         else:  # output slabs go straight to the file: no whole output array, no copy for the writer
             notes = _notes_for(plan.geometry.shape, options)
             with contextlib.ExitStack() as stack:
