@@ -73,6 +73,10 @@ def test_stream_and_memory_limit_options(tmp_path, anisotropic_input):
     assert result.returncode == 0, result.stderr
     assert "streamed in 48 slabs of 1 slice" in result.stdout  # 48 input slices, one per slab under 64 KB
     assert "leaves no room beside" in result.stderr  # the limit was below what the program itself uses
+    # what does not fit are the buffers of 20000 filter threads, not the program's few MiB (the note said so)
+    many = run("resample", inputs[".nrrd"], tmp_path / "many.nhdr", "--factor", "3", "--stream", "--memory-limit",
+               "2GB", "--threads", "20000")
+    assert many.returncode == 0 and "leaves no room for these buffers alone" in many.stderr, many.stderr
     assert run("resample", inputs[".nrrd"], loaded, "--factor", "3", "--no-stream").returncode == 0
     a, b = bv.read_volume(streamed), bv.read_volume(loaded)
     assert a.geometry == b.geometry and np.abs(a.array.astype(int) - b.array.astype(int)).max() <= 1
