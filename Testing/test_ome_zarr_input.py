@@ -735,3 +735,21 @@ def test_odd_levels_chunks_and_level_arguments_are_one_line(tmp_path, caplog):
     shutil.rmtree(store / "1")
     with pytest.raises(bv.VolumeFileError, match="level 1's array is missing"):
         bv.read_volume(store)
+
+
+def test_float16_levels_preview_and_an_unknown_version_is_noted(tmp_path, caplog):
+    """float16 (an OME-Zarr type VTK and Slicer volumes lack): preview failed (a TypeError traceback with the vtk
+    engine); dehaze's refusal named two files. An OME-Zarr version newer than ours was read by 0.5's rules without
+    a word."""
+    array = (phantom((16, 16, 16)) / 40).astype(np.float16)
+    store = write_store(tmp_path / "h.ome.zarr", array, Geometry((16, 16, 16)), factors=())
+    for engine in ("vtk", "auto"):
+        report = bv.write_preview(store, tmp_path / f"{engine}.png", engine=engine)
+        assert (tmp_path / f"{engine}.png").stat().st_size > 0 and report.path.exists()
+    result = run("dehaze", store, tmp_path / "d.nrrd")
+    assert result.returncode == 1
+    assert _one_line(result.stderr).startswith(f"bigvolume: error: {tmp_path / 'd.nrrd'}: pixel type float16 cannot")
+    _metadata(store, lambda m: (m["attributes"]["ome"].__setitem__("version", "0.6"), m)[1])
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        np.testing.assert_array_equal(bv.read_volume(store).array, array)
+    assert "OME-Zarr 0.6 is not a version this tool knows" in caplog.text

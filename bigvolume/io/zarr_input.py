@@ -40,6 +40,7 @@ from .ome_zarr import (AXIS_NAMES, SPACE_UNITS, OmeZarrError, check_space_axis_o
                        level_geometry, other_image_paths, parse_multiscales, scaled_geometry, with_legacy_scales)
 from .slab_readers import SlabReader
 
+KNOWN_VERSIONS = ("0.1", "0.2", "0.3", "0.4", "0.5")
 METADATA_FILES = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
 BLOSC_HEADER = 16  # bytes of a Blosc frame's header; bytes 12-16: the frame's size (little-endian)
 PREVIEW_MIN_VOXELS = 256  # preview_level: the coarsest level still this many voxels along each axis
@@ -246,6 +247,9 @@ def _from_group(store: Path, group, start_path: str | None = None) -> Pyramid:
                                f"axes {', '.join(layout.axes)} (OME-Zarr 0.5: they must be the same)")
         arrays.append(array)
     note = ""
+    if layout.version not in KNOWN_VERSIONS:  # (a newer version was read by 0.5's rules without a word)
+        _say_once(f"{store}: OME-Zarr {layout.version} is not a version this tool knows ({', '.join(KNOWN_VERSIONS)});"
+                  " read by the rules of 0.5")
     if layout.scales_from_shapes:
         layout = with_legacy_scales(layout, [[a.shape[n] for n in layout.spatial] for a in arrays])
         note = (f"{store}: OME-Zarr {layout.version} holds no pixel size (it came with 0.4): read on a grid of unit "
