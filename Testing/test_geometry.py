@@ -83,3 +83,18 @@ def test_factors_from_spacing_isotropic_and_size():
     out = geometry.downsampled(factors)
     assert out.voxel_count * 2 <= target
     assert geometry.downsampled([f * 0.95 for f in factors]).voxel_count * 2 > target  # not needlessly small
+
+
+@pytest.mark.parametrize("origin", [(12345678.123456789, -9876543.987654321, 5555555.555555555),
+                                    (-4e6 + 0.1, 2.5e5 + 0.03, 1e7 + 0.7), (0.1, 0.2, 0.3)])
+@pytest.mark.parametrize("factor", [1, 2, 3.5])
+def test_far_origins_keep_their_digits(origin, factor):
+    """Origins were rounded to 12 significant digits: 12345678.1234 mm moved by 4.3e-5 mm at factor 1 (a helper,
+    both doors). Rounding is now to 12 digits of the spacing: noise goes, positions stay."""
+    geometry = Geometry((20, 20, 20), (0.7, 0.3, 1.1), origin)
+    grid = geometry.downsampled(factor)
+    expected = np.add(origin, np.multiply((factor - 1) / 2, (0.7, 0.3, 1.1)))
+    np.testing.assert_allclose(grid.origin, expected, rtol=0, atol=1e-9)
+    cropped = geometry.cropped(((3, 9), (2, 8), (1, 7)))
+    np.testing.assert_allclose(cropped.origin, np.add(origin, (0.7, 0.6, 3.3)), rtol=0, atol=1e-9)
+    assert Geometry((9, 9, 9), (0.7, 0.7, 0.7)).downsampled(3).spacing == (2.1, 2.1, 2.1)  # noise still goes

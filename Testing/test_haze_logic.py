@@ -405,3 +405,28 @@ def test_the_result_line_gives_the_precision_reduction_s_notes(mrml):
     notes = logic.lastResult.reduceReport.notes
     assert any("NaN" in note for note in notes), notes
     assert all(note in logic.lastResult.summary() for note in notes)
+
+
+@pytest.mark.parametrize("matrix", ["zero column", "repeated axis", "nan", "infinite origin"])
+def test_a_node_whose_matrix_places_no_grid_is_refused_naming_it(mrml, matrix):
+    """A degenerate IJKToRAS was a ValueError from Geometry (a traceback in the panel), in both Logics."""
+    from AntiAliasedResampleLib import AntiAliasedResampleLogic
+    ijk_to_ras_matrix = np.eye(4)
+    if matrix == "zero column":
+        ijk_to_ras_matrix[:, 1] = 0
+    elif matrix == "repeated axis":
+        ijk_to_ras_matrix[:3, 2] = ijk_to_ras_matrix[:3, 0]
+    elif matrix == "nan":
+        ijk_to_ras_matrix[1, 1] = np.nan
+    else:
+        ijk_to_ras_matrix[0, 3] = np.inf
+    array = np.zeros((8, 8, 8), np.int16)
+    array[2:6, 2:6, 2:6] = 100
+    node = mrml.volume(array, ijk_to_ras_matrix, name="odd")
+    before = len(mrml.volumeNodes())
+    for run in (lambda: HazeRemovalLogic().process(node), lambda: HazeRemovalLogic().previewMask(node),
+                lambda: AntiAliasedResampleLogic().process(node, factor=2),
+                lambda: AntiAliasedResampleLogic().outputGeometry(node, 2)):
+        with pytest.raises(BigVolumeError, match="odd: its IJK to RAS matrix places no grid"):
+            run()
+    assert len(mrml.volumeNodes()) == before

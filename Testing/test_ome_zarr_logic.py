@@ -73,6 +73,27 @@ def test_a_chosen_level_and_an_output_node(store, scene):
         logic.loadLevel(store, 7, 10**9, scene=scene)
 
 
+@pytest.mark.parametrize("level", [0, 1])
+def test_a_given_output_node_under_a_transform_loads_in_the_store_s_coordinates(store, scene, level):
+    """The node's parent transform was kept: the level showed 50 mm away from where the store puts it."""
+    logic = OMEZarrPyramidLogic()
+    moved = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    shift = np.eye(4)
+    shift[0, 3] = 50.0
+    moved.SetMatrixTransformToParent(vtkMatrixFromArray(shift))
+    output = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "mine")
+    output.SetAndObserveTransformNodeID(moved.GetID())
+    node = logic.loadLevel(store, level, 10**9, outputNode=output)
+    assert node.GetTransformNodeID() is None
+    grid = GEOMETRY if level == 0 else GEOMETRY.downsampled(3)
+    np.testing.assert_allclose(ijk_to_ras(node), grid.ijk_to_ras(), atol=1e-9)
+    # a load that fails leaves the node as it was, its transform included
+    output.SetAndObserveTransformNodeID(moved.GetID())
+    with pytest.raises(Cancelled):
+        logic.loadLevel(store, level, 10**9, outputNode=output, progress=lambda fraction, message: False)
+    assert output.GetTransformNodeID() == moved.GetID()
+
+
 def add_roi(scene, ijk_low, ijk_high, geometry=GEOMETRY, turn=None):
     """A ROI whose corners are the LPS points of the given (fractional) indices; ``turn``: its own rotation."""
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "roi")

@@ -771,3 +771,32 @@ def test_a_damaged_chunk_of_our_pyramid_is_refused_naming_it(tmp_path, seed, sha
     victim.write_bytes(bytes(data))
     with pytest.raises(bv.VolumeFileError, match=r"p\.ome\.zarr: chunk 0/c/[0-9/]+ is corrupt or unreadable"):
         bv.read_volume(out)
+
+
+def test_a_sheared_grid_is_refused_before_writing_and_non_unit_columns_become_spacing(tmp_path):
+    """A sheared grid was written whole, then refused by every reader of ours ('not a rotation matrix'). Direction
+    columns that are not unit vectors (a MetaImage's matrix may give them) go into the spacing: the same grid."""
+    array = smooth_volume((12, 14, 16))
+    sheared = np.array([[1, 0.3, 0], [0, 1, 0.2], [0, 0, 1]], float)
+    source = write_input(tmp_path, array, name="sheared.nhdr")
+    header = source.read_text()
+    source.write_text(header.replace(header[header.index("space directions"):].split("\n")[0],
+                                     "space directions: (0.3,0,0) (0.09,0.3,0) (0,0.18,0.9)"))
+    assert not np.allclose(bv.read_geometry(source)[0].direction, np.eye(3))  # (read as written)
+    with pytest.raises(bv.BigVolumeError, match="the volume's axes are not at right angles"):
+        pyramid(source, tmp_path / "s.ome.zarr")
+    assert not (tmp_path / "s.ome.zarr").exists() and not list(tmp_path.glob("*.partial*"))
+    del sheared
+    (tmp_path / "m.raw").write_bytes(array.astype("<u2").tobytes())
+    stretched = tmp_path / "m.mhd"  # a MetaImage whose matrix holds the spacing (columns of length 2)
+    stretched.write_text("ObjectType = Image\nNDims = 3\nDimSize = 16 14 12\nElementType = MET_USHORT\n"
+                         "ElementSpacing = 1 1 1\nTransformMatrix = 0 2 0 -2 0 0 0 0 2\nOffset = 1 2 3\n"
+                         "ElementDataFile = m.raw\n")
+    expected = bv.read_geometry(stretched)[0]
+    assert not np.allclose(np.linalg.norm(expected.direction, axis=0), 1)
+    out = tmp_path / "r.ome.zarr"
+    pyramid(stretched, out, levels=2)
+    got = bv.read_geometry(out, level=0)[0]
+    np.testing.assert_allclose(got.ijk_to_ras(), expected.ijk_to_ras(), atol=1e-9)
+    assert got.spacing == pytest.approx((2, 2, 2))
+    np.testing.assert_array_equal(bv.read_volume(out).array, array)

@@ -209,6 +209,24 @@ def test_label_map_uses_nearest_and_keeps_only_existing_labels(mrml):
     assert not set(np.unique(smoothed)) <= set(labels)
 
 
+@pytest.mark.parametrize("method", ["lanczos", "gaussian", "mean"])
+def test_a_scalar_volume_into_a_label_map_output_uses_a_label_safe_method(mrml, method):
+    """A helper: a given label-map output (the panel keeps the last one) got a scalar input smoothed into it, labels
+    7 invented and 8 lost, no note; the CLI parameters asked for lanczos too. The file mode already chose by the
+    output."""
+    array = np.zeros((8, 8, 8), np.int16)
+    array[2:6, 2:6, 2:6] = 5
+    array[4:] += 3  # labels 0, 3, 5, 8
+    inputNode = mrml.volume(array, anisotropic_matrix())
+    labels = mrml.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    logic = AntiAliasedResampleLogic()
+    logic.process(inputNode, labels, factor=2, method=method)
+    assert logic.lastResult.method == "nearest" and any("nearest" in note for note in logic.lastResult.notes)
+    np.testing.assert_array_equal(arrayFromVolume(labels), bigvolume.downsample_array(array, 2, "nearest"))
+    assert set(np.unique(arrayFromVolume(labels))) <= {0, 3, 5, 8}
+    assert logic.cliParameters(inputNode, labels, factor=2, method=method)["method"] == "nearest"
+
+
 @pytest.mark.parametrize("method", LABEL_SAFE_METHODS)
 def test_label_safe_methods_are_kept_for_label_maps(mrml, method):
     array = np.zeros((8, 8, 8), np.uint8)

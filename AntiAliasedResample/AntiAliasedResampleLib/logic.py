@@ -113,10 +113,14 @@ class AntiAliasedResampleLogic:
         return is_label_map(volumeNode)
 
     @classmethod
-    def effectiveMethod(cls, inputVolumeNode, method: str) -> tuple[str, list]:
-        """The method actually used, and notes for the user when it differs from the one asked for."""
+    def effectiveMethod(cls, inputVolumeNode, method: str, outputVolumeNode=None) -> tuple[str, list]:
+        """The method actually used, and notes for the user when it differs from the one asked for: label-safe
+        when the input or the output is a label map (a scalar volume smoothed into a given label map got labels
+        that are in neither)."""
         check_method(method)
-        return label_safe_method(inputVolumeNode, method)
+        labelled = next((node for node in (inputVolumeNode, outputVolumeNode)
+                         if node is not None and is_label_map(node)), inputVolumeNode)
+        return label_safe_method(labelled, method)
 
     # --- planning ---------------------------------------------------------------------------------------------
     @classmethod
@@ -158,7 +162,7 @@ class AntiAliasedResampleLogic:
         started = time.perf_counter()
         self.lastResult = None
         self.checkInput(inputVolumeNode)
-        method, notes = self.effectiveMethod(inputVolumeNode, method)
+        method, notes = self.effectiveMethod(inputVolumeNode, method, outputVolumeNode)
         self._checkOutputNode(inputVolumeNode, outputVolumeNode)
         for note in notes:
             logging.info(note)
@@ -196,7 +200,7 @@ class AntiAliasedResampleLogic:
         named "<input> resampled" is added to the scene for the CLI to fill. Raises BigVolumeError, before any node
         is added, on settings the CLI cannot run."""
         self.checkInput(inputVolumeNode)
-        method, notes = self.effectiveMethod(inputVolumeNode, method)
+        method, notes = self.effectiveMethod(inputVolumeNode, method, outputVolumeNode)
         for note in notes:
             logging.info(note)
         if method not in CLI_METHODS:

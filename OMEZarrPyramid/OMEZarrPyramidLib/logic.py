@@ -240,7 +240,7 @@ class OMEZarrPyramidLogic:
         steps = Progress(progress)
         created = outputNode is None
         node = outputNode
-        previous = None if created else (node.GetImageData(), _ijkToRas(node))
+        previous = None if created else (node.GetImageData(), _ijkToRas(node), node.GetTransformNodeID())
         try:
             if created:
                 base = name or f"{pyramid.store.name.split('.')[0] or 'pyramid'} level {level}"
@@ -256,6 +256,7 @@ class OMEZarrPyramidLogic:
                 _readBox(reader, box, target, steps)
             del target
             node.SetIJKToRASMatrix(vtkMatrixFromArray(geometry.ijk_to_ras()))
+            node.SetAndObserveTransformNodeID(None)  # the store's coordinates (a given node's transform moved it)
             steps(1.0, "loaded")  # a last chance to cancel
         except BaseException:
             if created and node is not None:
@@ -263,6 +264,7 @@ class OMEZarrPyramidLogic:
             elif previous is not None:
                 node.SetAndObserveImageData(previous[0])
                 node.SetIJKToRASMatrix(previous[1])
+                node.SetAndObserveTransformNodeID(previous[2])
             raise
         arrayFromVolumeModified(node)
         if node.GetScene() is not None and node.GetDisplayNode() is None:

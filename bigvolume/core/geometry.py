@@ -141,7 +141,7 @@ class Geometry:
         if not (0 <= i0 < i1 <= self.dimensions[0] and 0 <= j0 < j1 <= self.dimensions[1]
                 and 0 <= k0 < k1 <= self.dimensions[2]):
             raise ValueError(f"box {tuple(box)} is not inside the grid of {self.dimensions[::-1]} (k, j, i) voxels")
-        origin = tuple(_tidy(x) for x in self.physical_point((i0, j0, k0)))
+        origin = tuple(_tidy(x, min(self.spacing)) for x in self.physical_point((i0, j0, k0)))
         return Geometry((i1 - i0, j1 - j0, k1 - k0), self.spacing, origin, self.direction)
 
     # --- downsampling -------------------------------------------------------------------------------------------
@@ -154,14 +154,19 @@ class Geometry:
         dims = tuple(output_size(n, f) for n, f in zip(self.dimensions, factors))
         spacing = tuple(_tidy(f * s) for f, s in zip(factors, self.spacing))
         shift = np.array([(f - 1.0) / 2.0 * s for f, s in zip(factors, self.spacing)])
-        origin = tuple(_tidy(x) for x in np.asarray(self.origin) + self.direction @ shift)
+        origin = tuple(_tidy(x, min(self.spacing)) for x in np.asarray(self.origin) + self.direction @ shift)
         return Geometry(dims, spacing, origin, self.direction)
 
 
-def _tidy(value: float) -> float:
-    """Drop binary rounding noise (0.7 * 3 = 2.0999999999999996 -> 2.1): 12 significant digits are far below any
-    scanner's precision and give users the numbers they expect."""
-    return float(f"{value:.12g}")
+def _tidy(value: float, scale: float | None = None) -> float:
+    """Drop binary rounding noise (0.7 * 3 = 2.0999999999999996 -> 2.1): 12 significant digits of ``scale`` (a
+    typical length: the spacing; default the value itself) are far below any scanner's precision and give users
+    the numbers they expect. (12 digits of a position 12345678.12 mm from its origin moved it by 4e-5 mm.)"""
+    scale = abs(value) if scale is None else abs(scale)
+    if not scale or not math.isfinite(scale) or not math.isfinite(value):
+        return float(value)
+    decimals = min(30, max(0, 11 - math.floor(math.log10(scale))))
+    return float(f"{value:.{decimals}f}")
 
 
 def header_geometry(name, dimensions, spacing, origin, direction) -> Geometry:

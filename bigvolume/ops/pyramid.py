@@ -41,7 +41,7 @@ from ..engine.stream import STREAMABLE_METHODS, output_blocks, resample_block
 from ..io import dicom
 from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UNITS, PyramidLevel, is_zarr_store,
                            multiscales_attributes, scaled_geometry)
-from ..io.files import WRITE_SUFFIXES, committed, input_files, is_inside, same_file, volume_suffix
+from ..io.files import WRITE_SUFFIXES, committed, input_files, is_inside, same_file, unit_axes, volume_suffix
 from ..io.slabs import SlabReader, open_slabs
 from ..io.stacks import IMAGE_SUFFIXES, find_slices
 from ..io.zarr_input import ZarrSlabReader, open_pyramid, settle_zarr_tasks, store_of
@@ -207,6 +207,19 @@ def open_input(source, *, threads: int | None = None, level: int | None = None, 
     reader = open_slabs(path, level=level)
     pyramid = getattr(reader, "pyramid", None)  # OME-Zarr (read in mm): its unit is kept
     return reader, False, (getattr(pyramid, "unit", None) or None), True
+
+
+def _rotation_grid(geometry: Geometry, source) -> Geometry:
+    """``geometry`` with unit direction columns (their lengths in the spacing: the same grid), as OME-Zarr and our
+    ``bigvolume.direction`` store it; a sheared grid is refused (the store was written whole, then refused by every
+    reader of ours: "not a rotation matrix")."""
+    spacing, direction = unit_axes(geometry)
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-6):
+        raise BigVolumeError(f"{source}: the volume's axes are not at right angles (a sheared grid), which OME-Zarr "
+                             "cannot store (a scale, a translation and a rotation): resample it onto a grid first")
+    if spacing == tuple(geometry.spacing):
+        return geometry
+    return Geometry(geometry.dimensions, spacing, geometry.origin, direction)
 
 
 # --- staging, records ------------------------------------------------------------------------------------------------
@@ -530,7 +543,8 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
     try:
         if reader.components > 1:
             raise BigVolumeError(f"{input}: pyramids of one-component volumes only (this one has "
-                                 f"{reader.components}); for a stack, choose gray luminance or channel:N")
+                                 f"{reader.components}){'; choose gray luminance or channel:N' if is_stack else ''}")
+        reader.geometry = _rotation_grid(reader.geometry, input)
         plan = _plan(reader, chunk3, shard, levels)
         fingerprint = _fingerprint(input, reader, plan, method, ome_zarr_version, unit, zstd_level, chunk3, shard)
         resuming = False

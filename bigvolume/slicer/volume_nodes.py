@@ -108,8 +108,13 @@ def node_ijk_to_ras(node) -> vtkMatrix4x4:
 
 
 def geometry_from_node(node) -> Geometry:
-    """The node's grid (LPS, as the core wants it) from its IJKToRAS matrix and image dimensions."""
-    return Geometry.from_ijk_to_ras(_matrix_to_array(node_ijk_to_ras(node)), node.GetImageData().GetDimensions())
+    """The node's grid (LPS, as the core wants it) from its IJKToRAS matrix and image dimensions; a matrix that
+    places no grid (a zero or repeated axis, NaN) is refused in one line naming the node (a ValueError before)."""
+    try:
+        return Geometry.from_ijk_to_ras(_matrix_to_array(node_ijk_to_ras(node)),
+                                        node.GetImageData().GetDimensions())
+    except ValueError as error:
+        raise BigVolumeError(f"{node.GetName()}: its IJK to RAS matrix places no grid ({error})") from None
 
 
 def volume_from_node(node) -> Volume:
