@@ -415,14 +415,16 @@ def test_invalid_requests_are_user_errors(mrml):
     assert mrml.scene.GetNumberOfNodes() == count + 2  # only the two nodes added here
 
 
-def test_64_bit_integers_are_refused_before_any_work(mrml):
-    inputNode = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "int64")
+@pytest.mark.parametrize("vtk_type, name", [(vtk.VTK_LONG_LONG, "int64"), (vtk.VTK_UNSIGNED_LONG_LONG, "uint64")])
+def test_64_bit_integers_are_refused_before_any_work(mrml, vtk_type, name):
+    """uint64 was accepted and made a node Slicer's histogram cannot handle."""
+    inputNode = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     image = vtk.vtkImageData()
     image.SetDimensions(4, 4, 4)
-    image.AllocateScalars(vtk.VTK_LONG_LONG, 1)
+    image.AllocateScalars(vtk_type, 1)
     inputNode.SetAndObserveImageData(image)
     calls = []
-    with pytest.raises(BigVolumeError, match="64-bit"):
+    with pytest.raises(BigVolumeError, match=f"64-bit integer voxels \\({name}\\)"):
         AntiAliasedResampleLogic().process(inputNode, progress=lambda fraction, message: calls.append(fraction))
     assert calls == []
 

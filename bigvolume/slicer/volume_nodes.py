@@ -10,7 +10,7 @@ import contextlib
 
 import numpy as np
 from vtkmodules.util import numpy_support
-from vtkmodules.vtkCommonCore import VTK_LONG_LONG
+from vtkmodules.vtkCommonCore import VTK_LONG_LONG, VTK_UNSIGNED_LONG_LONG
 from vtkmodules.vtkCommonDataModel import vtkImageData
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
@@ -27,9 +27,9 @@ def check_storable_dtype(dtype) -> None:
         vtk_type = numpy_support.get_vtk_array_type(np.dtype(dtype))
     except TypeError:
         raise BigVolumeError(f"voxel type {np.dtype(dtype)} cannot be stored in a Slicer volume") from None
-    if vtk_type == VTK_LONG_LONG:
-        raise BigVolumeError("Slicer volumes cannot hold 64-bit signed integer voxels: cast the input to a 32-bit "
-                             "integer or float type first (Volumes module, or Cast Scalar Volume)")
+    if vtk_type in (VTK_LONG_LONG, VTK_UNSIGNED_LONG_LONG):  # (Slicer's histograms know neither: uint64 failed there)
+        raise BigVolumeError(f"Slicer volumes cannot hold 64-bit integer voxels ({np.dtype(dtype)}): cast the input "
+                             "to a 32-bit integer or float type first (Volumes module, or Cast Scalar Volume)")
 
 
 # Methods that put only values of the input in the output: what a label map may be resampled with.
