@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import glob as globbing
-import os
 import re
 import struct
 from collections import Counter
