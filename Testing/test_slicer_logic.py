@@ -766,3 +766,29 @@ def test_an_output_with_nan_says_how_much_in_node_and_file_mode(mrml, folders, s
         assert f"{nan} of the" in logic.lastResult.summary()
     logic.process(mrml.volume(np.nan_to_num(array, nan=100.0)), factor=2.0)
     assert not any("NaN" in note for note in logic.lastResult.notes)
+
+
+@pytest.mark.parametrize("start", [(10, 0, 0), (3, -2, 5)])
+def test_image_data_whose_extent_does_not_start_at_0_keeps_its_place(mrml, start):
+    """IJK are the image data's extent indices (Slicer's ShiftImageDataExtentToZeroStart moves the origin by the
+    start): an extent starting at 10 was read as starting at 0, the output 10 voxels away from its input."""
+    array = np.zeros((8, 10, 12), np.int16)
+    array[3, 4, 5] = 1000  # one bright voxel, at IJK (5, 4, 3) + start
+    node = mrml.volume(array, anisotropic_matrix(), name="shifted")
+    image = node.GetImageData()
+    image.SetExtent(start[0], start[0] + 11, start[1], start[1] + 9, start[2], start[2] + 7)
+    bright_ras = anisotropic_matrix() @ np.array([5 + start[0], 4 + start[1], 3 + start[2], 1.0])
+    same = node.GetImageData().GetExtent()[0::2]
+    logic = AntiAliasedResampleLogic()
+    for factor in (1, 2):
+        out = logic.process(node, factor=factor, method="nearest" if factor == 1 else "max")
+        result = arrayFromVolume(out)
+        k, j, i = np.unravel_index(np.argmax(result), result.shape)
+        found = ijk_to_ras(out) @ np.array([i, j, k, 1.0])
+        offset = np.linalg.solve(anisotropic_matrix()[:3, :3], found[:3] - bright_ras[:3])  # in input voxels
+        assert np.all(np.abs(offset) <= (factor - 1) / 2 + 1e-9), offset  # inside its block's centre's reach
+    assert node.GetImageData().GetExtent()[0::2] == same  # the input untouched
+    # shifted to a zero start by Slicer's own rule, the same grid
+    expected = bigvolume.slicer.volume_nodes.geometry_from_node(node)
+    node.ShiftImageDataExtentToZeroStart()
+    assert bigvolume.slicer.volume_nodes.geometry_from_node(node) == expected

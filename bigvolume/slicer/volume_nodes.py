@@ -107,12 +107,20 @@ def node_ijk_to_ras(node) -> vtkMatrix4x4:
     return matrix
 
 
+def _extent_start(node) -> tuple[int, int, int]:
+    return tuple(node.GetImageData().GetExtent()[0::2])
+
+
 def geometry_from_node(node) -> Geometry:
-    """The node's grid (LPS, as the core wants it) from its IJKToRAS matrix and image dimensions; a matrix that
-    places no grid (a zero or repeated axis, NaN) is refused in one line naming the node (a ValueError before)."""
+    """The node's grid (LPS, as the core wants it) of its voxels as stored, first voxel first: IJK are the image
+    data's extent indices (Slicer's ShiftImageDataExtentToZeroStart moves the origin by the start), so an extent
+    that does not start at 0 moves the grid's origin there (it was read as if it started at 0: the result lay that
+    many voxels away). A matrix that places no grid (a zero or repeated axis, NaN) is refused in one line naming
+    the node (a ValueError before)."""
+    matrix = _matrix_to_array(node_ijk_to_ras(node))
+    matrix[:3, 3] += matrix[:3, :3] @ np.asarray(_extent_start(node), float)
     try:
-        return Geometry.from_ijk_to_ras(_matrix_to_array(node_ijk_to_ras(node)),
-                                        node.GetImageData().GetDimensions())
+        return Geometry.from_ijk_to_ras(matrix, node.GetImageData().GetDimensions())
     except ValueError as error:
         raise BigVolumeError(f"{node.GetName()}: its IJK to RAS matrix places no grid ({error})") from None
 
@@ -135,7 +143,7 @@ def fill_volume_node(node, volume: Volume, source=None, window_level: bool = Tru
     image = vtkImageData()
     image.SetDimensions(*volume.geometry.dimensions)
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.reshape(-1, components), deep=True))
-    if source is not None and geometry_from_node(source) == volume.geometry:
+    if source is not None and not any(_extent_start(source)) and geometry_from_node(source) == volume.geometry:
         ijk_to_ras = node_ijk_to_ras(source)
     else:
         ijk_to_ras = _array_to_matrix(volume.geometry.ijk_to_ras())
