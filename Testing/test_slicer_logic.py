@@ -792,3 +792,16 @@ def test_image_data_whose_extent_does_not_start_at_0_keeps_its_place(mrml, start
     expected = bigvolume.slicer.volume_nodes.geometry_from_node(node)
     node.ShiftImageDataExtentToZeroStart()
     assert bigvolume.slicer.volume_nodes.geometry_from_node(node) == expected
+
+
+def test_an_output_node_of_another_scene_with_the_same_id_is_no_input(mrml):
+    """IDs are unique within a scene only: a node of a second scene with the input's ID was refused as 'the
+    input'."""
+    inputNode = mrml.volume(np.arange(512, dtype=np.int16).reshape(8, 8, 8))
+    other = Mrml()
+    output = other.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "there")
+    assert output.GetID() == inputNode.GetID()
+    AntiAliasedResampleLogic().process(inputNode, output, factor=2)
+    assert arrayFromVolume(output).shape == (4, 4, 4)
+    with pytest.raises(BigVolumeError, match="must differ from the input"):
+        AntiAliasedResampleLogic().process(inputNode, inputNode, factor=2)

@@ -56,7 +56,8 @@ def check_output_node(input_node, output_node) -> None:
         if input_node.GetScene() is None:
             raise BigVolumeError(f"{input_node.GetName()} is in no scene: give an output volume node")
         return
-    if output_node is input_node or (output_node.GetID() is not None and output_node.GetID() == input_node.GetID()):
+    if output_node is input_node or (output_node.GetID() is not None and output_node.GetID() == input_node.GetID()
+                                     and output_node.GetScene() == input_node.GetScene()):  # (IDs repeat by scene)
         raise BigVolumeError("the output volume must differ from the input volume (the input is never modified)")
 
 
