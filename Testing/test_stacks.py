@@ -1260,3 +1260,56 @@ def test_the_note_for_a_bmp_stack_says_its_pixels_per_metre_are_not_read(tmp_pat
     plan.close()
     assert any(note.startswith("BMP headers give pixels per metre, mostly a screen default, which is not read: "
                                "spacing 1 x 1 x 1 assumed") for note in plan.notes), plan.notes
+
+
+def test_nan_slices_window_and_clipping_are_said_by_import_stack(tmp_path, caplog):
+    """NaN in float slices spread over the kernel (documented) without a word from import-stack (resample says
+    it), and with --bits became the range's bottom; the --bits window and its clipped count were never printed."""
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    planes = rng.uniform(0, 100, (6, 20, 20)).astype(np.float32)
+    planes[:, 5:8, 5:8] = np.nan
+    for k, plane in enumerate(planes):
+        tifffile.imwrite(folder / f"s_{k:02d}.tif", plane)
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        import_stack(folder, tmp_path / "f.nrrd", spacing=(1, 1, 1), factor=2)
+    assert "of the 300 output voxels" in caplog.text and "are NaN" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        report = import_stack(folder, tmp_path / "b.nrrd", spacing=(1, 1, 1), factor=2, bits=8)
+    assert "with --bits they are written as 0, the bottom of the range" in caplog.text
+    window = report.plan.window
+    assert f"uint8, window {window.low:.6g} .. {window.high:.6g}, clipped " in report.summary()
+    clean = np.nan_to_num(planes, nan=50.0)
+    for k, plane in enumerate(clean):
+        tifffile.imwrite(folder / f"s_{k:02d}.tif", plane)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        import_stack(folder, tmp_path / "c.nrrd", spacing=(1, 1, 1), factor=2)
+    assert "NaN" not in caplog.text
+
+
+def test_gray_typos_are_refused_and_16_bit_rgb_luminance_is_rounded_from_double(tmp_path):
+    """--gray foo passed on gray slices; RGB (18052, 36104, 54156) gave luminance 33570 where Rec. 709 gives
+    33569.4992 (float32 rounding)."""
+    tifffile = pytest.importorskip("tifffile")
+    gray = tmp_path / "gray"
+    write_stack(gray, stack_array((3, 8, 8)))
+    for typo in ("foo", "channel:x", "Luminance"):
+        with pytest.raises(bv.BigVolumeError, match="gray must be 'luminance', 'channel:N' or 'keep'"):
+            plan_stack_import(gray, spacing=(1, 1, 1), gray=typo)
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    pixel = np.array([18052, 36104, 54156], np.uint16)
+    rng = np.random.default_rng(4)
+    planes = rng.integers(0, 65535, (3, 8, 8, 3)).astype(np.uint16)
+    planes[:, 0, 0] = pixel
+    for k, plane in enumerate(planes):
+        tifffile.imwrite(rgb / f"s_{k}.tif", plane, photometric="rgb")
+    out = read_back(import_stack(rgb, tmp_path / "l.nrrd", spacing=(1, 1, 1)).output_path)[0]
+    weights = np.array([0.2126, 0.7152, 0.0722])
+    expected = np.clip(np.rint(planes.astype(np.float64) @ weights), 0, 65535)
+    np.testing.assert_array_equal(out, expected)
+    assert out[0, 0, 0] == 33569

@@ -727,8 +727,10 @@ class Roi:
 def parse_gray(gray: str | None, components: int) -> tuple[str, int | None]:
     """("keep", None), ("luminance", None) or ("channel", N) for the ``gray`` option. Gray slices are kept as they
     are (luminance, the default, and channel 0 are what they hold); another channel of them does not exist."""
+    match = re.fullmatch(r"channel:(\d+)", str(gray))
+    if gray not in (None, "keep", "luminance") and not match:  # (a typo passed on gray slices)
+        raise BigVolumeError(f"gray must be 'luminance', 'channel:N' or 'keep', got {gray!r}")
     if components == 1:
-        match = re.fullmatch(r"channel:(\d+)", str(gray))
         if match and int(match.group(1)) > 0:
             raise BigVolumeError(f"channel {match.group(1)} does not exist: the slices are gray (one channel)")
         return "keep", None
@@ -738,9 +740,6 @@ def parse_gray(gray: str | None, components: int) -> tuple[str, int | None]:
         if components < 3:
             raise BigVolumeError(f"luminance needs RGB slices; these have {components} components (use channel:N)")
         return "luminance", None
-    match = re.fullmatch(r"channel:(\d+)", str(gray))
-    if not match:
-        raise BigVolumeError(f"gray must be 'luminance' or 'channel:N', got {gray!r}")
     channel = int(match.group(1))
     if channel >= components:
         raise BigVolumeError(f"channel {channel} does not exist: the slices have {components} components")
@@ -862,16 +861,14 @@ class StackSlabReader(SlabReader):
             out[...] = pixels
         elif self.gray == "channel":
             out[...] = pixels[..., self.channel]
-        else:  # (32-bit integers in double precision: float32 rounds 3000000077 to 3000000000)
-            precision = np.float64 if pixels.dtype.itemsize >= 4 and pixels.dtype.kind in "iu" else np.float32
+        else:  # (16 and 32-bit integers in double precision: float32 rounded 33569.4992 up, 3000000077 down)
+            precision = np.float64 if pixels.dtype.itemsize >= 2 and pixels.dtype.kind in "iu" else np.float32
             weights = np.asarray(LUMINANCE_WEIGHTS, precision)
             luminance = pixels[..., :3].astype(precision) @ weights
-            if out.dtype.kind == "f":
-                out[...] = luminance
-            else:
-                info = np.iinfo(out.dtype)
+            if self.dtype.kind != "f":  # integer slices give integer gray values, rounded here from double even
+                info = np.iinfo(self.dtype)  # when ``out`` is the filter's float32 buffer (it rounded them later)
                 np.clip(np.rint(luminance), info.min, info.max, out=luminance)
-                out[...] = luminance
+            out[...] = luminance
 
     def _read_into(self, k0: int, k1: int, out: np.ndarray) -> None:
         if not all(self.slice_path(k).suffix.lower() in (".jpg", ".jpeg") for k in range(k0, k1)):

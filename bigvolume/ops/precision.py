@@ -47,13 +47,22 @@ class Window:
             raise BigVolumeError(f"invalid intensity window {self.low} .. {self.high}")
 
 
+def _percentiles(values: np.ndarray, percentiles) -> tuple[float, float]:
+    """numpy interpolates percentiles in the values' own type: between far-apart signed integers the difference
+    wrapped around (an int16 window of -32742.5 .. 20000 for values -20000 and 20000). In double precision."""
+    values = np.asarray(values)
+    if values.dtype.kind in "iub":
+        values = values.astype(np.float64)
+    return tuple(float(v) for v in np.percentile(values, percentiles))  # type: ignore[return-value]
+
+
 def robust_window(sample: np.ndarray, percentiles=DEFAULT_PERCENTILES) -> Window:
     """The ``percentiles`` of the finite values of ``sample``."""
     values = np.asarray(sample).ravel()
     values = values[np.isfinite(values)] if values.dtype.kind == "f" else values
     if values.size == 0:
         raise BigVolumeError("no finite voxel values to choose an intensity window from")
-    low, high = np.percentile(values, percentiles)
+    low, high = _percentiles(values, percentiles)
     if high <= low:  # the percentiles meet (a few voxels in a sea of one value): the values' full range
         low, high = values.min(), values.max()
     return Window(float(low), float(high))
@@ -68,7 +77,7 @@ def robust_histogram(values: np.ndarray, percentiles=DEFAULT_PERCENTILES, *, int
     the percentiles meet, e.g. a small object in a sea of zeros; one unit when all values are equal); values outside
     go to the end bins. ``integer`` data spanning fewer values than ``bins`` get one bin per value (edges at
     half-integers), so no bin falls between two integers."""
-    low, high = (float(v) for v in np.percentile(values, percentiles))
+    low, high = _percentiles(values, percentiles)
     if high <= low:
         low, high = float(values.min()), float(values.max())
     if high <= low:
@@ -138,11 +147,13 @@ def apply_window(values: np.ndarray, window: Window, dtype, output_range=None, p
             clipped = int(np.count_nonzero(mapped != window.low)) - int(np.count_nonzero(np.isnan(mapped)))
             mapped = np.where(mapped > window.high, float(high), np.where(np.isnan(mapped), np.nan, float(low)))
         else:
+            # values outside the window are the clipped ones (counted as mapped, those within half a step of the
+            # range were not: uniform uint16 to 8 bits, 200 values outside, "clipped 0")
+            clipped = int(np.count_nonzero(mapped < window.low)) + int(np.count_nonzero(mapped > window.high))
             with np.errstate(over="ignore", invalid="ignore"):  # beyond float64: infinite, clipped below
                 mapped -= window.low
                 mapped *= scale
             mapped += low
-            clipped = int(np.count_nonzero(mapped < low - 0.5)) + int(np.count_nonzero(mapped > high + 0.5))
         if floating:  # NaN has no place in an integer type (a cast would give an arbitrary value and a warning)
             mapped[np.isnan(mapped)] = low
         np.rint(mapped, out=mapped)
@@ -177,13 +188,13 @@ class SampleValues:
 
 
 def keeps_values(input_dtype, output_dtype, window: Window | None, stretch: bool = False,
-                 values: SampleValues | None = None, percentiles=None) -> bool:
+                 values: SampleValues | None = None) -> bool:
     """Whether a precision reduction keeps the input's values (identity) instead of stretching a window onto the
     output type. Never with ``stretch``, nor for input whose values are not integers: an integer type, or float
     data whose ``values`` (the statistics pass) are all integers (a NIfTI's int16 with scl_slope 1, scl_inter -1024).
     With no window asked for: when every value of the input type fits the output type (uint8 -> uint8 or int16:
-    stretching would clip and grow the file) or, with no ``percentiles`` asked for either, when the values seen fit it
-    (a uint16 label map 0 .. 5 -> uint8: stretching merged its rare top label into the one below). With a window:
+    stretching would clip and grow the file) or when the values seen fit it (a uint16 label map 0 .. 5 -> uint8:
+    stretching merged its rare top label into the one below). With a window:
     when the output has 16 bits and the window fits in it (Hounsfield units with ``--window -1024 3071`` keep their
     values; values outside the window are clipped to it)."""
     input_dtype = np.dtype(input_dtype)
@@ -197,7 +208,7 @@ def keeps_values(input_dtype, output_dtype, window: Window | None, stretch: bool
             input_low, input_high = full_range(input_dtype)
             if low <= input_low and input_high <= high:
                 return True
-        return percentiles is None and values is not None and low <= values.low and values.high <= high
+        return values is not None and low <= values.low and values.high <= high
     return np.dtype(output_dtype).itemsize == 2 and low <= window.low and window.high <= high
 
 
@@ -328,11 +339,16 @@ def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bo
     window, percentiles = _given_mapping(window, percentiles)
     input_dtype, dtype = np.dtype(input_dtype), np.dtype(dtype)
     sample = values = None
-    by_type = not stretch and keeps_values(input_dtype, dtype, window, percentiles=percentiles)
+    if percentiles is not None:  # a percentile window asked for is stretched onto the range (it was dropped when
+        # the input type fit the output: uint8 with --percentiles 10 90 to 8 bits kept its values)
+        window = robust_window(subsample(source), percentiles)
+        window_map(window, full_range(dtype))
+        return window, full_range(dtype), False, ""
+    by_type = not stretch and keeps_values(input_dtype, dtype, window)
     if not stretch and not by_type and (window is None or (input_dtype.kind == "f" and dtype.itemsize == 2)):
         sample = subsample(source)
         values = SampleValues.of(sample)
-    if by_type or keeps_values(input_dtype, dtype, window, stretch, values, percentiles):
+    if by_type or keeps_values(input_dtype, dtype, window, stretch, values):
         why = []
         if input_dtype.kind == "f":
             why.append("all integers")
@@ -340,7 +356,7 @@ def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bo
             why.append(f"{values.low:.6g} .. {values.high:.6g}")
         return kept_range(input_dtype, dtype, window) + (True, ", ".join(why))
     if window is None:
-        window = robust_window(subsample(source) if sample is None else sample, percentiles or DEFAULT_PERCENTILES)
+        window = robust_window(subsample(source) if sample is None else sample, DEFAULT_PERCENTILES)
     window_map(window, full_range(dtype))  # too wide or too narrow for the output: refused now, naming the file
     return window, full_range(dtype), False, ""
 

@@ -20,12 +20,13 @@ from ..io import files as io
 from ..core.errors import BigVolumeError, VolumeFileError
 from ..core.geometry import Geometry, validate_factors
 from ..core.memory import default_memory_limit, format_bytes, memory_bytes, physical_memory
-from .precision import Window, WindowedSink, dtype_for_bits, robust_window
+from .precision import Window, WindowedSink, dtype_for_bits, full_range, robust_window
 from ..core.progress import ProgressCallback, as_progress
 from ..core.memory import default_threads
-from .resample import DEFAULT_METHOD, check_method, choose_factors, logger
+from .resample import DEFAULT_METHOD, check_method, choose_factors, logger, nan_note
 from ..io.slab_writers import nrrd_header
 from ..io.stacks import Roi, StackInfo, StackSlabReader, find_slices, probe_stack
+from ..engine.sinks import NanCountingSink
 from ..engine.stream import STREAMABLE_METHODS, StreamPlan, estimate_stream, stream_downsample, stream_to_file
 
 WINDOW_SAMPLE_SLICES = 16
@@ -187,6 +188,11 @@ class StackImportReport:
         else:
             size = f"{format_bytes(io.file_size(self.output_path))} on disk"
             how = self.stream_plan.describe() if self.stream_plan else ""
+        window = self.plan.window
+        if window is not None and self.stream_plan is not None:  # (neither the window nor the clipping was said)
+            clipped = self.stream_plan.clipped_voxels or 0
+            how += (f"; {self.plan.out_dtype}, window {window.low:.6g} .. {window.high:.6g}, clipped {clipped} of "
+                    f"{g.voxel_count} voxels ({100 * clipped / max(1, g.voxel_count):.3f} %)")
         return (f"{self.output_path}: {self.plan.info.depth} slices -> {'x'.join(map(str, g.dimensions))}, "
                 f"spacing {' '.join(f'{s:g}' for s in g.spacing)}, {size}, {self.seconds:.2f} s; {how}")
 
@@ -225,19 +231,29 @@ def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gra
             return StackImportReport(output_path, plan, None, True, time.perf_counter() - started)
         progress = as_progress(progress)
         window = plan.choose_window()
-        windowed = []  # the sink mapping the window onto the output type, when there is one
+        sinks = {}  # "window": the sink mapping the window onto the output type; "nan": counting NaN (float slices)
 
         def wrap(writer):
-            windowed.append(WindowedSink(writer, window, plan.out_dtype))
-            return windowed[0]
+            if window is not None:
+                writer = sinks["window"] = WindowedSink(writer, window, plan.out_dtype)
+            if plan.reader.dtype.kind == "f":  # (a NaN spreads over the kernel: it was said by resample, not here)
+                writer = sinks["nan"] = NanCountingSink(writer)
+            return writer
 
         stream_plan = stream_to_file(plan.reader, output_path, plan.factors, plan.method, out_dtype=plan.out_dtype,
                                      threads=plan.reader.threads, compress=compress,
                                      memory_limit=_limit(memory_limit), progress=progress,
-                                     wrap_sink=None if window is None else wrap,
+                                     wrap_sink=wrap if window is not None or plan.reader.dtype.kind == "f" else None,
                                      filter_dtype=None if window is None else np.float32)
-        if windowed:
-            stream_plan.clipped_voxels = windowed[0].clipped
+        if "window" in sinks:
+            stream_plan.clipped_voxels = sinks["window"].clipped
+        counter = sinks.get("nan")
+        if counter is not None and counter.nan:
+            note = nan_note(counter.nan, counter.voxels, plan.method)
+            if window is not None:
+                note += f"; with --bits they are written as {full_range(plan.out_dtype)[0]}, the bottom of the range"
+            plan.notes.append(note)
+            logger.warning(note)
     finally:
         plan.close()
     return StackImportReport(output_path, plan, stream_plan, False, time.perf_counter() - started)
