@@ -115,9 +115,11 @@ class Geometry:
     def from_ijk_to_ras(cls, matrix, dimensions) -> "Geometry":
         """Build a geometry from a Slicer IJKToRAS 4x4 matrix (numpy or nested lists)."""
         matrix = np.asarray(matrix, dtype=float).reshape(4, 4)
-        lps = LPS_TO_RAS @ matrix[:3, :]
-        spacing = np.linalg.norm(lps[:3, :3], axis=0)
-        return cls(tuple(dimensions), tuple(spacing), tuple(lps[:3, 3]), lps[:3, :3] / spacing)
+        with np.errstate(invalid="ignore", divide="ignore"):  # (NaN or a zero column: refused by the constructor)
+            lps = LPS_TO_RAS @ matrix[:3, :]
+            spacing = np.linalg.norm(lps[:3, :3], axis=0)
+            direction = lps[:3, :3] / spacing
+        return cls(tuple(dimensions), tuple(spacing), tuple(lps[:3, 3]), direction)
 
     # --- regions ------------------------------------------------------------------------------------------------
     def index_box(self, points_lps) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
