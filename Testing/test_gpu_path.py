@@ -281,3 +281,41 @@ def test_the_cuda_branch_with_a_stand_in_cupy_that_defers_copies(monkeypatch, tm
         assert_close_to_reference(result.array, reference.array, volume.array)
     finally:
         gpu.probe_cuda.cache_clear()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("method", ["mean", "gaussian", "lanczos"])
+@pytest.mark.parametrize("out", [None, np.int16])
+def test_nan_reaches_the_voxels_the_cpu_path_says_and_integers_round_within_one(method, out, seed):
+    """A mean's zero-weight taps (they pad its rows to one width) counted as reading a NaN on the array path: the
+    next block's output became NaN, 0 in an integer output, where the CPU path skips them. Integer outputs round
+    within 1 of the CPU's (a sum landing on .5 rounds either way: the paths add in another order)."""
+    rng = np.random.default_rng(seed)
+    array = rng.uniform(-500, 500, (21, 23, 47)).astype(np.float32)
+    for _ in range(2):  # two NaN voxels near a corner (Lanczos reaches 32 voxels)
+        array[tuple(rng.integers(0, 4, 3))] = np.nan
+    factors = tuple(float(f) for f in rng.choice([1.5, 2.0, 2.5, 3.0], 3))
+    reference = bv.resample(bv.Volume.from_array(array), factors, method=method, dtype=out).array
+    for result in (gpu.resample_array(array, factors, method, out, xp=np),
+                   gpu.downsample_on_device(array, factors, method, out, xp=np)):
+        assert result.dtype == reference.dtype and result.shape == reference.shape
+        if out is None:
+            np.testing.assert_array_equal(np.isnan(result), np.isnan(reference))
+            finite = ~np.isnan(reference)
+            assert finite.any() and np.abs(result[finite] - reference[finite]).max() <= 1e-4 * 1000
+        else:
+            assert np.abs(result.astype(np.int64) - reference.astype(np.int64)).max() <= 1
+
+
+def test_the_array_entry_points_limit_factors_and_give_native_types_as_the_cpu_path():
+    """A factor above its axis's length put the one voxel off-centre (46.6 where the CPU path gives 30); a
+    big-endian input came back big-endian."""
+    array = (np.arange(7, dtype=np.float32) * 10).reshape(1, 1, 7)
+    expected = bv.downsample_array(array, (16, 1, 1), "lanczos")
+    for result in (gpu.resample_array(array, (16, 1, 1), "lanczos", xp=np),
+                   gpu.downsample_on_device(array, (16, 1, 1), "lanczos", xp=np)):
+        np.testing.assert_allclose(result, expected, rtol=1e-6)
+    big = np.arange(64, dtype=">u2").reshape(4, 4, 4)
+    for result in (gpu.resample_array(big, 2, "mean", xp=np), gpu.downsample_on_device(big, 2, "mean", xp=np)):
+        assert result.dtype == np.dtype(np.uint16) and result.dtype.isnative
+        np.testing.assert_array_equal(result, bv.downsample_array(big.astype(np.uint16), 2, "mean"))

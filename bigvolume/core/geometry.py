@@ -200,6 +200,12 @@ def validate_factors(factors) -> tuple[float, float, float]:
     return values
 
 
+def limited_factors(factors, dimensions) -> tuple[float, float, float]:
+    """Each factor (I, J, K) at most its axis's length (``dimensions``, I, J, K): the one output voxel of an axis
+    shorter than its factor covers the data and sits at its middle."""
+    return tuple(min(float(f), float(n)) for f, n in zip(validate_factors(factors), dimensions))  # type: ignore
+
+
 def output_size(n: int, factor: float) -> int:
     """Number of output voxels along an axis of ``n`` voxels: round(n / factor), halves up, at least 1."""
     return max(1, int(math.floor(n / factor + 0.5 + 1e-9)))

@@ -11,9 +11,9 @@ import logging
 
 import numpy as np
 
-from ..core.dtypes import cast_to, work_dtype
+from ..core.dtypes import cast_to, native, work_dtype
 from ..core.errors import BigVolumeError
-from ..core.geometry import Geometry, validate_factors
+from ..core.geometry import Geometry, limited_factors
 from ..core.memory import default_threads
 from ..methods.array_backend import ArrayBackend, block_inputs
 from ..methods.kernels import SEPARABLE_METHODS, axis_kernel, axis_operator
@@ -93,6 +93,8 @@ def resample_array(array: np.ndarray, factors, method: str, out_dtype=None, *, x
     buffers."""
     if array.dtype == np.bool_:
         array = array.view(np.uint8)
+    array = array.astype(native(array.dtype), copy=False)  # (a big-endian input came back big-endian)
+    factors = limited_factors(factors, array.shape[2::-1])  # as the CPU path (an off-centre voxel otherwise)
     return downsample_in_memory(array, factors, method, out_dtype, threads=threads or default_threads(),
                                 memory_limit=memory_limit, progress=progress,
                                 backend=None if xp is None else ArrayBackend(xp))
@@ -104,13 +106,14 @@ def downsample_on_device(array, factors, method: str = "lanczos", out_dtype=None
     xp = xp or cuda_module()
     if method not in DEVICE_METHODS:
         raise BigVolumeError(f"method {method} does not run on the device; choose one of {', '.join(DEVICE_METHODS)}")
-    factors = validate_factors(factors)
     dims_in = array.shape[2::-1]
+    factors = limited_factors(factors, dims_in)  # as the CPU path (an off-centre voxel otherwise)
     dims_out = Geometry(dims_in).downsampled(factors).dimensions
     reduce = "max" if method == "max" else "sum"
     dtype = work_dtype(array.dtype) if reduce == "sum" else array.dtype
     data = array.astype(dtype, copy=False)
     for axis, n, f, m in zip((2, 1, 0), dims_in, factors, dims_out):
         data = axis_operator(axis_kernel(method, n, f, m), n, reduce, dtype, xp, block_inputs(xp),
-                             may_hold_nan=array.dtype.kind == "f")(data, axis)
-    return cast_to(data, out_dtype or array.dtype)
+                             may_hold_nan=array.dtype.kind == "f", nan_reads_zero_taps=method == "lanczos")(data,
+                                                                                                       axis)
+    return cast_to(data, native(np.dtype(out_dtype or array.dtype)))

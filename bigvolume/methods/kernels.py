@@ -381,14 +381,15 @@ class BandMatrix:
     border voxel add up, as they do tap by tap."""
 
     def __init__(self, kernel: AxisKernel, xp, dtype, block_inputs: int = CPU_BLOCK_INPUTS, batch: bool = True,
-                 block_outputs: int | None = None, product_rows: int | None = None, may_hold_nan: bool = False):
+                 block_outputs: int | None = None, product_rows: int | None = None, may_hold_nan: bool = False,
+                 nan_reads_zero_taps: bool = True):
         """``batch``: equal neighbouring blocks run as one batched product (numpy only; see :meth:`_runs`).
         ``block_outputs``: outputs per block, instead of those of ``block_inputs`` inputs. ``product_rows``: along
         the last axis, at most this many rows of the data per product (see X_BLOCK_OUTPUTS). ``may_hold_nan``:
         the data may hold NaN or infinities (float inputs); see :meth:`apply`."""
         self.xp, self.dtype, self.size_out = xp, np.dtype(dtype), kernel.size_out
         self.product_rows = product_rows
-        self.kernel, self.may_hold_nan = kernel, may_hold_nan
+        self.kernel, self.may_hold_nan, self.nan_reads_zero_taps = kernel, may_hold_nan, nan_reads_zero_taps
         self._blocking = (block_inputs, batch, block_outputs, product_rows)
         self._reach = None  # the taps' reach as a band matrix, once a NaN was met
         index, weight = kernel.index, kernel.weight
@@ -442,9 +443,12 @@ class BandMatrix:
                 if not xp.isnan(xp.sum(result)):  # (an overflow to inf is no NaN: nothing to redo)
                     return result
                 out = result
-                # where the taps read, whatever their weight (NaN x 0 is NaN, tap by tap too)
-                self._reach = BandMatrix(AxisKernel(self.kernel.index, np.ones(self.kernel.weight.shape)), xp,
-                                         self.dtype, *self._blocking)
+                # where the taps read: whatever their weight for Lanczos (NaN x 0 is NaN in vtkImageResize); the
+                # other kernels' zero-weight taps only pad rows to one width, and their tap-by-tap CPU path skips
+                # them (a mean's NaN spread to the next block on the array path)
+                reads = np.ones(self.kernel.weight.shape) if self.nan_reads_zero_taps else self.kernel.weight != 0
+                self._reach = BandMatrix(AxisKernel(self.kernel.index, reads.astype(np.float64)), xp, self.dtype,
+                                         *self._blocking)
             if xp.isinf(data).any():
                 return apply_axis(data, self.kernel, axis, "sum", self.dtype, xp, out=out)
             nan = xp.isnan(data)
@@ -538,7 +542,7 @@ class BandMatrix:
 
 
 def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp=np, block_inputs: int = CPU_BLOCK_INPUTS,
-                  may_hold_nan: bool = False, **blocking):
+                  may_hold_nan: bool = False, nan_reads_zero_taps: bool = True, **blocking):
     """``f(data, axis, pool=None, parts=1, out=None)`` applying one axis table: a band matrix for weighted sums of
     several taps (split over ``parts`` of ``pool``'s threads; written into ``out`` when given; ``blocking``: the
     rest of BandMatrix's block sizes), else the tap-by-tap engine (max, and one-tap tables, which only pick
@@ -546,7 +550,8 @@ def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp=np, bloc
     if kernel.is_identity(n_in):
         return lambda data, axis, pool=None, parts=1, out=None: data
     if reduce == "sum" and kernel.index.shape[1] > 1:
-        return BandMatrix(kernel, xp, dtype, block_inputs, may_hold_nan=may_hold_nan, **blocking).apply
+        return BandMatrix(kernel, xp, dtype, block_inputs, may_hold_nan=may_hold_nan,
+                          nan_reads_zero_taps=nan_reads_zero_taps, **blocking).apply
     return lambda data, axis, pool=None, parts=1, out=None: apply_axis(data, kernel, axis, reduce, dtype, xp)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..core.dtypes import cast_to, native
 from ..core.errors import BigVolumeError
 from ..core.geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
-                             validate_factors)
+                             limited_factors, validate_factors)
 from ..core.memory import default_threads, format_bytes
 from ..core.progress import Progress, ProgressCallback, as_progress
 from ..core.volume import Volume
@@ -59,7 +59,7 @@ def choose_factors(geometry: Geometry, bytes_per_voxel: int = 1, factor=None, sp
     block-centred voxel would lie off-centre, beyond the last input voxel from twice the length on). So an axis of
     a single voxel (a 2D image stored as a volume) keeps factor 1: there is nothing to average along it."""
     factors = _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes)
-    return tuple(min(float(f), float(n)) for n, f in zip(geometry.dimensions, factors))  # type: ignore[return-value]
+    return limited_factors(factors, geometry.dimensions)
 
 
 def _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes):
@@ -135,7 +135,7 @@ def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, t
     if not array.dtype.isnative:  # VTK and the writers take this machine's byte order
         array = array.astype(native(array.dtype))
     # as resample: an axis shorter than its factor takes its length (one voxel at the data's middle)
-    factors = tuple(min(f, float(n)) for f, n in zip(validate_factors(factors), array.shape[2::-1]))
+    factors = limited_factors(factors, array.shape[2::-1])
     threads = threads or default_threads()
     progress = as_progress(progress)
     if array.dtype == np.bool_:
