@@ -200,6 +200,12 @@ def validate_factors(factors) -> tuple[float, float, float]:
     return values
 
 
+def orthonormal(direction, atol: float = 1e-6) -> bool:
+    """Whether the columns of ``direction`` are orthogonal unit vectors (a rotation or reflection, no shear)."""
+    direction = np.asarray(direction, float)
+    return bool(np.allclose(direction.T @ direction, np.eye(3), atol=atol))
+
+
 def limited_factors(factors, dimensions) -> tuple[float, float, float]:
     """Each factor (I, J, K) at most its axis's length (``dimensions``, I, J, K): the one output voxel of an axis
     shorter than its factor covers the data and sits at its middle."""

@@ -24,7 +24,7 @@ import numpy as np
 from . import dicom, zarr_input
 from ..core.errors import VolumeFileError
 from ..core.progress import interrupt_as_flag
-from ..core.geometry import Geometry, header_geometry
+from ..core.geometry import Geometry, header_geometry, orthonormal
 from .nrrd_geometry import nrrd_geometry
 from .layout import (check_metaimage_header, data_files_named, nifti_data_end, nifti_header_size, nrrd_sizes,
                      read_nrrd_header, voxel_layout)
@@ -417,7 +417,7 @@ def check_geometry_fits(path, geometry: Geometry) -> None:
     path = Path(path)
     if volume_suffix(path) in (".nii", ".nii.gz"):
         direction = unit_axes(geometry)[1]
-        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-5):
+        if not orthonormal(direction, atol=1e-5):
             raise VolumeFileError(f"{path}: the volume's axes are not at right angles (a sheared grid), which NIfTI "
                                   "cannot store: its geometry would change; write .nrrd, .nhdr or .mha")
 

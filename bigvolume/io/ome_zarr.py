@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from ..core.errors import BigVolumeError, VolumeFileError
-from ..core.geometry import Geometry
+from ..core.geometry import Geometry, orthonormal
 
 OME_ZARR_VERSIONS = ("0.5", "0.4")
 DEFAULT_OME_ZARR_VERSION = "0.5"
@@ -172,7 +172,7 @@ def _transforms(transforms, rank: int, store, where: str) -> tuple[list[float] |
         if len(values) != rank:
             raise OmeZarrError(f"{store}: {where}'s {kind} has {len(values)} values for {rank} axes")
         found.append(values)
-    return (found + [None, None])[0], (found + [None, None])[1]
+    return found[0] if found else None, found[1] if len(found) > 1 else None
 
 
 def dataset_path(path, store) -> str:
@@ -294,7 +294,7 @@ def _our_record(attributes: dict, paths: Sequence[str], store):
             raise OmeZarrError(f"{store}: bigvolume.direction is not a 3 x 3 matrix")
         flat = [v for row in values for v in row] if rows else values
         direction = np.array(_finite(flat, "bigvolume.direction", store)).reshape(3, 3)
-        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-6):
+        if not orthonormal(direction):
             raise OmeZarrError(f"{store}: bigvolume.direction is not a rotation matrix")
     levels = ours.get("levels", [])
     if not isinstance(levels, list) or not all(isinstance(r, dict) for r in levels):
@@ -316,8 +316,9 @@ def _our_record(attributes: dict, paths: Sequence[str], store):
 
 def other_image_paths(attributes: dict, store) -> list[str]:
     """The level paths of the images after the first in a multiscales list (this tool reads the first)."""
-    ome = attributes.get("ome")
-    multiscales = ome.get("multiscales") if isinstance(ome, dict) else attributes.get("multiscales")
+    ome = attributes.get("ome")  # (where _multiscale_of finds the list)
+    multiscales = (ome["multiscales"] if isinstance(ome, dict) and "multiscales" in ome
+                   else attributes.get("multiscales"))
     paths = []
     for multiscale in (multiscales[1:] if isinstance(multiscales, list) else []):
         for dataset in multiscale.get("datasets", []) if isinstance(multiscale, dict) else []:

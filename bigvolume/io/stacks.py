@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import BigVolumeError, VolumeFileError
-from ..core.geometry import Geometry, orientation_direction
+from ..core.geometry import Geometry, orientation_direction, orthonormal
 from .files import readable_reason
 from .library_output import LIBJPEG_DAMAGE, give_back, library_quiet, output_captured, refuse_jpeg_damage
 from .slab_readers import SlabReader
@@ -768,7 +768,7 @@ def stack_direction(orientation=None) -> np.ndarray:
     except ValueError as error:
         raise BigVolumeError(str(error) if isinstance(orientation, str)
                              else f"direction needs 9 numbers (3x3), got {np.size(orientation)}") from None
-    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-6):
+    if not orthonormal(direction):
         raise BigVolumeError("direction: the three columns must be orthogonal unit vectors")
     return direction
 
@@ -812,11 +812,13 @@ class StackSlabReader(SlabReader):
         return self.info.files[self.roi.z0 + k]
 
     @staticmethod
-    def _execute(reader, path: Path):
+    def _execute(reader, path: Path, layout: TiffLayout | None = None):
         """The slice decoded; refused when its decoder warned of damaged data. libtiff's PackBits and JPEG decoders
         only warn (on stderr) when the data are damaged, and the reader returns the garbled slice as good: those
-        slices are decoded one at a time with stderr read (the others, in parallel, as they are)."""
-        layout = tiff_layout(path) if path.suffix.lower() in (".tif", ".tiff") else None
+        slices are decoded one at a time with stderr read (the others, in parallel, as they are). ``layout``: a
+        TIFF slice's, read by the caller (else read here)."""
+        if layout is None and path.suffix.lower() in (".tif", ".tiff"):
+            layout = tiff_layout(path)
         warns_only = layout is not None and layout.compression in WARNING_ONLY_CODECS
         image, failure = None, None
         with output_captured() if warns_only else contextlib.nullcontext() as printed:
@@ -844,14 +846,15 @@ class StackSlabReader(SlabReader):
         if (roi.x0, roi.y0, roi.x1, roi.y1) != (0, 0, self.info.width, self.info.height):
             reader.SetExtractIndex([roi.x0, roi.y0])
             reader.SetExtractSize([roi.x1 - roi.x0, roi.y1 - roi.y0])
-        image = self._execute(reader, path)
+        layout = tiff_layout(path) if path.suffix.lower() in (".tif", ".tiff") else None  # (read once a slice)
+        image = self._execute(reader, path, layout)
         pixels = sitk.GetArrayViewFromImage(image)
         read_channels = image.GetNumberOfComponentsPerPixel()
         if pixels.ndim == 3 + (read_channels > 1):  # a 2D slice reported as a 1-slice volume
             pixels = pixels[0]
-        if path.suffix.lower() in (".tif", ".tiff"):  # (the whole picture's checksums compare at once)
+        if layout is not None:  # (the whole picture's checksums compare at once)
             whole = pixels.shape[:2] == (self.info.height, self.info.width)
-            _refuse_deflate_damage(path, tiff_layout(path), pixels if whole else None)
+            _refuse_deflate_damage(path, layout, pixels if whole else None)
         if read_channels != self.info.components:  # libtiff's RGBA reader: 4 channels of a gray or RGB slice
             pixels = pixels[..., 0] if self.info.components == 1 else pixels[..., :self.info.components]
         if pixels.shape[:2] != out.shape[:2]:

@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from ..core.errors import BigVolumeError, whole_number
-from ..core.geometry import Geometry, output_size
+from ..core.geometry import Geometry, orthonormal, output_size
 from ..core.memory import current_rss, default_memory_limit, default_threads, format_bytes, memory_bytes
 from ..core.progress import ProgressCallback, as_progress, interrupt_as_flag
 from ..engine.distributed import DistributedRunner, LocalRunner, one_blas_thread
@@ -214,7 +214,7 @@ def _rotation_grid(geometry: Geometry, source) -> Geometry:
     ``bigvolume.direction`` store it; a sheared grid is refused (the store was written whole, then refused by every
     reader of ours: "not a rotation matrix")."""
     spacing, direction = unit_axes(geometry)
-    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-6):
+    if not orthonormal(direction):
         raise BigVolumeError(f"{source}: the volume's axes are not at right angles (a sheared grid), which OME-Zarr "
                              "cannot store (a scale, a translation and a rotation): resample it onto a grid first")
     if spacing == tuple(geometry.spacing):

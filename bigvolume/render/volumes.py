@@ -74,9 +74,8 @@ def load_preview_source(source, name: str | None = None, memory_limit: float | N
         if source.dtype.kind not in "biuf":  # (complex voxels were drawn by their real part, silently)
             raise BigVolumeError(f"{name or 'volume'}: voxels of type {source.dtype} cannot be drawn; a preview "
                                  "needs real numbers")
-        drawn = Volume(source.array.astype(np.float32), source.geometry) if source.dtype == np.float16 else source
         return PreviewSource(name or "volume", source.geometry, source.dtype, source.components, None,
-                             preview_volume(drawn))
+                             preview_volume(_drawable(source)))
     path = Path(source)
     label = path.name
     if zarr_input.accepts(path):  # a pyramid is drawn from its coarsest level that is still big enough
@@ -94,7 +93,10 @@ def load_preview_source(source, name: str | None = None, memory_limit: float | N
                           series=series)
             read = io.read_volume(reduced)
             small = Volume(np.array(read.array), read.geometry)  # a copy: the temporary file goes away
-    if small.dtype == np.float16:  # (an OME-Zarr input's type, which VTK and Slicer volumes lack: drawn as float32)
-        small = Volume(small.array.astype(np.float32), small.geometry)
     return PreviewSource(name or label, geometry, np.dtype(dtype), components, io.file_size(path, series),
-                         small)
+                         _drawable(small))
+
+
+def _drawable(volume: Volume) -> Volume:
+    """float16 (an OME-Zarr input's type, which VTK and Slicer volumes lack) drawn as float32; others as they are."""
+    return Volume(volume.array.astype(np.float32), volume.geometry) if volume.dtype == np.float16 else volume
