@@ -16,7 +16,7 @@ from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry, limited_factors
 from ..core.memory import default_threads
 from ..methods.array_backend import ArrayBackend, block_inputs
-from ..methods.kernels import SEPARABLE_METHODS, axis_kernel, axis_operator
+from ..methods.kernels import SEPARABLE_METHODS, axis_kernel, axis_operator, reads_zero_weight_taps
 from .stream import downsample_in_memory
 
 logger = logging.getLogger("bigvolume")
@@ -113,7 +113,8 @@ def downsample_on_device(array, factors, method: str = "lanczos", out_dtype=None
     dtype = work_dtype(array.dtype) if reduce == "sum" else array.dtype
     data = array.astype(dtype, copy=False)
     for axis, n, f, m in zip((2, 1, 0), dims_in, factors, dims_out):
-        data = axis_operator(axis_kernel(method, n, f, m), n, reduce, dtype, xp, block_inputs(xp),
-                             may_hold_nan=array.dtype.kind == "f", nan_reads_zero_taps=method == "lanczos")(data,
-                                                                                                       axis)
+        operator = axis_operator(axis_kernel(method, n, f, m), n, reduce, dtype, xp, block_inputs(xp),
+                                 may_hold_nan=array.dtype.kind == "f",
+                                 nan_reads_zero_taps=reads_zero_weight_taps(method))
+        data = operator(data, axis)
     return cast_to(data, native(np.dtype(out_dtype or array.dtype)))

@@ -63,7 +63,7 @@ class ArrayStages:
     def _operator(self, kernel: AxisKernel, n_in: int):
         # NaN reach as the CPU path has it: Lanczos's band products read every tap, the others' skip zero weights
         return axis_operator(kernel, n_in, self.k.reduce, self.k.work_dtype, self.xp, block_inputs(self.xp),
-                             may_hold_nan=self.k.may_hold_nan, nan_reads_zero_taps=self.k.band)
+                             may_hold_nan=self.k.may_hold_nan, nan_reads_zero_taps=self.k.nan_reads_zero_taps)
 
     # --- the filter ---------------------------------------------------------------------------------------------
     def reduce_xy(self, slab, pool=None, out=None):  # ``out`` unused: the z window lives on the device

@@ -560,6 +560,12 @@ def axis_operator(kernel: AxisKernel, n_in: int, reduce: str, dtype, xp=np, bloc
 SEPARABLE_METHODS = ("lanczos", "gaussian", "mean", "max", "nearest")
 
 
+def reads_zero_weight_taps(method: str) -> bool:
+    """Whether a NaN under a zero-weight tap reaches the output: Lanczos's, as in vtkImageResize (NaN x 0 is NaN);
+    the other kernels' zero-weight taps only pad rows to one width."""
+    return method == "lanczos"
+
+
 def identity_kernel(n: int) -> AxisKernel:
     return AxisKernel(np.arange(n)[:, None], np.ones((n, 1)))
 
@@ -593,6 +599,7 @@ class ResampleKernels:
         filtered = self.input_dtype if self.convert_to is None else self.convert_to
         # Lanczos runs as band products in the filtered type; max and nearest only pick values.
         self.band = method == "lanczos"
+        self.nan_reads_zero_taps = reads_zero_weight_taps(method)
         keeps_type = self.band or self.skip_xy or method in ("max", "nearest")
         self.window_dtype = filtered if keeps_type else work_dtype(filtered)
         self.work_dtype = work_dtype(filtered) if self.reduce == "sum" else self.window_dtype
