@@ -256,6 +256,22 @@ def test_a_two_process_local_cluster_writes_the_same_bytes(tmp_path):
     assert read_attributes(tmp_path / "local.ome.zarr") == read_attributes(tmp_path / "cluster.ome.zarr")
 
 
+def test_a_local_cluster_says_nothing_when_the_dashboard_port_is_taken(tmp_path):
+    # Two pyramids at once (or any Dask cluster on this machine) hold port 8787: distributed warned about it on
+    # stderr, between the user's lines (and broke the Ctrl-C test's one line when two runs shared a machine).
+    pytest.importorskip("distributed")
+    import socket
+    source = write_input(tmp_path, smooth_volume((20, 24, 28)))
+    with contextlib.ExitStack() as stack:
+        holder = stack.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # already held by something else: the same situation
+            holder.bind(("", 8787))
+            holder.listen()
+        done = run_cli("pyramid", source, tmp_path / "out.ome.zarr", "--chunks", "8", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+
+
 def test_an_existing_scheduler_writes_the_same_bytes(tmp_path):
     distributed = pytest.importorskip("distributed")
     array = smooth_volume((40, 50, 44))

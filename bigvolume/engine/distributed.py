@@ -151,7 +151,10 @@ class DistributedRunner:
             with interrupt_as_flag(raise_at_end=False) as interrupt:
                 self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                             memory_limit=int(self.memory_limit) if self.memory_limit else "auto",
-                                            dashboard_address=None, silence_logs=logging.ERROR)
+                                            dashboard_address=None, silence_logs=logging.ERROR,
+                                            # no dashboard, yet the scheduler's HTTP server starts: on any free
+                                            # port (on 8787 it warned on stderr whenever another cluster held it)
+                                            scheduler_kwargs={"dashboard_address": ":0"})
                 self.client = Client(self.cluster)
             if interrupt.requested:
                 self.__exit__(None, None, None)
