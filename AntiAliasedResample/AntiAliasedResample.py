@@ -22,7 +22,7 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, limits,  # noqa: E402
-                              reenterModule, settleTimer, translate)
+                              reenterModule, rememberPaths, settleTimer, translate)
 
 from AntiAliasedResampleLib import CLI_MODULE, DEFAULT_METHOD, METHODS, Cancelled  # noqa: E402
 from AntiAliasedResampleLib import AntiAliasedResampleLogic as AntiAliasedResampleLibLogic  # noqa: E402
@@ -371,7 +371,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             return self.logic.process(p.inputVolume, p.outputVolume, **settings)
         outputNode = self.logic.processFile(p.inputFile, p.outputVolume, saveBesideInput=p.saveBesideInput,
                                             **settings, **self._fileSettings())
-        self.ui.inputFilePathLineEdit.addCurrentPathToHistory()
+        rememberPaths(self.ui.inputFilePathLineEdit)
         return outputNode
 
 

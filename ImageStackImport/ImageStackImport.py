@@ -23,7 +23,7 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, ScratchFolders, TextFields, _,  # noqa: E402
-                              limits, reenterModule, settleTimer, translate)
+                              connectPathText, limits, reenterModule, rememberPaths, settleTimer, translate)
 
 from ImageStackImportLib import (BITS_CHOICES, DEFAULT_STACK_ORIENTATION, GRAY_CHOICES, STACK_ORIENTATIONS,  # noqa: E402
                                  BigVolumeError, Cancelled)
@@ -179,8 +179,8 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        self.ui.fileLineEdit.connect("currentPathChanged(QString)", self.onFileChanged)
-        self.ui.folderLineEdit.connect("currentPathChanged(QString)", self.onFolderChanged)
+        connectPathText(self.ui.fileLineEdit, self.onFileChanged)
+        connectPathText(self.ui.folderLineEdit, self.onFolderChanged)
         self.ui.roiSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onRoiAdded)
         for factor in (1, 2, 4, 8):
             getattr(self.ui, f"factor{factor}Button").connect("clicked()", lambda f=factor: self.setFactor(f))
@@ -362,6 +362,8 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 node = self.logic.importToNode(source, scene=slicer.mrmlScene, progress=self._progress,
                                                nhdrPath=nhdrPath, **self._settings())
             self.ui.statusLabel.text = self.logic.lastResult.summary()
+            rememberPaths(self.ui.fileLineEdit, self.ui.folderLineEdit,
+                          *([self.ui.nhdrPathLineEdit] if p.saveNhdr and not preview else []))
             slicer.util.setSliceViewerLayers(background=node, fit=True)
             if p.show3D:  # volume rendering (the user's default method, our curves), the 3D views fitted to it
                 self.logic.showPreview(node, renderingLogic=slicer.modules.volumerendering.logic())

@@ -22,7 +22,7 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, ScratchFolders, _, limits,  # noqa: E402
-                              reenterModule, settleTimer, translate)
+                              reenterModule, rememberPaths, settleTimer, translate)
 
 from OMEZarrPyramidLib import FIT, PYRAMID_METHODS, PYRAMID_VERSIONS, Cancelled  # noqa: E402
 from OMEZarrPyramidLib import OMEZarrPyramidLogic as OMEZarrPyramidLibLogic  # noqa: E402
@@ -150,6 +150,8 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadLevelButton.connect("clicked(bool)", self.onLoadLevelButton)
         self.ui.loadRoiButton.connect("clicked(bool)", self.onLoadRoiButton)
         self.ui.createButton.connect("clicked(bool)", self.onCreateButton)
+        # The field's Browse opens a file dialog (a volume file, a slice, a DICOM file); folders have their own.
+        self.ui.createInputFolderButton.connect("clicked(bool)", self.onChooseInputFolder)
         self._progress = PanelProgress(self.ui.progressBar, self.ui.cancelButton, onChange=self.onParameterNodeModified)
         self.ui.cancelButton.connect("clicked(bool)", self._progress.cancel)
         # 0 means "automatic": show what that is on this computer.
@@ -190,7 +192,7 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._paths.bind(self._parameterNode)
         if self._parameterNode:
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
-            self.onParameterNodeModified()
+        self.onParameterNodeModified()
 
     def _labelChoices(self, parameterNode) -> None:
         """Readable labels after each binding (connectGui fills the combo boxes with the Choice values)."""
@@ -204,27 +206,32 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _budget(self) -> int:
         return self.logic.budgetBytes(self._parameterNode.memoryBudgetGB)
 
+    def _followRoi(self, roi) -> None:
+        """Observe ``roi`` (None: none), and no other: a moved or resized ROI changes what "Load ROI" reads."""
+        if roi is self._observedRoi:
+            return
+        events = (vtk.vtkCommand.ModifiedEvent, vtkMRMLMarkupsROINode.PointModifiedEvent)
+        for eventId in events if self._observedRoi is not None else ():
+            self.removeObserver(self._observedRoi, eventId, self.onRoiModified)
+        self._observedRoi = roi
+        for eventId in events if roi is not None else ():
+            self.addObserver(roi, eventId, self.onRoiModified)
+
     def onParameterNodeModified(self, caller=None, event=None) -> None:
         p = self._parameterNode
-        if p is None:
+        if p is None:  # (a scene close: its ROI is let go, not kept alive and observed until the next enter)
+            self._followRoi(None)
             return
         self._paths.show()
-        # A moved or resized ROI changes what "Load ROI" reads: the info follows it.
-        if p.roi is not self._observedRoi:
-            events = (vtk.vtkCommand.ModifiedEvent, vtkMRMLMarkupsROINode.PointModifiedEvent)
-            for eventId in events if self._observedRoi is not None else ():
-                self.removeObserver(self._observedRoi, eventId, self.onRoiModified)
-            self._observedRoi = p.roi
-            for eventId in events if p.roi is not None else ():
-                self.addObserver(p.roi, eventId, self.onRoiModified)
+        self._followRoi(p.roi)
         running = self._progress.running
         self.ui.loadLevelButton.enabled = bool(p.pyramidPath) and not running
         self.ui.loadRoiButton.enabled = bool(p.pyramidPath and p.roi) and not running
         self.ui.loadRoiButton.toolTip = (_("Load the ROI's region at the ROI level.") if p.roi
                                          else _("Select or place a ROI first."))
         fromFile = p.createFrom == "file"
-        for widget in (self.ui.createInputPathLineEdit, self.ui.createInputPathLabel, self.ui.stackVoxelSizeSpinBox,
-                       self.ui.stackVoxelSizeLabel):
+        for widget in (self.ui.createInputPathLineEdit, self.ui.createInputFolderButton, self.ui.createInputPathLabel,
+                       self.ui.stackVoxelSizeSpinBox, self.ui.stackVoxelSizeLabel):
             widget.enabled = fromFile
         self.ui.createInputVolumeSelector.enabled = self.ui.createInputVolumeLabel.enabled = not fromFile
         hasInput = bool(p.createInputPath) if fromFile else p.createInputVolume is not None
@@ -253,6 +260,15 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.infoLabel.text = str(error)
 
     # --- creating -----------------------------------------------------------------------------------------------
+    def onChooseInputFolder(self) -> None:
+        """A stack's, a DICOM series' or a Zarr store's folder as the input (ctkPathLineEdit's Browse opens one
+        dialog, for files or for folders, not both)."""
+        folder = qt.QFileDialog.getExistingDirectory(
+            self.parent, _("Input folder: an image stack, a DICOM series or an OME-Zarr store"),
+            self.ui.createInputPathLineEdit.currentPath)
+        if folder:
+            self.ui.createInputPathLineEdit.currentPath = folder
+
     def onCreateButton(self) -> None:
         p = self._parameterNode
         if self._progress.running or PanelProgress.refused(self.ui.statusLabel):
@@ -265,6 +281,8 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 stackVoxelSize=p.stackVoxelSizeUm if p.createFrom == "file" else None,
                 overwrite=p.createOverwrite, progress=self._progress)
             self.ui.statusLabel.text = "\n".join([report.summary()] + list(report.notes))
+            rememberPaths(*([self.ui.createInputPathLineEdit] if p.createFrom == "file" else []),
+                          self.ui.createOutputPathLineEdit)
             # The next step is to look at it: the new store becomes the one the sections below open.
             p.pyramidPath = str(report.output_path)
 
@@ -277,6 +295,7 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node = self.logic.loadLevel(p.pyramidPath, p.level, self._budget(), scene=slicer.mrmlScene,
                                         progress=self._progress)
             self.ui.statusLabel.text = self.logic.lastResult.summary()
+            rememberPaths(self.ui.pyramidPathLineEdit)
             slicer.util.setSliceViewerLayers(background=node, fit=True)
 
     def onLoadRoiButton(self) -> None:
@@ -286,6 +305,7 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with self._progress.task(self.ui.statusLabel, _("Loading the ROI failed.")):
             node = self.logic.loadRoi(p.pyramidPath, p.roi, int(p.roiLevel), self._budget(), progress=self._progress)
             self.ui.statusLabel.text = self.logic.lastResult.summary()
+            rememberPaths(self.ui.pyramidPathLineEdit)
             slicer.util.setSliceViewerLayers(background=node, fit=True)
 
 

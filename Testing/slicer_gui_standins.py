@@ -15,6 +15,7 @@ import dataclasses
 import importlib.util
 import inspect
 import json
+import re
 import sys
 import threading
 import types
@@ -133,8 +134,51 @@ class LineEdit(ValueWidget):
             self.emit("textEdited", self.text)
 
 
-class PathLineEdit(ValueWidget):
-    prop, signal, default = "currentPath", "currentPathChanged", ""
+class PathLineEdit(Widget):
+    """A ctkPathLineEdit as CTK builds it (Libs/Widgets/ctkPathLineEdit.cpp at the commits Slicer 5.8.1 and main pin):
+    the path is the text of a QLineEdit inside its history combo box (``comboBox().lineEdit()``), ``currentPath = p``
+    is that line edit's setText, and its textChanged runs updateHasValidInput, which emits currentPathChanged only
+    when the text is acceptable to the validator CTK makes from ``nameFilters``: never "", and with name filters only
+    a name ending in one of their extensions (case-sensitive; only the first word after ``*.``, so ``*.nii.gz``
+    accepts ``x.nii``, not ``x.nii.gz``; ctkUtils.cpp extensionToRegExp, nameFiltersToRegularExpression)."""
+
+    prop, signal = "currentPath", "currentPathChanged"
+
+    def __init__(self, name="", cls="ctkPathLineEdit", properties=None):
+        edit = LineEdit(f"{name}.lineEdit", "QLineEdit")
+        self.__dict__["_edit"] = edit
+        self.__dict__["nameFilters"] = []
+        super().__init__(name, cls, properties)
+        edit.connect("textChanged(QString)", self._updateHasValidInput)
+
+    def __setattr__(self, name, value):
+        if name == "currentPath":
+            self._edit.text = value
+        else:
+            self.__dict__[name] = value
+
+    def __getattr__(self, name):
+        if name == "currentPath":
+            return self._edit.text
+        return super().__getattr__(name)
+
+    def comboBox(self):
+        return types.SimpleNamespace(lineEdit=lambda: self._edit)
+
+    def acceptable(self, text) -> bool:
+        patterns = []
+        for nameFilter in self.nameFilters:
+            inside = re.search(r"\(([^()]*)\)\s*$", nameFilter)
+            for extension in (inside.group(1) if inside else nameFilter).split():
+                word = re.search(r"\*\.(\w+)", extension)
+                if word:
+                    patterns.append(r".*\." + word.group(1) + "?$")
+        pattern = "(" + "|".join(patterns) + ")" if patterns else ".+"
+        return re.fullmatch(pattern, text) is not None
+
+    def _updateHasValidInput(self, text):
+        if self.acceptable(text):
+            self.emit("currentPathChanged", text)
 
 
 class ComboBox(Widget):
@@ -206,8 +250,8 @@ class PushButton(Widget):
 
 WIDGET_CLASSES = {"QComboBox": ComboBox, "ctkComboBox": ComboBox, "QCheckBox": CheckBox, "QLineEdit": LineEdit,
                   "ctkPathLineEdit": PathLineEdit, "qMRMLNodeComboBox": NodeComboBox, "QPushButton": PushButton,
-                  "QSpinBox": ValueWidget, "QDoubleSpinBox": ValueWidget, "ctkSliderWidget": ValueWidget,
-                  "QProgressBar": ValueWidget}
+                  "QToolButton": PushButton, "QSpinBox": ValueWidget, "QDoubleSpinBox": ValueWidget,
+                  "ctkSliderWidget": ValueWidget, "QProgressBar": ValueWidget}
 
 
 class QTimer:
@@ -276,6 +320,16 @@ class QProgressDialog:
         self.deleted = True
 
 
+class QFileDialog:
+    """The user's answer to the next dialog: ``chosen`` ("" for Cancel); each call is recorded in ``asked``."""
+    chosen, asked = "", []
+
+    @classmethod
+    def getExistingDirectory(cls, parent=None, caption="", directory=""):
+        cls.asked.append((caption, directory))
+        return cls.chosen
+
+
 def make_qt():
     qt = types.ModuleType("qt")
     qt.Qt = types.SimpleNamespace(ToolTipRole=3, ApplicationModal="ApplicationModal", WaitCursor="wait")
@@ -283,7 +337,7 @@ def make_qt():
     qt.QEvent = types.SimpleNamespace(DragEnter=60, DragMove=61, Drop=63)
     qt.QEventLoop = types.SimpleNamespace(ExcludeUserInputEvents="ExcludeUserInputEvents")
     qt.QThread = types.SimpleNamespace(currentThread=threading.current_thread)
-    qt.QTimer, qt.QProgressDialog = QTimer, QProgressDialog
+    qt.QTimer, qt.QProgressDialog, qt.QFileDialog = QTimer, QProgressDialog, QFileDialog
     return qt
 
 
@@ -332,7 +386,9 @@ def load_ui(path):
         properties = {}
         for prop in element.findall("property"):
             value = next(iter(prop), None)
-            if value is not None and value.tag in ("string", "double", "number", "bool"):
+            if value is not None and value.tag == "stringlist":
+                properties[prop.get("name")] = [item.text or "" for item in value]
+            elif value is not None and value.tag in ("string", "double", "number", "bool"):
                 text = value.text or ""
                 properties[prop.get("name")] = {"double": float, "number": int,
                                                 "bool": lambda t: t == "true"}.get(value.tag, str)(text)
@@ -567,6 +623,7 @@ def install(monkeypatch, tmp_path, version=(5, 10)):
     QTimer.timers.clear()
     QProgressDialog.shown.clear()
     QProgressDialog.made.clear()
+    QFileDialog.chosen, QFileDialog.asked = "", []
     monkeypatch.setitem(sys.modules, "qt", make_qt())
     for name, members in (("ScriptedLoadableModule", (ScriptedLoadableModule, ScriptedLoadableModuleWidget,
                                                       ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest)),

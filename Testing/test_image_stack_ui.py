@@ -128,8 +128,8 @@ def test_path_pickers_roi_selector_and_read_only_info():
     assert "ctkPathLineEdit::Dirs" in filters("folderLineEdit") and "Files" not in filters("folderLineEdit")
     assert "ctkPathLineEdit::Writable" in filters("nhdrPathLineEdit")  # a save dialog
     imageFilter = [s.text for s in MODULE.ui_properties("fileLineEdit")["nameFilters"].iter("string")][0]
-    for suffix in ("tif", "tiff", "png", "jpg", "jpeg", "bmp"):
-        assert f"*.{suffix}" in imageFilter
+    for suffix in ("tif", "tiff", "png", "jpg", "jpeg", "bmp"):  # upper case too: Qt's dialog matches case on Linux
+        assert f"*.{suffix} " in imageFilter + " " and f"*.{suffix.upper()} " in imageFilter.replace(")", " ")
     roi = MODULE.ui_properties("roiSelector")
     assert [s.text for s in roi["nodeTypes"].iter("string")] == ["vtkMRMLMarkupsROINode"]
     assert roi["noneEnabled"].findtext("bool") == "true"  # optional: none imports the whole stack

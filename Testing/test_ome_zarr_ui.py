@@ -3,6 +3,7 @@ bindings read from the .ui file, its choices from the Lib, and the real Widget c
 slicer_gui_standins on a slicer-core scene: settings kept across leaving and re-entering, Load using them."""
 import numpy as np
 import pytest
+import vtk
 
 from slicer_module_checks import SlicerModule
 
@@ -17,7 +18,7 @@ REQUIRED_WIDGETS = {
     "createInputVolumeSelector": "qMRMLNodeComboBox", "createOutputPathLineEdit": "ctkPathLineEdit",
     "createLevelsSpinBox": "QSpinBox", "createChunksSpinBox": "QSpinBox", "createMethodComboBox": "QComboBox",
     "createVersionComboBox": "QComboBox", "stackVoxelSizeSpinBox": "QDoubleSpinBox",
-    "createOverwriteCheckBox": "QCheckBox", "createButton": "QPushButton",
+    "createOverwriteCheckBox": "QCheckBox", "createButton": "QPushButton", "createInputFolderButton": "QToolButton",
 }
 
 
@@ -35,8 +36,11 @@ def test_the_panel_has_its_widgets_and_bindings():
                                     "createOutputPath": "createOutputPathLineEdit"}
     filters = {name: MODULE.ui_properties(name)["filters"].findtext("set") for name in (
         "pyramidPathLineEdit", "createInputPathLineEdit", "createOutputPathLineEdit")}
-    assert all("Dirs" in f for f in filters.values())  # a store, a stack, a DICOM series: folders
-    assert "Files" in filters["createInputPathLineEdit"]  # a volume file
+    # ctkPathLineEdit's Browse: a folder dialog for Dirs alone, else a file dialog; Files|Writable a save dialog.
+    assert filters["pyramidPathLineEdit"] == "ctkPathLineEdit::Dirs|ctkPathLineEdit::Readable"  # a store: a folder
+    assert "Files" in filters["createInputPathLineEdit"]  # a volume file (the folder button: a stack, DICOM, store)
+    # A new store: a name typed in a save dialog (a folder dialog returns only folders that exist, all refused)
+    assert filters["createOutputPathLineEdit"] == "ctkPathLineEdit::Files|ctkPathLineEdit::Writable"
     types = [s.text for s in MODULE.ui_properties("roiSelector")["nodeTypes"].iter("string")]
     assert types == ["vtkMRMLMarkupsROINode"]
     types = [s.text for s in MODULE.ui_properties("createInputVolumeSelector")["nodeTypes"].iter("string")]
@@ -160,6 +164,8 @@ def test_create_survives_reentry_then_opens_the_new_pyramid(version, monkeypatch
         assert (output / ".zattrs").is_file() and not (tmp_path / "out.ome.zarr.partial").exists()
         assert len(report.levels) == 3 and str(output) in widget.ui.statusLabel.text
         assert p.pyramidPath == str(output)  # opened: Load level reads it
+        for field in (widget.ui.createInputPathLineEdit, widget.ui.createOutputPathLineEdit):  # recent paths
+            assert ("addCurrentPathToHistory", ()) in field.calls
         widget.ui.levelComboBox.currentIndex = 2  # level 1
         widget.ui.loadLevelButton.click()
         loaded = slicer.util.arrayFromVolume(widget.logic.lastResult.outputNode)
@@ -180,5 +186,47 @@ def test_create_survives_reentry_then_opens_the_new_pyramid(version, monkeypatch
         widget.ui.loadLevelButton.click()
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(widget.logic.lastResult.outputNode),
                                       array[:, ::-1])
+    finally:
+        standins.close_panels()
+
+
+def test_a_folder_input_is_chosen_with_its_own_button(monkeypatch, tmp_path):
+    """The input field's Browse opens a file dialog (ctkPathLineEdit: Files in its filters); a stack, a DICOM series
+    and a Zarr store are folders: the Folder... button asks for one, and Cancel changes nothing."""
+    import slicer_gui_standins as standins
+
+    standins.install(monkeypatch, tmp_path, (5, 8))
+    try:
+        widget = standins.open_panel(standins.load_module(MODULE, monkeypatch), MODULE.name)
+        widget.ui.createInputPathLineEdit.currentPath = str(tmp_path / "scan.nrrd")
+        standins.QFileDialog.chosen = ""  # Cancel
+        widget.ui.createInputFolderButton.click()
+        assert widget._parameterNode.createInputPath == str(tmp_path / "scan.nrrd")
+        standins.QFileDialog.chosen = str(tmp_path / "stack")
+        widget.ui.createInputFolderButton.click()
+        assert widget._parameterNode.createInputPath == str(tmp_path / "stack")
+        assert standins.QFileDialog.asked[0][1] == str(tmp_path / "scan.nrrd")  # starts from the field's path
+        widget.ui.createFromComboBox.currentIndex = 1  # a volume of the scene: no input path, no folder button
+        assert not widget.ui.createInputFolderButton.enabled
+    finally:
+        standins.close_panels()
+
+
+def test_a_scene_close_lets_the_roi_go(monkeypatch, tmp_path):
+    """The panel observes the chosen ROI; a scene close removes it: the panel stops observing it then (it kept the
+    removed node alive, observed, until the module was entered again)."""
+    import slicer
+    import slicer_gui_standins as standins
+
+    standins.install(monkeypatch, tmp_path, (5, 8))
+    try:
+        widget = standins.open_panel(standins.load_module(MODULE, monkeypatch), MODULE.name)
+        roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "R")
+        widget.ui.roiSelector.setCurrentNode(roi)
+        assert widget.hasObserver(roi, vtk.vtkCommand.ModifiedEvent, widget.onRoiModified)
+        widget.parent.isEntered = False  # the user is in another module: nothing binds a new node after the close
+        slicer.mrmlScene.Clear(0)
+        assert not any(observed[0] is roi for observed in widget.Observations)
+        assert widget._observedRoi is None
     finally:
         standins.close_panels()

@@ -668,3 +668,71 @@ def test_a_cli_run_leaves_no_cli_node_in_the_scene(end, monkeypatch, tmp_path):
 
 def cliNodes():
     return list(slicer.util.getNodesByClass("vtkMRMLCommandLineModuleNode"))
+
+
+# --- path fields: what CTK's ctkPathLineEdit signals ------------------------------------------------------------------
+# A real ctkPathLineEdit emits currentPathChanged only for text its validator accepts (see the stand-in): never "",
+# and with name filters only lower-case names ending in the filters' first extension word. The panels follow the
+# text itself, so a cleared field, an upper-case name and a .nii.gz reach the parameter node.
+PATH_MODULES = [module for module in MODULES if module.path_fields()]
+
+
+@each_version
+@pytest.mark.parametrize("module", PATH_MODULES, ids=str)
+def test_every_path_field_reaches_the_node_cleared_upper_case_or_double_suffix(module, version, monkeypatch,
+                                                                               tmp_path):
+    app, widget = panel(module, version, monkeypatch, tmp_path)
+    for parameter, name in module.path_fields().items():
+        field = getattr(widget.ui, name)
+        for path in (str(tmp_path / "first.nrrd"), str(tmp_path / "SLICE_0001.TIF"), str(tmp_path / "scan.nii.gz"),
+                     str(tmp_path / "scan.ome.zarr"), ""):
+            field.currentPath = path
+            assert getattr(widget._parameterNode, parameter) == path, (name, path)
+        standins.leave_and_come_back(widget)
+        app.settle()
+        assert getattr(widget.logic.getParameterNode(), parameter) == "" and field.currentPath == "", name
+
+
+def test_a_folder_chosen_after_a_slice_file_is_the_stack_imported(monkeypatch, tmp_path):
+    """Choosing a folder clears the slice-file field (a slice file wins over a folder): the clear must reach the
+    node, or Import reads the earlier file's stack while the panel shows the folder."""
+    app, widget = panel(SlicerModule("ImageStackImport"), (5, 8), monkeypatch, tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_stack(first, shape=(4, 6, 8))
+    write_stack(second, shape=(3, 10, 12))
+    widget.ui.fileLineEdit.currentPath = str(sorted(first.iterdir())[0])
+    app.settle()
+    widget.ui.folderLineEdit.currentPath = str(second)
+    app.settle()
+    assert widget.ui.fileLineEdit.currentPath == "" and widget._parameterNode.inputFile == ""
+    widget.ui.importButton.click()
+    assert [n.GetImageData().GetDimensions() for n in volume_nodes()] == [(12, 10, 3)], widget.ui.statusLabel.text
+
+
+def test_an_upper_case_slice_file_is_imported(monkeypatch, tmp_path):
+    app, widget = panel(SlicerModule("ImageStackImport"), (5, 8), monkeypatch, tmp_path)
+    stack = tmp_path / "stack"
+    write_stack(stack, shape=(3, 10, 12))
+    for path in sorted(stack.iterdir()):
+        path.rename(path.with_name(path.name.upper()))
+    widget.ui.fileLineEdit.currentPath = str(sorted(stack.iterdir())[0])
+    app.settle()
+    widget.ui.importButton.click()
+    assert [n.GetImageData().GetDimensions() for n in volume_nodes()] == [(12, 10, 3)], widget.ui.statusLabel.text
+
+
+def test_the_paths_a_run_used_go_into_the_fields_history(monkeypatch, tmp_path):
+    """CTK keeps a path field's drop-down of recent paths only when asked (addCurrentPathToHistory): every panel asks
+    after a run, for the paths it used."""
+    app, widget = panel(SlicerModule("ImageStackImport"), (5, 8), monkeypatch, tmp_path)
+    stack = tmp_path / "stack"
+    write_stack(stack, shape=(3, 10, 12))
+    widget.ui.folderLineEdit.currentPath = str(stack)
+    widget.ui.nhdrPathLineEdit.currentPath = str(tmp_path / "kept.nhdr")
+    widget.ui.saveNhdrCheckBox.checked = True
+    app.settle()
+    widget.ui.importButton.click()
+    assert (tmp_path / "kept.nhdr").is_file(), widget.ui.statusLabel.text
+    remembered = ("addCurrentPathToHistory", ())
+    assert remembered in widget.ui.folderLineEdit.calls and remembered in widget.ui.nhdrPathLineEdit.calls
+    assert remembered not in widget.ui.fileLineEdit.calls  # empty: nothing to remember

@@ -7,8 +7,8 @@ import logging
 import os
 
 from . import limits
-from .panel import (ParameterNodeGui, PanelProgress, PathFields, ScratchFolders, TextFields, _, reenterModule,
-                    settleTimer, translate)
+from .panel import (ParameterNodeGui, PanelProgress, PathFields, ScratchFolders, TextFields, _, connectPathText,
+                    reenterModule, rememberPaths, settleTimer, translate)
 
 
 def checkBundledCore(folder) -> str:
@@ -25,5 +25,5 @@ def checkBundledCore(folder) -> str:
 # The core bundled with the panels sits beside this package (installed extension and source tree alike).
 checkBundledCore(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-__all__ = ["PanelProgress", "ParameterNodeGui", "PathFields", "ScratchFolders", "TextFields", "reenterModule", "settleTimer", "limits",
-           "checkBundledCore", "_", "translate"]
+__all__ = ["PanelProgress", "ParameterNodeGui", "PathFields", "ScratchFolders", "TextFields", "connectPathText",
+           "reenterModule", "rememberPaths", "settleTimer", "limits", "checkBundledCore", "_", "translate"]

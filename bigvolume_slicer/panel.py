@@ -233,7 +233,10 @@ class TextFields:
         self.fields = fields
         self.wrapper = None
         for name, widget in fields.items():
-            widget.connect(self.SIGNAL, lambda text, name=name: self._store(name, text))
+            self._connect(widget, lambda text, name=name: self._store(name, text))
+
+    def _connect(self, widget, slot) -> None:
+        widget.connect(self.SIGNAL, slot)
 
     def bind(self, wrapper) -> None:
         """Follow ``wrapper`` (None: none) and show its values."""
@@ -265,9 +268,12 @@ class PathFields(TextFields):
     loaded with a scene keeps its own paths, "" included, and a scene close (which empties the node) starts afresh.
     ``fields``: parameter name -> ctkPathLineEdit."""
 
-    PROPERTY, SIGNAL = "currentPath", "currentPathChanged(QString)"
+    PROPERTY = "currentPath"
     # MRML parameter (not a field of the wrapper) set once a node's unset paths took the fields' paths.
     ADOPTED = "pathFieldsAdopted"
+
+    def _connect(self, widget, slot) -> None:
+        connectPathText(widget, slot)
 
     def bind(self, wrapper) -> None:
         """Follow ``wrapper`` (None: none): a fresh node's unset parameters take the fields' paths, then every field
@@ -288,6 +294,28 @@ class PathFields(TextFields):
             node.SetParameter(self.ADOPTED, "true")
         finally:
             node.EndModify(wasModifying)
+
+
+def connectPathText(pathLineEdit, slot) -> None:
+    """Call ``slot(path)`` on every change of a ctkPathLineEdit's text: its own currentPathChanged reports only text
+    its validator accepts (CTK's updateHasValidInput), never "" (a cleared field) and, with name filters, only names
+    ending in a filter's first extension word, case-sensitively (not SLICE_0001.TIF, not scan.nii.gz). The text is
+    that of the QLineEdit inside the field: in its history combo box, else its own child."""
+    combo = pathLineEdit.comboBox()
+    edit = combo.lineEdit() if combo is not None else next(
+        (child for child in pathLineEdit.children() if child.className() == "QLineEdit"), None)
+    if edit is None:  # not a layout CTK makes: the accepted paths at least
+        pathLineEdit.connect("currentPathChanged(QString)", slot)
+    else:
+        edit.connect("textChanged(QString)", slot)
+
+
+def rememberPaths(*pathLineEdits) -> None:
+    """Add the fields' paths to their history (the drop-down of recent paths, kept under their settingKey): CTK
+    writes it only when asked. Call it once a run used them; empty fields are skipped."""
+    for pathLineEdit in pathLineEdits:
+        if pathLineEdit.currentPath:
+            pathLineEdit.addCurrentPathToHistory()
 
 
 def reenterModule(moduleName: str, otherModule: str = "Data"):
