@@ -23,7 +23,6 @@ class Counts:
     haze: int = 0
     changed: int = 0
     object_voxels: int = 0
-    changed_inside_object: int = 0
     nan: int = 0
     nan_filled: int = 0
     air: int = 0          # dark voxels taken as air (before the object is grown)
@@ -227,8 +226,6 @@ class HazePipeline:
         c.changed += int(np.count_nonzero(changed))
         sampled = slice((-k0) % ENCLOSED_STRIDE, None, ENCLOSED_STRIDE)  # every 4th slice of the volume
         c.enclosed += ENCLOSED_STRIDE * enclosed_in_slices(haze[sampled], obj[sampled])
-        # 0 by construction: counted, not assumed
-        c.changed_inside_object += int(np.count_nonzero(np.logical_and(changed, obj, out=changed)))
         sink(k0, block, haze, output, obj)
 
     def run(self, fill_option, sink, progress: Progress) -> float:

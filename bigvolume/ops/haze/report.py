@@ -41,7 +41,6 @@ class DehazeReport:
     changed: int
     changed_fraction: float
     object_voxels: int
-    changed_inside_object: int
     gzip_before: int | None = None
     gzip_after: int | None = None
     zstd_before: int | None = None
@@ -58,8 +57,7 @@ class DehazeReport:
     def summary(self) -> str:
         where = f"{self.output_path}: " if self.output_path else ""
         text = (f"{where}{100 * self.changed_fraction:.1f} % of {self.voxels} voxels changed "
-                f"(set to {self.fill_value:g}); {self.threshold.describe()}; changed inside the object: "
-                f"{self.changed_inside_object}")
+                f"(set to {self.fill_value:g}); {self.threshold.describe()}")
         sizes = []
         for name, before, after in (("gzip", self.gzip_before, self.gzip_after),
                                     ("zstd", self.zstd_before, self.zstd_after)):
@@ -81,8 +79,8 @@ def make_report(pipeline: HazePipeline, threshold: HazeThreshold, fill, sizes: C
     measured = sizes.finish() if sizes is not None else {}
     gzip, zstd = measured.get("gzip", (None, None)), measured.get("zstd", (None, None))
     if c.nan:
-        notes.append(f"{c.nan} NaN voxels: {c.nan_filled} in the air set to the fill value, "
-                     f"{c.nan - c.nan_filled} inside the object kept")
+        notes.append(f"{c.nan} NaN voxels: {c.nan_filled} in the haze set to the fill value, "
+                     f"{c.nan - c.nan_filled} kept as NaN (not taken as haze)")
     warning = (_why_little_was_removed(c, threshold, pipeline.options) or _why_almost_all_was_removed(c, threshold)
                or _why_only_padding_went(c, threshold) or _why_the_object_may_be_cut(threshold)
                or _why_the_border_stayed(c, threshold) or _why_the_air_stayed(c, pipeline.options))
@@ -94,7 +92,7 @@ def make_report(pipeline: HazePipeline, threshold: HazeThreshold, fill, sizes: C
                      "joined to the outside air (lungs through the airways, sinuses, a cavity open at one end), or "
                      "air between bright artefacts; if they are tissue, check the output")
     return DehazeReport(threshold, float(fill), c.voxels, c.changed, c.changed / max(1, c.voxels), c.object_voxels,
-                        c.changed_inside_object, gzip[0], gzip[1], zstd[0], zstd[1], notes, c.haze,
+                        gzip[0], gzip[1], zstd[0], zstd[1], notes, c.haze,
                         sizes_estimated=sizes.how() if sizes is not None else "", warning=warning,
                         enclosed=c.enclosed)
 
