@@ -762,3 +762,59 @@ def test_enclosed_haze_counts_what_object_surrounds_in_its_slice(seed):
         assert enclosed_in_slices(~obj, obj) == enclosed_reference(~obj, obj), name
     assert enclosed_in_slices(~cases["ring"], cases["ring"]) >= np.count_nonzero(hole & ~cases["ring"])
     assert enclosed_in_slices(~cases["cup"], cases["cup"]) == 0  # open along its columns
+
+
+def shaded_microct(shape_name, seed, ratio, shape=(48, 64, 64)):
+    """A micro-CT scan under a flat-field shading of ``ratio`` across the field (multiplicative: air and specimen
+    alike, exp-linear along a random direction), air 3000 and specimen 14000 with a 1.8x core, noise sigma 400,
+    uint16. ``shape_name``: ellipsoid, multi (three blobs) or border (touching two faces). Returns (volume,
+    specimen). Air and specimen stay apart (one global threshold separates them); the air's shaded peak is wider
+    than its noise."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+
+    def blob(centre, radii):
+        return sum(((g - c) / r) ** 2 for g, c, r in zip((k, j, i), centre, radii)) <= 1
+
+    specimen = {"ellipsoid": lambda: blob((0.05, -0.05, 0.0), (0.75, 0.6, 0.7)),
+                "multi": lambda: blob((0, -0.5, -0.5), (0.8, 0.3, 0.3)) | blob((0, 0.5, 0.4), (0.6, 0.35, 0.4))
+                | blob((0.3, -0.4, 0.55), (0.4, 0.25, 0.25)),
+                "border": lambda: blob((-0.5, 0.0, 0.6), (0.8, 0.55, 0.6))}[shape_name]()
+    tissue = specimen.astype(float)
+    tissue[ndimage.binary_erosion(specimen, iterations=min(shape) // 12) & (j > 0.1)] = 1.8
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    t = direction[0] * k + direction[1] * j + direction[2] * i
+    t = (t - t.min()) / (t.max() - t.min())
+    shading = np.exp(np.log(ratio) * t) / np.sqrt(ratio)
+    signal = np.where(specimen, 14000.0 * tissue, 3000.0) * shading
+    noisy = signal + rng.normal(0, 400.0, shape)
+    return bv.Volume.from_array(np.clip(np.rint(noisy), 0, 65535).astype(np.uint16)), specimen
+
+
+@pytest.mark.parametrize("shape_name, seed, ratio", [("multi", 4, 4.0), ("ellipsoid", 2, 4.0), ("multi", 0, 4.0),
+                                                     ("ellipsoid", 5, 6.0), ("multi", 1, 6.0), ("border", 1, 8.0)])
+def test_a_shaded_specimen_below_the_threshold_is_said(shape_name, seed, ratio):
+    """A strongly shaded micro-CT (4-8x across the field): the air's peak, spread by the shading, is wider than its
+    noise, so its 5 half-widths reach over the gap above the air into the specimen's dim side, and the threshold
+    above them removed 6-57 % of the specimen, exit 0, nothing said (found by a helper's haze fuzz: 37 of 168 such
+    runs). In these runs the histogram shows it: it falls to a gap after the air and rises again below the threshold;
+    the report now warns (the other runs, where the specimen's dim side makes no rise before the noise's end, are a
+    lead in the notes). Unshaded and mildly shaded scans (the families above) get no such warning."""
+    volume, specimen = shaded_microct(shape_name, seed, ratio)
+    result, mask, report = dehaze(volume, measure_compression=False)
+    cut = np.count_nonzero(mask & ndimage.binary_erosion(specimen, iterations=2))
+    assert cut > 0  # the threshold cuts into the specimen: what the warning is about
+    assert report.threshold.gap is not None and "a second population" in report.warning, report.summary()
+    assert report.threshold.gap < report.threshold.value
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("ratio", [1.5, 2.0])
+def test_a_mildly_shaded_specimen_keeps_its_core_with_no_warning(seed, ratio):
+    for shape_name in ("ellipsoid", "multi", "border"):
+        volume, specimen = shaded_microct(shape_name, seed, ratio)
+        result, mask, report = dehaze(volume, measure_compression=False)
+        assert not report.warning and report.threshold.gap is None, report.summary()
+        core = ndimage.binary_erosion(specimen, iterations=2)
+        np.testing.assert_array_equal(result.array[core], volume.array[core])

@@ -132,7 +132,13 @@ def _why_almost_all_was_removed(c: Counts, threshold: HazeThreshold) -> str:
 
 
 def _why_the_object_may_be_cut(threshold: HazeThreshold) -> str:
-    """Empty unless level auto found no class boundary above the air's noise (see HazeThreshold.no_class_above)."""
+    """Empty unless level auto found no class boundary above the air's noise (see HazeThreshold.no_class_above), or
+    a second population below the threshold inside that noise's range (HazeThreshold.gap)."""
+    if threshold.gap is not None:
+        return (f"the air's noise, measured from its peak's width, reaches {threshold.air_end:.6g}, but the "
+                f"histogram falls to a gap at {threshold.gap:.6g} and rises again below the threshold "
+                f"{threshold.value:.6g}: a second population (dim or shaded parts of the object?) was removed with "
+                "the air; check the output (--mask-out), or choose a fixed --level")
     if not threshold.no_class_above:
         return ""
     return (f"no class boundary of the histogram lies above the air's noise (which reaches {threshold.air_end:.6g}): "

@@ -41,6 +41,12 @@ PADDING_SHARE = 0.01
 PADDING_NOISE_WIDTHS = 3  # how far below its mode the dark class's noise reaches (3.5 sigma): clipped air lies within
 PADDING_AIR_SHARE = 0.10
 LABEL_MAP_VALUES = 16      # an integer volume with at most this many distinct values is a label map, not an image
+# A second population inside the air's noise range (see second_population): after the air's dense counts end, the
+# smoothed counts rise again to at least RISE times their lowest since, and to a quarter of the peak threshold
+# (AIR_PEAK_SHARE), and the voxels from that low on up to the threshold are at least POPULATION_SHARE of all. A
+# Gaussian's tail only falls; sampling noise at a quarter of that level is a few % of it.
+POPULATION_RISE = 2.0
+POPULATION_SHARE = 0.005
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,9 @@ class HazeThreshold:
     # 1-5): the dilation takes every voxel it reaches, as MRIcroGL's.
     band_floor: float | None = None
     padding: PaddingSuspect | None = None
+    # Level auto: where a second population begins inside the air's noise range, after a gap (see
+    # second_population), when it lies below the threshold: removed with the air, though it may be object
+    gap: float | None = None
 
     @property
     def no_class_above(self) -> bool:
@@ -345,13 +354,42 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
         return _bin_value(edges, p)
 
     threshold = value(position)
-    band_floor = None
+    band_floor = gap = None
     if level == AUTO:  # peak[0]: the mode, in bin-edge coordinates
         band_floor = value(peak.end - (AIR_NOISE_WIDTHS - BAND_WIDTHS) * peak.width)
+        gap_bin = second_population(counts, peak, position)
+        gap = None if gap_bin is None else value(gap_bin)
     return HazeThreshold(threshold, level, classes, air_classes, tuple(value(p) for p in cuts),
                          (float(edges[0]), float(edges[-1])), int(sample.size),
                          value(peak[0]) if peak else None, value(peak[1]) if peak else None, level == AUTO,
-                         band_floor, padding)
+                         band_floor, padding, gap)
+
+
+def second_population(counts: np.ndarray, air: AirPeak, threshold: float) -> float | None:
+    """The bin where a second population begins below the threshold inside the air's noise range, after a gap; None
+    when there is none. The noise range is measured from the air peak's width, as if it were one Gaussian peak: air
+    spread by shading across the field is wider than its noise, and its range then reaches over a gap into the
+    object's dimmest voxels (a shaded specimen), which the threshold, above that range, removes. Looked for after the
+    last dense bin (AIR_PEAK_SHARE of the highest) below the range's end: the air, however far it went on, ends
+    there; a falling tail follows, and a population shows as counts rising again (POPULATION_RISE, POPULATION_SHARE).
+    Not after a peak of one value (padding, clipping): the population above it is the air as often as the object."""
+    if air.one_value:
+        return None
+    smooth = _smoothed(np.asarray(counts, np.float64))
+    significant = AIR_PEAK_SHARE * smooth.max()
+    end = min(int(np.ceil(air.end)), int(np.floor(threshold)), smooth.size)
+    dense = np.nonzero(smooth[int(air.mode):end] >= significant)[0]
+    if dense.size == 0:
+        return None
+    first = int(air.mode) + int(dense[-1]) + 1
+    low = first
+    for b in range(first, end):
+        if smooth[b] < smooth[low]:
+            low = b
+        elif (smooth[b] >= POPULATION_RISE * smooth[low] and smooth[b] >= significant / 4
+              and counts[low:int(np.floor(threshold))].sum() >= POPULATION_SHARE * counts.sum()):
+            return float(low)
+    return None
 
 
 # Level auto: how many times the histogram may be narrowed to the range below its cut (see _air_and_cut).
