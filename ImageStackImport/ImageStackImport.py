@@ -23,7 +23,8 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, ScratchFolders, TextFields, _,  # noqa: E402
-                              connectPathText, limits, reenterModule, rememberPaths, settleTimer, translate)
+                              RoiFollower, connectPathText, limits, reenterModule, rememberPaths, settleTimer,
+                              translate)
 
 from ImageStackImportLib import (BITS_CHOICES, DEFAULT_STACK_ORIENTATION, GRAY_CHOICES, STACK_ORIENTATIONS,  # noqa: E402
                                  BigVolumeError, Cancelled)
@@ -157,7 +158,7 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._texts = None
         self._progress = None  # the run state, progress bar and Cancel button (made in setup)
         self._canImport = False
-        self._observedRoi = None
+        self._roi = None  # follows the chosen ROI (made in setup)
         self._planTimer = None
         self._dropFilter = None
 
@@ -171,6 +172,7 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = ImageStackImportLogic()
         self._gui = ParameterNodeGui(self.ui, afterBind=self._labelChoices)
         self._paths = PathFields({name: getattr(self.ui, widget) for name, widget in PATH_FIELDS.items()})
+        self._roi = RoiFollower(self, self.schedulePlan)
         self._texts = TextFields({name: getattr(self.ui, widget) for name, widget in TEXT_FIELDS.items()})
 
         # Planning reads every slice header the first time: wait until the user stops typing or dragging the ROI.
@@ -245,14 +247,7 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onParameterNodeModified(self, caller=None, event=None) -> None:
         self._paths.show()
         self._texts.show()
-        roi = self._parameterNode.roi if self._parameterNode else None
-        if roi is not self._observedRoi:  # follow the ROI while it is moved or resized
-            events = (vtk.vtkCommand.ModifiedEvent, vtkMRMLMarkupsROINode.PointModifiedEvent)
-            for eventId in events if self._observedRoi is not None else ():
-                self.removeObserver(self._observedRoi, eventId, self.schedulePlan)
-            self._observedRoi = roi
-            for eventId in events if roi is not None else ():
-                self.addObserver(roi, eventId, self.schedulePlan)
+        self._roi.follow(self._parameterNode.roi if self._parameterNode else None)  # a moved ROI: plan again
         self.schedulePlan()
 
     def schedulePlan(self, caller=None, event=None) -> None:

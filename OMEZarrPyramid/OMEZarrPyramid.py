@@ -22,7 +22,7 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, ScratchFolders, _, limits,  # noqa: E402
-                              reenterModule, rememberPaths, settleTimer, translate)
+                              RoiFollower, reenterModule, rememberPaths, settleTimer, translate)
 
 from OMEZarrPyramidLib import FIT, PYRAMID_METHODS, PYRAMID_VERSIONS, Cancelled  # noqa: E402
 from OMEZarrPyramidLib import OMEZarrPyramidLogic as OMEZarrPyramidLibLogic  # noqa: E402
@@ -129,7 +129,7 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._paths = None
         self._progress = None  # the run state, progress bar and Cancel button (made in setup)
         self._infoTimer = None
-        self._observedRoi = None
+        self._roi = None  # follows the chosen ROI (made in setup)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -141,6 +141,7 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = OMEZarrPyramidLogic()
         self._gui = ParameterNodeGui(self.ui, afterBind=self._labelChoices)
         self._paths = PathFields({name: getattr(self.ui, widget) for name, widget in PATH_FIELDS.items()})
+        self._roi = RoiFollower(self, self.onRoiModified)
         # Opening a pyramid reads its metadata: wait until the user stops typing or dragging the ROI.
         self._infoTimer = settleTimer(self.updateInfo)
 
@@ -206,24 +207,13 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _budget(self) -> int:
         return self.logic.budgetBytes(self._parameterNode.memoryBudgetGB)
 
-    def _followRoi(self, roi) -> None:
-        """Observe ``roi`` (None: none), and no other: a moved or resized ROI changes what "Load ROI" reads."""
-        if roi is self._observedRoi:
-            return
-        events = (vtk.vtkCommand.ModifiedEvent, vtkMRMLMarkupsROINode.PointModifiedEvent)
-        for eventId in events if self._observedRoi is not None else ():
-            self.removeObserver(self._observedRoi, eventId, self.onRoiModified)
-        self._observedRoi = roi
-        for eventId in events if roi is not None else ():
-            self.addObserver(roi, eventId, self.onRoiModified)
-
     def onParameterNodeModified(self, caller=None, event=None) -> None:
         p = self._parameterNode
         if p is None:  # (a scene close: its ROI is let go, not kept alive and observed until the next enter)
-            self._followRoi(None)
+            self._roi.follow(None)
             return
         self._paths.show()
-        self._followRoi(p.roi)
+        self._roi.follow(p.roi)  # a moved or resized ROI changes what "Load ROI" reads
         running = self._progress.running
         self.ui.loadLevelButton.enabled = bool(p.pyramidPath) and not running
         self.ui.loadRoiButton.enabled = bool(p.pyramidPath and p.roi) and not running

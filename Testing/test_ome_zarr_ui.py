@@ -227,6 +227,6 @@ def test_a_scene_close_lets_the_roi_go(monkeypatch, tmp_path):
         widget.parent.isEntered = False  # the user is in another module: nothing binds a new node after the close
         slicer.mrmlScene.Clear(0)
         assert not any(observed[0] is roi for observed in widget.Observations)
-        assert widget._observedRoi is None
+        assert widget._roi.roi is None
     finally:
         standins.close_panels()

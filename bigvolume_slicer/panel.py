@@ -296,6 +296,28 @@ class PathFields(TextFields):
             node.EndModify(wasModifying)
 
 
+class RoiFollower:
+    """A panel's observation of its chosen Markups ROI, and of no other: call ``follow(roi)`` (None: none) whenever
+    the parameter node changes, and at a scene close; ``callback`` runs when the ROI is moved or resized.
+    ``observer``: the panel (a VTKObservationMixin, which removes its observers at cleanup)."""
+
+    def __init__(self, observer, callback):
+        self.observer, self.callback, self.roi = observer, callback, None
+
+    def follow(self, roi) -> None:
+        if roi is self.roi:
+            return
+        import vtk
+        from slicer import vtkMRMLMarkupsROINode
+
+        events = (vtk.vtkCommand.ModifiedEvent, vtkMRMLMarkupsROINode.PointModifiedEvent)
+        for eventId in events if self.roi is not None else ():
+            self.observer.removeObserver(self.roi, eventId, self.callback)
+        self.roi = roi
+        for eventId in events if roi is not None else ():
+            self.observer.addObserver(roi, eventId, self.callback)
+
+
 def connectPathText(pathLineEdit, slot) -> None:
     """Call ``slot(path)`` on every change of a ctkPathLineEdit's text: its own currentPathChanged reports only text
     its validator accepts (CTK's updateHasValidInput), never "" (a cleared field) and, with name filters, only names
