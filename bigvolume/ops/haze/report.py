@@ -78,6 +78,11 @@ def make_report(pipeline: HazePipeline, threshold: HazeThreshold, fill, sizes: C
     c = pipeline.counts
     measured = sizes.finish() if sizes is not None else {}
     gzip, zstd = measured.get("gzip", (None, None)), measured.get("zstd", (None, None))
+    if threshold.lowered_from is not None:
+        notes.append(f"threshold lowered from {threshold.lowered_from:.6g} to {threshold.value:.6g}, a gap in the "
+                     f"histogram: the air's noise, measured from its peak's width, reaches {threshold.air_end:.6g}, "
+                     "but the counts fall after the air and rise again below that, a second population (the dim side "
+                     "of a specimen under flat-field shading?), kept as object; if it is air, choose a fixed --level")
     if c.nan:
         notes.append(f"{c.nan} NaN voxels: {c.nan_filled} in the haze set to the fill value, "
                      f"{c.nan - c.nan_filled} kept as NaN (not taken as haze)")
@@ -132,13 +137,7 @@ def _why_almost_all_was_removed(c: Counts, threshold: HazeThreshold) -> str:
 
 
 def _why_the_object_may_be_cut(threshold: HazeThreshold) -> str:
-    """Empty unless level auto found no class boundary above the air's noise (see HazeThreshold.no_class_above), or
-    a second population below the threshold inside that noise's range (HazeThreshold.gap)."""
-    if threshold.gap is not None:
-        return (f"the air's noise, measured from its peak's width, reaches {threshold.air_end:.6g}, but the "
-                f"histogram falls to a gap at {threshold.gap:.6g} and rises again below the threshold "
-                f"{threshold.value:.6g}: a second population (dim or shaded parts of the object?) was removed with "
-                "the air; check the output (--mask-out), or choose a fixed --level")
+    """Empty unless level auto found no class boundary above the air's noise (see HazeThreshold.no_class_above)."""
     if not threshold.no_class_above:
         return ""
     return (f"no class boundary of the histogram lies above the air's noise (which reaches {threshold.air_end:.6g}): "

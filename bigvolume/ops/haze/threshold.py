@@ -44,7 +44,11 @@ LABEL_MAP_VALUES = 16      # an integer volume with at most this many distinct v
 # A second population inside the air's noise range (see second_population): after the air's dense counts end, the
 # smoothed counts rise again to at least RISE times their lowest since, and to a quarter of the peak threshold
 # (AIR_PEAK_SHARE), and the voxels from that low on up to the threshold are at least POPULATION_SHARE of all. A
-# Gaussian's tail only falls; sampling noise at a quarter of that level is a few % of it.
+# Gaussian's tail only falls; sampling noise at a quarter of that level is a few % of it. Level auto then lowers the
+# threshold to that low. Measured on a helper's 1,200 synthetic scans (CT, micro-CT, MRI, 8-bit; noise, shading,
+# artefacts): it fired on 18; on the 14 shaded micro-CTs among them the specimen lost 4-57 % (up to 9,675 voxels
+# deeper than 2) before, at most 3 % of its surface layer after, the air still all removed; the 4 others, ring and
+# streak artefacts already warned of, kept 0.5-5 points more of their air.
 POPULATION_RISE = 2.0
 POPULATION_SHARE = 0.005
 
@@ -84,9 +88,9 @@ class HazeThreshold:
     # 1-5): the dilation takes every voxel it reaches, as MRIcroGL's.
     band_floor: float | None = None
     padding: PaddingSuspect | None = None
-    # Level auto: where a second population begins inside the air's noise range, after a gap (see
-    # second_population), when it lies below the threshold: removed with the air, though it may be object
-    gap: float | None = None
+    # Level auto: where the threshold would have been when a second population began below it inside the air's
+    # noise range, after a gap (second_population): it was lowered to that gap, and the population kept as object
+    lowered_from: float | None = None
 
     @property
     def no_class_above(self) -> bool:
@@ -97,8 +101,9 @@ class HazeThreshold:
 
     @property
     def in_noise(self) -> bool:
-        """The threshold lies inside the air's noise: noise voxels above it count as object."""
-        return self.air_end is not None and self.value < self.air_end
+        """The threshold lies inside the air's noise: noise voxels above it count as object (not when it was lowered
+        to a gap inside the noise's measured range: the air ended before it)."""
+        return self.air_end is not None and self.value < self.air_end and self.lowered_from is None
 
     def describe(self) -> str:
         if self.level == AUTO:
@@ -353,23 +358,24 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
     def value(p):
         return _bin_value(edges, p)
 
-    threshold = value(position)
-    band_floor = gap = None
+    band_floor = lowered_from = None
     if level == AUTO:  # peak[0]: the mode, in bin-edge coordinates
         band_floor = value(peak.end - (AIR_NOISE_WIDTHS - BAND_WIDTHS) * peak.width)
-        gap_bin = second_population(counts, peak, position)
-        gap = None if gap_bin is None else value(gap_bin)
-    return HazeThreshold(threshold, level, classes, air_classes, tuple(value(p) for p in cuts),
+        gap = second_population(counts, peak, position)
+        if gap is not None:
+            lowered_from, position = value(position), gap
+    return HazeThreshold(value(position), level, classes, air_classes, tuple(value(p) for p in cuts),
                          (float(edges[0]), float(edges[-1])), int(sample.size),
                          value(peak[0]) if peak else None, value(peak[1]) if peak else None, level == AUTO,
-                         band_floor, padding, gap)
+                         band_floor, padding, lowered_from)
 
 
 def second_population(counts: np.ndarray, air: AirPeak, threshold: float) -> float | None:
-    """The bin where a second population begins below the threshold inside the air's noise range, after a gap; None
-    when there is none. The noise range is measured from the air peak's width, as if it were one Gaussian peak: air
-    spread by shading across the field is wider than its noise, and its range then reaches over a gap into the
-    object's dimmest voxels (a shaded specimen), which the threshold, above that range, removes. Looked for after the
+    """The bin where a second population begins below the threshold inside the air's noise range, after a gap (the
+    gap's lowest bin); None when there is none. The noise range is measured from the air peak's width, as if it
+    were one Gaussian peak: air spread by shading across the field is wider than its noise, and its range then
+    reaches over a gap into the object's dimmest voxels (a shaded specimen), which a threshold above that range
+    removes. Looked for after the
     last dense bin (AIR_PEAK_SHARE of the highest) below the range's end: the air, however far it went on, ends
     there; a falling tail follows, and a population shows as counts rising again (POPULATION_RISE, POPULATION_SHARE).
     Not after a peak of one value (padding, clipping): the population above it is the air as often as the object."""
