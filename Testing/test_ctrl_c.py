@@ -2,6 +2,7 @@
 vtkImageResize runs in memory, where a KeyboardInterrupt inside a vtk observer used to end the process with a
 segmentation fault."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -274,3 +275,30 @@ def test_an_interrupt_while_the_local_cluster_starts_closes_it_quietly(signal_nu
     expected = "Terminated" if signal_number == signal.SIGTERM else "KeyboardInterrupt"
     assert done.stdout.split() == [expected, "closed"], done.stdout + done.stderr
     assert "leaked" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_as_the_finished_command_shuts_down_says_what_was_written(tmp_path, number):
+    """Ctrl-C (SIGTERM) in the last tenth of a second, the output complete and in place: the process died by the
+    signal during the interpreter's shutdown (status 130/143, nothing said, so "nothing written" to a script), or
+    printed a KeyboardInterrupt traceback (a helper's campaign: 37 of 40 signals sent 0-70 ms after the pyramid
+    appeared). One signal 0-70 ms after the output appears, eight runs: either the run was still in main (130/143,
+    and it says the output was written, complete) or it had finished (0, nothing more said)."""
+    source = tmp_path / "in.nrrd"
+    bv.write_volume(bv.Volume.from_array(np.arange(24 * 20 * 16, dtype=np.uint16).reshape(24, 20, 16)), source)
+    output = tmp_path / "out.ome.zarr"
+    for delay in np.arange(8) * 0.01:
+        shutil.rmtree(output, ignore_errors=True)
+        process = start(["pyramid", source, output, "--chunks", "8", "--quiet"])
+        while process.poll() is None and not output.exists():
+            time.sleep(0.0005)
+        time.sleep(delay)
+        if process.poll() is None:
+            process.send_signal(number)
+        _, stderr = process.communicate()
+        assert output.is_dir() and "Traceback" not in stderr, stderr
+        if process.returncode != 0:
+            assert process.returncode == 128 + number and f"{output} written, complete" in stderr, (
+                delay, process.returncode, stderr)
+        else:
+            assert stderr == ""

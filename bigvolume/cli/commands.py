@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import re
@@ -594,21 +593,22 @@ def run(argv=None) -> None:
     """The `bigvolume` command: :func:`main`, then exit with its status. After Ctrl-C (SIGTERM) the process ends at
     once with 130 (143), everything cleaned up in main: CPython 3.11 marks a KeyboardInterrupt that escaped a string
     ``exec()`` (dataclasses build their methods that way while modules load) as unhandled, even once caught, and
-    would end the process by SIGINT (status -2) during shutdown instead."""
-    code = main(argv)
+    would end the process by SIGINT (status -2) during shutdown instead. Once main returned otherwise, its work is
+    done and said, and Ctrl-C (SIGTERM) is ignored while the interpreter shuts down (atexit handlers: logging, dask):
+    a Python handler there printed a traceback, and CPython's finalization puts back the default action, which
+    ended the process by the signal, 130 with the output complete; an ignored signal stays ignored."""
+    code = None
+    try:
+        code = main(argv)
+        if code not in (130, 143) and threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, signal.SIG_IGN)
+    except KeyboardInterrupt:  # main had returned (it answers every interrupt inside it), or it never began
+        if code is None:
+            print("\nbigvolume: interrupted; nothing written", file=sys.stderr)
+            code = 130
     if code in (130, 143):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    if threading.current_thread() is threading.main_thread():
-        # The work is done and said: a Ctrl-C (SIGTERM) while the interpreter shuts down (atexit handlers: logging,
-        # dask) printed "Exception ignored in atexit callback" and a traceback; it now ends with main's status.
-        def finished(_signum, _frame):
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
-        for number in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(number) is not signal.SIG_IGN:
-                signal.signal(number, finished)
     sys.exit(code)
