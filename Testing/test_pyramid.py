@@ -419,6 +419,35 @@ def test_ctrl_c_on_a_local_cluster_exits_130_and_leaves_nothing(tmp_path, big_in
     assert set(os.listdir(tmp_path)) == before
 
 
+def test_ctrl_c_in_a_terminal_with_workers_exits_130_in_one_line(tmp_path, big_input):
+    """A terminal's Ctrl-C goes to the whole process group, the LocalCluster's workers too: each printed its
+    KeyboardInterrupt traceback (68 lines) before our line; one arriving while they started made the start fail,
+    exit 1 and a 64-104-line traceback (a helper's campaign: 12 of 12). Workers now ignore it (the main process
+    stops the run and closes the cluster), and a start cut short is the interrupt: exit 130, our line last."""
+    pytest.importorskip("distributed")
+    for when in ("running", "starting"):
+        before = set(os.listdir(tmp_path))
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + sys.path))
+        process = subprocess.Popen(BIGVOLUME + ["pyramid", str(big_input), str(tmp_path / "out.ome.zarr"), "--chunks",
+                                                "16", "--workers", "2"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=environment, start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        if when == "running":
+            wait_for_records(process, tmp_path / "out.ome.zarr.partial", 1, 5)
+        else:  # as soon as the workers' processes exist
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and len(subprocess.run(
+                    ["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()) < 3:
+                time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 130, (when, stderr)
+        assert stderr.strip().splitlines()[-1] == "bigvolume: interrupted; nothing written", (when, stderr)
+        if when == "running":  # (while they start, a worker's Python may print its own before it ignores it)
+            assert stderr.strip() == "bigvolume: interrupted; nothing written", stderr
+        assert set(os.listdir(tmp_path)) == before
+
+
 def test_ctrl_c_with_keep_partial_keeps_the_staging_folder_for_resume(tmp_path, big_input):
     process = start("pyramid", big_input, tmp_path / "out.ome.zarr", "--chunks", "16", "--threads", "1",
                     "--keep-partial")

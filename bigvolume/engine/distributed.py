@@ -18,6 +18,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
+from . import cluster_workers
 from ..core.errors import BigVolumeError
 from ..core.progress import interrupt_as_flag
 
@@ -149,13 +150,21 @@ class DistributedRunner:
             # Ctrl-C (SIGTERM) waits while the workers start (a second or two): cut short, the half-made cluster was
             # never closed, and its workers' leaked semaphores were reported on stderr after our one line
             with interrupt_as_flag(raise_at_end=False) as interrupt:
-                self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                            memory_limit=int(self.memory_limit) if self.memory_limit else "auto",
-                                            dashboard_address=None, silence_logs=logging.ERROR,
-                                            # no dashboard, yet the scheduler's HTTP server starts: on any free
-                                            # port (on 8787 it warned on stderr whenever another cluster held it)
-                                            scheduler_kwargs={"dashboard_address": ":0"})
-                self.client = Client(self.cluster)
+                try:
+                    self.cluster = LocalCluster(
+                        n_workers=self.workers, threads_per_worker=1, processes=True,
+                        memory_limit=int(self.memory_limit) if self.memory_limit else "auto",
+                        dashboard_address=None, silence_logs=logging.ERROR,
+                        # no dashboard, yet the scheduler's HTTP server starts: on any free port (on 8787 it
+                        # warned on stderr whenever another cluster held it)
+                        scheduler_kwargs={"dashboard_address": ":0"}, preload=[cluster_workers.__name__])
+                    self.client = Client(self.cluster)
+                except Exception:
+                    # A terminal's Ctrl-C reaches the whole process group: the workers it stopped while starting
+                    # made the start fail ("Nanny failed to start"), a traceback and exit 1 before; it is the
+                    # interrupt that is raised
+                    if not interrupt.requested:
+                        raise
             if interrupt.requested:
                 self.__exit__(None, None, None)
                 raise interrupt.error()
