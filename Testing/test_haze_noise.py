@@ -732,8 +732,10 @@ def test_air_around_a_specimen_and_noise_specks_in_it_are_not_enclosed(seed):
         assert not any("inside the object" in note for note in report.notes)
 
 
-def enclosed_reference(haze, obj, wall=2):
+def enclosed_reference(haze, obj, wall=None):
     """enclosed_in_slices written plainly: scipy's erosion in each slice, then a look along each row and column."""
+    from bigvolume.ops.haze.pipeline import ENCLOSING_WALL
+    wall = ENCLOSING_WALL if wall is None else wall
     count = 0
     for k in range(obj.shape[0]):
         eroded = ndimage.binary_erosion(obj[k], ndimage.generate_binary_structure(2, 1), iterations=wall)
@@ -752,7 +754,7 @@ def test_enclosed_haze_counts_what_object_surrounds_in_its_slice(seed):
     _, j, i = np.indices(shape)
     cj, ci = shape[1] / 2 + rng.uniform(-3, 3), shape[2] / 2 + rng.uniform(-3, 3)
     distance = np.hypot(j - cj, i - ci)
-    ring = (distance < 15) & (distance >= 15 - rng.integers(5, 9))  # a wall 5-8 voxels thick (thinner goes)
+    ring = (distance < 15) & (distance >= 15 - rng.integers(3, 9))  # a wall 3-8 voxels thick (thinner goes)
     hole = distance < 7
     specks = rng.random(shape) < 0.02  # noise kept as object in the air
     slot = (i >= ci) & (np.abs(j - cj) <= 2)
@@ -820,3 +822,22 @@ def test_a_mildly_shaded_specimen_keeps_its_core_with_no_warning(seed, ratio):
         assert not report.warning and report.threshold.lowered_from is None, report.summary()
         core = ndimage.binary_erosion(specimen, iterations=2)
         np.testing.assert_array_equal(result.array[core], volume.array[core])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("wall", [2.0, 2.5])
+def test_a_thin_noisy_wall_whose_cavity_leaked_is_noted(seed, wall):
+    """A closed shell with a 2-2.5-voxel wall in Rician noise at SNR 3: noise breaches the wall, and the enclosed
+    cavity goes with the outside air. The note on haze inside the object in its slices said nothing: it first eroded
+    the object twice in each slice, which erased such a wall (a helper's haze fuzz: 99 % of the cavity filled, exit
+    0, no note). One erosion now (noise specks of up to 2 x 2 voxels still go)."""
+    shape = (48, 64, 64)
+    k, j, i = np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in shape], indexing="ij")
+    r = np.sqrt((k / 18) ** 2 + (j / 22) ** 2 + (i / 22) ** 2) * 18
+    shell, cavity = (r <= 18) & (r > 18 - wall), r <= 18 - wall
+    rng = np.random.default_rng(seed)
+    noisy = np.where(shell, 1000.0, 0.0) + rng.normal(0, 1000 / 3, shape) + 1j * rng.normal(0, 1000 / 3, shape)
+    result, mask, report = dehaze(bv.Volume.from_array(np.abs(noisy).astype(np.float32)), measure_compression=False)
+    leaked = mask[cavity].mean() > 0.5
+    noted = any("inside the object in their slices" in note for note in report.notes)
+    assert noted == leaked or report.warning, (mask[cavity].mean(), report.enclosed, report.summary())
