@@ -1050,3 +1050,29 @@ def test_a_preview_of_what_cannot_be_drawn_or_a_zero_memory_limit_is_refused(tmp
     with pytest.raises(bv.BigVolumeError, match=said):
         bv.write_preview(volume, tmp_path / "p.png", **bad)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("labels", [(1, 2, 3, 1000, 1001, 2000), tuple(range(1, 21)), (5, 6), (1, 40, 41, 60000)])
+def test_a_label_map_shows_every_label_in_its_own_colour(labels):
+    """A label map whose labels reach 2000: labels 1 and 2 were transparent in the rendering (the background was
+    cleared up to 1e-3 of the range), and the slices' percentile window drew labels 1-3 black like the background
+    and 1000, 1001 and 2000 the same white; with 20 labels only 17 grays differed (a helper's preview check). Now
+    every label is as opaque as the others, and each has its own colour in the slices, the background black."""
+    from bigvolume.render.slices import mid_slices
+    dtype = np.uint16
+    array = np.zeros((12, 40, 20 * len(labels)), dtype)
+    for index, label in enumerate(labels):
+        array[4:8, 10:30, 20 * index + 4:20 * index + 16] = label
+    volume = bv.Volume.from_array(array)
+    transfer = transfer_function(volume)
+    assert transfer.labels == tuple(float(v) for v in labels) and opacity_at(transfer, 0)[0] == 0.0
+    assert all(opacity_at(transfer, label)[0] > 0.25 for label in labels)
+    axial = dict(mid_slices(volume, transfer.window, 20 * len(labels), labels=transfer.labels))
+    image = next(image for name, image in axial.items() if name.startswith("axial"))
+    assert image.ndim == 3
+    scale = image.shape[1] / array.shape[2]
+    colours = [tuple(image[image.shape[0] // 2, int((20 * index + 10) * scale)]) for index in range(len(labels))]
+    assert tuple(image[1, 1]) == (0, 0, 0)  # the background
+    assert all(max(c) > 60 for c in colours), colours
+    distinct = min(len(labels), 12)  # LABEL_COLORS has 12; neighbours always differ
+    assert len(set(colours)) == distinct and all(a != b for a, b in zip(colours, colours[1:])), colours

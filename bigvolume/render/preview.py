@@ -52,7 +52,10 @@ def preview_panel(source: PreviewSource, transfer: TransferFunction | Display, s
     title = text_image(source.name, 16, bold=True)
     label = text_image(source.label(), 13)
     caption = f"slices: window {transfer.window.low:.6g} .. {transfer.window.high:.6g}"
-    if display.caption:
+    if transfer.labels:
+        caption = (f"slices and rendering: a colour per label ({len(transfer.labels)} labels, "
+                   f"{transfer.labels[0]:g} .. {transfer.labels[-1]:g})")
+    elif display.caption:
         caption += f"\n  = {display.caption}"
     if display.marked is not None:
         caption += f"\nmagenta: where {display.marked_by} differs (the voxels it changes)"
@@ -68,7 +71,7 @@ def preview_panel(source: PreviewSource, transfer: TransferFunction | Display, s
     paste(canvas, render, header, 0)
     paste(canvas, caption, header + body + 6, 8)
     for index, (name, image) in enumerate(mid_slices(source.volume, transfer.window, tile, source.geometry,
-                                                     display.marked)):
+                                                     display.marked, transfer.labels)):
         top = header + index * tile
         paste(canvas, image, top + (tile - image.shape[0]) // 2, width + 8 + (tile - image.shape[1]) // 2)
         name = text_image(name, 11, (1.0, 0.85, 0.3))

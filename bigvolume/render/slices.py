@@ -10,7 +10,7 @@ from ..core.geometry import Geometry
 from ..core.volume import Volume
 from ..ops.precision import Window, apply_window
 from ..ops.resample import DEFAULT_METHOD, downsample_array
-from .transfer import float_shift, gray_voxels
+from .transfer import LABEL_COLORS, float_shift, gray_voxels
 
 
 # Slicer's slice views (patient right on screen left): the RAS directions of the screen's x (rightwards) and y (up).
@@ -19,10 +19,11 @@ SLICE_VIEWS = {2: ("axial", (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),     # keyed by t
                0: ("sagittal", (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))}
 
 
-def _mid_planes(volume: Volume, tile: int) -> list[tuple[str, int, int, np.ndarray]]:
+def _mid_planes(volume: Volume, tile: int, method: str = DEFAULT_METHOD) -> list[tuple[str, int, int, np.ndarray]]:
     """The three orthogonal mid-planes of the voxel grid (K, J, I) as float32 images turned the way Slicer's slice
     view of their orientation shows them, at one physical scale that fits the volume's largest extent in ``tile``
-    pixels: (view name, IJK axis of the plane's normal, index along it, image)."""
+    pixels, reduced by ``method`` where larger: (view name, IJK axis of the plane's normal, index along it,
+    image)."""
     array = gray_voxels(np.asarray(volume.array))
     geometry = volume.geometry
     directions = geometry.ijk_to_ras()[:3, :3] / np.asarray(geometry.spacing)  # unit RAS direction of I, J, K
@@ -44,7 +45,7 @@ def _mid_planes(volume: Volume, tile: int) -> list[tuple[str, int, int, np.ndarr
         plane = np.asarray(plane, np.float64 if array.dtype.itemsize == 8 else np.float32)  # float64: no inf
         factors = (max(1.0, plane.shape[1] / target[1]), max(1.0, plane.shape[0] / target[0]), 1.0)
         if factors != (1.0, 1.0, 1.0):
-            plane = np.asarray(downsample_array(np.ascontiguousarray(plane)[None], factors, DEFAULT_METHOD))[0]
+            plane = np.asarray(downsample_array(np.ascontiguousarray(plane)[None], factors, method))[0]
         pick_rows = ((np.arange(target[0]) + 0.5) * plane.shape[0] / target[0]).astype(int)
         pick_cols = ((np.arange(target[1]) + 0.5) * plane.shape[1] / target[1]).astype(int)
         result.append((name, fixed, index, plane[pick_rows][:, pick_cols]))
@@ -79,7 +80,7 @@ def mark_region(gray: np.ndarray, region: np.ndarray) -> np.ndarray:
     """An RGB copy of the uint8 ``gray`` image with ``region`` (a boolean image of the same shape) tinted and its
     outline (region pixels with a 4-neighbour outside it) drawn in MARK_COLOR. One-pixel gaps in the region are
     closed first (noise voxels that already had the fill value stay unchanged, and would speckle the tint)."""
-    rgb = np.repeat(gray[..., None], 3, axis=2)
+    rgb = gray.copy() if gray.ndim == 3 else np.repeat(gray[..., None], 3, axis=2)  # (a label map's: RGB already)
     if not region.any():
         return rgb
     region = ~_grow(~_grow(region))  # closing: grow, then shrink
@@ -92,16 +93,29 @@ def mark_region(gray: np.ndarray, region: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def label_image(plane: np.ndarray, labels) -> np.ndarray:
+    """An RGB image of a label map's plane: each label in its LABEL_COLORS (by its place among ``labels``; a value
+    the subsample missed takes the colour of the label above it), the background (below the first label) black."""
+    labels = np.asarray(labels, np.float64)
+    palette = np.rint(255 * np.asarray(LABEL_COLORS)).astype(np.uint8)
+    place = np.minimum(np.searchsorted(labels, plane), labels.size - 1)
+    rgb = palette[place % len(palette)]
+    rgb[~(plane >= labels[0])] = 0  # (NaN too)
+    return rgb
+
+
 def mid_slices(volume: Volume, window: Window, tile: int, file_geometry: Geometry | None = None,
-               marked: np.ndarray | None = None) -> list[tuple[str, np.ndarray]]:
+               marked: np.ndarray | None = None, labels=()) -> list[tuple[str, np.ndarray]]:
     """The three orthogonal mid-planes of the voxel grid (K, J, I) as uint8 images through ``window``, each turned
     the way Slicer's slice view of its orientation shows it (axial, coronal or sagittal by the plane's normal; patient
     right on screen left, anterior or superior up), all at one physical scale that fits the volume's largest extent in
     ``tile`` pixels. Planes larger than their tile are reduced by the default anti-aliased method, smaller ones are
     enlarged voxel by voxel (the voxel size stays visible). Each is named with its slice in ``file_geometry`` (the
     file's own grid; default: the volume's). ``marked``: a boolean array on the volume's grid whose region is tinted
-    and outlined (:func:`mark_region`) on RGB images."""
-    planes = _mid_planes(volume, tile)
+    and outlined (:func:`mark_region`) on RGB images. ``labels`` (a label map's, see TransferFunction): each label
+    in its colour instead of the window's grays, planes reduced by picking voxels (an average of two labels is a
+    third)."""
+    planes = _mid_planes(volume, tile, "nearest" if labels else DEFAULT_METHOD)
     shift = float_shift(max(abs(window.low), abs(window.high)))
     if shift:  # a window of subnormal (or huge) values: its map's scale would overflow; the same picture scaled
         planes = [plane[:3] + (np.ldexp(np.asarray(plane[3], np.float64), shift),) for plane in planes]
@@ -110,7 +124,7 @@ def mid_slices(volume: Volume, window: Window, tile: int, file_geometry: Geometr
              if marked is not None else [None] * len(planes))
     result = []
     for (name, fixed, index, plane), mark in zip(planes, marks):
-        image, _ = apply_window(plane, window, np.uint8)
+        image = label_image(plane, labels) if labels else apply_window(plane, window, np.uint8)[0]
         if mark is not None:
             image = mark_region(image, mark[3] >= 0.5)
         result.append((slice_label(name, fixed, index, volume.geometry, file_geometry), image))

@@ -24,7 +24,12 @@ WIDE_RANGE = 4096              # integer data spanning more than 12 bits: CT/mic
 OPACITY_UNIT_FRACTION = 1 / 200  # opacity is per this fraction of the volume's diagonal: same look at any scale
 LABEL_VALUES = 64              # integer data with at most this many values, its lowest one a fill: a label map
 FLOAT32_SAFE = 2.0 ** 64       # |values| drawn as they are: renderers hold voxels and curves in float32
-CT_LIKE, MR_LIKE = "CT-like", "MR-like"
+CT_LIKE, MR_LIKE, LABEL_MAP = "CT-like", "MR-like", "label map"
+# A label map's colours, one per label in order (then again): distinct hues, all bright enough on black.
+LABEL_COLORS = ((0.90, 0.30, 0.25), (0.30, 0.70, 0.35), (0.30, 0.50, 0.95), (0.95, 0.80, 0.20), (0.75, 0.35, 0.85),
+                (0.25, 0.80, 0.85), (0.95, 0.55, 0.15), (0.60, 0.85, 0.25), (0.95, 0.45, 0.65), (0.55, 0.40, 0.25),
+                (0.70, 0.70, 0.70), (0.40, 0.30, 0.75))
+LABEL_OPACITY = 0.5
 
 
 @dataclass
@@ -38,6 +43,7 @@ class TransferFunction:
     opacities: list
     window: Window
     reason: str = ""
+    labels: tuple = ()  # a label map's labels (ascending, the background left out): each gets its LABEL_COLORS
 
     def mapped(self, scale: float, offset: float = 0.0) -> "TransferFunction":
         """The same curves over the values ``scale * value + offset`` (``scale`` > 0 keeps their order)."""
@@ -45,7 +51,8 @@ class TransferFunction:
             return scale * v + offset
         return TransferFunction(self.kind, ascending_points([(value(v),) + tuple(rest) for v, *rest in self.colors]),
                                 ascending_points([(value(v), o) for v, o in self.opacities]),
-                                Window(*sorted((value(self.window.low), value(self.window.high)))), self.reason)
+                                Window(*sorted((value(self.window.low), value(self.window.high)))), self.reason,
+                                tuple(value(v) for v in self.labels))
 
     def fill(self, volume_property, unit_distance: float = 1.0) -> None:
         """Put these curves into a vtkVolumeProperty (also the one a scene's volume property node holds): the existing
@@ -58,7 +65,10 @@ class TransferFunction:
         opacities.RemoveAllPoints()
         for value, opacity in self.opacities:
             opacities.AddPoint(value, opacity)
-        volume_property.SetInterpolationTypeToLinear()
+        if self.labels:  # a label map's voxels are not blended: a value between two labels would be a third
+            volume_property.SetInterpolationTypeToNearest()
+        else:
+            volume_property.SetInterpolationTypeToLinear()
         volume_property.ShadeOn()
         volume_property.SetAmbient(0.30)
         volume_property.SetDiffuse(0.75)
@@ -128,7 +138,8 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
     material opaque and ivory. MR-like otherwise: two Otsu classes (background, object), the background transparent
     and the opacity ramping up through the object's intensities to the 99.5th percentile (signed data with values
     above 0: from 0; data all at or below 0 keep their Otsu threshold). A label map (integer data with at most
-    LABEL_VALUES values, the lowest of them filling the background) shows every value above the background. One
+    LABEL_VALUES values, the lowest of them filling the background; kind LABEL_MAP, its ``labels`` listed) shows
+    every label above the background, equally opaque, each in its LABEL_COLORS. One
     exact value filling more than a fifth of the volume (padding, cleared air) is always transparent."""
     array = source.array if isinstance(source, Volume) else np.asarray(source)
     sample = gray_voxels(subsample(array, sample_voxels))
@@ -145,6 +156,18 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
         window = Window(low, high)
     top = float(p995) if p995 > low else high
     integer = np.dtype(array.dtype).kind in "iub"
+    if integer and filled is not None and filled <= float(values.min()) and np.unique(values).size <= LABEL_VALUES:
+        found = tuple(float(v) for v in np.unique(values) if v > filled)
+        if found:  # a label map (whatever its labels' range): every label an object, in its own colour
+            # each label's colour held over its unit (v - 0.45 .. v + 0.45), not blended towards the next's
+            colors = [(low, 0.0, 0.0, 0.0), (filled, 0.0, 0.0, 0.0)] + [
+                (v + side,) + LABEL_COLORS[n % len(LABEL_COLORS)] for n, v in enumerate(found) for side in (-0.45, 0.45)]
+            # clear up to half a unit above the background (labels are whole numbers): 1e-3 of the range
+            # (clear_up_to) took labels 1 and 2 of a map whose labels reach 2000
+            opacities = [(low, 0.0), (filled + 0.5, 0.0), (found[0], LABEL_OPACITY), (found[-1], LABEL_OPACITY)]
+            return TransferFunction(LABEL_MAP, ascending_points(colors), ascending_points(opacities),
+                                    Window(filled, found[-1]),
+                                    f"{len(found)} labels above the background {filled:g}", found)
     if p1 <= HU_AIR and p99 >= 0:
         kind, reason = CT_LIKE, f"1st percentile {p1:g}: Hounsfield air"
     elif integer and high - low > WIDE_RANGE:
@@ -173,7 +196,7 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
         background = _otsu(counts, edges, 2)[0]
         labels = (integer and filled is not None and filled <= float(values.min())
                   and np.unique(values).size <= LABEL_VALUES)
-        if labels:  # a label map: every label is an object
+        if labels:  # (a label map whose only label is the fill itself: nothing above it)
             background = filled
         elif low < 0.0 < top:  # signed data (filtered, difference, test patterns) has no dark background: show what
             background = max(background, 0.0)  # is > 0 (when nothing is, e.g. all-negative HU, Otsu's cut stands)
