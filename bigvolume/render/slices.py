@@ -45,7 +45,10 @@ def _mid_planes(volume: Volume, tile: int, method: str = DEFAULT_METHOD) -> list
         plane = np.asarray(plane, np.float64 if array.dtype.itemsize == 8 else np.float32)  # float64: no inf
         factors = (max(1.0, plane.shape[1] / target[1]), max(1.0, plane.shape[0] / target[0]), 1.0)
         if factors != (1.0, 1.0, 1.0):
-            plane = np.asarray(downsample_array(np.ascontiguousarray(plane)[None], factors, method))[0]
+            # NaN and inf reach as far as the kernel: Lanczos's 8 lobes drew a 40 mm NaN block 43 px wide where a
+            # finite one took 29 (10 mm of valid data hidden each side); a mean's reach is its block
+            reduce = "mean" if method == DEFAULT_METHOD and not np.isfinite(plane).all() else method
+            plane = np.asarray(downsample_array(np.ascontiguousarray(plane)[None], factors, reduce))[0]
         pick_rows = ((np.arange(target[0]) + 0.5) * plane.shape[0] / target[0]).astype(int)
         pick_cols = ((np.arange(target[1]) + 0.5) * plane.shape[1] / target[1]).astype(int)
         result.append((name, fixed, index, plane[pick_rows][:, pick_cols]))

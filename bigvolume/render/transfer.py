@@ -159,12 +159,13 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
     if integer and filled is not None and filled <= float(values.min()) and np.unique(values).size <= LABEL_VALUES:
         found = tuple(float(v) for v in np.unique(values) if v > filled)
         if found:  # a label map (whatever its labels' range): every label an object, in its own colour
-            # each label's colour held over its unit (v - 0.45 .. v + 0.45), not blended towards the next's
+            # Points at the labels themselves (drawn without interpolation, see fill: no value lies between them):
+            # closer points make VTK's lookup tables larger than OpenGL allows (a warning, and a coarser table).
+            # The background is clear up to the first label (clear_up_to's 1e-3 of the range took labels 1 and 2
+            # of a map whose labels reach 2000).
             colors = [(low, 0.0, 0.0, 0.0), (filled, 0.0, 0.0, 0.0)] + [
-                (v + side,) + LABEL_COLORS[n % len(LABEL_COLORS)] for n, v in enumerate(found) for side in (-0.45, 0.45)]
-            # clear up to half a unit above the background (labels are whole numbers): 1e-3 of the range
-            # (clear_up_to) took labels 1 and 2 of a map whose labels reach 2000
-            opacities = [(low, 0.0), (filled + 0.5, 0.0), (found[0], LABEL_OPACITY), (found[-1], LABEL_OPACITY)]
+                (v,) + LABEL_COLORS[n % len(LABEL_COLORS)] for n, v in enumerate(found)]
+            opacities = [(low, 0.0), (filled, 0.0), (found[0], LABEL_OPACITY), (found[-1], LABEL_OPACITY)]
             return TransferFunction(LABEL_MAP, ascending_points(colors), ascending_points(opacities),
                                     Window(filled, found[-1]),
                                     f"{len(found)} labels above the background {filled:g}", found)

@@ -89,7 +89,10 @@ def load_preview_source(source, name: str | None = None, memory_limit: float | N
     else:
         with tempfile.TemporaryDirectory(prefix="bigvolume-preview-") as folder:
             reduced = Path(folder) / "preview.nhdr"
-            resample_file(path, reduced, factors, method=DEFAULT_METHOD, compress=False, memory_limit=memory_limit,
+            # float data may hold NaN or inf, which Lanczos spreads 32 voxels (its note then advised a --method
+            # preview does not have): a mean reaches its block only
+            method = "mean" if np.dtype(dtype).kind == "f" else DEFAULT_METHOD
+            resample_file(path, reduced, factors, method=method, compress=False, memory_limit=memory_limit,
                           series=series)
             read = io.read_volume(reduced)
             small = Volume(np.array(read.array), read.geometry)  # a copy: the temporary file goes away
