@@ -1111,3 +1111,26 @@ def test_a_large_float_file_with_nan_is_reduced_without_spreading_it(tmp_path):
     x = geometry.origin[0] + geometry.spacing[0] * np.arange(geometry.dimensions[0])
     first = x[np.isfinite(np.asarray(source.volume.array)[10, 10])][0]
     assert first - 149.5 <= geometry.spacing[0], (first, geometry.spacing)
+
+
+def test_a_constant_volume_is_said_to_be_one(tmp_path):
+    """A constant volume drew an empty picture, exit 0, its captions "window 7 .. 8" and "intensities span 1" (a
+    helper's preview check): the note says every voxel has the value, on stderr and at the picture's foot."""
+    path = tmp_path / "const.nrrd"
+    bv.write_volume(bv.Volume.from_array(np.full((10, 20, 30), 7, np.uint16)), path)
+    done = subprocess.run([sys.executable, "-m", "bigvolume", "preview", str(path), str(tmp_path / "c.png")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and (tmp_path / "c.png").is_file(), done.stderr
+    assert "every voxel has the value 7 (a constant volume)" in done.stderr, done.stderr
+    assert "one value, 7, in every voxel" in done.stdout and "span 1" not in done.stdout, done.stdout
+
+
+def test_a_two_valued_volume_has_no_opacity_cliff_at_its_object():
+    """Float data of two values (0 and 1000): the opacity jumped from 0.1 to 0.5 (and the colour to white) just
+    above 1000, so a resampled copy's 3 % overshoot drew far more solid beside the original under "the same curves"
+    (a helper's preview check). A ramp above the object's value now."""
+    array = np.zeros((40, 40, 40), np.float32)
+    array[12:28, 12:28, 12:28] = 1000
+    transfer = transfer_function(array)
+    at = [float(np.interp(v, *zip(*transfer.opacities))) for v in (1000.0, 1030.0)]
+    assert at[0] > 0.0 and at[1] - at[0] < 0.05, transfer.opacities

@@ -7,6 +7,7 @@ compared volumes alike), :mod:`.compose` (text, canvas, PNG). This module puts t
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,17 @@ def thin_note(source: PreviewSource) -> str:
             "(see the slices)")
 
 
+def constant_note(source: PreviewSource) -> str:
+    """A line (picture foot and log) when every finite voxel of ``source`` has one value: nothing to render, one
+    gray in the slices; the window shown is only a placeholder around that value."""
+    array = np.asarray(source.volume.array)
+    finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
+    if finite.size == 0 or finite.min() != finite.max():
+        return ""
+    return (f"{source.name}: every voxel{' that is finite' if finite.size < array.size else ''} has the value "
+            f"{finite.flat[0]:g} (a constant volume): nothing to render, the slices one gray")
+
+
 MAX_PICTURE_SIDE = 8192  # pixels of one rendering's side: 100000 x 100000 made VTK abort the process (bad_alloc)
 
 
@@ -168,11 +180,14 @@ def write_preview(source, output_png, *, compare=None, size=DEFAULT_SIZE, names=
                 displays[0].marked_by = other.name
                 break
     panels = [preview_panel(item, display, size, engine, camera) for item, display in zip(loaded, displays)]
+    constant = [line for line in map(constant_note, loaded) if line]
+    for line in constant:
+        logging.getLogger("bigvolume").warning(line)
     placed = []
     note = f"rendering: {transfer.kind} transfer function of {loaded[0].name} ({transfer.reason})"
     note = "\n".join([note] + [display.rendering_note(other.name)
                                 for other, display in zip(loaded[1:], displays[1:])]
-                      + [line for line in map(thin_note, loaded) if line])
+                      + [line for line in map(thin_note, loaded) if line] + constant)
     note = text_image(note, 12, (0.7, 0.7, 0.7))
     gap = 16
     height = max(panel.image.shape[0] for panel in panels) + note.shape[0] + 12

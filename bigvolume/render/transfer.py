@@ -175,6 +175,8 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
         kind, reason = CT_LIKE, f"intensities span {high - low:.0f} (> {WIDE_RANGE}): CT / micro-CT range"
     else:
         kind, reason = MR_LIKE, f"intensities span {high - low:.6g}, no Hounsfield air"
+    if values.min() == values.max():  # (the histogram's range is a placeholder then: low .. low + 1)
+        reason = f"one value, {values[0]:g}, in every voxel"
 
     def clear_up_to(threshold: float) -> float:
         """The threshold below which everything is transparent: above a fill value, if there is one."""
@@ -206,7 +208,9 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
         middle = float(np.median(above)) if above.size else background
         if labels and above.size:  # the lowest label already at the middle's opacity, not faded out near 0
             middle = float(above.min())
-        top = max(top, middle)
+        if top <= middle:  # (two-valued data: its object at the 99.5th percentile) a ramp above it, not a step from
+            # 0.1 to 0.5 opacity right at it, which drew a resampled copy's 3 % overshoot far more solid and white
+            top = middle + 0.5 * (middle - background) if middle > background else middle
         colors = [(low, 0.0, 0.0, 0.0), (background, 0.45, 0.30, 0.25), (middle, 0.85, 0.72, 0.62),
                   (top, 1.0, 1.0, 0.96)]
         opacities = [(low, 0.0), (background, 0.0), (middle, 0.10), (top, 0.5)]
