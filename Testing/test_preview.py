@@ -1134,3 +1134,20 @@ def test_a_two_valued_volume_has_no_opacity_cliff_at_its_object():
     transfer = transfer_function(array)
     at = [float(np.interp(v, *zip(*transfer.opacities))) for v in (1000.0, 1030.0)]
     assert at[0] > 0.0 and at[1] - at[0] < 0.05, transfer.opacities
+
+
+@pytest.mark.parametrize("angles", [(35, 45), (10, 80), (60, 30), (0, 0), (90, 90)])
+def test_the_three_panels_are_three_views_on_an_oblique_grid(angles):
+    """Each plane took the view nearest its normal on its own: an oblique grid (35 degrees about R, 45 about S)
+    showed "sagittal J" and "sagittal I" and no coronal (a helper's preview check). One view per plane now."""
+    import math
+
+    def rotation(axis, degrees):
+        c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+        return {0: np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), 2: np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+
+    direction = rotation(0, angles[0]) @ rotation(2, angles[1])
+    volume = bv.Volume.from_array(np.arange(36 * 40 * 48, dtype=np.float32).reshape(36, 40, 48),
+                                  direction=direction)
+    names = [name.split()[0] for name, _ in mid_slices(volume, Window(0, 1), 64)]
+    assert sorted(names) == ["axial", "coronal", "sagittal"], names

@@ -2,6 +2,7 @@
 intensity window, with a region marked on them."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -28,12 +29,16 @@ def _mid_planes(volume: Volume, tile: int, method: str = DEFAULT_METHOD) -> list
     geometry = volume.geometry
     directions = geometry.ijk_to_ras()[:3, :3] / np.asarray(geometry.spacing)  # unit RAS direction of I, J, K
     scale = tile / max(geometry.extent)  # pixels per mm
+    # Each plane shown as the view (axial, coronal, sagittal) whose normal is nearest its own, one view each: on an
+    # oblique grid two planes' nearest could be the same (two "sagittal" panels, no coronal)
+    views = max(itertools.permutations(range(3)),
+                key=lambda ras: sum(abs(directions[ras[n], fixed]) for n, fixed in enumerate((2, 1, 0))))
     result = []
-    for fixed in (2, 1, 0):  # K, J, I
+    for fixed, view in zip((2, 1, 0), views):  # K, J, I
         index = geometry.dimensions[fixed] // 2
         plane = np.take(array, index, axis=2 - fixed)   # numpy axes are (k, j, i)
         rows, cols = [axis for axis in (2, 1, 0) if axis != fixed]  # IJK axes of the plane's rows and columns
-        name, screen_x, screen_y = SLICE_VIEWS[int(np.argmax(np.abs(directions[:, fixed])))]
+        name, screen_x, screen_y = SLICE_VIEWS[view]
         if abs(directions[:, rows] @ screen_x) > abs(directions[:, cols] @ screen_x):
             plane, rows, cols = plane.T, cols, rows
         if directions[:, cols] @ screen_x < 0:
