@@ -1151,3 +1151,14 @@ def test_the_three_panels_are_three_views_on_an_oblique_grid(angles):
                                   direction=direction)
     names = [name.split()[0] for name, _ in mid_slices(volume, Window(0, 1), 64)]
     assert sorted(names) == ["axial", "coronal", "sagittal"], names
+
+
+def test_values_far_below_hounsfield_air_are_not_called_it():
+    """float64 data at +-1e300 was "CT-like (1st percentile -1e+300: Hounsfield air)" (a helper's preview check)."""
+    rng = np.random.default_rng(0)
+    array = rng.normal(0, 1, (20, 20, 20)) * 1e300
+    transfer = transfer_function(array)
+    assert "Hounsfield air" not in transfer.reason.replace("no Hounsfield air", ""), transfer.reason
+    ct = np.full((20, 20, 20), -1000.0)
+    ct[5:15, 5:15, 5:15] = 40.0
+    assert "Hounsfield air" in transfer_function(ct).reason

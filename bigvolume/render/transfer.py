@@ -20,6 +20,7 @@ SAMPLE_VOXELS = 2_000_000      # voxels the histogram is taken from
 FILLED_SHARE = 0.2             # one exact value in more than this share of the voxels is a fill, i.e. background
 WINDOW_PERCENTILES = (0.5, 99.5)  # the slices' intensity window
 HU_AIR = -500.0                # 1st percentile at or below this: Hounsfield units with air (-1000) around
+HU_LOWEST = -4096.0            # ... and not below this (padding reaches -3024): lower is no Hounsfield scale
 WIDE_RANGE = 4096              # integer data spanning more than 12 bits: CT/micro-CT, not MR (12-bit magnitudes)
 OPACITY_UNIT_FRACTION = 1 / 200  # opacity is per this fraction of the volume's diagonal: same look at any scale
 LABEL_VALUES = 64              # integer data with at most this many values, its lowest one a fill: a label map
@@ -169,7 +170,8 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
             return TransferFunction(LABEL_MAP, ascending_points(colors), ascending_points(opacities),
                                     Window(filled, found[-1]),
                                     f"{len(found)} labels above the background {filled:g}", found)
-    if p1 <= HU_AIR and p99 >= 0:
+    hounsfield = HU_LOWEST <= p1 <= HU_AIR and p99 >= 0
+    if hounsfield:
         kind, reason = CT_LIKE, f"1st percentile {p1:g}: Hounsfield air"
     elif integer and high - low > WIDE_RANGE:
         kind, reason = CT_LIKE, f"intensities span {high - low:.0f} (> {WIDE_RANGE}): CT / micro-CT range"
@@ -186,7 +188,7 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
 
     if kind == CT_LIKE:
         air, dense = _otsu(counts, edges, 3)
-        if p1 <= HU_AIR:
+        if hounsfield:
             air = max(air, -400.0)  # lung and air stay clear in Hounsfield data
         air = clear_up_to(air)
         dense = max(dense, air + 1e-6 * (high - low))
