@@ -1162,3 +1162,16 @@ def test_values_far_below_hounsfield_air_are_not_called_it():
     ct = np.full((20, 20, 20), -1000.0)
     ct[5:15, 5:15, 5:15] = 40.0
     assert "Hounsfield air" in transfer_function(ct).reason
+
+
+def test_a_wide_range_draws_without_vtk_warnings_on_stderr(tmp_path):
+    """Data spanning more than about 1e7 made VTK warn on stderr, in colour codes, that its lookup table would be
+    coarser than asked (the picture the same; a helper's preview check): only VTK's errors reach stderr now."""
+    array = np.full((20, 40, 40), 500, np.float32)
+    array[5:15, 10:30, 10:30] = 2e8
+    array[8:12, 15:25, 15:25] = -3e7
+    path = tmp_path / "wide.nrrd"
+    bv.write_volume(bv.Volume.from_array(array), path)
+    done = subprocess.run([sys.executable, "-m", "bigvolume", "preview", str(path), str(tmp_path / "w.png")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "vtkOpenGL" not in done.stderr and "WARN" not in done.stderr, done.stderr

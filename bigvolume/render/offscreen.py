@@ -44,10 +44,11 @@ _window_class = None
 
 
 @contextlib.contextmanager
-def quiet_vtk():
-    """Silence VTK's log while trying render windows or tearing Slicer objects down (expected warnings)."""
+def quiet_vtk(level=vtkLogger.VERBOSITY_OFF):
+    """Silence VTK's log (below ``level``: all of it by default) while trying render windows or tearing Slicer
+    objects down (expected warnings)."""
     previous = vtkLogger.GetCurrentVerbosityCutoff()
-    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_OFF)
+    vtkLogger.SetStderrVerbosity(level)
     try:
         yield
     finally:
@@ -243,7 +244,10 @@ def render_volume(volume: Volume, size=DEFAULT_SIZE, transfer: TransferFunction 
     if transfer.labels:
         volume, transfer = _label_ranks(volume, transfer)
     volume, transfer = _in_float32_range(_clear_non_finite(volume, transfer), transfer)
-    return RENDERERS[engine].render(thickened(volume), (width, height), transfer, camera or Camera())
+    # Errors only: curves over a range above 1e7 (or with points 1 ulp apart) make OpenGL's lookup tables larger than
+    # allowed, and VTK warned on stderr, in colour codes, of a coarser table (the picture the same as without)
+    with quiet_vtk(vtkLogger.VERBOSITY_ERROR):
+        return RENDERERS[engine].render(thickened(volume), (width, height), transfer, camera or Camera())
 
 
 def _label_ranks(volume: Volume, transfer: TransferFunction) -> tuple[Volume, TransferFunction]:
