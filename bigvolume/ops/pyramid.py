@@ -232,9 +232,13 @@ class Records:
     def __init__(self, staging: Path):
         self.folder = staging / RECORDS
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.done: dict[int, set[int]] = {}
-        self.stamps: dict[int, dict[int, list[str]]] = {}
+        self.stamps: dict[int, dict[int, list[str]]] = {}  # level -> finished task -> its files' stamps
         self._files: dict[int, int] = {}
+
+    @property
+    def done(self) -> dict:
+        """level -> the numbers of its finished tasks."""
+        return {level: stamps.keys() for level, stamps in self.stamps.items()}
 
     def load(self, levels: int) -> None:
         for level in range(levels):
@@ -245,13 +249,12 @@ class Records:
                 words = line.split()
                 if len(words) > 1 and words[0].isdigit():
                     stamps[int(words[0])] = words[1:]
-            self.stamps[level], self.done[level] = stamps, set(stamps)
+            self.stamps[level] = stamps
 
     def add(self, level: int, number: int, stamps: Sequence[str]) -> None:
         if level not in self._files:
             self._files[level] = os.open(self.folder / f"level-{level}.done", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.write(self._files[level], f"{number} {' '.join(stamps)}\n".encode())
-        self.done.setdefault(level, set()).add(number)
         self.stamps.setdefault(level, {})[number] = list(stamps)
 
     def close(self) -> None:
@@ -386,7 +389,7 @@ def compute_block(task: BlockTask) -> list[str]:
 
     out = resample_block(read, kernels, task.block, slab_slices=BLOCK_SLAB_SLICES)
     target[tuple(slice(a, b) for a, b in task.block)] = out
-    return stored_stamps(Path(task.store) / task.target, stored_keys(target, task.block))
+    return stored_stamps(stored_files(target, task.block))
 
 
 class _StartedReader(SlabReader):
@@ -412,8 +415,8 @@ class Level0Stage(SlabStage):
     from it (on the loop's filter threads) and written. Slices nothing needs any more leave the window."""
 
     def __init__(self, level0, rows, rows_todo, level1_tasks, start: int, capacity: int, slice_shape, dtype,
-                 record, strip: int, staging: Path):
-        self.level0, self.rows, self.record, self.strip, self.staging = level0, rows, record, strip, staging
+                 record, strip: int):
+        self.level0, self.rows, self.record, self.strip = level0, rows, record, strip
         self.rows_todo = sorted(rows_todo)
         self.tasks = level1_tasks   # [(number, block, region, kernels, target)], by region end
         self.start = start
@@ -471,8 +474,8 @@ class Level0Stage(SlabStage):
         for y0 in range(0, self.level0.shape[1], self.strip):
             y1 = min(y0 + self.strip, self.level0.shape[1])
             self.level0[z0:z1, y0:y1] = self.window[z0 - self.w0:z1 - self.w0, y0:y1]
-        block = ((z0, z1), (0, self.level0.shape[1]), (0, self.level0.shape[2]))
-        return stored_stamps(self.staging / "0", stored_keys(self.level0, block))
+        return stored_stamps(stored_files(self.level0, ((z0, z1), (0, self.level0.shape[1]),
+                                                        (0, self.level0.shape[2]))))
 
     def _compute(self, block, region, kernels, target):
         def read_region(region):  # in the window: level 0's slices, still in memory
@@ -480,7 +483,7 @@ class Level0Stage(SlabStage):
             return self.window[z.start - self.w0:z.stop - self.w0, y, x]
         out = resample_block(read_region, kernels, block, slab_slices=BLOCK_SLAB_SLICES)
         target[tuple(slice(a, b) for a, b in block)] = out
-        return stored_stamps(self.staging / "1", stored_keys(target, block))
+        return stored_stamps(stored_files(target, block))
 
 
 def _window_capacity(slabs, rows, rows_todo, task_regions, start) -> int:
@@ -708,7 +711,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
         (records.folder / "plan.json").write_text(json.dumps(fingerprint))
         records.load(len(plan))
     if resuming:
-        _prepare_resume(plan, arrays, staging, records)
+        _prepare_resume(plan, arrays, records)
         _remove_zarr_temporaries(staging)
     # The levels' metadata from the start (not yet all_chunks_written): the staging store reads as a pyramid, so a
     # damaged chunk is named by the readers' diagnosis.
@@ -764,7 +767,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
             capacity = _window_capacity(slabs, rows, rows_todo, [(t[2][0].start, t[2][0].stop) for t in tasks],
                                         start)
             stage = Level0Stage(arrays[0], rows, rows_todo, tasks, start, capacity, reader.slice_shape, dtype, record,
-                                plan[0].task_shape[1], staging)
+                                plan[0].task_shape[1])
             voxels_per_slice = reader.slice_bytes // dtype.itemsize
             streamed = {"slices": 0.0}
 
@@ -798,23 +801,24 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
     return skipped, notes
 
 
-def stored_keys(array, block) -> list[str]:
+def stored_files(array, block) -> list[Path]:
     """The stored objects (chunk files, or shard files when the array has shards) of the task writing ``block``
-    (((z0, z1), (y0, y1), (x0, x1)); tasks write whole ones)."""
+    (((z0, z1), (y0, y1), (x0, x1)); tasks write whole ones), in the array's folder of its local store."""
+    folder = Path(array.store_path.store.root) / array.store_path.path
     shape = array.shards or array.chunks
     ranges = [range(a // t, -(-b // t)) for (a, b), t in zip(block, shape)]
-    return [array.metadata.encode_chunk_key(coords) for coords in itertools.product(*ranges)]
+    return [folder / array.metadata.encode_chunk_key(coords) for coords in itertools.product(*ranges)]
 
 
-def stored_stamps(folder: Path, keys) -> list[str]:
+def stored_stamps(paths) -> list[str]:
     """Size and modification time (ns) of each stored object, "missing" for one not there, as its task finished:
     a resumed run redoes a task whose files differ (cut short, rewritten, removed). Only one task writes an object,
     so they change no more; a stat each, the data not read again (a CRC-32 of every file cost 0.35 s on a 224 MiB
     level, a quarter of the whole 512^3 pyramid)."""
     stamps = []
-    for key in keys:
+    for path in paths:
         try:
-            stat = (folder / key).stat()
+            stat = path.stat()
         except FileNotFoundError:
             stamps.append("missing")
             continue
@@ -822,27 +826,25 @@ def stored_stamps(folder: Path, keys) -> list[str]:
     return stamps
 
 
-def _prepare_resume(plan, arrays, staging: Path, records: Records) -> None:
+def _prepare_resume(plan, arrays, records: Records) -> None:
     """A task recorded finished whose chunk (or shard) files are not as it left them is done again: the staging
     folder was damaged after it ran (a file deleted, cut short, its bytes changed: 0.4 chunks carry no checksum, and
     0.5 ones would fail only when read, after the pyramid was published). One stat per file; the data is not read.
     The files of tasks to do are removed first: an edge shard is written partially, so zarr would read what is
     there."""
     for level, array in zip(plan, arrays):
-        done = records.done.get(level.number, set())
+        stamps = records.stamps.setdefault(level.number, {})
         if level.number == 0:
             rows = [(z0, z1) for (z0, z1), _, _ in output_blocks(level.shape, (level.task_shape[0],) + level.shape[1:])]
             blocks = [((z0, z1), (0, level.shape[1]), (0, level.shape[2])) for z0, z1 in rows]
         else:
             blocks = [tuple(block) for block in level.blocks()]
-        folder = staging / level.path
-        stamps = records.stamps.get(level.number, {})
-        lost = {n for n in done if n >= len(blocks) or "missing" in stamps[n]
-                or stored_stamps(folder, stored_keys(array, blocks[n])) != stamps[n]}
-        done -= lost
-        for n in set(range(len(blocks))) - done:
-            for key in stored_keys(array, blocks[n]):
-                (folder / key).unlink(missing_ok=True)
+        for n in [n for n, recorded in stamps.items() if n >= len(blocks) or "missing" in recorded
+                  or stored_stamps(stored_files(array, blocks[n])) != recorded]:
+            del stamps[n]
+        for n in set(range(len(blocks))) - stamps.keys():
+            for path in stored_files(array, blocks[n]):
+                path.unlink(missing_ok=True)
 
 
 def clear_chunk_cache() -> None:

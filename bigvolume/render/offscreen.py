@@ -27,7 +27,8 @@ from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry
 from ..core.volume import Volume
 from ..ops.precision import Window
-from .transfer import LABEL_COLORS, TransferFunction, float_shift, opacity_unit_distance, transfer_function
+from .transfer import (LABEL_COLORS, LABEL_OPACITY, TransferFunction, float_shift, label_places,
+                       opacity_unit_distance, transfer_function)
 from .volumes import DEFAULT_SIZE, preview_volume, scalar_voxels
 
 BACKGROUND = (0.10, 0.10, 0.14)  # the render's background (RGB 0..1)
@@ -254,17 +255,12 @@ def _label_ranks(volume: Volume, transfer: TransferFunction) -> tuple[Volume, Tr
     """A label map drawn as its labels' places (1, 2, ...; the background 0) with the same colours: the renderers'
     lookup tables sample the curves at a few thousand points over their range, so labels 1, 2 and 3 of a map that
     reaches 2000 shared an entry (one vanished, two took one colour). A value the subsample missed takes the place
-    of the label above it, as in the slices."""
-    labels = np.asarray(transfer.labels, np.float64)
-    array = np.asarray(volume.array)
-    places = np.minimum(np.searchsorted(labels, array), labels.size - 1).astype(np.uint16) + 1
-    places[~(array >= labels[0])] = 0
-    count = labels.size
+    of the label above it, as in the slices (:func:`.transfer.label_places`)."""
+    count = len(transfer.labels)
     colors = [(0.0, 0.0, 0.0, 0.0)] + [(float(n + 1),) + LABEL_COLORS[n % len(LABEL_COLORS)] for n in range(count)]
-    opacity = max(o for _, o in transfer.opacities)
-    ranked = TransferFunction(transfer.kind, colors, [(0.0, 0.0), (1.0, opacity), (float(count), opacity)],
+    ranked = TransferFunction(transfer.kind, colors, [(0.0, 0.0), (1.0, LABEL_OPACITY), (float(count), LABEL_OPACITY)],
                               Window(0.0, float(count)), transfer.reason, tuple(float(n) for n in range(1, count + 1)))
-    return Volume(places, volume.geometry), ranked
+    return Volume(label_places(volume.array, transfer.labels), volume.geometry), ranked
 
 
 def _clear_non_finite(volume: Volume, transfer: TransferFunction) -> Volume:

@@ -11,7 +11,7 @@ from ..core.geometry import Geometry
 from ..core.volume import Volume
 from ..ops.precision import Window, apply_window
 from ..ops.resample import DEFAULT_METHOD, downsample_array
-from .transfer import LABEL_COLORS, float_shift, gray_voxels
+from .transfer import LABEL_COLORS, float_shift, gray_voxels, label_places
 
 
 # Slicer's slice views (patient right on screen left): the RAS directions of the screen's x (rightwards) and y (up).
@@ -102,14 +102,11 @@ def mark_region(gray: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def label_image(plane: np.ndarray, labels) -> np.ndarray:
-    """An RGB image of a label map's plane: each label in its LABEL_COLORS (by its place among ``labels``; a value
-    the subsample missed takes the colour of the label above it), the background (below the first label) black."""
-    labels = np.asarray(labels, np.float64)
-    palette = np.rint(255 * np.asarray(LABEL_COLORS)).astype(np.uint8)
-    place = np.minimum(np.searchsorted(labels, plane), labels.size - 1)
-    rgb = palette[place % len(palette)]
-    rgb[~(plane >= labels[0])] = 0  # (NaN too)
-    return rgb
+    """An RGB image of a label map's plane: each label in its LABEL_COLORS by its place among ``labels``
+    (:func:`label_places`), the background black."""
+    palette = np.rint(255 * np.asarray(((0.0, 0.0, 0.0),) + LABEL_COLORS)).astype(np.uint8)
+    places = label_places(plane, labels)
+    return palette[np.where(places > 0, (places - 1) % len(LABEL_COLORS) + 1, 0)]
 
 
 def mid_slices(volume: Volume, window: Window, tile: int, file_geometry: Geometry | None = None,

@@ -101,6 +101,16 @@ def gray_voxels(array: np.ndarray) -> np.ndarray:
     return array[..., 0]
 
 
+def label_places(values, labels) -> np.ndarray:
+    """Each value's place among a label map's ``labels`` (ascending): 1 for the first, ..., 0 for the background
+    (below the first label; NaN too). A value the subsample missed takes the place of the label above it."""
+    labels = np.asarray(labels, np.float64)
+    values = np.asarray(values)
+    places = np.minimum(np.searchsorted(labels, values), labels.size - 1).astype(np.uint16) + 1
+    places[~(values >= labels[0])] = 0
+    return places
+
+
 def _otsu(counts: np.ndarray, edges: np.ndarray, classes: int) -> list[float]:
     """Multi-level Otsu thresholds (values) of a histogram."""
     if np.count_nonzero(counts) < classes:  # nearly constant: evenly spaced thresholds
@@ -157,7 +167,9 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
         window = Window(low, high)
     top = float(p995) if p995 > low else high
     integer = np.dtype(array.dtype).kind in "iub"
-    if integer and filled is not None and filled <= float(values.min()) and np.unique(values).size <= LABEL_VALUES:
+    labels = (integer and filled is not None and filled <= float(values.min())
+              and np.unique(values).size <= LABEL_VALUES)
+    if labels:
         found = tuple(float(v) for v in np.unique(values) if v > filled)
         if found:  # a label map (whatever its labels' range): every label an object, in its own colour
             # Points at the labels themselves (drawn without interpolation, see fill: no value lies between them):
@@ -199,8 +211,6 @@ def transfer_function(source, sample_voxels: int = SAMPLE_VOXELS) -> TransferFun
                      (dense, 0.15), (dense + 0.5 * (top - dense), 0.6), (top, 0.85)]
     else:
         background = _otsu(counts, edges, 2)[0]
-        labels = (integer and filled is not None and filled <= float(values.min())
-                  and np.unique(values).size <= LABEL_VALUES)
         if labels:  # (a label map whose only label is the fill itself: nothing above it)
             background = filled
         elif low < 0.0 < top:  # signed data (filtered, difference, test patterns) has no dark background: show what
