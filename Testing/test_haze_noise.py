@@ -841,3 +841,17 @@ def test_a_thin_noisy_wall_whose_cavity_leaked_is_noted(seed, wall):
     leaked = mask[cavity].mean() > 0.5
     noted = any("inside the object in their slices" in note for note in report.notes)
     assert noted == leaked or report.warning, (mask[cavity].mean(), report.enclosed, report.summary())
+
+
+def test_a_shaded_specimen_through_the_command_line(tmp_path):
+    """The command-line door: exit 0, the note on stderr, the specimen's core and the output's grid as the input's."""
+    volume, specimen = shaded_microct("multi", 4, 4.0)
+    source = tmp_path / "shaded.nrrd"
+    bv.write_volume(bv.Volume.from_array(volume.array, spacing=(0.02, 0.02, 0.035), origin=(1.0, -2.0, 3.5)), source)
+    done = subprocess.run([sys.executable, "-m", "bigvolume", "dehaze", str(source), str(tmp_path / "out.nrrd")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "threshold lowered from" in done.stderr, done.stderr
+    out = bv.read_volume(tmp_path / "out.nrrd")
+    assert out.geometry.isclose(bv.read_volume(source).geometry)
+    core = ndimage.binary_erosion(specimen, iterations=2)
+    np.testing.assert_array_equal(out.array[core], volume.array[core])
