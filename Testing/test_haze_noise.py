@@ -855,3 +855,60 @@ def test_a_shaded_specimen_through_the_command_line(tmp_path):
     assert out.geometry.isclose(bv.read_volume(source).geometry)
     core = ndimage.binary_erosion(specimen, iterations=2)
     np.testing.assert_array_equal(out.array[core], volume.array[core])
+
+
+def dim_around_bright(shape, seed, noise, dtype, air, dim, bright, sigma):
+    """An object of two classes, dim tissue around a bright core (grey matter around white, soft tissue around
+    bone), in air; Gaussian or Rician noise ``sigma`` (Rician above the air level), clipped to ``dtype``. Returns
+    (volume, dim tissue, core)."""
+    rng = np.random.default_rng(seed)
+    centre = [n / 2 + rng.uniform(-2, 2) for n in shape]
+    r = radius(shape, centre, [n * rng.uniform(0.3, 0.4) for n in shape])
+    core = r < rng.uniform(0.45, 0.65)
+    clean = np.where(r < 1, dim, air)
+    clean[core] = bright
+    if noise == "gaussian":
+        noisy = clean + rng.normal(0, sigma, shape)
+    else:
+        noisy = test_volumes.rician_noise(clean - air, sigma, seed) + air
+    if np.dtype(dtype).kind in "iu":
+        noisy = np.clip(np.rint(noisy), np.iinfo(dtype).min, np.iinfo(dtype).max)
+    return grid(noisy.astype(dtype), seed), (r < 1) & ~core, core
+
+
+DIM_AROUND_BRIGHT = {"int16": (np.int16, 100, 600, 1500, 30), "micro-CT": (np.int16, 100, 300, 1500, 40),
+                     "CT": (np.int16, -1000, -300, 1200, 50), "uint8": (np.uint8, 10, 60, 200, 8),
+                     "float32": (np.float32, 100, 400, 900, 60)}
+
+
+@pytest.mark.parametrize("recipe", list(DIM_AROUND_BRIGHT))
+@pytest.mark.parametrize("noise", ["gaussian", "rician"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_fixed_level_that_takes_a_dim_class_of_the_object_is_a_warning(recipe, noise, seed):
+    """Levels 1-3 take the dim tissue around a bright core as air on most of these (MRIcroGL's table: their darkest
+    classes are air): the report warns exactly when they did, whatever the level; level auto keeps it, unwarned."""
+    dtype, *levels = DIM_AROUND_BRIGHT[recipe]
+    volume, dim, core = dim_around_bright(((44, 52, 60), (40, 40, 72), (36, 64, 48))[seed], seed, noise, dtype,
+                                          *levels)
+    _, mask, report = dehaze(volume, measure_compression=False)
+    assert mask[dim].mean() < 0.05 and not mask[core].any() and not report.warning, report.summary()
+    took = []
+    for level in (5, 4, 3, 2, 1):
+        _, mask, report = dehaze(volume, HazeOptions(level=level), measure_compression=False)
+        assert not mask[core].any()
+        lost = mask[dim].mean()
+        assert lost < 0.1 or lost > 0.5  # the class goes or stays, as a class
+        said = "lies a class of its own above the air" in report.warning
+        assert said == (lost > 0.5), (level, lost, report.summary())
+        took.append(lost > 0.5)
+    assert took[-1] and not took[0]  # level 1 takes it, level 5 keeps it: the warning was tried both ways
+
+
+@pytest.mark.parametrize("level, warned", [(5, False), (4, False), (3, False), (2, True), (1, True)])
+def test_the_real_head_mri_levels_that_remove_the_brain_are_warnings(level, warned):
+    """ch2: levels 2 and 1 remove a quarter of the brain (ch2bet) and all of it; 5-3 remove 526-6,760 of its 1.7
+    million voxels, the dim background above the zeros outside the head taken with the air: no warning."""
+    volume, brain = io.read_volume(MRI), io.read_volume(BRAIN).array > 0
+    _, mask, report = dehaze(volume, HazeOptions(level=level), measure_compression=False)
+    assert ("lies a class of its own above the air" in report.warning) == warned, report.summary()
+    assert (mask[brain].mean() > 0.2) == warned

@@ -29,6 +29,7 @@ class Counts:
     border: int = 0       # voxels on the volume's border ...
     border_dark: int = 0  # ... and how many of them are dark (counted with air="border" only)
     enclosed: int = 0     # haze voxels with object on both sides along their slice's rows and columns (sampled)
+    haze_above_air: int = 0  # haze voxels brighter than the air (threshold.class_taken_above), when that is known
 
 
 class _PassStage(SlabStage):
@@ -224,6 +225,8 @@ class HazePipeline:
         c.haze += haze_voxels
         c.object_voxels += block.size - haze_voxels
         c.changed += int(np.count_nonzero(changed))
+        if self.threshold.class_taken_above is not None:
+            c.haze_above_air += int(np.count_nonzero(haze & (block > self.threshold.class_taken_above)))
         sampled = slice((-k0) % ENCLOSED_STRIDE, None, ENCLOSED_STRIDE)  # every 4th slice of the volume
         c.enclosed += ENCLOSED_STRIDE * enclosed_in_slices(haze[sampled], obj[sampled])
         sink(k0, block, haze, output, obj)

@@ -31,6 +31,13 @@ BORDER_DARK_SHARE = 0.5
 # through the trachea; up to 98 % between ring artefacts, which count as object).
 ENCLOSED_SHARE = 0.02
 ENCLOSED_VOXELS = 0.005
+# Levels 1-5 that took a class of its own above the air as air (HazeThreshold.class_taken_above): the report warns
+# when the haze voxels brighter than the air's noise are at least this share of the object kept (and LITTLE_REMOVED of
+# the volume). Measured on the real head MRI ch2 (voxels above the air's noise removed / object kept, brain voxels
+# of ch2bet removed): level 5 0.03 (526), 4 0.05 (2,510), 3 0.09 (6,760: dim background outside the head, the haze
+# itself), 2 0.8 (413,083, a quarter of the brain), 1 6 (all of it); a sphere of dim tissue around a bright core,
+# levels 1-3: 1.8 (the dim shell, all of it).
+CLASS_TAKEN_SHARE = 0.25
 
 
 @dataclass
@@ -53,6 +60,7 @@ class DehazeReport:
     sizes_estimated: str = ""  # how the compressed sizes were estimated; empty when measured on every voxel
     warning: str = ""  # why little or nothing was removed; empty when the run removed haze
     enclosed: int = 0  # haze voxels enclosed by the object in their slice, estimated (pipeline.enclosed_in_slices)
+    haze_above_air: int = 0  # haze voxels brighter than the air's noise (Counts.haze_above_air)
 
     def summary(self) -> str:
         where = f"{self.output_path}: " if self.output_path else ""
@@ -88,7 +96,8 @@ def make_report(pipeline: HazePipeline, threshold: HazeThreshold, fill, sizes: C
                      f"{c.nan - c.nan_filled} kept as NaN (not taken as haze)")
     warning = (_why_little_was_removed(c, threshold, pipeline.options) or _why_almost_all_was_removed(c, threshold)
                or _why_only_padding_went(c, threshold) or _why_the_object_may_be_cut(threshold)
-               or _why_the_border_stayed(c, threshold) or _why_the_air_stayed(c, pipeline.options))
+               or _why_a_class_went(c, threshold) or _why_the_border_stayed(c, threshold)
+               or _why_the_air_stayed(c, pipeline.options))
     if not warning and c.changed < LITTLE_REMOVED * c.voxels <= c.haze:
         notes.append(f"{c.haze - c.changed} of the {c.haze} haze voxels already had the fill value")
     if c.enclosed >= ENCLOSED_SHARE * c.haze and c.enclosed >= ENCLOSED_VOXELS * c.voxels:
@@ -99,7 +108,7 @@ def make_report(pipeline: HazePipeline, threshold: HazeThreshold, fill, sizes: C
     return DehazeReport(threshold, float(fill), c.voxels, c.changed, c.changed / max(1, c.voxels), c.object_voxels,
                         gzip[0], gzip[1], zstd[0], zstd[1], notes, c.haze,
                         sizes_estimated=sizes.how() if sizes is not None else "", warning=warning,
-                        enclosed=c.enclosed)
+                        enclosed=c.enclosed, haze_above_air=c.haze_above_air)
 
 
 def _why_little_was_removed(c: Counts, threshold: HazeThreshold, options: HazeOptions) -> str:
@@ -164,6 +173,22 @@ def _why_only_padding_went(c: Counts, threshold: HazeThreshold) -> str:
             f"voxels hold {padding.value:g}, below all others' noise (outside a scanner's field of view?), {went}; "
             f"{c.changed} voxels changed. Above it, {100 * padding.air_share:.3g} % of the other voxels form a dark "
             f"class up to {padding.air_end:.6g}: if that is the air inside the field of view, {advice}")
+
+
+def _why_a_class_went(c: Counts, threshold: HazeThreshold) -> str:
+    """Empty unless a fixed level took a class of its own above the air as air (HazeThreshold.class_taken_above) and
+    the haze voxels brighter than the air's noise are many beside the object kept (CLASS_TAKEN_SHARE): then one
+    sentence."""
+    above = c.haze_above_air
+    if (threshold.class_taken_above is None or above < LITTLE_REMOVED * c.voxels
+            or above < CLASS_TAKEN_SHARE * c.object_voxels):
+        return ""
+    return (f"level {threshold.level} took the darkest {threshold.air_classes} of {threshold.classes} classes as "
+            f"air, and below its threshold {threshold.value:.6g} lies a class of its own above the air: {above} "
+            f"voxels brighter than the valley above the air ({threshold.class_taken_above:.6g}) were removed, "
+            f"{100 * above / max(1, c.object_voxels):.3g} % as many as the {c.object_voxels} kept as object (dim "
+            "tissue beside bright: soft tissue beside bone, grey matter beside white?); check the output, or choose "
+            "a level nearer 5 (lower thresholds) or auto")
 
 
 def _why_the_border_stayed(c: Counts, threshold: HazeThreshold) -> str:

@@ -91,6 +91,11 @@ class HazeThreshold:
     # Level auto: where the threshold would have been when a second population began below it inside the air's
     # noise range, after a gap (second_population): it was lowered to that gap, and the population kept as object
     lowered_from: float | None = None
+    # Levels 1-5: when a class of its own (a peak of the histogram) lies between the air and the threshold, so the
+    # level takes that class as air too (levels 1-3 do when the object has two classes: dim tissue beside bright),
+    # the valley between the air and that class; None when none does. The air here is the population above a
+    # padding or clipping spike.
+    class_taken_above: float | None = None
 
     @property
     def no_class_above(self) -> bool:
@@ -336,7 +341,7 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
                 f"the volume has only {distinct.size} distinct values ({', '.join(f'{v:g}' for v in distinct[:6])}"
                 f"{', ...' if distinct.size > 6 else ''}): it looks like a label map or mask, not an intensity "
                 "image; haze removal needs intensities")
-    padding = None
+    padding = class_taken_above = None
     if level == AUTO:
         denoised = denoised_subsample(source if not isinstance(source, np.ndarray) else ArraySlabReader(source),
                                       sample_voxels)
@@ -354,6 +359,12 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
         cuts = _level_cuts(counts, level)
         position = cuts[air_classes - 1]
         peak = air_peak(counts)
+        air = air_peak(counts)
+        if air is not None and _lone_spike(counts, air):  # padding or clipping: the air is the population above it
+            air = air_peak(counts, start=int(air.mode) + PEAK_SMOOTHING_BINS) or air
+        valley = _valley_before_class(counts, air, position) if air is not None else None
+        if valley is not None:
+            class_taken_above = _bin_value(edges, valley + 0.5)
 
     def value(p):
         return _bin_value(edges, p)
@@ -367,7 +378,7 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
     return HazeThreshold(value(position), level, classes, air_classes, tuple(value(p) for p in cuts),
                          (float(edges[0]), float(edges[-1])), int(sample.size),
                          value(peak[0]) if peak else None, value(peak[1]) if peak else None, level == AUTO,
-                         band_floor, padding, lowered_from)
+                         band_floor, padding, lowered_from, class_taken_above)
 
 
 def second_population(counts: np.ndarray, air: AirPeak, threshold: float) -> float | None:
@@ -444,13 +455,22 @@ def _class_between(counts: np.ndarray, air: AirPeak, cut: float) -> bool:
     and the cut above it: the cut skipped it, as a class far brighter than the rest (metal, a dense
     inclusion, a few % of the voxels) pulls the multi-Otsu cuts up and squeezes air and tissue into a few bins. The
     threshold, halfway to that cut, would take the class in between."""
+    return _valley_before_class(counts, air, cut) is not None
+
+
+def _valley_before_class(counts: np.ndarray, air: AirPeak, cut: float) -> int | None:
+    """The bin of the lowest smoothed count between the air and the first class of its own below ``cut`` (see
+    :func:`_class_between`), None when there is none."""
     smooth = _smoothed(counts)
     significant, reach, mode = AIR_PEAK_SHARE * smooth.max(), PEAK_SMOOTHING_BINS, int(air.mode)
     # a peak: rising to it (not the air's falling tail), the highest of the next `reach` bins, and a valley below
     # half its height between it and the air. It may lie below the air's end: squeezed into a few bins, a class
     # next to the air is within the air's 5 (one-bin) half-widths.
-    return any(smooth[b] >= significant and smooth[b] >= smooth[b - 1] and smooth[b] == smooth[b:b + reach + 1].max()
-               and smooth[mode:b].min() < smooth[b] / 2 for b in range(mode + 1, min(int(np.floor(cut)), smooth.size)))
+    for b in range(mode + 1, min(int(np.floor(cut)), smooth.size)):
+        if (smooth[b] >= significant and smooth[b] >= smooth[b - 1] and smooth[b] == smooth[b:b + reach + 1].max()
+                and smooth[mode:b].min() < smooth[b] / 2):
+            return mode + int(np.argmin(smooth[mode:b]))
+    return None
 
 
 def _smoothed(counts: np.ndarray) -> np.ndarray:
@@ -467,6 +487,18 @@ def _is_spike(values: np.ndarray, edges: np.ndarray, air: AirPeak) -> bool:
         return False
     _, counts = np.unique(inside, return_counts=True)
     return counts.max() >= inside.size / 2
+
+
+# A bin holding this many times as many voxels as each of its neighbours holds a value of its own (padding, clipping)
+LONE_SPIKE_TIMES = 4
+
+
+def _lone_spike(counts: np.ndarray, air: AirPeak) -> bool:
+    """The air peak's bin stands alone (LONE_SPIKE_TIMES its neighbours): one value, padding or clipping, not noise
+    spread over bins (with one bin per integer value, :func:`_is_spike` holds for any peak)."""
+    mode = int(air.mode)
+    neighbours = counts[max(0, mode - 1):mode].tolist() + counts[mode + 1:mode + 2].tolist()
+    return counts[mode] > LONE_SPIKE_TIMES * max(neighbours, default=0)
 
 
 def _zoomed_histogram(values: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
