@@ -11,6 +11,7 @@ from a shell. The work is done by the ``bigvolume`` core, on an NVIDIA GPU throu
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 
@@ -38,10 +39,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def float_vector(text: str) -> tuple:
-    """A SEM float-vector: "2,2,2" (Slicer's form), also "2.0, 2.0, 2.0" (slicer.cli.run given a list), or one
-    number for all axes."""
+    """A SEM float-vector: "2,2,2" (Slicer's form), also "2.0, 2.0, 2.0" (slicer.cli.run given a list) or "2 2 1"
+    (the command line's spelling, typed into the panel's line edit, which Slicer passes as it is), or one number
+    for all axes."""
     try:
-        values = tuple(float(part) for part in text.replace(" ", "").split(","))
+        values = tuple(float(part) for part in re.split(r"\s*,\s*|\s+", text.strip()))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
     if len(values) not in (1, 3):
@@ -93,12 +95,25 @@ class FilterProgress:
                     "</filter-end>")
 
 
+def joined_values(argv) -> list:
+    """``--factor VALUE`` as ``--factor=VALUE``: Slicer passes flag and value as two arguments, and argparse takes a
+    value that starts with a minus ("-2,2,2") for another option."""
+    argv, joined = list(argv), []
+    while argv:
+        item = argv.pop(0)
+        joined.append(f"{item}={argv.pop(0)}" if item == "--factor" and argv else item)
+    return joined
+
+
 def main(argv=None) -> int:
     find_core()
     from bigvolume import BigVolumeError, Cancelled, resample_file
     from bigvolume.slicer import DEVICE_METHODS
 
-    args = build_parser(DEVICE_METHODS).parse_args(argv)
+    # Slicer sets no UTF-8 mode for python-real: on Windows a piped stdout is in the ANSI code page, and the summary
+    # names the output's path (under %TEMP%, which holds the user's name)
+    sys.stdout.reconfigure(errors="backslashreplace")
+    args = build_parser(DEVICE_METHODS).parse_args(joined_values(sys.argv[1:] if argv is None else argv))
     # The core's notes (e.g. no GPU, so the CPU) go to stdout: Slicer logs anything on stderr as an error.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter(f"{NAME}: note: %(message)s"))
@@ -127,7 +142,7 @@ def main(argv=None) -> int:
     summary = report.summary()
     print(summary, flush=True)
     if args.returnparameterfile:
-        with open(args.returnparameterfile, "w") as returned:
+        with open(args.returnparameterfile, "w", encoding="utf-8") as returned:  # Slicer reads it as UTF-8
             returned.write(f"deviceUsed = {report.device}\nsummary = {summary}\n")
     return 0
 

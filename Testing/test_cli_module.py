@@ -233,7 +233,7 @@ def input_file(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing input", "not a volume", "zero factor", "two factors", "unknown method",
-                                  "cuda without cuda"])
+                                  "cuda without cuda", "negative factor", "trailing comma", "two spaced factors"])
 def test_errors_are_one_line_exit_non_zero_and_leave_nothing(tmp_path, input_file, case):
     (tmp_path / "text.nrrd").write_text("hello\n")
     out = tmp_path / "out.nrrd"
@@ -244,6 +244,10 @@ def test_errors_are_one_line_exit_non_zero_and_leave_nothing(tmp_path, input_fil
         "two factors": ([input_file, out, "--factor", "2,2"], "one or three factors", 2),
         "unknown method": ([input_file, out, "--method", "fft"], "invalid choice: 'fft'", 2),
         "cuda without cuda": ([input_file, out, "--device", "cuda"], "no CUDA device (cupy not installed)", 1),
+        # argparse took "-2,2,2" for an option and said "expected one argument"
+        "negative factor": ([input_file, out, "--factor", "-2,2,2"], "factor must be a positive number, got -2", 1),
+        "trailing comma": ([input_file, out, "--factor", "2,2,"], "not a list of numbers: '2,2,'", 2),
+        "two spaced factors": ([input_file, out, "--factor", "1.5 2"], "one or three factors (I, J, K), got 2", 2),
     }[case]
     before = sorted(p.name for p in tmp_path.iterdir())
     done = run_script(*args, prefix=HIDE_CUPY)
@@ -262,6 +266,32 @@ def test_slicer_only_flags_are_accepted_and_a_shell_run_needs_no_return_file(tmp
     assert result.geometry.dimensions == (12, 12, 12)
     np.testing.assert_allclose(result.geometry.spacing, (1.0, 1.2, 1.4))
     assert result.array.dtype == np.uint16
+
+
+@pytest.mark.parametrize("typed, dimensions", [("2 2 1", (12, 12, 24)), ("1.5  2 3", (16, 12, 8)),
+                                               (" 2, 2, 3 ", (12, 12, 8)), ("3", (8, 8, 8)), ("2,\t1,4", (12, 24, 6))])
+def test_factors_typed_with_spaces_are_three_factors(tmp_path, input_file, typed, dimensions):
+    """The panel's Factor field is a plain line edit whose text Slicer passes as it is: "2 2 1", the command line's
+    spelling, was one factor 221 on every axis (a 1x1x1 output, exit 0)."""
+    out = tmp_path / "out.nrrd"
+    done = run_script("--factor", typed, "--device", "cpu", input_file, out)
+    assert done.returncode == 0, done.stderr
+    assert bv.read_volume(out).geometry.dimensions == dimensions
+
+
+def test_a_path_the_console_cannot_encode_does_not_fail_a_finished_run(tmp_path, input_file):
+    """Slicer sets no UTF-8 mode for python-real: on Windows stdout is in the ANSI code page, and the printed summary
+    names the output under %TEMP% (the user's name). The run ended with a traceback after writing the output."""
+    folder = tmp_path / "Ünïcode 漢字"
+    folder.mkdir()
+    out, params = folder / "out.nrrd", folder / "r.params"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--returnparameterfile", str(params), "--device", "cpu",
+                           str(input_file), str(out)], capture_output=True, timeout=300,
+                          env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode(errors="replace")
+    values = dict(line.split(" = ", 1) for line in params.read_text(encoding="utf-8").splitlines())
+    assert values["deviceUsed"] == "cpu" and "漢字" in values["summary"]
+    assert bv.read_volume(out).geometry.dimensions == (12, 12, 12)
 
 
 # --- installed as Slicer installs it ----------------------------------------------------------------------------
