@@ -284,7 +284,7 @@ def test_damaged_slice_is_refused_in_one_line(tmp_path):
     assert result.returncode == 1 and not out.exists()
     *notes, message = result.stderr.strip().splitlines()  # the note on the dropped file, then the error
     assert message.startswith("bigvolume: error:") and "sitk" not in message.lower() and ".cxx" not in message
-    assert victim.name in message and "unreadable DICOM" in message  # GDCM drops the file from its series
+    assert victim.name in message and "a DICOM image that cannot be read" in message  # GDCM drops it from its series
 
 
 @pytest.mark.parametrize("how, seed", [("marker", 0), ("marker", 1), ("zeros", 0), ("zeros", 1), ("noise", 0),
@@ -327,14 +327,82 @@ def test_a_folder_without_dicom_is_still_refused(tmp_path):
         io.read_geometry(tmp_path)
 
 
-def test_a_damaged_end_slice_left_out_by_gdcm_is_said(tmp_path):
+@pytest.mark.parametrize("which", [0, -1])
+@pytest.mark.parametrize("cut", ["pixels", "header"])
+def test_a_damaged_end_slice_left_out_by_gdcm_is_refused(tmp_path, which, cut):
+    """GDCM leaves a damaged file out of its series: an end slice gone, the series was read a slice short (and,
+    the first gone, its origin moved by a slice), exit 0 with a note. Middle slices were refused as a gap."""
     folder = tmp_path / "damaged-end"
     write_series(folder, ct_values((6, 8, 8), 9), (1.0, 1.0, 1.5), (0, 0, 0), np.eye(3), "1.2.3.9")
-    victim = dicom.find_series(folder).files[-1]
-    victim.write_bytes(victim.read_bytes()[:-60])
-    result = run("resample", folder, tmp_path / "out.nrrd", "--quiet")
-    assert result.returncode == 0
-    assert f"1 DICOM file(s) belong to no readable series and are left out (damaged?): {victim.name}" in result.stderr
+    victim = dicom.find_series(folder).files[which]
+    content = victim.read_bytes()
+    victim.write_bytes(content[:-60] if cut == "pixels" else content[:200])
+    for stream in ("--stream", "--no-stream"):
+        out = tmp_path / "out.nrrd"
+        result = run("resample", folder, out, stream)
+        assert result.returncode == 1 and not out.exists()
+        message = result.stderr.strip().splitlines()
+        assert len(message) == 1 and message[0].startswith(f"bigvolume: error: {victim}: a DICOM image that cannot "
+                                                           "be read"), result.stderr
+    dicom._series_in.cache_clear()  # (listed before the damage: the folder's time did not change)
+    with pytest.raises(bv.VolumeFileError, match="may be a slice of the series"):
+        io.read_volume(folder)
+
+
+def part10_without_pixels(path: Path, sop_class: str, series_uid: str) -> None:
+    """A whole DICOM Part 10 file that holds no image (an RT structure set, a structured report, a presentation
+    state): preamble, file meta group, a few tags, explicit VR little endian."""
+    def element(group, number, vr, value: bytes):
+        value += b"\0" * (len(value) % 2)
+        return (group.to_bytes(2, "little") + number.to_bytes(2, "little") + vr
+                + len(value).to_bytes(2, "little") + value)
+    meta = (element(2, 0x0002, b"UI", sop_class.encode()) + element(2, 0x0003, b"UI", b"1.2.3.4.5")
+            + element(2, 0x0010, b"UI", b"1.2.840.10008.1.2.1"))
+    dataset = (element(8, 0x0016, b"UI", sop_class.encode()) + element(8, 0x0060, b"CS", b"RTSTRUCT")
+               + element(0x20, 0x000E, b"UI", series_uid.encode()))
+    path.write_bytes(b"\0" * 128 + b"DICM" + element(2, 0, b"UL", len(meta).to_bytes(4, "little")) + meta + dataset)
+
+
+@pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.88.11",
+                                       "1.2.840.10008.5.1.4.1.1.11.1"])
+def test_objects_without_an_image_beside_a_series_are_left_out_with_a_note(tmp_path, sop_class):
+    folder = tmp_path / "with-rtstruct"
+    values = ct_values((5, 8, 8), 10)
+    write_series(folder, values, (1.0, 1.0, 1.5), (0, 0, 0), np.eye(3), "1.2.3.10")
+    part10_without_pixels(folder / "zz_object.dcm", sop_class, "1.2.3.99")
+    out = tmp_path / "out.nrrd"
+    result = run("resample", folder, out, "--factor", "1")
+    assert result.returncode == 0, result.stderr
+    assert "1 DICOM file(s) hold no image (reports, structure sets?) and are left out: zz_object.dcm" in result.stderr
+    np.testing.assert_array_equal(io.read_volume(out).array, values)
+
+
+def _short_pixel_data(path: Path) -> None:
+    """The slice's Pixel Data element (implicit VR, as GDCM writes it) declares and holds half its bytes; the file is
+    otherwise whole."""
+    content = path.read_bytes()
+    at = content.rfind(b"\xe0\x7f\x10\x00")
+    length = int.from_bytes(content[at + 4:at + 8], "little")
+    assert at + 8 + length == len(content)
+    half = length // 2
+    path.write_bytes(content[:at + 4] + half.to_bytes(4, "little") + content[at + 8:at + 8 + half])
+
+
+@pytest.mark.parametrize("slices, victim", [(6, 3), (6, 0), (1, 0)])
+def test_pixel_data_shorter_than_the_slice_is_refused(tmp_path, slices, victim):
+    """GDCM does not check an uncompressed Pixel Data element's length: the missing half of the slice came back as
+    the rows of the slice read before it (or whatever the buffer held), exit 0."""
+    folder = tmp_path / "short"
+    write_series(folder, ct_values((slices, 20, 24), 11), (0.5, 0.7, 1.5), (0, 0, 0), np.eye(3), "1.2.3.11")
+    path = dicom.find_series(folder).files[victim]
+    _short_pixel_data(path)
+    for stream in ("--stream", "--no-stream"):
+        out = tmp_path / "out.nrrd"
+        result = run("resample", folder, out, stream, "--factor", "1")
+        assert result.returncode == 1 and not out.exists(), result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"bigvolume: error: {path}: its pixel data hold 480 bytes where its rows, columns, samples and frames "
+            "need 960 (damaged or truncated?)")
 
 
 @pytest.mark.parametrize("odd", ["flipped in plane", "rotated 10 degrees", "other pixel spacing"])

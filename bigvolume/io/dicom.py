@@ -127,6 +127,47 @@ def _unreadable_files(folder: Path) -> list[Path]:
             if is_dicom_file(path) and path.name.upper() != "DICOMDIR" and path.resolve() not in listed]
 
 
+# (7FE0,0010) Pixel Data, in little- and big-endian byte order; the value representations of an explicit-VR element
+# with a 4-byte length (bytes 6-7 reserved)
+PIXEL_DATA_TAGS = {"<": b"\xe0\x7f\x10\x00", ">": b"\x7f\xe0\x00\x10"}
+LONG_VRS = (b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN")
+UNDEFINED_LENGTH = 0xFFFFFFFF  # encapsulated (compressed) pixel data: fragments, each of its own length
+
+
+def _pixel_data_length(data: bytes) -> int | None:
+    """The length the last Pixel Data element of a DICOM file declares (bytes), None when there is none or it is
+    encapsulated."""
+    for order, tag in PIXEL_DATA_TAGS.items():
+        at = data.rfind(tag)
+        if at < 0:
+            continue
+        explicit = data[at + 4:at + 6] in LONG_VRS and data[at + 6:at + 8] == b"\0\0"
+        field = data[at + 8:at + 12] if explicit else data[at + 4:at + 8]
+        if len(field) < 4:
+            return 0
+        length = int.from_bytes(field, "little" if order == "<" else "big")
+        return None if length == UNDEFINED_LENGTH else length
+    return None
+
+
+def _damaged_image(path: Path) -> bool:
+    """Whether a DICOM-looking file that GDCM left out of every series is a damaged image (it holds pixel data, or
+    its file meta group is cut short) rather than an object of another kind (a structured report, an RT structure
+    set, a presentation state: no pixel data, whole)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return True
+    if any(tag in data for tag in PIXEL_DATA_TAGS.values()):
+        return True
+    if data[128:132] != b"DICM":
+        return False  # a .dcm file of some other kind (no Part 10 header to check)
+    # (0002,0000) UL: the file meta group's length, the first element after the preamble
+    if data[132:138] != b"\x02\x00\x00\x00UL" or len(data) < 144:
+        return True
+    return len(data) < 144 + int.from_bytes(data[140:144], "little")
+
+
 def list_series(folder) -> tuple[DicomSeries, ...]:
     folder = Path(folder)
     return _series_in(folder.resolve(), folder.stat().st_mtime_ns)
@@ -145,12 +186,19 @@ def find_series(path, series: str | None = None) -> DicomSeries:
     found = list_series(folder)
     if not found:
         raise VolumeFileError(f"{path}: no readable DICOM series")
-    if (folder.resolve(), "unreadable") not in _told:
+    # GDCM leaves damaged files out of their series without a word: the series would be short (its end slices
+    # gone, the origin moved when the first is) or have a gap
+    unreadable = _unreadable_files(folder)
+    damaged = [item for item in unreadable if _damaged_image(item)]
+    if damaged:
+        raise VolumeFileError(f"{damaged[0]}: a DICOM image that cannot be read (damaged or truncated?), left out of "
+                              f"every series{f' with {len(damaged) - 1} other(s)' if len(damaged) > 1 else ''}: it "
+                              "may be a slice of the series, which would be read short; refused (move it away to "
+                              "read the others)")
+    if unreadable and (folder.resolve(), "unreadable") not in _told:
         _told.add((folder.resolve(), "unreadable"))
-        unreadable = _unreadable_files(folder)
-        if unreadable:  # GDCM leaves damaged files out of their series without a word: a series may be short
-            logger.warning(f"{folder}: {len(unreadable)} DICOM file(s) belong to no readable series and are left out "
-                           f"(damaged?): {', '.join(p.name for p in unreadable[:5])}")
+        logger.warning(f"{folder}: {len(unreadable)} DICOM file(s) hold no image (reports, structure sets?) and "
+                       f"are left out: {', '.join(p.name for p in unreadable[:5])}")
     if path.is_file():
         uid = series or _tag(_header(path), SERIES_UID_TAG)
         if series is None and not uid:
@@ -318,11 +366,29 @@ class DicomSlabReader(SlabReader):
         except RuntimeError:
             raise VolumeFileError(f"{path}: cannot read this DICOM slice (damaged or truncated?)") from None
         refuse_jpeg_damage(path, printed.text, 2, "this DICOM slice")
+        self._check_pixel_data(path, reader)
         array = owned_view(sitk.GetArrayViewFromImage(image), image)  # the view must keep its image alive
         expected = int(np.prod(self.slice_shape)) * (1 if self.streams else self.slices)
         if array.size != expected:
             raise VolumeFileError(f"{path}: {array.size} pixels where {expected} were expected")
         return array
+
+    @staticmethod
+    def _check_pixel_data(path: Path, reader) -> None:
+        """GDCM does not compare an uncompressed Pixel Data element's length with rows x columns x samples x frames:
+        what is missing of a short one came back as whatever its buffer held (another slice's rows)."""
+        def number(tag, default):
+            text = _tag(reader, tag)
+            return int(text) if text.isdigit() else default
+        declared = _pixel_data_length(path.read_bytes())
+        bits = number("0028|0100", 0)
+        if declared is None or bits < 8:  # encapsulated, or bit-packed (1 bit)
+            return
+        expected = (number("0028|0010", 0) * number("0028|0011", 0) * number("0028|0002", 1)
+                    * number("0028|0008", 1) * (bits // 8))
+        if declared < expected:
+            raise VolumeFileError(f"{path}: its pixel data hold {declared} bytes where its rows, columns, samples "
+                                  f"and frames need {expected} (damaged or truncated?)")
 
     def _read_into(self, k0: int, k1: int, out: np.ndarray) -> None:
         if not self.streams:
