@@ -530,3 +530,93 @@ def test_slices_without_a_position_are_named(tmp_path, without):
     expected = ("a slice without ImagePositionPatient" if without == 1 else
                 "4 of 4 slices without ImagePositionPatient")
     assert expected in lines[0] and (ordered[1].name if without == 1 else ".dcm: 4 of 4") in lines[0], lines
+
+
+def enhanced_ct(path: Path, stored: np.ndarray, origin, spacing, direction, *, order=None, tilt=0.0,
+                slopes=None) -> None:
+    """An Enhanced CT Image (one file, its frames' geometry and rescale in functional group sequences), written with
+    pydicom. ``stored`` (k, j, i) uint16; frame f holds slice ``order[f]``; ``tilt`` mm per slice along the column
+    direction (a gantry tilt); ``slopes``: a rescale slope per slice in each frame's own group (else one, shared)."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    direction = np.asarray(direction, float).reshape(3, 3)
+    order = list(range(stored.shape[0])) if order is None else list(order)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.preamble = meta, b"\0" * 128
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), generate_uid(), "CT"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = stored.shape[1], stored.shape[2], len(order)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing = [f"{spacing[1]}", f"{spacing[0]}"]
+    measures.SliceThickness, measures.SpacingBetweenSlices = f"{spacing[2]}", f"{spacing[2]}"
+    shared.PixelMeasuresSequence = Sequence([measures])
+    plane = Dataset()
+    plane.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([direction[:, 0], direction[:, 1]])]
+    shared.PlaneOrientationSequence = Sequence([plane])
+
+    def rescale(slope):
+        item = Dataset()
+        item.RescaleSlope, item.RescaleIntercept, item.RescaleType = f"{slope:g}", "-1024", "HU"
+        return Sequence([item])
+    if slopes is None:
+        shared.PixelValueTransformationSequence = rescale(1)
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    groups = []
+    for k in order:
+        group, place = Dataset(), Dataset()
+        position = (np.asarray(origin, float) + direction[:, 2] * spacing[2] * k + direction[:, 1] * tilt * k)
+        place.ImagePositionPatient = [f"{v:.6f}" for v in position]
+        group.PlanePositionSequence = Sequence([place])
+        if slopes is not None:
+            group.PixelValueTransformationSequence = rescale(slopes[k])
+        groups.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(groups)
+    ds.PixelData = np.ascontiguousarray(stored[order]).astype("<u2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("case", ["in order", "feet first", "out of order", "tilted", "rescaled per frame"])
+def test_enhanced_multi_frame_frames_off_the_grid_or_rescaled_otherwise_are_refused(tmp_path, case, seed):
+    """GDCM reads an enhanced multi-frame file on one grid from its first frames, with the first frame's rescale:
+    a tilted file was read straight and frames rescaled otherwise read with the first one's slope (exit 0, no
+    word). In order (either way) it reads right."""
+    rng = np.random.default_rng(seed)
+    stored = rng.integers(0, 3000, (6 + seed, 10, 14)).astype(np.uint16)
+    direction, origin, spacing = rotation(0.3 * seed, 0.5), rng.uniform(-50, 50, 3), (0.4, 0.8, 1.7)
+    frames = len(stored)
+    order = {"feet first": range(frames - 1, -1, -1), "out of order": rng.permutation(frames)}.get(case)
+    if case == "out of order" and np.all(np.diff(order) == 1):
+        order = order[::-1].copy()
+        order[[0, 1]] = order[[1, 0]]
+    path = tmp_path / "enhanced.dcm"
+    enhanced_ct(path, stored, origin, spacing, direction, order=order, tilt=0.6 if case == "tilted" else 0.0,
+                slopes=list(range(1, frames + 1)) if case == "rescaled per frame" else None)
+    result = run("resample", path, tmp_path / "out.nrrd", "--factor", "1")
+    if case in ("in order", "feet first"):
+        assert result.returncode == 0, result.stderr
+        volume = io.read_volume(tmp_path / "out.nrrd")
+        truth = bv.Volume.from_array(stored.astype(np.int32) - 1024, spacing=spacing, origin=origin,
+                                     direction=direction)
+        # every voxel of the truth found at its place (LPS) in the output, with its value
+        ijk = np.indices(stored.shape[::-1]).reshape(3, -1).astype(float)
+        places = truth.geometry.ijk_to_lps()[:3, :3] @ ijk + np.asarray(origin, float)[:, None]
+        found = np.linalg.solve(volume.geometry.ijk_to_lps()[:3, :3],
+                                places - np.asarray(volume.geometry.origin)[:, None])
+        np.testing.assert_allclose(found, np.rint(found), atol=1e-3)
+        i, j, k = np.rint(found).astype(int)
+        np.testing.assert_array_equal(volume.array[k, j, i], truth.array[tuple(ijk[::-1].astype(int))])
+        return
+    assert result.returncode == 1 and not (tmp_path / "out.nrrd").exists()
+    expected = "are rescaled otherwise" if case == "rescaled per frame" else "off the regular grid"
+    assert result.stderr.strip().splitlines()[-1].startswith(f"bigvolume: error: {path}: ") and expected in (
+        result.stderr), result.stderr

@@ -267,6 +267,55 @@ def _say_what_was_assumed(series: DicomSeries, headers, spacing) -> None:
                        "geometry, or convert the file to one file per slice")
 
 
+# (0020,0032) ImagePositionPatient, (0028,1052) RescaleIntercept, (0028,1053) RescaleSlope: little-endian tags
+FRAME_TAGS = {"position": b"\x20\x00\x32\x00", "intercept": b"\x28\x00\x52\x10",
+              "slope": b"\x28\x00\x53\x10"}
+
+
+def _decimal_strings(data: bytes, tag: bytes) -> list[tuple[float, ...]]:
+    """The values of every element ``tag`` (DS, explicit or implicit VR, little endian) anywhere in ``data``: the
+    per-frame functional groups of an enhanced multi-frame file hold one per frame, nested in sequences that
+    SimpleITK's tags do not show. Occurrences that do not read as numbers are skipped."""
+    found, at = [], data.find(tag)
+    while at >= 0:
+        explicit = data[at + 4:at + 6] == b"DS"
+        length = int.from_bytes(data[at + 6:at + 8] if explicit else data[at + 4:at + 8], "little")
+        if 0 < length < 256:  # (the value starts 8 bytes after the tag either way)
+            try:
+                found.append(tuple(float(part) for part in data[at + 8:at + 8 + length].decode("ascii").split("\\")))
+            except (UnicodeDecodeError, ValueError):
+                pass
+        at = data.find(tag, at + 4)
+    return found
+
+
+def _check_frames(path: Path, geometry: Geometry) -> None:
+    """A multi-frame file whose frames each carry their own position or rescale (an enhanced CT or MR's per-frame
+    functional groups): GDCM reads it on one regular grid from the first frames, with the first frame's rescale.
+    Refused when a frame lies off that grid (tilted, uneven, out of order) or the frames are rescaled otherwise."""
+    frames = geometry.dimensions[2]
+    if frames < 2:
+        return
+    data = path.read_bytes()
+    positions = [p for p in _decimal_strings(data, FRAME_TAGS["position"]) if len(p) == 3]
+    if len(positions) >= frames:  # the per-frame groups come last (group 5200, after any top-level position)
+        positions = np.array(positions[-frames:])
+        axes = np.asarray(geometry.direction, float).reshape(3, 3)
+        expected = np.asarray(geometry.origin) + np.outer(np.arange(frames) * geometry.spacing[2], axes[:, 2])
+        off = np.linalg.norm(positions - expected, axis=1)
+        worst = int(np.argmax(off))
+        if off[worst] > SPACING_TOLERANCE * geometry.spacing[2]:
+            raise VolumeFileError(f"{path}: frame {worst + 1} of {frames} lies {off[worst]:.3g} mm off the regular "
+                                  f"grid of {geometry.spacing[2]:.6g} mm its file is read on (frames tilted, uneven or "
+                                  "out of order): refused; convert it to one file per slice")
+    for name in ("slope", "intercept"):
+        values = {v[0] for v in _decimal_strings(data, FRAME_TAGS[name]) if len(v) == 1}
+        if len(values) > 1:
+            raise VolumeFileError(f"{path}: its frames are rescaled otherwise (rescale {name} "
+                                  f"{numbers_text(sorted(values)[:4])}{' ...' if len(values) > 4 else ''}), and "
+                                  "would all be read with the first frame's: refused; convert it to one file per slice")
+
+
 @functools.lru_cache(maxsize=16)
 def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]:
     """(geometry, dtype, components, SimpleITK pixel ID) of a series, from the slice headers alone."""
@@ -277,6 +326,7 @@ def _series_geometry(series: DicomSeries) -> tuple[Geometry, np.dtype, int, int]
     if len(series.files) == 1:  # one file: a single slice or a multi-frame volume, as GDCM reads it
         geometry = header_geometry(series.files[0], size, first.GetSpacing(), first.GetOrigin(), direction)
         _say_what_was_assumed(series, [first], first.GetSpacing())
+        _check_frames(series.files[0], geometry)
         return geometry, _pixel_dtype(first), components, first.GetPixelID()
     headers = [first] + [_header(path) for path in series.files[1:]]
     for path, header in zip(series.files, headers):
