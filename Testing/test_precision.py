@@ -494,3 +494,188 @@ def test_percentiles_asked_for_are_used_when_the_type_already_fits(tmp_path):
     assert not report.kept_values and (report.window.low, report.window.high) == (25.5, 229.5)
     assert stretched.array.min() == 0 and stretched.array.max() == 255
     assert report.clipped == np.count_nonzero((array < 25.5) | (array > 229.5)) == 52
+
+
+# --- 64-bit integers beyond 2^53 --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype, base", [(np.int64, 2**60), (np.int64, -(2**58)), (np.int64, 2**53 + 2**10),
+                                         (np.uint64, 2**64 - 2**13), (np.uint64, 2**62)])
+@pytest.mark.parametrize("how", [{}, {"percentiles": (1, 99)}, {"window": "base"}, {"stretch": True}],
+                         ids=["default", "percentiles", "window", "stretch"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_64_bit_integers_too_close_for_double_precision_are_refused(tmp_path, dtype, base, how, stream):
+    """int64 2^60 + 0 .. 255 to 8 bits came out 0 or 255, "window 1.15292e+18 .. 1.15292e+18", exit 0: float64, in
+    which the map runs, holds every 256th integer there. Refused in one line naming the file, --window given as
+    floats (2^60 .. 2^60 + 255 reads 2^60 .. 2^60 + 256) included; nothing written."""
+    step = 16 if dtype == np.uint64 else 1
+    array = (np.array(base, dtype) + (np.arange(512, dtype=dtype) * step)).reshape(8, 8, 8)
+    path = io.write_volume(bv.Volume.from_array(array), tmp_path / "in.nrrd")
+    options = dict(how)
+    if options.get("window") == "base":
+        options["window"] = (float(array.min()), float(array.max()))
+    with pytest.raises(BigVolumeError, match=r"beyond 2\^53") as refused:
+        reduce_bits_file(path, tmp_path / "out.nrrd", 8, stream=stream, memory_limit=1 if stream else None,
+                         **options)
+    assert str(refused.value).startswith(str(path)) and "\n" not in str(refused.value)
+    assert not (tmp_path / "out.nrrd").exists()
+    with pytest.raises(BigVolumeError, match=r"beyond 2\^53"):
+        reduce_bits(bv.Volume.from_array(array), 16, **options)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+@pytest.mark.parametrize("stream", [False, True])
+def test_64_bit_integers_that_double_precision_holds_map_exactly(tmp_path, dtype, stream):
+    """Just below 2^53 every integer is a float64: 256 neighbours map onto 256 levels. Far-apart values beyond it
+    (-2^62 and 2^62: steps of 2^55) map well too and are not refused."""
+    base = 2**53 - 255
+    array = (np.array(base, dtype) + np.random.default_rng(5).permutation(256).astype(dtype)).reshape(4, 8, 8)
+    path = io.write_volume(bv.Volume.from_array(array), tmp_path / "in.nrrd")
+    report = reduce_bits_file(path, tmp_path / "out.nrrd", 8, window=(base, base + 255), stream=stream,
+                              memory_limit=1 if stream else None)
+    np.testing.assert_array_equal(io.read_volume(tmp_path / "out.nrrd").array, array - np.array(base, dtype))
+    assert report.clipped == 0
+    far = np.where(array % 2 == 0, 2**62, 2**61).astype(dtype)
+    result, _ = reduce_bits(bv.Volume.from_array(far), 8)
+    np.testing.assert_array_equal(result.array, np.where(far == 2**62, 255, 0))
+
+
+def test_cli_refuses_64_bit_integers_beyond_2_to_the_53(tmp_path):
+    array = (2**60 + np.arange(256, dtype=np.int64)).reshape(4, 8, 8)
+    path = io.write_volume(bv.Volume.from_array(array), tmp_path / "big.nrrd")
+    for extra in ([], ["--window", str(2**60), str(2**60 + 255)], ["--stream"]):
+        done = run("reduce-bits", path, tmp_path / "out.nrrd", "--bits", "8", *extra)
+        assert done.returncode == 1 and done.stdout == "", done.stdout
+        assert done.stderr.startswith(f"bigvolume: error: {path}: int64 values near 1.15292e+18 lie beyond 2^53")
+        assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.nrrd").exists()
+
+
+# --- decisions taken on a subsample, checked on every voxel -----------------------------------------------------------
+@pytest.fixture
+def small_sample(monkeypatch):
+    """The statistics pass sees every 2nd voxel along each axis of a small volume, as of one over SAMPLE_VOXELS."""
+    from bigvolume.ops import precision
+    whole = precision.subsample
+    monkeypatch.setattr(precision, "subsample", lambda source, max_voxels=None: whole(source, 2000))
+
+
+def odd_fractions(dtype, seed, where, shape=(14, 16, 18)) -> np.ndarray:
+    """Whole numbers 0 .. 999, and + 0.5 on voxels a step-2 subsample never sees (odd slices, or odd (k, j, i))."""
+    rng = np.random.default_rng(seed)
+    array = rng.integers(0, 1000, shape).astype(dtype)
+    if where == "slices":
+        array[1::2] += 0.5
+    else:
+        array[1::2, 1::2, 1::2][rng.random((shape[0] // 2, shape[1] // 2, shape[2] // 2)) < 0.1] += 0.5
+    return array
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bits, signed, window", [(16, False, None), (16, True, None), (16, False, (0, 1000)),
+                                                  (16, True, (-5, 999))])
+@pytest.mark.parametrize("where", ["slices", "voxels"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_float_values_the_subsample_took_for_integers_are_stretched_when_they_are_not(
+        tmp_path, small_sample, dtype, bits, signed, window, where, stream):
+    """float32 0 .. 999 with + 0.5 on every odd slice, 130^3 (the subsample takes every 2nd voxel): "float32 values
+    (all integers, 0 .. 999) kept as they are in uint16", half the voxels rounded, "clipped 0". Every voxel is now
+    checked while mapped; a fraction restarts the reduction with the map --stretch takes, and a note says why."""
+    array = odd_fractions(dtype, bits + (window or (0,))[0], where)
+    volume = bv.Volume.from_array(array, spacing=(0.5, 0.6, 0.7))
+    path = io.write_volume(volume, tmp_path / "in.nrrd")
+    report = reduce_bits_file(path, tmp_path / "out.nrrd", bits, signed=signed, window=window, stream=stream,
+                              memory_limit=1 if stream else None)
+    stretched, stretched_report = reduce_bits(volume, bits, signed=signed, window=window, stretch=True)
+    in_memory, memory_report = reduce_bits(volume, bits, signed=signed, window=window)
+    out = io.read_volume(tmp_path / "out.nrrd").array
+    for result, rep in ((out, report), (in_memory.array, memory_report)):
+        assert not rep.kept_values and "values kept" not in rep.summary()
+        np.testing.assert_array_equal(result, stretched.array)
+        assert (rep.window, rep.clipped) == (stretched_report.window, stretched_report.clipped)
+        assert any(f"{np.dtype(dtype)} values are not all integers, though those of a subsample were" in note
+                   for note in rep.notes), rep.notes
+    # whole numbers alone are still kept, with no such note
+    whole = io.write_volume(bv.Volume.from_array(np.floor(array)), tmp_path / "whole.nrrd")
+    kept = reduce_bits_file(whole, tmp_path / "w.nrrd", bits, signed=signed, window=window, stream=stream,
+                            memory_limit=1 if stream else None)
+    assert kept.kept_values and not any("not all integers" in note for note in kept.notes)
+
+
+@pytest.mark.parametrize("dtype, bits, signed, labels, beyond", [(np.uint16, 8, False, 5, 300),
+                                                                 (np.int16, 8, True, 40, -200),
+                                                                 (np.int32, 16, False, 1000, 70000),
+                                                                 (np.float32, 8, False, 9, 256)])
+@pytest.mark.parametrize("stream", [False, True])
+def test_values_beyond_what_the_subsample_saw_are_said_when_clipped(tmp_path, small_sample, dtype, bits, signed,
+                                                                    labels, beyond, stream):
+    """A uint16 label map 0 .. 5 with label 300 only at odd indices, to 8 bits: the note said "values (0 .. 5)
+    kept", and 300 became 255. Kept still (stretching would merge the top labels), but a warning says how many voxels
+    lay beyond the kept range and that keeping rested on a subsample."""
+    rng = np.random.default_rng(labels)
+    array = rng.integers(0, labels + 1, (14, 16, 18)).astype(dtype)
+    odd = array[1::2, 1::2, 1::2]
+    odd[rng.random(odd.shape) < 0.05] = beyond
+    count = int(np.count_nonzero(array == beyond))
+    path = io.write_volume(bv.Volume.from_array(array), tmp_path / "labels.nrrd")
+    report = reduce_bits_file(path, tmp_path / "out.nrrd", bits, signed=signed, stream=stream,
+                              memory_limit=1 if stream else None)
+    memory_report = reduce_bits(bv.Volume.from_array(array), bits, signed=signed)[1]
+    out = io.read_volume(tmp_path / "out.nrrd").array
+    low, high = np.iinfo(out.dtype).min, np.iinfo(out.dtype).max
+    np.testing.assert_array_equal(out, np.clip(array, low, high))
+    for rep in (report, memory_report):
+        assert rep.kept_values and rep.clipped == count > 0
+        assert any(note.startswith(f"{count} voxels lie outside {low} .. {high} and were clipped to it") and
+                   "because those of a subsample (0 .. " in note for note in rep.notes), rep.notes
+    clean = io.write_volume(bv.Volume.from_array(np.where(array == beyond, 0, array).astype(dtype)),
+                            tmp_path / "clean.nrrd")
+    assert not any("subsample" in note for note in reduce_bits_file(clean, tmp_path / "c.nrrd", bits,
+                                                                    signed=signed).notes)
+
+
+def test_cli_subsample_checks_at_full_size(tmp_path):
+    """The reviewer's volumes, 130^3 (over SAMPLE_VOXELS: the statistics see every 2nd voxel), through the command
+    line: the kept choice is checked on every voxel, not trusted."""
+    n = 130
+    rng = np.random.default_rng(3)
+    halves = rng.integers(0, 1000, (n, n, n)).astype(np.float32)
+    halves[1::2] += 0.5
+    path = io.write_volume(bv.Volume.from_array(halves), tmp_path / "halves.nrrd")
+    done = run("reduce-bits", path, tmp_path / "h16.nrrd", "--bits", "16")
+    assert done.returncode == 0 and "float32 values are not all integers" in done.stderr, done.stderr
+    out = io.read_volume(tmp_path / "h16.nrrd").array
+    assert len(np.unique(out[1, :4, :4])) == len(np.unique(halves[1, :4, :4]))  # halves not rounded away
+    labels = rng.integers(0, 6, (n, n, n)).astype(np.uint16)
+    labels[1::2, 1::2, 1::2][rng.random((n // 2,) * 3) < 0.01] = 300
+    path = io.write_volume(bv.Volume.from_array(labels), tmp_path / "labels.nrrd")
+    done = run("reduce-bits", path, tmp_path / "l8.nrrd", "--bits", "8")
+    count = int(np.count_nonzero(labels == 300))
+    assert done.returncode == 0 and f"{count} voxels lie outside 0 .. 255" in done.stderr, done.stderr
+
+
+# --- window ends printed apart ----------------------------------------------------------------------------------------
+def printed_window(summary: str):
+    import re
+    found = re.search(r"window (\S+) \.\. (\S+) ->", summary)
+    return found[1], found[2]
+
+
+@pytest.mark.parametrize("low, high", [(1.0, 1.0000000000000002), (3e9, 3e9 + 512), (-2.5e-7, -2.4999999e-7),
+                                       (123456.1, 123456.2), (0.1, 0.1 + 2**-55)])
+def test_window_ends_are_printed_with_the_digits_that_tell_them_apart(low, high):
+    """`--window 1 1.0000000000000002` printed "window 1 .. 1", a 3e9 window "3e+09 .. 3e+09"."""
+    volume = bv.Volume.from_array(np.linspace(low, high, 64).reshape(4, 4, 4))
+    report = reduce_bits(volume, 8, window=(low, high))[1]
+    ends = printed_window(report.summary())
+    assert ends[0] != ends[1], report.summary()
+    assert abs(float(ends[0]) - low) < abs(float(ends[0]) - high)
+    assert abs(float(ends[1]) - high) < abs(float(ends[1]) - low)
+
+
+def test_window_ends_of_a_scaled_nifti_are_printed_apart_and_short_ones_stay_short(tmp_path):
+    raw = np.random.default_rng(9).integers(0, 4096, (9, 10, 11)).astype(np.int16)
+    path = scaled_nifti(tmp_path / "big.nii", raw, 1.0, 3e9)
+    done = run("reduce-bits", path, tmp_path / "out.nrrd", "--bits", "8")
+    assert done.returncode == 0, done.stderr
+    ends = printed_window(done.stdout)
+    assert ends[0] != ends[1] and all(abs(float(end) - 3e9) < 1e4 for end in ends), done.stdout
+    short = reduce_bits(ramp_volume(), 8, window=(-1024, 3071))[1].summary()
+    assert "window -1024 .. 3071 -> 0 .. 255" in short

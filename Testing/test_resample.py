@@ -573,3 +573,96 @@ def test_overflow_to_nan_is_said_without_numpys_warnings(tmp_path):
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # the note alone
     assert "a NaN or infinite input voxel, or values near the type's largest" in done.stderr
     assert "RuntimeWarning" not in done.stderr
+
+
+# --- an integer --type: NaN said, rounded and clamped once ----------------------------------------------------------
+def nan_in_float(dtype, seed, shape=(16, 18, 20)) -> np.ndarray:
+    """Smooth float values 20 .. 120 with a few NaN voxels scattered (an integer output must say they became 0)."""
+    rng = np.random.default_rng(seed)
+    array = (70 + 50 * np.sin(np.arange(shape[2]) / 3.0) * np.ones(shape)).astype(dtype)
+    array.flat[rng.choice(array.size, 4 + seed % 5, replace=False)] = np.nan
+    return array
+
+
+@pytest.mark.parametrize("mode", [dict(stream=True), dict(stream=False), dict(stream=False, backend="vtk")],
+                         ids=["streamed", "in-memory", "vtk"])
+@pytest.mark.parametrize("out_type", ["uint8", "int16", "int32", "uint16"])
+@pytest.mark.parametrize("in_type, seed", [(np.float32, 0), (np.float64, 1), (np.float32, 2)])
+def test_nan_cast_to_an_integer_type_is_said_on_every_path(tmp_path, mode, out_type, in_type, seed):
+    """A float input with NaN resampled to an integer --type: the NaN came out 0 with no note (the sink counted
+    NaN only in float blocks, after the cast had made them 0); a float --type said it. Now counted before the cast,
+    as many as the float output holds, and said to be 0 in the integer output."""
+    method = "lanczos" if mode.get("backend") == "vtk" else ["mean", "lanczos", "gaussian"][seed]
+    path = bv.write_volume(bv.Volume.from_array(nan_in_float(in_type, seed)), tmp_path / "in.nrrd")
+    as_float = bv.resample_file(path, tmp_path / "f.nrrd", 2, method=method, dtype=in_type, **mode)
+    nan = np.isnan(bv.read_volume(tmp_path / "f.nrrd").array)
+    assert nan.any() and any("are NaN" in note for note in as_float.notes)
+    report = bv.resample_file(path, tmp_path / "i.nrrd", 2, method=method, dtype=out_type, **mode)
+    out = bv.read_volume(tmp_path / "i.nrrd").array
+    assert out.dtype == np.dtype(out_type) and np.all(out[nan] == 0)
+    said = [note for note in report.notes if "NaN" in note]
+    assert len(said) == 1 and said[0].startswith(f"{nan.sum()} of the {nan.size} output voxels"), report.notes
+    assert f"set to 0 in the {out_type} output" in said[0]
+    clean = bv.write_volume(bv.Volume.from_array(np.nan_to_num(nan_in_float(in_type, seed), nan=70.0)),
+                            tmp_path / "clean.nrrd")
+    assert not any("NaN" in note for note in bv.resample_file(clean, tmp_path / "c.nrrd", 2, method=method,
+                                                               dtype=out_type, **mode).notes)
+
+
+def test_cli_says_nan_set_to_0_in_an_integer_type(tmp_path):
+    path = bv.write_volume(bv.Volume.from_array(nan_in_float(np.float32, 3)), tmp_path / "in.nrrd")
+    for stream in ("--stream", "--no-stream"):
+        done = subprocess.run(BIGVOLUME + ["resample", str(path), str(tmp_path / "out.nrrd"), "--type", "int16",
+                                           "--method", "mean", stream, "--quiet"], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and "were set to 0 in the int16 output" in done.stderr, done.stderr
+
+
+def step_edge(dtype, seed, shape=(16, 16, 16)) -> np.ndarray:
+    """A step between the type's ends (uint8 0|255) along i at a seeded place: Lanczos rings below and above it."""
+    info = np.iinfo(dtype)
+    array = np.full(shape, info.min, dtype)
+    array[:, :, 5 + seed % 6:] = info.max if info.bits == 8 else min(info.max, 3000)
+    return array
+
+
+@pytest.mark.parametrize("method", ["lanczos", "gaussian", "mean"])
+@pytest.mark.parametrize("in_type, out_type", [(np.uint8, np.int16), (np.uint8, np.int8), (np.uint8, np.int32),
+                                               (np.int8, np.uint8), (np.uint16, np.int16), (np.int16, np.uint8)])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_integer_type_is_rounded_and_clamped_once_streamed_and_in_memory(tmp_path, method, in_type, out_type, seed):
+    """uint8 0|255 to --type int16 in memory filtered in uint8 (rounded and clamped to 0 .. 255), then cast again:
+    0 1 0 13 242 255 254 255 where the streamed run gave -1 1 -3 13 242 258 254 256 (floats -0.67 1.23 -2.75 ...).
+    Both now round and clamp the filter's floats once, to the output type: equal to each other and to the float64
+    result rounded and clamped, within 1 (README: integers within 1)."""
+    path = bv.write_volume(bv.Volume.from_array(step_edge(in_type, seed)), tmp_path / "in.nrrd")
+    bv.resample_file(path, tmp_path / "f.nrrd", 2, method=method, dtype=np.float64, stream=False)
+    info = np.iinfo(out_type)
+    expected = np.clip(np.rint(bv.read_volume(tmp_path / "f.nrrd").array), info.min, info.max)
+    outs = {}
+    for stream in (True, False):
+        bv.resample_file(path, tmp_path / f"o{stream}.nrrd", 2, method=method, dtype=out_type, stream=stream,
+                         memory_limit=1 if stream else None)
+        outs[stream] = bv.read_volume(tmp_path / f"o{stream}.nrrd").array
+        assert outs[stream].dtype == np.dtype(out_type)
+        assert np.abs(outs[stream].astype(np.float64) - expected).max() <= 1, (stream, outs[stream][4, 4])
+    assert np.abs(outs[True].astype(np.int64) - outs[False]).max() <= 1
+    in_memory = bv.resample(bv.read_volume(path), 2, method=method, dtype=out_type).array
+    np.testing.assert_array_equal(in_memory, outs[False])
+    if method == "lanczos" and in_type == np.uint8 and info.min < 0:  # the ringing below 0 is kept, not clamped to 0
+        assert outs[False].min() < 0 and outs[False].min() == outs[True].min()
+
+
+@pytest.mark.parametrize("out_type", [np.int16, np.int8, np.int32])
+@pytest.mark.parametrize("kwargs", [dict(backend="vtk"), dict(method="fft")], ids=["vtk", "fft"])
+def test_vtk_and_fft_round_an_integer_type_once(out_type, kwargs):
+    """The in-memory paths that do not stream (backend vtk, method fft) take the same rule: filtered in floats,
+    rounded and clamped once to the output type (the ringing below 0 kept)."""
+    for seed in range(3):
+        array = step_edge(np.uint8, seed)
+        reference = bv.downsample_array(array.astype(np.float64), 2, **kwargs)
+        info = np.iinfo(out_type)
+        expected = np.clip(np.rint(reference), info.min, info.max)
+        out = bv.resample(bv.Volume.from_array(array), 2, dtype=out_type, **kwargs).array
+        assert out.dtype == np.dtype(out_type) and reference.min() < -0.5
+        assert np.abs(out - expected).max() <= 1 and out.min() < 0, (seed, out[4, 4])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.dtypes import cast_to
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
 from ..core.memory import format_bytes
@@ -29,19 +30,25 @@ class ArraySink:
 
 class NanCountingSink:
     """Hands blocks on to ``sink``, counting the NaN voxels of float blocks: a NaN input voxel spreads over the
-    kernel's support, so an output that came out largely NaN is said rather than left to be found."""
+    kernel's support, so an output that came out largely NaN is said rather than left to be found. ``out_dtype``: an
+    integer type the float blocks are cast to here, after counting (cast first, NaN became 0 unseen)."""
 
-    def __init__(self, sink):
+    def __init__(self, sink, out_dtype=None):
         self.sink = sink
+        self.out_dtype = None if out_dtype is None else np.dtype(out_dtype)
         self.nan = self.voxels = 0
 
-    def count(self, block: np.ndarray) -> None:
-        if block.dtype.kind == "f":
-            self.nan += int(np.count_nonzero(np.isnan(block)))
+    def count(self, block: np.ndarray) -> int:
+        """Counts ``block``'s NaN voxels (returned) and voxels."""
+        nan = int(np.count_nonzero(np.isnan(block))) if block.dtype.kind == "f" else 0
+        self.nan += nan
         self.voxels += block.size
+        return nan
 
     def write(self, block: np.ndarray) -> None:
-        self.count(block)
+        nan = self.count(block)
+        if self.out_dtype is not None and block.dtype != self.out_dtype:
+            block = cast_to(block, self.out_dtype, finite=nan == 0)  # (the search for NaN done once, here)
         self.sink.write(block)
 
 

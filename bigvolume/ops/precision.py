@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,16 @@ SAMPLE_VOXELS = 2_000_000
 SLAB_VOXELS = 16 * 2**20  # voxels read and written at a time
 MAP_CHUNK_VOXELS = 2 ** 18  # voxels mapped at a time by one thread: 2 MiB of float64, in cache
 logger = logging.getLogger("bigvolume")
+
+
+def window_text(low: float, high: float) -> str:
+    """``low .. high`` with 6 significant digits, or the fewest more that tell two different ends apart (1 ..
+    1.0000000000000002 and a window 3e9 .. 3.000003e9 were printed "1 .. 1" and "3e+09 .. 3e+09")."""
+    for digits in range(6, 18):  # 17 digits tell any two doubles apart
+        ends = [f"{float(value):.{digits}g}" for value in (low, high)]
+        if ends[0] != ends[1] or low == high:
+            break
+    return f"{ends[0]} .. {ends[1]}"
 
 
 @dataclass(frozen=True)
@@ -123,17 +133,20 @@ def window_map(window: Window, output_range) -> tuple[float, float]:
     with np.errstate(over="ignore"):
         scale = (float(output_range[1]) - output_range[0]) / span if span > 0 else 0.0
     if not (np.isfinite(span) and np.isfinite(scale)):
-        raise BigVolumeError(f"the intensity window {window.low:g} .. {window.high:g} is too "
+        raise BigVolumeError(f"the intensity window {window_text(window.low, window.high)} is too "
                              f"{'wide' if not np.isfinite(span) else 'narrow'} to map onto "
                              f"{output_range[0]} .. {output_range[1]}")
     return scale, float(output_range[0]) - window.low * scale
 
 
-def apply_window(values: np.ndarray, window: Window, dtype, output_range=None, pool=None) -> tuple[np.ndarray, int]:
+def apply_window(values: np.ndarray, window: Window, dtype, output_range=None, pool=None, *,
+                 count_fractions: bool = False):
     """``values`` mapped linearly from ``window`` onto ``output_range`` (default: the full range of the integer
     ``dtype``), rounded and clipped to it; NaN goes to the range's low end (not counted as clipped). Returns the
-    result and how many values were clipped. Mapped in chunks of MAP_CHUNK_VOXELS (float64 temporaries that stay in
-    cache, not eight passes over slab-sized ones), over ``pool``'s threads when given."""
+    result and how many values were clipped, and with ``count_fractions`` how many mapped values were not whole
+    numbers before rounding (an identity map that should have had none). Mapped in chunks of MAP_CHUNK_VOXELS
+    (float64 temporaries that stay in cache, not eight passes over slab-sized ones), over ``pool``'s threads when
+    given."""
     low, high = output_range if output_range is not None else full_range(dtype)
     scale, _ = window_map(window, (low, high))
     source = np.ravel(values)  # a view when contiguous
@@ -141,7 +154,7 @@ def apply_window(values: np.ndarray, window: Window, dtype, output_range=None, p
     target = result.reshape(-1)
     floating = source.dtype.kind == "f"
 
-    def one_chunk(start: int) -> int:
+    def one_chunk(start: int) -> tuple[int, int]:
         mapped = source[start:start + MAP_CHUNK_VOXELS].astype(np.float64)
         if scale == 0.0:  # a window of one value (a constant volume): a step there, values beyond it clipped
             clipped = int(np.count_nonzero(mapped != window.low)) - int(np.count_nonzero(np.isnan(mapped)))
@@ -156,14 +169,20 @@ def apply_window(values: np.ndarray, window: Window, dtype, output_range=None, p
             mapped += low
         if floating:  # NaN has no place in an integer type (a cast would give an arbitrary value and a warning)
             mapped[np.isnan(mapped)] = low
+        fractions = 0
+        if count_fractions:  # (on the chunk in cache; infinities are whole, and clipped)
+            fractions = int(np.count_nonzero(np.rint(mapped) != mapped))
         np.rint(mapped, out=mapped)
         np.clip(mapped, low, high, out=mapped)
         target[start:start + MAP_CHUNK_VOXELS] = mapped
-        return clipped
+        return clipped, fractions
 
     starts = range(0, source.size, MAP_CHUNK_VOXELS)
-    counts = pool.map(one_chunk, starts) if pool is not None and len(starts) > 1 else map(one_chunk, starts)
-    return result, sum(counts)
+    counts = list(pool.map(one_chunk, starts) if pool is not None and len(starts) > 1 else map(one_chunk, starts))
+    clipped = sum(count for count, _ in counts)
+    if count_fractions:
+        return result, clipped, sum(fractions for _, fractions in counts)
+    return result, clipped
 
 
 @dataclass(frozen=True)
@@ -224,7 +243,7 @@ def kept_range(input_dtype, output_dtype, window: Window | None) -> tuple[Window
     # the window's integers onto themselves: -100.9 .. 100 mapped onto -100 .. 100 was no identity
     integers = (int(np.ceil(window.low)), int(np.floor(window.high)))
     if integers[0] > integers[1]:
-        raise BigVolumeError(f"the intensity window {window.low:g} .. {window.high:g} holds no integer, and the "
+        raise BigVolumeError(f"the intensity window {window_text(window.low, window.high)} holds no integer, and the "
                              "input's integer values are kept as they are: give a window around them, or --stretch "
                              "to map this one onto the full range")
     return Window(*map(float, integers)), integers
@@ -258,9 +277,9 @@ class ReduceReport:
         where = f"{self.output_path}: " if self.output_path else ""
         low, high = self.output_range
         if self.kept_values:
-            mapping = f"values kept ({self.window.low:.6g} .. {self.window.high:.6g}, no stretching)"
+            mapping = f"values kept ({window_text(self.window.low, self.window.high)}, no stretching)"
         else:
-            mapping = f"window {self.window.low:.6g} .. {self.window.high:.6g} -> {low} .. {high}"
+            mapping = f"window {window_text(self.window.low, self.window.high)} -> {low} .. {high}"
         text = (f"{where}{self.dtype}, {mapping}; clipped {self.clipped} of {self.voxels} "
                 f"voxels ({100 * self.clipped_fraction:.3f} %)")
         if self.input_bytes:
@@ -270,23 +289,47 @@ class ReduceReport:
         return text
 
 
+@dataclass(frozen=True)
+class _Mapping:
+    """What :func:`_choose_mapping` chose: ``window`` onto ``output_range``, the identity when ``kept`` (``why``: what
+    the note says of the values)."""
+
+    window: Window
+    output_range: tuple
+    kept: bool = False
+    why: str = ""
+    seen: "SampleValues | None" = None  # when keeping rested on the values a subsample saw (no window given)
+    whole: bool = False                 # kept float values, taken for integers from a subsample: checked, every one
+    restarted: bool = False             # stretched after kept float values turned out to hold fractions
+
+
+class _Fractions(Exception):
+    """Kept float values (a subsample showed only integers) hold fractions: the reduction starts again, stretched."""
+
+
 class _ReduceStage(SlabStage):
     """Maps every slab through ``window`` onto ``dtype``; NaN voxels go to the bottom of the range. Counts the
-    clipped and NaN voxels."""
+    clipped and NaN voxels. ``whole``: the map keeps float values taken for integers; a fraction raises _Fractions."""
 
-    def __init__(self, window: Window, dtype: np.dtype, output_range):
-        self.window, self.dtype, self.output_range = window, dtype, output_range
+    def __init__(self, window: Window, dtype: np.dtype, output_range, whole: bool = False):
+        self.window, self.dtype, self.output_range, self.whole = window, dtype, output_range, whole
         self.clipped = self.nan = 0
 
     def push(self, k0, k1, slab, pool, sink) -> None:
         if slab.dtype.kind == "f":  # apply_window sets NaN to the bottom of the range; counted for the report
             self.nan += int(np.count_nonzero(np.isnan(slab)))
-        mapped, count = apply_window(slab, self.window, self.dtype, self.output_range, pool)
+        if self.whole:
+            mapped, count, fractions = apply_window(slab, self.window, self.dtype, self.output_range, pool,
+                                                    count_fractions=True)
+            if fractions:
+                raise _Fractions(fractions)
+        else:
+            mapped, count = apply_window(slab, self.window, self.dtype, self.output_range, pool)
         self.clipped += count
         sink.write(mapped)
 
 
-def _reduce_slabs(reader, window: Window, dtype: np.dtype, output_range, sink, memory_limit: float,
+def _reduce_slabs(reader, mapping: _Mapping, dtype: np.dtype, sink, memory_limit: float,
                   progress) -> tuple[int, int]:
     """Every slab of ``reader`` reduced (see _ReduceStage) into ``sink``, on the slab engine; returns (clipped
     voxels, NaN voxels)."""
@@ -295,7 +338,7 @@ def _reduce_slabs(reader, window: Window, dtype: np.dtype, output_range, sink, m
     per_slice = voxels * (READ_AHEAD + 1) * reader.dtype.itemsize + voxels * np.dtype(dtype).itemsize
     plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, 0, memory_limit,
                       max_slab_bytes=SLAB_VOXELS * reader.dtype.itemsize, alignment=reader.slab_alignment)
-    stage = _ReduceStage(window, dtype, output_range)
+    stage = _ReduceStage(mapping.window, dtype, mapping.output_range, mapping.whole)
     run_slabs(reader, stage, sink, plan.slab_slices, threads=default_threads(), progress=progress,
               message="reducing precision, slab")
     return stage.clipped, stage.nan
@@ -331,11 +374,37 @@ def _given_mapping(window, percentiles) -> tuple[Window | None, tuple[float, flo
     return window, percentiles
 
 
-def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bool):
-    """(window, output range, values kept, why kept) of a reduction: the identity when :func:`keeps_values` (decided
-    from the types, else from the statistics pass over a subsample of ``source``, the one the percentile window
-    needs), else the given window or the ``percentiles`` of that subsample stretched onto the type's full range. A
-    window that cannot be mapped is refused here, before any voxel is written."""
+FLOAT64_INTEGERS = 2**53  # every integer up to here is a float64; beyond, neighbours share one (2^60 + 1 -> 2^60)
+MAP_ERROR_STEPS = 1e-3    # the most a 64-bit integer may move, in output steps, when converted to float64
+
+
+def _check_exact_enough(input_dtype, window: Window, output_range) -> None:
+    """Refuse a 64-bit integer input whose window lies where float64, which maps it, holds too few integers: 2^60 +
+    0 .. 255 to 8 bits came out 0 or 255 ("window 1.15292e+18 .. 1.15292e+18", exit 0). Only values in the window
+    (or within a step of it) land between the range's ends, so the window's far end bounds their error: half a float64
+    step there, scaled. Far-apart values (-2^62 and 2^62) map well and are not refused."""
+    input_dtype = np.dtype(input_dtype)
+    if input_dtype.kind not in "iu" or input_dtype.itemsize != 8:
+        return
+    far = max(abs(window.low), abs(window.high))
+    if far <= FLOAT64_INTEGERS:
+        return
+    span = window.high - window.low
+    scale = (float(output_range[1]) - output_range[0]) / span if span > 0 else np.inf  # (one value: no step at all)
+    if np.spacing(far) / 2 * scale > MAP_ERROR_STEPS:
+        raise BigVolumeError(f"{input_dtype} values near {far:.6g} lie beyond 2^53, where double precision, in which "
+                             f"reduce-bits maps them, holds only every {np.spacing(far):.0f}th integer: too coarse for "
+                             f"the window {window_text(window.low, window.high)} (values closer than that merge or "
+                             "land in the wrong level); subtract an offset first, or convert the volume to float64 "
+                             "knowing it rounds them")
+
+
+def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bool) -> _Mapping:
+    """The map of a reduction: the identity when :func:`keeps_values` (decided from the types, else from the
+    statistics pass over a subsample of ``source``, the one the percentile window needs; what rested on the subsample
+    is checked on every voxel while mapping, see _Mapping), else the given window or the ``percentiles`` of that
+    subsample stretched onto the type's full range. A window that cannot be mapped is refused here, before any voxel
+    is written."""
     window, percentiles = _given_mapping(window, percentiles)
     input_dtype, dtype = np.dtype(input_dtype), np.dtype(dtype)
     sample = values = None
@@ -343,7 +412,8 @@ def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bo
         # the input type fit the output: uint8 with --percentiles 10 90 to 8 bits kept its values)
         window = robust_window(subsample(source), percentiles)
         window_map(window, full_range(dtype))
-        return window, full_range(dtype), False, ""
+        _check_exact_enough(input_dtype, window, full_range(dtype))
+        return _Mapping(window, full_range(dtype))
     by_type = not stretch and keeps_values(input_dtype, dtype, window)
     if not stretch and not by_type and (window is None or (input_dtype.kind == "f" and dtype.itemsize == 2)):
         sample = subsample(source)
@@ -352,13 +422,20 @@ def _choose_mapping(source, input_dtype, dtype, window, percentiles, stretch: bo
         why = []
         if input_dtype.kind == "f":
             why.append("all integers")
-        if window is None and not by_type:  # kept for the values seen, not for their type
-            why.append(f"{values.low:.6g} .. {values.high:.6g}")
-        return kept_range(input_dtype, dtype, window) + (True, ", ".join(why))
+        seen = values if window is None and not by_type else None  # kept for the values seen, not their type
+        if seen is not None:
+            why.append(window_text(values.low, values.high))
+        return _Mapping(*kept_range(input_dtype, dtype, window), True, ", ".join(why), seen, input_dtype.kind == "f")
     if window is None:
         window = robust_window(subsample(source) if sample is None else sample, DEFAULT_PERCENTILES)
     window_map(window, full_range(dtype))  # too wide or too narrow for the output: refused now, naming the file
-    return window, full_range(dtype), False, ""
+    _check_exact_enough(input_dtype, window, full_range(dtype))
+    return _Mapping(window, full_range(dtype))
+
+
+def _stretched(source, input_dtype, dtype, window) -> _Mapping:
+    """The map when kept float values turned out to hold fractions: the one ``--stretch`` chooses."""
+    return replace(_choose_mapping(source, input_dtype, dtype, window, None, stretch=True), restarted=True)
 
 
 def _check_reducible(components: int, dtype: np.dtype) -> None:
@@ -369,15 +446,24 @@ def _check_reducible(components: int, dtype: np.dtype) -> None:
         raise BigVolumeError(f"pixel type {np.dtype(dtype)} cannot be reduced")
 
 
-def _reduce_report(window, dtype, output_range, kept, why, input_dtype, clipped, nan, voxels) -> ReduceReport:
-    notes = [f"{nan} NaN voxels set to the bottom of the range ({output_range[0]})"] if nan else []
-    if kept:
-        notes.append(f"{np.dtype(input_dtype)} values{f' ({why})' if why else ''} kept as they are in "
+def _reduce_report(mapping: _Mapping, dtype, input_dtype, clipped, nan, voxels) -> ReduceReport:
+    window, (low, high) = mapping.window, mapping.output_range
+    notes = [f"{nan} NaN voxels set to the bottom of the range ({low})"] if nan else []
+    if mapping.restarted:
+        notes.append(f"{np.dtype(input_dtype)} values are not all integers, though those of a subsample were: the "
+                     f"window {window_text(window.low, window.high)} is stretched onto {low} .. {high} (as with "
+                     "--stretch) instead of keeping the values, which would round their fractions")
+    if mapping.kept:
+        notes.append(f"{np.dtype(input_dtype)} values{f' ({mapping.why})' if mapping.why else ''} kept as they are in "
                      f"{np.dtype(dtype)} (no stretching"
-                     + (f", clipped to the window {window.low:.6g} .. {window.high:.6g})" if clipped else ")")
+                     + (f", clipped to the window {window_text(window.low, window.high)})" if clipped else ")")
                      + "; --stretch maps the window onto the full range")
+    if mapping.kept and mapping.seen is not None and clipped:
+        notes.append(f"{clipped} voxels lie outside {low} .. {high} and were clipped to it: the values were kept "
+                     f"because those of a subsample ({window_text(mapping.seen.low, mapping.seen.high)}) fit "
+                     f"{np.dtype(dtype)}; a wider output keeps them, --stretch maps a window onto the full range")
     return ReduceReport(window, np.dtype(dtype), clipped, clipped / max(1, voxels), voxels, notes,
-                        output_range=tuple(output_range), kept_values=kept)
+                        output_range=(low, high), kept_values=mapping.kept)
 
 
 def reduce_bits(volume: Volume, bits: int = 8, *, signed: bool = False, window: Window | None = None,
@@ -390,13 +476,17 @@ def reduce_bits(volume: Volume, bits: int = 8, *, signed: bool = False, window: 
     fit the output type). Geometry unchanged; the input is not modified."""
     dtype = dtype_for_bits(bits, signed)
     _check_reducible(volume.components, volume.dtype)
-    window, output_range, kept, why = _choose_mapping(volume.array, volume.dtype, dtype, window, percentiles,
-                                                      stretch)
+    mapping = _choose_mapping(volume.array, volume.dtype, dtype, window, percentiles, stretch)
     output = np.empty(volume.array.shape, dtype)
-    clipped, nan = _reduce_slabs(ArraySlabReader(volume.array, volume.geometry), window, dtype, output_range,
-                                 ArraySink(output), in_memory_limit(), as_progress(progress))
-    return Volume(output, volume.geometry), _reduce_report(window, dtype, output_range, kept, why, volume.dtype,
-                                                           clipped, nan, output.size)
+    progress = as_progress(progress)
+    try:
+        clipped, nan = _reduce_slabs(ArraySlabReader(volume.array, volume.geometry), mapping, dtype,
+                                     ArraySink(output), in_memory_limit(), progress)
+    except _Fractions:  # kept float values that are not all integers: stretched, as the rule says
+        mapping = _stretched(volume.array, volume.dtype, dtype, window)
+        clipped, nan = _reduce_slabs(ArraySlabReader(volume.array, volume.geometry), mapping, dtype,
+                                     ArraySink(output), in_memory_limit(), progress)
+    return Volume(output, volume.geometry), _reduce_report(mapping, dtype, volume.dtype, clipped, nan, output.size)
 
 
 def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = False, window: Window | None = None,
@@ -434,12 +524,16 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
             limit = in_memory_limit(volume.array.nbytes)
         with source as reader:
             with naming(input_path):
-                window, output_range, kept, why = _choose_mapping(reader, plan.dtype, dtype, window, percentiles,
-                                                                  stretch)
-            with file_sink(output_path, plan.geometry, dtype) as writer:
-                clipped, nan = _reduce_slabs(reader, window, dtype, output_range, writer, limit, progress)
-        report = _reduce_report(window, dtype, output_range, kept, why, plan.dtype, clipped, nan,
-                                plan.geometry.voxel_count)
+                mapping = _choose_mapping(reader, plan.dtype, dtype, window, percentiles, stretch)
+            try:
+                with file_sink(output_path, plan.geometry, dtype) as writer:
+                    clipped, nan = _reduce_slabs(reader, mapping, dtype, writer, limit, progress)
+            except _Fractions:  # (the file sink aborted: nothing written) stretched, as the rule says
+                with naming(input_path):
+                    mapping = _stretched(reader, plan.dtype, dtype, window)
+                with file_sink(output_path, plan.geometry, dtype) as writer:
+                    clipped, nan = _reduce_slabs(reader, mapping, dtype, writer, limit, progress)
+        report = _reduce_report(mapping, dtype, plan.dtype, clipped, nan, plan.geometry.voxel_count)
     progress(1.0, "written")
     for note in report.notes:
         logger.warning(note)  # the command line prints these on stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.dtypes import cast_to, native
+from ..core.dtypes import cast_to, check_exact_in_float64, native, work_dtype
 from ..core.errors import BigVolumeError
 from ..core.geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
                              limited_factors, validate_factors)
@@ -121,8 +121,10 @@ def filter_dtype(in_dtype, out_dtype) -> np.dtype:
 
 
 def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, threads: int | None = None,
-                     progress: ProgressCallback | None = None, backend: str | None = None) -> np.ndarray:
-    """Downsample ``array`` (k, j, i[, c]) by ``factors`` (I, J, K) onto the block-centred grid; same dtype out.
+                     progress: ProgressCallback | None = None, backend: str | None = None,
+                     out_dtype=None) -> np.ndarray:
+    """Downsample ``array`` (k, j, i[, c]) by ``factors`` (I, J, K) onto the block-centred grid; ``out_dtype``
+    (default: ``array``'s) out, integers rounded and clamped once from the filter's float values (as streamed).
     ``backend``: numpy (default: the kernel tables through the slab engine, the fastest) or vtk (vtkImageResize,
     the definition of the Lanczos kernel; lanczos only). fft needs neither."""
     check_method(method)
@@ -131,7 +133,7 @@ def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, t
         raise BigVolumeError(f"an array of shape {array.shape} and type {array.dtype}: a volume is (k, j, i) or (k, j, "
                              "i, components) of real numbers")
     if array.ndim == 4 and array.shape[3] == 1:  # one component: filtered as a scalar volume, given back as it came
-        return downsample_array(array[..., 0], factors, method, threads, progress, backend)[..., None]
+        return downsample_array(array[..., 0], factors, method, threads, progress, backend, out_dtype)[..., None]
     if not array.dtype.isnative:  # VTK and the writers take this machine's byte order
         array = array.astype(native(array.dtype))
     # as resample: an axis shorter than its factor takes its length (one voxel at the data's middle)
@@ -140,18 +142,26 @@ def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, t
     progress = as_progress(progress)
     if array.dtype == np.bool_:
         array = array.view(np.uint8)
+    out_dtype = array.dtype if out_dtype is None else native(out_dtype)
     if method == "fft":
         dims_out = Geometry(array.shape[2::-1]).downsampled(factors).dimensions
         positions = [block_centres(m, f) for m, f in zip(dims_out, factors)]
         progress(0.0, "band-limiting (FFT)")
-        result = cast_to(band_limited_sample(array, factors, positions), array.dtype)
+        result = cast_to(band_limited_sample(array, factors, positions), out_dtype, overwrite=True)
         progress(1.0, "band-limiting (FFT)")
         return result
     chosen = get_backend(check_backend(backend, method, dtype=array.dtype))
     if not chosen.streams:
-        return chosen.resample_array(array, factors, threads, progress)
-    return downsample_in_memory(array, factors, method, threads=threads, progress=progress, backend=chosen,
-                                message="resampling")
+        if out_dtype == array.dtype:
+            return chosen.resample_array(array, factors, threads, progress)
+        # another output type: filtered in floats, rounded once (in the input's integers, uint8 0|255 to int16
+        # came out clamped to 0 .. 255 where the streamed run gave -3 and 258)
+        if array.dtype.kind != "f":
+            check_exact_in_float64(array, method)
+            array = array.astype(work_dtype(array.dtype))
+        return cast_to(chosen.resample_array(array, factors, threads, progress), out_dtype, overwrite=True)
+    return downsample_in_memory(array, factors, method, out_dtype, threads=threads, progress=progress,
+                                backend=chosen, message="resampling")
 
 
 def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = False,
@@ -176,7 +186,9 @@ def resample(volume: Volume, factor=None, *, spacing=None, isotropic: bool = Fal
     filtered = filter_dtype(array.dtype, out_dtype)
     if filtered != array.dtype:  # (a float output: its own rounding is coarser than the filter's)
         array = array.astype(filtered)  # filter in the wider type (costs one full-size copy)
-    result = downsample_array(array, factors, method, threads, progress, backend)
+    # an integer output is rounded and clamped once, from the filter's floats (see downsample_array)
+    result = downsample_array(array, factors, method, threads, progress, backend,
+                              None if out_dtype.kind == "f" else out_dtype)
     return Volume(cast_to(result, out_dtype), volume.geometry.downsampled(factors))
 
 
@@ -207,14 +219,17 @@ class ResampleReport:
         return text
 
 
-def nan_note(nan: int, voxels: int, method: str) -> str:
-    """What to say of an output with NaN voxels: each NaN input voxel spreads over the kernel's support."""
+def nan_note(nan: int, voxels: int, method: str, out_dtype=None) -> str:
+    """What to say of an output with NaN voxels: each NaN input voxel spreads over the kernel's support.
+    ``out_dtype``: an integer output type, which holds no NaN (they were set to 0 there)."""
     support = {"lanczos": "up to 32 voxels along each axis", "gaussian": "a few voxels", "mean": "its block",
                "max": "its block", "nearest": "one voxel"}.get(method, "the kernel's support")
     other = "" if method in ("nearest", "mean", "max") else ", or choose --method nearest, mean or max"
     signed = method in ("lanczos", "fft")  # negative lobes: inf - inf, and sums of huge values overflow
     why = ("a NaN or infinite input voxel, or values near the type's largest, " if signed else "a NaN input voxel ")
-    return (f"{nan} of the {voxels} output voxels ({100 * nan / max(1, voxels):.3g} %) are NaN: {why}"
+    are = "are NaN" if out_dtype is None or np.dtype(out_dtype).kind == "f" else \
+        f"came out NaN and were set to 0 in the {np.dtype(out_dtype)} output (an integer type has no NaN)"
+    return (f"{nan} of the {voxels} output voxels ({100 * nan / max(1, voxels):.3g} %) {are}: {why}"
             f"makes NaN every output voxel whose {method} kernel reaches it ({support}); replace the input's NaN "
             f"{'and inf ' if signed else ''}first (for example with the background value){other}")
 
@@ -428,9 +443,11 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
                      f"more than the memory limit {format_bytes(plan.memory_limit)}")
     volume = None  # the input, read once however many times the output is written (see fit_file_size)
     counted = {}   # "sink": the NaN count of the last output written
+    # A float input's NaN are counted before the cast to an integer output type, which makes them 0.
+    cast_after_count = plan.dtype.kind == "f" and plan.out_dtype.kind in "iu"
 
     def counting(writer):
-        counted["sink"] = NanCountingSink(writer)
+        counted["sink"] = NanCountingSink(writer, plan.out_dtype if cast_after_count else None)
         return counted["sink"]
 
     def slab_written(path) -> bool:
@@ -447,7 +464,8 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
                                       threads=threads or default_threads(), compress=compress,
                                       memory_limit=plan.memory_limit, progress=part,
                                       backend=ArrayBackend(probe_cuda()[0]) if device == "cuda" else None,
-                                      wrap_sink=counting)
+                                      wrap_sink=counting,
+                                      filter_dtype=work_dtype(native(plan.dtype)) if cast_after_count else None)
         if volume is None:
             volume = io.read_volume(input_path, series)
         part(0.1, "read")
@@ -460,9 +478,12 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
                            memory_limit=in_memory_limit(volume.array.nbytes), progress=part.sub(0.1, 1.0),
                            message="resampling", wrap_sink=counting)
             return None
-        result = resample(volume, factors, method=method, threads=threads, dtype=dtype, device=device,
-                          backend=plan.backend, progress=part.sub(0.1, 0.9))
+        result = resample(volume, factors, method=method, threads=threads,
+                          dtype=volume.dtype if cast_after_count else dtype, device=device, backend=plan.backend,
+                          progress=part.sub(0.1, 0.9))
         counting(None).count(result.array)
+        if cast_after_count:
+            result = Volume(cast_to(result.array, plan.out_dtype, overwrite=True), result.geometry)
         io.write_volume(result, path, compress=compress)
         return None
 
@@ -480,7 +501,7 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
         _note(notes, stream_plan.note)
     counter = counted.get("sink")
     if counter is not None and counter.nan:
-        _note(notes, nan_note(counter.nan, counter.voxels, method))
+        _note(notes, nan_note(counter.nan, counter.voxels, method, plan.out_dtype))
     progress(1.0, "written")
     return ResampleReport(input_path, output_path, plan.geometry, plan.geometry.downsampled(factors), factors, method,
                           io.file_size(input_path, series), io.file_size(output_path), time.perf_counter() - started,
