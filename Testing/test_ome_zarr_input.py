@@ -753,3 +753,177 @@ def test_float16_levels_preview_and_an_unknown_version_is_noted(tmp_path, caplog
     with caplog.at_level("WARNING", logger="bigvolume"):
         np.testing.assert_array_equal(bv.read_volume(store).array, array)
     assert "OME-Zarr 0.6 is not a version this tool knows" in caplog.text
+
+
+def _rewrite(path, change):
+    """A JSON metadata file rewritten by ``change(document)`` (in place)."""
+    import json
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
+def _flatten_chunk_files(level):
+    """Nested chunk files (0/1/2) renamed flat (0.1.2), as a '.' writer names them."""
+    import shutil
+    for path in chunk_files(level.parent, level.name):
+        path.rename(level / ".".join(path.relative_to(level).parts))
+    for entry in level.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+
+
+# (store version, how the files and the metadata disagree, array): every voxel read as the fill value, exit 0
+KEY_MISMATCHES = {
+    # zarr-python 2's NestedDirectoryStore: 0/0/0 files, no dimension_separator in .zarray (read as '.')
+    "v2 nested, no separator": ("0.4", lambda level: _rewrite(level / ".zarray",
+                                                               lambda m: m.pop("dimension_separator"))),
+    "v2 flat, says /": ("0.4", _flatten_chunk_files),
+    "v3 c/, says v2 .": ("0.5", lambda level: _rewrite(level / "zarr.json", lambda m: m.__setitem__(
+        "chunk_key_encoding", {"name": "v2", "configuration": {"separator": "."}}))),
+    "v3 c/, says default .": ("0.5", lambda level: _rewrite(level / "zarr.json", lambda m: m.__setitem__(
+        "chunk_key_encoding", {"name": "default", "configuration": {"separator": "."}}))),
+}
+
+
+@pytest.mark.parametrize("mismatch", list(KEY_MISMATCHES))
+@pytest.mark.parametrize("components", [1, 3])
+def test_chunk_files_named_by_another_key_encoding_are_refused(tmp_path, mismatch, components):
+    """Chunk files named otherwise than the array's key encoding says (nested under a .zarray without
+    dimension_separator, as zarr-python 2's NestedDirectoryStore wrote; flat under '/'; a v3 array's c/... under
+    another encoding): zarr found no chunk and every voxel read as the fill value, exit 0, in memory and through
+    resample. One line naming the encoding and a file found; a sparse store (some chunks missing) still reads."""
+    version, damage = KEY_MISMATCHES[mismatch]
+    array = phantom()
+    if components == 3:
+        array = np.stack([array, array // 2, array // 3], axis=-1)
+    store = write_store(tmp_path / "x.ome.zarr", array, GEOMETRIES["anisotropic"], version=version, factors=(3,))
+    # Sparse, named right: a missing chunk is the fill value, no refusal
+    chunk_files(store)[0].unlink()
+    sparse = bv.read_volume(store).array
+    assert (sparse[:8, :8, :8] == 0).all() and np.array_equal(sparse[8:], array[8:])
+    damage(store / "0")
+    with pytest.raises(bv.VolumeFileError, match=r"level 0's chunk files do not match the array's key encoding "
+                                                 r"\(.+\), found '0/.+'; every voxel would read as the fill value"):
+        bv.read_volume(store)
+    np.testing.assert_array_equal(bv.read_volume(store, level=1).array, subsample(array, 3))  # (level 1 is fine)
+    for stream in ("--stream", "--no-stream"):
+        result = run("resample", store, tmp_path / "out.nrrd", "--factor", "2", stream)
+        assert result.returncode == 1 and not (tmp_path / "out.nrrd").exists()
+        line = _one_line(result.stderr)
+        assert str(store) in line and "do not match the array's key encoding" in line, line
+
+
+@pytest.mark.parametrize("inner", ["blosc", "zstd", "raw"])
+@pytest.mark.parametrize("location", ["end", "start"])
+@pytest.mark.parametrize("damage", ["append", "append zeros", "cut"])
+def test_a_shard_index_without_checksum_pointing_beyond_its_file_is_refused(tmp_path, inner, location, damage):
+    """A shard index without crc32c (index_codecs [bytes], as the sharding spec allows): bytes appended to a shard
+    (its index at the end read from the wrong place) or the shard cut short gave index entries beyond the file,
+    which zarr reads as absent inner chunks: fill-value voxels, exit 0. Refused naming the shard; a shard whose
+    index is intact (appended bytes after an index at the start) reads exactly."""
+    from zarr.codecs import BloscCodec, BytesCodec, ShardingCodec, ZstdCodec
+    codecs = {"blosc": [BytesCodec(), BloscCodec()], "zstd": [BytesCodec(), ZstdCodec()], "raw": [BytesCodec()]}
+    array = phantom((40, 36, 32))
+    array[:16, :16, :16] = 0  # inner chunks not written: empty index entries
+    store = tmp_path / "s.zarr"
+    stored = zarr.create_array(str(store), shape=array.shape, dtype=array.dtype, chunks=(32, 32, 32), compressors=None,
+                               serializer=ShardingCodec(chunk_shape=(16, 16, 16), codecs=codecs[inner],
+                                                        index_codecs=[BytesCodec()], index_location=location))
+    stored[...] = array
+    np.testing.assert_array_equal(bv.read_volume(store).array, array)
+    victim = chunk_files(store, ".")[0]
+    whole = victim.read_bytes()
+    victim.write_bytes({"append": whole + b"GARBAGE!" * 4, "append zeros": whole + bytes(32),
+                        "cut": whole[:-1]}[damage])
+    key = victim.relative_to(store).as_posix()
+    if location == "start" and damage != "cut":  # the index and every chunk as they were
+        np.testing.assert_array_equal(bv.read_volume(store).array, array)
+        return
+    with pytest.raises(bv.VolumeFileError, match=f"shard {key} is damaged: its index \\(no checksum\\) points "
+                                                 "beyond the shard's"):
+        bv.read_volume(store)
+    result = run("resample", store, tmp_path / "out.nrrd", "--factor", "2")
+    assert result.returncode == 1 and f"shard {key} is damaged" in _one_line(result.stderr.split("\n", 1)[1])
+
+
+def test_a_shard_index_with_a_checksum_is_left_to_zarr(tmp_path):
+    """The index check reads each shard's index once more: only where zarr checks nothing (no crc32c)."""
+    store = write_store(tmp_path / "x.ome.zarr", phantom(), GEOMETRIES["anisotropic"], chunks=4, shards=(16, 16, 16),
+                        factors=())
+    with open_slabs(store) as reader:
+        assert reader._unchecked_shard_index is None
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4", "plain"])
+def test_a_pyramid_of_a_store_without_a_unit_names_none(tmp_path, version):
+    """A store with no unit reads as written (its numbers); its pyramid said "millimeter", a unit the input never
+    named (1000 times another size for a store in micrometres without saying so). No unit in, none out."""
+    pytest.importorskip("dask")
+    array = phantom()
+    geometry = GEOMETRIES["anisotropic"]
+    if version == "plain":
+        source = tmp_path / "plain.zarr"
+        zarr.create_array(str(source), shape=array.shape, chunks=(8, 8, 8), dtype=array.dtype)[...] = array
+        geometry = Geometry(array.shape[::-1])
+    else:
+        source = write_store(tmp_path / "in.ome.zarr", array, geometry, version=version, factors=())
+        _metadata(source, lambda m: ([axis.pop("unit") for axis in _multiscale(m)["axes"]], m)[1])
+    out = tmp_path / "out.ome.zarr"
+    result = run("pyramid", source, out, "--chunks", "8", "--quiet")
+    assert result.returncode == 0, result.stderr
+    import json
+    written = json.loads((out / "zarr.json").read_text())
+    axes = _multiscale(written)["axes"]
+    assert [axis["name"] for axis in axes] == ["z", "y", "x"] and not any("unit" in axis for axis in axes), axes
+    assert open_pyramid(out).unit == ""
+    volume = bv.read_volume(out)
+    np.testing.assert_array_equal(volume.array, array)
+    assert volume.geometry.isclose(geometry, atol=1e-9)
+
+
+def _multiscale(metadata):
+    attributes = metadata.get("attributes", metadata)
+    return (attributes["ome"] if "ome" in attributes else attributes)["multiscales"][0]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.uint8])
+@pytest.mark.parametrize("layout", ["0.4", "plain v2"])
+def test_a_v2_array_without_fill_value_reads_missing_chunks_as_0_and_says_so(tmp_path, caplog, dtype, layout):
+    """Zarr v2's fill_value null: a missing chunk is undefined by the spec, yet zarr-python 3 writes null itself
+    (fill_value=None) and, by default (write_empty_chunks False), leaves chunks of zeros out: read as 0, as zarr
+    reads them, with a note naming the level and a chunk (it was silent)."""
+    import json
+    array = phantom((16, 16, 16)).astype(dtype)
+    array[:8, :8, :8] = 0
+    if layout == "plain v2":
+        store = tmp_path / "plain.zarr"
+        level = store
+        zarr.create_array(str(store), shape=array.shape, chunks=(8, 8, 8), dtype=dtype, zarr_format=2,
+                          fill_value=None)[...] = array  # zarr's own writer: null, chunk 0.0.0 left out
+        assert json.loads((store / ".zarray").read_text())["fill_value"] is None and not (store / "0.0.0").exists()
+    else:
+        store = write_store(tmp_path / "x.ome.zarr", array, Geometry((16, 16, 16)), version="0.4", factors=())
+        level = store / "0"
+        _rewrite(level / ".zarray", lambda m: m.__setitem__("fill_value", None))
+        chunk_files(store)[0].unlink()
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        np.testing.assert_array_equal(bv.read_volume(store).array, array)
+    assert "has no fill value (null) and chunks not written: they read as 0" in caplog.text
+    result = run("resample", store, tmp_path / "out.nrrd", "--factor", "2", "--stream")
+    assert result.returncode == 0 and result.stderr.count("has no fill value (null)") == 1, result.stderr
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_a_float16_refusal_names_a_way_out_the_command_has(tmp_path, version):
+    """dehaze refused float16 with "e.g. resample --type float32", as if it had a --type option: the way out
+    is resample's (the input converted first); resample's own refusal names its option."""
+    array = (phantom((16, 16, 16)) / 40).astype(np.float16)
+    store = write_store(tmp_path / "h.ome.zarr", array, Geometry((16, 16, 16)), version=version, factors=())
+    dehaze = _one_line(run("dehaze", store, tmp_path / "d.nrrd").stderr)
+    assert dehaze.endswith("convert the input first, e.g. resample --factor 1 --type float32"), dehaze
+    resample = _one_line(run("resample", store, tmp_path / "r.nrrd").stderr)
+    assert resample.endswith("convert it, e.g. resample --type float32"), resample
+    converted = run("resample", store, tmp_path / "c.nrrd", "--factor", "1", "--type", "float32")
+    assert converted.returncode == 0, converted.stderr
+    assert run("dehaze", tmp_path / "c.nrrd", tmp_path / "d.nrrd").returncode in (0, 3)

@@ -422,13 +422,13 @@ def check_geometry_fits(path, geometry: Geometry) -> None:
                                   "cannot store: its geometry would change; write .nrrd, .nhdr or .mha")
 
 
-def check_writable_type(path, dtype) -> None:
+def check_writable_type(path, dtype, way_out: str = "convert it, e.g. resample --type float32") -> None:
     """Refuse a voxel type no output format here stores (float16, booleans, complex...) in one line, with the way
-    out; SimpleITK raised a TypeError."""
+    out (``way_out``: for the command at hand; resample's option by default); SimpleITK raised a TypeError."""
     dtype = np.dtype(dtype)
     if not (dtype.kind in "iu" and dtype.itemsize in (1, 2, 4, 8) or dtype.kind == "f" and dtype.itemsize in (4, 8)):
         raise VolumeFileError(f"{path}: pixel type {dtype} cannot be written (NRRD, NIfTI and MetaImage have no such "
-                              "type): convert it, e.g. resample --type float32")
+                              f"type): {way_out}")
 
 
 def write_volume(volume: Volume, path, compress: bool | None = None) -> Path:

@@ -110,12 +110,13 @@ def _round(value: float) -> float:
 
 
 def multiscales_attributes(levels: Sequence[PyramidLevel], *, version: str = DEFAULT_OME_ZARR_VERSION,
-                           unit: str = "millimeter", name: str = "", method: str = "lanczos") -> dict:
+                           unit: str | None = "millimeter", name: str = "", method: str = "lanczos") -> dict:
     """The attributes of a pyramid's root group: NGFF ``multiscales`` (under ``ome`` for 0.5, top level for 0.4)
-    and our ``bigvolume`` record (direction, factors, which level each was computed from, the method)."""
+    and our ``bigvolume`` record (direction, factors, which level each was computed from, the method). ``unit``
+    None: axes without a unit (a store that named none, copied as it was)."""
     if version not in OME_ZARR_VERSIONS:
         raise ValueError(f"OME-Zarr version {version!r}: choose one of {', '.join(OME_ZARR_VERSIONS)}")
-    if unit not in SPACE_UNITS:
+    if unit is not None and unit not in SPACE_UNITS:
         raise ValueError(f"unit {unit!r}: choose one of {', '.join(SPACE_UNITS)}")
     base = levels[0].geometry
     datasets = []
@@ -123,7 +124,8 @@ def multiscales_attributes(levels: Sequence[PyramidLevel], *, version: str = DEF
         scale, translation = _level_transform(level.geometry, base)
         datasets.append({"path": level.path, "coordinateTransformations": [
             {"type": "scale", "scale": scale}, {"type": "translation", "translation": translation}]})
-    multiscale = {"name": name, "axes": [{"name": axis, "type": "space", "unit": unit} for axis in AXIS_NAMES],
+    multiscale = {"name": name, "axes": [{"name": axis, "type": "space", **({"unit": unit} if unit else {})}
+                                         for axis in AXIS_NAMES],
                   "datasets": datasets, "type": method,
                   "metadata": {"description": f"{method} anti-aliased downsampling (bigvolume)"}}
     ours = {"coordinates": "LPS", "direction": [[float(v) for v in row] for row in base.direction],

@@ -14,7 +14,9 @@ Axes: the three space axes give the grid (:mod:`bigvolume.io.ome_zarr`), a chann
 
 Chunks: a chunk that cannot be decoded stops the read with one line naming the chunk's key and the store. A missing
 chunk reads as the fill value (the Zarr rule: writers may skip chunks that hold only it), except when the root's
-``bigvolume`` record says ``"all_chunks_written": true`` (our pyramid writer does): then it is refused.
+``bigvolume`` record says ``"all_chunks_written": true`` (our pyramid writer does): then it is refused; so is a level
+whose files are none of them named by its chunk key encoding (every voxel would be the fill value). A shard index
+without a checksum is checked against its file's size (zarr reads entries beyond the end as absent chunks).
 
 zarr is imported on first use (:func:`bigvolume.io.ome_zarr.import_zarr`), never by ``import bigvolume``.
 """
@@ -25,6 +27,7 @@ import functools
 import itertools
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +46,8 @@ from .slab_readers import SlabReader
 KNOWN_VERSIONS = ("0.1", "0.2", "0.3", "0.4", "0.5")
 METADATA_FILES = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
 BLOSC_HEADER = 16  # bytes of a Blosc frame's header; bytes 12-16: the frame's size (little-endian)
+SHARD_INDEX_ENTRY = 16  # bytes per inner chunk in a shard index: offset and size, uint64 each
+EMPTY_INNER_CHUNK = 2 ** 64 - 1  # a shard index's offset and size of an inner chunk not written
 PREVIEW_MIN_VOXELS = 256  # preview_level: the coarsest level still this many voxels along each axis
 # How far above a level's array to look for the pyramid's root (levels are usually one folder down, "0" or "s0";
 # some writers nest them, "scale/0").
@@ -385,6 +390,7 @@ class ZarrSlabReader(SlabReader):
         self.slab_alignment = self.level.chunk[0]
         self._array = None
         self._checked_bands: set[int] = set()  # z bands of stored objects already checked for missing ones
+        self._names_checked = False  # whether the level's files were matched against its chunk key encoding
 
     @property
     def array(self):
@@ -489,14 +495,92 @@ class ZarrSlabReader(SlabReader):
                     if self.pyramid.all_chunks_written:
                         raise OmeZarrError(f"{self.pyramid.store}: chunk {self._name(key)} is missing, but the store "
                                            "says all its chunks were written (an incomplete copy?)") from None
+                    self._check_missing()
                     continue  # not written: the fill value, as the Zarr format says
                 if size == 0:
                     raise OmeZarrError(f"{self.pyramid.store}: chunk {self._name(key)} is an empty file (0 bytes): "
                                        "corrupt (an interrupted copy?)")
                 if self._blosc:
                     self._check_blosc_size(key, size)
+                if self._unchecked_shard_index is not None:
+                    self._check_shard_index(key, size)
             if whole_band:
                 self._checked_bands.add(band)
+
+    def _check_missing(self) -> None:
+        """A missing chunk, read as the fill value: refused when the level's files are named otherwise than its
+        key encoding says (once per reader; see :meth:`_check_chunk_names`); said when Zarr v2's fill_value is
+        null (zarr reads it as 0)."""
+        if not self._names_checked:
+            self._check_chunk_names()
+            self._names_checked = True
+        metadata = self.array.metadata
+        if metadata.zarr_format == 2 and metadata.fill_value is None:
+            # Refusing would break stores zarr-python 3 writes itself: fill_value=None writes null, and its
+            # default write_empty_chunks=False leaves chunks of zeros out.
+            _say_once(f"{self.pyramid.store}: level {self.level.path or '(the array)'} has no fill value (null) and "
+                      "chunks not written: they read as 0, as zarr reads them")
+
+    def _check_chunk_names(self) -> None:
+        """Refuses a level holding files of which none is named as its chunk key encoding names chunks: zarr
+        would read every chunk as missing (fill value, exit 0). Nested 0/0/0 files under a .zarray without
+        dimension_separator (zarr-python 2's NestedDirectoryStore wrote that), flat 0.0.0 files under "/", a v3
+        array's c/0/0/0 under a v2 encoding. Stops at the first file named right (a sparse store)."""
+        metadata = self.array.metadata
+        stray = None
+        for relative in _files_under(self.path):
+            numbers = tuple(int(n) for n in re.findall(r"\d+", relative))
+            if len(numbers) == self.array.ndim and metadata.encode_chunk_key(numbers) == relative:
+                return
+            stray = stray or relative
+        if stray is None:
+            return  # metadata only (said by the array property)
+        if metadata.zarr_format == 2:
+            encoding = f"Zarr v2 dimension_separator {metadata.dimension_separator!r}"
+        else:
+            encoding = (f"chunk_key_encoding {metadata.chunk_key_encoding.name!r}, separator "
+                        f"{metadata.chunk_key_encoding.separator!r}")
+        raise OmeZarrError(f"{self.pyramid.store}: level {self.level.path or '(the array)'}'s chunk files do not "
+                           f"match the array's key encoding ({encoding}: chunks named like "
+                           f"{metadata.encode_chunk_key((0,) * self.array.ndim)!r}), found {self._name(stray)!r}; "
+                           "every voxel would read as the fill value")
+
+    @functools.cached_property
+    def _unchecked_shard_index(self):
+        """(entries per shard, index at the end, byte order) of a shard index zarr reads without a checksum
+        (index_codecs bytes only, as the sharding spec allows); None otherwise."""
+        from zarr.codecs import BytesCodec, ShardingCodec
+        codecs = getattr(self.array.metadata, "codecs", None) or [None]
+        sharding = codecs[0]
+        if not isinstance(sharding, ShardingCodec) or len(sharding.index_codecs) != 1 or \
+                not isinstance(sharding.index_codecs[0], BytesCodec):
+            return None
+        inner = int(np.prod([s // c for s, c in zip(_stored_block(self.array), sharding.chunk_shape)]))
+        endian = getattr(sharding.index_codecs[0].endian, "value", "little")
+        return inner, str(getattr(sharding.index_location, "value", sharding.index_location)) == "end", \
+            np.dtype("<u8" if endian != "big" else ">u8")
+
+    def _check_shard_index(self, key: str, size: int) -> None:
+        """Without a checksum, a shard's index damaged (bytes appended, the index cut) is read as it is: entries
+        reaching beyond the file read as absent inner chunks, fill-value voxels with exit 0. Each entry written must
+        lie in the file's data part and not be empty. One read of the index (16 bytes per inner chunk)."""
+        inner, at_end, dtype = self._unchecked_shard_index
+        index_bytes = inner * SHARD_INDEX_ENTRY
+        if size < index_bytes:
+            raise OmeZarrError(f"{self.pyramid.store}: shard {self._name(key)} is cut short: {size} bytes, less than "
+                               f"its index ({index_bytes} bytes; an interrupted copy?)")
+        with open(self.path / key, "rb") as handle:
+            handle.seek(size - index_bytes if at_end else 0)
+            entries = np.frombuffer(handle.read(index_bytes), dtype).reshape(-1, 2).astype(np.uint64)
+        start, end = (0, size - index_bytes) if at_end else (index_bytes, size)
+        offset, length = entries[:, 0], entries[:, 1]
+        written = ~((offset == EMPTY_INNER_CHUNK) & (length == EMPTY_INNER_CHUNK))
+        # (no inner chunk is 0 bytes: zeros appended read as such entries)
+        outside = (offset < start) | (offset > end) | (length == 0) | \
+            (length > np.uint64(end) - np.minimum(offset, np.uint64(end)))
+        if np.any(written & outside):
+            raise OmeZarrError(f"{self.pyramid.store}: shard {self._name(key)} is damaged: its index (no checksum) "
+                               f"points beyond the shard's {size} bytes (bytes appended or cut off?)")
 
     @functools.cached_property
     def _blosc(self) -> bool:
@@ -517,6 +601,24 @@ class ZarrSlabReader(SlabReader):
 
     def close(self) -> None:
         self._array = None
+
+
+def _files_under(folder: Path):
+    """Relative paths ("a/b/c") of the files below ``folder`` other than metadata and hidden files (.DS_Store),
+    depth first and lazily (a caller may stop at the first); not into a folder that is another Zarr node."""
+    stack = [""]
+    while stack:
+        relative = stack.pop()
+        with os.scandir(folder / relative) as entries:
+            for entry in entries:
+                if entry.name in METADATA_FILES or entry.name.startswith("."):
+                    continue
+                path = f"{relative}/{entry.name}" if relative else entry.name
+                if entry.is_dir():
+                    if not is_zarr_store(entry.path):
+                        stack.append(path)
+                else:
+                    yield path
 
 
 def _open_at(path, level: int | None) -> Pyramid:

@@ -181,14 +181,14 @@ def _header_pixel_size(source):
 
 def open_input(source, *, threads: int | None = None, level: int | None = None, unit: str | None = None,
                **stack_options) -> tuple[SlabReader, bool, str | None, bool]:
-    """A slab reader for ``source``, whether it is an image stack, its unit when it names one, and whether the
-    reader's geometry is in millimetres: a volume file or DICOM series (what ``resample`` reads), a stack of slices
-    (what ``import-stack`` reads, with its ``stack_options``: spacing, roi, gray, reverse, origin, orientation), or a
-    Zarr/OME-Zarr store (``level``, default 0; its unit is kept). A stack's geometry is in the user's unit when they
-    give its spacing (or none is known), and in millimetres when it comes from the slices' headers (TIFF resolution,
-    PNG pHYs: converted by SimpleITK). A stack's origin is in ``unit`` (default micrometres) like its spacing, so
-    it is converted to millimetres too when the spacing comes from the headers (it was taken as millimetres then,
-    and the same --origin landed 1000 times farther)."""
+    """A slab reader for ``source``, whether it is an image stack, its unit (a Zarr store's own, "" when it names
+    none; else None), and whether the reader's geometry is in millimetres: a volume file or DICOM series (what
+    ``resample`` reads), a stack of slices (what ``import-stack`` reads, with its ``stack_options``: spacing, roi,
+    gray, reverse, origin, orientation), or a Zarr/OME-Zarr store (``level``, default 0; its unit is kept). A
+    stack's geometry is in the user's unit when they give its spacing (or none is known), and in millimetres when it
+    comes from the slices' headers (TIFF resolution, PNG pHYs: converted by SimpleITK). A stack's origin is in
+    ``unit`` (default micrometres) like its spacing, so it is converted to millimetres too when the spacing comes
+    from the headers (it was taken as millimetres then, and the same --origin landed 1000 times farther)."""
     given = {k: v for k, v in stack_options.items() if v is not None}
     if _is_stack_source(source):
         from .stack_import import plan_stack_import
@@ -206,7 +206,7 @@ def open_input(source, *, threads: int | None = None, level: int | None = None, 
                              "geometry and channels")
     reader = open_slabs(path, level=level)
     pyramid = getattr(reader, "pyramid", None)  # OME-Zarr (read in mm): its unit is kept
-    return reader, False, (getattr(pyramid, "unit", None) or None), True
+    return reader, False, getattr(pyramid, "unit", None), True
 
 
 def _rotation_grid(geometry: Geometry, source) -> Geometry:
@@ -572,7 +572,8 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         reader.geometry = _rotation_grid(reader.geometry, input)
         plan = _plan(reader, chunk3, shard, levels)
         # (the unit written, not the option: --resume --unit millimeter continues a run that gave no --unit)
-        unit = unit or input_unit or ("micrometer" if is_stack else "millimeter")
+        # (a store without a unit stays without: its numbers were read as written)
+        unit = unit or (input_unit if input_unit is not None else "micrometer" if is_stack else "millimeter")
         fingerprint = _fingerprint(input, reader, plan, method, ome_zarr_version, unit, zstd_level, chunk3, shard)
         resuming = False
         if staging.exists() and resume and _nothing_to_resume(staging):
@@ -609,7 +610,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
             with runner, chunk_concurrency(threads):  # this process's writes (level 0's pass, local tasks)
                 skipped, notes = _build(reader, plan, staging, fingerprint, resuming, runner, method, ome_zarr_version,
                                  unit, zstd_level, threads, limit, as_progress(progress), name=Path(str(input)).name,
-                                 to_unit=1.0 / SPACE_UNITS[unit] if in_millimetres else 1.0)
+                                 to_unit=1.0 / SPACE_UNITS.get(unit, 1.0) if in_millimetres else 1.0)
         except BaseException as error:
             if not keep_partial:
                 _remove_staging(staging)
@@ -717,7 +718,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
     # damaged chunk is named by the readers' diagnosis.
     levels = [PyramidLevel(level.path, scaled_geometry(level.geometry, to_unit), level.factors, level.source)
               for level in plan]
-    attributes = multiscales_attributes(levels, version=version, unit=unit, name=name, method=method)
+    attributes = multiscales_attributes(levels, version=version, unit=unit or None, name=name, method=method)
     attributes["bigvolume"]["chunks"] = list(plan[0].chunks)
     write_attributes(root, attributes)
     skipped = sum(len(done) for done in records.done.values())

@@ -120,7 +120,8 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
         raise BigVolumeError(f"{input_path}: {plan.components} components per voxel (RGB or vector): haze removal "
                              "needs a scalar volume; convert it to gray first")
     io.check_output_path(output_path, inputs=[input_path])
-    io.check_writable_type(output_path, plan.dtype)  # (float16 from OME-Zarr: said before the work, naming the output)
+    # (float16 from OME-Zarr: said before the work, naming the output; dehaze has no --type)
+    io.check_writable_type(output_path, plan.dtype, "convert the input first, e.g. resample --factor 1 --type float32")
     if mask_out is not None:
         mask_out = Path(mask_out)
         io.check_output_path(mask_out, inputs=[input_path])
