@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+import bigvolume as bv
 from bigvolume.core.geometry import orientation_code, orientation_direction
 from bigvolume.ops.stack_import import import_stack
 from bigvolume.io.stacks import DEFAULT_STACK_ORIENTATION, STACK_ORIENTATIONS
@@ -121,3 +122,73 @@ def test_a_head_reimported_from_its_axial_slices_matches_the_original(tmp_path, 
     import_stack(tmp_path / "slices", default, spacing=original.GetSpacing(), origin=original.GetOrigin())
     _, default_direction = read_geometry(default)
     assert np.allclose(default_direction[:, 1], -direction[:, 1])
+
+
+# --- EXIF Orientation of JPEG and PNG slices --------------------------------------------------------------------------
+def _exif(orientation: int, order: str) -> bytes:
+    """An EXIF block: a TIFF header and one directory holding the Orientation tag (SHORT)."""
+    import struct
+    head = b"II*\0" if order == "<" else b"MM\0*"
+    return (head + struct.pack(order + "I", 8) + struct.pack(order + "H", 1)
+            + struct.pack(order + "HHI", 274, 3, 1) + struct.pack(order + "HH", orientation, 0)
+            + struct.pack(order + "I", 0))
+
+
+def _with_exif(path: Path, orientation: int, order: str = ">", after_pixels: bool = False) -> None:
+    """The file as SimpleITK wrote it, with an EXIF block: a JPEG's APP1 segment after its start, a PNG's eXIf
+    chunk after its header (or before its end, as some writers put it)."""
+    import struct
+    import zlib
+    data, block = path.read_bytes(), _exif(orientation, order)
+    if path.suffix == ".jpg":
+        segment = b"Exif\0\0" + block
+        path.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + data[2:])
+        return
+    chunk = struct.pack(">I", len(block)) + b"eXIf" + block + struct.pack(">I", zlib.crc32(b"eXIf" + block))
+    at = data.rindex(b"IEND") - 4 if after_pixels else 8 + 8 + 13 + 4
+    path.write_bytes(data[:at] + chunk + data[at:])
+
+
+def _seen(plane: np.ndarray, orientation: int) -> np.ndarray:
+    """The picture as EXIF Orientation 1-4 says it is meant to be seen."""
+    return {1: plane, 2: plane[:, ::-1], 3: plane[::-1, ::-1], 4: plane[::-1]}[orientation]
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 4])
+@pytest.mark.parametrize("suffix, components, order, after_pixels", [
+    (".png", 1, ">", False), (".png", 3, "<", True), (".jpg", 1, "<", False), (".jpg", 3, ">", False)])
+def test_exif_mirrored_jpeg_and_png_slices_are_read_as_meant_to_be_seen(tmp_path, orientation, suffix, components,
+                                                                       order, after_pixels):
+    """JPEG (APP1) and PNG (eXIf) slices mirrored by their EXIF Orientation were imported as stored, exit 0; a
+    TIFF's Orientation 2-4 is applied by its reader. Also with a ROI, which lies mirrored in the stored raster."""
+    rng = np.random.default_rng(orientation)
+    shape = (3, 18, 22) + ((3,) if components == 3 else ())
+    volume = rng.integers(0, 256, shape).astype(np.uint8)
+    plain = write_stack(tmp_path / "plain", volume, name="s_{}" + suffix, is_vector=components == 3)
+    write_stack(tmp_path / "exif", volume, name="s_{}" + suffix, is_vector=components == 3)
+    for path in sorted((tmp_path / "exif").iterdir()):
+        _with_exif(path, orientation, order, after_pixels)
+    gray = "keep" if components == 3 else None
+    stored = sitk.GetArrayFromImage(sitk.ReadImage(str(import_stack(  # (JPEG: as decoded, not as written)
+        tmp_path / "plain", tmp_path / "plain.nrrd", spacing=(1, 1, 1), gray=gray).output_path)))
+    assert [p.name for p in plain] == sorted(p.name for p in (tmp_path / "exif").iterdir())
+    expected = np.stack([_seen(plane, orientation) for plane in stored])
+    assert not np.array_equal(expected, stored)
+    out = import_stack(tmp_path / "exif", tmp_path / "exif.nrrd", spacing=(1, 1, 1), gray=gray).output_path
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))), expected)
+    roi = (3, 17, 2, 11, 1, 3)
+    out = import_stack(tmp_path / "exif", tmp_path / "roi.nrrd", spacing=(1, 1, 1), gray=gray, roi=roi).output_path
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))),
+                                  expected[roi[4]:roi[5], roi[2]:roi[3], roi[0]:roi[1]])
+
+
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+@pytest.mark.parametrize("suffix, odd", [(".png", 0), (".jpg", 0), (".jpg", 2), (".png", 1)])
+def test_exif_transposed_jpeg_and_png_slices_are_refused_as_tiffs_are(tmp_path, orientation, suffix, odd):
+    """Orientation 5-8 (rotated or transposed by 90 degrees) is refused, as for a TIFF, naming the slice."""
+    paths = write_stack(tmp_path, stack_array((3, 16, 20), np.uint8), name="s_{}" + suffix)
+    _with_exif(paths[odd], orientation, "<" if odd else ">")
+    with pytest.raises(bv.VolumeFileError, match=rf"s_{odd + 1}\{suffix}: a {suffix[1:].upper()} stored rotated or "
+                                                 rf"transposed \(EXIF Orientation {orientation}\)"):
+        import_stack(tmp_path, tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    assert not (tmp_path / "out.nrrd").exists()

@@ -70,7 +70,7 @@ def test_numbering_gap_is_reported(tmp_path):
     paths[6].unlink()
     paths[7].unlink()
     found = find_slices(tmp_path)
-    assert found.gaps == [(4, 4), (7, 8)] and found.describe_gaps() == "4, 7-8"
+    assert found.gaps == [(3, 5), (6, 9)] and found.describe_gaps() == "4, 7-8"  # (the numbers either side)
     plan = plan_stack_import(tmp_path, spacing=(1, 1, 1))
     assert "gaps in the slice numbering: 4, 7-8 missing" in plan.describe()
     plan.close()
@@ -970,16 +970,24 @@ def test_a_channel_gray_slices_do_not_have_is_refused(tmp_path):
     assert (read_back(report.output_path)[0] == 1).all()
 
 
-def _set_tiff_compression(path: Path, code: int) -> None:
-    """Rewrite the Compression tag (259) of a little-endian classic TIFF's first directory."""
+def _patch_tiff_tag(path: Path, tag: int, number: int | None = None, value: int | None = None) -> None:
+    """Give a tag of a little-endian classic TIFF's first directory another number, or another SHORT value."""
     import struct
     data = bytearray(path.read_bytes())
     directory = struct.unpack("<I", data[4:8])[0]
     for n in range(struct.unpack("<H", data[directory:directory + 2])[0]):
         entry = directory + 2 + 12 * n
-        if struct.unpack("<H", data[entry:entry + 2])[0] == 259:
-            data[entry + 8:entry + 10] = struct.pack("<H", code)
+        if struct.unpack("<H", data[entry:entry + 2])[0] == tag:
+            if value is not None:
+                data[entry + 8:entry + 10] = struct.pack("<H", value)
+            if number is not None:
+                data[entry:entry + 2] = struct.pack("<H", number)
     path.write_bytes(bytes(data))
+
+
+def _set_tiff_compression(path: Path, code: int) -> None:
+    """Rewrite the Compression tag (259) of a little-endian classic TIFF's first directory."""
+    _patch_tiff_tag(path, 259, value=code)
 
 
 @pytest.mark.parametrize("codec, code", [("LZMA", None), ("ZSTD", 50000), ("WebP", 50001), ("JPEG 2000", 34712)])
@@ -1115,7 +1123,7 @@ def test_slices_with_other_pixel_sizes_are_refused(tmp_path):
     for k, per_cm in enumerate([100, 100, 50]):
         tifffile.imwrite(tmp_path / "stack" / f"s_{k}.tif", np.zeros((6, 7), np.uint16),
                          resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
-    with pytest.raises(bv.VolumeFileError, match=r"slices differ .* s_2\.tif has pixels of 0\.2 x 0\.2, the first "
+    with pytest.raises(bv.VolumeFileError, match=r"slices differ .* s_2\.tif has pixels of 0\.2 x 0\.2 mm, the first "
                                                  r"0\.1 x 0\.1"):
         plan_stack_import(tmp_path / "stack")
 
@@ -1246,7 +1254,8 @@ def test_a_32_bit_bmp_keeps_three_channels_and_png_pixel_sizes_must_agree(tmp_pa
         phys = struct.pack(">IIB", per_metre, per_metre, 1)
         extra = struct.pack(">I", 9) + b"pHYs" + phys + struct.pack(">I", zlib.crc32(b"pHYs" + phys))
         (tmp_path / "png" / f"s_{k}.png").write_bytes(_png_bytes(2, 1, 8, 0, [b"\x01\x02"], extra=extra))
-    with pytest.raises(bv.VolumeFileError, match=r"s_2\.png has pixels of 0\.125 x 0\.125, the first 0\.25 x 0\.25"):
+    with pytest.raises(bv.VolumeFileError,
+                       match=r"s_2\.png has pixels of 0\.125 x 0\.125 mm, the first 0\.25 x 0\.25 mm"):
         plan_stack_import(tmp_path / "png")
 
 
@@ -1313,3 +1322,164 @@ def test_gray_typos_are_refused_and_16_bit_rgb_luminance_is_rounded_from_double(
     expected = np.clip(np.rint(planes.astype(np.float64) @ weights), 0, 65535)
     np.testing.assert_array_equal(out, expected)
     assert out[0, 0, 0] == 33569
+
+
+# --- header checks a reviewer found silent ----------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype, shape", [(np.uint8, (9, 11)), (np.uint16, (12, 10)), (np.float32, (7, 13)),
+                                          (np.uint8, (8, 10, 3))])
+def test_nhdr_only_does_not_list_tiffs_whose_bits_are_stored_reversed(tmp_path, caplog, dtype, shape):
+    """FillOrder 2: each byte's bits stored last-first; libtiff reverses them back on reading, a zero-copy NHDR
+    would hand the stored bytes to its reader: other voxels than the import's, exit 0."""
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(shape[0])
+    planes = rng.integers(1, 200, (3, *shape)).astype(dtype)
+    for fill_order, folder in ((2, "reversed"), (1, "plain")):
+        (tmp_path / folder).mkdir()
+        for k, plane in enumerate(planes):
+            # tifffile writes no FillOrder tag (266): a Thresholding tag (263) renamed, which keeps the tags sorted
+            path = tmp_path / folder / f"s_{k}.tif"
+            tifffile.imwrite(path, plane, photometric="rgb" if len(shape) == 3 else "minisblack",
+                             extratags=[(263, "H", 1, fill_order, True)])
+            _patch_tiff_tag(path, 263, number=266)
+    gray = "keep" if len(shape) == 3 else "luminance"
+    imported = read_back(import_stack(tmp_path / "reversed", tmp_path / "whole.nrrd", spacing=(1, 1, 1),
+                                      gray=gray).output_path)[0]
+    assert not np.array_equal(imported, planes)  # (the import reads the bits reversed back: not the stored bytes)
+    header = tmp_path / "full.nhdr"
+    report = import_stack(tmp_path / "reversed", header, spacing=(1, 1, 1), gray=gray, nhdr_only=True)
+    assert not report.zero_copy and "LIST" not in header.read_text(errors="replace")
+    assert any("FillOrder 2" in record.getMessage() for record in caplog.records)
+    np.testing.assert_array_equal(read_back(header)[0], imported)
+    # the same slices in the usual bit order are listed as they are
+    plain = import_stack(tmp_path / "plain", tmp_path / "plain.nhdr", spacing=(1, 1, 1), gray=gray, nhdr_only=True)
+    assert plain.zero_copy
+    np.testing.assert_array_equal(read_back(tmp_path / "plain.nhdr")[0], planes)
+
+
+def _imagej_stack(folder: Path, dtype, options_of) -> None:
+    import tifffile
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(4):
+        tifffile.imwrite(folder / f"s{k}.tif", np.full((10, 12), k + 1, dtype), **options_of(k))
+
+
+def _imagej(per_unit, unit="um", spacing=3.0):
+    return dict(imagej=True, resolution=(per_unit, per_unit), metadata={"unit": unit, "spacing": spacing})
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("case, options_of, said", [
+    ("pixel size", lambda k: _imagej(2 if k != 2 else 1),
+     r"s2\.tif has pixels of 0\.001 x 0\.001 mm, the first 0\.0005 x 0\.0005 mm"),
+    ("slice spacing", lambda k: _imagej(2, spacing=3.0 if k != 2 else 9.0),
+     r"s2\.tif has a slice spacing of 0\.009 mm, the first 0\.003 mm"),
+    ("unit", lambda k: _imagej(2, unit="um" if k != 2 else "mm"),
+     r"s2\.tif has pixels of 0\.5 x 0\.5 mm, the first 0\.0005 x 0\.0005 mm"),
+    ("spacing left out", lambda k: _imagej(2, spacing=3.0 if k != 3 else None),
+     r"s3\.tif has a slice spacing of none given, the first 0\.003 mm"),
+    # the first slice's real pixel size, not the 1 x 1 its reader reports for ImageJ's units
+    ("then plain TIFFs", lambda k: _imagej(2) if k == 0 else dict(resolution=(2, 2), resolutionunit="CENTIMETER"),
+     r"s1\.tif has pixels of 5 x 5 mm, the first 0\.0005 x 0\.0005 mm; s2\.tif"),
+    ("plain TIFF first", lambda k: _imagej(2) if k else dict(resolution=(2, 2), resolutionunit="CENTIMETER"),
+     r"s1\.tif has pixels of 0\.0005 x 0\.0005 mm, the first 5 x 5 mm"),
+])
+def test_slices_with_other_imagej_calibrations_are_refused(tmp_path, dtype, case, options_of, said):
+    """Each slice's ImageJ calibration is compared as its other header pixel sizes are: only the first slice's was
+    read, the others' compared as their reader saw them (1 x 1 for ImageJ's units), and a stack of 0.5 and 1 um
+    pixels, or of 3 and 9 um slice spacings, imported with the first slice's, exit 0."""
+    pytest.importorskip("tifffile")
+    if case == "spacing left out":
+        def options_of(k, base=options_of):  # (ImageJ's metadata without the spacing line)
+            options = base(k)
+            options["metadata"] = {key: v for key, v in options["metadata"].items() if v is not None}
+            return options
+    _imagej_stack(tmp_path / "stack", dtype, options_of)
+    with pytest.raises(bv.VolumeFileError, match=r"slices differ from the first .*" + said):
+        plan_stack_import(tmp_path / "stack")
+    _imagej_stack(tmp_path / "same", dtype, lambda k: _imagej(2))  # the same calibration everywhere: imported
+    plan = plan_stack_import(tmp_path / "same")
+    plan.close()
+    assert plan.reader.geometry.spacing == pytest.approx((0.0005, 0.0005, 0.003))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("odd", [0, 2])
+def test_minimum_is_white_slices_among_minimum_is_black_ones_are_refused(tmp_path, dtype, odd):
+    """MinIsWhite strips are read with their stored values: beside MinIsBlack slices one kind comes out inverted,
+    and the stack was accepted (only width, height, type and components compared)."""
+    tifffile = pytest.importorskip("tifffile")
+    ramp = np.tile(np.arange(0, 240, 10, dtype=dtype), (16, 1))
+    for k in range(4):
+        tifffile.imwrite(tmp_path / f"s{k}.tif", ramp, photometric="miniswhite" if k == odd else "minisblack")
+    named = "s1" if odd == 0 else f"s{odd}"
+    first, other = ("MinIsWhite", "MinIsBlack") if odd == 0 else ("MinIsBlack", "MinIsWhite")
+    with pytest.raises(bv.VolumeFileError, match=rf"{named}\.tif is {other} \(0 is \w+\), the first {first}"):
+        import_stack(tmp_path, tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    assert not (tmp_path / "out.nrrd").exists()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_minimum_is_white_slices_keep_their_stored_values_and_say_so(tmp_path, dtype):
+    """The stored values, as ImageJ's and every reader's samples are (libtiff's RGBA reader, which inverts them,
+    is refused for such slices): said in a note, since viewers show them inverted."""
+    tifffile = pytest.importorskip("tifffile")
+    planes = stack_array((3, 16, 24), dtype)
+    for k, plane in enumerate(planes):
+        tifffile.imwrite(tmp_path / f"s{k}.tif", plane, photometric="miniswhite")
+    report = import_stack(tmp_path, tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    np.testing.assert_array_equal(read_back(report.output_path)[0], planes)
+    assert any("MinIsWhite" in note and "stored values" in note for note in report.plan.notes), report.plan.notes
+    write_stack(tmp_path / "black", planes)  # MinIsBlack slices get no such note
+    black = plan_stack_import(tmp_path / "black", spacing=(1, 1, 1))
+    black.close()
+    assert not any("MinIsWhite" in note for note in black.notes)
+
+
+@pytest.mark.parametrize("numbers, said", [
+    ([0, 3, 6, 9, 13], "between 9 and 13"),               # a jump off the step: which numbers are missing is unknown
+    ([0, 3, 6, 9, 14, 17], "between 9 and 14"),
+    ([0, 3, 12, 15, 18], "6-9 in steps of 3"),             # 6 and 9 missing, not 7 and 8
+    ([0, 3, 9, 12, 15], "6"),
+    ([1, 2, 4, 5, 9, 10, 11], "3, 6-8"),
+    ([10, 20, 30, 45, 50, 60], "between 30 and 45"),
+])
+def test_numbering_gaps_say_what_is_missing(tmp_path, numbers, said):
+    """Slices 0, 3, 6, 9, 13 said '12-10 missing': the range was built a step inside each side of any jump."""
+    for n in numbers:
+        write_stack(tmp_path, np.full((1, 6, 5), n, np.uint8), name=f"s{n:03d}.png", first=0)
+    assert find_slices(tmp_path).describe_gaps() == said
+    plan = plan_stack_import(tmp_path, spacing=(1, 1, 1))
+    plan.close()
+    assert f"gaps in the slice numbering: {said} missing" in plan.notes
+
+
+def test_a_list_of_slices_is_put_in_natural_order_with_a_note(tmp_path):
+    """A list given out of order was sorted without a word (and 5, 2, 9 said '8-6 missing')."""
+    paths = write_stack(tmp_path, np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 4, 5), np.uint8),
+                        name="img{}.png", first=0)
+    chosen = [paths[5], paths[2], paths[9]]
+    report = import_stack(chosen, tmp_path / "out.nrrd", spacing=(1, 1, 1))
+    assert read_back(report.output_path)[0][:, 0, 0].tolist() == [2, 5, 9]
+    notes = report.plan.notes
+    assert any("put in natural order" in note and "not the order given" in note for note in notes), notes
+    assert "gaps in the slice numbering: between 5 and 9 missing" in notes
+    in_order = plan_stack_import([paths[2], paths[5], paths[8]], spacing=(1, 1, 1))
+    in_order.close()
+    assert not any("natural order" in note for note in in_order.notes)
+    assert not any("gaps" in note for note in in_order.notes)  # (numbered every 3: no gap)
+    backwards = plan_stack_import([paths[8], paths[5], paths[2]], spacing=(1, 1, 1), reverse=True)
+    backwards.close()  # the order given, once reversed
+    assert not any("natural order" in note for note in backwards.notes)
+
+
+@pytest.mark.parametrize("spacing", [(float("nan"), 1, 1), (1, float("inf"), 1), (1, 1, -float("inf")),
+                                     (1, float("nan"), float("nan")), (1, 0, 1), ("a", 1, 1), (1, 1)])
+def test_a_spacing_that_is_not_three_positive_numbers_is_refused_in_our_words(tmp_path, spacing):
+    """NaN passed ``min(spacing) <= 0``: a plain ValueError came later, with numpy's RuntimeWarning."""
+    import warnings
+    write_stack(tmp_path, stack_array((3, 6, 5)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(bv.BigVolumeError, match="spacing must be three positive numbers"):
+            bv.import_stack(tmp_path, tmp_path / "out.nrrd", spacing=spacing)
+    assert not (tmp_path / "out.nrrd").exists()

@@ -22,8 +22,8 @@ from .files import readable_reason
 from .library_output import LIBJPEG_DAMAGE, give_back, library_quiet, output_captured, refuse_jpeg_damage
 from .slab_readers import SlabReader
 from .tiff_tags import (ASSOCIATED_ALPHA, JPEG, MIN_IS_BLACK, MIN_IS_WHITE, OLD_JPEG, PACKBITS, PALETTE, RGB,
-                        SEPARATED, UNASSOCIATED_ALPHA, YCBCR, TiffLayout, deflate_damage, imagej_calibration,
-                        imagej_images, tiff_layout)
+                        SEPARATED, UNASSOCIATED_ALPHA, YCBCR, TiffLayout, deflate_damage, exif_orientation,
+                        imagej_calibration, imagej_images, tiff_layout)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 # Files that sit among the slices but are not slices: Skyscan/Bruker reconstruction aids (spr = spot reference).
@@ -77,15 +77,26 @@ def _slice_number(name: str) -> int | Decimal | None:
 class SliceList:
     files: list[Path]
     skipped: list[Path] = field(default_factory=list)          # files present but not taken as slices
-    # missing slice numbers, as inclusive ranges; with decimal numbers, the numbers on either side of each gap
+    # the slice numbers on either side of each gap (a jump beyond the numbering's usual step)
     gaps: list[tuple[int | Decimal, int | Decimal]] = field(default_factory=list)
     repeats: list[list[Path]] = field(default_factory=list)    # slices that share a number (s1 and s01)
     decimal_numbers: bool = False                               # z_0.25.tif: positions, perhaps rounded
+    step: int | Decimal = 1                                     # the usual step between slice numbers
+    reordered: bool = False                                     # a list given out of natural order: sorted
 
     def describe_gaps(self) -> str:
-        if self.decimal_numbers:  # rounded positions: name the slices on either side, not a guessed 1.666
-            return ", ".join(f"between {a} and {b}" for a, b in self.gaps)
-        return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in self.gaps)
+        """The missing numbers (``4, 7-8``; ``6-12 in steps of 3``), or the numbers on either side of a gap where
+        the missing ones cannot be told: rounded positions (not a guessed 1.666) or a jump off the step (9 to 13
+        in steps of 3)."""
+        parts = []
+        for a, b in self.gaps:
+            if self.decimal_numbers or (b - a) % self.step:
+                parts.append(f"between {a} and {b}")
+            else:
+                low, high = a + self.step, b - self.step
+                parts.append(f"{low}" if low == high else f"{low}-{high}" +
+                             (f" in steps of {self.step}" if self.step != 1 else ""))
+        return ", ".join(parts)
 
     def describe_repeats(self) -> str:
         shown = "; ".join(" and ".join(p.name for p in same) for same in self.repeats[:3])
@@ -107,15 +118,17 @@ def _printf_regex(pattern: str) -> re.Pattern:
 def find_slices(source, reverse: bool = False) -> SliceList:
     """The slice files of ``source``: a folder, a glob (``"scans/*.tif"``), a printf pattern
     (``scans/rec_%04d.png``), a list of files, or one file whose numbered siblings are the stack. Natural order
-    (or reversed); files with another naming pattern or that are not slices are skipped (and listed); gaps in the
-    numbering are listed."""
+    (or reversed), a list's too (``reordered`` says when that is not the order given); files with another naming
+    pattern or that are not slices are skipped (and listed); gaps in the numbering are listed."""
     skipped: list[Path] = []
+    given = None
     if isinstance(source, (list, tuple)):
         files = [Path(p) for p in source]
         missing = [p for p in files if not p.is_file()]
         if missing:
             raise VolumeFileError(f"{missing[0]}: no such slice file" + (f" (and {len(missing) - 1} more)"
                                                                          if len(missing) > 1 else ""))
+        given = list(files)
         files.sort(key=natural_key)
     else:
         text = str(source)
@@ -151,7 +164,9 @@ def find_slices(source, reverse: bool = False) -> SliceList:
         files.reverse()
     numbers = [_slice_number(p.name) for p in files]
     decimal = any(isinstance(n, Decimal) for n in numbers)
-    return SliceList(files, sorted(skipped, key=natural_key), _gaps(numbers, decimal), _repeats(files), decimal)
+    step, gaps = _gaps(numbers, decimal)
+    return SliceList(files, sorted(skipped, key=natural_key), gaps, _repeats(files), decimal, step,
+                     reordered=given is not None and files != given)
 
 
 def _repeats(files: list[Path]) -> list[list[Path]]:
@@ -164,15 +179,16 @@ def _repeats(files: list[Path]) -> list[list[Path]]:
     return [same for _, same in sorted(by_number.items()) if len(same) > 1]
 
 
-def _gaps(numbers: list, decimal: bool) -> list[tuple[int | Decimal, int | Decimal]]:
+def _gaps(numbers: list, decimal: bool) -> tuple[int | Decimal, list[tuple[int | Decimal, int | Decimal]]]:
+    """The usual step between the slice numbers and the numbers on either side of each longer jump."""
     numbers = sorted(n for n in numbers if n is not None)
     if len(numbers) < 3:
-        return []
+        return 1, []
     steps = Counter(b - a for a, b in zip(numbers, numbers[1:]))
     step = steps.most_common(1)[0][0] or 1
     if decimal:  # positions are rounded (0.333, 0.667, 1.0): a gap is a missing step, not a jitter
-        return [(a, b) for a, b in zip(numbers, numbers[1:]) if b - a >= step * Decimal("1.5")]
-    return [(a + step, b - step) for a, b in zip(numbers, numbers[1:]) if b - a > step]
+        return step, [(a, b) for a, b in zip(numbers, numbers[1:]) if b - a >= step * Decimal("1.5")]
+    return step, [(a, b) for a, b in zip(numbers, numbers[1:]) if b - a > step]
 
 
 @dataclass
@@ -187,6 +203,7 @@ class StackInfo:
     pixel_spacing: tuple[float, float] | None  # from the headers (TIFF resolution, PNG pHYs...), None if absent
     slice_spacing: float | None = None          # from the headers too (ImageJ's "spacing="), None if absent
     spacing_source: str = "the headers"         # where the pixel size came from, for the notes
+    min_is_white: bool = False                  # TIFFs whose 0 is white: read as stored, not inverted
 
     @property
     def files(self) -> list[Path]:
@@ -208,16 +225,17 @@ PNG_GRAY, PNG_GRAY_ALPHA = 0, 4  # IHDR colour types
 PNG_METRE = 1                    # the pHYs unit of pixels per metre (0: an aspect ratio only)
 
 
-def _png_chunks(path: Path, wanted: tuple[bytes, ...]) -> dict[bytes, bytes]:
-    """The chunks named in ``wanted`` among those before a PNG's pixel data (IDAT); empty for anything else."""
+def _png_chunks(path: Path, wanted: tuple[bytes, ...], past_pixels: bool = False) -> dict[bytes, bytes]:
+    """The chunks named in ``wanted`` among those before a PNG's pixel data (IDAT), or in the whole file with
+    ``past_pixels``; empty for anything else."""
     found: dict[bytes, bytes] = {}
     try:
-        with open(path, "rb") as file:
+        with open(path, "rb", buffering=0) as file:  # (a buffer re-read at each seek: 4x slower past the pixels)
             if file.read(8) != PNG_SIGNATURE:
                 return found
             while len(head := file.read(8)) == 8:
                 length, kind = struct.unpack(">I4s", head)
-                if kind == b"IDAT":
+                if kind == b"IDAT" and not past_pixels or kind == b"IEND":
                     break
                 if kind in wanted:
                     found[kind] = file.read(length)
@@ -365,25 +383,55 @@ def _jpeg_truncation(path: Path, size: int) -> str | None:
     return "the JPEG does not end with its end-of-image marker (FFD9): truncated?"
 
 
-def _jpeg_ycck(path: Path) -> str | None:
-    """A JPEG whose Adobe segment says its four channels are YCCK (transform 2): its reader takes them for CMYK
-    and the colours come out garbled."""
+def _jpeg_segments(path: Path):
+    """(marker, data) of a JPEG's header segments, up to its scan (within its first 256 KiB: an EXIF segment with
+    its thumbnail takes up to 64)."""
     try:
         with open(path, "rb") as file:
-            data = file.read(1 << 16)
+            data = file.read(1 << 18)
     except OSError:
-        return None
+        return
     position = 2 if data[:2] == b"\xff\xd8" else len(data)
     while position + 4 <= len(data) and data[position] == 0xFF:
         marker, length = data[position + 1], int.from_bytes(data[position + 2:position + 4], "big")
         if marker == 0xDA:  # the scan starts: the header segments are behind
             break
-        segment = data[position + 4:position + 2 + length]
+        yield marker, data[position + 4:position + 2 + length]
+        position += 2 + length
+
+
+def _jpeg_ycck(path: Path) -> str | None:
+    """A JPEG whose Adobe segment says its four channels are YCCK (transform 2): its reader takes them for CMYK
+    and the colours come out garbled."""
+    for marker, segment in _jpeg_segments(path):
         if marker == 0xEE and segment[:5] == b"Adobe" and len(segment) >= 12 and segment[11] == 2:
             return ("a JPEG of YCCK colours (Adobe transform 2), which its reader takes for CMYK (garbled colours); "
                     "save the slices as RGB or gray")
-        position += 2 + length
     return None
+
+
+EXIF_APP1 = 0xE1, b"Exif\0\0"  # the JPEG segment and its start that hold the EXIF block
+# EXIF/TIFF Orientation values that mirror the picture: (rows reversed, columns reversed) to show it as meant
+MIRRORED = {2: (False, True), 3: (True, True), 4: (True, False)}
+
+
+def _exif_mirroring(path: Path) -> tuple[bool, bool] | None:
+    """How to flip a JPEG or PNG slice to how its EXIF Orientation says it is seen (its reader ignores the tag;
+    a TIFF's reader, libtiff, applies Orientation 2-4 itself): (rows reversed, columns reversed), None when
+    already so. Orientation 5-8 (stored rotated or transposed) is refused, as in a TIFF."""
+    suffix = path.suffix.lower()
+    if suffix == ".png":  # (eXIf before the pixels by the PNG standard; some writers append it)
+        block = _png_chunks(path, (b"eXIf",), past_pixels=True).get(b"eXIf")
+    elif suffix in (".jpg", ".jpeg"):
+        block = next((data[6:] for marker, data in _jpeg_segments(path)
+                      if marker == EXIF_APP1[0] and data.startswith(EXIF_APP1[1])), None)
+    else:
+        return None
+    orientation = exif_orientation(block) if block else 1
+    if orientation in TIFF_TRANSPOSED:
+        raise VolumeFileError(f"{path}: " + _transposed_text(suffix[1:].upper(), f"EXIF Orientation {orientation}",
+                                                             "which the import does not turn"))
+    return MIRRORED.get(orientation)
 
 
 def _jpeg_end_offset(data: bytes) -> int | None:
@@ -463,9 +511,13 @@ def _tiff_stored_otherwise(path: Path, layout: TiffLayout) -> str | None:
         return ("a TIFF whose first image is a reduced-resolution preview (NewSubfileType 1); save the slices with "
                 "the full image first")
     if layout.orientation in TIFF_TRANSPOSED:
-        return (f"a TIFF stored rotated or transposed (Orientation {layout.orientation}), which its reader would "
-                "mirror without turning; save the slices as shown (Orientation 1, top-left)")
+        return _transposed_text("TIFF", f"Orientation {layout.orientation}",
+                                "which its reader would mirror without turning")
     return None
+
+
+def _transposed_text(what: str, tag: str, why: str) -> str:
+    return f"a {what} stored rotated or transposed ({tag}), {why}; save the slices as shown (Orientation 1, top-left)"
 
 
 def _rgba_fallback_cause(layout: TiffLayout) -> str:
@@ -542,14 +594,15 @@ def _tiff_misread(layout: TiffLayout, components: int, dtype: np.dtype) -> str |
 
 
 def _slice_header(path: Path):
-    """((width, height, dtype, components), pixel spacing) of one slice from its header; slices cut short or that
-    SimpleITK would misread are refused."""
+    """((width, height, dtype, components), pixel spacing, MinIsWhite) of one slice from its header; slices cut
+    short or that SimpleITK would misread are refused."""
     import SimpleITK as sitk
     layout = tiff_layout(path) if path.suffix.lower() in (".tif", ".tiff") else None
     truncated = _truncation(path, layout)
     if truncated:
         raise VolumeFileError(f"{path}: {truncated}")
     suffix = path.suffix.lower()
+    _exif_mirroring(path)  # (refuses a JPEG or PNG stored transposed)
     misread = (_png_shifted(path) if suffix == ".png" else _bmp_misread(path) if suffix == ".bmp" else
                _jpeg_ycck(path) if suffix in (".jpg", ".jpeg") else
                _tiff_stored_otherwise(path, layout) if layout is not None else None)
@@ -576,7 +629,8 @@ def _slice_header(path: Path):
         components = rgba_fallback_channels(layout)  # its own samples; the decoder drops the rest
     elif suffix == ".bmp" and components == 4 and _bmp_fourth_byte_unused(path):
         components = 3  # (the reader gives the pad byte as a fourth channel: dropped)
-    return (int(size[0]), int(size[1]), dtype, components), reader.GetSpacing()[:2]
+    min_is_white = layout is not None and layout.photometric == MIN_IS_WHITE  # (its stored values are read)
+    return (int(size[0]), int(size[1]), dtype, components), reader.GetSpacing()[:2], min_is_white
 
 
 # TIFF codecs newer than SimpleITK's libtiff: its reader then knows no TIFF at all ("no reader knows this kind of file")
@@ -625,51 +679,64 @@ def _refuse_deflate_damage(path: Path, layout: TiffLayout | None, decoded: np.nd
 PIXEL_SIZE_RTOL = 1e-4  # slices whose header pixel sizes differ more are not one stack
 
 
-def _pixel_text(pixel) -> str:
-    return "none given" if pixel is None else f"{pixel[0]:.6g} x {pixel[1]:.6g}"
+def _lengths_text(lengths) -> str:
+    """``0.2 x 0.2 mm`` for a pixel size, ``3 mm`` for a slice spacing."""
+    return "none given" if lengths is None else " x ".join(f"{v:.6g}" for v in np.atleast_1d(lengths)) + " mm"
+
+
+def _tidy(values) -> tuple[float, ...]:  # TIFF stores resolution as a rational: 0.25000000375 -> 0.25
+    return tuple(float(f"{v:.7g}") for v in values)
+
+
+def _header_spacing(path: Path, reader_spacing) -> tuple[tuple[float, float] | None, float | None, str]:
+    """(pixel size (x, y), slice spacing, where from) in mm as a slice's headers give them, None where they give
+    none: ImageJ's calibration first (SimpleITK reads its pixel size only in inch and cm, its slice spacing never),
+    then the reader's (``reader_spacing``), then a PNG's pHYs chunk (which SimpleITK does not read)."""
+    calibration = imagej_calibration(path) if path.suffix.lower() in (".tif", ".tiff") else None
+    if calibration is not None:
+        pixel, between = calibration
+        return _tidy(pixel), _tidy([between])[0] if between else None, "ImageJ's calibration in the TIFF"
+    if _tidy(reader_spacing) != (1.0, 1.0):  # readers report 1 when the file says nothing
+        return _tidy(reader_spacing), None, "the headers"
+    pixel = _png_pixel_size(path) if path.suffix.lower() == ".png" else None
+    return (None, None, "the headers") if pixel is None else (_tidy(pixel), None, "the PNG's pHYs chunk")
+
+
+def _same_length(a, b) -> bool:
+    return a == b or a is not None and b is not None and np.allclose(a, b, rtol=PIXEL_SIZE_RTOL, atol=0)
+
+
+def _zero_text(min_is_white: bool) -> str:
+    return "MinIsWhite (0 is white)" if min_is_white else "MinIsBlack (0 is black)"
 
 
 def probe_stack(slices: SliceList, check_all: bool = True) -> StackInfo:
-    """Read the first slice's header and check every other slice's header (not its pixels) against it; slices
-    that differ are named. With ``check_all``, the first slice is decoded too."""
-    first, spacing = _slice_header(slices.files[0])
+    """Read the first slice's header and check every other slice's header (not its pixels) against it: size, type,
+    components, MinIsWhite, pixel size and slice spacing; slices that differ are named. With ``check_all``, the
+    first slice is decoded too."""
+    first, reader_spacing, min_is_white = _slice_header(slices.files[0])
+    pixel, between, source = _header_spacing(slices.files[0], reader_spacing)
     if check_all:
         _check_decodable(slices.files[0])
-        first_png_pixel = _png_pixel_size(slices.files[0]) if slices.files[0].suffix.lower() == ".png" else None
         odd = []
         for path in slices.files[1:]:
-            layout, pixel = _slice_header(path)
+            layout, its_reader_spacing, its_white = _slice_header(path)
+            its_pixel, its_between, _ = _header_spacing(path, its_reader_spacing)
             if layout != first:
                 odd.append(f"{path.name} is {_describe_layout(layout)}")
-            elif path.suffix.lower() == ".png":  # SimpleITK reads no pHYs chunk: we do
-                png_pixel = _png_pixel_size(path)
-                if png_pixel != first_png_pixel and (png_pixel is None or first_png_pixel is None or not np.allclose(
-                        png_pixel, first_png_pixel, rtol=PIXEL_SIZE_RTOL, atol=0)):
-                    odd.append(f"{path.name} has pixels of {_pixel_text(png_pixel)}, the first "
-                               f"{_pixel_text(first_png_pixel)}")
-            elif not np.allclose(pixel, spacing, rtol=PIXEL_SIZE_RTOL, atol=0):  # (1 x 1 where a header says none)
-                odd.append(f"{path.name} has pixels of {_pixel_text(pixel)}, the first {_pixel_text(spacing)}")
+            elif its_white != min_is_white:  # stored values are read: one kind would come out inverted
+                odd.append(f"{path.name} is {_zero_text(its_white)}, the first {_zero_text(min_is_white)}")
+            elif not _same_length(its_pixel, pixel):
+                odd.append(f"{path.name} has pixels of {_lengths_text(its_pixel)}, the first {_lengths_text(pixel)}")
+            elif not _same_length(its_between, between):
+                odd.append(f"{path.name} has a slice spacing of {_lengths_text(its_between)}, the first "
+                           f"{_lengths_text(between)}")
         if odd:
             more = f" (and {len(odd) - 3} more)" if len(odd) > 3 else ""
             raise VolumeFileError(f"{slices.files[0].parent}: slices differ from the first "
                                   f"({slices.files[0].name}: {_describe_layout(first)}): {'; '.join(odd[:3])}{more}")
-    def tidy(values):  # TIFF stores resolution as a rational: 0.25000000375 -> 0.25
-        return tuple(float(f"{v:.7g}") for v in values)
-
     width, height, dtype, components = first
-    path = slices.files[0]
-    # ImageJ's calibration first: SimpleITK reads its pixel size only in inch and cm, and its slice spacing never
-    calibration = imagej_calibration(path) if path.suffix.lower() in (".tif", ".tiff") else None
-    if calibration is not None:
-        pixel, between = calibration
-        return StackInfo(slices, width, height, dtype, components, tidy(pixel),
-                         tidy([between])[0] if between else None, "ImageJ's calibration in the TIFF")
-    if tidy(spacing) != (1.0, 1.0):  # readers report 1 when the file says nothing
-        return StackInfo(slices, width, height, dtype, components, tidy(spacing))
-    pixel = _png_pixel_size(path) if path.suffix.lower() == ".png" else None
-    if pixel is None:
-        return StackInfo(slices, width, height, dtype, components, None)
-    return StackInfo(slices, width, height, dtype, components, tidy(pixel), spacing_source="the PNG's pHYs chunk")
+    return StackInfo(slices, width, height, dtype, components, pixel, between, source, min_is_white)
 
 
 def _describe_layout(layout) -> str:
@@ -793,8 +860,11 @@ class StackSlabReader(SlabReader):
         self.roi = (roi or Roi.whole(info)).check(info)
         self.gray, self.channel = parse_gray(gray, info.components)
         components = info.components if self.gray == "keep" else 1
-        spacing = tuple(float(s) for s in spacing)
-        if len(spacing) != 3 or min(spacing) <= 0:
+        try:
+            spacing = tuple(float(s) for s in np.ravel(spacing))
+        except (TypeError, ValueError):
+            raise BigVolumeError(f"spacing must be three positive numbers, got {spacing}") from None
+        if len(spacing) != 3 or not all(0 < s < np.inf for s in spacing):  # (NaN fails every comparison)
             raise BigVolumeError(f"spacing must be three positive numbers, got {spacing}")
         direction = stack_direction(orientation)
         # ``origin`` is the centre of the stack's first pixel; the ROI starts further along the axes
@@ -842,16 +912,22 @@ class StackSlabReader(SlabReader):
         path = self.slice_path(k)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
-        roi = self.roi
-        if (roi.x0, roi.y0, roi.x1, roi.y1) != (0, 0, self.info.width, self.info.height):
-            reader.SetExtractIndex([roi.x0, roi.y0])
-            reader.SetExtractSize([roi.x1 - roi.x0, roi.y1 - roi.y0])
         layout = tiff_layout(path) if path.suffix.lower() in (".tif", ".tiff") else None  # (read once a slice)
+        # a JPEG or PNG mirrored by its EXIF Orientation: flipped here, as libtiff flips a TIFF; the ROI of the
+        # picture as seen lies mirrored in the stored raster
+        rows, columns = (_exif_mirroring(path) if layout is None else None) or (False, False)
+        roi = self.roi
+        x0 = self.info.width - roi.x1 if columns else roi.x0
+        y0 = self.info.height - roi.y1 if rows else roi.y0
+        if (x0, y0, roi.x1 - roi.x0, roi.y1 - roi.y0) != (0, 0, self.info.width, self.info.height):
+            reader.SetExtractIndex([x0, y0])
+            reader.SetExtractSize([roi.x1 - roi.x0, roi.y1 - roi.y0])
         image = self._execute(reader, path, layout)
         pixels = sitk.GetArrayViewFromImage(image)
         read_channels = image.GetNumberOfComponentsPerPixel()
         if pixels.ndim == 3 + (read_channels > 1):  # a 2D slice reported as a 1-slice volume
             pixels = pixels[0]
+        pixels = pixels[::-1 if rows else 1, ::-1 if columns else 1]
         if layout is not None:  # (the whole picture's checksums compare at once)
             whole = pixels.shape[:2] == (self.info.height, self.info.width)
             _refuse_deflate_damage(path, layout, pixels if whole else None)

@@ -1,6 +1,7 @@
 """What SimpleITK does not read from a TIFF: the stored sample layout (to tell SimpleITK's misreadings, such as a
-lossy 8-bit RGBA fallback, from the file's own samples), where its pixel data end, and ImageJ's calibration. A reader
-of the first image directory's few tags, classic TIFF and BigTIFF, either byte order; no pixel is decoded."""
+lossy 8-bit RGBA fallback, from the file's own samples), where its pixel data end, and ImageJ's calibration; and the
+EXIF Orientation of JPEG and PNG files (a TIFF directory too). A reader of the first image directory's few tags,
+classic TIFF and BigTIFF, either byte order; no pixel is decoded."""
 from __future__ import annotations
 
 import struct
@@ -29,38 +30,46 @@ def _first_directory(path: Path, tags) -> dict | None:
     tuples, ASCII as bytes; None when the file is not a TIFF or its directory cannot be read."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(16)
-            order = {b"II": "<", b"MM": ">"}.get(head[:2])
-            if order is None or len(head) < 16:
-                return None
-            magic = struct.unpack(order + "H", head[2:4])[0]
-            if magic == 42:
-                count_format, entry_format, first = "H", "HHII", struct.unpack(order + "I", head[4:8])[0]
-            elif magic == 43:
-                count_format, entry_format, first = "Q", "HHQQ", struct.unpack(order + "Q", head[8:16])[0]
-            else:
-                return None
-            handle.seek(first)
-            entries = struct.unpack(order + count_format, handle.read(struct.calcsize(order + count_format)))[0]
-            entry_size = struct.calcsize(order + entry_format)
-            inline = 4 if magic == 42 else 8  # bytes of an entry's value field (values that fit are in it)
-            table = handle.read(entries * entry_size)
-            found = {"byte order": order}
-            for n in range(entries):
-                entry = table[n * entry_size:(n + 1) * entry_size]
-                tag, kind, count, offset = struct.unpack(order + entry_format, entry)
-                if tag not in tags or kind not in _TIFF_TYPES:
-                    continue
-                code, size = _TIFF_TYPES[kind]
-                # a description, one value per sample, strip or tile positions: bounded (a file of more strips has
-                # only its first 65536 checked against its size)
-                count = min(count, 1 << 16)
-                raw = entry[entry_size - inline:]
-                if count * size > inline:
-                    handle.seek(offset)
-                    raw = handle.read(count * size)
-                found[tag] = raw[:count] if kind == 2 else struct.unpack(order + code * count, raw[:count * size])
-            return found
+            return read_directory(handle, tags)
+    except OSError:
+        return None
+
+
+def read_directory(handle, tags) -> dict | None:
+    """_first_directory of an open binary file, or of TIFF-structured bytes in a BytesIO (EXIF)."""
+    try:
+        head = handle.read(16)
+        order = {b"II": "<", b"MM": ">"}.get(head[:2])
+        if order is None or len(head) < 16:
+            return None
+        magic = struct.unpack(order + "H", head[2:4])[0]
+        if magic == 42:
+            count_format, entry_format, first = "H", "HHII", struct.unpack(order + "I", head[4:8])[0]
+        elif magic == 43:
+            count_format, entry_format, first = "Q", "HHQQ", struct.unpack(order + "Q", head[8:16])[0]
+        else:
+            return None
+        handle.seek(first)
+        entries = struct.unpack(order + count_format, handle.read(struct.calcsize(order + count_format)))[0]
+        entry_size = struct.calcsize(order + entry_format)
+        inline = 4 if magic == 42 else 8  # bytes of an entry's value field (values that fit are in it)
+        table = handle.read(entries * entry_size)
+        found = {"byte order": order}
+        for n in range(entries):
+            entry = table[n * entry_size:(n + 1) * entry_size]
+            tag, kind, count, offset = struct.unpack(order + entry_format, entry)
+            if tag not in tags or kind not in _TIFF_TYPES:
+                continue
+            code, size = _TIFF_TYPES[kind]
+            # a description, one value per sample, strip or tile positions: bounded (a file of more strips has
+            # only its first 65536 checked against its size)
+            count = min(count, 1 << 16)
+            raw = entry[entry_size - inline:]
+            if count * size > inline:
+                handle.seek(offset)
+                raw = handle.read(count * size)
+            found[tag] = raw[:count] if kind == 2 else struct.unpack(order + code * count, raw[:count * size])
+        return found
     except (OSError, struct.error, OverflowError):
         return None
 
@@ -181,6 +190,15 @@ def _checksums_agree(handle, layout: TiffLayout, decoded: np.ndarray) -> bool:
         if len(stored) != 4 or int.from_bytes(stored, "big") != zlib.adler32(memoryview(strip).cast("B")):
             return False
     return True
+
+
+def exif_orientation(data: bytes) -> int:
+    """The Orientation tag of an EXIF block (a TIFF header and its first directory, as a JPEG's APP1 segment holds
+    it after "Exif\\0\\0" and a PNG's eXIf chunk holds it); 1 (top-left) when absent, unreadable or not 1-8."""
+    import io
+    found = read_directory(io.BytesIO(data), (_TIFF_ORIENTATION,)) or {}
+    value = found.get(_TIFF_ORIENTATION, (1,))[0]
+    return value if 1 <= value <= 8 else 1
 
 
 def imagej_images(path: Path) -> int:

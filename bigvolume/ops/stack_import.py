@@ -112,6 +112,8 @@ def plan_stack_import(source, *, spacing=None, factor=1.0, roi=None, gray: str |
                       orientation=None) -> StackImport:
     """Find the slices, check their headers and plan the output.
 
+    source: a folder, a glob, a printf pattern, one slice whose numbered siblings are the stack, or a list of
+    slice files (put in natural order too, with a note when that is not the order given; ``reverse`` turns it).
     spacing: (sx, sy, sz) in mm; default: the headers' pixel size (x, y) and z = x, with a note; 1 when the
     headers have none (with a note). factor: one or three (x, y, z) downsampling factors >= 1 (fractional
     allowed). roi: (x0, x1, y0, y1, z0, z1) half-open slice indices, or a Roi. gray: "luminance" (Rec. 709),
@@ -133,8 +135,14 @@ def plan_stack_import(source, *, spacing=None, factor=1.0, roi=None, gray: str |
         raise
     info = probe_stack(slices, check_all=check_all)
     notes = []
+    if slices.reordered:
+        notes.append("the slices listed were put in natural order (by the numbers in their names), not the order "
+                     "given")
     if slices.gaps:
         notes.append(f"gaps in the slice numbering: {slices.describe_gaps()} missing")
+    if info.min_is_white:
+        notes.append("the slices are MinIsWhite TIFFs (0 is white): imported with their stored values, not inverted "
+                     "(dark where viewers show them light)")
     if slices.repeats:
         notes.append(f"slice numbers repeat: {slices.describe_repeats()}; two stacks in one folder? (give the "
                      "slices as a pattern or list to choose)")
@@ -288,6 +296,8 @@ def _tiff_pixel_block(path: Path, dtype: np.dtype, components: int) -> tuple[int
             orientation = page.tags.get(274)
             if orientation is not None and orientation.value != 1:  # SimpleITK flips such rows, an NHDR cannot
                 raise _NotZeroCopy(f"has the TIFF orientation {orientation.value} (rows not top-down, left-right)")
+            if page.fillorder != 1:  # libtiff reverses each byte's bits back, an NHDR cannot
+                raise _NotZeroCopy(f"stores the bits of each byte in reverse order (FillOrder {page.fillorder})")
             offsets, counts = page.dataoffsets, page.databytecounts
             if not offsets or any(offsets[i] + counts[i] != offsets[i + 1] for i in range(len(offsets) - 1)):
                 raise _NotZeroCopy("has its strips scattered through the file")  # one byte skip cannot say that
