@@ -105,6 +105,13 @@ def joined_values(argv) -> list:
     return joined
 
 
+def returned_summary(report, input_path: str) -> str:
+    """The summary Slicer shows: grids, method and time, and the notes (a label map smoothed, NaN in the output),
+    without the temporary files' names and sizes; one line (Slicer's parser throws on an empty line)."""
+    notes = [note.replace(f"{input_path}: ", "") for note in report.notes]
+    return " ".join(" | ".join([report.summary(files=False)] + notes).split())
+
+
 def main(argv=None) -> int:
     find_core()
     from bigvolume import BigVolumeError, Cancelled, resample_file
@@ -139,11 +146,10 @@ def main(argv=None) -> int:
         print(f"{NAME}: error: {error}", file=sys.stderr)
         return 1
     progress.end(time.perf_counter() - started)
-    summary = report.summary()
-    print(summary, flush=True)
+    print(report.summary(), flush=True)
     if args.returnparameterfile:
         with open(args.returnparameterfile, "w", encoding="utf-8") as returned:  # Slicer reads it as UTF-8
-            returned.write(f"deviceUsed = {report.device}\nsummary = {summary}\n")
+            returned.write(f"deviceUsed = {report.device}\nsummary = {returned_summary(report, args.inputVolume)}\n")
     return 0
 
 

@@ -180,6 +180,30 @@ def test_runs_as_slicer_runs_it_with_the_exact_grid(mrml, cli_xml, tmp_path, dty
     fractions = progress_values(out)
     assert len(fractions) >= 3 and fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions[0] >= 0
     assert values["deviceUsed"] == "cpu" and method in values["summary"] and "->" in values["summary"]
+    # what the panel shows: no temporary file's name or size (it named Slicer's IN_vtkMRML...nrrd)
+    assert str(tmp_path) not in values["summary"] and "on disk" not in values["summary"]
+
+
+@pytest.mark.parametrize("labels, dtype", [((0, 3, 7), np.int16), ((0, 1), np.uint8), (tuple(range(0, 30, 2)), np.uint16)])
+@pytest.mark.parametrize("className", ["vtkMRMLLabelMapVolumeNode", "vtkMRMLScalarVolumeNode"])
+def test_a_label_map_smoothed_through_the_cli_panel_is_said_in_the_summary(mrml, cli_xml, tmp_path, labels, dtype,
+                                                                         className):
+    """The CLI module's own panel lists label maps (the XML's image type "scalar"), and Slicer writes one as a plain
+    NRRD: lanczos invented labels (0, 3, 7 came back 0 .. 7), and the summary said nothing of it."""
+    rng = np.random.default_rng(len(labels))
+    array = np.asarray(labels, dtype)[rng.integers(0, len(labels), (3, 4, 5))].repeat(6, 0).repeat(5, 1).repeat(4, 2)
+    inputNode = mrml.volume(array, MATRIX, className=className)
+    outputNode = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "output")
+    done, values = run_like_slicer(mrml, cli_xml, {"inputVolume": inputNode, "outputVolume": outputNode,
+                                                    "device": "cpu"}, tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    summary = values["summary"]
+    assert f"only {len(labels)} distinct values" in summary and "--method nearest or max" in summary, summary
+    assert str(tmp_path) not in summary and "\n" not in summary
+    done, values = run_like_slicer(mrml, cli_xml, {"inputVolume": inputNode, "outputVolume": outputNode,
+                                                    "device": "cpu", "method": "nearest"}, tmp_path)
+    assert done.returncode == 0 and "distinct values" not in values["summary"]
+    assert set(np.unique(arrayFromVolume(outputNode))) <= set(labels)
 
 
 @pytest.mark.parametrize("given_output", [False, True])
@@ -290,7 +314,8 @@ def test_a_path_the_console_cannot_encode_does_not_fail_a_finished_run(tmp_path,
                           env={**os.environ, "PYTHONIOENCODING": "cp1252"})
     assert done.returncode == 0 and done.stderr == b"", done.stderr.decode(errors="replace")
     values = dict(line.split(" = ", 1) for line in params.read_text(encoding="utf-8").splitlines())
-    assert values["deviceUsed"] == "cpu" and "漢字" in values["summary"]
+    assert values["deviceUsed"] == "cpu" and "24x24x24 -> 12x12x12" in values["summary"]
+    assert "\\u6f22\\u5b57" in done.stdout.decode("cp1252")  # the printed summary names the output, escaped
     assert bv.read_volume(out).geometry.dimensions == (12, 12, 12)
 
 

@@ -666,3 +666,28 @@ def test_vtk_and_fft_round_an_integer_type_once(out_type, kwargs):
         out = bv.resample(bv.Volume.from_array(array), 2, dtype=out_type, **kwargs).array
         assert out.dtype == np.dtype(out_type) and reference.min() < -0.5
         assert np.abs(out - expected).max() <= 1 and out.min() < 0, (seed, out[4, 4])
+
+
+@pytest.mark.parametrize("labels", [(0, 1), (0, 3, 7), tuple(range(16)), (-5, 0, 1000)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32])
+@pytest.mark.parametrize("method", ["lanczos", "gaussian", "mean", "nearest", "max"])
+def test_an_integer_input_of_few_values_resampled_by_a_mixing_method_is_noted(tmp_path, labels, dtype, method):
+    """A file says not that it holds labels (Slicer's CLI module gets a label map as a plain NRRD): smoothing one
+    made labels that are not in it, without a word. Methods that pick values are not noted, nor are images."""
+    if np.iinfo(dtype).min > min(labels) or np.iinfo(dtype).max < max(labels):
+        pytest.skip("labels beyond the type")
+    rng = np.random.default_rng(len(labels))
+    array = np.asarray(labels, dtype)[rng.integers(0, len(labels), (4, 5, 6))].repeat(5, 0).repeat(4, 1).repeat(3, 2)
+    source = bv.write_volume(bv.Volume.from_array(array, spacing=(0.5, 0.6, 0.7)), tmp_path / "labels.nrrd")
+    report = bv.resample_file(source, tmp_path / "out.nrrd", 2, method=method)
+    said = [note for note in report.notes if "distinct values" in note]
+    if method in ("nearest", "max"):
+        assert not said
+        assert set(np.unique(bv.read_volume(tmp_path / "out.nrrd").array)) <= set(labels)
+    else:
+        assert len(said) == 1 and f"only {len(labels)} distinct values" in said[0] and str(source) in said[0]
+    image = bv.write_volume(bv.Volume.from_array(quality.microct_phantom(32).astype(dtype) if dtype != np.uint8 else
+                                                 (quality.microct_phantom(32) // 256).astype(dtype)),
+                            tmp_path / "image.nrrd")
+    assert not [n for n in bv.resample_file(image, tmp_path / "image_out.nrrd", 2, method=method).notes
+                if "distinct values" in n]

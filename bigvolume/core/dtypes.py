@@ -30,6 +30,26 @@ def check_exact_in_float64(values: np.ndarray, method: str) -> None:
                              "max, which pick values, or convert the volume to float64 knowing it rounds them")
 
 
+LABEL_MAP_VALUES = 16  # an integer volume with at most this many distinct values is a label map or mask, not an image
+
+
+def label_values(values: np.ndarray) -> np.ndarray | None:
+    """The distinct values of integer ``values`` (a subsample) when they are at most LABEL_MAP_VALUES: a label map
+    or mask, not an intensity image; None otherwise (and for floats)."""
+    if values.dtype.kind not in "iub" or not values.size:
+        return None
+    flat = values.ravel()
+    if np.unique(flat[::max(1, flat.size // 2**16)]).size > LABEL_MAP_VALUES:  # an image shows many values early
+        return None
+    distinct = np.unique(flat)
+    return distinct if distinct.size <= LABEL_MAP_VALUES else None
+
+
+def values_text(values, shown: int = 6) -> str:
+    """``0, 3, 7`` or ``0, 1, 2, 3, 4, 5, ...``: a few values of a list."""
+    return ", ".join(f"{v:g}" for v in values[:shown]) + (", ..." if len(values) > shown else "")
+
+
 def work_dtype(dtype: np.dtype) -> np.dtype:
     """float32 is exact enough for 8/16-bit integers and float32; wider types keep float64."""
     dtype = np.dtype(dtype)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.dtypes import cast_to, check_exact_in_float64, native, work_dtype
+from ..core.dtypes import cast_to, check_exact_in_float64, label_values, native, values_text, work_dtype
 from ..core.errors import BigVolumeError
 from ..core.geometry import (Geometry, block_centres, factors_for_size, factors_for_spacing, isotropic_factors,
                              limited_factors, validate_factors)
@@ -42,6 +42,8 @@ METHODS = {
     "nearest": "decimation, one voxel per block (what CropVolume/ImageStacks do): aliases; for comparison",
 }
 DEFAULT_METHOD = "lanczos"
+# Methods that put only values of the input in the output: what a label map may be resampled with.
+LABEL_SAFE_METHODS = ("nearest", "max")
 
 
 def check_method(method: str) -> None:
@@ -207,14 +209,17 @@ class ResampleReport:
     notes: list[str] = field(default_factory=list)
     device: str = "cpu"                     # or the GPU's name
 
-    def summary(self) -> str:
+    def summary(self, files: bool = True) -> str:
+        """One line: grids, spacing, method, time; with ``files`` also the output's path, the sizes on disk and how
+        it streamed (not for files a caller made and deletes: Slicer's CLI module's temporary ones)."""
         def size(geometry):
             return "x".join(str(d) for d in geometry.dimensions)
         spacing = " ".join(f"{s:g}" for s in self.output_geometry.spacing)
-        text = (f"{self.output_path}: {size(self.input_geometry)} -> {size(self.output_geometry)}, "
-                f"spacing {spacing}, {format_bytes(self.input_bytes)} -> {format_bytes(self.output_bytes)} on disk, "
+        on_disk = f"{format_bytes(self.input_bytes)} -> {format_bytes(self.output_bytes)} on disk, " if files else ""
+        text = (f"{f'{self.output_path}: ' if files else ''}{size(self.input_geometry)} -> "
+                f"{size(self.output_geometry)}, spacing {spacing}, {on_disk}"
                 f"{self.method}{'' if self.device == 'cpu' else ' on ' + self.device}, {self.seconds:.2f} s")
-        if self.stream_plan is not None:
+        if self.stream_plan is not None and files:
             text += f"; {self.stream_plan.describe()}"
         return text
 
@@ -232,6 +237,19 @@ def nan_note(nan: int, voxels: int, method: str, out_dtype=None) -> str:
     return (f"{nan} of the {voxels} output voxels ({100 * nan / max(1, voxels):.3g} %) {are}: {why}"
             f"makes NaN every output voxel whose {method} kernel reaches it ({support}); replace the input's NaN "
             f"{'and inf ' if signed else ''}first (for example with the background value){other}")
+
+
+def _note_labels(notes: list[str], path, array: np.ndarray, method: str) -> None:
+    """A note when an integer input read whole looks like a label map or mask and ``method`` mixes values (a file
+    says not what it holds: a Slicer label map node reaches the CLI module as a plain NRRD)."""
+    if method in LABEL_SAFE_METHODS or array.ndim != 3:
+        return
+    step = max(1, int(np.ceil((array.size / 2**21) ** (1 / 3))))
+    labels = label_values(array[::step, ::step, ::step])
+    if labels is not None:
+        _note(notes, f"{path}: only {labels.size} distinct values ({values_text(labels)}): a label map or mask? "
+                     f"{method} makes values between them (labels that are not in the input); resample labels with "
+                     f"--method {' or '.join(LABEL_SAFE_METHODS)}")
 
 
 def _note(notes: list[str], text: str) -> None:
@@ -468,6 +486,7 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
                                       filter_dtype=work_dtype(native(plan.dtype)) if cast_after_count else None)
         if volume is None:
             volume = io.read_volume(input_path, series)
+            _note_labels(notes, input_path, volume.array, method)
         part(0.1, "read")
         if slab_written(path):
             # The input in memory, the output through the streamed path's own file sink, written while the next

@@ -18,6 +18,7 @@ from ..core.errors import BigVolumeError
 from ..core.geometry import LPS_TO_RAS, Geometry
 from ..core.text import dimensions_text, numbers_text  # noqa: F401  (the modules' Logics take them from here)
 from ..core.volume import Volume
+from ..ops.resample import LABEL_SAFE_METHODS  # noqa: F401  (the modules' Logics take it from here)
 from ..methods.vtk_resize import vtk_image_to_array
 
 
@@ -32,8 +33,6 @@ def check_storable_dtype(dtype) -> None:
                              "to a 32-bit integer or float type first (Volumes module, or Cast Scalar Volume)")
 
 
-# Methods that put only values of the input in the output: what a label map may be resampled with.
-LABEL_SAFE_METHODS = ("nearest", "max")
 
 
 def is_label_map(node) -> bool:

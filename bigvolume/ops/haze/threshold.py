@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ...core.dtypes import label_values, values_text
 from ...core.errors import BigVolumeError
 from ...core.volume import Volume
 from ...io.slabs import ArraySlabReader
@@ -40,7 +41,6 @@ SAMPLE_VOXELS = 2_000_000
 PADDING_SHARE = 0.01
 PADDING_NOISE_WIDTHS = 3  # how far below its mode the dark class's noise reaches (3.5 sigma): clipped air lies within
 PADDING_AIR_SHARE = 0.10
-LABEL_MAP_VALUES = 16      # an integer volume with at most this many distinct values is a label map, not an image
 # A second population inside the air's noise range (see second_population): after the air's dense counts end, the
 # smoothed counts rise again to at least RISE times their lowest since, and to a quarter of the peak threshold
 # (AIR_PEAK_SHARE), and the voxels from that low on up to the threshold are at least POPULATION_SHARE of all. A
@@ -333,14 +333,10 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
     if low == high:
         raise BigVolumeError(f"every voxel has the value {low:g} (a constant volume): there is no haze to remove")
     integer = sample.dtype.kind in "iub"
-    if integer:
-        distinct = np.unique(finite[::max(1, finite.size // 2**16)])  # more than a few values early: an image
-        distinct = np.unique(finite) if distinct.size <= LABEL_MAP_VALUES else distinct
-        if distinct.size <= LABEL_MAP_VALUES:
-            raise BigVolumeError(
-                f"the volume has only {distinct.size} distinct values ({', '.join(f'{v:g}' for v in distinct[:6])}"
-                f"{', ...' if distinct.size > 6 else ''}): it looks like a label map or mask, not an intensity "
-                "image; haze removal needs intensities")
+    labels = label_values(finite)
+    if labels is not None:
+        raise BigVolumeError(f"the volume has only {labels.size} distinct values ({values_text(labels)}): it looks "
+                             "like a label map or mask, not an intensity image; haze removal needs intensities")
     padding = class_taken_above = None
     if level == AUTO:
         denoised = denoised_subsample(source if not isinstance(source, np.ndarray) else ArraySlabReader(source),
