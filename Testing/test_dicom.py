@@ -228,6 +228,59 @@ def test_dehaze_reduce_bits_and_preview_read_series(two_series, tmp_path):
     assert picture.stat().st_size > 0
 
 
+def test_pyramid_of_a_folder_of_several_series_takes_series(two_series, tmp_path):
+    """The listing told pyramid's users to choose with --series, which pyramid did not have (exit 2, unrecognized
+    arguments), nor bv.pyramid a series= (only one file of the series could be given)."""
+    pytest.importorskip("zarr")
+    folder, _, _ = two_series
+    refused = run("pyramid", folder, tmp_path / "p.ome.zarr")
+    assert refused.returncode == 1 and "--series" in refused.stderr and not (tmp_path / "p.ome.zarr").exists()
+    uid = "1.2.3.200"
+    expected = series_reader_volume(folder, uid)
+    done = run("pyramid", folder, tmp_path / "cli.ome.zarr", "--series", uid, "--quiet")
+    assert done.returncode == 0, done.stderr
+    bv.pyramid(folder, tmp_path / "api.ome.zarr", series=uid)
+    for store in ("cli.ome.zarr", "api.ome.zarr"):
+        level0 = bv.read_volume(tmp_path / store, level=0)
+        np.testing.assert_array_equal(level0.array, expected.array)
+        assert level0.geometry.isclose(expected.geometry, rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize("naming", ["IM{:04d}", "1.2.840.113619.2.55.{}"])
+def test_files_without_the_part_10_header_or_a_suffix_are_read_as_their_series(tmp_path, naming):
+    """Files without the 128-byte preamble and 'DICM' and without a suffix: the folder was "not a volume file", and
+    one file given was read alone by SimpleITK's plain reader, a one-slice volume, exit 0."""
+    folder = tmp_path / "bare"
+    values = ct_values((6, 10, 8), 12)
+    written = write_series(tmp_path / "full", values, (0.7, 0.9, 1.5), (3, -2, 8), rotation(0.2, 0.4), "1.2.3.12")
+    folder.mkdir()
+    for number, path in enumerate(written):  # the data set alone: no preamble, no DICM, no file meta group
+        content = path.read_bytes()
+        assert content[128:132] == b"DICM" and content[132:138] == b"\x02\x00\x00\x00UL"
+        (folder / naming.format(number)).write_bytes(content[144 + int.from_bytes(content[140:144], "little"):])
+    expected = io.read_volume(tmp_path / "full")
+    for given in (folder, folder / naming.format(3)):
+        out = tmp_path / "out.nrrd"
+        out.unlink(missing_ok=True)
+        result = run("resample", given, out, "--factor", "1")
+        assert result.returncode == 0, result.stderr
+        volume = io.read_volume(out)
+        np.testing.assert_array_equal(volume.array, expected.array)
+        assert volume.geometry.isclose(expected.geometry, rtol=1e-9, atol=1e-6)
+
+
+def test_a_file_of_another_series_than_the_one_asked_for_is_refused(two_series, tmp_path):
+    """--series with a file of the other series read the series asked for, with a note calling the file "one file
+    of" it."""
+    folder, first, second = two_series
+    result = run("resample", first[0], tmp_path / "out.nrrd", "--series", "1.2.3.200")
+    assert result.returncode == 1 and not (tmp_path / "out.nrrd").exists()
+    assert result.stderr.strip() == (f"bigvolume: error: {first[0]}: a file of DICOM series 1.2.3.100, not of the "
+                                     "series 1.2.3.200 asked for: give the folder with --series, or a file of that "
+                                     "series")
+    assert run("resample", second[0], tmp_path / "out.nrrd", "--series", "1.2.3.200", "--quiet").returncode == 0
+
+
 @pytest.mark.parametrize("case", ["intercept", "slope", "reversed"])
 def test_slices_rescaled_otherwise_keep_their_values(tmp_path, case):
     """Rescale slope and intercept may change from slice to slice. Each slice's values are kept, in one type that

@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="unit of the axes (default: an OME-Zarr input's, millimeter for volume files, "
                               "micrometer for stacks): a stack's --spacing is in it, a volume's mm are converted")
     _add_pyramid_level_argument(pyramid, ("--pyramid-level",))  # --levels is how many levels to write
+    _add_series_argument(pyramid)
     _add_stack_source_arguments(pyramid, "for a stack: voxel size in --unit (default: the slices' pixel size)")
     pyramid.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     pyramid.set_defaults(run=run_pyramid)
@@ -366,7 +367,7 @@ def run_pyramid(args) -> int:
         args.input, args.output, levels=args.levels, chunks=args.chunks, shard=args.shard, method=args.method,
         ome_zarr_version=args.ome_zarr_version, workers=args.workers, scheduler=args.scheduler,
         memory_limit=args.memory_limit, resume=args.resume, keep_partial=args.keep_partial, overwrite=args.overwrite,
-        unit=args.unit, threads=args.threads, progress=progress, **stack), args.quiet)
+        unit=args.unit, threads=args.threads, series=args.series, progress=progress, **stack), args.quiet)
 
 
 def _stack_orientation(args):

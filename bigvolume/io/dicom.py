@@ -60,7 +60,14 @@ def is_dicom_file(path: Path) -> bool:
     name = path.name.lower()
     if name.endswith(_OTHER_VOLUME_SUFFIXES) or not path.is_file():
         return False
-    return name.endswith(DICOM_SUFFIXES) or _has_dicom_preamble(path)
+    if name.endswith(DICOM_SUFFIXES) or _has_dicom_preamble(path):
+        return True
+    # Files written without the Part 10 header and named without a suffix (IM0001) or by their UID
+    # (1.2.840.113619.2.55): one was read alone, as SimpleITK's plain reader reads it, not as its series
+    if path.suffix == "" or path.suffix[1:].isdigit():
+        import SimpleITK as sitk
+        return sitk.ImageFileReader().GetImageIOFromFileName(str(path)) == "GDCMImageIO"
+    return False
 
 
 def is_dicom(path) -> bool:
@@ -200,7 +207,11 @@ def find_series(path, series: str | None = None) -> DicomSeries:
         logger.warning(f"{folder}: {len(unreadable)} DICOM file(s) hold no image (reports, structure sets?) and "
                        f"are left out: {', '.join(p.name for p in unreadable[:5])}")
     if path.is_file():
-        uid = series or _tag(_header(path), SERIES_UID_TAG)
+        own = _tag(_header(path), SERIES_UID_TAG)
+        if series is not None and own and own != series:  # (the note below would have called it "one file of" it)
+            raise VolumeFileError(f"{path}: a file of DICOM series {own}, not of the series {series} asked for: give "
+                                  "the folder with --series, or a file of that series")
+        uid = series or own
         if series is None and not uid:
             raise VolumeFileError(f"{path}: this DICOM file has no series UID (0020|000e)")
     else:

@@ -180,7 +180,7 @@ def _header_pixel_size(source):
 
 
 def open_input(source, *, threads: int | None = None, level: int | None = None, unit: str | None = None,
-               **stack_options) -> tuple[SlabReader, bool, str | None, bool]:
+               series: str | None = None, **stack_options) -> tuple[SlabReader, bool, str | None, bool]:
     """A slab reader for ``source``, whether it is an image stack, its unit (a Zarr store's own, "" when it names
     none; else None), and whether the reader's geometry is in millimetres: a volume file or DICOM series (what
     ``resample`` reads), a stack of slices (what ``import-stack`` reads, with its ``stack_options``: spacing, roi,
@@ -204,7 +204,7 @@ def open_input(source, *, threads: int | None = None, level: int | None = None, 
     if given:  # (--gray was let through and dropped)
         raise BigVolumeError(f"{path}: --{sorted(given)[0]} is for image stacks; a volume file carries its own "
                              "geometry and channels")
-    reader = open_slabs(path, level=level)
+    reader = open_slabs(path, series, level=level)
     pyramid = getattr(reader, "pyramid", None)  # OME-Zarr (read in mm): its unit is kept
     return reader, False, getattr(pyramid, "unit", None), True
 
@@ -506,12 +506,14 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
             zstd_level: int = DEFAULT_ZSTD_LEVEL, workers: int | None = None, scheduler: str | None = None,
             memory_limit: float | None = None, resume: bool = False, keep_partial: bool = False,
             overwrite: bool = False, progress: ProgressCallback | None = None, unit: str | None = None,
-            threads: int | None = None, level: int | None = None, **stack_options) -> PyramidReport:
+            threads: int | None = None, level: int | None = None, series: str | None = None,
+            **stack_options) -> PyramidReport:
     """Write the multiscale OME-Zarr pyramid of ``input`` to ``output``.
 
     input: a volume file or DICOM series, a stack of slices (folder, glob, printf pattern, list; ``stack_options``
     as :func:`bigvolume.import_stack`: spacing, roi, gray, reverse, origin, orientation), or an OME-Zarr/Zarr store
-    (``level``: which of its levels, default 0; its unit is kept).
+    (``level``: which of its levels, default 0; its unit is kept). series: the DICOM series' UID when the input's
+    folder holds several.
     levels: levels in all (default: until the coarsest fits one chunk). chunks: chunk size (one, or z y x).
     shard: chunks per shard along each axis (OME-Zarr 0.5 only). method: a streaming method (lanczos default).
     workers: run on a dask.distributed LocalCluster of that many processes; scheduler: the address of an existing
@@ -564,7 +566,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
     if str(output.parent) and not output.parent.is_dir():
         raise BigVolumeError(f"{output}: the folder {output.parent} does not exist")
     reader, is_stack, input_unit, in_millimetres = open_input(input, threads=threads, level=level, unit=unit,
-                                                              **stack_options)
+                                                              series=series, **stack_options)
     try:
         if reader.components > 1:
             raise BigVolumeError(f"{input}: pyramids of one-component volumes only (this one has "
@@ -574,7 +576,8 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         # (the unit written, not the option: --resume --unit millimeter continues a run that gave no --unit)
         # (a store without a unit stays without: its numbers were read as written)
         unit = unit or (input_unit if input_unit is not None else "micrometer" if is_stack else "millimeter")
-        fingerprint = _fingerprint(input, reader, plan, method, ome_zarr_version, unit, zstd_level, chunk3, shard)
+        fingerprint = _fingerprint(input, reader, plan, method, ome_zarr_version, unit, zstd_level, chunk3, shard,
+                                   series)
         resuming = False
         if staging.exists() and resume and _nothing_to_resume(staging):
             shutil.rmtree(staging)  # stopped before its plan: no task had finished
@@ -651,11 +654,11 @@ def _plan(reader: SlabReader, chunk3, shard, levels) -> list[LevelPlan]:
     return plan
 
 
-def _fingerprint(input, reader, plan, method, version, unit, zstd_level, chunk3, shard) -> dict:
+def _fingerprint(input, reader, plan, method, version, unit, zstd_level, chunk3, shard, series=None) -> dict:
     source = [str(Path(p).resolve()) for p in input] if isinstance(input, (list, tuple)) else \
         str(Path(str(input)).resolve())
     return json.loads(json.dumps({
-        "input": source, "input_files": _input_stamps(input), "dtype": str(reader.dtype), "method": method, "version": version, "unit": unit,
+        "input": source, "series": series, "input_files": _input_stamps(input), "dtype": str(reader.dtype), "method": method, "version": version, "unit": unit,
         "zstd": zstd_level, "chunks": chunk3, "shard": shard,
         "levels": [[list(level.shape), list(level.geometry.spacing), list(level.geometry.origin)] for level in plan]}))
 
