@@ -893,3 +893,38 @@ def test_resume_takes_the_unit_the_run_wrote_whether_given_or_not(tmp_path):
     done = run_cli("pyramid", source, tmp_path / "out.ome.zarr", "--chunks", "8", "--resume", "--unit", "millimeter")
     assert done.returncode == 0, done.stderr
     assert read_attributes(tmp_path / "clean.ome.zarr") == read_attributes(tmp_path / "out.ome.zarr")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("method", ["lanczos", "mean", "gaussian"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nan_spreading_through_the_levels_is_said(tmp_path, dtype, method, seed):
+    """One NaN voxel in 48^3 left level 2 all NaN (lanczos), exit 0 and nothing said; resample says it."""
+    rng = np.random.default_rng(seed)
+    shape = ((48, 48, 48), (40, 56, 36), (64, 32, 48))[seed]
+    array = rng.normal(100, 10, shape).astype(dtype)
+    for _ in range(seed + 1):
+        array[tuple(rng.integers(8, n - 8) for n in shape)] = np.nan
+    source = write_input(tmp_path, array)
+    report = pyramid(source, tmp_path / "out.ome.zarr", chunks=16)
+    levels = [bv.read_volume(tmp_path / "out.ome.zarr", level=k).array for k in range(len(report.levels))]
+    with_nan = [k for k in range(1, len(levels)) if np.isnan(levels[k]).any()]
+    said = [note for note in report.notes if "are NaN" in note]
+    assert with_nan  # every method here spreads a NaN at least to its block
+    first = with_nan[0]
+    assert len(said) == 1 and said[0].startswith(f"level {first}: {np.isnan(levels[first]).sum()} of the "
+                                                 f"{levels[first].size} output voxels")
+    for k in with_nan[1:]:
+        assert f"level {k} {100 * np.isnan(levels[k]).mean():.3g} %" in said[0]
+    clean = write_input(tmp_path, np.nan_to_num(array, nan=100.0), name="clean.nrrd")
+    assert not [n for n in pyramid(clean, tmp_path / "clean.ome.zarr", chunks=16).notes if "NaN" in n]
+
+
+def test_nan_of_levels_too_large_to_count_is_said_from_the_input(tmp_path, monkeypatch):
+    from bigvolume.ops import pyramid as module
+    monkeypatch.setattr(module, "NAN_COUNT_BYTES", 0)
+    array = np.full((32, 40, 48), 5.0, np.float32)
+    array[3, 4, 5] = array[20, 30, 40] = np.nan
+    report = pyramid(write_input(tmp_path, array), tmp_path / "out.ome.zarr", chunks=16)
+    said = [note for note in report.notes if "NaN" in note]
+    assert len(said) == 1 and said[0].startswith("2 input voxels are NaN: the levels' voxels whose lanczos kernel")

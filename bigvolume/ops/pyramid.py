@@ -18,6 +18,7 @@ import errno
 import functools
 import itertools
 import json
+import logging
 import math
 import os
 import re
@@ -48,7 +49,9 @@ from ..io.zarr_input import ZarrSlabReader, open_pyramid, settle_zarr_tasks, sto
 from ..io.zarr_output import (DEFAULT_ZSTD_LEVEL, ChunkCache, chunk_concurrency, create_level, create_root,
                               open_level, write_attributes)
 from ..methods.kernels import ResampleKernels
-from .resample import DEFAULT_METHOD
+from .resample import DEFAULT_METHOD, nan_note
+
+logger = logging.getLogger("bigvolume")
 
 DEFAULT_CHUNKS = 128
 # An axis whose spacing is at least this many times the finest is not halved until the others catch up: levels
@@ -423,6 +426,7 @@ class Level0Stage(SlabStage):
         self.window = np.empty((capacity,) + tuple(slice_shape), dtype)
         self.w0 = self.w1 = start   # the window holds slices w0 .. w1-1
         self.pending = []           # (level, number, future) submitted, not yet recorded
+        self.nan = 0                # NaN voxels of the input slices read (float inputs)
 
     def _needed_from(self) -> int:
         starts = [self.rows[r][0] for r in self.rows_todo] + [t[2][0].start for t in self.tasks]
@@ -444,6 +448,8 @@ class Level0Stage(SlabStage):
             self.w0 = keep
         self.window[k0 - self.w0:k1 - self.w0] = slab
         self.w1 = k1
+        if slab.dtype.kind == "f":
+            self.nan += int(np.count_nonzero(np.isnan(slab)))
         while self.rows_todo and self.rows[self.rows_todo[0]][1] <= k1:
             row = self.rows_todo.pop(0)
             z0, z1 = self.rows[row]
@@ -744,6 +750,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
         if level == 1:
             advance(share1, f"level 1: block {len(records.done[1])}/{len(level1_blocks)}")
 
+    input_nan = 0
     try:
         rows_todo = [n for n in range(len(rows)) if n not in records.done[0]]
         fused = not runner.distributed and len(plan) > 1
@@ -781,6 +788,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
                 streamed["slices"] = slices
 
             run_slabs(part, stage, None, slab, threads=threads, progress=slab_progress)
+            input_nan = stage.nan
             del stage  # its window of rows: freed before the next levels' tasks need memory
         cache_bytes = int(min(256 * 2**20, max(32 * 2**20, limit // 8)))  # per process, decoded chunks
         for number in range(1, len(plan)):
@@ -797,12 +805,43 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
 
             runner.map(compute_block, specs, finished)
         runner.run_everywhere(clear_chunk_cache)
+        if dtype.kind == "f":
+            for note in _nan_notes(arrays, plan, method, input_nan):
+                logger.warning(note)  # (the command line prints it on stderr; the others stay in the report)
+                notes.append(note)
         attributes["bigvolume"]["all_chunks_written"] = True
         write_attributes(root, attributes)
     finally:
         records.close()
         clear_chunk_cache()  # this process's (the local scheduler's threads); workers' were freed above
     return skipped, notes
+
+
+NAN_COUNT_BYTES = 64 * 2**20  # the coarse levels read back to count their NaN voxels, at most this much in all
+
+
+def _nan_notes(arrays, plan, method: str, input_nan: int) -> list[str]:
+    """A float pyramid's NaN: each NaN voxel of a level makes NaN every voxel of the next whose kernel reaches it,
+    level after level (one NaN in 48^3 left level 2 all NaN, exit 0). The coarse levels that fit NAN_COUNT_BYTES
+    are read back and counted; the finest of them holding NaN is said, or the input's NaN (of the slices read in
+    this run) when no level was small enough to count."""
+    budget, counted = NAN_COUNT_BYTES, []
+    for number in range(len(plan) - 1, 0, -1):
+        nbytes = plan[number].geometry.voxel_count * arrays[number].dtype.itemsize
+        if nbytes > budget:
+            break
+        budget -= nbytes
+        counted.append((number, int(np.count_nonzero(np.isnan(arrays[number][...]))), plan[number].geometry.voxel_count))
+    with_nan = sorted((entry for entry in counted if entry[1]), key=lambda entry: entry[0])
+    if with_nan:
+        number, nan, voxels = with_nan[0]
+        coarser = ", ".join(f"level {n} {100 * c / v:.3g} %" for n, c, v in with_nan[1:])
+        return [f"level {number}: {nan_note(nan, voxels, method)}" + (f" (coarser: {coarser})" if coarser else "")]
+    if input_nan and not counted:
+        return [f"{input_nan} input voxels are NaN: the levels' voxels whose {method} kernel reaches one are NaN too, "
+                "and their NaN spread on in the next level (the levels are too large to count them); replace the "
+                "input's NaN first (for example with the background value)"]
+    return []
 
 
 def stored_files(array, block) -> list[Path]:
