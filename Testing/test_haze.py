@@ -288,7 +288,7 @@ def test_whole_volume_writers_and_cancel(tmp_path):
 def test_an_output_and_its_mask_appear_together_or_not_at_all(tmp_path, monkeypatch, suffixes):
     """The whole-volume writers (SimpleITK's: .mha, .nii.gz) put the output in place before writing the mask: a
     failure writing the mask (a full disk) left the output alone, its mask missing. Both are written, then both put
-    in place. (Slab writers were already committed together.)"""
+    in place. (Slab writers: see the next test.)"""
     import SimpleITK as sitk
     volume = oblique(smooth_blobs((20, 18, 16), 6))
     source = io.write_volume(volume, tmp_path / "in.nrrd")
@@ -495,3 +495,34 @@ def test_a_threshold_of_what_is_no_scalar_volume_is_refused_in_words(bad):
     if bad.ndim == 3:
         with pytest.raises(BigVolumeError, match="a volume is"):
             dehaze(bv.Volume.from_array(bad))
+
+
+@pytest.mark.parametrize("failing", ["out", "mask"])
+@pytest.mark.parametrize("suffixes", [(".nrrd", ".nrrd"), (".nhdr", ".nii.gz"), (".nii.gz", ".nhdr")])
+@pytest.mark.parametrize("stream", [False, True])
+def test_slab_written_output_and_mask_appear_together_or_not_at_all(tmp_path, monkeypatch, failing, suffixes,
+                                                                    stream):
+    """The slab writers put each file in place as it finished: the mask (finished first) stayed when the output's
+    last bytes (gzip's final flush) met a full disk, and the message said "nothing was written"."""
+    import errno
+    from bigvolume.io.slab_writers import SlabWriter
+    volume = oblique(smooth_blobs((20, 18, 16), 6))
+    source = io.write_volume(volume, tmp_path / "in.nrrd")
+    out, mask = tmp_path / f"out{suffixes[0]}", tmp_path / f"mask{suffixes[1]}"
+    real_close = SlabWriter.close
+
+    def disk_full_at_the_end(self):
+        if self.path.name.startswith(failing):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_close(self)
+    monkeypatch.setattr(SlabWriter, "close", disk_full_at_the_end)
+    named = out if failing == "out" else mask
+    with pytest.raises(bv.VolumeFileError, match=rf"{re.escape(str(named))}: cannot write \(No space left on device\); "
+                                                 "nothing was written"):
+        dehaze_file(source, out, mask_out=mask, stream=stream, memory_limit=1 if stream else None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]
+    monkeypatch.setattr(SlabWriter, "close", real_close)
+    dehaze_file(source, out, mask_out=mask, stream=stream, memory_limit=1 if stream else None)
+    expected, expected_mask, _ = dehaze(volume)
+    np.testing.assert_array_equal(io.read_volume(out).array, expected.array)
+    np.testing.assert_array_equal(io.read_volume(mask).array, expected_mask.view(np.uint8))

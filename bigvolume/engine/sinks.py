@@ -1,4 +1,4 @@
-"""Where the engine's output slabs go: :func:`file_sink` (a slab writer on a thread inside an atomic output: the file
+"""Where the engine's output slabs go: :func:`file_sink` and :func:`file_sinks` (a slab writer on a thread inside an atomic output: the file
 appears complete or not at all, aborted on any error, cancel or Ctrl-C) and :class:`ArraySink` (an array the caller
 owns, e.g. a Slicer volume node's voxels); :class:`NanCountingSink` counts what passes."""
 from __future__ import annotations
@@ -65,19 +65,39 @@ def file_sink(path, geometry: Geometry, dtype, components: int = 1, compress: bo
     moved into place when the ``with`` block ends normally and every slice was written. Any exception in the
     block (an error, a cancel, Ctrl-C) aborts the writer and leaves nothing. The output's form is checked, and the
     free disk space for an uncompressed output, before anything is written."""
-    path, dtype = Path(path), np.dtype(dtype)
-    check_stream_output(path, dtype, components)
-    io.check_geometry_fits(path, geometry)
-    if not compresses(path, compress):
-        check_disk_space(path, geometry.voxel_count * components * dtype.itemsize)
+    with file_sinks([(path, dtype)], geometry, components, compress) as writers:
+        yield writers[0]
+
+
+@contextlib.contextmanager
+def file_sinks(outputs, geometry: Geometry, components: int = 1, compress: bool | None = None):
+    """:func:`file_sink` for several files of one grid written together, ``outputs`` (path, dtype) (a volume and its
+    mask): every writer is finished (its last bytes written) before any file is moved into place, so a failure
+    finishing one (a full disk at the compressor's last flush) leaves none (the mask was in place, the message said
+    "nothing was written")."""
+    outputs = [(Path(path), np.dtype(dtype)) for path, dtype in outputs]
+    for path, dtype in outputs:
+        check_stream_output(path, dtype, components)
+        io.check_geometry_fits(path, geometry)
+        if not compresses(path, compress):
+            check_disk_space(path, geometry.voxel_count * components * dtype.itemsize)
+    current, writers = outputs[0][0], []
     try:
-        with io.atomic_output(path) as staging_path:
-            writer = BackgroundWriter(SlabWriter(staging_path, geometry, dtype, components, compress))
+        with contextlib.ExitStack() as staged:  # the moves into place: once every writer has finished
             try:
-                yield writer
+                for path, dtype in outputs:
+                    current = path
+                    staging_path = staged.enter_context(io.atomic_output(path))
+                    writers.append(BackgroundWriter(SlabWriter(staging_path, geometry, dtype, components, compress)))
+                current = " and ".join(str(path) for path, _ in outputs)  # (a write in the block: either)
+                yield writers
+                for (path, _), writer in zip(outputs, list(writers)):
+                    current = path
+                    writers.remove(writer)
+                    writer.close()
             except BaseException:
-                writer.abort()
+                for writer in writers:
+                    writer.abort()
                 raise
-            writer.close()
     except OSError as error:
-        raise VolumeFileError(f"{path}: cannot write ({error.strerror or error}); nothing was written") from None
+        raise VolumeFileError(f"{current}: cannot write ({error.strerror or error}); nothing was written") from None

@@ -14,7 +14,7 @@ from ...core.memory import format_bytes
 from ...core.progress import Progress, ProgressCallback, as_progress
 from ...core.volume import Volume
 from ...engine.plan import StreamPlan, in_memory_limit, plan_input, plan_slabs
-from ...engine.sinks import file_sink
+from ...engine.sinks import file_sinks
 from ...io import files as io
 from ...io.slabs import ArraySlabReader, open_slabs
 from .compression import CompressedSizes
@@ -158,7 +158,7 @@ def dehaze_file(input_path, output_path, options: HazeOptions = HazeOptions(), *
                 progress(0.02, "threshold")
                 pipeline = HazePipeline(source, options, threshold, slab, cache)
                 sizes = CompressedSizes(pipeline.slices, source.slice_bytes) if measure_compression else None
-                writers = [stack.enter_context(file_sink(path, plan.geometry, dtype)) for path, dtype in outputs]
+                writers = stack.enter_context(file_sinks(outputs, plan.geometry))  # in place together, or neither
 
                 def sink(k0, block, haze, output, obj):
                     writers[0].write(output)
