@@ -755,6 +755,48 @@ def test_the_module_logics_show_the_preview(scene):
     assert source.GetDisplayNode() is not None and output.GetNumberOfDisplayNodes() == 2  # slices + rendering
 
 
+@pytest.mark.parametrize("table", ["vtkMRMLColorTableNodeLabels", "custom", "short"])
+@pytest.mark.parametrize("labels", [(3, 7), (1, 2, 5, 40)])
+def test_a_label_map_node_is_rendered_in_its_colour_table_s_colours(scene, table, labels):
+    """Slicer's volume rendering colours a label map as its colour table does (SetLabelMapToVolumeProp), as the
+    slice views show it; the preview put its own colours on the labels (3 white in Slicer's Labels table came out
+    red). A label the table does not hold keeps ours; a scalar volume node of the same voxels keeps ours."""
+    rng = np.random.default_rng(len(labels))
+    array = np.zeros((20, 20, 20), np.uint8)  # the background around blocks of each label
+    for n, label in enumerate(labels):
+        corner = rng.integers(2, 12, 3)
+        array[tuple(slice(c, c + 6 - n) for c in corner)] = label
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    fill_volume_node(node, bv.Volume.from_array(array))
+    node.CreateDefaultDisplayNodes()
+    if table != "vtkMRMLColorTableNodeLabels":
+        colours = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "ours")
+        colours.SetTypeToUser()
+        colours.SetNumberOfColors(6 if table == "short" else 64)  # short: 40 beyond the table
+        for index in range(colours.GetNumberOfColors()):
+            colours.SetColor(index, f"label {index}", (index * 37 % 64) / 63, (index * 11 % 64) / 63, 0.5, 1.0)
+        node.GetDisplayNode().SetAndObserveColorNodeID(colours.GetID())
+    table_node = node.GetDisplayNode().GetColorNode()
+    display = preview_nodes.show_volume_rendering(node)
+    shown = {round(point[0]): tuple(point[1:]) for point in curves(display)[0]}
+    ours = preview_nodes.transfer_function(bv.Volume.from_array(array))
+    assert ours.labels == tuple(float(v) for v in labels)
+    for n, label in enumerate(labels):
+        rgba = [0.0] * 4
+        if table_node.GetColor(label, rgba):
+            np.testing.assert_allclose(shown[label], rgba[:3], atol=1e-6)
+        else:
+            np.testing.assert_allclose(shown[label], [c for v, *c in ours.colors if v == label][0], atol=1e-6)
+    scalar = volume_node(scene, bv.Volume.from_array(array), "scalar labels")
+    np.testing.assert_allclose(curves(preview_nodes.show_volume_rendering(scalar))[0], ours.colors, atol=1e-6)
+
+
+def test_a_volume_without_finite_values_is_refused_naming_the_node(scene):
+    node = volume_node(scene, bv.Volume.from_array(np.full((6, 6, 6), np.nan, np.float32)), "empty scan")
+    with pytest.raises(bv.BigVolumeError, match=r"^3D preview: empty scan: the volume has no finite voxel values"):
+        preview_nodes.show_volume_rendering(node)
+
+
 def test_a_scene_without_volume_rendering_is_refused_clearly():
     bare = slicer.vtkMRMLScene()
     node = volume_node(bare, bv.Volume.from_array(np.ones((4, 4, 4), np.uint8)), "v")

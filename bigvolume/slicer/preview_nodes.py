@@ -8,6 +8,8 @@ the 3D views' cameras) stays in the module files.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from ..core.errors import BigVolumeError
 from ..render.compare import IntensityMap, compare_display
 from ..render.transfer import TransferFunction, opacity_unit_distance, transfer_function
@@ -21,9 +23,32 @@ BEFORE_VIEW, AFTER_VIEW = "1", "2"
 
 
 def node_transfer_function(volume_node) -> TransferFunction:
-    """The preview transfer function of a volume node's voxels (histogram of a subsample; the node is only read)."""
+    """The preview transfer function of a volume node's voxels (histogram of a subsample; the node is only read); a
+    label map node's labels in its colour table's colours."""
     _check_volume(volume_node)
-    return transfer_function(volume_from_node(volume_node))
+    try:
+        transfer = transfer_function(volume_from_node(volume_node))
+    except BigVolumeError as error:  # (all NaN, ...): said as the other preview errors, naming the node
+        raise BigVolumeError(f"3D preview: {volume_node.GetName()}: {error}") from None
+    return _in_label_colors(volume_node, transfer)
+
+
+def _in_label_colors(volume_node, transfer: TransferFunction) -> TransferFunction:
+    """A label map node's labels coloured as its colour table colours them, as Slicer's volume rendering does
+    (vtkSlicerVolumeRenderingLogic::SetLabelMapToVolumeProp) and its slice views show them; our own colours where
+    the table has none. Other nodes, and voxels not taken for labels, keep the transfer function's colours."""
+    display = volume_node.GetDisplayNode()
+    table = display.GetColorNode() if display is not None else None
+    if not transfer.labels or table is None or not volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        return transfer
+    labels = set(transfer.labels)
+
+    def colour(value, rest):
+        rgba = [0.0, 0.0, 0.0, 0.0]
+        if value in labels and float(value).is_integer() and table.GetColor(int(value), rgba):
+            return tuple(float(c) for c in rgba[:3])
+        return tuple(rest)
+    return dataclasses.replace(transfer, colors=[(value,) + colour(value, rest) for value, *rest in transfer.colors])
 
 
 def _check_volume(volume_node) -> None:
