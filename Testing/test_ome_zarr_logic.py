@@ -133,6 +133,40 @@ def test_a_roi_loads_its_box_at_full_resolution(store, scene):
         logic.loadRoi(store, roi, 0, 100)
 
 
+@pytest.mark.parametrize("low, high, clipped", [
+    ((-6, 5, 3), (25, 20, 12), ((3, 13), (5, 21), (0, 26))),        # beyond i = 0
+    ((10, 5, 20), (25, 50, 45), ((20, 30), (5, 36), (10, 26))),     # beyond the last j and k
+    ((10, 5, 3), (25, 20, 12), None),                               # inside: no note
+])
+def test_a_roi_reaching_beyond_the_volume_loads_the_part_inside_and_says_so(store, scene, low, high, clipped):
+    """The box was clipped to the volume without a word: the region loaded was smaller than the ROI drawn."""
+    logic = OMEZarrPyramidLogic()
+    roi = add_roi(scene, tuple(v - 0.4 for v in low), tuple(v + 0.4 for v in high))
+    node = logic.loadRoi(store, roi, 0, 10**9)
+    said = [note for note in logic.lastResult.notes if "reaches beyond the volume" in note]
+    if clipped is None:
+        assert not said
+        return
+    (k0, k1), (j0, j1), (i0, i1) = clipped
+    assert logic.lastResult.box == clipped
+    np.testing.assert_array_equal(arrayFromVolume(node), ARRAY[k0:k1, j0:j1, i0:i1])
+    assert said == [f"ROI roi reaches beyond the volume: only the part inside was loaded "
+                    f"({i1 - i0}x{j1 - j0}x{k1 - k0} voxels of level 0)."]
+    assert said[0] in logic.lastResult.summary()
+
+
+def test_an_inside_out_roi_is_refused(store, scene):
+    """Slicer's inside-out ROI stands for what lies outside its box (IsPointInROIWorld, GetPlanesWorld invert it):
+    its box was loaded as if it were not."""
+    logic = OMEZarrPyramidLogic()
+    roi = add_roi(scene, (9.6, 4.6, 2.6), (25.4, 20.4, 12.4))
+    roi.SetInsideOut(True)
+    before = len(volume_nodes(scene))
+    with pytest.raises(BigVolumeError, match="ROI roi is inside out"):
+        logic.loadRoi(store, roi, 0, 10**9)
+    assert len(volume_nodes(scene)) == before
+
+
 def test_cancel_and_errors_leave_no_node(store, scene, tmp_path):
     logic = OMEZarrPyramidLogic()
     before = len(volume_nodes(scene))

@@ -272,6 +272,11 @@ class OMEZarrPyramidLogic:
         notes = []
         if roiNode is None and str(level) != "0" and len(pyramid.levels) > 1:
             notes.append(f"Level {level} of {len(pyramid.levels)}: place a ROI and load it at full resolution.")
+        if roiNode is not None:
+            whole = reading.geometry.index_box(roi_corners_lps(roiNode), clip=False)
+            if whole != tuple(box):
+                notes.append(f"ROI {roiNode.GetName()} reaches beyond the volume: only the part inside was loaded "
+                             f"({dimensions_text(geometry.dimensions)} voxels of level {level}).")
         if pyramid.note:
             notes.append(pyramid.note)
         self.lastResult = LoadResult(node, str(pyramid.store), level, None if roiNode is None else box,

@@ -122,18 +122,20 @@ class Geometry:
         return cls(tuple(dimensions), tuple(spacing), tuple(lps[:3, 3]), direction)
 
     # --- regions ------------------------------------------------------------------------------------------------
-    def index_box(self, points_lps) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    def index_box(self, points_lps, clip: bool = True) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         """The voxel box ``((k0, k1), (j0, j1), (i0, i1))`` (numpy order, ends excluded) of every voxel whose cell
         holds part of the region spanned by ``points_lps`` (N x 3 LPS points, e.g. a ROI's 8 corners: a rotated
-        ROI gets the box around it), clipped to the grid. Raises ValueError when the region misses the grid."""
+        ROI gets the box around it), clipped to the grid (``clip`` False: as far as the region reaches). Raises
+        ValueError when the region misses the grid."""
         points = np.asarray(points_lps, float).reshape(-1, 3)
         ijk = np.linalg.solve(self.ijk_to_lps()[:3, :3], (points - np.asarray(self.origin)).T)
         # Voxel n's cell spans indices n - 1/2 .. n + 1/2. A face on a boundary between cells touches neither more
         # than the other (a 10-voxel ROI read 11: the cell above its top face), nor do rounding slivers (1e-6).
         low = np.floor(ijk.min(axis=1) + 0.5 + ROUNDING).astype(int)
         high = np.maximum(np.ceil(ijk.max(axis=1) + 0.5 - ROUNDING).astype(int), low + 1)
-        low, high = np.maximum(low, 0), np.minimum(high, self.dimensions)
-        if np.any(high <= low):
+        if clip:
+            low, high = np.maximum(low, 0), np.minimum(high, self.dimensions)
+        if np.any(high <= low) or np.any(high <= 0) or np.any(low >= np.asarray(self.dimensions)):
             raise ValueError("the region lies outside the volume")
         return tuple((int(a), int(b)) for a, b in zip(low[::-1], high[::-1]))  # type: ignore[return-value]
 

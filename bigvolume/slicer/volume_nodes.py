@@ -194,6 +194,9 @@ def roi_corners_lps(roi_node) -> np.ndarray:
     size = np.array(roi_node.GetSize(), float)
     if not (np.all(np.isfinite(size)) and np.all(size > 0)):
         raise BigVolumeError(f"ROI {roi_node.GetName()} has no size yet: place it first")
+    if getattr(roi_node, "GetInsideOut", lambda: False)():  # (Slicer's Markups ROI: it selects what lies outside)
+        raise BigVolumeError(f"ROI {roi_node.GetName()} is inside out (it stands for what lies outside its box): "
+                             "a box cannot be read for it; turn Inside out off")
     object_to_world = _matrix_to_array(roi_node.GetObjectToWorldMatrix())
     signs = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
     corners_ras = (signs * size) @ object_to_world[:3, :3].T + object_to_world[:3, 3]
