@@ -258,7 +258,8 @@ def test_ct_padding_is_a_warning_naming_the_level_and_that_level_takes_the_air(m
     maskNode = logic.previewMask(inputNode)
     assert "Warning: nothing but a padding value was found as haze" in logic.describeMask(maskNode)
     level = logic.lastPreviewReport.threshold.padding.level
-    assert f"level {level} (--level {level}) puts the threshold at" in logic.describeMask(maskNode)
+    assert f"level {level} (Level: {level}) puts the threshold at" in logic.describeMask(maskNode)
+    assert "--" not in logic.describeMask(maskNode)  # the panel's settings, not the command line's options
     output = arrayFromVolume(logic.process(inputNode, level=level))
     assert not logic.lastReport.warning
     assert (output[fov_air] == volume.array.min()).mean() >= 0.9
@@ -446,3 +447,40 @@ def test_a_shaded_specimen_keeps_its_core_through_the_logic(mrml, shape_name, se
     report = logic.lastReport
     assert report.threshold.lowered_from is not None and not report.warning, report.summary()
     assert any("threshold lowered from" in note for note in report.notes)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_preview_says_the_notes_the_result_says_in_the_panel_s_words(mrml, seed):
+    """The preview, where the user decides, left out the core's notes (NaN kept, a thin volume, a lowered
+    threshold...) that only Apply showed; and the warnings named --level and --air all, which the panel has not."""
+    from test_haze_noise import dim_around_bright
+    volume, dim, core = dim_around_bright((30, 36, 40), seed, "gaussian", np.float32, 100, 600, 1500, 30)
+    array = volume.array.copy()
+    array[0, 0, :5] = np.nan
+    inputNode = mrml.volume(array, anisotropic_matrix(), name="scan")
+    logic = HazeRemovalLogic()
+    maskNode = logic.previewMask(inputNode, level=2)
+    description = logic.describeMask(maskNode)
+    assert "5 NaN voxels" in description and "lies a class of its own above the air" in description
+    assert "a level nearer 5" in description and "--" not in description
+    logic.process(inputNode, level=2)
+    summary = logic.lastResult.summary()
+    assert "5 NaN voxels" in summary and "--" not in summary.replace("->", "")
+
+
+def test_each_mask_is_described_by_the_preview_that_filled_it_and_a_reused_one_is_renamed(mrml):
+    """describeMask matched the last preview's report by its counts: a mask of level 2 was described as level 3's
+    when their counts agreed; and a mask reused for another input kept the first input's name."""
+    array, _, _ = head_phantom()
+    first, second = (mrml.volume(array, anisotropic_matrix(), name=name) for name in ("A", "B"))
+    logic = HazeRemovalLogic()
+    mask2 = logic.previewMask(first, level=2)
+    mask3 = logic.previewMask(first, level=3)
+    assert "level 2" in logic.describeMask(mask2) and "level 3" in logic.describeMask(mask3)
+    assert mask2.GetName() == "A haze mask" and mask3.GetName() != mask2.GetName()
+    again = logic.previewMask(second, maskNode=mask2)
+    assert again is mask2 and mask2.GetName() == "B haze mask" and "auto" in logic.describeMask(mask2)
+    mine = mrml.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "my mask")
+    assert logic.previewMask(second, maskNode=mine).GetName() == "my mask"  # a name of the user's stays
+    arrayFromVolume(mine)[0, 0, 0] ^= MASK_LABEL  # edited since: its counts no longer the preview's
+    assert "auto" not in logic.describeMask(mine)

@@ -8,6 +8,7 @@ on a plain MRML scene from the ``slicer-core`` package (tests, batch scripts).
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ FILL_CHOICES = {"minimum": "The image minimum", "value": "A given value"}
 BITS_CHOICES = {"keep": "Keep the input type", "8": "8 bits (uint8, robust window)",
                 "16": "16 bits (uint16, robust window)"}
 MASK_LABEL = 1  # the haze mask label map: 1 = haze (set to the fill value), 0 = object
+MASK_SUFFIX = " haze mask"  # a new mask is "<input> haze mask"
 
 
 @dataclass
@@ -48,7 +50,7 @@ class HazeRemovalResult:
         lines = [f"Voxels changed: {100.0 * report.changed_fraction:.2f} % (set to {report.fill_value:g}); "
                  f"{report.threshold.describe()}"]
         if report.warning:
-            lines.append(f"Warning: {report.warning}")
+            lines.append(f"Warning: {inPanelTerms(report.warning)}")
         for name, before, after in (("gzip", report.gzip_before, report.gzip_after),
                                     ("zstd", report.zstd_before, report.zstd_after)):
             if before and after:
@@ -57,9 +59,15 @@ class HazeRemovalResult:
         if self.reduceReport is not None:  # with its notes (values kept, NaN set, ...), as the command line says them
             lines.append(self.reduceReport.summary())
             lines += list(self.reduceReport.notes)
-        lines += list(report.notes)
+        lines += [inPanelTerms(note) for note in report.notes]
         lines.append(f"{self.seconds:.2f} s")
         return "\n".join(lines)
+
+
+def inPanelTerms(text: str) -> str:
+    """The core's advice in the panel's words: its Level and Air settings, not the command line's options."""
+    text = re.sub(r"\(--level (\d)\)", r"(Level: \1)", text)
+    return text.replace("a fixed --level", "a fixed Level").replace("--air all", "Air: all")
 
 
 class HazeRemovalLogic:
@@ -69,6 +77,7 @@ class HazeRemovalLogic:
     def __init__(self):
         self.lastResult: HazeRemovalResult | None = None
         self.lastPreviewReport = None  # the core's DehazeReport of the last previewMask (threshold, warning)
+        self._previewReports = {}      # mask node ID -> the report of the preview that filled it
 
     @property
     def lastReport(self):
@@ -143,9 +152,12 @@ class HazeRemovalLogic:
         with _namingTheInput(inputVolumeNode):
             mask, self.lastPreviewReport = haze_mask(volume, options, with_report=True)
         labels = np.where(mask, np.uint8(MASK_LABEL), np.uint8(0))
-        with given_or_new_node(maskNode, inputVolumeNode.GetScene(), "vtkMRMLLabelMapVolumeNode",
-                               f"{inputVolumeNode.GetName()} haze mask") as maskNode:
+        name = f"{inputVolumeNode.GetName()}{MASK_SUFFIX}"
+        with given_or_new_node(maskNode, inputVolumeNode.GetScene(), "vtkMRMLLabelMapVolumeNode", name) as maskNode:
             fill_volume_node(maskNode, bigvolume.Volume(labels, volume.geometry), inputVolumeNode)
+        if maskNode.GetName().endswith(MASK_SUFFIX) and maskNode.GetName() != name:  # ours, of another input
+            maskNode.SetName(name)
+        self._previewReports[maskNode.GetID()] = self.lastPreviewReport
         return maskNode
 
     def describeMask(self, maskNode) -> str:
@@ -155,11 +167,14 @@ class HazeRemovalLogic:
         labels = volume_from_node(maskNode).array
         haze = int(np.count_nonzero(labels == MASK_LABEL))
         lines = [f"Haze (label {MASK_LABEL}): {haze} of {labels.size} voxels, {100.0 * haze / labels.size:.1f} %"]
-        report = self.lastPreviewReport
+        # the report of the preview that filled this node (another's with the same counts told another threshold),
+        # while the mask is as it left it
+        report = self._previewReports.get(maskNode.GetID())
         if report is not None and report.haze_voxels == haze and report.voxels == labels.size:
             lines.append(report.threshold.describe())
             if report.warning:
-                lines.append(f"Warning: {report.warning}")
+                lines.append(f"Warning: {inPanelTerms(report.warning)}")
+            lines += [inPanelTerms(note) for note in report.notes]  # (NaN kept, a threshold lowered, ...)
         return "\n".join(lines)
 
     # --- the work -----------------------------------------------------------------------------------------------
