@@ -371,3 +371,36 @@ def test_nifti_scaling_fields_are_applied_as_simpleitk_applies_them(tmp_path, su
     np.testing.assert_array_equal(read, expected)
     with open_slabs(path) as reader:
         np.testing.assert_array_equal(reader.read(0, reader.slices), expected)
+
+
+@pytest.mark.parametrize("command", ["resample", "dehaze", "reduce-bits"])
+def test_staging_folders_a_killed_run_left_are_said_and_named_when_the_disk_is_short(tmp_path, command):
+    """kill -9 leaves a run's staging folder (nothing can remove it): later runs neither removed nor mentioned
+    them, and a full disk was refused without saying what held the space."""
+    import shutil as shutil_module
+    from bigvolume.engine import sinks
+    from bigvolume.testing import quality
+    source = bv.write_volume(bv.Volume.from_array(quality.microct_phantom(24)), tmp_path / "in.nrrd")
+    out = tmp_path / "out.nhdr"
+    left = tmp_path / ".out.nhdr.partial-k1llrd9x"
+    left.mkdir()
+    (left / "out.raw").write_bytes(b"\0" * 5000)
+    extra = {"reduce-bits": ["--bits", "8"], "resample": [], "dehaze": []}[command]
+    done = subprocess.run([sys.executable, "-m", "bigvolume", command, str(source), str(out), *extra],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 3), done.stderr
+    said = [line for line in done.stderr.splitlines() if "staging folder" in line]
+    assert said == [f"bigvolume: note: {out}: 1 staging folder of interrupted runs writing out.nhdr lies beside it, "
+                    "holding 4.88 KiB (.out.nhdr.partial-k1llrd9x): remove them unless another run is writing it now"]
+    assert left.is_dir()  # said, not removed: another run may be writing it
+
+    class Usage:
+        free = 10
+    real = shutil_module.disk_usage
+    try:
+        shutil_module.disk_usage = lambda where: Usage()
+        with pytest.raises(bv.VolumeFileError, match=r"not enough disk space: .*; 1 staging folder of interrupted "
+                                                     r"runs writing out.nhdr lies beside it, holding 4.88 KiB"):
+            sinks.check_disk_space(out, 1000)
+    finally:
+        shutil_module.disk_usage = real

@@ -55,8 +55,10 @@ class NanCountingSink:
 def check_disk_space(path: Path, nbytes: int) -> None:
     free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
     if nbytes > free:
+        leftovers = io.leftover_staging(path)
         raise VolumeFileError(f"{path}: not enough disk space: the output needs {format_bytes(nbytes)}, "
-                              f"{format_bytes(free)} are free")
+                              f"{format_bytes(free)} are free" + (f"; {io.leftovers_text(path, leftovers)}"
+                                                                  if leftovers else ""))
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ first and header last: an output appears whole or not at all.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import dicom, zarr_input
 from ..core.errors import VolumeFileError
+from ..core.memory import format_bytes
 from ..core.progress import interrupt_as_flag
 from ..core.geometry import Geometry, header_geometry, orthonormal
 from .nrrd_geometry import nrrd_geometry
@@ -31,6 +33,8 @@ from .layout import (check_metaimage_header, data_files_named, nifti_data_end, n
 from .slab_readers import check_compressed_file, read_with_layout
 from .library_output import library_quiet
 from ..core.volume import Volume, owned_view
+
+logger = logging.getLogger("bigvolume")
 
 if TYPE_CHECKING:  # SimpleITK is imported where it is used: it costs about 90 MiB, and plain NRRDs do without it
     import SimpleITK as sitk
@@ -251,8 +255,30 @@ def _longest_name(folder: Path) -> int:
         return 255  # (most file systems)
 
 
+def leftover_staging(path) -> list[Path]:
+    """The staging folders of earlier runs writing ``path`` that were killed (kill -9, a crash, a power cut: nothing
+    could remove them), or that another run writing ``path`` is using now."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    prefix = f".{path.name}{STAGING_MARK}"
+    try:
+        return sorted(item for item in folder.iterdir() if item.name.startswith(prefix) and item.is_dir())
+    except OSError:
+        return []
+
+
+def leftovers_text(path, leftovers: list[Path]) -> str:
+    """What to say of :func:`leftover_staging`'s folders: how many, their bytes, their names."""
+    held = sum(entry.stat().st_size for item in leftovers for entry in item.rglob("*") if entry.is_file())
+    names = ", ".join(item.name for item in leftovers[:3]) + (", ..." if len(leftovers) > 3 else "")
+    return (f"{len(leftovers)} staging folder{'s' * (len(leftovers) != 1)} of interrupted runs writing "
+            f"{Path(path).name} {'lie' if len(leftovers) != 1 else 'lies'} beside it, holding {format_bytes(held)} ({names}): remove them unless another "
+            "run is writing it now")
+
+
 def check_output_path(path, inputs=()) -> Path:
-    """Refuse, before any work, an output that cannot be written or would overwrite an input."""
+    """Refuse, before any work, an output that cannot be written or would overwrite an input. Staging folders that
+    killed runs left beside it are said (nothing else removes them)."""
     path = Path(path)
     if volume_suffix(path) not in WRITE_SUFFIXES:
         raise VolumeFileError(f"{path}: unsupported output format; use one of {', '.join(WRITE_SUFFIXES)}")
@@ -287,7 +313,14 @@ def check_output_path(path, inputs=()) -> Path:
         header, data = owner
         raise VolumeFileError(f"{path}: writing it would replace {data}, the data file of {header}; choose another "
                               "name")
+    leftovers = leftover_staging(path)
+    if leftovers and (path.resolve(), tuple(leftovers)) not in _leftovers_said:  # (checked again by the writers)
+        _leftovers_said.add((path.resolve(), tuple(leftovers)))
+        logger.warning(f"{path}: {leftovers_text(path, leftovers)}")
     return path
+
+
+_leftovers_said: set = set()
 
 
 def _other_header_of(path: Path, data_files: list[Path]) -> tuple[Path, Path] | None:
