@@ -302,3 +302,17 @@ def test_a_signal_as_the_finished_command_shuts_down_says_what_was_written(tmp_p
                 delay, process.returncode, stderr)
         else:
             assert stderr == ""
+
+
+def test_ctrl_c_names_only_outputs_that_are_still_there(tmp_path, monkeypatch):
+    """preview's downsampled temporary file, committed and then deleted with its folder, was named as written and
+    complete after a Ctrl-C."""
+    import argparse
+    from bigvolume.cli import commands
+    from bigvolume.io import files
+    kept = tmp_path / "out.nrrd"
+    kept.write_bytes(b"x")
+    monkeypatch.setattr(files, "COMMITTED", [tmp_path / "gone" / "preview.nhdr", kept, kept])
+    assert commands._what_was_kept(argparse.Namespace()) == f"{kept} written, complete, before it"
+    monkeypatch.setattr(files, "COMMITTED", [tmp_path / "gone" / "preview.nhdr"])
+    assert commands._what_was_kept(argparse.Namespace()) == "nothing written"

@@ -523,8 +523,9 @@ def _what_was_kept(args) -> str:
     """After Ctrl-C: nothing, what was complete and in place by then (the output, then its preview or report was
     cut), or (pyramid --keep-partial) the staging folder a --resume continues."""
     from ..io.files import COMMITTED
-    if COMMITTED:
-        return f"{', '.join(map(str, dict.fromkeys(COMMITTED)))} written, complete, before it"
+    kept = [path for path in dict.fromkeys(COMMITTED) if os.path.lexists(path)]  # (not a preview's temporary file)
+    if kept:
+        return f"{', '.join(map(str, kept))} written, complete, before it"
     if getattr(args, "keep_partial", False):
         from ..ops.pyramid import STAGING_SUFFIX
         staging = f"{args.output}{STAGING_SUFFIX}"
