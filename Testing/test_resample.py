@@ -691,3 +691,41 @@ def test_an_integer_input_of_few_values_resampled_by_a_mixing_method_is_noted(tm
                             tmp_path / "image.nrrd")
     assert not [n for n in bv.resample_file(image, tmp_path / "image_out.nrrd", 2, method=method).notes
                 if "distinct values" in n]
+
+
+def test_a_spacing_an_axis_too_short_cannot_reach_is_said(tmp_path, caplog):
+    """--spacing and --isotropic promise a spacing; an axis shorter than its factor keeps its one voxel over its
+    data (a spacing of length x spacing), and that was not said: 33x101x7 --isotropic --factor 100 came out 30 30 28,
+    a one-slice image --spacing 0.6 0.6 10 came out k spacing 5."""
+    import logging
+    odd = bv.write_volume(bv.Volume.from_array(np.zeros((7, 101, 33), np.int16) + np.arange(33, dtype=np.int16),
+                                               spacing=(0.9, 0.3, 4.0)), tmp_path / "odd.nrrd")
+    flat = bv.write_volume(bv.Volume.from_array(np.arange(80 * 100, dtype=np.int16).reshape(1, 80, 100),
+                                                spacing=(0.3, 0.3, 5.0)), tmp_path / "flat.nrrd")
+    cases = [(odd, {"factor": 100, "isotropic": True}, "k: 7 voxels, spacing 28 instead of 30"),
+             (flat, {"spacing": (0.6, 0.6, 10.0)}, "k: 1 voxel, spacing 5 instead of 10"),
+             (flat, {"spacing": (0.6, 0.6, 5.0)}, None), (odd, {"factor": 2, "isotropic": True}, None)]
+    for number, (source, options, said) in enumerate(cases):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bigvolume"):
+            report = bv.resample_file(source, tmp_path / f"out{number}.nrrd", **options)
+        notes = [r.getMessage() for r in caplog.records if "is not reached" in r.getMessage()]
+        if said is None:
+            assert not notes
+        else:
+            assert len(notes) == 1 and said in notes[0], notes
+            spacing = report.output_geometry.spacing
+            assert f"spacing {spacing['ijk'.index(said[0])]:g} instead" in said
+
+
+def test_a_target_spacing_equal_to_a_float32_header_s_is_that_spacing(tmp_path):
+    """NIfTI stores spacings as float32: 1.1 reads as 1.10000002, and --spacing 0.6 0.6 1.1 was refused as "finer
+    than the input's 1.1"."""
+    import SimpleITK as sitk
+    image = sitk.GetImageFromArray(np.arange(8 * 16 * 16, dtype=np.int16).reshape(8, 16, 16))
+    image.SetSpacing((0.3, 0.3, 1.1))
+    sitk.WriteImage(image, str(tmp_path / "in.nii.gz"))
+    report = bv.resample_file(tmp_path / "in.nii.gz", tmp_path / "out.nrrd", spacing=(0.6, 0.6, 1.1))
+    assert report.output_geometry.dimensions == (8, 8, 8) and report.factors[2] == 1.0
+    with pytest.raises(bv.BigVolumeError, match=r"spacing 1.09 along axis K is finer than the input's 1.10000002"):
+        bv.resample_file(tmp_path / "in.nii.gz", tmp_path / "finer.nrrd", spacing=(0.6, 0.6, 1.09))

@@ -129,3 +129,46 @@ def test_streamed_input_fits_the_same_way(tmp_path):
     assert abs(streamed.output_geometry.voxel_count - loaded.output_geometry.voxel_count) \
         <= 0.1 * loaded.output_geometry.voxel_count
     assert streamed.output_bytes >= 0.75 * 30_000
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in io.output_files(path) if p.exists())
+
+
+@pytest.mark.parametrize("shape, dtype", [((1, 1, 4096), np.float64), ((1, 3, 2500), np.uint8),
+                                          ((1, 600, 700), np.uint16), ((5, 1, 900), np.int16)])
+@pytest.mark.parametrize("suffix, budget", [(".nrrd", 1000), (".nhdr", 700), (".mha", 1500), (".nii.gz", 900)])
+def test_thin_volumes_fit_a_target_their_short_axes_cannot_shrink_for(tmp_path, shape, dtype, suffix, budget):
+    """The factor was nudged up from the cube root of the size ratio (as if every axis shrank) 200 times by 1 %:
+    a 4096 x 1 x 1 line or a 700 x 600 x 1 image was refused ("cannot reach 1000 bytes by downsampling"),
+    though a coarser grid fits."""
+    rng = np.random.default_rng(shape[2])
+    values = np.cumsum(rng.normal(size=shape), axis=2)
+    volume = bv.Volume.from_array((values * 10).astype(dtype), spacing=(0.5, 0.7, 2.0), origin=(1.0, 2.0, 3.0))
+    source = io.write_volume(volume, tmp_path / "thin.nrrd")
+    out = tmp_path / f"out{suffix}"
+    report = resample_file(source, out, target_bytes=budget)
+    assert disk_bytes(out) <= budget
+    assert report.output_geometry.voxel_count >= 2  # more than the one-voxel grid fitted
+    assert bv.read_volume(out).geometry.dimensions == report.output_geometry.dimensions
+
+
+@pytest.mark.parametrize("suffix, budgets", [(".mhd", range(425, 465, 5)), (".nhdr", range(300, 345, 5))])
+def test_an_uncompressed_target_only_the_smallest_grid_fits_writes_it(tmp_path, suffix, budgets):
+    """A trial grid's header alone above the budget ended the search ("even the smallest grid takes 422 bytes on
+    disk, more than the target size 440"): smaller grids have shorter headers."""
+    source = io.write_volume(bv.Volume.from_array(np.arange(63 * 50 * 37, dtype=np.uint8).reshape(37, 50, 63),
+                                                  spacing=(0.47, 0.76, 2.5)), tmp_path / "in.nrrd")
+    smallest = None
+    for budget in budgets:
+        out = tmp_path / f"out{budget}{suffix}"
+        try:
+            resample_file(source, out, target_bytes=budget)
+        except bv.BigVolumeError as error:
+            assert "even the smallest grid takes" in str(error)
+            taken = int(str(error).split("takes ")[1].split(" bytes")[0])
+            assert taken > budget, str(error)  # refused only when it does not fit
+            continue
+        assert disk_bytes(out) <= budget
+        smallest = smallest or budget
+    assert smallest is not None and smallest <= budgets[-1]

@@ -224,6 +224,9 @@ def block_centres(n_out: int, factor: float) -> np.ndarray:
     return (factor - 1.0) / 2.0 + factor * np.arange(n_out, dtype=float)
 
 
+SPACING_EQUAL_RTOL = 1e-6  # a target spacing this close to an axis's is that spacing (float32 headers round it)
+
+
 def factors_for_spacing(geometry: Geometry, spacing: Sequence[float]) -> tuple[float, float, float]:
     """Per-axis factors that give exactly ``spacing``."""
     target = _as_vector3(spacing, "spacing")
@@ -231,8 +234,8 @@ def factors_for_spacing(geometry: Geometry, spacing: Sequence[float]) -> tuple[f
         raise ValueError(f"spacing must be positive, got {target}")
     factors = tuple(t / s for t, s in zip(target, geometry.spacing))
     for axis, (f, t, s) in enumerate(zip(factors, target, geometry.spacing)):
-        if f < 1 - 1e-12:
-            raise ValueError(f"spacing {t:g} along axis {'IJK'[axis]} is finer than the input's {s:g}: "
+        if f < 1 - SPACING_EQUAL_RTOL:  # (float32 headers: 1.1 is read as 1.10000002)
+            raise ValueError(f"spacing {t:.9g} along axis {'IJK'[axis]} is finer than the input's {s:.9g}: "
                              "this tool downsamples only")
     return tuple(max(1.0, f) for f in factors)  # type: ignore[return-value]
 
@@ -252,12 +255,25 @@ def factors_for_size(geometry: Geometry, bytes_per_voxel: int, target_bytes: flo
     input_bytes = geometry.voxel_count * bytes_per_voxel
     if input_bytes <= target_bytes:
         return (1.0, 1.0, 1.0)
-    factor = (input_bytes / target_bytes) ** (1.0 / 3.0)
-    for _ in range(200):  # rounding of the output size can overshoot: nudge up until it fits
-        if geometry.downsampled(factor).voxel_count * bytes_per_voxel <= target_bytes:
-            return (factor, factor, factor)
-        factor *= 1.01
-    raise ValueError(f"cannot reach {target_bytes:.0f} bytes by downsampling")
+    if bytes_per_voxel > target_bytes:
+        raise ValueError(f"the smallest output, one voxel, takes {bytes_per_voxel} bytes, more than the target size "
+                         f"{target_bytes:g}")
+
+    def fits(factor):
+        return geometry.downsampled(factor).voxel_count * bytes_per_voxel <= target_bytes
+    # The output's voxel count only falls as the factor grows, and at the longest axis's length every axis has one
+    # voxel: bisection between the cube root of the ratio (every axis shrinking alike) and that. (Nudging up from the
+    # cube root refused a 4096 x 1 x 1 line and a 20000 x 20000 x 1 image: their short axes cannot shrink.)
+    low, high = 1.0, float(max(geometry.dimensions))
+    start = (input_bytes / target_bytes) ** (1.0 / 3.0)
+    if start < high and fits(start):
+        high = start
+    for _ in range(100):
+        if high - low <= 1e-9 * high:
+            break
+        middle = (low + high) / 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return (high, high, high)
 
 
 # Anatomical orientation codes: three letters, one per index axis (i, j, k), each naming the direction towards which

@@ -61,7 +61,16 @@ def choose_factors(geometry: Geometry, bytes_per_voxel: int = 1, factor=None, sp
     block-centred voxel would lie off-centre, beyond the last input voxel from twice the length on). So an axis of
     a single voxel (a 2D image stored as a volume) keeps factor 1: there is nothing to average along it."""
     factors = _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes)
-    return limited_factors(factors, geometry.dimensions)
+    limited = limited_factors(factors, geometry.dimensions)
+    if spacing is not None or isotropic:  # (asked for a spacing: say where it is not what comes out)
+        short = [axis for axis, (f, g) in enumerate(zip(factors, limited)) if g < f * (1 - 1e-9)]
+        if short:
+            axes = "; ".join(f"{'ijk'[a]}: {geometry.dimensions[a]} voxel{'s' * (geometry.dimensions[a] != 1)}, "
+                             f"spacing {geometry.spacing[a] * limited[a]:g} instead of "
+                             f"{geometry.spacing[a] * factors[a]:g}" for a in short)
+            logger.warning(f"the spacing asked for is not reached along an axis shorter than its factor, whose one "
+                           f"output voxel spans its data ({axes})")
+    return limited
 
 
 def _choose_factors(geometry, bytes_per_voxel, factor, spacing, isotropic, target_bytes):
@@ -246,7 +255,7 @@ def _note_labels(notes: list[str], path, array: np.ndarray, method: str) -> None
         return
     step = max(1, int(np.ceil((array.size / 2**21) ** (1 / 3))))
     labels = label_values(array[::step, ::step, ::step])
-    if labels is not None:
+    if labels is not None and labels.size > 1:  # (one value: a constant volume, nothing to mix)
         _note(notes, f"{path}: only {labels.size} distinct values ({values_text(labels)}): a label map or mask? "
                      f"{method} makes values between them (labels that are not in the input); resample labels with "
                      f"--method {' or '.join(LABEL_SAFE_METHODS)}")
@@ -372,13 +381,17 @@ def fit_uncompressed_size(geometry: Geometry, bytes_per_voxel: int, budget: floa
     """The factors whose uncompressed file, its voxels and its header (``header_bytes(output geometry)``), fits
     ``budget`` bytes: the voxel-count rule (:func:`choose_factors`' target size) on the budget less the header."""
     voxel_budget = budget
-    while voxel_budget >= bytes_per_voxel:
-        factors = choose_factors(geometry, bytes_per_voxel, target_bytes=voxel_budget)
+    while True:
+        factors = choose_factors(geometry, bytes_per_voxel, target_bytes=max(voxel_budget, bytes_per_voxel))
         grid = geometry.downsampled(factors)
         header = header_bytes(grid)
         if grid.voxel_count * bytes_per_voxel + header <= budget:
             return factors
-        voxel_budget = min(voxel_budget - 1, budget - header)  # (a smaller grid's numbers may take more digits)
+        if voxel_budget <= bytes_per_voxel:
+            break  # the smallest grid, tried
+        # (a smaller grid's numbers may take more digits, or fewer: a header larger than the budget still leaves the
+        # smallest grid to try, whose header is shorter)
+        voxel_budget = max(bytes_per_voxel, min(voxel_budget - 1, budget - header))
     smallest = bytes_per_voxel + header_bytes(geometry.downsampled(geometry.dimensions))
     raise BigVolumeError(f"{output_path}: even the smallest grid takes {smallest} bytes on disk, more than the "
                          f"target size {budget:.0f}")
