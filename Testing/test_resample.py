@@ -729,3 +729,23 @@ def test_a_target_spacing_equal_to_a_float32_header_s_is_that_spacing(tmp_path):
     assert report.output_geometry.dimensions == (8, 8, 8) and report.factors[2] == 1.0
     with pytest.raises(bv.BigVolumeError, match=r"spacing 1.09 along axis K is finer than the input's 1.10000002"):
         bv.resample_file(tmp_path / "in.nii.gz", tmp_path / "finer.nrrd", spacing=(0.6, 0.6, 1.09))
+
+
+@pytest.mark.parametrize("suffix, compress, refused", [(".nii", True, True), (".nii.gz", False, True),
+                                                       (".nii.gz", True, False), (".nii", False, False),
+                                                       (".nrrd", False, False), (".nhdr", True, False)])
+def test_a_compression_option_nifti_s_name_contradicts_is_refused(tmp_path, suffix, compress, refused):
+    """NIfTI compresses by its suffix: --compress with .nii wrote it raw (and --target-size fitted it raw),
+    --no-compress with .nii.gz gzipped it, without a word."""
+    source = bv.write_volume(bv.Volume.from_array(quality.microct_phantom(16)), tmp_path / "in.nrrd")
+    out = tmp_path / f"out{suffix}"
+    flag = "--compress" if compress else "--no-compress"
+    done = subprocess.run([sys.executable, "-m", "bigvolume", "resample", str(source), str(out), flag],
+                          capture_output=True, text=True, timeout=300)
+    if refused:
+        assert done.returncode == 1 and not out.exists()
+        assert done.stderr.strip() == (f"bigvolume: error: {out}: NIfTI is compressed by its name, not by an option: "
+                                       f"name it {'.nii.gz' if compress else '.nii'} for "
+                                       f"{'a compressed' if compress else 'an uncompressed'} file")
+    else:
+        assert done.returncode == 0, done.stderr

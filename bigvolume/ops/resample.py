@@ -461,6 +461,12 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
                      backend=backend)
     input_path = plan.input_path
     io.check_output_path(output_path, inputs=[input_path])
+    suffix = io.volume_suffix(output_path)
+    if compress is not None and suffix in (".nii", ".nii.gz") and bool(compress) != (suffix == ".nii.gz"):
+        # (the option was dropped without a word: .nii written raw under --compress, .nii.gz gzipped under --no-)
+        raise BigVolumeError(f"{output_path}: NIfTI is compressed by its name, not by an option: name it "
+                             f"{'.nii.gz' if compress else '.nii'} for {'a compressed' if compress else 'an uncompressed'}"
+                             " file")
     check_backend(backend, method, device)
     device = "cpu" if plan.backend == "vtk" else choose_device(device, method)
     notes: list[str] = []
