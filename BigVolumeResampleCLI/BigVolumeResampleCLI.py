@@ -133,9 +133,10 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     progress.start(f"{args.method}, factor {','.join(f'{f:g}' for f in args.factor)}, device {args.device}")
     try:
-        # Uncompressed: Slicer reads the file back at once and deletes it.
+        # Uncompressed: Slicer reads the file back at once and deletes it (a NIfTI, from a shell, as its name says).
+        nifti = args.outputVolume.lower().endswith((".nii", ".nii.gz"))
         report = resample_file(args.inputVolume, args.outputVolume, factor, method=args.method, device=args.device,
-                               compress=False, progress=progress)
+                               compress=None if nifti else False, progress=progress)
     except Cancelled:
         print(f"{NAME}: cancelled; nothing written", file=sys.stderr)
         return 130

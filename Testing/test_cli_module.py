@@ -303,6 +303,15 @@ def test_factors_typed_with_spaces_are_three_factors(tmp_path, input_file, typed
     assert bv.read_volume(out).geometry.dimensions == dimensions
 
 
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".nhdr"])
+def test_the_script_from_a_shell_writes_nifti_as_its_name_says(tmp_path, input_file, suffix):
+    out = tmp_path / f"out{suffix}"
+    done = run_script("--device", "cpu", input_file, out)
+    assert done.returncode == 0, done.stderr
+    assert bv.read_volume(out).geometry.dimensions == (12, 12, 12)
+    assert (out.read_bytes()[:2] == b"\x1f\x8b") == (suffix == ".nii.gz")
+
+
 def test_a_path_the_console_cannot_encode_does_not_fail_a_finished_run(tmp_path, input_file):
     """Slicer sets no UTF-8 mode for python-real: on Windows stdout is in the ANSI code page, and the printed summary
     names the output under %TEMP% (the user's name). The run ended with a traceback after writing the output."""
