@@ -319,3 +319,29 @@ def test_the_array_entry_points_limit_factors_and_give_native_types_as_the_cpu_p
     for result in (gpu.resample_array(big, 2, "mean", xp=np), gpu.downsample_on_device(big, 2, "mean", xp=np)):
         assert result.dtype == np.dtype(np.uint16) and result.dtype.isnative
         np.testing.assert_array_equal(result, bv.downsample_array(big.astype(np.uint16), 2, "mean"))
+
+
+@pytest.mark.parametrize("case", ["complex", "2-D", "no components", "5-D"])
+def test_the_array_path_refuses_what_the_cpu_path_refuses(case):
+    """The array (GPU) path took a complex volume and dropped its imaginary part (the CPU refuses it), and gave raw
+    numpy errors for other shapes."""
+    from bigvolume.engine import gpu
+    array = {"complex": np.ones((4, 5, 6), np.complex64), "2-D": np.ones((5, 6), np.float32),
+             "no components": np.ones((4, 5, 6, 0), np.float32), "5-D": np.ones((2, 4, 5, 6, 1), np.float32)}[case]
+    for run in (lambda: gpu.resample_array(array, 2, "lanczos", xp=np),
+                lambda: bv.downsample_array(array, 2, "lanczos")):
+        with pytest.raises(bv.BigVolumeError, match="a volume is .k, j, i. or .k, j, i, components. of real numbers"):
+            run()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.int16])
+def test_the_array_path_takes_one_component_and_gives_native_types(dtype):
+    """(k, j, i, 1) failed to broadcast on the array path (the CPU path filters it as a scalar volume); a
+    big-endian output type came back big-endian."""
+    from bigvolume.engine import gpu
+    array = np.arange(6 * 8 * 10).reshape(6, 8, 10, 1).astype(dtype)
+    np.testing.assert_array_equal(gpu.resample_array(array, 2, "mean", xp=np),
+                                  bv.downsample_array(array, 2, "mean"))
+    out = gpu.resample_array(array[..., 0].astype(np.dtype(dtype).newbyteorder(">")), 2, "mean", xp=np,
+                             out_dtype=">f4")
+    assert out.dtype == np.float32 and out.dtype.isnative

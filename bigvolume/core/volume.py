@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .dtypes import native
+from .errors import BigVolumeError
 from .geometry import Geometry
 
 
@@ -23,6 +24,14 @@ def owned_view(view: np.ndarray, owner) -> np.ndarray:
     with no copy. Its ``base`` is an object that is not an array, where numpy stops collapsing the bases of views
     (a view of a view gets its base's base): every array made from it (``np.asarray``, slices) holds the owner."""
     return np.asarray(_MemoryOwner(view, owner))
+
+
+def check_volume_array(array: np.ndarray) -> None:
+    """Refuse an array that is no volume: (k, j, i) or (k, j, i, components) of real numbers (a complex one lost its
+    imaginary part on the way to the GPU)."""
+    if array.ndim not in (3, 4) or array.ndim == 4 and array.shape[3] == 0 or array.dtype.kind not in "biuf":
+        raise BigVolumeError(f"an array of shape {array.shape} and type {array.dtype}: a volume is (k, j, i) or (k, j, "
+                             "i, components) of real numbers")
 
 
 @dataclass

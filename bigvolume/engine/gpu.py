@@ -15,6 +15,7 @@ from ..core.dtypes import cast_to, native, work_dtype
 from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry, limited_factors
 from ..core.memory import default_threads
+from ..core.volume import check_volume_array
 from ..methods.array_backend import ArrayBackend, block_inputs
 from ..methods.kernels import SEPARABLE_METHODS, axis_kernel, axis_operator, reads_zero_weight_taps
 from .stream import downsample_in_memory
@@ -91,9 +92,14 @@ def resample_array(array: np.ndarray, factors, method: str, out_dtype=None, *, x
     module ``xp`` (None: the CPU backend), streamed slab by slab through the device; a numpy array of ``out_dtype``
     (default: the input's) comes back. ``memory_limit``: host bytes, default what the process holds plus 2 GiB of
     buffers."""
+    check_volume_array(array)
+    if array.ndim == 4 and array.shape[3] == 1:  # one component: filtered as a scalar volume, as the CPU path does
+        return resample_array(array[..., 0], factors, method, out_dtype, xp=xp, memory_limit=memory_limit,
+                              threads=threads, progress=progress)[..., None]
     if array.dtype == np.bool_:
         array = array.view(np.uint8)
     array = array.astype(native(array.dtype), copy=False)  # (a big-endian input came back big-endian)
+    out_dtype = None if out_dtype is None else native(np.dtype(out_dtype))
     factors = limited_factors(factors, array.shape[2::-1])  # as the CPU path (an off-centre voxel otherwise)
     return downsample_in_memory(array, factors, method, out_dtype, threads=threads or default_threads(),
                                 memory_limit=memory_limit, progress=progress,

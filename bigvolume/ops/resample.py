@@ -17,7 +17,7 @@ from ..core.geometry import (Geometry, block_centres, factors_for_size, factors_
                              limited_factors, validate_factors)
 from ..core.memory import default_threads, format_bytes
 from ..core.progress import Progress, ProgressCallback, as_progress
-from ..core.volume import Volume
+from ..core.volume import Volume, check_volume_array
 from ..engine.gpu import choose_device, device_name, probe_cuda, resample_array
 from ..engine.plan import in_memory_limit, plan_input, should_stream
 from ..engine.stream import STREAMABLE_METHODS, StreamPlan, downsample_in_memory, stream_to_file
@@ -140,9 +140,7 @@ def downsample_array(array: np.ndarray, factors, method: str = DEFAULT_METHOD, t
     the definition of the Lanczos kernel; lanczos only). fft needs neither."""
     check_method(method)
     array = np.asarray(array)
-    if array.ndim not in (3, 4) or array.ndim == 4 and array.shape[3] == 0 or array.dtype.kind not in "biuf":
-        raise BigVolumeError(f"an array of shape {array.shape} and type {array.dtype}: a volume is (k, j, i) or (k, j, "
-                             "i, components) of real numbers")
+    check_volume_array(array)
     if array.ndim == 4 and array.shape[3] == 1:  # one component: filtered as a scalar volume, given back as it came
         return downsample_array(array[..., 0], factors, method, threads, progress, backend, out_dtype)[..., None]
     if not array.dtype.isnative:  # VTK and the writers take this machine's byte order
