@@ -345,3 +345,20 @@ def test_the_array_path_takes_one_component_and_gives_native_types(dtype):
     out = gpu.resample_array(array[..., 0].astype(np.dtype(dtype).newbyteorder(">")), 2, "mean", xp=np,
                              out_dtype=">f4")
     assert out.dtype == np.float32 and out.dtype.isnative
+
+
+@pytest.mark.parametrize("method", ["nearest", "max", "mean", "lanczos"])
+def test_on_device_64_bit_integers_are_picked_exactly_or_refused_as_on_the_cpu(method):
+    """downsample_on_device summed nearest's one tap in float64 (2^60 + odd values came back even, 127 off) and
+    rounded the sums of integers beyond 2^48 without a word, where the CPU path picks or refuses."""
+    from bigvolume.engine import gpu
+    rng = np.random.default_rng(1)
+    array = (2 ** 60 + 2 * rng.integers(0, 1000, (8, 10, 12)) + 1).astype(np.int64)
+    if method in ("nearest", "max"):
+        np.testing.assert_array_equal(gpu.downsample_on_device(array, 2, method, xp=np),
+                                      bv.downsample_array(array, 2, method))
+    else:
+        for run in (lambda: gpu.downsample_on_device(array, 2, method, xp=np),
+                    lambda: bv.downsample_array(array, 2, method)):
+            with pytest.raises(bv.BigVolumeError, match="beyond 2\\^48"):
+                run()

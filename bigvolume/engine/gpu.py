@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from ..core.dtypes import cast_to, native, work_dtype
+from ..core.dtypes import cast_to, check_exact_in_float64, native, work_dtype
 from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry, limited_factors
 from ..core.memory import default_threads
@@ -115,7 +115,11 @@ def downsample_on_device(array, factors, method: str = "lanczos", out_dtype=None
     dims_in = array.shape[2::-1]
     factors = limited_factors(factors, dims_in)  # as the CPU path (an off-centre voxel otherwise)
     dims_out = Geometry(dims_in).downsampled(factors).dimensions
-    reduce = "max" if method == "max" else "sum"
+    # as the CPU path (ResampleKernels): nearest picks its one tap like max, in the input's type (a float64 sum
+    # rounded 64-bit integers); the sums refuse 64-bit integers float64 would round
+    reduce = "max" if method in ("max", "nearest") else "sum"
+    if reduce == "sum":
+        check_exact_in_float64(array, method)
     dtype = work_dtype(array.dtype) if reduce == "sum" else array.dtype
     data = array.astype(dtype, copy=False)
     for axis, n, f, m in zip((2, 1, 0), dims_in, factors, dims_out):
