@@ -286,3 +286,13 @@ def test_api_arguments_of_numpy_types_and_sizes_out_of_range():
         write_preview(volume, "unused.png", size=(100000, 100000))
     with pytest.raises(bv.BigVolumeError, match="give an intensity window or percentiles, not both"):
         bv.reduce_bits(volume, 8, window=(0, 100), percentiles=(1, 99))
+
+
+@pytest.mark.parametrize("option", ["--target-size", "--memory-limit"])
+def test_a_negative_size_is_refused_in_words(tmp_path, option):
+    """argparse took "-5MB" for an option: "expected one argument"."""
+    source = bv.write_volume(bv.Volume.from_array(np.zeros((6, 6, 6), np.uint8)), tmp_path / "in.nrrd")
+    done = subprocess.run([sys.executable, "-m", "bigvolume", "resample", str(source), str(tmp_path / "out.nrrd"),
+                           option, "-5MB"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "not a size: '-5MB'" in done.stderr and "expected one argument" not in done.stderr
+    assert not (tmp_path / "out.nrrd").exists()

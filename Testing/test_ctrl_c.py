@@ -151,20 +151,23 @@ def test_a_caught_interrupt_from_a_string_exec_still_exits_130():
     assert done.returncode == 130, done.stderr
 
 
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("entry", ["installed command", "python -m bigvolume"])
-def test_ctrl_c_while_the_libraries_load_exits_130_with_one_line(tmp_path, entry):
+def test_ctrl_c_while_the_libraries_load_exits_130_with_one_line(tmp_path, entry, number):
     """The first few tenths of a second go to imports (numpy, the operations), before main() handles Ctrl-C: the
-    installed command died by SIGINT with a traceback; python -m bigvolume exited 130 without a word."""
+    installed command died by SIGINT with a traceback; python -m bigvolume exited 130 without a word. SIGTERM then
+    ended the process by the signal, without a word (143 and one line now)."""
     source = io.write_volume(bv.Volume.from_array(np.zeros((8, 8, 8), np.int16)), tmp_path / "in.nrrd")
     program = [str(Path(sys.executable).with_name("bigvolume"))] if entry == "installed command" else BIGVOLUME
     process = subprocess.Popen(program + ["resample", str(source), str(tmp_path / "out.nrrd")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_until_reading(process, "numpy")  # numpy's libraries mapped: cli.commands is being imported
-    process.send_signal(signal.SIGINT)
+    process.send_signal(number)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert stderr.strip().splitlines() == ["bigvolume: interrupted; nothing written"], stderr
+    word, code = ("terminated", 143) if number == signal.SIGTERM else ("interrupted", 130)
+    assert process.returncode == code, stderr
+    assert stderr.strip().splitlines() == [f"bigvolume: {word}; nothing written"], stderr
     assert [p.name for p in tmp_path.iterdir()] == ["in.nrrd"]
 
 

@@ -3,13 +3,15 @@ import os
 import signal
 
 
-def _interrupted_while_loading(_signum, _frame) -> None:
-    # Nothing has started yet: say so as cli.commands.main does, and end (130, as after any Ctrl-C; not by SIGINT).
-    os.write(2, b"\nbigvolume: interrupted; nothing written\n")
-    os._exit(130)
+def _interrupted_while_loading(signum, _frame) -> None:
+    # Nothing has started yet: say so as cli.commands.main does, and end (130 after Ctrl-C, 143 after SIGTERM; not
+    # by the signal, which a SIGTERM while loading did, without a word)
+    word, code = (b"terminated", 143) if signum == signal.SIGTERM else (b"interrupted", 130)
+    os.write(2, b"\nbigvolume: " + word + b"; nothing written\n")
+    os._exit(code)
 
 
-_interrupted_while_loading.bigvolume_loading = True  # cli.commands.main hands Ctrl-C back to Python once it can
+_interrupted_while_loading.bigvolume_loading = True  # cli.commands.main hands both back to its own handling
 
 
 def main() -> None:
@@ -19,6 +21,8 @@ def main() -> None:
     once its own handling is in place (after parsing the arguments)."""
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
         signal.signal(signal.SIGINT, _interrupted_while_loading)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupted_while_loading)
     from .cli.commands import run
     run()
 

@@ -546,9 +546,24 @@ def _load_renderers(args) -> None:
                 register_renderers()
 
 
+SIZE_OPTIONS = ("--target-size", "--memory-limit")
+
+
+def _sizes_joined(argv) -> list:
+    """``--target-size -5MB`` as ``--target-size=-5MB``: argparse takes a value starting with a minus for another
+    option ("expected one argument"); joined, the size's own check refuses it in words."""
+    argv, joined = list(argv), []
+    while argv:
+        item = argv.pop(0)
+        if item in SIZE_OPTIONS and argv and argv[0].startswith("-") and any(c.isdigit() for c in argv[0]):
+            item = f"{item}={argv.pop(0)}"
+        joined.append(item)
+    return joined
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_sizes_joined(sys.argv[1:] if argv is None else argv))
     _show_notes_on_stderr()
     # numpy's floating-point warnings name its source lines; what they mean (NaN outputs) the notes say in words
     warnings.filterwarnings("ignore", message="(overflow|invalid value|divide by zero) encountered",

@@ -86,9 +86,10 @@ def _raise_terminated(_signum, _frame) -> None:
 def terminate_as_interrupt() -> None:
     """From now on SIGTERM raises :class:`Terminated` in the main thread (it ended the process where it stood,
     leaving hidden partial files). For the command line: where SIGTERM already has a handler, or ignored, it is
-    left alone."""
+    left alone (but for ``python -m bigvolume``'s own while it loads)."""
+    current = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is threading.main_thread() \
-            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            and (current is signal.SIG_DFL or getattr(current, "bigvolume_loading", False)):
         signal.signal(signal.SIGTERM, _raise_terminated)
 
 
