@@ -398,6 +398,7 @@ def test_a_damaged_end_slice_left_out_by_gdcm_is_refused(tmp_path, which, cut):
         assert len(message) == 1 and message[0].startswith(f"bigvolume: error: {victim}: a DICOM image that cannot "
                                                            "be read"), result.stderr
     dicom._series_in.cache_clear()  # (listed before the damage: the folder's time did not change)
+    dicom._left_out.cache_clear()
     with pytest.raises(bv.VolumeFileError, match="may be a slice of the series"):
         io.read_volume(folder)
 

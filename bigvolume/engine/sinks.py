@@ -1,6 +1,7 @@
-"""Where the engine's output slabs go: :func:`file_sink` and :func:`file_sinks` (a slab writer on a thread inside an atomic output: the file
-appears complete or not at all, aborted on any error, cancel or Ctrl-C) and :class:`ArraySink` (an array the caller
-owns, e.g. a Slicer volume node's voxels); :class:`NanCountingSink` counts what passes."""
+"""Where the engine's output slabs go: :func:`file_sink` and :func:`file_sinks` (a slab writer on a thread inside an
+atomic output: the file appears complete or not at all, aborted on any error, cancel or Ctrl-C) and
+:class:`ArraySink` (an array the caller owns, e.g. a Slicer volume node's voxels); :class:`NanCountingSink` counts
+what passes."""
 from __future__ import annotations
 
 import contextlib

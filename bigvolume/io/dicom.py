@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -139,6 +140,7 @@ def _unreadable_files(folder: Path) -> list[Path]:
 PIXEL_DATA_TAGS = {"<": b"\xe0\x7f\x10\x00", ">": b"\x7f\xe0\x00\x10"}
 LONG_VRS = (b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN")
 UNDEFINED_LENGTH = 0xFFFFFFFF  # encapsulated (compressed) pixel data: fragments, each of its own length
+PIXEL_DATA_HEADER = 12  # bytes of an explicit-VR Pixel Data element's tag, VR, reserved bytes and length (8 implicit)
 
 
 def _pixel_data_length(data: bytes) -> int | None:
@@ -175,6 +177,16 @@ def _damaged_image(path: Path) -> bool:
     return len(data) < 144 + int.from_bytes(data[140:144], "little")
 
 
+@functools.lru_cache(maxsize=16)
+def _left_out(folder: Path, modified_ns: int) -> tuple[list[Path], list[Path]]:
+    """The DICOM-looking files GDCM left out of every series in ``folder``, and the damaged images among them (GDCM
+    leaves those out without a word: the series would be short, its end slices gone and the origin moved when the
+    first is, or have a gap); cached while the folder is unchanged, as :func:`_series_in` (a command asks several
+    times, and each asking read every file's first bytes)."""
+    unreadable = _unreadable_files(folder)
+    return unreadable, [item for item in unreadable if _damaged_image(item)]
+
+
 def list_series(folder) -> tuple[DicomSeries, ...]:
     folder = Path(folder)
     return _series_in(folder.resolve(), folder.stat().st_mtime_ns)
@@ -193,10 +205,7 @@ def find_series(path, series: str | None = None) -> DicomSeries:
     found = list_series(folder)
     if not found:
         raise VolumeFileError(f"{path}: no readable DICOM series")
-    # GDCM leaves damaged files out of their series without a word: the series would be short (its end slices
-    # gone, the origin moved when the first is) or have a gap
-    unreadable = _unreadable_files(folder)
-    damaged = [item for item in unreadable if _damaged_image(item)]
+    unreadable, damaged = _left_out(folder.resolve(), folder.stat().st_mtime_ns)
     if damaged:
         raise VolumeFileError(f"{damaged[0]}: a DICOM image that cannot be read (damaged or truncated?), left out of "
                               f"every series{f' with {len(damaged) - 1} other(s)' if len(damaged) > 1 else ''}: it "
@@ -441,12 +450,26 @@ class DicomSlabReader(SlabReader):
         def number(tag, default):
             text = _tag(reader, tag)
             return int(text) if text.isdigit() else default
-        declared = _pixel_data_length(path.read_bytes())
         bits = number("0028|0100", 0)
-        if declared is None or bits < 8:  # encapsulated, or bit-packed (1 bit)
+        if bits < 8:  # bit-packed (1 bit)
             return
         expected = (number("0028|0010", 0) * number("0028|0011", 0) * number("0028|0002", 1)
                     * number("0028|0008", 1) * (bits // 8))
+        with open(path, "rb") as handle:
+            # A whole element of ``expected`` bytes ending the file has its tag and length just before them: those
+            # bytes alone are read (GDCM has just read the file); anything else (short, encapsulated, followed by
+            # other elements) is looked for in the whole file
+            start = os.fstat(handle.fileno()).st_size - expected - PIXEL_DATA_HEADER
+            handle.seek(max(0, start))
+            head = handle.read(PIXEL_DATA_HEADER)
+            # the tag at 0 (explicit VR) or at 4 (implicit VR: tag and length only)
+            at = max(head.rfind(tag) for tag in PIXEL_DATA_TAGS.values())
+            declared = _pixel_data_length(head) if start >= 0 and at in (0, 4) else None
+            if declared != expected:
+                handle.seek(0)
+                declared = _pixel_data_length(handle.read())
+        if declared is None:  # encapsulated
+            return
         if declared < expected:
             raise VolumeFileError(f"{path}: its pixel data hold {declared} bytes where its rows, columns, samples "
                                   f"and frames need {expected} (damaged or truncated?)")

@@ -272,8 +272,8 @@ def leftovers_text(path, leftovers: list[Path]) -> str:
     held = sum(entry.stat().st_size for item in leftovers for entry in item.rglob("*") if entry.is_file())
     names = ", ".join(item.name for item in leftovers[:3]) + (", ..." if len(leftovers) > 3 else "")
     return (f"{len(leftovers)} staging folder{'s' * (len(leftovers) != 1)} of interrupted runs writing "
-            f"{Path(path).name} {'lie' if len(leftovers) != 1 else 'lies'} beside it, holding {format_bytes(held)} ({names}): remove them unless another "
-            "run is writing it now")
+            f"{Path(path).name} {'lie' if len(leftovers) != 1 else 'lies'} beside it, holding {format_bytes(held)} "
+            f"({names}): remove them unless another run is writing it now")
 
 
 def check_output_path(path, inputs=()) -> Path:

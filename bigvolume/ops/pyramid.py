@@ -664,7 +664,8 @@ def _fingerprint(input, reader, plan, method, version, unit, zstd_level, chunk3,
     source = [str(Path(p).resolve()) for p in input] if isinstance(input, (list, tuple)) else \
         str(Path(str(input)).resolve())
     return json.loads(json.dumps({
-        "input": source, "series": series, "input_files": _input_stamps(input), "dtype": str(reader.dtype), "method": method, "version": version, "unit": unit,
+        "input": source, "series": series, "input_files": _input_stamps(input), "dtype": str(reader.dtype),
+        "method": method, "version": version, "unit": unit,
         "zstd": zstd_level, "chunks": chunk3, "shard": shard,
         "levels": [[list(level.shape), list(level.geometry.spacing), list(level.geometry.origin)] for level in plan]}))
 
@@ -831,7 +832,8 @@ def _nan_notes(arrays, plan, method: str, input_nan: int) -> list[str]:
         if nbytes > budget:
             break
         budget -= nbytes
-        counted.append((number, int(np.count_nonzero(np.isnan(arrays[number][...]))), plan[number].geometry.voxel_count))
+        nan = int(np.count_nonzero(np.isnan(arrays[number][...])))
+        counted.append((number, nan, plan[number].geometry.voxel_count))
     with_nan = sorted((entry for entry in counted if entry[1]), key=lambda entry: entry[0])
     if with_nan:
         number, nan, voxels = with_nan[0]

@@ -29,6 +29,7 @@ from ..io.slabs import open_slabs
 from ..methods.array_backend import ArrayBackend
 from ..methods.backends import BACKENDS, DEFAULT_BACKEND, get_backend
 from ..methods.spectral import band_limited_sample
+from .precision import subsample
 
 logger = logging.getLogger("bigvolume")
 
@@ -251,8 +252,7 @@ def _note_labels(notes: list[str], path, array: np.ndarray, method: str) -> None
     says not what it holds: a Slicer label map node reaches the CLI module as a plain NRRD)."""
     if method in LABEL_SAFE_METHODS or array.ndim != 3:
         return
-    step = max(1, int(np.ceil((array.size / 2**21) ** (1 / 3))))
-    labels = label_values(array[::step, ::step, ::step])
+    labels = label_values(subsample(array))
     if labels is not None and labels.size > 1:  # (one value: a constant volume, nothing to mix)
         _note(notes, f"{path}: only {labels.size} distinct values ({values_text(labels)}): a label map or mask? "
                      f"{method} makes values between them (labels that are not in the input); resample labels with "
@@ -463,8 +463,8 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
     if compress is not None and suffix in (".nii", ".nii.gz") and bool(compress) != (suffix == ".nii.gz"):
         # (the option was dropped without a word: .nii written raw under --compress, .nii.gz gzipped under --no-)
         raise BigVolumeError(f"{output_path}: NIfTI is compressed by its name, not by an option: name it "
-                             f"{'.nii.gz' if compress else '.nii'} for {'a compressed' if compress else 'an uncompressed'}"
-                             " file")
+                             f"{'.nii.gz' if compress else '.nii'} for "
+                             f"{'a compressed' if compress else 'an uncompressed'} file")
     check_backend(backend, method, device)
     device = "cpu" if plan.backend == "vtk" else choose_device(device, method)
     notes: list[str] = []

@@ -354,8 +354,7 @@ def find_threshold(volume_or_array, level: int | str = AUTO, sample_voxels: int 
         counts, edges = robust_histogram(finite, percentiles, integer=integer)
         cuts = _level_cuts(counts, level)
         position = cuts[air_classes - 1]
-        peak = air_peak(counts)
-        air = air_peak(counts)
+        air = peak = air_peak(counts)
         if air is not None and _lone_spike(counts, air):  # padding or clipping: the air is the population above it
             air = air_peak(counts, start=int(air.mode) + PEAK_SMOOTHING_BINS) or air
         valley = _valley_before_class(counts, air, position) if air is not None else None
