@@ -912,3 +912,18 @@ def test_the_real_head_mri_levels_that_remove_the_brain_are_warnings(level, warn
     _, mask, report = dehaze(volume, HazeOptions(level=level), measure_compression=False)
     assert ("lies a class of its own above the air" in report.warning) == warned, report.summary()
     assert (mask[brain].mean() > 0.2) == warned
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_dim_class_taken_by_a_fixed_level_on_the_command_line_exits_3(tmp_path, seed):
+    """The command line's door to the warning above: the output written, the warning on stdout, exit 3."""
+    volume, dim, core = dim_around_bright(((44, 52, 60), (40, 40, 72), (36, 64, 48))[seed], seed, "rician",
+                                          np.int16, 100, 600, 1500, 30)
+    source = io.write_volume(volume, tmp_path / "in.nrrd")
+    done = subprocess.run(BIGVOLUME + ["dehaze", str(source), str(tmp_path / "out.nrrd"), "--level", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3 and "lies a class of its own above the air" in done.stdout, done.stdout
+    assert io.read_volume(tmp_path / "out.nrrd").geometry == volume.geometry
+    kept = subprocess.run(BIGVOLUME + ["dehaze", str(source), str(tmp_path / "auto.nrrd")], capture_output=True,
+                          text=True, timeout=300)
+    assert kept.returncode == 0 and "class of its own" not in kept.stdout + kept.stderr

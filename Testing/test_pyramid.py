@@ -928,3 +928,14 @@ def test_nan_of_levels_too_large_to_count_is_said_from_the_input(tmp_path, monke
     report = pyramid(write_input(tmp_path, array), tmp_path / "out.ome.zarr", chunks=16)
     said = [note for note in report.notes if "NaN" in note]
     assert len(said) == 1 and said[0].startswith("2 input voxels are NaN: the levels' voxels whose lanczos kernel")
+
+
+def test_nan_spreading_through_the_levels_is_said_on_the_command_line(tmp_path):
+    array = np.full((48, 40, 56), 7.0, np.float32)
+    array[20, 21, 22] = np.nan
+    done = run_cli("pyramid", write_input(tmp_path, array), tmp_path / "out.ome.zarr", "--chunks", "16", timeout=300)
+    assert done.returncode == 0, done.stderr
+    level1 = bv.read_volume(tmp_path / "out.ome.zarr", level=1).array
+    said = [line for line in done.stderr.splitlines() if "are NaN" in line]
+    assert len(said) == 1 and said[0].startswith(f"bigvolume: note: level 1: {np.isnan(level1).sum()} of the "
+                                                 f"{level1.size} output voxels")
