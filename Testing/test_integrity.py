@@ -209,6 +209,26 @@ def test_damaged_compressed_data_is_refused_by_both_readers(tmp_path, form, dama
             reader.read(0, reader.slices)
 
 
+@pytest.mark.parametrize("form", COMPRESSED_FORMS)
+@pytest.mark.parametrize("appended", [b"\0" * 512, b"junk\n", b"x"])
+def test_bytes_appended_after_intact_compressed_data_are_named_not_called_corrupt(tmp_path, form, appended):
+    """The data before them decode whole, with their checksums: the refusal says what follows them and where,
+    in both readers, instead of calling the data corrupt."""
+    header = write_compressed(noise_volume(len(appended)), tmp_path, form)
+    geometry, dtype, components = io.read_geometry(header)
+    data_file = voxel_layout(header, dtype, components, geometry.voxel_count).files[-1].path
+    end = data_file.stat().st_size
+    with open(data_file, "ab") as handle:
+        handle.write(appended)
+    count = f"{len(appended)} byte{'s' if len(appended) > 1 else ''}"
+    expected = rf"^{re.escape(str(data_file))}: {count} after the end of its \w+ data \(at byte {end}\) (is|are) not"
+    with pytest.raises(bv.VolumeFileError, match=expected):
+        bv.read_volume(header)
+    with pytest.raises(bv.VolumeFileError, match=expected):
+        with open_slabs(header) as reader:
+            reader.read(0, reader.slices)
+
+
 def run_in_process(capfd, *args) -> tuple[int, list[str]]:
     """The command line's main() in this process (the same code as the installed command, without a new
     interpreter per case); returns the exit code and the lines on stderr."""

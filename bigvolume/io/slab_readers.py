@@ -13,6 +13,7 @@ This module sits below :mod:`bigvolume.io.files` and :mod:`bigvolume.io.dicom` (
 from __future__ import annotations
 
 import bz2
+import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -170,6 +171,20 @@ def _corrupt(name: Path, encoding: str, error: Exception, at: int) -> VolumeFile
     return VolumeFileError(f"{name}: corrupt compressed data ({encoding}, {reason}, within its first {at} bytes)")
 
 
+class _NotAStream(VolumeFileError):
+    """Bytes after a complete, intact stream that do not start another one. Appended bytes when every voxel was
+    decoded before them (gzip and SimpleITK skip them; we refuse rather than guess what the file holds), a damaged
+    stream start otherwise: the caller knows which."""
+
+    def __init__(self, name: Path, encoding: str, handle, stream_end: int):
+        after = os.fstat(handle.fileno()).st_size - stream_end
+        what = "1 byte" if after == 1 else f"{after} bytes"
+        super().__init__(f"{name}: {what} after the end of its {encoding} data (at byte {stream_end}) "
+                         f"{'is' if after == 1 else 'are'} not {encoding} data (appended to the file?)")
+        self.damaged = VolumeFileError(f"{name}: corrupt compressed data ({encoding}): no stream starts at byte "
+                                       f"{stream_end}, where the previous one ended")
+
+
 class _Truncated(VolumeFileError):
     """The file ends inside a compressed stream (before its end marker and checksum)."""
 
@@ -183,6 +198,7 @@ def _decompressed(handle, encoding: str, name: Path) -> Iterator[bytes]:
     is_bz2 = encoding == "bzip2"
     feed, fed = b"", False  # fed: the current stream has been given bytes (it must then reach its end)
     position = handle.tell()
+    stream_end = None  # where the last complete stream ended, while the next one has produced nothing
     while True:
         if not feed and (not is_bz2 or decoder.needs_input):
             feed = handle.read(READ_CHUNK)
@@ -191,16 +207,24 @@ def _decompressed(handle, encoding: str, name: Path) -> Iterator[bytes]:
                 if not is_bz2:
                     yield decoder.flush()  # output still held back by max_length
                 if fed and not decoder.eof:
+                    if stream_end is not None:  # e.g. one byte that could start a zlib header
+                        raise _NotAStream(name, encoding, handle, stream_end)
                     raise _Truncated(f"{name}: corrupt compressed data ({encoding}): the file ends inside the "
                                      f"compressed stream, after {position} bytes (truncated file?)")
                 return
         fed = True
         try:
-            yield decoder.decompress(feed, DECODED_CHUNK)
+            decoded = decoder.decompress(feed, DECODED_CHUNK)
         except (zlib.error, OSError, EOFError, ValueError) as error:
+            if stream_end is not None:  # complete streams, then bytes that do not start another one
+                raise _NotAStream(name, encoding, handle, stream_end) from None
             raise _corrupt(name, encoding, error, position) from None
+        if decoded:
+            stream_end = None
+        yield decoded
         if decoder.eof:
             feed, decoder, fed = decoder.unused_data, _decoder(encoding), False
+            stream_end = position - len(feed)
         else:
             feed = b"" if is_bz2 else decoder.unconsumed_tail
 
@@ -226,6 +250,8 @@ def _decode_file(data: DataFile, encoding: str, wanted: int) -> Iterator[bytes]:
                 elif chunk:
                     delivered += len(chunk)
                     yield chunk
+        except _NotAStream as refused:
+            raise (refused if delivered >= wanted else refused.damaged) from None
         except _Truncated:
             if delivered >= wanted:
                 raise VolumeFileError(f"{data.path}: corrupt compressed data ({encoding}): the file ends before "
@@ -246,8 +272,11 @@ def check_compressed_file(path: Path, encoding: str = "gzip", header_bytes: int 
     its streams are complete and intact; returns the decoded byte count, refused when below ``header_bytes``."""
     decoded = 0
     with open(path, "rb") as handle:
-        for chunk in _decompressed(handle, encoding, path):
-            decoded += len(chunk)
+        try:
+            for chunk in _decompressed(handle, encoding, path):
+                decoded += len(chunk)
+        except _NotAStream as refused:
+            raise (refused if decoded >= header_bytes else refused.damaged) from None
     if decoded < header_bytes:
         raise VolumeFileError(f"{path}: compressed data ends after {decoded} of {header_bytes} bytes "
                               "(truncated file?)")
