@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -317,6 +318,31 @@ def test_metaimage_headers_read_as_metaio_reads_them(tmp_path):
             np.testing.assert_array_equal(reader.read(0, reader.slices), reference, err_msg=name)
         if name not in ("msb keys disagree", "msb key in lower case"):
             np.testing.assert_array_equal(reference, array, err_msg=name)  # the file says what we wrote
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_metaimage_compressed_data_ending_the_file_start_by_their_compressed_size(tmp_path, local):
+    """HeaderSize = -1 with CompressedData: the stream is the file's last CompressedDataSize bytes. It was looked
+    for at the uncompressed size from the end and refused as corrupt data; without CompressedDataSize the refusal
+    now says what is missing."""
+    array = np.arange(5 * 6 * 7, dtype=np.int16).reshape(7, 6, 5) * 3 - 100
+    stream = zlib.compress(array.astype("<i2").tobytes())
+    text = METAIMAGE_HEAD.replace("CompressedData = False", "CompressedData = True").format(
+        binary="True", order="", extra=f"HeaderSize = -1\nCompressedDataSize = {len(stream)}\n",
+        data="LOCAL" if local else "v.zraw")
+    path = tmp_path / ("v.mha" if local else "v.mhd")
+    data = b"padding before the stream" + stream
+    if local:
+        path.write_bytes(text.encode() + data)
+    else:
+        path.write_text(text)
+        (tmp_path / "v.zraw").write_bytes(data)
+    np.testing.assert_array_equal(bv.read_volume(path).array, array)
+    with open_slabs(path) as reader:
+        np.testing.assert_array_equal(reader.read(0, reader.slices), array)
+    path.write_bytes(path.read_bytes().replace(f"CompressedDataSize = {len(stream)}\n".encode(), b""))
+    with pytest.raises(bv.VolumeFileError, match=r"v\.mh[ad]: HeaderSize = -1 .* needs CompressedDataSize"):
+        bv.read_volume(path)
 
 
 @pytest.mark.parametrize("line", ["   ", "\t", "no colon here"])

@@ -414,9 +414,14 @@ def _metaimage_layout(path: Path, dtype: np.dtype, total: int) -> VoxelLayout | 
     if not paths or compressed and len(paths) > 1:
         return None
     per_file = total // len(paths)
+    if header_size == -1 and compressed:  # the compressed stream ends the file: its length says where it starts
+        if "CompressedDataSize" not in exact:
+            raise VolumeFileError(f"{path}: HeaderSize = -1 (the data end the file) with compressed data needs "
+                                  "CompressedDataSize to say where the data start")
+        per_file = _header_int(path, "CompressedDataSize", exact["CompressedDataSize"])
     files = []
     for data_path in paths:
-        if header_size == -1:  # the voxels are the file's last bytes
+        if header_size == -1:  # the voxels (or their compressed stream) are the file's last bytes
             size = data_path.stat().st_size if data_path.is_file() else per_file
             start = max(size - per_file, 0)
         elif header_size > 0:  # MetaIO seeks there from the file's start, the header file's own included
