@@ -674,3 +674,35 @@ def test_enhanced_multi_frame_frames_off_the_grid_or_rescaled_otherwise_are_refu
     expected = "are rescaled otherwise" if case == "rescaled per frame" else "off the regular grid"
     assert result.stderr.strip().splitlines()[-1].startswith(f"bigvolume: error: {path}: ") and expected in (
         result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("element", ["FloatPixelData", "DoubleFloatPixelData"])
+def test_a_series_of_float_pixel_data_is_refused_saying_what_it_holds(tmp_path, element):
+    """Parametric maps store their voxels as (7FE0,0008) or (7FE0,0009), which GDCM does not read: the refusal said
+    only "no readable DICOM series", after ITK's "No Series were found" warning."""
+    pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    folder, series_uid = tmp_path / "map", generate_uid()
+    folder.mkdir()
+    for k in range(3):
+        meta = FileMetaDataset()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map Storage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        dataset = Dataset()
+        dataset.file_meta = meta
+        dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        dataset.SeriesInstanceUID, dataset.Modality = series_uid, "MR"
+        dataset.Rows, dataset.Columns, dataset.SamplesPerPixel = 4, 5, 1
+        dataset.PhotometricInterpretation = "MONOCHROME2"
+        dataset.ImagePositionPatient, dataset.ImageOrientationPatient = [0, 0, k], [1, 0, 0, 0, 1, 0]
+        dtype = np.float32 if element == "FloatPixelData" else np.float64
+        dataset.BitsAllocated = 8 * np.dtype(dtype).itemsize
+        setattr(dataset, element, np.arange(20, dtype=dtype).tobytes())
+        dataset.save_as(folder / f"map{k}.dcm", enforce_file_format=True)
+    result = run("resample", folder, tmp_path / "out.nrrd", "--factor", "2")
+    assert result.returncode == 1 and not (tmp_path / "out.nrrd").exists()
+    assert result.stderr.strip().splitlines() == [
+        f"bigvolume: error: {folder}: no readable DICOM series: map0.dcm and 2 other file(s) of its 3 DICOM file(s) "
+        "hold float pixel data (a parametric map), which GDCM cannot read"], result.stderr

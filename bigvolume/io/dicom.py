@@ -121,7 +121,13 @@ def _series_in(folder: Path, modified_ns: int) -> tuple[DicomSeries, ...]:
     import SimpleITK as sitk
     finder = sitk.ImageSeriesReader()
     series = []
-    for uid in finder.GetGDCMSeriesIDs(str(folder)):
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "No Series were found": find_series says why, in words
+    try:
+        uids = finder.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
+    for uid in uids:
         files = tuple(Path(name) for name in finder.GetGDCMSeriesFileNames(str(folder), uid))
         if files:
             series.append(DicomSeries(uid, files, _tag(_header(files[0]), DESCRIPTION_TAG)))
@@ -177,6 +183,28 @@ def _damaged_image(path: Path) -> bool:
     return len(data) < 144 + int.from_bytes(data[140:144], "little")
 
 
+# (7FE0,0008) Float Pixel Data and (7FE0,0009) Double Float Pixel Data (parametric maps), little-endian
+FLOAT_PIXEL_DATA_TAGS = (b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")
+
+
+def _start_of(path: Path) -> bytes:
+    """A DICOM file's first 64 KiB: its header and the start of its pixel data element."""
+    with open(path, "rb") as handle:
+        return handle.read(1 << 16)
+
+
+def _why_no_series(folder: Path) -> str:
+    """What the DICOM-looking files of a folder where GDCM found no series are, in words (empty when none)."""
+    files = [path for path in sorted(folder.iterdir()) if is_dicom_file(path)]
+    if not files:
+        return ""
+    floats = [path for path in files if any(tag in _start_of(path) for tag in FLOAT_PIXEL_DATA_TAGS)]
+    if floats:
+        return (f": {floats[0].name}{f' and {len(floats) - 1} other file(s)' if len(floats) > 1 else ''} of its "
+                f"{len(files)} DICOM file(s) hold float pixel data (a parametric map), which GDCM cannot read")
+    return f": GDCM read no image from its {len(files)} DICOM file(s) (damaged, or objects without an image?)"
+
+
 @functools.lru_cache(maxsize=16)
 def _left_out(folder: Path, modified_ns: int) -> tuple[list[Path], list[Path]]:
     """The DICOM-looking files GDCM left out of every series in ``folder``, and the damaged images among them (GDCM
@@ -204,7 +232,7 @@ def find_series(path, series: str | None = None) -> DicomSeries:
     folder = path if path.is_dir() else path.parent
     found = list_series(folder)
     if not found:
-        raise VolumeFileError(f"{path}: no readable DICOM series")
+        raise VolumeFileError(f"{path}: no readable DICOM series{_why_no_series(folder)}")
     unreadable, damaged = _left_out(folder.resolve(), folder.stat().st_mtime_ns)
     if damaged:
         raise VolumeFileError(f"{damaged[0]}: a DICOM image that cannot be read (damaged or truncated?), left out of "
