@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import zlib
 
 import numpy as np
@@ -410,6 +411,36 @@ def test_a_kill_between_the_moves_of_a_detached_header_output_never_leaves_an_ol
     assert not (tmp_path / "a.nhdr").exists()  # no header: "no such file", not an old grid over new voxels
     bv.write_volume(large, tmp_path / "a.nhdr")
     np.testing.assert_array_equal(bv.read_volume(tmp_path / "a.nhdr").array, large.array)
+
+
+def test_two_runs_writing_one_detached_header_at_once_leave_one_whole_output(tmp_path, monkeypatch):
+    """Two runs moving a.nhdr + a.raw into place at the same moment could interleave their moves and leave one
+    run's header over the other's data, read silently (a data file longer than its header says passes). The moves
+    of one run now hold the folder's lock: the other run's wait till they are done."""
+    from bigvolume.io import files as files_module
+    out = tmp_path / "a.nhdr"
+    ours = bv.Volume.from_array(np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6), spacing=(2, 2, 2))
+    theirs = np.arange(8 * 10 * 12, dtype=np.int32).reshape(8, 10, 12) * 7
+    writer = ("import sys, numpy as np, bigvolume as bv; "
+              "bv.write_volume(bv.Volume.from_array(np.arange(960, dtype=np.int32).reshape(8, 10, 12) * 7), "
+              "sys.argv[1]); print('written', flush=True)")
+    real_replace, other = os.replace, []
+
+    def the_other_run_writes_between_our_moves(source, target):
+        real_replace(source, target)
+        if str(target).endswith(".raw") and not other:  # our data moved, our header not yet
+            other.append(subprocess.Popen([sys.executable, "-c", writer, str(out)], stdout=subprocess.PIPE,
+                                          text=True))
+            time.sleep(6)  # without the lock, it writes both its files in this time
+    monkeypatch.setattr(files_module.os, "replace", the_other_run_writes_between_our_moves)
+    bv.write_volume(ours, out)
+    monkeypatch.setattr(files_module.os, "replace", real_replace)
+    stdout, _ = other[0].communicate(timeout=120)
+    assert other[0].returncode == 0 and "written" in stdout
+    read = bv.read_volume(out)  # the other run's output, whole: it waited for our moves and came after
+    assert read.array.dtype == np.int32
+    np.testing.assert_array_equal(read.array, theirs)
+    assert (tmp_path / "a.raw").stat().st_size == theirs.nbytes
 
 
 @pytest.mark.parametrize("directions, origin", [("(1,0,0) (1,0,0) (0,0,1)", "(0,0,0)"),

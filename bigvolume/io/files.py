@@ -393,6 +393,28 @@ def committed(path) -> None:
 
 
 @contextlib.contextmanager
+def _commits_serialised(folder: Path):
+    """Hold the destination folder's lock while a run moves its files in: two runs writing the same header and data
+    file at once could otherwise interleave their moves and leave one's header over the other's data. An advisory
+    lock on the folder itself, so no lock file is left behind; where there is none (Windows, some network file
+    systems) the moves go ahead unserialised."""
+    try:
+        import fcntl
+        handle = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+@contextlib.contextmanager
 def atomic_output(path):
     """Yield a temporary path with the final file name inside a hidden folder next to ``path``; on success move
     every file written there into place, data files first and ``path`` last; on failure remove them all."""
@@ -411,7 +433,7 @@ def atomic_output(path):
         # interrupt that arrives meanwhile is dropped (the output is then complete: the run has done its work). A
         # kill cannot be held: an old header goes first, so a kill between the moves leaves a missing output, never
         # an old header over new data (read silently: a data file longer than its header says passes).
-        with interrupt_as_flag(raise_at_end=False):
+        with interrupt_as_flag(raise_at_end=False), _commits_serialised(folder):
             if len(written) > 1 and os.path.lexists(path):
                 os.unlink(path)
             for item in written:
