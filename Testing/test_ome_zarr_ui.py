@@ -230,3 +230,47 @@ def test_a_scene_close_lets_the_roi_go(monkeypatch, tmp_path):
         assert widget._roi.roi is None
     finally:
         standins.close_panels()
+
+
+def test_create_from_a_float_volume_with_nan_shows_the_nan_note(monkeypatch, tmp_path):
+    """The pyramid's NaN note (each level spreads the NaN of the one below) reaches the panel's status, beside the
+    summary, from a file and from a node of the scene; a clean volume shows none."""
+    pytest.importorskip("zarr")
+    import slicer
+    import slicer_gui_standins as standins
+
+    from bigvolume import Geometry, Volume, write_volume
+
+    array = np.random.default_rng(3).normal(100, 10, (24, 24, 24)).astype(np.float32)
+    array[12, 12, 12] = np.nan
+    source = write_volume(Volume(array, Geometry((24, 24, 24), (1.0, 1.0, 1.0))), tmp_path / "nan.nrrd")
+    app = standins.install(monkeypatch, tmp_path, (5, 8))
+    try:
+        widget = standins.open_panel(standins.load_module(MODULE, monkeypatch), MODULE.name)
+        widget.ui.createChunksSpinBox.value = 8
+        widget.ui.createInputPathLineEdit.currentPath = str(source)
+        widget.ui.createOutputPathLineEdit.currentPath = str(tmp_path / "nan.ome.zarr")
+        app.settle()
+        widget.ui.createButton.click()
+        assert widget.logic.lastPyramid is not None, widget.ui.statusLabel.text
+        lines = widget.ui.statusLabel.text.splitlines()
+        assert str(tmp_path / "nan.ome.zarr") in lines[0] and any("are NaN" in line for line in lines[1:]), lines
+
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "with nan")
+        slicer.util.updateVolumeFromArray(node, array)
+        widget.ui.createFromComboBox.currentIndex = 1
+        widget.ui.createInputVolumeSelector.setCurrentNode(node)
+        widget.ui.createOutputPathLineEdit.currentPath = str(tmp_path / "node.ome.zarr")
+        app.settle()
+        widget.ui.createButton.click()
+        assert any("are NaN" in line for line in widget.ui.statusLabel.text.splitlines()[1:]), \
+            widget.ui.statusLabel.text
+
+        slicer.util.updateVolumeFromArray(node, np.nan_to_num(array))
+        widget.ui.createOutputPathLineEdit.currentPath = str(tmp_path / "clean.ome.zarr")
+        app.settle()
+        widget.ui.createButton.click()
+        assert widget.logic.lastPyramid is not None and "NaN" not in widget.ui.statusLabel.text, \
+            widget.ui.statusLabel.text
+    finally:
+        standins.close_panels()
