@@ -206,3 +206,43 @@ def test_only_the_slicer_layer_mentions_mrml_or_the_slicer_modules(path):
     found = [word for word in ("mrml", "slicer.util", "slicer.app", "slicer.mrmlScene", "import slicer", "import qt",
                                "import ctk", "qt.Q", "ctk.ctk") if word.lower() in text.lower()]
     assert not found, f"{path.relative_to(REPO)} mentions {found}"
+
+
+OLDEST_PYTHON = (3, 9)  # Slicer 5.4-5.8 bundle Python 3.9.10; pyproject.toml's requires-python
+SHIPPED = [*PACKAGE.rglob("*.py"), *SLICER_SIDE, *REPO.glob("BigVolumeResampleCLI/*.py")]
+
+
+def _runtime_unions(tree: ast.Module) -> list[int]:
+    """Lines where ``X | Y`` of types is evaluated when the module loads or a call runs (Python 3.10+): annotations
+    of a module without ``from __future__ import annotations``, and isinstance/issubclass arguments."""
+    postponed = any(isinstance(node, ast.ImportFrom) and node.module == "__future__"
+                    and any(alias.name == "annotations" for alias in node.names) for node in tree.body)
+
+    def has_union(node) -> bool:
+        return node is not None and any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr)
+                                        for n in ast.walk(node))
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("isinstance", "issubclass") \
+                and len(node.args) == 2 and has_union(node.args[1]):
+            lines.append(node.lineno)
+        if postponed:
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args
+            every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs, arguments.vararg, arguments.kwarg]
+            if any(has_union(a.annotation) for a in every if a is not None) or has_union(node.returns):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.AnnAssign) and has_union(node.annotation):
+            lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda path: str(path.relative_to(REPO)))
+def test_every_shipped_module_loads_on_the_oldest_python_slicer_bundles(path):
+    """``int | None`` in one annotation of core/errors.py, evaluated at import on Python 3.9, stopped every module of
+    the extension from loading in Slicer 5.8 (the tests run on a newer Python). The grammar is checked with 3.9's."""
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source, feature_version=OLDEST_PYTHON)
+    assert not _runtime_unions(tree), f"{path.relative_to(REPO)}: X | Y of types evaluated at lines " \
+        f"{_runtime_unions(tree)}: add 'from __future__ import annotations' or use Optional/Union"

@@ -1,4 +1,6 @@
 """Exceptions with messages meant for users: each names the file or the value at fault."""
+from __future__ import annotations
+
 import contextlib
 
 
