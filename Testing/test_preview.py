@@ -1217,3 +1217,31 @@ def test_a_wide_range_draws_without_vtk_warnings_on_stderr(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bigvolume", "preview", str(path), str(tmp_path / "w.png")],
                           capture_output=True, text=True)
     assert done.returncode == 0 and "vtkOpenGL" not in done.stderr and "WARN" not in done.stderr, done.stderr
+
+
+def _mapped_files() -> set:
+    with open("/proc/self/maps") as maps:
+        return {line.split(None, 5)[5].strip() for line in maps if len(line.split(None, 5)) == 6}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads Linux's list of mapped files")
+def test_a_reduced_preview_maps_no_file_of_its_temporary_folder_when_that_goes(tmp_path, monkeypatch):
+    """Windows deletes no file that is mapped: the reduced copy's mapping was still held when its temporary folder
+    was removed, so every preview of a file larger than the preview size failed there (PermissionError). Emulated:
+    the folder's removal fails as Windows' would while a file in it is mapped."""
+    import tempfile
+
+    from bigvolume.render import volumes
+
+    class WindowsLikeFolder(tempfile.TemporaryDirectory):
+        def __exit__(self, *exc):
+            held = [name for name in _mapped_files() if name.startswith(self.name)]
+            if held:
+                raise PermissionError(f"[emulated WinError 32] {held[0]} is mapped")
+            return super().__exit__(*exc)
+    monkeypatch.setattr(volumes.tempfile, "TemporaryDirectory", WindowsLikeFolder)
+    large = bv.Volume.from_array(np.random.default_rng(2).integers(0, 1000, (PREVIEW_DIMENSION + 40,) * 3)
+                                 .astype(np.uint16))
+    path = bv.write_volume(large, tmp_path / "large.nhdr")
+    source = load_preview_source(path)
+    assert max(source.volume.array.shape) <= PREVIEW_DIMENSION

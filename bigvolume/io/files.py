@@ -251,8 +251,8 @@ STAGING_MARK = ".partial-"
 def _longest_name(folder: Path) -> int:
     try:
         return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return 255  # (most file systems)
+    except (OSError, ValueError, AttributeError):  # AttributeError: no pathconf (Windows)
+        return 255  # (most file systems; NTFS: 255 UTF-16 units)
 
 
 def leftover_staging(path) -> list[Path]:

@@ -96,6 +96,7 @@ def load_preview_source(source, name: str | None = None, memory_limit: float | N
                           series=series)
             read = io.read_volume(reduced)
             small = Volume(np.array(read.array), read.geometry)  # a copy: the temporary file goes away
+            del read  # its mapping of the file: Windows deletes no mapped file, so the folder could not go
     return PreviewSource(name or label, geometry, np.dtype(dtype), components, io.file_size(path, series),
                          _drawable(small))
 
