@@ -534,6 +534,15 @@ def test_direction_columns_that_are_not_unit_vectors_are_stored_as_spacing(tmp_p
         np.testing.assert_array_equal(read.array, volume.array)
 
 
+def test_outputs_are_written_where_os_has_no_pathconf(tmp_path, monkeypatch):
+    """Windows' os has no pathconf: the name-length check raised AttributeError before every write."""
+    monkeypatch.delattr(os, "pathconf")
+    volume = bv.Volume.from_array(np.arange(60, dtype=np.uint8).reshape(3, 4, 5))
+    np.testing.assert_array_equal(io.read_volume(io.write_volume(volume, tmp_path / "v.nrrd")).array, volume.array)
+    with pytest.raises(bv.VolumeFileError, match="the file name is too long for this folder"):
+        io.write_volume(volume, tmp_path / ("a" * 300 + ".nrrd"))
+
+
 @pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".mhd", ".nii.gz"])
 def test_a_file_name_too_long_for_the_folder_is_refused_before_writing(tmp_path, suffix):
     """A 300-character name was an OSError traceback; one that fitted alone but not in its staging folder's name
