@@ -4,6 +4,7 @@ and every compressed input that is cut or corrupted is refused by every command 
 import bz2
 import gzip
 import hashlib
+import os
 import re
 import shutil
 import struct
@@ -19,6 +20,7 @@ import bigvolume as bv
 from bigvolume.cli import commands as cli
 from bigvolume.io import files as io
 from bigvolume.io.layout import voxel_layout
+from bigvolume.engine.sinks import file_sink
 from bigvolume.io.slabs import open_slabs
 from test_stream import INPUT_FORMS, _sitk_header_lines, sample_volume, write_form
 
@@ -424,3 +426,53 @@ def test_staging_folders_a_killed_run_left_are_said_and_named_when_the_disk_is_s
             sinks.check_disk_space(out, 1000)
     finally:
         shutil_module.disk_usage = real
+
+
+def _open_files_under(folder: Path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="reads Linux's list of open files")
+@pytest.mark.parametrize("name", ["out.nrrd", "out.nhdr", "out.nii.gz"])
+@pytest.mark.parametrize("fail_after", [0, 1, 3])
+def test_a_compressed_output_the_disk_cannot_take_leaves_no_file_open(tmp_path, monkeypatch, name, fail_after):
+    """A full disk when the compressor's last bytes were written left the data file open (its close came after the
+    write that failed); Windows removes no open file, so the staging folder with the partial output stayed behind
+    while the message said "nothing was written". Emulated: the disk fills after ``fail_after`` writes."""
+    import errno
+    from bigvolume.io import slab_writers
+
+    real_open, writes = open, []
+
+    class FillingDisk:
+        def __init__(self, handle):
+            self._handle = handle
+
+        def write(self, data):
+            if len(data) and len(writes) >= fail_after:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            writes.append(len(data))
+            return self._handle.write(data)
+
+        def __getattr__(self, attribute):
+            return getattr(self._handle, attribute)
+
+    def opened(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        return FillingDisk(handle) if "w" in mode and str(path).endswith((".nrrd", ".gz")) else handle
+    monkeypatch.setattr(slab_writers, "open", opened, raising=False)
+    volume = noise_volume(fail_after, shape=(12, 20, 24))
+    with pytest.raises(bv.VolumeFileError, match="nothing was written"):
+        with file_sink(tmp_path / name, volume.geometry, volume.array.dtype, compress=True) as writer:
+            for k in range(0, 12, 4):
+                writer.write(volume.array[k:k + 4])
+    assert _open_files_under(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []

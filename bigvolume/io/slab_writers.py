@@ -151,8 +151,12 @@ class _GzipFile:
         self.handle.write(self.compressor.compress(data))
 
     def close(self) -> None:
-        self.handle.write(self.compressor.flush())
-        self.handle.close()
+        if self.handle.closed:
+            return
+        try:
+            self.handle.write(self.compressor.flush())
+        finally:  # closed even when the last bytes cannot be written: Windows removes no open file
+            self.handle.close()
 
 
 class SlabWriter:
@@ -179,12 +183,16 @@ class SlabWriter:
             header, data_path = nifti_header(geometry, dtype), path
         data_bytes = len(header) + geometry.voxel_count * components * self.dtype.itemsize
         handle = open(data_path, "wb") if compress else open_for_append(data_path, data_bytes)
-        if suffix == ".nii.gz":
-            self._out = _GzipFile(handle)
-            self._out.write(header)
-        else:
-            handle.write(header)
-            self._out = _GzipFile(handle) if compress else handle
+        try:
+            if suffix == ".nii.gz":
+                self._out = _GzipFile(handle)
+                self._out.write(header)
+            else:
+                handle.write(header)
+                self._out = _GzipFile(handle) if compress else handle
+        except BaseException:
+            handle.close()
+            raise
 
     def write(self, block: np.ndarray) -> None:
         if block.shape[1:] != self.slice_shape or block.dtype != self.dtype:
@@ -204,7 +212,7 @@ class SlabWriter:
     def abort(self) -> None:
         try:
             self._out.close()
-        except OSError:
+        except (OSError, zlib.error):
             pass
 
 
