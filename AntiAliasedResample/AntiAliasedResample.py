@@ -21,7 +21,7 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
                 if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py"))), None)
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
-from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, limits,  # noqa: E402
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, _, followSceneImports, limits,  # noqa: E402
                               reenterModule, rememberPaths, settleTimer, translate)
 
 from AntiAliasedResampleLib import CLI_MODULE, DEFAULT_METHOD, METHODS, Cancelled  # noqa: E402
@@ -128,6 +128,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._paths = None
         self._progress = None  # the run state, progress bar and Cancel button (made in setup)
         self._cliNode = None  # the CLI run in progress
+        self._cliOutput = None  # that run's (output node, whether it was made for the run: then removed if it fails)
         self._planTimer = None
 
     def setup(self) -> None:
@@ -145,6 +146,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        followSceneImports(self)  # a fresh wrapper after each scene import
 
         self._progress = PanelProgress(self.ui.progressBar, self.ui.cancelButton, onChange=self._checkCanApply)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
@@ -202,7 +204,8 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def _settings(self) -> dict:
         p = self._parameterNode
         spacing = (p.spacingI, p.spacingJ, p.spacingK) if p.useSpacing else None
-        return {"factor": p.factor, "spacing": spacing, "isotropic": p.isotropic}
+        # A target spacing sets every axis itself: isotropic (greyed out then) goes with the factor only.
+        return {"factor": p.factor, "spacing": spacing, "isotropic": p.isotropic and spacing is None}
 
     def _fileMode(self) -> bool:
         return bool(self._parameterNode and self._parameterNode.inputSource == FROM_FILE)
@@ -303,8 +306,10 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.resultLabel.text = ""
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not start the CLI module."), waitCursor=True):
+                created = p.outputVolume is None
                 params = self.logic.cliParameters(p.inputVolume, p.outputVolume, method=p.method, **self._settings())
                 p.outputVolume = params["outputVolume"]
+                self._cliOutput = (params["outputVolume"], created)
                 self._progress.start()
                 self._cliNode = slicer.cli.run(getattr(slicer.modules, CLI_MODULE), None, params,
                                                wait_for_completion=False)
@@ -315,6 +320,7 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
                 self.removeObserver(self._cliNode, vtk.vtkCommand.ModifiedEvent, self._onCliModified)
                 self._removeCliNode(self._cliNode)
                 self._cliNode = None
+            self._discardCliOutput()
             self._progress.stop()
 
     def _onCliModified(self, cliNode, event) -> None:
@@ -327,9 +333,23 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             cliNode.GetStatusString(), cliNode.GetParameterAsString("deviceUsed"),
             cliNode.GetParameterAsString("summary"), cliNode.GetErrorText())
         self._progress.stop()
+        if cliNode.GetStatus() == cliNode.Completed:
+            outputNode, self._cliOutput = self._cliOutput[0], None
+            self._showOutput(outputNode)
+        else:  # cancelled or failed: the node made for it holds nothing
+            self._discardCliOutput()
         # Its output read (or the run failed or was cancelled), the CLI node has done its part: it goes, or each run
         # would leave one in the scene, saved with it. Once its own event is over, not from inside it.
         qt.QTimer.singleShot(0, lambda: self._removeCliNode(cliNode))
+
+    def _discardCliOutput(self) -> None:
+        """Remove the output node made for a CLI run that did not complete (not a node the user chose)."""
+        (outputNode, created), self._cliOutput = self._cliOutput or (None, False), None
+        if not created:
+            return
+        if self._parameterNode is not None and self._parameterNode.outputVolume is outputNode:
+            self._parameterNode.outputVolume = None
+        self.logic.discardCliOutput(outputNode)
 
     @staticmethod
     def _removeCliNode(cliNode) -> None:
@@ -349,12 +369,19 @@ class AntiAliasedResampleWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             outputNode = self._run()
             p.outputVolume = outputNode
             self.ui.resultLabel.text = self.logic.lastResult.summary()
-            if outputNode.IsA("vtkMRMLLabelMapVolumeNode"):
-                slicer.util.setSliceViewerLayers(label=outputNode)
-            else:
-                slicer.util.setSliceViewerLayers(background=outputNode, fit=True)
-            if p.show3D:
-                self._show3D(outputNode, p.inputVolume if p.beforeAfter and not self._fileMode() else None)
+            self._showOutput(outputNode)
+
+    def _showOutput(self, outputNode) -> None:
+        """A run's output in the slice views (a label map as the label layer) and, with "3D preview", rendered."""
+        p = self._parameterNode
+        if outputNode is None:
+            return
+        if outputNode.IsA("vtkMRMLLabelMapVolumeNode"):
+            slicer.util.setSliceViewerLayers(label=outputNode)
+        else:
+            slicer.util.setSliceViewerLayers(background=outputNode, fit=True)
+        if p is not None and p.show3D:
+            self._show3D(outputNode, p.inputVolume if p.beforeAfter and not self._fileMode() else None)
 
     def _show3D(self, outputNode, inputNode=None) -> None:
         """Volume-render the output (the Logic makes the display nodes); before/after shows the Dual 3D layout with

@@ -21,7 +21,7 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
                 if os.path.isfile(os.path.join(folder, "bigvolume", "__init__.py"))), None)
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
-from bigvolume_slicer import (ParameterNodeGui, PanelProgress, _, limits,  # noqa: E402
+from bigvolume_slicer import (ParameterNodeGui, PanelProgress, _, followSceneImports, limits,  # noqa: E402
                               reenterModule, settleTimer, translate)
 
 from HazeRemovalLib import (AIR_CHOICES, AUTO, BITS_CHOICES, DEFAULT_DILATE, FILL_CHOICES,  # noqa: E402
@@ -137,6 +137,7 @@ class HazeRemovalWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        followSceneImports(self)  # a fresh wrapper after each scene import
 
         self.ui.previewButton.connect("clicked(bool)", self.onPreviewButton)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)

@@ -23,11 +23,11 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, ScratchFolders, TextFields, _,  # noqa: E402
-                              RoiFollower, connectPathText, limits, reenterModule, rememberPaths, settleTimer,
-                              translate)
+                              followSceneImports, RoiFollower, connectPathText, limits, reenterModule, rememberPaths,
+                              settleTimer, translate)
 
-from ImageStackImportLib import (BITS_CHOICES, DEFAULT_STACK_ORIENTATION, GRAY_CHOICES, STACK_ORIENTATIONS,  # noqa: E402
-                                 BigVolumeError, Cancelled)
+from ImageStackImportLib import (BITS_CHOICES, DEFAULT_METHOD, DEFAULT_STACK_ORIENTATION, GRAY_CHOICES,  # noqa: E402
+                                 METHODS, STACK_ORIENTATIONS, BigVolumeError, Cancelled)
 from ImageStackImportLib import ImageStackImportLogic as ImageStackImportLibLogic  # noqa: E402
 
 # Path fields the panel keeps in the parameter node itself (bigvolume_slicer.PathFields): parameter -> widget.
@@ -81,7 +81,7 @@ class ImageStackImportParameterNode:
     pattern - optional glob or printf pattern of the slice files (relative: in the folder).
     reverse - read the slices last to first.
     spacingX, spacingY, spacingZ - voxel size in mm (filled from the headers when the input changes).
-    spacingSource - the input (file, folder, pattern, reverse) the spacing was last filled from ("": none yet). Kept
+    spacingSource - the input (file, folder, pattern) the spacing was last filled from ("": none yet). Kept
         in the node, not the panel: a fresh node (a new or closed scene) refills its spacing from the headers, a node
         loaded with a scene keeps the spacing it was saved with.
     orientation - where columns, rows and slices increase towards (bigvolume.io.stacks.STACK_ORIENTATIONS; LPS default).
@@ -90,6 +90,7 @@ class ImageStackImportParameterNode:
     gray - RGB slices: "luminance", "channel:N" or "keep" (a vector volume).
     bits - "keep", "8" or "16".
     factorX, factorY, factorZ - downsampling factors (>= 1).
+    method - how the slices are downsampled (a key of ImageStackImportLib.METHODS; nearest or max keep labels).
     saveNhdr - also write the full-resolution streamable NHDR.
     show3D - after Import or Preview, volume-render the result (transfer function from its histogram).
     """
@@ -113,6 +114,7 @@ class ImageStackImportParameterNode:
     factorX: Annotated[float, WithinRange(limits.MIN_FACTOR, limits.MAX_FACTOR)] = 1.0
     factorY: Annotated[float, WithinRange(limits.MIN_FACTOR, limits.MAX_FACTOR)] = 1.0
     factorZ: Annotated[float, WithinRange(limits.MIN_FACTOR, limits.MAX_FACTOR)] = 1.0
+    method: Annotated[str, Choice(list(METHODS))] = DEFAULT_METHOD
     saveNhdr: bool = False
     show3D: bool = False
 
@@ -180,6 +182,7 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        followSceneImports(self)  # a fresh wrapper after each scene import
 
         connectPathText(self.ui.fileLineEdit, self.onFileChanged)
         connectPathText(self.ui.folderLineEdit, self.onFolderChanged)
@@ -238,10 +241,12 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _labelChoices(self, parameterNode) -> None:
         """Readable labels after each binding: connectGui fills the combo boxes with the Choice values (and reads
-        them by index)."""
+        them by index); the methods keep their names, with what each does as its tooltip."""
         for comboBox, labels in ((self.ui.grayComboBox, GRAY_CHOICES), (self.ui.bitsComboBox, BITS_CHOICES)):
             for index, value in enumerate(labels):
                 comboBox.setItemText(index, _(labels[value]))
+        for index, name in enumerate(METHODS):
+            self.ui.methodComboBox.setItemData(index, METHODS[name], qt.Qt.ToolTipRole)
 
     # --- inputs ---------------------------------------------------------------------------------------------------
     def onParameterNodeModified(self, caller=None, event=None) -> None:
@@ -298,8 +303,9 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     "origin": (p.originX, p.originY, p.originZ)}
         if spacing:
             settings["spacing"] = (p.spacingX, p.spacingY, p.spacingZ)
-        if factor:
+        if factor:  # with how it downsamples (a preview has its own factor and method)
             settings["factor"] = (p.factorX, p.factorY, p.factorZ)
+            settings["method"] = p.method
         if roi:
             settings["roi"] = p.roi
         return settings
@@ -312,7 +318,10 @@ class ImageStackImportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p is None or self._progress.running:
             return
-        fields = repr((p.inputFile, p.inputFolder, p.pattern, p.reverse))
+        # The input the spacing belongs to; not the slice order, which changes neither pixel size nor slice distance.
+        fields = repr((p.inputFile, p.inputFolder, p.pattern))
+        if p.spacingSource == repr((p.inputFile, p.inputFolder, p.pattern, p.reverse)):  # saved with the order in it
+            p.spacingSource = fields
         ok, headerSpacing = False, ()
         try:
             source = self._source()

@@ -22,7 +22,7 @@ BUNDLED = next((folder for folder in (_HERE, os.path.dirname(_HERE))
 sys.path[:0] = [BUNDLED] if BUNDLED and sys.path[:1] != [BUNDLED] else []
 
 from bigvolume_slicer import (ParameterNodeGui, PanelProgress, PathFields, ScratchFolders, _, limits,  # noqa: E402
-                              RoiFollower, reenterModule, rememberPaths, settleTimer, translate)
+                              followSceneImports, RoiFollower, reenterModule, rememberPaths, settleTimer, translate)
 
 from OMEZarrPyramidLib import FIT, PYRAMID_METHODS, PYRAMID_VERSIONS, Cancelled  # noqa: E402
 from OMEZarrPyramidLib import OMEZarrPyramidLogic as OMEZarrPyramidLibLogic  # noqa: E402
@@ -147,6 +147,7 @@ class OMEZarrPyramidWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        followSceneImports(self)  # a fresh wrapper after each scene import
 
         self.ui.loadLevelButton.connect("clicked(bool)", self.onLoadLevelButton)
         self.ui.loadRoiButton.connect("clicked(bool)", self.onLoadRoiButton)

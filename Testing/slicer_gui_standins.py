@@ -4,7 +4,9 @@ real Widget classes on a real MRML scene of slicer-core: ``load_module(...)`` im
 
 The parameterNodeWrapper stand-in behaves as Slicer's own (checked against Slicer's source, tags v5.8.0, v5.8.1 and
 v5.10.0, Base/Python/slicer/parameterNodeWrapper/wrapper.py and guiConnectors.py): values live in the MRML parameter
-node; ``connectGui`` makes one connector per widget with a ``SlicerParameterName`` (a combo box connector clears and
+node, and each wrapper caches them, node references included, reading them again only on the parameter node's
+ModifiedEvent (5.8.1's _CachedParameterWrapper; a wrapper made before a scene import keeps what the node held then);
+``connectGui`` makes one connector per widget with a ``SlicerParameterName`` (a combo box connector clears and
 refills its combo box when it is made), writes the node's values into the widgets, connects the widgets' signals
 and observes the node; ``disconnectGui(tag)`` disconnects the widgets of that tag. With ``SLICER_VERSION`` (5, 8)
 ``connectGui`` returns None, as 5.4-5.8.x do (5.4 brought the wrapper); from (5, 10) the tag.
@@ -21,6 +23,7 @@ import threading
 import types
 import typing
 import unittest
+import weakref
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -494,30 +497,61 @@ def parameterNodeWrapper(cls):
     def isNode(base):
         return isinstance(base, type) and base.__name__.startswith("vtkMRML")
 
+    def read(parameterNode, name):
+        """What the MRML node holds (Slicer's _Parameter.read; a parameter a scene close removed reads its default,
+        which Slicer's also writes back)."""
+        base, _, default = fields[name]
+        if isNode(base):
+            return parameterNode.GetNodeReference(name)
+        if not parameterNode.GetParameterNames().__contains__(name):
+            return default
+        text = parameterNode.GetParameter(name)
+        return Path(text) if base is Path else base(json.loads(text))
+
+    def refresh(self):
+        self.__dict__["_cache"] = {name: read(self.parameterNode, name) for name in fields}
+
     def make_property(name):
         base = fields[name][0]
 
         def get(self):
-            if isNode(base):
-                return self.parameterNode.GetNodeReference(name)
-            text = self.parameterNode.GetParameter(name)
-            return Path(text) if base is Path else base(json.loads(text))
+            return self._cache[name]
 
         def set_(self, value):
             validate(name, value)
-            if isNode(base):
-                self.parameterNode.SetNodeReferenceID(name, value.GetID() if value is not None else None)
-                self.parameterNode.Modified()
-            else:
-                self.parameterNode.SetParameter(name, str(value) if base is Path else json.dumps(base(value)))
+            node = self.parameterNode
+            wasModifying = node.StartModify()  # slicer.util.NodeModify: one Modified event, once the cache is new
+            try:
+                if isNode(base):
+                    node.SetParameter(name, "")
+                    node.SetNodeReferenceID(name, value.GetID() if value is not None else None)
+                else:
+                    node.SetParameter(name, str(value) if base is Path else json.dumps(base(value)))
+                self._cache[name] = read(node, name)
+            finally:
+                node.EndModify(wasModifying)
         return property(get, set_)
 
     def __init__(self, parameterNode):
         self.parameterNode = parameterNode
         self._parameterGUIs, self._nextParameterGUIsTag, self._updatingGUI = {}, 0, False
         for name, (base, _, default) in fields.items():
-            if not isNode(base) and not parameterNode.GetParameterNames().__contains__(name):
-                parameterNode.SetParameter(name, str(default) if base is Path else json.dumps(default))
+            if not parameterNode.GetParameterNames().__contains__(name):
+                if isNode(base):
+                    parameterNode.SetParameter(name, "")
+                    parameterNode.SetNodeReferenceID(name, None)
+                else:
+                    parameterNode.SetParameter(name, str(default) if base is Path else json.dumps(default))
+        # Every value is cached, node references included, and read again only on the node's ModifiedEvent (Slicer's
+        # _CachedParameterWrapper). This observer is the wrapper's first: VTK calls the observers of one priority
+        # newest first, so the GUI binding's and the panel's own observers run before it, with the values cached.
+        refresh(self)
+        weak = weakref.ref(self)
+        self._cacheObserver = parameterNode.AddObserver(
+            vtk.vtkCommand.ModifiedEvent, lambda caller, event: weak() is not None and refresh(weak()))
+
+    def __del__(self):
+        self.parameterNode.RemoveObserver(self._cacheObserver)
 
     def _updateGUI(self):
         if self._updatingGUI:
@@ -557,8 +591,9 @@ def parameterNodeWrapper(cls):
         self.parameterNode.RemoveObserver(tag)
 
     namespace = {name: make_property(name) for name in fields}
-    namespace.update(__init__=__init__, _updateGUI=_updateGUI, connectGui=connectGui, disconnectGui=disconnectGui,
-                     AddObserver=AddObserver, RemoveObserver=RemoveObserver, wrapped=True, fields=fields)
+    namespace.update(__init__=__init__, __del__=__del__, _updateGUI=_updateGUI, connectGui=connectGui,
+                     disconnectGui=disconnectGui, AddObserver=AddObserver, RemoveObserver=RemoveObserver, wrapped=True,
+                     fields=fields)
     return type(cls.__name__, (), namespace)
 
 

@@ -283,6 +283,27 @@ def test_bits_reduce_to_8_bit_through_a_window(stack, scene, logic):
     assert voxels.dtype == np.uint8 and voxels.min() == 0 and voxels.max() == 255
 
 
+@pytest.mark.parametrize("bits", ["keep", "8"])
+def test_the_status_line_says_what_the_command_line_says_of_nan_and_the_window(tmp_path, scene, logic, bits):
+    """The panel's status line (ImportResult.summary) lacked the NaN note and the 8-bit window with its clipped
+    voxels, which ``bigvolume import-stack`` prints."""
+    planes = np.random.default_rng(5).uniform(0, 100, (6, 16, 16)).astype(np.float32)
+    planes[0, 1, 1] = 1e4  # clipped by the window
+    planes[2, 5:8, 5:8] = np.nan
+    write_stack(tmp_path / "floats", planes)
+    settings = dict(spacing=(1, 1, 1), factor=2.0, method="mean", bits=None if bits == "keep" else int(bits))
+    report = bigvolume.import_stack(tmp_path / "floats", tmp_path / "cli.nrrd", **settings)
+    logic.importToNode(tmp_path / "floats", scene=scene, **dict(settings, bits=bits))
+    summary = logic.lastResult.summary()
+    nan = next(note for note in report.plan.notes if "are NaN" in note)
+    assert nan in summary.splitlines(), summary
+    if bits == "keep":
+        assert "window" not in summary
+    else:
+        assert report.stream_plan.clipped_voxels >= 1
+        assert f"Reduced to {report.plan.window_note(report.stream_plan)}" in summary.splitlines(), summary
+
+
 def test_given_output_node_is_reused_and_left_alone_on_cancel(stack, scene, logic):
     folder, volume = stack
     given = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "mine")
@@ -383,6 +404,24 @@ def test_roi_with_swapped_axes_under_a_transform_is_still_an_exact_crop(stack, s
     x0, x1, y0, y1, z0, z1 = crop
     np.testing.assert_array_equal(arrayFromVolume(node), volume[z0:z1, y0:y1, x0:x1])
     assert not logic.lastResult.rotated
+
+
+@pytest.mark.parametrize("rotated", [False, True])
+def test_an_inside_out_roi_is_refused_as_the_ome_zarr_panel_refuses_it(stack, scene, logic, rotated):
+    """An inside-out Markups ROI stands for what lies outside its box: the import read the box's inside."""
+    folder, _ = stack
+    roi = roi_for_crop(scene, (2, 12, 3, 9, 1, 5))
+    if rotated:
+        roi.SetAndObserveObjectToNodeMatrix(vtkMatrixFromArray(np.block([
+            [rotation((0, 0, 1), 30.0), np.array([[-2.0], [-2.0], [0.5]])], [np.zeros((1, 3)), np.ones((1, 1))]])))
+    logic.planImport(folder, roi=roi).close()
+    roi.SetInsideOut(True)
+    before = node_ids(scene)
+    for attempt in (lambda: logic.planImport(folder, roi=roi), lambda: logic.importToNode(folder, scene=scene, roi=roi),
+                    lambda: logic.roiCornersRas(roi)):
+        with pytest.raises(BigVolumeError, match="ROI roi is inside out"):
+            attempt()
+    assert node_ids(scene) == before
 
 
 def test_roi_beyond_the_stack_is_clipped_and_one_outside_is_refused(stack, scene, logic):

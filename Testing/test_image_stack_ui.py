@@ -17,7 +17,7 @@ REQUIRED_WIDGETS = {
     "spacingXSpinBox": "QDoubleSpinBox", "spacingYSpinBox": "QDoubleSpinBox", "spacingZSpinBox": "QDoubleSpinBox",
     "spacingWarningLabel": "QLabel", "roiSelector": "qMRMLNodeComboBox", "orientationComboBox": "QComboBox",
     "originXSpinBox": "QDoubleSpinBox", "originYSpinBox": "QDoubleSpinBox", "originZSpinBox": "QDoubleSpinBox",
-    "grayComboBox": "QComboBox", "bitsComboBox": "QComboBox",
+    "grayComboBox": "QComboBox", "bitsComboBox": "QComboBox", "methodComboBox": "QComboBox",
     "factorXSpinBox": "QDoubleSpinBox", "factorYSpinBox": "QDoubleSpinBox", "factorZSpinBox": "QDoubleSpinBox",
     "factor1Button": "QPushButton", "factor2Button": "QPushButton", "factor4Button": "QPushButton",
     "factor8Button": "QPushButton",
@@ -77,7 +77,7 @@ def test_the_parameters_are_the_panel_settings():
     fields = MODULE.wrapper_fields()
     assert {"inputFile", "inputFolder", "nhdrPath",
             "pattern", "reverse", "spacingX", "spacingY", "spacingZ", "orientation", "originX", "originY", "originZ",
-            "roi", "gray", "bits", "factorX", "factorY", "factorZ", "saveNhdr", "show3D",
+            "roi", "gray", "bits", "factorX", "factorY", "factorZ", "method", "saveNhdr", "show3D",
             "spacingSource"} == set(fields)  # what the spacing was filled from: recorded in the node, no widget
 
 
@@ -102,6 +102,28 @@ def test_combo_box_choices_come_from_the_lib():
     assert list(GRAY_CHOICES) == ["luminance", "channel:0", "channel:1", "channel:2", "keep"]
     assert list(BITS_CHOICES) == ["keep", "8", "16"]
     assert all(isinstance(label, str) and label for label in [*GRAY_CHOICES.values(), *BITS_CHOICES.values()])
+
+
+def test_the_method_choices_are_the_core_s_streamable_methods_as_the_resample_panel_offers_them():
+    """No method could be chosen: a stack of label slices downsampled in the panel got labels in between."""
+    import bigvolume
+    from bigvolume.engine.stream import STREAMABLE_METHODS
+
+    (METHODS,) = MODULE.import_lib("METHODS")
+    fields = MODULE.wrapper_fields()
+    assert fields["method"][1].endswith("Choice(list(METHODS))]") and fields["method"][2] == "DEFAULT_METHOD"
+    assert list(METHODS) == [name for name in bigvolume.METHODS if name in STREAMABLE_METHODS]
+    assert {"lanczos", "nearest", "max"} <= set(METHODS) and "fft" not in METHODS  # fft cannot stream
+    assert all(METHODS[name] == bigvolume.METHODS[name] for name in METHODS)  # the entries' tooltips
+    assert MODULE.ui_parameter_bindings()["methodComboBox"] == "method"
+    assert "p.method" in ast.unparse(MODULE.function("_settings"))
+
+
+def test_the_spacing_tooltip_says_where_z_comes_from():
+    """It said the headers never give z, but an ImageJ TIFF stack does (and the panel fills it)."""
+    for axis in "XYZ":
+        tip = MODULE.ui_properties(f"spacing{axis}SpinBox")["toolTip"].findtext("string")
+        assert "never" not in tip and "ImageJ" in tip, tip
 
 
 def test_orientation_choices_and_origin_come_from_the_core():

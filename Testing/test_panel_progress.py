@@ -93,6 +93,16 @@ def test_the_bar_shows_the_fraction_and_the_message_and_cancel_makes_the_callbac
     assert progress(0.1, "Again") is True and button.enabled is True
 
 
+def test_a_run_starts_with_a_bar_without_the_message_of_the_run_before(app, clock):
+    """A CLI run, which sends no message, showed the last one of the in-process run before it ("done %p%")."""
+    progress, bar, _ = make_panel()
+    progress.start()
+    progress(1.0, "done")
+    progress.stop()
+    progress.start()
+    assert bar.format == "%p%" and bar.value == 0
+
+
 def test_events_are_processed_at_most_every_tenth_of_a_second_and_only_on_the_main_thread(app, clock):
     progress, bar, _ = make_panel()
     progress.start()

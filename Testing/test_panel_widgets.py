@@ -92,6 +92,22 @@ def test_the_stand_in_reproduces_the_reset_of_the_template_binding_on_slicer_5_8
         assert logic.getParameterNode().method == last and ui.methodComboBox.itemData(0, 3) is None
 
 
+def test_the_stand_in_wrapper_caches_values_until_the_node_is_modified_as_slicer_5_8_1(monkeypatch, tmp_path):
+    """Slicer 5.8.1's wrapper (_CachedParameterWrapper) caches every value, node references included, and reads the
+    MRML node again only on its ModifiedEvent: so does the stand-in, so that the tests see a panel keeping a stale
+    wrapper (a node copied in by a scene load while the nodes it references were not in the scene yet)."""
+    app, widget = panel(SlicerModule("AntiAliasedResample"), (5, 8), monkeypatch, tmp_path)
+    p, volume = widget._parameterNode, add_volume(phantom(1))
+    node = p.parameterNode
+    wasModifying = node.StartModify()
+    node.SetNodeReferenceID("inputVolume", volume.GetID())
+    node.SetParameter("factor", "3.0")
+    assert (p.inputVolume, p.factor) == (None, 2.0)  # the cache
+    assert widget.logic.getParameterNode().inputVolume is volume  # a new wrapper reads the node
+    node.EndModify(wasModifying)
+    assert (p.inputVolume, p.factor) == (volume, 3.0)
+
+
 def test_path_fields_show_no_dot_and_keep_the_restored_history_path(monkeypatch, tmp_path):
     module = SlicerModule("AntiAliasedResample")
     app = standins.install(monkeypatch, tmp_path, (5, 8))
@@ -175,6 +191,26 @@ def test_resample_apply_after_reentry_uses_the_chosen_method_and_factor(version,
     expected = phantom(1)[:20, :20, :24].reshape(5, 4, 5, 4, 6, 4).max(axis=(1, 3, 5))
     from slicer.util import arrayFromVolume
     assert np.array_equal(arrayFromVolume(output)[:, :5, :], expected)
+
+
+@each_version
+def test_a_target_spacing_applies_with_isotropic_still_ticked_from_before(version, monkeypatch, tmp_path):
+    """Isotropic, then "Use target spacing": Apply went off ("isotropic goes with a factor, not with a spacing") with
+    the isotropic box greyed out, so no way back but unticking the spacing first."""
+    app, widget = panel(SlicerModule("AntiAliasedResample"), version, monkeypatch, tmp_path)
+    widget.ui.inputSelector.setCurrentNode(add_volume(phantom(1)))  # spacing 0.5 0.75 2
+    widget.ui.isotropicCheckBox.checked = True
+    app.settle()
+    assert widget.ui.applyButton.enabled, widget.ui.planLabel.text
+    widget.ui.useSpacingCheckBox.checked = True
+    for axis, value in zip("IJK", (1.0, 1.5, 4.0)):
+        getattr(widget.ui, f"spacing{axis}SpinBox").value = value
+    app.settle()
+    assert not widget.ui.isotropicCheckBox.enabled and widget._parameterNode.isotropic
+    assert widget.ui.applyButton.enabled, widget.ui.planLabel.text
+    widget.ui.applyButton.click()
+    result = widget.logic.lastResult
+    assert result is not None and np.allclose(result.outputSpacing, (1.0, 1.5, 4.0)), widget.ui.resultLabel.text
 
 
 @each_version
@@ -459,6 +495,97 @@ def load_scene(xml):
     scene.SetLoadFromXMLString(0)
 
 
+def node_fields(wrapper) -> dict:
+    """The parameters that reference MRML nodes: name -> node class name."""
+    return {name: base.__name__ for name, (base, _, _) in wrapper.fields.items() if base.__name__.startswith("vtkMRML")}
+
+
+def listed_before(xml, module, *others) -> bool:
+    """Whether the scene file lists ``module``'s parameter node before every node named in ``others``."""
+    return all(xml.index(f'singletonTag="{module}"') < xml.index(f' name="{other}"') for other in others)
+
+
+@each_version
+@each_module
+def test_node_selections_of_a_scene_loaded_while_the_module_is_shown_are_the_panels(module, version, monkeypatch,
+                                                                                     tmp_path):
+    """Slicer's wrapper caches node references and reads them again only when the parameter node is modified. A scene
+    load copies the saved parameter node in while the nodes it references, listed after it (the module was opened
+    before the data was loaded), are not in the scene yet: a wrapper kept across the load held None for them."""
+    app, widget = panel(module, version, monkeypatch, tmp_path)
+    p = widget._parameterNode
+    chosen = {}
+    for name, className in node_fields(p).items():
+        node = slicer.mrmlScene.AddNewNodeByClass(className, f"saved {name}")
+        if node.IsA("vtkMRMLVolumeNode"):
+            slicer.util.updateVolumeFromArray(node, phantom(len(chosen), (8, 9, 10)))
+        setattr(p, name, node)
+        chosen[name] = node.GetName()
+    app.settle()
+    saved = save_scene()
+    assert chosen and listed_before(saved, module.name, *chosen.values())
+    load_scene(saved)
+    app.settle()
+    bound = {w.property("SlicerParameterName"): w for w in vars(widget.ui).values()
+             if isinstance(w, standins.NodeComboBox) and w.property("SlicerParameterName")}
+    for _ in range(2):  # right after the load, and after visiting another module
+        p = widget._parameterNode
+        assert {name: getattr(p, name) and getattr(p, name).GetName() for name in chosen} == chosen
+        assert {name: bound[name].currentNode() and bound[name].currentNode().GetName() for name in chosen} == chosen
+        standins.leave_and_come_back(widget)
+        app.settle()
+
+
+def test_a_roi_saved_with_the_scene_is_the_one_imported_after_loading_it(monkeypatch, tmp_path):
+    import SimpleITK as sitk
+
+    app, widget = panel(SlicerModule("ImageStackImport"), (5, 8), monkeypatch, tmp_path)
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for k in range(10):
+        sitk.WriteImage(sitk.GetImageFromArray(np.full((20, 24), 10 * k, np.uint16)), str(folder / f"s_{k:03d}.tif"))
+    widget.ui.folderLineEdit.currentPath = str(folder)
+    app.settle()
+    roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    roi.SetCenter(-5.5, -5.5, 2.5)  # RAS: columns 3..8, rows 3..8, slices 1..4 (an LPS stack at the origin)
+    roi.SetSize(6.0, 6.0, 4.0)
+    widget.ui.roiSelector.setCurrentNode(roi)
+    app.settle()
+    saved = save_scene()
+    assert listed_before(saved, "ImageStackImport", "box")
+    load_scene(saved)
+    slicer.mrmlScene.GetFirstNodeByName("box").SetSize(6.0, 6.0, 4.0)  # kept in a file, not in the scene's XML
+    app.settle()
+    assert widget.ui.roiSelector.currentNode().GetName() == "box"
+    widget.ui.importButton.click()
+    (node,) = volume_nodes()
+    assert node.GetImageData().GetDimensions() == (6, 6, 4), widget.ui.statusLabel.text
+
+
+def test_resample_input_and_output_saved_with_the_scene_are_used_after_loading_it(monkeypatch, tmp_path):
+    app, widget = panel(SlicerModule("AntiAliasedResample"), (5, 8), monkeypatch, tmp_path)
+    add_volume(phantom(3, (8, 8, 8)), name="first")
+    second = add_volume(phantom(4, (12, 12, 12)), name="second")
+    kept = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "kept output")
+    widget.ui.inputSelector.setCurrentNode(second)
+    widget.ui.outputSelector.setCurrentNode(kept)
+    app.settle()
+    saved = save_scene()
+    assert listed_before(saved, "AntiAliasedResample", "first", "second", "kept output")
+    load_scene(saved)
+    for name, seed, size in (("first", 3, 8), ("second", 4, 12)):  # voxels are kept in files, not in the XML
+        slicer.util.updateVolumeFromArray(slicer.mrmlScene.GetFirstNodeByName(name), phantom(seed, (size,) * 3))
+    app.settle()
+    assert widget.ui.applyButton.enabled, widget.ui.planLabel.text
+    standins.leave_and_come_back(widget)  # enter() chooses an input only where the node has none
+    app.settle()
+    widget.ui.applyButton.click()
+    output = widget.logic.lastResult.outputNode if widget.logic.lastResult else None
+    assert output is not None and output.GetName() == "kept output", widget.ui.resultLabel.text
+    assert output.GetImageData().GetDimensions() == (6, 6, 6)  # the saved input, 12^3, at factor 2
+    assert len(volume_nodes()) == 3
+
+
 def write_spaced_stack(folder, spacing, slices=6):
     import SimpleITK as sitk
 
@@ -517,9 +644,66 @@ def test_image_stack_keeps_the_spacing_a_node_was_saved_with(version, monkeypatc
     p = widget._parameterNode
     assert (p.inputFolder, widget.ui.folderLineEdit.currentPath) == (str(first), str(first))
     assert spacing_of(p) == (0.7, 0.02, 0.02), "the loaded node's own spacing was overwritten from the headers"
-    widget.ui.reverseCheckBox.checked = True  # a new input (the slices' order): filled from the headers again
+    widget.ui.folderLineEdit.currentPath = str(other)  # a new input: filled from its headers
     app.settle()
-    assert spacing_of(p) == (0.02, 0.02, 0.02)
+    assert spacing_of(p) == (0.5, 0.5, 0.5)
+
+
+@each_version
+def test_reversing_the_slice_order_keeps_the_spacing_typed(version, monkeypatch, tmp_path):
+    """Ticking "Reverse slice order" filled the spacing from the headers again: PNG slices carry no pixel size, so
+    the 0.012 0.012 0.05 typed became 1 1 1, and so did the imported volume's voxels."""
+    import SimpleITK as sitk
+
+    app, widget = panel(SlicerModule("ImageStackImport"), version, monkeypatch, tmp_path)
+    (tmp_path / "png").mkdir()
+    for k in range(4):
+        sitk.WriteImage(sitk.GetImageFromArray(np.full((6, 7), k, np.uint8)), str(tmp_path / "png" / f"s_{k}.png"))
+    widget.ui.folderLineEdit.currentPath = str(tmp_path / "png")
+    app.settle()
+    assert widget.ui.spacingWarningLabel.visible
+    for axis, value in zip("XYZ", (0.012, 0.012, 0.05)):
+        getattr(widget.ui, f"spacing{axis}SpinBox").value = value
+    app.settle()
+    widget.ui.reverseCheckBox.checked = True
+    app.settle()
+    p = widget._parameterNode
+    assert spacing_of(p) == (0.012, 0.012, 0.05)
+    widget.ui.importButton.click()
+    (node,) = volume_nodes()
+    assert np.allclose(node.GetSpacing(), (0.012, 0.012, 0.05)), widget.ui.statusLabel.text
+    # A node saved when the order was part of what the spacing was filled from keeps its spacing too.
+    p.spacingSource = repr((p.inputFile, p.inputFolder, p.pattern, True))
+    app.settle()
+    widget.ui.reverseCheckBox.checked = False
+    app.settle()
+    assert spacing_of(p) == (0.012, 0.012, 0.05)
+
+
+@each_version
+def test_a_label_stack_downsampled_with_nearest_keeps_its_labels(version, monkeypatch, tmp_path):
+    """The panel had no method: label slices downsampled x2 went through Lanczos, which made values between the
+    labels (0..5, 7 lost); the method combo box reaches the core, and a preview keeps its own."""
+    import SimpleITK as sitk
+
+    app, widget = panel(SlicerModule("ImageStackImport"), version, monkeypatch, tmp_path)
+    (tmp_path / "labels").mkdir()
+    labels = np.random.default_rng(0).choice(np.array([0, 1, 2, 7], np.uint8), (8, 16, 16))
+    for k, plane in enumerate(labels):
+        sitk.WriteImage(sitk.GetImageFromArray(plane), str(tmp_path / "labels" / f"mask_{k:03d}.png"))
+    widget.ui.folderLineEdit.currentPath = str(tmp_path / "labels")
+    widget.ui.factor2Button.click()
+    methods = widget._parameterNode.fields["method"][1][0].choices
+    assert all(widget.ui.methodComboBox.itemData(index, 3) for index in range(len(methods)))  # tooltips
+    widget.ui.methodComboBox.currentIndex = methods.index("nearest")
+    standins.leave_and_come_back(widget)
+    app.settle()
+    widget.ui.importButton.click()
+    widget.ui.previewButton.click()
+    imported, preview = volume_nodes()
+    assert set(np.unique(slicer.util.arrayFromVolume(imported))) <= {0, 1, 2, 7}, widget.ui.statusLabel.text
+    assert imported.GetImageData().GetDimensions() == (8, 8, 4)
+    assert widget._parameterNode.method == "nearest" and preview.GetImageData() is not None
 
 
 def write_header_file(path, spacing):
@@ -663,7 +847,65 @@ def test_a_cli_run_leaves_no_cli_node_in_the_scene(end, monkeypatch, tmp_path):
     assert cliNodes() == [cliNode]  # still there while its own event is processed
     app.settle()
     assert cliNodes() == [], widget.ui.resultLabel.text
-    assert len(volume_nodes()) == 2  # the input and the output stay
+    assert len(volume_nodes()) == (2 if end == "Completed" else 1)  # (an output made for a failed run goes)
+
+
+@pytest.mark.parametrize("end", ["Completed", "Cancelled", "CompletedWithErrors"])
+@pytest.mark.parametrize("chosen", [False, True], ids=["output-made-for-the-run", "output-chosen"])
+def test_a_cli_run_shows_its_output_or_removes_the_node_it_made_for_it(end, chosen, monkeypatch, tmp_path):
+    """"Run on GPU (CLI)" left the empty "<input> resampled" it made, selected, after a Cancel or a failure, and a
+    completed run showed its output neither in the slice views nor (with "3D preview") in 3D, as Apply in process
+    does; its progress bar kept the text of the run before."""
+    import types
+
+    app, widget = panel(SlicerModule("AntiAliasedResample"), (5, 8), monkeypatch, tmp_path)
+
+    class CliNode(slicer.vtkMRMLCommandLineModuleNode):
+        def Cancel(self):
+            self.SetStatus(self.Cancelled)
+
+    def run(cliModule, node, parameters, wait_for_completion=True):
+        cliNode = slicer.mrmlScene.AddNode(CliNode())
+        cliNode.SetStatus(cliNode.Running)
+        return cliNode
+
+    shown, rendered = [], []
+    monkeypatch.setattr(slicer, "cli", types.SimpleNamespace(run=run), raising=False)
+    monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **layers: shown.append(layers))
+    monkeypatch.setattr(widget.logic, "showPreview", lambda *nodes, **kwargs: rendered.append(nodes))
+    monkeypatch.setattr(app, "layoutManager", lambda: types.SimpleNamespace(threeDViewCount=0), raising=False)
+    slicer.modules.volumerendering = types.SimpleNamespace(logic=lambda: "volume rendering")
+    source = add_volume(phantom(9))
+    widget.ui.inputSelector.setCurrentNode(source)
+    app.settle()
+    widget.ui.applyButton.click()  # in process first: its bar ends on "done"
+    inProcess = widget.logic.lastResult.outputNode
+    assert shown == [{"background": inProcess, "fit": True}]
+    shown.clear()
+    mine = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "mine") if chosen else None
+    widget.ui.outputSelector.setCurrentNode(mine)
+    widget.ui.runAsCliCheckBox.checked = True
+    widget.ui.show3DCheckBox.checked = True
+    slicer.modules.bigvolumeresamplecli = "the CLI module"
+    app.settle()
+    before = set(volume_nodes())
+    widget.ui.applyButton.click()
+    cliNode = widget._cliNode
+    assert cliNode is not None and widget.ui.progressBar.format == "%p%", widget.ui.resultLabel.text
+    output = widget._parameterNode.outputVolume
+    assert (output is mine) if chosen else (output not in before and output.GetName().startswith("input resampled"))
+    if end == "Cancelled":
+        widget.ui.cancelButton.click()
+    else:
+        cliNode.SetStatus(getattr(cliNode, end))
+    app.settle()
+    if end == "Completed":
+        assert shown == [{"background": output, "fit": True}] and rendered == [(output, None)]
+        assert widget._parameterNode.outputVolume is output and output in volume_nodes()
+    else:
+        assert shown == [] and rendered == []
+        assert set(volume_nodes()) == before | ({mine} if chosen else set())  # the user's own node stays
+        assert widget._parameterNode.outputVolume is (mine if chosen else None)
 
 
 def cliNodes():

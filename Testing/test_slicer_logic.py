@@ -768,6 +768,45 @@ def test_an_output_with_nan_says_how_much_in_node_and_file_mode(mrml, folders, s
     assert not any("NaN" in note for note in logic.lastResult.notes)
 
 
+NOTE_CASES = {  # what `bigvolume resample` prints a note about: array, spacing, settings
+    "isotropic keeps a coarser axis": (np.random.default_rng(0).integers(0, 1000, (20, 22, 24)).astype(np.int16),
+                                       (0.5, 0.5, 2.0), dict(factor=2.0, isotropic=True)),
+    "a spacing an axis is too short for": (np.random.default_rng(1).integers(0, 1000, (3, 22, 24)).astype(np.int16),
+                                           (1.0, 1.0, 1.0), dict(spacing=(2.0, 2.0, 8.0))),
+    "a mask smoothed": ((np.random.default_rng(2).random((12, 14, 16)) > 0.5).astype(np.uint8), (1.0, 1.0, 1.0),
+                        dict(factor=2.0)),
+}
+
+
+@pytest.mark.parametrize("case", list(NOTE_CASES))
+def test_the_notes_the_command_line_prints_reach_the_result_in_node_and_file_mode(mrml, folders, caplog, case):
+    """The core logs them during a run (the command line prints them as notes): the panel's result line had none of
+    them on a node, only the mask's from a file; and the plan, made again at every change of a setting, logged the
+    isotropic one each time."""
+    data, temp = folders
+    array, spacing, settings = NOTE_CASES[case]
+    path = bigvolume.write_volume(bigvolume.Volume.from_array(array, spacing=spacing), data / "in.nrrd")
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        bigvolume.resample_file(path, temp / "cli.nrrd", settings.get("factor"), spacing=settings.get("spacing"),
+                                isotropic=settings.get("isotropic", False))
+    printed = [record.getMessage() for record in caplog.records]
+    assert printed
+    caplog.clear()
+    node = mrml.volume(array, np.diag([*spacing, 1.0]))
+    logic = AntiAliasedResampleLogic()
+    with caplog.at_level("INFO", logger="bigvolume"):
+        for _ in range(3):  # the panel's plan, each time a setting settles
+            logic.describePlan(node, **settings)
+            logic.describeFilePlan(path, **settings)
+            logic.outputGeometry(node, **settings)
+    assert caplog.records == []
+    logic.process(node, **settings)
+    assert [note.replace("input: ", f"{path}: ") for note in logic.lastResult.notes] == printed
+    assert all(note in logic.lastResult.summary() for note in logic.lastResult.notes)
+    logic.processFile(path, scene=mrml.scene, tempFolder=temp, **settings)
+    assert [note for note in logic.lastResult.notes if not note.startswith("Read from disk")] == printed
+
+
 @pytest.mark.parametrize("start", [(10, 0, 0), (3, -2, 5)])
 def test_image_data_whose_extent_does_not_start_at_0_keeps_its_place(mrml, start):
     """IJK are the image data's extent indices (Slicer's ShiftImageDataExtentToZeroStart moves the origin by the

@@ -1300,6 +1300,34 @@ def test_nan_slices_window_and_clipping_are_said_by_import_stack(tmp_path, caplo
     assert "NaN" not in caplog.text
 
 
+@pytest.mark.parametrize("bits", [None, 8])
+def test_an_import_into_an_array_gives_the_notes_and_window_of_an_import_into_a_file(tmp_path, bits):
+    """StackImport.run (the Slicer panel's import into a node's voxels) counted no NaN and recorded no clipped voxels:
+    the NaN note and the bit-depth window the command line gives were missing from the panel."""
+    tifffile = pytest.importorskip("tifffile")
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    planes = np.random.default_rng(2).uniform(0, 100, (6, 20, 20)).astype(np.float32)
+    planes[0, 1, 1] = 1e4  # an outlier the window (from every 4th row and column) clips
+    planes[:, 5:8, 5:8] = np.nan
+    for k, plane in enumerate(planes):
+        tifffile.imwrite(folder / f"s_{k:02d}.tif", plane)
+    settings = dict(spacing=(1, 1, 1), factor=2, bits=bits, method="mean")  # (NaN stays in its blocks)
+    report = import_stack(folder, tmp_path / "f.nrrd", **settings)
+    plan = plan_stack_import(folder, **settings)
+    try:
+        output = np.empty(plan.output_geometry.shape, plan.out_dtype)
+        stream_plan = plan.run(ArraySink(output))
+    finally:
+        plan.close()
+    assert plan.notes == report.plan.notes and any("are NaN" in note for note in plan.notes), plan.notes
+    if bits is None:
+        assert plan.window_note(stream_plan) is None
+    else:
+        assert stream_plan.clipped_voxels == report.stream_plan.clipped_voxels >= 1
+        assert plan.window_note(stream_plan) in report.summary()
+
+
 def test_gray_typos_are_refused_and_16_bit_rgb_luminance_is_rounded_from_double(tmp_path):
     """--gray foo passed on gray slices; RGB (18052, 36104, 54156) gave luminance 33570 where Rec. 709 gives
     33569.4992 (float32 rounding)."""

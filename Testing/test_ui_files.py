@@ -161,9 +161,13 @@ def test_3d_preview_and_before_after_check_boxes_drive_the_logic_after_apply():
         assert MODULE.ui_widgets()[widget] == "QCheckBox" and bindings[widget] == field
         assert fields[field][2] == "False"  # off by default: rendering costs GPU time
         assert MODULE.ui_properties(widget)["toolTip"].findtext("string")
-    # After a successful Apply: the output, and the input only for before/after in scene mode (a file has no node).
-    apply = MODULE.function("onApplyButton")
-    branch = next(node for node in ast.walk(apply) if isinstance(node, ast.If) and ast.unparse(node.test) == "p.show3D")
+    # After a successful Apply, in process or through the CLI module: the output, and the input only for before/after
+    # in scene mode (a file has no node).
+    assert "self._showOutput(outputNode)" in ast.unparse(MODULE.function("onApplyButton"))
+    assert "self._showOutput(outputNode)" in ast.unparse(MODULE.function("_onCliModified"))
+    shown = MODULE.function("_showOutput")
+    branch = next(node for node in ast.walk(shown)
+                  if isinstance(node, ast.If) and ast.unparse(node.test) == "p is not None and p.show3D")
     assert ast.unparse(branch.body[0]) == (
         "self._show3D(outputNode, p.inputVolume if p.beforeAfter and (not self._fileMode()) else None)")
     show = ast.unparse(MODULE.function("_show3D"))

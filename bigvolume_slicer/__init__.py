@@ -8,7 +8,7 @@ import os
 
 from . import limits
 from .panel import (ParameterNodeGui, PanelProgress, PathFields, ScratchFolders, TextFields, _, connectPathText,
-                    RoiFollower, reenterModule, rememberPaths, settleTimer, translate)
+                    followSceneImports, RoiFollower, reenterModule, rememberPaths, settleTimer, translate)
 
 
 def checkBundledCore(folder) -> str:
@@ -26,4 +26,5 @@ def checkBundledCore(folder) -> str:
 checkBundledCore(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 __all__ = ["PanelProgress", "ParameterNodeGui", "PathFields", "ScratchFolders", "TextFields", "connectPathText",
-           "RoiFollower", "reenterModule", "rememberPaths", "settleTimer", "limits", "checkBundledCore", "_", "translate"]
+           "followSceneImports", "RoiFollower", "reenterModule", "rememberPaths", "settleTimer", "limits",
+           "checkBundledCore", "_", "translate"]

@@ -179,6 +179,7 @@ class PanelProgress:
             self.cancelButton.enabled = running
         self.progressBar.visible = running
         self.progressBar.value = 0
+        self.progressBar.format = "%p%"  # (Qt's default) not the last message of a run before
 
 
 class ParameterNodeGui:
@@ -189,7 +190,8 @@ class ParameterNodeGui:
     while the first binding still writes into the node: every combo setting falls back to its first choice. Here
     the widgets are bound once per parameter node (leaving and re-entering the module keeps the binding, the combo
     boxes, their labels and tooltips), and a binding is undone by its real tag when the node changes (a scene
-    close). ``afterBind(wrapper)`` runs after each binding: item labels and tooltips the connectors cleared.
+    close) and around a scene import (``followSceneImports``: a fresh wrapper after it). ``afterBind(wrapper)`` runs
+    after each binding: item labels and tooltips the connectors cleared.
     """
 
     def __init__(self, ui, afterBind=None):
@@ -218,6 +220,28 @@ class ParameterNodeGui:
         if self.wrapper is not None:
             self.wrapper.disconnectGui(self._tag)
         self.wrapper, self._tag = None, None
+
+
+def followSceneImports(panel) -> None:
+    """Unbind ``panel`` (a module widget with VTKObservationMixin and the template's ``setParameterNode`` and
+    ``initializeParameterNode``) when a scene import starts; when it ends, bind a fresh wrapper if the module is shown
+    (else ``enter()`` does). Slicer's parameterNodeWrapper caches every value, node references included, and reads
+    them again only on the parameter node's ModifiedEvent: File > Load Scene copies the saved node into the module's
+    singleton before the nodes listed after it exist, so a wrapper kept across the import holds None for them.
+    Unbound meanwhile, the widgets write nothing into the node while the nodes arrive."""
+    import slicer
+
+    scene = slicer.mrmlScene
+
+    def onStartImport(caller, event) -> None:
+        panel.setParameterNode(None)
+
+    def onEndImport(caller, event) -> None:
+        if panel.parent.isEntered:
+            panel.initializeParameterNode()
+
+    panel.addObserver(scene, scene.StartImportEvent, onStartImport)
+    panel.addObserver(scene, scene.EndImportEvent, onEndImport)
 
 
 class TextFields:

@@ -20,7 +20,8 @@ import numpy as np
 import bigvolume
 from bigvolume import BigVolumeError, Cancelled, Progress
 from bigvolume.slicer import (atomic_output, check_method, check_output_path, default_memory_limit, DEVICE_METHODS,
-                              DEVICES, format_bytes, memory_bytes, nan_note, read_geometry, volume_suffix)
+                              DEVICES, format_bytes, label_note, memory_bytes, nan_note, read_geometry, volume_suffix)
+from bigvolume.slicer.core_notes import core_notes
 from bigvolume.slicer.preview_nodes import show_preview
 from bigvolume.slicer.volume_nodes import (LABEL_SAFE_METHODS, check_output_node, check_storable_dtype,
                                     dimensions_text, fill_volume_node, geometry_from_node, given_or_new_node,
@@ -126,7 +127,8 @@ class AntiAliasedResampleLogic:
     @classmethod
     def outputGeometry(cls, inputVolumeNode, factor=2.0, spacing=None, isotropic=False) -> bigvolume.Geometry:
         """The grid a run with these settings would produce, without touching any voxel (for previews)."""
-        return cls._plannedGeometry(cls.volumeFromNode(inputVolumeNode), factor, spacing, isotropic)
+        with core_notes(quiet=True):  # (a run says them)
+            return cls._plannedGeometry(cls.volumeFromNode(inputVolumeNode), factor, spacing, isotropic)
 
     @staticmethod
     def _plannedGeometry(volume: bigvolume.Volume, factor, spacing, isotropic) -> bigvolume.Geometry:
@@ -138,7 +140,8 @@ class AntiAliasedResampleLogic:
     def describePlan(cls, inputVolumeNode, factor=2.0, spacing=None, isotropic=False) -> str:
         """One line: input grid -> output grid and sizes; raises BigVolumeError on invalid settings."""
         volume = cls.volumeFromNode(inputVolumeNode)
-        output = cls._plannedGeometry(volume, factor, spacing, isotropic)
+        with core_notes(quiet=True):  # the panel plans at every change of a setting; a run says them
+            output = cls._plannedGeometry(volume, factor, spacing, isotropic)
         bytesPerVoxel = volume.dtype.itemsize * volume.components
         return (f"{dimensions_text(volume.geometry.dimensions)} -> {dimensions_text(output.dimensions)}, spacing "
                 f"{numbers_text(output.spacing)} mm, "
@@ -169,10 +172,14 @@ class AntiAliasedResampleLogic:
 
         volume = self.volumeFromNode(inputVolumeNode)
         check_storable_dtype(volume.dtype)
+        labels = label_note(inputVolumeNode.GetName(), volume.array, method)  # (a scalar volume holding labels)
+        notes = notes + ([labels] if labels else [])
         steps = Progress(progress)
-        result = bigvolume.resample(volume, None if spacing is not None else factor, spacing=spacing,
-                                    isotropic=isotropic, method=method, threads=threads or None,
-                                    progress=steps.sub(0.0, 0.95))
+        with core_notes() as logged:  # what the command line prints as notes: an axis kept, a spacing not reached
+            result = bigvolume.resample(volume, None if spacing is not None else factor, spacing=spacing,
+                                        isotropic=isotropic, method=method, threads=threads or None,
+                                        progress=steps.sub(0.0, 0.95))
+        notes = notes + logged
         steps(0.95, "updating the output volume")  # a last chance to cancel before any node is touched
         if result.dtype.kind == "f":  # said as the file mode and the command line say it
             nan = int(np.count_nonzero(np.isnan(result.array)))
@@ -223,6 +230,12 @@ class AntiAliasedResampleLogic:
                 "factor": ",".join(format(f, ".17g") for f in factors), "method": method, "device": device}
 
     @staticmethod
+    def discardCliOutput(outputVolumeNode) -> None:
+        """Remove the output node ``cliParameters`` made for a CLI run that was then cancelled or failed (it holds no
+        voxels), with its display and storage nodes."""
+        remove_node_and_display(outputVolumeNode)
+
+    @staticmethod
     def cliResultText(status: str, deviceUsed: str = "", summary: str = "", errorText: str = "") -> str:
         """The result line for a finished CLI run, from its node's status string and returned values."""
         if status == "Completed":
@@ -264,7 +277,8 @@ class AntiAliasedResampleLogic:
         """One line for a file, from its header alone: input grid -> output grid, sizes, and whether it will be
         streamed from disk under which memory limit. Raises BigVolumeError (naming the file) on a missing or
         unreadable file, missing or short data files and invalid settings."""
-        return cls._planFile(inputPath, factor, spacing, isotropic, memoryLimit, stream, method).describe()
+        with core_notes(quiet=True):  # the panel plans at every change of a setting; a run says them
+            return cls._planFile(inputPath, factor, spacing, isotropic, memoryLimit, stream, method).describe()
 
     def processFile(self, inputPath, outputVolumeNode=None, factor=2.0, spacing=None, isotropic=False,
                     method=DEFAULT_METHOD, threads=None, progress=None, *, scene=None, memoryLimit=None, stream=None,
@@ -292,7 +306,8 @@ class AntiAliasedResampleLogic:
         started = time.perf_counter()
         self.lastResult = None
         method, notes = self.effectiveMethod(outputVolumeNode, method)
-        plan = self._planFile(inputPath, factor, spacing, isotropic, memoryLimit, stream, method)
+        with core_notes(quiet=True):  # (resample_file plans again, and says them)
+            plan = self._planFile(inputPath, factor, spacing, isotropic, memoryLimit, stream, method)
         path = plan.input_path
         check_storable_dtype(plan.dtype)
         self._checkFileOutputNode(outputVolumeNode, plan, path)
@@ -315,6 +330,7 @@ class AntiAliasedResampleLogic:
         created = outputVolumeNode is None
         try:
             with contextlib.ExitStack() as stack:
+                logged = stack.enter_context(core_notes())  # what the command line prints as notes
                 # Written under its final name in a private folder: beside the input (moved into place only when
                 # loaded, so a cancel or error leaves nothing) or in the temporary folder (deleted on leaving).
                 if savedPath is not None:
@@ -349,7 +365,7 @@ class AntiAliasedResampleLogic:
         if savedPath is not None:
             _pointStorageAt(outputVolumeNode, savedPath)
 
-        notes = notes + list(report.notes)
+        notes = notes + [note for note in dict.fromkeys(logged + report.notes) if note not in notes]
         if report.stream_plan is not None:
             notes.append(f"Read from disk: {report.stream_plan.describe()}.")
         if savedPath is not None:

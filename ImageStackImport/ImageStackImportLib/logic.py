@@ -17,7 +17,6 @@ import itertools
 import logging
 import math
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,16 +25,18 @@ import numpy as np
 import vtk
 from vtk.util import numpy_support
 
-from slicer.util import arrayFromVolume, arrayFromVolumeModified, arrayFromVTKMatrix, vtkMatrixFromArray
+from slicer.util import arrayFromVolume, arrayFromVolumeModified, vtkMatrixFromArray
 
-from bigvolume import BigVolumeError, Cancelled, DEFAULT_METHOD, Geometry, import_stack, plan_stack_import, Progress
+from bigvolume import (BigVolumeError, Cancelled, DEFAULT_METHOD, Geometry, import_stack, METHODS as ALL_METHODS,
+                       plan_stack_import, Progress)
 from bigvolume.slicer import (ArraySink, default_memory_limit, DEFAULT_STACK_ORIENTATION, factors_for_size,
                               format_bytes, IMAGE_SUFFIXES, LPS_TO_RAS, physical_memory, Roi, stack_direction,
-                              STACK_ORIENTATIONS, stack_origin, StackImport, StackInfo, validate_factors,
-                              vtk_image_to_array)
+                              STACK_ORIENTATIONS, stack_origin, StackImport, StackInfo, STREAMABLE_METHODS,
+                              validate_factors, vtk_image_to_array)
+from bigvolume.slicer.core_notes import core_notes
 from bigvolume.slicer.preview_nodes import show_preview
 from bigvolume.slicer.volume_nodes import (check_storable_dtype, dimensions_text, label_safe_method, numbers_text,
-                                           remove_node_and_display)
+                                           remove_node_and_display, roi_box, roi_corners_lps)
 
 # Choices of the panel's combo boxes: value given to the Logic -> label shown.
 GRAY_CHOICES = {
@@ -46,6 +47,8 @@ GRAY_CHOICES = {
     "keep": "Keep RGB (vector volume)",
 }
 BITS_CHOICES = {"keep": "Keep", "8": "8 bits (robust window)", "16": "16 bits (robust window)"}
+# The core's methods that downsample slices as they are read (fft needs the whole volume): name -> what it does.
+METHODS = {name: text for name, text in ALL_METHODS.items() if name in STREAMABLE_METHODS}
 # The low-resolution preview: at most this many bytes, box-averaged (the cheapest anti-aliased method: a preview
 # only has to show where things are, to place a ROI for the full-resolution import).
 PREVIEW_BUDGET_BYTES = 64 * 2**20
@@ -283,7 +286,7 @@ class ImageStackImportLogic:
             checkAll = key is None or key not in self._checked
         core = dict(settings)
         isNode = roi is not None and hasattr(roi, "GetObjectToWorldMatrix")
-        with _quietCoreNotes():
+        with core_notes(quiet=True):  # (said in the description instead)
             stack = plan_stack_import(source, roi=None if isNode else _indexRoi(roi), check_all=checkAll, **core)
         if checkAll and key is not None:
             self._checked.add(key)
@@ -296,7 +299,7 @@ class ImageStackImportLogic:
                 index, rotation, roiNotes = self.roiFromNode(roi, fullGeometry, factor)
                 if index != Roi.whole(stack.info):
                     wholeStack = stack
-                    with _quietCoreNotes():
+                    with core_notes(quiet=True):
                         stack = plan_stack_import(source, roi=index, check_all=False, **core)
                     stack.notes = list(wholeStack.notes)  # gaps, skipped files, where the spacing came from
                     wholeStack.close()
@@ -341,8 +344,7 @@ class ImageStackImportLogic:
     @staticmethod
     def roiCornersRas(roiNode) -> np.ndarray:
         """The 8 corners (rows, RAS) of a Markups ROI, rotated and under a linear transform included."""
-        objectToWorld, size = _roiObjectToWorld(roiNode)
-        return _corners(objectToWorld, size)
+        return roi_corners_lps(roiNode) @ LPS_TO_RAS.T
 
     @staticmethod
     def roiFromNode(roiNode, fullGeometry: Geometry, factor=1.0):
@@ -353,14 +355,14 @@ class ImageStackImportLogic:
 
         A rotated ROI (its axes not parallel to the stack's) also returns ``rotation`` = (ObjectToWorld, size): the
         box then gets a margin of ROI_INTERPOLATION_MARGIN output voxels for the interpolation into its frame."""
-        objectToWorld, size = _roiObjectToWorld(roiNode)
-        name = roiNode.GetName() if hasattr(roiNode, "GetName") else "ROI"
+        objectToWorld, size = roi_box(roiNode)  # (refuses an unplaced or inside-out ROI)
+        name = roiNode.GetName()
         rotated = not _isAxisAligned(objectToWorld, fullGeometry)
         margin = np.zeros(3, int)
         if rotated:
             factors = np.asarray(validate_factors(factor))
             margin = np.ceil(ROI_INTERPOLATION_MARGIN * factors).astype(int) + 1
-        index, clipped = _indexBox(_corners(objectToWorld, size), fullGeometry, margin, name)
+        index, clipped = _indexBox(roi_corners_lps(roiNode) @ LPS_TO_RAS.T, fullGeometry, margin, name)
         notes = []
         if clipped:
             notes.append(f"ROI {name} extends beyond the stack: "
@@ -509,7 +511,10 @@ class ImageStackImportLogic:
         if node.GetScene() is not None and node.GetDisplayNode() is None:
             node.CreateDefaultDisplayNodes()
 
-        notes = plan.notes
+        notes = plan.notes  # after the run: with the core's NaN note, as the command line says it
+        window = stack.window_note(streamPlan)
+        if window is not None:
+            notes.append(f"Reduced to {window}")
         if nhdrReport is not None and not nhdrReport.zero_copy:
             notes.append("The NHDR has its own raw copy of the slices (they are compressed, cropped, converted "
                          "or not TIFF).")
@@ -563,7 +568,7 @@ class ImageStackImportLogic:
             with self.planImport(source, spacing=spacing, roi=roi, gray=gray, reverse=reverse, origin=origin,
                                  orientation=orientation) as plan:
                 spacing, roi = plan.settings["spacing"], plan.settings["roi"]
-        with _quietCoreNotes():
+        with core_notes(quiet=True):
             return import_stack(source, Path(path), spacing=spacing, roi=_indexRoi(roi), gray=_grayValue(gray),
                                 reverse=bool(reverse), threads=threads, memory_limit=memoryLimit, nhdr_only=True,
                                 origin=origin, orientation=orientation, progress=progress)
@@ -592,39 +597,7 @@ class _Spans:
         self.progress(self.FINISHING, "finishing")
 
 
-@contextlib.contextmanager
-def _quietCoreNotes():
-    """The core logs its planning notes as warnings; here they go into the description instead (the panel plans
-    again at every change of a setting, which would fill the log)."""
-    logger = logging.getLogger("bigvolume")
-    thread = threading.get_ident()
-
-    def notFromThisThread(record):
-        return record.thread != thread or record.levelno > logging.WARNING
-
-    logger.addFilter(notFromThisThread)
-    try:
-        yield
-    finally:
-        logger.removeFilter(notFromThisThread)
-
-
 # --- ROI geometry ---------------------------------------------------------------------------------------------
-def _roiObjectToWorld(roiNode):
-    objectToWorld = arrayFromVTKMatrix(roiNode.GetObjectToWorldMatrix())
-    size = np.array(roiNode.GetSize(), float)
-    name = roiNode.GetName() if hasattr(roiNode, "GetName") else "ROI"
-    if not (np.all(np.isfinite(size)) and np.all(size > 0)):
-        raise BigVolumeError(f"ROI {name} has no size yet: place it (or let the panel size it to the stack)")
-    return objectToWorld, size
-
-
-def _corners(objectToWorld, size) -> np.ndarray:
-    signs = np.array(list(itertools.product((-0.5, 0.5), repeat=3)))
-    local = signs * size
-    return local @ objectToWorld[:3, :3].T + objectToWorld[:3, 3]
-
-
 def _stackAxesRas(geometry: Geometry) -> np.ndarray:
     """Unit vectors (columns) of the stack's I, J, K axes in RAS."""
     return LPS_TO_RAS @ geometry.direction
@@ -815,5 +788,5 @@ def _checkKey(source, reverse):
 
 
 __all__ = ["ImageStackImportLogic", "ImportPlan", "ImportResult", "RoiFrame", "GRAY_CHOICES", "BITS_CHOICES",
-           "PREVIEW_BUDGET_BYTES", "PREVIEW_METHOD", "DEFAULT_METHOD", "ROI_INTERPOLATION_MARGIN", "BigVolumeError",
-           "Cancelled"]
+           "METHODS", "PREVIEW_BUDGET_BYTES", "PREVIEW_METHOD", "DEFAULT_METHOD", "ROI_INTERPOLATION_MARGIN",
+           "BigVolumeError", "Cancelled"]

@@ -247,16 +247,24 @@ def nan_note(nan: int, voxels: int, method: str, out_dtype=None) -> str:
             f"{'and inf ' if signed else ''}first (for example with the background value){other}")
 
 
-def _note_labels(notes: list[str], path, array: np.ndarray, method: str) -> None:
-    """A note when an integer input read whole looks like a label map or mask and ``method`` mixes values (a file
-    says not what it holds: a Slicer label map node reaches the CLI module as a plain NRRD)."""
+def label_note(name, array: np.ndarray, method: str) -> str | None:
+    """What to say when an integer volume ``name`` read whole looks like a label map or mask and ``method`` mixes
+    values (a file says not what it holds: a Slicer label map node reaches the CLI module as a plain NRRD); None when
+    there is nothing to say."""
     if method in LABEL_SAFE_METHODS or array.ndim != 3:
-        return
+        return None
     labels = label_values(subsample(array))
-    if labels is not None and labels.size > 1:  # (one value: a constant volume, nothing to mix)
-        _note(notes, f"{path}: only {labels.size} distinct values ({values_text(labels)}): a label map or mask? "
-                     f"{method} makes values between them (labels that are not in the input); resample labels with "
-                     f"--method {' or '.join(LABEL_SAFE_METHODS)}")
+    if labels is None or labels.size < 2:  # (one value: a constant volume, nothing to mix)
+        return None
+    return (f"{name}: only {labels.size} distinct values ({values_text(labels)}): a label map or mask? {method} "
+            f"makes values between them (labels that are not in the input); resample labels with --method "
+            f"{' or '.join(LABEL_SAFE_METHODS)}")
+
+
+def _note_labels(notes: list[str], path, array: np.ndarray, method: str) -> None:
+    note = label_note(path, array, method)
+    if note is not None:
+        _note(notes, note)
 
 
 def _note(notes: list[str], text: str) -> None:

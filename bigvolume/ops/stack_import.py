@@ -94,13 +94,24 @@ class StackImport:
 
     def run(self, sink, *, memory_limit: float | None = None, threads: int | None = None,
             progress: ProgressCallback | None = None) -> StreamPlan:
-        """Decode, crop, convert and downsample every slice in order, handing output slices to ``sink.write``."""
-        window = self.choose_window()
-        target = sink if window is None else WindowedSink(sink, window, self.out_dtype)
-        return stream_downsample(self.reader, self.factors, self.method, target,
-                                 out_dtype=self.out_dtype if window is None else np.float32,
-                                 threads=threads or default_threads(),
-                                 memory_limit=_limit(memory_limit), progress=progress)
+        """Decode, crop, convert and downsample every slice in order, handing output slices to ``sink.write``. As
+        ``import_stack``: the NaN note joins ``notes``, the window's clipped voxels the returned plan
+        (``window_note``)."""
+        counting = _CountingSinks(self, self.choose_window())
+        stream_plan = stream_downsample(self.reader, self.factors, self.method, counting.wrap(sink),
+                                        out_dtype=self.out_dtype if counting.window is None else np.float32,
+                                        threads=threads or default_threads(),
+                                        memory_limit=_limit(memory_limit), progress=progress)
+        counting.finish(stream_plan)
+        return stream_plan
+
+    def window_note(self, stream_plan: StreamPlan | None) -> str | None:
+        """What a run's bit-depth reduction did: its output type, window and clipped voxels (None without one)."""
+        if self.window is None or stream_plan is None:
+            return None
+        clipped, total = stream_plan.clipped_voxels or 0, self.output_geometry.voxel_count
+        return (f"{self.out_dtype}, window {self.window.low:.6g} .. {self.window.high:.6g}, clipped {clipped} of "
+                f"{total} voxels ({100 * clipped / max(1, total):.3f} %)")
 
     def close(self) -> None:
         self.reader.close()
@@ -196,13 +207,42 @@ class StackImportReport:
         else:
             size = f"{format_bytes(io.file_size(self.output_path))} on disk"
             how = self.stream_plan.describe() if self.stream_plan else ""
-        window = self.plan.window
-        if window is not None and self.stream_plan is not None:  # (neither the window nor the clipping was said)
-            clipped = self.stream_plan.clipped_voxels or 0
-            how += (f"; {self.plan.out_dtype}, window {window.low:.6g} .. {window.high:.6g}, clipped {clipped} of "
-                    f"{g.voxel_count} voxels ({100 * clipped / max(1, g.voxel_count):.3f} %)")
+        window = self.plan.window_note(self.stream_plan)
+        if window is not None:
+            how += f"; {window}"
         return (f"{self.output_path}: {self.plan.info.depth} slices -> {'x'.join(map(str, g.dimensions))}, "
                 f"spacing {' '.join(f'{s:g}' for s in g.spacing)}, {size}, {self.seconds:.2f} s; {how}")
+
+
+class _CountingSinks:
+    """What both import paths (into a file, into the caller's array) put before the output: the bit-depth window,
+    counting the voxels it clips, and for float slices a NaN count (a NaN spreads over the kernel: an output largely
+    NaN is said, not left to be found). ``finish`` records what they counted: the clipped voxels in the stream plan,
+    the NaN note in the import's notes (and the log)."""
+
+    def __init__(self, plan: StackImport, window: Window | None):
+        self.plan, self.window = plan, window
+        self.needed = window is not None or plan.reader.dtype.kind == "f"
+        self.windowed = self.nan = None
+
+    def wrap(self, writer):
+        if self.window is not None:
+            writer = self.windowed = WindowedSink(writer, self.window, self.plan.out_dtype)
+        if self.plan.reader.dtype.kind == "f":
+            writer = self.nan = NanCountingSink(writer)
+        return writer
+
+    def finish(self, stream_plan: StreamPlan) -> None:
+        if self.windowed is not None:
+            stream_plan.clipped_voxels = self.windowed.clipped
+        if self.nan is not None and self.nan.nan:
+            note = nan_note(self.nan.nan, self.nan.voxels, self.plan.method)
+            if self.window is not None:
+                note += (f"; with --bits they are written as {full_range(self.plan.out_dtype)[0]}, the bottom of the "
+                         "range")
+            if note not in self.plan.notes:  # (a plan run twice)
+                self.plan.notes.append(note)
+            logger.warning(note)
 
 
 def _limit(memory_limit) -> int:
@@ -238,30 +278,13 @@ def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gra
         if nhdr_only and write_zero_copy_nhdr(plan, output_path):
             return StackImportReport(output_path, plan, None, True, time.perf_counter() - started)
         progress = as_progress(progress)
-        window = plan.choose_window()
-        sinks = {}  # "window": the sink mapping the window onto the output type; "nan": counting NaN (float slices)
-
-        def wrap(writer):
-            if window is not None:
-                writer = sinks["window"] = WindowedSink(writer, window, plan.out_dtype)
-            if plan.reader.dtype.kind == "f":  # (a NaN spreads over the kernel: it was said by resample, not here)
-                writer = sinks["nan"] = NanCountingSink(writer)
-            return writer
-
+        counting = _CountingSinks(plan, plan.choose_window())
         stream_plan = stream_to_file(plan.reader, output_path, plan.factors, plan.method, out_dtype=plan.out_dtype,
                                      threads=plan.reader.threads, compress=compress,
                                      memory_limit=_limit(memory_limit), progress=progress,
-                                     wrap_sink=wrap if window is not None or plan.reader.dtype.kind == "f" else None,
-                                     filter_dtype=None if window is None else np.float32)
-        if "window" in sinks:
-            stream_plan.clipped_voxels = sinks["window"].clipped
-        counter = sinks.get("nan")
-        if counter is not None and counter.nan:
-            note = nan_note(counter.nan, counter.voxels, plan.method)
-            if window is not None:
-                note += f"; with --bits they are written as {full_range(plan.out_dtype)[0]}, the bottom of the range"
-            plan.notes.append(note)
-            logger.warning(note)
+                                     wrap_sink=counting.wrap if counting.needed else None,
+                                     filter_dtype=None if counting.window is None else np.float32)
+        counting.finish(stream_plan)
     finally:
         plan.close()
     return StackImportReport(output_path, plan, stream_plan, False, time.perf_counter() - started)

@@ -24,7 +24,7 @@ _FROM_LAYERS = {
     "DEVICES": "engine.gpu",
     "OME_ZARR_VERSIONS": "io.ome_zarr", "DEFAULT_OME_ZARR_VERSION": "io.ome_zarr",
     "DEFAULT_CHUNKS": "ops.pyramid",
-    "check_method": "ops.resample", "nan_note": "ops.resample",
+    "check_method": "ops.resample", "label_note": "ops.resample", "nan_note": "ops.resample",
     "StackImport": "ops.stack_import",
     "AUTO": "ops.haze", "DEFAULT_DILATE": "ops.haze", "LEVELS": "ops.haze", "MAX_RADIUS": "ops.haze",
     "BITS_TO_DTYPE": "ops.precision",

@@ -188,16 +188,21 @@ def copy_display(source, target, window_level: bool = True) -> None:
 
 
 # --- Markups ROIs -----------------------------------------------------------------------------------------------------
-def roi_corners_lps(roi_node) -> np.ndarray:
-    """The 8 corners (rows, LPS) of a Markups ROI node, rotated or under a linear transform included (its
-    ObjectToWorld matrix); refuses a ROI not placed yet."""
+def roi_box(roi_node) -> tuple[np.ndarray, np.ndarray]:
+    """(ObjectToWorld 4x4, size) of the box a Markups ROI node selects, rotated or under a linear transform included;
+    refuses a ROI not placed yet and an inside-out one (it selects what lies outside its box)."""
     size = np.array(roi_node.GetSize(), float)
     if not (np.all(np.isfinite(size)) and np.all(size > 0)):
         raise BigVolumeError(f"ROI {roi_node.GetName()} has no size yet: place it first")
     if getattr(roi_node, "GetInsideOut", lambda: False)():  # (Slicer's Markups ROI: it selects what lies outside)
         raise BigVolumeError(f"ROI {roi_node.GetName()} is inside out (it stands for what lies outside its box): "
                              "a box cannot be read for it; turn Inside out off")
-    object_to_world = _matrix_to_array(roi_node.GetObjectToWorldMatrix())
+    return _matrix_to_array(roi_node.GetObjectToWorldMatrix()), size
+
+
+def roi_corners_lps(roi_node) -> np.ndarray:
+    """The 8 corners (rows, LPS) of the box of a Markups ROI node (see roi_box)."""
+    object_to_world, size = roi_box(roi_node)
     signs = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
     corners_ras = (signs * size) @ object_to_world[:3, :3].T + object_to_world[:3, 3]
     return corners_ras @ LPS_TO_RAS.T  # RAS -> LPS (the same flip both ways)
