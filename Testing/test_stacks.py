@@ -792,6 +792,25 @@ def test_zero_copy_nhdr_points_into_uncompressed_tiffs(tmp_path):
                                             .output_path)[0])
 
 
+def test_slices_on_another_drive_than_the_nhdr_get_a_raw_copy_with_a_note(tmp_path, monkeypatch, caplog):
+    """On Windows, os.path.relpath of a slice on E: from an NHDR on C: raises ValueError: --nhdr-only failed with
+    that message. The slices cannot be listed (teem takes only names starting with / as absolute): a raw copy."""
+    import ntpath
+
+    from bigvolume.ops import stack_import
+
+    def across_drives(path, start):
+        return ntpath.relpath("E:\\slices\\" + Path(path).name, "C:\\out")
+    array = stack_array((6, 12, 10))
+    write_stack(tmp_path / "stack", array)
+    monkeypatch.setattr(stack_import.os.path, "relpath", across_drives)
+    report = import_stack(tmp_path / "stack", tmp_path / "full.nhdr", nhdr_only=True)
+    assert not report.zero_copy
+    assert any("no zero-copy NHDR: the slices are on another drive than the NHDR" in r.getMessage()
+               for r in caplog.records)
+    np.testing.assert_array_equal(read_back(tmp_path / "full.nhdr")[0], array)
+
+
 NHDR_STACKS = {  # tifffile's options, slice name, output name, whether the NHDR can list the slice files
     "rgb": (dict(photometric="rgb"), "s_{}.tif", "full.nhdr", True),
     "gray, non-ASCII slice names": ({}, "Schnitt_\u00e4_{}.tif", "full.nhdr", True),

@@ -364,8 +364,14 @@ def write_zero_copy_nhdr(plan: StackImport, output_path: Path) -> bool:
     folder = output_path.parent if str(output_path.parent) else Path(".")
     names = []
     for path in files:
-        relative = os.path.relpath(path.resolve(), folder.resolve())
-        names.append(relative if not relative.startswith("..") or os.name == "nt" else str(path.resolve()))
+        try:
+            relative = os.path.relpath(path.resolve(), folder.resolve())
+        except ValueError:  # another drive or share (Windows): teem takes only names starting with / as absolute
+            return cannot("the slices are on another drive than the NHDR")
+        if relative.startswith("..") and os.name != "nt":
+            names.append(path.resolve().as_posix())
+        else:  # forward slashes: the header reads on every system (teem on Windows takes them too)
+            names.append(Path(relative).as_posix())
     # each file holds one slice: a 2-D piece, or 3-D with the RGB samples' axis
     pieces = 2 if reader.components == 1 else 3
     header = nrrd_header(reader.geometry, reader.dtype, reader.components, "raw", data_file=f"LIST {pieces}",
