@@ -1,6 +1,7 @@
 """The `bigvolume` command line, run as a subprocess the way users run it."""
 import hashlib
 import signal
+import os
 import subprocess
 import sys
 import time
@@ -296,3 +297,14 @@ def test_a_negative_size_is_refused_in_words(tmp_path, option):
                            option, "-5MB"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "not a size: '-5MB'" in done.stderr and "expected one argument" not in done.stderr
     assert not (tmp_path / "out.nrrd").exists()
+
+
+def test_a_path_the_console_code_page_lacks_is_escaped_not_a_failure_after_the_write(tmp_path):
+    """Windows outside Slicer: stdout in cp1252. A summary naming 体积.nrrd raised UnicodeEncodeError, reported as
+    an error (exit 1) after the output was written."""
+    source = bv.write_volume(bv.Volume.from_array(np.arange(64, dtype=np.uint8).reshape(4, 4, 4)), tmp_path / "in.nrrd")
+    out = tmp_path / "\u4f53\u79ef.nrrd"
+    done = subprocess.run([sys.executable, "-m", "bigvolume", "resample", str(source), str(out), "--factor", "2"],
+                          capture_output=True, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    assert done.returncode == 0, done.stderr
+    assert b"\\u4f53\\u79ef.nrrd: 4x4x4 -> 2x2x2" in done.stdout and out.is_file()

@@ -720,7 +720,7 @@ def _removeNhdr(report) -> None:
     path = Path(report.output_path)
     with contextlib.suppress(OSError):
         if not report.zero_copy:
-            for line in path.read_text(errors="replace").splitlines():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 if line.startswith("data file:"):
                     data = path.parent / line.split(":", 1)[1].strip()
                     if data.is_file():

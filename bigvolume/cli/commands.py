@@ -562,6 +562,9 @@ def _sizes_joined(argv) -> list:
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a path the console's code page lacks (cp1252 on Windows): escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(_sizes_joined(sys.argv[1:] if argv is None else argv))
     _show_notes_on_stderr()

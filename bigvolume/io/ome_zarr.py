@@ -398,7 +398,7 @@ def read_attributes(store: Path) -> dict:
         file = store / name
         if file.is_file():
             try:
-                document = json.loads(file.read_text())
+                document = json.loads(file.read_text(encoding="utf-8"))
             except (OSError, ValueError) as error:
                 raise OmeZarrError(f"{file}: unreadable metadata ({error})") from None
             if not isinstance(document, dict):
