@@ -674,6 +674,58 @@ def test_resume_refuses_an_input_changed_since_the_interrupted_run(tmp_path, nam
     assert snapshot(staging) == kept and not (tmp_path / "out.ome.zarr").exists()
 
 
+@pytest.mark.parametrize("clutter", [".DS_Store", "Thumbs.db", "desktop.ini", "._z_003.tif"])
+def test_resume_takes_no_file_a_file_browser_wrote_for_a_change_of_the_input(tmp_path, clutter):
+    """Looking at the stack's folder in Finder or Explorer between the kill and --resume writes .DS_Store,
+    Thumbs.db or desktop.ini there: --resume refused the folder as "changed". The slices are what it stamps."""
+    tifffile = pytest.importorskip("tifffile")
+    (tmp_path / "scan").mkdir()
+    rng = np.random.default_rng(3)
+    for k in range(40):
+        tifffile.imwrite(tmp_path / "scan" / f"z_{k:03d}.tif", rng.integers(0, 4000, (48, 48)).astype(np.uint16))
+    pyramid(tmp_path / "scan", tmp_path / "clean.ome.zarr", chunks=8, spacing=(1, 1, 1))
+    interrupted_run(tmp_path / "scan", tmp_path / "out.ome.zarr", "level 1", spacing=(1, 1, 1))
+    (tmp_path / "scan" / clutter).write_bytes(b"written by a file browser")
+    report = pyramid(tmp_path / "scan", tmp_path / "out.ome.zarr", chunks=8, spacing=(1, 1, 1), resume=True)
+    assert report.skipped_tasks > 0
+    for a, b in zip(all_levels(tmp_path / "clean.ome.zarr"), all_levels(tmp_path / "out.ome.zarr")):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_swap_that_fails_leaves_a_staging_folder_resume_finishes_without_recomputing(tmp_path, monkeypatch,
+                                                                                        existing):
+    """On Windows a folder whose files a virus scanner holds cannot be renamed for a moment: the records were
+    removed before the swap, so the staging folder looked as if nothing had finished and --resume recomputed it
+    all. The swap is tried again for a moment, and the records go only after it."""
+    from bigvolume.ops import pyramid as pyramid_module
+    source = write_input(tmp_path, smooth_volume((40, 48, 48)))
+    pyramid(source, tmp_path / "clean.ome.zarr", chunks=8)
+    output = tmp_path / "out.ome.zarr"
+    if existing:
+        pyramid(source, output, chunks=8, levels=2)
+    real_rename, refusals = Path.rename, []
+
+    def held_by_a_scanner(self, target):
+        if self.name.endswith(".partial"):
+            refusals.append(self)
+            raise PermissionError(13, "[WinError 5] Access is denied", str(self))
+        return real_rename(self, target)
+    monkeypatch.setattr(pyramid_module.Path, "rename", held_by_a_scanner)
+    monkeypatch.setattr(pyramid_module.time, "sleep", lambda seconds: None)
+    with pytest.raises(PermissionError):
+        pyramid(source, output, chunks=8, overwrite=existing)
+    assert len(refusals) == 10  # tried again before giving up
+    monkeypatch.setattr(pyramid_module.Path, "rename", real_rename)
+    if existing:  # the swap got as far as moving the old store aside
+        assert not output.exists()
+    report = pyramid(source, output, chunks=8, resume=True)
+    assert report.skipped_tasks > 0
+    assert not (output / pyramid_module.RECORDS).exists()
+    for a, b in zip(all_levels(tmp_path / "clean.ome.zarr"), all_levels(output)):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("form", ["printf", "glob", "folder", "one slice"])
 def test_resume_refuses_a_stack_slice_changed_since_the_interrupted_run(tmp_path, form):
     """A printf pattern (scan/z_%03d.tif) matched no file when the input was stamped, and one slice standing for its

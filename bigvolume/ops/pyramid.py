@@ -324,6 +324,19 @@ def _remove_staging(staging: Path) -> None:
         time.sleep(0.1)
 
 
+def _rename(source: Path, target: Path, tries: int = 10) -> None:
+    """A folder renamed, tried again for a moment when refused: on Windows a virus scanner or the search indexer
+    holds a file just written for a short while, and no folder holding an open file can be renamed."""
+    for attempt in range(tries):
+        try:
+            source.rename(target)
+            return
+        except PermissionError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.2)
+
+
 # zarr's LocalStore writes NAME.<uuid4 hex>.partial and renames it: a killed process leaves such files behind
 ZARR_TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
@@ -631,16 +644,18 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         reader.close()
     # The pyramid is complete: the swap finishes whatever Ctrl-C says meanwhile (cut, it left no OUT, or the old one
     # beside the new, which every later --overwrite then tripped over).
+    # The records go last: a swap that fails (Windows renames no folder a scanner or an Explorer window holds a file
+    # of) leaves a staging folder that --resume finishes without computing anything again.
     with interrupt_as_flag(raise_at_end=False):
-        shutil.rmtree(staging / RECORDS)
         old = output.with_name(output.name + ".replaced")
         _remove(old)  # what a run killed during its swap left
         if output.exists():  # --overwrite (or --resume over an existing OUT): swap, then remove the old one
-            output.rename(old)
-            staging.rename(output)
+            _rename(output, old)
+            _rename(staging, output)
             _remove(old)
         else:
-            staging.rename(output)
+            _rename(staging, output)
+        shutil.rmtree(output / RECORDS)
         committed(output)
     return PyramidReport(output, plan, runner.name, time.perf_counter() - started, skipped, notes)
 
@@ -670,6 +685,10 @@ def _fingerprint(input, reader, plan, method, version, unit, zstd_level, chunk3,
         "levels": [[list(level.shape), list(level.geometry.spacing), list(level.geometry.origin)] for level in plan]}))
 
 
+# Files the desktop writes into a folder a user looks at (macOS Finder, Windows Explorer); "._NAME": macOS metadata
+FOLDER_VIEW_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
 def _input_stamps(input) -> list[list]:
     """[path, size, modification time (ns)] of every file of the input: a resumed run must read the same input as
     the run it continues (the same geometry with other voxels would be mixed in silently). A stack folder's files
@@ -690,13 +709,16 @@ def _input_stamps(input) -> list[list]:
             # one slice standing for its numbered siblings, one file for its DICOM series: the folder is read
             paths += sorted(p for p in path.parent.iterdir() if p.is_file() and p != path)
         for part in input_files(path):
-            paths.append(part)
+            if not part.is_dir() or is_zarr_store(part):  # (a stack's folder: its files say it all; a file browser
+                paths.append(part)                         # writing its own file there changes the folder's time)
             if part.is_dir():
                 paths += sorted(p for p in part.iterdir() if p.is_file())
             if is_zarr_store(part):  # every folder: zarr writes a chunk beside it and renames it, which stamps them
                 paths += sorted(Path(folder) / name for folder, names, _ in os.walk(part) for name in names)
     stamps = []
     for path in paths:
+        if path.name in FOLDER_VIEW_FILES or path.name.startswith("._"):
+            continue  # written by a file browser that looked at the folder, not part of the input
         stat = path.stat()
         stamps.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
     return stamps
