@@ -1245,3 +1245,19 @@ def test_a_reduced_preview_maps_no_file_of_its_temporary_folder_when_that_goes(t
     path = bv.write_volume(large, tmp_path / "large.nhdr")
     source = load_preview_source(path)
     assert max(source.volume.array.shape) <= PREVIEW_DIMENSION
+
+
+@pytest.mark.parametrize("platform, remedy", [("linux", "install Mesa's EGL or OSMesa"),
+                                              ("win32", "this needs OpenGL 3.2 from the graphics driver"),
+                                              ("darwin", "this needs OpenGL 3.2 from the graphics driver")])
+def test_no_render_window_is_one_line_with_the_remedy_of_the_platform(monkeypatch, platform, remedy):
+    """Only Mesa's EGL and OSMesa windows were tried, which VTK has on Linux only: on Windows and macOS previews
+    were unavailable, with advice to install Debian packages. Their desktop windows are tried now (offscreen)."""
+    assert {"vtkWin32OpenGLRenderWindow", "vtkCocoaRenderWindow"} <= set(offscreen.WINDOW_CLASSES)
+    monkeypatch.setattr(offscreen, "_window_class", None)
+    monkeypatch.setattr(offscreen, "_renders", lambda window_class: False)
+    monkeypatch.setattr(offscreen.sys, "platform", platform)
+    monkeypatch.delenv("VTK_DEFAULT_OPENGL_WINDOW", raising=False)
+    with pytest.raises(bv.BigVolumeError, match=f"offscreen rendering is not available .*: {remedy}") as refused:
+        offscreen.offscreen_render_window()
+    assert len(str(refused.value).splitlines()) == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,8 +38,11 @@ BACKGROUND = (0.10, 0.10, 0.14)  # the render's background (RGB 0..1)
 VIEW_DIRECTION = (0.5, 1.0, 0.25)
 VIEW_UP = (0.0, 0.0, 1.0)
 VIEW_ANGLE = 30.0
-# Render windows tried in order (the first that renders wins; VTK_DEFAULT_OPENGL_WINDOW, when set, goes first).
-WINDOW_CLASSES = ("vtkEGLRenderWindow", "vtkOSOpenGLRenderWindow")
+# Render windows tried in order (the first that renders wins; VTK_DEFAULT_OPENGL_WINDOW, when set, goes first):
+# Mesa EGL and OSMesa (Linux, no display needed), then the desktop's own window, offscreen (Windows, macOS: VTK has
+# neither EGL nor OSMesa there). A class this VTK build lacks is skipped.
+WINDOW_CLASSES = ("vtkEGLRenderWindow", "vtkOSOpenGLRenderWindow", "vtkWin32OpenGLRenderWindow",
+                  "vtkCocoaRenderWindow")
 
 
 _window_class = None
@@ -95,9 +99,12 @@ def offscreen_render_window():
                     _window_class = window_class
                     break
         if _window_class is None:
-            raise BigVolumeError(
-                f"offscreen rendering is not available (tried {', '.join(dict.fromkeys(names))}): install Mesa's EGL "
-                "or OSMesa (Debian: libegl1 libegl-mesa0 libgl1-mesa-dri, or libosmesa6; `make system-packages`)")
+            tried = ", ".join(name for name in dict.fromkeys(names) if hasattr(vtkRenderingOpenGL2, name))
+            remedy = ("install Mesa's EGL or OSMesa (Debian: libegl1 libegl-mesa0 libgl1-mesa-dri, or libosmesa6; "
+                      "`make system-packages`)") if sys.platform.startswith("linux") else \
+                "this needs OpenGL 3.2 from the graphics driver (a remote session may have none)"
+            raise BigVolumeError(f"offscreen rendering is not available (tried {tried or 'no render window'}): "
+                                 f"{remedy}")
     window = _window_class()
     window.SetOffScreenRendering(1)
     window.SetMultiSamples(0)
