@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 
 from .errors import BigVolumeError
 
@@ -44,8 +45,36 @@ def format_bytes(count: float) -> str:
 def physical_memory() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
+    except (ValueError, OSError, AttributeError):  # no sysconf: Windows
+        return _windows_memory("total")
+
+
+def _windows_memory(which: str) -> int | None:
+    """Windows through kernel32: the machine's physical memory ("total") or this process's working set ("rss");
+    None elsewhere or when the call fails."""
+    import ctypes
+    from ctypes import wintypes
+    try:
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    except (AttributeError, OSError):  # not Windows
         return None
+    if which == "total":
+        class MemoryStatus(ctypes.Structure):  # MEMORYSTATUSEX
+            _fields_ = [("length", wintypes.DWORD), ("load", wintypes.DWORD)] + \
+                [(name, ctypes.c_ulonglong) for name in ("total_phys", "avail_phys", "total_page", "avail_page",
+                                                         "total_virtual", "avail_virtual", "avail_extended")]
+        status = MemoryStatus(length=ctypes.sizeof(MemoryStatus))
+        return int(status.total_phys) if kernel32.GlobalMemoryStatusEx(ctypes.byref(status)) else None
+
+    class Counters(ctypes.Structure):  # PROCESS_MEMORY_COUNTERS
+        _fields_ = [("size", wintypes.DWORD), ("page_faults", wintypes.DWORD)] + \
+            [(name, ctypes.c_size_t) for name in ("peak_working_set", "working_set", "quota_peak_paged",
+                                                  "quota_paged", "quota_peak_nonpaged", "quota_nonpaged",
+                                                  "pagefile", "peak_pagefile")]
+    counters = Counters(size=ctypes.sizeof(Counters))
+    kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+    done = kernel32.K32GetProcessMemoryInfo(kernel32.GetCurrentProcess(), ctypes.byref(counters), counters.size)
+    return int(counters.working_set) if done else None
 
 
 def default_memory_limit() -> int:
@@ -55,12 +84,19 @@ def default_memory_limit() -> int:
 
 
 def current_rss() -> int:
-    """Resident memory of this process now (0 where it cannot be read)."""
+    """Resident memory of this process now (0 where it cannot be read). Linux: /proc; Windows: the working set;
+    macOS: the peak so far (getrusage), more than now, so plans made from it stay within their limit."""
     try:
         with open("/proc/self/statm") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return _windows_memory("rss") or 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, KiB elsewhere
 
 
 def default_threads() -> int:
