@@ -1,5 +1,7 @@
 """The OMEZarrPyramid module's Qt-free logic on a real MRML scene (slicer-core, no Slicer application): the finest
 level that fits a budget loaded with its exact IJKToRAS, a Markups ROI's box at full resolution, cancel and errors."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -324,3 +326,24 @@ def test_a_refusal_about_a_node_s_copy_names_the_node(scene, tmp_path):
     with pytest.raises(BigVolumeError) as error:
         OMEZarrPyramidLogic().createPyramid(node, tmp_path / "rgb.ome.zarr", chunks=16)
     assert str(error.value).startswith("colour scan") and ".nhdr" not in str(error.value), error.value
+
+
+@pytest.mark.parametrize("name", ["NUL", "com1", "Aux.scan"])
+def test_a_node_named_like_a_windows_device_is_copied_under_another_name(scene, tmp_path, monkeypatch, name):
+    """The node's temporary copy is named for the node: "NUL.nhdr" is Windows' null device (the write would vanish,
+    "the writer produced no file")."""
+    import bigvolume
+
+    written = []
+    real_write = bigvolume.write_volume
+
+    def recording(volume, path, *args, **kwargs):
+        written.append(Path(path).name)
+        return real_write(volume, path, *args, **kwargs)
+    monkeypatch.setattr(bigvolume, "write_volume", recording)
+    array = np.random.default_rng(2).integers(0, 1000, GEOMETRY.shape).astype(np.uint16)
+    node = volume_node(scene, array, GEOMETRY, name=name)
+    OMEZarrPyramidLogic().createPyramid(node, tmp_path / "out.ome.zarr", chunks=16)
+    assert written == [f"{name}_.nhdr"]
+    from bigvolume import read_volume
+    np.testing.assert_array_equal(read_volume(tmp_path / "out.ome.zarr", level=0).array, array)

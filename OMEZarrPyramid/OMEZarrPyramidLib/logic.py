@@ -192,6 +192,8 @@ class OMEZarrPyramidLogic:
             # A detached header, uncompressed: the pyramid streams it back. Named for the node (the pyramid's
             # metadata carries the name), in characters any file system takes.
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", node.GetName() or "").strip("._") or "volume"
+            if re.fullmatch(r"(?i)(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", stem):
+                stem += "_"  # a device name on Windows ("NUL.nhdr" is the null device), whatever its suffix
             copy = Path(folder) / f"{stem}.nhdr"
             bigvolume.write_volume(volume_from_node(node), copy, compress=False)
             try:
