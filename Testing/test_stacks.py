@@ -1530,3 +1530,14 @@ def test_a_spacing_that_is_not_three_positive_numbers_is_refused_in_our_words(tm
         with pytest.raises(bv.BigVolumeError, match="spacing must be three positive numbers"):
             bv.import_stack(tmp_path, tmp_path / "out.nrrd", spacing=spacing)
     assert not (tmp_path / "out.nrrd").exists()
+
+
+def test_import_stack_says_when_its_memory_limit_leaves_no_room(tmp_path, caplog):
+    """The stream plan's "leaves no room" note was computed and never said (a helper measured 2x the limit)."""
+    array = stack_array((6, 12, 10))
+    write_stack(tmp_path / "stack", array)
+    report = import_stack(tmp_path / "stack", tmp_path / "out.nhdr", memory_limit=1)
+    said = [note for note in report.plan.notes if "leaves no room" in note]
+    assert len(said) == 1 and said[0].startswith(str(tmp_path / "stack"))
+    assert any(r.getMessage() == said[0] for r in caplog.records)
+    np.testing.assert_array_equal(read_back(tmp_path / "out.nhdr")[0], array)

@@ -781,3 +781,21 @@ def test_resident_memory_is_read_where_there_is_no_proc(monkeypatch):
         return real_open(path, *args, **kwargs)
     monkeypatch.setattr(builtins, "open", no_proc)
     assert now >= held.nbytes and memory.current_rss() >= 0.9 * now  # (the peak is updated lazily)
+
+
+def test_a_file_read_whole_is_not_reported_as_streamed(tmp_path, caplog):
+    """Components on the slow axis of a NRRD (kinds domain domain domain list) are read whole by SimpleITK: the run
+    was planned and reported as streamed in small slabs (a helper measured 4 GiB resident at a 256 MB limit) and
+    the note that the file is read whole never came."""
+    array = (np.arange(2 * 20 * 30 * 40) % 1000).astype(np.uint16).reshape(2, 20, 30, 40)
+    array.tofile(tmp_path / "A.raw")
+    (tmp_path / "perm.nhdr").write_text("NRRD0004\ntype: uint16\ndimension: 4\nsizes: 40 30 20 2\n"
+                                        "kinds: domain domain domain list\nendian: little\nencoding: raw\n"
+                                        "spacings: 1 1 1 nan\ndata file: A.raw\n")
+    from bigvolume.engine.plan import plan_input
+    assert not plan_input(tmp_path / "perm.nhdr").reads_in_slabs
+    report = bv.resample_file(tmp_path / "perm.nhdr", tmp_path / "out.nhdr", 2, stream=True, memory_limit=1)
+    assert report.stream_plan is None and "streamed" not in report.summary()
+    assert any("cannot be read in slabs; reading it whole" in r.getMessage() for r in caplog.records)
+    whole = bv.resample_file(tmp_path / "perm.nhdr", tmp_path / "whole.nhdr", 2, stream=False)
+    np.testing.assert_array_equal(bv.read_volume(report.output_path).array, bv.read_volume(whole.output_path).array)

@@ -71,7 +71,9 @@ def plan_input(path, *, stream: bool | None = None, memory_limit: float | None =
         with open_slabs(path, series) as reader:
             reads_in_slabs = reader.streams
     else:
-        reads_in_slabs = voxel_layout(path, dtype, components, geometry.voxel_count) is not None
+        layout = voxel_layout(path, dtype, components, geometry.voxel_count)
+        # (components on the slow axis, permuted: read whole, so not planned as a stream that would not be one)
+        reads_in_slabs = layout is not None and layout.reads_in_slabs
     return InputPlan(path, geometry, np.dtype(dtype), components, reads_in_slabs, limit, memory_limit is None,
                      stream, series)
 

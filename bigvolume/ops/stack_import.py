@@ -285,6 +285,10 @@ def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gra
                                      wrap_sink=counting.wrap if counting.needed else None,
                                      filter_dtype=None if counting.window is None else np.float32)
         counting.finish(stream_plan)
+        if stream_plan.note:  # (a limit that leaves no room: computed, never said)
+            note = f"{source}: {stream_plan.note}"
+            plan.notes.append(note)
+            logger.warning(note)
     finally:
         plan.close()
     return StackImportReport(output_path, plan, stream_plan, False, time.perf_counter() - started)
