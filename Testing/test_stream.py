@@ -799,3 +799,13 @@ def test_a_file_read_whole_is_not_reported_as_streamed(tmp_path, caplog):
     assert any("cannot be read in slabs; reading it whole" in r.getMessage() for r in caplog.records)
     whole = bv.resample_file(tmp_path / "perm.nhdr", tmp_path / "whole.nhdr", 2, stream=False)
     np.testing.assert_array_equal(bv.read_volume(report.output_path).array, bv.read_volume(whole.output_path).array)
+
+
+def test_no_stream_over_the_limit_says_it_was_asked_for(tmp_path, caplog):
+    """--no-stream over the memory limit said "backend numpy cannot stream", which it can: the reason is the
+    option."""
+    path = bv.write_volume(bv.Volume.from_array(np.zeros((8, 30, 40), np.uint16)), tmp_path / "in.nhdr")
+    bv.resample_file(path, tmp_path / "out.nhdr", 2, stream=False, memory_limit=1000)
+    said = [r.getMessage() for r in caplog.records if "reading it whole" in r.getMessage()]
+    assert said == [f"{path}: reading it whole (as asked) needs about "
+                    f"{said[0].split('needs about ')[1].split(',')[0]}, more than the memory limit 1000 B"], said

@@ -315,6 +315,8 @@ class FilePlan:
                              self.can_stream)
 
     def why_read_whole(self) -> str:
+        if self.stream is False:
+            return "as asked"
         return f"{self.method} cannot stream" if self.method not in STREAMABLE_METHODS else \
             f"backend {self.backend} cannot stream"
 
