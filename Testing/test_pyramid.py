@@ -991,3 +991,26 @@ def test_nan_spreading_through_the_levels_is_said_on_the_command_line(tmp_path):
     said = [line for line in done.stderr.splitlines() if "are NaN" in line]
     assert len(said) == 1 and said[0].startswith(f"bigvolume: note: level 1: {np.isnan(level1).sum()} of the "
                                                  f"{level1.size} output voxels")
+
+
+def test_workers_get_the_documented_default_memory_limit(tmp_path, monkeypatch):
+    """--help says each worker gets a quarter of this machine's memory by default; dask's "auto" (all of it shared
+    out) was what they got, since no limit was passed."""
+    from bigvolume.core.memory import default_memory_limit
+    from bigvolume.ops import pyramid as pyramid_module
+
+    given = []
+
+    class Recorded(Exception):
+        pass
+
+    def recording_runner(workers, address, memory_limit):
+        given.append(memory_limit)
+        raise Recorded
+    monkeypatch.setattr(pyramid_module, "DistributedRunner", recording_runner)
+    source = write_input(tmp_path, smooth_volume((20, 24, 24)))
+    with pytest.raises(Recorded):
+        pyramid(source, tmp_path / "out.ome.zarr", chunks=8, workers=2)
+    with pytest.raises(Recorded):
+        pyramid(source, tmp_path / "out2.ome.zarr", chunks=8, workers=2, memory_limit="300MB")
+    assert given == [default_memory_limit(), 300_000_000]

@@ -626,7 +626,7 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         if not resuming and needed > free:
             raise BigVolumeError(f"{output}: not enough disk space: the pyramid may need {format_bytes(needed)} "
                                  f"(uncompressed), {format_bytes(free)} are free")
-        runner = (DistributedRunner(workers, scheduler, memory_limit) if workers or scheduler
+        runner = (DistributedRunner(workers, scheduler, limit) if workers or scheduler
                   else LocalRunner(threads))
         try:
             with runner, chunk_concurrency(threads):  # this process's writes (level 0's pass, local tasks)
