@@ -766,13 +766,9 @@ def test_enclosed_haze_counts_what_object_surrounds_in_its_slice(seed):
     assert enclosed_in_slices(~cases["cup"], cases["cup"]) == 0  # open along its columns
 
 
-def shaded_microct(shape_name, seed, ratio, shape=(48, 64, 64)):
-    """A micro-CT scan under a flat-field shading of ``ratio`` across the field (multiplicative: air and specimen
-    alike, exp-linear along a random direction), air 3000 and specimen 14000 with a 1.8x core, noise sigma 400,
-    uint16. ``shape_name``: ellipsoid, multi (three blobs) or border (touching two faces). Returns (volume,
-    specimen). Air and specimen stay apart (one global threshold separates them); the air's shaded peak is wider
-    than its noise."""
-    rng = np.random.default_rng(seed)
+def specimen_of(name, shape):
+    """(specimen, its inner part): an ellipsoid, three blobs, one touching two faces, or a hollow one; the inner part
+    is the specimen eroded by a twelfth of the shortest side, on one side of the field."""
     k, j, i = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
 
     def blob(centre, radii):
@@ -781,9 +777,22 @@ def shaded_microct(shape_name, seed, ratio, shape=(48, 64, 64)):
     specimen = {"ellipsoid": lambda: blob((0.05, -0.05, 0.0), (0.75, 0.6, 0.7)),
                 "multi": lambda: blob((0, -0.5, -0.5), (0.8, 0.3, 0.3)) | blob((0, 0.5, 0.4), (0.6, 0.35, 0.4))
                 | blob((0.3, -0.4, 0.55), (0.4, 0.25, 0.25)),
-                "border": lambda: blob((-0.5, 0.0, 0.6), (0.8, 0.55, 0.6))}[shape_name]()
+                "border": lambda: blob((-0.5, 0.0, 0.6), (0.8, 0.55, 0.6)),
+                "hollow": lambda: blob((0, 0, 0), (0.8, 0.75, 0.75)) & ~blob((0, 0, 0), (0.45, 0.4, 0.4))}[name]()
+    return specimen, ndimage.binary_erosion(specimen, iterations=min(shape) // 12) & (j > 0.1)
+
+
+def shaded_microct(shape_name, seed, ratio, shape=(48, 64, 64)):
+    """A micro-CT scan under a flat-field shading of ``ratio`` across the field (multiplicative: air and specimen
+    alike, exp-linear along a random direction), air 3000 and specimen 14000 with a 1.8x core, noise sigma 400,
+    uint16. ``shape_name``: ellipsoid, multi (three blobs) or border (touching two faces). Returns (volume,
+    specimen). Air and specimen stay apart (one global threshold separates them); the air's shaded peak is wider
+    than its noise."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    specimen, core = specimen_of(shape_name, shape)
     tissue = specimen.astype(float)
-    tissue[ndimage.binary_erosion(specimen, iterations=min(shape) // 12) & (j > 0.1)] = 1.8
+    tissue[core] = 1.8
     direction = rng.normal(size=3)
     direction /= np.linalg.norm(direction)
     t = direction[0] * k + direction[1] * j + direction[2] * i

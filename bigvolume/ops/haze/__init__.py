@@ -29,7 +29,10 @@ touching the object.
 4. **Haze** = everything outside that object: set to the image minimum (``fill="min"``) or to a given value.
 5. **Report** (:mod:`.report`): when little or nothing was removed, :attr:`DehazeReport.warning` says why (the
    threshold fell inside the air's noise, no dark voxel touches the border, the border is not darker than the
-   object, ...); gzip and zstd sizes before and after (:mod:`.compression`).
+   object, ...); so it does when auto may have cut into the object: no class boundary above the air's noise, the
+   air's edge running through a plateau (equally bright on both sides, :func:`.morphology.sided_means`: a shaded
+   object whose dim side fell below the threshold), or the object's median voxel within the air's noise reach of
+   the threshold (low signal to noise); gzip and zstd sizes before and after (:mod:`.compression`).
 
 Any size: all of this runs slab by slab in z (:class:`.pipeline.HazePipeline`). Border connectivity and the largest
 component are global properties (:mod:`.components`): each slab's dark (or object) voxels are labelled on their own,
@@ -38,9 +41,9 @@ rewrites each slab from the joined labels: from the first pass's labels kept in 
 (:func:`.components.compact`) when memory allows, else labelling again (SimpleITK's labelling is deterministic). The
 denoised copy of a slab is computed from the slab plus one slice each side (:class:`bigvolume.engine.HaloReader`,
 reading forward only); the morphology (and auto's partial-volume test, from the window's own voxels) runs on a
-window of the slab plus a halo of ``2 * close + dilate`` slices. In-memory volumes run through the same pipeline, so
-the streamed result equals the in-memory one exactly. The entry points, :func:`haze_mask`, :func:`dehaze` and
-:func:`dehaze_file`, plan the slabs within the memory limit (:mod:`.api`).
+window of the slab plus a halo of ``2 * close + dilate`` slices (auto: one more, and at least 2). In-memory volumes
+run through the same pipeline, so the streamed result equals the in-memory one exactly. The entry points,
+:func:`haze_mask`, :func:`dehaze` and :func:`dehaze_file`, plan the slabs within the memory limit (:mod:`.api`).
 
 Refused with one clear message: constant volumes (all-zero included) and all-NaN ones (nothing to separate),
 integer volumes with at most 16 distinct values (label maps and masks have no haze), vector/RGB volumes. A volume

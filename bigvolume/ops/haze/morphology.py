@@ -77,32 +77,53 @@ def air_neighbourhood_passes(voxels: np.ndarray, air: np.ndarray, points: np.nda
     voxels of its 3x3x3 neighbourhood (edges repeated) reach ``floor``? The denoised copy without the object's voxels:
     a pure-air voxel next to the object is not lifted by them, a partial-volume or dim voxel stays above the air.
     Sums in float64 in a fixed order: the same bits for a voxel wherever it is computed."""
-    shape = air.shape
-    index_type = np.int32 if air.size < 2**31 else np.int64
+    total, weight, _ = _neighbourhood_sums(voxels, air, points)
+    return total >= floor * weight
+
+
+def sided_means(voxels: np.ndarray, obj: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(air side, object side) per flat index in ``points`` (air voxels with an object voxel among their 26
+    neighbours): the [1 2 1]^3-weighted means of ``voxels`` over the voxels of the 3x3x3 neighbourhood (edges
+    repeated) that are not in ``obj`` and over those that are. Unlike the denoised copy, neither side is blurred into
+    the other: across the object's edge they differ by its contrast, across a cut through a plateau by little."""
+    object_total, object_weight, total = _neighbourhood_sums(voxels, obj, points, everything=True)
+    return (total - object_total) / (64 - object_weight), object_total / object_weight
+
+
+def _neighbourhood_sums(voxels: np.ndarray, mask: np.ndarray, points: np.ndarray, everything: bool = False):
+    """The [1 2 1]^3-weighted sum of ``voxels`` over the voxels of each point's 3x3x3 neighbourhood (edges repeated)
+    that are set in ``mask``, their total weight (of 64), and (``everything``; else None) the weighted sum over all."""
+    shape = mask.shape
+    index_type = np.int32 if mask.size < 2**31 else np.int64
     k, j, i = (c.astype(index_type) for c in np.unravel_index(points, shape))
     offsets = []  # per axis: (flat offset of the neighbour at -1, 0, +1, edges repeated)
     for coordinate, n, stride in ((k, shape[0], shape[1] * shape[2]), (j, shape[1], shape[2]), (i, shape[2], 1)):
         offsets.append([np.clip(coordinate + d, 0, n - 1) * index_type(stride) for d in (-1, 0, 1)])
     del k, j, i
-    flat_voxels, flat_air = voxels.reshape(-1), air.reshape(-1)
+    flat_voxels, flat_mask = voxels.reshape(-1), mask.reshape(-1)
     # Neighbours grouped by weight (8 the voxel, 4 faces, 2 edges, 1 corners): one sum and one count per group
     # (float32 holds the sums of up to 27 8- or 16-bit integers exactly).
     exact32 = voxels.dtype.kind in "iub" and voxels.dtype.itemsize <= 2
     totals = np.zeros((4, points.size), np.float32 if exact32 else np.float64)
     counts = np.zeros((4, points.size), np.int8)
+    all_totals = np.zeros_like(totals) if everything else None
     for dk in range(3):
         for dj in range(3):
             row = offsets[0][dk] + offsets[1][dj]
             for di in range(3):
                 group = (dk != 1) + (dj != 1) + (di != 1)  # 0: the voxel, 1: a face, 2: an edge, 3: a corner
                 index = row + offsets[2][di]
-                is_air = flat_air[index]
+                in_mask = flat_mask[index]
                 values = flat_voxels[index]
-                totals[group] += values * is_air if exact32 else np.where(is_air, values, 0)  # NaN * 0 is NaN
-                counts[group] += is_air
-    total = 8 * totals[0].astype(np.float64) + 4 * totals[1] + 2 * totals[2] + totals[3]
+                totals[group] += values * in_mask if exact32 else np.where(in_mask, values, 0)  # NaN * 0 is NaN
+                counts[group] += in_mask
+                if everything:
+                    all_totals[group] += values
+
+    def weighted(groups):
+        return 8 * groups[0].astype(np.float64) + 4 * groups[1] + 2 * groups[2] + groups[3]
     weight = 8 * counts[0].astype(np.int32) + 4 * counts[1] + 2 * counts[2] + counts[3]
-    return total >= floor * weight
+    return weighted(totals), weight, weighted(all_totals) if everything else None
 
 
 class PackedNeighbourhood:

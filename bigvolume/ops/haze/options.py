@@ -69,8 +69,11 @@ class HazeOptions:
     @property
     def halo(self) -> int:
         """Slices of context each side of a slab that closing and dilation (and, level auto, the peeling of the
-        denoised copy's blur: one more) need to be exact."""
-        return 2 * self.close + self.dilate + (1 if self.denoise else 0)
+        denoised copy's blur: one more; at least two, for the report's plateau count, which reads the peeled object
+        next to the slab) need to be exact."""
+        if not self.denoise:
+            return 2 * self.close + self.dilate
+        return max(2, 2 * self.close + self.dilate + 1)
 
 
 def _is_int(value) -> bool:

@@ -12,7 +12,7 @@ from ...core.progress import Progress
 from ...engine.loop import SlabStage, run_slabs
 from .components import SlabLabels, compact, label, lookup
 from .denoise import DENOISE_HALO, auto_dark_voxels, dark_voxels, peel_beside_air
-from .morphology import dilate, erode, grow_over_partial_volume
+from .morphology import dilate, erode, grow_over_partial_volume, sided_means
 from .options import HazeOptions
 from .threshold import HazeThreshold
 
@@ -30,6 +30,8 @@ class Counts:
     border_dark: int = 0  # ... and how many of them are dark (counted with air="border" only)
     enclosed: int = 0     # haze voxels with object on both sides along their slice's rows and columns (sampled)
     haze_above_air: int = 0  # haze voxels brighter than the air (threshold.class_taken_above), when that is known
+    edge: int = 0          # level auto: air voxels beside the object, before its growth (sampled) ...
+    plateau_edge: int = 0  # ... and how many of them lie on a plateau (pipeline.PLATEAU_CONTRAST)
 
 
 class _PassStage(SlabStage):
@@ -189,6 +191,7 @@ class HazePipeline:
                     voxels = self.source.read(w0, w1) if self.source.hands_out_views else window(3)
                 if opts.denoise:  # the air layer the denoised copy's blur put on the object goes back to the air
                     obj = peel_beside_air(obj, voxels, self.threshold.value)
+                    self._count_plateau_edge(obj, voxels, c0 - w0, c1 - w0, w0)
                 closed = erode(dilate(obj, opts.close), opts.close)
                 if self.threshold.band_floor is None:
                     obj = dilate(closed, opts.dilate)
@@ -202,6 +205,35 @@ class HazePipeline:
                     pieces = [p for p in pieces if p[1] > next_w0]
 
         self._each_slab(work, progress, "removing haze, slab")
+
+    def _count_plateau_edge(self, obj: np.ndarray, voxels: np.ndarray, lo: int, hi: int, w0: int) -> None:
+        """Counts.edge and Counts.plateau_edge for rows ``lo .. hi-1`` of the window (its first slice is ``w0`` of the
+        volume): the air voxels beside the peeled object ``obj`` (before its growth) in every n-th slice counted from
+        the middle one (PLATEAU_SLICES slices or more, at most every PLATEAU_STRIDE-th), every other one of them (a
+        checkerboard), and how many of them lie on a plateau (PLATEAU_CONTRAST, :func:`.morphology.sided_means`):
+        there the threshold cuts through one level, not along an edge. Sampled by the voxels' places in the volume,
+        and exact with HazeOptions.halo: the same in any split into slabs."""
+        mode, level = self.threshold.air_mode, self.threshold.object_level
+        if mode is None or level is None:
+            return
+        columns, plane = obj.shape[2], obj.shape[1] * obj.shape[2]
+        points = []
+        stride = min(PLATEAU_STRIDE, max(1, self.slices // PLATEAU_SLICES))
+        for row in range(lo + (self.slices // 2 - w0 - lo) % stride, hi, stride):
+            near = dilate(obj[row:row + 1], 1)[0]
+            for other in (row - 1, row + 1):
+                if 0 <= other < obj.shape[0]:
+                    near |= obj[other]
+            beside = np.flatnonzero(near & ~obj[row])
+            points.append(row * plane + beside[(beside // columns + beside % columns) % 2 == 0])
+        points = np.concatenate(points) if points else np.zeros(0, np.intp)
+        if not points.size:
+            return
+        air_side, object_side = sided_means(voxels, obj, points)
+        plateau = ((object_side - air_side < PLATEAU_CONTRAST * (object_side - mode))
+                   & (object_side - mode >= PLATEAU_LEVEL * (level - mode)))
+        self.counts.edge += int(points.size)
+        self.counts.plateau_edge += int(np.count_nonzero(plateau))
 
     def _fill_slab(self, k0: int, block: np.ndarray, obj: np.ndarray, fill, sink) -> None:
         haze = ~obj
@@ -250,6 +282,21 @@ class HazePipeline:
 # notes are the same.
 ENCLOSING_WALL = 1
 ENCLOSED_STRIDE = 4  # the report's count of enclosed haze samples every 4th slice (all of them cost 30-80 % more time)
+# An air voxel beside the object (level auto, before the growth) lies on a plateau when the object side of its 3x3x3
+# neighbourhood is brighter than its air side by less than PLATEAU_CONTRAST of the object side's height above the air
+# peak's mode, and that height is at least PLATEAU_LEVEL of the object's mean's (HazeThreshold.object_level). Along
+# the object's edge the two sides differ by the object's contrast (a share near 1); where the threshold cuts through
+# one level, by the gradient and the noise: a specimen whose dim side fell below the threshold under a flat-field
+# shading (the threshold then lies 0.37-0.84 of the way up to the object's mean), or dark structure next to the air
+# that a threshold near the air cannot tell from it (the real head MRI ch2 without noise: sinus walls, 4 % of its
+# edge, at 0.17 of the way: not counted). Measured on 978 synthetic volumes (CT, micro-CT, MRI, uint8; Gaussian,
+# Poisson, Rician noise; 3-128 slices) and benchmarks/haze_families.py's 2,700: none on the clean ones, at most 0.1 %
+# of the edge where the noise alone made the object's edge ragged (MRI at SNR 2, warned of anyway), 4-44 % on shaded
+# micro-CTs cut deeper than 2 voxels.
+PLATEAU_CONTRAST = 0.2
+PLATEAU_LEVEL = 0.25
+PLATEAU_SLICES = 64
+PLATEAU_STRIDE = 8
 
 
 def enclosed_in_slices(haze: np.ndarray, obj: np.ndarray) -> int:
