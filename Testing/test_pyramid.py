@@ -1014,3 +1014,28 @@ def test_workers_get_the_documented_default_memory_limit(tmp_path, monkeypatch):
     with pytest.raises(Recorded):
         pyramid(source, tmp_path / "out2.ome.zarr", chunks=8, workers=2, memory_limit="300MB")
     assert given == [default_memory_limit(), 300_000_000]
+
+
+def test_workers_that_keep_dying_are_one_line_naming_the_limit(tmp_path, monkeypatch):
+    """--workers 2 --shard 4 --memory-limit 1GB on a 1001x777 uint16 volume: the nanny killed every worker (a shard
+    row did not fit) and the command ended with dask's KilledWorker traceback. Emulated: the runner raises it."""
+    distributed = pytest.importorskip("distributed")
+    from bigvolume.ops import pyramid as pyramid_module
+
+    class DyingRunner:
+        name, distributed = "dask.distributed (emulated)", True
+
+        def __init__(self, workers, address, memory_limit):
+            pass
+
+        def __enter__(self):
+            raise distributed.scheduler.KilledWorker("write-task", None, 3)
+
+        def __exit__(self, *exc):
+            return False
+    monkeypatch.setattr(pyramid_module, "DistributedRunner", DyingRunner)
+    source = write_input(tmp_path, smooth_volume((20, 24, 24)))
+    with pytest.raises(bv.BigVolumeError, match=r"out\.ome\.zarr: the Dask workers .* of 300\.00 MiB each") as error:
+        pyramid(source, tmp_path / "out.ome.zarr", chunks=8, workers=2, memory_limit="300MiB")
+    assert len(str(error.value).splitlines()) == 1
+    assert not (tmp_path / "out.ome.zarr").exists() and not (tmp_path / "out.ome.zarr.partial").exists()

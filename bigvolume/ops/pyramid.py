@@ -639,6 +639,12 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
             if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise BigVolumeError(f"{output}: the disk is full ({error.strerror}); free space, or write the "
                                      "pyramid elsewhere") from None
+            if type(error).__name__ == "KilledWorker":  # (dask's traceback named no cause a user can act on)
+                per_worker = f" of {format_bytes(limit)} each" if workers else ""
+                raise BigVolumeError(
+                    f"{output}: the Dask workers running a task died each time it was tried (most often out of "
+                    f"memory: their limit{per_worker} holds less than a task needs, and with --shard a task is a "
+                    "whole shard); give a larger --memory-limit, or a smaller --shard or --chunks") from None
             raise
     finally:
         reader.close()
