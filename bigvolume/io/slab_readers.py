@@ -184,6 +184,11 @@ class _NotAStream(VolumeFileError):
         self.damaged = VolumeFileError(f"{name}: corrupt compressed data ({encoding}): no stream starts at byte "
                                        f"{stream_end}, where the previous one ended")
 
+    def after(self, decoded: int, wanted: int) -> VolumeFileError:
+        """The refusal to raise once ``decoded`` bytes came before these: appended bytes when they hold the
+        ``wanted`` ones, a damaged stream otherwise."""
+        return self if decoded >= wanted else self.damaged
+
 
 class _Truncated(VolumeFileError):
     """The file ends inside a compressed stream (before its end marker and checksum)."""
@@ -251,7 +256,7 @@ def _decode_file(data: DataFile, encoding: str, wanted: int) -> Iterator[bytes]:
                     delivered += len(chunk)
                     yield chunk
         except _NotAStream as refused:
-            raise (refused if delivered >= wanted else refused.damaged) from None
+            raise refused.after(delivered, wanted) from None
         except _Truncated:
             if delivered >= wanted:
                 raise VolumeFileError(f"{data.path}: corrupt compressed data ({encoding}): the file ends before "
@@ -276,7 +281,7 @@ def check_compressed_file(path: Path, encoding: str = "gzip", header_bytes: int 
             for chunk in _decompressed(handle, encoding, path):
                 decoded += len(chunk)
         except _NotAStream as refused:
-            raise (refused if decoded >= header_bytes else refused.damaged) from None
+            raise refused.after(decoded, header_bytes) from None
     if decoded < header_bytes:
         raise VolumeFileError(f"{path}: compressed data ends after {decoded} of {header_bytes} bytes "
                               "(truncated file?)")

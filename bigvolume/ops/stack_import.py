@@ -222,7 +222,6 @@ class _CountingSinks:
 
     def __init__(self, plan: StackImport, window: Window | None):
         self.plan, self.window = plan, window
-        self.needed = window is not None or plan.reader.dtype.kind == "f"
         self.windowed = self.nan = None
 
     def wrap(self, writer):
@@ -282,7 +281,7 @@ def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gra
         stream_plan = stream_to_file(plan.reader, output_path, plan.factors, plan.method, out_dtype=plan.out_dtype,
                                      threads=plan.reader.threads, compress=compress,
                                      memory_limit=_limit(memory_limit), progress=progress,
-                                     wrap_sink=counting.wrap if counting.needed else None,
+                                     wrap_sink=counting.wrap,
                                      filter_dtype=None if counting.window is None else np.float32)
         counting.finish(stream_plan)
         if stream_plan.note:  # (a limit that leaves no room: computed, never said)
