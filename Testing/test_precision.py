@@ -710,3 +710,27 @@ def test_a_memory_limit_that_leaves_no_room_is_said_before_the_reduction(tmp_pat
     bv.reduce_bits_file(path, tmp_path / "out.nhdr", bits=8, memory_limit=1)
     said = [r.getMessage() for r in caplog.records if "leaves no room" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(str(path)), said
+
+
+@pytest.mark.parametrize("suffix, output", [(".nhdr", ".nhdr"), (".nrrd", ".nrrd"), (".nii.gz", ".nii")])
+def test_reading_whole_over_the_limit_is_said_before_the_reduction(tmp_path, caplog, suffix, output):
+    """--no-stream over the limit read the volume whole in silence (resample says so)."""
+    array = np.random.default_rng(len(suffix)).integers(0, 4000, (12, 40, 50)).astype(np.uint16)
+    path = bv.write_volume(bv.Volume.from_array(array), tmp_path / f"in{suffix}")
+    seen = []
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        bv.reduce_bits_file(path, tmp_path / f"whole{output}", bits=8, stream=False, memory_limit=1000,
+                            progress=lambda f, m="": seen.append(len(caplog.records)) if not seen else None)
+    said = [r.getMessage() for r in caplog.records if "reading it whole" in r.getMessage()]
+    assert said == [f"{path}: reading it whole (as asked) needs about 70.31 KiB, more than the memory limit "
+                    f"1000 B"], said
+    assert seen and seen[0] >= 1  # said before the first progress
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bigvolume"):  # streamed, or whole within the limit: nothing to say
+        bv.reduce_bits_file(path, tmp_path / f"streamed{output}", bits=8, memory_limit=1000)
+        bv.reduce_bits_file(path, tmp_path / f"fits{output}", bits=8, stream=False, memory_limit="1GB")
+    assert not [r for r in caplog.records if "reading it whole" in r.getMessage()]
+    whole = bv.read_volume(tmp_path / f"whole{output}").array
+    np.testing.assert_array_equal(whole, bv.read_volume(tmp_path / f"streamed{output}").array)
+    np.testing.assert_array_equal(whole, bv.read_volume(tmp_path / f"fits{output}").array)
+    assert whole.dtype == np.uint8 and whole.max() > 200

@@ -487,6 +487,68 @@ def test_memory_limits_are_taken_as_the_command_line_takes_them(tmp_path):
             bv.plan_file(path, 2, memory_limit=bad)
 
 
+@pytest.mark.parametrize("shape, dtype", [((2, 3000, 3000), np.uint8), ((3, 1800, 2500), np.uint16),
+                                          ((2, 1500, 1200), np.float32)])
+def test_the_buffers_of_one_wide_slice_count_in_the_choice_to_read_whole(tmp_path, shape, dtype):
+    """Input + output fit the limit, one slice's filter buffers do not: 26000^2 x 2 uint8 read whole went 1.3x over
+    the default limit, silently. It streams now, and the plan says why."""
+    array = np.random.default_rng(shape[1]).integers(0, 200, shape).astype(dtype)
+    path = bv.write_volume(bv.Volume.from_array(array), tmp_path / "wide.nhdr")
+    plan = bv.plan_file(path, 2)
+    slice_voxels = shape[1] * shape[2]
+    assert plan.slice_buffers >= slice_voxels * 4  # at least the slice converted to float32
+    held = plan.input_bytes + plan.output_bytes
+    assert plan.in_memory_bytes == held + plan.slice_buffers
+    tight = bv.plan_file(path, 2, memory_limit=held + plan.slice_buffers // 2)
+    assert tight.streams and "+ the buffers of one slice" in tight.describe(), tight.describe()
+    roomy = bv.plan_file(path, 2, memory_limit=held + 2 * plan.slice_buffers)
+    assert not roomy.streams
+    streamed = bv.resample_file(path, tmp_path / "s.nhdr", 2, memory_limit=held + plan.slice_buffers // 2,
+                                threads=1)
+    whole = bv.resample_file(path, tmp_path / "w.nhdr", 2, memory_limit=held + 2 * plan.slice_buffers, threads=1)
+    assert streamed.stream_plan is not None and whole.stream_plan is None
+    a, b = bv.read_volume(tmp_path / "s.nhdr"), bv.read_volume(tmp_path / "w.nhdr")
+    assert a.geometry == b.geometry
+    np.testing.assert_allclose(a.array.astype(float), b.array.astype(float), atol=1 if array.dtype.kind in "iu" else
+                               1e-4 * float(array.max()))
+    # asked for, streaming or reading whole is not second-guessed (and nothing is estimated)
+    assert bv.plan_file(path, 2, stream=False, memory_limit=held + 1).slice_buffers == 0
+
+
+def test_a_limit_the_buffers_cannot_keep_is_said_before_the_work(tmp_path, caplog):
+    """The "leaves no room" note came with the result, after the work: a run killed for memory said nothing."""
+    from bigvolume.core.memory import current_rss
+    path = bv.write_volume(bv.Volume.from_array(np.random.default_rng(1).integers(0, 250, (6, 3000, 3000))
+                                                .astype(np.uint8)), tmp_path / "in.nhdr")
+    seen = []
+
+    def progress(fraction, message=""):
+        if fraction > 0 and not seen:  # the first slab's progress: what had been said by then
+            seen.append([r.getMessage() for r in caplog.records if "leaves no room" in r.getMessage()])
+
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        # above what the process holds, below one 3000^2 slice's buffers
+        report = bv.resample_file(path, tmp_path / "out.nhdr", 2, stream=True, threads=1,
+                                  memory_limit=current_rss() + 48 * 2**20, progress=progress)
+    said = [r.getMessage() for r in caplog.records if "leaves no room" in r.getMessage()]
+    assert len(said) == 1 and seen and seen[0] == said, (seen, said)
+    assert report.notes.count(said[0]) == 1
+
+
+def test_a_slice_too_big_for_the_limit_is_named_as_the_cause():
+    """The note blamed "threads, kernel windows" when one 20000^2 slice did not fit."""
+    from bigvolume.core.memory import current_rss
+    from bigvolume.engine.plan import plan_slabs
+    limit = current_rss() + 2**30
+    wide = plan_slabs(2, 20000**2, 11 * 20000**2, 2**20, limit)
+    assert wide.slab_slices == 1 and "for the buffers of one slice alone (4.10 GiB for a slice of 381.47 MiB)" \
+        in wide.note, wide.note
+    threads = plan_slabs(100, 2**20, 2**21, 3 * 2**30, limit)
+    assert "for these buffers alone (threads, kernel windows)" in threads.note, threads.note
+    held = plan_slabs(100, 2**20, 2**21, 0, current_rss() // 2)
+    assert "this program already uses" in held.note, held.note
+
+
 @pytest.mark.parametrize("dtype, base", [(np.uint64, 2**60), (np.int64, -(2**53)), (np.int64, 2**62)])
 def test_nearest_copies_64_bit_integers_exactly(tmp_path, dtype, base):
     """Decimation picks voxels: it summed its one tap in float64, and 2^60 + 1 came out 2^60."""

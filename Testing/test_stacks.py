@@ -1541,3 +1541,32 @@ def test_import_stack_says_when_its_memory_limit_leaves_no_room(tmp_path, caplog
     assert len(said) == 1 and said[0].startswith(str(tmp_path / "stack"))
     assert any(r.getMessage() == said[0] for r in caplog.records)
     np.testing.assert_array_equal(read_back(tmp_path / "out.nhdr")[0], array)
+
+
+@pytest.mark.parametrize("door", ["file", "array"])
+def test_a_limit_that_leaves_no_room_is_said_before_the_import_by_both_doors(tmp_path, caplog, door):
+    """The note came after the work on the file door, and never on the array door (the Slicer panel's)."""
+    array = stack_array((8, 30, 20))
+    write_stack(tmp_path / "stack", array)
+    seen = []
+
+    def progress(fraction, message=""):
+        if not seen:
+            seen.append([r.getMessage() for r in caplog.records if "leaves no room" in r.getMessage()])
+
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        if door == "file":
+            plan = import_stack(tmp_path / "stack", tmp_path / "out.nhdr", memory_limit=1, progress=progress).plan
+            got = read_back(tmp_path / "out.nhdr")[0]
+        else:
+            plan = plan_stack_import(tmp_path / "stack")
+            got = np.empty(plan.output_geometry.shape, plan.out_dtype)
+            try:
+                plan.run(ArraySink(got), memory_limit=1, progress=progress)
+            finally:
+                plan.close()
+    said = [note for note in plan.notes if "leaves no room" in note]
+    assert len(said) == 1 and said[0].startswith(str(tmp_path / "stack")), plan.notes
+    assert seen and seen[0] == said  # before the first progress of the work
+    assert [r.getMessage() for r in caplog.records].count(said[0]) == 1
+    np.testing.assert_array_equal(got, array)

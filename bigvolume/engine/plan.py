@@ -35,6 +35,14 @@ def should_stream(asked: bool | None, reads_in_slabs: bool, needed_bytes: int, m
     return bool(asked) and reads_in_slabs
 
 
+def read_whole_note(path, why: str, needed_bytes: int, memory_limit: int) -> str:
+    """What a run that reads its input whole says, before the work, when that does not fit the limit."""
+    if needed_bytes <= memory_limit:
+        return ""
+    return (f"{path}: reading it whole ({why}) needs about {format_bytes(needed_bytes)}, more than the memory "
+            f"limit {format_bytes(memory_limit)}")
+
+
 @dataclass
 class InputPlan:
     """A volume file as the header describes it, and the memory an operation on it may use."""
@@ -55,8 +63,16 @@ class InputPlan:
 
     def streams(self, output_bytes: int | None = None, can_stream: bool = True) -> bool:
         """Whether an operation writing ``output_bytes`` (default: as many as it reads) streams."""
-        needed = self.input_bytes + (self.input_bytes if output_bytes is None else output_bytes)
-        return should_stream(self.stream, self.reads_in_slabs, needed, self.memory_limit, can_stream)
+        return should_stream(self.stream, self.reads_in_slabs, self._needed(output_bytes), self.memory_limit,
+                             can_stream)
+
+    def whole_read_note(self, output_bytes: int | None = None) -> str:
+        """The note of a run that reads the input whole (as asked, or as the file must be) over the limit."""
+        why = "it cannot be read in slabs" if not self.reads_in_slabs else "as asked"
+        return read_whole_note(self.path, why, self._needed(output_bytes), self.memory_limit)
+
+    def _needed(self, output_bytes: int | None) -> int:
+        return self.input_bytes + (self.input_bytes if output_bytes is None else output_bytes)
 
 
 def plan_input(path, *, stream: bool | None = None, memory_limit: float | None = None,
@@ -119,8 +135,12 @@ def plan_slabs(slices: int, slice_bytes: int, per_slice: int, fixed: int, memory
         slab = 1
         # what does not fit: what the program holds already, or the buffers themselves (--threads 10000: each
         # filter thread has its own; the note blamed the 33 MiB in use beside a 5.9 GiB limit)
-        held = ("for these buffers alone (threads, kernel windows)" if in_use < memory_limit < fixed + per_slice
-                else f"beside the {format_bytes(in_use)} this program already uses")
+        # (a 26000^2 slice: the note blamed threads and kernel windows)
+        held = (f"beside the {format_bytes(in_use)} this program already uses"
+                if not in_use < memory_limit < fixed + per_slice
+                else f"for the buffers of one slice alone ({format_bytes(per_slice)} for a slice of "
+                     f"{format_bytes(slice_bytes)})" if per_slice >= fixed
+                else "for these buffers alone (threads, kernel windows)")
         note = (f"memory limit {format_bytes(memory_limit)} leaves no room {held}; streaming one slice at a time "
                 f"(buffers {format_bytes(fixed + per_slice)})")
     slab = min(slab, max(1, -(-slices // min_slabs)), slices)

@@ -332,7 +332,7 @@ class _ReduceStage(SlabStage):
 
 
 def _reduce_slabs(reader, mapping: _Mapping, dtype: np.dtype, sink, memory_limit: float,
-                  progress) -> tuple[int, int]:
+                  progress, name) -> tuple[int, int]:
     """Every slab of ``reader`` reduced (see _ReduceStage) into ``sink``, on the slab engine; returns (clipped
     voxels, NaN voxels)."""
     voxels = reader.slice_bytes // reader.dtype.itemsize
@@ -341,7 +341,7 @@ def _reduce_slabs(reader, mapping: _Mapping, dtype: np.dtype, sink, memory_limit
     plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, 0, memory_limit,
                       max_slab_bytes=SLAB_VOXELS * reader.dtype.itemsize, alignment=reader.slab_alignment)
     if plan.note:  # said before the work, as resample does: a run killed for memory has said why
-        logger.warning(f"{getattr(reader, 'path', None) or 'volume'}: {plan.note}")
+        logger.warning(f"{name}: {plan.note}")
     stage = _ReduceStage(mapping.window, dtype, mapping.output_range, mapping.whole)
     run_slabs(reader, stage, sink, plan.slab_slices, threads=default_threads(), progress=progress,
               message="reducing precision, slab")
@@ -485,11 +485,11 @@ def reduce_bits(volume: Volume, bits: int = 8, *, signed: bool = False, window: 
     progress = as_progress(progress)
     try:
         clipped, nan = _reduce_slabs(ArraySlabReader(volume.array, volume.geometry), mapping, dtype,
-                                     ArraySink(output), in_memory_limit(), progress)
+                                     ArraySink(output), in_memory_limit(), progress, "volume")
     except _Fractions:  # kept float values that are not all integers: stretched, as the rule says
         mapping = _stretched(volume.array, volume.dtype, dtype, window)
         clipped, nan = _reduce_slabs(ArraySlabReader(volume.array, volume.geometry), mapping, dtype,
-                                     ArraySink(output), in_memory_limit(), progress)
+                                     ArraySink(output), in_memory_limit(), progress, "volume")
     return Volume(output, volume.geometry), _reduce_report(mapping, dtype, volume.dtype, clipped, nan, output.size)
 
 
@@ -512,6 +512,9 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
         _check_reducible(plan.components, plan.dtype)
     io.check_output_path(output_path, inputs=[input_path])
     streams = plan.streams(plan.geometry.voxel_count * dtype.itemsize)
+    whole_read_note = "" if streams else plan.whole_read_note(plan.geometry.voxel_count * dtype.itemsize)
+    if whole_read_note:  # (--no-stream over the limit was silent)
+        logger.warning(whole_read_note)
     if not streams and not writes_in_slabs(output_path):
         volume = io.read_volume(input_path, series)
         with naming(input_path):
@@ -531,12 +534,12 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
                 mapping = _choose_mapping(reader, plan.dtype, dtype, window, percentiles, stretch)
             try:
                 with file_sink(output_path, plan.geometry, dtype) as writer:
-                    clipped, nan = _reduce_slabs(reader, mapping, dtype, writer, limit, progress)
+                    clipped, nan = _reduce_slabs(reader, mapping, dtype, writer, limit, progress, input_path)
             except _Fractions:  # (the file sink aborted: nothing written) stretched, as the rule says
                 with naming(input_path):
                     mapping = _stretched(reader, plan.dtype, dtype, window)
                 with file_sink(output_path, plan.geometry, dtype) as writer:
-                    clipped, nan = _reduce_slabs(reader, mapping, dtype, writer, limit, progress)
+                    clipped, nan = _reduce_slabs(reader, mapping, dtype, writer, limit, progress, input_path)
         report = _reduce_report(mapping, dtype, plan.dtype, clipped, nan, plan.geometry.voxel_count)
     progress(1.0, "written")
     for note in report.notes:

@@ -19,8 +19,8 @@ from ..core.memory import default_threads, format_bytes
 from ..core.progress import Progress, ProgressCallback, as_progress
 from ..core.volume import Volume, check_volume_array
 from ..engine.gpu import choose_device, device_name, probe_cuda, resample_array
-from ..engine.plan import in_memory_limit, plan_input, should_stream
-from ..engine.stream import STREAMABLE_METHODS, StreamPlan, downsample_in_memory, stream_to_file
+from ..engine.plan import in_memory_limit, plan_input, read_whole_note, should_stream
+from ..engine.stream import STREAMABLE_METHODS, StreamPlan, downsample_in_memory, estimate_stream, stream_to_file
 from ..engine.sinks import NanCountingSink
 from ..io import files as io
 from ..io.slab_readers import ArraySlabReader
@@ -292,6 +292,9 @@ class FilePlan:
     reads_in_slabs: bool     # the file's layout allows reading a slab at a time
     series: str | None = None  # the DICOM series UID asked for (bigvolume.dicom)
     backend: str = DEFAULT_BACKEND
+    # The buffers of a run one slice at a time: what a run in memory adds to the input and output at least
+    # (a 26000^2 slice needs GiBs: read whole beside its output it went 1.3x over the default limit, silently).
+    slice_buffers: int = 0
 
     @property
     def can_stream(self) -> bool:
@@ -307,7 +310,7 @@ class FilePlan:
 
     @property
     def in_memory_bytes(self) -> int:
-        return self.input_bytes + self.output_bytes
+        return self.input_bytes + self.output_bytes + self.slice_buffers
 
     @property
     def streams(self) -> bool:
@@ -323,7 +326,8 @@ class FilePlan:
     def describe(self) -> str:
         """Input grid -> output grid, sizes, and how it will run (streamed or read whole, and why)."""
         limit = f"memory limit {format_bytes(self.memory_limit)}{' (automatic)' if self.automatic_limit else ''}"
-        needs = f"input + output {format_bytes(self.in_memory_bytes)}"
+        needs = (f"input + output{' + the buffers of one slice' if self.slice_buffers else ''} "
+                 f"{format_bytes(self.in_memory_bytes)}")
         over = self.in_memory_bytes > self.memory_limit
         if self.streams:
             how = (f"streamed from disk, as asked ({limit})" if self.stream
@@ -345,9 +349,10 @@ class FilePlan:
 def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False, target_bytes: float | None = None,
               method: str = DEFAULT_METHOD, dtype=None, stream: bool | None = None,
               memory_limit: float | None = None, series: str | None = None,
-              backend: str | None = None) -> FilePlan:
+              backend: str | None = None, threads: int | None = None) -> FilePlan:
     """Plan :func:`resample_file` from the input's header: refuses invalid settings, unreadable headers and
-    missing or short data files before any voxel is read."""
+    missing or short data files before any voxel is read. ``threads``: the filter threads the run will use
+    (their buffers count in the memory planned)."""
     check_method(method)
     backend = check_backend(backend, method)
     if factor is not None:
@@ -367,9 +372,14 @@ def plan_file(input_path, factor=None, *, spacing=None, isotropic: bool = False,
                              "choose the numpy backend to stream")
     out_dtype = native(dtype) if dtype is not None else in_dtype
     check_backend(backend, method, dtype=filter_dtype(in_dtype, out_dtype))
-    return FilePlan(source.path, geometry, geometry.downsampled(factors), factors, in_dtype, out_dtype, components,
+    plan = FilePlan(source.path, geometry, geometry.downsampled(factors), factors, in_dtype, out_dtype, components,
                     method, source.memory_limit, source.automatic_limit, stream, source.reads_in_slabs, series,
                     backend)
+    if stream is None and plan.reads_in_slabs and plan.can_stream:  # (only then may it change the choice)
+        with open_slabs(plan.input_path, series) as reader:
+            plan.slice_buffers = estimate_stream(reader, factors, method, out_dtype=out_dtype, memory_limit=0,
+                                                 threads=threads or default_threads()).working_bytes
+    return plan
 
 
 def writes_compressed(path, compress: bool | None) -> bool:
@@ -466,7 +476,7 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
     output_path = Path(output_path)
     plan = plan_file(input_path, factor, spacing=spacing, isotropic=isotropic, target_bytes=target_bytes,
                      method=method, dtype=dtype, stream=stream, memory_limit=memory_limit, series=series,
-                     backend=backend)
+                     backend=backend, threads=threads)
     input_path = plan.input_path
     io.check_output_path(output_path, inputs=[input_path])
     suffix = io.volume_suffix(output_path)
@@ -483,17 +493,23 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
         _note(notes, f"{input_path}: this file's encoding cannot be read in slabs; reading it whole "
                      f"({format_bytes(plan.input_bytes)})")
     elif not plan.streams and plan.in_memory_bytes > plan.memory_limit:
-        why = "it cannot be read in slabs" if not plan.reads_in_slabs else plan.why_read_whole()
-        _note(notes, f"{input_path}: reading it whole ({why}) needs about {format_bytes(plan.in_memory_bytes)}, "
-                     f"more than the memory limit {format_bytes(plan.memory_limit)}")
+        _note(notes, read_whole_note(input_path, "it cannot be read in slabs" if not plan.reads_in_slabs
+                                     else plan.why_read_whole(), plan.in_memory_bytes, plan.memory_limit))
     volume = None  # the input, read once however many times the output is written (see fit_file_size)
     counted = {}   # "sink": the NaN count of the last output written
+    limit_said: list[str] = []
     # A float input's NaN are counted before the cast to an integer output type, which makes them 0.
     cast_after_count = plan.dtype.kind == "f" and plan.out_dtype.kind in "iu"
 
     def counting(writer):
         counted["sink"] = NanCountingSink(writer, plan.out_dtype if cast_after_count else None)
         return counted["sink"]
+
+    def note_limit(text: str) -> None:
+        """The plan's note on a limit its buffers cannot keep, said once."""
+        if text and not limit_said:
+            limit_said.append(text)
+            _note(notes, text)
 
     def slab_written(path) -> bool:
         """Whether the slab writers write the output (else SimpleITK's writer, from the whole result)."""
@@ -505,10 +521,16 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
         counted.clear()
         if plan.streams:
             with open_slabs(input_path, series) as reader:
+                backend = ArrayBackend(probe_cuda()[0]) if device == "cuda" else None
+                workers = threads or default_threads()
+                # a limit the buffers cannot keep is said before the work, not after it (once per run, though
+                # fitting a file size streams several times)
+                ahead = estimate_stream(reader, factors, method, out_dtype=plan.out_dtype, threads=workers,
+                                        memory_limit=plan.memory_limit, backend=backend).note
+                note_limit(ahead)
                 return stream_to_file(reader, path, factors, method, out_dtype=plan.out_dtype,
-                                      threads=threads or default_threads(), compress=compress,
-                                      memory_limit=plan.memory_limit, progress=part,
-                                      backend=ArrayBackend(probe_cuda()[0]) if device == "cuda" else None,
+                                      threads=workers, compress=compress,
+                                      memory_limit=plan.memory_limit, progress=part, backend=backend,
                                       wrap_sink=counting,
                                       filter_dtype=work_dtype(native(plan.dtype)) if cast_after_count else None)
         if volume is None:
@@ -543,8 +565,8 @@ def resample_file(input_path, output_path, factor=None, *, spacing=None, isotrop
                                         lambda grid: header_bytes(output_path, grid, plan.out_dtype, plan.components,
                                                                   slab_written(output_path)), output_path)
     stream_plan = write_output(factors, output_path, progress.sub(0.8 if trials else 0.0, 1.0))
-    if stream_plan is not None and stream_plan.note:
-        _note(notes, stream_plan.note)
+    if stream_plan is not None:
+        note_limit(stream_plan.note)
     counter = counted.get("sink")
     if counter is not None and counter.nan:
         _note(notes, nan_note(counter.nan, counter.voxels, method, plan.out_dtype))

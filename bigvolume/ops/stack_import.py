@@ -56,10 +56,22 @@ class StackImport:
     def estimated_working_bytes(self, memory_limit: float) -> int:
         """Buffers of the streaming run besides the output: the streaming plan's own, plus one decoded slice per
         decoder thread."""
-        plan = estimate_stream(self.reader, self.factors, self.method,
+        return self._stream_plan(memory_limit).working_bytes + self.reader.threads * self.reader.slice_bytes
+
+    def _stream_plan(self, memory_limit: float, threads: int | None = None) -> StreamPlan:
+        return estimate_stream(self.reader, self.factors, self.method,
                                out_dtype=self.out_dtype if self.bits is None else np.float32,
-                               threads=self.reader.threads, memory_limit=memory_limit)
-        return plan.working_bytes + self.reader.threads * self.reader.slice_bytes
+                               threads=threads or self.reader.threads, memory_limit=memory_limit)
+
+    def note_limit(self, memory_limit: float, threads: int | None = None, name=None) -> None:
+        """Before the work, both doors: a limit the stream's buffers cannot keep is said (it was computed and said
+        by neither; a run killed for memory then says why)."""
+        note = self._stream_plan(memory_limit, threads).note
+        if note:
+            note = f"{name or self.info.files[0].parent}: {note}"
+            if note not in self.notes:  # (a plan run twice)
+                self.notes.append(note)
+            logger.warning(note)
 
     def describe(self, memory_limit: float | None = None, with_notes: bool = True, to_file: bool = False) -> str:
         """The plan in words. ``to_file``: the import writes a file (the command line), so only the working buffers
@@ -98,6 +110,7 @@ class StackImport:
         ``import_stack``: the NaN note joins ``notes``, the window's clipped voxels the returned plan
         (``window_note``)."""
         counting = _CountingSinks(self, self.choose_window())
+        self.note_limit(_limit(memory_limit), threads or default_threads())
         stream_plan = stream_downsample(self.reader, self.factors, self.method, counting.wrap(sink),
                                         out_dtype=self.out_dtype if counting.window is None else np.float32,
                                         threads=threads or default_threads(),
@@ -278,16 +291,13 @@ def import_stack(source, output_path, *, spacing=None, factor=1.0, roi=None, gra
             return StackImportReport(output_path, plan, None, True, time.perf_counter() - started)
         progress = as_progress(progress)
         counting = _CountingSinks(plan, plan.choose_window())
+        plan.note_limit(_limit(memory_limit), name=source)
         stream_plan = stream_to_file(plan.reader, output_path, plan.factors, plan.method, out_dtype=plan.out_dtype,
                                      threads=plan.reader.threads, compress=compress,
                                      memory_limit=_limit(memory_limit), progress=progress,
                                      wrap_sink=counting.wrap,
                                      filter_dtype=None if counting.window is None else np.float32)
         counting.finish(stream_plan)
-        if stream_plan.note:  # (a limit that leaves no room: computed, never said)
-            note = f"{source}: {stream_plan.note}"
-            plan.notes.append(note)
-            logger.warning(note)
     finally:
         plan.close()
     return StackImportReport(output_path, plan, stream_plan, False, time.perf_counter() - started)
