@@ -632,6 +632,51 @@ def test_a_format_that_cannot_stream_is_read_whole_with_a_note(tmp_path, caplog)
     assert_matches_in_memory(read_back(tmp_path / "out.nrrd"), bv.resample(volume, 2))
 
 
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".nii.gz"])
+def test_gzip_outputs_compressed_on_several_threads_are_one_standard_stream(tmp_path, monkeypatch, suffix):
+    """Level 6 on one thread wrote 3-15 MB/s (longer than dehazing the volume). The pieces compressed on threads
+    join into one gzip stream that gzip, zlib and SimpleITK read, about as small as one thread's, and the same
+    bytes whatever the threads and the blocks written."""
+    from bigvolume.io import slab_writers
+    rng = np.random.default_rng(len(suffix))
+    array = (rng.normal(1000, 30, (40, 150, 211)) + np.arange(211) * 3).astype(np.uint16)  # 2.4 MiB: 3 pieces
+    array[5:9] = 0  # runs longer than a piece's primer too
+    volume = bv.Volume(array, bv.Geometry((211, 150, 40), (0.5, 0.6, 0.7), (1, -2, 3)))
+    written = {}
+    for threads, blocks in ((1, [40]), (2, [1, 7, 32]), (5, [13, 13, 14]), (3, [3] * 13 + [1])):
+        monkeypatch.setattr(slab_writers, "default_threads", lambda: threads)
+        path = tmp_path / f"t{threads}" / f"out{suffix}"
+        path.parent.mkdir()
+        writer = SlabWriter(path, volume.geometry, np.uint16, compress=True)
+        start = 0
+        for size in blocks:
+            writer.write(array[start:start + size])
+            start += size
+        writer.close()
+        data = path.with_name("out.raw.gz") if suffix == ".nhdr" else path
+        written[threads] = data.read_bytes()
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), array)
+        np.testing.assert_array_equal(read_back(path).array, array)
+    assert len(set(written.values())) == 1  # the same file
+    stream = written[1] if suffix == ".nii.gz" else written[1][written[1].index(b"\x1f\x8b"):]
+    plain = gzip.decompress(stream)
+    assert plain.endswith(array.tobytes())
+    one_thread = len(gzip.compress(plain, 6))
+    assert len(stream) <= 1.002 * one_thread, (len(stream), one_thread)
+
+
+def test_an_aborted_gzip_output_stops_its_threads_and_closes_the_file(tmp_path, monkeypatch):
+    from bigvolume.io import slab_writers
+    monkeypatch.setattr(slab_writers, "default_threads", lambda: 3)
+    volume = sample_volume(np.uint16, shape=(64, 256, 256))
+    writer = SlabWriter(tmp_path / "v.nrrd", volume.geometry, np.uint16, compress=True)
+    writer.write(volume.array[:60])  # 7.5 MiB: pieces on the threads
+    gzip_file = writer._out
+    assert gzip_file.pieces
+    writer.abort()
+    assert gzip_file.handle.closed and not gzip_file.pieces and gzip_file.pool._shutdown
+
+
 def test_writer_refuses_to_finish_an_incomplete_volume(tmp_path):
     volume = sample_volume(np.uint16)
     writer = SlabWriter(tmp_path / "v.nhdr", volume.geometry, np.uint16)

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import os
 import queue
+import struct
 import sys
 import tempfile
 import threading
 import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from ..core.errors import VolumeFileError
 from ..core.geometry import Geometry
+from ..core.memory import default_threads
 from ..core.volume import Volume
 from .files import check_geometry_fits, check_writable_type, file_size, unit_axes, volume_suffix, write_volume
 from .raw_writes import open_for_append
@@ -141,22 +145,72 @@ def header_bytes(path, geometry: Geometry, dtype, components: int = 1, slab_writ
 
 
 class _GzipFile:
-    """Appends gzip-compressed bytes to an open binary file."""
+    """Appends one gzip stream to an open binary file, compressed on several threads as pigz does: the data is cut
+    into GZIP_BLOCK pieces, each deflated on its own, primed with the 32 KiB before it (so matches reach back as in
+    one stream: sizes within 0.1 %), and ended on a byte boundary (a sync flush) so the pieces join into one deflate
+    stream. Single-threaded level 6 wrote 3-15 MB/s: for a dehazed 2 GiB .nrrd, longer than the dehazing. The
+    pieces are cut at fixed offsets of the data, so the file is the same whatever the threads and slab sizes."""
 
-    def __init__(self, handle):
+    def __init__(self, handle, threads: int | None = None):
         self.handle = handle
-        self.compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+        self.threads = max(1, min(GZIP_THREADS, threads or default_threads()))
+        self.pending = bytearray()   # data of the piece being filled
+        self.primer = b""            # the last 32 KiB before it
+        self.crc = self.size = 0
+        self.pieces: deque = deque()  # compressed pieces in order (futures, or bytes without a pool)
+        self.pool = ThreadPoolExecutor(self.threads, "bigvolume-gzip") if self.threads > 1 else None
+        handle.write(GZIP_HEADER)
 
     def write(self, data) -> None:
-        self.handle.write(self.compressor.compress(data))
+        data = memoryview(data).cast("B")
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+        start = 0
+        while start < len(data):
+            take = min(len(data) - start, GZIP_BLOCK - len(self.pending))
+            self.pending += data[start:start + take]
+            start += take
+            if len(self.pending) == GZIP_BLOCK:
+                self._deflate(last=False)
+
+    def _deflate(self, last: bool) -> None:
+        piece, primer = bytes(self.pending), self.primer
+        self.primer, self.pending = piece[-DEFLATE_WINDOW:], bytearray()
+        self.pieces.append(self.pool.submit(_deflate_piece, piece, primer, last) if self.pool
+                           else _deflate_piece(piece, primer, last))
+        while len(self.pieces) > self.threads or (last and self.pieces):  # (at most a piece per thread)
+            done = self.pieces.popleft()
+            self.handle.write(done if isinstance(done, bytes) else done.result())
 
     def close(self) -> None:
         if self.handle.closed:
             return
         try:
-            self.handle.write(self.compressor.flush())
+            self._deflate(last=True)
+            self.handle.write(struct.pack("<II", self.crc, self.size & 0xFFFFFFFF))
         finally:  # closed even when the last bytes cannot be written: Windows removes no open file
-            self.handle.close()
+            self.abort()
+
+    def abort(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pieces.clear()
+        self.handle.close()
+
+
+GZIP_BLOCK = 2**20      # bytes of data per piece compressed on its own (pigz: 128 KiB; fewer, larger pieces here)
+GZIP_THREADS = 8        # at most: ~2 MiB per thread in flight, within the engine's FIXED_OVERHEAD
+DEFLATE_WINDOW = 2**15  # how far back deflate matches reach: the primer of the next piece
+# magic, deflate, no flags, no time, no extra flags, OS unknown (the same file on every system)
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+def _deflate_piece(piece: bytes, primer: bytes, last: bool) -> bytes:
+    """Raw deflate of one piece, primed with the data before it, ending the stream (``last``) or on a byte
+    boundary for the next piece to follow."""
+    compressor = (zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=primer) if primer
+                  else zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS))
+    return compressor.compress(piece) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
 class SlabWriter:
@@ -211,7 +265,7 @@ class SlabWriter:
 
     def abort(self) -> None:
         try:
-            self._out.close()
+            getattr(self._out, "abort", self._out.close)()  # (a gzip stream is not finished: nothing to keep)
         except (OSError, zlib.error):
             pass
 
