@@ -82,36 +82,48 @@ def _pairs_121(values: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _smooth_chunks(slices, total: int, lo: int, n: int, work: np.dtype, take) -> None:
-    """64 x the [1 2 1]^3 mean of slices ``lo .. lo+n-1`` of a (total, j, i) stack, by chunks of slices on
-    :data:`SMOOTH_THREADS` threads: ``slices(a, b)`` gives slices a..b-1 (of any type: the first sums convert to the
-    ``work`` dtype as they go, with no converted copy), ``take(c0, c1, chunk)`` receives the result for slices
-    lo+c0 .. lo+c1-1. The slice before ``lo`` and after ``lo+n-1`` are used unless the stack ends there (the edge
-    slice stands in). Integer work dtypes use neighbour pairs, floats the
-    order of :func:`_weighted_121`: every voxel gets the same bits in any chunk or slab."""
+    """64 x the [1 2 1]^3 mean of slices ``lo .. lo+n-1`` of a (total, j, i) stack, by chunks of about
+    :data:`SMOOTH_CHUNK_VOXELS` on :data:`SMOOTH_THREADS` threads: ``slices(a, b)`` gives slices a..b-1 (of any type:
+    the first sums convert to the ``work`` dtype as they go, with no converted copy), ``take(c0, c1, r0, r1, chunk)``
+    receives the result for slices lo+c0 .. lo+c1-1, rows r0 .. r1-1. The slice before ``lo`` and after ``lo+n-1``
+    are used unless the stack ends there (the edge slice stands in). Integer work dtypes use neighbour pairs, floats
+    the order of :func:`_weighted_121`: every voxel gets the same bits in any chunk or slab."""
     integer = np.dtype(work).kind in "iu"
-    plane = 1
-    for size in slices(lo, lo + 1).shape[1:]:
-        plane *= size
+    nj, ni = slices(lo, lo + 1).shape[1:3]
+    plane = nj * ni
     step = max(1, SMOOTH_CHUNK_VOXELS // max(1, plane))
+    # A slice larger than a chunk goes by rows, each with the row before and after it (its result dropped): the
+    # chunk's int32 copies stay a chunk's size (whole 20000^2 slices took 9 GB a thread)
+    rows = nj if plane <= SMOOTH_CHUNK_VOXELS else max(1, SMOOTH_CHUNK_VOXELS // max(1, ni))
 
-    def chunk(c0: int) -> None:
-        c1 = min(n, c0 + step)
+    def chunk(item) -> None:
+        c0, r0 = item
+        c1, r1 = min(n, c0 + step), min(nj, r0 + rows)
         a0, a1 = lo + c0 - 1, lo + c1 + 1  # the neighbours, edges repeated
-        inner = slices(max(0, a0), min(total, a1))
+        b0, b1 = max(0, r0 - 1), min(nj, r1 + 1)
+        inner = slices(max(0, a0), min(total, a1))[:, b0:b1]
         if a0 < 0 or a1 > total:
             inner = np.concatenate(([inner[:1]] if a0 < 0 else []) + [inner] + ([inner[-1:]] if a1 > total else []))
         if integer:
             pairs = np.add(inner[:-1], inner[1:], dtype=work)
-            smooth = _pairs_121(_pairs_121(np.add(pairs[:-1], pairs[1:]), 1), 2)
-            del pairs
+            smooth = np.add(pairs[:-1], pairs[1:])
+            del pairs  # (before the two passes below: a chunk's int32 copy fewer at the peak)
+            smooth = _pairs_121(_pairs_121(smooth, 1), 2)
         else:
             smooth = np.add(inner[:-2], inner[2:], dtype=work)
             smooth += inner[1:-1]
             smooth += inner[1:-1]
             smooth = _weighted_121(_weighted_121(smooth, 1), 2)
-        take(c0, c1, smooth)
+        take(c0, c1, r0, r1, smooth[:, r0 - b0:r1 - b0])
 
-    on_threads(chunk, range(0, n, step))
+    on_threads(chunk, [(c0, r0) for c0 in range(0, n, step) for r0 in range(0, nj, rows)])
+
+
+def smooth_chunk_bytes(dtype) -> int:
+    """What one of :func:`_smooth_chunks`' threads holds at most: a chunk's input, its pair sums and the two passes'
+    copies in the work type (about 6 of them; counted for the memory plan)."""
+    work = np.dtype(np.int32) if exact_in_int32(dtype) else _work_dtype(dtype)
+    return SMOOTH_CHUNK_VOXELS * (np.dtype(dtype).itemsize + 6 * work.itemsize)
 
 
 def smooth_121(extended: np.ndarray, lo: int, n: int) -> np.ndarray:
@@ -121,8 +133,8 @@ def smooth_121(extended: np.ndarray, lo: int, n: int) -> np.ndarray:
     work = _work_dtype(extended.dtype)
     out = np.empty((n,) + extended.shape[1:], work)
 
-    def take(c0, c1, chunk):
-        out[c0:c1] = chunk
+    def take(c0, c1, r0, r1, chunk):
+        out[c0:c1, r0:r1] = chunk
 
     chunk_work = np.dtype(np.int32) if exact_in_int32(extended.dtype) else work
     _smooth_chunks(lambda a, b: extended[a:b], extended.shape[0], lo, n, chunk_work, take)
@@ -144,8 +156,8 @@ def auto_dark_voxels(extended: np.ndarray, lo: int, n: int, value: float) -> np.
         work = np.dtype(np.int32)
         limit = np.int32(int(np.clip(np.ceil(np.float64(limit)), -2**31, 2**31 - 1)))  # beyond int32: its end
 
-    def take(c0, c1, chunk):
-        np.less(chunk, limit, out=dark[c0:c1])
+    def take(c0, c1, r0, r1, chunk):
+        np.less(chunk, limit, out=dark[c0:c1, r0:r1])
 
     _smooth_chunks(lambda a, b: extended[a:b], extended.shape[0], lo, n, work, take)
     return dark

@@ -265,8 +265,7 @@ class HazePipeline:
 
     def run(self, fill_option, sink, progress: Progress) -> float:
         """All passes; returns the fill value used."""
-        if fill_option != "min":
-            _fill_value(fill_option, 0, self.source.dtype)  # refuse a value that does not fit before any work
+        check_fill(fill_option, self.source.dtype)
         passes = 3 if self.options.largest_only else 2
         self.first_pass(progress.sub(0, 1 / passes))
         if self.options.largest_only:
@@ -321,6 +320,12 @@ def enclosed_in_slices(haze: np.ndarray, obj: np.ndarray) -> int:
         place = np.arange(length).reshape((1, -1, 1) if axis == 1 else (1, 1, -1))
         return (place > np.expand_dims(first, axis)) & (place < np.expand_dims(last, axis))
     return int(np.count_nonzero(haze & between(1) & between(2)))
+
+
+def check_fill(fill, dtype: np.dtype) -> None:
+    """Refuse a fill value that does not fit the pixel type, before any work."""
+    if fill != "min":
+        _fill_value(fill, 0, dtype)
 
 
 def _fill_value(fill, minimum: float, dtype: np.dtype):
