@@ -35,7 +35,8 @@ def exact_in_int32(dtype: np.dtype) -> bool:
     return dtype.kind in "iu" and dtype.itemsize <= 2  # (bool volumes take the float path, as before)
 
 
-SMOOTH_CHUNK_VOXELS = 2**20   # the kernel runs on chunks of slices of about this size: they stay in the cache
+SMOOTH_CHUNK_VOXELS = 2**18   # the kernel runs on chunks of slices of about this size: they stay in the cache
+# (2**18 against 2**20: 1.0-1.4x faster on 1001 x 777 slices, and a quarter of the memory a thread holds)
 # numpy releases the GIL in its loops: chunks run on this many threads (memory-bound work: more gain little)
 SMOOTH_THREADS = max(1, min(4, os.cpu_count() or 1))
 
