@@ -73,11 +73,15 @@ class LocalRunner:
         """``func()`` in every process that ran tasks (e.g. to free what they cached)."""
         func()
 
-    def map(self, func: Callable, specs: Sequence, done: Callable[[int, object], None]) -> None:
-        """``func(spec)`` for every spec; ``done(n, result)`` in this thread after task ``n`` finishes."""
+    def map(self, func: Callable, specs: Sequence, done: Callable[[int, object], None],
+            at_once: int | None = None) -> None:
+        """``func(spec)`` for every spec; ``done(n, result)`` in this thread after task ``n`` finishes. ``at_once``:
+        at most that many tasks run at the same time (fewer threads than the runner's, when that many tasks would
+        not fit in memory)."""
         if not specs:
             return
         import dask.threaded
+        threads = max(1, min(self.threads, at_once or self.threads))
         from dask.callbacks import Callback
         keys = [("bigvolume-block", n) for n in range(len(specs))]
         graph = {key: (_task, func, spec) for key, spec in zip(keys, specs)}
@@ -85,9 +89,9 @@ class LocalRunner:
         def posttask(key, result, _dsk, _state, _worker):
             done(key[1], result)
 
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="bigvolume-block") as pool:
+        with ThreadPoolExecutor(threads, thread_name_prefix="bigvolume-block") as pool:
             try:
-                dask.threaded.get(graph, keys, num_workers=self.threads, pool=pool,
+                dask.threaded.get(graph, keys, num_workers=threads, pool=pool,
                                   callbacks=[Callback(posttask=posttask)._callback])
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)  # nothing writes once we return
@@ -183,7 +187,10 @@ class DistributedRunner:
     def run_everywhere(self, func: Callable) -> None:
         self.client.run(func)
 
-    def map(self, func: Callable, specs: Sequence, done: Callable[[int, object], None]) -> None:
+    def map(self, func: Callable, specs: Sequence, done: Callable[[int, object], None],
+            at_once: int | None = None) -> None:
+        # (at_once: each worker runs one task at a time already; what a worker's limit holds is checked before the
+        # cluster starts)
         if not specs:
             return
         from distributed import as_completed, wait

@@ -37,17 +37,18 @@ from ..core.memory import current_rss, default_memory_limit, default_threads, fo
 from ..core.progress import ProgressCallback, as_progress, interrupt_as_flag
 from ..engine.distributed import DistributedRunner, LocalRunner, one_blas_thread
 from ..engine.loop import SlabStage, run_slabs
-from ..engine.plan import READ_AHEAD
+from ..engine.plan import FIXED_OVERHEAD, READ_AHEAD, plan_slabs
 from ..engine.stream import STREAMABLE_METHODS, output_blocks, resample_block
 from ..io import dicom
 from ..io.ome_zarr import (DEFAULT_OME_ZARR_VERSION, OME_ZARR_VERSIONS, SPACE_UNITS, PyramidLevel, is_zarr_store,
                            multiscales_attributes, scaled_geometry)
 from ..io.files import WRITE_SUFFIXES, committed, input_files, is_inside, same_file, unit_axes, volume_suffix
+from ..io.slab_readers import DecodedSlabReader
 from ..io.slabs import SlabReader, open_slabs
 from ..io.stacks import IMAGE_SUFFIXES, find_slices
 from ..io.zarr_input import ZarrSlabReader, open_pyramid, settle_zarr_tasks, store_of
-from ..io.zarr_output import (DEFAULT_ZSTD_LEVEL, ChunkCache, chunk_concurrency, create_level, create_root,
-                              open_level, write_attributes)
+from ..io.zarr_output import (DECODERS, DEFAULT_ZSTD_LEVEL, ChunkCache, chunk_concurrency, create_level,
+                              create_root, open_level, write_attributes)
 from ..methods.kernels import ResampleKernels
 from .resample import DEFAULT_METHOD, nan_note
 
@@ -65,6 +66,12 @@ BLOCK_SLAB_SLICES = 8
 # buffers (three of them) stay small beside the window of rows (512^3 uint16: 8 MiB slabs peak 30 MiB lower than
 # 16 MiB ones and run as fast).
 SLAB_BYTES = 8 * 2**20
+# What zarr holds beside a task's data while it writes it, in multiples of the task's raw bytes (zarr 3.1, measured
+# on 256^3 and 512^3 uint16 noise): a shard's chunks encoded, then joined into one buffer (2x); a chunk's copy, its
+# bytes and its encoded bytes (3x). A shard written in parts costs as much: zarr reads it back and joins it again
+# (and 1.7x the time), so a shard is written whole and is the least level 0 can hold.
+SHARD_WRITE_COPIES = 2
+CHUNK_WRITE_COPIES = 3
 STAGING_SUFFIX = ".partial"
 # Output names that say "one file": a pyramid is a folder, and `pyramid in.nrrd out.nrrd` is a slip of the keyboard.
 FILE_SUFFIXES = WRITE_SUFFIXES + IMAGE_SUFFIXES + dicom.DICOM_SUFFIXES + (".gz", ".raw", ".zraw")
@@ -389,11 +396,13 @@ def compute_block(task: BlockTask) -> list[str]:
     """Compute one block from the previous level's array and write it (whole chunks or shards); returns the stamps
     of the files written (:func:`stored_stamps`)."""
     one_blas_thread()
+    fixed_mmap_threshold()
     source = open_level(task.store, task.source, task.run)
     target = open_level(task.store, task.target, task.run)
     kernels = level_kernels(task.method, task.source_shape, task.dtype, task.step)
     if not _CACHE:
         _CACHE.append(ChunkCache(task.cache_bytes))
+    _CACHE[0].max_bytes = task.cache_bytes  # this run's (a process's first run set it, for every later run)
     key = (task.store, task.source, task.run)
 
     def read(region):
@@ -408,21 +417,44 @@ def compute_block(task: BlockTask) -> list[str]:
     return stored_stamps(stored_files(target, task.block))
 
 
-class _StartedReader(SlabReader):
-    """Slices ``start ..`` of ``reader`` (a resumed level-0 pass starts where work remains)."""
+class _PieceReader(SlabReader):
+    """Slices ``z0 .. z1-1`` of ``reader``, the rows and columns of ``box`` (((y0, y1), (x0, x1)); default: whole
+    slices): a resumed level-0 pass starts where work remains, and a row too large for the memory limit is read one
+    piece at a time. A piece of a reader that neither hands out views nor reads boxes (a raw or compressed file,
+    slices of a stack) is copied out of whole slices read into one buffer (reads are on one thread)."""
 
-    def __init__(self, reader: SlabReader, start: int):
+    def __init__(self, reader: SlabReader, z0: int, z1: int, box=None):
         g = reader.geometry
-        super().__init__(reader.path, Geometry(g.dimensions[:2] + (g.dimensions[2] - start,), g.spacing, g.origin,
-                                               g.direction), reader.dtype, reader.components)
-        self.reader, self.start = reader, start
+        self.box = box or ((0, reader.slice_shape[0]), (0, reader.slice_shape[1]))
+        (y0, y1), (x0, x1) = self.box
+        super().__init__(reader.path, Geometry((x1 - x0, y1 - y0, z1 - z0), g.spacing, g.origin, g.direction),
+                         reader.dtype, reader.components)
+        self.reader, self.start = reader, z0
+        self.whole = self.box == ((0, reader.slice_shape[0]), (0, reader.slice_shape[1]))
         self.hands_out_views, self.holds_input = reader.hands_out_views, reader.holds_input
+        self._slices = None  # the whole slices a piece is copied from
 
     def new_buffer(self, slices: int, dtype=None):
-        return self.reader.new_buffer(slices, dtype)
+        return self.reader.new_buffer(slices, dtype) if self.whole else super().new_buffer(slices, dtype)
 
     def read(self, k0, k1, out=None):
-        return self.reader.read(k0 + self.start, k1 + self.start, out)
+        a, b = k0 + self.start, k1 + self.start
+        if self.whole:
+            return self.reader.read(a, b, out)
+        (y0, y1), (x0, x1) = self.box
+        if isinstance(self.reader, ZarrSlabReader):
+            return self.reader.read_box(((a, b), (y0, y1), (x0, x1)), None if out is None else out[:b - a])
+        if self.reader.hands_out_views:
+            piece = self.reader.read(a, b)[:, y0:y1, x0:x1]
+        else:
+            if self._slices is None or self._slices.shape[0] < b - a:
+                self._slices = self.reader.new_buffer(b - a)
+            piece = self.reader.read(a, b, self._slices)[:, y0:y1, x0:x1]
+        if out is None and self.hands_out_views:
+            return piece
+        out = self.new_buffer(b - a) if out is None else out[:b - a]
+        out[...] = piece
+        return out
 
 
 class Level0Stage(SlabStage):
@@ -430,13 +462,15 @@ class Level0Stage(SlabStage):
     level-0 chunks (or shards) is written, and each level-1 block whose input region is in the window is computed
     from it (on the loop's filter threads) and written. Slices nothing needs any more leave the window."""
 
-    def __init__(self, level0, rows, rows_todo, level1_tasks, start: int, capacity: int, slice_shape, dtype,
-                 record, strip: int):
+    def __init__(self, level0, rows, rows_todo, level1_tasks, start: int, capacity: int, dtype, record, strip: int,
+                 box):
         self.level0, self.rows, self.record, self.strip = level0, rows, record, strip
+        self.box = box              # ((y0, y1), (x0, x1)) of level 0 the window holds (a piece of each row)
         self.rows_todo = sorted(rows_todo)
         self.tasks = level1_tasks   # [(number, block, region, kernels, target)], by region end
         self.start = start
-        self.window = np.empty((capacity,) + tuple(slice_shape), dtype)
+        (y0, y1), (x0, x1) = box
+        self.window = np.empty((capacity, y1 - y0, x1 - x0), dtype)
         self.w0 = self.w1 = start   # the window holds slices w0 .. w1-1
         self.pending = []           # (level, number, future) submitted, not yet recorded
         self.nan = 0                # NaN voxels of the input slices read (float inputs)
@@ -490,11 +524,11 @@ class Level0Stage(SlabStage):
     def _write_row(self, z0, z1) -> list[str]:
         # A strip of whole chunks (or shards) along y at a time: zarr copies what it is given, and a whole row of a
         # large slice would be copied at once.
-        for y0 in range(0, self.level0.shape[1], self.strip):
-            y1 = min(y0 + self.strip, self.level0.shape[1])
-            self.level0[z0:z1, y0:y1] = self.window[z0 - self.w0:z1 - self.w0, y0:y1]
-        return stored_stamps(stored_files(self.level0, ((z0, z1), (0, self.level0.shape[1]),
-                                                        (0, self.level0.shape[2]))))
+        (b0, b1), (x0, x1) = self.box
+        for y0 in range(b0, b1, self.strip):
+            y1 = min(y0 + self.strip, b1)
+            self.level0[z0:z1, y0:y1, x0:x1] = self.window[z0 - self.w0:z1 - self.w0, y0 - b0:y1 - b0]
+        return stored_stamps(stored_files(self.level0, ((z0, z1), (b0, b1), (x0, x1))))
 
     def _compute(self, block, region, kernels, target):
         def read_region(region):  # in the window: level 0's slices, still in memory
@@ -503,6 +537,32 @@ class Level0Stage(SlabStage):
         out = resample_block(read_region, kernels, block, slab_slices=BLOCK_SLAB_SLICES)
         target[tuple(slice(a, b) for a, b in block)] = out
         return stored_stamps(stored_files(target, block))
+
+
+def _level0_in_pieces(reader, level0, level: LevelPlan, rows, rows_todo, planned: Level0Plan, threads, record,
+                      advance) -> int:
+    """Level 0's rows too large for the memory limit, each read and written one piece of ``planned.band`` at a
+    time (the same chunks or shards, whole: the same bytes); a row is recorded once all its pieces are written.
+    Returns the NaN voxels read."""
+    nan = 0
+    for row in sorted(rows_todo):
+        z0, z1 = rows[row]
+        for box in planned.pieces(level.shape):
+            part = _PieceReader(reader, z0, z1, box)
+            stage = Level0Stage(level0, [(z0, z1)], [0], [], z0, z1 - z0, reader.dtype, lambda *done: None,
+                                level.task_shape[1], box)
+            voxels = (box[0][1] - box[0][0]) * (box[1][1] - box[1][0])
+            streamed = {"slices": 0.0}
+
+            def slab_progress(fraction, message, voxels=voxels, streamed=streamed):
+                slices = fraction * (z1 - z0)
+                advance((slices - streamed["slices"]) * voxels, f"level 0: row {row + 1}/{len(rows)}")
+                streamed["slices"] = slices
+
+            run_slabs(part, stage, None, planned.slab, threads=threads, progress=slab_progress)
+            nan += stage.nan
+        record(0, row, stored_stamps(stored_files(level0, ((z0, z1), (0, level.shape[1]), (0, level.shape[2])))))
+    return nan
 
 
 def _window_capacity(slabs, rows, rows_todo, task_regions, start) -> int:
@@ -626,6 +686,8 @@ def pyramid(input, output, *, levels: int | None = None, chunks=DEFAULT_CHUNKS, 
         if not resuming and needed > free:
             raise BigVolumeError(f"{output}: not enough disk space: the pyramid may need {format_bytes(needed)} "
                                  f"(uncompressed), {format_bytes(free)} are free")
+        if workers:  # (an existing scheduler's workers have their own limits)
+            _refuse_tasks_over_worker_limit(plan, reader.dtype, method, limit)
         runner = (DistributedRunner(workers, scheduler, limit) if workers or scheduler
                   else LocalRunner(threads))
         try:
@@ -735,6 +797,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
     """Write every level into ``staging``; returns the number of finished tasks skipped (resumed) and notes on how
     the levels were computed."""
     one_blas_thread()
+    fixed_mmap_threshold()
     root = create_root(staging, version)
     records = Records(staging)
     dtype = reader.dtype
@@ -791,23 +854,32 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
                 region = kernels1.block(level1_blocks[n])[1]
                 tasks.append((n, level1_blocks[n], region, kernels1, arrays[1]))
             tasks.sort(key=lambda t: t[2][0].stop)
-            fused = _fits(reader, plan, rows, rows_todo, tasks, threads, limit)
-            if not fused:
-                tasks = []
+        # The memory plan, before any voxel is read: level 0's pass (whole rows, level 1 fused in, or rows in
+        # pieces), and how many tasks of each level run at once; what cannot fit is said now, once.
+        level0 = _plan_level0(reader, plan, rows, rows_todo, tasks, threads, limit)
+        at_once, clauses, needed = _tasks_at_once(plan, dtype, method, threads, limit)
+        fused = level0.fused
+        if not fused:
+            tasks = []
         if len(plan) > 1:
             notes.append("level 1 computed from the input rows in memory during level 0's pass" if fused else
                          "level 1 computed from level 0 read back")
+        if runner.distributed:  # (the workers' tasks: checked before the cluster started)
+            clauses, needed = [], 0
+        if level0.needed > limit and rows_todo:
+            clauses.insert(0, _level0_note(reader, plan[0], level0))
+            needed = max(needed, level0.needed)
+        if clauses:
+            note = _memory_note(clauses, needed, limit)
+            logger.warning(note)  # now, before the work (the command line prints it on stderr)
+            notes.append(note)
         done_before = sum(rows[r][1] - rows[r][0] for r in range(len(rows)) if r not in rows_todo)
         advance(done_before * reader.slice_bytes / dtype.itemsize, "level 0 (resumed)" if done_before else "level 0")
-        if rows_todo or tasks:
+        if (rows_todo or tasks) and level0.whole:
             start = min([rows[r][0] for r in rows_todo] + [t[2][0].start for t in tasks])
-            slab = _slab_slices(reader, plan[0].task_shape[0], limit)
-            part = _StartedReader(reader, start) if start else reader
-            slabs = [(k0, min(k0 + slab, reader.slices)) for k0 in range(start, reader.slices, slab)]
-            capacity = _window_capacity(slabs, rows, rows_todo, [(t[2][0].start, t[2][0].stop) for t in tasks],
-                                        start)
-            stage = Level0Stage(arrays[0], rows, rows_todo, tasks, start, capacity, reader.slice_shape, dtype, record,
-                                plan[0].task_shape[1])
+            part = _PieceReader(reader, start, reader.slices)
+            stage = Level0Stage(arrays[0], rows, rows_todo, tasks, start, level0.capacity, dtype, record,
+                                plan[0].task_shape[1], part.box)
             voxels_per_slice = reader.slice_bytes // dtype.itemsize
             streamed = {"slices": 0.0}
 
@@ -816,10 +888,13 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
                 advance((slices - streamed["slices"]) * voxels_per_slice, f"level 0: {message}")
                 streamed["slices"] = slices
 
-            run_slabs(part, stage, None, slab, threads=threads, progress=slab_progress)
+            run_slabs(part, stage, None, level0.slab, threads=threads, progress=slab_progress)
             input_nan = stage.nan
             del stage  # its window of rows: freed before the next levels' tasks need memory
-        cache_bytes = int(min(256 * 2**20, max(32 * 2**20, limit // 8)))  # per process, decoded chunks
+        elif rows_todo:
+            input_nan = _level0_in_pieces(reader, arrays[0], plan[0], rows, rows_todo, level0, threads, record,
+                                          advance)
+        cache_bytes = _cache_bytes(limit, WORKER_MEMORY if runner.distributed else current_rss())
         for number in range(1, len(plan)):
             level, previous = plan[number], plan[number - 1]
             blocks = level.blocks()
@@ -832,7 +907,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
                 records.add(number, todo[n], stamps)
                 advance(share, f"level {number}: block {len(records.done[number])}/{count}")
 
-            runner.map(compute_block, specs, finished)
+            runner.map(compute_block, specs, finished, at_once=at_once[number])
         runner.run_everywhere(clear_chunk_cache)
         if dtype.kind == "f":
             for note in _nan_notes(arrays, plan, method, input_nan):
@@ -920,30 +995,195 @@ def _prepare_resume(plan, arrays, records: Records) -> None:
                 path.unlink(missing_ok=True)
 
 
+_MMAP_THRESHOLD_FIXED = False
+MMAP_THRESHOLD = 2**20  # arrays of at least this many bytes are mapped, and unmapped when freed
+
+
+def fixed_mmap_threshold() -> None:
+    """glibc maps large allocations and unmaps them when freed, but raises that threshold to the largest block
+    freed (up to 32 MiB): from then on a task's arrays (regions, decoded chunks) came from the threads' heaps,
+    which kept them after they were freed (one 128^3 task at a time at 256MB: 314 MiB, 194 MiB with the threshold
+    fixed, in the same time). Fixed once per process (a worker's too); elsewhere than glibc, nothing."""
+    global _MMAP_THRESHOLD_FIXED
+    if _MMAP_THRESHOLD_FIXED:
+        return
+    _MMAP_THRESHOLD_FIXED = True
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD; setting it also ends glibc's raising of it
+    except (OSError, AttributeError):
+        pass
+
+
 def clear_chunk_cache() -> None:
     """Free this process's decoded chunks (after a run; on a cluster, on every worker)."""
     for cache in _CACHE:
         cache.clear()
 
 
-def _slab_slices(reader: SlabReader, row: int, limit: int) -> int:
-    """Slabs of about SLAB_BYTES, at most a row, whose read-ahead buffers take at most a quarter of the limit."""
-    room = max(1, int(limit / 4) // max(1, (READ_AHEAD + 1) * reader.slice_bytes))
-    slab = max(1, min(row, room, SLAB_BYTES // max(1, reader.slice_bytes)))
-    while row % slab:  # a divisor of the row: rows end at slab ends, so they are written as soon as read
-        slab -= 1
-    return slab
+@dataclass
+class Level0Plan:
+    """How level 0's pass holds its rows within the memory limit: each row read in pieces of ``band`` (y, x)
+    voxels (the whole slice: rows read once, and level 1 computed from them when ``fused``), ``slab`` slices at a
+    time, into a window of ``capacity`` slices; ``needed``: the bytes planned, what the process holds included."""
+
+    band: tuple[int, int]
+    slab: int
+    capacity: int
+    fused: bool
+    needed: int
+    whole: bool
+
+    def pieces(self, shape) -> list:
+        """The pieces ((y0, y1), (x0, x1)) of a row of level 0 (``shape``: z y x)."""
+        (by, bx), (ny, nx) = self.band, shape[1:]
+        return [((y, min(y + by, ny)), (x, min(x + bx, nx))) for y in range(0, ny, by) for x in range(0, nx, bx)]
 
 
-def _fits(reader, plan, rows, rows_todo, tasks, threads, limit) -> bool:
-    """Whether level 1 can be computed during level 0's pass within ``limit``: the window of input rows, the
-    read-ahead slabs and one block per thread (its region in float and its copies)."""
-    slab = _slab_slices(reader, plan[0].task_shape[0], limit)
+def _task_write_bytes(level: LevelPlan, itemsize: int) -> int:
+    """What zarr holds while it writes one task (a chunk, or a shard) of ``level``."""
+    copies = CHUNK_WRITE_COPIES if level.task_shape == level.chunks else SHARD_WRITE_COPIES
+    return math.prod(level.task_shape) * itemsize * copies
+
+
+def _reads_in_pieces(reader: SlabReader) -> bool:
+    """Whether a row can be read again piece by piece at the cost of the piece: not a compressed stream (read
+    front to back: going back starts it again)."""
+    return reader.streams and not isinstance(reader, DecodedSlabReader)
+
+
+def _plan_level0(reader, plan, rows, rows_todo, tasks, threads, limit) -> Level0Plan:
+    """The first of these whose working set stays under ``limit`` (slabs planned by the engine's planner beside
+    the window and zarr's writes): whole rows with level 1 computed from them (``tasks``); whole rows; rows in
+    bands of chunk (or shard) rows along y, fewer each time; one strip of them in bands along x (down to one
+    chunk or shard column: the least there is). Else the last, the smallest: the caller says so (_level0_note)."""
+    level, itemsize = plan[0], reader.dtype.itemsize
+    tz, ty, tx = level.task_shape
+    ny, nx = level.shape[1:]
     start = min([rows[r][0] for r in rows_todo] + [t[2][0].start for t in tasks], default=0)
-    slabs = [(k0, min(k0 + slab, reader.slices)) for k0 in range(start, reader.slices, slab)]
-    capacity = _window_capacity(slabs, rows, rows_todo, [(t[2][0].start, t[2][0].stop) for t in tasks], start)
-    region = max((math.prod(s.stop - s.start for s in t[2]) for t in tasks), default=0)
-    # a block holds its region, and its float copy BLOCK_SLAB_SLICES slices at a time (resample_block)
-    block_bytes = region * reader.dtype.itemsize * 2
-    needed = (capacity + (READ_AHEAD + 1) * slab) * reader.slice_bytes + threads * block_bytes
-    return current_rss() + needed <= limit
+    # a fused block holds its region (a view of the window), and its float copy BLOCK_SLAB_SLICES slices at a
+    # time (resample_block): its region twice, as before
+    block_bytes = max((math.prod(s.stop - s.start for s in t[2]) for t in tasks), default=0) * itemsize * 2
+
+    def evaluate(by: int, bx: int, fused: bool) -> Level0Plan:
+        whole = (by, bx) == (ny, nx)
+        piece = by * bx * itemsize  # one slice of a piece
+        # whole slices a piece is copied from (_PieceReader): for readers that neither hand out views nor read boxes
+        copied_from = 0 if whole or reader.hands_out_views or isinstance(reader, ZarrSlabReader) \
+            else reader.slice_bytes
+        write = _task_write_bytes(level, itemsize) * min(threads, -(-bx // tx))  # a strip, threads tasks at once
+        fused_bytes = threads * block_bytes if fused else 0
+        stream = plan_slabs(tz, max(piece, copied_from), (READ_AHEAD + 1) * piece + copied_from,
+                            tz * piece + write + fused_bytes, limit, max_slab_bytes=SLAB_BYTES, min_slabs=1)
+        slab = stream.slab_slices
+        while tz % slab:  # a divisor of the row: rows end at slab ends, so they are written as soon as read
+            slab -= 1
+        capacity = tz
+        if whole:
+            slabs = [(k0, min(k0 + slab, reader.slices)) for k0 in range(start, reader.slices, slab)]
+            regions = [(t[2][0].start, t[2][0].stop) for t in tasks] if fused else []
+            capacity = _window_capacity(slabs, rows, rows_todo, regions, start)
+        needed = (current_rss() + FIXED_OVERHEAD + (capacity + (READ_AHEAD + 1) * slab) * piece
+                  + slab * copied_from + write + fused_bytes)
+        return Level0Plan((by, bx), slab, capacity, fused, needed, whole)
+
+    candidates = [(ny, nx, True)] if tasks else []
+    candidates.append((ny, nx, False))
+    if _reads_in_pieces(reader):
+        candidates += [(m * ty, nx, False) for m in range(-(-ny // ty) - 1, 0, -1)]
+        candidates += [(min(ty, ny), m * tx, False) for m in range(-(-nx // tx) - 1, 0, -1)]
+    for by, bx, fused in candidates:
+        planned = evaluate(by, bx, fused)
+        if planned.needed <= limit:
+            break
+    return planned
+
+
+def _level0_note(reader, level: LevelPlan, planned: Level0Plan) -> str:
+    """Why level 0's pass cannot keep the memory limit (a clause of the note _memory_note makes)."""
+    tz, ty, tx = level.task_shape
+    what = "chunk" if level.task_shape == level.chunks else "shard"
+    row = f"rows of {what}s {tz} slices deep ({format_bytes(tz * reader.slice_bytes)} of {reader.path.name})"
+    if planned.whole and not _reads_in_pieces(reader):
+        held = "a compressed file is read front to back, so each row is held whole"
+    elif planned.whole:
+        held = "each row is held whole"
+    else:
+        (y0, y1), (x0, x1) = planned.pieces(level.shape)[0]
+        held = (f"the least it can hold is one {what} column of {tz}x{y1 - y0}x{x1 - x0} voxels (z y x), "
+                f"{format_bytes(tz * (y1 - y0) * (x1 - x0) * reader.dtype.itemsize)}, and its encoding")
+    return f"level 0 is written in {row}; {held}: about {format_bytes(planned.needed)}"
+
+
+def _memory_note(clauses: Sequence[str], needed: int, limit: int) -> str:
+    """The one note, said before the work, on what does not fit the memory limit, and what would."""
+    return (f"memory limit {format_bytes(limit)} is too small: {'; '.join(clauses)} (with the "
+            f"{format_bytes(current_rss())} this program holds); give a memory limit of at least "
+            f"{format_bytes(needed)}, or a smaller --chunks or --shard")
+
+
+def _task_bytes(plan, number: int, dtype, method: str) -> tuple[int, int]:
+    """The bytes one task of level ``number`` holds, and its input region's bytes. Measured (a 128^3 uint16 block
+    at x2, region 268^3): its region, and beside it first the chunks of level ``number - 1`` being decoded
+    (DECODERS at a time, each about three times a chunk's bytes in zarr), then the filter's float copies (about the
+    region again); then its block and zarr's writing of it. Taken on an inner block (the halo on both sides)."""
+    level, previous, itemsize = plan[number], plan[number - 1], np.dtype(dtype).itemsize
+    kernels = level_kernels(method, previous.shape, str(np.dtype(dtype)), level.step)
+    block = tuple((t, min(2 * t, n)) if n > t else (0, n) for t, n in zip(level.task_shape, level.shape))
+    region = math.prod(r.stop - r.start for r in kernels.block(block)[1]) * itemsize
+    decoding = DECODERS * 3 * math.prod(previous.chunks) * itemsize
+    return (region + max(region, decoding) + math.prod(level.task_shape) * itemsize
+            + _task_write_bytes(level, itemsize)), region
+
+
+# What a dask worker holds of its own once it has run a task (its modules: 72 MiB measured with dask 2026.8, zarr
+# 3.1); the main process is no measure of it (in Slicer it holds the application)
+WORKER_MEMORY = 100 * 2**20
+
+
+def _cache_bytes(limit: int, held: int) -> int:
+    """Decoded chunks kept per process (ChunkCache): an eighth of the limit, 32 to 256 MiB, but at most a quarter
+    of what the limit leaves beside the ``held`` bytes of the process (it spares decoding; tasks need the room)."""
+    room = limit - held - FIXED_OVERHEAD
+    return int(max(0, min(256 * 2**20, max(32 * 2**20, limit // 8), room // 4)))
+
+
+def _tasks_at_once(plan, dtype, method: str, threads: int, limit: int) -> tuple[list[int], list[str], int]:
+    """How many tasks of each level (index: level number; level 0: 0) the local scheduler runs at once to stay
+    under ``limit`` (at least one); clauses naming the levels one task of which does not fit, and the bytes the
+    largest needs."""
+    held = current_rss() + FIXED_OVERHEAD + _cache_bytes(limit, current_rss())
+    counts, over, needed = [0], [], 0
+    for number in range(1, len(plan)):
+        task, region = _task_bytes(plan, number, dtype, method)
+        counts.append(max(1, min(threads, (limit - held) // max(1, task))))
+        if held + task > limit:
+            over.append(f"one task of level {number}, a {_task_name(plan[number])}, reads "
+                        f"{format_bytes(region)} of level {number - 1}: about {format_bytes(held + task)}")
+            needed = max(needed, held + task)
+    return counts, over, needed
+
+
+def _task_name(level: LevelPlan) -> str:
+    shape = "x".join(map(str, level.task_shape))
+    return f"chunk of {shape} voxels (z y x)" if level.task_shape == level.chunks else \
+        f"shard of {shape} voxels (z y x)"
+
+
+def _refuse_tasks_over_worker_limit(plan, dtype, method: str, limit: int) -> None:
+    """Refuse, before the cluster starts, a per-worker limit that cannot hold one task of some level: dask's
+    nanny would kill each worker that tries it, task after task. A worker holds its own (WORKER_MEMORY), the
+    decoded-chunk cache, and the task; the nanny ends it at dask's ``terminate`` share of its limit."""
+    import dask
+    share = dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0
+    own = WORKER_MEMORY + FIXED_OVERHEAD + _cache_bytes(limit, WORKER_MEMORY)
+    for number in range(1, len(plan)):
+        task, region = _task_bytes(plan, number, dtype, method)
+        if own + task > share * limit:
+            raise BigVolumeError(
+                f"--memory-limit {format_bytes(limit)} per worker cannot hold one task of level {number}: a "
+                f"{_task_name(plan[number])} reads {format_bytes(region)} of level {number - 1}, about "
+                f"{format_bytes(own + task)} with a worker's own memory (dask stops a worker at "
+                f"{100 * share:.0f} % of its limit); give a memory limit of at least "
+                f"{format_bytes(-(-(own + task) // share))}, or a smaller --shard or --chunks")
