@@ -12,6 +12,7 @@ from bigvolume.core.geometry import Geometry
 from bigvolume.io import files as io
 from bigvolume.io.slabs import open_slabs
 from bigvolume.io.zarr_input import (ZarrSlabReader, choose_level, open_pyramid, preview_level, read_region)
+from bigvolume.testing.zarr_stores import write_ome_zarr
 
 zarr = pytest.importorskip("zarr")
 from zarr_stores import (bioformats2raw_store, block_means, chunk_files, decimate, legacy_store,  # noqa: E402
@@ -511,6 +512,18 @@ def test_bigvolume_imports_zarr_only_to_read_a_store(tmp_path):
             "print('zarr' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_planning_a_store_leaves_simpleitk_unloaded(tmp_path, version):
+    """A Zarr v2 store's .zattrs looked like a DICOM file named without a suffix: SimpleITK (90 MiB) was loaded to
+    ask, before the memory plan, which then left slabs of one slice at 256MB."""
+    store = write_ome_zarr(tmp_path / "v.ome.zarr", phantom((6, 20, 24)), bv.Geometry((24, 20, 6)), chunks=4,
+                           version=version, factors=())
+    code = (f"import sys, bigvolume as bv; p = bv.plan_file(r'{store}', 2, memory_limit='256MB'); "
+            "print(p.reads_in_slabs, 'SimpleITK' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["True", "False"], (done.stdout, done.stderr)
 
 
 @pytest.mark.parametrize("shard", [None, 2])

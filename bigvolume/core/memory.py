@@ -105,3 +105,42 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+# glibc's allocator: what it keeps of freed memory counts as held, in the next plan and in the peak (elsewhere than
+# glibc both calls do nothing)
+_glibc = None
+
+
+def _libc():
+    global _glibc
+    if _glibc is None:
+        try:
+            import ctypes
+            _glibc = ctypes.CDLL("libc.so.6")
+            _glibc.malloc_trim, _glibc.mallopt  # noqa: B018 (both there: glibc)
+        except (OSError, AttributeError):
+            _glibc = False
+    return _glibc
+
+
+def give_back_freed_memory() -> None:
+    """Return to the system what the threads' malloc arenas keep of freed blocks (zarr's decoding threads: tens of
+    MiB each)."""
+    if _libc():
+        _libc().malloc_trim(0)
+
+
+MMAP_THRESHOLD = 2**20  # arrays of at least this many bytes are mapped, and unmapped when freed
+_threshold_fixed = False
+
+
+def fix_mmap_threshold() -> None:
+    """glibc maps large allocations and unmaps them when freed, but raises that threshold to the largest block
+    freed (up to 32 MiB): from then on a task's arrays came from the threads' heaps, which kept them after they were
+    freed (a pyramid's 128^3 tasks at 256MB: 314 MiB, 194 MiB with the threshold fixed, in the same time). Fixed once
+    per process (M_MMAP_THRESHOLD; setting it also ends glibc's raising of it)."""
+    global _threshold_fixed
+    if not _threshold_fixed and _libc():
+        _libc().mallopt(-3, MMAP_THRESHOLD)
+    _threshold_fixed = True

@@ -126,7 +126,16 @@ def plan_slabs(slices: int, slice_bytes: int, per_slice: int, fixed: int, memory
     ``slab_alignment``: the z size of a Zarr chunk) rounds a slab of at least that many slices down to a multiple
     of it: a slab that cuts a chunk has the chunk decoded once per slab that touches it (reading alone: 3x the time
     for slabs of 48 in chunks of 128, benchmarks/zarr_input.py). A slab smaller than a chunk is kept: growing it to
-    a whole chunk past the soft limits (fewer slabs, less overlap of reading and filtering) was slower here."""
+    a whole chunk past the soft limits (fewer slabs, less overlap of reading and filtering) was slower here.
+
+    A reader that keeps the decoded rest of a chunk row for the next slabs (``alignment.decoded_rows``: Zarr) is
+    given room for it first, the slab getting what is left, and told how much it may keep (counted in the plan's
+    buffers); where a row does not fit, a quarter of the room goes to slabs, the rest to what is kept, and the reader's
+    note (its chunks decoded several times) is the plan's."""
+    rows = getattr(alignment, "decoded_rows", None)
+    if rows is not None:
+        rows.drop_kept()  # (what an earlier pass kept is not this plan's)
+        fixed += rows.decode_bytes  # a group of chunks while decoded
     fixed += FIXED_OVERHEAD
     in_use = current_rss()
     slab = (int(memory_limit) - in_use - fixed) // max(1, per_slice)
@@ -149,4 +158,14 @@ def plan_slabs(slices: int, slice_bytes: int, per_slice: int, fixed: int, memory
     if alignment > 1 and alignment <= slab < slices:
         slab -= slab % alignment
     slab = int(max(1, slab))
+    if rows is not None and alignment > 1 and slab < slices:
+        spare = int(memory_limit) - in_use - fixed
+        rest = (min(alignment, slices) - 1) * slice_bytes  # the most kept: a row but the slice read
+        if slab % alignment and spare - rest >= per_slice:
+            slab = min(slab, (spare - rest) // per_slice)
+        elif slab % alignment:
+            slab = max(1, min(slab, spare // (4 * per_slice)))
+        keep = max(0, min(rest, spare - slab * per_slice))  # (whole rows read: none is kept, but halo reads)
+        fixed += keep
+        note = "; ".join(filter(None, (note, rows.keep_decoded(keep, slab))))
     return StreamPlan(slab, -(-slices // slab), int(fixed + slab * per_slice), int(memory_limit), note)

@@ -65,7 +65,8 @@ def is_dicom_file(path: Path) -> bool:
         return True
     # Files written without the Part 10 header and named without a suffix (IM0001) or by their UID
     # (1.2.840.113619.2.55): one was read alone, as SimpleITK's plain reader reads it, not as its series
-    if path.suffix == "" or path.suffix[1:].isdigit():
+    # (not hidden files: a Zarr v2 store's .zattrs and .zgroup loaded SimpleITK's 90 MiB before a plan)
+    if (path.suffix == "" or path.suffix[1:].isdigit()) and not name.startswith("."):
         import SimpleITK as sitk
         return sitk.ImageFileReader().GetImageIOFromFileName(str(path)) == "GDCMImageIO"
     return False

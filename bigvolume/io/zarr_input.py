@@ -28,6 +28,7 @@ import itertools
 import logging
 import os
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ import numpy as np
 
 from ..core.errors import BigVolumeError
 from ..core.geometry import Geometry
-from ..core.memory import format_bytes
+from ..core.memory import format_bytes, give_back_freed_memory
 from ..core.volume import Volume
 from .ome_zarr import (AXIS_NAMES, SPACE_UNITS, OmeZarrError, check_space_axis_order, import_zarr, is_zarr_store,
                        level_geometry, other_image_paths, parse_multiscales, scaled_geometry, with_legacy_scales)
@@ -49,6 +50,12 @@ BLOSC_HEADER = 16  # bytes of a Blosc frame's header; bytes 12-16: the frame's s
 SHARD_INDEX_ENTRY = 16  # bytes per inner chunk in a shard index: offset and size, uint64 each
 EMPTY_INNER_CHUNK = 2 ** 64 - 1  # a shard index's offset and size of an inner chunk not written
 PREVIEW_MIN_VOXELS = 256  # preview_level: the coarsest level still this many voxels along each axis
+# Slab reads decode chunks a group at a time (zarr decodes a group's chunks concurrently): this many decoded bytes a
+# group, at least one chunk. A slab reader decodes whole rows of chunks (one chunk's z range, all of y and x).
+DECODE_BYTES = 8 * 2**20
+# Decoded slices a reader keeps for the next reads of a chunk row (see ZarrSlabReader._read_into) until a plan gives
+# it room (bigvolume.engine.plan.plan_slabs): reads the planner does not size, such as a statistics subsample.
+UNPLANNED_KEEP_BYTES = 32 * 2**20
 # How far above a level's array to look for the pyramid's root (levels are usually one folder down, "0" or "s0";
 # some writers nest them, "scale/0").
 _ROOT_SEARCH_DEPTH = 3
@@ -379,15 +386,65 @@ def settle_zarr_tasks() -> None:
     sync(settle())
 
 
+class ChunkDepth(int):
+    """A Zarr reader's ``slab_alignment``: the z size of its chunks, carrying the reader (``decoded_rows``), through
+    which the engine's planner counts and bounds what the reader decodes and keeps between reads
+    (:meth:`ZarrSlabReader.keep_decoded`). The planner's callers hand it ``reader.slab_alignment`` alone."""
+
+    decoded_rows: "ZarrSlabReader | None"
+
+    def __new__(cls, depth: int, reader: "ZarrSlabReader | None" = None):
+        made = super().__new__(cls, depth)
+        made.decoded_rows = reader
+        return made
+
+
+@dataclass
+class _Kept:
+    """Decoded slices ``first + step * n`` (n < len(array)) of one chunk row, kept for the reads that follow."""
+
+    row: int
+    first: int
+    step: int
+    array: np.ndarray
+
+    @property
+    def last(self) -> int:
+        return self.first + self.step * (len(self.array) - 1)
+
+    def holds(self, k: int) -> bool:
+        return self.first <= k <= self.last and (k - self.first) % self.step == 0
+
+
 class ZarrSlabReader(SlabReader):
-    """z slabs (and boxes) of one level of a pyramid, as ``(k, j, i[, c])`` arrays."""
+    """z slabs (and boxes) of one level of a pyramid, as ``(k, j, i[, c])`` arrays.
+
+    Slabs are read by rows of chunks (a chunk's z range, all of y and x), a few chunks at a time (DECODE_BYTES). A
+    slab smaller than a chunk's z size would have each chunk decoded once per slab that touches it (and a sample of
+    every 9th slice, 14 times a chunk of 128): the slices of the row the next reads will ask for (the rest of the
+    row; every s-th one after reads of one slice s apart) are kept from the decode, up to ``keep_bytes``, and freed
+    when the reads move past them. Whole rows read are decoded straight into the slab."""
 
     def __init__(self, pyramid: Pyramid, level: int | None = None):
         self.pyramid = pyramid
         self.level = pyramid.level(level)
         super().__init__(pyramid.folder(self.level.index), self.level.geometry, self.level.dtype,
                          self.level.components)
-        self.slab_alignment = self.level.chunk[0]
+        self.slab_alignment = ChunkDepth(self.level.chunk[0], self)
+        depth, rows, columns = self.level.chunk
+        # (a channel split over chunks: all of them count as one, decoded together)
+        self.chunk_bytes = depth * rows * columns * self.dtype.itemsize * self.components
+        self._tiles = tuple(-(-n // c) for n, c in zip(self.geometry.shape[1:], (rows, columns)))
+        self._group = max(1, DECODE_BYTES // self.chunk_bytes)  # chunks decoded at once
+        # What one group holds while decoded: its chunks, and the part of them copied out
+        self.decode_bytes = 2 * min(self._group, self._tiles[0] * self._tiles[1]) * self.chunk_bytes
+        # The decoded row of chunks (all of y and x); what keeping it for the next reads may take, but one slice
+        self.chunk_row_bytes = min(depth, self.slices) * self.slice_bytes
+        self.keep_bytes = UNPLANNED_KEEP_BYTES
+        self.chunks_decoded = 0  # chunks decoded by slab reads (each decode of a chunk counted)
+        self._kept: _Kept | None = None
+        self._last_single: int | None = None  # the slice of the last read of one slice
+        self._lock = threading.Lock()  # (the engine reads ahead on its own thread)
         self._array = None
         self._checked_bands: set[int] = set()  # z bands of stored objects already checked for missing ones
         self._names_checked = False  # whether the level's files were matched against its chunk key encoding
@@ -404,8 +461,109 @@ class ZarrSlabReader(SlabReader):
                           f"voxel reads as its fill value, {node.fill_value} (a copy of the metadata only?)")
         return self._array
 
+    def drop_kept(self) -> None:
+        """Frees the decoded slices kept, and what decoding left in the allocator (a plan measures what the process
+        holds before a new pass)."""
+        with self._lock:
+            self._kept = None
+        give_back_freed_memory()
+
+    def keep_decoded(self, keep_bytes: int, slab_slices: int) -> str:
+        """The planner's room for decoded slices kept between reads (slabs of ``slab_slices``); a note, naming the
+        store, when that room cannot hold the rest of a chunk row: its chunks are then decoded several times a
+        pass (memory stays bounded, time grows)."""
+        self.keep_bytes = max(0, int(keep_bytes))
+        depth = min(int(self.slab_alignment), self.slices)
+        kept = self.keep_bytes // self.slice_bytes
+        if slab_slices >= self.slices or slab_slices % depth == 0 or kept >= depth - 1:
+            return ""
+        kept -= kept % slab_slices if kept >= slab_slices else 0  # (whole slabs kept, see _decode_rows)
+        times = -(-depth // (slab_slices + kept))
+        chunk = "x".join(map(str, self.level.chunk))
+        return (f"a row of the Zarr chunks of {self.pyramid.store} ({chunk} voxels, z y x) decodes to "
+                f"{format_bytes(self.chunk_row_bytes)}, more than the memory limit leaves for it beside slabs of "
+                f"{slab_slices} slice{'s' * (slab_slices != 1)}: each chunk is decoded about {times} times, a few at a "
+                f"time (memory stays bounded, reading takes longer); chunks of fewer z slices, or a --memory-limit "
+                f"about {format_bytes((depth - 1 - kept) * self.slice_bytes)} higher, read each once")
+
     def _read_into(self, k0: int, k1: int, out: np.ndarray) -> None:
-        self.read_box(((k0, k1), (0, self.geometry.shape[1]), (0, self.geometry.shape[2])), out)
+        depth = int(self.slab_alignment)
+        with self._lock:
+            # reads of one slice s apart (a sample of every s-th slice) will likely go on so
+            single = k1 - k0 == 1
+            last, self._last_single = self._last_single, (k0 if single else None)
+            step = k0 - last if single and last is not None and k0 > last else 1
+            kept = self._kept
+            if kept is not None and not k0 // depth <= kept.row < -(-k1 // depth):
+                kept = self._kept = None  # reads moved past it (or back)
+            missing = range(k0, k1)
+            if kept is not None:
+                missing = self._from_kept(kept, k0, k1, out)
+                if k1 > kept.last:
+                    self._kept = None
+                del kept  # (freed before _decode_rows makes the next)
+            if missing:
+                self._decode_rows(missing.start, missing.stop, k0, out, step, k1 - k0)
+
+    def _from_kept(self, kept: _Kept, k0: int, k1: int, out: np.ndarray) -> range:
+        """Copies the slices of k0..k1-1 ``kept`` holds into ``out``; the range still to decode (empty if none)."""
+        held = [k for k in range(max(k0, kept.first), min(k1, kept.last + 1)) if kept.holds(k)]
+        if not held:
+            return range(k0, k1)
+        if kept.step == 1:
+            out[held[0] - k0:held[-1] + 1 - k0] = kept.array[held[0] - kept.first:held[-1] + 1 - kept.first]
+        else:
+            for k in held:
+                out[k - k0] = kept.array[(k - kept.first) // kept.step]
+        need = [k for k in range(k0, k1) if not kept.holds(k)]
+        return range(need[0], need[-1] + 1) if need else range(0)
+
+    def _decode_rows(self, a: int, b: int, k0: int, out: np.ndarray, step: int, size: int) -> None:
+        """Decodes slices a..b-1 into ``out`` (which starts at slice k0) a group of chunks at a time, keeping the
+        slices of b's chunk row the next reads will likely ask for (see the class), as many as keep_bytes allows
+        (short of the row's end: whole reads of ``size`` slices, as a read partly kept decodes the row again)."""
+        depth = int(self.slab_alignment)
+        row_end = min(((b - 1) // depth + 1) * depth, self.slices)
+        wanted = range(b - 1 + step, row_end, step)
+        room = self.keep_bytes // self.slice_bytes
+        if len(wanted) > room:
+            wanted = wanted[:room - room % size if room >= size else room]
+        self._kept = None  # (freed before the new one is made)
+        kept = _Kept((b - 1) // depth, wanted.start, step, self.new_buffer(len(wanted))) if wanted else None
+        end = wanted[-1] + 1 if wanted else b
+        ny, nx = self.geometry.shape[1:]
+        _, rows, columns = self.level.chunk
+        self._check_stored(((a, end), (0, ny), (0, nx)))
+        # A group: chunks side by side in one row of chunks, or whole rows of them when a row is small
+        tiles_y, tiles_x = self._tiles
+        across = min(tiles_x, self._group)
+        down = max(1, min(tiles_y, self._group // tiles_x)) if across == tiles_x else 1
+        band = max(1, self._group // (tiles_y * tiles_x)) * depth if down == tiles_y else depth
+        za = a
+        while za < end:
+            zb = min(end, (za // band + 1) * band)  # (bands end on a row of chunks)
+            for y in range(0, tiles_y, down):
+                for x in range(0, tiles_x, across):
+                    rect = ((y * rows, min((y + down) * rows, ny)), (x * columns, min((x + across) * columns, nx)))
+                    self._decode_group((za, zb), rect, a, b, k0, out, kept)
+                    self.chunks_decoded += (-(-zb // depth) - za // depth) * min(down, tiles_y - y) * \
+                        min(across, tiles_x - x)
+            za = zb
+        self._kept = kept
+
+    def _decode_group(self, z, rect, a: int, b: int, k0: int, out: np.ndarray, kept: _Kept | None) -> None:
+        """One group's slices z (a part of a..b-1 and of what ``kept`` holds) into ``out`` and ``kept``."""
+        za, zb = z
+        whole = rect == ((0, self.geometry.shape[1]), (0, self.geometry.shape[2]))
+        if whole and zb <= b:  # whole slices of the slab: straight into it
+            self._decode(((za, zb),) + rect, out[za - k0:zb - k0])
+            return
+        block = self._decode(((za, zb),) + rect)
+        place = tuple(slice(p, q) for p, q in rect)
+        if za < b:
+            out[(slice(za - k0, min(zb, b) - k0),) + place] = block[:min(zb, b) - za]
+        if kept is not None and zb > kept.first:
+            kept.array[(slice(None),) + place] = block[kept.first - za::kept.step]
 
     def read_box(self, box, out: np.ndarray | None = None) -> np.ndarray:
         """The voxels of ``box`` (((k0, k1), (j0, j1), (i0, i1)), numpy order, ends excluded)."""
@@ -413,10 +571,14 @@ class ZarrSlabReader(SlabReader):
         for (a, b), n in zip(box, self.geometry.shape):
             if not 0 <= a < b <= n:
                 raise ValueError(f"box {box} outside the level's shape {self.geometry.shape}")
+        self._check_stored(box)
+        return self._decode(box, out)
+
+    def _decode(self, box, out: np.ndarray | None = None) -> np.ndarray:
+        """The voxels of a checked ``box`` (see read_box), each chunk it touches decoded whole."""
         shape = tuple(b - a for a, b in box) + ((self.components,) if self.components > 1 else ())
         if out is None:
             out = np.empty(shape, self.dtype)
-        self._check_stored(box)
         selection = self._selection(box)
         try:
             if self.components == 1 and out.flags.c_contiguous and np.dtype(self.array.dtype) == self.dtype:
@@ -601,6 +763,7 @@ class ZarrSlabReader(SlabReader):
 
     def close(self) -> None:
         self._array = None
+        self._kept = None
 
 
 def _files_under(folder: Path):

@@ -33,7 +33,8 @@ import numpy as np
 
 from ..core.errors import BigVolumeError, whole_number
 from ..core.geometry import Geometry, orthonormal, output_size
-from ..core.memory import current_rss, default_memory_limit, default_threads, format_bytes, memory_bytes
+from ..core.memory import (current_rss, default_memory_limit, default_threads, fix_mmap_threshold, format_bytes,
+                           memory_bytes)
 from ..core.progress import ProgressCallback, as_progress, interrupt_as_flag
 from ..engine.distributed import DistributedRunner, LocalRunner, one_blas_thread
 from ..engine.loop import SlabStage, run_slabs
@@ -396,7 +397,7 @@ def compute_block(task: BlockTask) -> list[str]:
     """Compute one block from the previous level's array and write it (whole chunks or shards); returns the stamps
     of the files written (:func:`stored_stamps`)."""
     one_blas_thread()
-    fixed_mmap_threshold()
+    fix_mmap_threshold()
     source = open_level(task.store, task.source, task.run)
     target = open_level(task.store, task.target, task.run)
     kernels = level_kernels(task.method, task.source_shape, task.dtype, task.step)
@@ -797,7 +798,7 @@ def _build(reader, plan, staging: Path, fingerprint, resuming, runner, method, v
     """Write every level into ``staging``; returns the number of finished tasks skipped (resumed) and notes on how
     the levels were computed."""
     one_blas_thread()
-    fixed_mmap_threshold()
+    fix_mmap_threshold()
     root = create_root(staging, version)
     records = Records(staging)
     dtype = reader.dtype
@@ -993,27 +994,6 @@ def _prepare_resume(plan, arrays, records: Records) -> None:
         for n in set(range(len(blocks))) - stamps.keys():
             for path in stored_files(array, blocks[n]):
                 path.unlink(missing_ok=True)
-
-
-_MMAP_THRESHOLD_FIXED = False
-MMAP_THRESHOLD = 2**20  # arrays of at least this many bytes are mapped, and unmapped when freed
-
-
-def fixed_mmap_threshold() -> None:
-    """glibc maps large allocations and unmaps them when freed, but raises that threshold to the largest block
-    freed (up to 32 MiB): from then on a task's arrays (regions, decoded chunks) came from the threads' heaps,
-    which kept them after they were freed (one 128^3 task at a time at 256MB: 314 MiB, 194 MiB with the threshold
-    fixed, in the same time). Fixed once per process (a worker's too); elsewhere than glibc, nothing."""
-    global _MMAP_THRESHOLD_FIXED
-    if _MMAP_THRESHOLD_FIXED:
-        return
-    _MMAP_THRESHOLD_FIXED = True
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD; setting it also ends glibc's raising of it
-    except (OSError, AttributeError):
-        pass
 
 
 def clear_chunk_cache() -> None:
