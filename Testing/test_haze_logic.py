@@ -449,6 +449,24 @@ def test_a_shaded_specimen_keeps_its_core_through_the_logic(mrml, shape_name, se
     assert any("threshold lowered from" in note for note in report.notes)
 
 
+@pytest.mark.parametrize("case", ["shaded micro-CT", "low-SNR MRI"])
+def test_the_warnings_of_a_cut_object_reach_the_panel_in_its_words(mrml, case):
+    """The two warnings of an object cut with the air (a cut through a plateau of a shaded micro-CT; an object
+    within its noise of the threshold) were tested on the command line only; in the panel they named --mask-out."""
+    from test_haze_shading import NEAR, PLATEAU, rician_mri, shaded_microct
+    array, _ = shaded_microct("ellipsoid", 3, 4.0) if case == "shaded micro-CT" else rician_mri("multi", 0, 2.5)
+    inputNode = mrml.volume(array, anisotropic_matrix(), name="scan")
+    logic = HazeRemovalLogic()
+    description = logic.describeMask(logic.previewMask(inputNode))
+    phrase = PLATEAU if case == "shaded micro-CT" else NEAR
+    assert "Warning: " in description and phrase in description, description
+    logic.process(inputNode)
+    summary = logic.lastResult.summary()
+    assert phrase in summary and logic.lastReport.warning
+    for text in (description, summary):
+        assert "--" not in text.replace("->", "") and "Preview mask shows the haze mask" in text, text
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_preview_says_the_notes_the_result_says_in_the_panel_s_words(mrml, seed):
     """The preview, where the user decides, left out the core's notes (NaN kept, a thin volume, a lowered

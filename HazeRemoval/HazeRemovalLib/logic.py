@@ -67,6 +67,7 @@ class HazeRemovalResult:
 def inPanelTerms(text: str) -> str:
     """The core's advice in the panel's words: its Level and Air settings, not the command line's options."""
     text = re.sub(r"\(--level (\d)\)", r"(Level: \1)", text)
+    text = text.replace("(--mask-out writes the haze mask)", "(Preview mask shows the haze mask)")
     return text.replace("a fixed --level", "a fixed Level").replace("--air all", "Air: all")
 
 
