@@ -734,3 +734,22 @@ def test_reading_whole_over_the_limit_is_said_before_the_reduction(tmp_path, cap
     np.testing.assert_array_equal(whole, bv.read_volume(tmp_path / f"streamed{output}").array)
     np.testing.assert_array_equal(whole, bv.read_volume(tmp_path / f"fits{output}").array)
     assert whole.dtype == np.uint8 and whole.max() > 200
+
+
+def test_a_run_in_memory_says_nothing_of_its_own_buffer_limit(tmp_path, caplog, monkeypatch):
+    """Read whole within the user's limit, the slabs over the array get a limit of ours (what the process holds plus
+    a share of the array); when that left no room the note named it, a limit the user never gave ("memory limit
+    124.09 MiB leaves no room ..." under the default 5.89 GiB)."""
+    from bigvolume.ops import precision
+    array = np.random.default_rng(4).integers(0, 4000, (10, 30, 40)).astype(np.uint16)
+    path = bv.write_volume(bv.Volume.from_array(array), tmp_path / "in.nhdr")
+    monkeypatch.setattr(precision, "in_memory_limit", lambda *args: 1)  # ours leaves no room
+    with caplog.at_level("WARNING", logger="bigvolume"):
+        bv.reduce_bits_file(path, tmp_path / "out.nhdr", bits=8, memory_limit="1GB")
+        bv.reduce_bits(bv.read_volume(path), 8)
+    assert not [r.getMessage() for r in caplog.records if "memory limit" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="bigvolume"):  # the user's limit, streamed: said
+        bv.reduce_bits_file(path, tmp_path / "streamed.nhdr", bits=8, memory_limit=1)
+    assert [r.getMessage() for r in caplog.records if "leaves no room" in r.getMessage()]
+    np.testing.assert_array_equal(bv.read_volume(tmp_path / "out.nhdr").array,
+                                  bv.read_volume(tmp_path / "streamed.nhdr").array)

@@ -4,6 +4,7 @@ bytes as whole rows; what cannot fit (a compressed stream's row, a limit below w
 front in one note; --workers whose limit cannot hold one task are refused before the cluster starts; --resume
 continues a run written in pieces."""
 import hashlib
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 pytest.importorskip("zarr")
 pytest.importorskip("dask")
 
-from bigvolume.core.memory import current_rss  # noqa: E402
+from bigvolume.core.errors import BigVolumeError  # noqa: E402
+from bigvolume.core.memory import current_rss, parse_size  # noqa: E402
 from bigvolume.engine.plan import FIXED_OVERHEAD  # noqa: E402
 from bigvolume.ops import pyramid as pyramid_module  # noqa: E402
 from bigvolume.ops.pyramid import RECORDS, pyramid  # noqa: E402
@@ -147,6 +149,26 @@ def test_workers_whose_limit_cannot_hold_one_task_are_refused_before_the_cluster
     assert "cannot hold one task of level 1" in done.stderr and "shard of" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.ome.zarr").exists() and not (tmp_path / "out.ome.zarr.partial").exists()
+
+
+@pytest.mark.parametrize("limit_mib", [60, 150, 300, 900])
+@pytest.mark.parametrize("shard", [2, 4])
+def test_the_least_worker_limit_a_refusal_asks_for_is_then_accepted(limit_mib, shard):
+    """The refusal asked for 276.48 MiB; at 277.52 MiB it asked for 281.38 MiB: the chunk cache grows with the
+    limit, so the need at the limit given was no answer."""
+    pytest.importorskip("dask")
+    from bigvolume.io.slab_readers import ArraySlabReader
+    plan = pyramid_module._plan(ArraySlabReader(np.zeros((128, 512, 512), np.uint16)), (64, 64, 64), shard, None)
+    asked = limit_mib * 2**20
+    try:
+        pyramid_module._refuse_tasks_over_worker_limit(plan, np.uint16, "lanczos", asked)
+        return  # held
+    except BigVolumeError as refused:
+        least = parse_size(re.search(r"at least ([\d.]+ [KMG]iB)", str(refused)).group(1).replace(" ", ""))
+    least = int(least)
+    pyramid_module._refuse_tasks_over_worker_limit(plan, np.uint16, "lanczos", least)  # accepted
+    with pytest.raises(BigVolumeError):
+        pyramid_module._refuse_tasks_over_worker_limit(plan, np.uint16, "lanczos", least - 2**20)
 
 
 def test_resume_continues_a_run_written_in_pieces(tmp_path, monkeypatch):

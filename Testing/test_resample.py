@@ -536,15 +536,17 @@ def test_a_limit_the_buffers_cannot_keep_is_said_before_the_work(tmp_path, caplo
 
 
 def test_a_slice_too_big_for_the_limit_is_named_as_the_cause():
-    """The note blamed "threads, kernel windows" when one 20000^2 slice did not fit."""
+    """The note blamed "threads, kernel windows" when one 20000^2 slice did not fit (whose threads' buffers grow
+    with the slice too): it gives both parts."""
     from bigvolume.core.memory import current_rss
-    from bigvolume.engine.plan import plan_slabs
+    from bigvolume.engine.plan import FIXED_OVERHEAD, plan_slabs
     limit = current_rss() + 2**30
     wide = plan_slabs(2, 20000**2, 11 * 20000**2, 2**20, limit)
-    assert wide.slab_slices == 1 and "for the buffers of one slice alone (4.10 GiB for a slice of 381.47 MiB)" \
+    assert wide.slab_slices == 1 and ("for these buffers alone: 4.10 GiB for one slice of 381.47 MiB, "
+                                      f"{(2**20 + FIXED_OVERHEAD) / 2**20:.2f} MiB for threads and kernel windows") \
         in wide.note, wide.note
     threads = plan_slabs(100, 2**20, 2**21, 3 * 2**30, limit)
-    assert "for these buffers alone (threads, kernel windows)" in threads.note, threads.note
+    assert "2.00 MiB for one slice of 1.00 MiB, 3.02 GiB for threads and kernel windows" in threads.note, threads.note
     held = plan_slabs(100, 2**20, 2**21, 0, current_rss() // 2)
     assert "this program already uses" in held.note, held.note
 

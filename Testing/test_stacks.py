@@ -13,6 +13,7 @@ import SimpleITK as sitk
 import bigvolume as bv
 from bigvolume.testing import quality
 from bigvolume.ops.stack_import import import_stack, plan_stack_import
+from bigvolume.core.memory import format_bytes
 from bigvolume.engine.stream import ArraySink
 from bigvolume.io.stacks import find_slices, natural_key, probe_stack
 
@@ -1570,3 +1571,18 @@ def test_a_limit_that_leaves_no_room_is_said_before_the_import_by_both_doors(tmp
     assert seen and seen[0] == said  # before the first progress of the work
     assert [r.getMessage() for r in caplog.records].count(said[0]) == 1
     np.testing.assert_array_equal(got, array)
+
+
+@pytest.mark.parametrize("to_file", [True, False])
+def test_a_plan_whose_buffers_exceed_the_memory_limit_says_so(tmp_path, to_file):
+    """--dry-run showed "working memory about 294.00 MiB" for a 244 MiB limit without a word."""
+    write_stack(tmp_path / "stack", stack_array((6, 40, 50)))
+    plan = plan_stack_import(tmp_path / "stack", factor=2)
+    try:
+        working = plan.estimated_working_bytes(10**9)
+        tight = plan.describe(memory_limit=working // 2, to_file=to_file)
+        roomy = plan.describe(memory_limit=10**9, to_file=to_file)
+    finally:
+        plan.close()
+    assert f"; more than the memory limit {format_bytes(working // 2)}" in tight, tight
+    assert "more than the memory limit" not in roomy, roomy

@@ -144,12 +144,11 @@ def plan_slabs(slices: int, slice_bytes: int, per_slice: int, fixed: int, memory
         slab = 1
         # what does not fit: what the program holds already, or the buffers themselves (--threads 10000: each
         # filter thread has its own; the note blamed the 33 MiB in use beside a 5.9 GiB limit)
-        # (a 26000^2 slice: the note blamed threads and kernel windows)
+        # (a 26000^2 slice: the note blamed threads and kernel windows, whose buffers grow with the slice too)
         held = (f"beside the {format_bytes(in_use)} this program already uses"
                 if not in_use < memory_limit < fixed + per_slice
-                else f"for the buffers of one slice alone ({format_bytes(per_slice)} for a slice of "
-                     f"{format_bytes(slice_bytes)})" if per_slice >= fixed
-                else "for these buffers alone (threads, kernel windows)")
+                else f"for these buffers alone: {format_bytes(per_slice)} for one slice of "
+                     f"{format_bytes(slice_bytes)}, {format_bytes(fixed)} for threads and kernel windows")
         note = (f"memory limit {format_bytes(memory_limit)} leaves no room {held}; streaming one slice at a time "
                 f"(buffers {format_bytes(fixed + per_slice)})")
     slab = min(slab, max(1, -(-slices // min_slabs)), slices)

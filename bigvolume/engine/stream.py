@@ -75,12 +75,15 @@ class ResampleStage:
                      + stages.slice_bytes     # the backend's own (a converted copy, the y-reduced slab)
                      + (1 + WINDOW_SLABS) * reduced_slice                 # x/y result, then its places in the window
                      + int(3 * work_slice * out_rows_per_slice))          # z sums and the cast output block
-        fixed = stages.threads * stages.thread_bytes + (k.z_span + 2) * reduced_slice
+        # (the window never holds more than the volume's slices: 34 reduced slices counted for a 2-slice 8000^2
+        # volume announced twice the buffers it used)
+        fixed = stages.threads * stages.thread_bytes + min(k.z_span + 2, reader.slices) * reduced_slice
         plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, fixed, memory_limit,
                           max_slab_bytes=stages.max_slab_bytes, alignment=reader.slab_alignment)
-        # Room for WINDOW_SLABS slabs behind the kernel's margin, but never more than the whole volume needs.
+        # Room for WINDOW_SLABS slabs behind the kernel's margin, but never more than the whole volume: the window
+        # holds input slices only (keep_from .. k1, within 0 .. nk)
         nk, slab, span = reader.slices, plan.slab_slices, k.z_span
-        plan.window_slices = min(WINDOW_SLABS * slab + span + 1, max(nk, slab + span + 1))
+        plan.window_slices = min(WINDOW_SLABS * slab + span + 1, nk)
         return plan
 
     def start(self, plan: StreamPlan) -> None:
@@ -199,8 +202,7 @@ def resample_block(read_region, kernels: ResampleKernels, output_block, out_dtyp
     stage = _stage(reader, block_kernels, out.dtype, threads, backend)
     # By default the whole region in one slab, z window included: nothing is read twice.
     slab = min(slab_slices or reader.slices, reader.slices)
-    window = reader.slices if slab == reader.slices else \
-        min(WINDOW_SLABS * slab + block_kernels.z_span + 1, max(reader.slices, slab + block_kernels.z_span + 1))
+    window = min(WINDOW_SLABS * slab + block_kernels.z_span + 1, reader.slices)
     stage.start(StreamPlan(slab, -(-reader.slices // slab), 0, 0, window_slices=window))
     run_slabs(reader, stage, ArraySink(out), slab, threads=threads)
     stage.check_complete()

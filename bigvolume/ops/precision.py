@@ -340,8 +340,8 @@ def _reduce_slabs(reader, mapping: _Mapping, dtype: np.dtype, sink, memory_limit
     per_slice = voxels * (READ_AHEAD + 1) * reader.dtype.itemsize + voxels * np.dtype(dtype).itemsize
     plan = plan_slabs(reader.slices, reader.slice_bytes, per_slice, 0, memory_limit,
                       max_slab_bytes=SLAB_VOXELS * reader.dtype.itemsize, alignment=reader.slab_alignment)
-    if plan.note:  # said before the work, as resample does: a run killed for memory has said why
-        logger.warning(f"{name}: {plan.note}")
+    if plan.note and name is not None:  # said before the work, as resample does: a run killed for memory has
+        logger.warning(f"{name}: {plan.note}")  # said why (not of an array in memory: its limit is ours, not asked)
     stage = _ReduceStage(mapping.window, dtype, mapping.output_range, mapping.whole)
     run_slabs(reader, stage, sink, plan.slab_slices, threads=default_threads(), progress=progress,
               message="reducing precision, slab")
@@ -485,11 +485,11 @@ def reduce_bits(volume: Volume, bits: int = 8, *, signed: bool = False, window: 
     progress = as_progress(progress)
     try:
         clipped, nan = _reduce_slabs(ArraySlabReader(volume.array, volume.geometry), mapping, dtype,
-                                     ArraySink(output), in_memory_limit(), progress, "volume")
+                                     ArraySink(output), in_memory_limit(), progress, None)
     except _Fractions:  # kept float values that are not all integers: stretched, as the rule says
         mapping = _stretched(volume.array, volume.dtype, dtype, window)
         clipped, nan = _reduce_slabs(ArraySlabReader(volume.array, volume.geometry), mapping, dtype,
-                                     ArraySink(output), in_memory_limit(), progress, "volume")
+                                     ArraySink(output), in_memory_limit(), progress, None)
     return Volume(output, volume.geometry), _reduce_report(mapping, dtype, volume.dtype, clipped, nan, output.size)
 
 
@@ -524,22 +524,23 @@ def reduce_bits_file(input_path, output_path, bits: int = 8, *, signed: bool = F
     else:  # slab by slab into the file, from the file or (an input that fits) from the array in memory
         check_stream_output(output_path, dtype, 1)
         if streams:
-            source, limit = open_slabs(input_path, series), plan.memory_limit
+            source, limit, name = open_slabs(input_path, series), plan.memory_limit, input_path
         else:  # memory-mapped raw data: read by the page cache, not copied
             volume = io.read_volume(input_path, series)
             source = ArraySlabReader(volume.array, volume.geometry, threads=default_threads())
             limit = in_memory_limit(volume.array.nbytes)
+            name = None  # (the slabs are views of the array: a limit of ours, not the user's, is no news)
         with source as reader:
             with naming(input_path):
                 mapping = _choose_mapping(reader, plan.dtype, dtype, window, percentiles, stretch)
             try:
                 with file_sink(output_path, plan.geometry, dtype) as writer:
-                    clipped, nan = _reduce_slabs(reader, mapping, dtype, writer, limit, progress, input_path)
+                    clipped, nan = _reduce_slabs(reader, mapping, dtype, writer, limit, progress, name)
             except _Fractions:  # (the file sink aborted: nothing written) stretched, as the rule says
                 with naming(input_path):
                     mapping = _stretched(reader, plan.dtype, dtype, window)
                 with file_sink(output_path, plan.geometry, dtype) as writer:
-                    clipped, nan = _reduce_slabs(reader, mapping, dtype, writer, limit, progress, input_path)
+                    clipped, nan = _reduce_slabs(reader, mapping, dtype, writer, limit, progress, name)
         report = _reduce_report(mapping, dtype, plan.dtype, clipped, nan, plan.geometry.voxel_count)
     progress(1.0, "written")
     for note in report.notes:

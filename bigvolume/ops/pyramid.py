@@ -1157,13 +1157,22 @@ def _refuse_tasks_over_worker_limit(plan, dtype, method: str, limit: int) -> Non
     decoded-chunk cache, and the task; the nanny ends it at dask's ``terminate`` share of its limit."""
     import dask
     share = dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0
-    own = WORKER_MEMORY + FIXED_OVERHEAD + _cache_bytes(limit, WORKER_MEMORY)
+
+    def own(worker_limit: int) -> int:
+        return WORKER_MEMORY + FIXED_OVERHEAD + _cache_bytes(worker_limit, WORKER_MEMORY)
+
     for number in range(1, len(plan)):
         task, region = _task_bytes(plan, number, dtype, method)
-        if own + task > share * limit:
+        if own(limit) + task > share * limit:
+            # the least limit that holds it: the chunk cache grows with the limit (an eighth of it), so the need
+            # at this limit was no answer (276 MiB asked for, then 281 MiB at 277 MiB)
+            least = limit
+            while own(least) + task > share * least:
+                least = max(least + 1, int(-(-(own(least) + task) // share)))  # (from below: own grows slower)
+            least = -(-least // 2**20) * 2**20
             raise BigVolumeError(
                 f"--memory-limit {format_bytes(limit)} per worker cannot hold one task of level {number}: a "
                 f"{_task_name(plan[number])} reads {format_bytes(region)} of level {number - 1}, about "
-                f"{format_bytes(own + task)} with a worker's own memory (dask stops a worker at "
-                f"{100 * share:.0f} % of its limit); give a memory limit of at least "
-                f"{format_bytes(-(-(own + task) // share))}, or a smaller --shard or --chunks")
+                f"{format_bytes(own(limit) + task)} with a worker's own memory (dask stops a worker at "
+                f"{100 * share:.0f} % of its limit); give a memory limit of at least {format_bytes(least)}, or a "
+                "smaller --shard or --chunks")

@@ -78,11 +78,14 @@ class StackImport:
         count; otherwise both figures (loaded into memory, as the Slicer panel does, or written to a file)."""
         limit = _limit(memory_limit)
         g = self.output_geometry
-        working = format_bytes(self.estimated_working_bytes(limit))
+        working_bytes = self.estimated_working_bytes(limit)
+        working = format_bytes(working_bytes)
         memory = (f"working memory about {working} (the output is written slice by slice, never held whole)"
                   if to_file else
-                  f"peak memory about {format_bytes(self.output_bytes + self.estimated_working_bytes(limit))} "
+                  f"peak memory about {format_bytes(self.output_bytes + working_bytes)} "
                   f"when loaded, {working} when written to a file")
+        if working_bytes > limit:  # (a dry run showed 294 MiB beside a 244 MiB limit without a word)
+            memory += f"; more than the memory limit {format_bytes(limit)}"
         text = (f"{self.info.describe()}\n"
                 f"output {'x'.join(map(str, g.dimensions))}, spacing {' '.join(f'{s:g}' for s in g.spacing)}, "
                 f"{format_bytes(self.output_bytes)} ({self.out_dtype}"
