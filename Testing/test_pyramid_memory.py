@@ -18,7 +18,9 @@ from bigvolume.core.errors import BigVolumeError  # noqa: E402
 from bigvolume.core.memory import current_rss, parse_size  # noqa: E402
 from bigvolume.engine.plan import FIXED_OVERHEAD  # noqa: E402
 from bigvolume.ops import pyramid as pyramid_module  # noqa: E402
+from bigvolume.core.geometry import Geometry  # noqa: E402
 from bigvolume.ops.pyramid import RECORDS, pyramid  # noqa: E402
+from bigvolume.testing.zarr_stores import write_ome_zarr  # noqa: E402
 from test_pyramid import run_cli, smooth_volume, write_input  # noqa: E402
 from test_stacks import write_stack  # noqa: E402
 
@@ -48,6 +50,7 @@ CASES = [
     ((70, 700, 600), np.uint16, {"chunks": (32, 64, 64), "shard": 2}, "nhdr"),
     ((40, 900, 1100), np.uint8, {"chunks": 32}, "nhdr"),
     ((36, 600, 700), np.uint16, {"chunks": 32}, "stack"),
+    ((96, 640, 512), np.uint16, {"chunks": 64}, "zarr"),
 ]
 
 
@@ -56,7 +59,36 @@ def make_input(folder: Path, shape, dtype, kind) -> Path:
     if kind == "stack":
         write_stack(folder / "stack", array)
         return folder / "stack"
+    if kind == "zarr":  # (input chunks of 24 slices: rows of output chunks cut them)
+        return write_ome_zarr(folder / "in.ome.zarr", array, Geometry(array.shape[::-1]), chunks=24, factors=())
     return write_input(folder, array, name="in.nhdr")
+
+
+def test_a_zarr_input_read_in_pieces_decodes_each_chunk_row_of_a_piece_once(tmp_path, monkeypatch):
+    """A piece of a row read slab by slab through read_box decoded each input chunk once per slab that touched
+    it: pyramid from an OME-Zarr at 256MB took 1.8x the time of the same run before pieces (36 s against 20 s),
+    now 10.7 s."""
+    from bigvolume.io.zarr_input import ZarrSlabReader
+    shape = (96, 640, 512)
+    source = make_input(tmp_path, shape, np.uint16, "zarr")
+    whole = pyramid(source, tmp_path / "whole.ome.zarr", chunks=64)
+    boxes, original = [], ZarrSlabReader.read_box
+
+    def read_box(self, box, out=None):
+        boxes.append(box)
+        return original(self, box, out)
+
+    monkeypatch.setattr(ZarrSlabReader, "read_box", read_box)
+    limit = current_rss() + FIXED_OVERHEAD + 64 * 640 * 512 * 2 // 2
+    pyramid(source, tmp_path / "pieces.ome.zarr", chunks=64, memory_limit=limit)
+    level0 = [box for box in boxes if box[1] != (0, shape[1]) or box[2] != (0, shape[2])]  # (pieces, not slabs)
+    assert level0, "not read in pieces"
+    assert all(b - a == min(24, shape[0] - a) and a % 24 == 0 for (a, b), _, _ in level0), level0[:5]
+    pieces = {(y, x) for _, y, x in level0}
+    # each input chunk row once per piece of each output row it lies in (rows of 64 slices: 0-64 and 64-96)
+    touched = sum(len(range(z0 // 24, (z1 - 1) // 24 + 1)) for z0, z1 in ((0, 64), (64, 96)))
+    assert len(level0) == len(pieces) * touched, (len(level0), len(pieces))
+    assert stored_hashes(tmp_path / "pieces.ome.zarr") == stored_hashes(tmp_path / "whole.ome.zarr")
 
 
 @pytest.mark.parametrize("shape, dtype, options, kind", CASES)
