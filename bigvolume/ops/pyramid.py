@@ -447,15 +447,14 @@ class _PieceReader(SlabReader):
             # the piece's chunk row decoded once, served slab by slab (read_box per slab decoded each chunk once
             # per slab that touched it: 1.8x the time of whole rows)
             depth = int(self.reader.slab_alignment)
-            lo = a // depth * depth
-            hi = min(lo + depth, self.reader.slices)
-            if b > hi:
-                return self.reader.read_box(((a, b), (y0, y1), (x0, x1)), None if out is None else out[:b - a])
-            if self._slices is None or self._slices[0] != lo:
-                self._slices = None  # (freed before the next is decoded)
-                self._slices = (lo, self.reader.read_box(((lo, hi), (y0, y1), (x0, x1))))
             out = self.new_buffer(b - a) if out is None else out[:b - a]
-            out[...] = self._slices[1][a - lo:b - lo]
+            for lo in range(a // depth * depth, b, depth):  # (a slab may span two chunk rows)
+                if self._slices is None or self._slices[0] != lo:
+                    self._slices = None  # (freed before the next is decoded)
+                    hi = min(lo + depth, self.reader.slices)
+                    self._slices = (lo, self.reader.read_box(((lo, hi), (y0, y1), (x0, x1))))
+                c0, c1 = max(a, lo), min(b, lo + depth)
+                out[c0 - a:c1 - a] = self._slices[1][c0 - lo:c1 - lo]
             return out
         if self.reader.hands_out_views:
             piece = self.reader.read(a, b)[:, y0:y1, x0:x1]
