@@ -434,6 +434,7 @@ class _PieceReader(SlabReader):
         self.whole = self.box == ((0, reader.slice_shape[0]), (0, reader.slice_shape[1]))
         self.hands_out_views, self.holds_input = reader.hands_out_views, reader.holds_input
         self._slices = None  # the whole slices a piece is copied from
+        self._chunk_row = None  # a Zarr input's: (first slice, the piece's decoded chunk row)
 
     def new_buffer(self, slices: int, dtype=None):
         return self.reader.new_buffer(slices, dtype) if self.whole else super().new_buffer(slices, dtype)
@@ -449,12 +450,12 @@ class _PieceReader(SlabReader):
             depth = int(self.reader.slab_alignment)
             out = self.new_buffer(b - a) if out is None else out[:b - a]
             for lo in range(a // depth * depth, b, depth):  # (a slab may span two chunk rows)
-                if self._slices is None or self._slices[0] != lo:
-                    self._slices = None  # (freed before the next is decoded)
+                if self._chunk_row is None or self._chunk_row[0] != lo:
+                    self._chunk_row = None  # (freed before the next is decoded)
                     hi = min(lo + depth, self.reader.slices)
-                    self._slices = (lo, self.reader.read_box(((lo, hi), (y0, y1), (x0, x1))))
+                    self._chunk_row = (lo, self.reader.read_box(((lo, hi), (y0, y1), (x0, x1))))
                 c0, c1 = max(a, lo), min(b, lo + depth)
-                out[c0 - a:c1 - a] = self._slices[1][c0 - lo:c1 - lo]
+                out[c0 - a:c1 - a] = self._chunk_row[1][c0 - lo:c1 - lo]
             return out
         if self.reader.hands_out_views:
             piece = self.reader.read(a, b)[:, y0:y1, x0:x1]
